@@ -1,0 +1,88 @@
+/**
+ * Every limit and fixed parameter of the crypto core, each with the reason it has the value it
+ * has. docs/protocol.md §Constants is normative and mirrors this file.
+ */
+
+// ── Versions ────────────────────────────────────────────────────────────────────────────────
+/** Wire version of every crypto encoding (keys, bundles, PQXDH and ratchet messages, envelopes). */
+export const WIRE_VERSION = 1;
+/** Version of the storage formats (serialised ratchet state, session records, stores). */
+export const STORAGE_VERSION = 1;
+
+// ── Key sizes ───────────────────────────────────────────────────────────────────────────────
+export const X25519_KEY_LENGTH = 32;
+export const ED25519_KEY_LENGTH = 32;
+export const ED25519_SIGNATURE_LENGTH = 64;
+export const ML_KEM_768_PUBLIC_KEY_LENGTH = 1184;
+export const ML_KEM_768_SECRET_KEY_LENGTH = 2400;
+export const ML_KEM_768_CIPHERTEXT_LENGTH = 1088;
+export const ML_KEM_768_SHARED_SECRET_LENGTH = 32;
+export const AES_GCM_NONCE_LENGTH = 12;
+export const AES_GCM_TAG_LENGTH = 16;
+/** Mailbox ids are SHA-256 outputs: 2^128 collision resistance, fixed 32 bytes on the wire. */
+export const MAILBOX_ID_LENGTH = 32;
+
+// ── Prekeys ─────────────────────────────────────────────────────────────────────────────────
+/**
+ * Signed prekey and last-resort KEM prekey rotate weekly (Signal's cadence): short enough that a
+ * stolen prekey secret exposes at most a week of first-contact sessions that used no one-time key.
+ */
+export const SIGNED_PREKEY_ROTATION_MS = 7 * 24 * 3600 * 1000;
+/**
+ * After rotation the previous signed/last-resort prekeys are kept this long so that initial
+ * messages sent against the old bundle (and held in the node's 30-day queue) still decrypt.
+ */
+export const PREKEY_GRACE_PERIOD_MS = 30 * 24 * 3600 * 1000;
+/** A bundle whose signed prekey is older than rotation + grace is refused by initiators. */
+export const MAX_SIGNED_PREKEY_AGE_MS = SIGNED_PREKEY_ROTATION_MS + PREKEY_GRACE_PERIOD_MS;
+/** Clock skew tolerated on prekey timestamps in the future. */
+export const MAX_PREKEY_FUTURE_SKEW_MS = 24 * 3600 * 1000;
+
+// ── Double Ratchet ──────────────────────────────────────────────────────────────────────────
+/**
+ * Most message keys skipped in one chain by a single message. 1000 covers any realistic loss
+ * burst while bounding the work (HMAC steps) an attacker can force with one forged header that
+ * decrypts under a live header key.
+ */
+export const MAX_SKIP = 1000;
+/**
+ * Most skipped message keys stored per session over all chains. Memory and storage bound:
+ * 2000 × (32-byte header key + 4-byte n + 32-byte mk + 8-byte time) ≈ 150 KB worst case. The
+ * oldest are evicted first.
+ */
+export const MAX_SKIPPED_KEYS = 2000;
+/**
+ * Skipped message keys expire after the node's default retention: a message cannot arrive later
+ * than the node keeps it, and an old skipped key is a standing forward-secrecy liability.
+ */
+export const SKIPPED_KEY_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+/**
+ * Previous receiving header keys remembered per session only to classify late duplicates from
+ * finished chains as DUPLICATE_MESSAGE rather than as undecryptable. Bounded, and they never
+ * yield message keys.
+ */
+export const MAX_PREVIOUS_HEADER_KEYS = 5;
+
+// ── Sessions ────────────────────────────────────────────────────────────────────────────────
+/** Archived sessions kept per peer device and tried after the current one (libsignal uses 40). */
+export const MAX_ARCHIVED_SESSIONS = 40;
+
+// ── Envelopes and padding ───────────────────────────────────────────────────────────────────
+/**
+ * Smallest padding bucket. Chosen above the size of a PQXDH initial message with a short text
+ * (~1.6 KB), so that first-contact messages are indistinguishable by size from ordinary ones.
+ */
+export const MIN_PADDED_ENVELOPE = 2048;
+/** Largest sealed envelope (bytes): messages carry media by reference, so 256 KiB is generous. */
+export const MAX_ENVELOPE_SIZE = 256 * 1024;
+
+// ── Media ───────────────────────────────────────────────────────────────────────────────────
+/** Plaintext bytes per media chunk: 64 KiB keeps per-chunk overhead < 0.05% and memory small. */
+export const MEDIA_CHUNK_SIZE = 64 * 1024;
+/** Chunk indices are u32: 2^32 × 64 KiB = 256 TiB, far past any file we carry. */
+export const MEDIA_MAX_CHUNKS = 0xffffffff;
+
+// ── Safety numbers ──────────────────────────────────────────────────────────────────────────
+/** Hash iterations per fingerprint half (Signal's value): slows targeted collision search. */
+export const SAFETY_NUMBER_ITERATIONS = 5200;
+export const SAFETY_NUMBER_VERSION = 1;

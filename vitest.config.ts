@@ -1,0 +1,21 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const src = (pkg: string): string => fileURLToPath(new URL(`./packages/${pkg}/src/index.ts`, import.meta.url));
+
+// Tests run against the TypeScript sources of every workspace package, so `npm test` needs no
+// prior build. `npm run build` type-checks and emits dist/ for `npm start` and publishing.
+export default defineConfig({
+  resolve: {
+    alias: [
+      { find: /^@meshwhisper\/crypto$/, replacement: src('crypto') },
+      { find: /^@meshwhisper\/protocol$/, replacement: src('protocol') },
+    ],
+  },
+  test: {
+    include: ['packages/*/test/**/*.test.ts', 'test-vectors/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+  },
+});
