@@ -8,6 +8,7 @@ const src = (pkg: string): string => fileURLToPath(new URL(`./packages/${pkg}/sr
 export default defineConfig({
   resolve: {
     alias: [
+      { find: /^@meshwhisper\/crypto\/testing$/, replacement: src('crypto').replace(/index\.ts$/, 'testing.ts') },
       { find: /^@meshwhisper\/crypto$/, replacement: src('crypto') },
       { find: /^@meshwhisper\/protocol$/, replacement: src('protocol') },
     ],
