@@ -5,3 +5,4 @@ export { ByteReader, ByteWriter } from './encoding.js';
 export * from './context.js';
 export * from './primitives/index.js';
 export * from './keys.js';
+export * from './prekeys.js';
