@@ -20,7 +20,7 @@ export interface TestDevice {
 
 /** A deterministic context: seeded RNG and a manual clock. */
 export function testContext(seed: string, clock = manualClock()): CryptoContext & { clock: ReturnType<typeof manualClock> } {
-  return { ...createContext({ random: deterministicRng(seed), now: clock.now }), clock };
+  return { ...createContext({ random: deterministicRng(new TextEncoder().encode(seed)), now: clock.now }), clock };
 }
 
 export async function makeDevice(ctx: CryptoContext, name: string, account = AccountKeyPair.generate(ctx)): Promise<TestDevice> {
