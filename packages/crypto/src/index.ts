@@ -6,3 +6,16 @@ export * from './context.js';
 export * from './primitives/index.js';
 export * from './keys.js';
 export * from './prekeys.js';
+export * from './pqxdh.js';
+export * from './stores.js';
+export * from './session.js';
+export {
+  RatchetState,
+  initRatchetAsInitiator,
+  initRatchetAsResponder,
+  ratchetEncrypt,
+  ratchetDecrypt,
+  serializeRatchetState,
+  deserializeRatchetState,
+  hasReceivedMessage,
+} from './ratchet.js';
