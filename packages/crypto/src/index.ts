@@ -19,3 +19,5 @@ export {
   deserializeRatchetState,
   hasReceivedMessage,
 } from './ratchet.js';
+export * from './padding.js';
+export * from './sealed-sender.js';

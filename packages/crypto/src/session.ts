@@ -30,6 +30,7 @@ import { decodeDeviceCertificate, encodeDeviceCertificate, sameDevice } from './
 import type { PqxdhInitialHeader } from './pqxdh.js';
 import { decodePqxdhHeader, encodePqxdhHeader, initialMessageDigest, pqxdhInitiate, pqxdhRespond, readPqxdhHeader } from './pqxdh.js';
 import type { PreKeyBundle } from './prekeys.js';
+import { openEnvelope, sealEnvelope } from './sealed-sender.js';
 import type { RatchetState } from './ratchet.js';
 import {
   deserializeRatchetState,
@@ -258,7 +259,7 @@ export async function decryptMessage(
   store: ProtocolStore,
   sender: DeviceCertificate,
   message: SessionMessage,
-  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array) => Promise<void> } = {},
+  options: { persist?: ((tx: ProtocolStores, plaintext: Uint8Array) => Promise<void>) | undefined } = {},
 ): Promise<Uint8Array> {
   const op = 'decryptMessage';
   return store.transaction(async (tx) => {
@@ -331,4 +332,56 @@ async function acceptInitialMessage(
     rec.current = entry;
   }
   return plaintext;
+}
+
+// ── Sealed messages: the session layer wrapped in sealed sender (docs/protocol.md §6.5) ─────
+
+/**
+ * Encrypts `plaintext` for the peer device at `address` and seals it: the result is the whole
+ * padded envelope the node stores. `persist` runs in the same transaction as the ratchet advance
+ * and receives exactly the bytes to send (store them; resend them, never re-encrypt).
+ */
+export async function sealMessage(
+  ctx: CryptoContext,
+  store: ProtocolStore,
+  address: DeviceAddress,
+  plaintext: Uint8Array,
+  options: { persist?: (tx: ProtocolStores, envelope: Uint8Array) => Promise<void> } = {},
+): Promise<Uint8Array> {
+  let envelope: Uint8Array | undefined;
+  await encryptMessage(ctx, store, address, plaintext, {
+    persist: async (tx, message) => {
+      const [self, peer] = [await tx.getLocalIdentity(), await currentPeer(tx, address)];
+      envelope = sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: message.type, content: message.body });
+      if (options.persist) await options.persist(tx, envelope);
+    },
+  });
+  return envelope!;
+}
+
+async function currentPeer(tx: ProtocolStores, address: DeviceAddress): Promise<DeviceCertificate> {
+  const peer = (await loadRecord(tx, address)).current?.peer;
+  if (!peer) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'sealMessage', 'no session with this device');
+  return peer;
+}
+
+/**
+ * Opens a sealed envelope addressed to this device and decrypts its content with the session that
+ * belongs to the authenticated sender. Throws CryptoError; on error no store changes.
+ */
+export async function openSealedMessage(
+  ctx: CryptoContext,
+  store: ProtocolStore,
+  envelope: Uint8Array,
+  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array, sender: DeviceCertificate) => Promise<void> } = {},
+): Promise<{ sender: DeviceCertificate; plaintext: Uint8Array }> {
+  const self = await store.getLocalIdentity();
+  const opened = openEnvelope(ctx, self.device, envelope);
+  if (opened.contentType !== MessageType.PreKey && opened.contentType !== MessageType.Ratchet) {
+    throw new CryptoError(CryptoErrorCode.MALFORMED, 'openSealedMessage', `unknown content type ${opened.contentType}`);
+  }
+  const plaintext = await decryptMessage(ctx, store, opened.sender, { type: opened.contentType, body: opened.content }, {
+    persist: options.persist ? (tx, pt) => options.persist!(tx, pt, opened.sender) : undefined,
+  });
+  return { sender: opened.sender, plaintext };
 }
