@@ -21,3 +21,4 @@ export {
 } from './ratchet.js';
 export * from './padding.js';
 export * from './sealed-sender.js';
+export * from './prekey-rotation.js';
