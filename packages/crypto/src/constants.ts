@@ -62,6 +62,14 @@ export const SKIPPED_KEY_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
  * yield message keys.
  */
 export const MAX_PREVIOUS_HEADER_KEYS = 5;
+/**
+ * Most receiving chains (distinct header keys) that may hold skipped message keys at once; the
+ * oldest chain's keys are evicted first. Every incoming message that matches neither the current
+ * nor the next receiving header key costs one trial AES-GCM header decryption per such chain, so
+ * this bounds the work a garbage or foreign message can force (≤ 2 + 32 + MAX_PREVIOUS_HEADER_KEYS
+ * tries), while still letting a lost message arrive 32 lossy turn-changes late (store-and-forward).
+ */
+export const MAX_SKIPPED_KEY_CHAINS = 32;
 
 // ── Sessions ────────────────────────────────────────────────────────────────────────────────
 /** Archived sessions kept per peer device and tried after the current one (libsignal uses 40). */
@@ -81,8 +89,47 @@ export const MAX_ENVELOPE_SIZE = 256 * 1024;
 export const MEDIA_CHUNK_SIZE = 64 * 1024;
 /** Chunk indices are u32: 2^32 × 64 KiB = 256 TiB, far past any file we carry. */
 export const MEDIA_MAX_CHUNKS = 0xffffffff;
+/**
+ * Largest chunk size a media decryptor accepts from a header. The header is read before anything
+ * authenticates it, so this bounds the memory a forged header can make a receiver buffer (1 MiB =
+ * 16 × MEDIA_CHUNK_SIZE, room to raise the default later without a format change).
+ */
+export const MEDIA_MAX_CHUNK_SIZE = 1024 * 1024;
+/** Media stream format version (first header byte). */
+export const MEDIA_VERSION = 1;
+/** Random per-file nonce prefix: 7 bytes + u32 chunk index + u8 final flag = the 12-byte GCM nonce. */
+export const MEDIA_NONCE_PREFIX_LENGTH = 7;
+/** Media keys are 32 random bytes, one per file, never reused. */
+export const MEDIA_KEY_LENGTH = 32;
 
 // ── Safety numbers ──────────────────────────────────────────────────────────────────────────
 /** Hash iterations per fingerprint half (Signal's value): slows targeted collision search. */
 export const SAFETY_NUMBER_ITERATIONS = 5200;
 export const SAFETY_NUMBER_VERSION = 1;
+/**
+ * Longest app-supplied stable identifier mixed into a safety-number half. Bounds hashing work on
+ * input that may come from a peer; 255 bytes fits any username or UUID form.
+ */
+export const SAFETY_NUMBER_MAX_STABLE_ID_LENGTH = 255;
+
+// ── Archive (recovery key, passphrase KDF) ──────────────────────────────────────────────────
+/** Archive blob format version (first byte). */
+export const ARCHIVE_VERSION = 1;
+/**
+ * Production Argon2id cost (RFC 9106 Argon2id v1.3): 64 MiB, 2 passes, 1 lane. ≈0.8 s in pure JS
+ * (@noble/hashes) on the reference 2-core machine, the top of what an unlock may take on a phone;
+ * above OWASP's 19 MiB/t=2 floor. p=1 because JS runs lanes sequentially anyway.
+ */
+export const ARCHIVE_KDF_MEMORY_KIB = 64 * 1024;
+export const ARCHIVE_KDF_ITERATIONS = 2;
+export const ARCHIVE_KDF_PARALLELISM = 1;
+/** Argon2 salt: 16 random bytes (RFC 9106 §3.1 recommends 128 bits). */
+export const ARCHIVE_KDF_SALT_LENGTH = 16;
+/**
+ * Upper bounds on KDF parameters read from a stored archive header. The header is unauthenticated
+ * until the key is derived, so without these a forged header could make a device allocate
+ * gigabytes or spin for minutes. 4× production memory, 10× production passes.
+ */
+export const ARCHIVE_KDF_MAX_MEMORY_KIB = 256 * 1024;
+export const ARCHIVE_KDF_MAX_ITERATIONS = 20;
+export const ARCHIVE_KDF_MAX_PARALLELISM = 16;

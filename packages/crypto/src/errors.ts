@@ -38,6 +38,8 @@ export const CryptoErrorCode = {
   MEDIA_CORRUPT: 'MW_CRYPTO_MEDIA_CORRUPT',
   /** A size or count limit (see constants.ts) was exceeded. */
   LIMIT_EXCEEDED: 'MW_CRYPTO_LIMIT_EXCEEDED',
+  /** A human-entered code (recovery key) failed its checksum: almost certainly a typo. */
+  BAD_CHECKSUM: 'MW_CRYPTO_BAD_CHECKSUM',
 } as const;
 export type CryptoErrorCode = (typeof CryptoErrorCode)[keyof typeof CryptoErrorCode];
 

@@ -22,3 +22,53 @@ export {
 export * from './padding.js';
 export * from './sealed-sender.js';
 export * from './prekey-rotation.js';
+export {
+  computeSafetyNumber,
+  verifyScannedSafetyNumber,
+  encodeScannableSafetyNumber,
+  formatSafetyNumber,
+  safetyNumberGroups,
+  SAFETY_NUMBER_DIGITS,
+  SAFETY_NUMBER_FINGERPRINT_LENGTH,
+  SCANNABLE_SAFETY_NUMBER_MAGIC,
+  SCANNABLE_SAFETY_NUMBER_LENGTH,
+} from './safety-number.js';
+export type { SafetyNumberParty, SafetyNumber, ScannedSafetyNumberResult } from './safety-number.js';
+export {
+  generateMediaKey,
+  mediaCiphertextLength,
+  MediaEncryptor,
+  MediaDecryptor,
+  encryptMedia,
+  decryptMedia,
+  encryptMediaIterable,
+  decryptMediaIterable,
+  mediaEncryptTransform,
+  mediaDecryptTransform,
+  MEDIA_CHUNK_KEY_INFO,
+  MEDIA_HEADER_LENGTH,
+  MEDIA_DIGEST_LENGTH,
+} from './media.js';
+export type { MediaEncryptorOptions, MediaDecryptorOptions } from './media.js';
+export {
+  RecoveryKey,
+  ArchiveRootSecret,
+  ArchiveAccessKeyPair,
+  createArchiveKdfParams,
+  encodeArchiveKeySource,
+  decodeArchiveKeySource,
+  ArchiveKeySourceTag,
+  verifyArchiveAccessSignature,
+  encryptArchive,
+  decryptArchive,
+  readArchiveHeader,
+  ARCHIVE_ROOT_SECRET_LENGTH,
+  ARCHIVE_ENCRYPTION_KEY_INFO,
+  ARCHIVE_ACCESS_KEY_INFO,
+  ARCHIVE_ACCESS_SIGNATURE_LABEL,
+  RECOVERY_KEY_CHECKSUM_LABEL,
+  RECOVERY_KEY_CHECKSUM_LENGTH,
+  RECOVERY_KEY_CHARS,
+  RECOVERY_KEY_GROUP,
+} from './archive-key.js';
+export type { ArchiveKdfParams, ArchiveKeySource, ArchiveHeader } from './archive-key.js';

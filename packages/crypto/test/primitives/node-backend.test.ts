@@ -1,0 +1,119 @@
+// node:crypto backend specifics: how it is loaded, what it returns, and its DER fallback.
+import * as nodeCrypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createNodeBackend } from '../../src/primitives/node.js';
+import { BACKENDS, hex, loadVectors, nodeBackend, toHex } from './_backends.js';
+
+describe('loading', () => {
+  it('node.ts and noble.ts never import node:crypto at run time (browsers must not see it)', () => {
+    for (const file of ['node.ts', 'noble.ts', 'index.ts', 'backend.ts']) {
+      const src = readFileSync(new URL(`../../src/primitives/${file}`, import.meta.url), 'utf8');
+      const imports = src.split('\n').filter((l) => /^\s*(import|export)\b.*['"](node:)?crypto['"]/.test(l));
+      for (const l of imports) expect(l, `${file}: ${l}`).toMatch(/^\s*import type /);
+      expect(src).not.toMatch(/require\(\s*['"](node:)?crypto['"]\s*\)/);
+      expect(src).not.toMatch(/import\(\s*['"](node:)?crypto['"]\s*\)/);
+    }
+  });
+
+  describe('platformBackend()', () => {
+    afterEach(() => {
+      vi.unstubAllEnvs();
+      vi.resetModules();
+    });
+    it('picks node:crypto via process.getBuiltinModule on Node', async () => {
+      vi.resetModules();
+      const { platformBackend } = await import('../../src/primitives/index.js');
+      expect(platformBackend().name).toBe('node');
+      expect(platformBackend()).toBe(platformBackend());
+    });
+    it('MESHWHISPER_CRYPTO_BACKEND=noble forces the reference backend', async () => {
+      vi.stubEnv('MESHWHISPER_CRYPTO_BACKEND', 'noble');
+      vi.resetModules();
+      const { platformBackend } = await import('../../src/primitives/index.js');
+      expect(platformBackend().name).toBe('noble');
+    });
+  });
+});
+
+describe('outputs', () => {
+  it('are fresh plain Uint8Arrays (not Buffers, not views into node’s shared pool)', () => {
+    const k = new Uint8Array(32).fill(3);
+    const outs = [
+      nodeBackend.sha256(k),
+      nodeBackend.sha512(k),
+      nodeBackend.hmacSha256(k, k),
+      nodeBackend.hkdfSha256(k, k, k, 42),
+      nodeBackend.x25519PublicKey(k),
+      nodeBackend.x25519(k, nodeBackend.x25519PublicKey(new Uint8Array(32).fill(4))),
+      nodeBackend.ed25519PublicKey(k),
+      nodeBackend.ed25519Sign(k, k),
+      nodeBackend.aes256GcmEncrypt(k, k.subarray(0, 12), k, k),
+      nodeBackend.aes256GcmDecrypt(k, k.subarray(0, 12), nodeBackend.aes256GcmEncrypt(k, k.subarray(0, 12), k, k), k),
+      nodeBackend.randomBytes(16),
+    ];
+    for (const o of outs) {
+      expect(Object.getPrototypeOf(o)).toBe(Uint8Array.prototype);
+      expect(o.byteOffset).toBe(0);
+      expect(o.buffer.byteLength).toBe(o.length);
+    }
+  });
+
+  it('callers’ inputs are never modified', () => {
+    for (const b of BACKENDS) {
+      const inputs = Array.from({ length: 4 }, (_, i) => new Uint8Array(32).fill(i + 1));
+      const [a, c, d, e] = inputs as [Uint8Array, Uint8Array, Uint8Array, Uint8Array];
+      const before = inputs.map(toHex);
+      b.x25519(a, b.x25519PublicKey(c));
+      b.ed25519Verify(b.ed25519PublicKey(a), d, b.ed25519Sign(a, d));
+      const sealed = b.aes256GcmEncrypt(a, c.subarray(0, 12), d, e);
+      const sealedHex = toHex(sealed);
+      b.aes256GcmDecrypt(a, c.subarray(0, 12), sealed, e);
+      sealed[0] = (sealed[0] ?? 0) ^ 1;
+      expect(() => b.aes256GcmDecrypt(a, c.subarray(0, 12), sealed, e)).toThrow();
+      sealed[0] = (sealed[0] ?? 0) ^ 1;
+      expect(toHex(sealed)).toBe(sealedHex);
+      b.hkdfSha256(a, c, d, 64);
+      expect(inputs.map(toHex)).toEqual(before);
+    }
+  });
+
+  it('randomBytes returns the requested length and differs between calls', () => {
+    expect(nodeBackend.randomBytes(0).length).toBe(0);
+    expect(nodeBackend.randomBytes(100_000).length).toBe(100_000);
+    expect(toHex(nodeBackend.randomBytes(32))).not.toBe(toHex(nodeBackend.randomBytes(32)));
+  });
+});
+
+describe('PKCS#8 DER fallback (if a future Node validates the JWK x of private keys)', () => {
+  let derImports = 0;
+  const strict = new Proxy(nodeCrypto, {
+    get(target, prop, receiver) {
+      if (prop === 'createPrivateKey') {
+        return (arg: Parameters<typeof nodeCrypto.createPrivateKey>[0]) => {
+          const a = arg as { format?: string; key?: { x?: string } };
+          if (a.format === 'jwk' && a.key?.x === '') throw new Error('JWK x does not match d');
+          if (a.format === 'der') derImports++;
+          return nodeCrypto.createPrivateKey(arg);
+        };
+      }
+      return Reflect.get(target, prop, receiver) as unknown;
+    },
+  });
+  const fallback = createNodeBackend(strict);
+  const V = loadVectors<{
+    x25519_rfc7748_6_1: { alicePriv: string; alicePub: string; bobPub: string; shared: string };
+    ed25519_rfc8032_7_1: { secret: string; public: string; msg: string; sig: string }[];
+  }>('rfc.json');
+
+  it('still produces the RFC 7748 and RFC 8032 answers', () => {
+    const x = V.x25519_rfc7748_6_1;
+    expect(toHex(fallback.x25519PublicKey(hex(x.alicePriv)))).toBe(x.alicePub);
+    expect(toHex(fallback.x25519(hex(x.alicePriv), hex(x.bobPub)))).toBe(x.shared);
+    for (const v of V.ed25519_rfc8032_7_1) {
+      expect(toHex(fallback.ed25519PublicKey(hex(v.secret)))).toBe(v.public);
+      expect(toHex(fallback.ed25519Sign(hex(v.secret), hex(v.msg)))).toBe(v.sig);
+    }
+    expect(derImports).toBeGreaterThanOrEqual(2 + 2 * V.ed25519_rfc8032_7_1.length);
+  });
+});
