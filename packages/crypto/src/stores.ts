@@ -83,21 +83,78 @@ export interface ProtocolStore extends ProtocolStores {
 
 // ── In-memory reference implementation ─────────────────────────────────────────────────────
 
-interface MemoryState {
-  preKeys: Map<number, X25519PreKeyPair>;
-  signedPreKeys: Map<number, X25519PreKeyPair>;
-  kemPreKeys: Map<number, KemPreKeyPair>;
-  sessions: Map<DeviceAddress, Uint8Array>;
-  seen: Map<string, SeenInitialMessage>;
+/** The slice of Map that the in-memory store uses, so that a transaction can overlay it. */
+interface Table<K, V> {
+  get(k: K): V | undefined;
+  has(k: K): boolean;
+  set(k: K, v: V): unknown;
+  delete(k: K): unknown;
+  readonly size: number;
+  keys(): IterableIterator<K>;
+  values(): IterableIterator<V>;
+  entries(): IterableIterator<[K, V]>;
+  [Symbol.iterator](): IterableIterator<[K, V]>;
 }
 
-const cloneState = (s: MemoryState): MemoryState => ({
-  preKeys: new Map(s.preKeys),
-  signedPreKeys: new Map(s.signedPreKeys),
-  kemPreKeys: new Map(s.kemPreKeys),
-  sessions: new Map(s.sessions),
-  seen: new Map(s.seen),
-});
+const DELETED = Symbol('deleted');
+
+/**
+ * Copy-on-write view of a Map for one transaction: reads fall through to the committed map, writes
+ * go to an overlay that `commit()` applies. O(writes) per transaction, whatever the table size.
+ */
+class Overlay<K, V> implements Table<K, V> {
+  private readonly writes = new Map<K, V | typeof DELETED>();
+  constructor(private readonly base: Map<K, V>) {}
+  get(k: K): V | undefined {
+    const w = this.writes.get(k);
+    if (w === DELETED) return undefined;
+    return w !== undefined ? w : this.base.get(k);
+  }
+  has(k: K): boolean {
+    return this.get(k) !== undefined;
+  }
+  set(k: K, v: V): this {
+    this.writes.set(k, v);
+    return this;
+  }
+  delete(k: K): boolean {
+    const had = this.has(k);
+    this.writes.set(k, DELETED);
+    return had;
+  }
+  get size(): number {
+    let n = 0;
+    for (const _ of this.keys()) n++;
+    return n;
+  }
+  *entries(): IterableIterator<[K, V]> {
+    for (const [k, v] of this.base) if (!this.writes.has(k)) yield [k, v];
+    for (const [k, v] of this.writes) if (v !== DELETED) yield [k, v];
+  }
+  *keys(): IterableIterator<K> {
+    for (const [k] of this.entries()) yield k;
+  }
+  *values(): IterableIterator<V> {
+    for (const [, v] of this.entries()) yield v;
+  }
+  [Symbol.iterator](): IterableIterator<[K, V]> {
+    return this.entries();
+  }
+  commit(): void {
+    for (const [k, v] of this.writes) {
+      if (v === DELETED) this.base.delete(k);
+      else this.base.set(k, v);
+    }
+  }
+}
+
+interface MemoryState {
+  preKeys: Table<number, X25519PreKeyPair>;
+  signedPreKeys: Table<number, X25519PreKeyPair>;
+  kemPreKeys: Table<number, KemPreKeyPair>;
+  sessions: Table<DeviceAddress, Uint8Array>;
+  seen: Table<string, SeenInitialMessage>;
+}
 
 class MemoryView implements ProtocolStores {
   constructor(
@@ -180,8 +237,16 @@ class MemoryView implements ProtocolStores {
  */
 export class MemoryProtocolStore extends MemoryView implements ProtocolStore {
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly committed = {
+    preKeys: new Map<number, X25519PreKeyPair>(),
+    signedPreKeys: new Map<number, X25519PreKeyPair>(),
+    kemPreKeys: new Map<number, KemPreKeyPair>(),
+    sessions: new Map<DeviceAddress, Uint8Array>(),
+    seen: new Map<string, SeenInitialMessage>(),
+  };
   constructor(identity: LocalIdentity) {
     super(identity, { preKeys: new Map(), signedPreKeys: new Map(), kemPreKeys: new Map(), sessions: new Map(), seen: new Map() });
+    this.state = this.committed;
     // Calls made outside transaction() are single-operation transactions, so they are serialised
     // with running transactions and can never be overwritten by one that commits later.
     const self = this as unknown as Record<string, unknown>;
@@ -193,9 +258,16 @@ export class MemoryProtocolStore extends MemoryView implements ProtocolStore {
   }
   transaction<T>(fn: (tx: ProtocolStores) => Promise<T>): Promise<T> {
     const run = async (): Promise<T> => {
-      const view = new MemoryView(this.identity, cloneState(this.state));
-      const result = await fn(view);
-      this.state = view.state;
+      const c = this.committed;
+      const overlay = {
+        preKeys: new Overlay(c.preKeys),
+        signedPreKeys: new Overlay(c.signedPreKeys),
+        kemPreKeys: new Overlay(c.kemPreKeys),
+        sessions: new Overlay(c.sessions),
+        seen: new Overlay(c.seen),
+      };
+      const result = await fn(new MemoryView(this.identity, overlay));
+      for (const t of Object.values(overlay)) t.commit();
       return result;
     };
     const p = this.queue.then(run, run);
