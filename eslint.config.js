@@ -14,6 +14,12 @@ export default tseslint.config(
     },
   },
   {
+    files: ['**/*.js', '**/*.mjs'],
+    languageOptions: {
+      globals: { process: 'readonly', console: 'readonly', URL: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly' },
+    },
+  },
+  {
     files: ['bench/**', 'scripts/**', '**/bin/**', '**/*.test.ts'],
     rules: { 'no-console': 'off' },
   },
