@@ -11,6 +11,10 @@ export * from './stores.js';
 export * from './session.js';
 export {
   RatchetState,
+  RatchetLabel,
+  RATCHET_HEADER_LENGTH,
+  RATCHET_ENCRYPTED_HEADER_LENGTH,
+  RATCHET_MESSAGE_OVERHEAD,
   initRatchetAsInitiator,
   initRatchetAsResponder,
   ratchetEncrypt,
@@ -18,7 +22,11 @@ export {
   serializeRatchetState,
   deserializeRatchetState,
   hasReceivedMessage,
+  canEncrypt,
+  ratchetStateSummary,
+  isRatchetState,
 } from './ratchet.js';
+export type { RatchetStateSummary } from './ratchet.js';
 export * from './padding.js';
 export * from './sealed-sender.js';
 export * from './prekey-rotation.js';
