@@ -66,21 +66,47 @@ interface SessionEntry {
   readonly ratchet: RatchetState;
 }
 
+/**
+ * Archived sessions stay in their stored bytes until one is needed: a message on the current
+ * session then costs the same whether 0 or 40 sessions are archived.
+ */
+type ArchivedEntry = SessionEntry | Uint8Array;
+
 interface SessionRecord {
   current?: SessionEntry;
-  archived: SessionEntry[];
+  archived: ArchivedEntry[];
 }
 
 // ── Storage format (versioned, separate from any wire format) ───────────────────────────────
 
-function writeEntry(w: ByteWriter, e: SessionEntry): void {
+function encodeEntry(e: SessionEntry): Uint8Array {
+  const w = new ByteWriter();
   w.u8((e.initiator ? 1 : 0) | (e.decryptOnly ? 2 : 0))
     .vec16(encodeDeviceCertificate(e.peer))
     .bytes(e.baseKey)
     .u64(e.createdAt);
   if (e.pending) w.u8(1).vec16(encodePqxdhHeader(e.pending));
   else w.u8(0);
-  w.vec32(serializeRatchetState(e.ratchet));
+  return w.vec32(serializeRatchetState(e.ratchet)).finish();
+}
+
+function decodeEntry(bytes: Uint8Array): SessionEntry {
+  const op = 'deserializeSessionRecord';
+  const r = new ByteReader(bytes, op);
+  const e = readEntry(r, op);
+  r.finish();
+  return e;
+}
+
+const entryOf = (a: ArchivedEntry): SessionEntry => (a instanceof Uint8Array ? decodeEntry(a) : a);
+
+/** The base key of an entry, read from stored bytes without decoding the rest. */
+function baseKeyOf(a: ArchivedEntry): Uint8Array {
+  if (!(a instanceof Uint8Array)) return a.baseKey;
+  const certLength = a.length >= 3 ? (a[1]! << 8) | a[2]! : 0;
+  const start = 3 + certLength;
+  if (a.length < start + 32) throw new CryptoError(CryptoErrorCode.MALFORMED, 'deserializeSessionRecord', 'truncated session entry');
+  return a.subarray(start, start + 32);
 }
 
 function readEntry(r: ByteReader, op: string): SessionEntry {
@@ -92,20 +118,21 @@ function readEntry(r: ByteReader, op: string): SessionEntry {
   const hasPending = r.u8('pending flag');
   if (hasPending > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'pending flag must be 0 or 1');
   const pending = hasPending ? decodePqxdhHeader(r.vec16('pending header')) : undefined;
-  const ratchet = deserializeRatchetState(r.vec32('ratchet state', 16 * 1024 * 1024));
+  const ratchet = deserializeRatchetState(r.vec32('ratchet state', MAX_ENTRY_LENGTH));
   return { initiator: (flags & 1) === 1, decryptOnly: (flags & 2) === 2, peer, baseKey, createdAt, ...(pending ? { pending } : {}), ratchet };
 }
 
 export function serializeSessionRecord(rec: SessionRecord): Uint8Array {
   const w = new ByteWriter().u8(STORAGE_VERSION);
-  if (rec.current) {
-    w.u8(1);
-    writeEntry(w, rec.current);
-  } else w.u8(0);
+  if (rec.current) w.u8(1).vec32(encodeEntry(rec.current));
+  else w.u8(0);
   w.u16(rec.archived.length);
-  for (const e of rec.archived) writeEntry(w, e);
+  for (const e of rec.archived) w.vec32(e instanceof Uint8Array ? e : encodeEntry(e));
   return w.finish();
 }
+
+/** Upper bound on one stored session entry (a ratchet state with every skipped key is ~200 KB). */
+const MAX_ENTRY_LENGTH = 16 * 1024 * 1024;
 
 export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   const op = 'deserializeSessionRecord';
@@ -114,11 +141,11 @@ export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   if (v !== STORAGE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `session record version ${v}`);
   const has = r.u8('current flag');
   if (has > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'current flag must be 0 or 1');
-  const current = has ? readEntry(r, op) : undefined;
+  const current = has ? decodeEntry(r.vec32('current session', MAX_ENTRY_LENGTH)) : undefined;
   const n = r.u16('archived count');
   if (n > MAX_ARCHIVED_SESSIONS) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'too many archived sessions');
-  const archived: SessionEntry[] = [];
-  for (let i = 0; i < n; i++) archived.push(readEntry(r, op));
+  const archived: ArchivedEntry[] = [];
+  for (let i = 0; i < n; i++) archived.push(r.vec32('archived session', MAX_ENTRY_LENGTH));
   r.finish();
   return current ? { current, archived } : { archived };
 }
@@ -128,7 +155,7 @@ async function loadRecord(tx: ProtocolStores, address: DeviceAddress): Promise<S
   return bytes ? deserializeSessionRecord(bytes) : { archived: [] };
 }
 
-function archive(rec: SessionRecord, entry: SessionEntry): void {
+function archive(rec: SessionRecord, entry: ArchivedEntry): void {
   rec.archived.unshift(entry);
   if (rec.archived.length > MAX_ARCHIVED_SESSIONS) rec.archived.length = MAX_ARCHIVED_SESSIONS;
 }
@@ -222,11 +249,9 @@ function withReceived(entry: SessionEntry, ratchet: RatchetState): SessionEntry 
 /** Tries current then archived sessions; promotes an archived one that works. */
 function decryptWithRecord(ctx: CryptoContext, rec: SessionRecord, sender: DeviceCertificate, message: Uint8Array): Uint8Array {
   const op = 'decryptMessage';
-  const candidates: { entry: SessionEntry; index: number }[] = [];
-  if (rec.current) candidates.push({ entry: rec.current, index: -1 });
-  rec.archived.forEach((entry, index) => candidates.push({ entry, index }));
-  if (candidates.length === 0) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'no session with this device');
-  for (const { entry, index } of candidates) {
+  if (!rec.current && rec.archived.length === 0) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'no session with this device');
+  for (let index = rec.current ? -1 : 0; index < rec.archived.length; index++) {
+    const entry = index === -1 ? rec.current! : entryOf(rec.archived[index]!);
     if (!sameDevice(entry.peer, sender)) throw new CryptoError(CryptoErrorCode.SENDER_MISMATCH, op, 'sender does not own this session');
     let result;
     try {
@@ -275,7 +300,7 @@ export async function decryptMessage(
       if (!sameDevice(header.initiator, sender)) {
         throw new CryptoError(CryptoErrorCode.SENDER_MISMATCH, op, 'PQXDH initiator is not the sealed sender');
       }
-      const existing = [rec.current, ...rec.archived].some((e) => e && equalBytes(e.baseKey, header.baseKey));
+      const existing = [...(rec.current ? [rec.current] : []), ...rec.archived].some((e) => equalBytes(baseKeyOf(e), header.baseKey));
       plaintext = existing
         ? decryptWithRecord(ctx, rec, sender, ratchetMessage)
         : await acceptInitialMessage(ctx, tx, rec, header, ratchetMessage);

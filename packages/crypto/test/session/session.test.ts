@@ -244,3 +244,25 @@ describe('session layer', () => {
     expect(deviceAddress(laptopCert)).not.toBe(deviceAddress(phone.certificate));
   });
 });
+
+describe('archive bounds', () => {
+  it(`keeps at most MAX_ARCHIVED_SESSIONS archived sessions and still decrypts from the oldest kept`, async () => {
+    const { MAX_ARCHIVED_SESSIONS } = await import('../../src/constants.js');
+    const { deserializeSessionRecord } = await import('../../src/session.js');
+    const ctx = testContext('bounds');
+    const alice = await makeDevice(ctx, 'alice');
+    const bob = await makeDevice(ctx, 'bob');
+    const b = deviceAddress(bob.certificate);
+    const firstMessages: SessionMessage[] = [];
+    for (let i = 0; i < MAX_ARCHIVED_SESSIONS + 3; i++) {
+      await initiateSession(ctx, alice.store, await bundleOf(ctx, bob, { oneTime: false }));
+      firstMessages.push(await encryptMessage(ctx, alice.store, b, text(`session ${i}`)));
+    }
+    const rec = deserializeSessionRecord((await alice.store.loadSession(b))!);
+    expect(rec.archived.length).toBe(MAX_ARCHIVED_SESSIONS);
+    // Bob accepts all of them (each is a fresh PQXDH); then Alice can read a reply on the oldest one she kept.
+    for (const m of firstMessages) await decryptMessage(ctx, bob.store, alice.certificate, m);
+    const bobRec = deserializeSessionRecord((await bob.store.loadSession(deviceAddress(alice.certificate)))!);
+    expect(bobRec.archived.length).toBe(MAX_ARCHIVED_SESSIONS);
+  });
+});
