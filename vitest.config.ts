@@ -11,6 +11,7 @@ export default defineConfig({
       { find: /^@meshwhisper\/crypto\/testing$/, replacement: src('crypto').replace(/index\.ts$/, 'testing.ts') },
       { find: /^@meshwhisper\/crypto$/, replacement: src('crypto') },
       { find: /^@meshwhisper\/protocol$/, replacement: src('protocol') },
+      { find: /^@meshwhisper\/sdk$/, replacement: src('sdk') },
     ],
   },
   test: {

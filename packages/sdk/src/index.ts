@@ -1,0 +1,9 @@
+// Storage adapters (docs/api-storage.md). The lead extends this file with the client API.
+export { StorageError, StorageErrorCode } from './storage/errors.js';
+export type { ProtocolStorage, StorageKind } from './storage/types.js';
+export { MemoryStorage, memoryStorage } from './storage/memory.js';
+export { SqliteStorage, openSqliteStorage, SQLITE_MIGRATIONS } from './storage/sqlite.js';
+export type { SqliteDatabase, SqliteDriver, SqliteStatement, SqliteStorageOptions } from './storage/sqlite.js';
+export { IndexedDbStorage, openIndexedDbStorage, INDEXEDDB_MIGRATIONS } from './storage/indexeddb.js';
+export type { IndexedDbStorageOptions } from './storage/indexeddb.js';
+export { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS, STORAGE_WEB_LOCK_PREFIX } from './constants.js';
