@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', 'bench/**/node_modules/**', '**/*.gen.ts', 'coverage/**'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', 'bench/**/node_modules/**', '**/*.gen.ts', '**/src/gen/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

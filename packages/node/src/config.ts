@@ -1,0 +1,130 @@
+/**
+ * The node's configuration: ONE schema, every setting an environment variable with a default
+ * (docs/self-hosting.md lists them all; a test fails if one is missing there).
+ */
+import { resolve } from 'node:path';
+import { resolveMetricsExposure } from './metrics.js';
+import type { MetricsExposure } from './metrics.js';
+import { parseBucketOverrides, parseTrustProxy } from './rate-limit.js';
+import type { BucketSpec, TrustProxy } from './rate-limit.js';
+
+export const NodeConfigErrorCode = {
+  /** An environment variable has a value the schema does not accept (operator error, at startup). */
+  INVALID: 'MW_NODE_CONFIG_INVALID',
+} as const;
+
+export class NodeConfigError extends Error {
+  override readonly name = 'NodeConfigError';
+  readonly code = NodeConfigErrorCode.INVALID;
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+  }
+}
+
+export interface Setting<T> {
+  /** Environment variable name. */
+  readonly env: string;
+  /** Default, as the text an operator would write. */
+  readonly default: string;
+  readonly description: string;
+  readonly parse: (raw: string, env: Readonly<Record<string, string | undefined>>) => T;
+}
+
+const setting = <T>(env: string, def: string, description: string, parse: Setting<T>['parse']): Setting<T> => ({ env, default: def, description, parse });
+
+function int(min: number, max: number): (raw: string) => number {
+  return (raw) => {
+    const n = Number(raw);
+    if (!/^[0-9]+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new RangeError(`must be an integer in [${min}, ${max}]`);
+    return n;
+  };
+}
+const text = (raw: string): string => raw;
+const bool = (raw: string): boolean => {
+  const v = raw.trim().toLowerCase();
+  if (v === 'true' || v === '1' || v === 'yes') return true;
+  if (v === 'false' || v === '0' || v === 'no' || v === '') return false;
+  throw new RangeError('must be true or false');
+};
+const DAY = 24 * 3600 * 1000;
+const MB = 1024 * 1024;
+
+/** Username ownership policies (docs/spec/node-protocol.md §Usernames). */
+export type UsernamePolicy = 'signed' | 'last-writer-wins';
+
+function namespaces(raw: string): ReadonlyMap<string, UsernamePolicy> {
+  const out = new Map<string, UsernamePolicy>();
+  for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([a-z0-9][a-z0-9_.-]{0,63}):(signed|last-writer-wins)$/.exec(part);
+    if (!m) throw new RangeError(`"${part}" is not namespace:signed or namespace:last-writer-wins`);
+    out.set(m[1]!, m[2] as UsernamePolicy);
+  }
+  return out;
+}
+
+/**
+ * Every setting. Sizes in bytes, durations in the unit the name says. Backup settings
+ * (BACKUP_*) belong here too: the backup module adds them (// HOOK: backup settings).
+ */
+export const CONFIG_SCHEMA = {
+  port: setting('PORT', '8080', 'TCP port of the HTTP and WebSocket listener (0: any free port).', int(0, 65_535)),
+  host: setting('HOST', '0.0.0.0', 'Address to listen on (0.0.0.0: all IPv4 interfaces; :: for IPv6 too).', text),
+  dataDir: setting('DATA_DIR', './data', 'Directory for the SQLite database, the node key, media and archive blobs. Created if missing.', (raw) => resolve(raw)),
+  logLevel: setting('LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.', (raw) => {
+    if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(raw)) throw new RangeError('unknown level');
+    return raw;
+  }),
+  retentionMs: setting('RETENTION_DAYS', '30', 'Days an undelivered envelope is kept before it expires (the device then gets a gap notice).', (raw) => int(1, 3650)(raw) * DAY),
+  mailboxMaxMessages: setting('MAILBOX_MAX_MESSAGES', '10000', 'Stored envelopes per mailbox; beyond it the oldest tokenless, then the oldest envelopes are evicted (gap notice).', int(10, 10_000_000)),
+  mailboxMaxBytes: setting('MAILBOX_MAX_BYTES', String(100 * MB), 'Stored envelope bytes per mailbox (same eviction rule).', int(MB, 2 ** 40)),
+  firstContactMaxMessages: setting('FIRST_CONTACT_MAX_MESSAGES', '100', 'Stored tokenless (first-contact) envelopes per mailbox; further tokenless sends are refused until it drains.', int(1, 1_000_000)),
+  deliveryWindow: setting('DELIVERY_WINDOW', '256', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
+  mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
+  mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes stored per device at any time.', int(1, 2 ** 44)),
+  mediaTtlMs: setting('MEDIA_TTL_DAYS', '30', 'Days a media blob is kept.', (raw) => int(1, 3650)(raw) * DAY),
+  archiveMaxBytes: setting('ARCHIVE_MAX_BYTES', String(512 * MB), 'Largest archive (encrypted backup) blob per account.', int(1, 2 ** 40)),
+  usernameNamespaces: setting(
+    'USERNAME_NAMESPACES',
+    'default:signed',
+    'Comma-separated namespace:policy pairs; policy is signed (claim, transfer and release must be signed by the owner) or last-writer-wins.',
+    namespaces,
+  ),
+  sweepIntervalMs: setting('SWEEP_INTERVAL_SECONDS', '60', 'How often expired envelopes, media and challenges are purged.', (raw) => int(1, 86_400)(raw) * 1000),
+  shutdownGraceMs: setting('SHUTDOWN_GRACE_SECONDS', '10', 'On SIGTERM/SIGINT: time given to in-flight requests before connections are cut.', (raw) => int(0, 600)(raw) * 1000),
+  trustProxy: setting<TrustProxy>('TRUST_PROXY', 'false', 'Which X-Forwarded-For hops to believe: false, true, a hop count, or a list of proxy addresses/CIDRs/presets (loopback, private, linklocal).', parseTrustProxy),
+  rateLimits: setting<Record<string, BucketSpec>>('RATE_LIMITS', '', 'Token-bucket overrides, name=rate:burst,… (rate per second); names in docs/self-hosting.md.', (raw) => parseBucketOverrides(raw)),
+  metricsHost: setting('METRICS_HOST', '127.0.0.1', 'Bind address of the separate Prometheus listener.', text),
+  metricsPort: setting('METRICS_PORT', '9464', 'Port of the separate Prometheus listener, or off.', text),
+  metricsToken: setting('METRICS_TOKEN', '', 'Bearer token for /metrics (≥ 32 characters); when set, /metrics is also served on the main listener.', text),
+  logRequests: setting('LOG_REQUESTS', 'false', 'Log one line per HTTP request (method, route pattern, status, time; never ids, keys or addresses).', bool),
+} as const;
+
+export type ConfigSchema = typeof CONFIG_SCHEMA;
+export type NodeConfig = { readonly [K in keyof ConfigSchema]: ReturnType<ConfigSchema[K]['parse']> } & {
+  /** Derived from METRICS_*: where metrics are served. */
+  readonly metrics: MetricsExposure;
+};
+
+/** Reads every setting from `env` (default: process.env); `overrides` win (tests). Throws NodeConfigError. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env, overrides: Partial<NodeConfig> = {}): NodeConfig {
+  const out: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(CONFIG_SCHEMA) as [string, Setting<unknown>][]) {
+    if (key in overrides) continue;
+    const raw = env[s.env] ?? s.default;
+    try {
+      out[key] = s.parse(raw, env);
+    } catch (e) {
+      throw new NodeConfigError(s.env, e instanceof Error ? e.message : 'invalid value');
+    }
+  }
+  let metrics: MetricsExposure;
+  try {
+    metrics = overrides.metrics ?? resolveMetricsExposure({ METRICS_HOST: env.METRICS_HOST, METRICS_PORT: env.METRICS_PORT, METRICS_TOKEN: env.METRICS_TOKEN });
+  } catch (e) {
+    throw new NodeConfigError('METRICS_*', e instanceof Error ? e.message : 'invalid value');
+  }
+  return { ...out, ...overrides, metrics } as NodeConfig;
+}

@@ -1,0 +1,10 @@
+/** @meshwhisper/node: the MeshWhisper node as a library (the `meshwhisper-node` binary is bin.ts). */
+export { CONFIG_SCHEMA, NodeConfigError, NodeConfigErrorCode, loadConfig } from './config.js';
+export type { NodeConfig, Setting, UsernamePolicy } from './config.js';
+export { ANONYMOUS_SOCKET_PATH, DATABASE_FILE, createNode } from './node.js';
+export type { CreateNodeOptions, MeshWhisperNode } from './node.js';
+export { NODE_KEY_FILE, NodeKey, loadOrCreateNodeKey } from './node-key.js';
+export { REQUIRED_PRAGMAS, migrate, openDatabase, pragmasInForce } from './store/db.js';
+export { MIGRATIONS } from './store/migrations.js';
+export { Store } from './store/store.js';
+export { deliveryTokenHash } from './mailbox/send.js';

@@ -1,0 +1,301 @@
+/**
+ * Assembles a MeshWhisper node: data directory, node key, store, HTTP routes (fastify plugins),
+ * the two WebSocket endpoints, the sweeper, and graceful shutdown.
+ */
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Duplex, Writable } from 'node:stream';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
+import type { CryptoContext } from '@meshwhisper/crypto';
+import { createContext, toHex } from '@meshwhisper/crypto';
+import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, ProtocolError, httpErrorBody } from '@meshwhisper/protocol';
+import { ChallengeIssuer } from './auth.js';
+import type { NodeConfig } from './config.js';
+import { DeliveryHub } from './mailbox/hub.js';
+import { SendService } from './mailbox/send.js';
+import { NodeMetrics, metricsRoutePlugin, startMetricsServer } from './metrics.js';
+import type { MetricsServer } from './metrics.js';
+import type { NodeKey} from './node-key.js';
+import { loadOrCreateNodeKey } from './node-key.js';
+import { RateLimitError, RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade, retryAfterSeconds } from './rate-limit.js';
+import { accountRoutes } from './routes/account.js';
+import { blobRoutes, removeMediaFiles } from './routes/blobs.js';
+import { keyRoutes } from './routes/keys.js';
+import { mailboxRoutes } from './routes/mailbox.js';
+import { usernameRoutes } from './routes/usernames.js';
+import type { NodeServices } from './services.js';
+import { AnonymousConnection } from './socket/anonymous.js';
+import { WS_MAX_PAYLOAD } from './socket/connection.js';
+import { DeviceConnection } from './socket/device.js';
+import { Store } from './store/store.js';
+
+/** The SQLite database file inside DATA_DIR. */
+export const DATABASE_FILE = 'meshwhisper.sqlite3';
+export const ANONYMOUS_SOCKET_PATH = '/v1/anonymous';
+/**
+ * WebSocket heartbeat: a connection that has not answered the previous ping when the next one is
+ * due is dead (NAT timeout, vanished phone) and is terminated, freeing its slot; its unacked
+ * envelopes stay stored.
+ */
+export const PING_INTERVAL_MS = 30_000;
+/** Mailboxes expired per sweep transaction: bounds how long one sweep holds the write lock. */
+const EXPIRE_BATCH = 1000;
+
+export interface CreateNodeOptions {
+  /** Crypto context (tests inject a clock); default createContext(). */
+  readonly ctx?: CryptoContext;
+  /** Log destination (tests capture it); default stdout. */
+  readonly logStream?: Writable;
+  /** Prometheus metrics (default on). */
+  readonly metrics?: boolean;
+}
+
+export interface MeshWhisperNode extends AsyncDisposable {
+  readonly app: FastifyInstance;
+  readonly services: NodeServices;
+  readonly nodeKey: NodeKey;
+  /** Starts listening on config.host:config.port; returns the bound address. */
+  listen(): Promise<AddressInfo>;
+  /** Graceful shutdown: refuses new work, lets in-flight requests finish, closes sockets, checkpoints and closes the database. */
+  close(): Promise<void>;
+  /** One sweep now (expiry of envelopes and media, challenge table); the timer runs it every SWEEP_INTERVAL_SECONDS. */
+  sweep(): Promise<void>;
+}
+
+export async function createNode(config: NodeConfig, options: CreateNodeOptions = {}): Promise<MeshWhisperNode> {
+  const ctx = options.ctx ?? createContext();
+  const mediaDir = join(config.dataDir, 'media');
+  const archiveDir = join(config.dataDir, 'archives');
+  const tmpDir = join(config.dataDir, 'tmp');
+  for (const d of [config.dataDir, mediaDir, archiveDir, tmpDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
+  // Uploads interrupted by a crash left partial files; none of them was ever acknowledged.
+  for (const f of readdirSync(tmpDir)) rmSync(join(tmpDir, f), { force: true });
+
+  const { key: nodeKey, created: keyCreated } = loadOrCreateNodeKey(ctx, config.dataDir);
+  const store = new Store(join(config.dataDir, DATABASE_FILE));
+  const limiter = new RateLimiter({ buckets: config.rateLimits });
+  const metrics = options.metrics === false ? undefined : new NodeMetrics();
+  const hub = new DeliveryHub();
+  const issuer = new ChallengeIssuer(ctx, nodeKey);
+  const sender = new SendService(
+    ctx,
+    store,
+    hub,
+    limiter,
+    { maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes, firstContactMaxMessages: config.firstContactMaxMessages },
+    {
+      accepted: (cls, lane, seconds) => metrics?.envelopeAccepted(cls, lane, seconds),
+      rejected: (reason) => metrics?.envelopeRejected(reason),
+      evicted: (n) => metrics?.envelopesEvicted.inc(n),
+      storageFailed: (e) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'group commit failed'),
+    },
+  );
+  let shuttingDown = false;
+  const services: NodeServices = { ctx, config, nodeKey, store, hub, issuer, limiter, sender, metrics, mediaDir, archiveDir, tmpDir, shuttingDown: () => shuttingDown };
+
+  const app = Fastify({
+    bodyLimit: MAX_HTTP_BODY_BYTES,
+    logController: new LogController({ disableRequestLogging: !config.logRequests }),
+    // Addresses are resolved by rate-limit.ts from TRUST_PROXY; fastify's own trust stays off.
+    trustProxy: false,
+    logger:
+      config.logLevel === 'silent'
+        ? false
+        : {
+            level: config.logLevel,
+            ...(options.logStream ? { stream: options.logStream } : {}),
+            // Never log credentials, URLs (media ids are capabilities, paths carry names) or addresses.
+            redact: { paths: ['req.headers["mw-auth"]', 'req.headers.authorization', 'req.headers.cookie'], censor: '[redacted]' },
+            serializers: {
+              req: (req: { method?: string; routeOptions?: { url?: string } }) => ({ method: req.method, route: req.routeOptions?.url ?? 'unmatched' }),
+              res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
+            },
+          },
+  });
+
+  app.addContentTypeParser(CONTENT_TYPE_PROTOBUF, { parseAs: 'buffer', bodyLimit: MAX_HTTP_BODY_BYTES }, (_request, body, done) => done(null, body));
+
+  app.setErrorHandler((err: FastifyError | ProtocolError | RateLimitError, request, reply) => {
+    if (err instanceof ProtocolError) {
+      if (err.retryAfterMs > 0) reply.header('retry-after', String(retryAfterSeconds(err.retryAfterMs)));
+      return reply.code(err.httpStatus).send(err.toJSON());
+    }
+    if (err instanceof RateLimitError) {
+      if (err.statusCode === 429) reply.header('retry-after', String(err.retryAfterSeconds));
+      return reply.code(err.statusCode).send(err.toJSON());
+    }
+    const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
+    if (status === 413) return reply.code(413).send(httpErrorBody(ErrorCode.TOO_LARGE, `body exceeds ${MAX_HTTP_BODY_BYTES} bytes`));
+    if (status === 415) return reply.code(415).send(httpErrorBody(ErrorCode.UNSUPPORTED_MEDIA_TYPE, `use Content-Type ${CONTENT_TYPE_PROTOBUF} (or application/octet-stream for blobs)`));
+    if (status >= 400 && status < 500) return reply.code(status).send(httpErrorBody(ErrorCode.MALFORMED, 'request could not be parsed'));
+    request.log.error({ err: { name: err.name, code: (err as FastifyError).code, message: err.message } }, 'request failed');
+    return reply.code(500).send(httpErrorBody(ErrorCode.INTERNAL, 'internal error'));
+  });
+  app.setNotFoundHandler((_request, reply) => reply.code(404).send(httpErrorBody(ErrorCode.NOT_FOUND, 'no such endpoint')));
+
+  await app.register(rateLimitPlugin, { limiter, trustProxy: config.trustProxy, onLimited: (bucket) => metrics?.rateLimitedBy(bucket) });
+  if (metrics) {
+    metrics.setSources({
+      queue: () => store.db.prepare<[], { envelopes: number | null; bytes: number | null }>('SELECT sum(messages) AS envelopes, sum(bytes) AS bytes FROM mailbox_stats').get() as { envelopes: number; bytes: number },
+      rateLimitKeys: () => limiter.trackedKeys,
+    });
+    await app.register(metrics.httpPlugin());
+    if (config.metrics.token && config.metrics.onMainListener) await app.register(metricsRoutePlugin(metrics, config.metrics.token));
+  }
+  await app.register(mailboxRoutes(services));
+  await app.register(keyRoutes(services));
+  await app.register(usernameRoutes(services));
+  await app.register(blobRoutes(services));
+  await app.register(accountRoutes(services));
+
+  // ── WebSockets ──
+  const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
+  const frameLog = { warn: (obj: object, msg: string) => app.log.warn(obj, msg) };
+  const deliveryWindow = config.deliveryWindow;
+  const alive = new WeakSet<WebSocket>();
+  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const refuse = (status: string, code: ErrorCode, message: string): void => {
+      const body = JSON.stringify(httpErrorBody(code, message));
+      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    };
+    if (path !== DEVICE_SOCKET_PATH && path !== ANONYMOUS_SOCKET_PATH) return refuse('404 Not Found', ErrorCode.NOT_FOUND, 'no such endpoint');
+    if (shuttingDown) return refuse('503 Service Unavailable', ErrorCode.UNAVAILABLE, 'node is shutting down');
+    const key = clientKey(clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], config.trustProxy));
+    const decision = limiter.take('ws-upgrade', key);
+    if (!decision.allowed) {
+      metrics?.rateLimitedBy(decision.bucket);
+      return rejectUpgrade(socket, decision);
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      alive.add(ws);
+      ws.on('pong', () => alive.add(ws));
+      const kind = path === DEVICE_SOCKET_PATH ? 'device' : 'anonymous';
+      metrics?.connectionOpened(kind);
+      ws.once('close', () => metrics?.connectionClosed(kind));
+      if (kind === 'device') {
+        new DeviceConnection(ws, key, frameLog, {
+          ctx,
+          store,
+          hub,
+          issuer,
+          limiter,
+          deliveryWindow,
+          events: {
+            authFailed: (code) => metrics?.authFailed(authReason(code)),
+            delivered: (n) => metrics?.envelopesDeliveredCount('durable', n),
+          },
+        });
+      } else {
+        new AnonymousConnection(ws, key, frameLog, limiter, sender);
+      }
+    });
+  });
+
+  const heartbeat = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (!alive.has(ws)) {
+        ws.terminate();
+        continue;
+      }
+      alive.delete(ws);
+      ws.ping();
+    }
+  }, PING_INTERVAL_MS);
+  heartbeat.unref();
+
+  // ── Sweeper ──
+  const sweep = async (): Promise<void> => {
+    const now = ctx.now();
+    let expired = 0;
+    for (;;) {
+      const r = store.transact((tx) => tx.mailbox.expire(now - config.retentionMs, EXPIRE_BATCH));
+      expired += r.envelopes;
+      if (r.mailboxes < EXPIRE_BATCH) break;
+    }
+    if (expired > 0) {
+      metrics?.envelopesExpired.inc(expired);
+      hub.forEach((s) => s.checkGap());
+    }
+    const ids = store.blobs.expiredMedia(now, 1000);
+    if (ids.length > 0) {
+      store.transact((tx) => ids.forEach((id) => tx.blobs.deleteMedia(id)));
+      await removeMediaFiles(services, ids);
+    }
+    issuer.sweep();
+  };
+  const timer = setInterval(() => {
+    sweep().catch((e: unknown) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'sweep failed'));
+  }, config.sweepIntervalMs);
+  timer.unref();
+
+  let metricsServer: MetricsServer | undefined;
+  let closing: Promise<void> | undefined;
+
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      shuttingDown = true;
+      clearInterval(timer);
+      clearInterval(heartbeat);
+      await sender.close();
+      // Device connections: every unacknowledged envelope is still stored and will be redelivered.
+      for (const ws of wss.clients) ws.close(1001, 'node shutting down');
+      const grace = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());
+      await Promise.race([app.close(), grace.then(() => app.server.closeAllConnections())]);
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
+      await metricsServer?.close();
+      store.close();
+    })());
+
+  return {
+    app,
+    services,
+    nodeKey,
+    sweep,
+    async listen() {
+      await app.listen({ port: config.port, host: config.host });
+      const address = app.server.address() as AddressInfo;
+      if (metrics && config.metrics.listener) {
+        metricsServer = await startMetricsServer(metrics, { ...config.metrics.listener, token: config.metrics.token });
+      }
+      for (const w of config.metrics.warnings) app.log.warn(w);
+      app.log.info(
+        {
+          listen: `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
+          dataDir: config.dataDir,
+          database: join(config.dataDir, DATABASE_FILE),
+          nodeKey: toHex(nodeKey.publicKey),
+          nodeKeyCreated: keyCreated,
+          metrics: metricsServer ? `http://${metricsServer.address.address}:${metricsServer.address.port}/metrics` : config.metrics.onMainListener ? 'main listener (token)' : 'off',
+        },
+        'MeshWhisper node listening',
+      );
+      return address;
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+function authReason(code: string): 'bad_signature' | 'stale' | 'replayed' | 'wrong_node' | 'malformed' | 'other' {
+  switch (code) {
+    case ErrorCode.AUTH_INVALID:
+      return 'bad_signature';
+    case ErrorCode.AUTH_STALE:
+      return 'stale';
+    case ErrorCode.AUTH_REPLAYED:
+      return 'replayed';
+    case ErrorCode.AUTH_WRONG_NODE:
+      return 'wrong_node';
+    case ErrorCode.MALFORMED:
+      return 'malformed';
+    default:
+      return 'other';
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Media blobs and the account archive (docs/spec/node-protocol.md §Media, §Archive). Bodies are
+ * streamed to a temporary file and counted on the way, never buffered; a blob becomes visible
+ * only after it was fsynced and renamed into place.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { CryptoError, decodeArchiveKeySource, fromHex, toHex } from '@meshwhisper/crypto';
+import {
+  ArchiveKeySourceRecordSchema,
+  ArchiveStoredSchema,
+  CONTENT_TYPE_OCTETS,
+  ErrorCode,
+  MEDIA_ID_BYTES,
+  MediaUploadedSchema,
+  ProtocolError,
+  RegisterArchiveKeySchema,
+  decodeBody,
+  toBase64Url,
+} from '@meshwhisper/protocol';
+import type { NodeServices } from '../services.js';
+import { decodeOrThrow, protoBody, requireArchiveKey, requireDevice, sendProto } from './common.js';
+
+const MEDIA_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
+
+/** Streams the request body into a new temporary file of at most `maxBytes`; fsyncs it. */
+async function receiveBody(svc: NodeServices, request: FastifyRequest, maxBytes: number): Promise<{ file: string; size: number }> {
+  if (!(request.headers['content-type'] ?? '').startsWith(CONTENT_TYPE_OCTETS)) {
+    throw new ProtocolError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, `blob uploads must be ${CONTENT_TYPE_OCTETS}`);
+  }
+  const declared = Number(request.headers['content-length']);
+  if (request.headers['content-length'] === undefined || !Number.isSafeInteger(declared) || declared < 0) {
+    throw new ProtocolError(ErrorCode.BAD_REQUEST, 'a Content-Length header is required for blob uploads');
+  }
+  if (declared > maxBytes) throw new ProtocolError(ErrorCode.TOO_LARGE, `blob of ${declared} bytes exceeds the limit of ${maxBytes}`);
+  const file = join(svc.tmpDir, toHex(randomBytes(16)));
+  let size = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      size += chunk.length;
+      if (size > maxBytes) cb(new ProtocolError(ErrorCode.TOO_LARGE, `blob exceeds the limit of ${maxBytes} bytes`));
+      else cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(request.raw, counter, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+    if (size !== declared) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'body length does not match Content-Length');
+    const fh = await open(file, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return { file, size };
+  } catch (e) {
+    await rm(file, { force: true });
+    if (e instanceof ProtocolError) throw e;
+    throw new ProtocolError(ErrorCode.BAD_REQUEST, 'upload was interrupted');
+  }
+}
+
+async function streamFile(reply: FastifyReply, file: string): Promise<FastifyReply> {
+  let size: number;
+  try {
+    size = (await stat(file)).size;
+  } catch {
+    throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such blob');
+  }
+  return reply.type(CONTENT_TYPE_OCTETS).header('content-length', String(size)).header('cache-control', 'no-store').send(createReadStream(file));
+}
+
+export function blobRoutes(svc: NodeServices) {
+  const { ctx, store, config } = svc;
+  const archiveFile = (accountKey: Uint8Array) => join(svc.archiveDir, toHex(accountKey));
+
+  return async (app: FastifyInstance): Promise<void> => {
+    // Blob bodies are left unread for the handler to stream (this parser is scoped to this plugin).
+    app.addContentTypeParser(CONTENT_TYPE_OCTETS, (_request, _payload, done) => done(null, undefined));
+
+    app.post('/v1/media', { config: { rateLimit: ['http', 'blob-upload'] } }, async (request, reply) => {
+      const device = requireDevice(svc, request);
+      const declared = Number(request.headers['content-length'] ?? 0);
+      if (declared > config.mediaMaxBytes) throw new ProtocolError(ErrorCode.TOO_LARGE, `blob of ${declared} bytes exceeds the limit of ${config.mediaMaxBytes}`);
+      if (store.blobs.mediaUsage(device.mailbox) + declared > config.mediaQuotaBytes) {
+        throw new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'media quota of this device is used up; wait for blobs to expire or delete some');
+      }
+      const { file, size } = await receiveBody(svc, request, config.mediaMaxBytes);
+      const id = toBase64Url(ctx.random(MEDIA_ID_BYTES));
+      const now = ctx.now();
+      const expiresAt = now + config.mediaTtlMs;
+      try {
+        await rename(file, join(svc.mediaDir, id));
+        store.transact((tx) => {
+          if (tx.blobs.mediaUsage(device.mailbox) + size > config.mediaQuotaBytes) throw new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'media quota of this device is used up');
+          tx.blobs.insertMedia({ id, owner: device.mailbox, size, createdAt: now, expiresAt });
+        });
+      } catch (e) {
+        await rm(join(svc.mediaDir, id), { force: true });
+        await rm(file, { force: true });
+        throw e;
+      }
+      return sendProto(reply, MediaUploadedSchema, { id, size: BigInt(size), expiresAt: BigInt(expiresAt) }, 201);
+    });
+
+    app.get<{ Params: { id: string } }>('/v1/media/:id', { config: { rateLimit: ['http', 'blob-download'] } }, async (request, reply) => {
+      const { id } = request.params;
+      const row = MEDIA_ID_PATTERN.test(id) ? store.blobs.media(id) : undefined;
+      if (!row || row.expiresAt <= ctx.now()) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such blob');
+      return streamFile(reply, join(svc.mediaDir, id));
+    });
+
+    app.put('/v1/archive/key', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
+      const body = protoBody(request);
+      const device = requireDevice(svc, request, body);
+      const reg = decodeOrThrow(
+        decodeBody(RegisterArchiveKeySchema, body, (m) => {
+          if (m.archiveKey.length !== 32) return 'archiveKey must be 32 bytes';
+          if (m.keySource.length === 0) return undefined;
+          try {
+            decodeArchiveKeySource(m.keySource);
+            return undefined;
+          } catch (e) {
+            return `keySource is not a valid key-source record (${e instanceof CryptoError ? e.code : 'invalid'})`;
+          }
+        }),
+      );
+      const account = device.certificate.accountKey;
+      store.transact((tx) => {
+        const holder = tx.blobs.archiveByKey(reg.archiveKey);
+        if (holder && toHex(holder.accountKey) !== toHex(account)) throw new ProtocolError(ErrorCode.CONFLICT, 'archive key is registered to another account');
+        if (tx.directory.devicesOfAccount(account).length === 0) throw new ProtocolError(ErrorCode.FORBIDDEN, 'register the device (PUT /v1/keys) first');
+        tx.blobs.setArchiveKey(account, reg.archiveKey, reg.keySource.length > 0 ? reg.keySource : undefined);
+      });
+      return reply.code(204).send();
+    });
+
+    // Public bootstrap data: a fresh device knows the account key (e.g. from a username lookup)
+    // and needs the KDF salt before it can derive the archive key. Never reveals archive_key,
+    // which would let anyone test passphrase guesses offline.
+    app.get<{ Params: { account: string } }>('/v1/archive/source/:account', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
+      const hex = request.params.account;
+      const source = /^[0-9a-f]{64}$/.test(hex) ? store.blobs.archiveKeySource(fromHex(hex)) : undefined;
+      if (!source) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no archive key-source record for this account');
+      return sendProto(reply, ArchiveKeySourceRecordSchema, { keySource: source });
+    });
+
+    app.put('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
+      const archiveKey = requireArchiveKey(svc, request);
+      const row = store.blobs.archiveByKey(archiveKey);
+      if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
+      const { file, size } = await receiveBody(svc, request, config.archiveMaxBytes);
+      await rename(file, archiveFile(row.accountKey));
+      const now = ctx.now();
+      store.transact((tx) => tx.blobs.setArchiveStored(archiveKey, size, now));
+      return sendProto(reply, ArchiveStoredSchema, { size: BigInt(size), updatedAt: BigInt(now) });
+    });
+
+    app.get('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
+      const archiveKey = requireArchiveKey(svc, request);
+      const row = store.blobs.archiveByKey(archiveKey);
+      if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
+      if (row.updatedAt === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no archive stored yet');
+      return streamFile(reply, archiveFile(row.accountKey));
+    });
+  };
+}
+
+/** Deletes the files of media blobs (rows are deleted by the caller's transaction). */
+export async function removeMediaFiles(svc: NodeServices, ids: readonly string[]): Promise<void> {
+  for (const id of ids) if (MEDIA_ID_PATTERN.test(id)) await rm(join(svc.mediaDir, id), { force: true });
+}
+
+export async function removeArchiveFile(svc: NodeServices, accountKey: Uint8Array): Promise<void> {
+  await rm(join(svc.archiveDir, toHex(accountKey)), { force: true });
+}

@@ -1,0 +1,144 @@
+/**
+ * The key directory (docs/spec/node-protocol.md §Key directory): PUT /v1/keys, GET /v1/keys,
+ * POST /v1/keys/claim. Every write is authenticated by a DeviceAuth covering the body, and every
+ * signed prekey is verified against the certified device key before anything is stored.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { DeviceCertificate } from '@meshwhisper/crypto';
+import {
+  CryptoError,
+  decodeDeviceCertificate,
+  decodeKemPreKey,
+  decodeOneTimePreKey,
+  decodeSignedPreKey,
+  encodePreKeyBundle,
+  equalBytes,
+  sameDevice,
+  toHex,
+  verifyDeviceCertificate,
+  verifyKemPreKey,
+  verifySignedPreKey,
+} from '@meshwhisper/crypto';
+import type { KeyUpload } from '@meshwhisper/protocol';
+import {
+  ClaimRequestSchema,
+  ClaimResultSchema,
+  ErrorCode,
+  KeyUploadSchema,
+  MAILBOX_ID_LENGTH,
+  MAX_PREKEYS_PER_UPLOAD,
+  PreKeyCountsSchema,
+  ProtocolError,
+  decodeBody,
+} from '@meshwhisper/protocol';
+import type { NodeServices } from '../services.js';
+import { decodeOrThrow, protoBody, requireDevice, sendProto } from './common.js';
+
+function uploadProblem(u: KeyUpload): string | undefined {
+  if (u.oneTimePrekeys.length > MAX_PREKEYS_PER_UPLOAD || u.kemPrekeys.length > MAX_PREKEYS_PER_UPLOAD) return `at most ${MAX_PREKEYS_PER_UPLOAD} prekeys of each kind per upload`;
+  return undefined;
+}
+
+/** Runs a crypto decode/verify; a CryptoError becomes MW_BAD_SIGNATURE or MW_PROTO_BAD_REQUEST naming the object. */
+function checked<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof CryptoError) {
+      const bad = e.code === 'MW_CRYPTO_BAD_SIGNATURE' || e.code === 'MW_CRYPTO_UNTRUSTED_IDENTITY';
+      throw new ProtocolError(bad ? ErrorCode.BAD_SIGNATURE : ErrorCode.BAD_REQUEST, `${what} rejected (${e.code})`);
+    }
+    throw e;
+  }
+}
+
+export function keyRoutes(svc: NodeServices) {
+  const { ctx, store } = svc;
+  const counts = (mailbox: Uint8Array) => {
+    const d = store.directory.device(mailbox);
+    const c = store.directory.counts(mailbox);
+    return { oneTimePrekeys: c.oneTimePreKeys, kemPrekeys: c.kemPreKeys, hasSignedPrekey: !!d?.signedPreKey, hasLastResortKemPrekey: !!d?.lastResortKemPreKey };
+  };
+
+  return async (app: FastifyInstance): Promise<void> => {
+    app.put('/v1/keys', { config: { rateLimit: ['http', 'directory-write'] } }, async (request, reply) => {
+      const body = protoBody(request);
+      const device = requireDevice(svc, request, body);
+      const upload = decodeOrThrow(decodeBody(KeyUploadSchema, body, uploadProblem));
+      const signingKey = device.certificate.deviceSigningKey;
+
+      let certificate: DeviceCertificate = device.certificate;
+      let encodedCertificate = device.encodedCertificate;
+      if (upload.certificate.length > 0) {
+        certificate = checked('certificate', () => {
+          const c = decodeDeviceCertificate(upload.certificate);
+          verifyDeviceCertificate(ctx, c);
+          return c;
+        });
+        if (!sameDevice(certificate, device.certificate)) throw new ProtocolError(ErrorCode.FORBIDDEN, 'certificate is for another device than the one authenticated');
+        encodedCertificate = upload.certificate;
+      }
+      const existing = store.directory.device(device.mailbox);
+      if (existing && !equalBytes(existing.accountKey, certificate.accountKey)) {
+        throw new ProtocolError(ErrorCode.CONFLICT, 'this device is registered to another account; delete it first');
+      }
+      const spk = upload.signedPrekey.length > 0 ? checked('signed prekey', () => {
+        const k = decodeSignedPreKey(upload.signedPrekey);
+        verifySignedPreKey(ctx, signingKey, k);
+        return k;
+      }) : undefined;
+      const lastResort = upload.lastResortKemPrekey.length > 0 ? checked('last-resort KEM prekey', () => {
+        const k = decodeKemPreKey(upload.lastResortKemPrekey);
+        verifyKemPreKey(ctx, signingKey, k);
+        if (!k.lastResort) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'lastResortKemPrekey must have lastResort set');
+        return k;
+      }) : undefined;
+      const oneTime = upload.oneTimePrekeys.map((enc, i) => ({ id: checked(`one-time prekey ${i}`, () => decodeOneTimePreKey(enc)).id, encoded: enc }));
+      const kems = upload.kemPrekeys.map((enc, i) => {
+        const k = checked(`KEM prekey ${i}`, () => {
+          const kk = decodeKemPreKey(enc);
+          verifyKemPreKey(ctx, signingKey, kk);
+          return kk;
+        });
+        if (k.lastResort) throw new ProtocolError(ErrorCode.BAD_REQUEST, `KEM prekey ${i} is a last-resort key; send it as lastResortKemPrekey`);
+        return { id: k.id, encoded: enc };
+      });
+      if (!existing && (!spk || !lastResort)) {
+        throw new ProtocolError(ErrorCode.BAD_REQUEST, 'the first upload of a device must include a signed prekey and a last-resort KEM prekey');
+      }
+      const now = ctx.now();
+      store.transact((tx) => {
+        if (!existing || certificate.issuedAt >= existing.issuedAt) tx.directory.upsertDevice(device.mailbox, certificate.accountKey, encodedCertificate, certificate.issuedAt, now);
+        if (spk) tx.directory.setSignedPreKey(device.mailbox, upload.signedPrekey, now);
+        if (lastResort) tx.directory.setLastResortKemPreKey(device.mailbox, upload.lastResortKemPrekey, now);
+        tx.directory.addOneTimePreKeys(device.mailbox, oneTime);
+        tx.directory.addKemPreKeys(device.mailbox, kems);
+      });
+      return sendProto(reply, PreKeyCountsSchema, counts(device.mailbox));
+    });
+
+    app.get('/v1/keys', { config: { rateLimit: ['http', 'directory-write'] } }, async (request, reply) => {
+      const device = requireDevice(svc, request);
+      return sendProto(reply, PreKeyCountsSchema, counts(device.mailbox));
+    });
+
+    app.post('/v1/keys/claim', { config: { rateLimit: ['http', 'prekey-claim'] } }, async (request, reply) => {
+      const req = decodeOrThrow(
+        decodeBody(ClaimRequestSchema, protoBody(request), (m) => (m.mailboxId.length === MAILBOX_ID_LENGTH ? undefined : `mailboxId must be ${MAILBOX_ID_LENGTH} bytes`)),
+      );
+      // Past the per-target budget the claim still succeeds, but consumes nothing: no one-time
+      // X25519 prekey and the last-resort KEM prekey. Nobody can drain a device's pools, and
+      // nobody is prevented from starting a session.
+      const consume = svc.limiter.take('prekey-claim-target', toHex(req.mailboxId)).allowed;
+      const claimed = store.transact((tx) => tx.directory.claim(req.mailboxId, consume));
+      if (!claimed) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no complete prekey bundle for this mailbox');
+      const bundle = encodePreKeyBundle({
+        certificate: decodeDeviceCertificate(claimed.certificate),
+        signedPreKey: decodeSignedPreKey(claimed.signedPreKey),
+        ...(claimed.oneTimePreKey ? { oneTimePreKey: decodeOneTimePreKey(claimed.oneTimePreKey) } : {}),
+        kemPreKey: decodeKemPreKey(claimed.kemPreKey),
+      });
+      return sendProto(reply, ClaimResultSchema, { bundle });
+    });
+  };
+}

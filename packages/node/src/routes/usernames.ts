@@ -1,0 +1,96 @@
+/**
+ * Usernames (docs/spec/node-protocol.md §Usernames): POST /v1/usernames applies a signed claim,
+ * transfer or release; GET /v1/usernames/:namespace/:username returns the bundle reference only
+ * (owner account key and the mailbox ids of its devices).
+ *
+ * Policies, per namespace (USERNAME_NAMESPACES):
+ *  - signed (default): a name is yours until you sign it away. Claim succeeds only if the name is
+ *    free (or already yours); transfer and release must be signed by the current owner.
+ *  - last-writer-wins: any signed claim takes the name; transfer and release still need the owner.
+ * Every operation is signed by the account key it names and carries a fresh node challenge, so it
+ * cannot be forged, replayed, or replayed at another node.
+ */
+import type { FastifyInstance } from 'fastify';
+import { equalBytes, signedMessage } from '@meshwhisper/crypto';
+import type { UsernameOperation } from '@meshwhisper/protocol';
+import {
+  AuthLabel,
+  ErrorCode,
+  NAMESPACE_PATTERN,
+  ProtocolError,
+  SignedUsernameOperationSchema,
+  USERNAME_PATTERN,
+  UsernameAction,
+  UsernameOperationSchema,
+  UsernameRecordSchema,
+  decodeBody,
+} from '@meshwhisper/protocol';
+import type { NodeServices } from '../services.js';
+import { decodeOrThrow, protoBody, sendProto } from './common.js';
+
+function operationProblem(op: UsernameOperation): string | undefined {
+  if (!NAMESPACE_PATTERN.test(op.namespace)) return 'namespace has an invalid syntax';
+  if (!USERNAME_PATTERN.test(op.username)) return 'username must be 1–64 of a-z 0-9 _ . - and start with a letter or digit';
+  if (op.signerKey.length !== 32) return 'signerKey must be 32 bytes';
+  if (op.action === UsernameAction.TRANSFER ? op.newOwnerKey.length !== 32 : op.newOwnerKey.length !== 0) return 'newOwnerKey must be 32 bytes for a transfer and empty otherwise';
+  if (op.action !== UsernameAction.CLAIM && op.action !== UsernameAction.TRANSFER && op.action !== UsernameAction.RELEASE) return 'unknown action';
+  return undefined;
+}
+
+export function usernameRoutes(svc: NodeServices) {
+  const { ctx, store, config } = svc;
+  const record = (namespace: string, username: string) => {
+    const row = store.usernames.get(namespace, username);
+    return { namespace, username, ownerKey: row?.ownerKey ?? new Uint8Array(0), mailboxIds: row ? store.directory.devicesOfAccount(row.ownerKey) : [] };
+  };
+
+  return async (app: FastifyInstance): Promise<void> => {
+    app.post('/v1/usernames', { config: { rateLimit: ['http', 'username-write'] } }, async (request, reply) => {
+      const signed = decodeOrThrow(decodeBody(SignedUsernameOperationSchema, protoBody(request), (m) => (m.signature.length === 64 ? undefined : 'signature must be 64 bytes')));
+      const op = decodeOrThrow(decodeBody(UsernameOperationSchema, signed.operation, operationProblem));
+      const policy = config.usernameNamespaces.get(op.namespace);
+      if (!policy) throw new ProtocolError(ErrorCode.UNKNOWN_NAMESPACE, `namespace ${op.namespace} is not served by this node`);
+      const challengeKey = svc.issuer.check(op.challenge);
+      if (!ctx.backend.ed25519Verify(op.signerKey, signedMessage(AuthLabel.Username, signed.operation), signed.signature)) {
+        throw new ProtocolError(ErrorCode.BAD_SIGNATURE, 'username operation signature does not verify with signerKey');
+      }
+      svc.issuer.consume(challengeKey);
+      if (store.directory.devicesOfAccount(op.signerKey).length === 0) {
+        throw new ProtocolError(ErrorCode.FORBIDDEN, 'the signing account has no device registered on this node');
+      }
+      const now = ctx.now();
+      store.transact((tx) => {
+        const current = tx.usernames.get(op.namespace, op.username);
+        const ownedBySigner = current !== undefined && equalBytes(current.ownerKey, op.signerKey);
+        switch (op.action) {
+          case UsernameAction.CLAIM:
+            if (current && !ownedBySigner && policy === 'signed') throw new ProtocolError(ErrorCode.USERNAME_TAKEN, 'username is owned by another key');
+            tx.usernames.put(op.namespace, op.username, op.signerKey, now);
+            return;
+          case UsernameAction.TRANSFER:
+            if (!ownedBySigner) throw new ProtocolError(current ? ErrorCode.FORBIDDEN : ErrorCode.NOT_FOUND, current ? 'only the owner can transfer a username' : 'no such username');
+            tx.usernames.put(op.namespace, op.username, op.newOwnerKey, now);
+            return;
+          case UsernameAction.RELEASE:
+            if (!ownedBySigner) throw new ProtocolError(current ? ErrorCode.FORBIDDEN : ErrorCode.NOT_FOUND, current ? 'only the owner can release a username' : 'no such username');
+            tx.usernames.delete(op.namespace, op.username);
+            return;
+        }
+      });
+      return sendProto(reply, UsernameRecordSchema, record(op.namespace, op.username));
+    });
+
+    app.get<{ Params: { namespace: string; username: string } }>(
+      '/v1/usernames/:namespace/:username',
+      { config: { rateLimit: ['http', 'username-lookup'] } },
+      async (request, reply) => {
+        const { namespace, username } = request.params;
+        if (!config.usernameNamespaces.has(namespace)) throw new ProtocolError(ErrorCode.UNKNOWN_NAMESPACE, 'namespace is not served by this node');
+        if (!USERNAME_PATTERN.test(username)) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'invalid username');
+        const r = record(namespace, username);
+        if (r.ownerKey.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such username');
+        return sendProto(reply, UsernameRecordSchema, r);
+      },
+    );
+  };
+}

@@ -1,0 +1,42 @@
+/**
+ * The anonymous sending connection, GET /v1/anonymous: hello, then any number of `send` frames,
+ * each answered by `sendResult` or `error` with the same request id. Never authenticated, so it
+ * is not linked to any mailbox login (docs/threat-model.md).
+ */
+import type { Frame } from '@meshwhisper/protocol';
+import { ErrorCode, MAX_FRAME_BYTES, ProtocolError } from '@meshwhisper/protocol';
+import type { WebSocket } from 'ws';
+import type { SendService } from '../mailbox/send.js';
+import type { RateLimiter } from '../rate-limit.js';
+import type { FrameLog } from './connection.js';
+import { FrameConnection } from './connection.js';
+
+export class AnonymousConnection extends FrameConnection {
+  #helloDone = false;
+  constructor(
+    ws: WebSocket,
+    clientKey: string,
+    log: FrameLog,
+    limiter: RateLimiter,
+    private readonly sender: SendService,
+  ) {
+    super(ws, limiter, clientKey, log);
+  }
+
+  protected onFrame(frame: Frame): void {
+    if (!this.#helloDone) {
+      if (!this.hello(frame)) return;
+      this.#helloDone = true;
+      this.send({ requestId: frame.requestId, body: { case: 'serverHello', value: { version: this.version, maxFrameBytes: MAX_FRAME_BYTES } } });
+      return;
+    }
+    if (frame.body.case !== 'send') throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, 'only send frames are accepted on the anonymous connection');
+    const requestId = frame.requestId;
+    this.sender.send(frame.body.value, this.clientKey).then(
+      (result) => this.send({ requestId, body: { case: 'sendResult', value: result } }),
+      (e: unknown) => this.sendError(requestId, e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.INTERNAL, 'internal error')),
+    );
+  }
+
+  protected onClosed(): void {}
+}

@@ -1,0 +1,203 @@
+/**
+ * The device connection, GET /v1/device (docs/spec/node-protocol.md §Device connection):
+ *
+ *   hello → authenticate → ready
+ *
+ * In `ready` the node pushes stored envelopes oldest first, at most DELIVERY_WINDOW
+ * unacknowledged at a time and only while the socket's send buffer is below HIGH_WATER_BYTES
+ * (a slow reader stalls delivery instead of growing the node's memory), then QueueEmpty; new
+ * mail is pushed as it commits. Envelopes are deleted only when the device acknowledges them; if
+ * the connection drops, unacknowledged envelopes stay stored and are delivered again next time.
+ */
+import type { CryptoContext } from '@meshwhisper/crypto';
+import { toHex } from '@meshwhisper/crypto';
+import type { Envelope, Frame } from '@meshwhisper/protocol';
+import {
+  DEVICE_SOCKET_METHOD,
+  DEVICE_SOCKET_PATH,
+  EnvelopeClass,
+  ErrorCode,
+  MAX_DELIVER_BATCH,
+  MAX_FRAME_BYTES,
+  ProtocolError,
+  requestDigest,
+} from '@meshwhisper/protocol';
+import type { WebSocket } from 'ws';
+import type { ChallengeIssuer } from '../auth.js';
+import { verifyDeviceAuth } from '../auth.js';
+import type { DeliveryHub, LiveSession } from '../mailbox/hub.js';
+import { deliveryTokenHash } from '../mailbox/send.js';
+import type { RateLimiter } from '../rate-limit.js';
+import type { Store } from '../store/store.js';
+import type { FrameLog } from './connection.js';
+import { CloseCode, FrameConnection } from './connection.js';
+
+/** Pause delivery while this many bytes wait in the socket's send buffer. */
+export const HIGH_WATER_BYTES = 1024 * 1024;
+/** Payload bytes per Deliver frame, leaving room for framing under MAX_FRAME_BYTES. */
+const BATCH_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64 * 1024;
+
+export interface DeviceConnectionDeps {
+  readonly ctx: CryptoContext;
+  readonly store: Store;
+  readonly hub: DeliveryHub;
+  readonly issuer: ChallengeIssuer;
+  readonly limiter: RateLimiter;
+  readonly deliveryWindow: number;
+  readonly events?: {
+    authenticated?(): void;
+    authFailed?(code: string): void;
+    delivered?(n: number): void;
+  };
+}
+
+type State = 'hello' | 'auth' | 'ready';
+
+export class DeviceConnection extends FrameConnection implements LiveSession {
+  #state: State = 'hello';
+  #mailbox: Uint8Array | undefined;
+  mailboxKey = '';
+  /** Hex ids sent and not yet acknowledged. */
+  readonly #inFlight = new Set<string>();
+  #lastSeq = 0;
+  #initialDrainDone = false;
+  #pumping = false;
+  #challenge: Uint8Array | undefined;
+  /** Gap counts announced and awaiting the device's Ok (request id → counts). */
+  readonly #gapPending = new Map<number, { expired: number; evicted: number }>();
+  #nextRequestId = 1;
+
+  constructor(
+    ws: WebSocket,
+    clientKey: string,
+    log: FrameLog,
+    private readonly deps: DeviceConnectionDeps,
+  ) {
+    super(ws, deps.limiter, clientKey, log);
+  }
+
+  protected onFrame(frame: Frame): void {
+    switch (this.#state) {
+      case 'hello': {
+        if (!this.hello(frame)) return;
+        this.#challenge = this.deps.issuer.issue();
+        this.#state = 'auth';
+        this.send({ requestId: frame.requestId, body: { case: 'serverHello', value: { version: this.version, challenge: this.#challenge, maxFrameBytes: MAX_FRAME_BYTES } } });
+        return;
+      }
+      case 'auth':
+        return this.#authenticate(frame);
+      case 'ready':
+        return this.#ready(frame);
+    }
+  }
+
+  #authenticate(frame: Frame): void {
+    if (frame.body.case !== 'authenticate') {
+      this.fail(frame.requestId, new ProtocolError(ErrorCode.AUTH_REQUIRED, 'authenticate first'), CloseCode.AUTH_FAILED);
+      return;
+    }
+    const { ctx, issuer, hub } = this.deps;
+    try {
+      const device = verifyDeviceAuth(ctx, issuer, frame.body.value, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
+      this.#mailbox = device.mailbox;
+      this.mailboxKey = toHex(device.mailbox);
+    } catch (e) {
+      const err = e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.AUTH_INVALID, 'authentication failed');
+      this.deps.events?.authFailed?.(err.code);
+      this.fail(frame.requestId, err, CloseCode.AUTH_FAILED);
+      return;
+    }
+    this.#state = 'ready';
+    this.deps.events?.authenticated?.();
+    this.send({ requestId: frame.requestId, body: { case: 'authenticated', value: { mailboxId: this.#mailbox } } });
+    hub.attach(this);
+    this.checkGap();
+    this.wake();
+  }
+
+  #ready(frame: Frame): void {
+    const mailbox = this.#mailbox!;
+    switch (frame.body.case) {
+      case 'ack': {
+        const ids = frame.body.value.ids;
+        const n = this.deps.store.transact((tx) => tx.mailbox.ack(mailbox, ids));
+        for (const id of ids) this.#inFlight.delete(toHex(id));
+        if (n > 0) this.deps.events?.delivered?.(n);
+        if (frame.requestId !== 0) this.send({ requestId: frame.requestId, body: { case: 'ok', value: {} } });
+        this.wake();
+        return;
+      }
+      case 'ok': {
+        const gap = this.#gapPending.get(frame.requestId);
+        if (gap) {
+          this.#gapPending.delete(frame.requestId);
+          this.deps.store.transact((tx) => tx.mailbox.clearGap(mailbox, gap.expired, gap.evicted));
+        }
+        return;
+      }
+      case 'setDeliveryTokens': {
+        const hashes = frame.body.value.tokens.map((t) => deliveryTokenHash(this.deps.ctx, t));
+        this.deps.store.transact((tx) => tx.mailbox.setTokenHashes(mailbox, hashes));
+        this.send({ requestId: frame.requestId, body: { case: 'ok', value: {} } });
+        return;
+      }
+      default:
+        throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body.case ?? 'empty'} is not accepted on an authenticated device connection`);
+    }
+  }
+
+  /** Pull stored envelopes while the window and the socket buffer allow. */
+  wake(): void {
+    if (this.#state !== 'ready' || this.#pumping || this.closed) return;
+    this.#pumping = true;
+    try {
+      const mailbox = this.#mailbox!;
+      while (!this.closed && this.#inFlight.size < this.deps.deliveryWindow && this.ws.bufferedAmount < HIGH_WATER_BYTES) {
+        const room = Math.min(MAX_DELIVER_BATCH, this.deps.deliveryWindow - this.#inFlight.size);
+        const batch = this.deps.store.mailbox.nextBatch(mailbox, this.#lastSeq, room, BATCH_PAYLOAD_BYTES);
+        if (batch.length === 0) {
+          if (!this.#initialDrainDone) {
+            this.#initialDrainDone = true;
+            this.send({ body: { case: 'queueEmpty', value: {} } });
+          }
+          break;
+        }
+        for (const e of batch) this.#inFlight.add(toHex(e.id));
+        this.#lastSeq = batch[batch.length - 1]!.seq;
+        const envelopes = batch.map((e) => ({ id: e.id, payload: e.payload, receivedAt: BigInt(e.receivedAt), class: EnvelopeClass.DURABLE }));
+        // When this frame has reached the kernel, the buffer may have room for more.
+        this.send({ body: { case: 'deliver', value: { envelopes } } }, () => setImmediate(() => this.wake()));
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  signal(envelope: Envelope): boolean {
+    if (this.#state !== 'ready' || this.closed || this.ws.bufferedAmount >= HIGH_WATER_BYTES) return false;
+    this.send({ body: { case: 'deliver', value: { envelopes: [envelope] } } });
+    return true;
+  }
+
+  checkGap(): void {
+    if (this.#state !== 'ready' || this.closed) return;
+    const s = this.deps.store.mailbox.stats(this.#mailbox!);
+    let expired = s.gapExpired;
+    let evicted = s.gapEvicted;
+    for (const g of this.#gapPending.values()) {
+      expired -= g.expired;
+      evicted -= g.evicted;
+    }
+    if (expired <= 0 && evicted <= 0) return;
+    const requestId = this.#nextRequestId++;
+    const gap = { expired: Math.max(0, expired), evicted: Math.max(0, evicted) };
+    this.#gapPending.set(requestId, gap);
+    this.send({ requestId, body: { case: 'gapNotice', value: gap } });
+  }
+
+  protected onClosed(): void {
+    if (this.#mailbox) this.deps.hub.detach(this);
+    this.#inFlight.clear();
+  }
+}

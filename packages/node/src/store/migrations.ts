@@ -1,0 +1,106 @@
+/**
+ * Numbered schema migrations (storage format, separate from the wire format). Applied in order
+ * inside one transaction each; PRAGMA user_version records the last applied number. Never edit a
+ * released migration: add the next one.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema: mailboxes, directory, usernames, media, archives',
+    sql: `
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+      -- Store-and-forward queue. seq orders delivery; id is what the recipient acknowledges.
+      -- No sender column exists: sends are anonymous (docs/threat-model.md).
+      CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id BLOB NOT NULL UNIQUE,
+        mailbox BLOB NOT NULL,
+        payload BLOB NOT NULL,
+        received_at INTEGER NOT NULL,
+        with_token INTEGER NOT NULL CHECK (with_token IN (0, 1))
+      );
+      CREATE INDEX messages_by_mailbox ON messages (mailbox, seq);
+      CREATE INDEX messages_by_lane ON messages (mailbox, with_token, seq);
+      CREATE INDEX messages_by_time ON messages (received_at);
+
+      -- Per-mailbox counters kept in step with messages (same transaction), and pending gap counts.
+      CREATE TABLE mailbox_stats (
+        mailbox BLOB PRIMARY KEY,
+        messages INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        tokenless INTEGER NOT NULL DEFAULT 0,
+        gap_expired INTEGER NOT NULL DEFAULT 0,
+        gap_evicted INTEGER NOT NULL DEFAULT 0
+      ) WITHOUT ROWID;
+
+      -- SHA-256 of each delivery token a recipient set; the token itself is never stored.
+      CREATE TABLE delivery_tokens (
+        mailbox BLOB NOT NULL,
+        token_hash BLOB NOT NULL,
+        PRIMARY KEY (mailbox, token_hash)
+      ) WITHOUT ROWID;
+
+      -- Key directory. mailbox = mailboxIdOf(device signing key).
+      CREATE TABLE devices (
+        mailbox BLOB PRIMARY KEY,
+        account_key BLOB NOT NULL,
+        certificate BLOB NOT NULL,
+        issued_at INTEGER NOT NULL,
+        signed_prekey BLOB,
+        last_resort_kem_prekey BLOB,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX devices_by_account ON devices (account_key);
+      CREATE TABLE one_time_prekeys (
+        mailbox BLOB NOT NULL,
+        key_id INTEGER NOT NULL,
+        encoded BLOB NOT NULL,
+        PRIMARY KEY (mailbox, key_id)
+      ) WITHOUT ROWID;
+      CREATE TABLE kem_prekeys (
+        mailbox BLOB NOT NULL,
+        key_id INTEGER NOT NULL,
+        encoded BLOB NOT NULL,
+        PRIMARY KEY (mailbox, key_id)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE usernames (
+        namespace TEXT NOT NULL,
+        username TEXT NOT NULL,
+        owner_key BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, username)
+      ) WITHOUT ROWID;
+      CREATE INDEX usernames_by_owner ON usernames (owner_key);
+
+      CREATE TABLE media (
+        id TEXT PRIMARY KEY,
+        owner BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX media_by_owner ON media (owner);
+      CREATE INDEX media_by_expiry ON media (expires_at);
+
+      CREATE TABLE archives (
+        account_key BLOB PRIMARY KEY,
+        archive_key BLOB NOT NULL UNIQUE,
+        size INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL DEFAULT 0
+      ) WITHOUT ROWID;
+    `,
+  },
+  {
+    version: 2,
+    name: 'archive key-source record (public bootstrap data for a fresh device)',
+    sql: `ALTER TABLE archives ADD COLUMN key_source BLOB;`,
+  },
+];

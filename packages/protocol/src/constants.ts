@@ -1,0 +1,71 @@
+/**
+ * Every limit of the wire protocol, each with its reason (docs/spec/node-protocol.md §Limits).
+ * Limits on cryptographic objects live in @meshwhisper/crypto's constants.ts; the ones repeated
+ * here are re-exported from there, never redefined.
+ */
+import { ARCHIVE_ACCESS_SIGNATURE_LABEL, MAILBOX_ID_LENGTH, MAX_ENVELOPE_SIZE } from '@meshwhisper/crypto';
+
+export { MAILBOX_ID_LENGTH, MAX_ENVELOPE_SIZE };
+
+/** The protocol version this implementation writes. Bumped only for incompatible changes; additive
+ *  changes ride on protobuf's unknown-field tolerance and keep the version. */
+export const PROTOCOL_VERSION = 1;
+/** Versions this implementation can speak, newest first. */
+export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = Object.freeze([1]);
+
+/** Largest WebSocket frame either side accepts: one maximal sealed envelope (256 KiB) plus framing,
+ *  or a delivery batch; a peer cannot make the other buffer more than this per message. */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+/** Largest protobuf HTTP body (key uploads with a batch of KEM prekeys are the biggest, ~1.3 KB each). */
+export const MAX_HTTP_BODY_BYTES = 512 * 1024;
+/** Envelopes per Deliver frame: bounds per-frame work and lets acks be batched. */
+export const MAX_DELIVER_BATCH = 64;
+/** Ids per Ack frame: a device acknowledges at most one Deliver window per frame plus slack. */
+export const MAX_ACK_IDS = 256;
+/** Node-assigned envelope id: 128 random bits, unguessable and free of ordering information. */
+export const MESSAGE_ID_LENGTH = 16;
+
+/** Challenge = node public key (32) ‖ nonce (32) ‖ issued-at u64 ms (8). */
+export const CHALLENGE_NODE_KEY_LENGTH = 32;
+export const CHALLENGE_NONCE_LENGTH = 32;
+export const CHALLENGE_LENGTH = CHALLENGE_NODE_KEY_LENGTH + CHALLENGE_NONCE_LENGTH + 8;
+/** A challenge older than this is stale: long enough for a slow mobile round trip, short enough
+ *  that the node's single-use nonce table stays small. */
+export const CHALLENGE_TTL_MS = 60_000;
+/** Tolerated clock difference for challenges issued "in the future" (node clock steps). */
+export const CHALLENGE_FUTURE_SKEW_MS = 5_000;
+
+/** Delivery tokens a mailbox may hold at once (current + a few being rotated out). */
+export const MAX_DELIVERY_TOKENS = 8;
+/** Delivery token length bounds: at least 128 bits so a token cannot be guessed. */
+export const MIN_DELIVERY_TOKEN_LENGTH = 16;
+export const MAX_DELIVERY_TOKEN_LENGTH = 64;
+
+/** Prekeys per kind in one upload: bounds request size and the work of one signature check batch. */
+export const MAX_PREKEYS_PER_UPLOAD = 100;
+
+/** Username and namespace syntax: lower-case ASCII letters, digits, '_', '.', '-' (no homoglyphs). */
+export const MAX_USERNAME_LENGTH = 64;
+export const MAX_NAMESPACE_LENGTH = 64;
+export const USERNAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+export const NAMESPACE_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+/** Media blob id: 128 random bits, base64url (22 characters). */
+export const MEDIA_ID_BYTES = 16;
+
+/** Content type of protobuf request and response bodies. */
+export const CONTENT_TYPE_PROTOBUF = 'application/vnd.meshwhisper.v1+proto';
+/** Content type of opaque blob bodies (media, archive). */
+export const CONTENT_TYPE_OCTETS = 'application/octet-stream';
+/** HTTP header carrying a base64url DeviceAuth or ArchiveAuth. */
+export const AUTH_HEADER = 'mw-auth';
+
+/**
+ * Signature labels (domain separation, see @meshwhisper/crypto signedMessage). The archive label
+ * is owned by @meshwhisper/crypto (ArchiveAccessKeyPair signs with it; docs/spec/archive.md).
+ */
+export const AuthLabel = {
+  Device: 'MeshWhisper_NodeAuth_v1',
+  Archive: ARCHIVE_ACCESS_SIGNATURE_LABEL,
+  Username: 'MeshWhisper_Username_v1',
+} as const;
