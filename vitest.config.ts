@@ -12,6 +12,7 @@ export default defineConfig({
       { find: /^@meshwhisper\/crypto$/, replacement: src('crypto') },
       { find: /^@meshwhisper\/protocol$/, replacement: src('protocol') },
       { find: /^@meshwhisper\/sdk$/, replacement: src('sdk') },
+      { find: /^@meshwhisper\/node$/, replacement: src('node') },
     ],
   },
   test: {

@@ -7,3 +7,8 @@ export type { SqliteDatabase, SqliteDriver, SqliteStatement, SqliteStorageOption
 export { IndexedDbStorage, openIndexedDbStorage, INDEXEDDB_MIGRATIONS } from './storage/indexeddb.js';
 export type { IndexedDbStorageOptions } from './storage/indexeddb.js';
 export { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS, STORAGE_WEB_LOCK_PREFIX } from './constants.js';
+// The client (docs/api.md).
+export { MeshWhisper, CONTENT_VERSION, PREKEY_BATCH, PREKEY_LOW_WATER } from './client/client.js';
+export type { MeshWhisperOptions, MeshWhisperEvents, IncomingMessage, UndecryptableMessage } from './client/client.js';
+export { SdkError, SdkErrorCode } from './client/errors.js';
+export type { ConnectionState, WebSocketConstructor, WebSocketLike } from './client/connection.js';

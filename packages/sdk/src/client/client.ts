@@ -1,0 +1,346 @@
+/**
+ * The MeshWhisper client (docs/api.md). One instance per device identity; any number of instances
+ * can live in one process (no singletons). Everything the node sees is sealed ciphertext.
+ */
+import type { CryptoContext, DeviceAddress, DeviceCertificate, LocalIdentity } from '@meshwhisper/crypto';
+import {
+  AccountKeyPair,
+  CryptoError,
+  CryptoErrorCode,
+  DeviceKeyPair,
+  createContext,
+  decodePreKeyBundle,
+  deviceAddress,
+  encodeKemPreKey,
+  encodeOneTimePreKey,
+  encodeSignedPreKey,
+  equalBytes,
+  fromHex,
+  generateKemPreKeys,
+  generateOneTimePreKeys,
+  hasSession,
+  initiateSession,
+  issueDeviceCertificate,
+  mailboxIdOf,
+  openSealedMessage,
+  rotatePreKeys,
+  sealMessage,
+  toHex,
+} from '@meshwhisper/crypto';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { Content, Envelope } from '@meshwhisper/protocol';
+import {
+  ClaimRequestSchema,
+  ClaimResultSchema,
+  ContentSchema,
+  EnvelopeClass,
+  KeyUploadSchema,
+  PreKeyCountsSchema,
+  SendRequestSchema,
+  SendResultSchema,
+  create,
+  fromBinary,
+  toBinary,
+} from '@meshwhisper/protocol';
+import type { ProtocolStorage } from '../storage/types.js';
+import type { ConnectionState, WebSocketConstructor } from './connection.js';
+import { DeviceConnection } from './connection.js';
+import { SdkError, SdkErrorCode } from './errors.js';
+import { NodeApi } from './node-api.js';
+
+/** Content schema version this SDK writes and understands. */
+export const CONTENT_VERSION = 1;
+/** One-time X25519 and KEM prekeys kept on the node; replenished when fewer remain than the low-water mark. */
+export const PREKEY_BATCH = 50;
+export const PREKEY_LOW_WATER = 20;
+
+export interface MeshWhisperOptions {
+  /** Base URL of the node, e.g. `https://chat.example.com` or `http://127.0.0.1:8080`. */
+  readonly node: string;
+  /** The app's namespace on the node (usernames live in it). */
+  readonly namespace: string;
+  /** Where identity, prekeys and sessions live: memoryStorage(), openSqliteStorage(), openIndexedDbStorage(). */
+  readonly storage: ProtocolStorage;
+  /** Crypto backend, RNG and clock (default: platform backend, CSPRNG, Date.now). */
+  readonly crypto?: CryptoContext;
+  /** WebSocket implementation (default: globalThis.WebSocket, else the `ws` package on Node). */
+  readonly WebSocket?: WebSocketConstructor;
+  /** fetch implementation (default: globalThis.fetch). */
+  readonly fetch?: typeof fetch;
+  /** Connect the device socket at once (default true). */
+  readonly connect?: boolean;
+}
+
+export interface IncomingMessage {
+  /** Hex of the sender-chosen 128-bit id. Unique per sender account. */
+  readonly id: string;
+  /** The sending device's address (account key hex ":" device key hex). */
+  readonly from: DeviceAddress;
+  /** The sending device's mailbox id: reply to it with `sendText(from mailbox, …)`. */
+  readonly fromMailboxId: Uint8Array;
+  readonly sender: DeviceCertificate;
+  readonly sentAt: number;
+  readonly receivedAt: number;
+  readonly text?: string;
+  readonly binary?: { readonly mimeType: string; readonly data: Uint8Array };
+}
+
+export interface UndecryptableMessage {
+  readonly envelopeId: string;
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface MeshWhisperEvents {
+  message: IncomingMessage;
+  /** An envelope that could not be opened (tampered, from an unknown session…): never silently dropped. */
+  undecryptable: UndecryptableMessage;
+  /** The node reports messages that expired or were evicted before this device fetched them. */
+  gap: { readonly expired: number; readonly evicted: number };
+  connection: ConnectionState;
+  /** The backlog queued while this device was offline has been delivered. */
+  synced: undefined;
+}
+
+type Listener<T> = (value: T) => void;
+
+async function defaultWebSocket(): Promise<WebSocketConstructor> {
+  const g = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (g) return g;
+  const name = 'ws'; // computed, so browser bundlers never try to include it
+  const mod = (await import(/* @vite-ignore */ name)) as { default: WebSocketConstructor };
+  return mod.default;
+}
+
+export class MeshWhisper {
+  readonly #ctx: CryptoContext;
+  readonly #storage: ProtocolStorage;
+  readonly #api: NodeApi;
+  readonly #identity: LocalIdentity;
+  readonly #listeners = new Map<keyof MeshWhisperEvents, Set<Listener<never>>>();
+  readonly #connection: DeviceConnection;
+  #closed = false;
+  /** The account key pair exists only on the device that created the account, and only in memory (see docs/api.md). */
+  readonly account: AccountKeyPair | undefined;
+  readonly namespace: string;
+
+  private constructor(opts: MeshWhisperOptions, ctx: CryptoContext, identity: LocalIdentity, account: AccountKeyPair | undefined, WS: WebSocketConstructor) {
+    this.#ctx = ctx;
+    this.#storage = opts.storage;
+    this.#identity = identity;
+    this.account = account;
+    this.namespace = opts.namespace;
+    this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
+    this.#connection = new DeviceConnection(ctx, opts.node, identity, WS, {
+      onDeliver: (envs) => this.#receive(envs),
+      onGap: (expired, evicted) => this.#emit('gap', { expired, evicted }),
+      onState: (s) => this.#emit('connection', s),
+      onQueueEmpty: () => this.#emit('synced', undefined),
+    });
+  }
+
+  /** Opens (or, on first use, creates) this device's identity, publishes its keys and connects. */
+  static async create(opts: MeshWhisperOptions): Promise<MeshWhisper> {
+    if (!opts || typeof opts.node !== 'string' || typeof opts.namespace !== 'string' || !opts.storage) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'MeshWhisper.create: node, namespace and storage are required');
+    }
+    const ctx = opts.crypto ?? createContext();
+    let account: AccountKeyPair | undefined;
+    let identity: LocalIdentity;
+    if (await opts.storage.hasLocalIdentity()) {
+      identity = await opts.storage.getLocalIdentity();
+    } else {
+      account = AccountKeyPair.generate(ctx);
+      const device = DeviceKeyPair.generate(ctx);
+      identity = { certificate: issueDeviceCertificate(ctx, account, device), device };
+      await opts.storage.setLocalIdentity(identity);
+    }
+    const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
+    await client.publishKeys();
+    if (opts.connect !== false) client.#connection.start();
+    return client;
+  }
+
+  /** This device's mailbox id: what a contact needs to send to it. */
+  get mailboxId(): Uint8Array {
+    return mailboxIdOf(this.#ctx, this.#identity.certificate.deviceSigningKey);
+  }
+  get accountKey(): Uint8Array {
+    return this.#identity.certificate.accountKey;
+  }
+  get address(): DeviceAddress {
+    return deviceAddress(this.#identity.certificate);
+  }
+  /** Opens the device connection (only needed when created with `connect: false`). */
+  connect(): void {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    this.#connection.start();
+  }
+
+  get connectionState(): ConnectionState {
+    return this.#connection.state;
+  }
+
+  on<K extends keyof MeshWhisperEvents>(event: K, listener: Listener<MeshWhisperEvents[K]>): () => void {
+    let set = this.#listeners.get(event);
+    if (!set) this.#listeners.set(event, (set = new Set()));
+    set.add(listener as Listener<never>);
+    return () => set.delete(listener as Listener<never>);
+  }
+
+  #emit<K extends keyof MeshWhisperEvents>(event: K, value: MeshWhisperEvents[K]): void {
+    for (const l of this.#listeners.get(event) ?? []) {
+      try {
+        (l as Listener<MeshWhisperEvents[K]>)(value);
+      } catch {
+        // An app listener's bug must not break delivery.
+      }
+    }
+  }
+
+  /** Resolves with the next `event` (convenience for scripts and tests). */
+  once<K extends keyof MeshWhisperEvents>(event: K, predicate: (v: MeshWhisperEvents[K]) => boolean = () => true, timeoutMs = 10_000): Promise<MeshWhisperEvents[K]> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new SdkError(SdkErrorCode.PROTOCOL, `timed out waiting for ${event}`));
+      }, timeoutMs);
+      const off = this.on(event, (v) => {
+        if (!predicate(v)) return;
+        clearTimeout(timer);
+        off();
+        resolve(v);
+      });
+    });
+  }
+
+  /**
+   * Uploads the device certificate, a current signed prekey and last-resort KEM prekey (rotated
+   * weekly), and tops up one-time X25519 and KEM prekeys when fewer than PREKEY_LOW_WATER remain.
+   */
+  async publishKeys(): Promise<void> {
+    const rotation = await rotatePreKeys(this.#ctx, this.#storage);
+    let counts: { oneTimePrekeys: number; kemPrekeys: number; hasSignedPrekey: boolean } | undefined;
+    try {
+      counts = await this.#api.call('GET', '/v1/keys', undefined, undefined, PreKeyCountsSchema, this.#identity);
+    } catch (e) {
+      if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
+    }
+    const first = !counts || !counts.hasSignedPrekey;
+    const needOtk = !counts || counts.oneTimePrekeys < PREKEY_LOW_WATER;
+    const needKem = !counts || counts.kemPrekeys < PREKEY_LOW_WATER;
+    if (!first && !needOtk && !needKem && !rotation.rotated.signedPreKey && !rotation.rotated.lastResortKemPreKey) return;
+    const otks = needOtk ? await generateOneTimePreKeys(this.#ctx, this.#storage, PREKEY_BATCH) : [];
+    const kems = needKem ? await generateKemPreKeys(this.#ctx, this.#storage, PREKEY_BATCH) : [];
+    await this.#api.call(
+      'PUT',
+      '/v1/keys',
+      KeyUploadSchema,
+      {
+        signedPrekey: encodeSignedPreKey(rotation.signedPreKey),
+        lastResortKemPrekey: encodeKemPreKey(rotation.lastResortKemPreKey),
+        oneTimePrekeys: otks.map(encodeOneTimePreKey),
+        kemPrekeys: kems.map(encodeKemPreKey),
+      },
+      PreKeyCountsSchema,
+      this.#identity,
+    );
+  }
+
+  /** Finds the session address for a peer mailbox, claiming its bundle and running PQXDH on first contact. */
+  async #sessionFor(mailboxId: Uint8Array): Promise<DeviceAddress> {
+    for (const address of await this.#storage.listSessionAddresses()) {
+      const signing = fromHex(address.split(':')[1] ?? '');
+      if (signing.length === 32 && equalBytes(mailboxIdOf(this.#ctx, signing), mailboxId) && (await hasSession(this.#storage, address))) return address;
+    }
+    const claim = await this.#api.call('POST', '/v1/keys/claim', ClaimRequestSchema, { mailboxId }, ClaimResultSchema);
+    const bundle = decodePreKeyBundle(claim.bundle);
+    if (!equalBytes(mailboxIdOf(this.#ctx, bundle.certificate.deviceSigningKey), mailboxId)) {
+      throw new SdkError(SdkErrorCode.PROTOCOL, 'the node returned a bundle for another device');
+    }
+    return initiateSession(this.#ctx, this.#storage, bundle);
+  }
+
+  async #sendContent(mailboxId: Uint8Array, body: MessageInitShape<typeof ContentSchema>['body']): Promise<{ id: string }> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
+    const messageId = this.#ctx.random(16);
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), body });
+    const address = await this.#sessionFor(mailboxId);
+    const envelope = await sealMessage(this.#ctx, this.#storage, address, toBinary(ContentSchema, content));
+    // The same sealed bytes are retried (never re-encrypted: that would reuse a message key).
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        await this.#api.call('POST', '/v1/send', SendRequestSchema, { mailboxId, payload: envelope, class: EnvelopeClass.DURABLE }, SendResultSchema);
+        return { id: toHex(messageId) };
+      } catch (e) {
+        lastError = e;
+        if (!(e instanceof SdkError && (e.code === SdkErrorCode.UNREACHABLE || e.nodeCode === 'MW_RATE_LIMITED' || e.nodeCode === 'MW_UNAVAILABLE'))) break;
+        await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+      }
+    }
+    throw lastError;
+  }
+
+  /** Sends a text message to the device with `mailboxId`. Resolves when the node has durably stored it. */
+  sendText(mailboxId: Uint8Array, text: string): Promise<{ id: string }> {
+    if (typeof text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'text must be a string');
+    return this.#sendContent(mailboxId, { case: 'text', value: { text } });
+  }
+
+  /** Sends arbitrary bytes with a MIME type. */
+  sendBinary(mailboxId: Uint8Array, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
+    return this.#sendContent(mailboxId, { case: 'binary', value: { data, mimeType } });
+  }
+
+  async #receive(envelopes: Envelope[]): Promise<void> {
+    for (const env of envelopes) {
+      if (env.class === EnvelopeClass.EPHEMERAL) continue; // no ephemeral content types yet
+      try {
+        const { sender, plaintext } = await openSealedMessage(this.#ctx, this.#storage, env.payload);
+        let content: Content;
+        try {
+          content = fromBinary(ContentSchema, plaintext);
+        } catch {
+          throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
+        }
+        if (content.version > CONTENT_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `content version ${content.version}`);
+        const base = {
+          id: toHex(content.messageId),
+          from: deviceAddress(sender),
+          fromMailboxId: mailboxIdOf(this.#ctx, sender.deviceSigningKey),
+          sender,
+          sentAt: Number(content.sentAt),
+          receivedAt: Number(env.receivedAt),
+        };
+        if (content.body.case === 'text') this.#emit('message', { ...base, text: content.body.value.text });
+        else if (content.body.case === 'binary') this.#emit('message', { ...base, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
+      } catch (e) {
+        // A redelivery of something already processed (connection dropped before the ack) is a
+        // duplicate at the ratchet: acknowledge it quietly. Anything else is reported, then acked
+        // (it can never decrypt, and must not block the mailbox).
+        if (e instanceof CryptoError && e.code === CryptoErrorCode.DUPLICATE_MESSAGE) continue;
+        const code = e instanceof CryptoError || e instanceof SdkError ? e.code : 'MW_SDK_INTERNAL';
+        this.#emit('undecryptable', { envelopeId: toHex(env.id), code, message: e instanceof Error ? e.message : String(e) });
+      }
+    }
+  }
+
+  /** Waits until everything received so far has been processed. */
+  async idle(): Promise<void> {
+    await this.#connection.idle();
+  }
+
+  /** Disconnects and releases the storage. The client cannot be used afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#connection.close();
+    await this.#storage.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * The device WebSocket (docs/spec/node-protocol.md §3): hello, authentication, then delivery.
+ * Reconnects with exponential backoff and full jitter while the client is open; every delivered
+ * envelope is handed to `onDeliver`, and acknowledged only after that resolves (at-least-once).
+ */
+import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
+import { encodeDeviceCertificate } from '@meshwhisper/crypto';
+import type { Envelope, Frame, FrameInit } from '@meshwhisper/protocol';
+import { DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH, SUPPORTED_PROTOCOL_VERSIONS, decodeFrame, encodeFrame, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
+
+/** The subset of the WHATWG WebSocket the connection uses (browsers, Node's `ws`). */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ConnectionEvents {
+  onDeliver(envelopes: Envelope[]): Promise<void>;
+  onGap(expired: number, evicted: number): void;
+  onState(state: ConnectionState): void;
+  onQueueEmpty(): void;
+}
+
+export type ConnectionState = 'connecting' | 'online' | 'offline' | 'closed';
+
+/** Backoff: 0.5 s doubling to 30 s, full jitter (AWS architecture blog's "full jitter"). */
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+
+export class DeviceConnection {
+  #ws: WebSocketLike | undefined;
+  #closed = false;
+  #attempt = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #queue: Promise<void> = Promise.resolve();
+  state: ConnectionState = 'offline';
+
+  constructor(
+    private readonly ctx: CryptoContext,
+    private readonly url: string,
+    private readonly identity: LocalIdentity,
+    private readonly WS: WebSocketConstructor,
+    private readonly events: ConnectionEvents,
+  ) {}
+
+  start(): void {
+    if (!this.#closed && !this.#ws) this.#open();
+  }
+
+  #setState(s: ConnectionState): void {
+    if (this.state !== s) {
+      this.state = s;
+      this.events.onState(s);
+    }
+  }
+
+  #open(): void {
+    this.#setState('connecting');
+    const ws = new this.WS(new URL(DEVICE_SOCKET_PATH, this.url.replace(/^http/, 'ws')).toString());
+    ws.binaryType = 'arraybuffer';
+    this.#ws = ws;
+    ws.onopen = () => this.#send({ body: { case: 'clientHello', value: { versions: [...SUPPORTED_PROTOCOL_VERSIONS] } } });
+    ws.onmessage = (ev) => {
+      const bytes = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ev.data instanceof Uint8Array ? ev.data : undefined;
+      if (!bytes) return;
+      const d = decodeFrame(bytes);
+      if (!d.ok) return; // the node never sends garbage; ignore rather than crash
+      // Frames are handled strictly in order: a delivery is acknowledged only after it was processed.
+      this.#queue = this.#queue.then(() => this.#handle(d.value)).catch(() => undefined);
+    };
+    ws.onerror = () => undefined;
+    ws.onclose = (ev) => {
+      this.#ws = undefined;
+      if (this.#closed) return this.#setState('closed');
+      this.#setState('offline');
+      // 4001: replaced by a newer login of this device; 4003/4004: auth failed / device deleted.
+      if (ev.code === 4001 || ev.code === 4003 || ev.code === 4004) return;
+      const delay = Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.#attempt++);
+      this.#timer = setTimeout(() => this.#open(), delay);
+    };
+  }
+
+  #send(init: FrameInit): void {
+    if (this.#ws && this.#ws.readyState === 1) this.#ws.send(encodeFrame({ version: 1, ...init }));
+  }
+
+  async #handle(f: Frame): Promise<void> {
+    switch (f.body.case) {
+      case 'serverHello': {
+        const digest = requestDigest(this.ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH);
+        const auth = signDeviceAuth(this.ctx, this.identity.device, encodeDeviceCertificate(this.identity.certificate), f.body.value.challenge, digest);
+        this.#send({ body: { case: 'authenticate', value: auth } });
+        return;
+      }
+      case 'authenticated':
+        this.#attempt = 0;
+        this.#setState('online');
+        return;
+      case 'deliver': {
+        const envelopes = f.body.value.envelopes;
+        await this.events.onDeliver(envelopes);
+        const ids = envelopes.filter((e) => e.id.length > 0).map((e) => e.id);
+        if (ids.length) this.#send({ body: { case: 'ack', value: { ids } } });
+        return;
+      }
+      case 'gapNotice':
+        this.events.onGap(f.body.value.expired, f.body.value.evicted);
+        this.#send({ requestId: f.requestId, body: { case: 'ok', value: {} } });
+        return;
+      case 'queueEmpty':
+        this.events.onQueueEmpty();
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Waits until frames received so far are processed (tests, orderly shutdown). */
+  idle(): Promise<void> {
+    return this.#queue;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#ws?.close(1000, 'client closed');
+    await this.#queue;
+    this.#setState('closed');
+  }
+}

@@ -1,0 +1,28 @@
+/** Errors the SDK client raises; every one has a stable code (docs/api.md §Errors). */
+export const SdkErrorCode = {
+  /** The node answered with an error; `nodeCode` holds its MW_… code. */
+  NODE_ERROR: 'MW_SDK_NODE_ERROR',
+  /** The node could not be reached (network down, DNS, refused). Retried automatically where it makes sense. */
+  UNREACHABLE: 'MW_SDK_UNREACHABLE',
+  /** The node spoke something we do not understand (bad frame, unexpected reply). */
+  PROTOCOL: 'MW_SDK_PROTOCOL',
+  /** A content version newer than this SDK understands. */
+  UNSUPPORTED_CONTENT: 'MW_SDK_UNSUPPORTED_CONTENT',
+  /** The client was closed. */
+  CLOSED: 'MW_SDK_CLOSED',
+  /** A caller mistake (wrong argument). */
+  INVALID_ARGUMENT: 'MW_SDK_INVALID_ARGUMENT',
+} as const;
+export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];
+
+export class SdkError extends Error {
+  override readonly name = 'SdkError';
+  constructor(
+    readonly code: SdkErrorCode,
+    message: string,
+    readonly nodeCode?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * HTTP calls to a MeshWhisper node (docs/spec/node-protocol.md §5): protobuf bodies, DeviceAuth in
+ * the `mw-auth` header over a fresh challenge, JSON errors mapped to SdkError.
+ */
+import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
+import { encodeDeviceCertificate } from '@meshwhisper/crypto';
+import type { DescMessage, MessageInitShape, MessageShape } from '@bufbuild/protobuf';
+import { AUTH_HEADER, CONTENT_TYPE_PROTOBUF, ChallengeSchema, decodeBody, encodeBody, encodeDeviceAuthHeader, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
+import { SdkError, SdkErrorCode } from './errors.js';
+
+/** Retries of a request the node refused with 429/503, and the longest wait honoured. */
+const RETRIES = 3;
+const MAX_RETRY_WAIT_MS = 10_000;
+
+export class NodeApi {
+  constructor(
+    private readonly ctx: CryptoContext,
+    readonly baseUrl: string,
+    private readonly fetchImpl: typeof fetch,
+  ) {}
+
+  /**
+   * One request; a 429 or 503 is retried (at most RETRIES times) after the Retry-After the node
+   * sends, capped at MAX_RETRY_WAIT_MS. `makeHeaders` runs per attempt (a DeviceAuth is single use).
+   */
+  private async raw(method: string, path: string, body: Uint8Array | undefined, makeHeaders: () => Promise<Record<string, string>>): Promise<Response> {
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.once(method, path, body, await makeHeaders());
+      if ((res.status !== 429 && res.status !== 503) || attempt >= RETRIES) return this.check(method, path, res);
+      const after = Number(res.headers.get('retry-after'));
+      await res.body?.cancel();
+      await new Promise((r) => setTimeout(r, Math.min(MAX_RETRY_WAIT_MS, Number.isFinite(after) && after > 0 ? after * 1000 : 500 * 2 ** attempt)));
+    }
+  }
+
+  private async once(method: string, path: string, body: Uint8Array | undefined, headers: Record<string, string>): Promise<Response> {
+    let res: Response;
+    try {
+      res = await this.fetchImpl(new URL(path, this.baseUrl), {
+        method,
+        headers: { ...(body ? { 'content-type': CONTENT_TYPE_PROTOBUF } : {}), ...headers },
+        ...(body ? { body: body as BodyInit } : {}),
+      });
+    } catch (cause) {
+      throw new SdkError(SdkErrorCode.UNREACHABLE, `${method} ${path}: node unreachable`, undefined, { cause });
+    }
+    return res;
+  }
+
+  private async check(method: string, path: string, res: Response): Promise<Response> {
+    if (!res.ok) {
+      let code: string | undefined;
+      let message = `${method} ${path}: HTTP ${res.status}`;
+      try {
+        const j = (await res.json()) as { error?: { code?: string; message?: string } };
+        code = j.error?.code;
+        if (j.error?.message) message = `${method} ${path}: ${j.error.message}`;
+      } catch {
+        /* not JSON */
+      }
+      throw new SdkError(SdkErrorCode.NODE_ERROR, message, code ?? `HTTP_${res.status}`);
+    }
+    return res;
+  }
+
+  async call<Req extends DescMessage, Res extends DescMessage>(
+    method: string,
+    path: string,
+    reqSchema: Req | undefined,
+    req: MessageInitShape<Req> | undefined,
+    resSchema: Res,
+    auth?: LocalIdentity,
+  ): Promise<MessageShape<Res>> {
+    const body = reqSchema && req ? encodeBody(reqSchema, req) : undefined;
+    const res = await this.raw(method, path, body, async (): Promise<Record<string, string>> => (auth ? { [AUTH_HEADER]: await this.authHeader(auth, method, path, body) } : {}));
+    const d = decodeBody(resSchema, new Uint8Array(await res.arrayBuffer()));
+    if (!d.ok) throw new SdkError(SdkErrorCode.PROTOCOL, `${method} ${path}: ${d.error.message}`);
+    return d.value;
+  }
+
+  async challenge(): Promise<Uint8Array> {
+    return (await this.call('GET', '/v1/auth/challenge', undefined, undefined, ChallengeSchema)).challenge;
+  }
+
+  async authHeader(identity: LocalIdentity, method: string, path: string, body?: Uint8Array): Promise<string> {
+    const challenge = await this.challenge();
+    const auth = signDeviceAuth(this.ctx, identity.device, encodeDeviceCertificate(identity.certificate), challenge, requestDigest(this.ctx, method, path, body));
+    return encodeDeviceAuthHeader(auth);
+  }
+}

@@ -1,0 +1,140 @@
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DATABASE_FILE, createNode, loadConfig } from '@meshwhisper/node';
+import type { MeshWhisperNode } from '@meshwhisper/node';
+import type { IncomingMessage } from '../../src/index.js';
+import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
+
+let node: MeshWhisperNode;
+let url: string;
+let dataDir: string;
+const logs: string[] = [];
+const work = mkdtempSync(join(tmpdir(), 'mw-sdk-e2e-'));
+
+beforeAll(async () => {
+  dataDir = join(work, 'node');
+  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info',
+    // Many first contacts from one address (127.0.0.1) in a few seconds: this SDK version sends
+    // every message in the tokenless lane (delivery tokens are not exchanged yet).
+    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000' });
+  node = await createNode(config, {
+    metrics: false,
+    logStream: new Writable({
+      write(chunk: Buffer, _e, cb) {
+        logs.push(chunk.toString());
+        cb();
+      },
+    }),
+  });
+  const addr = await node.listen();
+  url = `http://127.0.0.1:${addr.port}`;
+});
+
+afterAll(async () => {
+  await node?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+const texts = (msgs: IncomingMessage[]) => msgs.map((m) => m.text);
+
+describe('SDK client against a real node', () => {
+  it('two clients in one process converse end to end; mail to an offline device arrives when it connects', async () => {
+    const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), connect: false });
+    const got: IncomingMessage[] = [];
+    bob.on('message', (m) => got.push(m));
+    // Bob is offline: the node queues.
+    await alice.sendText(bob.mailboxId, 'hello bob');
+    await alice.sendText(bob.mailboxId, 'are you there?');
+    const bob2 = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    expect(bob2.address).not.toBe(bob.address); // a different device identity
+    await bob.close();
+
+    const carol = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const fromCarol: IncomingMessage[] = [];
+    alice.on('message', (m) => fromCarol.push(m));
+    const arrived = alice.once('message', (m) => m.text === 'hi alice, carol here');
+    await carol.sendText(alice.mailboxId, 'hi alice, carol here');
+    await arrived;
+    expect(fromCarol[0]!.from).toBe(carol.address);
+    // Alice replies to the mailbox she saw.
+    const replies: IncomingMessage[] = [];
+    carol.on('message', (m) => replies.push(m));
+    const reply = carol.once('message');
+    await alice.sendText(fromCarol[0]!.fromMailboxId, 'hello carol');
+    await reply;
+    expect(texts(replies)).toEqual(['hello carol']);
+    await Promise.all([alice.close(), bob2.close(), carol.close()]);
+  });
+
+  it('a restart over the same SQLite storage resumes identity and sessions: nothing lost, nothing duplicated', async () => {
+    const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const bobFile = join(work, 'bob.db');
+    let bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: bobFile }) });
+    const seen: string[] = [];
+    const listen = (c: MeshWhisper) => c.on('message', (m) => seen.push(m.text ?? ''));
+    listen(bob);
+    const first = bob.once('message');
+    await alice.sendText(bob.mailboxId, 'one');
+    await first;
+    const bobAddress = bob.address;
+    await bob.close();
+    // While Bob is down, Alice keeps talking on the same session.
+    await alice.sendText(bob.mailboxId, 'two');
+    await alice.sendText(bob.mailboxId, 'three');
+    bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: bobFile }), connect: false });
+    listen(bob);
+    expect(bob.address).toBe(bobAddress);
+    const synced = bob.once('synced');
+    bob.connect();
+    await synced;
+    await bob.idle();
+    expect(seen).toEqual(['one', 'two', 'three']);
+    // And Bob can answer on the resumed session.
+    const back = alice.once('message');
+    await bob.sendText(alice.mailboxId, 'back again');
+    expect((await back).text).toBe('back again');
+    await Promise.all([alice.close(), bob.close()]);
+  });
+
+  it('binary payloads round-trip', async () => {
+    const a = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const b = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const data = Uint8Array.from({ length: 5000 }, (_, i) => i % 251);
+    const got = b.once('message');
+    await a.sendBinary(b.mailboxId, data, 'application/x-test');
+    const m = await got;
+    expect(m.binary?.mimeType).toBe('application/x-test');
+    expect(Array.from(m.binary!.data)).toEqual(Array.from(data));
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('the node stores no plaintext: a scan of its SQLite files (WAL included) and logs finds none of the texts', async () => {
+    const a = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const b = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), connect: false });
+    const secret = 'the-plaintext-canary-3f9a1c';
+    await a.sendText(b.mailboxId, secret);
+    const haystacks = readdirSync(dataDir)
+      .filter((f) => /\.(db|sqlite|db-wal|wal)$|-wal$/.test(f) || f.includes('sqlite'))
+      .map((f) => readFileSync(join(dataDir, f)).toString('latin1'));
+    expect(haystacks.length).toBeGreaterThan(0);
+    for (const h of [...haystacks, logs.join('')]) expect(h.includes(secret)).toBe(false);
+    // The message store holds only recipient mailbox ids and sealed bytes: the sender's keys are in
+    // the directory (its device certificate), never next to the messages it sent (sealed sender).
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(join(dataDir, DATABASE_FILE), { readonly: true, fileMustExist: true });
+    try {
+      const rows = db.prepare('SELECT * FROM messages').all() as Record<string, unknown>[];
+      expect(rows.length).toBeGreaterThan(0);
+      const dump = rows.map((r) => Object.values(r).map((v) => (v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : String(v))).join('|')).join('\n');
+      for (const key of [a.accountKey, a.mailboxId]) expect(dump.includes(Buffer.from(key).toString('latin1'))).toBe(false);
+      expect(dump.includes(Buffer.from(b.mailboxId).toString('latin1'))).toBe(true);
+    } finally {
+      db.close();
+    }
+    await Promise.all([a.close(), b.close()]);
+  });
+});
