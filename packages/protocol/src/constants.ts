@@ -53,6 +53,21 @@ export const NAMESPACE_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 /** Media blob id: 128 random bits, base64url (22 characters). */
 export const MEDIA_ID_BYTES = 16;
 
+/**
+ * Push wake (docs/push.md). The plaintext of every wake is this constant, byte for byte: a
+ * push carries no sender, conversation, count or mailbox id, and every wake has the same size,
+ * so the push service learns nothing but "this token was rung". Receivers compare it exactly.
+ */
+export const PUSH_WAKE_PAYLOAD = '{"mw":"wake","v":1}';
+/** Longest Web Push endpoint URL / FCM registration token accepted (real ones are ~150–500). */
+export const MAX_PUSH_ENDPOINT_LENGTH = 2048;
+/** APNs device token length: Apple's tokens are 32 bytes today and documented as up to 100. */
+export const MIN_APNS_TOKEN_LENGTH = 8;
+export const MAX_APNS_TOKEN_LENGTH = 100;
+/** RFC 8291: the subscription's P-256 key (uncompressed point) and its 16-byte auth secret. */
+export const WEB_PUSH_P256DH_LENGTH = 65;
+export const WEB_PUSH_AUTH_LENGTH = 16;
+
 /** Content type of protobuf request and response bodies. */
 export const CONTENT_TYPE_PROTOBUF = 'application/vnd.meshwhisper.v1+proto';
 /** Content type of opaque blob bodies (media, archive). */

@@ -22,3 +22,24 @@ export const SQLITE_BUSY_TIMEOUT_MS = 0;
  * context of the origin (pages, workers, the service worker); the database name follows it.
  */
 export const STORAGE_WEB_LOCK_PREFIX = 'meshwhisper-storage:';
+
+// ── App items (the app-level key/value area of a storage) ───────────────────────────────────
+
+/**
+ * Longest app-item table name, in UTF-8 bytes. Tables are a handful of names fixed by the app
+ * (outbox, contacts, …); a bound keeps every stored row's key small and the schema honest.
+ */
+export const APP_TABLE_MAX_BYTES = 128;
+
+/**
+ * Longest app-item key, in UTF-8 bytes. Enough for a device address (two hex keys, 129 bytes) plus
+ * a message id and a separator; small enough that a page of keys never costs much memory.
+ */
+export const APP_KEY_MAX_BYTES = 512;
+
+/**
+ * Largest app-item value, in bytes: 1 MiB. Values are written in the same transaction as a ratchet
+ * advance, so a transaction must stay cheap to buffer (IndexedDB) and commit; the largest thing the
+ * client stores is a sealed envelope, far below this. Bigger data belongs in a blob store.
+ */
+export const APP_VALUE_MAX_BYTES = 1024 * 1024;

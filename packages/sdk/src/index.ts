@@ -8,7 +8,10 @@ export { IndexedDbStorage, openIndexedDbStorage, INDEXEDDB_MIGRATIONS } from './
 export type { IndexedDbStorageOptions } from './storage/indexeddb.js';
 export { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS, STORAGE_WEB_LOCK_PREFIX } from './constants.js';
 // The client (docs/api.md).
-export { MeshWhisper, CONTENT_VERSION, PREKEY_BATCH, PREKEY_LOW_WATER } from './client/client.js';
+export { MeshWhisper, CONTENT_VERSION, DELIVERY_TOKEN_LENGTH, PREKEY_BATCH, PREKEY_LOW_WATER } from './client/client.js';
 export type { MeshWhisperOptions, MeshWhisperEvents, IncomingMessage, UndecryptableMessage } from './client/client.js';
 export { SdkError, SdkErrorCode } from './client/errors.js';
 export type { ConnectionState, WebSocketConstructor, WebSocketLike } from './client/connection.js';
+export type { AppStore, AppItem, ListItemsOptions, StorageTx } from './storage/types.js';
+export { asStorageTx, isStorageTx } from './storage/types.js';
+export { APP_TABLE_MAX_BYTES, APP_KEY_MAX_BYTES, APP_VALUE_MAX_BYTES } from './constants.js';

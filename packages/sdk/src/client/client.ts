@@ -43,6 +43,7 @@ import {
   toBinary,
 } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
+import { asStorageTx } from '../storage/types.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import { DeviceConnection } from './connection.js';
 import { SdkError, SdkErrorCode } from './errors.js';
@@ -53,6 +54,18 @@ export const CONTENT_VERSION = 1;
 /** One-time X25519 and KEM prekeys kept on the node; replenished when fewer remain than the low-water mark. */
 export const PREKEY_BATCH = 50;
 export const PREKEY_LOW_WATER = 20;
+/** Bytes of this device's delivery token (the node accepts 16–64). */
+export const DELIVERY_TOKEN_LENGTH = 32;
+
+/** App tables this client keeps in its storage (docs/api.md §Storage). */
+const Table = {
+  /** This device's own settings: 'delivery-token'. */
+  Self: 'mw.self',
+  /** Sealed envelopes not yet accepted by the node, by message id: 32-byte mailbox id ‖ envelope. */
+  Outbox: 'mw.outbox',
+  /** The delivery token each peer device gave us, by device address. */
+  PeerToken: 'mw.peer-token',
+} as const;
 
 export interface MeshWhisperOptions {
   /** Base URL of the node, e.g. `https://chat.example.com` or `http://127.0.0.1:8080`. */
@@ -120,6 +133,7 @@ export class MeshWhisper {
   readonly #listeners = new Map<keyof MeshWhisperEvents, Set<Listener<never>>>();
   readonly #connection: DeviceConnection;
   #closed = false;
+  #deliveryToken: Uint8Array = new Uint8Array(0);
   /** The account key pair exists only on the device that created the account, and only in memory (see docs/api.md). */
   readonly account: AccountKeyPair | undefined;
   readonly namespace: string;
@@ -132,6 +146,7 @@ export class MeshWhisper {
     this.namespace = opts.namespace;
     this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
     this.#connection = new DeviceConnection(ctx, opts.node, identity, WS, {
+      deliveryTokens: () => (this.#deliveryToken.length ? [this.#deliveryToken] : []),
       onDeliver: (envs) => this.#receive(envs),
       onGap: (expired, evicted) => this.#emit('gap', { expired, evicted }),
       onState: (s) => this.#emit('connection', s),
@@ -156,8 +171,11 @@ export class MeshWhisper {
       await opts.storage.setLocalIdentity(identity);
     }
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
+    client.#deliveryToken = await client.#loadDeliveryToken();
     await client.publishKeys();
     if (opts.connect !== false) client.#connection.start();
+    // Envelopes sealed before a crash or while the node was unreachable go out now, as the same bytes.
+    await client.flushOutbox();
     return client;
   }
 
@@ -247,12 +265,80 @@ export class MeshWhisper {
     );
   }
 
-  /** Finds the session address for a peer mailbox, claiming its bundle and running PQXDH on first contact. */
-  async #sessionFor(mailboxId: Uint8Array): Promise<DeviceAddress> {
+  async #loadDeliveryToken(): Promise<Uint8Array> {
+    const stored = await this.#storage.getItem(Table.Self, 'delivery-token');
+    if (stored && stored.length === DELIVERY_TOKEN_LENGTH) return stored;
+    const token = this.#ctx.random(DELIVERY_TOKEN_LENGTH);
+    await this.#storage.setItem(Table.Self, 'delivery-token', token);
+    return token;
+  }
+
+  /**
+   * Hands every queued envelope to the node (oldest message id order is not guaranteed). An
+   * envelope leaves the outbox only once the node has durably accepted it, or the node said it can
+   * never be delivered (unknown mailbox). Returns how many were sent.
+   */
+  async flushOutbox(): Promise<number> {
+    let sent = 0;
+    for (const { key } of await this.#storage.listItems(Table.Outbox)) {
+      try {
+        if (await this.#deliver(key)) sent++;
+      } catch {
+        // Still queued; the next flush (next start, or the next send) retries it.
+      }
+    }
+    return sent;
+  }
+
+  /** Sends one queued envelope; true once the node accepted it. */
+  async #deliver(messageId: string): Promise<boolean> {
+    const item = await this.#storage.getItem(Table.Outbox, messageId);
+    if (!item || item.length <= 32) return false;
+    const mailboxId = item.subarray(0, 32);
+    const payload = item.subarray(32);
+    const address = await this.#addressOf(mailboxId);
+    const token = address ? await this.#storage.getItem(Table.PeerToken, address) : undefined;
+    const post = (deliveryToken?: Uint8Array) =>
+      this.#api.call('POST', '/v1/send', SendRequestSchema, { mailboxId, payload, class: EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) }, SendResultSchema);
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        try {
+          await post(token);
+        } catch (e) {
+          // A token the peer has since replaced: forget it and use the first-contact lane.
+          if (!(token && e instanceof SdkError && e.nodeCode === 'MW_AUTH_FORBIDDEN')) throw e;
+          if (address) await this.#storage.deleteItem(Table.PeerToken, address);
+          await post(undefined);
+        }
+        await this.#storage.deleteItem(Table.Outbox, messageId);
+        return true;
+      } catch (e) {
+        lastError = e;
+        if (e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND') {
+          await this.#storage.deleteItem(Table.Outbox, messageId); // no such mailbox: it can never be delivered
+          throw e;
+        }
+        if (!(e instanceof SdkError && (e.code === SdkErrorCode.UNREACHABLE || e.nodeCode === 'MW_RATE_LIMITED' || e.nodeCode === 'MW_UNAVAILABLE'))) throw e;
+        await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+      }
+    }
+    throw lastError;
+  }
+
+  /** The address of the peer device with this mailbox id, if we have a session with it. */
+  async #addressOf(mailboxId: Uint8Array): Promise<DeviceAddress | undefined> {
     for (const address of await this.#storage.listSessionAddresses()) {
       const signing = fromHex(address.split(':')[1] ?? '');
-      if (signing.length === 32 && equalBytes(mailboxIdOf(this.#ctx, signing), mailboxId) && (await hasSession(this.#storage, address))) return address;
+      if (signing.length === 32 && equalBytes(mailboxIdOf(this.#ctx, signing), mailboxId)) return address;
     }
+    return undefined;
+  }
+
+  /** Finds the session address for a peer mailbox, claiming its bundle and running PQXDH on first contact. */
+  async #sessionFor(mailboxId: Uint8Array): Promise<DeviceAddress> {
+    const known = await this.#addressOf(mailboxId);
+    if (known && (await hasSession(this.#storage, known))) return known;
     const claim = await this.#api.call('POST', '/v1/keys/claim', ClaimRequestSchema, { mailboxId }, ClaimResultSchema);
     const bundle = decodePreKeyBundle(claim.bundle);
     if (!equalBytes(mailboxIdOf(this.#ctx, bundle.certificate.deviceSigningKey), mailboxId)) {
@@ -265,22 +351,21 @@ export class MeshWhisper {
     if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
     if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
     const messageId = this.#ctx.random(16);
-    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), body });
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), deliveryToken: this.#deliveryToken, body });
     const address = await this.#sessionFor(mailboxId);
-    const envelope = await sealMessage(this.#ctx, this.#storage, address, toBinary(ContentSchema, content));
-    // The same sealed bytes are retried (never re-encrypted: that would reuse a message key).
-    let lastError: unknown;
-    for (let attempt = 0; attempt < 4; attempt++) {
-      try {
-        await this.#api.call('POST', '/v1/send', SendRequestSchema, { mailboxId, payload: envelope, class: EnvelopeClass.DURABLE }, SendResultSchema);
-        return { id: toHex(messageId) };
-      } catch (e) {
-        lastError = e;
-        if (!(e instanceof SdkError && (e.code === SdkErrorCode.UNREACHABLE || e.nodeCode === 'MW_RATE_LIMITED' || e.nodeCode === 'MW_UNAVAILABLE'))) break;
-        await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
-      }
-    }
-    throw lastError;
+    const id = toHex(messageId);
+    // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
+    // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
+    await sealMessage(this.#ctx, this.#storage, address, toBinary(ContentSchema, content), {
+      persist: async (tx, envelope) => {
+        const item = new Uint8Array(32 + envelope.length);
+        item.set(mailboxId);
+        item.set(envelope, 32);
+        await asStorageTx(tx).setItem(Table.Outbox, id, item);
+      },
+    });
+    await this.#deliver(id);
+    return { id };
   }
 
   /** Sends a text message to the device with `mailboxId`. Resolves when the node has durably stored it. */
@@ -298,13 +383,21 @@ export class MeshWhisper {
     for (const env of envelopes) {
       if (env.class === EnvelopeClass.EPHEMERAL) continue; // no ephemeral content types yet
       try {
-        const { sender, plaintext } = await openSealedMessage(this.#ctx, this.#storage, env.payload);
-        let content: Content;
-        try {
-          content = fromBinary(ContentSchema, plaintext);
-        } catch {
-          throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
-        }
+        let content: Content | undefined;
+        const { sender } = await openSealedMessage(this.#ctx, this.#storage, env.payload, {
+          // Runs in the transaction that advances the ratchet: the peer's delivery token is stored
+          // together with the message that carried it.
+          persist: async (tx, plaintext, from) => {
+            try {
+              content = fromBinary(ContentSchema, plaintext);
+            } catch {
+              throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
+            }
+            const t = content.deliveryToken;
+            if (t.length >= 16 && t.length <= 64) await asStorageTx(tx).setItem(Table.PeerToken, deviceAddress(from), t);
+          },
+        });
+        if (!content) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
         if (content.version > CONTENT_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `content version ${content.version}`);
         const base = {
           id: toHex(content.messageId),

@@ -22,6 +22,8 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 export interface ConnectionEvents {
+  /** Delivery tokens to register with the node after each login (the node stores only their hashes). */
+  deliveryTokens(): Uint8Array[];
   onDeliver(envelopes: Envelope[]): Promise<void>;
   onGap(expired: number, evicted: number): void;
   onState(state: ConnectionState): void;
@@ -99,10 +101,13 @@ export class DeviceConnection {
         this.#send({ body: { case: 'authenticate', value: auth } });
         return;
       }
-      case 'authenticated':
+      case 'authenticated': {
         this.#attempt = 0;
+        const tokens = this.events.deliveryTokens();
+        if (tokens.length) this.#send({ requestId: 0, body: { case: 'setDeliveryTokens', value: { tokens } } });
         this.#setState('online');
         return;
+      }
       case 'deliver': {
         const envelopes = f.body.value.envelopes;
         await this.events.onDeliver(envelopes);

@@ -22,6 +22,10 @@ export const StorageErrorCode = {
   UNAVAILABLE: 'MW_SDK_STORAGE_UNAVAILABLE',
   /** The database engine failed (disk full, I/O error, quota exceeded, aborted IndexedDB transaction). */
   IO: 'MW_SDK_STORAGE_IO',
+  /** An app-item argument is malformed: a table or key name that is empty, too long or not well-formed Unicode; a value that is not a Uint8Array; a bad list option; a transaction view that is not the SDK's. */
+  INVALID_ARGUMENT: 'MW_SDK_STORAGE_INVALID_ARGUMENT',
+  /** An app-item value is larger than APP_VALUE_MAX_BYTES. */
+  LIMIT: 'MW_SDK_STORAGE_LIMIT',
 } as const;
 export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErrorCode];
 

@@ -16,7 +16,7 @@
  * Calls outside transaction() that write are one-operation transactions; those that only read see
  * committed data and do not wait for the lock.
  */
-import type { CryptoContext, DeviceAddress, LocalIdentity, ProtocolStores, SeenInitialMessage } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceAddress, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
 import {
   KemPreKeyPair,
   ML_KEM_768_PUBLIC_KEY_LENGTH,
@@ -29,11 +29,12 @@ import {
   wipe,
 } from '@meshwhisper/crypto';
 import { STORAGE_WEB_LOCK_PREFIX } from '../constants.js';
+import { checkKey, checkListOptions, checkTable, checkValue, compareKeys, utf8 } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
-import type { ProtocolStorage } from './types.js';
-import { checkBlob, checkIdentity, exportIdentity, importIdentity } from './types.js';
+import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
+import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
 
-const S = { meta: 'meta', preKey: 'prekey', signedPreKey: 'signedPrekey', kemPreKey: 'kemPrekey', session: 'session', seen: 'seen' } as const;
+const S = { meta: 'meta', preKey: 'prekey', signedPreKey: 'signedPrekey', kemPreKey: 'kemPrekey', session: 'session', seen: 'seen', app: 'appItems' } as const;
 type StoreName = (typeof S)[keyof typeof S];
 type Key = string | number;
 
@@ -53,7 +54,24 @@ export const INDEXEDDB_MIGRATIONS: readonly { readonly description: string; read
       db.createObjectStore(S.seen, { keyPath: 'digest' });
     },
   },
+  {
+    description: 'app items: opaque values in named tables, written in the protocol transactions',
+    // The key is [table, UTF-8 bytes of the key]: binary keys compare bytewise, which gives the
+    // UTF-8 byte order listItems promises (string keys would compare UTF-16 code units).
+    up: (db) => {
+      db.createObjectStore(S.app, { keyPath: ['table', 'key'] });
+    },
+  },
 ];
+
+interface AppItemRow {
+  table: string;
+  /** UTF-8 bytes of the item's key. */
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 const IDENTITY_KEY = 'identity';
 
@@ -133,13 +151,17 @@ const DELETED = Symbol('deleted');
  * Reads committed data, overlaid by this view's buffered writes. The storage's own read-only
  * calls use a view with `buffered = false`.
  */
-class IdbView implements ProtocolStores {
+class IdbView implements StorageTx {
   open = true;
   readonly writes = new Map<StoreName, Map<Key, Row | typeof DELETED>>();
+  /** Buffered app-item writes: table → key → value (or deleted). */
+  readonly appWrites = new Map<string, Map<string, Uint8Array | typeof DELETED>>();
   constructor(
     private readonly storage: IndexedDbStorage,
     private readonly buffered: boolean,
-  ) {}
+  ) {
+    if (buffered) markStorageTx(this);
+  }
 
   private check(operation: string): void {
     if (!this.open) throw new StorageError(StorageErrorCode.TRANSACTION_CLOSED, operation, 'this transaction has already ended');
@@ -303,11 +325,90 @@ class IdbView implements ProtocolStores {
     return n;
   }
 
+  async getItem(table: string, key: string): Promise<Uint8Array | undefined> {
+    const op = 'getItem';
+    this.check(op);
+    const [t, k] = [checkTable(table, op), checkKey(key, op)];
+    const b = this.appWrites.get(t)?.get(k);
+    if (b === DELETED) return undefined;
+    if (b !== undefined) return Uint8Array.from(b);
+    const row = (await this.storage.read((tx) => tx.objectStore(S.app).get([t, utf8(k)]), [S.app], op)) as AppItemRow | undefined;
+    return row && checkBlob(row.value, undefined, 'app item value', op); // a fresh clone: ours to hand out
+  }
+  async setItem(table: string, key: string, value: Uint8Array): Promise<void> {
+    const op = 'setItem';
+    this.check(op); // a stale view says so before it judges the arguments
+    this.appWrite(checkTable(table, op), checkKey(key, op), Uint8Array.from(checkValue(value, op)), op);
+  }
+  async deleteItem(table: string, key: string): Promise<void> {
+    const op = 'deleteItem';
+    this.check(op); // a stale view says so before it judges the arguments
+    this.appWrite(checkTable(table, op), checkKey(key, op), DELETED, op);
+  }
+  async listItems(table: string, options?: ListItemsOptions): Promise<AppItem[]> {
+    const op = 'listItems';
+    this.check(op);
+    const t = checkTable(table, op);
+    const { prefix, limit } = checkListOptions(options, op);
+    if (limit === 0) return [];
+    const buffered = [...(this.appWrites.get(t) ?? [])].filter(([k]) => k.startsWith(prefix));
+    // Each buffered delete can hide at most one committed item, so the first `limit + deletes`
+    // committed items are enough to fill `limit` after merging.
+    const deletes = buffered.filter(([, v]) => v === DELETED).length;
+    const count = limit === undefined || limit + deletes > 0xffffffff ? undefined : limit + deletes;
+    // [t, P] ≤ key < [t, P with its last byte + 1] (0xFF never occurs in UTF-8, so no carry); an
+    // empty prefix ends before [t, []] (arrays sort after every binary key).
+    const p = utf8(prefix);
+    const upper = p.length === 0 ? [t, []] : [t, Uint8Array.of(...p.subarray(0, -1), p[p.length - 1]! + 1)];
+    const range = IDBKeyRange.bound([t, p], upper, false, true);
+    const rows = (await this.storage.read((tx) => tx.objectStore(S.app).getAll(range, count), [S.app], op)) as AppItemRow[];
+    const merged = new Map<string, { value: Uint8Array; owned: boolean }>();
+    try {
+      for (const row of rows) {
+        let k: string;
+        try {
+          k = fatalUtf8.decode(checkBlob(row.key, undefined, 'app item key', op));
+        } catch (e) {
+          if (e instanceof StorageError) throw e;
+          throw new StorageError(StorageErrorCode.CORRUPT, op, 'stored app item key is not UTF-8', { cause: e });
+        }
+        merged.set(k, { value: checkBlob(row.value, undefined, 'app item value', op), owned: true });
+      }
+      for (const [k, v] of buffered) {
+        const prev = merged.get(k);
+        if (prev?.owned) wipe(prev.value);
+        if (v === DELETED) merged.delete(k);
+        else merged.set(k, { value: v, owned: false });
+      }
+      const keys = [...merged.keys()].sort(compareKeys);
+      const out = keys.slice(0, limit).map((key) => {
+        const { value, owned } = merged.get(key)!;
+        merged.delete(key);
+        return { key, value: owned ? value : Uint8Array.from(value) };
+      });
+      return out;
+    } finally {
+      for (const { value, owned } of merged.values()) if (owned) wipe(value); // read but not returned
+      for (const row of rows) if (row.key instanceof Uint8Array) wipe(row.key);
+    }
+  }
+  private appWrite(table: string, key: string, value: Uint8Array | typeof DELETED, operation: string): void {
+    this.check(operation);
+    if (!this.buffered) throw new Error(`${operation}: unreachable (write outside a transaction)`);
+    let m = this.appWrites.get(table);
+    if (!m) this.appWrites.set(table, (m = new Map()));
+    const old = m.get(key);
+    if (old !== undefined && old !== DELETED) wipe(old);
+    m.set(key, value);
+  }
+
   /** Wipes the buffered secrets (after commit or rollback). */
   dispose(): void {
     this.open = false;
     for (const m of this.writes.values()) for (const v of m.values()) if (v !== DELETED) wipeRow(v);
     this.writes.clear();
+    for (const m of this.appWrites.values()) for (const v of m.values()) if (v !== DELETED) wipe(v);
+    this.appWrites.clear();
   }
 }
 
@@ -410,9 +511,10 @@ export class IndexedDbStorage implements ProtocolStorage {
   }
 
   async #commit(view: IdbView, operation: string): Promise<void> {
-    if (view.writes.size === 0) return;
+    if (view.writes.size === 0 && view.appWrites.size === 0) return;
     this.checkUsable(operation);
-    const stores = [...view.writes.keys()];
+    const stores: StoreName[] = [...view.writes.keys()];
+    if (view.appWrites.size > 0) stores.push(S.app);
     let tx: IDBTransaction;
     try {
       tx = this.#db.transaction(stores, 'readwrite', { durability: 'strict' });
@@ -435,6 +537,15 @@ export class IndexedDbStorage implements ProtocolStorage {
           else os.put(v);
         }
       }
+      if (view.appWrites.size > 0) {
+        const os = tx.objectStore(S.app);
+        for (const [table, m] of view.appWrites) {
+          for (const [key, v] of m) {
+            if (v === DELETED) os.delete([table, utf8(key)]);
+            else os.put({ table, key: utf8(key), value: v } satisfies AppItemRow);
+          }
+        }
+      }
     } catch (e) {
       try {
         tx.abort();
@@ -446,7 +557,7 @@ export class IndexedDbStorage implements ProtocolStorage {
     await done;
   }
 
-  transaction<T>(fn: (tx: ProtocolStores) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: StorageTx) => Promise<T>): Promise<T> {
     return this.#exclusive('transaction', async (view) => fn(view));
   }
 
@@ -529,6 +640,10 @@ export class IndexedDbStorage implements ProtocolStorage {
   addSeenInitialMessage = (digest: Uint8Array, info: SeenInitialMessage): Promise<void> => this.transaction((tx) => tx.addSeenInitialMessage(digest, info));
   pruneSeenInitialMessages = (spk: ReadonlySet<number>, kem: ReadonlySet<number>): Promise<number> =>
     this.transaction((tx) => tx.pruneSeenInitialMessages(spk, kem));
+  getItem = (table: string, key: string): Promise<Uint8Array | undefined> => this.#read((v) => v.getItem(table, key));
+  setItem = (table: string, key: string, value: Uint8Array): Promise<void> => this.transaction((tx) => tx.setItem(table, key, value));
+  deleteItem = (table: string, key: string): Promise<void> => this.transaction((tx) => tx.deleteItem(table, key));
+  listItems = (table: string, options?: ListItemsOptions): Promise<AppItem[]> => this.#read((v) => v.listItems(table, options));
 }
 
 function openDatabase(factory: IDBFactory, name: string, op: string): Promise<IDBDatabase> {

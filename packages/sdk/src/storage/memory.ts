@@ -5,20 +5,85 @@
  */
 import type { DeviceAddress, KemPreKeyPair, LocalIdentity, ProtocolStores, SeenInitialMessage, X25519PreKeyPair } from '@meshwhisper/crypto';
 import { MemoryProtocolStore } from '@meshwhisper/crypto';
+import { checkKey, checkListOptions, checkTable, checkValue, compareKeys } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
-import type { ProtocolStorage } from './types.js';
-import { checkIdentity } from './types.js';
+import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
+import { checkIdentity, markStorageTx } from './types.js';
+
+const DELETED = Symbol('deleted');
+type AppTables = Map<string, Map<string, Uint8Array>>;
+
+/** A transaction's app-item writes over the committed tables, applied by commit() (the reference store's overlay, for tables of items). */
+class AppOverlay {
+  readonly #writes = new Map<string, Map<string, Uint8Array | typeof DELETED>>();
+  constructor(private readonly base: AppTables) {}
+  get(table: string, key: string): Uint8Array | undefined {
+    const w = this.#writes.get(table)?.get(key);
+    return w === DELETED ? undefined : (w ?? this.base.get(table)?.get(key));
+  }
+  set(table: string, key: string, value: Uint8Array | typeof DELETED): void {
+    let m = this.#writes.get(table);
+    if (!m) this.#writes.set(table, (m = new Map()));
+    m.set(key, value);
+  }
+  list(table: string, prefix: string, limit: number | undefined): AppItem[] {
+    const merged = new Map(this.base.get(table));
+    for (const [k, v] of this.#writes.get(table) ?? []) {
+      if (v === DELETED) merged.delete(k);
+      else merged.set(k, v);
+    }
+    const keys = [...merged.keys()].filter((k) => k.startsWith(prefix)).sort(compareKeys);
+    return keys.slice(0, limit).map((key) => ({ key, value: Uint8Array.from(merged.get(key)!) }));
+  }
+  commit(): void {
+    for (const [table, m] of this.#writes) {
+      let t = this.base.get(table);
+      if (!t) this.base.set(table, (t = new Map()));
+      for (const [k, v] of m) {
+        if (v === DELETED) t.delete(k);
+        else t.set(k, v);
+      }
+      if (t.size === 0) this.base.delete(table);
+    }
+  }
+}
 
 /** Delegates to a transaction view of the reference store; refuses use once its transaction ended. */
-class MemoryTxView implements ProtocolStores {
+class MemoryTxView implements StorageTx {
   open = true;
   constructor(
     private readonly owner: MemoryStorage,
     private readonly inner: ProtocolStores,
-  ) {}
+    private readonly items: AppOverlay,
+  ) {
+    markStorageTx(this);
+  }
   private tx(operation: string): ProtocolStores {
     if (!this.open) throw new StorageError(StorageErrorCode.TRANSACTION_CLOSED, operation, 'this transaction has already ended');
     return this.inner;
+  }
+  async getItem(table: string, key: string): Promise<Uint8Array | undefined> {
+    const op = 'getItem';
+    this.tx(op);
+    const v = this.items.get(checkTable(table, op), checkKey(key, op));
+    return v && Uint8Array.from(v);
+  }
+  async setItem(table: string, key: string, value: Uint8Array): Promise<void> {
+    const op = 'setItem';
+    this.tx(op);
+    this.items.set(checkTable(table, op), checkKey(key, op), Uint8Array.from(checkValue(value, op)));
+  }
+  async deleteItem(table: string, key: string): Promise<void> {
+    const op = 'deleteItem';
+    this.tx(op);
+    this.items.set(checkTable(table, op), checkKey(key, op), DELETED);
+  }
+  async listItems(table: string, options?: ListItemsOptions): Promise<AppItem[]> {
+    const op = 'listItems';
+    this.tx(op);
+    const t = checkTable(table, op);
+    const { prefix, limit } = checkListOptions(options, op);
+    return this.items.list(t, prefix, limit);
   }
   async getLocalIdentity(): Promise<LocalIdentity> {
     this.tx('getLocalIdentity');
@@ -90,6 +155,8 @@ export class MemoryStorage implements ProtocolStorage {
   // The reference store wants an identity up front; ours is set later and served by the views
   // above, so the reference store's own getLocalIdentity() is never called.
   readonly #inner = new MemoryProtocolStore(undefined as unknown as LocalIdentity);
+  /** Committed app items: table → key → value. */
+  readonly #items: AppTables = new Map();
 
   /** @internal */
   identityOrThrow(): LocalIdentity {
@@ -97,12 +164,17 @@ export class MemoryStorage implements ProtocolStorage {
     return this.#identity;
   }
 
-  transaction<T>(fn: (tx: ProtocolStores) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: StorageTx) => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new StorageError(StorageErrorCode.CLOSED, 'transaction', 'the storage is closed'));
     return this.#inner.transaction(async (inner) => {
-      const view = new MemoryTxView(this, inner);
+      const items = new AppOverlay(this.#items);
+      const view = new MemoryTxView(this, inner, items);
       try {
-        return await fn(view);
+        const result = await fn(view);
+        // The reference store commits its own overlay as soon as this resolves, in the same turn of
+        // its queue: nobody can run between the two commits, and neither can fail.
+        items.commit();
+        return result;
       } finally {
         view.open = false;
       }
@@ -149,6 +221,10 @@ export class MemoryStorage implements ProtocolStorage {
   addSeenInitialMessage = (digest: Uint8Array, info: SeenInitialMessage): Promise<void> => this.transaction((tx) => tx.addSeenInitialMessage(digest, info));
   pruneSeenInitialMessages = (spk: ReadonlySet<number>, kem: ReadonlySet<number>): Promise<number> =>
     this.transaction((tx) => tx.pruneSeenInitialMessages(spk, kem));
+  getItem = (table: string, key: string): Promise<Uint8Array | undefined> => this.transaction((tx) => tx.getItem(table, key));
+  setItem = (table: string, key: string, value: Uint8Array): Promise<void> => this.transaction((tx) => tx.setItem(table, key, value));
+  deleteItem = (table: string, key: string): Promise<void> => this.transaction((tx) => tx.deleteItem(table, key));
+  listItems = (table: string, options?: ListItemsOptions): Promise<AppItem[]> => this.transaction((tx) => tx.listItems(table, options));
 }
 
 /** A fresh in-memory storage (optionally with its identity already set). */

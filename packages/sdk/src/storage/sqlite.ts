@@ -20,7 +20,7 @@
  *    key). Buffers read from the database that held secrets are wiped after use.
  */
 import type * as NodePath from 'node:path';
-import type { CryptoContext, DeviceAddress, LocalIdentity, ProtocolStores, SeenInitialMessage } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceAddress, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
 import {
   KemPreKeyPair,
   ML_KEM_768_PUBLIC_KEY_LENGTH,
@@ -32,9 +32,10 @@ import {
   wipe,
 } from '@meshwhisper/crypto';
 import { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS } from '../constants.js';
+import { checkKey, checkListOptions, checkTable, checkValue, prefixUpperBound } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
-import type { ProtocolStorage } from './types.js';
-import { checkBlob, checkIdentity, exportIdentity, importIdentity } from './types.js';
+import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
+import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
 
 /**
  * The part of better-sqlite3's API this adapter uses, declared here so that the SDK's published
@@ -99,6 +100,18 @@ export const SQLITE_MIGRATIONS: readonly { readonly description: string; readonl
         signed_prekey_id INTEGER NOT NULL,
         kem_prekey_id INTEGER NOT NULL,
         seen_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
+  {
+    description: 'app items: opaque values in named tables, written in the protocol transactions',
+    // TEXT keys in the BINARY collation (memcmp of UTF-8) give the byte order listItems promises.
+    sql: `
+      CREATE TABLE app_items (
+        tbl TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (tbl, key)
       ) WITHOUT ROWID;
     `,
   },
@@ -188,6 +201,12 @@ function statements(db: Database) {
     sessionList: p('SELECT address FROM session ORDER BY address'),
     seenHas: p('SELECT 1 AS x FROM seen_initial_message WHERE digest = ?'),
     seenPut: p('INSERT OR REPLACE INTO seen_initial_message (digest, signed_prekey_id, kem_prekey_id, seen_at) VALUES (?, ?, ?, ?)'),
+    itemGet: p('SELECT value FROM app_items WHERE tbl = ? AND key = ?'),
+    itemPut: p('INSERT OR REPLACE INTO app_items (tbl, key, value) VALUES (?, ?, ?)'),
+    itemDel: p('DELETE FROM app_items WHERE tbl = ? AND key = ?'),
+    // LIMIT -1 is no limit. The key range uses the (tbl, key) primary key.
+    itemListFrom: p('SELECT key, value FROM app_items WHERE tbl = ? AND key >= ? ORDER BY key LIMIT ?'),
+    itemListRange: p('SELECT key, value FROM app_items WHERE tbl = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?'),
     seenPrune: p(
       `DELETE FROM seen_initial_message
         WHERE signed_prekey_id NOT IN (SELECT value FROM json_each(?))
@@ -228,13 +247,15 @@ function kemFromRow(r: KemRow, op: string): KemPreKeyPair {
  * The view a transaction's function gets. Every statement runs inside the open SQLite transaction;
  * a statement the engine rejects poisons the transaction, so it rolls back even if fn swallows the error.
  */
-class SqliteTxView implements ProtocolStores {
+class SqliteTxView implements StorageTx {
   open = true;
   failure: unknown = undefined;
   constructor(
     private readonly storage: SqliteStorage,
     private readonly st: Statements,
-  ) {}
+  ) {
+    markStorageTx(this);
+  }
 
   private run<T>(operation: string, f: (st: Statements) => T): Promise<T> {
     if (!this.open) return Promise.reject(new StorageError(StorageErrorCode.TRANSACTION_CLOSED, operation, 'this transaction has already ended'));
@@ -324,6 +345,46 @@ class SqliteTxView implements ProtocolStores {
   pruneSeenInitialMessages(liveSignedPreKeyIds: ReadonlySet<number>, liveKemPreKeyIds: ReadonlySet<number>): Promise<number> {
     return this.run('pruneSeenInitialMessages', (st) => st.seenPrune.run(JSON.stringify([...liveSignedPreKeyIds]), JSON.stringify([...liveKemPreKeyIds])).changes);
   }
+  getItem(table: string, key: string): Promise<Uint8Array | undefined> {
+    const op = 'getItem';
+    return this.run(op, (st) => {
+      const r = st.itemGet.get(checkTable(table, op), checkKey(key, op)) as { value: Uint8Array } | undefined;
+      return r && valueFromRow(r.value, op);
+    });
+  }
+  setItem(table: string, key: string, value: Uint8Array): Promise<void> {
+    const op = 'setItem';
+    return this.run(op, (st) => void st.itemPut.run(checkTable(table, op), checkKey(key, op), checkValue(value, op)));
+  }
+  deleteItem(table: string, key: string): Promise<void> {
+    const op = 'deleteItem';
+    return this.run(op, (st) => void st.itemDel.run(checkTable(table, op), checkKey(key, op)));
+  }
+  listItems(table: string, options?: ListItemsOptions): Promise<AppItem[]> {
+    const op = 'listItems';
+    return this.run(op, (st) => {
+      const t = checkTable(table, op);
+      const { prefix, limit } = checkListOptions(options, op);
+      const upper = prefixUpperBound(prefix);
+      const n = limit ?? -1;
+      const rows = (upper === undefined ? st.itemListFrom.all(t, prefix, n) : st.itemListRange.all(t, prefix, upper, n)) as { key: unknown; value: Uint8Array }[];
+      try {
+        return rows.map((r) => {
+          if (typeof r.key !== 'string') throw new StorageError(StorageErrorCode.CORRUPT, op, 'stored app item key is not text');
+          return { key: r.key, value: valueFromRow(r.value, op) };
+        });
+      } finally {
+        for (const r of rows) if (r.value instanceof Uint8Array) wipe(r.value);
+      }
+    });
+  }
+}
+
+/** A plain copy of a value blob (better-sqlite3 hands out Buffers); the driver's buffer is wiped, values may be secret. */
+function valueFromRow(b: Uint8Array, op: string): Uint8Array {
+  const out = Uint8Array.from(checkBlob(b, undefined, 'app item value', op));
+  wipe(b);
+  return out;
 }
 
 export class SqliteStorage implements ProtocolStorage {
@@ -367,7 +428,7 @@ export class SqliteStorage implements ProtocolStorage {
     return this.#identity;
   }
 
-  transaction<T>(fn: (tx: ProtocolStores) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: StorageTx) => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new StorageError(StorageErrorCode.CLOSED, 'transaction', 'the storage is closed'));
     const run = async (): Promise<T> => {
       const db = this.#db;
@@ -459,6 +520,10 @@ export class SqliteStorage implements ProtocolStorage {
   addSeenInitialMessage = (digest: Uint8Array, info: SeenInitialMessage): Promise<void> => this.transaction((tx) => tx.addSeenInitialMessage(digest, info));
   pruneSeenInitialMessages = (spk: ReadonlySet<number>, kem: ReadonlySet<number>): Promise<number> =>
     this.transaction((tx) => tx.pruneSeenInitialMessages(spk, kem));
+  getItem = (table: string, key: string): Promise<Uint8Array | undefined> => this.transaction((tx) => tx.getItem(table, key));
+  setItem = (table: string, key: string, value: Uint8Array): Promise<void> => this.transaction((tx) => tx.setItem(table, key, value));
+  deleteItem = (table: string, key: string): Promise<void> => this.transaction((tx) => tx.deleteItem(table, key));
+  listItems = (table: string, options?: ListItemsOptions): Promise<AppItem[]> => this.transaction((tx) => tx.listItems(table, options));
 }
 
 /** Applies the pragmas, takes the exclusive lock and brings the schema up to date. */

@@ -2,11 +2,74 @@
  * What every SDK storage adapter offers on top of the crypto core's ProtocolStore: a device
  * identity that is created once and then only loaded, and a lifetime (close / `await using`).
  */
-import type { CryptoContext, LocalIdentity, ProtocolStore } from '@meshwhisper/crypto';
+import type { CryptoContext, LocalIdentity, ProtocolStore, ProtocolStores } from '@meshwhisper/crypto';
 import { DeviceKeyPair, decodeDeviceCertificate, encodeDeviceCertificate, equalBytes, wipe } from '@meshwhisper/crypto';
 import { StorageError, StorageErrorCode } from './errors.js';
 
 export type StorageKind = 'memory' | 'sqlite' | 'indexeddb';
+
+/** One app item, as listItems() returns it. */
+export interface AppItem {
+  readonly key: string;
+  readonly value: Uint8Array;
+}
+
+export interface ListItemsOptions {
+  /** Only keys that start with this string (which may be empty). */
+  readonly prefix?: string;
+  /** At most this many items (a non-negative integer); all when absent. */
+  readonly limit?: number;
+}
+
+/**
+ * The app-level key/value area of a storage: opaque byte values in named tables, written in the
+ * same transactions as the protocol stores (an outbound ciphertext commits with the ratchet advance
+ * that produced it). Table names are non-empty, well-formed strings of at most APP_TABLE_MAX_BYTES
+ * UTF-8 bytes; keys likewise, at most APP_KEY_MAX_BYTES; values at most APP_VALUE_MAX_BYTES bytes.
+ * A malformed argument rejects with MW_SDK_STORAGE_INVALID_ARGUMENT, an oversized value with
+ * MW_SDK_STORAGE_LIMIT; neither changes anything, nor poisons the transaction it happens in.
+ * Values are copied in and out. Nothing is encrypted at rest.
+ */
+export interface AppStore {
+  /** The value stored under (table, key), if any. */
+  getItem(table: string, key: string): Promise<Uint8Array | undefined>;
+  /** Stores (or replaces) the value under (table, key). */
+  setItem(table: string, key: string, value: Uint8Array): Promise<void>;
+  /** Removes (table, key); removing a missing item is not an error. */
+  deleteItem(table: string, key: string): Promise<void>;
+  /** Items of `table` ordered by key (byte order of the UTF-8 key), optionally only keys starting with `prefix`, at most `limit`. */
+  listItems(table: string, options?: ListItemsOptions): Promise<AppItem[]>;
+}
+
+/** The view an SDK storage hands to `transaction(fn)`: the protocol stores and the app items, one transaction. */
+export type StorageTx = ProtocolStores & AppStore;
+
+/** Transaction views created by this SDK's adapters (so that a view typed ProtocolStores can be recognised). */
+const storageTxViews = new WeakSet<object>();
+
+/** @internal Called by each adapter for every view it hands to `transaction(fn)`. */
+export function markStorageTx(view: StorageTx): void {
+  storageTxViews.add(view);
+}
+
+/** Whether `tx` is a transaction view of an SDK storage (and so also offers the app-item methods). */
+export function isStorageTx(tx: ProtocolStores): tx is StorageTx {
+  return typeof tx === 'object' && tx !== null && storageTxViews.has(tx);
+}
+
+/**
+ * The app-item view of a transaction that the crypto layer passed on typed as ProtocolStores (for
+ * example to the `persist` hook of encryptMessage or sealMessage): writes through it commit or roll
+ * back with the session. Rejects, with MW_SDK_STORAGE_INVALID_ARGUMENT, a view that is not an SDK
+ * storage's (the session functions were given another ProtocolStore), rather than writing outside
+ * the transaction.
+ */
+export function asStorageTx(tx: ProtocolStores): StorageTx {
+  if (!isStorageTx(tx)) {
+    throw new StorageError(StorageErrorCode.INVALID_ARGUMENT, 'asStorageTx', 'not a transaction view of an SDK storage (was the session function given an SDK storage?)');
+  }
+  return tx;
+}
 
 /**
  * A ProtocolStore the SDK can own. Everything it stores is committed atomically by transaction();
@@ -15,8 +78,13 @@ export type StorageKind = 'memory' | 'sqlite' | 'indexeddb';
  * Inside `transaction(fn)`, use only the `tx` view passed to `fn`: calling the storage itself from
  * inside `fn` waits for `fn` to finish, which never happens (the same rule as any serialised store).
  */
-export interface ProtocolStorage extends ProtocolStore {
+export interface ProtocolStorage extends ProtocolStore, AppStore {
   readonly kind: StorageKind;
+  /**
+   * Runs `fn` with a view of the protocol stores and the app items; everything it writes commits
+   * together when `fn` resolves and is discarded when it throws (docs/api-storage.md).
+   */
+  transaction<T>(fn: (tx: StorageTx) => Promise<T>): Promise<T>;
   /** Whether setLocalIdentity() has been called on this storage (in this or an earlier session). */
   hasLocalIdentity(): Promise<boolean>;
   /**

@@ -137,4 +137,77 @@ describe('SDK client against a real node', () => {
     }
     await Promise.all([a.close(), b.close()]);
   });
+
+  it('after the first message, mail travels in the token lane: a long conversation under the default first-contact limits', async () => {
+    // A second node with the default send limits (only the auth bucket is opened, since every
+    // client here shares 127.0.0.1). Tokenless sends are limited hard; replies carry tokens.
+    const dir = join(work, 'token-node');
+    const strict = await createNode(loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: 'auth=100:1000' }), { metrics: false });
+    const strictUrl = `http://127.0.0.1:${(await strict.listen()).port}`;
+    try {
+      const a = await MeshWhisper.create({ node: strictUrl, namespace: 'test', storage: await memoryStorage() });
+      const b = await MeshWhisper.create({ node: strictUrl, namespace: 'test', storage: await memoryStorage() });
+      const atB: string[] = [];
+      const atA: string[] = [];
+      b.on('message', (m) => atB.push(m.text!));
+      a.on('message', (m) => atA.push(m.text!));
+      let next = b.once('message');
+      await a.sendText(b.mailboxId, 'first contact'); // tokenless: Alice has no token of Bob's yet
+      await next;
+      next = a.once('message');
+      await b.sendText(a.mailboxId, 'reply 0'); // carries Alice's token (learned from her message)
+      await next;
+      for (let i = 1; i <= 15; i++) {
+        next = b.once('message', (m) => m.text === `a${i}`);
+        await a.sendText(b.mailboxId, `a${i}`);
+        await next;
+        next = a.once('message', (m) => m.text === `b${i}`);
+        await b.sendText(a.mailboxId, `b${i}`);
+        await next;
+      }
+      expect(atB.length).toBe(16);
+      expect(atA.length).toBe(16);
+      await Promise.all([a.close(), b.close()]);
+    } finally {
+      await strict.close();
+    }
+  }, 60_000);
+
+  it('a message sealed while the node is down stays in the outbox and goes out, once, after a restart', async () => {
+    const dir = join(work, 'outage-node');
+    const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: 'auth=100:1000,send-first-contact=100:1000,send-first-contact-target=100:1000' };
+    let n = await createNode(loadConfig(env), { metrics: false });
+    let nodeUrl = `http://127.0.0.1:${(await n.listen()).port}`;
+    const aliceFile = join(work, 'outage-alice.db');
+    const bobFile = join(work, 'outage-bob.db');
+    let alice = await MeshWhisper.create({ node: nodeUrl, namespace: 'test', storage: await openSqliteStorage({ path: aliceFile }) });
+    let bob = await MeshWhisper.create({ node: nodeUrl, namespace: 'test', storage: await openSqliteStorage({ path: bobFile }) });
+    const bobMailbox = bob.mailboxId;
+    const first = bob.once('message');
+    await alice.sendText(bobMailbox, 'before the outage');
+    await first;
+    await bob.close();
+    await n.close();
+    // The node is down: the message is sealed and queued, and the send reports the outage.
+    await expect(alice.sendText(bobMailbox, 'during the outage')).rejects.toMatchObject({ code: 'MW_SDK_UNREACHABLE' });
+    await alice.close();
+    // Node back (same data, new port); Alice restarts and her outbox drains.
+    n = await createNode(loadConfig(env), { metrics: false });
+    nodeUrl = `http://127.0.0.1:${(await n.listen()).port}`;
+    try {
+      alice = await MeshWhisper.create({ node: nodeUrl, namespace: 'test', storage: await openSqliteStorage({ path: aliceFile }) });
+      bob = await MeshWhisper.create({ node: nodeUrl, namespace: 'test', storage: await openSqliteStorage({ path: bobFile }), connect: false });
+      const got: string[] = [];
+      bob.on('message', (m) => got.push(m.text!));
+      const synced = bob.once('synced');
+      bob.connect();
+      await synced;
+      await bob.idle();
+      expect(got).toEqual(['during the outage']);
+      expect(await alice.flushOutbox()).toBe(0);
+      await Promise.all([alice.close(), bob.close()]);
+    } finally {
+      await n.close();
+    }
+  }, 60_000);
 });

@@ -17,12 +17,15 @@ import {
   equalBytes,
   initiateSession,
   issueDeviceCertificate,
+  MemoryProtocolStore,
   publicOneTimePreKey,
   signKemPreKey,
   signSignedPreKey,
   toHex,
 } from '@meshwhisper/crypto';
-import type { ProtocolStorage } from '../../src/storage/types.js';
+import { APP_KEY_MAX_BYTES, APP_TABLE_MAX_BYTES, APP_VALUE_MAX_BYTES } from '../../src/constants.js';
+import type { AppItem, ProtocolStorage, StorageTx } from '../../src/storage/types.js';
+import { asStorageTx, isStorageTx } from '../../src/storage/types.js';
 
 export interface StorageFactory {
   readonly name: string;
@@ -84,6 +87,18 @@ async function rejectsWith(p: Promise<unknown>, match: { code?: string; name?: s
   return caught;
 }
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** The UTF-8 bytes of `s` in hex: sorting by it is sorting by UTF-8 bytes (written independently of the adapters' comparator). */
+const utf8Hex = (s: string): string => toHex(new TextEncoder().encode(s));
+const byUtf8 = (a: string, b: string): number => (utf8Hex(a) < utf8Hex(b) ? -1 : utf8Hex(a) > utf8Hex(b) ? 1 : 0);
+const itemKeys = (items: AppItem[]): string[] => items.map((i) => i.key);
+/** Every item of `tables`, as one comparable string. */
+async function itemsSnapshot(s: StorageTx | ProtocolStorage, tables: readonly string[]): Promise<string> {
+  const parts: string[] = [];
+  for (const t of tables) for (const { key, value } of await s.listItems(t)) parts.push(`${t}/${utf8Hex(key)}=${toHex(value)}`);
+  return parts.join('|');
+}
+/** Keys chosen to tell UTF-8 byte order from UTF-16 order and from locale order. */
+const ORDERED_KEYS = ['Z', 'a', 'a\u0000', 'a\u0000b', 'ab', 'b', '~', '\u007f', 'é', '\ud7ff', '\ud7ff\u0001', '\ue000', '\ufffd', '😀', '😀x', '\u{10ffff}', '\u{10ffff}a'];
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const str = (b: Uint8Array): string => new TextDecoder().decode(b);
 const u32 = (n: number): Uint8Array => Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
@@ -621,6 +636,337 @@ export const conformanceCases: readonly ConformanceCase[] = [
     },
   },
   {
+    name: 'app items: get, set, overwrite, delete; values are copies; empty and 1 MiB values round-trip',
+    async run(f) {
+      const s = await f.create(label('items'));
+      try {
+        assert((await s.getItem('contacts', 'alice')) === undefined, 'missing item is undefined');
+        const v = Uint8Array.of(1, 2, 3);
+        await s.setItem('contacts', 'alice', v);
+        v[0] = 99; // the storage must have copied the caller's bytes
+        sameBytes(await s.getItem('contacts', 'alice'), Uint8Array.of(1, 2, 3), 'stored copy');
+        const got = (await s.getItem('contacts', 'alice'))!;
+        got[1] = 99; // and must hand out copies
+        sameBytes(await s.getItem('contacts', 'alice'), Uint8Array.of(1, 2, 3), 'returned copy');
+        const listed = (await s.listItems('contacts'))[0]!;
+        listed.value[2] = 99;
+        sameBytes(await s.getItem('contacts', 'alice'), Uint8Array.of(1, 2, 3), 'listed copy');
+        await s.setItem('contacts', 'alice', Uint8Array.of(4));
+        sameBytes(await s.getItem('contacts', 'alice'), Uint8Array.of(4), 'overwrite');
+        await s.setItem('seen', 'm1', new Uint8Array(0));
+        const empty = await s.getItem('seen', 'm1');
+        assert(empty instanceof Uint8Array && empty.length === 0, 'an empty value is stored and is not "missing"');
+        eq(await s.listItems('seen'), [{ key: 'm1', value: new Uint8Array(0) }], 'empty value listed');
+        const big = new Uint8Array(APP_VALUE_MAX_BYTES).map((_, i) => (i * 7 + (i >> 9)) & 255);
+        await s.setItem('outbox', 'big', big);
+        sameBytes(await s.getItem('outbox', 'big'), big, 'a value of exactly APP_VALUE_MAX_BYTES');
+        await s.deleteItem('contacts', 'alice');
+        await s.deleteItem('contacts', 'nobody'); // deleting a missing item is not an error
+        assert((await s.getItem('contacts', 'alice')) === undefined, 'deleted');
+        eq(await s.listItems('contacts'), [], 'table empty after delete');
+        // The app area and the protocol stores are separate: no item shows up as a session or vice versa.
+        await s.storeSession('alice', Uint8Array.of(5));
+        assert((await s.getItem('session', 'alice')) === undefined, 'a session is not an item');
+        eq(await s.listSessionAddresses(), ['alice'], 'an item is not a session');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: listItems orders by UTF-8 bytes, filters by prefix, honours limit',
+    async run(f) {
+      const s = await f.create(label('items-order'));
+      try {
+        const shuffled = [...ORDERED_KEYS].sort(() => 0.5 - Math.random());
+        for (const [i, k] of shuffled.entries()) await s.setItem('t', k, u32(i));
+        const all = await s.listItems('t');
+        eq(itemKeys(all), ORDERED_KEYS, 'UTF-8 byte order');
+        eq([...ORDERED_KEYS].sort(byUtf8), ORDERED_KEYS, 'the expected order is UTF-8 byte order');
+        for (const { key, value } of all) eq(fromU32(value), shuffled.indexOf(key), `value of ${JSON.stringify(key)}`);
+        const withPrefix = async (prefix: string, limit?: number): Promise<string[]> =>
+          itemKeys(await s.listItems('t', limit === undefined ? { prefix } : { prefix, limit }));
+        const expect = (prefix: string): string[] => ORDERED_KEYS.filter((k) => k.startsWith(prefix));
+        for (const prefix of ['', 'a', 'a\u0000', 'ab', 'abc', '\ud7ff', '😀', '\u{10ffff}', 'é', 'y']) {
+          eq(await withPrefix(prefix), expect(prefix), `prefix ${JSON.stringify(prefix)}`);
+          eq(await withPrefix(prefix, 1), expect(prefix).slice(0, 1), `prefix ${JSON.stringify(prefix)}, limit 1`);
+        }
+        eq(itemKeys(await s.listItems('t', { limit: 3 })), ORDERED_KEYS.slice(0, 3), 'limit 3');
+        eq(await s.listItems('t', { limit: 0 }), [], 'limit 0');
+        eq(itemKeys(await s.listItems('t', { limit: 1000 })), ORDERED_KEYS, 'limit above the count');
+        eq(await s.listItems('empty-table'), [], 'a table never written is empty');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: tables are isolated (same key, tables whose names are prefixes of each other)',
+    async run(f) {
+      const s = await f.create(label('items-tables'));
+      try {
+        for (const t of ['a', 'ab', 'a\u0000', 'b']) await s.setItem(t, 'k', text(t));
+        await s.setItem('ab', 'k2', text('x'));
+        for (const t of ['a', 'ab', 'a\u0000', 'b']) sameBytes(await s.getItem(t, 'k'), text(t), `table ${JSON.stringify(t)}`);
+        eq(itemKeys(await s.listItems('a')), ['k'], 'list of "a" holds only its own items');
+        eq(itemKeys(await s.listItems('ab')), ['k', 'k2'], 'list of "ab"');
+        await s.deleteItem('a', 'k');
+        assert((await s.getItem('a', 'k')) === undefined, 'deleted in "a"');
+        sameBytes(await s.getItem('ab', 'k'), text('ab'), 'untouched in "ab"');
+        sameBytes(await s.getItem('a\u0000', 'k'), text('a\u0000'), 'untouched in "a\\0"');
+        await s.transaction(async (tx) => {
+          await tx.deleteItem('ab', 'k');
+          await tx.setItem('b', 'k2', text('y'));
+          eq(itemKeys(await tx.listItems('ab')), ['k2'], 'buffered delete stays in its table');
+          eq(itemKeys(await tx.listItems('b')), ['k', 'k2'], 'buffered insert stays in its table');
+          eq(await tx.listItems('a'), [], 'other tables unaffected inside the transaction');
+        });
+        eq(itemKeys(await s.listItems('ab')), ['k2'], 'committed delete');
+        eq(itemKeys(await s.listItems('b')), ['k', 'k2'], 'committed insert');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: a throwing transaction stores none of its item (or protocol) writes',
+    async run(f) {
+      const { s } = await withIdentity(f, 'items-rollback', ctx);
+      try {
+        await s.setItem('outbox', 'm1', Uint8Array.of(1));
+        await s.setItem('outbox', 'm2', Uint8Array.of(2));
+        await s.setItem('contacts', 'c1', Uint8Array.of(3));
+        const tables = ['outbox', 'contacts', 'new'];
+        const before = await itemsSnapshot(s, tables);
+        const protocolBefore = await snapshot(s);
+        const boom = new Error('boom');
+        await rejectsWith(
+          s.transaction(async (tx) => {
+            await tx.setItem('outbox', 'm1', Uint8Array.of(9));
+            await tx.deleteItem('outbox', 'm2');
+            await tx.setItem('outbox', 'm3', Uint8Array.of(9));
+            await tx.setItem('new', 'x', Uint8Array.of(9));
+            await tx.deleteItem('contacts', 'c1');
+            await tx.storeSession('with:1', Uint8Array.of(9));
+            eq(itemKeys(await tx.listItems('outbox')), ['m1', 'm3'], 'visible inside before the throw');
+            await tick();
+            throw boom;
+          }),
+          { is: boom },
+          'the error thrown by fn',
+        );
+        eq(await itemsSnapshot(s, tables), before, 'items after rollback');
+        eq(await snapshot(s), protocolBefore, 'protocol stores after rollback');
+        // Single-operation calls are transactions of their own: a refused one changes nothing either.
+        await rejectsWith(s.setItem('outbox', 'm1', new Uint8Array(APP_VALUE_MAX_BYTES + 1)), { code: 'MW_SDK_STORAGE_LIMIT' }, 'oversized value');
+        eq(await itemsSnapshot(s, tables), before, 'items after a refused setItem');
+        await s.setItem('outbox', 'm4', Uint8Array.of(4));
+        eq(itemKeys(await s.listItems('outbox')), ['m1', 'm2', 'm4'], 'usable after rollback');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: read-your-writes in a transaction, listItems merging buffered deletes, inserts and overwrites',
+    async run(f) {
+      const s = await f.create(label('items-ryw'));
+      try {
+        const keys = Array.from({ length: 10 }, (_, i) => `k${String(i + 1).padStart(2, '0')}`); // k01 … k10
+        for (const k of keys) await s.setItem('q', k, text(k));
+        await s.setItem('q', 'other', text('other'));
+        await s.transaction(async (tx) => {
+          await tx.deleteItem('q', 'k02');
+          await tx.deleteItem('q', 'k03');
+          await tx.deleteItem('q', 'k99'); // missing: hides nothing
+          await tx.setItem('q', 'k025', text('new'));
+          await tx.setItem('q', 'k05', text('changed'));
+          await tx.setItem('q', 'k07', text('gone soon'));
+          await tx.deleteItem('q', 'k07'); // set then delete: gone
+          await tx.deleteItem('q', 'k08');
+          await tx.setItem('q', 'k08', text('back')); // delete then set: present
+          assert((await tx.getItem('q', 'k02')) === undefined, 'own delete');
+          assert((await tx.getItem('q', 'k07')) === undefined, 'set then delete');
+          sameBytes(await tx.getItem('q', 'k025'), text('new'), 'own insert');
+          sameBytes(await tx.getItem('q', 'k05'), text('changed'), 'own overwrite');
+          sameBytes(await tx.getItem('q', 'k08'), text('back'), 'delete then set');
+          sameBytes(await tx.getItem('q', 'k01'), text('k01'), 'committed item');
+          const expected = ['k01', 'k025', 'k04', 'k05', 'k06', 'k08', 'k09', 'k10'];
+          eq(itemKeys(await tx.listItems('q', { prefix: 'k' })), expected, 'list merges buffered writes');
+          // A limit must be filled past the committed items hidden by buffered deletes.
+          for (let limit = 0; limit <= expected.length + 1; limit++) {
+            eq(itemKeys(await tx.listItems('q', { prefix: 'k', limit })), expected.slice(0, limit), `limit ${limit}`);
+          }
+          eq(
+            (await tx.listItems('q', { prefix: 'k0', limit: 4 })).map((i) => [i.key, str(i.value)]),
+            [
+              ['k01', 'k01'],
+              ['k025', 'new'],
+              ['k04', 'k04'],
+              ['k05', 'changed'],
+            ],
+            'values in a merged list',
+          );
+          eq(itemKeys(await tx.listItems('q', { limit: 2 })), ['k01', 'k025'], 'no prefix, limit 2');
+          eq(itemKeys(await tx.listItems('q')).at(-1), 'other', 'keys outside the prefix are still listed without one');
+          // Delete everything committed: the list is exactly the buffered inserts.
+          for (const k of keys) await tx.deleteItem('q', k);
+          await tx.deleteItem('q', 'other');
+          eq(itemKeys(await tx.listItems('q', { limit: 5 })), ['k025'], 'only buffered inserts remain');
+          await tx.setItem('q', 'k01', text('again'));
+        });
+        eq((await s.listItems('q')).map((i) => [i.key, str(i.value)]), [['k01', 'again'], ['k025', 'new']], 'committed');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: names, sizes and options are checked; a refused call changes nothing and does not poison its transaction',
+    async run(f) {
+      const s = await f.create(label('items-limits'));
+      const bad = 'MW_SDK_STORAGE_INVALID_ARGUMENT';
+      try {
+        const maxTable = 'é'.repeat(APP_TABLE_MAX_BYTES / 2); // 2 UTF-8 bytes each
+        const maxKey = '😀'.repeat(APP_KEY_MAX_BYTES / 4); // 4 UTF-8 bytes each
+        await s.setItem(maxTable, maxKey, Uint8Array.of(1));
+        sameBytes(await s.getItem(maxTable, maxKey), Uint8Array.of(1), 'longest table and key');
+        eq(itemKeys(await s.listItems(maxTable, { prefix: maxKey })), [maxKey], 'longest prefix');
+        const cases: [string, () => Promise<unknown>, string][] = [
+          ['empty table', () => s.setItem('', 'k', Uint8Array.of(1)), bad],
+          ['empty key', () => s.setItem('t', '', Uint8Array.of(1)), bad],
+          ['table one byte too long', () => s.setItem(`${maxTable}a`, 'k', Uint8Array.of(1)), bad],
+          ['key one byte too long', () => s.setItem('t', `${maxKey}a`, Uint8Array.of(1)), bad],
+          ['table too long (UTF-16 length)', () => s.getItem('t'.repeat(APP_TABLE_MAX_BYTES + 1), 'k'), bad],
+          ['lone high surrogate key', () => s.setItem('t', 'a\ud83d', Uint8Array.of(1)), bad],
+          ['lone low surrogate table', () => s.getItem('\ude00', 'k'), bad],
+          ['non-string key', () => s.getItem('t', 5 as unknown as string), bad],
+          ['non-string table', () => s.deleteItem(undefined as unknown as string, 'k'), bad],
+          ['value not bytes', () => s.setItem('t', 'k', [1, 2] as unknown as Uint8Array), bad],
+          ['value too large', () => s.setItem('t', 'k', new Uint8Array(APP_VALUE_MAX_BYTES + 1)), 'MW_SDK_STORAGE_LIMIT'],
+          ['negative limit', () => s.listItems('t', { limit: -1 }), bad],
+          ['fractional limit', () => s.listItems('t', { limit: 1.5 }), bad],
+          ['prefix too long', () => s.listItems('t', { prefix: `${maxKey}a` }), bad],
+          ['lone surrogate prefix', () => s.listItems('t', { prefix: '\ud83d' }), bad],
+          ['empty table in list', () => s.listItems(''), bad],
+        ];
+        for (const [what, call, code] of cases) await rejectsWith(call(), { name: 'StorageError', code }, what);
+        eq(await s.listItems('t'), [], 'nothing stored by refused calls');
+        // A refused call inside a transaction rejects only that call: fn may handle it and commit.
+        await s.transaction(async (tx) => {
+          await tx.setItem('t', 'before', Uint8Array.of(1));
+          await rejectsWith(tx.setItem('t', 'big', new Uint8Array(APP_VALUE_MAX_BYTES + 1)), { code: 'MW_SDK_STORAGE_LIMIT' }, 'oversized in a transaction');
+          await rejectsWith(tx.getItem('', 'k'), { code: bad }, 'bad table in a transaction');
+          await tx.setItem('t', 'after', Uint8Array.of(2));
+        });
+        eq(itemKeys(await s.listItems('t')), ['after', 'before'], 'the transaction committed its valid writes');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: survive close and reopen, alongside the protocol stores',
+    needs: 'reopen',
+    async run(f) {
+      let { s } = await withIdentity(f, 'items-reopen', ctx);
+      try {
+        await s.transaction(async (tx) => {
+          await tx.setItem('outbox', 'm1', Uint8Array.of(1, 2));
+          await tx.setItem('contacts', '😀', text('smile'));
+          await tx.setItem('contacts', 'a', new Uint8Array(0));
+          await tx.storeSession('x:1', Uint8Array.of(7));
+        });
+        await s.deleteItem('outbox', 'gone');
+        const tables = ['outbox', 'contacts'];
+        const before = await itemsSnapshot(s, tables);
+        s = await f.reopen!(s);
+        eq(await itemsSnapshot(s, tables), before, 'items survive');
+        eq(itemKeys(await s.listItems('contacts')), ['a', '😀'], 'order survives');
+        sameBytes(await s.loadSession('x:1'), Uint8Array.of(7), 'session written in the same transaction survives');
+        await s.setItem('outbox', 'm2', Uint8Array.of(3));
+        eq(itemKeys(await s.listItems('outbox')), ['m1', 'm2'], 'writable after reopen');
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
+    name: 'app items: asStorageTx in an encryptMessage persist hook commits the item with the session advance, or neither',
+    async run(f) {
+      const [sa, sb] = [await f.create(label('alice')), await f.create(label('bob'))];
+      try {
+        const alice = await makeDevice(ctx, sa);
+        const bob = await makeDevice(ctx, sb);
+        const bobAddr = await initiateSession(ctx, alice.store, await bundleOf(ctx, bob));
+        // Committed: the outbox holds exactly the bytes that were sent.
+        const m1 = await encryptMessage(ctx, alice.store, bobAddr, text('one'), {
+          persist: async (tx, message) => {
+            assert(isStorageTx(tx), 'the crypto layer passes the SDK view through');
+            await asStorageTx(tx).setItem('outbox', 'm1', message.body);
+            sameBytes(await asStorageTx(tx).getItem('outbox', 'm1'), message.body, 'visible inside the hook');
+          },
+        });
+        sameBytes(await alice.store.getItem('outbox', 'm1'), m1.body, 'stored ciphertext = sent ciphertext');
+        // The hook throws after writing an item: neither the item nor the ratchet advance is stored.
+        const before = await snapshot(alice.store);
+        const hookError = new Error('after the item');
+        await rejectsWith(
+          encryptMessage(ctx, alice.store, bobAddr, text('two'), {
+            persist: async (tx, message) => {
+              await asStorageTx(tx).setItem('outbox', 'm2', message.body);
+              await asStorageTx(tx).deleteItem('outbox', 'm1');
+              throw hookError;
+            },
+          }),
+          { is: hookError },
+          'hook error rethrown',
+        );
+        eq(await snapshot(alice.store), before, 'no session advance');
+        eq(itemKeys(await alice.store.listItems('outbox')), ['m1'], 'no item written, none deleted');
+        // A refused item write (too large) makes the hook, and so the whole encryption, fail.
+        await rejectsWith(
+          encryptMessage(ctx, alice.store, bobAddr, text('three'), {
+            persist: async (tx) => asStorageTx(tx).setItem('outbox', 'm3', new Uint8Array(APP_VALUE_MAX_BYTES + 1)),
+          }),
+          { code: 'MW_SDK_STORAGE_LIMIT' },
+          'oversized item in the hook',
+        );
+        eq(await snapshot(alice.store), before, 'no session advance after a refused item');
+        // The receiving side: a dedup mark committed with the decryption.
+        eq(
+          str(
+            await decryptMessage(ctx, bob.store, alice.identity.certificate, m1, {
+              persist: async (tx) => asStorageTx(tx).setItem('seen', 'm1', new Uint8Array(0)),
+            }),
+          ),
+          'one',
+          'decrypts the stored bytes',
+        );
+        assert((await bob.store.getItem('seen', 'm1')) !== undefined, 'dedup mark committed with the decryption');
+        // A view that is not an SDK storage's is refused with a typed error, not written around.
+        const foreign = new MemoryProtocolStore(alice.identity);
+        await rejectsWith(
+          foreign.transaction(async (tx) => asStorageTx(tx)),
+          { name: 'StorageError', code: 'MW_SDK_STORAGE_INVALID_ARGUMENT' },
+          'asStorageTx on another ProtocolStore',
+        );
+        assert(!isStorageTx({} as ProtocolStores), 'a plain object is not a storage view');
+        // A view that outlived its transaction refuses item calls too.
+        let leaked: ProtocolStores | undefined;
+        await alice.store.transaction(async (tx) => {
+          leaked = tx;
+        });
+        await rejectsWith(asStorageTx(leaked!).setItem('outbox', 'late', Uint8Array.of(1)), { code: 'MW_SDK_STORAGE_TRANSACTION_CLOSED' }, 'item write after commit');
+        await rejectsWith(asStorageTx(leaked!).listItems('outbox'), { code: 'MW_SDK_STORAGE_TRANSACTION_CLOSED' }, 'item list after commit');
+        eq(itemKeys(await alice.store.listItems('outbox')), ['m1'], 'nothing leaked');
+      } finally {
+        await sa.close();
+        await sb.close();
+      }
+    },
+  },
+  {
     name: 'close: waits for running transactions, then refuses further use',
     async run(f) {
       const { s } = await withIdentity(f, 'close', ctx);
@@ -634,6 +980,8 @@ export const conformanceCases: readonly ConformanceCase[] = [
       eq(await running, 'finished', 'running transaction completed');
       await rejectsWith(s.loadSession('closing:1'), { code: 'MW_SDK_STORAGE_CLOSED' }, 'read after close');
       await rejectsWith(s.storePreKey(X25519PreKeyPair.generate(ctx, 1)), { code: 'MW_SDK_STORAGE_CLOSED' }, 'write after close');
+      await rejectsWith(s.getItem('t', 'k'), { code: 'MW_SDK_STORAGE_CLOSED' }, 'item read after close');
+      await rejectsWith(s.setItem('t', 'k', Uint8Array.of(1)), { code: 'MW_SDK_STORAGE_CLOSED' }, 'item write after close');
       await rejectsWith(
         s.transaction(async () => undefined),
         { code: 'MW_SDK_STORAGE_CLOSED' },
@@ -760,6 +1108,8 @@ interface Model {
   kem: Map<number, string>;
   sessions: Map<string, string>;
   seen: Map<string, { spk: number; kem: number }>;
+  /** App items: table → key → hex value. */
+  items: Map<string, Map<string, string>>;
 }
 const cloneModel = (m: Model): Model => ({
   opk: new Map(m.opk),
@@ -767,7 +1117,22 @@ const cloneModel = (m: Model): Model => ({
   kem: new Map(m.kem),
   sessions: new Map(m.sessions),
   seen: new Map(m.seen),
+  items: new Map([...m.items].map(([t, v]) => [t, new Map(v)])),
 });
+const TABLES = ['t', 'tt'];
+const ITEM_KEYS = ['a', 'a\u0000', 'ab', 'b', 'é', '\ufffd', '😀'];
+const PREFIXES = ['', 'a', 'ab', 'b', '😀', 'x'];
+const LIMITS = [undefined, 0, 1, 2, 5];
+
+function modelItems(m: Model, table: string, prefix = '', limit?: number): string {
+  const t = m.items.get(table) ?? new Map<string, string>();
+  const keys = [...t.keys()].filter((k) => k.startsWith(prefix)).sort(byUtf8).slice(0, limit);
+  return keys.map((k) => `${utf8Hex(k)}=${t.get(k)}`).join(',');
+}
+async function storeItems(s: StorageTx, table: string, prefix = '', limit?: number): Promise<string> {
+  const items = await s.listItems(table, limit === undefined ? { prefix } : { prefix, limit });
+  return items.map((i) => `${utf8Hex(i.key)}=${toHex(i.value)}`).join(',');
+}
 const IDS = [1, 2, 3, 4, 5, 6];
 const ADDRS = ['r:1', 'r:2', 'r:3', 'r:4'];
 
@@ -778,10 +1143,14 @@ function modelState(m: Model, digests: Uint8Array[]): string {
   for (const a of ADDRS) parts.push(`${a}=${m.sessions.get(a) ?? '-'}`);
   parts.push(`addrs=${[...m.sessions.keys()].sort().join(',')}`);
   for (const d of digests) parts.push(`seen${toHex(d)}=${m.seen.has(toHex(d))}`);
+  for (const t of TABLES) {
+    parts.push(`items ${t}: ${modelItems(m, t)}`);
+    for (const k of ITEM_KEYS) parts.push(`${t}/${utf8Hex(k)}=${m.items.get(t)?.get(k) ?? '-'}`);
+  }
   return parts.join(' ');
 }
 
-async function storeState(s: ProtocolStores, digests: Uint8Array[]): Promise<string> {
+async function storeState(s: StorageTx, digests: Uint8Array[]): Promise<string> {
   const parts: string[] = [];
   for (const id of IDS) {
     const [o, p, k] = [await s.loadPreKey(id), await s.loadSignedPreKey(id), await s.loadKemPreKey(id)];
@@ -798,6 +1167,13 @@ async function storeState(s: ProtocolStores, digests: Uint8Array[]): Promise<str
   }
   parts.push(`addrs=${(await s.listSessionAddresses()).sort().join(',')}`);
   for (const d of digests) parts.push(`seen${toHex(d)}=${await s.hasSeenInitialMessage(d)}`);
+  for (const t of TABLES) {
+    parts.push(`items ${t}: ${await storeItems(s, t)}`);
+    for (const k of ITEM_KEYS) {
+      const v = await s.getItem(t, k);
+      parts.push(`${t}/${utf8Hex(k)}=${v ? toHex(v) : '-'}`);
+    }
+  }
   return parts.join(' ');
 }
 
@@ -808,7 +1184,7 @@ async function randomModelRun(f: StorageFactory, seed: number, rounds: number): 
     const x25519 = IDS.map((id) => [X25519PreKeyPair.generate(ctx, id), X25519PreKeyPair.generate(ctx, id)] as const);
     const kems = IDS.map((id) => KemPreKeyPair.generate(ctx, id, id % 2 === 0));
     const digests = [0, 1, 2, 3, 4].map((i) => Uint8Array.of(i, 0xd1, 0x6e, 0x57));
-    let model: Model = { opk: new Map(), spk: new Map(), kem: new Map(), sessions: new Map(), seen: new Map() };
+    let model: Model = { opk: new Map(), spk: new Map(), kem: new Map(), sessions: new Map(), seen: new Map(), items: new Map() };
     const pick = <T>(xs: readonly T[]): T => xs[rnd(xs.length)]!;
     const kemDesc = (k: KemPreKeyPair): string => `${k.lastResort}:${toHex(k.secretKey.subarray(0, 16))}`;
 
@@ -816,11 +1192,11 @@ async function randomModelRun(f: StorageFactory, seed: number, rounds: number): 
       const next = cloneModel(model);
       const ops = 1 + rnd(8);
       const fail = rnd(4) === 0;
-      const body = async (tx: ProtocolStores): Promise<void> => {
+      const body = async (tx: StorageTx): Promise<void> => {
         for (let i = 0; i < ops; i++) {
           const id = pick(IDS);
           const where = `round ${round} op ${i}`;
-          switch (rnd(14)) {
+          switch (rnd(18)) {
             case 0: {
               const k = x25519[id - 1]![rnd(2)]!;
               await tx.storePreKey(k);
@@ -884,6 +1260,32 @@ async function randomModelRun(f: StorageFactory, seed: number, rounds: number): 
               eq(await tx.pruneSeenInitialMessages(liveS, liveK), n, `${where}: prune count`);
               break;
             }
+            case 10: {
+              const [t, k] = [pick(TABLES), pick(ITEM_KEYS)];
+              const v = Uint8Array.from({ length: rnd(12) }, () => rnd(256));
+              await tx.setItem(t, k, v);
+              let m = next.items.get(t);
+              if (!m) next.items.set(t, (m = new Map()));
+              m.set(k, toHex(v));
+              break;
+            }
+            case 11: {
+              const [t, k] = [pick(TABLES), pick(ITEM_KEYS)];
+              await tx.deleteItem(t, k);
+              next.items.get(t)?.delete(k);
+              break;
+            }
+            case 12: {
+              const [t, prefix, limit] = [pick(TABLES), pick(PREFIXES), pick(LIMITS)];
+              eq(await storeItems(tx, t, prefix, limit), modelItems(next, t, prefix, limit), `${where}: listItems(${t}, ${JSON.stringify(prefix)}, ${limit})`);
+              break;
+            }
+            case 13: {
+              const [t, k] = [pick(TABLES), pick(ITEM_KEYS)];
+              const v = await tx.getItem(t, k);
+              eq(v ? toHex(v) : '-', next.items.get(t)?.get(k) ?? '-', `${where}: getItem(${t}, ${utf8Hex(k)})`);
+              break;
+            }
             default:
               // Read-your-writes: the view agrees with the model of this transaction.
               eq(await storeState(tx, digests), modelState(next, digests), `${where}: state inside the transaction`);
@@ -914,7 +1316,11 @@ async function randomModelRun(f: StorageFactory, seed: number, rounds: number): 
           hasSeenInitialMessage: (d) => s.hasSeenInitialMessage(d),
           addSeenInitialMessage: (d, i) => s.addSeenInitialMessage(d, i),
           pruneSeenInitialMessages: (a, b) => s.pruneSeenInitialMessages(a, b),
-        } satisfies ProtocolStores);
+          getItem: (t, k) => s.getItem(t, k),
+          setItem: (t, k, v) => s.setItem(t, k, v),
+          deleteItem: (t, k) => s.deleteItem(t, k),
+          listItems: (t, o) => s.listItems(t, o),
+        } satisfies StorageTx);
         model = next;
       } else {
         let threw = false;

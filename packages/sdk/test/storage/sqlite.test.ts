@@ -122,6 +122,33 @@ describe('SQLite storage: schema and file format', () => {
     }
   });
 
+  it('upgrades a schema-1 storage in place: protocol data kept, app_items added (text keys, blob values)', async () => {
+    const path = dbPath();
+    const old = new Database(path);
+    old.pragma(`application_id = ${SQLITE_APPLICATION_ID}`);
+    old.exec(SQLITE_MIGRATIONS[0]!.sql);
+    old.prepare('INSERT INTO session (address, record) VALUES (?, ?)').run('old:1', Buffer.from([1, 2, 3]));
+    old.pragma('user_version = 1');
+    old.close();
+    const s = await openSqliteStorage({ path });
+    expect(await s.loadSession('old:1')).toEqual(Uint8Array.of(1, 2, 3));
+    await s.transaction(async (tx) => {
+      await tx.setItem('outbox', 'm1', new Uint8Array(0));
+      await tx.setItem('outbox', 'm2', Uint8Array.of(9));
+    });
+    await s.close();
+    const db = new Database(path, { readonly: true });
+    try {
+      expect(db.pragma('user_version', { simple: true })).toBe(2);
+      expect(db.prepare('SELECT tbl, key, typeof(key) AS k, typeof(value) AS v, length(value) AS n FROM app_items ORDER BY key').all()).toEqual([
+        { tbl: 'outbox', key: 'm1', k: 'text', v: 'blob', n: 0 },
+        { tbl: 'outbox', key: 'm2', k: 'text', v: 'blob', n: 1 },
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
   it('refuses a storage written by a newer SDK (MW_SDK_STORAGE_SCHEMA_TOO_NEW) without touching it', async () => {
     const path = dbPath();
     await (await openSqliteStorage({ path })).close();

@@ -94,11 +94,58 @@ async function schemaTooNew(): Promise<CaseResult> {
   }
 }
 
+/** A database left at schema 1 (before app items) is upgraded in place: its data kept, app items usable. */
+async function upgradeFromSchema1(): Promise<CaseResult> {
+  const name = 'a schema-1 database (before app items) is upgraded in place: data kept, app items usable';
+  const t0 = Date.now();
+  try {
+    const db = `schema1-${Date.now()}`;
+    await new Promise<void>((resolve, reject) => {
+      const r = indexedDB.open(db, 1);
+      r.onupgradeneeded = () => INDEXEDDB_MIGRATIONS[0]!.up(r.result);
+      r.onsuccess = () => {
+        const tx = r.result.transaction('session', 'readwrite');
+        tx.objectStore('session').put({ address: 'old:1', record: Uint8Array.of(1, 2, 3) });
+        tx.oncomplete = () => {
+          r.result.close();
+          resolve();
+        };
+        tx.onerror = () => reject(tx.error);
+      };
+      r.onerror = () => reject(r.error);
+    });
+    const s = await openIndexedDbStorage({ name: db });
+    try {
+      const old = await s.loadSession('old:1');
+      if (!old || old.join() !== '1,2,3') throw new Error(`schema-1 session lost: ${String(old)}`);
+      await s.setItem('outbox', 'm1', Uint8Array.of(9));
+      const items = await s.listItems('outbox');
+      if (items.length !== 1 || items[0]!.key !== 'm1' || items[0]!.value.join() !== '9') throw new Error(`app items after upgrade: ${JSON.stringify(items)}`);
+    } finally {
+      await s.close();
+    }
+    const version = await new Promise<number>((resolve, reject) => {
+      const r = indexedDB.open(db);
+      r.onsuccess = () => {
+        resolve(r.result.version);
+        r.result.close();
+      };
+      r.onerror = () => reject(r.error);
+    });
+    if (version !== INDEXEDDB_MIGRATIONS.length) throw new Error(`version ${version}, expected ${INDEXEDDB_MIGRATIONS.length}`);
+    return { name, status: 'passed', ms: Date.now() - t0 };
+  } catch (e) {
+    const err = e as Error;
+    return { name, status: 'failed', ms: Date.now() - t0, error: `${err.name}: ${err.message}` };
+  }
+}
+
 (window as unknown as { __mwStorage: unknown }).__mwStorage = {
   async run(): Promise<CaseResult[]> {
     const results = await runConformance(factory);
     results.push(await pageAndServiceWorker());
     results.push(await schemaTooNew());
+    results.push(await upgradeFromSchema1());
     return results;
   },
   /** Commits "a:1", then leaves a transaction that wrote "a:2" hanging (the test reloads the page). */

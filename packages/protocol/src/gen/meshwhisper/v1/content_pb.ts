@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSLcAQoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAQgYKBGJvZHkiFAoEVGV4dBIMCgR0ZXh0GAEgASgJIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCJJCgdSZWNlaXB0EikKBGtpbmQYASABKA4yGy5tZXNod2hpc3Blci52MS5SZWNlaXB0S2luZBITCgttZXNzYWdlX2lkcxgCIAMoDCpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAmIGcHJvdG8z");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSL0AQoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAQgYKBGJvZHkiFAoEVGV4dBIMCgR0ZXh0GAEgASgJIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCJJCgdSZWNlaXB0EikKBGtpbmQYASABKA4yGy5tZXNod2hpc3Blci52MS5SZWNlaXB0S2luZBITCgttZXNzYWdlX2lkcxgCIAMoDCpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAmIGcHJvdG8z");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -48,6 +48,15 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
    * @generated from field: bytes conversation_id = 4;
    */
   conversationId: Uint8Array;
+
+  /**
+   * The sender device's current delivery token (16–64 bytes): the recipient presents it when it
+   * sends to this device, so its mail travels in the node's token lane instead of the strictly
+   * rate-limited first-contact lane (docs/spec/node-protocol.md §4). Empty = unchanged/none.
+   *
+   * @generated from field: bytes delivery_token = 5;
+   */
+  deliveryToken: Uint8Array;
 
   /**
    * @generated from oneof meshwhisper.v1.Content.body
