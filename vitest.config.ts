@@ -13,6 +13,7 @@ export default defineConfig({
       { find: /^@meshwhisper\/protocol$/, replacement: src('protocol') },
       { find: /^@meshwhisper\/sdk$/, replacement: src('sdk') },
       { find: /^@meshwhisper\/node$/, replacement: src('node') },
+      { find: /^@meshwhisper\/cli$/, replacement: src('cli') },
     ],
   },
   test: {

@@ -36,9 +36,14 @@ import {
   EnvelopeClass,
   KeyUploadSchema,
   PreKeyCountsSchema,
+  ReceiptKind,
   SendRequestSchema,
   SendResultSchema,
+  SignedUsernameOperationSchema,
+  UsernameAction,
+  UsernameRecordSchema,
   create,
+  signUsernameOperation,
   fromBinary,
   toBinary,
 } from '@meshwhisper/protocol';
@@ -65,7 +70,26 @@ const Table = {
   Outbox: 'mw.outbox',
   /** The delivery token each peer device gave us, by device address. */
   PeerToken: 'mw.peer-token',
+  /** State of each message this device sent, by message id: one byte (MessageState order). */
+  Sent: 'mw.sent',
 } as const;
+
+/** Lifecycle of a message this device sent (docs/api.md). Later states never go back. */
+export type MessageState = 'queued' | 'sent' | 'delivered' | 'read';
+const STATES: readonly MessageState[] = ['queued', 'sent', 'delivered', 'read'];
+
+/** What a username resolves to (the node's directory: verify with safety numbers). */
+export interface UsernameRecord {
+  readonly namespace: string;
+  readonly username: string;
+  /** The owner's account key. */
+  readonly accountKey: Uint8Array;
+  /** Mailbox ids of the owner's devices registered on this node. */
+  readonly mailboxIds: Uint8Array[];
+}
+
+/** Whom to send to: one device by mailbox id, or every device of the account behind a username. */
+export type Recipient = Uint8Array | { readonly username: string };
 
 export interface MeshWhisperOptions {
   /** Base URL of the node, e.g. `https://chat.example.com` or `http://127.0.0.1:8080`. */
@@ -111,6 +135,8 @@ export interface MeshWhisperEvents {
   /** The node reports messages that expired or were evicted before this device fetched them. */
   gap: { readonly expired: number; readonly evicted: number };
   connection: ConnectionState;
+  /** A peer device reports that it received or read messages this device sent. */
+  receipt: { readonly from: DeviceAddress; readonly state: 'delivered' | 'read'; readonly messageIds: string[] };
   /** The backlog queued while this device was offline has been delivered. */
   synced: undefined;
 }
@@ -134,7 +160,7 @@ export class MeshWhisper {
   readonly #connection: DeviceConnection;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
-  /** The account key pair exists only on the device that created the account, and only in memory (see docs/api.md). */
+  /** The account key pair: present on the device that created the account (stored with the device's other secrets). */
   readonly account: AccountKeyPair | undefined;
   readonly namespace: string;
 
@@ -164,11 +190,20 @@ export class MeshWhisper {
     let identity: LocalIdentity;
     if (await opts.storage.hasLocalIdentity()) {
       identity = await opts.storage.getLocalIdentity();
+      const seed = await opts.storage.getItem(Table.Self, 'account-seed');
+      if (seed) {
+        account = AccountKeyPair.fromSeed(ctx, seed);
+        seed.fill(0);
+        if (!equalBytes(account.publicKey, identity.certificate.accountKey)) account = undefined;
+      }
     } else {
       account = AccountKeyPair.generate(ctx);
       const device = DeviceKeyPair.generate(ctx);
       identity = { certificate: issueDeviceCertificate(ctx, account, device), device };
       await opts.storage.setLocalIdentity(identity);
+      const seed = account.exportSeed();
+      await opts.storage.setItem(Table.Self, 'account-seed', seed);
+      seed.fill(0);
     }
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
     client.#deliveryToken = await client.#loadDeliveryToken();
@@ -292,6 +327,7 @@ export class MeshWhisper {
 
   /** Sends one queued envelope; true once the node accepted it. */
   async #deliver(messageId: string): Promise<boolean> {
+    // `messageId` is the outbox key: message id hex ':' recipient mailbox hex.
     const item = await this.#storage.getItem(Table.Outbox, messageId);
     if (!item || item.length <= 32) return false;
     const mailboxId = item.subarray(0, 32);
@@ -312,6 +348,7 @@ export class MeshWhisper {
           await post(undefined);
         }
         await this.#storage.deleteItem(Table.Outbox, messageId);
+        await this.#advanceState(messageId.split(':')[0]!, 'sent');
         return true;
       } catch (e) {
         lastError = e;
@@ -347,39 +384,132 @@ export class MeshWhisper {
     return initiateSession(this.#ctx, this.#storage, bundle);
   }
 
-  async #sendContent(mailboxId: Uint8Array, body: MessageInitShape<typeof ContentSchema>['body']): Promise<{ id: string }> {
+  async #sendContent(mailboxId: Uint8Array, body: MessageInitShape<typeof ContentSchema>['body'], messageId = this.#ctx.random(16)): Promise<{ id: string }> {
     if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
     if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
-    const messageId = this.#ctx.random(16);
     const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), deliveryToken: this.#deliveryToken, body });
     const address = await this.#sessionFor(mailboxId);
     const id = toHex(messageId);
     // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
+    // The outbox is keyed per recipient device, since one message fans out to several.
+    const outboxKey = `${id}:${toHex(mailboxId)}`;
+    const tracked = body?.case === 'text' || body?.case === 'binary';
     await sealMessage(this.#ctx, this.#storage, address, toBinary(ContentSchema, content), {
       persist: async (tx, envelope) => {
         const item = new Uint8Array(32 + envelope.length);
         item.set(mailboxId);
         item.set(envelope, 32);
-        await asStorageTx(tx).setItem(Table.Outbox, id, item);
+        const stx = asStorageTx(tx);
+        await stx.setItem(Table.Outbox, outboxKey, item);
+        if (tracked && !(await stx.getItem(Table.Sent, id))) await stx.setItem(Table.Sent, id, Uint8Array.of(0));
       },
     });
-    await this.#deliver(id);
+    await this.#deliver(outboxKey);
     return { id };
   }
 
-  /** Sends a text message to the device with `mailboxId`. Resolves when the node has durably stored it. */
-  sendText(mailboxId: Uint8Array, text: string): Promise<{ id: string }> {
+  /** Resolves a recipient to device mailbox ids (a username fans out to every device of its account). */
+  async #mailboxesOf(to: Recipient): Promise<Uint8Array[]> {
+    if (to instanceof Uint8Array) return [to];
+    if (to && typeof to.username === 'string') {
+      const record = await this.lookupUsername(to.username);
+      if (record.mailboxIds.length === 0) throw new SdkError(SdkErrorCode.NODE_ERROR, `${to.username} has no registered device`, 'MW_NOT_FOUND');
+      return record.mailboxIds;
+    }
+    throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'recipient must be a mailbox id or { username }');
+  }
+
+  async #sendTo(to: Recipient, body: MessageInitShape<typeof ContentSchema>['body']): Promise<{ id: string }> {
+    const mailboxes = await this.#mailboxesOf(to);
+    const messageId = this.#ctx.random(16);
+    let id = '';
+    for (const m of mailboxes) id = (await this.#sendContent(m, body, messageId)).id;
+    return { id };
+  }
+
+  /**
+   * Sends a text message: to one device (mailbox id) or to every device of a username's account.
+   * Resolves when the node has durably stored it for each device.
+   */
+  sendText(to: Recipient, text: string): Promise<{ id: string }> {
     if (typeof text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'text must be a string');
-    return this.#sendContent(mailboxId, { case: 'text', value: { text } });
+    return this.#sendTo(to, { case: 'text', value: { text } });
   }
 
   /** Sends arbitrary bytes with a MIME type. */
-  sendBinary(mailboxId: Uint8Array, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
-    return this.#sendContent(mailboxId, { case: 'binary', value: { data, mimeType } });
+  sendBinary(to: Recipient, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
+    return this.#sendTo(to, { case: 'binary', value: { data, mimeType } });
+  }
+
+  /** Tells the sender's device that these of its messages were read (a read receipt). */
+  async markRead(message: Pick<IncomingMessage, 'fromMailboxId'>, messageIds: string[]): Promise<void> {
+    if (messageIds.length === 0) return;
+    await this.#sendContent(message.fromMailboxId, { case: 'receipt', value: { kind: ReceiptKind.READ, messageIds: messageIds.map(fromHex) } });
+  }
+
+  /** The state of a message this device sent, or undefined for an unknown id. */
+  async messageState(id: string): Promise<MessageState | undefined> {
+    const b = await this.#storage.getItem(Table.Sent, id);
+    return b && b.length === 1 ? STATES[b[0]!] : undefined;
+  }
+
+  async #advanceState(id: string, state: MessageState): Promise<boolean> {
+    const next = STATES.indexOf(state);
+    return this.#storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      const cur = await stx.getItem(Table.Sent, id);
+      if (!cur || cur.length !== 1 || cur[0]! >= next) return false;
+      await stx.setItem(Table.Sent, id, Uint8Array.of(next));
+      return true;
+    });
+  }
+
+  // ── Usernames (docs/spec/node-protocol.md §7) ─────────────────────────────────────────────
+
+  async #usernameOperation(username: string, action: UsernameAction, newOwnerKey?: Uint8Array): Promise<void> {
+    if (!this.account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device does not hold the account key');
+    const challenge = await this.#api.challenge();
+    const signed = signUsernameOperation(this.#ctx, this.account, {
+      namespace: this.namespace,
+      username,
+      action,
+      signerKey: this.account.publicKey,
+      ...(newOwnerKey ? { newOwnerKey } : {}),
+      challenge,
+    });
+    await this.#api.call('POST', '/v1/usernames', SignedUsernameOperationSchema, signed, UsernameRecordSchema);
+  }
+
+  /** Claims `username` in this client's namespace for this account (policy per namespace: docs/self-hosting.md). */
+  claimUsername(username: string): Promise<void> {
+    return this.#usernameOperation(username, UsernameAction.CLAIM);
+  }
+  /** Gives up `username`. */
+  releaseUsername(username: string): Promise<void> {
+    return this.#usernameOperation(username, UsernameAction.RELEASE);
+  }
+  /** Signs `username` over to another account key. */
+  transferUsername(username: string, newOwnerAccountKey: Uint8Array): Promise<void> {
+    return this.#usernameOperation(username, UsernameAction.TRANSFER, newOwnerAccountKey);
+  }
+  /** Resolves a username in this namespace. The node could lie: compare safety numbers before trusting it. */
+  async lookupUsername(username: string): Promise<UsernameRecord> {
+    const path = `/v1/usernames/${encodeURIComponent(this.namespace)}/${encodeURIComponent(username)}`;
+    const r = await this.#api.call('GET', path, undefined, undefined, UsernameRecordSchema);
+    return { namespace: r.namespace, username: r.username, accountKey: r.ownerKey, mailboxIds: r.mailboxIds };
   }
 
   async #receive(envelopes: Envelope[]): Promise<void> {
+    // Delivery receipts, one per sender device per batch, sent after the batch was processed.
+    const delivered = new Map<DeviceAddress, { mailbox: Uint8Array; ids: Uint8Array[] }>();
+    await this.#receiveAll(envelopes, delivered);
+    for (const { mailbox, ids } of delivered.values()) {
+      this.#sendContent(mailbox, { case: 'receipt', value: { kind: ReceiptKind.DELIVERED, messageIds: ids } }).catch(() => undefined);
+    }
+  }
+
+  async #receiveAll(envelopes: Envelope[], delivered: Map<DeviceAddress, { mailbox: Uint8Array; ids: Uint8Array[] }>): Promise<void> {
     for (const env of envelopes) {
       if (env.class === EnvelopeClass.EPHEMERAL) continue; // no ephemeral content types yet
       try {
@@ -407,8 +537,18 @@ export class MeshWhisper {
           sentAt: Number(content.sentAt),
           receivedAt: Number(env.receivedAt),
         };
-        if (content.body.case === 'text') this.#emit('message', { ...base, text: content.body.value.text });
-        else if (content.body.case === 'binary') this.#emit('message', { ...base, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
+        if (content.body.case === 'text' || content.body.case === 'binary') {
+          if (content.body.case === 'text') this.#emit('message', { ...base, text: content.body.value.text });
+          else this.#emit('message', { ...base, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
+          const list = delivered.get(base.from) ?? { mailbox: base.fromMailboxId, ids: [] as Uint8Array[] };
+          list.ids.push(content.messageId);
+          delivered.set(base.from, list);
+        } else if (content.body.case === 'receipt') {
+          const state = content.body.value.kind === ReceiptKind.READ ? 'read' : 'delivered';
+          const ids = content.body.value.messageIds.map(toHex);
+          for (const id of ids) await this.#advanceState(id, state);
+          this.#emit('receipt', { from: base.from, state, messageIds: ids });
+        }
       } catch (e) {
         // A redelivery of something already processed (connection dropped before the ack) is a
         // duplicate at the ratchet: acknowledge it quietly. Anything else is reported, then acked

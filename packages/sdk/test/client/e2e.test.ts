@@ -19,7 +19,8 @@ beforeAll(async () => {
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info',
     // Many first contacts from one address (127.0.0.1) in a few seconds: this SDK version sends
     // every message in the tokenless lane (delivery tokens are not exchanged yet).
-    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000' });
+    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000',
+    USERNAME_NAMESPACES: 'test:signed' });
   node = await createNode(config, {
     metrics: false,
     logStream: new Writable({
@@ -210,4 +211,50 @@ describe('SDK client against a real node', () => {
       await n.close();
     }
   }, 60_000);
+
+  it('usernames: claim, lookup, squatting refused, fan-out to every device of the account; receipts and message states', async () => {
+    const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const mallory = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    await bob.claimUsername('bob');
+    await expect(mallory.claimUsername('bob')).rejects.toMatchObject({ nodeCode: 'MW_USERNAME_TAKEN' });
+    const rec = await alice.lookupUsername('bob');
+    expect(Buffer.from(rec.accountKey).equals(Buffer.from(bob.accountKey))).toBe(true);
+    expect(rec.mailboxIds.map((m) => Buffer.from(m).toString('hex'))).toEqual([Buffer.from(bob.mailboxId).toString('hex')]);
+
+    const receipts: { state: string; ids: string[] }[] = [];
+    alice.on('receipt', (r) => receipts.push({ state: r.state, ids: r.messageIds }));
+    const got = bob.once('message');
+    const deliveredReceipt = alice.once('receipt', (r) => r.state === 'delivered');
+    const { id } = await alice.sendText({ username: 'bob' }, 'by name');
+    const m = await got;
+    expect(m.text).toBe('by name');
+    expect(m.id).toBe(id);
+    await deliveredReceipt;
+    expect(await alice.messageState(id)).toBe('delivered');
+    const readReceipt = alice.once('receipt', (r) => r.state === 'read');
+    await bob.markRead(m, [m.id]);
+    await readReceipt;
+    expect(await alice.messageState(id)).toBe('read');
+    expect(receipts.map((r) => r.state)).toEqual(['delivered', 'read']);
+
+    // Transfer to Mallory's account, then release.
+    await bob.transferUsername('bob', mallory.accountKey);
+    expect(Buffer.from((await alice.lookupUsername('bob')).accountKey).equals(Buffer.from(mallory.accountKey))).toBe(true);
+    await expect(bob.releaseUsername('bob')).rejects.toMatchObject({ nodeCode: 'MW_AUTH_FORBIDDEN' });
+    await mallory.releaseUsername('bob');
+    await expect(alice.lookupUsername('bob')).rejects.toMatchObject({ nodeCode: 'MW_NOT_FOUND' });
+    await Promise.all([alice.close(), bob.close(), mallory.close()]);
+  });
+
+  it('the account key survives a restart, so the device can still act for its account', async () => {
+    const file = join(work, 'account.db');
+    let c = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: file }) });
+    const key = Buffer.from(c.account!.publicKey).toString('hex');
+    await c.close();
+    c = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: file }) });
+    expect(Buffer.from(c.account!.publicKey).toString('hex')).toBe(key);
+    await c.claimUsername('restarted');
+    await c.close();
+  });
 });

@@ -1,0 +1,326 @@
+/**
+ * `meshwhisper init [dir]`: scaffolds a deployment of one node — compose.yaml, the node's .env
+ * (generated from the node's CONFIG_SCHEMA, with fresh VAPID keys), placeholders and
+ * instructions for APNs/FCM, a .gitignore for the secrets, and a short README.
+ *
+ * All-or-nothing: every file is planned first; if any exists and --force was not given, nothing
+ * is written. Each file is written to a temporary name (with its final mode) and renamed.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { CONFIG_SCHEMA } from '@meshwhisper/node';
+import { SECRET_DIR_MODE, SECRET_FILE_MODE } from './constants.js';
+import { normalizeTarget } from './doctor/doctor.js';
+import { isLoopback } from './doctor/probe.js';
+import { renderEnvFile } from './env-template.js';
+import { CliError, CliErrorCode } from './errors.js';
+import type { CliIo } from './io.js';
+import { PUSH_SERVICES, SECRETS_DIR } from './push-settings.js';
+import type { PushService } from './push-settings.js';
+import { generateVapidKeys } from './vapid.js';
+import { CLI_VERSION } from './version.js';
+
+/** One file `init` writes. */
+export interface GeneratedFile {
+  /** Path relative to the target folder, '/'-separated. */
+  readonly path: string;
+  readonly content: string;
+  readonly mode: number;
+  /** Holds a secret: listed in the generated .gitignore. */
+  readonly secret: boolean;
+}
+
+/** What an app scaffold gets to know about the deployment it connects to. */
+export interface ScaffoldContext {
+  readonly dir: string;
+  /** Public URL of the node (https://… or http://localhost:…). */
+  readonly url: string;
+  readonly namespace: string;
+  readonly push: readonly PushService[];
+}
+
+/**
+ * EXTENSION POINT — SDK skeleton app (issue 6, pending @meshwhisper/sdk).
+ *
+ * `init --app node|browser` will add a skeleton app that connects to the scaffolded node and
+ * sends a first message. Register one AppScaffold per variant in APP_SCAFFOLDS; its files join
+ * the same plan as the deployment files (same overwrite rule, same .gitignore for `secret`
+ * files), under a sub-folder of its choosing (e.g. `app/`). Nothing else in init needs to change.
+ */
+export interface AppScaffold {
+  readonly name: string;
+  readonly description: string;
+  files(context: ScaffoldContext): readonly GeneratedFile[];
+  /** Lines appended to the generated README's "Next steps". */
+  readme?(context: ScaffoldContext): readonly string[];
+}
+export const APP_SCAFFOLDS: ReadonlyMap<string, AppScaffold> = new Map();
+
+export interface InitOptions {
+  readonly dir: string;
+  /** Accept defaults without asking. */
+  readonly yes?: boolean;
+  /** Username namespace: `name` (signed policy) or `name:signed|last-writer-wins`. */
+  readonly namespace?: string;
+  /** Public URL clients will use. */
+  readonly url?: string;
+  readonly push?: readonly PushService[];
+  /** VAPID_SUBJECT: a mailto: address or https: URL push services can reach the operator at. */
+  readonly contact?: string;
+  readonly force?: boolean;
+  /** SDK skeleton app variant (see APP_SCAFFOLDS). */
+  readonly app?: string;
+  readonly now?: () => Date;
+}
+
+export interface InitResult {
+  readonly dir: string;
+  readonly files: readonly { path: string; mode: number; overwritten: boolean }[];
+  readonly url: string;
+  readonly namespace: string;
+  readonly push: readonly PushService[];
+}
+
+export const DEFAULT_URL = 'http://localhost:8080';
+export const DEFAULT_PUSH: readonly PushService[] = ['webpush'];
+
+export function parsePushList(raw: string): PushService[] {
+  const list = raw
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  if (list.length === 1 && list[0] === 'none') return [];
+  for (const s of list) {
+    if (!(PUSH_SERVICES as readonly string[]).includes(s)) throw new CliError(CliErrorCode.INVALID_VALUE, `--push: unknown service ${JSON.stringify(s)} (use webpush, apns, fcm or none)`);
+  }
+  return [...new Set(list)] as PushService[];
+}
+
+/** `name` or `name:policy` → the USERNAME_NAMESPACES value, validated by the node's own parser. */
+export function namespaceSetting(raw: string): string {
+  const value = raw.includes(':') ? raw.trim() : `${raw.trim()}:signed`;
+  try {
+    CONFIG_SCHEMA.usernameNamespaces.parse(value, {});
+  } catch (e) {
+    throw new CliError(CliErrorCode.INVALID_VALUE, `--namespace: ${(e as Error).message} (lowercase letters, digits, _ . -; at most 64 characters)`);
+  }
+  return value;
+}
+
+async function ask(io: CliIo, question: string, fallback: string): Promise<string> {
+  if (!io.ask) return fallback;
+  const answer = (await io.ask(`${question} [${fallback}]: `)).trim();
+  return answer === '' ? fallback : answer;
+}
+
+function composeFile(ctx: ScaffoldContext, portPublished: string, mountSecrets: boolean, date: string): string {
+  return `# MeshWhisper node, generated by \`meshwhisper init\` (@meshwhisper/cli ${CLI_VERSION}) on ${date}.
+#   docker compose up -d            start; the node creates its key in the data volume at first start
+#   docker compose logs -f          follow the log (JSON lines)
+#   meshwhisper doctor ${ctx.url} --env .env
+# Settings live in .env (every node setting, with its default); edit there, then \`docker compose up -d\`.
+services:
+  meshwhisper:
+    # No image is published yet: build one from the MeshWhisper repository
+    #   docker build -t meshwhisper-node:${CLI_VERSION} /path/to/meshwhisper
+    # or point MESHWHISPER_IMAGE at your registry.
+    image: \${MESHWHISPER_IMAGE:-meshwhisper-node:${CLI_VERSION}}
+    init: true # forwards SIGTERM (graceful shutdown) and reaps zombies
+    restart: unless-stopped
+    env_file: .env
+    environment:
+      # Inside the container: data on the volume below, listen on all container interfaces.
+      # These override DATA_DIR and HOST from .env, which apply when the node runs without Docker.
+      DATA_DIR: /data
+      HOST: 0.0.0.0
+    ports:
+      - "${portPublished}"
+    volumes:
+      - meshwhisper-data:/data
+${mountSecrets ? `      - ./${SECRETS_DIR}:/app/${SECRETS_DIR}:ro # APNs/FCM credential files, read-only\n` : ''}    healthcheck:
+      test: ["CMD", "node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+      interval: 30s
+      timeout: 5s
+      start_period: 20s
+      retries: 3
+    # Longer than SHUTDOWN_GRACE_SECONDS (default 10): in-flight sends finish and are acknowledged.
+    stop_grace_period: 30s
+
+volumes:
+  meshwhisper-data: {}
+`;
+}
+
+function readmeFile(ctx: ScaffoldContext, behindProxy: boolean, extra: readonly string[]): string {
+  const push = ctx.push.length === 0 ? 'none' : ctx.push.join(', ');
+  return `# MeshWhisper deployment
+
+Generated by \`meshwhisper init\`. Public URL: ${ctx.url} · username namespace: \`${ctx.namespace}\` · push: ${push}.
+
+| file | what |
+|---|---|
+| \`.env\` | every node setting with its description and default (mode 0600: holds the VAPID private key) |
+| \`compose.yaml\` | one node container, data in the \`meshwhisper-data\` volume |
+| \`.gitignore\` | keeps \`.env\`, \`${SECRETS_DIR}/\` and \`data/\` out of git |
+
+## Start
+
+With Docker (build the image first, see the comment in compose.yaml):
+
+\`\`\`sh
+docker compose up -d
+meshwhisper doctor ${ctx.url} --env .env
+\`\`\`
+
+Without Docker, from this folder (data goes to \`./data\`):
+
+\`\`\`sh
+node --env-file=.env "$(npm root -g)/@meshwhisper/node/dist/bin.js"   # or: set -a; . ./.env; set +a; npx meshwhisper-node
+\`\`\`
+
+The node creates its Ed25519 key in its data directory at first start (\`DATA_DIR/node-key\`); back it up.
+${
+  behindProxy
+    ? `
+## TLS
+
+${ctx.url} is served through a TLS-terminating proxy on this host; the container is published on
+127.0.0.1 only. The proxy must pass WebSocket upgrades (\`/v1/device\`, \`/v1/anonymous\`) — Caddy does
+by default (\`reverse_proxy 127.0.0.1:8080\`); nginx needs \`proxy_http_version 1.1\` and the
+\`Upgrade\`/\`Connection\` headers. Set \`TRUST_PROXY=private\` in .env so rate limits see client addresses.
+`
+    : ''
+}
+## Push
+
+${ctx.push.includes('webpush') ? '- Web Push: VAPID keys and `VAPID_SUBJECT` are set in .env; make `VAPID_SUBJECT` a contact that reaches you (push services write to it when something is wrong).\n' : ''}${ctx.push.includes('apns') ? `- APNs: put your .p8 key at \`${SECRETS_DIR}/apns-key.p8\` (chmod 600) and fill in the APNS_* lines of .env (\`APNS_URL=https://api.sandbox.push.apple.com\` for development builds).\n` : ''}${ctx.push.includes('fcm') ? `- FCM: put the service-account JSON at \`${SECRETS_DIR}/fcm-service-account.json\` (chmod 600) and set FCM_SERVICE_ACCOUNT_FILE.\n` : ''}${ctx.push.length === 0 ? '- No push service selected; the push settings are at the end of .env.\n' : ''}
+\`meshwhisper doctor --env .env\` checks the credentials offline.
+
+## Operate
+
+- \`meshwhisper doctor ${ctx.url} --env .env [--data-dir DIR]\` — what is broken and how to fix it
+- \`meshwhisper backup --env .env\` / \`meshwhisper restore FILE --env .env --force\` — online backup, restore (stop the node first)
+${extra.length > 0 ? `\n## Next steps\n\n${extra.join('\n')}\n` : ''}`;
+}
+
+function gitignoreFile(secretPaths: readonly string[]): string {
+  return `# Generated by \`meshwhisper init\`: secrets and node data never belong in git.
+${[...new Set(['.env', `${SECRETS_DIR}/`, 'data/', ...secretPaths])].join('\n')}
+`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function writeAtomic(path: string, content: string, mode: number): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const temp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(temp, 'wx', mode);
+  try {
+    await fh.writeFile(content, 'utf8');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await chmod(temp, mode); // umask may have narrowed or (never) widened it
+    await rename(temp, path);
+  } catch (e) {
+    await rm(temp, { force: true });
+    throw e;
+  }
+}
+
+/** A mailto: address or an https: URL (RFC 8292 §2.1), as the node's VAPID_SUBJECT parser wants it. */
+export function contactSetting(raw: string): string {
+  const v = raw.trim();
+  const value = /^[^@\s:]+@[^@\s]+$/.test(v) ? `mailto:${v}` : v;
+  if (!/^mailto:[^@\s]+@[^@\s]+$/.test(value) && !/^https:\/\/\S+$/.test(value)) throw new CliError(CliErrorCode.INVALID_VALUE, '--contact must be an e-mail address, mailto:… or an https: URL');
+  return value;
+}
+
+/** Collects the answers: flags first, then prompts (TTY without --yes), then defaults. */
+async function settle(options: InitOptions, io: CliIo): Promise<{ url: string; namespace: string; push: readonly PushService[]; contact: string | undefined }> {
+  const interactive = options.yes !== true && io.stdinIsTTY === true && io.ask !== undefined;
+  const url = options.url ?? (interactive ? await ask(io, 'Public URL of the node (clients connect here)', DEFAULT_URL) : DEFAULT_URL);
+  const namespace = options.namespace ?? (interactive ? await ask(io, 'Username namespace', 'default') : 'default');
+  const push = options.push ?? (interactive ? parsePushList(await ask(io, 'Push services (webpush, apns, fcm, none)', DEFAULT_PUSH.join(','))) : [...DEFAULT_PUSH]);
+  let contact = options.contact;
+  if (contact === undefined && interactive && push.includes('webpush')) contact = await ask(io, 'Contact for push services (e-mail or https: URL)', defaultContact(url));
+  return { url, namespace, push, contact };
+}
+
+/** admin@ the URL's host: a valid VAPID_SUBJECT the README asks the operator to replace. */
+function defaultContact(url: string): string {
+  let host = 'localhost';
+  try {
+    host = normalizeTarget(url).hostname.replace(/^\[|\]$/g, '') || host;
+  } catch {
+    // the URL is reported invalid later
+  }
+  return `mailto:admin@${isLoopback(host) ? 'localhost' : host}`;
+}
+
+export async function runInit(options: InitOptions, io: CliIo): Promise<InitResult> {
+  const dir = resolve(options.dir);
+  const scaffold = options.app === undefined ? undefined : APP_SCAFFOLDS.get(options.app);
+  if (options.app !== undefined && !scaffold) {
+    throw new CliError(CliErrorCode.UNSUPPORTED, `--app ${options.app}: the SDK skeleton apps are not available in this version yet (${APP_SCAFFOLDS.size === 0 ? 'none registered' : [...APP_SCAFFOLDS.keys()].join(', ')})`);
+  }
+  const answers = await settle(options, io);
+  const target = normalizeTarget(answers.url);
+  const url = target.href.replace(/\/$/, '');
+  const namespaces = namespaceSetting(answers.namespace);
+  const namespace = namespaces.split(':')[0] ?? 'default';
+  const push = answers.push;
+  const date = (options.now ?? (() => new Date()))().toISOString();
+  const ctx: ScaffoldContext = { dir, url, namespace, push };
+
+  const values: Record<string, string> = { USERNAME_NAMESPACES: namespaces };
+  if (push.includes('webpush')) {
+    // The node turns Web Push on only with all three VAPID_* set (and refuses two of three).
+    const keys = generateVapidKeys();
+    values.VAPID_PUBLIC_KEY = keys.publicKey;
+    values.VAPID_PRIVATE_KEY = keys.privateKey;
+    values.VAPID_SUBJECT = contactSetting(answers.contact ?? defaultContact(url));
+  }
+  const behindProxy = target.protocol === 'https:' && !isLoopback(target.hostname);
+  if (behindProxy) values.TRUST_PROXY = 'private';
+  // A local URL with a port (http://localhost:9000) is the node itself: it must listen there.
+  if (!behindProxy && isLoopback(target.hostname) && target.port !== '') values.PORT = target.port;
+  const port = values.PORT ?? CONFIG_SCHEMA.port.default;
+  const portPublished = behindProxy ? `127.0.0.1:\${PORT:-${port}}:\${PORT:-${port}}` : `\${PORT:-${port}}:\${PORT:-${port}}`;
+  const mountSecrets = push.includes('apns') || push.includes('fcm');
+
+  const appFiles = scaffold?.files(ctx) ?? [];
+  const files: GeneratedFile[] = [
+    {
+      path: '.env',
+      content: renderEnvFile({ values, push, header: [`MeshWhisper node settings, generated by \`meshwhisper init\` (@meshwhisper/cli ${CLI_VERSION}) on ${date} for ${url}.`] }),
+      mode: SECRET_FILE_MODE,
+      secret: true,
+    },
+    { path: 'compose.yaml', content: composeFile(ctx, portPublished, mountSecrets, date), mode: 0o644, secret: false },
+    { path: 'README.md', content: readmeFile(ctx, behindProxy, scaffold?.readme?.(ctx) ?? []), mode: 0o644, secret: false },
+    ...appFiles,
+  ];
+  files.push({ path: '.gitignore', content: gitignoreFile(files.filter((f) => f.secret).map((f) => f.path)), mode: 0o644, secret: false });
+
+  const present: string[] = [];
+  for (const f of files) if (await exists(join(dir, f.path))) present.push(f.path);
+  if (present.length > 0 && options.force !== true) {
+    throw new CliError(CliErrorCode.WOULD_OVERWRITE, `${dir} already has ${present.join(', ')}; nothing was written (use --force to overwrite)`);
+  }
+  await mkdir(dir, { recursive: true });
+  if (mountSecrets) {
+    await mkdir(join(dir, SECRETS_DIR), { recursive: true, mode: SECRET_DIR_MODE });
+    await chmod(join(dir, SECRETS_DIR), SECRET_DIR_MODE);
+  }
+  for (const f of files) await writeAtomic(join(dir, f.path), f.content, f.mode);
+  return { dir, url, namespace, push, files: files.map((f) => ({ path: f.path, mode: f.mode, overwritten: present.includes(f.path) })) };
+}
