@@ -26,8 +26,7 @@ import {
   ARCHIVE_KDF_SALT_LENGTH,
   ARCHIVE_VERSION,
   ED25519_KEY_LENGTH,
-  ED25519_SIGNATURE_LENGTH,
-} from './constants.js';
+  ED25519_SIGNATURE_LENGTH, ARCHIVE_KDF_MIN_ITERATIONS, ARCHIVE_KDF_MIN_MEMORY_KIB } from './constants.js';
 import type { CryptoContext } from './context.js';
 import { ByteReader, ByteWriter } from './encoding.js';
 import { CryptoError, CryptoErrorCode, assertBytes } from './errors.js';
@@ -272,12 +271,21 @@ export function encodeArchiveKeySource(source: ArchiveKeySource): Uint8Array {
 }
 
 /** Decodes and bounds-checks a key-source record (MALFORMED / LIMIT_EXCEEDED). */
-export function decodeArchiveKeySource(bytes: Uint8Array): ArchiveKeySource {
+/**
+ * Decodes a key-source record. By default a passphrase record must ask for at least
+ * ARCHIVE_KDF_MIN_MEMORY_KIB and ARCHIVE_KDF_MIN_ITERATIONS (CryptoError WEAK_KDF_PARAMS): the
+ * record comes from storage or from the node, which must not be able to downgrade the KDF.
+ * `allowWeakParams` exists for tests with deliberately small costs.
+ */
+export function decodeArchiveKeySource(bytes: Uint8Array, options: { allowWeakParams?: boolean } = {}): ArchiveKeySource {
   const op = 'decodeArchiveKeySource';
   assertBytes(bytes, op, 'bytes');
   const r = new ByteReader(bytes, op);
   const s = readKeySource(r, op);
   r.finish();
+  if (s.kind === 'passphrase' && !options.allowWeakParams && (s.params.memoryKiB < ARCHIVE_KDF_MIN_MEMORY_KIB || s.params.iterations < ARCHIVE_KDF_MIN_ITERATIONS)) {
+    throw new CryptoError(CryptoErrorCode.WEAK_KDF_PARAMS, op, 'passphrase KDF costs are below the accepted minimum');
+  }
   return s;
 }
 

@@ -131,5 +131,13 @@ export const ARCHIVE_KDF_SALT_LENGTH = 16;
  * gigabytes or spin for minutes. 4× production memory, 10× production passes.
  */
 export const ARCHIVE_KDF_MAX_MEMORY_KIB = 256 * 1024;
+/**
+ * Least Argon2id cost accepted in a key-source record read from storage or from the node
+ * (OWASP's minimum recommendation for Argon2id: 19 MiB, 2 passes). A lying node could otherwise
+ * serve a record with trivial costs, and a fresh device that derived its archive-access key under
+ * them would hand the node a key that is cheap to test passphrase guesses against.
+ */
+export const ARCHIVE_KDF_MIN_MEMORY_KIB = 19 * 1024;
+export const ARCHIVE_KDF_MIN_ITERATIONS = 2;
 export const ARCHIVE_KDF_MAX_ITERATIONS = 20;
 export const ARCHIVE_KDF_MAX_PARALLELISM = 16;

@@ -36,6 +36,8 @@ export const CryptoErrorCode = {
   UNTRUSTED_IDENTITY: 'MW_CRYPTO_UNTRUSTED_IDENTITY',
   /** A media stream was truncated, reordered, extended or otherwise tampered with. */
   MEDIA_CORRUPT: 'MW_CRYPTO_MEDIA_CORRUPT',
+  /** A key-source record asks for KDF costs below the accepted minimum (a downgrade by whoever served it). */
+  WEAK_KDF_PARAMS: 'MW_CRYPTO_WEAK_KDF_PARAMS',
   /** A size or count limit (see constants.ts) was exceeded. */
   LIMIT_EXCEEDED: 'MW_CRYPTO_LIMIT_EXCEEDED',
   /** A human-entered code (recovery key) failed its checksum: almost certainly a typo. */

@@ -1,16 +1,26 @@
 #!/usr/bin/env node
 /**
  * `meshwhisper-node [start]` runs the node; settings come from the environment
- * (docs/self-hosting.md). `meshwhisper-node backup` is provided by backup.ts (see the hook below).
+ * (docs/self-hosting.md). `meshwhisper-node backup …` makes, lists and restores database backups
+ * (backup.ts, docs/backup-restore.md).
  */
+import { join } from 'node:path';
+import { runBackupCli } from './backup.js';
 import { CONFIG_SCHEMA, NodeConfigError, loadConfig } from './config.js';
-import { createNode } from './node.js';
+import { DATABASE_FILE, createNode } from './node.js';
 
-const USAGE = `usage: meshwhisper-node [start | backup | help]
+const USAGE = `usage: meshwhisper-node [start | help]
+       meshwhisper-node backup [--db FILE] [--dir DIR] [--keep N]
+       meshwhisper-node backup list [--dir DIR]
+       meshwhisper-node backup restore FILE [--db FILE] [--force]
 
-  start    run the node (default)
-  backup   write an online backup of the database now (see docs/self-hosting.md)
-  help     this text and the list of settings
+  start           run the node (default)
+  backup          write an online backup of the database now (safe while the node runs) into
+                  BACKUP_DIR and keep the newest BACKUP_RETENTION backups
+  backup list     list the backups, newest first
+  backup restore  restore FILE into DATA_DIR (stop the node first; --force moves an existing
+                  database aside as <db>.pre-restore-<time>). See docs/backup-restore.md
+  help            this text and the list of settings
 
 Settings (environment variables):
 ${Object.values(CONFIG_SCHEMA)
@@ -49,12 +59,15 @@ async function main(argv: readonly string[]): Promise<void> {
   switch (command) {
     case 'start':
       return start();
-    case 'backup':
-      // HOOK (backup): the backup helper wires `meshwhisper-node backup` here, calling into
-      // ./backup.js with loadConfig().dataDir and the database file name DATABASE_FILE from ./node.js.
-      console.error('meshwhisper-node backup: not wired yet (packages/node/src/backup.ts)');
-      process.exitCode = 2;
+    case 'backup': {
+      const config = loadConfig();
+      process.exitCode = await runBackupCli(
+        argv.slice(1),
+        { databasePath: join(config.dataDir, DATABASE_FILE), backupDir: config.backupDir, retention: config.backupRetention },
+        { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) },
+      );
       return;
+    }
     case 'help':
     case '--help':
     case '-h':

@@ -7,6 +7,8 @@ import { resolveMetricsExposure } from './metrics.js';
 import type { MetricsExposure } from './metrics.js';
 import { parseBucketOverrides, parseTrustProxy } from './rate-limit.js';
 import type { BucketSpec, TrustProxy } from './rate-limit.js';
+import { DEFAULT_PUSH_COALESCE_MS, DEFAULT_WEBPUSH_ALLOWED_HOSTS } from './push/constants.js';
+import { parseAppleId, parseBundleId, parseHostPatterns, parseHttpsUrl, parseOptionalPath, parseVapidPrivateKey, parseVapidPublicKey, parseVapidSubject } from './push/settings.js';
 
 export const NodeConfigErrorCode = {
   /** An environment variable has a value the schema does not accept (operator error, at startup). */
@@ -49,7 +51,9 @@ const bool = (raw: string): boolean => {
   if (v === 'false' || v === '0' || v === 'no' || v === '') return false;
   throw new RangeError('must be true or false');
 };
-const DAY = 24 * 3600 * 1000;
+const HOUR = 3600 * 1000;
+const DAY = 24 * HOUR;
+const DEFAULT_DATA_DIR = './data';
 const MB = 1024 * 1024;
 
 /** Username ownership policies (docs/spec/node-protocol.md §Usernames). */
@@ -66,13 +70,12 @@ function namespaces(raw: string): ReadonlyMap<string, UsernamePolicy> {
 }
 
 /**
- * Every setting. Sizes in bytes, durations in the unit the name says. Backup settings
- * (BACKUP_*) belong here too: the backup module adds them (// HOOK: backup settings).
+ * Every setting. Sizes in bytes, durations in the unit the name says.
  */
 export const CONFIG_SCHEMA = {
   port: setting('PORT', '8080', 'TCP port of the HTTP and WebSocket listener (0: any free port).', int(0, 65_535)),
   host: setting('HOST', '0.0.0.0', 'Address to listen on (0.0.0.0: all IPv4 interfaces; :: for IPv6 too).', text),
-  dataDir: setting('DATA_DIR', './data', 'Directory for the SQLite database, the node key, media and archive blobs. Created if missing.', (raw) => resolve(raw)),
+  dataDir: setting('DATA_DIR', DEFAULT_DATA_DIR, 'Directory for the SQLite database, the node key, media and archive blobs. Created if missing.', (raw) => resolve(raw)),
   logLevel: setting('LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.', (raw) => {
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(raw)) throw new RangeError('unknown level');
     return raw;
@@ -100,6 +103,31 @@ export const CONFIG_SCHEMA = {
   metricsPort: setting('METRICS_PORT', '9464', 'Port of the separate Prometheus listener, or off.', text),
   metricsToken: setting('METRICS_TOKEN', '', 'Bearer token for /metrics (≥ 32 characters); when set, /metrics is also served on the main listener.', text),
   logRequests: setting('LOG_REQUESTS', 'false', 'Log one line per HTTP request (method, route pattern, status, time; never ids, keys or addresses).', bool),
+  // Backups (docs/backup-restore.md).
+  backupDir: setting(
+    'BACKUP_DIR',
+    'backups',
+    'Directory for database backups (scheduled ones and meshwhisper-node backup); a relative path is resolved against DATA_DIR, so the default is DATA_DIR/backups. Keep it on another disk in production.',
+    (raw, env) => {
+      if (raw.trim() === '') throw new RangeError('must not be empty');
+      return resolve(resolve(env.DATA_DIR ?? DEFAULT_DATA_DIR), raw);
+    },
+  ),
+  backupIntervalMs: setting('BACKUP_INTERVAL_HOURS', '24', 'Hours between the scheduled online backups of the database (0: no scheduled backups).', (raw) => int(0, 8760)(raw) * HOUR),
+  backupRetention: setting('BACKUP_RETENTION', '7', 'Backups kept in BACKUP_DIR (newest first); older ones are deleted after each successful backup.', int(1, 10_000)),
+  // Push wake (docs/push.md): each service is off until its credentials are set.
+  pushCoalesceMs: setting('PUSH_COALESCE_MS', String(DEFAULT_PUSH_COALESCE_MS), 'Milliseconds after a push wake during which further mail for the same offline device rings no new wake (one wake per burst).', int(0, 600_000)),
+  vapidPublicKey: setting('VAPID_PUBLIC_KEY', '', 'Web Push: VAPID public key, base64url of the 65-byte P-256 point (npx web-push generate-vapid-keys). Web Push is on when the three VAPID_* are set.', parseVapidPublicKey),
+  vapidPrivateKey: setting('VAPID_PRIVATE_KEY', '', 'Web Push: VAPID private key, base64url of 32 bytes (a secret).', parseVapidPrivateKey),
+  vapidSubject: setting('VAPID_SUBJECT', '', 'Web Push: operator contact sent to push services, a mailto: address or https: URL.', parseVapidSubject),
+  webPushAllowedHosts: setting('WEBPUSH_ALLOWED_HOSTS', DEFAULT_WEBPUSH_ALLOWED_HOSTS, 'Web Push: hosts a subscription endpoint may point at (comma-separated; *.domain for subdomains; * for any, which lets devices make the node POST anywhere).', parseHostPatterns),
+  apnsKeyFile: setting('APNS_KEY_FILE', '', 'APNs: path of the .p8 token-signing key. APNs is on when APNS_KEY_FILE, APNS_KEY_ID, APNS_TEAM_ID and APNS_BUNDLE_ID are set.', parseOptionalPath),
+  apnsKeyId: setting('APNS_KEY_ID', '', 'APNs: key id of the .p8 key (10 characters).', parseAppleId),
+  apnsTeamId: setting('APNS_TEAM_ID', '', 'APNs: Apple developer team id (10 characters).', parseAppleId),
+  apnsBundleId: setting('APNS_BUNDLE_ID', '', 'APNs: bundle id of the iOS app (the apns-topic).', parseBundleId),
+  apnsUrl: setting('APNS_URL', 'https://api.push.apple.com', 'APNs: provider API base URL (https://api.sandbox.push.apple.com for development builds).', parseHttpsUrl),
+  fcmServiceAccountFile: setting('FCM_SERVICE_ACCOUNT_FILE', '', 'FCM: path of the Firebase service-account JSON key. FCM is on when it is set.', parseOptionalPath),
+  fcmApiUrl: setting('FCM_API_URL', 'https://fcm.googleapis.com', 'FCM: HTTP v1 API base URL.', parseHttpsUrl),
 } as const;
 
 export type ConfigSchema = typeof CONFIG_SCHEMA;
@@ -111,11 +139,13 @@ export type NodeConfig = { readonly [K in keyof ConfigSchema]: ReturnType<Config
 /** Reads every setting from `env` (default: process.env); `overrides` win (tests). Throws NodeConfigError. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env, overrides: Partial<NodeConfig> = {}): NodeConfig {
   const out: Record<string, unknown> = {};
+  // Settings resolved against DATA_DIR (BACKUP_DIR) must see an overridden data directory too.
+  const parseEnv = overrides.dataDir === undefined ? env : { ...env, DATA_DIR: overrides.dataDir };
   for (const [key, s] of Object.entries(CONFIG_SCHEMA) as [string, Setting<unknown>][]) {
     if (key in overrides) continue;
     const raw = env[s.env] ?? s.default;
     try {
-      out[key] = s.parse(raw, env);
+      out[key] = s.parse(raw, parseEnv);
     } catch (e) {
       throw new NodeConfigError(s.env, e instanceof Error ? e.message : 'invalid value');
     }

@@ -1,6 +1,21 @@
 /** @meshwhisper/node: the MeshWhisper node as a library (the `meshwhisper-node` binary is bin.ts). */
 export { CONFIG_SCHEMA, NodeConfigError, NodeConfigErrorCode, loadConfig } from './config.js';
 export type { NodeConfig, Setting, UsernamePolicy } from './config.js';
+export {
+  BACKUP_USAGE,
+  BackupError,
+  BackupErrorCode,
+  DEFAULT_BACKUP_INTERVAL_MS,
+  DEFAULT_BACKUP_RETENTION,
+  backupDatabase,
+  backupDatabaseFile,
+  listBackups,
+  pruneBackups,
+  restoreDatabase,
+  runBackupCli,
+  scheduleBackups,
+} from './backup.js';
+export type { BackupCliDefaults, BackupInfo, BackupOptions, BackupResult, BackupSchedule, BackupScheduleOptions, CliIo, RestoreOptions, RestoreResult } from './backup.js';
 export { ANONYMOUS_SOCKET_PATH, DATABASE_FILE, createNode } from './node.js';
 export type { CreateNodeOptions, MeshWhisperNode } from './node.js';
 export { NODE_KEY_FILE, NodeKey, loadOrCreateNodeKey } from './node-key.js';
@@ -8,3 +23,4 @@ export { REQUIRED_PRAGMAS, migrate, openDatabase, pragmasInForce } from './store
 export { MIGRATIONS } from './store/migrations.js';
 export { Store } from './store/store.js';
 export { deliveryTokenHash } from './mailbox/send.js';
+export type { PushTestOptions } from './push/setup.js';

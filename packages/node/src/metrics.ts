@@ -173,17 +173,17 @@ export class NodeMetrics {
   });
   readonly pushSent = new Counter({
     name: 'meshwhisper_push_sent_total',
-    help: 'Wake-up push notifications handed to a push service (not yet built: stays 0)',
+    help: 'Push wakes accepted by a push service (Web Push, APNs, FCM), one per burst per offline device',
     registers: [this.registry],
   });
   readonly pushFailed = new Counter({
     name: 'meshwhisper_push_failed_total',
-    help: 'Push notifications a push service refused or that timed out (not yet built: stays 0)',
+    help: 'Push wakes given up: refused by the push service, retries exhausted, or dropped (queue full, shutdown)',
     registers: [this.registry],
   });
   readonly pushPruned = new Counter({
     name: 'meshwhisper_push_pruned_total',
-    help: 'Push endpoints deleted because the push service reported them gone (not yet built: stays 0)',
+    help: 'Push endpoints deleted because the push service reported them gone (404/410, APNs Unregistered, FCM UNREGISTERED)',
     registers: [this.registry],
   });
   readonly backups = new Counter({
@@ -200,7 +200,7 @@ export class NodeMetrics {
   });
   readonly backupLastSuccess = new Gauge({
     name: 'meshwhisper_backup_last_success_timestamp_seconds',
-    help: 'Unix time of the last successful database backup (0: none since start)',
+    help: 'Unix time of the last successful database backup (at start: the newest backup found in BACKUP_DIR; 0: none)',
     registers: [this.registry],
   });
 

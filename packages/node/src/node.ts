@@ -15,6 +15,8 @@ import type { CryptoContext } from '@meshwhisper/crypto';
 import { createContext, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, ProtocolError, httpErrorBody } from '@meshwhisper/protocol';
 import { ChallengeIssuer } from './auth.js';
+import { listBackups, scheduleBackups } from './backup.js';
+import type { BackupSchedule, BackupScheduleOptions } from './backup.js';
 import type { NodeConfig } from './config.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
@@ -28,6 +30,9 @@ import { blobRoutes, removeMediaFiles } from './routes/blobs.js';
 import { keyRoutes } from './routes/keys.js';
 import { mailboxRoutes } from './routes/mailbox.js';
 import { usernameRoutes } from './routes/usernames.js';
+import { pushRoutes } from './routes/push.js';
+import { createPush } from './push/setup.js';
+import type { NodePush, PushTestOptions } from './push/setup.js';
 import type { NodeServices } from './services.js';
 import { AnonymousConnection } from './socket/anonymous.js';
 import { WS_MAX_PAYLOAD } from './socket/connection.js';
@@ -53,6 +58,14 @@ export interface CreateNodeOptions {
   readonly logStream?: Writable;
   /** Prometheus metrics (default on). */
   readonly metrics?: boolean;
+  /**
+   * TEST ONLY: replaces the backup schedule's interval (BACKUP_INTERVAL_HOURS is whole hours;
+   * scheduleBackups accepts ≥ 1000 ms) and timer functions, so tests can run the schedule in
+   * seconds or fire it by hand. Ignored when BACKUP_INTERVAL_HOURS is 0.
+   */
+  readonly backupSchedule?: Pick<BackupScheduleOptions, 'intervalMs' | 'setTimer' | 'clearTimer'>;
+  /** TEST ONLY: trust a test CA for the push services and shorten push retry delays (docs/push.md). */
+  readonly push?: PushTestOptions;
 }
 
 export interface MeshWhisperNode extends AsyncDisposable {
@@ -82,6 +95,26 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const metrics = options.metrics === false ? undefined : new NodeMetrics();
   const hub = new DeliveryHub();
   const issuer = new ChallengeIssuer(ctx, nodeKey);
+  let push: NodePush;
+  try {
+    push = createPush(config, {
+      ctx,
+      store,
+      events: {
+        sent: () => metrics?.pushSent.inc(),
+        // The service and a status or fixed reason word only: never a token, endpoint or mailbox.
+        failed: (service, reason) => {
+          metrics?.pushFailed.inc();
+          app.log.warn({ service, reason }, 'push wake failed');
+        },
+        pruned: () => metrics?.pushPruned.inc(),
+      },
+      ...(options.push ? { test: options.push } : {}),
+    });
+  } catch (e) {
+    store.close();
+    throw e;
+  }
   const sender = new SendService(
     ctx,
     store,
@@ -93,6 +126,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       rejected: (reason) => metrics?.envelopeRejected(reason),
       evicted: (n) => metrics?.envelopesEvicted.inc(n),
       storageFailed: (e) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'group commit failed'),
+      storedOffline: (mailbox) => push.waker.notify(mailbox),
     },
   );
   let shuttingDown = false;
@@ -152,6 +186,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   await app.register(usernameRoutes(services));
   await app.register(blobRoutes(services));
   await app.register(accountRoutes(services));
+  await app.register(pushRoutes(services, push));
 
   // ── WebSockets ──
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
@@ -234,6 +269,36 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   }, config.sweepIntervalMs);
   timer.unref();
 
+  // ── Scheduled backups (docs/backup-restore.md) ──
+  // Through the node's own connection: its writes are folded into the copy, and the copy is
+  // checked in a worker thread, so serving goes on meanwhile.
+  if (metrics) {
+    // The last-success gauge would read 0 for a whole interval after every restart (and fire the
+    // staleness alert of docs/backup-restore.md): start it from the newest backup on disk.
+    const newest = (await listBackups(config.backupDir).catch(() => []))[0];
+    if (newest !== undefined) metrics.backupLastSuccess.set(Math.floor(newest.createdAt.getTime() / 1000));
+  }
+  const backups: BackupSchedule | undefined =
+    config.backupIntervalMs === 0
+      ? undefined
+      : scheduleBackups({
+          db: store.db,
+          dir: config.backupDir,
+          retention: config.backupRetention,
+          intervalMs: config.backupIntervalMs,
+          ...options.backupSchedule,
+          onResult: (r) => {
+            if (r.ok) {
+              metrics?.backupFinished('success', r.backup.durationMs / 1000);
+              app.log.info({ backup: r.backup.name, bytes: r.backup.bytes, durationMs: Math.round(r.backup.durationMs), pruned: r.backup.pruned.length }, 'database backup written');
+            } else {
+              metrics?.backupFinished('failure');
+              // The code only: messages carry file-system paths and SQLite text.
+              app.log.error({ code: r.error.code }, 'database backup failed');
+            }
+          },
+        });
+
   let metricsServer: MetricsServer | undefined;
   let closing: Promise<void> | undefined;
 
@@ -242,7 +307,11 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       shuttingDown = true;
       clearInterval(timer);
       clearInterval(heartbeat);
+      // No new backup from now on; one already running finishes before the database closes.
+      const backupsStopped = backups?.stop();
       await sender.close();
+      // Retries pending are dropped and requests in flight aborted: a lost wake only delays delivery.
+      await push.close();
       // Device connections: every unacknowledged envelope is still stored and will be redelivered.
       for (const ws of wss.clients) ws.close(1001, 'node shutting down');
       const grace = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());
@@ -250,6 +319,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       for (const ws of wss.clients) ws.terminate();
       wss.close();
       await metricsServer?.close();
+      await backupsStopped;
       store.close();
     })());
 

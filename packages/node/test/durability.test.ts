@@ -2,7 +2,7 @@
 // WebSocket while the node process is SIGKILLed at seeded points and restarted on the same
 // DATA_DIR. Every envelope the node acknowledged must be delivered after the restarts, and each
 // exactly once after client-side dedup by message id. Seed: MW_DURABILITY_SEED (printed).
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,6 +26,7 @@ import {
   signDeviceAuth,
 } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
+import { buildNodeDist } from './build-dist.js';
 import { TestDevice, ctx, generousLimits } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
@@ -97,9 +98,9 @@ async function register(port: number, d: TestDevice): Promise<void> {
   if (res.status !== 200) throw new Error(`register: ${res.status} ${await res.text()}`);
 }
 
-beforeAll(() => {
-  // The child runs the built node (dist/), like `npm start`.
-  execFileSync('npx', ['tsc', '-b', 'packages/node'], { cwd: root, stdio: 'inherit' });
+beforeAll(async () => {
+  // The child runs the built node (dist/), like `npm start` (one build at a time across test files).
+  await buildNodeDist();
   dataDir = mkdtempSync(join(tmpdir(), 'mw-durability-'));
 }, 180_000);
 

@@ -139,7 +139,11 @@ describe('KDF parameters', () => {
     const p = createArchiveKdfParams(ctxFor('03'), SMALL);
     const enc = encodeArchiveKeySource({ kind: 'passphrase', params: p });
     expect(toHex(enc)).toBe(`02${'00000040'}${'00000001'}01${toHex(p.salt)}`);
-    expect(decodeArchiveKeySource(enc)).toEqual({ kind: 'passphrase', params: p });
+    expect(decodeArchiveKeySource(enc, { allowWeakParams: true })).toEqual({ kind: 'passphrase', params: p });
+    // A record with costs below the floor (as a lying node could serve) is refused by default.
+    expect(codeOf(() => decodeArchiveKeySource(enc))).toBe(CryptoErrorCode.WEAK_KDF_PARAMS);
+    const strong = createArchiveKdfParams(ctxFor('04'));
+    expect(decodeArchiveKeySource(encodeArchiveKeySource({ kind: 'passphrase', params: strong }))).toEqual({ kind: 'passphrase', params: strong });
     expect(toHex(encodeArchiveKeySource({ kind: 'recovery-key' }))).toBe('01');
     expect(decodeArchiveKeySource(Uint8Array.of(1))).toEqual({ kind: 'recovery-key' });
   });

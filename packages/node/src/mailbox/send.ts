@@ -27,6 +27,8 @@ export interface SendEvents {
   evicted?(n: number): void;
   /** A group commit failed as a whole (disk full, I/O error): every sender in it got UNAVAILABLE. */
   storageFailed?(error: unknown): void;
+  /** Durable mail was committed for a mailbox with no live connection (push wake); never for ephemeral sends. */
+  storedOffline?(mailbox: Uint8Array): void;
 }
 
 /** Durable envelopes per group commit: bounds one transaction's lock time and memory. */
@@ -155,7 +157,7 @@ export class SendService {
         this.events.storageFailed?.(e);
         return;
       }
-      const woken = new Set<string>();
+      const woken = new Map<string, Uint8Array>();
       results.forEach((r, i) => {
         const p = batch[i]!;
         if (!r.ok) {
@@ -166,9 +168,12 @@ export class SendService {
         if ((r.value as number) > 0) this.events.evicted?.(r.value as number);
         this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
         p.resolve(create(SendResultSchema, { id: p.id, deliveredLive: this.hub.isLive(p.mailboxKey) }));
-        woken.add(p.mailboxKey);
+        woken.set(p.mailboxKey, p.mailbox);
       });
-      for (const k of woken) this.hub.wake(k);
+      for (const [k, mailbox] of woken) {
+        if (this.hub.isLive(k)) this.hub.wake(k);
+        else this.events.storedOffline?.(mailbox);
+      }
     } finally {
       this.#inFlight--;
       this.#checkIdle();

@@ -103,4 +103,22 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'archive key-source record (public bootstrap data for a fresh device)',
     sql: `ALTER TABLE archives ADD COLUMN key_source BLOB;`,
   },
+  {
+    version: 3,
+    name: 'push endpoints (one per device; removed with the device)',
+    sql: `
+      -- token: the Web Push endpoint URL, the APNs device token (hex) or the FCM registration
+      -- token. p256dh/auth: Web Push only. apns_mode: APNs only. The foreign key removes the row
+      -- in the same transaction that deletes the device (DELETE /v1/device, /v1/account).
+      CREATE TABLE push_registrations (
+        mailbox BLOB PRIMARY KEY REFERENCES devices (mailbox) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('webpush', 'apns', 'fcm')),
+        token TEXT NOT NULL,
+        p256dh BLOB,
+        auth BLOB,
+        apns_mode TEXT CHECK (apns_mode IS NULL OR apns_mode IN ('background', 'alert')),
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
