@@ -21,6 +21,7 @@ import {
   hasSession,
   initiateSession,
   issueDeviceCertificate,
+  MAX_SEALED_CONTENT_LENGTH,
   mailboxIdOf,
   openSealedMessage,
   rotatePreKeys,
@@ -53,12 +54,20 @@ import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import { DeviceConnection } from './connection.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { NodeApi } from './node-api.js';
+import type { PushInfo, PushRegistrationInput } from './push.js';
+import { pushInfo, registerPush, unregisterPush } from './push.js';
 
 /** Content schema version this SDK writes and understands. */
 export const CONTENT_VERSION = 1;
 /** One-time X25519 and KEM prekeys kept on the node; replenished when fewer remain than the low-water mark. */
 export const PREKEY_BATCH = 50;
 export const PREKEY_LOW_WATER = 20;
+/**
+ * Upper bound on what the session layer adds to a content message (PQXDH header on first contact
+ * 1309 bytes + ratchet overhead 85): content larger than MAX_SEALED_CONTENT_LENGTH minus this
+ * could not be sealed.
+ */
+const SESSION_OVERHEAD_BOUND = 1309 + 85 + 64;
 /** Bytes of this device's delivery token (the node accepts 16–64). */
 export const DELIVERY_TOKEN_LENGTH = 32;
 
@@ -395,7 +404,11 @@ export class MeshWhisper {
     // The outbox is keyed per recipient device, since one message fans out to several.
     const outboxKey = `${id}:${toHex(mailboxId)}`;
     const tracked = body?.case === 'text' || body?.case === 'binary';
-    await sealMessage(this.#ctx, this.#storage, address, toBinary(ContentSchema, content), {
+    const plaintext = toBinary(ContentSchema, content);
+    if (plaintext.length > MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message of ${plaintext.length} bytes is too large (at most ${MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND}); send files as media`);
+    }
+    await sealMessage(this.#ctx, this.#storage, address, plaintext, {
       persist: async (tx, envelope) => {
         const item = new Uint8Array(32 + envelope.length);
         item.set(mailboxId);
@@ -463,6 +476,23 @@ export class MeshWhisper {
       await stx.setItem(Table.Sent, id, Uint8Array.of(next));
       return true;
     });
+  }
+
+  // ── Push wake (docs/push.md, docs/api-push.md) ────────────────────────────────────────────
+
+  /** Sets where the node rings this device when mail arrives while it is offline (replaces any earlier endpoint). */
+  async registerPush(registration: PushRegistrationInput): Promise<void> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    await registerPush(this.#api, this.#identity, registration);
+  }
+  /** Removes this device's push endpoint (no error when none was registered). */
+  async unregisterPush(): Promise<void> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    await unregisterPush(this.#api, this.#identity);
+  }
+  /** Which push services the node can ring, and its VAPID key (the browser's applicationServerKey). */
+  pushInfo(): Promise<PushInfo> {
+    return pushInfo(this.#api);
   }
 
   // ── Usernames (docs/spec/node-protocol.md §7) ─────────────────────────────────────────────

@@ -257,4 +257,12 @@ describe('SDK client against a real node', () => {
     await c.claimUsername('restarted');
     await c.close();
   });
+
+  it('a payload too large for one sealed envelope is refused with a typed error and nothing is queued', async () => {
+    const a = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const b = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), connect: false });
+    await expect(a.sendBinary(b.mailboxId, new Uint8Array(300 * 1024))).rejects.toMatchObject({ name: 'SdkError', code: 'MW_SDK_INVALID_ARGUMENT' });
+    expect(await a.flushOutbox()).toBe(0);
+    await Promise.all([a.close(), b.close()]);
+  });
 });
