@@ -15,6 +15,7 @@ import type { CryptoContext } from '@meshwhisper/crypto';
 import { createContext, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, ProtocolError, httpErrorBody } from '@meshwhisper/protocol';
 import { ChallengeIssuer } from './auth.js';
+import { originAllowed, registerCors } from './cors.js';
 import { listBackups, scheduleBackups } from './backup.js';
 import type { BackupSchedule, BackupScheduleOptions } from './backup.js';
 import type { NodeConfig } from './config.js';
@@ -172,6 +173,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(httpErrorBody(ErrorCode.NOT_FOUND, 'no such endpoint')));
 
+  registerCors(app, config.corsOrigins);
   await app.register(rateLimitPlugin, { limiter, trustProxy: config.trustProxy, onLimited: (bucket) => metrics?.rateLimitedBy(bucket) });
   if (metrics) {
     metrics.setSources({
@@ -193,6 +195,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const frameLog = { warn: (obj: object, msg: string) => app.log.warn(obj, msg) };
   const deliveryWindow = config.deliveryWindow;
   const alive = new WeakSet<WebSocket>();
+  const hasCorsList = config.corsOrigins === '*' || config.corsOrigins.size > 0;
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0];
     const refuse = (status: string, code: ErrorCode, message: string): void => {
@@ -201,6 +204,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     };
     if (path !== DEVICE_SOCKET_PATH && path !== ANONYMOUS_SOCKET_PATH) return refuse('404 Not Found', ErrorCode.NOT_FOUND, 'no such endpoint');
     if (shuttingDown) return refuse('503 Service Unavailable', ErrorCode.UNAVAILABLE, 'node is shutting down');
+    if (!originAllowed(config.corsOrigins, req.headers.origin) && hasCorsList) return refuse('403 Forbidden', ErrorCode.FORBIDDEN, 'origin not allowed (CORS_ORIGINS)');
     const key = clientKey(clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], config.trustProxy));
     const decision = limiter.take('ws-upgrade', key);
     if (!decision.allowed) {
