@@ -27,6 +27,7 @@ commands:
         --namespace NAME      username namespace, NAME or NAME:signed|last-writer-wins
         --push LIST           webpush,apns,fcm or none (default webpush)
         --contact ADDRESS     VAPID_SUBJECT: e-mail or https: URL (default admin@<url host>)
+        --app node|browser    also an SDK skeleton app in app/ that sends a first message
         --force               overwrite existing files
   doctor [url]          check DNS, TLS, /health, /ready, clock, WebSocket upgrade, metrics,
                         push credentials; disk and backups with --data-dir. Exit 1 on any FAIL.
@@ -49,6 +50,7 @@ commands:
 
 examples:
   meshwhisper init my-chat --yes --url https://chat.example.com --push webpush,apns
+  meshwhisper init demo --yes --namespace demo --app node   # then: node app/index.mjs
   cd my-chat && docker compose up -d
   meshwhisper doctor https://chat.example.com --env .env
   meshwhisper doctor --data-dir /var/lib/docker/volumes/my-chat_meshwhisper-data/_data --json
@@ -168,6 +170,7 @@ async function init(args: readonly string[], io: CliIo): Promise<number> {
   );
   for (const f of r.files) io.out(`${f.overwritten ? 'overwrote' : 'created'}  ${f.path}${f.mode === 0o600 ? '  (0600, secret)' : ''}`);
   io.out(`\nDeployment for ${r.url} in ${r.dir}. Next: read README.md there, then \`docker compose up -d\` and \`meshwhisper doctor ${r.url} --env .env\`.`);
+  if (r.app !== undefined) io.out(`First message: README.md § First message (${r.app === 'node' ? '`cd app && npm install && node index.mjs`' : '`cd app && npm install && npm run build && npm start`'}).`);
   return 0;
 }
 

@@ -46,3 +46,14 @@ export const BACKUP_FAIL_AGE_MS = 2 * 24 * 3600 * 1000;
 export const SECRET_FILE_MODE = 0o600;
 /** Directories holding secrets. */
 export const SECRET_DIR_MODE = 0o700;
+
+/**
+ * How long the generated skeleton app waits for its first message before it gives up with
+ * advice. Over a healthy node the message arrives within a second; half a minute also covers a
+ * node under load and the SDK's retries (429/503 back-off), while a broken WebSocket path
+ * (a proxy dropping the Upgrade header) still ends in a clear error instead of a hang.
+ */
+export const APP_FIRST_MESSAGE_TIMEOUT_MS = 30_000;
+
+/** Port of the browser skeleton's dev server (`node serve.mjs`): Vite's default, rarely taken. */
+export const APP_DEV_SERVER_PORT = 5173;

@@ -9,7 +9,7 @@ export const CliErrorCode = {
   INVALID_VALUE: 'MW_CLI_INVALID_VALUE',
   /** A file the command needs (e.g. the node's .env) cannot be read. Exit code 1. */
   NOT_FOUND: 'MW_CLI_NOT_FOUND',
-  /** A feature that is not available yet (e.g. `init --app`, pending the SDK). Exit code 2. */
+  /** A feature that is not available in this version. Exit code 2. */
   UNSUPPORTED: 'MW_CLI_UNSUPPORTED',
 } as const;
 export type CliErrorCode = (typeof CliErrorCode)[keyof typeof CliErrorCode];

@@ -135,9 +135,9 @@ describe('init --yes', () => {
     expect((await cli('init', dir, '--yes', '--push', 'webpush,pager')).code).toBe(2);
     expect((await cli('init', dir, '--yes', '--url', 'ftp://x')).code).toBe(2);
     expect((await cli('init', dir, '--yes', '--contact', 'not a contact')).code).toBe(2);
-    const app = await cli('init', dir, '--yes', '--app', 'node');
+    const app = await cli('init', dir, '--yes', '--app', 'python');
     expect(app.code).toBe(2);
-    expect(app.err).toMatch(/MW_CLI_UNSUPPORTED: --app node/);
+    expect(app.err).toMatch(/MW_CLI_INVALID_VALUE: --app: unknown skeleton app "python" \(use node, browser, none\)/);
     expect(existsSync(dir)).toBe(false);
   });
 
@@ -164,8 +164,10 @@ describe('init --yes', () => {
     const answers = ['https://chat.example.org', 'team', 'webpush,fcm', 'ops@example.org'];
     const c = captureIo({ stdinIsTTY: true, ask: async (q) => (questions.push(q), answers.shift() ?? '') });
     const r = await runInit({ dir }, c.io);
-    expect(questions).toHaveLength(4);
+    expect(questions).toHaveLength(5);
     expect(questions[3]).toContain('[mailto:admin@chat.example.org]');
+    expect(questions[4]).toMatch(/Skeleton app .*\(node, browser, none\) \[none\]/); // answered '': no app
+    expect(existsSync(join(dir, 'app'))).toBe(false);
     expect(r).toMatchObject({ url: 'https://chat.example.org', namespace: 'team', push: ['webpush', 'fcm'] });
     expect(readEnv(dir).get('USERNAME_NAMESPACES')).toBe('team:signed');
     expect(readEnv(dir).get('VAPID_SUBJECT')).toBe('mailto:ops@example.org');
