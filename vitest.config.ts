@@ -11,6 +11,7 @@ export default defineConfig({
       { find: /^@meshwhisper\/crypto\/testing$/, replacement: src('crypto').replace(/index\.ts$/, 'testing.ts') },
       { find: /^@meshwhisper\/crypto$/, replacement: src('crypto') },
       { find: /^@meshwhisper\/protocol$/, replacement: src('protocol') },
+      { find: /^@meshwhisper\/sdk\/service-worker$/, replacement: src('sdk').replace(/index\.ts$/, 'service-worker.ts') },
       { find: /^@meshwhisper\/sdk$/, replacement: src('sdk') },
       { find: /^@meshwhisper\/node$/, replacement: src('node') },
       { find: /^@meshwhisper\/cli$/, replacement: src('cli') },

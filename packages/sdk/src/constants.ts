@@ -43,3 +43,22 @@ export const APP_KEY_MAX_BYTES = 512;
  * client stores is a sealed envelope, far below this. Bigger data belongs in a blob store.
  */
 export const APP_VALUE_MAX_BYTES = 1024 * 1024;
+
+// ── Push wake in a service worker (docs/api-push.md) ────────────────────────────────────────
+
+/**
+ * How long a service worker woken by a push spends connecting and fetching before it shows what
+ * it has (default of handlePush's `timeoutMs`), and the bound on the app's notification callback.
+ * A wake should turn into a notification within seconds; 20 s covers a slow mobile connect, the
+ * key check and a backlog, and stays far below the minutes a browser lets a push event's
+ * waitUntil() run before it gives up and shows its own "site updated in the background" notice.
+ */
+export const SW_PUSH_TIMEOUT_MS = 20_000;
+
+/**
+ * The notification shown when the app's callback fails, returns nothing, or nothing could be
+ * fetched: browsers require a visible notification for every push (userVisibleOnly). Its tag makes
+ * repeated generic notifications replace each other instead of piling up.
+ */
+export const GENERIC_NOTIFICATION_TITLE = 'New message';
+export const GENERIC_NOTIFICATION_TAG = 'meshwhisper-wake';

@@ -15,3 +15,4 @@ export type { ConnectionState, WebSocketConstructor, WebSocketLike } from './cli
 export type { AppStore, AppItem, ListItemsOptions, StorageTx } from './storage/types.js';
 export { asStorageTx, isStorageTx } from './storage/types.js';
 export { APP_TABLE_MAX_BYTES, APP_KEY_MAX_BYTES, APP_VALUE_MAX_BYTES } from './constants.js';
+export type { PushInfo, PushRegistrationInput, WebPushSubscriptionInput } from './client/push.js';

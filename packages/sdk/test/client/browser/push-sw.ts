@@ -1,0 +1,48 @@
+/**
+ * The service worker of sw-browser.test.ts, built from `@meshwhisper/sdk/service-worker` exactly
+ * as an app would: on a wake push it opens the page's IndexedDB storage, fetches and decrypts, and
+ * the app's callback (below) reports what it got to the page and returns the notification. The
+ * callback throws when a message says "make the callback throw", to show the generic fallback.
+ */
+import { openIndexedDbStorage } from '../../../src/index.js';
+import type { ServiceWorkerScopeLike } from '../../../src/service-worker.js';
+import { installPushHandler } from '../../../src/service-worker.js';
+
+export const SW_DB = 'sw-e2e-device';
+
+export interface SwReport {
+  readonly texts: string[];
+  readonly from: string[];
+  readonly undecryptable: number;
+  readonly error?: string;
+  readonly timedOut: boolean;
+}
+
+interface SwGlobal extends ServiceWorkerScopeLike {
+  readonly location: Location;
+  readonly clients: { matchAll(o: { includeUncontrolled: boolean; type: 'window' }): Promise<{ postMessage(m: unknown): void }[]> };
+  skipWaiting(): Promise<void>;
+  addEventListener(type: string, listener: (event: never) => void): void;
+}
+const sw = self as unknown as SwGlobal;
+
+sw.addEventListener('install', () => void sw.skipWaiting());
+
+installPushHandler(sw, {
+  node: sw.location.origin,
+  namespace: 'sw-e2e',
+  openStorage: () => openIndexedDbStorage({ name: SW_DB }),
+  timeoutMs: 15_000,
+  async showNotification(messages, wake) {
+    const report: SwReport = {
+      texts: messages.map((m) => m.text ?? ''),
+      from: messages.map((m) => m.from),
+      undecryptable: wake.undecryptable.length,
+      ...(wake.error !== undefined ? { error: String(wake.error) } : {}),
+      timedOut: wake.timedOut,
+    };
+    for (const c of await sw.clients.matchAll({ includeUncontrolled: true, type: 'window' })) c.postMessage(report);
+    if (messages.some((m) => m.text === 'make the callback throw')) throw new Error('app bug');
+    return { title: `${messages.length} new message${messages.length === 1 ? '' : 's'}`, options: { body: report.texts.join('\n'), tag: 'sw-e2e' } };
+  },
+});

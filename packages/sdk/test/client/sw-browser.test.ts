@@ -1,0 +1,202 @@
+/**
+ * The push wake end to end into a REAL service worker: headless Chromium runs a page whose client
+ * (IndexedDB storage) registers a Web Push subscription with a real node started here and goes
+ * offline, and a service worker built from `@meshwhisper/sdk/service-worker` (esbuild bundle of
+ * browser/push-sw.ts). A client in this Node process sends to the page's device; the node rings
+ * the local HTTPS push endpoint (webpush-endpoint.ts); the test, playing the push service, decrypts
+ * the RFC 8291 body with the subscription key and delivers the plaintext to the worker through the
+ * DevTools protocol (`ServiceWorker.deliverPushMessage`). The worker opens the shared IndexedDB,
+ * connects, decrypts, and the app's callback reports the message text to the page and returns the
+ * notification, which the page then finds in `registration.getNotifications()`.
+ *
+ * The page, the worker and the node share one origin through a reverse proxy (the node has no CORS
+ * yet; see browser-e2e.test.ts).
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import type { BrowserContext, CDPSession, Page } from 'playwright-core';
+import { chromium } from 'playwright-core';
+import webpush from 'web-push';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNode, loadConfig } from '@meshwhisper/node';
+import type { MeshWhisperNode } from '@meshwhisper/node';
+import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
+import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE } from '../../src/service-worker.js';
+import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
+import type { SwReport } from './browser/push-sw.js';
+import type { SameOriginProxy } from './browser/same-origin-proxy.js';
+import { sameOriginProxy } from './browser/same-origin-proxy.js';
+import type { SwPageApi } from './browser/sw-page.js';
+import type { PushEndpoint, TestSubscription } from './webpush-endpoint.js';
+import { decryptWebPush, settle, startPushEndpoint, subscription } from './webpush-endpoint.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+const chromiumRequired = process.env.MW_REQUIRE_CHROMIUM === '1';
+if (!hasChromium && !chromiumRequired) {
+  console.warn(
+    `\n${'!'.repeat(100)}\n!!! SKIPPING the service worker push test: ${CHROMIUM} is missing.\n` +
+      `!!! Install it (apt-get install -y chromium); .ci/run does so and sets MW_REQUIRE_CHROMIUM=1.\n${'!'.repeat(100)}\n`,
+  );
+}
+
+const repo = fileURLToPath(new URL('../../../../', import.meta.url));
+const COALESCE_MS = 300;
+
+async function bundle(entry: string, format: 'esm' | 'iife'): Promise<string> {
+  const out = await build({
+    entryPoints: [fileURLToPath(new URL(entry, import.meta.url))],
+    bundle: true,
+    write: false,
+    platform: 'browser',
+    format,
+    target: 'es2022',
+    // The sources, as vitest uses them: a stale dist/ must not be what the browser runs.
+    alias: {
+      '@meshwhisper/crypto': join(repo, 'packages/crypto/src/index.ts'),
+      '@meshwhisper/protocol': join(repo, 'packages/protocol/src/index.ts'),
+    },
+    logLevel: 'error',
+  });
+  return out.outputFiles[0]!.text;
+}
+
+describe.skipIf(!hasChromium && !chromiumRequired)('service worker push wake in headless Chromium, through a real node', () => {
+  const work = mkdtempSync(join(tmpdir(), 'mw-sdk-sw-'));
+  const vapid = webpush.generateVAPIDKeys();
+  let push: PushEndpoint | undefined;
+  let node: MeshWhisperNode | undefined;
+  let proxy: SameOriginProxy | undefined;
+  let browser: BrowserContext | undefined;
+  let page: Page | undefined;
+  let cdp: CDPSession | undefined;
+  let nodeClient: MeshWhisper | undefined;
+  let sub: TestSubscription | undefined;
+  let pageMailbox: Buffer | undefined;
+  let registrationId = '';
+  const registrations = new Map<string, string>(); // scope URL → registration id
+  const pageErrors: string[] = [];
+
+  const call = <R, A>(fn: (api: SwPageApi, arg: A) => Promise<R> | R, arg: A): Promise<R> =>
+    page!.evaluate(
+      // page.evaluate serialises this function's source: it cannot close over anything here.
+      ([src, a]) => (new Function('api', 'a', `return (${src})(api, a)`) as (api: unknown, a: unknown) => Promise<R>)((window as unknown as { __mwPush: unknown }).__mwPush, a),
+      [fn.toString(), arg] as const,
+    ) as Promise<R>;
+
+  /** Plays the push service: takes the node's next wake, decrypts it, hands the plaintext to the worker. */
+  async function relayNextWake(): Promise<string> {
+    await push!.waitForWakes(1, 15_000);
+    const w = push!.wakes.shift()!;
+    expect(w.path).toBe('/wake/page');
+    const data = decryptWebPush(w.body, sub!);
+    await cdp!.send('ServiceWorker.deliverPushMessage', { origin: new URL(proxy!.url).origin, registrationId, data });
+    return data;
+  }
+
+  beforeAll(async () => {
+    if (!hasChromium) throw new Error(`MW_REQUIRE_CHROMIUM=1 but ${CHROMIUM} is missing: apt-get install -y chromium`);
+    const [pageJs, swJs] = await Promise.all([bundle('./browser/sw-page.ts', 'esm'), bundle('./browser/push-sw.ts', 'iife')]);
+    push = await startPushEndpoint();
+    node = await createNode(
+      loadConfig({
+        PORT: '0',
+        HOST: '127.0.0.1',
+        DATA_DIR: join(work, 'node'),
+        METRICS_PORT: 'off',
+        LOG_LEVEL: 'silent',
+        RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,ws-upgrade=100:1000,directory-write=100:1000',
+        VAPID_PUBLIC_KEY: vapid.publicKey,
+        VAPID_PRIVATE_KEY: vapid.privateKey,
+        VAPID_SUBJECT: 'mailto:ops@example.org',
+        WEBPUSH_ALLOWED_HOSTS: '127.0.0.1',
+        PUSH_COALESCE_MS: String(COALESCE_MS),
+      }),
+      { metrics: false, push: { ca: push.cert, retryDelayMs: () => 20 } },
+    );
+    const nodePort = (await node.listen()).port;
+    proxy = await sameOriginProxy(nodePort, {
+      '/': ['text/html', '<!doctype html><meta charset="utf-8"><title>loading</title><script type="module" src="/sw-page.js"></script>'],
+      '/sw-page.js': ['text/javascript', pageJs],
+      '/push-sw.js': ['text/javascript', swJs],
+    });
+
+    browser = await chromium.launchPersistentContext(join(work, 'chromium'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    await browser.grantPermissions(['notifications'], { origin: proxy.url });
+    const p = (page = browser.pages()[0] ?? (await browser.newPage()));
+    p.on('pageerror', (e) => pageErrors.push(String(e)));
+    cdp = await browser.newCDPSession(p);
+    cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string; isDeleted: boolean }[] }) => {
+      for (const r of e.registrations) {
+        if (r.isDeleted) registrations.delete(r.scopeURL);
+        else registrations.set(r.scopeURL, r.registrationId);
+      }
+    });
+    await cdp.send('ServiceWorker.enable');
+    await p.goto(`${proxy.url}/`);
+    await p.waitForFunction(() => document.title === 'ready', undefined, { timeout: 30_000 });
+
+    nodeClient = await MeshWhisper.create({ node: `http://127.0.0.1:${nodePort}`, namespace: 'sw-e2e', storage: await openSqliteStorage({ path: join(work, 'node-client.db') }) });
+  }, 120_000);
+
+  afterAll(async () => {
+    await nodeClient?.close().catch(() => undefined);
+    await browser?.close().catch(() => undefined);
+    await proxy?.close();
+    await node?.close();
+    await push?.close();
+    rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it('the service worker is active, and the DevTools protocol names its registration', async () => {
+    const scope = await call((api) => api.registerServiceWorker(), null);
+    expect(scope).toBe(`${proxy!.url}/`);
+    for (let i = 0; i < 100 && !registrations.has(scope); i++) await settle(20);
+    registrationId = registrations.get(scope) ?? '';
+    expect(registrationId).not.toBe('');
+  });
+
+  it('the page registers its device for Web Push and goes offline', async () => {
+    sub = subscription(`${push!.url}/wake/page`);
+    const device = await call((api, s) => api.registerDevice('sw-e2e-device', s) /* the worker opens the same IndexedDB (push-sw.ts SW_DB) */, sub.json);
+    expect(device.mailboxId).toMatch(/^[0-9a-f]{64}$/);
+    pageMailbox = Buffer.from(device.mailboxId, 'hex');
+  });
+
+  it('mail to the offline device → one wake → the worker fetches and decrypts → the app callback gets the text; its notification is shown', async () => {
+    push!.wakes.length = 0;
+    await nodeClient!.sendText(pageMailbox!, 'hello, sleeping page');
+    expect(await relayNextWake()).toBe(PUSH_WAKE_PAYLOAD);
+    const [report] = await call((api) => api.reports(1, 30_000), null);
+    expect(report).toEqual<SwReport>({ texts: ['hello, sleeping page'], from: [nodeClient!.address], undecryptable: 0, timedOut: false });
+    let shown: { title: string; body: string; tag: string }[] = [];
+    for (let i = 0; i < 100 && shown.length === 0; i++) {
+      shown = await call((api) => api.notifications(), null);
+      if (shown.length === 0) await settle(50);
+    }
+    expect(shown).toContainEqual({ title: '1 new message', body: 'hello, sleeping page', tag: 'sw-e2e' });
+    expect(push!.wakes).toHaveLength(0); // exactly one wake for that mail
+  });
+
+  it('the worker resumes the same session next time; a throwing app callback still shows the generic notification', async () => {
+    await settle(COALESCE_MS + 50);
+    await nodeClient!.sendText(pageMailbox!, 'make the callback throw');
+    await relayNextWake();
+    const [report] = await call((api) => api.reports(1, 30_000), null);
+    expect(report!.texts).toEqual(['make the callback throw']);
+    let shown: { title: string; body: string; tag: string }[] = [];
+    for (let i = 0; i < 100 && !shown.some((n) => n.tag === GENERIC_NOTIFICATION_TAG); i++) {
+      shown = await call((api) => api.notifications(), null);
+      await settle(50);
+    }
+    expect(shown).toContainEqual({ title: GENERIC_NOTIFICATION_TITLE, body: '', tag: GENERIC_NOTIFICATION_TAG });
+    expect(pageErrors).toEqual([]);
+  });
+});
