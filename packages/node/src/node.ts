@@ -19,6 +19,7 @@ import { originAllowed, registerCors } from './cors.js';
 import { listBackups, scheduleBackups } from './backup.js';
 import type { BackupSchedule, BackupScheduleOptions } from './backup.js';
 import type { NodeConfig } from './config.js';
+import { AckCommitter } from './mailbox/acks.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
 import { NodeMetrics, metricsRoutePlugin, startMetricsServer } from './metrics.js';
@@ -195,6 +196,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const frameLog = { warn: (obj: object, msg: string) => app.log.warn(obj, msg) };
   const deliveryWindow = config.deliveryWindow;
   const alive = new WeakSet<WebSocket>();
+  const acks = new AckCommitter(store);
   const hasCorsList = config.corsOrigins === '*' || config.corsOrigins.size > 0;
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -225,6 +227,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
           issuer,
           limiter,
           deliveryWindow,
+          acks,
           events: {
             authFailed: (code) => metrics?.authFailed(authReason(code)),
             delivered: (n) => metrics?.envelopesDeliveredCount('durable', n),
@@ -324,6 +327,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       wss.close();
       await metricsServer?.close();
       await backupsStopped;
+      acks.flush(); // acks received before the sockets closed are committed, not lost
       store.close();
     })());
 

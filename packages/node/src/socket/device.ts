@@ -29,6 +29,7 @@ import type { DeliveryHub, LiveSession } from '../mailbox/hub.js';
 import { deliveryTokenHash } from '../mailbox/send.js';
 import type { RateLimiter } from '../rate-limit.js';
 import type { Store } from '../store/store.js';
+import type { AckCommitter } from '../mailbox/acks.js';
 import type { FrameLog } from './connection.js';
 import { CloseCode, FrameConnection } from './connection.js';
 
@@ -44,6 +45,8 @@ export interface DeviceConnectionDeps {
   readonly issuer: ChallengeIssuer;
   readonly limiter: RateLimiter;
   readonly deliveryWindow: number;
+  /** Group commit for acks (shared by every connection of the node). */
+  readonly acks: AckCommitter;
   readonly events?: {
     authenticated?(): void;
     authFailed?(code: string): void;
@@ -121,11 +124,19 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     switch (frame.body.case) {
       case 'ack': {
         const ids = frame.body.value.ids;
-        const n = this.deps.store.transact((tx) => tx.mailbox.ack(mailbox, ids));
-        for (const id of ids) this.#inFlight.delete(toHex(id));
-        if (n > 0) this.deps.events?.delivered?.(n);
-        if (frame.requestId !== 0) this.send({ requestId: frame.requestId, body: { case: 'ok', value: {} } });
-        this.wake();
+        const requestId = frame.requestId;
+        this.deps.acks.add(mailbox, ids, (n) => {
+          if (n instanceof Error) {
+            this.log.warn({ err: n.name }, 'ack commit failed');
+            if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.INTERNAL, 'internal error'));
+            return;
+          }
+          for (const id of ids) this.#inFlight.delete(toHex(id));
+          if (n > 0) this.deps.events?.delivered?.(n);
+          if (this.closed) return;
+          if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
+          this.wake();
+        });
         return;
       }
       case 'ok': {
