@@ -5,24 +5,20 @@
  * ~200 KB binary payload both ways (bytes compared), then a page reload over the same IndexedDB
  * resumes the same identity and sessions.
  *
- * The node sends no CORS headers, so a page on another origin cannot call it (the SDK's
- * authenticated calls need a preflight). The page is therefore served by a small same-origin
- * reverse proxy in this file (HTTP and WebSocket upgrades forwarded to the node); the proxy goes
- * once the node can allow browser origins.
+ * The node sends CORS headers only for origins in CORS_ORIGINS (empty by default, as here), so a
+ * page on another origin cannot call it (the SDK's authenticated calls need a preflight). The page
+ * is therefore served by a same-origin reverse proxy (./browser/same-origin-proxy.ts).
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import type { IncomingMessage as HttpIncomingMessage, Server } from 'node:http';
-import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
-import { connect as netConnect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import type { BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
+import type { SameOriginProxy } from './browser/same-origin-proxy.js';
+import { sameOriginProxy } from './browser/same-origin-proxy.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { MeshWhisperNode } from '@meshwhisper/node';
@@ -63,53 +59,13 @@ async function bundle(entry: string): Promise<string> {
   return out.outputFiles[0]!.text;
 }
 
-/**
- * Serves `files` and forwards every other request, and every WebSocket upgrade, to the node at
- * 127.0.0.1:`nodePort` — so the page and the node share one origin.
- */
-function sameOriginProxy(nodePort: number, files: Record<string, [string, string]>): { server: Server; tunnels: Set<Socket | Duplex> } {
-  const tunnels = new Set<Socket | Duplex>();
-  const track = (s: Socket | Duplex): void => {
-    tunnels.add(s);
-    s.once('close', () => tunnels.delete(s));
-  };
-  const server = createServer((req, res) => {
-    const f = req.method === 'GET' ? files[req.url ?? ''] : undefined;
-    if (f) return void res.writeHead(200, { 'content-type': f[0], 'cache-control': 'no-store' }).end(f[1]);
-    if (req.url === '/favicon.ico') return void res.writeHead(204).end();
-    const up = httpRequest({ host: '127.0.0.1', port: nodePort, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
-  });
-  server.on('upgrade', (req: HttpIncomingMessage, socket: Duplex, head: Buffer) => {
-    track(socket);
-    const up = netConnect(nodePort, '127.0.0.1', () => {
-      const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}`];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-      up.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length) up.write(head);
-      socket.pipe(up).pipe(socket);
-    });
-    track(up);
-    up.on('error', () => socket.destroy());
-    socket.on('error', () => up.destroy());
-    up.on('close', () => socket.destroy());
-    socket.on('close', () => up.destroy());
-  });
-  return { server, tunnels };
-}
-
-const listen = (s: Server): Promise<number> => new Promise((r) => s.listen(0, '127.0.0.1', () => r((s.address() as AddressInfo).port)));
 const b64 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 const ms = (t0: number): number => Math.round(performance.now() - t0);
 
 describe.skipIf(!hasChromium && !chromiumRequired)('SDK client in headless Chromium ↔ SDK client in Node, through a real node', () => {
   let node: MeshWhisperNode | undefined;
-  let proxy: { server: Server; tunnels: Set<Socket | Duplex> } | undefined;
+  let proxy: SameOriginProxy | undefined;
   let browser: BrowserContext | undefined;
   let page: Page | undefined;
   let nodeClient: MeshWhisper | undefined;
@@ -155,11 +111,11 @@ describe.skipIf(!hasChromium && !chromiumRequired)('SDK client in headless Chrom
     );
     const nodePort = (await node.listen()).port;
     nodeUrl = `http://127.0.0.1:${nodePort}`;
-    proxy = sameOriginProxy(nodePort, {
+    proxy = await sameOriginProxy(nodePort, {
       '/': ['text/html', '<!doctype html><meta charset="utf-8"><title>loading</title><script type="module" src="/entry.js"></script>'],
       '/entry.js': ['text/javascript', pageJs],
     });
-    proxyUrl = `http://127.0.0.1:${await listen(proxy.server)}`;
+    proxyUrl = proxy.url;
 
     t0 = performance.now();
     browser = await chromium.launchPersistentContext(join(work, 'chromium'), {
@@ -194,11 +150,7 @@ describe.skipIf(!hasChromium && !chromiumRequired)('SDK client in headless Chrom
     if (consoleErrors.length) console.log(`browser console errors: ${consoleErrors.join(' | ')}`);
     await nodeClient?.close().catch(() => undefined);
     await browser?.close().catch(() => undefined);
-    if (proxy) {
-      for (const s of proxy.tunnels) s.destroy();
-      proxy.server.closeAllConnections();
-      await new Promise((r) => proxy!.server.close(r));
-    }
+    await proxy?.close();
     await node?.close();
     rmSync(work, { recursive: true, force: true });
   }, 60_000);

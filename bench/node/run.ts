@@ -1,0 +1,867 @@
+/**
+ * Node load benchmark (issue 3, "Benchmark (bench/node, not a test)"), side by side with core NATS.
+ *
+ *   cd bench/node && npm install && npm run bench            (QUICK=1 for a short run)
+ *
+ * This process is the load generator. It starts a real meshwhisper-node as a SEPARATE process
+ * (packages/node/src/bin.ts under tsx) on 127.0.0.1 with a temporary DATA_DIR, registers DEVICES
+ * devices over HTTP (PUT /v1/keys with a signed device auth), logs each one in on its own device
+ * WebSocket (challenge signed with the device key), sets a delivery token per device, and sends
+ * 1 KiB sealed-size envelopes between random pairs of devices over anonymous WebSockets (token
+ * lane, class DURABLE). Receivers acknowledge every Deliver frame at once (one Ack per frame).
+ * Then it pushes the same pattern through the NATS server on 127.0.0.1:4222 (core pub/sub, no
+ * persistence): the physical-limit baseline.
+ *
+ * Phases (each bounded in count and time; a watchdog ends the run):
+ *   1. RSS per idle authenticated connection: the node is restarted on the same DATA_DIR after the
+ *      registrations (fresh baseline), then (RSS with DEVICES idle logins − before) ÷ DEVICES
+ *   2. max throughput, closed loop: WINDOW envelopes in flight end to end (sent, not yet received);
+ *      every receipt releases the next send from the next device to a random other device
+ *   3. fixed offered load RATE msgs/s, open loop; latency measured from the INTENDED send time
+ *      (so a stalled generator or node cannot hide queueing: no coordinated omission)
+ *   3b. the same at LIGHT_RATE msgs/s (default 1,000): latency when the node is not overloaded
+ *   4. drain: DRAIN envelopes queued for one offline device, then it logs in; time until all are
+ *      delivered and their acks have committed (the Ok to the last Ack)
+ *   5. NATS: phases 1–3 with one NATS connection per device, one subject per device
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { connect as natsConnect } from 'nats';
+import type { NatsConnection } from 'nats';
+import WebSocket from 'ws';
+import {
+  AccountKeyPair,
+  DeviceKeyPair,
+  KemPreKeyPair,
+  X25519PreKeyPair,
+  createContext,
+  encodeDeviceCertificate,
+  encodeKemPreKey,
+  encodeSignedPreKey,
+  issueDeviceCertificate,
+  mailboxIdOf,
+  signKemPreKey,
+  signSignedPreKey,
+} from '../../packages/crypto/src/index.js';
+import {
+  AUTH_HEADER,
+  CONTENT_TYPE_PROTOBUF,
+  ChallengeSchema,
+  DEVICE_SOCKET_METHOD,
+  DEVICE_SOCKET_PATH,
+  KeyUploadSchema,
+  decodeFrame,
+  encodeBody,
+  encodeDeviceAuthHeader,
+  encodeFrame,
+  fromBinary,
+  requestDigest,
+  signDeviceAuth,
+} from '../../packages/protocol/src/index.js';
+import { Histogram } from './hist.js';
+import { F, decodeDeliver, decodeTop, encodeAck, encodeSend, selfCheck } from './wire.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '../..');
+/** NODE_BIN: another build of the node's bin.ts (for before/after experiments); default the repository's. */
+const BIN = process.env['NODE_BIN'] ?? join(ROOT, 'packages/node/src/bin.ts');
+const env = process.env;
+const QUICK = env['QUICK'] === '1';
+const num = (name: string, def: number): number => {
+  const v = env[name];
+  if (v === undefined || v === '') return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new RangeError(`${name} must be a non-negative number`);
+  return n;
+};
+const DEVICES = num('DEVICES', 1000);
+const ANON_CONNS = Math.max(1, Math.min(DEVICES, num('ANON_CONNS', DEVICES)));
+const PAYLOAD_BYTES = 1024;
+const WARMUP_S = num('WARMUP', QUICK ? 1 : 3);
+const MEASURE_S = num('SECONDS', QUICK ? 4 : 15);
+const WINDOW = num('WINDOW', 2000);
+const RATE = num('RATE', 10_000);
+/** A second fixed load the node can sustain on this machine: latency without overload. */
+const LIGHT_RATE = num('LIGHT_RATE', 1000);
+const DRAIN = num('DRAIN', QUICK ? 20_000 : 100_000);
+/** Open loop gives up (and says so) beyond this many envelopes in flight: the node is not keeping up. */
+const OPEN_LOOP_MAX_IN_FLIGHT = Math.max(5000, RATE * 2);
+/** After a phase stops sending: how long in-flight envelopes may take to arrive before they count as late. */
+const SETTLE_MS = 15_000;
+/** Idle time before each RSS reading, so that garbage of the previous step has been collected. */
+const RSS_SETTLE_S = num('RSS_SETTLE_S', 15);
+const NATS_URL = env['NATS_URL'] ?? '127.0.0.1:4222';
+const SKIP_NATS = env['SKIP_NATS'] === '1';
+const SKIP_NODE = env['SKIP_NODE'] === '1';
+const PROFILE = env['PROFILE'] === '1';
+/** PERF=1: `perf record` the node (on-CPU, with JIT symbols) during the fixed-load phase; report in bench/node/profile/. */
+const PERF = env['PERF'] === '1';
+const WATCHDOG_MS = num('WATCHDOG_S', QUICK ? 300 : 720) * 1000;
+/**
+ * Rate limits raised so that the benchmark measures throughput, not the limiter: every bucket
+ * (all load comes from one address, 127.0.0.1) gets rate 1e6/s and burst 1e7.
+ */
+const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive'];
+const NODE_ENV: Record<string, string> = {
+  HOST: '127.0.0.1',
+  PORT: '0',
+  METRICS_HOST: '127.0.0.1',
+  METRICS_PORT: '0',
+  LOG_LEVEL: 'info',
+  RATE_LIMITS: BUCKETS.map((b) => `${b}=1000000:10000000`).join(','),
+  // The drain phase queues DRAIN × 1 KiB for ONE mailbox (defaults: 10,000 messages, 100 MiB).
+  MAILBOX_MAX_MESSAGES: String(Math.max(10_000, DRAIN * 2)),
+  MAILBOX_MAX_BYTES: String(1024 * 1024 * 1024),
+};
+
+const ctx = createContext();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const now = (): number => performance.now();
+const log = (...a: unknown[]): void => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
+
+async function waitFor(what: string, pred: () => boolean, timeoutMs: number, pollMs = 5): Promise<void> {
+  const end = now() + timeoutMs;
+  while (!pred()) {
+    if (now() > end) throw new Error(`timeout after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(pollMs);
+  }
+}
+
+/** Runs `fn` over items with at most `n` in flight. */
+async function pool<T>(items: readonly T[], n: number, fn: (t: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        await fn(items[i]!, i);
+      }
+    }),
+  );
+}
+
+// ── process measurements (/proc) ──
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : Number.NaN;
+}
+async function rssSettled(pid: number): Promise<number> {
+  const s: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    s.push(rssKiB(pid));
+    await sleep(200);
+  }
+  return s.sort((a, b) => a - b)[2]!;
+}
+const CLK_TCK = 100;
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
+}
+/** Busy CPU seconds of the whole machine (all cores), from /proc/stat. */
+function machineBusySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+  return (user + nice + system + irq + softirq + steal) / CLK_TCK;
+}
+function findProcess(comm: string): number | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === comm) return Number(d);
+    } catch {
+      /* gone */
+    }
+  }
+  return undefined;
+}
+
+// ── the load engine, shared by both transports ──
+interface Transport {
+  /** Sends `payload` from device s to device r. */
+  send(s: number, r: number, payload: Uint8Array): void;
+}
+
+interface PhaseResult {
+  mode: 'closed' | 'open';
+  offeredPerS: number;
+  deliveredPerS: number;
+  delivered: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  late: number;
+  sendErrors: number;
+  skippedOffered: number;
+  nodeCpu: number | undefined;
+  genCpu: number;
+  peerCpu: number | undefined;
+  /** p99 event-loop delay of this generator during the window, ms: how late it itself could send or read. */
+  genLagP99: number;
+  /** Cores' worth of CPU used by everything else on the machine (other engineers' work) during the window. */
+  otherCpu: number;
+}
+
+class Engine {
+  tag = 0;
+  running = false;
+  measuring = false;
+  outstanding = 0;
+  issued = 0;
+  delivered = 0;
+  stale = 0;
+  sendErrors = 0;
+  hist = new Histogram();
+  mode: 'closed' | 'open' = 'closed';
+  window = WINDOW;
+  #rr = 0;
+  readonly #template = new Uint8Array(PAYLOAD_BYTES);
+  constructor(
+    readonly n: number,
+    readonly transport: Transport,
+  ) {
+    // Sealed envelopes look random; the first 12 bytes carry the intended send time and the phase tag.
+    ctx.backend.randomBytes(PAYLOAD_BYTES).forEach((b, i) => (this.#template[i] = b));
+  }
+
+  payload(intendedMs: number, tag: number): Uint8Array {
+    const p = Buffer.allocUnsafe(PAYLOAD_BYTES);
+    p.set(this.#template);
+    p.writeDoubleLE(intendedMs, 0);
+    p.writeUInt32LE(tag, 8);
+    return p;
+  }
+
+  issue(intendedMs = now()): void {
+    const s = this.#rr++ % this.n;
+    const r = (s + 1 + Math.floor(Math.random() * (this.n - 1))) % this.n;
+    this.outstanding++;
+    this.issued++;
+    this.transport.send(s, r, this.payload(intendedMs, this.tag));
+  }
+
+  refill(): void {
+    while (this.running && this.mode === 'closed' && this.outstanding < this.window) this.issue();
+  }
+
+  /** A payload arrived at its recipient. */
+  received(payload: Uint8Array): void {
+    const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (b.length < 12 || b.readUInt32LE(8) !== this.tag) {
+      this.stale++;
+      return;
+    }
+    this.outstanding--;
+    if (this.measuring) {
+      this.delivered++;
+      this.hist.record(now() - b.readDoubleLE(0));
+    }
+    if (this.mode === 'closed') this.refill();
+  }
+
+  /** A send was refused (error frame): it will never arrive. */
+  lost(): void {
+    this.sendErrors++;
+    this.outstanding--;
+    if (this.mode === 'closed') this.refill();
+  }
+
+  async phase(mode: 'closed' | 'open', rate: number, pids: { node?: number; peer?: number }): Promise<PhaseResult> {
+    this.tag++;
+    this.mode = mode;
+    this.outstanding = 0;
+    this.delivered = 0;
+    this.sendErrors = 0;
+    this.hist = new Histogram();
+    this.running = true;
+    let skipped = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const t0 = now();
+    if (mode === 'closed') this.refill();
+    else {
+      let sent = 0;
+      timer = setInterval(() => {
+        const target = Math.floor(((now() - t0) * rate) / 1000);
+        while (sent < target) {
+          if (this.outstanding >= OPEN_LOOP_MAX_IN_FLIGHT) {
+            skipped += target - sent;
+            sent = target;
+            break;
+          }
+          this.issue(t0 + (sent * 1000) / rate);
+          sent++;
+        }
+      }, 1);
+    }
+    await sleep(WARMUP_S * 1000);
+    const issued0 = this.issued;
+    const cpuN0 = pids.node ? cpuSeconds(pids.node) : 0;
+    const cpuP0 = pids.peer ? cpuSeconds(pids.peer) : 0;
+    const cpuG0 = process.cpuUsage();
+    const busy0 = machineBusySeconds();
+    const lag = monitorEventLoopDelay({ resolution: 5 });
+    lag.enable();
+    const m0 = now();
+    this.measuring = true;
+    await sleep(MEASURE_S * 1000);
+    this.measuring = false;
+    const secs = (now() - m0) / 1000;
+    const cpuG = process.cpuUsage(cpuG0);
+    const busy = (machineBusySeconds() - busy0) / secs;
+    lag.disable();
+    const nodeCpu = pids.node ? (cpuSeconds(pids.node) - cpuN0) / secs : undefined;
+    const peerCpu = pids.peer ? (cpuSeconds(pids.peer) - cpuP0) / secs : undefined;
+    const issuedInWindow = this.issued - issued0;
+    this.running = false;
+    if (timer) clearInterval(timer);
+    const delivered = this.delivered;
+    const h = this.hist;
+    try {
+      await waitFor('in-flight envelopes to arrive', () => this.outstanding <= 0, SETTLE_MS, 20);
+    } catch {
+      /* reported as late */
+    }
+    return {
+      mode,
+      offeredPerS: issuedInWindow / secs,
+      deliveredPerS: delivered / secs,
+      delivered,
+      p50: h.quantile(0.5),
+      p99: h.quantile(0.99),
+      p999: h.quantile(0.999),
+      max: h.max,
+      late: Math.max(0, this.outstanding),
+      sendErrors: this.sendErrors,
+      skippedOffered: skipped,
+      nodeCpu,
+      genCpu: (cpuG.user + cpuG.system) / 1e6 / secs,
+      peerCpu,
+      genLagP99: lag.percentile(99) / 1e6,
+      otherCpu: Math.max(0, busy - (nodeCpu ?? 0) - (peerCpu ?? 0) - (cpuG.user + cpuG.system) / 1e6 / secs),
+    };
+  }
+}
+
+// ── MeshWhisper node side ──
+interface Device {
+  readonly device: DeviceKeyPair;
+  readonly certificate: Uint8Array;
+  readonly mailbox: Uint8Array;
+  readonly token: Uint8Array;
+  readonly upload: Uint8Array;
+}
+
+function makeDevice(): Device {
+  const account = AccountKeyPair.generate(ctx);
+  const device = DeviceKeyPair.generate(ctx);
+  const certificate = encodeDeviceCertificate(issueDeviceCertificate(ctx, account, device));
+  const spk = signSignedPreKey(ctx, device, X25519PreKeyPair.generate(ctx, 1));
+  const lr = signKemPreKey(ctx, device, KemPreKeyPair.generate(ctx, 2, true));
+  const upload = encodeBody(KeyUploadSchema, { signedPrekey: encodeSignedPreKey(spk), lastResortKemPrekey: encodeKemPreKey(lr) });
+  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload };
+}
+
+async function register(base: string, d: Device): Promise<void> {
+  const ch = await fetch(`${base}/v1/auth/challenge`);
+  if (ch.status !== 200) throw new Error(`challenge: HTTP ${ch.status} ${await ch.text()}`);
+  const challenge = fromBinary(ChallengeSchema, new Uint8Array(await ch.arrayBuffer())).challenge;
+  const auth = signDeviceAuth(ctx, d.device, d.certificate, challenge, requestDigest(ctx, 'PUT', '/v1/keys', d.upload));
+  const res = await fetch(`${base}/v1/keys`, {
+    method: 'PUT',
+    headers: { 'content-type': CONTENT_TYPE_PROTOBUF, [AUTH_HEADER]: encodeDeviceAuthHeader(auth) },
+    body: Buffer.from(d.upload),
+  });
+  if (res.status !== 200) throw new Error(`PUT /v1/keys: HTTP ${res.status} ${await res.text()}`);
+  await res.arrayBuffer();
+}
+
+function openSocket(port: number, path: string): Promise<WebSocket> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`connect ${path}: timeout`)), 20_000);
+    ws.once('open', () => {
+      clearTimeout(t);
+      resolve(ws);
+    });
+    ws.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+  });
+}
+
+/** Next library-decoded frame on `ws` (setup path only). */
+function nextFrame(ws: WebSocket, timeoutMs = 20_000): Promise<ReturnType<typeof decodeFrame>> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('frame: timeout')), timeoutMs);
+    ws.once('message', (data: Buffer) => {
+      clearTimeout(t);
+      resolve(decodeFrame(new Uint8Array(data)));
+    });
+  });
+}
+
+const errorCodes = new Map<string, number>();
+/** Deliver frames and envelopes received (all devices): envelopes per frame = envelopes per Ack = per ack transaction. */
+const deliverStats = { frames: 0, envelopes: 0 };
+function countError(body: Uint8Array): void {
+  let code = 'unknown';
+  try {
+    const m = /MW_[A-Z_]+/.exec(Buffer.from(body).toString('latin1'));
+    if (m) code = m[0];
+  } catch {
+    /* keep unknown */
+  }
+  errorCodes.set(code, (errorCodes.get(code) ?? 0) + 1);
+}
+
+/** A logged-in device connection; `onDeliver` sees every envelope, acks are sent per Deliver frame. */
+class DeviceSocket {
+  ws!: WebSocket;
+  okWaiters = new Map<number, () => void>();
+  queueEmpty = false;
+  onEnvelope: (payload: Uint8Array) => void = () => {};
+  ackRequestId: () => number = () => 0;
+
+  static async login(port: number, d: Device): Promise<DeviceSocket> {
+    const s = new DeviceSocket();
+    const ws = await openSocket(port, DEVICE_SOCKET_PATH);
+    s.ws = ws;
+    ws.send(encodeFrame({ version: 1, requestId: 1, body: { case: 'clientHello', value: { versions: [1] } } }));
+    const hello = await nextFrame(ws);
+    if (!hello.ok || hello.value.body.case !== 'serverHello') throw new Error('device: no serverHello');
+    const auth = signDeviceAuth(ctx, d.device, d.certificate, hello.value.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
+    ws.send(encodeFrame({ version: 1, requestId: 2, body: { case: 'authenticate', value: auth } }));
+    const ok = await nextFrame(ws);
+    if (!ok.ok || ok.value.body.case !== 'authenticated') throw new Error(`device: not authenticated (${ok.ok ? ok.value.body.case : ok.error.code})`);
+    ws.on('message', (data: Buffer) => s.#onMessage(data));
+    return s;
+  }
+
+  #onMessage(data: Buffer): void {
+    const top = decodeTop(data);
+    switch (top.field) {
+      case F.deliver: {
+        const envs = decodeDeliver(top.body);
+        deliverStats.frames++;
+        deliverStats.envelopes += envs.length;
+        const ids: Uint8Array[] = [];
+        for (const e of envs) {
+          if (e.id.length === 16) ids.push(e.id);
+          this.onEnvelope(e.payload);
+        }
+        if (ids.length > 0) this.ws.send(encodeAck(this.ackRequestId(), ids));
+        return;
+      }
+      case F.ok:
+        this.okWaiters.get(top.requestId)?.();
+        this.okWaiters.delete(top.requestId);
+        return;
+      case F.queueEmpty:
+        this.queueEmpty = true;
+        return;
+      case F.error:
+        countError(top.body);
+        return;
+      default:
+        return;
+    }
+  }
+
+  async setToken(token: Uint8Array): Promise<void> {
+    const done = new Promise<void>((resolve) => this.okWaiters.set(77, resolve));
+    this.ws.send(encodeFrame({ version: 1, requestId: 77, body: { case: 'setDeliveryTokens', value: { tokens: [token] } } }));
+    await Promise.race([done, sleep(20_000).then(() => Promise.reject(new Error('setDeliveryTokens: timeout')))]);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      this.ws.once('close', () => resolve());
+      this.ws.close();
+    });
+  }
+}
+
+/** An anonymous sending connection; send results and errors are reported to the callbacks. */
+class AnonSocket {
+  ws!: WebSocket;
+  #nextId = 1;
+  onResult: (requestId: number) => void = () => {};
+  onError: (requestId: number) => void = () => {};
+
+  static async open(port: number): Promise<AnonSocket> {
+    const s = new AnonSocket();
+    const ws = await openSocket(port, '/v1/anonymous');
+    s.ws = ws;
+    ws.send(encodeFrame({ version: 1, requestId: 1, body: { case: 'clientHello', value: { versions: [1] } } }));
+    const hello = await nextFrame(ws);
+    if (!hello.ok || hello.value.body.case !== 'serverHello') throw new Error('anonymous: no serverHello');
+    ws.on('message', (data: Buffer) => {
+      const top = decodeTop(data);
+      if (top.field === F.sendResult) s.onResult(top.requestId);
+      else if (top.field === F.error) {
+        countError(top.body);
+        s.onError(top.requestId);
+      }
+    });
+    return s;
+  }
+
+  send(mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): number {
+    const id = this.#nextId++;
+    if (this.#nextId > 0x7fffffff) this.#nextId = 1;
+    this.ws.send(encodeSend(id, mailbox, payload, token));
+    return id;
+  }
+}
+
+interface NodeRun {
+  child: ChildProcess;
+  port: number;
+  dataDir: string;
+  stderr: string[];
+  warnings: number;
+}
+
+async function startNode(existingDataDir?: string): Promise<NodeRun> {
+  const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), 'mw-bench-node-'));
+  const profDir = join(HERE, 'profile');
+  const args = ['--import', 'tsx', ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : []), BIN];
+  const child = spawn(process.execPath, args, {
+    cwd: HERE,
+    env: { ...process.env, ...NODE_ENV, DATA_DIR: dataDir, TSX_TSCONFIG_PATH: join(HERE, 'tsconfig.json') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stderr: string[] = [];
+  const run: NodeRun = { child, port: 0, dataDir, stderr, warnings: 0 };
+  createInterface({ input: child.stderr! }).on('line', (l) => {
+    if (stderr.length < 50) stderr.push(l);
+  });
+  run.port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`node did not start: ${stderr.join('\n')}`)), 60_000);
+    child.once('exit', (code) => reject(new Error(`node exited (${code}): ${stderr.join('\n')}`)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const j = JSON.parse(line) as { msg?: string; listen?: string; level?: number };
+        if (j.msg === 'MeshWhisper node listening' && j.listen) {
+          clearTimeout(t);
+          resolve(Number(new URL(j.listen).port));
+        } else if ((j.level ?? 0) >= 40) {
+          run.warnings++;
+          if (stderr.length < 50) stderr.push(line);
+        }
+      } catch {
+        /* not JSON */
+      }
+    });
+  });
+  return run;
+}
+
+async function stopNode(run: NodeRun, keepData = false): Promise<void> {
+  if (run.child.exitCode === null) {
+    const exited = new Promise<void>((resolve) => run.child.once('exit', () => resolve()));
+    run.child.kill('SIGTERM');
+    await Promise.race([exited, sleep(30_000)]);
+    if (run.child.exitCode === null) run.child.kill('SIGKILL');
+  }
+  if (!keepData) rmSync(run.dataDir, { recursive: true, force: true });
+}
+
+interface NodeResults {
+  setupS: number;
+  rssBaseKiB: number;
+  rssConnKiB: number;
+  rssPerConnKB: number;
+  closed: PhaseResult;
+  open: PhaseResult;
+  light: PhaseResult;
+  drain: { n: number; enqueueS: number; enqueuePerS: number; drainFromConnectS: number; drainFromLoginS: number; errors: number };
+  anonConns: number;
+  /** Envelopes per Deliver frame (so per Ack, per ack transaction) in the closed and open phases. */
+  envelopesPerDeliver: [number, number];
+}
+
+async function benchNode(): Promise<NodeResults> {
+  const t0 = now();
+  log(`generating ${DEVICES} devices (account key, certified device key, signed prekey, last-resort ML-KEM prekey)`);
+  const devices = Array.from({ length: DEVICES }, makeDevice);
+  log('starting meshwhisper-node (separate process)');
+  const first = await startNode();
+  active = first;
+  try {
+    log(`node pid ${first.child.pid} on port ${first.port}; registering devices (PUT /v1/keys, signed)`);
+    await pool(devices, 16, (d) => register(`http://127.0.0.1:${first.port}`, d));
+  } catch (e) {
+    await stopNode(first);
+    throw e;
+  }
+  const setupS = (now() - t0) / 1000;
+  // Restart on the same DATA_DIR, so the RSS baseline is a fresh node without the registration's garbage.
+  await stopNode(first, true);
+  const node = await startNode(first.dataDir);
+  active = node;
+  const pid = node.child.pid!;
+  try {
+    log(`node restarted: pid ${pid} on port ${node.port}`);
+    await sleep(RSS_SETTLE_S * 1000);
+    const rssBase = await rssSettled(pid);
+    log(`node RSS before logins: ${rssBase} KiB; logging ${DEVICES} devices in`);
+    const sockets: DeviceSocket[] = new Array(DEVICES);
+    await pool(devices, 32, async (d, i) => {
+      sockets[i] = await DeviceSocket.login(node.port, d);
+    });
+    // V8's memory reducer collects the logins' garbage once the node has been idle for a few seconds.
+    const trail: number[] = [];
+    for (let i = 0; i < RSS_SETTLE_S; i += 3) {
+      await sleep(3000);
+      trail.push(rssKiB(pid));
+    }
+    const rssConn = await rssSettled(pid);
+    log(`node RSS every 3 s after the logins: ${trail.join(', ')} KiB`);
+    log(`node RSS with ${DEVICES} idle authenticated connections: ${rssConn} KiB`);
+
+    await pool(sockets, 32, (s, i) => s.setToken(devices[i]!.token));
+    log(`opening ${ANON_CONNS} anonymous sending connections`);
+    const anon: AnonSocket[] = new Array(ANON_CONNS);
+    await pool(Array.from({ length: ANON_CONNS }), 32, async (_x, i) => {
+      anon[i] = await AnonSocket.open(node.port);
+    });
+
+    const engine = new Engine(DEVICES, {
+      send: (s, r, payload) => {
+        const d = devices[r]!;
+        anon[s % ANON_CONNS]!.send(d.mailbox, payload, d.token);
+      },
+    });
+    for (const a of anon) a.onError = () => engine.lost();
+    sockets.forEach((s) => (s.onEnvelope = (p) => engine.received(p)));
+
+    log(`node: closed loop, ${WINDOW} in flight, ${WARMUP_S}+${MEASURE_S} s`);
+    const ds0 = { ...deliverStats };
+    const closed = await engine.phase('closed', 0, { node: pid });
+    const perFrameClosed = (deliverStats.envelopes - ds0.envelopes) / Math.max(1, deliverStats.frames - ds0.frames);
+    log('node closed loop:', fmtPhase(closed));
+    log(`node: open loop at ${RATE} msgs/s, ${WARMUP_S}+${MEASURE_S} s`);
+    let perf: ChildProcess | undefined;
+    if (PERF) {
+      mkdirSync(join(HERE, 'profile'), { recursive: true });
+      perf = spawn('perf', ['record', '-F', '499', '-g', '-p', String(pid), '-o', join(HERE, 'profile', 'perf.data'), '--', 'sleep', String(WARMUP_S + MEASURE_S)], { stdio: 'ignore' });
+    }
+    const ds1 = { ...deliverStats };
+    const open = await engine.phase('open', RATE, { node: pid });
+    const perFrameOpen = (deliverStats.envelopes - ds1.envelopes) / Math.max(1, deliverStats.frames - ds1.frames);
+    log('node open loop:', fmtPhase(open));
+    if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
+    await waitFor('the overload backlog to drain', () => engine.outstanding <= 0, 60_000, 20).catch(() => log(`${engine.outstanding} envelopes of the ${RATE}/s phase still in flight`));
+    log(`node: open loop at ${LIGHT_RATE} msgs/s`);
+    const light = await engine.phase('open', LIGHT_RATE, { node: pid });
+    log('node light load:', fmtPhase(light));
+
+    // ── drain ──
+    log(`drain: device 0 goes offline; queueing ${DRAIN} envelopes for it`);
+    const target = devices[0]!;
+    // Let the previous phase's stragglers arrive first, so they do not share the node with the drain.
+    await waitFor('previous phase to settle', () => engine.outstanding <= 0, 60_000, 20).catch(() => log(`drain: ${engine.outstanding} envelopes of the previous phase still in flight`));
+    await sockets[0]!.close();
+    await sleep(500);
+    engine.tag++;
+    const drainTag = engine.tag;
+    let accepted = 0;
+    let refused = 0;
+    let issued = 0;
+    const ENQ_WINDOW = 2000;
+    // Only results of drain sends count (late results of the previous phase may still arrive).
+    const pending = anon.map(() => new Set<number>());
+    const pump = (): void => {
+      while (issued < DRAIN && issued - accepted - refused < ENQ_WINDOW) {
+        const k = issued % ANON_CONNS;
+        pending[k]!.add(anon[k]!.send(target.mailbox, engine.payload(now(), drainTag), target.token));
+        issued++;
+      }
+    };
+    anon.forEach((a, k) => {
+      a.onResult = (id) => {
+        if (!pending[k]!.delete(id)) return;
+        accepted++;
+        pump();
+      };
+      a.onError = (id) => {
+        if (!pending[k]!.delete(id)) return;
+        refused++;
+        pump();
+      };
+    });
+    const e0 = now();
+    pump();
+    await waitFor('queued envelopes to be accepted', () => accepted + refused >= DRAIN, 300_000);
+    const enqueueS = (now() - e0) / 1000;
+    log(`drain: ${accepted} accepted (${refused} refused) in ${enqueueS.toFixed(2)} s; device 0 logs in`);
+    let got = 0;
+    let finalOk = false;
+    const c0 = now();
+    const s0 = await DeviceSocket.login(node.port, target);
+    const l0 = now();
+    s0.onEnvelope = (p) => {
+      if (Buffer.from(p.buffer, p.byteOffset, p.byteLength).readUInt32LE(8) === drainTag) got++;
+    };
+    // The last Ack asks for an Ok: acks are applied in order, so its Ok means every deletion committed.
+    s0.ackRequestId = () => (got >= accepted && !finalOk ? 424242 : 0);
+    s0.okWaiters.set(424242, () => (finalOk = true));
+    await waitFor(`${accepted} queued envelopes to be delivered and acked`, () => finalOk, 120_000, 1);
+    const c1 = now();
+    log(`drain: ${got} delivered and acked in ${((c1 - c0) / 1000).toFixed(2)} s from connect`);
+
+    for (const a of anon) a.ws.terminate();
+    for (const s of sockets.slice(1)) s.ws.terminate();
+    s0.ws.terminate();
+    return {
+      setupS,
+      rssBaseKiB: rssBase,
+      rssConnKiB: rssConn,
+      rssPerConnKB: ((rssConn - rssBase) * 1024) / DEVICES / 1000,
+      closed,
+      open,
+      light,
+      drain: { n: accepted, enqueueS, enqueuePerS: accepted / enqueueS, drainFromConnectS: (c1 - c0) / 1000, drainFromLoginS: (c1 - l0) / 1000, errors: refused },
+      anonConns: ANON_CONNS,
+      envelopesPerDeliver: [perFrameClosed, perFrameOpen],
+    };
+  } finally {
+    await stopNode(node);
+    active = undefined;
+    if (node.warnings > 0 || node.stderr.length > 0) log(`node warnings/stderr (${node.warnings} warn+):\n${node.stderr.slice(0, 20).join('\n')}`);
+  }
+}
+
+// ── NATS side ──
+interface NatsResults {
+  rssPerConnKB: number | undefined;
+  closed: PhaseResult;
+  open: PhaseResult;
+  light: PhaseResult;
+  serverPid: number | undefined;
+}
+
+async function benchNats(): Promise<NatsResults> {
+  const serverPid = findProcess('nats-server');
+  const runId = ctx.random(4).reduce((s, b) => s + b.toString(16).padStart(2, '0'), '');
+  const base = serverPid ? await rssSettled(serverPid) : Number.NaN;
+  log(`NATS ${NATS_URL}: connecting ${DEVICES} clients, one subject each`);
+  const conns: NatsConnection[] = new Array(DEVICES);
+  const subjects = Array.from({ length: DEVICES }, (_x, i) => `mwbench.${runId}.${i}`);
+  const engine = new Engine(DEVICES, { send: (s, r, payload) => conns[s]!.publish(subjects[r]!, payload) });
+  await pool(Array.from({ length: DEVICES }), 32, async (_x, i) => {
+    const nc = await natsConnect({ servers: NATS_URL, name: `mw-bench-${i}`, noEcho: false, maxReconnectAttempts: 0, timeout: 20_000 });
+    nc.subscribe(subjects[i]!, { callback: (_err, msg) => engine.received(msg.data) });
+    conns[i] = nc;
+  });
+  await Promise.all(conns.map((c) => c.flush()));
+  await sleep(3000);
+  const withConns = serverPid ? await rssSettled(serverPid) : Number.NaN;
+  try {
+    log(`NATS: closed loop, ${WINDOW} in flight`);
+    const closed = await engine.phase('closed', 0, { peer: serverPid });
+    log('NATS closed loop:', fmtPhase(closed));
+    log(`NATS: open loop at ${RATE} msgs/s`);
+    const open = await engine.phase('open', RATE, { peer: serverPid });
+    log('NATS open loop:', fmtPhase(open));
+    log(`NATS: open loop at ${LIGHT_RATE} msgs/s`);
+    const light = await engine.phase('open', LIGHT_RATE, { peer: serverPid });
+    log('NATS light load:', fmtPhase(light));
+    return { rssPerConnKB: serverPid ? ((withConns - base) * 1024) / DEVICES / 1000 : undefined, closed, open, light, serverPid };
+  } finally {
+    await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
+  }
+}
+
+// ── report ──
+const f0 = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : Math.round(n).toLocaleString('en-US'));
+const f1 = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : n.toFixed(1));
+const f2 = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : n.toFixed(2));
+const pct = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : `${Math.round(n * 100)} %`);
+
+function fmtPhase(p: PhaseResult): string {
+  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} gen ${pct(p.genCpu)} peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
+}
+
+/** CPU time the server process spent per delivered message, in µs (contention-robust, unlike msgs/s). */
+function perMsg(p: PhaseResult | undefined, peer = false): string {
+  const cpu = peer ? p?.peerCpu : p?.nodeCpu;
+  return p && cpu !== undefined && p.deliveredPerS > 0 ? f0((cpu / p.deliveredPerS) * 1e6) : 'n/a';
+}
+
+function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
+  const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? `${((a / b) * 100).toFixed(0)} %` : 'n/a');
+  const rows: string[] = [
+    '| metric | MeshWhisper node (durable) | NATS core (non-durable) | node / NATS | target |',
+    '|---|---|---|---|---|',
+    `| delivered msgs/s, closed loop (${WINDOW} in flight) | ${f0(n?.closed.deliveredPerS)} | ${f0(s?.closed.deliveredPerS)} | ${ratio(n?.closed.deliveredPerS, s?.closed.deliveredPerS)} | ≥ 20,000 |`,
+    `| send→receive p50 / p99 at max load, ms | ${f2(n?.closed.p50)} / ${f2(n?.closed.p99)} | ${f2(s?.closed.p50)} / ${f2(s?.closed.p99)} | | |`,
+    `| offered → delivered msgs/s at fixed ${f0(RATE)}/s | ${f0(n?.open.offeredPerS)} → ${f0(n?.open.deliveredPerS)} | ${f0(s?.open.offeredPerS)} → ${f0(s?.open.deliveredPerS)} | | |`,
+    `| send→receive p50 / p99 / p99.9 at ${f0(RATE)}/s, ms | ${f2(n?.open.p50)} / ${f2(n?.open.p99)} / ${f2(n?.open.p999)} | ${f2(s?.open.p50)} / ${f2(s?.open.p99)} / ${f2(s?.open.p999)} | p99 ×${n && s ? (n.open.p99 / s.open.p99).toFixed(1) : 'n/a'} | p99 < 50 ms |`,
+    `| offered → delivered msgs/s at fixed ${f0(LIGHT_RATE)}/s | ${f0(n?.light.offeredPerS)} → ${f0(n?.light.deliveredPerS)} | ${f0(s?.light.offeredPerS)} → ${f0(s?.light.deliveredPerS)} | | |`,
+    `| send→receive p50 / p99 / p99.9 at ${f0(LIGHT_RATE)}/s, ms | ${f2(n?.light.p50)} / ${f2(n?.light.p99)} / ${f2(n?.light.p999)} | ${f2(s?.light.p50)} / ${f2(s?.light.p99)} / ${f2(s?.light.p999)} | | |`,
+    `| RSS per idle authenticated connection, KB | ${f1(n?.rssPerConnKB)} | ${f1(s?.rssPerConnKB)} (server) | | < 20 KB |`,
+    `| drain ${f0(n?.drain.n)} queued to one device (connect → last ack committed), s | ${f2(n?.drain.drainFromConnectS)} | n/a (no store) | | < 5 s |`,
+    `| enqueue of those ${f0(n?.drain.n)} into one offline mailbox, msgs/s | ${f0(n?.drain.enqueuePerS)} | n/a | | |`,
+    `| CPU during max load: node / generator / nats-server | ${pct(n?.closed.nodeCpu)} / ${pct(n?.closed.genCpu)} | — / ${pct(s?.closed.genCpu)} / ${pct(s?.closed.peerCpu)} | | |`,
+    `| CPU at ${f0(RATE)}/s: node / generator / nats-server | ${pct(n?.open.nodeCpu)} / ${pct(n?.open.genCpu)} | — / ${pct(s?.open.genCpu)} / ${pct(s?.open.peerCpu)} | | |`,
+    `| load generator's own event-loop delay p99 (max load / ${f0(RATE)}/s), ms | ${f1(n?.closed.genLagP99)} / ${f1(n?.open.genLagP99)} | ${f1(s?.closed.genLagP99)} / ${f1(s?.open.genLagP99)} | | |`,
+    `| node CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${perMsg(n?.closed)} / ${perMsg(n?.open)} | ${perMsg(s?.closed, true)} / ${perMsg(s?.open, true)} (server) | | |`,
+    `| CPU used by other work on the machine (max load / ${f0(RATE)}/s), of ${cpus().length} cores | ${pct(n?.closed.otherCpu)} / ${pct(n?.open.otherCpu)} | ${pct(s?.closed.otherCpu)} / ${pct(s?.open.otherCpu)} | | |`,
+    `| not arrived ${SETTLE_MS / 1000} s after sending stopped / send errors | ${n ? `${n.closed.late + n.open.late} / ${n.closed.sendErrors + n.open.sendErrors + n.drain.errors}` : 'n/a'} | ${s ? `${s.closed.late + s.open.late} / 0` : 'n/a'} | | 0 |`,
+  ];
+  return rows.join('\n');
+}
+
+let active: NodeRun | undefined;
+const watchdog = setTimeout(() => {
+  log(`watchdog: run exceeded ${WATCHDOG_MS / 1000} s; stopping`);
+  if (active?.child.exitCode === null) active.child.kill('SIGKILL');
+  if (active) rmSync(active.dataDir, { recursive: true, force: true });
+  process.exit(2);
+}, WATCHDOG_MS);
+
+async function main(): Promise<void> {
+  selfCheck();
+  const c = cpus();
+  log(`machine: ${c.length} × ${c[0]?.model ?? '?'}, node ${process.version}; QUICK=${QUICK ? 1 : 0} DEVICES=${DEVICES} WINDOW=${WINDOW} RATE=${RATE} LIGHT_RATE=${LIGHT_RATE} DRAIN=${DRAIN} ANON_CONNS=${ANON_CONNS}`);
+  const n = SKIP_NODE ? undefined : await benchNode();
+  const s = SKIP_NATS ? undefined : await benchNats();
+  const out = [
+    table(n, s),
+    '',
+    `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}; node env: ${Object.entries(NODE_ENV)
+      .filter(([k]) => k !== 'RATE_LIMITS')
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')} RATE_LIMITS=<every bucket 1000000:10000000>`,
+    n ? `Node: envelopes per Deliver frame (= per Ack = per ack transaction): ${f2(n.envelopesPerDeliver[0])} at max load, ${f2(n.envelopesPerDeliver[1])} at ${f0(RATE)}/s` : '',
+    n ? `Node: setup ${f1(n.setupS)} s (generate + register ${DEVICES} devices); RSS ${f0(n.rssBaseKiB)} KiB → ${f0(n.rssConnKiB)} KiB with ${DEVICES} logins; drain from login ${f2(n.drain.drainFromLoginS)} s` : '',
+    n ? `Node closed: ${fmtPhase(n.closed)}\nNode open:   ${fmtPhase(n.open)}\nNode light:  ${fmtPhase(n.light)}` : '',
+    s ? `NATS closed: ${fmtPhase(s.closed)}\nNATS open:   ${fmtPhase(s.open)}\nNATS light:  ${fmtPhase(s.light)}` : '',
+    errorCodes.size ? `Error frames: ${[...errorCodes].map(([k, v]) => `${k}×${v}`).join(', ')}` : 'Error frames: none',
+  ];
+  console.log(out.filter(Boolean).join('\n'));
+}
+
+main()
+  .catch((e: unknown) => {
+    console.error('bench failed:', e instanceof Error ? (e.stack ?? e.message) : e);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    clearTimeout(watchdog);
+    if (existsSync(join(HERE, 'profile')) && PROFILE) log(`CPU profile of the node in ${join(HERE, 'profile')}`);
+    // Keep-alive HTTP agents and closed sockets may linger; the run is over.
+    setTimeout(() => process.exit(), 200);
+  });
