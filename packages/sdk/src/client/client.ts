@@ -2,7 +2,7 @@
  * The MeshWhisper client (docs/api.md). One instance per device identity; any number of instances
  * can live in one process (no singletons). Everything the node sees is sealed ciphertext.
  */
-import type { CryptoContext, DeviceAddress, DeviceCertificate, LocalIdentity } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceAddress, DeviceCertificate, LocalIdentity, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
 import {
   AccountKeyPair,
   CryptoError,
@@ -19,6 +19,10 @@ import {
   generateKemPreKeys,
   generateOneTimePreKeys,
   hasSession,
+  sessionPeer,
+  computeSafetyNumber,
+  safetyNumberGroups,
+  verifyScannedSafetyNumber,
   initiateSession,
   issueDeviceCertificate,
   MAX_SEALED_CONTENT_LENGTH,
@@ -81,6 +85,8 @@ const Table = {
   PeerToken: 'mw.peer-token',
   /** State of each message this device sent, by message id: one byte (MessageState order). */
   Sent: 'mw.sent',
+  /** The account key first seen for each username (trust on first use), by username. */
+  ContactAccount: 'mw.contact-account',
 } as const;
 
 /** Lifecycle of a message this device sent (docs/api.md). Later states never go back. */
@@ -144,6 +150,12 @@ export interface MeshWhisperEvents {
   /** The node reports messages that expired or were evicted before this device fetched them. */
   gap: { readonly expired: number; readonly evicted: number };
   connection: ConnectionState;
+  /**
+   * The directory now maps a username to a different account key than the one first seen: possibly
+   * an attack by the node, or the person reinstalled. Sends to that username are held (throwing
+   * MW_SDK_IDENTITY_CHANGED) until acceptIdentityChange(username); compare safety numbers first.
+   */
+  identityChange: { readonly username: string; readonly previousAccountKey: Uint8Array; readonly accountKey: Uint8Array };
   /** A peer device reports that it received or read messages this device sent. */
   receipt: { readonly from: DeviceAddress; readonly state: 'delivered' | 'read'; readonly messageIds: string[] };
   /** The backlog queued while this device was offline has been delivered. */
@@ -382,22 +394,35 @@ export class MeshWhisper {
   }
 
   /** Finds the session address for a peer mailbox, claiming its bundle and running PQXDH on first contact. */
-  async #sessionFor(mailboxId: Uint8Array): Promise<DeviceAddress> {
+  async #sessionFor(mailboxId: Uint8Array, expectedAccountKey?: Uint8Array): Promise<DeviceAddress> {
     const known = await this.#addressOf(mailboxId);
-    if (known && (await hasSession(this.#storage, known))) return known;
+    if (known && (await hasSession(this.#storage, known))) {
+      const peer = await sessionPeer(this.#storage, known);
+      if (expectedAccountKey && peer && !equalBytes(peer.accountKey, expectedAccountKey)) {
+        throw new SdkError(SdkErrorCode.IDENTITY_CHANGED, 'this device belongs to another account than the contact');
+      }
+      return known;
+    }
     const claim = await this.#api.call('POST', '/v1/keys/claim', ClaimRequestSchema, { mailboxId }, ClaimResultSchema);
     const bundle = decodePreKeyBundle(claim.bundle);
     if (!equalBytes(mailboxIdOf(this.#ctx, bundle.certificate.deviceSigningKey), mailboxId)) {
       throw new SdkError(SdkErrorCode.PROTOCOL, 'the node returned a bundle for another device');
     }
-    return initiateSession(this.#ctx, this.#storage, bundle);
+    // With an expected account (sending by username), a device certified by any other account is
+    // refused (MW_CRYPTO_UNTRUSTED_IDENTITY): a node cannot slip its own device into the fan-out.
+    return initiateSession(this.#ctx, this.#storage, bundle, expectedAccountKey ? { expectedAccountKey } : {});
   }
 
-  async #sendContent(mailboxId: Uint8Array, body: MessageInitShape<typeof ContentSchema>['body'], messageId = this.#ctx.random(16)): Promise<{ id: string }> {
+  async #sendContent(
+    mailboxId: Uint8Array,
+    body: MessageInitShape<typeof ContentSchema>['body'],
+    messageId = this.#ctx.random(16),
+    expectedAccountKey?: Uint8Array,
+  ): Promise<{ id: string }> {
     if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
     if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
     const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), deliveryToken: this.#deliveryToken, body });
-    const address = await this.#sessionFor(mailboxId);
+    const address = await this.#sessionFor(mailboxId, expectedAccountKey);
     const id = toHex(messageId);
     // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
@@ -423,22 +448,49 @@ export class MeshWhisper {
   }
 
   /** Resolves a recipient to device mailbox ids (a username fans out to every device of its account). */
-  async #mailboxesOf(to: Recipient): Promise<Uint8Array[]> {
-    if (to instanceof Uint8Array) return [to];
+  async #mailboxesOf(to: Recipient): Promise<{ mailboxes: Uint8Array[]; accountKey?: Uint8Array }> {
+    if (to instanceof Uint8Array) return { mailboxes: [to] };
     if (to && typeof to.username === 'string') {
       const record = await this.lookupUsername(to.username);
+      const known = await this.#storage.getItem(Table.ContactAccount, to.username);
+      if (!known) await this.#storage.setItem(Table.ContactAccount, to.username, record.accountKey);
+      else if (!equalBytes(known, record.accountKey)) {
+        this.#emit('identityChange', { username: to.username, previousAccountKey: known, accountKey: record.accountKey });
+        throw new SdkError(SdkErrorCode.IDENTITY_CHANGED, `${to.username} now belongs to another account key: verify safety numbers, then acceptIdentityChange()`);
+      }
       if (record.mailboxIds.length === 0) throw new SdkError(SdkErrorCode.NODE_ERROR, `${to.username} has no registered device`, 'MW_NOT_FOUND');
-      return record.mailboxIds;
+      return { mailboxes: record.mailboxIds, accountKey: record.accountKey };
     }
     throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'recipient must be a mailbox id or { username }');
   }
 
   async #sendTo(to: Recipient, body: MessageInitShape<typeof ContentSchema>['body']): Promise<{ id: string }> {
-    const mailboxes = await this.#mailboxesOf(to);
+    const { mailboxes, accountKey } = await this.#mailboxesOf(to);
     const messageId = this.#ctx.random(16);
     let id = '';
-    for (const m of mailboxes) id = (await this.#sendContent(m, body, messageId)).id;
+    for (const m of mailboxes) id = (await this.#sendContent(m, body, messageId, accountKey)).id;
     return { id };
+  }
+
+  /** Trusts the account key the directory now names for `username` (after comparing safety numbers). */
+  async acceptIdentityChange(username: string): Promise<void> {
+    const record = await this.lookupUsername(username);
+    await this.#storage.setItem(Table.ContactAccount, username, record.accountKey);
+  }
+
+  /**
+   * The 60-digit safety number between this account and `peerAccountKey`, and the payload to show
+   * as a QR code. Both people see the same digits; a mismatch means someone (possibly the node)
+   * substituted a key.
+   */
+  safetyNumber(peerAccountKey: Uint8Array): { digits: string; groups: string[]; scannable: Uint8Array } {
+    const sn = computeSafetyNumber(this.#ctx, { accountKey: this.accountKey }, { accountKey: peerAccountKey });
+    return { digits: sn.digits, groups: safetyNumberGroups(sn.digits), scannable: sn.scannable };
+  }
+
+  /** Checks a scanned safety-number QR payload against `peerAccountKey`: 'match' only if both sides agree. */
+  verifySafetyNumber(peerAccountKey: Uint8Array, scanned: Uint8Array): ScannedSafetyNumberResult {
+    return verifyScannedSafetyNumber(computeSafetyNumber(this.#ctx, { accountKey: this.accountKey }, { accountKey: peerAccountKey }), scanned);
   }
 
   /**

@@ -8,10 +8,20 @@ export const SdkErrorCode = {
   PROTOCOL: 'MW_SDK_PROTOCOL',
   /** A content version newer than this SDK understands. */
   UNSUPPORTED_CONTENT: 'MW_SDK_UNSUPPORTED_CONTENT',
+  /**
+   * A contact's account key differs from the one first seen for that username (the directory now
+   * names another account). Sending to it is held until the app calls acceptIdentityChange().
+   */
+  IDENTITY_CHANGED: 'MW_SDK_IDENTITY_CHANGED',
   /** The client was closed. */
   CLOSED: 'MW_SDK_CLOSED',
   /** A caller mistake (wrong argument). */
   INVALID_ARGUMENT: 'MW_SDK_INVALID_ARGUMENT',
+  /**
+   * A downloaded file failed verification: truncated, tampered, not the blob the message named
+   * (digest mismatch) or not the size it announced. Discard everything read from the stream.
+   */
+  MEDIA_CORRUPT: 'MW_SDK_MEDIA_CORRUPT',
 } as const;
 export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];
 

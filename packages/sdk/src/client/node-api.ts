@@ -16,7 +16,8 @@ export class NodeApi {
   constructor(
     private readonly ctx: CryptoContext,
     readonly baseUrl: string,
-    private readonly fetchImpl: typeof fetch,
+    /** Also used directly for streamed media bodies (client/media.ts). */
+    readonly fetchImpl: typeof fetch,
   ) {}
 
   /**
@@ -47,7 +48,8 @@ export class NodeApi {
     return res;
   }
 
-  private async check(method: string, path: string, res: Response): Promise<Response> {
+  /** Maps a non-2xx reply to SdkError NODE_ERROR with the node's MW_… code. */
+  async check(method: string, path: string, res: Response): Promise<Response> {
     if (!res.ok) {
       let code: string | undefined;
       let message = `${method} ${path}: HTTP ${res.status}`;

@@ -265,4 +265,51 @@ describe('SDK client against a real node', () => {
     expect(await a.flushOutbox()).toBe(0);
     await Promise.all([a.close(), b.close()]);
   });
+
+  it('identity: a new device of the same account is not a key change; a username moved to another account is detected and held; safety numbers', async () => {
+    const { DeviceKeyPair, createContext, issueDeviceCertificate } = await import('@meshwhisper/crypto');
+    const ctx = createContext();
+    const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    await bob.claimUsername('bob-id');
+    // Bob's second device: certified by the same account key.
+    const storage2 = await memoryStorage();
+    const device2 = DeviceKeyPair.generate(ctx);
+    await storage2.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, bob.account!, device2), device: device2 });
+    await storage2.setItem('mw.self', 'account-seed', bob.account!.exportSeed());
+    const bob2 = await MeshWhisper.create({ node: url, namespace: 'test', storage: storage2 });
+    expect(Buffer.from(bob2.accountKey).equals(Buffer.from(bob.accountKey))).toBe(true);
+
+    const changes: unknown[] = [];
+    alice.on('identityChange', (c) => changes.push(c));
+    const onBoth = Promise.all([bob.once('message', (m) => m.text === 'to all of bob'), bob2.once('message', (m) => m.text === 'to all of bob')]);
+    await alice.sendText({ username: 'bob-id' }, 'to all of bob'); // fan-out to both devices
+    await onBoth;
+    expect(changes).toEqual([]);
+
+    // The directory now names another account for the username (here: Bob gave it up and Mallory took it).
+    const mallory = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const malloryGot: string[] = [];
+    mallory.on('message', (m) => malloryGot.push(m.text ?? ''));
+    await bob.releaseUsername('bob-id');
+    await mallory.claimUsername('bob-id');
+    await expect(alice.sendText({ username: 'bob-id' }, 'held')).rejects.toMatchObject({ code: 'MW_SDK_IDENTITY_CHANGED' });
+    expect(changes.length).toBe(1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(malloryGot).toEqual([]);
+    await alice.acceptIdentityChange('bob-id');
+    const got = mallory.once('message');
+    await alice.sendText({ username: 'bob-id' }, 'after accepting');
+    expect((await got).text).toBe('after accepting');
+
+    // Safety numbers: the same 60 digits on both sides; a scanned payload matches only the right key.
+    const a = alice.safetyNumber(bob.accountKey);
+    const b = bob.safetyNumber(alice.accountKey);
+    expect(a.digits).toMatch(/^\d{60}$/);
+    expect(a.digits).toBe(b.digits);
+    expect(a.groups.length).toBe(12);
+    expect(alice.verifySafetyNumber(bob.accountKey, b.scannable).status).toBe('match');
+    expect(alice.verifySafetyNumber(mallory.accountKey, b.scannable).status).toBe('mismatch');
+    await Promise.all([alice.close(), bob.close(), bob2.close(), mallory.close()]);
+  });
 });
