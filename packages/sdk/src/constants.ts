@@ -62,3 +62,10 @@ export const SW_PUSH_TIMEOUT_MS = 20_000;
  */
 export const GENERIC_NOTIFICATION_TITLE = 'New message';
 export const GENERIC_NOTIFICATION_TAG = 'meshwhisper-wake';
+
+/**
+ * Largest inline thumbnail sendFile accepts. It travels inside the sealed message, whose content
+ * is bounded by the envelope (256 KiB): 64 KiB leaves room for the PQXDH header on first contact
+ * and keeps every message that carries a preview small; larger previews belong in their own blob.
+ */
+export const MAX_THUMBNAIL_BYTES = 64 * 1024;

@@ -16,3 +16,5 @@ export type { AppStore, AppItem, ListItemsOptions, StorageTx } from './storage/t
 export { asStorageTx, isStorageTx } from './storage/types.js';
 export { APP_TABLE_MAX_BYTES, APP_KEY_MAX_BYTES, APP_VALUE_MAX_BYTES } from './constants.js';
 export type { PushInfo, PushRegistrationInput, WebPushSubscriptionInput } from './client/push.js';
+export type { FileAttachment, FileSource, SendFileOptions } from './client/media.js';
+export { MAX_THUMBNAIL_BYTES } from './constants.js';

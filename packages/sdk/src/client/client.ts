@@ -58,6 +58,8 @@ import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import { DeviceConnection } from './connection.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { NodeApi } from './node-api.js';
+import type { FileSource, SendFileOptions } from './media.js';
+import { FileAttachment, downloadFile, downloadFileBytes, uploadFile } from './media.js';
 import type { PushInfo, PushRegistrationInput } from './push.js';
 import { pushInfo, registerPush, unregisterPush } from './push.js';
 
@@ -135,6 +137,8 @@ export interface IncomingMessage {
   readonly receivedAt: number;
   readonly text?: string;
   readonly binary?: { readonly mimeType: string; readonly data: Uint8Array };
+  /** An encrypted attachment: show its metadata, fetch it with `downloadFile(message.file)`. */
+  readonly file?: FileAttachment;
 }
 
 export interface UndecryptableMessage {
@@ -428,7 +432,7 @@ export class MeshWhisper {
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
     // The outbox is keyed per recipient device, since one message fans out to several.
     const outboxKey = `${id}:${toHex(mailboxId)}`;
-    const tracked = body?.case === 'text' || body?.case === 'binary';
+    const tracked = body?.case === 'text' || body?.case === 'binary' || body?.case === 'file';
     const plaintext = toBinary(ContentSchema, content);
     if (plaintext.length > MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND) {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message of ${plaintext.length} bytes is too large (at most ${MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND}); send files as media`);
@@ -505,6 +509,32 @@ export class MeshWhisper {
   /** Sends arbitrary bytes with a MIME type. */
   sendBinary(to: Recipient, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
     return this.#sendTo(to, { case: 'binary', value: { data, mimeType } });
+  }
+
+  /**
+   * Sends a file as an encrypted attachment (docs/api.md §Files): encrypts it streaming under a
+   * fresh key, uploads the ciphertext to the node's blob store, then sends the key and digest in a
+   * message (same fan-out as sendText). `options.size` is required for a stream or iterable source.
+   */
+  async sendFile(to: Recipient, source: FileSource, options: SendFileOptions): Promise<{ id: string; file: FileAttachment }> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    const { body, file } = await uploadFile(this.#ctx, this.#api, this.#identity, source, options);
+    try {
+      const { id } = await this.#sendTo(to, { case: 'file', value: body });
+      return { id, file };
+    } finally {
+      body.key?.fill(0); // sealed by now (or never sent); `file` keeps its own copy for downloadFile
+    }
+  }
+
+  /** Downloads an attachment as a stream of verified plaintext; it errors with MW_SDK_MEDIA_CORRUPT on tampering. */
+  downloadFile(file: FileAttachment): Promise<ReadableStream<Uint8Array>> {
+    return downloadFile(this.#ctx, this.#api, file);
+  }
+
+  /** Downloads an attachment into memory (for small files). */
+  downloadFileBytes(file: FileAttachment): Promise<Uint8Array> {
+    return downloadFileBytes(this.#ctx, this.#api, file);
   }
 
   /** Tells the sender's device that these of its messages were read (a read receipt). */
@@ -619,8 +649,9 @@ export class MeshWhisper {
           sentAt: Number(content.sentAt),
           receivedAt: Number(env.receivedAt),
         };
-        if (content.body.case === 'text' || content.body.case === 'binary') {
+        if (content.body.case === 'text' || content.body.case === 'binary' || content.body.case === 'file') {
           if (content.body.case === 'text') this.#emit('message', { ...base, text: content.body.value.text });
+          else if (content.body.case === 'file') this.#emit('message', { ...base, file: FileAttachment.fromContent(content.body.value) });
           else this.#emit('message', { ...base, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
           const list = delivered.get(base.from) ?? { mailbox: base.fromMailboxId, ids: [] as Uint8Array[] };
           list.ids.push(content.messageId);

@@ -271,9 +271,11 @@ export async function downloadFile(ctx: CryptoContext, api: NodeApi, file: FileA
               throw new SdkError(SdkErrorCode.UNREACHABLE, `GET ${path}: connection lost`, undefined, { cause });
             }
             if (r.done) {
+              // The body is complete: let go of it now rather than when the app drops this stream.
+              reader.releaseLock();
               const last = dec.final();
+              if (produced + last.length !== file.size) throw new SdkError(SdkErrorCode.MEDIA_CORRUPT, `downloadFile: got ${produced + last.length} bytes, the message announced ${file.size}`);
               emit(controller, last);
-              if (produced !== file.size) throw new SdkError(SdkErrorCode.MEDIA_CORRUPT, `downloadFile: got ${produced} bytes, the message announced ${file.size}`);
               controller.close();
               return;
             }

@@ -19,7 +19,7 @@ beforeAll(async () => {
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info',
     // Many first contacts from one address (127.0.0.1) in a few seconds: this SDK version sends
     // every message in the tokenless lane (delivery tokens are not exchanged yet).
-    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000',
+    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,username-write=100:1000,username-lookup=100:1000,prekey-claim=100:1000,prekey-claim-target=100:1000',
     USERNAME_NAMESPACES: 'test:signed' });
   node = await createNode(config, {
     metrics: false,

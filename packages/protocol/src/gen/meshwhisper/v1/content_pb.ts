@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSL0AQoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAQgYKBGJvZHkiFAoEVGV4dBIMCgR0ZXh0GAEgASgJIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCJJCgdSZWNlaXB0EikKBGtpbmQYASABKA4yGy5tZXNod2hpc3Blci52MS5SZWNlaXB0S2luZBITCgttZXNzYWdlX2lkcxgCIAMoDCpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAmIGcHJvdG8z");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSLwAwoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSLAoIcmVhY3Rpb24YFCABKAsyGC5tZXNod2hpc3Blci52MS5SZWFjdGlvbkgAEiQKBGVkaXQYFSABKAsyFC5tZXNod2hpc3Blci52MS5FZGl0SAASKAoGZGVsZXRlGBYgASgLMhYubWVzaHdoaXNwZXIudjEuRGVsZXRlSAASKAoGdHlwaW5nGBcgASgLMhYubWVzaHdoaXNwZXIudjEuVHlwaW5nSAASLAoIcHJlc2VuY2UYGCABKAsyGC5tZXNod2hpc3Blci52MS5QcmVzZW5jZUgAEiQKBHRleHQYCiABKAsyFC5tZXNod2hpc3Blci52MS5UZXh0SAASKAoGYmluYXJ5GAsgASgLMhYubWVzaHdoaXNwZXIudjEuQmluYXJ5SAASKgoHcmVjZWlwdBgMIAEoCzIXLm1lc2h3aGlzcGVyLnYxLlJlY2VpcHRIABIkCgRmaWxlGA0gASgLMhQubWVzaHdoaXNwZXIudjEuRmlsZUgAQgYKBGJvZHkibAoEVGV4dBIMCgR0ZXh0GAEgASgJEiwKCHJlcGx5X3RvGAIgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhIVCg1yZXBseV9zbmlwcGV0GAMgASgJEhEKCWZvcndhcmRlZBgEIAEoCCIwCgpNZXNzYWdlUmVmEg4KBmF1dGhvchgBIAEoDBISCgptZXNzYWdlX2lkGAIgASgMIlUKCFJlYWN0aW9uEioKBnRhcmdldBgBIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSDQoFZW1vamkYAiABKAkSDgoGcmVtb3ZlGAMgASgIIigKBEVkaXQSEgoKbWVzc2FnZV9pZBgBIAEoDBIMCgR0ZXh0GAIgASgJIhwKBkRlbGV0ZRISCgptZXNzYWdlX2lkGAEgASgMIhgKBlR5cGluZxIOCgZ0eXBpbmcYASABKAgiLQoIUHJlc2VuY2USDgoGb25saW5lGAEgASgIEhEKCWxhc3Rfc2VlbhgCIAEoBCIpCgZCaW5hcnkSEQoJbWltZV90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwirAEKBEZpbGUSDwoHYmxvYl9pZBgBIAEoCRILCgNrZXkYAiABKAwSDgoGZGlnZXN0GAMgASgMEgwKBHNpemUYBCABKAQSEQoJbWltZV90eXBlGAUgASgJEhEKCWZpbGVfbmFtZRgGIAEoCRIRCgl0aHVtYm5haWwYByABKAwSGwoTdGh1bWJuYWlsX21pbWVfdHlwZRgIIAEoCRISCgpjaHVua19zaXplGAkgASgNIkkKB1JlY2VpcHQSKQoEa2luZBgBIAEoDjIbLm1lc2h3aGlzcGVyLnYxLlJlY2VpcHRLaW5kEhMKC21lc3NhZ2VfaWRzGAIgAygMKl4KC1JlY2VpcHRLaW5kEhwKGFJFQ0VJUFRfS0lORF9VTlNQRUNJRklFRBAAEhoKFlJFQ0VJUFRfS0lORF9ERUxJVkVSRUQQARIVChFSRUNFSVBUX0tJTkRfUkVBRBACYgZwcm90bzM");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -63,6 +63,42 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
    */
   body: {
     /**
+     * Conversation features (docs/api.md). Every reference to another message names it by
+     * (author account key, message id): ids are scoped by their sender, so nobody can edit,
+     * delete or react "as" someone else's message id.
+     *
+     * @generated from field: meshwhisper.v1.Reaction reaction = 20;
+     */
+    value: Reaction;
+    case: "reaction";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.Edit edit = 21;
+     */
+    value: Edit;
+    case: "edit";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.Delete delete = 22;
+     */
+    value: Delete;
+    case: "delete";
+  } | {
+    /**
+     * Ephemeral signals: sent in the node's EPHEMERAL class (never stored, never wake a device).
+     *
+     * @generated from field: meshwhisper.v1.Typing typing = 23;
+     */
+    value: Typing;
+    case: "typing";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.Presence presence = 24;
+     */
+    value: Presence;
+    case: "presence";
+  } | {
+    /**
      * @generated from field: meshwhisper.v1.Text text = 10;
      */
     value: Text;
@@ -79,6 +115,12 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
      */
     value: Receipt;
     case: "receipt";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.File file = 13;
+     */
+    value: File;
+    case: "file";
   } | { case: undefined; value?: undefined };
 };
 
@@ -97,6 +139,25 @@ export type Text = Message<"meshwhisper.v1.Text"> & {
    * @generated from field: string text = 1;
    */
   text: string;
+
+  /**
+   * A quoted reply: the message answered, with a short snippet the sender copied from it.
+   *
+   * @generated from field: meshwhisper.v1.MessageRef reply_to = 2;
+   */
+  replyTo?: MessageRef | undefined;
+
+  /**
+   * @generated from field: string reply_snippet = 3;
+   */
+  replySnippet: string;
+
+  /**
+   * Marked as forwarded; the original author is deliberately not claimed (it could not be verified).
+   *
+   * @generated from field: bool forwarded = 4;
+   */
+  forwarded: boolean;
 };
 
 /**
@@ -105,6 +166,142 @@ export type Text = Message<"meshwhisper.v1.Text"> & {
  */
 export const TextSchema: GenMessage<Text> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_content, 1);
+
+/**
+ * A reference to a message: its author's account key and the author-chosen id.
+ *
+ * @generated from message meshwhisper.v1.MessageRef
+ */
+export type MessageRef = Message<"meshwhisper.v1.MessageRef"> & {
+  /**
+   * @generated from field: bytes author = 1;
+   */
+  author: Uint8Array;
+
+  /**
+   * @generated from field: bytes message_id = 2;
+   */
+  messageId: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.MessageRef.
+ * Use `create(MessageRefSchema)` to create a new message.
+ */
+export const MessageRefSchema: GenMessage<MessageRef> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 2);
+
+/**
+ * Add or remove one emoji reaction (one per emoji per sender) to a message.
+ *
+ * @generated from message meshwhisper.v1.Reaction
+ */
+export type Reaction = Message<"meshwhisper.v1.Reaction"> & {
+  /**
+   * @generated from field: meshwhisper.v1.MessageRef target = 1;
+   */
+  target?: MessageRef | undefined;
+
+  /**
+   * @generated from field: string emoji = 2;
+   */
+  emoji: string;
+
+  /**
+   * @generated from field: bool remove = 3;
+   */
+  remove: boolean;
+};
+
+/**
+ * Describes the message meshwhisper.v1.Reaction.
+ * Use `create(ReactionSchema)` to create a new message.
+ */
+export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 3);
+
+/**
+ * Replace the text of one of the SENDER's own messages (receivers apply it only to messages whose
+ * author is the sender's account).
+ *
+ * @generated from message meshwhisper.v1.Edit
+ */
+export type Edit = Message<"meshwhisper.v1.Edit"> & {
+  /**
+   * @generated from field: bytes message_id = 1;
+   */
+  messageId: Uint8Array;
+
+  /**
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message meshwhisper.v1.Edit.
+ * Use `create(EditSchema)` to create a new message.
+ */
+export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 4);
+
+/**
+ * Delete one of the SENDER's own messages for everyone (same author rule as Edit).
+ *
+ * @generated from message meshwhisper.v1.Delete
+ */
+export type Delete = Message<"meshwhisper.v1.Delete"> & {
+  /**
+   * @generated from field: bytes message_id = 1;
+   */
+  messageId: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.Delete.
+ * Use `create(DeleteSchema)` to create a new message.
+ */
+export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 5);
+
+/**
+ * @generated from message meshwhisper.v1.Typing
+ */
+export type Typing = Message<"meshwhisper.v1.Typing"> & {
+  /**
+   * @generated from field: bool typing = 1;
+   */
+  typing: boolean;
+};
+
+/**
+ * Describes the message meshwhisper.v1.Typing.
+ * Use `create(TypingSchema)` to create a new message.
+ */
+export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 6);
+
+/**
+ * @generated from message meshwhisper.v1.Presence
+ */
+export type Presence = Message<"meshwhisper.v1.Presence"> & {
+  /**
+   * @generated from field: bool online = 1;
+   */
+  online: boolean;
+
+  /**
+   * @generated from field: uint64 last_seen = 2;
+   */
+  lastSeen: bigint;
+};
+
+/**
+ * Describes the message meshwhisper.v1.Presence.
+ * Use `create(PresenceSchema)` to create a new message.
+ */
+export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 7);
 
 /**
  * @generated from message meshwhisper.v1.Binary
@@ -126,7 +323,82 @@ export type Binary = Message<"meshwhisper.v1.Binary"> & {
  * Use `create(BinarySchema)` to create a new message.
  */
 export const BinarySchema: GenMessage<Binary> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 2);
+  messageDesc(file_meshwhisper_v1_content, 8);
+
+/**
+ * An encrypted attachment (docs/spec/media.md): the ciphertext lives in the node's blob store
+ * (POST /v1/media), and this message carries what is needed to fetch, verify and decrypt it. The
+ * key never leaves end-to-end encrypted content; the node sees only the blob's ciphertext.
+ *
+ * @generated from message meshwhisper.v1.File
+ */
+export type File = Message<"meshwhisper.v1.File"> & {
+  /**
+   * The node's blob id (base64url, from MediaUploaded.id).
+   *
+   * @generated from field: string blob_id = 1;
+   */
+  blobId: string;
+
+  /**
+   * The 32-byte per-file media key (MEDIA_KEY_LENGTH).
+   *
+   * @generated from field: bytes key = 2;
+   */
+  key: Uint8Array;
+
+  /**
+   * SHA-256 of the whole ciphertext (MEDIA_DIGEST_LENGTH); checked before the file is accepted.
+   *
+   * @generated from field: bytes digest = 3;
+   */
+  digest: Uint8Array;
+
+  /**
+   * Plaintext size in bytes.
+   *
+   * @generated from field: uint64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: string mime_type = 5;
+   */
+  mimeType: string;
+
+  /**
+   * Suggested file name (display only: receivers must not use it as a path unchecked).
+   *
+   * @generated from field: string file_name = 6;
+   */
+  fileName: string;
+
+  /**
+   * Optional small preview, sent inline (it must fit in the message); empty = none.
+   *
+   * @generated from field: bytes thumbnail = 7;
+   */
+  thumbnail: Uint8Array;
+
+  /**
+   * @generated from field: string thumbnail_mime_type = 8;
+   */
+  thumbnailMimeType: string;
+
+  /**
+   * Plaintext bytes per chunk the sender used (informational: the ciphertext header carries it).
+   *
+   * @generated from field: uint32 chunk_size = 9;
+   */
+  chunkSize: number;
+};
+
+/**
+ * Describes the message meshwhisper.v1.File.
+ * Use `create(FileSchema)` to create a new message.
+ */
+export const FileSchema: GenMessage<File> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 9);
 
 /**
  * @generated from message meshwhisper.v1.Receipt
@@ -148,7 +420,7 @@ export type Receipt = Message<"meshwhisper.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 3);
+  messageDesc(file_meshwhisper_v1_content, 10);
 
 /**
  * @generated from enum meshwhisper.v1.ReceiptKind
