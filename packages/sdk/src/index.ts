@@ -18,3 +18,4 @@ export { APP_TABLE_MAX_BYTES, APP_KEY_MAX_BYTES, APP_VALUE_MAX_BYTES } from './c
 export type { PushInfo, PushRegistrationInput, WebPushSubscriptionInput } from './client/push.js';
 export type { FileAttachment, FileSource, SendFileOptions } from './client/media.js';
 export { MAX_THUMBNAIL_BYTES } from './constants.js';
+export type { MessageRef, TextOptions, MessageState, Recipient, UsernameRecord } from './client/client.js';

@@ -74,6 +74,15 @@ export const PREKEY_LOW_WATER = 20;
  * could not be sealed.
  */
 const SESSION_OVERHEAD_BOUND = 1309 + 85 + 64;
+/** Longest quoted snippet carried with a reply (characters). */
+const MAX_REPLY_SNIPPET = 280;
+
+function messageIdBytes(id: string): Uint8Array {
+  const b = /^[0-9a-f]{32}$/.test(id) ? fromHex(id) : undefined;
+  if (!b) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'message ids are 32 lower-case hex characters');
+  return b;
+}
+
 /** Bytes of this device's delivery token (the node accepts 16–64). */
 export const DELIVERY_TOKEN_LENGTH = 32;
 
@@ -105,6 +114,19 @@ export interface UsernameRecord {
   readonly mailboxIds: Uint8Array[];
 }
 
+/** Names a message: its author's account key and the author-chosen id (hex). */
+export interface MessageRef {
+  readonly author: Uint8Array;
+  readonly id: string;
+}
+
+export interface TextOptions {
+  /** Quote a message (a reply); `snippet` is the text shown with the quote. */
+  readonly replyTo?: MessageRef & { readonly snippet?: string };
+  /** Mark as forwarded. */
+  readonly forwarded?: boolean;
+}
+
 /** Whom to send to: one device by mailbox id, or every device of the account behind a username. */
 export type Recipient = Uint8Array | { readonly username: string };
 
@@ -123,6 +145,8 @@ export interface MeshWhisperOptions {
   readonly fetch?: typeof fetch;
   /** Connect the device socket at once (default true). */
   readonly connect?: boolean;
+  /** Share presence (online / last seen) with contacts (default true; false = opt out). */
+  readonly sharePresence?: boolean;
 }
 
 export interface IncomingMessage {
@@ -137,6 +161,10 @@ export interface IncomingMessage {
   readonly receivedAt: number;
   readonly text?: string;
   readonly binary?: { readonly mimeType: string; readonly data: Uint8Array };
+  /** For a quoted reply: the message answered (author account key + id) and the quoted snippet. */
+  readonly replyTo?: MessageRef & { readonly snippet: string };
+  /** Marked as forwarded by its sender (no original author is claimed). */
+  readonly forwarded?: boolean;
   /** An encrypted attachment: show its metadata, fetch it with `downloadFile(message.file)`. */
   readonly file?: FileAttachment;
 }
@@ -160,6 +188,16 @@ export interface MeshWhisperEvents {
    * MW_SDK_IDENTITY_CHANGED) until acceptIdentityChange(username); compare safety numbers first.
    */
   identityChange: { readonly username: string; readonly previousAccountKey: Uint8Array; readonly accountKey: Uint8Array };
+  /** A reaction added or removed by `author` (the sender's account) on message `target`. */
+  reaction: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly target: MessageRef; readonly emoji: string; readonly remove: boolean };
+  /** The sender edited one of ITS OWN messages: apply only to the message (author, id). */
+  edit: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly id: string; readonly text: string };
+  /** The sender deleted one of ITS OWN messages for everyone: remove only the message (author, id). */
+  delete: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly id: string };
+  /** Ephemeral: the peer is (or stopped) typing. Never stored by the node. */
+  typing: { readonly from: DeviceAddress; readonly typing: boolean };
+  /** Ephemeral: the peer's presence. Never stored by the node. */
+  presence: { readonly from: DeviceAddress; readonly online: boolean; readonly lastSeen: number };
   /** A peer device reports that it received or read messages this device sent. */
   receipt: { readonly from: DeviceAddress; readonly state: 'delivered' | 'read'; readonly messageIds: string[] };
   /** The backlog queued while this device was offline has been delivered. */
@@ -185,6 +223,7 @@ export class MeshWhisper {
   readonly #connection: DeviceConnection;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
+  #sharePresence = true;
   /** The account key pair: present on the device that created the account (stored with the device's other secrets). */
   readonly account: AccountKeyPair | undefined;
   readonly namespace: string;
@@ -195,6 +234,7 @@ export class MeshWhisper {
     this.#identity = identity;
     this.account = account;
     this.namespace = opts.namespace;
+    this.#sharePresence = opts.sharePresence !== false;
     this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
     this.#connection = new DeviceConnection(ctx, opts.node, identity, WS, {
       deliveryTokens: () => (this.#deliveryToken.length ? [this.#deliveryToken] : []),
@@ -501,9 +541,65 @@ export class MeshWhisper {
    * Sends a text message: to one device (mailbox id) or to every device of a username's account.
    * Resolves when the node has durably stored it for each device.
    */
-  sendText(to: Recipient, text: string): Promise<{ id: string }> {
+  sendText(to: Recipient, text: string, options: TextOptions = {}): Promise<{ id: string }> {
     if (typeof text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'text must be a string');
-    return this.#sendTo(to, { case: 'text', value: { text } });
+    const r = options.replyTo;
+    return this.#sendTo(to, {
+      case: 'text',
+      value: {
+        text,
+        ...(r ? { replyTo: { author: r.author, messageId: messageIdBytes(r.id) }, replySnippet: (r.snippet ?? '').slice(0, MAX_REPLY_SNIPPET) } : {}),
+        ...(options.forwarded ? { forwarded: true } : {}),
+      },
+    });
+  }
+
+  /** Forwards a received text (marked as forwarded; its original author is not claimed). */
+  forward(to: Recipient, message: Pick<IncomingMessage, 'text'>): Promise<{ id: string }> {
+    if (typeof message.text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only text messages can be forwarded this way');
+    return this.sendText(to, message.text, { forwarded: true });
+  }
+
+  /** Adds (or, with `remove`, removes) an emoji reaction to a message. */
+  react(to: Recipient, target: MessageRef, emoji: string, options: { remove?: boolean } = {}): Promise<{ id: string }> {
+    if (typeof emoji !== 'string' || emoji.length === 0 || emoji.length > 16) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'emoji must be 1–16 characters');
+    return this.#sendTo(to, { case: 'reaction', value: { target: { author: target.author, messageId: messageIdBytes(target.id) }, emoji, remove: options.remove === true } });
+  }
+
+  /** Edits one of this account's own messages for the recipients. */
+  editMessage(to: Recipient, id: string, text: string): Promise<{ id: string }> {
+    return this.#sendTo(to, { case: 'edit', value: { messageId: messageIdBytes(id), text } });
+  }
+
+  /** Deletes one of this account's own messages for everyone. Receivers honour it only for the author. */
+  deleteMessage(to: Recipient, id: string): Promise<{ id: string }> {
+    return this.#sendTo(to, { case: 'delete', value: { messageId: messageIdBytes(id) } });
+  }
+
+  /** Ephemeral typing indicator (never stored by the node, never wakes a device). */
+  async setTyping(to: Recipient, typing: boolean): Promise<void> {
+    await this.#sendEphemeral(to, { case: 'typing', value: { typing } });
+  }
+
+  /** Ephemeral presence (online / last seen); does nothing when the client opted out (`sharePresence: false`). */
+  async setPresence(to: Recipient, online: boolean): Promise<void> {
+    if (!this.#sharePresence) return;
+    await this.#sendEphemeral(to, { case: 'presence', value: { online, lastSeen: BigInt(this.#ctx.now()) } });
+  }
+
+  async #sendEphemeral(to: Recipient, body: MessageInitShape<typeof ContentSchema>['body']): Promise<void> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    const { mailboxes, accountKey } = await this.#mailboxesOf(to);
+    for (const mailboxId of mailboxes) {
+      const address = await this.#sessionFor(mailboxId, accountKey);
+      const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: this.#ctx.random(16), sentAt: BigInt(this.#ctx.now()), body });
+      // Nothing to persist: an ephemeral signal that is lost is simply not shown.
+      const payload = await sealMessage(this.#ctx, this.#storage, address, toBinary(ContentSchema, content));
+      const token = await this.#storage.getItem(Table.PeerToken, address);
+      await this.#api
+        .call('POST', '/v1/send', SendRequestSchema, { mailboxId, payload, class: EnvelopeClass.EPHEMERAL, ...(token ? { deliveryToken: token } : {}) }, SendResultSchema)
+        .catch(() => undefined);
+    }
   }
 
   /** Sends arbitrary bytes with a MIME type. */
@@ -623,7 +719,6 @@ export class MeshWhisper {
 
   async #receiveAll(envelopes: Envelope[], delivered: Map<DeviceAddress, { mailbox: Uint8Array; ids: Uint8Array[] }>): Promise<void> {
     for (const env of envelopes) {
-      if (env.class === EnvelopeClass.EPHEMERAL) continue; // no ephemeral content types yet
       try {
         let content: Content | undefined;
         const { sender } = await openSealedMessage(this.#ctx, this.#storage, env.payload, {
@@ -650,7 +745,13 @@ export class MeshWhisper {
           receivedAt: Number(env.receivedAt),
         };
         if (content.body.case === 'text' || content.body.case === 'binary' || content.body.case === 'file') {
-          if (content.body.case === 'text') this.#emit('message', { ...base, text: content.body.value.text });
+          if (content.body.case === 'text') {
+            const t = content.body.value;
+            const reply = t.replyTo && t.replyTo.author.length === 32 && t.replyTo.messageId.length === 16
+              ? { replyTo: { author: t.replyTo.author, id: toHex(t.replyTo.messageId), snippet: t.replySnippet } }
+              : {};
+            this.#emit('message', { ...base, text: t.text, ...reply, ...(t.forwarded ? { forwarded: true } : {}) });
+          }
           else if (content.body.case === 'file') this.#emit('message', { ...base, file: FileAttachment.fromContent(content.body.value) });
           else this.#emit('message', { ...base, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
           const list = delivered.get(base.from) ?? { mailbox: base.fromMailboxId, ids: [] as Uint8Array[] };
@@ -661,6 +762,23 @@ export class MeshWhisper {
           const ids = content.body.value.messageIds.map(toHex);
           for (const id of ids) await this.#advanceState(id, state);
           this.#emit('receipt', { from: base.from, state, messageIds: ids });
+        } else if (content.body.case === 'reaction') {
+          const r = content.body.value;
+          if (r.target && r.target.author.length === 32 && r.target.messageId.length === 16 && r.emoji.length > 0 && r.emoji.length <= 16) {
+            this.#emit('reaction', { from: base.from, author: sender.accountKey, target: { author: r.target.author, id: toHex(r.target.messageId) }, emoji: r.emoji, remove: r.remove });
+          }
+        } else if (content.body.case === 'edit' || content.body.case === 'delete') {
+          // The author is the SENDER's authenticated account: an edit or delete can only ever name
+          // messages (author, id) of the account that sent it — nobody can touch another's message.
+          const id = content.body.value.messageId;
+          if (id.length === 16) {
+            if (content.body.case === 'edit') this.#emit('edit', { from: base.from, author: sender.accountKey, id: toHex(id), text: content.body.value.text });
+            else this.#emit('delete', { from: base.from, author: sender.accountKey, id: toHex(id) });
+          }
+        } else if (content.body.case === 'typing') {
+          this.#emit('typing', { from: base.from, typing: content.body.value.typing });
+        } else if (content.body.case === 'presence') {
+          this.#emit('presence', { from: base.from, online: content.body.value.online, lastSeen: Number(content.body.value.lastSeen) });
         }
       } catch (e) {
         // A redelivery of something already processed (connection dropped before the ack) is a

@@ -312,4 +312,75 @@ describe('SDK client against a real node', () => {
     expect(alice.verifySafetyNumber(mallory.accountKey, b.scannable).status).toBe('mismatch');
     await Promise.all([alice.close(), bob.close(), bob2.close(), mallory.close()]);
   });
+
+  it('conversation features: replies, forwarding, reactions, author-only edits and deletes, typing and presence (ephemeral)', async () => {
+    const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const carol = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), sharePresence: false });
+    const first = bob.once('message');
+    const { id } = await alice.sendText(bob.mailboxId, 'original');
+    const m = await first;
+
+    // Quoted reply and forward.
+    const replyArrives = alice.once('message');
+    await bob.sendText(alice.mailboxId, 'answer', { replyTo: { author: alice.accountKey, id: m.id, snippet: 'original' } });
+    const reply = await replyArrives;
+    expect(reply.replyTo?.id).toBe(id);
+    expect(Buffer.from(reply.replyTo!.author).equals(Buffer.from(alice.accountKey))).toBe(true);
+    expect(reply.replyTo?.snippet).toBe('original');
+    const fwd = carol.once('message');
+    await bob.forward(carol.mailboxId, m);
+    const f = await fwd;
+    expect(f.forwarded).toBe(true);
+    expect(f.text).toBe('original');
+
+    // Reaction.
+    const reacted = alice.once('reaction');
+    await bob.react(alice.mailboxId, { author: alice.accountKey, id }, '👍');
+    const r = await reacted;
+    expect(r.emoji).toBe('👍');
+    expect(r.target.id).toBe(id);
+    expect(r.remove).toBe(false);
+
+    // Edits and deletes name (sender account, id): Bob "deleting" Alice's id only ever refers to a
+    // message of Bob's own account, so an app applying (author, id) can never remove Alice's message.
+    const del = alice.once('delete');
+    await bob.deleteMessage(alice.mailboxId, id);
+    const d = await del;
+    expect(Buffer.from(d.author).equals(Buffer.from(bob.accountKey))).toBe(true);
+    expect(Buffer.from(d.author).equals(Buffer.from(alice.accountKey))).toBe(false);
+    const edited = bob.once('edit');
+    await alice.editMessage(bob.mailboxId, id, 'original (edited)');
+    const e = await edited;
+    expect(Buffer.from(e.author).equals(Buffer.from(alice.accountKey))).toBe(true);
+    expect(e.id).toBe(id);
+    expect(e.text).toBe('original (edited)');
+
+    // Typing and presence travel as ephemeral signals: delivered live, never stored.
+    const typing = bob.once('typing');
+    await alice.setTyping(bob.mailboxId, true);
+    expect((await typing).typing).toBe(true);
+    const presence = bob.once('presence');
+    await alice.setPresence(bob.mailboxId, true);
+    expect((await presence).online).toBe(true);
+    // Carol opted out of presence: nothing is sent.
+    let carolPresence = false;
+    bob.on('presence', (p) => void (p.from === carol.address && (carolPresence = true)));
+    await carol.setPresence(bob.mailboxId, true);
+    // An ephemeral signal to an offline device is dropped, not queued.
+    const offline = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), connect: false });
+    await alice.sendText(offline.mailboxId, 'stored');
+    await alice.setTyping(offline.mailboxId, true);
+    const seen: string[] = [];
+    offline.on('message', (x) => seen.push(x.text!));
+    offline.on('typing', () => seen.push('typing'));
+    const synced = offline.once('synced');
+    offline.connect();
+    await synced;
+    await offline.idle();
+    expect(seen).toEqual(['stored']);
+    await new Promise((res) => setTimeout(res, 200));
+    expect(carolPresence).toBe(false);
+    await Promise.all([alice.close(), bob.close(), carol.close(), offline.close()]);
+  });
 });
