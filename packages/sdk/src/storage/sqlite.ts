@@ -34,6 +34,7 @@ import {
 import { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS } from '../constants.js';
 import { checkKey, checkListOptions, checkTable, checkValue, prefixUpperBound } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
+import { SingleOperationStorage } from './single-op.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
 import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
 
@@ -387,7 +388,7 @@ function valueFromRow(b: Uint8Array, op: string): Uint8Array {
   return out;
 }
 
-export class SqliteStorage implements ProtocolStorage {
+export class SqliteStorage extends SingleOperationStorage implements ProtocolStorage {
   readonly kind = 'sqlite';
   readonly #db: Database;
   readonly #st: Statements;
@@ -399,6 +400,7 @@ export class SqliteStorage implements ProtocolStorage {
 
   /** @internal Use openSqliteStorage(). */
   constructor(db: Database, ctx: CryptoContext, key: string) {
+    super();
     this.#db = db;
     this.#ctx = ctx;
     this.#key = key;
@@ -498,32 +500,6 @@ export class SqliteStorage implements ProtocolStorage {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-
-  getLocalIdentity = (): Promise<LocalIdentity> => this.transaction((tx) => tx.getLocalIdentity());
-  loadPreKey = (id: number): Promise<X25519PreKeyPair | undefined> => this.transaction((tx) => tx.loadPreKey(id));
-  storePreKey = (key: X25519PreKeyPair): Promise<void> => this.transaction((tx) => tx.storePreKey(key));
-  removePreKey = (id: number): Promise<void> => this.transaction((tx) => tx.removePreKey(id));
-  countPreKeys = (): Promise<number> => this.transaction((tx) => tx.countPreKeys());
-  loadSignedPreKey = (id: number): Promise<X25519PreKeyPair | undefined> => this.transaction((tx) => tx.loadSignedPreKey(id));
-  storeSignedPreKey = (key: X25519PreKeyPair): Promise<void> => this.transaction((tx) => tx.storeSignedPreKey(key));
-  removeSignedPreKey = (id: number): Promise<void> => this.transaction((tx) => tx.removeSignedPreKey(id));
-  listSignedPreKeys = (): Promise<X25519PreKeyPair[]> => this.transaction((tx) => tx.listSignedPreKeys());
-  loadKemPreKey = (id: number): Promise<KemPreKeyPair | undefined> => this.transaction((tx) => tx.loadKemPreKey(id));
-  storeKemPreKey = (key: KemPreKeyPair): Promise<void> => this.transaction((tx) => tx.storeKemPreKey(key));
-  removeKemPreKey = (id: number): Promise<void> => this.transaction((tx) => tx.removeKemPreKey(id));
-  listKemPreKeys = (): Promise<KemPreKeyPair[]> => this.transaction((tx) => tx.listKemPreKeys());
-  loadSession = (address: DeviceAddress): Promise<Uint8Array | undefined> => this.transaction((tx) => tx.loadSession(address));
-  storeSession = (address: DeviceAddress, record: Uint8Array): Promise<void> => this.transaction((tx) => tx.storeSession(address, record));
-  removeSession = (address: DeviceAddress): Promise<void> => this.transaction((tx) => tx.removeSession(address));
-  listSessionAddresses = (): Promise<DeviceAddress[]> => this.transaction((tx) => tx.listSessionAddresses());
-  hasSeenInitialMessage = (digest: Uint8Array): Promise<boolean> => this.transaction((tx) => tx.hasSeenInitialMessage(digest));
-  addSeenInitialMessage = (digest: Uint8Array, info: SeenInitialMessage): Promise<void> => this.transaction((tx) => tx.addSeenInitialMessage(digest, info));
-  pruneSeenInitialMessages = (spk: ReadonlySet<number>, kem: ReadonlySet<number>): Promise<number> =>
-    this.transaction((tx) => tx.pruneSeenInitialMessages(spk, kem));
-  getItem = (table: string, key: string): Promise<Uint8Array | undefined> => this.transaction((tx) => tx.getItem(table, key));
-  setItem = (table: string, key: string, value: Uint8Array): Promise<void> => this.transaction((tx) => tx.setItem(table, key, value));
-  deleteItem = (table: string, key: string): Promise<void> => this.transaction((tx) => tx.deleteItem(table, key));
-  listItems = (table: string, options?: ListItemsOptions): Promise<AppItem[]> => this.transaction((tx) => tx.listItems(table, options));
 }
 
 /** Applies the pragmas, takes the exclusive lock and brings the schema up to date. */
