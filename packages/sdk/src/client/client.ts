@@ -98,6 +98,8 @@ const Table = {
   Sent: 'mw.sent',
   /** The account key first seen for each username (trust on first use), by username. */
   ContactAccount: 'mw.contact-account',
+  /** Blocked accounts, by account key hex (value empty). */
+  Blocked: 'mw.blocked',
 } as const;
 
 /** Lifecycle of a message this device sent (docs/api.md). Later states never go back. */
@@ -467,6 +469,8 @@ export class MeshWhisper {
     if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
     const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), deliveryToken: this.#deliveryToken, body });
     const address = await this.#sessionFor(mailboxId, expectedAccountKey);
+    const peer = await sessionPeer(this.#storage, address);
+    if (peer && (await this.isBlocked(peer.accountKey))) throw new SdkError(SdkErrorCode.BLOCKED, 'this contact is blocked');
     const id = toHex(messageId);
     // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
@@ -514,6 +518,27 @@ export class MeshWhisper {
     let id = '';
     for (const m of mailboxes) id = (await this.#sendContent(m, body, messageId, accountKey)).id;
     return { id };
+  }
+
+  /**
+   * Blocks an account on this device: nothing it sends is shown or answered (no receipts), its
+   * delivery token is forgotten, and sending to it fails with MW_SDK_BLOCKED until unblock().
+   */
+  async block(accountKey: Uint8Array): Promise<void> {
+    if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+    await this.#storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await stx.setItem(Table.Blocked, toHex(accountKey), new Uint8Array(0));
+      for (const { key } of await stx.listItems(Table.PeerToken, { prefix: `${toHex(accountKey)}:` })) await stx.deleteItem(Table.PeerToken, key);
+    });
+  }
+
+  async unblock(accountKey: Uint8Array): Promise<void> {
+    await this.#storage.deleteItem(Table.Blocked, toHex(accountKey));
+  }
+
+  async isBlocked(accountKey: Uint8Array): Promise<boolean> {
+    return (await this.#storage.getItem(Table.Blocked, toHex(accountKey))) !== undefined;
   }
 
   /** Trusts the account key the directory now names for `username` (after comparing safety numbers). */
@@ -731,10 +756,16 @@ export class MeshWhisper {
               throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
             }
             const t = content.deliveryToken;
-            if (t.length >= 16 && t.length <= 64) await asStorageTx(tx).setItem(Table.PeerToken, deviceAddress(from), t);
+            const stx = asStorageTx(tx);
+            // A blocked sender's token is never stored: we will not answer, let alone in the token lane.
+            const blocked = (await stx.getItem(Table.Blocked, toHex(from.accountKey))) !== undefined;
+            if (!blocked && t.length >= 16 && t.length <= 64) await stx.setItem(Table.PeerToken, deviceAddress(from), t);
           },
         });
         if (!content) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
+        // Blocked: removed from the node's queue (acknowledged to the node, or the mailbox would
+        // fill), but nothing is shown and no receipt of any kind goes back to the sender.
+        if (await this.isBlocked(sender.accountKey)) continue;
         if (content.version > CONTENT_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `content version ${content.version}`);
         const base = {
           id: toHex(content.messageId),

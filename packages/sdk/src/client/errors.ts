@@ -13,6 +13,8 @@ export const SdkErrorCode = {
    * names another account). Sending to it is held until the app calls acceptIdentityChange().
    */
   IDENTITY_CHANGED: 'MW_SDK_IDENTITY_CHANGED',
+  /** The recipient's account is blocked on this device (unblock() first). */
+  BLOCKED: 'MW_SDK_BLOCKED',
   /** The client was closed. */
   CLOSED: 'MW_SDK_CLOSED',
   /** A caller mistake (wrong argument). */

@@ -19,7 +19,7 @@ beforeAll(async () => {
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info',
     // Many first contacts from one address (127.0.0.1) in a few seconds: this SDK version sends
     // every message in the tokenless lane (delivery tokens are not exchanged yet).
-    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,username-write=100:1000,username-lookup=100:1000,prekey-claim=100:1000,prekey-claim-target=100:1000',
+    RATE_LIMITS: 'http=100000:1000000,ws-upgrade=100000:1000000,ws-frame=100000:1000000,auth=100000:1000000,send-token=100000:1000000,send-first-contact=100000:1000000,send-first-contact-target=100000:1000000,prekey-claim=100000:1000000,prekey-claim-target=100000:1000000,directory-write=100000:1000000,username-lookup=100000:1000000,username-write=100000:1000000,blob-upload=100000:1000000,blob-download=100000:1000000,archive=100000:1000000',
     USERNAME_NAMESPACES: 'test:signed' });
   node = await createNode(config, {
     metrics: false,
@@ -382,5 +382,29 @@ describe('SDK client against a real node', () => {
     await new Promise((res) => setTimeout(res, 200));
     expect(carolPresence).toBe(false);
     await Promise.all([alice.close(), bob.close(), carol.close(), offline.close()]);
+  });
+
+  it('blocking is enforced end to end: nothing shown, no receipts, no sends; unblock restores it', async () => {
+    const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const first = alice.once('message');
+    await bob.sendText(alice.mailboxId, 'hello');
+    await first;
+    await alice.block(bob.accountKey);
+    expect(await alice.isBlocked(bob.accountKey)).toBe(true);
+    const shown: string[] = [];
+    alice.on('message', (m) => shown.push(m.text!));
+    const { id } = await bob.sendText(alice.mailboxId, 'you cannot see this');
+    await new Promise((r) => setTimeout(r, 500));
+    await alice.idle();
+    expect(shown).toEqual([]);
+    expect(await bob.messageState(id)).toBe('sent'); // no delivery receipt came back
+    await expect(alice.sendText(bob.mailboxId, 'nope')).rejects.toMatchObject({ code: 'MW_SDK_BLOCKED' });
+    await alice.unblock(bob.accountKey);
+    const again = alice.once('message');
+    await bob.sendText(alice.mailboxId, 'visible again');
+    expect((await again).text).toBe('visible again');
+    await alice.sendText(bob.mailboxId, 'and I can answer');
+    await Promise.all([alice.close(), bob.close()]);
   });
 });
