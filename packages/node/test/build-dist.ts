@@ -1,4 +1,4 @@
-// Builds packages/node (and the packages it references) into dist/ for tests that run the built
+// Builds packages (packages/node and the packages it references, or others) into dist/ for tests that run the built
 // binary, as operators do. Test files run in parallel processes: two concurrent `tsc -b` would
 // rewrite the same dist/ files while another file's child process is loading them. So a build
 // takes a lock (a directory: mkdir is atomic), and a build that waited finds everything up to
@@ -30,20 +30,21 @@ function tryLock(): boolean {
   }
 }
 
-/** `npx tsc -b packages/node`, one build at a time across test processes. */
-export async function buildNodeDist(): Promise<void> {
+/** `npx tsc -b <packages>` (e.g. 'packages/node'), one build at a time across test processes. */
+export async function buildDist(packages: readonly string[]): Promise<void> {
   const deadline = Date.now() + STALE_MS;
   while (!tryLock()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for another test's build of packages/node (lock ${LOCK})`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for another test's build (lock ${LOCK})`);
     await new Promise((r) => setTimeout(r, 200));
   }
   try {
     await new Promise<void>((resolve, reject) => {
-      const p = execFile('npx', ['tsc', '-b', 'packages/node'], { cwd: repoRoot }, (e) => (e ? reject(e) : resolve()));
-      p.stdout?.pipe(process.stdout);
-      p.stderr?.pipe(process.stderr);
+      execFile('npx', ['tsc', '-b', ...packages], { cwd: repoRoot }, (e, stdout, stderr) => (e ? reject(new Error(`tsc -b ${packages.join(' ')} failed:\n${stdout}${stderr}`)) : resolve()));
     });
   } finally {
     rmSync(LOCK, { recursive: true, force: true });
   }
 }
+
+/** `npx tsc -b packages/node`, one build at a time across test processes. */
+export const buildNodeDist = (): Promise<void> => buildDist(['packages/node']);

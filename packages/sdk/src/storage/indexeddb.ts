@@ -24,7 +24,6 @@ import {
   X25519PreKeyPair,
   X25519_KEY_LENGTH,
   createContext,
-  equalBytes,
   toHex,
   wipe,
 } from '@meshwhisper/crypto';
@@ -32,7 +31,7 @@ import { STORAGE_WEB_LOCK_PREFIX } from '../constants.js';
 import { checkKey, checkListOptions, checkTable, checkValue, compareKeys, utf8 } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
+import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx, sameIdentity } from './types.js';
 
 const S = { meta: 'meta', preKey: 'prekey', signedPreKey: 'signedPrekey', kemPreKey: 'kemPrekey', session: 'session', seen: 'seen', app: 'appItems' } as const;
 type StoreName = (typeof S)[keyof typeof S];
@@ -692,11 +691,7 @@ export async function openIndexedDbStorage(options: IndexedDbStorageOptions): Pr
   if (options.identity) {
     try {
       if (await storage.hasLocalIdentity()) {
-        const stored = exportIdentity(await storage.getLocalIdentity());
-        const mine = exportIdentity(options.identity);
-        const same = equalBytes(mine.certificate, stored.certificate) && equalBytes(mine.signingSeed, stored.signingSeed) && equalBytes(mine.dhSecret, stored.dhSecret);
-        wipe(mine.signingSeed, mine.dhSecret, stored.signingSeed, stored.dhSecret);
-        if (!same) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, op, 'this storage holds a different device identity');
+        if (!sameIdentity(await storage.getLocalIdentity(), options.identity)) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, op, 'this storage holds a different device identity');
       } else {
         await storage.setLocalIdentity(options.identity);
       }

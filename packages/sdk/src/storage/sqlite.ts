@@ -28,7 +28,6 @@ import {
   X25519PreKeyPair,
   X25519_KEY_LENGTH,
   createContext,
-  equalBytes,
   wipe,
 } from '@meshwhisper/crypto';
 import { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS } from '../constants.js';
@@ -36,7 +35,7 @@ import { checkKey, checkListOptions, checkTable, checkValue, prefixUpperBound } 
 import { StorageError, StorageErrorCode } from './errors.js';
 import { SingleOperationStorage } from './single-op.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
+import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx, sameIdentity } from './types.js';
 
 /**
  * The part of better-sqlite3's API this adapter uses, declared here so that the SDK's published
@@ -576,12 +575,7 @@ export async function openSqliteStorage(options: SqliteStorageOptions): Promise<
   if (options.identity) {
     try {
       if (await storage.hasLocalIdentity()) {
-        const stored = await storage.getLocalIdentity();
-        const mine = exportIdentity(options.identity);
-        const theirs = exportIdentity(stored);
-        const same = equalBytes(mine.certificate, theirs.certificate) && equalBytes(mine.signingSeed, theirs.signingSeed) && equalBytes(mine.dhSecret, theirs.dhSecret);
-        wipe(mine.signingSeed, mine.dhSecret, theirs.signingSeed, theirs.dhSecret);
-        if (!same) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, op, 'this storage holds a different device identity');
+        if (!sameIdentity(await storage.getLocalIdentity(), options.identity)) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, op, 'this storage holds a different device identity');
       } else {
         await storage.setLocalIdentity(options.identity);
       }

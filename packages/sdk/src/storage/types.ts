@@ -114,6 +114,15 @@ export function checkIdentity(identity: LocalIdentity, operation: string): void 
   }
 }
 
+/** Whether two identities are the same device identity (certificate and both secrets); wipes its copies. */
+export function sameIdentity(a: LocalIdentity, b: LocalIdentity): boolean {
+  const x = exportIdentity(a);
+  const y = exportIdentity(b);
+  const same = equalBytes(x.certificate, y.certificate) && equalBytes(x.signingSeed, y.signingSeed) && equalBytes(x.dhSecret, y.dhSecret);
+  wipe(x.signingSeed, x.dhSecret, y.signingSeed, y.dhSecret);
+  return same;
+}
+
 export function exportIdentity(identity: LocalIdentity): StoredIdentity {
   return { certificate: encodeDeviceCertificate(identity.certificate), ...identity.device.exportSecrets() };
 }
