@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSLwAwoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSLAoIcmVhY3Rpb24YFCABKAsyGC5tZXNod2hpc3Blci52MS5SZWFjdGlvbkgAEiQKBGVkaXQYFSABKAsyFC5tZXNod2hpc3Blci52MS5FZGl0SAASKAoGZGVsZXRlGBYgASgLMhYubWVzaHdoaXNwZXIudjEuRGVsZXRlSAASKAoGdHlwaW5nGBcgASgLMhYubWVzaHdoaXNwZXIudjEuVHlwaW5nSAASLAoIcHJlc2VuY2UYGCABKAsyGC5tZXNod2hpc3Blci52MS5QcmVzZW5jZUgAEiQKBHRleHQYCiABKAsyFC5tZXNod2hpc3Blci52MS5UZXh0SAASKAoGYmluYXJ5GAsgASgLMhYubWVzaHdoaXNwZXIudjEuQmluYXJ5SAASKgoHcmVjZWlwdBgMIAEoCzIXLm1lc2h3aGlzcGVyLnYxLlJlY2VpcHRIABIkCgRmaWxlGA0gASgLMhQubWVzaHdoaXNwZXIudjEuRmlsZUgAQgYKBGJvZHkibAoEVGV4dBIMCgR0ZXh0GAEgASgJEiwKCHJlcGx5X3RvGAIgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhIVCg1yZXBseV9zbmlwcGV0GAMgASgJEhEKCWZvcndhcmRlZBgEIAEoCCIwCgpNZXNzYWdlUmVmEg4KBmF1dGhvchgBIAEoDBISCgptZXNzYWdlX2lkGAIgASgMIlUKCFJlYWN0aW9uEioKBnRhcmdldBgBIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSDQoFZW1vamkYAiABKAkSDgoGcmVtb3ZlGAMgASgIIigKBEVkaXQSEgoKbWVzc2FnZV9pZBgBIAEoDBIMCgR0ZXh0GAIgASgJIhwKBkRlbGV0ZRISCgptZXNzYWdlX2lkGAEgASgMIhgKBlR5cGluZxIOCgZ0eXBpbmcYASABKAgiLQoIUHJlc2VuY2USDgoGb25saW5lGAEgASgIEhEKCWxhc3Rfc2VlbhgCIAEoBCIpCgZCaW5hcnkSEQoJbWltZV90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwirAEKBEZpbGUSDwoHYmxvYl9pZBgBIAEoCRILCgNrZXkYAiABKAwSDgoGZGlnZXN0GAMgASgMEgwKBHNpemUYBCABKAQSEQoJbWltZV90eXBlGAUgASgJEhEKCWZpbGVfbmFtZRgGIAEoCRIRCgl0aHVtYm5haWwYByABKAwSGwoTdGh1bWJuYWlsX21pbWVfdHlwZRgIIAEoCRISCgpjaHVua19zaXplGAkgASgNIkkKB1JlY2VpcHQSKQoEa2luZBgBIAEoDjIbLm1lc2h3aGlzcGVyLnYxLlJlY2VpcHRLaW5kEhMKC21lc3NhZ2VfaWRzGAIgAygMKl4KC1JlY2VpcHRLaW5kEhwKGFJFQ0VJUFRfS0lORF9VTlNQRUNJRklFRBAAEhoKFlJFQ0VJUFRfS0lORF9ERUxJVkVSRUQQARIVChFSRUNFSVBUX0tJTkRfUkVBRBACYgZwcm90bzM");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSK9BAoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSABCBgoEYm9keSJsCgRUZXh0EgwKBHRleHQYASABKAkSLAoIcmVwbHlfdG8YAiABKAsyGi5tZXNod2hpc3Blci52MS5NZXNzYWdlUmVmEhUKDXJlcGx5X3NuaXBwZXQYAyABKAkSEQoJZm9yd2FyZGVkGAQgASgIIjAKCk1lc3NhZ2VSZWYSDgoGYXV0aG9yGAEgASgMEhIKCm1lc3NhZ2VfaWQYAiABKAwiVQoIUmVhY3Rpb24SKgoGdGFyZ2V0GAEgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhINCgVlbW9qaRgCIAEoCRIOCgZyZW1vdmUYAyABKAgiKAoERWRpdBISCgptZXNzYWdlX2lkGAEgASgMEgwKBHRleHQYAiABKAkiHAoGRGVsZXRlEhIKCm1lc3NhZ2VfaWQYASABKAwiHgoLRXhwaXJlVGltZXISDwoHc2Vjb25kcxgBIAEoDSIYCgZUeXBpbmcSDgoGdHlwaW5nGAEgASgIIi0KCFByZXNlbmNlEg4KBm9ubGluZRgBIAEoCBIRCglsYXN0X3NlZW4YAiABKAQiKQoGQmluYXJ5EhEKCW1pbWVfdHlwZRgBIAEoCRIMCgRkYXRhGAIgASgMIqwBCgRGaWxlEg8KB2Jsb2JfaWQYASABKAkSCwoDa2V5GAIgASgMEg4KBmRpZ2VzdBgDIAEoDBIMCgRzaXplGAQgASgEEhEKCW1pbWVfdHlwZRgFIAEoCRIRCglmaWxlX25hbWUYBiABKAkSEQoJdGh1bWJuYWlsGAcgASgMEhsKE3RodW1ibmFpbF9taW1lX3R5cGUYCCABKAkSEgoKY2h1bmtfc2l6ZRgJIAEoDSJJCgdSZWNlaXB0EikKBGtpbmQYASABKA4yGy5tZXNod2hpc3Blci52MS5SZWNlaXB0S2luZBITCgttZXNzYWdlX2lkcxgCIAMoDCpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAmIGcHJvdG8z");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -59,9 +59,27 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
   deliveryToken: Uint8Array;
 
   /**
+   * Disappearing messages: the conversation's timer (seconds) in force when the sender wrote this
+   * message; 0 = messages do not disappear. Every message carries it, so a receiver applies the
+   * timer even when the ExpireTimer message that set it arrives later or is lost. The receiver
+   * deletes the message `expire_seconds` after it was received (after it was sent, for the sender).
+   *
+   * @generated from field: uint32 expire_seconds = 6;
+   */
+  expireSeconds: number;
+
+  /**
    * @generated from oneof meshwhisper.v1.Content.body
    */
   body: {
+    /**
+     * Sets the conversation's disappearing-message timer (either side may set it).
+     *
+     * @generated from field: meshwhisper.v1.ExpireTimer expire_timer = 25;
+     */
+    value: ExpireTimer;
+    case: "expireTimer";
+  } | {
     /**
      * Conversation features (docs/api.md). Every reference to another message names it by
      * (author account key, message id): ids are scoped by their sender, so nobody can edit,
@@ -265,6 +283,25 @@ export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_content, 5);
 
 /**
+ * @generated from message meshwhisper.v1.ExpireTimer
+ */
+export type ExpireTimer = Message<"meshwhisper.v1.ExpireTimer"> & {
+  /**
+   * 0 turns disappearing messages off.
+   *
+   * @generated from field: uint32 seconds = 1;
+   */
+  seconds: number;
+};
+
+/**
+ * Describes the message meshwhisper.v1.ExpireTimer.
+ * Use `create(ExpireTimerSchema)` to create a new message.
+ */
+export const ExpireTimerSchema: GenMessage<ExpireTimer> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 6);
+
+/**
  * @generated from message meshwhisper.v1.Typing
  */
 export type Typing = Message<"meshwhisper.v1.Typing"> & {
@@ -279,7 +316,7 @@ export type Typing = Message<"meshwhisper.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 6);
+  messageDesc(file_meshwhisper_v1_content, 7);
 
 /**
  * @generated from message meshwhisper.v1.Presence
@@ -301,7 +338,7 @@ export type Presence = Message<"meshwhisper.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 7);
+  messageDesc(file_meshwhisper_v1_content, 8);
 
 /**
  * @generated from message meshwhisper.v1.Binary
@@ -323,7 +360,7 @@ export type Binary = Message<"meshwhisper.v1.Binary"> & {
  * Use `create(BinarySchema)` to create a new message.
  */
 export const BinarySchema: GenMessage<Binary> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 8);
+  messageDesc(file_meshwhisper_v1_content, 9);
 
 /**
  * An encrypted attachment (docs/spec/media.md): the ciphertext lives in the node's blob store
@@ -398,7 +435,7 @@ export type File = Message<"meshwhisper.v1.File"> & {
  * Use `create(FileSchema)` to create a new message.
  */
 export const FileSchema: GenMessage<File> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 9);
+  messageDesc(file_meshwhisper_v1_content, 10);
 
 /**
  * @generated from message meshwhisper.v1.Receipt
@@ -420,7 +457,7 @@ export type Receipt = Message<"meshwhisper.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 10);
+  messageDesc(file_meshwhisper_v1_content, 11);
 
 /**
  * @generated from enum meshwhisper.v1.ReceiptKind

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/directory.proto.
  */
 export const file_meshwhisper_v1_directory: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tZXNod2hpc3Blci92MS9kaXJlY3RvcnkucHJvdG8SDm1lc2h3aGlzcGVyLnYxIoYBCglLZXlVcGxvYWQSEwoLY2VydGlmaWNhdGUYASABKAwSFQoNc2lnbmVkX3ByZWtleRgCIAEoDBIYChBvbmVfdGltZV9wcmVrZXlzGAMgAygMEhMKC2tlbV9wcmVrZXlzGAQgAygMEh4KFmxhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBSABKAwifAoMUHJlS2V5Q291bnRzEhgKEG9uZV90aW1lX3ByZWtleXMYASABKA0SEwoLa2VtX3ByZWtleXMYAiABKA0SGQoRaGFzX3NpZ25lZF9wcmVrZXkYAyABKAgSIgoaaGFzX2xhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBCABKAgiIgoMQ2xhaW1SZXF1ZXN0EhIKCm1haWxib3hfaWQYASABKAwiHQoLQ2xhaW1SZXN1bHQSDgoGYnVuZGxlGAEgASgMYgZwcm90bzM");
+  fileDesc("Ch5tZXNod2hpc3Blci92MS9kaXJlY3RvcnkucHJvdG8SDm1lc2h3aGlzcGVyLnYxIoYBCglLZXlVcGxvYWQSEwoLY2VydGlmaWNhdGUYASABKAwSFQoNc2lnbmVkX3ByZWtleRgCIAEoDBIYChBvbmVfdGltZV9wcmVrZXlzGAMgAygMEhMKC2tlbV9wcmVrZXlzGAQgAygMEh4KFmxhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBSABKAwifAoMUHJlS2V5Q291bnRzEhgKEG9uZV90aW1lX3ByZWtleXMYASABKA0SEwoLa2VtX3ByZWtleXMYAiABKA0SGQoRaGFzX3NpZ25lZF9wcmVrZXkYAyABKAgSIgoaaGFzX2xhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBCABKAgiIgoMQ2xhaW1SZXF1ZXN0EhIKCm1haWxib3hfaWQYASABKAwiHQoLQ2xhaW1SZXN1bHQSDgoGYnVuZGxlGAEgASgMIjoKDkFjY291bnREZXZpY2VzEhMKC2FjY291bnRfa2V5GAEgASgMEhMKC21haWxib3hfaWRzGAIgAygMYgZwcm90bzM");
 
 /**
  * PUT /v1/keys (device-authenticated; the DeviceAuth signature covers the SHA-256 of this body).
@@ -134,4 +134,30 @@ export type ClaimResult = Message<"meshwhisper.v1.ClaimResult"> & {
  */
 export const ClaimResultSchema: GenMessage<ClaimResult> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_directory, 3);
+
+/**
+ * GET /v1/accounts/{account key hex}/devices: the mailbox ids of an account's registered devices
+ * (what first contact by public key needs; each device's bundle is then claimed and its certificate
+ * checked against the account key the caller expects).
+ *
+ * @generated from message meshwhisper.v1.AccountDevices
+ */
+export type AccountDevices = Message<"meshwhisper.v1.AccountDevices"> & {
+  /**
+   * @generated from field: bytes account_key = 1;
+   */
+  accountKey: Uint8Array;
+
+  /**
+   * @generated from field: repeated bytes mailbox_ids = 2;
+   */
+  mailboxIds: Uint8Array[];
+};
+
+/**
+ * Describes the message meshwhisper.v1.AccountDevices.
+ * Use `create(AccountDevicesSchema)` to create a new message.
+ */
+export const AccountDevicesSchema: GenMessage<AccountDevices> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_directory, 4);
 
