@@ -16,6 +16,7 @@ import {
 import type { ArchiveAccessKeyPair } from '@meshwhisper/crypto';
 import {
   AUTH_HEADER,
+  AccountDevicesSchema,
   ArchiveKeySourceRecordSchema,
   CONTENT_TYPE_OCTETS,
   ClaimRequestSchema,
@@ -94,6 +95,24 @@ describe('key directory', () => {
     expect(bundles.map((b) => b.kemPreKey.lastResort)).toEqual([false, false, true]);
     expect(bundles.map((b) => b.oneTimePreKey !== undefined)).toEqual([true, true, false]);
     expect(new Set(bundles.slice(0, 2).map((b) => b.oneTimePreKey!.id)).size).toBe(2);
+  });
+
+  it('lists the devices of an account by its key (first contact by public key); unknown → NOT_FOUND, malformed → BAD_REQUEST', async () => {
+    const a = new TestDevice();
+    const b = new TestDevice(a.account); // a second device of the same account
+    const other = new TestDevice();
+    for (const d of [a, b, other]) expect((await d.register(t.node, d.keyUpload(1))).statusCode).toBe(200);
+    const r = await t.node.app.inject({ method: 'GET', url: `/v1/accounts/${toHex(a.account.publicKey)}/devices` });
+    expect(r.statusCode, r.body).toBe(200);
+    const list = fromBinary(AccountDevicesSchema, r.rawPayload);
+    expect(toHex(list.accountKey)).toBe(toHex(a.account.publicKey));
+    expect(list.mailboxIds.map(toHex).sort()).toEqual([a.mailbox, b.mailbox].map(toHex).sort());
+    const unknown = await t.node.app.inject({ method: 'GET', url: `/v1/accounts/${'ab'.repeat(32)}/devices` });
+    expect([unknown.statusCode, errorCode(unknown)]).toEqual([404, ErrorCode.NOT_FOUND]);
+    for (const bad of ['xyz', 'AB'.repeat(32), 'ab'.repeat(33)]) {
+      const m = await t.node.app.inject({ method: 'GET', url: `/v1/accounts/${bad}/devices` });
+      expect([m.statusCode, errorCode(m)]).toEqual([400, ErrorCode.BAD_REQUEST]);
+    }
   });
 
   it('claims for an unknown mailbox are NOT_FOUND', async () => {

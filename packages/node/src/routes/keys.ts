@@ -13,6 +13,7 @@ import {
   decodeSignedPreKey,
   encodePreKeyBundle,
   equalBytes,
+  fromHex,
   sameDevice,
   toHex,
   verifyDeviceCertificate,
@@ -21,6 +22,7 @@ import {
 } from '@meshwhisper/crypto';
 import type { KeyUpload } from '@meshwhisper/protocol';
 import {
+  AccountDevicesSchema,
   ClaimRequestSchema,
   ClaimResultSchema,
   ErrorCode,
@@ -139,6 +141,17 @@ export function keyRoutes(svc: NodeServices) {
         kemPreKey: decodeKemPreKey(claimed.kemPreKey),
       });
       return sendProto(reply, ClaimResultSchema, { bundle });
+    });
+
+    // First contact by public key: the mailbox ids of an account's devices. Nothing new is
+    // revealed: a username lookup returns the same list, and every claimed bundle names its account.
+    app.get<{ Params: { account: string } }>('/v1/accounts/:account/devices', { config: { rateLimit: ['http', 'username-lookup'] } }, async (request, reply) => {
+      const hex = request.params.account;
+      if (!/^[0-9a-f]{64}$/.test(hex)) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'account key must be 64 lower-case hex characters');
+      const accountKey = fromHex(hex);
+      const mailboxIds = store.directory.devicesOfAccount(accountKey);
+      if (mailboxIds.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no device of this account is registered on this node');
+      return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds });
     });
   };
 }
