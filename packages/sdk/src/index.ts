@@ -19,3 +19,10 @@ export type { PushInfo, PushRegistrationInput, WebPushSubscriptionInput } from '
 export type { FileAttachment, FileSource, SendFileOptions } from './client/media.js';
 export { MAX_THUMBNAIL_BYTES } from './constants.js';
 export type { MessageRef, TextOptions, MessageState, Recipient, UsernameRecord } from './client/client.js';
+export { MAX_DISAPPEARING_SECONDS } from './client/client.js';
+export type { ContactState } from './client/client.js';
+export type { HistoryEntry } from './client/history.js';
+export { encodeContactCard, decodeContactCard, CONTACT_CARD_PREFIX, CONTACT_CARD_VERSION, CONTACT_CARD_MAX_LENGTH, CONTACT_CARD_MAX_MAILBOX_IDS, CONTACT_CARD_MAX_NODE_LENGTH } from './client/contact-card.js';
+export type { ContactCard } from './client/contact-card.js';
+export { qrMatrix, qrSvg, QR_DEFAULT_MARGIN, QR_DEFAULT_MODULE_SIZE } from './client/qr.js';
+export type { QrMatrix, QrOptions, QrSvgOptions, QrErrorCorrection } from './client/qr.js';

@@ -35,9 +35,11 @@ import {
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Content, Envelope } from '@meshwhisper/protocol';
 import {
+  AccountDevicesSchema,
   ClaimRequestSchema,
   ClaimResultSchema,
   ContentSchema,
+  StoredReactionSchema,
   EnvelopeClass,
   KeyUploadSchema,
   PreKeyCountsSchema,
@@ -52,7 +54,7 @@ import {
   fromBinary,
   toBinary,
 } from '@meshwhisper/protocol';
-import type { ProtocolStorage } from '../storage/types.js';
+import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import { DeviceConnection } from './connection.js';
@@ -60,7 +62,13 @@ import { SdkError, SdkErrorCode } from './errors.js';
 import { NodeApi } from './node-api.js';
 import type { FileSource, SendFileOptions } from './media.js';
 import { FileAttachment, downloadFile, downloadFileBytes, uploadFile } from './media.js';
+import type { HistoryEntry } from './history.js';
+import { acceptConversation, addToHistory, clearConversation, conversationPeers, nextExpiry, readHistory, sweepExpired, tombstone, updateHistory } from './history.js';
 import type { PushInfo, PushRegistrationInput } from './push.js';
+import type { ContactCard } from './contact-card.js';
+import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
+import type { QrSvgOptions } from './qr.js';
+import { qrSvg } from './qr.js';
 import { pushInfo, registerPush, unregisterPush } from './push.js';
 
 /** Content schema version this SDK writes and understands. */
@@ -100,10 +108,27 @@ const Table = {
   ContactAccount: 'mw.contact-account',
   /** Blocked accounts, by account key hex (value empty). */
   Blocked: 'mw.blocked',
+  /** Contact state per account key hex: one byte, ContactState order (absent = never in touch). */
+  Contact: 'mw.contact',
+  /** Disappearing-message timer per conversation (peer account key hex): 4-byte big-endian seconds. */
+  Timer: 'mw.timer',
 } as const;
 
-/** Lifecycle of a message this device sent (docs/api.md). Later states never go back. */
-export type MessageState = 'queued' | 'sent' | 'delivered' | 'read';
+/** Whether an account is a contact: 'request' = it wrote first and the app has not accepted it yet. */
+export type ContactState = 'request' | 'accepted';
+const CONTACT_STATES: readonly ContactState[] = ['request', 'accepted'];
+/** Longest disappearing-message timer: one year. */
+export const MAX_DISAPPEARING_SECONDS = 365 * 24 * 3600;
+/** Retry interval for the outbox while something is queued and the client is running. */
+const OUTBOX_RETRY_MS = 15_000;
+const FAILED = 255;
+
+/**
+ * Lifecycle of a message this device sent (docs/api.md). Later states never go back; 'failed' is
+ * final (messageStatus() says why: the recipient's device no longer exists, or it disappeared
+ * before it could be sent).
+ */
+export type MessageState = 'queued' | 'sent' | 'delivered' | 'read' | 'failed';
 const STATES: readonly MessageState[] = ['queued', 'sent', 'delivered', 'read'];
 
 /** What a username resolves to (the node's directory: verify with safety numbers). */
@@ -129,8 +154,13 @@ export interface TextOptions {
   readonly forwarded?: boolean;
 }
 
-/** Whom to send to: one device by mailbox id, or every device of the account behind a username. */
-export type Recipient = Uint8Array | { readonly username: string };
+/**
+ * Whom to send to: one device by mailbox id; every device of the account behind a username; or
+ * every device of an account known by its public key (a scanned ContactCard fits this shape —
+ * without `mailboxIds` the node's device list for the account is used). With a username or an
+ * account key, every device reached must be certified by that account.
+ */
+export type Recipient = Uint8Array | { readonly username: string } | { readonly accountKey: Uint8Array; readonly mailboxIds?: readonly Uint8Array[]; readonly node?: string };
 
 export interface MeshWhisperOptions {
   /** Base URL of the node, e.g. `https://chat.example.com` or `http://127.0.0.1:8080`. */
@@ -169,6 +199,10 @@ export interface IncomingMessage {
   readonly forwarded?: boolean;
   /** An encrypted attachment: show its metadata, fetch it with `downloadFile(message.file)`. */
   readonly file?: FileAttachment;
+  /** From an account that is not an accepted contact yet: show it as a contact request. */
+  readonly request?: boolean;
+  /** When it disappears (ms since the epoch), in a conversation with a disappearing-message timer. */
+  readonly expiresAt?: number;
 }
 
 export interface UndecryptableMessage {
@@ -204,6 +238,18 @@ export interface MeshWhisperEvents {
   receipt: { readonly from: DeviceAddress; readonly state: 'delivered' | 'read'; readonly messageIds: string[] };
   /** The backlog queued while this device was offline has been delivered. */
   synced: undefined;
+  /**
+   * First message from an account that is not a contact: show it as a request the user can accept
+   * (acceptContact) or decline / block (declineContact). Until accepted no read receipts are sent
+   * and its typing and presence are not shown; its messages arrive with `request: true`.
+   */
+  contactRequest: { readonly accountKey: Uint8Array; readonly from: DeviceAddress; readonly fromMailboxId: Uint8Array };
+  /** A conversation's disappearing-message timer changed (by the peer, or by this device). */
+  disappearingTimer: { readonly peer: Uint8Array; readonly seconds: number; readonly by: 'peer' | 'me' };
+  /** Messages whose timer ran out were deleted from the history (and, if still queued, from the outbox). */
+  expired: { readonly peer: Uint8Array; readonly messages: MessageRef[] };
+  /** A failure the client cannot recover from by itself, e.g. a node speaking only a newer protocol version. */
+  error: SdkError;
 }
 
 type Listener<T> = (value: T) => void;
@@ -223,9 +269,13 @@ export class MeshWhisper {
   readonly #identity: LocalIdentity;
   readonly #listeners = new Map<keyof MeshWhisperEvents, Set<Listener<never>>>();
   readonly #connection: DeviceConnection;
+  readonly #nodeUrl: string;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
   #sharePresence = true;
+  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #flushing: Promise<number> | undefined;
   /** The account key pair: present on the device that created the account (stored with the device's other secrets). */
   readonly account: AccountKeyPair | undefined;
   readonly namespace: string;
@@ -236,13 +286,19 @@ export class MeshWhisper {
     this.#identity = identity;
     this.account = account;
     this.namespace = opts.namespace;
+    this.#nodeUrl = opts.node;
     this.#sharePresence = opts.sharePresence !== false;
     this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
     this.#connection = new DeviceConnection(ctx, opts.node, identity, WS, {
       deliveryTokens: () => (this.#deliveryToken.length ? [this.#deliveryToken] : []),
       onDeliver: (envs) => this.#receive(envs),
       onGap: (expired, evicted) => this.#emit('gap', { expired, evicted }),
-      onState: (s) => this.#emit('connection', s),
+      onState: (s) => {
+        this.#emit('connection', s);
+        // Back online: whatever the outage left in the outbox goes out now.
+        if (s === 'online') this.flushOutbox().catch(() => undefined);
+      },
+      onFatal: (e) => this.#emit('error', e),
       onQueueEmpty: () => this.#emit('synced', undefined),
     });
   }
@@ -278,6 +334,8 @@ export class MeshWhisper {
     if (opts.connect !== false) client.#connection.start();
     // Envelopes sealed before a crash or while the node was unreachable go out now, as the same bytes.
     await client.flushOutbox();
+    // Messages whose disappearing timer ran out while the app was closed go now.
+    await client.#sweep();
     return client;
   }
 
@@ -380,16 +438,36 @@ export class MeshWhisper {
    * envelope leaves the outbox only once the node has durably accepted it, or the node said it can
    * never be delivered (unknown mailbox). Returns how many were sent.
    */
-  async flushOutbox(): Promise<number> {
-    let sent = 0;
-    for (const { key } of await this.#storage.listItems(Table.Outbox)) {
-      try {
-        if (await this.#deliver(key)) sent++;
-      } catch {
-        // Still queued; the next flush (next start, or the next send) retries it.
+  flushOutbox(): Promise<number> {
+    if (this.#flushing) return this.#flushing.then(() => this.flushOutbox());
+    const run = (async () => {
+      let sent = 0;
+      let left = 0;
+      for (const { key } of await this.#storage.listItems(Table.Outbox)) {
+        if (this.#closed) break;
+        try {
+          if (await this.#deliver(key)) sent++;
+        } catch {
+          left++; // still queued (or failed for good, and already removed)
+        }
       }
-    }
-    return sent;
+      if (left > 0) this.#scheduleRetry();
+      return sent;
+    })();
+    this.#flushing = run;
+    return run.finally(() => {
+      if (this.#flushing === run) this.#flushing = undefined;
+    });
+  }
+
+  /** While something is queued, retries the outbox every OUTBOX_RETRY_MS (and at every reconnect). */
+  #scheduleRetry(): void {
+    if (this.#closed || this.#retryTimer) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.flushOutbox().catch(() => undefined);
+    }, OUTBOX_RETRY_MS);
+    (this.#retryTimer as { unref?: () => void }).unref?.();
   }
 
   /** Sends one queued envelope; true once the node accepted it. */
@@ -405,6 +483,8 @@ export class MeshWhisper {
       this.#api.call('POST', '/v1/send', SendRequestSchema, { mailboxId, payload, class: EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) }, SendResultSchema);
     let lastError: unknown;
     for (let attempt = 0; attempt < 4; attempt++) {
+      // Gone meanwhile (its disappearing timer ran out, or another flush sent it): nothing to do.
+      if (attempt > 0 && !(await this.#storage.getItem(Table.Outbox, messageId))) return false;
       try {
         try {
           await post(token);
@@ -420,7 +500,9 @@ export class MeshWhisper {
       } catch (e) {
         lastError = e;
         if (e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND') {
-          await this.#storage.deleteItem(Table.Outbox, messageId); // no such mailbox: it can never be delivered
+          // No such mailbox (the device or account was deleted): it can never be delivered.
+          await this.#storage.deleteItem(Table.Outbox, messageId);
+          await this.#fail(messageId.split(':')[0]!, 'the recipient device no longer exists on the node');
           throw e;
         }
         if (!(e instanceof SdkError && (e.code === SdkErrorCode.UNREACHABLE || e.nodeCode === 'MW_RATE_LIMITED' || e.nodeCode === 'MW_UNAVAILABLE'))) throw e;
@@ -464,13 +546,17 @@ export class MeshWhisper {
     body: MessageInitShape<typeof ContentSchema>['body'],
     messageId = this.#ctx.random(16),
     expectedAccountKey?: Uint8Array,
-  ): Promise<{ id: string }> {
+    userAction = false,
+  ): Promise<{ id: string; peer: Uint8Array | undefined }> {
     if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
     if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
-    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(this.#ctx.now()), deliveryToken: this.#deliveryToken, body });
     const address = await this.#sessionFor(mailboxId, expectedAccountKey);
     const peer = await sessionPeer(this.#storage, address);
     if (peer && (await this.isBlocked(peer.accountKey))) throw new SdkError(SdkErrorCode.BLOCKED, 'this contact is blocked');
+    // Every message carries the conversation's timer; setting the timer carries the new value.
+    const expireSeconds = body?.case === 'expireTimer' ? (body.value.seconds ?? 0) : peer ? await this.#timerOf(this.#storage, peer.accountKey) : 0;
+    const now = this.#ctx.now();
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.#deliveryToken, expireSeconds, body });
     const id = toHex(messageId);
     // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
@@ -481,6 +567,7 @@ export class MeshWhisper {
     if (plaintext.length > MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND) {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message of ${plaintext.length} bytes is too large (at most ${MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND}); send files as media`);
     }
+    let expiresAt = 0;
     await sealMessage(this.#ctx, this.#storage, address, plaintext, {
       persist: async (tx, envelope) => {
         const item = new Uint8Array(32 + envelope.length);
@@ -489,15 +576,44 @@ export class MeshWhisper {
         const stx = asStorageTx(tx);
         await stx.setItem(Table.Outbox, outboxKey, item);
         if (tracked && !(await stx.getItem(Table.Sent, id))) await stx.setItem(Table.Sent, id, Uint8Array.of(0));
+        if (!peer) return;
+        // Writing to someone (not an automatic receipt) makes them a contact.
+        if (userAction) await stx.setItem(Table.Contact, toHex(peer.accountKey), Uint8Array.of(CONTACT_STATES.indexOf('accepted')));
+        if (body?.case === 'expireTimer') await this.#setTimer(stx, peer.accountKey, expireSeconds);
+        if (tracked) {
+          expiresAt = expireSeconds > 0 ? now + expireSeconds * 1000 : 0;
+          await addToHistory(stx, { peer: peer.accountKey, author: this.accountKey, from: '', content, receivedAt: now, expiresAt, outgoing: true, request: false });
+        } else if (body?.case === 'edit' || body?.case === 'delete' || body?.case === 'reaction') {
+          await this.#applyToHistory(stx, this.accountKey, content);
+        }
       },
     });
-    await this.#deliver(outboxKey);
-    return { id };
+    if (expiresAt > 0) this.#scheduleSweep();
+    try {
+      if (!(await this.#deliver(outboxKey)) && (await this.messageState(id)) === 'failed') {
+        throw new SdkError(SdkErrorCode.UNREACHABLE, 'the node could not be reached before the message disappeared (its disappearing-message timer ran out)');
+      }
+    } catch (e) {
+      if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) this.#scheduleRetry();
+      throw e;
+    }
+    return { id, peer: peer?.accountKey };
   }
 
   /** Resolves a recipient to device mailbox ids (a username fans out to every device of its account). */
   async #mailboxesOf(to: Recipient): Promise<{ mailboxes: Uint8Array[]; accountKey?: Uint8Array }> {
     if (to instanceof Uint8Array) return { mailboxes: [to] };
+    if (to && 'accountKey' in to) {
+      const accountKey = to.accountKey;
+      if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+      if (to.node !== undefined && new URL(to.node).origin !== new URL(this.#nodeUrl).origin) {
+        throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `this contact lives on another node (${new URL(to.node).origin}); federation between nodes is not supported yet`);
+      }
+      const given = to.mailboxIds ?? [];
+      if (given.some((m) => !(m instanceof Uint8Array) || m.length !== 32)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxIds must be 32 bytes each');
+      const mailboxes = given.length > 0 ? [...given] : (await this.#api.call('GET', `/v1/accounts/${toHex(accountKey)}/devices`, undefined, undefined, AccountDevicesSchema)).mailboxIds;
+      return { mailboxes, accountKey };
+    }
     if (to && typeof to.username === 'string') {
       const record = await this.lookupUsername(to.username);
       const known = await this.#storage.getItem(Table.ContactAccount, to.username);
@@ -512,12 +628,163 @@ export class MeshWhisper {
     throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'recipient must be a mailbox id or { username }');
   }
 
-  async #sendTo(to: Recipient, body: MessageInitShape<typeof ContentSchema>['body']): Promise<{ id: string }> {
+  async #sendTo(to: Recipient, body: MessageInitShape<typeof ContentSchema>['body']): Promise<{ id: string; peer: Uint8Array | undefined }> {
     const { mailboxes, accountKey } = await this.#mailboxesOf(to);
     const messageId = this.#ctx.random(16);
     let id = '';
-    for (const m of mailboxes) id = (await this.#sendContent(m, body, messageId, accountKey)).id;
-    return { id };
+    let peer: Uint8Array | undefined;
+    for (const m of mailboxes) ({ id, peer } = await this.#sendContent(m, body, messageId, accountKey, true));
+    return { id, peer };
+  }
+
+  // ── Contacts, history, disappearing messages (docs/api.md) ─────────────────────────────────
+
+  async #timerOf(store: AppStore, peer: Uint8Array): Promise<number> {
+    const b = await store.getItem(Table.Timer, toHex(peer));
+    return b && b.length === 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0) : 0;
+  }
+
+  async #setTimer(store: AppStore, peer: Uint8Array, seconds: number): Promise<void> {
+    if (seconds === 0) return store.deleteItem(Table.Timer, toHex(peer));
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, seconds);
+    await store.setItem(Table.Timer, toHex(peer), b);
+  }
+
+  /** Applies an edit, delete or reaction by `author` to the stored history (only ever to `author`'s own messages for edits and deletes). */
+  async #applyToHistory(store: AppStore, author: Uint8Array, content: Content): Promise<void> {
+    const b = content.body;
+    if (b.case === 'edit' && b.value.messageId.length === 16) {
+      const text = b.value.text;
+      await updateHistory(store, author, toHex(b.value.messageId), (m) => {
+        if (m.deleted) return;
+        m.edited = true;
+        m.editedText = text;
+      });
+    } else if (b.case === 'delete' && b.value.messageId.length === 16) {
+      await updateHistory(store, author, toHex(b.value.messageId), tombstone);
+    } else if (b.case === 'reaction' && b.value.target && b.value.target.author.length === 32 && b.value.target.messageId.length === 16) {
+      const { emoji, remove } = b.value;
+      await updateHistory(store, b.value.target.author, toHex(b.value.target.messageId), (m) => {
+        if (m.deleted) return;
+        m.reactions = m.reactions.filter((r) => !(equalBytes(r.author, author) && r.emoji === emoji));
+        if (!remove) m.reactions.push(create(StoredReactionSchema, { author, emoji }));
+      });
+    }
+  }
+
+  /** Deletes what is due, then sets a timer for the next expiry. */
+  async #sweep(): Promise<void> {
+    if (this.#closed) return;
+    const removed = await this.#storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      const gone = await sweepExpired(stx, this.#ctx.now());
+      // A disappearing message still waiting in the outbox disappears too: it is never sent.
+      for (const g of gone) {
+        if (!g.outgoing) continue;
+        for (const { key } of await stx.listItems(Table.Outbox, { prefix: `${g.id}:` })) await stx.deleteItem(Table.Outbox, key);
+      }
+      return gone;
+    });
+    const byPeer = new Map<string, MessageRef[]>();
+    for (const g of removed) {
+      if (g.outgoing) await this.#fail(g.id, 'it disappeared (disappearing-message timer) before the node accepted it');
+      const list = byPeer.get(toHex(g.peer)) ?? [];
+      list.push({ author: g.author, id: g.id });
+      byPeer.set(toHex(g.peer), list);
+    }
+    for (const [peer, messages] of byPeer) this.#emit('expired', { peer: fromHex(peer), messages });
+    this.#scheduleSweep();
+  }
+
+  #scheduleSweep(): void {
+    if (this.#closed) return;
+    void nextExpiry(this.#storage).then((at) => {
+      if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
+      this.#sweepTimer = undefined;
+      if (at === undefined || this.#closed) return;
+      const delay = Math.min(Math.max(0, at - this.#ctx.now()), 2 ** 31 - 1);
+      this.#sweepTimer = setTimeout(() => {
+        this.#sweepTimer = undefined;
+        this.#sweep().catch(() => undefined);
+      }, delay);
+      (this.#sweepTimer as { unref?: () => void }).unref?.();
+    }, () => undefined);
+  }
+
+  /**
+   * Sets the disappearing-message timer of the conversation with `to` (0 turns it off). Either
+   * side may set it; it applies on both sides to every message sent from then on, which is deleted
+   * from both histories `seconds` after it was sent (sender) or received (receiver) — and from the
+   * outbox, if it could not be sent by then.
+   */
+  async setDisappearingTimer(to: Recipient, seconds: number): Promise<void> {
+    if (!Number.isInteger(seconds) || seconds < 0 || seconds > MAX_DISAPPEARING_SECONDS) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `seconds must be an integer from 0 to ${MAX_DISAPPEARING_SECONDS}`);
+    }
+    const { peer } = await this.#sendTo(to, { case: 'expireTimer', value: { seconds } });
+    if (peer) this.#emit('disappearingTimer', { peer, seconds, by: 'me' });
+  }
+
+  /** The disappearing-message timer (seconds, 0 = off) of the conversation with this account. */
+  disappearingTimer(peerAccountKey: Uint8Array): Promise<number> {
+    return this.#timerOf(this.#storage, peerAccountKey);
+  }
+
+  /**
+   * The stored conversation with an account, oldest first: texts after their latest edit, deleted
+   * messages as tombstones, current reactions, disappeared messages gone. `limit` returns the
+   * newest `limit` entries; `before` (a receivedAt) pages back.
+   */
+  history(peerAccountKey: Uint8Array, options: { limit?: number; before?: number } = {}): Promise<HistoryEntry[]> {
+    return readHistory(this.#storage, peerAccountKey, this.#ctx.now(), options);
+  }
+
+  /** Account keys of every conversation with stored messages. */
+  conversations(): Promise<Uint8Array[]> {
+    return conversationPeers(this.#storage);
+  }
+
+  /** The contact state of an account: 'accepted', 'request', or undefined (never in touch, or declined). */
+  async contactState(accountKey: Uint8Array): Promise<ContactState | undefined> {
+    const b = await this.#storage.getItem(Table.Contact, toHex(accountKey));
+    return b && b.length === 1 ? CONTACT_STATES[b[0]!] : undefined;
+  }
+
+  /** Every account this device is in touch with, and its state. */
+  async contacts(): Promise<{ accountKey: Uint8Array; state: ContactState }[]> {
+    const out: { accountKey: Uint8Array; state: ContactState }[] = [];
+    for (const { key, value } of await this.#storage.listItems(Table.Contact)) {
+      const state = value.length === 1 ? CONTACT_STATES[value[0]!] : undefined;
+      if (state) out.push({ accountKey: fromHex(key), state });
+    }
+    return out;
+  }
+
+  /** Accepts a contact request: its messages stop being requests, read receipts, typing and presence flow. */
+  async acceptContact(accountKey: Uint8Array): Promise<void> {
+    if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+    await this.#storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await stx.setItem(Table.Contact, toHex(accountKey), Uint8Array.of(CONTACT_STATES.indexOf('accepted')));
+      await acceptConversation(stx, accountKey);
+    });
+  }
+
+  /**
+   * Declines a contact request (or drops a contact): its conversation is deleted from this device and
+   * its delivery token forgotten; with `block: true` it is also blocked. Without blocking, a new
+   * message from it raises a new request.
+   */
+  async declineContact(accountKey: Uint8Array, options: { block?: boolean } = {}): Promise<void> {
+    if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+    await this.#storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await stx.deleteItem(Table.Contact, toHex(accountKey));
+      await clearConversation(stx, accountKey);
+      for (const { key } of await stx.listItems(Table.PeerToken, { prefix: `${toHex(accountKey)}:` })) await stx.deleteItem(Table.PeerToken, key);
+    });
+    if (options.block) await this.block(accountKey);
   }
 
   /**
@@ -555,6 +822,31 @@ export class MeshWhisper {
   safetyNumber(peerAccountKey: Uint8Array): { digits: string; groups: string[]; scannable: Uint8Array } {
     const sn = computeSafetyNumber(this.#ctx, { accountKey: this.accountKey }, { accountKey: peerAccountKey });
     return { digits: sn.digits, groups: safetyNumberGroups(sn.digits), scannable: sn.scannable };
+  }
+
+  /** The safety number's QR code as an SVG document (the other person scans it with verifySafetyNumber). */
+  safetyNumberQrSvg(peerAccountKey: Uint8Array, options?: QrSvgOptions): string {
+    return qrSvg(this.safetyNumber(peerAccountKey).scannable, options);
+  }
+
+  /**
+   * This account's contact card: node, namespace, account key and the mailbox ids of its devices
+   * (from the node's directory, else just this device). Show `contactQrSvg()` or share
+   * `encodeContactCard(card)`; whoever scans it can `sendText(decodeContactCard(text), …)`.
+   */
+  async contactCard(options: { username?: string } = {}): Promise<ContactCard> {
+    let mailboxIds = [this.mailboxId];
+    try {
+      mailboxIds = (await this.#api.call('GET', `/v1/accounts/${toHex(this.accountKey)}/devices`, undefined, undefined, AccountDevicesSchema)).mailboxIds.slice(0, CONTACT_CARD_MAX_MAILBOX_IDS);
+    } catch (e) {
+      if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
+    }
+    return { node: this.#nodeUrl, namespace: this.namespace, accountKey: this.accountKey, mailboxIds, ...(options.username ? { username: options.username } : {}) };
+  }
+
+  /** The contact card as a QR code (SVG document). */
+  async contactQrSvg(options: { username?: string } & QrSvgOptions = {}): Promise<string> {
+    return qrSvg(encodeContactCard(await this.contactCard(options)), options);
   }
 
   /** Checks a scanned safety-number QR payload against `peerAccountKey`: 'match' only if both sides agree. */
@@ -659,15 +951,40 @@ export class MeshWhisper {
   }
 
   /** Tells the sender's device that these of its messages were read (a read receipt). */
-  async markRead(message: Pick<IncomingMessage, 'fromMailboxId'>, messageIds: string[]): Promise<void> {
+  async markRead(message: Pick<IncomingMessage, 'fromMailboxId' | 'sender'>, messageIds: string[]): Promise<void> {
     if (messageIds.length === 0) return;
+    // No read receipts to a contact request: the sender learns nothing until the user accepts.
+    if ((await this.contactState(message.sender.accountKey)) !== 'accepted') return;
     await this.#sendContent(message.fromMailboxId, { case: 'receipt', value: { kind: ReceiptKind.READ, messageIds: messageIds.map(fromHex) } });
   }
 
   /** The state of a message this device sent, or undefined for an unknown id. */
   async messageState(id: string): Promise<MessageState | undefined> {
+    return (await this.messageStatus(id))?.state;
+  }
+
+  /** The state of a message this device sent and, for 'failed', why. */
+  async messageStatus(id: string): Promise<{ state: MessageState; reason?: string } | undefined> {
     const b = await this.#storage.getItem(Table.Sent, id);
-    return b && b.length === 1 ? STATES[b[0]!] : undefined;
+    if (!b || b.length === 0) return undefined;
+    if (b[0] === FAILED) return { state: 'failed', reason: new TextDecoder().decode(b.subarray(1)) };
+    const state = STATES[b[0]!];
+    return state ? { state } : undefined;
+  }
+
+  /** Marks a still-queued message failed for good, unless another recipient device still has it queued. */
+  async #fail(id: string, reason: string): Promise<void> {
+    await this.#storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      const cur = await stx.getItem(Table.Sent, id);
+      if (!cur || cur[0] !== 0) return;
+      if ((await stx.listItems(Table.Outbox, { prefix: `${id}:`, limit: 1 })).length > 0) return;
+      const r = new TextEncoder().encode(reason);
+      const v = new Uint8Array(1 + r.length);
+      v[0] = FAILED;
+      v.set(r, 1);
+      await stx.setItem(Table.Sent, id, v);
+    });
   }
 
   async #advanceState(id: string, state: MessageState): Promise<boolean> {
@@ -675,7 +992,7 @@ export class MeshWhisper {
     return this.#storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       const cur = await stx.getItem(Table.Sent, id);
-      if (!cur || cur.length !== 1 || cur[0]! >= next) return false;
+      if (!cur || cur.length !== 1 || cur[0]! >= next) return false; // unknown, later, or failed (final)
       await stx.setItem(Table.Sent, id, Uint8Array.of(next));
       return true;
     });
@@ -746,27 +1063,65 @@ export class MeshWhisper {
     for (const env of envelopes) {
       try {
         let content: Content | undefined;
+        let blocked = false;
+        let contact: ContactState | undefined;
+        let newRequest = false;
+        let duplicate = false;
+        let timerChanged: number | undefined;
+        let expiresAt = 0;
         const { sender } = await openSealedMessage(this.#ctx, this.#storage, env.payload, {
-          // Runs in the transaction that advances the ratchet: the peer's delivery token is stored
-          // together with the message that carried it.
+          // Runs in the transaction that advances the ratchet: the peer's delivery token, the history
+          // entry and the contact state commit together with the step that decrypted the message.
           persist: async (tx, plaintext, from) => {
+            let c: Content;
             try {
-              content = fromBinary(ContentSchema, plaintext);
+              c = fromBinary(ContentSchema, plaintext);
             } catch {
               throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
             }
-            const t = content.deliveryToken;
+            content = c;
+            const t = c.deliveryToken;
             const stx = asStorageTx(tx);
+            const peerHex = toHex(from.accountKey);
             // A blocked sender's token is never stored: we will not answer, let alone in the token lane.
-            const blocked = (await stx.getItem(Table.Blocked, toHex(from.accountKey))) !== undefined;
-            if (!blocked && t.length >= 16 && t.length <= 64) await stx.setItem(Table.PeerToken, deviceAddress(from), t);
+            blocked = (await stx.getItem(Table.Blocked, peerHex)) !== undefined;
+            if (blocked) return;
+            if (t.length >= 16 && t.length <= 64) await stx.setItem(Table.PeerToken, deviceAddress(from), t);
+            if (c.version > CONTENT_VERSION) return; // reported below, nothing stored
+            const cs = await stx.getItem(Table.Contact, peerHex);
+            contact = cs && cs.length === 1 ? CONTACT_STATES[cs[0]!] : undefined;
+            const body = c.body.case;
+            if (body === 'text' || body === 'binary' || body === 'file' || body === 'expireTimer') {
+              const seconds = body === 'expireTimer' ? c.body.value.seconds : c.expireSeconds;
+              if (seconds <= MAX_DISAPPEARING_SECONDS && seconds !== (await this.#timerOf(stx, from.accountKey))) {
+                await this.#setTimer(stx, from.accountKey, seconds);
+                timerChanged = seconds;
+              }
+            }
+            if (body === 'text' || body === 'binary' || body === 'file') {
+              if (contact === undefined) {
+                contact = 'request';
+                newRequest = true;
+                await stx.setItem(Table.Contact, peerHex, Uint8Array.of(CONTACT_STATES.indexOf('request')));
+              }
+              const now = this.#ctx.now();
+              const seconds = Math.min(c.expireSeconds, MAX_DISAPPEARING_SECONDS);
+              expiresAt = seconds > 0 ? now + seconds * 1000 : 0;
+              const fresh = await addToHistory(stx, { peer: from.accountKey, author: from.accountKey, from: deviceAddress(from), content: c, receivedAt: now, expiresAt, outgoing: false, request: contact === 'request' });
+              duplicate = !fresh;
+            } else if (body === 'edit' || body === 'delete' || body === 'reaction') {
+              await this.#applyToHistory(stx, from.accountKey, c);
+            }
           },
         });
         if (!content) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
         // Blocked: removed from the node's queue (acknowledged to the node, or the mailbox would
         // fill), but nothing is shown and no receipt of any kind goes back to the sender.
-        if (await this.isBlocked(sender.accountKey)) continue;
-        if (content.version > CONTENT_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `content version ${content.version}`);
+        if (blocked) continue;
+        if (content.version > CONTENT_VERSION) {
+          throw new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `the sender's app writes content version ${content.version}; this SDK understands up to ${CONTENT_VERSION}: update the app`);
+        }
+        if (duplicate) continue;
         const base = {
           id: toHex(content.messageId),
           from: deviceAddress(sender),
@@ -775,16 +1130,20 @@ export class MeshWhisper {
           sentAt: Number(content.sentAt),
           receivedAt: Number(env.receivedAt),
         };
+        if (newRequest) this.#emit('contactRequest', { accountKey: sender.accountKey, from: base.from, fromMailboxId: base.fromMailboxId });
+        if (timerChanged !== undefined) this.#emit('disappearingTimer', { peer: sender.accountKey, seconds: timerChanged, by: 'peer' });
+        if (expiresAt > 0) this.#scheduleSweep();
+        const extra = { ...(contact === 'request' ? { request: true } : {}), ...(expiresAt > 0 ? { expiresAt } : {}) };
         if (content.body.case === 'text' || content.body.case === 'binary' || content.body.case === 'file') {
           if (content.body.case === 'text') {
             const t = content.body.value;
             const reply = t.replyTo && t.replyTo.author.length === 32 && t.replyTo.messageId.length === 16
               ? { replyTo: { author: t.replyTo.author, id: toHex(t.replyTo.messageId), snippet: t.replySnippet } }
               : {};
-            this.#emit('message', { ...base, text: t.text, ...reply, ...(t.forwarded ? { forwarded: true } : {}) });
+            this.#emit('message', { ...base, ...extra, text: t.text, ...reply, ...(t.forwarded ? { forwarded: true } : {}) });
           }
-          else if (content.body.case === 'file') this.#emit('message', { ...base, file: FileAttachment.fromContent(content.body.value) });
-          else this.#emit('message', { ...base, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
+          else if (content.body.case === 'file') this.#emit('message', { ...base, ...extra, file: FileAttachment.fromContent(content.body.value) });
+          else this.#emit('message', { ...base, ...extra, binary: { mimeType: content.body.value.mimeType, data: content.body.value.data } });
           const list = delivered.get(base.from) ?? { mailbox: base.fromMailboxId, ids: [] as Uint8Array[] };
           list.ids.push(content.messageId);
           delivered.set(base.from, list);
@@ -807,9 +1166,10 @@ export class MeshWhisper {
             else this.#emit('delete', { from: base.from, author: sender.accountKey, id: toHex(id) });
           }
         } else if (content.body.case === 'typing') {
-          this.#emit('typing', { from: base.from, typing: content.body.value.typing });
+          // Not shown for strangers and unanswered requests (nobody can watch you type uninvited).
+          if (contact === 'accepted') this.#emit('typing', { from: base.from, typing: content.body.value.typing });
         } else if (content.body.case === 'presence') {
-          this.#emit('presence', { from: base.from, online: content.body.value.online, lastSeen: Number(content.body.value.lastSeen) });
+          if (contact === 'accepted') this.#emit('presence', { from: base.from, online: content.body.value.online, lastSeen: Number(content.body.value.lastSeen) });
         }
       } catch (e) {
         // A redelivery of something already processed (connection dropped before the ack) is a
@@ -822,6 +1182,35 @@ export class MeshWhisper {
     }
   }
 
+  // ── Deletion (docs/spec/node-protocol.md §10) ─────────────────────────────────────────────
+
+  /**
+   * Deletes this account everywhere: the node removes every device of the account (mailboxes,
+   * queued mail, keys, push registrations, media), its usernames and its archive; then this device
+   * erases its storage (identity, sessions, history) and the client closes. Contacts' next
+   * messages to it fail with MW_NOT_FOUND. Irreversible.
+   */
+  async deleteAccount(): Promise<void> {
+    await this.#deleteAt('/v1/account');
+  }
+
+  /** Removes this one device from the node (other devices of the account stay) and erases its storage. */
+  async deleteDevice(): Promise<void> {
+    await this.#deleteAt('/v1/device');
+  }
+
+  async #deleteAt(path: string): Promise<void> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    const res = await this.#api.rawCall('DELETE', path, this.#identity);
+    await res.body?.cancel();
+    this.#closed = true;
+    if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    await this.#flushing?.catch(() => undefined);
+    await this.#connection.close();
+    await this.#storage.erase();
+  }
+
   /** Waits until everything received so far has been processed. */
   async idle(): Promise<void> {
     await this.#connection.idle();
@@ -831,6 +1220,9 @@ export class MeshWhisper {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    await this.#flushing?.catch(() => undefined);
     await this.#connection.close();
     await this.#storage.close();
   }

@@ -6,7 +6,8 @@
 import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
 import { encodeDeviceCertificate } from '@meshwhisper/crypto';
 import type { Envelope, Frame, FrameInit } from '@meshwhisper/protocol';
-import { DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH, SUPPORTED_PROTOCOL_VERSIONS, decodeFrame, encodeFrame, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
+import { DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH, ErrorCode, SUPPORTED_PROTOCOL_VERSIONS, decodeFrame, encodeFrame, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
+import { SdkError, SdkErrorCode } from './errors.js';
 
 /** The subset of the WHATWG WebSocket the connection uses (browsers, Node's `ws`). */
 export interface WebSocketLike {
@@ -28,6 +29,8 @@ export interface ConnectionEvents {
   onGap(expired: number, evicted: number): void;
   onState(state: ConnectionState): void;
   onQueueEmpty(): void;
+  /** The connection cannot work and stops retrying (e.g. the node speaks only a newer protocol). */
+  onFatal(error: SdkError): void;
 }
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'closed';
@@ -39,6 +42,8 @@ const BACKOFF_MAX_MS = 30_000;
 export class DeviceConnection {
   #ws: WebSocketLike | undefined;
   #closed = false;
+  /** A fatal error stopped reconnecting (start() tries again). */
+  #stopped = false;
   #attempt = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #queue: Promise<void> = Promise.resolve();
@@ -53,6 +58,7 @@ export class DeviceConnection {
   ) {}
 
   start(): void {
+    this.#stopped = false;
     if (!this.#closed && !this.#ws) this.#open();
   }
 
@@ -73,7 +79,11 @@ export class DeviceConnection {
       const bytes = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ev.data instanceof Uint8Array ? ev.data : undefined;
       if (!bytes) return;
       const d = decodeFrame(bytes);
-      if (!d.ok) return; // the node never sends garbage; ignore rather than crash
+      if (!d.ok) {
+        // A frame in a protocol version this SDK does not speak: the node is newer. Say so, clearly.
+        if (d.error.code === ErrorCode.UNSUPPORTED_VERSION) this.#fatal(`the node sent a frame in a protocol version this SDK does not speak (${d.error.message}): update the SDK`);
+        return; // anything else undecodable is ignored rather than crashing
+      }
       // Frames are handled strictly in order: a delivery is acknowledged only after it was processed.
       this.#queue = this.#queue.then(() => this.#handle(d.value)).catch(() => undefined);
     };
@@ -82,11 +92,19 @@ export class DeviceConnection {
       this.#ws = undefined;
       if (this.#closed) return this.#setState('closed');
       this.#setState('offline');
+      if (this.#stopped) return;
       // 4001: replaced by a newer login of this device; 4003/4004: auth failed / device deleted.
       if (ev.code === 4001 || ev.code === 4003 || ev.code === 4004) return;
       const delay = Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.#attempt++);
       this.#timer = setTimeout(() => this.#open(), delay);
     };
+  }
+
+  #fatal(message: string): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#ws?.close(1000, 'unsupported protocol version');
+    this.events.onFatal(new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, message));
   }
 
   #send(init: FrameInit): void {
@@ -96,6 +114,10 @@ export class DeviceConnection {
   async #handle(f: Frame): Promise<void> {
     switch (f.body.case) {
       case 'serverHello': {
+        if (!SUPPORTED_PROTOCOL_VERSIONS.includes(f.body.value.version)) {
+          this.#fatal(`the node chose protocol version ${f.body.value.version}; this SDK speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}: update the SDK`);
+          return;
+        }
         const digest = requestDigest(this.ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH);
         const auth = signDeviceAuth(this.ctx, this.identity.device, encodeDeviceCertificate(this.identity.certificate), f.body.value.challenge, digest);
         this.#send({ body: { case: 'authenticate', value: auth } });
@@ -118,6 +140,11 @@ export class DeviceConnection {
       case 'gapNotice':
         this.events.onGap(f.body.value.expired, f.body.value.evicted);
         this.#send({ requestId: f.requestId, body: { case: 'ok', value: {} } });
+        return;
+      case 'error':
+        if (f.body.value.code === ErrorCode.UNSUPPORTED_VERSION) {
+          this.#fatal(`the node speaks no protocol version this SDK speaks (${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}): ${f.body.value.message}`);
+        }
         return;
       case 'queueEmpty':
         this.events.onQueueEmpty();

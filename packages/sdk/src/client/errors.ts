@@ -15,6 +15,11 @@ export const SdkErrorCode = {
   IDENTITY_CHANGED: 'MW_SDK_IDENTITY_CHANGED',
   /** The recipient's account is blocked on this device (unblock() first). */
   BLOCKED: 'MW_SDK_BLOCKED',
+  /**
+   * The node (or a stored record) uses a protocol or format version newer than this SDK speaks:
+   * update the SDK. Raised as an `error` event by the connection, which stops retrying.
+   */
+  UNSUPPORTED_VERSION: 'MW_SDK_UNSUPPORTED_VERSION',
   /** The client was closed. */
   CLOSED: 'MW_SDK_CLOSED',
   /** A caller mistake (wrong argument). */
@@ -24,6 +29,12 @@ export const SdkErrorCode = {
    * (digest mismatch) or not the size it announced. Discard everything read from the stream.
    */
   MEDIA_CORRUPT: 'MW_SDK_MEDIA_CORRUPT',
+  /**
+   * A contact card (the "mwc1:…" text of a contact QR code) could not be read: not a MeshWhisper
+   * card, damaged, out of bounds, or made by a newer app (the message then says so: ask the user to
+   * update).
+   */
+  INVALID_CONTACT_CARD: 'MW_SDK_INVALID_CONTACT_CARD',
 } as const;
 export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];
 

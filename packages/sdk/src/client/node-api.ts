@@ -80,6 +80,11 @@ export class NodeApi {
     return d.value;
   }
 
+  /** A request without a protobuf reply (e.g. 204): the checked response. */
+  async rawCall(method: string, path: string, auth: LocalIdentity): Promise<Response> {
+    return this.raw(method, path, undefined, async () => ({ [AUTH_HEADER]: await this.authHeader(auth, method, path) }));
+  }
+
   async challenge(): Promise<Uint8Array> {
     return (await this.call('GET', '/v1/auth/challenge', undefined, undefined, ChallengeSchema)).challenge;
   }

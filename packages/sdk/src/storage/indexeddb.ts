@@ -427,6 +427,7 @@ export interface IndexedDbStorageOptions {
 export class IndexedDbStorage implements ProtocolStorage {
   readonly kind = 'indexeddb';
   readonly #db: IDBDatabase;
+  readonly #factory: IDBFactory;
   readonly #locks: LockManager;
   readonly #lockName: string;
   readonly #ctx: CryptoContext;
@@ -438,7 +439,8 @@ export class IndexedDbStorage implements ProtocolStorage {
   #inFlight = new Set<Promise<unknown>>();
 
   /** @internal Use openIndexedDbStorage(). */
-  constructor(db: IDBDatabase, locks: LockManager, ctx: CryptoContext) {
+  constructor(db: IDBDatabase, locks: LockManager, ctx: CryptoContext, factory: IDBFactory) {
+    this.#factory = factory;
     this.#db = db;
     this.#locks = locks;
     this.#lockName = STORAGE_WEB_LOCK_PREFIX + db.name;
@@ -614,6 +616,19 @@ export class IndexedDbStorage implements ProtocolStorage {
     this.#dbGone ??= this.#closed;
     this.#db.close();
   }
+  async erase(): Promise<void> {
+    const name = this.#db.name;
+    await this.close();
+    const factory = this.#factory;
+    await new Promise<void>((resolve, reject) => {
+      const req = factory.deleteDatabase(name);
+      req.onsuccess = () => resolve();
+      req.onerror = () => reject(new StorageError(StorageErrorCode.UNAVAILABLE, 'erase', `IndexedDB refused to delete ${name}`, { cause: req.error }));
+      // Another tab or the service worker still has it open: the deletion completes when they close
+      // (they get versionchange and step aside); onsuccess then fires.
+      req.onblocked = () => undefined;
+    });
+  }
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
@@ -687,7 +702,7 @@ export async function openIndexedDbStorage(options: IndexedDbStorageOptions): Pr
   const locks = options.locks ?? (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
   if (!locks) throw new StorageError(StorageErrorCode.UNAVAILABLE, op, 'the Web Locks API (navigator.locks) is not available: writers could not be serialised');
   const db = await openDatabase(factory, options.name, op);
-  const storage = new IndexedDbStorage(db, locks, options.ctx ?? createContext());
+  const storage = new IndexedDbStorage(db, locks, options.ctx ?? createContext(), factory);
   if (options.identity) {
     try {
       if (await storage.hasLocalIdentity()) {

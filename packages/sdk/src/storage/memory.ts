@@ -197,6 +197,11 @@ export class MemoryStorage extends SingleOperationStorage implements ProtocolSto
     this.#closed = true;
     await this.#inner.transaction(async () => undefined); // waits for the transactions already queued
   }
+  async erase(): Promise<void> {
+    await this.close();
+    this.#items.clear();
+    this.#identity = undefined;
+  }
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }

@@ -19,6 +19,7 @@
  *  - Secrets are stored as raw BLOB columns (not encrypted at rest: protect the file like an SSH
  *    key). Buffers read from the database that held secrets are wiped after use.
  */
+import type * as NodeFs from 'node:fs';
 import type * as NodePath from 'node:path';
 import type { CryptoContext, DeviceAddress, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
 import {
@@ -495,6 +496,13 @@ export class SqliteStorage extends SingleOperationStorage implements ProtocolSto
     } finally {
       openInThisProcess.delete(this.#key);
     }
+  }
+  async erase(): Promise<void> {
+    await this.close();
+    if (this.#key === ':memory:' || this.#key === '') return;
+    const fs = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule?.('node:fs') as typeof NodeFs | undefined;
+    if (!fs) throw new StorageError(StorageErrorCode.UNAVAILABLE, 'erase', 'node:fs is not available');
+    for (const suffix of ['', '-wal', '-shm', '-journal']) fs.rmSync(this.#key + suffix, { force: true });
   }
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();

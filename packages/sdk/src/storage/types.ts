@@ -94,6 +94,11 @@ export interface ProtocolStorage extends ProtocolStore, AppStore {
   setLocalIdentity(identity: LocalIdentity): Promise<void>;
   /** Waits for running transactions, then releases the storage (and its one-writer lock). Idempotent. */
   close(): Promise<void>;
+  /**
+   * Closes the storage and erases everything it holds: the SQLite file (with its -wal/-shm files),
+   * the IndexedDB database, or the in-memory tables. Used when an account or device is deleted.
+   */
+  erase(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 

@@ -1,41 +1,26 @@
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_FILE, createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
+import type { E2eNode } from './test-node.js';
+import { startE2eNode } from './test-node.js';
 import type { IncomingMessage } from '../../src/index.js';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
 
-let node: MeshWhisperNode;
+let t: E2eNode;
 let url: string;
 let dataDir: string;
-const logs: string[] = [];
+let logs: string[];
 const work = mkdtempSync(join(tmpdir(), 'mw-sdk-e2e-'));
 
 beforeAll(async () => {
-  dataDir = join(work, 'node');
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info',
-    // Many first contacts from one address (127.0.0.1) in a few seconds: this SDK version sends
-    // every message in the tokenless lane (delivery tokens are not exchanged yet).
-    RATE_LIMITS: 'http=100000:1000000,ws-upgrade=100000:1000000,ws-frame=100000:1000000,auth=100000:1000000,send-token=100000:1000000,send-first-contact=100000:1000000,send-first-contact-target=100000:1000000,prekey-claim=100000:1000000,prekey-claim-target=100000:1000000,directory-write=100000:1000000,username-lookup=100000:1000000,username-write=100000:1000000,blob-upload=100000:1000000,blob-download=100000:1000000,archive=100000:1000000',
-    USERNAME_NAMESPACES: 'test:signed' });
-  node = await createNode(config, {
-    metrics: false,
-    logStream: new Writable({
-      write(chunk: Buffer, _e, cb) {
-        logs.push(chunk.toString());
-        cb();
-      },
-    }),
-  });
-  const addr = await node.listen();
-  url = `http://127.0.0.1:${addr.port}`;
+  t = await startE2eNode();
+  ({ url, dataDir, logs } = t);
 });
 
 afterAll(async () => {
-  await node?.close();
+  await t?.close();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -232,6 +217,12 @@ describe('SDK client against a real node', () => {
     expect(m.id).toBe(id);
     await deliveredReceipt;
     expect(await alice.messageState(id)).toBe('delivered');
+    // Alice is a contact request for Bob: reading it sends no read receipt until Bob accepts.
+    expect(m.request).toBe(true);
+    expect(await bob.contactState(alice.accountKey)).toBe('request');
+    await bob.markRead(m, [m.id]);
+    await bob.acceptContact(alice.accountKey);
+    expect(await bob.contactState(alice.accountKey)).toBe('accepted');
     const readReceipt = alice.once('receipt', (r) => r.state === 'read');
     await bob.markRead(m, [m.id]);
     await readReceipt;

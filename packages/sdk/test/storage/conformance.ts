@@ -1060,6 +1060,43 @@ export const conformanceCases: readonly ConformanceCase[] = [
       }
     },
   },
+  {
+    name: 'erase: closes the storage and erases everything it held (identity, sessions, items)',
+    async run(f) {
+      const { s } = await withIdentity(f, 'erase', ctx);
+      await s.transaction(async (tx) => {
+        await tx.setItem('outbox', 'm1', Uint8Array.of(1));
+        await tx.storeSession('x:1', Uint8Array.of(7));
+      });
+      await s.erase();
+      let refused = false;
+      try {
+        await s.getItem('outbox', 'm1');
+      } catch (e) {
+        refused = (e as { code?: string }).code === 'MW_SDK_STORAGE_CLOSED';
+      }
+      assert(refused, 'an erased storage refuses further use with MW_SDK_STORAGE_CLOSED');
+      await s.erase(); // idempotent
+    },
+  },
+  {
+    name: 'erase: opening the same storage again finds it empty',
+    needs: 'reopen',
+    async run(f) {
+      const { s } = await withIdentity(f, 'erase-reopen', ctx);
+      await s.setItem('outbox', 'm1', Uint8Array.of(1));
+      await s.storeSession('x:1', Uint8Array.of(7));
+      await s.erase();
+      const again = await f.reopen!(s);
+      try {
+        assert(!(await again.hasLocalIdentity()), 'no identity after erase');
+        eq(itemKeys(await again.listItems('outbox')), [], 'no items after erase');
+        assert((await again.loadSession('x:1')) === undefined, 'no session after erase');
+      } finally {
+        await again.close();
+      }
+    },
+  },
 ];
 
 /** Runs every case (or those matching `filter`) and reports each; never throws. */
