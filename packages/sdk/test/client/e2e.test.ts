@@ -98,30 +98,58 @@ describe('SDK client against a real node', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  it('the node stores no plaintext: a scan of its SQLite files (WAL included) and logs finds none of the texts', async () => {
+  it('metadata scan: after a scripted conversation the node’s SQLite files (WAL included) and logs hold no plaintext; usernames and identity keys only in the directory', async () => {
     const a = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
-    const b = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), connect: false });
-    const secret = 'the-plaintext-canary-3f9a1c';
-    await a.sendText(b.mailboxId, secret);
-    const haystacks = readdirSync(dataDir)
-      .filter((f) => /\.(db|sqlite|db-wal|wal)$|-wal$/.test(f) || f.includes('sqlite'))
-      .map((f) => readFileSync(join(dataDir, f)).toString('latin1'));
-    expect(haystacks.length).toBeGreaterThan(0);
-    for (const h of [...haystacks, logs.join('')]) expect(h.includes(secret)).toBe(false);
-    // The message store holds only recipient mailbox ids and sealed bytes: the sender's keys are in
-    // the directory (its device certificate), never next to the messages it sent (sealed sender).
+    const b = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    const [nameA, nameB] = ['canaryalice7f3', 'canarybob9d2'];
+    await a.claimUsername(nameA);
+    await b.claimUsername(nameB);
+    const secrets = ['the-plaintext-canary-3f9a1c', 'a-reply-canary-77c1e0', 'an-edit-canary-0b5d2a'];
+    const got = b.once('message');
+    const { id } = await a.sendText({ username: nameB }, secrets[0]!);
+    const first = await got;
+    await b.acceptContact(a.accountKey);
+    const back = a.once('message');
+    await b.sendText({ username: nameA }, secrets[1]!, { replyTo: { author: a.accountKey, id, snippet: secrets[0]! } });
+    await back;
+    const edited = b.once('edit');
+    await a.editMessage({ username: nameB }, id, secrets[2]!);
+    await edited;
+    await b.markRead(first, [id]);
+    // b goes offline: its next mail waits in the node's message store, where the scan looks.
+    await b.close();
+    await a.sendText({ username: nameB }, `${secrets[0]} again`);
+
+    const files = readdirSync(dataDir).filter((f) => f.startsWith(DATABASE_FILE));
+    expect(files.some((f) => f.endsWith('-wal'))).toBe(true);
+    const haystacks = [...files.map((f) => readFileSync(join(dataDir, f)).toString('latin1')), logs.join('')];
+    for (const h of haystacks) for (const secret of secrets) expect(h.includes(secret)).toBe(false);
+    const keys = [a.accountKey, b.accountKey, a.mailboxId, b.mailboxId].map((k) => Buffer.from(k));
+    const log = logs.join('');
+    expect(log.length).toBeGreaterThan(0); // the node did log (info level): the scan is not vacuous
+    for (const name of [nameA, nameB]) expect(log.includes(name)).toBe(false);
+    for (const k of keys) for (const enc of ['hex', 'base64', 'base64url'] as const) expect(log.includes(k.toString(enc))).toBe(false);
+    // Table by table: usernames and identity keys live only in the directory tables
+    // (docs/threat-model.md); the message store holds recipient mailbox ids and sealed bytes only.
     const { default: Database } = await import('better-sqlite3');
     const db = new Database(join(dataDir, DATABASE_FILE), { readonly: true, fileMustExist: true });
     try {
-      const rows = db.prepare('SELECT * FROM messages').all() as Record<string, unknown>[];
-      expect(rows.length).toBeGreaterThan(0);
-      const dump = rows.map((r) => Object.values(r).map((v) => (v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : String(v))).join('|')).join('\n');
-      for (const key of [a.accountKey, a.mailboxId]) expect(dump.includes(Buffer.from(key).toString('latin1'))).toBe(false);
-      expect(dump.includes(Buffer.from(b.mailboxId).toString('latin1'))).toBe(true);
+      const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((r) => r.name);
+      const dumpOf = (table: string) =>
+        (db.prepare(`SELECT * FROM "${table}"`).all() as Record<string, unknown>[])
+          .map((r) => Object.values(r).map((v) => (v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : String(v))).join('|'))
+          .join('\n');
+      const holders = (needle: Buffer | string) => tables.filter((t) => dumpOf(t).includes(typeof needle === 'string' ? needle : needle.toString('latin1')));
+      expect(holders(nameB)).toEqual(['usernames']);
+      expect(holders(Buffer.from(a.accountKey)).every((t) => ['devices', 'usernames'].includes(t))).toBe(true);
+      const messages = dumpOf('messages');
+      expect(messages.length).toBeGreaterThan(0);
+      for (const k of [a.accountKey, a.mailboxId, b.accountKey]) expect(messages.includes(Buffer.from(k).toString('latin1'))).toBe(false);
+      expect(messages.includes(Buffer.from(b.mailboxId).toString('latin1'))).toBe(true); // the recipient: needed to deliver
     } finally {
       db.close();
     }
-    await Promise.all([a.close(), b.close()]);
+    await a.close();
   });
 
   it('after the first message, mail travels in the token lane: a long conversation under the default first-contact limits', async () => {
