@@ -520,6 +520,9 @@ function prepareDatabase(db: Database, op: string): void {
   }
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
+  // Deleted content (disappearing messages, declined requests, used prekeys) is overwritten in the
+  // file rather than left in free pages.
+  db.pragma('secure_delete = ON');
   // The first write transaction takes the exclusive lock now, so a second opener fails at open
   // rather than at its first write.
   db.exec('BEGIN IMMEDIATE');

@@ -122,6 +122,26 @@ describe('SQLite storage: schema and file format', () => {
     }
   });
 
+  it('deleted items are overwritten in the file (secure_delete): a deleted canary is not in the file or its WAL', async () => {
+    const path = join(dir, 'secure-delete.db');
+    const s = await openSqliteStorage({ path });
+    const canary = new TextEncoder().encode('disappearing-canary-5e1f'.repeat(40));
+    await s.setItem('mw.history', 'k', canary);
+    await s.setItem('mw.history', 'other', Uint8Array.of(1));
+    await s.deleteItem('mw.history', 'k');
+    await s.close();
+    const { readFileSync } = await import('node:fs');
+    const files = [path, `${path}-wal`].filter((f) => existsSync(f));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect(readFileSync(f).toString('latin1').includes('disappearing-canary-5e1f')).toBe(false);
+    const raw = new Database(path, { readonly: true });
+    try {
+      expect(raw.prepare("SELECT count(*) AS n FROM app_items WHERE key = 'other'").get()).toEqual({ n: 1 });
+    } finally {
+      raw.close();
+    }
+  });
+
   it('upgrades a schema-1 storage in place: protocol data kept, app_items added (text keys, blob values)', async () => {
     const path = dbPath();
     const old = new Database(path);
