@@ -181,6 +181,19 @@ describe('encrypted media through a real node', () => {
     expect(json).not.toMatch(/key|digest/i);
   });
 
+  it('a file stays in both histories and downloads again from there', async () => {
+    const data = testFile(90_000, 11);
+    const file = await receiveFile(() => alice.sendFile(bob.mailboxId, data, { mimeType: 'application/pdf', name: 'doc.pdf' }));
+    const stored = (await bob.history(alice.accountKey)).filter((e) => e.file).at(-1)!;
+    expect(stored.file!.name).toBe('doc.pdf');
+    expect(stored.file!.id).toBe(file.id);
+    expect(Buffer.from(await bob.downloadFileBytes(stored.file!)).equals(Buffer.from(data))).toBe(true);
+    // The sender's own history has it as an outgoing entry.
+    const mine = (await alice.history(bob.accountKey)).filter((e) => e.file).at(-1)!;
+    expect(mine.outgoing).toBe(true);
+    expect(Buffer.from(await alice.downloadFileBytes(mine.file!)).equals(Buffer.from(data))).toBe(true);
+  });
+
   it('a blob tampered, truncated or deleted on the node’s disk fails the download with a typed error', async () => {
     const data = testFile(200_000, 13);
     const before = new Set(mediaFiles());
