@@ -119,6 +119,12 @@ export type ContactState = 'request' | 'accepted';
 const CONTACT_STATES: readonly ContactState[] = ['request', 'accepted'];
 /** Longest disappearing-message timer: one year. */
 export const MAX_DISAPPEARING_SECONDS = 365 * 24 * 3600;
+/**
+ * While the client runs, prekeys are checked (signed-prekey rotation, one-time pool top-up) this
+ * often, and a few seconds after a first contact (which consumed one-time prekeys).
+ */
+const KEY_CHECK_MS = 10 * 60_000;
+const KEY_CHECK_AFTER_CONTACT_MS = 3_000;
 /** Retry interval for the outbox while something is queued and the client is running. */
 const OUTBOX_RETRY_MS = 15_000;
 const FAILED = 255;
@@ -275,6 +281,7 @@ export class MeshWhisper {
   #sharePresence = true;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #keyTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing: Promise<number> | undefined;
   /** The account key pair: present on the device that created the account (stored with the device's other secrets). */
   readonly account: AccountKeyPair | undefined;
@@ -336,6 +343,7 @@ export class MeshWhisper {
     await client.flushOutbox();
     // Messages whose disappearing timer ran out while the app was closed go now.
     await client.#sweep();
+    client.#scheduleKeyCheck(KEY_CHECK_MS);
     return client;
   }
 
@@ -458,6 +466,22 @@ export class MeshWhisper {
     return run.finally(() => {
       if (this.#flushing === run) this.#flushing = undefined;
     });
+  }
+
+  /** Runs publishKeys() after `delay` ms (an earlier pending check wins), then every KEY_CHECK_MS. */
+  #scheduleKeyCheck(delay: number): void {
+    if (this.#closed) return;
+    if (this.#keyTimer) {
+      if (delay >= KEY_CHECK_MS) return;
+      clearTimeout(this.#keyTimer);
+    }
+    this.#keyTimer = setTimeout(() => {
+      this.#keyTimer = undefined;
+      this.publishKeys()
+        .catch(() => undefined) // node unreachable: the next check retries
+        .finally(() => this.#scheduleKeyCheck(KEY_CHECK_MS));
+    }, delay);
+    (this.#keyTimer as { unref?: () => void }).unref?.();
   }
 
   /** While something is queued, retries the outbox every OUTBOX_RETRY_MS (and at every reconnect). */
@@ -1130,7 +1154,10 @@ export class MeshWhisper {
           sentAt: Number(content.sentAt),
           receivedAt: Number(env.receivedAt),
         };
-        if (newRequest) this.#emit('contactRequest', { accountKey: sender.accountKey, from: base.from, fromMailboxId: base.fromMailboxId });
+        if (newRequest) {
+          this.#emit('contactRequest', { accountKey: sender.accountKey, from: base.from, fromMailboxId: base.fromMailboxId });
+          this.#scheduleKeyCheck(KEY_CHECK_AFTER_CONTACT_MS); // a first contact used up one-time prekeys
+        }
         if (timerChanged !== undefined) this.#emit('disappearingTimer', { peer: sender.accountKey, seconds: timerChanged, by: 'peer' });
         if (expiresAt > 0) this.#scheduleSweep();
         const extra = { ...(contact === 'request' ? { request: true } : {}), ...(expiresAt > 0 ? { expiresAt } : {}) };
@@ -1206,6 +1233,7 @@ export class MeshWhisper {
     this.#closed = true;
     if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    if (this.#keyTimer) clearTimeout(this.#keyTimer);
     await this.#flushing?.catch(() => undefined);
     await this.#connection.close();
     await this.#storage.erase();
@@ -1222,6 +1250,7 @@ export class MeshWhisper {
     this.#closed = true;
     if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    if (this.#keyTimer) clearTimeout(this.#keyTimer);
     await this.#flushing?.catch(() => undefined);
     await this.#connection.close();
     await this.#storage.close();

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket as WsClient, WebSocketServer } from 'ws';
-import { createContext, equalBytes, sealMessage, toHex } from '@meshwhisper/crypto';
-import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, ErrorCode, SendRequestSchema, create, encodeBody, encodeFrame, toBinary } from '@meshwhisper/protocol';
+import { createContext, decodePreKeyBundle, equalBytes, sealMessage, toHex } from '@meshwhisper/crypto';
+import { CONTENT_TYPE_PROTOBUF, ClaimRequestSchema, ClaimResultSchema, ContentSchema, EnvelopeClass, ErrorCode, SendRequestSchema, create, encodeBody, encodeFrame, fromBinary, toBinary } from '@meshwhisper/protocol';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { ProtocolStorage, SdkError, WebSocketConstructor } from '../../src/index.js';
 import { MeshWhisper, decodeContactCard, encodeContactCard, memoryStorage, openSqliteStorage } from '../../src/index.js';
@@ -87,6 +87,33 @@ describe('contact requests', () => {
     expect((await bob.contacts()).map((c) => [toHex(c.accountKey), c.state])).toEqual([[toHex(alice.accountKey), 'accepted']]);
     await Promise.all([alice.close(), bob.close(), carol.close()]);
   });
+});
+
+describe('prekeys while running', () => {
+  it('one-time prekeys drained by first contacts are replenished without a restart', async () => {
+    const bob = await client();
+    const claim = async () => {
+      const res = await fetch(new URL('/v1/keys/claim', t.url), { method: 'POST', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: encodeBody(ClaimRequestSchema, { mailboxId: bob.mailboxId }) as BodyInit });
+      expect(res.status).toBe(200);
+      return decodePreKeyBundle(fromBinary(ClaimResultSchema, new Uint8Array(await res.arrayBuffer())).bundle);
+    };
+    // Someone drains Bob's pool (the test node's per-target claim budget is open).
+    let drained = 0;
+    while ((await claim()).oneTimePreKey) drained++;
+    expect(drained).toBe(50);
+    // A stranger's first contact: Bob notices and tops up within seconds, while running.
+    const stranger = await client();
+    const request = bob.once('contactRequest');
+    await stranger.sendText(bob.mailboxId, 'hi');
+    await request;
+    let refilled = false;
+    for (let i = 0; i < 100 && !refilled; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      refilled = (await claim()).oneTimePreKey !== undefined;
+    }
+    expect(refilled).toBe(true);
+    await Promise.all([bob.close(), stranger.close()]);
+  }, 40_000);
 });
 
 describe('history', () => {
