@@ -338,12 +338,15 @@ export class MeshWhisper {
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
     client.#deliveryToken = await client.#loadDeliveryToken();
     await client.publishKeys();
-    if (opts.connect !== false) client.#connection.start();
     // Envelopes sealed before a crash or while the node was unreachable go out now, as the same bytes.
     await client.flushOutbox();
     // Messages whose disappearing timer ran out while the app was closed go now.
     await client.#sweep();
     client.#scheduleKeyCheck(KEY_CHECK_MS);
+    // Connect last: the socket's handshake needs network round trips, so nothing can be delivered
+    // before the caller's code after `await create()` has registered its listeners. (Connecting
+    // earlier lost backlog messages to a slow start: emitted before anyone listened.)
+    if (opts.connect !== false) client.#connection.start();
     return client;
   }
 

@@ -4,9 +4,11 @@
  * that produced or consumed the message, so a crash never loses or duplicates an entry.
  *
  * Tables (app items):
- *   mw.history      `${peer hex}/${time, 15 digits}/${author hex}/${id hex}` → StoredMessage
+ *   mw.history      `${peer hex}/${time, 15 digits}/${sequence, 15 digits}` → StoredMessage (the
+ *                   sequence orders messages stored in the same millisecond as they were processed)
  *   mw.history-ref  `${author hex}/${id hex}` → the mw.history key (dedup, edits, deletes, reactions)
  *   mw.expiry       `${expires at, 15 digits}/${mw.history key}` → empty (disappearing messages)
+ *   mw.history-seq  'n' → 8-byte big-endian counter
  */
 import { fromHex, toHex } from '@meshwhisper/crypto';
 import type { Content, StoredMessage } from '@meshwhisper/protocol';
@@ -22,6 +24,7 @@ export const HistoryTable = {
   Messages: 'mw.history',
   Ref: 'mw.history-ref',
   Expiry: 'mw.expiry',
+  Seq: 'mw.history-seq',
 } as const;
 
 const utf8 = new TextEncoder();
@@ -56,8 +59,13 @@ export interface HistoryEntry {
   readonly request?: boolean;
 }
 
-export function historyKey(peer: Uint8Array, at: number, author: Uint8Array, id: string): string {
-  return `${toHex(peer)}/${pad(at)}/${toHex(author)}/${id}`;
+async function nextSequence(tx: AppStore): Promise<number> {
+  const cur = await tx.getItem(HistoryTable.Seq, 'n');
+  const n = cur && cur.length === 8 ? Number(new DataView(cur.buffer, cur.byteOffset, 8).getBigUint64(0)) + 1 : 0;
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  await tx.setItem(HistoryTable.Seq, 'n', b);
+  return n;
 }
 
 function refKey(author: Uint8Array, id: string): string {
@@ -86,7 +94,7 @@ export async function addToHistory(
   const id = toHex(entry.content.messageId);
   const ref = refKey(entry.author, id);
   if (await tx.getItem(HistoryTable.Ref, ref)) return false;
-  const key = historyKey(entry.peer, entry.receivedAt, entry.author, id);
+  const key = `${toHex(entry.peer)}/${pad(entry.receivedAt)}/${pad(await nextSequence(tx))}`;
   const record = create(StoredMessageSchema, {
     version: HISTORY_VERSION,
     peer: entry.peer,
