@@ -521,8 +521,12 @@ export class MeshWhisper {
           if (address) await this.#storage.deleteItem(Table.PeerToken, address);
           await post(undefined);
         }
-        await this.#storage.deleteItem(Table.Outbox, messageId);
-        await this.#advanceState(messageId.split(':')[0]!, 'sent');
+        // One commit (one fsync) for both: the envelope leaves the outbox and the message is 'sent'.
+        await this.#storage.transaction(async (tx) => {
+          const stx = asStorageTx(tx);
+          await stx.deleteItem(Table.Outbox, messageId);
+          await this.#advanceStateIn(stx, messageId.split(':')[0]!, 'sent');
+        });
         return true;
       } catch (e) {
         lastError = e;
@@ -1014,15 +1018,12 @@ export class MeshWhisper {
     });
   }
 
-  async #advanceState(id: string, state: MessageState): Promise<boolean> {
+  async #advanceStateIn(stx: AppStore, id: string, state: MessageState): Promise<boolean> {
     const next = STATES.indexOf(state);
-    return this.#storage.transaction(async (tx) => {
-      const stx = asStorageTx(tx);
-      const cur = await stx.getItem(Table.Sent, id);
-      if (!cur || cur.length !== 1 || cur[0]! >= next) return false; // unknown, later, or failed (final)
-      await stx.setItem(Table.Sent, id, Uint8Array.of(next));
-      return true;
-    });
+    const cur = await stx.getItem(Table.Sent, id);
+    if (!cur || cur.length !== 1 || cur[0]! >= next) return false; // unknown, later, or failed (final)
+    await stx.setItem(Table.Sent, id, Uint8Array.of(next));
+    return true;
   }
 
   // ── Push wake (docs/push.md, docs/api-push.md) ────────────────────────────────────────────
@@ -1138,6 +1139,10 @@ export class MeshWhisper {
               duplicate = !fresh;
             } else if (body === 'edit' || body === 'delete' || body === 'reaction') {
               await this.#applyToHistory(stx, from.accountKey, c);
+            } else if (body === 'receipt') {
+              // Message states advance in the same commit as the ratchet step that opened the receipt.
+              const state = c.body.value.kind === ReceiptKind.READ ? 'read' : 'delivered';
+              for (const id of c.body.value.messageIds) await this.#advanceStateIn(stx, toHex(id), state);
             }
           },
         });
@@ -1180,7 +1185,6 @@ export class MeshWhisper {
         } else if (content.body.case === 'receipt') {
           const state = content.body.value.kind === ReceiptKind.READ ? 'read' : 'delivered';
           const ids = content.body.value.messageIds.map(toHex);
-          for (const id of ids) await this.#advanceState(id, state);
           this.#emit('receipt', { from: base.from, state, messageIds: ids });
         } else if (content.body.case === 'reaction') {
           const r = content.body.value;
