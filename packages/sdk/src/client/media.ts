@@ -25,7 +25,16 @@ export interface SendFileOptions {
   readonly size?: number;
   /** A small preview sent inline in the message (at most MAX_THUMBNAIL_BYTES). */
   readonly thumbnail?: { readonly data: Uint8Array; readonly mimeType: string };
+  /**
+   * How the ciphertext is uploaded. 'stream' (default on Node): a streamed request body, memory
+   * stays at a few chunks. 'buffered' (default elsewhere): the ciphertext is collected into a Blob
+   * first — browsers stream request bodies only over HTTP/2 (Chromium refuses a streamed upload over
+   * HTTP/1.1), and the browser may keep a large Blob on disk rather than in memory.
+   */
+  readonly upload?: 'stream' | 'buffered';
 }
+
+const onNode = (): boolean => typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
 
 /** Node blob ids: 128 random bits in base64url (docs/spec/node-protocol.md §8). */
 const BLOB_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
@@ -112,6 +121,9 @@ function checkOptions(options: SendFileOptions): void {
   if (!options || typeof options.mimeType !== 'string' || typeof options.name !== 'string') {
     throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'sendFile: options.mimeType and options.name are required');
   }
+  if (options.upload !== undefined && options.upload !== 'stream' && options.upload !== 'buffered') {
+    throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, "sendFile: options.upload must be 'stream' or 'buffered'");
+  }
   const t = options.thumbnail;
   if (t !== undefined) {
     if (!(t.data instanceof Uint8Array) || typeof t.mimeType !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'sendFile: thumbnail must be { data: Uint8Array, mimeType }');
@@ -176,14 +188,17 @@ export async function uploadFile(
   const path = '/v1/media';
   // A streamed body is not part of the request digest (32 zero bytes): the node cannot hash what it
   // has not read yet; the blob is bound to the message by the digest inside the E2E content instead.
-  const auth = await api.authHeader(identity, 'POST', path);
+  const buffered = (options.upload ?? (onNode() ? 'stream' : 'buffered')) === 'buffered';
   let res: Response;
   try {
+    // Buffered: encrypt everything into a Blob first (the same checks run; a failure rejects here).
+    const payload = buffered ? await new Response(body).blob() : body;
+    const auth = await api.authHeader(identity, 'POST', path);
     res = await api.fetchImpl(new URL(path, api.baseUrl), {
       method: 'POST',
       headers: { 'content-type': CONTENT_TYPE_OCTETS, 'content-length': String(length), [AUTH_HEADER]: auth },
-      body,
-      duplex: 'half',
+      body: payload,
+      ...(buffered ? {} : { duplex: 'half' }),
     } as RequestInit);
   } catch (cause) {
     key.fill(0);

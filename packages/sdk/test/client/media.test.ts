@@ -181,6 +181,17 @@ describe('encrypted media through a real node', () => {
     expect(json).not.toMatch(/key|digest/i);
   });
 
+  it("buffered upload (the browsers' default) round-trips too, and checks the source the same way", async () => {
+    const data = testFile(150_000, 21);
+    const file = await receiveFile(() => alice.sendFile(bob.mailboxId, data, { mimeType: 'text/plain', name: 'b.txt', upload: 'buffered' }));
+    expect(Buffer.from(await bob.downloadFileBytes(file)).equals(Buffer.from(data))).toBe(true);
+    async function* short() {
+      yield data.subarray(0, 1000);
+    }
+    await expect(alice.sendFile(bob.mailboxId, short(), { mimeType: 'text/plain', name: 'short.txt', size: 2000, upload: 'buffered' })).rejects.toMatchObject({ code: 'MW_SDK_INVALID_ARGUMENT' });
+    await expect(alice.sendFile(bob.mailboxId, data, { mimeType: 'text/plain', name: 'x', upload: 'carrier-pigeon' as 'stream' })).rejects.toMatchObject({ code: 'MW_SDK_INVALID_ARGUMENT' });
+  });
+
   it('a file stays in both histories and downloads again from there', async () => {
     const data = testFile(90_000, 11);
     const file = await receiveFile(() => alice.sendFile(bob.mailboxId, data, { mimeType: 'application/pdf', name: 'doc.pdf' }));

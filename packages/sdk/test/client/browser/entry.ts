@@ -4,7 +4,7 @@
  * origin. Node drives it through window.__mwClient (page.evaluate) and asserts on what it returns;
  * every incoming message and undecryptable envelope is recorded here until Node collects it.
  */
-import type { IncomingMessage } from '../../../src/index.js';
+import type { FileAttachment, IncomingMessage } from '../../../src/index.js';
 import { MeshWhisper, openIndexedDbStorage } from '../../../src/index.js';
 
 /** An incoming message as it crosses page.evaluate: bytes as hex (mailbox id) or base64 (payload). */
@@ -15,6 +15,8 @@ export interface PageMessage {
   readonly sentAt: number;
   readonly text?: string;
   readonly binary?: { readonly mimeType: string; readonly base64: string; readonly length: number };
+  /** An attachment's metadata (the attachment itself stays in the page: downloadFile(id)). */
+  readonly file?: { readonly name: string; readonly mimeType: string; readonly size: number };
 }
 
 export interface PageStarted {
@@ -35,6 +37,10 @@ export interface PageApi {
   undecryptable(): { envelopeId: string; code: string; message: string }[];
   sendText(toMailboxHex: string, text: string): Promise<string>;
   sendBinary(toMailboxHex: string, base64: string, mimeType: string): Promise<string>;
+  /** Sends a file (sendFile with the browser's default upload mode); resolves with the message id. */
+  sendFile(toMailboxHex: string, base64: string, mimeType: string, name: string): Promise<string>;
+  /** Downloads the attachment of a received message as a verified stream; returns the bytes (base64) and how many chunks the stream gave. */
+  downloadFile(messageId: string): Promise<{ base64: string; chunks: number }>;
   connectionState(): string;
   close(): Promise<void>;
   /** Probe: can the page call the node cross-origin (CORS)? Returns the outcome, never throws. */
@@ -54,6 +60,7 @@ let client: MeshWhisper | undefined;
 let syncedOnce: Promise<void> | undefined;
 const inbox: PageMessage[] = [];
 const bad: { envelopeId: string; code: string; message: string }[] = [];
+const files = new Map<string, FileAttachment>();
 
 function record(m: IncomingMessage): void {
   inbox.push({
@@ -63,7 +70,9 @@ function record(m: IncomingMessage): void {
     sentAt: m.sentAt,
     ...(m.text !== undefined ? { text: m.text } : {}),
     ...(m.binary ? { binary: { mimeType: m.binary.mimeType, base64: toBase64(m.binary.data), length: m.binary.data.length } } : {}),
+    ...(m.file ? { file: { name: m.file.name, mimeType: m.file.mimeType, size: m.file.size } } : {}),
   });
+  if (m.file) files.set(m.id, m.file);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -102,6 +111,27 @@ const api: PageApi = {
   },
   async sendBinary(to, base64, mimeType) {
     return (await need().sendBinary(unhex(to), fromBase64(base64), mimeType)).id;
+  },
+  async sendFile(to, base64, mimeType, name) {
+    return (await need().sendFile(unhex(to), fromBase64(base64), { mimeType, name })).id;
+  },
+  async downloadFile(messageId) {
+    const file = files.get(messageId);
+    if (!file) throw new Error(`no file received with message ${messageId}`);
+    const reader = (await need().downloadFile(file)).getReader();
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) break;
+      parts.push(r.value);
+    }
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      all.set(p, at);
+      at += p.length;
+    }
+    return { base64: toBase64(all), chunks: parts.length };
   },
   connectionState: () => need().connectionState,
   async close() {
