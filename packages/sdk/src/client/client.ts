@@ -63,7 +63,7 @@ import { NodeApi } from './node-api.js';
 import type { FileSource, SendFileOptions } from './media.js';
 import { FileAttachment, downloadFile, downloadFileBytes, uploadFile } from './media.js';
 import type { HistoryEntry } from './history.js';
-import { acceptConversation, addToHistory, clearConversation, conversationPeers, nextExpiry, readHistory, sweepExpired, tombstone, updateHistory } from './history.js';
+import { acceptConversation, addToHistory, clearConversation, conversationPeers, findInHistory, nextExpiry, readHistory, sweepExpired, tombstone, updateHistory } from './history.js';
 import type { PushInfo, PushRegistrationInput } from './push.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
@@ -185,6 +185,12 @@ export interface MeshWhisperOptions {
   readonly connect?: boolean;
   /** Share presence (online / last seen) with contacts (default true; false = opt out). */
   readonly sharePresence?: boolean;
+  /**
+   * When a username's account key changes (identityChange), hold sends to it until
+   * acceptIdentityChange() (default true). false: the event still fires, and the new key is trusted
+   * at once — only for apps that show the change and let the user verify safety numbers later.
+   */
+  readonly holdOnIdentityChange?: boolean;
 }
 
 export interface IncomingMessage {
@@ -279,6 +285,7 @@ export class MeshWhisper {
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
   #sharePresence = true;
+  #holdOnIdentityChange = true;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #keyTimer: ReturnType<typeof setTimeout> | undefined;
@@ -295,6 +302,7 @@ export class MeshWhisper {
     this.namespace = opts.namespace;
     this.#nodeUrl = opts.node;
     this.#sharePresence = opts.sharePresence !== false;
+    this.#holdOnIdentityChange = opts.holdOnIdentityChange !== false;
     this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
     this.#connection = new DeviceConnection(ctx, opts.node, identity, WS, {
       deliveryTokens: () => (this.#deliveryToken.length ? [this.#deliveryToken] : []),
@@ -651,6 +659,10 @@ export class MeshWhisper {
       if (!known) await this.#storage.setItem(Table.ContactAccount, to.username, record.accountKey);
       else if (!equalBytes(known, record.accountKey)) {
         this.#emit('identityChange', { username: to.username, previousAccountKey: known, accountKey: record.accountKey });
+        if (!this.#holdOnIdentityChange) {
+          await this.#storage.setItem(Table.ContactAccount, to.username, record.accountKey);
+          return { mailboxes: record.mailboxIds, accountKey: record.accountKey };
+        }
         throw new SdkError(SdkErrorCode.IDENTITY_CHANGED, `${to.username} now belongs to another account key: verify safety numbers, then acceptIdentityChange()`);
       }
       if (record.mailboxIds.length === 0) throw new SdkError(SdkErrorCode.NODE_ERROR, `${to.username} has no registered device`, 'MW_NOT_FOUND');
@@ -1001,6 +1013,31 @@ export class MeshWhisper {
     if (b[0] === FAILED) return { state: 'failed', reason: new TextDecoder().decode(b.subarray(1)) };
     const state = STATES[b[0]!];
     return state ? { state } : undefined;
+  }
+
+  /**
+   * Tries a message this device sent again. Still queued (node unreachable): its sealed envelopes go
+   * out now, as the same bytes. Failed (its recipient device is gone): the same message — same id,
+   * so nobody is shown it twice — is sent to every current device of the conversation's account.
+   * Resolves with the state afterwards. A message that disappeared cannot be retried.
+   */
+  async retry(id: string): Promise<MessageState> {
+    if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+    messageIdBytes(id);
+    const status = await this.messageStatus(id);
+    if (!status) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `no message ${id} was sent from this device`);
+    if (status.state === 'queued') {
+      for (const { key } of await this.#storage.listItems(Table.Outbox, { prefix: `${id}:` })) await this.#deliver(key);
+      return (await this.messageState(id)) ?? 'queued';
+    }
+    if (status.state !== 'failed') return status.state;
+    const stored = await findInHistory(this.#storage, this.accountKey, id);
+    if (!stored) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message ${id} is no longer in the history (it disappeared or was deleted): it cannot be retried`);
+    const content = fromBinary(ContentSchema, stored.content);
+    await this.#storage.setItem(Table.Sent, id, Uint8Array.of(0)); // failed → queued again, explicitly
+    const { mailboxes } = await this.#mailboxesOf({ accountKey: stored.peer });
+    for (const m of mailboxes) await this.#sendContent(m, content.body, content.messageId, stored.peer, true);
+    return (await this.messageState(id)) ?? 'queued';
   }
 
   /** Marks a still-queued message failed for good, unless another recipient device still has it queued. */

@@ -112,6 +112,14 @@ export async function addToHistory(
   return true;
 }
 
+/** The stored record of message (author, id), if it is in the history. */
+export async function findInHistory(store: AppStore, author: Uint8Array, id: string): Promise<StoredMessage | undefined> {
+  const keyBytes = await store.getItem(HistoryTable.Ref, refKey(author, id));
+  if (!keyBytes) return undefined;
+  const bytes = await store.getItem(HistoryTable.Messages, fromUtf8.decode(keyBytes));
+  return bytes ? decodeStored(bytes) : undefined;
+}
+
 /** Applies `change` to the stored message (author, id), if it is in the history. Returns whether it was. */
 export async function updateHistory(tx: AppStore, author: Uint8Array, id: string, change: (m: StoredMessage) => void): Promise<boolean> {
   const keyBytes = await tx.getItem(HistoryTable.Ref, refKey(author, id));

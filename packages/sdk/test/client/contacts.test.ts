@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket as WsClient, WebSocketServer } from 'ws';
-import { createContext, decodePreKeyBundle, equalBytes, sealMessage, toHex } from '@meshwhisper/crypto';
+import { DeviceKeyPair, createContext, decodePreKeyBundle, equalBytes, issueDeviceCertificate, sealMessage, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, ClaimRequestSchema, ClaimResultSchema, ContentSchema, EnvelopeClass, ErrorCode, SendRequestSchema, create, encodeBody, encodeFrame, fromBinary, toBinary } from '@meshwhisper/protocol';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { ProtocolStorage, SdkError, WebSocketConstructor } from '../../src/index.js';
@@ -289,6 +289,24 @@ describe('first contact by public key and by contact card', () => {
   });
 });
 
+describe('identity change policy', () => {
+  it('holdOnIdentityChange: false still raises identityChange but does not hold the send', async () => {
+    const alice = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), holdOnIdentityChange: false });
+    const [bob, mallory] = [await client(), await client()];
+    await bob.claimUsername('flipper');
+    const first = bob.once('message');
+    await alice.sendText({ username: 'flipper' }, 'hi bob');
+    await first;
+    await bob.transferUsername('flipper', mallory.accountKey);
+    const changed = alice.once('identityChange');
+    const toMallory = mallory.once('message');
+    await alice.sendText({ username: 'flipper' }, 'who is this now?');
+    expect(toHex((await changed).accountKey)).toBe(toHex(mallory.accountKey));
+    expect((await toMallory).text).toBe('who is this now?');
+    await Promise.all([alice.close(), bob.close(), mallory.close()]);
+  });
+});
+
 describe('deletion', () => {
   it('deleteAccount removes the account from the node and erases the device; senders get a failed state with a reason', async () => {
     const bobFile = join(work, 'deleted-bob.db');
@@ -308,6 +326,34 @@ describe('deletion', () => {
     const last = (await alice.history(bob.accountKey)).at(-1)!;
     expect(await alice.messageStatus(last.id)).toMatchObject({ state: 'failed', reason: expect.stringMatching(/no longer exists/) });
     await alice.close();
+  });
+
+  it('retry: a message that failed because its device was deleted goes, with the same id, to the account’s current devices', async () => {
+    const alice = await client();
+    const bob = await client();
+    const hello = bob.once('message');
+    await alice.sendText(bob.mailboxId, 'hello');
+    await hello;
+    // Bob replaces this device: a new device of the same account, then the old one is deleted.
+    const storage2 = await memoryStorage();
+    const ctx = createContext();
+    const device2 = DeviceKeyPair.generate(ctx);
+    await storage2.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, bob.account!, device2), device: device2 });
+    await storage2.setItem('mw.self', 'account-seed', bob.account!.exportSeed());
+    const bob2 = await client(storage2);
+    const oldMailbox = bob.mailboxId;
+    await bob.deleteDevice();
+    const err = (await alice.sendText(oldMailbox, 'to the old phone').catch((e: unknown) => e)) as SdkError;
+    expect(err.nodeCode).toBe('MW_NOT_FOUND');
+    const failedId = (await alice.history(bob2.accountKey)).at(-1)!.id;
+    expect(await alice.messageState(failedId)).toBe('failed');
+    const got = bob2.once('message');
+    expect(await alice.retry(failedId)).toBe('sent');
+    const m = await got;
+    expect([m.id, m.text]).toEqual([failedId, 'to the old phone']);
+    expect((await alice.history(bob2.accountKey)).filter((e) => e.id === failedId).length).toBe(1);
+    await expect(alice.retry('00'.repeat(16))).rejects.toMatchObject({ code: 'MW_SDK_INVALID_ARGUMENT' });
+    await Promise.all([alice.close(), bob2.close()]);
   });
 
   it('deleteDevice removes one device; the account’s other data stays', async () => {

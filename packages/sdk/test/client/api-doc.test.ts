@@ -1,0 +1,46 @@
+/**
+ * docs/api.md must cover the whole public client surface: every public method and property of
+ * MeshWhisper, every option of MeshWhisper.create, every event and every SdkErrorCode. A member
+ * added without documentation fails here.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { MeshWhisper, SdkErrorCode } from '../../src/index.js';
+
+const doc = readFileSync(new URL('../../../../docs/api.md', import.meta.url), 'utf8');
+const source = readFileSync(new URL('../../src/client/client.ts', import.meta.url), 'utf8');
+
+/** The member names declared in `interface <name> { … }` of client.ts (top-level members only). */
+function interfaceKeys(name: string): string[] {
+  const start = source.indexOf(`export interface ${name} {`);
+  expect(start, `interface ${name} in client.ts`).toBeGreaterThanOrEqual(0);
+  const body = source.slice(start, source.indexOf('\n}', start));
+  return [...body.matchAll(/^ {2}(?:readonly )?([A-Za-z]+)\??:/gm)].map((m) => m[1]!);
+}
+
+describe('docs/api.md covers the public client API', () => {
+  it('every public method and property of MeshWhisper', () => {
+    const members = Object.getOwnPropertyNames(MeshWhisper.prototype).filter((n) => n !== 'constructor');
+    expect(members.length).toBeGreaterThan(40);
+    const missing = members.filter((n) => !doc.includes(`\`${n}`) && !doc.includes(`, ${n}`) && !doc.includes(`\`${n}(`));
+    expect(missing).toEqual([]);
+    // Static API and instance properties set in the constructor.
+    for (const n of ['MeshWhisper.create', 'account', 'namespace']) expect(doc.includes(n), n).toBe(true);
+  });
+
+  it('every option of MeshWhisper.create', () => {
+    const options = interfaceKeys('MeshWhisperOptions');
+    expect(options).toContain('holdOnIdentityChange');
+    expect(options.filter((o) => !doc.includes(`| \`${o}\``))).toEqual([]);
+  });
+
+  it('every event', () => {
+    const events = interfaceKeys('MeshWhisperEvents');
+    expect(events).toContain('contactRequest');
+    expect(events.filter((e) => !doc.includes(`\`${e}\``))).toEqual([]);
+  });
+
+  it('every SdkErrorCode', () => {
+    expect(Object.values(SdkErrorCode).filter((c) => !doc.includes(c))).toEqual([]);
+  });
+});
