@@ -592,10 +592,14 @@ export class MeshWhisper {
     const address = await this.#sessionFor(mailboxId, expectedAccountKey);
     const peer = await sessionPeer(this.#storage, address);
     if (peer && (await this.isBlocked(peer.accountKey))) throw new SdkError(SdkErrorCode.BLOCKED, 'this contact is blocked');
-    // Every message carries the conversation's timer; setting the timer carries the new value.
-    const expireSeconds = body?.case === 'expireTimer' ? (body.value.seconds ?? 0) : peer ? await this.#timerOf(this.#storage, peer.accountKey) : 0;
+    // Every message carries the conversation's timer and its version; setting the timer carries the
+    // new value under the next version.
+    const timer = peer ? await this.#timerRecord(this.#storage, peer.accountKey) : { seconds: 0, version: 0 };
+    const setting = body?.case === 'expireTimer';
+    const expireSeconds = setting ? (body.value.seconds ?? 0) : timer.seconds;
+    const expireTimerVersion = setting ? timer.version + 1 : timer.version;
     const now = this.#ctx.now();
-    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.#deliveryToken, expireSeconds, body });
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.#deliveryToken, expireSeconds, expireTimerVersion, body });
     const id = toHex(messageId);
     // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
@@ -618,7 +622,7 @@ export class MeshWhisper {
         if (!peer) return;
         // Writing to someone (not an automatic receipt) makes them a contact.
         if (userAction) await stx.setItem(Table.Contact, toHex(peer.accountKey), Uint8Array.of(CONTACT_STATES.indexOf('accepted')));
-        if (body?.case === 'expireTimer') await this.#setTimer(stx, peer.accountKey, expireSeconds);
+        if (setting) await this.#setTimer(stx, peer.accountKey, expireSeconds, expireTimerVersion);
         if (tracked) {
           expiresAt = expireSeconds > 0 ? now + expireSeconds * 1000 : 0;
           await addToHistory(stx, { peer: peer.accountKey, author: this.accountKey, from: '', content, receivedAt: now, expiresAt, outgoing: true, request: false });
@@ -683,14 +687,22 @@ export class MeshWhisper {
   // ── Contacts, history, disappearing messages (docs/api.md) ─────────────────────────────────
 
   async #timerOf(store: AppStore, peer: Uint8Array): Promise<number> {
-    const b = await store.getItem(Table.Timer, toHex(peer));
-    return b && b.length === 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0) : 0;
+    return (await this.#timerRecord(store, peer)).seconds;
   }
 
-  async #setTimer(store: AppStore, peer: Uint8Array, seconds: number): Promise<void> {
-    if (seconds === 0) return store.deleteItem(Table.Timer, toHex(peer));
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, seconds);
+  /** The conversation's timer and its version (content.proto `expire_timer_version`; 0 = never set). */
+  async #timerRecord(store: AppStore, peer: Uint8Array): Promise<{ seconds: number; version: number }> {
+    const b = await store.getItem(Table.Timer, toHex(peer));
+    if (!b || b.length !== 8) return { seconds: 0, version: 0 };
+    const v = new DataView(b.buffer, b.byteOffset, 8);
+    return { seconds: v.getUint32(0), version: v.getUint32(4) };
+  }
+
+  async #setTimer(store: AppStore, peer: Uint8Array, seconds: number, version: number): Promise<void> {
+    const b = new Uint8Array(8);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, seconds);
+    v.setUint32(4, version);
     await store.setItem(Table.Timer, toHex(peer), b);
   }
 
@@ -1157,10 +1169,17 @@ export class MeshWhisper {
             contact = cs && cs.length === 1 ? CONTACT_STATES[cs[0]!] : undefined;
             const body = c.body.case;
             if (body === 'text' || body === 'binary' || body === 'file' || body === 'expireTimer') {
+              // A higher version wins; a message that crossed a change in flight (lower version)
+              // cannot set the timer back. Equal versions, different values (both changed it at
+              // once): the shorter timer wins, 0 (off) counting as the longest — both sides agree.
               const seconds = body === 'expireTimer' ? c.body.value.seconds : c.expireSeconds;
-              if (seconds <= MAX_DISAPPEARING_SECONDS && seconds !== (await this.#timerOf(stx, from.accountKey))) {
-                await this.#setTimer(stx, from.accountKey, seconds);
-                timerChanged = seconds;
+              const version = c.expireTimerVersion;
+              const cur = await this.#timerRecord(stx, from.accountKey);
+              const rank = (x: number) => (x === 0 ? Infinity : x);
+              const wins = version > cur.version || (version === cur.version && rank(seconds) < rank(cur.seconds));
+              if (seconds <= MAX_DISAPPEARING_SECONDS && wins && (seconds !== cur.seconds || version !== cur.version)) {
+                await this.#setTimer(stx, from.accountKey, seconds, version);
+                if (seconds !== cur.seconds) timerChanged = seconds;
               }
             }
             if (body === 'text' || body === 'binary' || body === 'file') {

@@ -206,6 +206,52 @@ describe('disappearing messages', () => {
     await Promise.all([alice.close(), bob.close()]);
   }, 30_000);
 
+  it('a message that crossed a timer change in flight does not set the timer back; simultaneous changes converge', async () => {
+    const alice = await client();
+    const bob = await client(undefined, { connect: false }); // Bob receives nothing until connect()
+    const hi = alice.once('message');
+    await bob.sendText(alice.mailboxId, 'hi');
+    await hi;
+    await alice.acceptContact(bob.accountKey);
+    await alice.setDisappearingTimer(bob.mailboxId, 60); // waits at the node for Bob
+    // Bob, not knowing yet, writes with the old timer (0): it must not switch Alice's timer off.
+    const crossing = alice.once('message');
+    await bob.sendText(alice.mailboxId, 'crossing in flight');
+    expect((await crossing).expiresAt).toBeUndefined(); // that message itself was written without a timer
+    expect(await alice.disappearingTimer(bob.accountKey)).toBe(60);
+    const adopted = bob.once('disappearingTimer');
+    bob.connect();
+    expect((await adopted).seconds).toBe(60);
+    expect(await bob.disappearingTimer(alice.accountKey)).toBe(60);
+
+    await Promise.all([alice.close(), bob.close()]);
+
+    // Both change it at the same time (each offline for receiving, so neither sees the other's
+    // change first): equal versions, different values — the shorter timer wins on both sides.
+    const [fa, fb] = [join(work, 'simul-a.db'), join(work, 'simul-b.db')];
+    let a = await client(await openSqliteStorage({ path: fa }));
+    let b = await client(await openSqliteStorage({ path: fb }));
+    const got = b.once('message');
+    await a.sendText(b.mailboxId, 'hello');
+    await got;
+    const back = a.once('message');
+    await b.sendText(a.mailboxId, 'hello back');
+    await back;
+    await Promise.all([a.close(), b.close()]);
+    a = await client(await openSqliteStorage({ path: fa }), { connect: false });
+    b = await client(await openSqliteStorage({ path: fb }), { connect: false });
+    await a.setDisappearingTimer(b.mailboxId, 3600);
+    await b.setDisappearingTimer(a.mailboxId, 60);
+    const aSees = a.once('disappearingTimer', (e) => e.by === 'peer');
+    a.connect();
+    b.connect();
+    expect((await aSees).seconds).toBe(60);
+    await new Promise((r) => setTimeout(r, 300));
+    await Promise.all([a.idle(), b.idle()]);
+    expect([await a.disappearingTimer(b.accountKey), await b.disappearingTimer(a.accountKey)]).toEqual([60, 60]);
+    await Promise.all([a.close(), b.close()]);
+  }, 30_000);
+
   it('a pending send disappears from the outbox; stored history expires while the app is closed', async () => {
     const dir = join(work, 'expiry-node');
     const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: OPEN_RATE_LIMITS };
