@@ -66,6 +66,7 @@ import {
 } from '../../packages/protocol/src/index.js';
 import { Histogram } from './hist.js';
 import { F, decodeDeliver, decodeTop, encodeAck, encodeSend, selfCheck } from './wire.js';
+import { log, now, sleep, waitFor } from '../lib/util.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -121,17 +122,6 @@ const NODE_ENV: Record<string, string> = {
 };
 
 const ctx = createContext();
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const now = (): number => performance.now();
-const log = (...a: unknown[]): void => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
-
-async function waitFor(what: string, pred: () => boolean, timeoutMs: number, pollMs = 5): Promise<void> {
-  const end = now() + timeoutMs;
-  while (!pred()) {
-    if (now() > end) throw new Error(`timeout after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(pollMs);
-  }
-}
 
 /** Runs `fn` over items with at most `n` in flight. */
 async function pool<T>(items: readonly T[], n: number, fn: (t: T, i: number) => Promise<void>): Promise<void> {

@@ -35,7 +35,7 @@
  * Settings (env): QUICK=1, N, M, INFLIGHT (32), WARMUP, TEXT_BYTES (100), WATCHDOG_S,
  * STORAGES (sqlite,memory), PROFILE=1 (node child writes a .cpuprofile into bench/sdk/profile/).
  * Profile this process too with `node --cpu-prof --cpu-prof-dir=profile/gen --import tsx ./run.ts`;
- * summarise with `node --import tsx profile-summary.ts profile/<file>.cpuprofile`.
+ * summarise with `node --import tsx ../lib/profile-summary.ts profile/<file>.cpuprofile`.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -47,6 +47,7 @@ import { fileURLToPath } from 'node:url';
 import WS from 'ws';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../packages/sdk/src/index.js';
 import type { ProtocolStorage, WebSocketConstructor } from '../../packages/sdk/src/index.js';
+import { log, now, sleep, waitFor } from '../lib/util.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -86,17 +87,6 @@ const NODE_ENV: Record<string, string> = {
 
 type StorageKind = 'sqlite' | 'memory';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const now = (): number => performance.now();
-const log = (...a: unknown[]): void => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
-
-async function waitFor(what: string, pred: () => boolean, timeoutMs: number, pollMs = 2): Promise<void> {
-  const end = now() + timeoutMs;
-  while (!pred()) {
-    if (now() > end) throw new Error(`timeout after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(pollMs);
-  }
-}
 
 // ── statistics ──
 interface Stats {
@@ -300,7 +290,7 @@ async function openParty(name: string, base: string, kind: StorageKind, dir: str
   });
   client.on('undecryptable', (u) => log(`${name}: undecryptable envelope ${u.code}: ${u.message}`));
   client.on('gap', (g) => log(`${name}: gap notice expired=${g.expired} evicted=${g.evicted}`));
-  await waitFor(`${name} online`, () => client.connectionState === 'online', STEP_TIMEOUT_MS);
+  await waitFor(`${name} online`, () => client.connectionState === 'online', STEP_TIMEOUT_MS, 2);
   return party;
 }
 

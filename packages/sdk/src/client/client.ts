@@ -1293,13 +1293,18 @@ export class MeshWhisper {
     if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
     const res = await this.#api.rawCall('DELETE', path, this.#identity);
     await res.body?.cancel();
+    await this.#shutdown();
+    await this.#storage.erase();
+  }
+
+  /** Stops timers, lets a running outbox flush finish, and closes the connection. */
+  async #shutdown(): Promise<void> {
     this.#closed = true;
     if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     if (this.#keyTimer) clearTimeout(this.#keyTimer);
     await this.#flushing?.catch(() => undefined);
     await this.#connection.close();
-    await this.#storage.erase();
   }
 
   /** Waits until everything received so far has been processed. */
@@ -1310,12 +1315,7 @@ export class MeshWhisper {
   /** Disconnects and releases the storage. The client cannot be used afterwards. */
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.#closed = true;
-    if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
-    if (this.#retryTimer) clearTimeout(this.#retryTimer);
-    if (this.#keyTimer) clearTimeout(this.#keyTimer);
-    await this.#flushing?.catch(() => undefined);
-    await this.#connection.close();
+    await this.#shutdown();
     await this.#storage.close();
   }
 

@@ -1,7 +1,7 @@
 /**
  * Self time of a V8 .cpuprofile (node --cpu-prof), grouped three ways: by area (noble crypto,
  * the SDK's storage, the HTTP client…), by function and by file.
- *   node --import tsx profile-summary.ts profile/<file>.cpuprofile [top]
+ *   node --import tsx ../lib/profile-summary.ts profile/<file>.cpuprofile [top]      (from bench/node or bench/sdk)
  */
 import { readFileSync } from 'node:fs';
 
