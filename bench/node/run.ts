@@ -116,6 +116,8 @@ const NODE_ENV: Record<string, string> = {
   METRICS_PORT: '0',
   LOG_LEVEL: 'info',
   RATE_LIMITS: BUCKETS.map((b) => `${b}=1000000:10000000`).join(','),
+  // Every device and sender connects from 127.0.0.1: lift the per-address socket cap.
+  WS_MAX_CONNECTIONS_PER_ADDRESS: '0',
   // The drain phase queues DRAIN × 1 KiB for ONE mailbox (defaults: 10,000 messages, 100 MiB).
   MAILBOX_MAX_MESSAGES: String(Math.max(10_000, DRAIN * 2)),
   MAILBOX_MAX_BYTES: String(1024 * 1024 * 1024),

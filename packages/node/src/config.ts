@@ -85,6 +85,12 @@ export const CONFIG_SCHEMA = {
   mailboxMaxMessages: setting('MAILBOX_MAX_MESSAGES', '10000', 'Stored envelopes per mailbox; beyond it the oldest tokenless, then the oldest envelopes are evicted (gap notice).', int(10, 10_000_000)),
   mailboxMaxBytes: setting('MAILBOX_MAX_BYTES', String(100 * MB), 'Stored envelope bytes per mailbox (same eviction rule).', int(MB, 2 ** 40)),
   firstContactMaxMessages: setting('FIRST_CONTACT_MAX_MESSAGES', '100', 'Stored tokenless (first-contact) envelopes per mailbox; further tokenless sends are refused until it drains.', int(1, 1_000_000)),
+  wsMaxConnectionsPerAddress: setting(
+    'WS_MAX_CONNECTIONS_PER_ADDRESS',
+    '256',
+    'Open WebSocket connections (device and anonymous) per client address (IPv6: per /64); further upgrades get 429 until one closes. 0 = unlimited. Raise it for many users behind one NAT or proxy address.',
+    int(0, 10_000_000),
+  ),
   deliveryWindow: setting('DELIVERY_WINDOW', '256', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes stored per device at any time.', int(1, 2 ** 44)),

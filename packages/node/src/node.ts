@@ -52,6 +52,8 @@ export const ANONYMOUS_SOCKET_PATH = '/v1/anonymous';
 export const PING_INTERVAL_MS = 30_000;
 /** Mailboxes expired per sweep transaction: bounds how long one sweep holds the write lock. */
 const EXPIRE_BATCH = 1000;
+/** Retry-After sent when an address holds WS_MAX_CONNECTIONS_PER_ADDRESS sockets already. */
+const WS_CAP_RETRY_AFTER_MS = 30_000;
 
 export interface CreateNodeOptions {
   /** Crypto context (tests inject a clock); default createContext(). */
@@ -198,6 +200,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const alive = new WeakSet<WebSocket>();
   const acks = new AckCommitter(store);
   const hasCorsList = config.corsOrigins === '*' || config.corsOrigins.size > 0;
+  /** Open WebSocket connections per client key (WS_MAX_CONNECTIONS_PER_ADDRESS). */
+  const openPerAddress = new Map<string, number>();
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0];
     const refuse = (status: string, code: ErrorCode, message: string): void => {
@@ -213,7 +217,20 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       metrics?.rateLimitedBy(decision.bucket);
       return rejectUpgrade(socket, decision);
     }
+    // A cap on open sockets per address: the upgrade rate alone lets one address hold an unbounded
+    // number of idle connections (memory) by opening them slowly.
+    const open = openPerAddress.get(key) ?? 0;
+    if (config.wsMaxConnectionsPerAddress > 0 && open >= config.wsMaxConnectionsPerAddress) {
+      metrics?.rateLimitedBy('ws-connections');
+      return rejectUpgrade(socket, { allowed: false, remaining: 0, bucket: 'ws-connections', retryAfterMs: WS_CAP_RETRY_AFTER_MS });
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
+      openPerAddress.set(key, (openPerAddress.get(key) ?? 0) + 1);
+      ws.once('close', () => {
+        const n = (openPerAddress.get(key) ?? 1) - 1;
+        if (n <= 0) openPerAddress.delete(key);
+        else openPerAddress.set(key, n);
+      });
       alive.add(ws);
       ws.on('pong', () => alive.add(ws));
       const kind = path === DEVICE_SOCKET_PATH ? 'device' : 'anonymous';
