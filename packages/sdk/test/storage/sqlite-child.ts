@@ -24,7 +24,10 @@ try {
       say({ holding: true });
       await new Promise(() => undefined);
     });
-    setInterval(() => undefined, 1000);
+    // Keep the storage reachable: otherwise nothing references it (the transaction's promise never
+    // settles), the garbage collector finalises better-sqlite3's Database — closing the connection
+    // and releasing the lock — and the "holding" process would hold nothing.
+    setInterval(() => void s.kind, 1000);
   }
 } catch (e) {
   say({ code: (e as { code?: string }).code, message: (e as Error).message });
