@@ -412,6 +412,47 @@ export class MeshWhisper {
   }
 
   /**
+   * The events of one kind as an async iterator (`for await (const m of client.iterate('message'))`).
+   * Events are buffered from this call on, so none is missed while the loop body runs; the iteration
+   * ends when the client closes, when `signal` aborts, or when the loop breaks.
+   */
+  iterate<K extends keyof MeshWhisperEvents>(event: K, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<MeshWhisperEvents[K]> {
+    const queue: MeshWhisperEvents[K][] = [];
+    let wake: (() => void) | undefined;
+    let done = this.#closed || options.signal?.aborted === true;
+    const stop = () => {
+      done = true;
+      off();
+      offClose();
+      options.signal?.removeEventListener('abort', stop);
+      wake?.();
+    };
+    const off = this.on(event, (v) => {
+      queue.push(v);
+      wake?.();
+    });
+    const offClose = this.on('connection', (s) => {
+      if (s === 'closed') stop();
+    });
+    options.signal?.addEventListener('abort', stop, { once: true });
+    if (done) stop();
+    const iterator: AsyncIterableIterator<MeshWhisperEvents[K]> = {
+      next: async () => {
+        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        if (queue.length > 0) return { value: queue.shift()!, done: false };
+        return { value: undefined, done: true };
+      },
+      return: async () => {
+        stop();
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
    * Uploads the device certificate, a current signed prekey and last-resort KEM prekey (rotated
    * weekly), and tops up one-time X25519 and KEM prekeys when fewer than PREKEY_LOW_WATER remain.
    */

@@ -335,6 +335,32 @@ describe('first contact by public key and by contact card', () => {
   });
 });
 
+describe('async iteration', () => {
+  it('iterate(): events as an async iterator — buffered while the loop body runs, ended by abort or close', async () => {
+    const [alice, bob] = [await client(), await client()];
+    const ac = new AbortController();
+    const texts: string[] = [];
+    const loop = (async () => {
+      for await (const m of bob.iterate('message', { signal: ac.signal })) {
+        texts.push(m.text!);
+        await new Promise((r) => setTimeout(r, 20)); // a slow consumer misses nothing
+        if (texts.length === 3) ac.abort();
+      }
+    })();
+    for (const t of ['one', 'two', 'three']) await alice.sendText(bob.mailboxId, t);
+    await loop;
+    expect(texts).toEqual(['one', 'two', 'three']);
+    const ended = (async () => {
+      let n = 0;
+      for await (const _ of bob.iterate('receipt')) n++;
+      return n;
+    })();
+    await bob.close();
+    expect(await ended).toBe(0);
+    await alice.close();
+  });
+});
+
 describe('identity change policy', () => {
   it('holdOnIdentityChange: false still raises identityChange but does not hold the send', async () => {
     const alice = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), holdOnIdentityChange: false });
