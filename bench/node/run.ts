@@ -29,7 +29,6 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { connect as natsConnect } from 'nats';
@@ -67,6 +66,8 @@ import {
 import { Histogram } from './hist.js';
 import { F, decodeDeliver, decodeTop, encodeAck, encodeSend, selfCheck } from './wire.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
+import type { NodeProcess } from '../lib/node-process.js';
+import { spawnNode } from '../lib/node-process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -516,47 +517,21 @@ class AnonSocket {
   }
 }
 
-interface NodeRun {
-  child: ChildProcess;
-  port: number;
+interface NodeRun extends NodeProcess {
   dataDir: string;
-  stderr: string[];
-  warnings: number;
 }
 
 async function startNode(existingDataDir?: string): Promise<NodeRun> {
   const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), 'mw-bench-node-'));
   const profDir = join(HERE, 'profile');
-  const args = ['--import', 'tsx', ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : []), BIN];
-  const child = spawn(process.execPath, args, {
+  const run = await spawnNode({
+    bin: BIN,
     cwd: HERE,
-    env: { ...process.env, ...NODE_ENV, DATA_DIR: dataDir, TSX_TSCONFIG_PATH: join(HERE, 'tsconfig.json') },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...NODE_ENV, DATA_DIR: dataDir },
+    nodeArgs: [...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
+    tsconfig: join(HERE, 'tsconfig.json'),
   });
-  const stderr: string[] = [];
-  const run: NodeRun = { child, port: 0, dataDir, stderr, warnings: 0 };
-  createInterface({ input: child.stderr! }).on('line', (l) => {
-    if (stderr.length < 50) stderr.push(l);
-  });
-  run.port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`node did not start: ${stderr.join('\n')}`)), 60_000);
-    child.once('exit', (code) => reject(new Error(`node exited (${code}): ${stderr.join('\n')}`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const j = JSON.parse(line) as { msg?: string; listen?: string; level?: number };
-        if (j.msg === 'MeshWhisper node listening' && j.listen) {
-          clearTimeout(t);
-          resolve(Number(new URL(j.listen).port));
-        } else if ((j.level ?? 0) >= 40) {
-          run.warnings++;
-          if (stderr.length < 50) stderr.push(line);
-        }
-      } catch {
-        /* not JSON */
-      }
-    });
-  });
-  return run;
+  return Object.assign(run, { dataDir }); // the same object: its warning counter keeps counting
 }
 
 async function stopNode(run: NodeRun, keepData = false): Promise<void> {

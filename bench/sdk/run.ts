@@ -37,17 +37,16 @@
  * Profile this process too with `node --cpu-prof --cpu-prof-dir=profile/gen --import tsx ./run.ts`;
  * summarise with `node --import tsx ../lib/profile-summary.ts profile/<file>.cpuprofile`.
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import WS from 'ws';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../packages/sdk/src/index.js';
 import type { ProtocolStorage, WebSocketConstructor } from '../../packages/sdk/src/index.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
+import type { NodeProcess } from '../lib/node-process.js';
+import { spawnNode } from '../lib/node-process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -138,45 +137,18 @@ function cpuWindow(pid: number): () => CpuWindow {
 }
 
 // ── the node, a separate process ──
-interface NodeRun {
-  child: ChildProcess;
-  port: number;
-  stderr: string[];
-  warnings: number;
-}
+type NodeRun = NodeProcess;
 
 async function startNode(dataDir: string): Promise<NodeRun> {
   const profDir = join(HERE, 'profile');
   if (PROFILE) mkdirSync(profDir, { recursive: true });
-  const args = ['--import', 'tsx', ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), BIN];
-  const child = spawn(process.execPath, args, {
+  return spawnNode({
+    bin: BIN,
     cwd: HERE,
-    env: { ...process.env, ...NODE_ENV, DATA_DIR: dataDir, TSX_TSCONFIG_PATH: join(HERE, 'tsconfig.json') },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...NODE_ENV, DATA_DIR: dataDir },
+    nodeArgs: PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+    tsconfig: join(HERE, 'tsconfig.json'),
   });
-  const run: NodeRun = { child, port: 0, stderr: [], warnings: 0 };
-  createInterface({ input: child.stderr! }).on('line', (l) => {
-    if (run.stderr.length < 50) run.stderr.push(l);
-  });
-  run.port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`node did not start: ${run.stderr.join('\n')}`)), 60_000);
-    child.once('exit', (code) => reject(new Error(`node exited (${code}): ${run.stderr.join('\n')}`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const j = JSON.parse(line) as { msg?: string; listen?: string; level?: number };
-        if (j.msg === 'MeshWhisper node listening' && j.listen) {
-          clearTimeout(t);
-          resolve(Number(new URL(j.listen).port));
-        } else if ((j.level ?? 0) >= 40) {
-          run.warnings++;
-          if (run.stderr.length < 50) run.stderr.push(line);
-        }
-      } catch {
-        /* not JSON */
-      }
-    });
-  });
-  return run;
 }
 
 async function stopNode(run: NodeRun): Promise<void> {
