@@ -627,7 +627,8 @@ export class MeshWhisper {
     messageId = this.#ctx.random(16),
     expectedAccountKey?: Uint8Array,
     userAction = false,
-  ): Promise<{ id: string; peer: Uint8Array | undefined }> {
+    deliverNow = true,
+  ): Promise<{ id: string; peer: Uint8Array | undefined; outboxKey: string }> {
     if (this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
     if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
     const address = await this.#sessionFor(mailboxId, expectedAccountKey);
@@ -673,6 +674,12 @@ export class MeshWhisper {
       },
     });
     if (expiresAt > 0) this.#scheduleSweep();
+    if (deliverNow) await this.#deliverSealed(id, outboxKey);
+    return { id, peer: peer?.accountKey, outboxKey };
+  }
+
+  /** Hands one sealed envelope to the node; on a passing failure the outbox retries it later. */
+  async #deliverSealed(id: string, outboxKey: string): Promise<void> {
     try {
       if (!(await this.#deliver(outboxKey)) && (await this.messageState(id)) === 'failed') {
         throw new SdkError(SdkErrorCode.UNREACHABLE, 'the node could not be reached before the message disappeared (its disappearing-message timer ran out)');
@@ -681,7 +688,6 @@ export class MeshWhisper {
       if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) this.#scheduleRetry();
       throw e;
     }
-    return { id, peer: peer?.accountKey };
   }
 
   /** Resolves a recipient to device mailbox ids (a username fans out to every device of its account). */
@@ -721,7 +727,24 @@ export class MeshWhisper {
     const messageId = this.#ctx.random(16);
     let id = '';
     let peer: Uint8Array | undefined;
-    for (const m of mailboxes) ({ id, peer } = await this.#sendContent(m, body, messageId, accountKey, true));
+    // Seal for every device first (each commits its envelope to the outbox), then hand them to the
+    // node: an outage part-way leaves every device's copy queued, none unsealed.
+    const keys: string[] = [];
+    for (const m of mailboxes) {
+      let outboxKey: string;
+      ({ id, peer, outboxKey } = await this.#sendContent(m, body, messageId, accountKey, true, false));
+      keys.push(outboxKey);
+    }
+    let gone = 0;
+    for (const key of keys) {
+      try {
+        await this.#deliverSealed(id, key);
+      } catch (e) {
+        // One deleted device of a multi-device account: the others still get it.
+        if (e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND' && ++gone < keys.length) continue;
+        throw e; // unreachable: whatever is left stays queued and goes out with the next flush
+      }
+    }
     return { id, peer };
   }
 

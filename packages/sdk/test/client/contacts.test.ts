@@ -309,6 +309,49 @@ describe('disappearing messages', () => {
   }, 60_000);
 });
 
+describe('fan-out during an outage', () => {
+  it('a message to a multi-device account is sealed for every device before any is posted: an outage leaves all of them queued', async () => {
+    const dir = join(work, 'fanout-node');
+    const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: OPEN_RATE_LIMITS };
+    let n = await createNode(loadConfig(env), { metrics: false });
+    let url = `http://127.0.0.1:${(await n.listen()).port}`;
+    const ctx = createContext();
+    const files = ['fan-alice.db', 'fan-bob1.db', 'fan-bob2.db'].map((f) => join(work, f));
+    let alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[0]! }) });
+    let bob1 = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[1]! }) });
+    const s2 = await openSqliteStorage({ path: files[2]! });
+    const d2 = DeviceKeyPair.generate(ctx);
+    await s2.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, bob1.account!, d2), device: d2 });
+    await s2.setItem('mw.self', 'account-seed', bob1.account!.exportSeed());
+    let bob2 = await MeshWhisper.create({ node: url, namespace: 'test', storage: s2 });
+    const bob = { accountKey: bob1.accountKey, mailboxIds: [bob1.mailboxId, bob2.mailboxId] };
+    const both = Promise.all([bob1.once('message'), bob2.once('message')]);
+    await alice.sendText(bob, 'sessions with both devices');
+    await both;
+    await Promise.all([bob1.close(), bob2.close()]);
+    await n.close();
+    await expect(alice.sendText(bob, 'during the outage')).rejects.toMatchObject({ code: 'MW_SDK_UNREACHABLE' });
+    await alice.close();
+    n = await createNode(loadConfig(env), { metrics: false });
+    url = `http://127.0.0.1:${(await n.listen()).port}`;
+    try {
+      alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[0]! }), connect: false });
+      bob1 = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[1]! }), connect: false });
+      bob2 = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[2]! }), connect: false });
+      // create() flushed Alice's outbox: BOTH devices' copies were queued, so both arrive.
+      const arriving = Promise.all([bob1.once('message'), bob2.once('message')]);
+      bob1.connect();
+      bob2.connect();
+      const texts = await arriving;
+      expect(texts.map((m) => m.text)).toEqual(['during the outage', 'during the outage']);
+      expect(texts[0]!.id).toBe(texts[1]!.id);
+      await Promise.all([alice.close(), bob1.close(), bob2.close()]);
+    } finally {
+      await n.close();
+    }
+  }, 60_000);
+});
+
 describe('first contact by public key and by contact card', () => {
   it('an account key alone reaches the account’s devices; a scanned card works; a card naming a foreign device is refused', async () => {
     const [alice, bob, mallory] = [await client(), await client(), await client()];
