@@ -507,8 +507,11 @@ export class MeshWhisper {
         if (this.#closed) break;
         try {
           if (await this.#deliver(key)) sent++;
-        } catch {
+        } catch (e) {
           left++; // still queued (or failed for good, and already removed)
+          // The node is unreachable: the rest would fail the same way, one backoff each. Stop; the
+          // retry timer (or the next reconnect) tries again.
+          if (e instanceof SdkError && (e.code === SdkErrorCode.UNREACHABLE || e.code === SdkErrorCode.CLOSED)) break;
         }
       }
       if (left > 0) this.#scheduleRetry();
@@ -559,6 +562,8 @@ export class MeshWhisper {
       this.#api.call('POST', '/v1/send', SendRequestSchema, { mailboxId, payload, class: EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) }, SendResultSchema);
     let lastError: unknown;
     for (let attempt = 0; attempt < 4; attempt++) {
+      // Closing: stop retrying (the envelope stays queued for the next start).
+      if (attempt > 0 && this.#closed) throw new SdkError(SdkErrorCode.CLOSED, 'client closed while sending; the message stays queued');
       // Gone meanwhile (its disappearing timer ran out, or another flush sent it): nothing to do.
       if (attempt > 0 && !(await this.#storage.getItem(Table.Outbox, messageId))) return false;
       try {
