@@ -31,7 +31,7 @@ import { STORAGE_WEB_LOCK_PREFIX } from '../constants.js';
 import { checkKey, checkListOptions, checkTable, checkValue, compareKeys, utf8 } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx, sameIdentity } from './types.js';
+import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
 
 const S = { meta: 'meta', preKey: 'prekey', signedPreKey: 'signedPrekey', kemPreKey: 'kemPrekey', session: 'session', seen: 'seen', app: 'appItems' } as const;
 type StoreName = (typeof S)[keyof typeof S];
@@ -703,17 +703,5 @@ export async function openIndexedDbStorage(options: IndexedDbStorageOptions): Pr
   if (!locks) throw new StorageError(StorageErrorCode.UNAVAILABLE, op, 'the Web Locks API (navigator.locks) is not available: writers could not be serialised');
   const db = await openDatabase(factory, options.name, op);
   const storage = new IndexedDbStorage(db, locks, options.ctx ?? createContext(), factory);
-  if (options.identity) {
-    try {
-      if (await storage.hasLocalIdentity()) {
-        if (!sameIdentity(await storage.getLocalIdentity(), options.identity)) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, op, 'this storage holds a different device identity');
-      } else {
-        await storage.setLocalIdentity(options.identity);
-      }
-    } catch (e) {
-      await storage.close();
-      throw e;
-    }
-  }
-  return storage;
+  return adoptIdentity(storage, options.identity, op);
 }

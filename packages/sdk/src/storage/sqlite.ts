@@ -36,7 +36,7 @@ import { checkKey, checkListOptions, checkTable, checkValue, prefixUpperBound } 
 import { StorageError, StorageErrorCode } from './errors.js';
 import { SingleOperationStorage } from './single-op.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx, sameIdentity } from './types.js';
+import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
 
 /**
  * The part of better-sqlite3's API this adapter uses, declared here so that the SDK's published
@@ -583,17 +583,5 @@ export async function openSqliteStorage(options: SqliteStorageOptions): Promise<
   }
   if (shared) openInThisProcess.add(key);
   const storage = new SqliteStorage(db, options.ctx ?? createContext(), key);
-  if (options.identity) {
-    try {
-      if (await storage.hasLocalIdentity()) {
-        if (!sameIdentity(await storage.getLocalIdentity(), options.identity)) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, op, 'this storage holds a different device identity');
-      } else {
-        await storage.setLocalIdentity(options.identity);
-      }
-    } catch (e) {
-      await storage.close();
-      throw e;
-    }
-  }
-  return storage;
+  return adoptIdentity(storage, options.identity, op);
 }

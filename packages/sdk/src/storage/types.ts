@@ -119,6 +119,26 @@ export function checkIdentity(identity: LocalIdentity, operation: string): void 
   }
 }
 
+/**
+ * The `identity` option of the persistent adapters' open functions: store it in a new storage, or
+ * check that the storage already holds exactly it (else MW_SDK_STORAGE_IDENTITY_EXISTS). On any
+ * failure the storage is closed before the error is rethrown.
+ */
+export async function adoptIdentity<S extends ProtocolStorage>(storage: S, identity: LocalIdentity | undefined, operation: string): Promise<S> {
+  if (!identity) return storage;
+  try {
+    if (await storage.hasLocalIdentity()) {
+      if (!sameIdentity(await storage.getLocalIdentity(), identity)) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, operation, 'this storage holds a different device identity');
+    } else {
+      await storage.setLocalIdentity(identity);
+    }
+  } catch (e) {
+    await storage.close();
+    throw e;
+  }
+  return storage;
+}
+
 /** Whether two identities are the same device identity (certificate and both secrets); wipes its copies. */
 export function sameIdentity(a: LocalIdentity, b: LocalIdentity): boolean {
   const x = exportIdentity(a);
