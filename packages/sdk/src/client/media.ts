@@ -8,8 +8,8 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
 import { CryptoError, MEDIA_DIGEST_LENGTH, MEDIA_KEY_LENGTH, MediaDecryptor, MediaEncryptor, concatBytes, generateMediaKey, mediaCiphertextLength } from '@meshwhisper/crypto';
-import type { File as FileContent, FileSchema } from '@meshwhisper/protocol';
-import { AUTH_HEADER, CONTENT_TYPE_OCTETS, MediaUploadedSchema, decodeBody } from '@meshwhisper/protocol';
+import type { File as FileContent } from '@meshwhisper/protocol';
+import { AUTH_HEADER, CONTENT_TYPE_OCTETS, FileSchema, MediaUploadedSchema, create, decodeBody } from '@meshwhisper/protocol';
 import { MAX_THUMBNAIL_BYTES } from '../constants.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { NodeApi } from './node-api.js';
@@ -212,7 +212,7 @@ export async function uploadFile(
     const d = decodeBody(MediaUploadedSchema, new Uint8Array(await res.arrayBuffer()));
     if (!d.ok) throw new SdkError(SdkErrorCode.PROTOCOL, `POST ${path}: ${d.error.message}`);
     if (!BLOB_ID_PATTERN.test(d.value.id) || d.value.size !== BigInt(length)) throw new SdkError(SdkErrorCode.PROTOCOL, `POST ${path}: the node acknowledged a different blob`);
-    const content: MessageInitShape<typeof FileSchema> = {
+    const content = create(FileSchema, {
       blobId: d.value.id,
       key,
       digest: enc.digest,
@@ -221,19 +221,8 @@ export async function uploadFile(
       fileName: options.name,
       chunkSize: enc.chunkSize,
       ...(options.thumbnail ? { thumbnail: options.thumbnail.data, thumbnailMimeType: options.thumbnail.mimeType } : {}),
-    };
-    const file = FileAttachment.fromContent({
-      $typeName: 'meshwhisper.v1.File',
-      blobId: d.value.id,
-      key,
-      digest: enc.digest,
-      size: BigInt(size),
-      mimeType: options.mimeType,
-      fileName: options.name,
-      thumbnail: options.thumbnail?.data ?? new Uint8Array(0),
-      thumbnailMimeType: options.thumbnail?.mimeType ?? '',
-      chunkSize: enc.chunkSize,
     });
+    const file = FileAttachment.fromContent(content); // copies the key: `content.key` is wiped once sent
     return { body: content, file };
   } catch (e) {
     key.fill(0);
