@@ -112,24 +112,26 @@ export async function addToHistory(
   return true;
 }
 
-/** The stored record of message (author, id), if it is in the history. */
-export async function findInHistory(store: AppStore, author: Uint8Array, id: string): Promise<StoredMessage | undefined> {
+/** The history key and stored record of message (author, id), if it is in the history. */
+async function locate(store: AppStore, author: Uint8Array, id: string): Promise<{ key: string; record: StoredMessage } | undefined> {
   const keyBytes = await store.getItem(HistoryTable.Ref, refKey(author, id));
   if (!keyBytes) return undefined;
-  const bytes = await store.getItem(HistoryTable.Messages, fromUtf8.decode(keyBytes));
-  return bytes ? decodeStored(bytes) : undefined;
+  const key = fromUtf8.decode(keyBytes);
+  const bytes = await store.getItem(HistoryTable.Messages, key);
+  return bytes ? { key, record: decodeStored(bytes) } : undefined;
+}
+
+/** The stored record of message (author, id), if it is in the history. */
+export async function findInHistory(store: AppStore, author: Uint8Array, id: string): Promise<StoredMessage | undefined> {
+  return (await locate(store, author, id))?.record;
 }
 
 /** Applies `change` to the stored message (author, id), if it is in the history. Returns whether it was. */
 export async function updateHistory(tx: AppStore, author: Uint8Array, id: string, change: (m: StoredMessage) => void): Promise<boolean> {
-  const keyBytes = await tx.getItem(HistoryTable.Ref, refKey(author, id));
-  if (!keyBytes) return false;
-  const key = fromUtf8.decode(keyBytes);
-  const bytes = await tx.getItem(HistoryTable.Messages, key);
-  if (!bytes) return false;
-  const m = decodeStored(bytes);
-  change(m);
-  await tx.setItem(HistoryTable.Messages, key, toBinary(StoredMessageSchema, m));
+  const found = await locate(tx, author, id);
+  if (!found) return false;
+  change(found.record);
+  await tx.setItem(HistoryTable.Messages, found.key, toBinary(StoredMessageSchema, found.record));
   return true;
 }
 
