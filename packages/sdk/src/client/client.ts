@@ -85,6 +85,10 @@ const SESSION_OVERHEAD_BOUND = 1309 + 85 + 64;
 /** Longest quoted snippet carried with a reply (characters). */
 const MAX_REPLY_SNIPPET = 280;
 
+function checkAccountKey(accountKey: Uint8Array): void {
+  if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+}
+
 function messageIdBytes(id: string): Uint8Array {
   const b = /^[0-9a-f]{32}$/.test(id) ? fromHex(id) : undefined;
   if (!b) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'message ids are 32 lower-case hex characters');
@@ -289,6 +293,8 @@ export class MeshWhisper {
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #keyTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Mailbox id (hex) → session address, see #addressOf. */
+  readonly #addresses = new Map<string, DeviceAddress>();
   #flushing: Promise<number> | undefined;
   /** The account key pair: present on the device that created the account (stored with the device's other secrets). */
   readonly account: AccountKeyPair | undefined;
@@ -597,13 +603,22 @@ export class MeshWhisper {
     throw lastError;
   }
 
-  /** The address of the peer device with this mailbox id, if we have a session with it. */
+  /**
+   * The address of the peer device with this mailbox id, if we have a session with it. The mailbox
+   * id is a hash of the address's device key, so the mapping never changes: it is remembered, and
+   * only an unknown mailbox id costs a pass over the session addresses (every send and delivery asks).
+   */
   async #addressOf(mailboxId: Uint8Array): Promise<DeviceAddress | undefined> {
+    const hex = toHex(mailboxId);
+    const known = this.#addresses.get(hex);
+    if (known) return known;
     for (const address of await this.#storage.listSessionAddresses()) {
       const signing = fromHex(address.split(':')[1] ?? '');
-      if (signing.length === 32 && equalBytes(mailboxIdOf(this.#ctx, signing), mailboxId)) return address;
+      if (signing.length !== 32) continue;
+      const m = toHex(mailboxIdOf(this.#ctx, signing));
+      if (!this.#addresses.has(m)) this.#addresses.set(m, address); // the first match wins, as before
     }
-    return undefined;
+    return this.#addresses.get(hex);
   }
 
   /** Finds the session address for a peer mailbox, claiming its bundle and running PQXDH on first contact. */
@@ -700,7 +715,7 @@ export class MeshWhisper {
     if (to instanceof Uint8Array) return { mailboxes: [to] };
     if (to && 'accountKey' in to) {
       const accountKey = to.accountKey;
-      if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+      checkAccountKey(accountKey);
       if (to.node !== undefined && new URL(to.node).origin !== new URL(this.#nodeUrl).origin) {
         throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `this contact lives on another node (${new URL(to.node).origin}); federation between nodes is not supported yet`);
       }
@@ -887,7 +902,7 @@ export class MeshWhisper {
 
   /** Accepts a contact request: its messages stop being requests, read receipts, typing and presence flow. */
   async acceptContact(accountKey: Uint8Array): Promise<void> {
-    if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+    checkAccountKey(accountKey);
     await this.#storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       await stx.setItem(Table.Contact, toHex(accountKey), Uint8Array.of(CONTACT_STATES.indexOf('accepted')));
@@ -901,7 +916,7 @@ export class MeshWhisper {
    * message from it raises a new request.
    */
   async declineContact(accountKey: Uint8Array, options: { block?: boolean } = {}): Promise<void> {
-    if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+    checkAccountKey(accountKey);
     await this.#storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       await stx.deleteItem(Table.Contact, toHex(accountKey));
@@ -916,7 +931,7 @@ export class MeshWhisper {
    * delivery token is forgotten, and sending to it fails with MW_SDK_BLOCKED until unblock().
    */
   async block(accountKey: Uint8Array): Promise<void> {
-    if (!(accountKey instanceof Uint8Array) || accountKey.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'accountKey must be 32 bytes');
+    checkAccountKey(accountKey);
     await this.#storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       await stx.setItem(Table.Blocked, toHex(accountKey), new Uint8Array(0));
