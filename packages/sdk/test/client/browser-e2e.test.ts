@@ -9,63 +9,36 @@
  * page on another origin cannot call it (the SDK's authenticated calls need a preflight). The page
  * is therefore served by a same-origin reverse proxy (./browser/same-origin-proxy.ts).
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import type { BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import type { SameOriginProxy } from './browser/same-origin-proxy.js';
 import { sameOriginProxy } from './browser/same-origin-proxy.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { MeshWhisperNode } from '@meshwhisper/node';
 import type { IncomingMessage, UndecryptableMessage } from '../../src/index.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { PageApi, PageMessage, PageStarted } from './browser/entry.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-const chromiumRequired = process.env.MW_REQUIRE_CHROMIUM === '1';
-if (!hasChromium && !chromiumRequired) {
-  console.warn(
-    `\n${'!'.repeat(100)}\n!!! SKIPPING the SDK browser end-to-end test: ${CHROMIUM} is missing.\n` +
-      `!!! Install it (apt-get install -y chromium); .ci/run does so and sets MW_REQUIRE_CHROMIUM=1.\n${'!'.repeat(100)}\n`,
-  );
-}
+const skip = skipWithoutChromium('the SDK browser end-to-end test');
 
-const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 /** Just under the largest sealed envelope (256 KiB) once content framing and padding are added. */
 const BINARY_BYTES = 200 * 1024;
 /** An attachment of several media chunks (64 KiB each), so the download streams. */
 const FILE_BYTES = 700 * 1024 + 123;
 const DB = 'browser-e2e-client';
 
-async function bundle(entry: string): Promise<string> {
-  const out = await build({
-    entryPoints: [fileURLToPath(new URL(entry, import.meta.url))],
-    bundle: true,
-    write: false,
-    platform: 'browser',
-    format: 'esm',
-    target: 'es2022',
-    // The sources, as vitest uses them: a stale dist/ must not be what the browser runs.
-    alias: {
-      '@meshwhisper/crypto': join(repo, 'packages/crypto/src/index.ts'),
-      '@meshwhisper/protocol': join(repo, 'packages/protocol/src/index.ts'),
-    },
-    logLevel: 'error',
-  });
-  return out.outputFiles[0]!.text;
-}
 
 const b64 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 const ms = (t0: number): number => Math.round(performance.now() - t0);
 
-describe.skipIf(!hasChromium && !chromiumRequired)('SDK client in headless Chromium ↔ SDK client in Node, through a real node', () => {
+describe.skipIf(skip)('SDK client in headless Chromium ↔ SDK client in Node, through a real node', () => {
   let node: MeshWhisperNode | undefined;
   let proxy: SameOriginProxy | undefined;
   let browser: BrowserContext | undefined;
@@ -93,9 +66,9 @@ describe.skipIf(!hasChromium && !chromiumRequired)('SDK client in headless Chrom
   const nextAtNode = (predicate: (m: IncomingMessage) => boolean): Promise<IncomingMessage> => nodeClient!.once('message', predicate, 30_000);
 
   beforeAll(async () => {
-    if (!hasChromium) throw new Error(`MW_REQUIRE_CHROMIUM=1 but ${CHROMIUM} is missing: apt-get install -y chromium`);
+    requireChromium();
     let t0 = performance.now();
-    const pageJs = await bundle('./browser/entry.ts');
+    const pageJs = await bundleForBrowser(new URL('./browser/entry.ts', import.meta.url));
     timings['bundle (esbuild)'] = ms(t0);
 
     node = await createNode(

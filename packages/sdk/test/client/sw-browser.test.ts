@@ -12,15 +12,14 @@
  * The page, the worker and the node share one origin through a reverse proxy (the node has no CORS
  * yet; see browser-e2e.test.ts).
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import type { BrowserContext, CDPSession, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import webpush from 'web-push';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { MeshWhisperNode } from '@meshwhisper/node';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
@@ -33,38 +32,12 @@ import type { SwPageApi } from './browser/sw-page.js';
 import type { PushEndpoint, TestSubscription } from './webpush-endpoint.js';
 import { decryptWebPush, settle, startPushEndpoint, subscription } from './webpush-endpoint.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-const chromiumRequired = process.env.MW_REQUIRE_CHROMIUM === '1';
-if (!hasChromium && !chromiumRequired) {
-  console.warn(
-    `\n${'!'.repeat(100)}\n!!! SKIPPING the service worker push test: ${CHROMIUM} is missing.\n` +
-      `!!! Install it (apt-get install -y chromium); .ci/run does so and sets MW_REQUIRE_CHROMIUM=1.\n${'!'.repeat(100)}\n`,
-  );
-}
+const skip = skipWithoutChromium('the service worker push test');
 
-const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const COALESCE_MS = 300;
 
-async function bundle(entry: string, format: 'esm' | 'iife'): Promise<string> {
-  const out = await build({
-    entryPoints: [fileURLToPath(new URL(entry, import.meta.url))],
-    bundle: true,
-    write: false,
-    platform: 'browser',
-    format,
-    target: 'es2022',
-    // The sources, as vitest uses them: a stale dist/ must not be what the browser runs.
-    alias: {
-      '@meshwhisper/crypto': join(repo, 'packages/crypto/src/index.ts'),
-      '@meshwhisper/protocol': join(repo, 'packages/protocol/src/index.ts'),
-    },
-    logLevel: 'error',
-  });
-  return out.outputFiles[0]!.text;
-}
 
-describe.skipIf(!hasChromium && !chromiumRequired)('service worker push wake in headless Chromium, through a real node', () => {
+describe.skipIf(skip)('service worker push wake in headless Chromium, through a real node', () => {
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-sw-'));
   const vapid = webpush.generateVAPIDKeys();
   let push: PushEndpoint | undefined;
@@ -98,8 +71,8 @@ describe.skipIf(!hasChromium && !chromiumRequired)('service worker push wake in 
   }
 
   beforeAll(async () => {
-    if (!hasChromium) throw new Error(`MW_REQUIRE_CHROMIUM=1 but ${CHROMIUM} is missing: apt-get install -y chromium`);
-    const [pageJs, swJs] = await Promise.all([bundle('./browser/sw-page.ts', 'esm'), bundle('./browser/push-sw.ts', 'iife')]);
+    requireChromium();
+    const [pageJs, swJs] = await Promise.all([bundleForBrowser(new URL('./browser/sw-page.ts', import.meta.url), 'esm'), bundleForBrowser(new URL('./browser/push-sw.ts', import.meta.url), 'iife')]);
     push = await startPushEndpoint();
     node = await createNode(
       loadConfig({

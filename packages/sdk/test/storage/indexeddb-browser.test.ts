@@ -4,32 +4,21 @@
  * service workers are available), and run in the page by playwright-core. Every case is reported
  * back and asserted here one by one; a page/service-worker case checks cross-context serialisation.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import type { BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import type { CaseResult } from './conformance.js';
 import { conformanceCases } from './conformance.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-// .ci/run installs chromium and sets MW_REQUIRE_CHROMIUM=1: there a missing browser is a failure, not a skip.
-const chromiumRequired = process.env['MW_REQUIRE_CHROMIUM'] === '1';
-if (!hasChromium && !chromiumRequired) {
-  console.warn(
-    `\n${'!'.repeat(100)}\n!!! SKIPPING the IndexedDB conformance suite: ${CHROMIUM} is missing.\n` +
-      `!!! Install it (apt-get install -y chromium); .ci/run must do so, or this adapter goes untested.\n${'!'.repeat(100)}\n`,
-  );
-}
+const skip = skipWithoutChromium('the IndexedDB conformance suite');
 
-const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const BROWSER_ONLY_CASES = [
   'page and service worker share one database: their writes are serialised (Web Locks)',
   'a database written by a newer SDK is refused (MW_SDK_STORAGE_SCHEMA_TOO_NEW)',
@@ -41,23 +30,10 @@ interface PageApi {
   crashCheck(db: string): Promise<{ a1: boolean; a2: boolean; writable: boolean }>;
 }
 
-async function bundle(entry: string): Promise<string> {
-  const out = await build({
-    entryPoints: [fileURLToPath(new URL(entry, import.meta.url))],
-    bundle: true,
-    write: false,
-    platform: 'browser',
-    format: 'esm',
-    target: 'es2022',
-    alias: { '@meshwhisper/crypto': join(repo, 'packages/crypto/src/index.ts'), '@meshwhisper/protocol': join(repo, 'packages/protocol/src/index.ts') },
-    logLevel: 'error',
-  });
-  return out.outputFiles[0]!.text;
-}
 
-describe.skipIf(!hasChromium && !chromiumRequired)('ProtocolStorage conformance: indexeddb (headless Chromium)', () => {
+describe.skipIf(skip)('ProtocolStorage conformance: indexeddb (headless Chromium)', () => {
   it('has a browser to run in', () => {
-    expect(existsSync(CHROMIUM), `MW_REQUIRE_CHROMIUM=1 but ${CHROMIUM} is missing: apt-get install -y chromium`).toBe(true);
+    requireChromium();
   });
   let server: Server | undefined;
   let browser: BrowserContext | undefined;
@@ -67,7 +43,7 @@ describe.skipIf(!hasChromium && !chromiumRequired)('ProtocolStorage conformance:
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    const [pageJs, swJs] = await Promise.all([bundle('./browser/entry.ts'), bundle('./browser/sw.ts')]);
+    const [pageJs, swJs] = await Promise.all([bundleForBrowser(new URL('./browser/entry.ts', import.meta.url)), bundleForBrowser(new URL('./browser/sw.ts', import.meta.url))]);
     const files: Record<string, [string, string]> = {
       '/': ['text/html', '<!doctype html><meta charset="utf-8"><title>loading</title><script type="module" src="/entry.js"></script>'],
       '/entry.js': ['text/javascript', pageJs],
