@@ -122,6 +122,16 @@ async function withIdentity(f: StorageFactory, name: string, ctx: CryptoContext)
   return { s, id };
 }
 
+/** Runs `fn` on a fresh storage holding a new identity, and closes the storage afterwards. */
+async function withStorage(f: StorageFactory, name: string, fn: (s: ProtocolStorage) => Promise<void>): Promise<void> {
+  const { s } = await withIdentity(f, name, ctx);
+  try {
+    await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
 interface Device {
   store: ProtocolStorage;
   identity: LocalIdentity;
@@ -209,8 +219,7 @@ export const conformanceCases: readonly ConformanceCase[] = [
   {
     name: 'one-time prekeys: store, load, count, overwrite, remove (ids 0 and 2^32-1)',
     async run(f) {
-      const { s } = await withIdentity(f, 'opk', ctx);
-      try {
+      await withStorage(f, 'opk', async (s) => {
         assert((await s.loadPreKey(1)) === undefined, 'missing prekey is undefined');
         eq(await s.countPreKeys(), 0, 'count when empty');
         const keys = [0, 1, 0xffffffff].map((id) => X25519PreKeyPair.generate(ctx, id));
@@ -232,16 +241,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         await s.removePreKey(12345); // removing a missing key is not an error
         assert((await s.loadPreKey(1)) === undefined, 'removed prekey is gone');
         eq(await s.countPreKeys(), 2, 'count after remove');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'signed prekeys: store, load, list, remove',
     async run(f) {
-      const { s } = await withIdentity(f, 'spk', ctx);
-      try {
+      await withStorage(f, 'spk', async (s) => {
         eq((await s.listSignedPreKeys()).length, 0, 'empty list');
         const a = X25519PreKeyPair.generate(ctx, 7);
         const b = X25519PreKeyPair.generate(ctx, 8);
@@ -255,16 +261,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         await s.removeSignedPreKey(7);
         assert((await s.loadSignedPreKey(7)) === undefined, 'removed');
         eq((await s.listSignedPreKeys()).map((k) => k.id), [8], 'list after remove');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'KEM prekeys: store, load, list, remove, last-resort flag',
     async run(f) {
-      const { s } = await withIdentity(f, 'kem', ctx);
-      try {
+      await withStorage(f, 'kem', async (s) => {
         const one = KemPreKeyPair.generate(ctx, 5, false);
         const lr = KemPreKeyPair.generate(ctx, 6, true);
         await s.storeKemPreKey(one);
@@ -287,16 +290,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         await s.removeKemPreKey(5);
         assert((await s.loadKemPreKey(5)) === undefined, 'removed');
         eq((await s.listKemPreKeys()).map((k) => k.id), [6], 'list after remove');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'sessions: store, load, list, remove; bytes are copies; a 1 MiB record round-trips',
     async run(f) {
-      const { s } = await withIdentity(f, 'sessions', ctx);
-      try {
+      await withStorage(f, 'sessions', async (s) => {
         const a: DeviceAddress = 'aa:01';
         const b: DeviceAddress = 'bb:02';
         assert((await s.loadSession(a)) === undefined, 'missing session');
@@ -316,16 +316,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         await s.removeSession(a);
         assert((await s.loadSession(a)) === undefined, 'removed');
         eq(await s.listSessionAddresses(), [b], 'addresses after remove');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'replay cache: add, has, prune drops exactly the entries naming a dead prekey',
     async run(f) {
-      const { s } = await withIdentity(f, 'seen', ctx);
-      try {
+      await withStorage(f, 'seen', async (s) => {
         const d = [1, 2, 3, 4].map(() => ctx.random(32));
         assert(!(await s.hasSeenInitialMessage(d[0]!)), 'unseen');
         await s.addSeenInitialMessage(d[0]!, { signedPreKeyId: 1, kemPreKeyId: 10, seenAt: 1 });
@@ -344,16 +341,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         eq(await s.pruneSeenInitialMessages(new Set([1]), new Set([10])), 0, 'prune is idempotent');
         eq(await s.pruneSeenInitialMessages(new Set(), new Set()), 2, 'prune with nothing live');
         assert(!(await s.hasSeenInitialMessage(d[0]!)), 'all gone');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'transaction: all writes commit together and the value of fn is returned',
     async run(f) {
-      const { s } = await withIdentity(f, 'commit', ctx);
-      try {
+      await withStorage(f, 'commit', async (s) => {
         const opk = X25519PreKeyPair.generate(ctx, 3);
         const spk = X25519PreKeyPair.generate(ctx, 4);
         const kem = KemPreKeyPair.generate(ctx, 5, false);
@@ -382,16 +376,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         });
         eq(await snapshot(s), 'opk#0', 'everything removed');
         assert(!(await s.hasSeenInitialMessage(digest)), 'replay entry pruned');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'transaction: a throwing fn rolls back every write, and its error is rethrown as is',
     async run(f) {
-      const { s } = await withIdentity(f, 'rollback', ctx);
-      try {
+      await withStorage(f, 'rollback', async (s) => {
         await s.storePreKey(X25519PreKeyPair.generate(ctx, 1));
         await s.storeSession('keep:1', Uint8Array.of(1));
         const digest = ctx.random(32);
@@ -419,16 +410,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         // The storage is still usable afterwards.
         await s.storePreKey(X25519PreKeyPair.generate(ctx, 5));
         eq(await s.countPreKeys(), 2, 'usable after rollback');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'transaction: reads see the transaction’s own writes (read-your-writes)',
     async run(f) {
-      const { s } = await withIdentity(f, 'ryw', ctx);
-      try {
+      await withStorage(f, 'ryw', async (s) => {
         await s.storePreKey(X25519PreKeyPair.generate(ctx, 1));
         await s.storeSession('old:1', Uint8Array.of(1));
         await s.storeKemPreKey(KemPreKeyPair.generate(ctx, 1, true));
@@ -459,16 +447,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         });
         eq(await s.listSessionAddresses(), ['new:1'], 'committed');
         assert(!(await s.hasSeenInitialMessage(Uint8Array.of(1, 1))), 'prune committed');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'transaction: nobody outside sees a transaction’s intermediate state',
     async run(f) {
-      const { s } = await withIdentity(f, 'isolation', ctx);
-      try {
+      await withStorage(f, 'isolation', async (s) => {
         let release!: () => void;
         const gate = new Promise<void>((r) => (release = r));
         let entered!: () => void;
@@ -490,16 +475,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         const addrs = await outsideCount;
         assert(addrs.length === 0 || (addrs.length === 1 && addrs[0] === 'iso:1'), 'outside list is before or after');
         sameBytes(await s.loadSession('iso:1'), Uint8Array.of(2), 'final state after commit');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'transaction: concurrent transactions are serialised (no overlap, no lost update)',
     async run(f) {
-      const { s } = await withIdentity(f, 'serial', ctx);
-      try {
+      await withStorage(f, 'serial', async (s) => {
         const events: string[] = [];
         const n = 8;
         const runs = Array.from({ length: n }, (_, i) =>
@@ -532,16 +514,13 @@ export const conformanceCases: readonly ConformanceCase[] = [
         eq(mixed.length, 2, 'both ran');
         const final = await s.loadSession('mixed:1');
         assert(final !== undefined && (final[0] === 1 || final[0] === 2), 'one of the two writes won whole');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
     name: 'transaction: its view refuses use after the transaction ended',
     async run(f) {
-      const { s } = await withIdentity(f, 'stale', ctx);
-      try {
+      await withStorage(f, 'stale', async (s) => {
         let leaked: ProtocolStores | undefined;
         await s.transaction(async (tx) => {
           leaked = tx;
@@ -559,9 +538,7 @@ export const conformanceCases: readonly ConformanceCase[] = [
         await rejectsWith(leaked!.storePreKey(X25519PreKeyPair.generate(ctx, 1)), { code: 'MW_SDK_STORAGE_TRANSACTION_CLOSED' }, 'write after rollback');
         assert((await s.loadSession('late:1')) === undefined, 'nothing leaked into the store');
         eq(await s.countPreKeys(), 0, 'no prekey leaked');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
@@ -731,8 +708,7 @@ export const conformanceCases: readonly ConformanceCase[] = [
   {
     name: 'app items: a throwing transaction stores none of its item (or protocol) writes',
     async run(f) {
-      const { s } = await withIdentity(f, 'items-rollback', ctx);
-      try {
+      await withStorage(f, 'items-rollback', async (s) => {
         await s.setItem('outbox', 'm1', Uint8Array.of(1));
         await s.setItem('outbox', 'm2', Uint8Array.of(2));
         await s.setItem('contacts', 'c1', Uint8Array.of(3));
@@ -762,9 +738,7 @@ export const conformanceCases: readonly ConformanceCase[] = [
         eq(await itemsSnapshot(s, tables), before, 'items after a refused setItem');
         await s.setItem('outbox', 'm4', Uint8Array.of(4));
         eq(itemKeys(await s.listItems('outbox')), ['m1', 'm2', 'm4'], 'usable after rollback');
-      } finally {
-        await s.close();
-      }
+      });
     },
   },
   {
