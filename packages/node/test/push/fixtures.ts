@@ -1,6 +1,8 @@
 // Push test fixtures: a throw-away TLS certificate (openssl), local push-service servers that speak
 // HTTPS/1.1 (Web Push, FCM) and HTTP/2 (APNs), a node wired to them, and device helpers.
 import { execFileSync } from 'node:child_process';
+import { createDecipheriv, hkdfSync } from 'node:crypto';
+import type { ECDH } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createSecureServer } from 'node:http2';
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
@@ -38,6 +40,37 @@ export function makeTls(): TlsMaterial {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * RFC 8291 §3.4 + RFC 8188 §2: decrypts a single-record aes128gcm Web Push message body with the
+ * user agent's private key `ua` and authentication secret `authSecret`. Returns the plaintext
+ * without padding and delimiter; throws on any deviation. Shared with the SDK's push tests.
+ */
+export function decryptAes128gcm(body: Buffer, ua: ECDH, authSecret: Buffer): Buffer {
+  // RFC 8188 §2.1 header: salt (16) ‖ rs (uint32) ‖ idlen (1) ‖ keyid (idlen) — keyid = as_public.
+  const salt = body.subarray(0, 16);
+  const rs = body.readUInt32BE(16);
+  const idlen = body[20]!;
+  const asPublic = body.subarray(21, 21 + idlen);
+  const record = body.subarray(21 + idlen);
+  if (idlen !== 65) throw new Error(`keyid is ${idlen} bytes, not an uncompressed P-256 key (65)`);
+  if (record.length > rs) throw new Error(`record of ${record.length} bytes exceeds rs ${rs}`);
+  // RFC 8291 §3.3–3.4.
+  const ecdhSecret = ua.computeSecret(asPublic);
+  const keyInfo = Buffer.concat([Buffer.from('WebPush: info\0'), ua.getPublicKey(), asPublic]);
+  const ikm = Buffer.from(hkdfSync('sha256', ecdhSecret, authSecret, keyInfo, 32));
+  const cek = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: aes128gcm\0'), 16));
+  const nonce = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: nonce\0'), 12));
+  // One record (the last): sequence number 0, so the nonce is used as is.
+  const decipher = createDecipheriv('aes-128-gcm', cek, nonce);
+  decipher.setAuthTag(record.subarray(record.length - 16));
+  const padded = Buffer.concat([decipher.update(record.subarray(0, record.length - 16)), decipher.final()]);
+  // RFC 8188 §2: data ‖ delimiter (0x02 for the last record) ‖ zero padding.
+  let end = padded.length - 1;
+  while (end >= 0 && padded[end] === 0) end--;
+  if (padded[end] !== 0x02) throw new Error('not the last record (delimiter 0x02 missing)');
+  return padded.subarray(0, end);
 }
 
 export interface Captured {

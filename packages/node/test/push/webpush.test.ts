@@ -1,44 +1,13 @@
 // Web Push against a local HTTPS push endpoint: the test decrypts the RFC 8291 aes128gcm body with
-// the subscription's private key (its own implementation, below) and verifies the RFC 8292 VAPID JWT.
-import { createDecipheriv, createECDH, createPublicKey, hkdfSync, randomBytes, verify } from 'node:crypto';
+// the subscription's private key (our own decoder, decryptAes128gcm in fixtures.ts) and verifies the RFC 8292 VAPID JWT.
+import { createECDH, createPublicKey, randomBytes, verify } from 'node:crypto';
 import type { ECDH } from 'node:crypto';
 import webpush from 'web-push';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { PUSH_COLLAPSE_KEY, PUSH_MAX_ATTEMPTS, PUSH_TTL_SECONDS } from '../../src/push/constants.js';
 import type { Captured, LocalServer, PushNode, TlsMaterial } from './fixtures.js';
-import { deviceWithPush, httpsServer, makeTls, sendTo, settle, startPushNode } from './fixtures.js';
-
-/**
- * RFC 8291 §3.4 + RFC 8188 §2: decrypts a single-record aes128gcm Web Push message body with the
- * user agent's private key `ua` and authentication secret `authSecret`. Returns the plaintext
- * without padding and delimiter.
- */
-function decryptAes128gcm(body: Buffer, ua: ECDH, authSecret: Buffer): Buffer {
-  // RFC 8188 §2.1 header: salt (16) ‖ rs (uint32) ‖ idlen (1) ‖ keyid (idlen) — keyid = as_public.
-  const salt = body.subarray(0, 16);
-  const rs = body.readUInt32BE(16);
-  const idlen = body[20]!;
-  const asPublic = body.subarray(21, 21 + idlen);
-  const record = body.subarray(21 + idlen);
-  expect(idlen).toBe(65);
-  expect(record.length).toBeLessThanOrEqual(rs);
-  // RFC 8291 §3.3–3.4.
-  const ecdhSecret = ua.computeSecret(asPublic);
-  const keyInfo = Buffer.concat([Buffer.from('WebPush: info\0'), ua.getPublicKey(), asPublic]);
-  const ikm = Buffer.from(hkdfSync('sha256', ecdhSecret, authSecret, keyInfo, 32));
-  const cek = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: aes128gcm\0'), 16));
-  const nonce = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: nonce\0'), 12));
-  // One record (the last): sequence number 0, so the nonce is used as is.
-  const decipher = createDecipheriv('aes-128-gcm', cek, nonce);
-  decipher.setAuthTag(record.subarray(record.length - 16));
-  const padded = Buffer.concat([decipher.update(record.subarray(0, record.length - 16)), decipher.final()]);
-  // RFC 8188 §2: data ‖ delimiter (0x02 for the last record) ‖ zero padding.
-  let end = padded.length - 1;
-  while (end >= 0 && padded[end] === 0) end--;
-  expect(padded[end]).toBe(0x02);
-  return padded.subarray(0, end);
-}
+import { decryptAes128gcm, deviceWithPush, httpsServer, makeTls, sendTo, settle, startPushNode } from './fixtures.js';
 
 /** RFC 8292 §2–3: Authorization: vapid t=<JWT>, k=<public key>; the JWT is ES256 by that key. */
 function verifyVapid(c: Captured, vapidPublicKey: string, audience: string): Record<string, unknown> {

@@ -1,17 +1,14 @@
 /**
  * A local Web Push service for SDK tests: an HTTPS endpoint (throw-away certificate made with
- * openssl, trusted by the node only through its TEST push `ca` option), subscriptions whose private
+ * openssl by the node tests' makeTls, trusted by the node only through its TEST push `ca` option), subscriptions whose private
  * key the test keeps, and RFC 8291 decryption of what the node sends (our own implementation).
  */
-import { execFileSync } from 'node:child_process';
-import { createDecipheriv, createECDH, hkdfSync, randomBytes } from 'node:crypto';
+import { createECDH, randomBytes } from 'node:crypto';
 import type { ECDH } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { decryptAes128gcm, makeTls } from '../../../node/test/push/fixtures.js';
 
 export interface Wake {
   readonly path: string;
@@ -33,20 +30,6 @@ export interface PushEndpoint {
 
 export const b64url = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
 export const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function makeTls(): { key: string; cert: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'mw-sdk-push-tls-'));
-  try {
-    execFileSync(
-      'openssl',
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'],
-      { stdio: 'ignore' },
-    );
-    return { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** An HTTPS/1.1 push endpoint on 127.0.0.1 answering 201 Created (RFC 8030 §5). */
 export async function startPushEndpoint(): Promise<PushEndpoint> {
@@ -98,19 +81,7 @@ export function subscription(endpoint: string): TestSubscription {
   return { ecdh, auth, json: { endpoint, expirationTime: null, keys: { p256dh: b64url(ecdh.getPublicKey()), auth: b64url(auth) } } };
 }
 
-/** RFC 8291 §3.4 with RFC 8188: decrypts a one-record aes128gcm body; throws unless it is the last (only) record. */
+/** RFC 8291 §3.4 with RFC 8188: the plaintext of a one-record aes128gcm body (the node tests' decoder). */
 export function decryptWebPush(body: Buffer, sub: TestSubscription): string {
-  const salt = body.subarray(0, 16);
-  const idlen = body[20]!;
-  const asPublic = body.subarray(21, 21 + idlen);
-  const ciphertext = body.subarray(21 + idlen);
-  const keyInfo = Buffer.concat([Buffer.from('WebPush: info\0'), sub.ecdh.getPublicKey(), asPublic]);
-  const ikm = Buffer.from(hkdfSync('sha256', sub.ecdh.computeSecret(asPublic), sub.auth, keyInfo, 32));
-  const cek = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: aes128gcm\0'), 16));
-  const nonce = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: nonce\0'), 12));
-  const d = createDecipheriv('aes-128-gcm', cek, nonce);
-  d.setAuthTag(ciphertext.subarray(ciphertext.length - 16));
-  const plain = Buffer.concat([d.update(ciphertext.subarray(0, ciphertext.length - 16)), d.final()]);
-  if (plain[plain.length - 1] !== 0x02) throw new Error('not a single last record without padding');
-  return plain.subarray(0, plain.length - 1).toString('utf8');
+  return decryptAes128gcm(body, sub.ecdh, sub.auth).toString('utf8');
 }
