@@ -12,8 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import webpush from 'web-push';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { MeshWhisper, SdkError, SdkErrorCode, memoryStorage, openSqliteStorage } from '../../src/index.js';
 import { pushRegistrationMessage } from '../../src/client/push.js';
@@ -21,6 +19,8 @@ import type { NotificationSpec } from '../../src/service-worker.js';
 import { GENERIC_NOTIFICATION_TITLE, fetchWhileWoken, wakeAndNotify } from '../../src/service-worker.js';
 import type { PushEndpoint } from './webpush-endpoint.js';
 import { b64url, decryptWebPush, settle, startPushEndpoint, subscription as subscriptionAt } from './webpush-endpoint.js';
+import type { E2eNode } from './test-node.js';
+import { startE2eNode } from './test-node.js';
 
 /** Short, so the "no wake after unregister" check is not just coalescing. */
 const COALESCE_MS = 300;
@@ -29,7 +29,7 @@ const work = mkdtempSync(join(tmpdir(), 'mw-sdk-push-'));
 
 let push: PushEndpoint;
 let pushUrl = '';
-let node: MeshWhisperNode;
+let t: E2eNode;
 let url = '';
 const subscription = (path: string) => subscriptionAt(`${pushUrl}${path}`);
 
@@ -49,27 +49,22 @@ function checkVapid(authorization: string | undefined): void {
 beforeAll(async () => {
   push = await startPushEndpoint();
   pushUrl = push.url;
-  node = await createNode(
-    loadConfig({
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATA_DIR: join(work, 'node'),
-      METRICS_PORT: 'off',
+  t = await startE2eNode(
+    {
       LOG_LEVEL: 'silent',
-      RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,directory-write=100:1000',
       VAPID_PUBLIC_KEY: vapid.publicKey,
       VAPID_PRIVATE_KEY: vapid.privateKey,
       VAPID_SUBJECT: 'mailto:ops@example.org',
       WEBPUSH_ALLOWED_HOSTS: '127.0.0.1',
       PUSH_COALESCE_MS: String(COALESCE_MS),
-    }),
-    { metrics: false, push: { ca: push.cert, retryDelayMs: () => 20 } },
+    },
+    { push: { ca: push.cert, retryDelayMs: () => 20 } },
   );
-  url = `http://127.0.0.1:${(await node.listen()).port}`;
+  url = t.url;
 });
 
 afterAll(async () => {
-  await node?.close();
+  await t?.close();
   await push?.close();
   rmSync(work, { recursive: true, force: true });
 });

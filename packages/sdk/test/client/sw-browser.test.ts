@@ -20,8 +20,6 @@ import { chromium } from 'playwright-core';
 import webpush from 'web-push';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
-import { createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE } from '../../src/service-worker.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
@@ -31,6 +29,8 @@ import { sameOriginProxy } from './browser/same-origin-proxy.js';
 import type { SwPageApi } from './browser/sw-page.js';
 import type { PushEndpoint, TestSubscription } from './webpush-endpoint.js';
 import { decryptWebPush, settle, startPushEndpoint, subscription } from './webpush-endpoint.js';
+import type { E2eNode } from './test-node.js';
+import { startE2eNode } from './test-node.js';
 
 const skip = skipWithoutChromium('the service worker push test');
 
@@ -41,7 +41,7 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-sw-'));
   const vapid = webpush.generateVAPIDKeys();
   let push: PushEndpoint | undefined;
-  let node: MeshWhisperNode | undefined;
+  let t: E2eNode | undefined;
   let proxy: SameOriginProxy | undefined;
   let browser: BrowserContext | undefined;
   let page: Page | undefined;
@@ -74,23 +74,18 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
     requireChromium();
     const [pageJs, swJs] = await Promise.all([bundleForBrowser(new URL('./browser/sw-page.ts', import.meta.url), 'esm'), bundleForBrowser(new URL('./browser/push-sw.ts', import.meta.url), 'iife')]);
     push = await startPushEndpoint();
-    node = await createNode(
-      loadConfig({
-        PORT: '0',
-        HOST: '127.0.0.1',
-        DATA_DIR: join(work, 'node'),
-        METRICS_PORT: 'off',
+    t = await startE2eNode(
+      {
         LOG_LEVEL: 'silent',
-        RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,ws-upgrade=100:1000,directory-write=100:1000',
         VAPID_PUBLIC_KEY: vapid.publicKey,
         VAPID_PRIVATE_KEY: vapid.privateKey,
         VAPID_SUBJECT: 'mailto:ops@example.org',
         WEBPUSH_ALLOWED_HOSTS: '127.0.0.1',
         PUSH_COALESCE_MS: String(COALESCE_MS),
-      }),
-      { metrics: false, push: { ca: push.cert, retryDelayMs: () => 20 } },
+      },
+      { push: { ca: push.cert, retryDelayMs: () => 20 } },
     );
-    const nodePort = (await node.listen()).port;
+    const nodePort = Number(new URL(t.url).port);
     proxy = await sameOriginProxy(nodePort, {
       '/': ['text/html', '<!doctype html><meta charset="utf-8"><title>loading</title><script type="module" src="/sw-page.js"></script>'],
       '/sw-page.js': ['text/javascript', pageJs],
@@ -123,7 +118,7 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
     await nodeClient?.close().catch(() => undefined);
     await browser?.close().catch(() => undefined);
     await proxy?.close();
-    await node?.close();
+    await t?.close();
     await push?.close();
     rmSync(work, { recursive: true, force: true });
   }, 60_000);

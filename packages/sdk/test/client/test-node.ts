@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
+import type { CreateNodeOptions, MeshWhisperNode } from '@meshwhisper/node';
 
 const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive'];
 
@@ -24,7 +24,8 @@ export interface E2eNode {
   close(): Promise<void>;
 }
 
-export async function startE2eNode(env: Record<string, string> = {}): Promise<E2eNode> {
+/** `env` overrides the settings above; `options` are createNode's (e.g. `push` for a local push service). */
+export async function startE2eNode(env: Record<string, string> = {}, options: CreateNodeOptions = {}): Promise<E2eNode> {
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-node-'));
   const dataDir = join(work, 'node');
   const logs: string[] = [];
@@ -32,6 +33,7 @@ export async function startE2eNode(env: Record<string, string> = {}): Promise<E2
     loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info', RATE_LIMITS: OPEN_RATE_LIMITS, USERNAME_NAMESPACES: 'test:signed', ...env }),
     {
       metrics: false,
+      ...options,
       logStream: new Writable({
         write(chunk: Buffer, _e, cb) {
           logs.push(chunk.toString());
