@@ -288,6 +288,8 @@ export class MeshWhisper {
   readonly #nodeUrl: string;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
+  /** The token was given to the node (device socket authenticated): only then do peers get it. */
+  #deliveryTokenRegistered = false;
   #sharePresence = true;
   #holdOnIdentityChange = true;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
@@ -315,6 +317,8 @@ export class MeshWhisper {
       onDeliver: (envs) => this.#receive(envs),
       onGap: (expired, evicted) => this.#emit('gap', { expired, evicted }),
       onState: (s) => {
+        // 'online' follows the setDeliveryTokens frame on the same socket.
+        if (s === 'online') this.#deliveryTokenRegistered = true;
         this.#emit('connection', s);
         // Back online: whatever the outage left in the outbox goes out now.
         if (s === 'online') this.flushOutbox().catch(() => undefined);
@@ -661,7 +665,9 @@ export class MeshWhisper {
     const expireSeconds = setting ? (body.value.seconds ?? 0) : timer.seconds;
     const expireTimerVersion = setting ? timer.version + 1 : timer.version;
     const now = this.#ctx.now();
-    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.#deliveryToken, expireSeconds, expireTimerVersion, body });
+    // A token the node never saw (this client has not connected yet, e.g. `connect: false`) would
+    // make the peer's replies fail with 403 in the token lane: it is sent only once registered.
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.#deliveryTokenRegistered ? this.#deliveryToken : new Uint8Array(0), expireSeconds, expireTimerVersion, body });
     const id = toHex(messageId);
     // The ratchet advance and the sealed bytes commit together; what is sent (now or after a
     // crash) is always these stored bytes, never a re-encryption (that would reuse a message key).
