@@ -28,15 +28,31 @@ function defaults(options: BackupCommandOptions): { databasePath: string; backup
   return { databasePath: join(dataDir, DATABASE_FILE), backupDir: options.dir ?? backupDirOf(options.env, dataDir), retention };
 }
 
+/**
+ * The node's backup module prints its errors as `CODE: message` and, on a usage error, the
+ * `meshwhisper-node backup` usage: here they read `meshwhisper: CODE: message` like every other
+ * CLI error, followed by a pointer to this command's own help.
+ */
+function asCliIo(io: CliIo, command: string): CliIo {
+  return {
+    ...io,
+    err: (line) => {
+      if (/^usage:/.test(line)) io.err(`run \`meshwhisper ${command} --help\` for its options and examples`);
+      else io.err(/^MW_[A-Z_]+: /.test(line) ? `meshwhisper: ${line}` : line);
+    },
+  };
+}
+
 /** `meshwhisper backup [list]`: returns the exit code (0, 1 failure, 2 usage). */
 export async function runBackup(args: readonly string[], options: BackupCommandOptions, io: CliIo): Promise<number> {
+  if (options.keep !== undefined && !/^[1-9][0-9]*$/.test(options.keep)) throw new CliError(CliErrorCode.INVALID_VALUE, `--keep must be an integer ≥ 1, not ${JSON.stringify(options.keep)}`);
   const d = defaults(options);
   const argv = [...args, ...(options.keep !== undefined ? ['--keep', options.keep] : [])];
-  return withProgress(io, `backing up ${d.databasePath}`, runBackupCli(argv, d, io));
+  return withProgress(io, `backing up ${d.databasePath}`, runBackupCli(argv, d, asCliIo(io, 'backup')));
 }
 
 /** `meshwhisper restore FILE [--force]`: stop the node first. */
 export async function runRestore(file: string, force: boolean, options: BackupCommandOptions, io: CliIo): Promise<number> {
   const d = defaults(options);
-  return withProgress(io, `restoring ${file}`, runBackupCli(['restore', file, ...(force ? ['--force'] : [])], d, io));
+  return withProgress(io, `restoring ${file}`, runBackupCli(['restore', file, ...(force ? ['--force'] : [])], d, asCliIo(io, 'restore')));
 }

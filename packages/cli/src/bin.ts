@@ -36,7 +36,7 @@ runCli(process.argv.slice(2), io)
       process.exitCode = code;
     },
     (e: unknown) => {
-      process.stderr.write(`meshwhisper: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.stderr.write(`meshwhisper: MW_CLI_INTERNAL: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exitCode = 1;
     },
   )

@@ -15,49 +15,113 @@ import type { CliIo } from './io.js';
 import { generateVapidKeys } from './vapid.js';
 import { CLI_VERSION } from './version.js';
 
-export const USAGE = `meshwhisper ${CLI_VERSION}: set up, check and operate a MeshWhisper node
+/** One command's help: the lines `meshwhisper --help` lists and `meshwhisper <command> --help` prints. */
+interface CommandHelp {
+  /** `init [dir]` */
+  readonly synopsis: string;
+  /** What it does, one or two lines. */
+  readonly summary: readonly string[];
+  readonly options: readonly (readonly [string, string])[];
+  readonly examples: readonly string[];
+}
 
-usage: meshwhisper <command> [options]
+/** Per-command help (docs/cli.md): the source of both the overview and `<command> --help`. */
+export const COMMAND_HELP: Readonly<Record<string, CommandHelp>> = {
+  init: {
+    synopsis: 'init [dir]',
+    summary: ['scaffold a deployment: compose.yaml, the node\'s .env (every setting,', 'fresh VAPID keys), .gitignore, README'],
+    options: [
+      ['--yes, -y', 'accept defaults, ask nothing'],
+      ['--url URL', 'public URL clients use: http(s)://host[:port] (default http://localhost:8080)'],
+      ['--namespace NAME', 'username namespace, NAME or NAME:signed|last-writer-wins'],
+      ['--push LIST', 'webpush,apns,fcm or none (default webpush)'],
+      ['--contact ADDRESS', 'VAPID_SUBJECT: e-mail or https: URL (default admin@<url host>)'],
+      ['--app node|browser', 'also an SDK skeleton app in app/ that sends a first message'],
+      ['--force', 'overwrite existing files'],
+    ],
+    examples: [
+      'meshwhisper init my-chat --yes --url https://chat.example.com --push webpush,apns',
+      'meshwhisper init demo --yes --namespace demo --app node   # then: cd demo/app && npm install && node index.mjs',
+    ],
+  },
+  doctor: {
+    synopsis: 'doctor [url]',
+    summary: ['check DNS, TLS, /health, /ready, clock, WebSocket upgrade, metrics,', 'push credentials; disk and backups with --data-dir. Exit 1 on any FAIL.'],
+    options: [
+      ['--env FILE', 'the node\'s .env (default ./.env when present)'],
+      ['--data-dir DIR', 'the node\'s DATA_DIR, when run on the node\'s host'],
+      ['--timeout MS', 'per network check (default 5000)'],
+      ['--ca FILE', 'also trust this CA certificate (PEM; private PKI)'],
+      ['--json', 'machine-readable report on stdout'],
+    ],
+    examples: [
+      'meshwhisper doctor https://chat.example.com --env .env',
+      'meshwhisper doctor --data-dir /var/lib/docker/volumes/my-chat_meshwhisper-data/_data --json',
+    ],
+  },
+  keys: {
+    synopsis: 'keys vapid',
+    summary: ['generate a Web Push (VAPID) key pair as .env lines'],
+    options: [
+      ['--subject URI', 'also print VAPID_SUBJECT (mailto: or https:)'],
+      ['--json', 'print {"publicKey","privateKey"}'],
+    ],
+    examples: ['meshwhisper keys vapid --subject mailto:ops@example.com >> .env'],
+  },
+  backup: {
+    synopsis: 'backup [list]',
+    summary: ['online backup of the node\'s database (safe while it runs); list backups'],
+    options: [
+      ['--env FILE', 'the node\'s .env (default ./.env when present)'],
+      ['--data-dir DIR', 'the node\'s DATA_DIR (default from the .env)'],
+      ['--dir DIR', 'backup folder (default BACKUP_DIR, else DATA_DIR/backups)'],
+      ['--keep N', 'keep the newest N backups (default BACKUP_RETENTION)'],
+    ],
+    examples: ['meshwhisper backup --env .env && meshwhisper backup list --env .env'],
+  },
+  restore: {
+    synopsis: 'restore FILE',
+    summary: ['restore a backup (stop the node first)'],
+    options: [
+      ['--force', 'move an existing database aside (never deleted)'],
+      ['--env FILE', 'the node\'s .env (default ./.env when present)'],
+      ['--data-dir DIR', 'the node\'s DATA_DIR (default from the .env)'],
+    ],
+    examples: ['meshwhisper restore data/backups/meshwhisper-20260102T030405123Z-ab12cd34.sqlite3 --env .env --force'],
+  },
+};
 
-commands:
-  init [dir]            scaffold a deployment: compose.yaml, the node's .env (every setting,
-                        fresh VAPID keys), .gitignore, README
-        --yes, -y             accept defaults, ask nothing
-        --url URL             public URL clients use (default http://localhost:8080)
-        --namespace NAME      username namespace, NAME or NAME:signed|last-writer-wins
-        --push LIST           webpush,apns,fcm or none (default webpush)
-        --contact ADDRESS     VAPID_SUBJECT: e-mail or https: URL (default admin@<url host>)
-        --app node|browser    also an SDK skeleton app in app/ that sends a first message
-        --force               overwrite existing files
-  doctor [url]          check DNS, TLS, /health, /ready, clock, WebSocket upgrade, metrics,
-                        push credentials; disk and backups with --data-dir. Exit 1 on any FAIL.
-        --env FILE            the node's .env (default ./.env when present)
-        --data-dir DIR        the node's DATA_DIR, when run on the node's host
-        --timeout MS          per network check (default 5000)
-        --ca FILE             also trust this CA certificate (PEM; private PKI)
-        --json                machine-readable report on stdout
-  keys vapid            generate a Web Push (VAPID) key pair as .env lines
-        --subject URI         also print VAPID_SUBJECT (mailto: or https:)
-        --json                print {"publicKey","privateKey"}
-  backup [list]         online backup of the node's database (safe while it runs); list backups
-        --env FILE, --data-dir DIR, --dir DIR (backup folder), --keep N
-  restore FILE          restore a backup (stop the node first)
-        --force               move an existing database aside (never deleted)
-        --env FILE, --data-dir DIR
+function commandLines(h: CommandHelp): string[] {
+  return [
+    `  ${h.synopsis.padEnd(22)}${h.summary[0] ?? ''}`,
+    ...h.summary.slice(1).map((l) => `${' '.repeat(24)}${l}`),
+    ...h.options.map(([flag, what]) => `        ${flag.padEnd(22)}${what}`),
+  ];
+}
 
-  --version, -v         print the version
-  --help, -h            this text
+/** `meshwhisper --help`: every command, then examples. */
+export const USAGE = [
+  `meshwhisper ${CLI_VERSION}: set up, check and operate a MeshWhisper node`,
+  '',
+  'usage: meshwhisper <command> [options]       meshwhisper <command> --help for one command',
+  '',
+  'commands:',
+  ...Object.values(COMMAND_HELP).flatMap(commandLines),
+  '',
+  `  ${'--version, -v'.padEnd(22)}print the version`,
+  `  ${'--help, -h'.padEnd(22)}this text`,
+  '',
+  'examples:',
+  ...Object.values(COMMAND_HELP).flatMap((h) => h.examples.map((e) => `  ${e}`)),
+  '',
+].join('\n');
 
-examples:
-  meshwhisper init my-chat --yes --url https://chat.example.com --push webpush,apns
-  meshwhisper init demo --yes --namespace demo --app node   # then: node app/index.mjs
-  cd my-chat && docker compose up -d
-  meshwhisper doctor https://chat.example.com --env .env
-  meshwhisper doctor --data-dir /var/lib/docker/volumes/my-chat_meshwhisper-data/_data --json
-  meshwhisper keys vapid --subject mailto:ops@example.com >> .env
-  meshwhisper backup --env .env && meshwhisper backup list --env .env
-  meshwhisper restore data/backups/meshwhisper-20260102T030405123Z-ab12cd34.sqlite3 --env .env --force
-`;
+/** `meshwhisper <command> --help`: that command's usage, options and examples. */
+export function commandUsage(command: string): string {
+  const h = Object.hasOwn(COMMAND_HELP, command) ? COMMAND_HELP[command] : undefined;
+  if (!h) throw new CliError(CliErrorCode.USAGE, `unknown command ${JSON.stringify(command)}`);
+  return [`usage: meshwhisper ${h.synopsis} [options]`, '', ...h.summary, ...(h.options.length ? ['', 'options:', ...h.options.map(([flag, what]) => `  ${flag.padEnd(22)}${what}`)] : []), '', 'examples:', ...h.examples.map((e) => `  ${e}`), ''].join('\n');
+}
 
 function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['options']>): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   try {
@@ -76,7 +140,7 @@ function maxPositionals(positionals: readonly string[], n: number, command: stri
 
 async function doctor(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, { json: { type: 'boolean' }, env: { type: 'string' }, 'data-dir': { type: 'string' }, timeout: { type: 'string' }, ca: { type: 'string' } });
-  if (values.help) return help(io);
+  if (values.help) return help(io, 'doctor');
   maxPositionals(positionals, 1, 'doctor');
   const timeoutText = str(values.timeout);
   const timeoutMs = timeoutText === undefined ? undefined : Number(timeoutText);
@@ -101,7 +165,7 @@ async function doctor(args: readonly string[], io: CliIo): Promise<number> {
 
 async function keys(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, { json: { type: 'boolean' }, subject: { type: 'string' } });
-  if (values.help) return help(io);
+  if (values.help) return help(io, 'keys');
   if (positionals[0] !== 'vapid' || positionals.length > 1) throw new CliError(CliErrorCode.USAGE, 'usage: meshwhisper keys vapid [--subject URI] [--json]');
   const subject = str(values.subject);
   if (subject !== undefined && !/^(mailto:[^@\s]+@[^@\s]+|https:\/\/\S+)$/.test(subject)) throw new CliError(CliErrorCode.INVALID_VALUE, '--subject must be mailto:you@example.com or an https: URL');
@@ -120,7 +184,7 @@ async function keys(args: readonly string[], io: CliIo): Promise<number> {
 
 async function backup(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, { env: { type: 'string' }, 'data-dir': { type: 'string' }, dir: { type: 'string' }, keep: { type: 'string' } });
-  if (values.help) return help(io);
+  if (values.help) return help(io, 'backup');
   maxPositionals(positionals, 1, 'backup');
   if (positionals[0] !== undefined && positionals[0] !== 'list') throw new CliError(CliErrorCode.USAGE, `backup: unknown subcommand ${JSON.stringify(positionals[0])} (use \`meshwhisper restore FILE\` to restore)`);
   const [{ loadNodeEnv }, { runBackup }] = await Promise.all([import('./node-env.js'), import('./backup.js')]);
@@ -131,7 +195,7 @@ async function backup(args: readonly string[], io: CliIo): Promise<number> {
 
 async function restore(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, { env: { type: 'string' }, 'data-dir': { type: 'string' }, force: { type: 'boolean' } });
-  if (values.help) return help(io);
+  if (values.help) return help(io, 'restore');
   const [file] = positionals;
   if (file === undefined) throw new CliError(CliErrorCode.USAGE, 'usage: meshwhisper restore FILE [--force] [--env FILE] [--data-dir DIR]');
   maxPositionals(positionals, 1, 'restore');
@@ -151,7 +215,7 @@ async function init(args: readonly string[], io: CliIo): Promise<number> {
     contact: { type: 'string' },
     app: { type: 'string' },
   });
-  if (values.help) return help(io);
+  if (values.help) return help(io, 'init');
   maxPositionals(positionals, 1, 'init');
   const { parsePushList, runInit } = await import('./init.js');
   const push = str(values.push);
@@ -174,8 +238,8 @@ async function init(args: readonly string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-function help(io: CliIo): number {
-  io.out(USAGE.trimEnd());
+function help(io: CliIo, command?: string): number {
+  io.out((command === undefined ? USAGE : commandUsage(command)).trimEnd());
   return 0;
 }
 
@@ -185,10 +249,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   try {
     switch (command) {
       case undefined:
-      case 'help':
       case '--help':
       case '-h':
         return help(io);
+      case 'help': // `meshwhisper help init` is `meshwhisper init --help`
+        if (rest.length > 1) throw new CliError(CliErrorCode.USAGE, 'usage: meshwhisper help [command]');
+        return help(io, rest[0]);
       case '--version':
       case '-v':
       case 'version':
@@ -210,10 +276,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   } catch (e) {
     if (e instanceof CliError) {
       io.err(`meshwhisper: ${e.code}: ${e.message}`);
-      if (e.code === CliErrorCode.USAGE) io.err('run `meshwhisper --help` for usage and examples');
+      if (e.code === CliErrorCode.USAGE) io.err(command !== undefined && Object.hasOwn(COMMAND_HELP, command) ? `run \`meshwhisper ${command} --help\` for its options and examples` : 'run `meshwhisper --help` for usage and examples');
       return e.exitCode;
     }
-    io.err(`meshwhisper: unexpected error: ${e instanceof Error ? e.message : String(e)}`);
+    io.err(`meshwhisper: ${CliErrorCode.INTERNAL}: unexpected error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }
 }

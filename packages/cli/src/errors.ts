@@ -9,6 +9,8 @@ export const CliErrorCode = {
   INVALID_VALUE: 'MW_CLI_INVALID_VALUE',
   /** A file the command needs (e.g. the node's .env) cannot be read. Exit code 1. */
   NOT_FOUND: 'MW_CLI_NOT_FOUND',
+  /** A bug or an unexpected failure (the message says what failed). Exit code 1. */
+  INTERNAL: 'MW_CLI_INTERNAL',
   /** A feature that is not available in this version. Exit code 2. */
   UNSUPPORTED: 'MW_CLI_UNSUPPORTED',
 } as const;

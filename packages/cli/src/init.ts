@@ -273,6 +273,18 @@ async function settle(options: InitOptions, io: CliIo): Promise<{ url: string; n
   return { url, namespace, push, contact, app: checkApp(app) };
 }
 
+/**
+ * The public URL must be written out: `init` bakes it into the app and the README, so a bare word
+ * (`--url notaurl`) is refused rather than guessed into https://notaurl.
+ */
+export function initUrl(raw: string): URL {
+  const v = raw.trim();
+  if (!/^(https?|wss?):\/\/[^/?#\s]/i.test(v)) throw new CliError(CliErrorCode.INVALID_VALUE, `--url must be an absolute http:// or https:// URL such as https://chat.example.com or http://localhost:8080, not ${JSON.stringify(raw)}`);
+  const url = normalizeTarget(v);
+  if (/[?#]/.test(v)) throw new CliError(CliErrorCode.INVALID_VALUE, `--url must not have a query or fragment: ${JSON.stringify(raw)}`);
+  return url;
+}
+
 /** admin@ the URL's host: a valid VAPID_SUBJECT the README asks the operator to replace. */
 function defaultContact(url: string): string {
   let host = 'localhost';
@@ -296,7 +308,7 @@ export async function runInit(options: InitOptions, io: CliIo): Promise<InitResu
   if (options.app !== undefined) checkApp(options.app); // before any question is asked
   const answers = await settle(options, io);
   const scaffold = APP_SCAFFOLDS.get(answers.app);
-  const target = normalizeTarget(answers.url);
+  const target = initUrl(answers.url);
   const url = target.href.replace(/\/$/, '');
   const namespaces = namespaceSetting(answers.namespace);
   const namespace = namespaces.split(':')[0] ?? 'default';

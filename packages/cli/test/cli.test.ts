@@ -1,6 +1,6 @@
 // Dispatch, --version, --help, keys vapid, the .env reader, offline push checks, progress.
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli.js';
@@ -28,6 +28,51 @@ describe('meshwhisper', () => {
     expect((await cli('doctor', '--bogus')).code).toBe(2);
     expect((await cli('doctor', 'a', 'b')).code).toBe(2);
     expect((await cli('doctor', 'x', '--timeout', '5')).code).toBe(2);
+  });
+
+  it('<command> --help (and help <command>) prints that command\'s options and examples only', async () => {
+    for (const [command, flag] of [['init', '--app'], ['doctor', '--data-dir'], ['keys', '--subject'], ['backup', '--keep'], ['restore', '--force']] as const) {
+      const h = await cli(command, '--help');
+      expect(h.code, command).toBe(0);
+      expect(h.out).toMatch(new RegExp(`^usage: meshwhisper ${command}`));
+      expect(h.out).toContain(flag);
+      expect(h.out).toContain('examples:');
+      for (const other of ['init', 'doctor', 'keys', 'backup', 'restore'].filter((c) => c !== command)) expect(h.out, `${command} --help`).not.toContain(`meshwhisper ${other} `);
+      expect(await cli('help', command)).toEqual(h);
+    }
+    const u = await cli('help', 'frobnicate');
+    expect(u.code).toBe(2);
+    expect(u.err).toContain('meshwhisper: MW_CLI_USAGE: unknown command "frobnicate"');
+    expect((await cli('help', 'constructor')).code).toBe(2);
+    // A usage error points at the command's own help.
+    expect((await cli('init', '--bogus')).err).toContain('run `meshwhisper init --help`');
+  });
+
+  it('every error reads `meshwhisper: CODE: message`, the backup module\'s included', async () => {
+    const dir = tempDir();
+    try {
+      const cases: [string[], number, RegExp][] = [
+        [['init', join(dir, 'a'), '--yes', '--url', 'notaurl'], 2, /^meshwhisper: MW_CLI_INVALID_VALUE: --url must be an absolute http:\/\/ or https:\/\/ URL/],
+        [['init', join(dir, 'b'), '--yes', '--url', 'chat.example.com'], 2, /^meshwhisper: MW_CLI_INVALID_VALUE: --url/],
+        [['init', join(dir, 'c'), '--yes', '--url', 'https://chat.example.com/?x=1'], 2, /^meshwhisper: MW_CLI_INVALID_VALUE: --url must not have a query/],
+        [['restore', join(dir, 'nofile.sqlite3'), '--data-dir', dir], 1, /^meshwhisper: MW_BACKUP_NOT_FOUND: no backup file at /],
+        [['backup', '--data-dir', join(dir, 'missing')], 1, /^meshwhisper: MW_BACKUP_NOT_FOUND: /],
+        [['backup', '--keep', 'abc', '--data-dir', dir], 2, /^meshwhisper: MW_CLI_INVALID_VALUE: --keep must be an integer/],
+        [['backup', 'frob', '--data-dir', dir], 2, /^meshwhisper: MW_CLI_USAGE: /],
+      ];
+      for (const [argv, code, first] of cases) {
+        const r = await cli(...argv);
+        expect(r.code, argv.join(' ')).toBe(code);
+        expect(r.err.split('\n')[0], argv.join(' ')).toMatch(first);
+        expect(r.err, argv.join(' ')).not.toContain('meshwhisper-node');
+      }
+      // Nothing was written for a refused URL.
+      expect(existsSync(join(dir, 'a'))).toBe(false);
+      // Written-out URLs are accepted, ws(s):// as http(s)://.
+      for (const url of ['https://chat.example.com', 'http://localhost:9000', 'wss://chat.example.com/mw', 'http://[::1]:8080']) expect((await cli('init', join(dir, `ok-${encodeURIComponent(url)}`), '--yes', '--url', url)).code, url).toBe(0);
+    } finally {
+      removeDir(dir);
+    }
   });
 
   it('keys vapid prints a matching pair as .env lines (and JSON)', async () => {
