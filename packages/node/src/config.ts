@@ -104,7 +104,7 @@ export const CONFIG_SCHEMA = {
   ),
   sweepIntervalMs: setting('SWEEP_INTERVAL_SECONDS', '60', 'How often expired envelopes, media and challenges are purged.', (raw) => int(1, 86_400)(raw) * 1000),
   shutdownGraceMs: setting('SHUTDOWN_GRACE_SECONDS', '10', 'On SIGTERM/SIGINT: time given to in-flight requests before connections are cut.', (raw) => int(0, 600)(raw) * 1000),
-  corsOrigins: setting('CORS_ORIGINS', '', 'Web app origins allowed to call this node from a browser (comma-separated, e.g. https://app.example.com; * for any). Empty: only same-origin pages and native clients. Also checked on WebSocket upgrades.', parseCorsOrigins),
+  corsOrigins: setting('CORS_ORIGINS', '', 'Web app origins allowed to call this node from a browser (comma-separated, e.g. https://app.example.com; * for any). Empty: only same-origin pages and native clients. Also checked on WebSocket upgrades (403 for other origins).', parseCorsOrigins),
   trustProxy: setting<TrustProxy>('TRUST_PROXY', 'false', 'Which X-Forwarded-For hops to believe: false, true, a hop count, or a list of proxy addresses/CIDRs/presets (loopback, private, linklocal).', parseTrustProxy),
   rateLimits: setting<Record<string, BucketSpec>>('RATE_LIMITS', '', 'Token-bucket overrides, name=rate:burst,… (rate per second); names in docs/self-hosting.md.', (raw) => parseBucketOverrides(raw)),
   metricsHost: setting('METRICS_HOST', '127.0.0.1', 'Bind address of the separate Prometheus listener.', text),

@@ -6,7 +6,8 @@
  * Authentication is a signed single-use challenge, never a cookie, so CORS here protects no
  * ambient credential; the allow-list only decides which web apps may use this node from a browser.
  * WebSocket upgrades are not subject to CORS in browsers, so the same list is checked on the
- * upgrade's Origin header (native clients send none and are not affected).
+ * upgrade's Origin header by upgradeOriginAllowed (native clients send none and are not affected),
+ * or any web page could make its visitors' browsers open sockets to this node.
  */
 import type { FastifyInstance } from 'fastify';
 
@@ -35,6 +36,26 @@ export function parseCorsOrigins(raw: string): ReadonlySet<string> | '*' {
 export function originAllowed(allowed: ReadonlySet<string> | '*', origin: string | undefined): boolean {
   if (origin === undefined) return true; // not a browser cross-origin request
   return allowed === '*' || allowed.has(origin);
+}
+
+/**
+ * The Origin rule of WebSocket upgrades (docs/self-hosting.md `CORS_ORIGINS`): no Origin (a native
+ * client), an origin on the list (or `*`), or a same-origin page — the Origin names the host the
+ * browser connected to, i.e. the Host header. The scheme is not compared: a TLS-terminating proxy
+ * forwards https pages' upgrades over plain http. Anything else (including the opaque `null`
+ * origin of sandboxed frames and files) is refused.
+ */
+export function upgradeOriginAllowed(allowed: ReadonlySet<string> | '*', origin: string | undefined, host: string | undefined): boolean {
+  if (originAllowed(allowed, origin)) return true;
+  if (origin === undefined || host === undefined || host === '') return false;
+  try {
+    const o = new URL(origin);
+    if (o.protocol !== 'https:' && o.protocol !== 'http:') return false;
+    // Parsed with the origin's scheme so that an explicit default port (Host: x:443) folds away.
+    return new URL(`${o.protocol}//${host}`).host === o.host;
+  } catch {
+    return false;
+  }
 }
 
 /** Registers the CORS hooks on the app: headers for allowed origins, 204 answers to preflights. */

@@ -15,7 +15,7 @@ import type { CryptoContext } from '@meshwhisper/crypto';
 import { createContext, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, ProtocolError, httpErrorBody } from '@meshwhisper/protocol';
 import { ChallengeIssuer } from './auth.js';
-import { originAllowed, registerCors } from './cors.js';
+import { registerCors, upgradeOriginAllowed } from './cors.js';
 import { listBackups, scheduleBackups } from './backup.js';
 import type { BackupSchedule, BackupScheduleOptions } from './backup.js';
 import type { NodeConfig } from './config.js';
@@ -199,7 +199,6 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const deliveryWindow = config.deliveryWindow;
   const alive = new WeakSet<WebSocket>();
   const acks = new AckCommitter(store);
-  const hasCorsList = config.corsOrigins === '*' || config.corsOrigins.size > 0;
   /** Open WebSocket connections per client key (WS_MAX_CONNECTIONS_PER_ADDRESS). */
   const openPerAddress = new Map<string, number>();
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -210,7 +209,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     };
     if (path !== DEVICE_SOCKET_PATH && path !== ANONYMOUS_SOCKET_PATH) return refuse('404 Not Found', ErrorCode.NOT_FOUND, 'no such endpoint');
     if (shuttingDown) return refuse('503 Service Unavailable', ErrorCode.UNAVAILABLE, 'node is shutting down');
-    if (!originAllowed(config.corsOrigins, req.headers.origin) && hasCorsList) return refuse('403 Forbidden', ErrorCode.FORBIDDEN, 'origin not allowed (CORS_ORIGINS)');
+    if (!upgradeOriginAllowed(config.corsOrigins, req.headers.origin, req.headers.host)) return refuse('403 Forbidden', ErrorCode.FORBIDDEN, 'origin not allowed (CORS_ORIGINS)');
     const key = clientKey(clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], config.trustProxy));
     const decision = limiter.take('ws-upgrade', key);
     if (!decision.allowed) {

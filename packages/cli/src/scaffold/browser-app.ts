@@ -149,15 +149,20 @@ const FILES = {
   '/dist/main.js': ['dist/main.js', 'text/javascript; charset=utf-8'],
 };
 
-/** The same request, addressed to the node. */
+/**
+ * The same request, addressed to the node. The node refuses WebSocket upgrades from pages of
+ * other origins (403); this server stands in for the node's origin, so the page it serves is
+ * presented as same-origin and any other page's Origin is passed on (and refused).
+ */
 function upstream(req) {
+  const ownPage = req.headers.origin === \`http://\${req.headers.host}\`;
   return send({
     protocol: NODE.protocol,
     hostname: NODE.hostname,
     port: NODE.port || undefined,
     method: req.method,
     path: req.url,
-    headers: { ...req.headers, host: NODE.host },
+    headers: { ...req.headers, host: NODE.host, ...(ownPage ? { origin: NODE.origin } : {}) },
   });
 }
 
