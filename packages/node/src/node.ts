@@ -8,12 +8,12 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import Fastify, { LogController } from 'fastify';
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { createContext, toHex } from '@meshwhisper/crypto';
-import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, ProtocolError, httpErrorBody } from '@meshwhisper/protocol';
+import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, httpErrorBody } from '@meshwhisper/protocol';
 import { ChallengeIssuer } from './auth.js';
 import { registerCors, upgradeOriginAllowed } from './cors.js';
 import { listBackups, scheduleBackups } from './backup.js';
@@ -22,11 +22,12 @@ import type { NodeConfig } from './config.js';
 import { AckCommitter } from './mailbox/acks.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
+import { clientErrorHandler, frameworkErrorHandler, routeErrorHandler } from './http-errors.js';
 import { NodeMetrics, metricsRoutePlugin, startMetricsServer } from './metrics.js';
 import type { MetricsServer } from './metrics.js';
 import type { NodeKey} from './node-key.js';
 import { loadOrCreateNodeKey } from './node-key.js';
-import { RateLimitError, RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade, retryAfterSeconds } from './rate-limit.js';
+import { RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade } from './rate-limit.js';
 import { accountRoutes } from './routes/account.js';
 import { blobRoutes, removeMediaFiles } from './routes/blobs.js';
 import { keyRoutes } from './routes/keys.js';
@@ -141,6 +142,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     logController: new LogController({ disableRequestLogging: !config.logRequests }),
     // Addresses are resolved by rate-limit.ts from TRUST_PROXY; fastify's own trust stays off.
     trustProxy: false,
+    // Errors below the routes in the documented shape, never echoing the path (http-errors.ts).
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
     logger:
       config.logLevel === 'silent'
         ? false
@@ -156,24 +160,12 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
           },
   });
 
+  // Bodies are protobuf (or blobs, in their routes' scope): no JSON or text body is parsed, so
+  // those content types get 415 whether or not the body would parse (docs/spec/node-protocol.md §5).
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser(CONTENT_TYPE_PROTOBUF, { parseAs: 'buffer', bodyLimit: MAX_HTTP_BODY_BYTES }, (_request, body, done) => done(null, body));
 
-  app.setErrorHandler((err: FastifyError | ProtocolError | RateLimitError, request, reply) => {
-    if (err instanceof ProtocolError) {
-      if (err.retryAfterMs > 0) reply.header('retry-after', String(retryAfterSeconds(err.retryAfterMs)));
-      return reply.code(err.httpStatus).send(err.toJSON());
-    }
-    if (err instanceof RateLimitError) {
-      if (err.statusCode === 429) reply.header('retry-after', String(err.retryAfterSeconds));
-      return reply.code(err.statusCode).send(err.toJSON());
-    }
-    const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
-    if (status === 413) return reply.code(413).send(httpErrorBody(ErrorCode.TOO_LARGE, `body exceeds ${MAX_HTTP_BODY_BYTES} bytes`));
-    if (status === 415) return reply.code(415).send(httpErrorBody(ErrorCode.UNSUPPORTED_MEDIA_TYPE, `use Content-Type ${CONTENT_TYPE_PROTOBUF} (or application/octet-stream for blobs)`));
-    if (status >= 400 && status < 500) return reply.code(status).send(httpErrorBody(ErrorCode.MALFORMED, 'request could not be parsed'));
-    request.log.error({ err: { name: err.name, code: (err as FastifyError).code, message: err.message } }, 'request failed');
-    return reply.code(500).send(httpErrorBody(ErrorCode.INTERNAL, 'internal error'));
-  });
+  app.setErrorHandler(routeErrorHandler);
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(httpErrorBody(ErrorCode.NOT_FOUND, 'no such endpoint')));
 
   registerCors(app, config.corsOrigins);
