@@ -69,3 +69,49 @@ export const GENERIC_NOTIFICATION_TAG = 'meshwhisper-wake';
  * and keeps every message that carries a preview small; larger previews belong in their own blob.
  */
 export const MAX_THUMBNAIL_BYTES = 64 * 1024;
+
+// ── The client (docs/api.md) ────────────────────────────────────────────────────────────────
+
+/** Content schema version this SDK writes and understands (content.proto `Content.version`). */
+export const CONTENT_VERSION = 1;
+
+/**
+ * One-time X25519 and KEM prekeys uploaded per batch, and the low-water mark that triggers a
+ * top-up: every first contact consumes one of each, and a node that runs dry falls back to the
+ * last-resort KEM prekey (weaker forward secrecy), so the pool is refilled well before it empties.
+ */
+export const PREKEY_BATCH = 50;
+export const PREKEY_LOW_WATER = 20;
+
+/** Bytes of this device's delivery token (the node accepts 16–64; 32 is a full 256-bit secret). */
+export const DELIVERY_TOKEN_LENGTH = 32;
+
+/** Longest disappearing-message timer: one year (longer is "keep", which is 0 = off). */
+export const MAX_DISAPPEARING_SECONDS = 365 * 24 * 3600;
+
+/**
+ * Upper bound on what the session layer adds to a content message (PQXDH header on first contact
+ * 1309 bytes + ratchet overhead 85, plus margin): content larger than MAX_SEALED_CONTENT_LENGTH
+ * minus this could not be sealed, so it is refused before any ratchet step.
+ */
+export const SESSION_OVERHEAD_BOUND = 1309 + 85 + 64;
+
+/** Longest quoted snippet carried with a reply (characters): a preview, not a copy. */
+export const MAX_REPLY_SNIPPET = 280;
+
+/**
+ * While the client runs, prekeys are checked (signed-prekey rotation, one-time pool top-up) this
+ * often, and this soon after a first contact (which consumed one-time prekeys).
+ */
+export const KEY_CHECK_MS = 10 * 60_000;
+export const KEY_CHECK_AFTER_CONTACT_MS = 3_000;
+
+/** Retry interval of the outbox while something is queued and the client is running. */
+export const OUTBOX_RETRY_MS = 15_000;
+
+/**
+ * Attempts (and the first backoff) of one envelope's delivery before the outbox leaves it queued for
+ * the next flush: a passing 429/503/network blip is ridden out in ~2 s, a real outage is not waited on.
+ */
+export const SEND_ATTEMPTS = 4;
+export const SEND_BACKOFF_MS = 250;

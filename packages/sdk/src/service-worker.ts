@@ -13,7 +13,7 @@
  */
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
-import type { IncomingMessage, UndecryptableMessage } from './client/client.js';
+import type { IncomingMessage, UndecryptableMessage } from './client/types.js';
 import { MeshWhisper } from './client/client.js';
 import type { WebSocketConstructor } from './client/connection.js';
 import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE, SW_PUSH_TIMEOUT_MS } from './constants.js';

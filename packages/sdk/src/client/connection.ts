@@ -8,6 +8,7 @@ import { encodeDeviceCertificate } from '@meshwhisper/crypto';
 import type { Envelope, Frame, FrameInit } from '@meshwhisper/protocol';
 import { DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH, ErrorCode, SUPPORTED_PROTOCOL_VERSIONS, decodeFrame, encodeFrame, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
 import { SdkError, SdkErrorCode } from './errors.js';
+import type { StopReason } from './transport.js';
 
 /** The subset of the WHATWG WebSocket the connection uses (browsers, Node's `ws`). */
 export interface WebSocketLike {
@@ -29,8 +30,12 @@ export interface ConnectionEvents {
   onGap(expired: number, evicted: number): void;
   onState(state: ConnectionState): void;
   onQueueEmpty(): void;
-  /** The connection cannot work and stops retrying (e.g. the node speaks only a newer protocol). */
-  onFatal(error: SdkError): void;
+  /**
+   * The connection stopped and will not reconnect by itself: replaced by a newer login of this
+   * device (another tab or process), authentication refused, the device deleted, or a node that
+   * speaks only a newer protocol (`error` set). start() tries again.
+   */
+  onStopped(reason: StopReason, message: string, error?: SdkError): void;
 }
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'closed';
@@ -38,6 +43,13 @@ export type ConnectionState = 'connecting' | 'online' | 'offline' | 'closed';
 /** Backoff: 0.5 s doubling to 30 s, full jitter (AWS architecture blog's "full jitter"). */
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
+
+/** Close codes after which reconnecting cannot help (docs/spec/node-protocol.md §3). */
+const STOP_CODES: Partial<Record<number, { reason: StopReason; message: string }>> = {
+  4001: { reason: 'replaced', message: 'another connection of this device (another tab, window or process using the same storage) took over' },
+  4003: { reason: 'auth-failed', message: 'the node refused this device\'s authentication' },
+  4004: { reason: 'device-deleted', message: 'this device was deleted from the node' },
+};
 
 export class DeviceConnection {
   #ws: WebSocketLike | undefined;
@@ -94,7 +106,13 @@ export class DeviceConnection {
       this.#setState('offline');
       if (this.#stopped) return;
       // 4001: replaced by a newer login of this device; 4003/4004: auth failed / device deleted.
-      if (ev.code === 4001 || ev.code === 4003 || ev.code === 4004) return;
+      // Reconnecting would only fight the other login (or fail again): stop, and say why.
+      const stop = STOP_CODES[ev.code];
+      if (stop) {
+        this.#stopped = true;
+        this.events.onStopped(stop.reason, stop.message);
+        return;
+      }
       const delay = Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.#attempt++);
       this.#timer = setTimeout(() => this.#open(), delay);
     };
@@ -104,7 +122,7 @@ export class DeviceConnection {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#ws?.close(1000, 'unsupported protocol version');
-    this.events.onFatal(new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, message));
+    this.events.onStopped('unsupported-version', message, new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, message));
   }
 
   #send(init: FrameInit): void {

@@ -10,9 +10,9 @@
  *   mw.expiry       `${expires at, 15 digits}/${mw.history key}` → empty (disappearing messages)
  *   mw.history-seq  'n' → 8-byte big-endian counter
  */
-import { fromHex, toHex } from '@meshwhisper/crypto';
+import { equalBytes, fromHex, toHex } from '@meshwhisper/crypto';
 import type { Content, StoredMessage } from '@meshwhisper/protocol';
-import { ContentSchema, StoredMessageSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
+import { ContentSchema, StoredMessageSchema, StoredReactionSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore } from '../storage/types.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { FileAttachment } from './media.js';
@@ -133,6 +133,31 @@ export async function updateHistory(tx: AppStore, author: Uint8Array, id: string
   change(found.record);
   await tx.setItem(HistoryTable.Messages, found.key, toBinary(StoredMessageSchema, found.record));
   return true;
+}
+
+/**
+ * Applies an edit, delete or reaction sent by `author` to the stored history. Edits and deletes only
+ * ever touch `author`'s own messages: the author is the authenticated sender, never a claim.
+ */
+export async function applyToHistory(store: AppStore, author: Uint8Array, content: Content): Promise<void> {
+  const b = content.body;
+  if (b.case === 'edit' && b.value.messageId.length === 16) {
+    const text = b.value.text;
+    await updateHistory(store, author, toHex(b.value.messageId), (m) => {
+      if (m.deleted) return;
+      m.edited = true;
+      m.editedText = text;
+    });
+  } else if (b.case === 'delete' && b.value.messageId.length === 16) {
+    await updateHistory(store, author, toHex(b.value.messageId), tombstone);
+  } else if (b.case === 'reaction' && b.value.target && b.value.target.author.length === 32 && b.value.target.messageId.length === 16) {
+    const { emoji, remove } = b.value;
+    await updateHistory(store, b.value.target.author, toHex(b.value.target.messageId), (m) => {
+      if (m.deleted) return;
+      m.reactions = m.reactions.filter((r) => !(equalBytes(r.author, author) && r.emoji === emoji));
+      if (!remove) m.reactions.push(create(StoredReactionSchema, { author, emoji }));
+    });
+  }
 }
 
 /** An author's delete for everyone: the content is erased, a tombstone stays (so a late edit cannot revive it). */

@@ -8,12 +8,12 @@ import { describe, expect, it } from 'vitest';
 import { MeshWhisper, SdkErrorCode } from '../../src/index.js';
 
 const doc = readFileSync(new URL('../../../../docs/api.md', import.meta.url), 'utf8');
-const source = readFileSync(new URL('../../src/client/client.ts', import.meta.url), 'utf8');
+const source = readFileSync(new URL('../../src/client/types.ts', import.meta.url), 'utf8');
 
-/** The member names declared in `interface <name> { … }` of client.ts (top-level members only). */
+/** The member names declared in `interface <name> { … }` of types.ts (top-level members only). */
 function interfaceKeys(name: string): string[] {
   const start = source.indexOf(`export interface ${name} {`);
-  expect(start, `interface ${name} in client.ts`).toBeGreaterThanOrEqual(0);
+  expect(start, `interface ${name} in types.ts`).toBeGreaterThanOrEqual(0);
   const body = source.slice(start, source.indexOf('\n}', start));
   return [...body.matchAll(/^ {2}(?:readonly )?([A-Za-z]+)\??:/gm)].map((m) => m[1]!);
 }

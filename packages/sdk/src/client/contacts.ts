@@ -1,0 +1,82 @@
+/**
+ * Contacts and blocking: who this device is in touch with ('request' until the app accepts an
+ * account that wrote first, 'accepted' once either side wrote deliberately), and who is blocked.
+ */
+import { fromHex, toHex } from '@meshwhisper/crypto';
+import type { AppStore, ProtocolStorage } from '../storage/types.js';
+import { asStorageTx } from '../storage/types.js';
+import { Directory, checkAccountKey } from './directory.js';
+import { acceptConversation, clearConversation } from './history.js';
+import { Table } from './tables.js';
+import type { ContactState } from './types.js';
+
+/** Record: one byte, the index in CONTACT_STATES. */
+const CONTACT_STATES: readonly ContactState[] = ['request', 'accepted'];
+
+export class Contacts {
+  constructor(private readonly storage: ProtocolStorage) {}
+
+  /** The contact state of an account, read in `store` (a transaction, or the storage). */
+  async stateIn(store: AppStore, accountKey: Uint8Array): Promise<ContactState | undefined> {
+    const b = await store.getItem(Table.Contact, toHex(accountKey));
+    return b && b.length === 1 ? CONTACT_STATES[b[0]!] : undefined;
+  }
+
+  state(accountKey: Uint8Array): Promise<ContactState | undefined> {
+    return this.stateIn(this.storage, accountKey);
+  }
+
+  async setStateIn(stx: AppStore, accountKey: Uint8Array, state: ContactState): Promise<void> {
+    await stx.setItem(Table.Contact, toHex(accountKey), Uint8Array.of(CONTACT_STATES.indexOf(state)));
+  }
+
+  async list(): Promise<{ accountKey: Uint8Array; state: ContactState }[]> {
+    const out: { accountKey: Uint8Array; state: ContactState }[] = [];
+    for (const { key, value } of await this.storage.listItems(Table.Contact)) {
+      const state = value.length === 1 ? CONTACT_STATES[value[0]!] : undefined;
+      if (state) out.push({ accountKey: fromHex(key), state });
+    }
+    return out;
+  }
+
+  async accept(accountKey: Uint8Array): Promise<void> {
+    checkAccountKey(accountKey);
+    await this.storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await this.setStateIn(stx, accountKey, 'accepted');
+      await acceptConversation(stx, accountKey);
+    });
+  }
+
+  async decline(accountKey: Uint8Array, options: { block?: boolean }): Promise<void> {
+    checkAccountKey(accountKey);
+    await this.storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await stx.deleteItem(Table.Contact, toHex(accountKey));
+      await clearConversation(stx, accountKey);
+      await Directory.forgetAccountTokens(stx, accountKey);
+    });
+    if (options.block) await this.block(accountKey);
+  }
+
+  async block(accountKey: Uint8Array): Promise<void> {
+    checkAccountKey(accountKey);
+    await this.storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await stx.setItem(Table.Blocked, toHex(accountKey), new Uint8Array(0));
+      await Directory.forgetAccountTokens(stx, accountKey);
+    });
+  }
+
+  async unblock(accountKey: Uint8Array): Promise<void> {
+    await this.storage.deleteItem(Table.Blocked, toHex(accountKey));
+  }
+
+  async isBlockedIn(store: AppStore, accountKey: Uint8Array): Promise<boolean> {
+    return (await store.getItem(Table.Blocked, toHex(accountKey))) !== undefined;
+  }
+
+  isBlocked(accountKey: Uint8Array): Promise<boolean> {
+    return this.isBlockedIn(this.storage, accountKey);
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * The receive pipeline: open each delivered envelope, and — in the transaction that advances the
+ * ratchet — apply what its Content means (peer token, contact state, timer, history, message
+ * states). ONE dispatch on the body decides both the stored effects and the events the app sees;
+ * the events are emitted only after the commit, so the app never sees something a crash could undo.
+ *
+ * Per batch, one delivery receipt goes back to each sending device for the messages it stored.
+ */
+import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
+import { CryptoError, CryptoErrorCode, deviceAddress, mailboxIdOf, openSealedMessage, toHex } from '@meshwhisper/crypto';
+import type { Content, Envelope } from '@meshwhisper/protocol';
+import { ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
+import type { AppStore, ProtocolStorage } from '../storage/types.js';
+import { asStorageTx } from '../storage/types.js';
+import { CONTENT_VERSION, MAX_DISAPPEARING_SECONDS } from '../constants.js';
+import type { Contacts } from './contacts.js';
+import type { Directory } from './directory.js';
+import { SdkError, SdkErrorCode } from './errors.js';
+import type { Emit } from './events.js';
+import { addToHistory, applyToHistory } from './history.js';
+import type { Log } from './log.js';
+import { FileAttachment } from './media.js';
+import { advanceState } from './message-states.js';
+import type { Sender } from './sender.js';
+import type { Timers } from './timers.js';
+import type { MeshWhisperEvents } from './types.js';
+
+/** An event decided inside the transaction, emitted after it committed. */
+type Pending = { [K in keyof MeshWhisperEvents]: readonly [K, MeshWhisperEvents[K]] }[keyof MeshWhisperEvents];
+
+/** What processing one envelope produced. */
+interface Outcome {
+  readonly events: Pending[];
+  /** A stored message to acknowledge with a delivery receipt. */
+  deliveredId?: Uint8Array;
+  /** The sender became a contact request (a first contact consumed one-time prekeys). */
+  newContact?: boolean;
+  /** A disappearing message was stored: arm the sweeper. */
+  expires?: boolean;
+  /** Refused after the ratchet step (e.g. content from a newer app): reported as undecryptable. */
+  refused?: SdkError;
+}
+
+export class ReceivePipeline {
+  constructor(
+    private readonly deps: {
+      readonly ctx: CryptoContext;
+      readonly storage: ProtocolStorage;
+      readonly contacts: Contacts;
+      readonly directory: Directory;
+      readonly timers: Timers;
+      readonly sender: Sender;
+      readonly emit: Emit;
+      readonly log: Log;
+      /** A first contact consumed one-time prekeys: check the pool soon. */
+      readonly onFirstContact: () => void;
+    },
+  ) {}
+
+  /** Processes one delivered batch; resolves when everything in it is committed and emitted. */
+  async receive(envelopes: Envelope[]): Promise<void> {
+    // Delivery receipts, one per sender device per batch, sent after the batch was processed.
+    const delivered = new Map<DeviceAddress, { mailbox: Uint8Array; ids: Uint8Array[] }>();
+    for (const env of envelopes) {
+      try {
+        const { outcome, sender } = await this.#open(env);
+        for (const [event, value] of outcome.events) this.deps.emit(event, value as never);
+        if (outcome.refused) throw outcome.refused;
+        if (outcome.newContact) this.deps.onFirstContact();
+        if (outcome.expires) this.deps.timers.schedule();
+        if (outcome.deliveredId) {
+          const from = deviceAddress(sender);
+          const list = delivered.get(from) ?? { mailbox: mailboxIdOf(this.deps.ctx, sender.deviceSigningKey), ids: [] as Uint8Array[] };
+          list.ids.push(outcome.deliveredId);
+          delivered.set(from, list);
+        }
+      } catch (e) {
+        // A redelivery of something already processed (connection dropped before the ack) is a
+        // duplicate at the ratchet: acknowledge it quietly. Anything else is reported, then acked
+        // (it can never decrypt, and must not block the mailbox).
+        if (e instanceof CryptoError && e.code === CryptoErrorCode.DUPLICATE_MESSAGE) continue;
+        const code = e instanceof CryptoError || e instanceof SdkError ? e.code : 'MW_SDK_INTERNAL';
+        this.deps.emit('undecryptable', { envelopeId: toHex(env.id), code, message: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    for (const { mailbox, ids } of delivered.values()) {
+      this.deps.sender
+        .sendToDevice({ mailboxId: mailbox, body: { case: 'receipt', value: { kind: ReceiptKind.DELIVERED, messageIds: ids } } })
+        .catch((e) => this.deps.log.warn('receive.receipt-failed', 'a delivery receipt could not be sent now (it stays queued if it was sealed)', e));
+    }
+  }
+
+  async #open(env: Envelope): Promise<{ outcome: Outcome; sender: DeviceCertificate }> {
+    let outcome: Outcome | undefined;
+    const { sender } = await openSealedMessage(this.deps.ctx, this.deps.storage, env.payload, {
+      // Runs in the transaction that advances the ratchet: everything the message changes commits
+      // together with the step that decrypted it.
+      persist: async (tx, plaintext, from) => {
+        let content: Content;
+        try {
+          content = fromBinary(ContentSchema, plaintext);
+        } catch {
+          throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
+        }
+        outcome = await this.#apply(asStorageTx(tx), { content, from, receivedAt: Number(env.receivedAt) });
+      },
+    });
+    if (!outcome) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
+    return { outcome, sender };
+  }
+
+  /** The one dispatch: stores what `content` changes and returns the events to emit after commit. */
+  async #apply(stx: AppStore, input: { content: Content; from: DeviceCertificate; receivedAt: number }): Promise<Outcome> {
+    const { content: c, from, receivedAt } = input;
+    const { ctx, contacts, directory, timers } = this.deps;
+    const events: Pending[] = [];
+    const out: Outcome = { events };
+    // Blocked: removed from the node's queue (acknowledged), but nothing is stored or shown, no
+    // receipt of any kind goes back, and its token is never stored (we will not answer).
+    if (await contacts.isBlockedIn(stx, from.accountKey)) return out;
+    const address = deviceAddress(from);
+    await directory.setPeerToken(stx, address, c.deliveryToken);
+    if (c.version > CONTENT_VERSION) {
+      out.refused = new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `the sender's app writes content version ${c.version}; this SDK understands up to ${CONTENT_VERSION}: update the app`);
+      return out;
+    }
+    let contact = await contacts.stateIn(stx, from.accountKey);
+    const base = { from: address, fromMailboxId: mailboxIdOf(ctx, from.deviceSigningKey) };
+    const body = c.body;
+    switch (body.case) {
+      case 'text':
+      case 'binary':
+      case 'file':
+      case 'expireTimer': {
+        const seconds = body.case === 'expireTimer' ? body.value.seconds : c.expireSeconds;
+        const changed = await timers.merge(stx, from.accountKey, { seconds, version: c.expireTimerVersion });
+        if (body.case === 'expireTimer') {
+          if (changed !== undefined) events.push(['disappearingTimer', { peer: from.accountKey, seconds: changed, by: 'peer' }]);
+          return out;
+        }
+        if (contact === undefined) {
+          contact = 'request';
+          out.newContact = true;
+          await contacts.setStateIn(stx, from.accountKey, 'request');
+          events.push(['contactRequest', { accountKey: from.accountKey, ...base }]);
+        }
+        if (changed !== undefined) events.push(['disappearingTimer', { peer: from.accountKey, seconds: changed, by: 'peer' }]);
+        const now = ctx.now();
+        const keep = Math.min(c.expireSeconds, MAX_DISAPPEARING_SECONDS);
+        const expiresAt = keep > 0 ? now + keep * 1000 : 0;
+        const request = contact === 'request';
+        const fresh = await addToHistory(stx, { peer: from.accountKey, author: from.accountKey, from: address, content: c, receivedAt: now, expiresAt, outgoing: false, request });
+        if (!fresh) return { events: [] }; // shown once: a redelivered message is not an event again
+        out.expires = expiresAt > 0;
+        out.deliveredId = c.messageId;
+        const message = { id: toHex(c.messageId), ...base, sender: from, sentAt: Number(c.sentAt), receivedAt, ...(request ? { request: true } : {}), ...(expiresAt > 0 ? { expiresAt } : {}) };
+        if (body.case === 'text') {
+          const t = body.value;
+          const reply = t.replyTo && t.replyTo.author.length === 32 && t.replyTo.messageId.length === 16 ? { replyTo: { author: t.replyTo.author, id: toHex(t.replyTo.messageId), snippet: t.replySnippet } } : {};
+          events.push(['message', { ...message, text: t.text, ...reply, ...(t.forwarded ? { forwarded: true } : {}) }]);
+        } else if (body.case === 'file') {
+          events.push(['message', { ...message, file: FileAttachment.fromContent(body.value) }]);
+        } else {
+          events.push(['message', { ...message, binary: { mimeType: body.value.mimeType, data: body.value.data } }]);
+        }
+        return out;
+      }
+      case 'receipt': {
+        // Message states advance in the same commit as the ratchet step that opened the receipt.
+        const state = body.value.kind === ReceiptKind.READ ? 'read' : 'delivered';
+        const ids = body.value.messageIds.map(toHex);
+        for (const id of ids) await advanceState(stx, id, state);
+        events.push(['receipt', { from: address, state, messageIds: ids }]);
+        return out;
+      }
+      case 'reaction': {
+        await applyToHistory(stx, from.accountKey, c);
+        const r = body.value;
+        if (r.target && r.target.author.length === 32 && r.target.messageId.length === 16 && r.emoji.length > 0 && r.emoji.length <= 16) {
+          events.push(['reaction', { from: address, author: from.accountKey, target: { author: r.target.author, id: toHex(r.target.messageId) }, emoji: r.emoji, remove: r.remove }]);
+        }
+        return out;
+      }
+      case 'edit':
+      case 'delete': {
+        // The author is the SENDER's authenticated account: an edit or delete can only ever name
+        // messages (author, id) of the account that sent it — nobody can touch another's message.
+        await applyToHistory(stx, from.accountKey, c);
+        const id = body.value.messageId;
+        if (id.length === 16) {
+          if (body.case === 'edit') events.push(['edit', { from: address, author: from.accountKey, id: toHex(id), text: body.value.text }]);
+          else events.push(['delete', { from: address, author: from.accountKey, id: toHex(id) }]);
+        }
+        return out;
+      }
+      case 'typing':
+        // Not shown for strangers and unanswered requests (nobody can watch you type uninvited).
+        if (contact === 'accepted') events.push(['typing', { from: address, typing: body.value.typing }]);
+        return out;
+      case 'presence':
+        if (contact === 'accepted') events.push(['presence', { from: address, online: body.value.online, lastSeen: Number(body.value.lastSeen) }]);
+        return out;
+      default:
+        return out;
+    }
+  }
+}

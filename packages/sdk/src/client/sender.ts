@@ -1,0 +1,176 @@
+/**
+ * Sending: a Content is built (carrying the conversation's timer and our delivery token), sealed for
+ * each recipient device, and committed — sealed bytes in the outbox, message state, history entry,
+ * contact and timer changes — in the transaction that advances the ratchet. Only then is anything
+ * handed to the transport (seal first, post later: an outage part-way leaves every copy queued).
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { CryptoContext } from '@meshwhisper/crypto';
+import { MAX_SEALED_CONTENT_LENGTH, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
+import { ContentSchema, create, toBinary } from '@meshwhisper/protocol';
+import type { ProtocolStorage } from '../storage/types.js';
+import { asStorageTx } from '../storage/types.js';
+import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND } from '../constants.js';
+import type { Contacts } from './contacts.js';
+import type { Directory } from './directory.js';
+import { SdkError, SdkErrorCode } from './errors.js';
+import { addToHistory, applyToHistory } from './history.js';
+import type { Log } from './log.js';
+import { trackQueued } from './message-states.js';
+import type { Outbox } from './outbox.js';
+import { enqueue, outboxKey } from './outbox.js';
+import type { Timers } from './timers.js';
+import type { Transport } from './transport.js';
+import type { Recipient } from './types.js';
+
+export type ContentBody = MessageInitShape<typeof ContentSchema>['body'];
+
+export interface SealOptions {
+  /** The recipient device. */
+  readonly mailboxId: Uint8Array;
+  readonly body: ContentBody;
+  /** The message id (one id for every device of a fan-out; a retry reuses the original). Default: fresh. */
+  readonly messageId?: Uint8Array;
+  /** Every device must be certified by this account (sending to a username, account or card). */
+  readonly expectedAccountKey?: Uint8Array;
+  /** Written by the user (not an automatic receipt): the peer becomes an accepted contact. */
+  readonly userAction?: boolean;
+}
+
+export interface Sealed {
+  readonly id: string;
+  /** The peer's account key (undefined only for a session without a known peer). */
+  readonly peer: Uint8Array | undefined;
+  readonly outboxKey: string;
+}
+
+export class Sender {
+  constructor(
+    private readonly deps: {
+      readonly ctx: CryptoContext;
+      readonly storage: ProtocolStorage;
+      readonly accountKey: Uint8Array;
+      readonly directory: Directory;
+      readonly contacts: Contacts;
+      readonly timers: Timers;
+      readonly outbox: Outbox;
+      readonly transport: Transport;
+      readonly log: Log;
+      readonly deliveryToken: () => Uint8Array;
+      readonly isClosed: () => boolean;
+    },
+  ) {}
+
+  #checkOpen(): void {
+    if (this.deps.isClosed()) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+  }
+
+  /** Seals one message for one device into the outbox (nothing is sent yet). */
+  async seal(options: SealOptions): Promise<Sealed> {
+    this.#checkOpen();
+    const { ctx, storage, directory, contacts, timers } = this.deps;
+    const { mailboxId, body, expectedAccountKey } = options;
+    const messageId = options.messageId ?? ctx.random(16);
+    if (!(mailboxId instanceof Uint8Array) || mailboxId.length !== 32) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'mailboxId must be 32 bytes');
+    const address = await directory.sessionFor(mailboxId, expectedAccountKey);
+    const peer = await sessionPeer(storage, address);
+    if (peer && (await contacts.isBlocked(peer.accountKey))) throw new SdkError(SdkErrorCode.BLOCKED, 'this contact is blocked');
+    // Every message carries the conversation's timer and its version; setting the timer carries the
+    // new value under the next version.
+    const timer = peer ? await timers.record(storage, peer.accountKey) : { seconds: 0, version: 0 };
+    const setting = body?.case === 'expireTimer';
+    const expireSeconds = setting ? (body.value.seconds ?? 0) : timer.seconds;
+    const expireTimerVersion = setting ? timer.version + 1 : timer.version;
+    const now = ctx.now();
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.deps.deliveryToken(), expireSeconds, expireTimerVersion, body });
+    const id = toHex(messageId);
+    // Keyed per recipient device, since one message fans out to several.
+    const key = outboxKey(id, mailboxId);
+    const tracked = body?.case === 'text' || body?.case === 'binary' || body?.case === 'file';
+    const plaintext = toBinary(ContentSchema, content);
+    if (plaintext.length > MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message of ${plaintext.length} bytes is too large (at most ${MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND}); send files as media`);
+    }
+    let expiresAt = 0;
+    // The ratchet advance and the sealed bytes commit together.
+    await sealMessage(ctx, storage, address, plaintext, {
+      persist: async (tx, envelope) => {
+        const stx = asStorageTx(tx);
+        await enqueue(stx, key, mailboxId, envelope);
+        if (tracked) await trackQueued(stx, id);
+        if (!peer) return;
+        // Writing to someone (not an automatic receipt) makes them a contact.
+        if (options.userAction) await contacts.setStateIn(stx, peer.accountKey, 'accepted');
+        if (setting) await timers.set(stx, peer.accountKey, { seconds: expireSeconds, version: expireTimerVersion });
+        if (tracked) {
+          expiresAt = expireSeconds > 0 ? now + expireSeconds * 1000 : 0;
+          await addToHistory(stx, { peer: peer.accountKey, author: this.deps.accountKey, from: '', content, receivedAt: now, expiresAt, outgoing: true, request: false });
+        } else if (body?.case === 'edit' || body?.case === 'delete' || body?.case === 'reaction') {
+          await applyToHistory(stx, this.deps.accountKey, content);
+        }
+      },
+    });
+    if (expiresAt > 0) timers.schedule();
+    return { id, peer: peer?.accountKey, outboxKey: key };
+  }
+
+  /** Seals for one device and sends it now (receipts). */
+  async sendToDevice(options: SealOptions): Promise<Sealed> {
+    const sealed = await this.seal(options);
+    await this.deps.outbox.deliverNow(sealed.id, sealed.outboxKey);
+    return sealed;
+  }
+
+  /**
+   * Sends one message to every device a recipient names: all copies are sealed first, then posted.
+   * One deleted device of several is skipped; the send fails only when none exists.
+   */
+  async sendTo(to: Recipient, body: ContentBody, options: { messageId?: Uint8Array } = {}): Promise<{ id: string; peer: Uint8Array | undefined }> {
+    const { mailboxes, accountKey } = await this.deps.directory.resolve(to);
+    return this.fanOut({ mailboxes, ...(accountKey ? { accountKey } : {}), body, messageId: options.messageId ?? this.deps.ctx.random(16) });
+  }
+
+  /** Seals `body` for each of `mailboxes` (under one message id), then hands every copy to the transport. */
+  async fanOut(options: { mailboxes: readonly Uint8Array[]; accountKey?: Uint8Array; body: ContentBody; messageId: Uint8Array }): Promise<{ id: string; peer: Uint8Array | undefined }> {
+    const { mailboxes, accountKey, body, messageId } = options;
+    if (mailboxes.length === 0) throw new SdkError(SdkErrorCode.NODE_ERROR, 'the recipient has no registered device', 'MW_NOT_FOUND');
+    let id = toHex(messageId);
+    let peer: Uint8Array | undefined;
+    const keys: string[] = [];
+    for (const mailboxId of mailboxes) {
+      const sealed = await this.seal({ mailboxId, body, messageId, ...(accountKey ? { expectedAccountKey: accountKey } : {}), userAction: true });
+      ({ id, peer } = sealed);
+      keys.push(sealed.outboxKey);
+    }
+    let gone = 0;
+    for (const key of keys) {
+      try {
+        await this.deps.outbox.deliverNow(id, key);
+      } catch (e) {
+        // One deleted device of a multi-device account: the others still get it.
+        if (e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND' && ++gone < keys.length) continue;
+        throw e; // unreachable: whatever is left stays queued and goes out with the next flush
+      }
+    }
+    return { id, peer };
+  }
+
+  /**
+   * An ephemeral signal (typing, presence) to every device of a recipient: sealed and posted in the
+   * ephemeral lane, nothing persisted — a signal that is lost is simply not shown (and logged).
+   */
+  async sendEphemeral(to: Recipient, body: ContentBody): Promise<void> {
+    this.#checkOpen();
+    const { ctx, storage, directory, transport } = this.deps;
+    const { mailboxes, accountKey } = await directory.resolve(to);
+    for (const mailboxId of mailboxes) {
+      const address = await directory.sessionFor(mailboxId, accountKey);
+      const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), body });
+      const payload = await sealMessage(ctx, storage, address, toBinary(ContentSchema, content));
+      const token = await directory.peerToken(address);
+      await transport
+        .send({ mailboxId, payload, ephemeral: true, ...(token ? { deliveryToken: token } : {}) })
+        .catch((e) => this.deps.log.debug('send.ephemeral-lost', `an ephemeral ${body?.case ?? ''} signal was not delivered: ${e instanceof Error ? e.message : String(e)}`));
+    }
+  }
+}

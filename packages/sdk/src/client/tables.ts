@@ -1,0 +1,22 @@
+/**
+ * The app tables the client keeps in its storage (docs/api.md §Storage tables), one owner module
+ * each. The history's tables are in history.ts.
+ */
+export const Table = {
+  /** This device's own settings: 'delivery-token', 'account-seed' (devices.ts). */
+  Self: 'mw.self',
+  /** Sealed envelopes not yet accepted by the node, by `${message id}:${mailbox hex}`: 32-byte mailbox id ‖ envelope (outbox.ts). */
+  Outbox: 'mw.outbox',
+  /** The delivery token each peer device gave us, by device address (directory.ts). */
+  PeerToken: 'mw.peer-token',
+  /** State of each message this device sent, by message id (message-states.ts). */
+  Sent: 'mw.sent',
+  /** The account key first seen for each username (trust on first use), by username (directory.ts). */
+  ContactAccount: 'mw.contact-account',
+  /** Blocked accounts, by account key hex (value empty) (contacts.ts). */
+  Blocked: 'mw.blocked',
+  /** Contact state per account key hex (contacts.ts). */
+  Contact: 'mw.contact',
+  /** Disappearing-message timer per conversation (timers.ts). */
+  Timer: 'mw.timer',
+} as const;

@@ -1,0 +1,162 @@
+/**
+ * The client's public types (docs/api.md): options, events and the shapes they carry. Kept apart
+ * from the modules that produce them so every module (and docs/api.md's coverage test) reads one
+ * definition.
+ */
+import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
+import type { ProtocolStorage } from '../storage/types.js';
+import type { ConnectionState, WebSocketConstructor } from './connection.js';
+import type { SdkError } from './errors.js';
+import type { FileAttachment } from './media.js';
+import type { Logger } from './log.js';
+import type { StopReason } from './transport.js';
+
+/**
+ * Lifecycle of a message this device sent (docs/api.md). Later states never go back; 'failed' is
+ * final (messageStatus() says why: the recipient's device no longer exists, or it disappeared
+ * before it could be sent).
+ */
+export type MessageState = 'queued' | 'sent' | 'delivered' | 'read' | 'failed';
+
+/** Whether an account is a contact: 'request' = it wrote first and the app has not accepted it yet. */
+export type ContactState = 'request' | 'accepted';
+
+/** What a username resolves to (the node's directory: verify with safety numbers). */
+export interface UsernameRecord {
+  readonly namespace: string;
+  readonly username: string;
+  /** The owner's account key. */
+  readonly accountKey: Uint8Array;
+  /** Mailbox ids of the owner's devices registered on this node. */
+  readonly mailboxIds: Uint8Array[];
+}
+
+/** Names a message: its author's account key and the author-chosen id (hex). */
+export interface MessageRef {
+  readonly author: Uint8Array;
+  readonly id: string;
+}
+
+export interface TextOptions {
+  /** Quote a message (a reply); `snippet` is the text shown with the quote. */
+  readonly replyTo?: MessageRef & { readonly snippet?: string };
+  /** Mark as forwarded. */
+  readonly forwarded?: boolean;
+}
+
+/**
+ * Whom to send to: one device by mailbox id; every device of the account behind a username; or
+ * every device of an account known by its public key (a scanned ContactCard fits this shape —
+ * without `mailboxIds` the node's device list for the account is used). With a username or an
+ * account key, every device reached must be certified by that account.
+ */
+export type Recipient = Uint8Array | { readonly username: string } | { readonly accountKey: Uint8Array; readonly mailboxIds?: readonly Uint8Array[]; readonly node?: string };
+
+export interface MeshWhisperOptions {
+  /** Base URL of the node, e.g. `https://chat.example.com` or `http://127.0.0.1:8080`. */
+  readonly node: string;
+  /** The app's namespace on the node (usernames live in it). */
+  readonly namespace: string;
+  /** Where identity, prekeys and sessions live: memoryStorage(), openSqliteStorage(), openIndexedDbStorage(). */
+  readonly storage: ProtocolStorage;
+  /** Crypto backend, RNG and clock (default: platform backend, CSPRNG, Date.now). */
+  readonly crypto?: CryptoContext;
+  /** WebSocket implementation (default: globalThis.WebSocket, else the `ws` package on Node). */
+  readonly WebSocket?: WebSocketConstructor;
+  /** fetch implementation (default: globalThis.fetch). */
+  readonly fetch?: typeof fetch;
+  /** Connect the device socket at once (default true). */
+  readonly connect?: boolean;
+  /** Share presence (online / last seen) with contacts (default true; false = opt out). */
+  readonly sharePresence?: boolean;
+  /**
+   * When a username's account key changes (identityChange), hold sends to it until
+   * acceptIdentityChange() (default true). false: the event still fires, and the new key is trusted
+   * at once — only for apps that show the change and let the user verify safety numbers later.
+   */
+  readonly holdOnIdentityChange?: boolean;
+  /**
+   * Receives what the client recovers from by itself (a retry that failed, a receipt that could not
+   * be sent, a background key check that did not reach the node…). Never secrets: an event name, a
+   * message and an error code. Default: nothing is logged.
+   */
+  readonly logger?: Logger;
+}
+
+export interface IncomingMessage {
+  /** Hex of the sender-chosen 128-bit id. Unique per sender account. */
+  readonly id: string;
+  /** The sending device's address (account key hex ":" device key hex). */
+  readonly from: DeviceAddress;
+  /** The sending device's mailbox id: reply to it with `sendText(from mailbox, …)`. */
+  readonly fromMailboxId: Uint8Array;
+  readonly sender: DeviceCertificate;
+  readonly sentAt: number;
+  readonly receivedAt: number;
+  readonly text?: string;
+  readonly binary?: { readonly mimeType: string; readonly data: Uint8Array };
+  /** For a quoted reply: the message answered (author account key + id) and the quoted snippet. */
+  readonly replyTo?: MessageRef & { readonly snippet: string };
+  /** Marked as forwarded by its sender (no original author is claimed). */
+  readonly forwarded?: boolean;
+  /** An encrypted attachment: show its metadata, fetch it with `downloadFile(message.file)`. */
+  readonly file?: FileAttachment;
+  /** From an account that is not an accepted contact yet: show it as a contact request. */
+  readonly request?: boolean;
+  /** When it disappears (ms since the epoch), in a conversation with a disappearing-message timer. */
+  readonly expiresAt?: number;
+}
+
+export interface UndecryptableMessage {
+  readonly envelopeId: string;
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface MeshWhisperEvents {
+  message: IncomingMessage;
+  /** An envelope that could not be opened (tampered, from an unknown session…): never silently dropped. */
+  undecryptable: UndecryptableMessage;
+  /** The node reports messages that expired or were evicted before this device fetched them. */
+  gap: { readonly expired: number; readonly evicted: number };
+  connection: ConnectionState;
+  /**
+   * The directory now maps a username to a different account key than the one first seen: possibly
+   * an attack by the node, or the person reinstalled. Sends to that username are held (throwing
+   * MW_SDK_IDENTITY_CHANGED) until acceptIdentityChange(username); compare safety numbers first.
+   */
+  identityChange: { readonly username: string; readonly previousAccountKey: Uint8Array; readonly accountKey: Uint8Array };
+  /** A reaction added or removed by `author` (the sender's account) on message `target`. */
+  reaction: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly target: MessageRef; readonly emoji: string; readonly remove: boolean };
+  /** The sender edited one of ITS OWN messages: apply only to the message (author, id). */
+  edit: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly id: string; readonly text: string };
+  /** The sender deleted one of ITS OWN messages for everyone: remove only the message (author, id). */
+  delete: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly id: string };
+  /** Ephemeral: the peer is (or stopped) typing. Never stored by the node. */
+  typing: { readonly from: DeviceAddress; readonly typing: boolean };
+  /** Ephemeral: the peer's presence. Never stored by the node. */
+  presence: { readonly from: DeviceAddress; readonly online: boolean; readonly lastSeen: number };
+  /** A peer device reports that it received or read messages this device sent. */
+  receipt: { readonly from: DeviceAddress; readonly state: 'delivered' | 'read'; readonly messageIds: string[] };
+  /** The backlog queued while this device was offline has been delivered. */
+  synced: undefined;
+  /**
+   * First message from an account that is not a contact: show it as a request the user can accept
+   * (acceptContact) or decline / block (declineContact). Until accepted no read receipts are sent
+   * and its typing and presence are not shown; its messages arrive with `request: true`.
+   */
+  contactRequest: { readonly accountKey: Uint8Array; readonly from: DeviceAddress; readonly fromMailboxId: Uint8Array };
+  /** A conversation's disappearing-message timer changed (by the peer, or by this device). */
+  disappearingTimer: { readonly peer: Uint8Array; readonly seconds: number; readonly by: 'peer' | 'me' };
+  /** Messages whose timer ran out were deleted from the history (and, if still queued, from the outbox). */
+  expired: { readonly peer: Uint8Array; readonly messages: MessageRef[] };
+  /** A failure the client cannot recover from by itself, e.g. a node speaking only a newer protocol version. */
+  error: SdkError;
+  /**
+   * The device connection stopped and will not reconnect by itself — tell the user why:
+   * 'replaced' (another tab, window or process of this same device logged in: only one connection
+   * per device receives), 'device-deleted', 'auth-failed', 'unsupported-version' (also an `error`).
+   * `connect()` takes the connection back (and stops the other one).
+   */
+  stopped: { readonly reason: StopReason; readonly message: string };
+}
