@@ -116,6 +116,7 @@ export class MeshWhisper {
           if (error) emit('error', error);
           emit('stopped', { reason, message });
         },
+        failed: (e) => log.error('receive.batch-failed', 'a delivered batch could not be processed; it was not acknowledged and will be delivered again', e),
       },
     });
     this.#directory = new Directory({ ctx, storage, transport: this.#transport, emit, nodeUrl: opts.node, namespace: opts.namespace, holdOnIdentityChange: opts.holdOnIdentityChange !== false });

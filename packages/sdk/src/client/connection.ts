@@ -36,6 +36,8 @@ export interface ConnectionEvents {
    * speaks only a newer protocol (`error` set). start() tries again.
    */
   onStopped(reason: StopReason, message: string, error?: SdkError): void;
+  /** Handling a frame failed (e.g. storage refused the batch): it is not acknowledged, so the node redelivers it. */
+  onHandlerError(error: unknown): void;
 }
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'closed';
@@ -97,7 +99,7 @@ export class DeviceConnection {
         return; // anything else undecodable is ignored rather than crashing
       }
       // Frames are handled strictly in order: a delivery is acknowledged only after it was processed.
-      this.#queue = this.#queue.then(() => this.#handle(d.value)).catch(() => undefined);
+      this.#queue = this.#queue.then(() => this.#handle(d.value)).catch((e: unknown) => this.events.onHandlerError(e));
     };
     ws.onerror = () => undefined;
     ws.onclose = (ev) => {

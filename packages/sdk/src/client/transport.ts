@@ -51,6 +51,8 @@ export interface TransportSink {
   queueEmpty(): void;
   /** The transport stopped and will not reconnect by itself; `error` for a failure the app must see. */
   stopped(reason: StopReason, message: string, error?: SdkError): void;
+  /** Processing inbound data failed; it was not acknowledged and will be delivered again. */
+  failed(error: unknown): void;
 }
 
 export interface Transport {
@@ -95,6 +97,7 @@ export class NodeTransport implements Transport {
       onState: (s) => sink.state(s),
       onQueueEmpty: () => sink.queueEmpty(),
       onStopped: (reason, message, error) => sink.stopped(reason, message, error),
+      onHandlerError: (e) => sink.failed(e),
     });
   }
 
