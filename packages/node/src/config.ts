@@ -91,6 +91,12 @@ export const CONFIG_SCHEMA = {
     'Open WebSocket connections (device and anonymous) per client address (IPv6: per /64); further upgrades get 429 until one closes. 0 = unlimited. Raise it for many users behind one NAT or proxy address.',
     int(0, 10_000_000),
   ),
+  wsHandshakeTimeoutMs: setting(
+    'WS_HANDSHAKE_TIMEOUT_SECONDS',
+    '10',
+    'Seconds a new WebSocket has to finish its handshake (clientHello; on /v1/device also authenticate); then it is closed with code 4005.',
+    (raw) => int(1, 600)(raw) * 1000,
+  ),
   deliveryWindow: setting('DELIVERY_WINDOW', '256', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes stored per device at any time.', int(1, 2 ** 44)),

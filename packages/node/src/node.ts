@@ -228,7 +228,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       metrics?.connectionOpened(kind);
       ws.once('close', () => metrics?.connectionClosed(kind));
       if (kind === 'device') {
-        new DeviceConnection(ws, key, frameLog, {
+        const c = new DeviceConnection(ws, key, frameLog, {
           ctx,
           store,
           hub,
@@ -241,8 +241,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
             delivered: (n) => metrics?.envelopesDeliveredCount('durable', n),
           },
         });
+        c.expectHandshakeWithin(config.wsHandshakeTimeoutMs);
       } else {
-        new AnonymousConnection(ws, key, frameLog, limiter, sender);
+        new AnonymousConnection(ws, key, frameLog, limiter, sender).expectHandshakeWithin(config.wsHandshakeTimeoutMs);
       }
     });
   });

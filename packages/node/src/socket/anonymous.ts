@@ -27,6 +27,7 @@ export class AnonymousConnection extends FrameConnection {
     if (!this.#helloDone) {
       if (!this.hello(frame)) return;
       this.#helloDone = true;
+      this.handshakeDone();
       this.send({ requestId: frame.requestId, body: { case: 'serverHello', value: { version: this.version, maxFrameBytes: MAX_FRAME_BYTES } } });
       return;
     }

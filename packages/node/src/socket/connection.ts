@@ -18,6 +18,8 @@ export const CloseCode = {
   REPLACED: 4001,
   PROTOCOL: 4002,
   AUTH_FAILED: 4003,
+  /** The handshake (hello; on the device socket also authenticate) did not finish in time. */
+  HANDSHAKE_TIMEOUT: 4005,
 } as const;
 
 /** Frames a client may send before it is told to slow down; after this many RATE_LIMITED replies in a row we close. */
@@ -31,6 +33,7 @@ export abstract class FrameConnection {
   protected version: number | undefined;
   #limitedInARow = 0;
   #closed = false;
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     protected readonly ws: WebSocket,
@@ -41,6 +44,7 @@ export abstract class FrameConnection {
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('close', () => {
       this.#closed = true;
+      clearTimeout(this.#handshakeTimer);
       this.onClosed();
     });
     ws.on('error', () => {
@@ -50,6 +54,22 @@ export abstract class FrameConnection {
 
   get closed(): boolean {
     return this.#closed || this.ws.readyState !== this.ws.OPEN;
+  }
+
+  /**
+   * Closes the connection (4005) unless the subclass calls handshakeDone() within `ms`: an idle
+   * socket that never says hello (or never authenticates) would otherwise hold memory and a slot
+   * of the per-address cap forever (WS_HANDSHAKE_TIMEOUT_SECONDS).
+   */
+  expectHandshakeWithin(ms: number): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = setTimeout(() => this.close(CloseCode.HANDSHAKE_TIMEOUT, 'handshake timeout'), ms);
+    this.#handshakeTimer.unref();
+  }
+
+  protected handshakeDone(): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
   }
 
   protected abstract onFrame(frame: Frame): void;
@@ -73,6 +93,7 @@ export abstract class FrameConnection {
   close(code: number, reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#handshakeTimer);
     try {
       this.ws.close(code, reason.slice(0, 120));
     } catch {

@@ -112,6 +112,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       return;
     }
     this.#state = 'ready';
+    this.handshakeDone();
     this.deps.events?.authenticated?.();
     this.send({ requestId: frame.requestId, body: { case: 'authenticated', value: { mailboxId: this.#mailbox } } });
     hub.attach(this);
