@@ -4,6 +4,7 @@
  * (docs/self-hosting.md). `meshwhisper-node backup …` makes, lists and restores database backups
  * (backup.ts, docs/backup-restore.md).
  */
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { runBackupCli } from './backup.js';
 import { CONFIG_SCHEMA, NodeConfigError, loadConfig } from './config.js';
@@ -46,12 +47,28 @@ async function start(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  let address: AddressInfo;
   try {
-    await node.listen();
+    address = await node.listen();
   } catch (e) {
     await node.close();
     throw e;
   }
+  // For the person at the terminal; stdout stays JSON lines for log collectors.
+  process.stderr.write(`${startupLine(config.host, address.port)}\n`);
+}
+
+/** One human line: where the node listens, and what to do next. */
+function startupLine(host: string, port: number): string {
+  const all = host === '0.0.0.0' || host === '::';
+  const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
+  const url = (h: string): string => `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
+  const where = all ? '(all interfaces)' : loopback ? '(this machine only; HOST=0.0.0.0 serves other machines)' : `(interface ${host})`;
+  const probe = url(all ? (host === '::' ? '::1' : '127.0.0.1') : host);
+  return (
+    `MeshWhisper node listening on ${url(host)} ${where}. ` +
+    `Next: curl ${probe}/health should answer {"status":"ok"}; then put a TLS reverse proxy in front and check the whole path with meshwhisper doctor https://<your host> (docs/self-hosting.md).`
+  );
 }
 
 async function main(argv: readonly string[]): Promise<void> {

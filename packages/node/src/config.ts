@@ -57,6 +57,9 @@ const DAY = 24 * HOUR;
 const DEFAULT_DATA_DIR = './data';
 const MB = 1024 * 1024;
 
+/** LOG_LEVEL values (pino's levels, most severe first, and silent). */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
 /** Username ownership policies (docs/spec/node-protocol.md §Usernames). */
 export type UsernamePolicy = 'signed' | 'last-writer-wins';
 
@@ -78,7 +81,7 @@ export const CONFIG_SCHEMA = {
   host: setting('HOST', '0.0.0.0', 'Address to listen on (0.0.0.0: all IPv4 interfaces; :: for IPv6 too).', text),
   dataDir: setting('DATA_DIR', DEFAULT_DATA_DIR, 'Directory for the SQLite database, the node key, media and archive blobs. Created if missing.', (raw) => resolve(raw)),
   logLevel: setting('LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.', (raw) => {
-    if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(raw)) throw new RangeError('unknown level');
+    if (!(LOG_LEVELS as readonly string[]).includes(raw)) throw new RangeError(`unknown level ${JSON.stringify(raw)}; use one of ${LOG_LEVELS.join(', ')}`);
     return raw;
   }),
   retentionMs: setting('RETENTION_DAYS', '30', 'Days an undelivered envelope is kept before it expires (the device then gets a gap notice).', (raw) => int(1, 3650)(raw) * DAY),

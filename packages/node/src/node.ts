@@ -22,6 +22,7 @@ import type { NodeConfig } from './config.js';
 import { AckCommitter } from './mailbox/acks.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
+import { listenError } from './listen-error.js';
 import { clientErrorHandler, frameworkErrorHandler, routeErrorHandler } from './http-errors.js';
 import { NodeMetrics, metricsRoutePlugin, startMetricsServer } from './metrics.js';
 import type { MetricsServer } from './metrics.js';
@@ -346,10 +347,15 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     nodeKey,
     sweep,
     async listen() {
-      await app.listen({ port: config.port, host: config.host });
+      await app.listen({ port: config.port, host: config.host }).catch((e: unknown) => {
+        throw listenError('main listener', config.host, config.port, e);
+      });
       const address = app.server.address() as AddressInfo;
-      if (metrics && config.metrics.listener) {
-        metricsServer = await startMetricsServer(metrics, { ...config.metrics.listener, token: config.metrics.token });
+      const ml = config.metrics.listener;
+      if (metrics && ml) {
+        metricsServer = await startMetricsServer(metrics, { ...ml, token: config.metrics.token }).catch((e: unknown) => {
+          throw listenError('metrics listener', ml.host, ml.port, e);
+        });
       }
       for (const w of config.metrics.warnings) app.log.warn(w);
       app.log.info(
