@@ -3,12 +3,15 @@
  * (docs/self-hosting.md lists them all; a test fails if one is missing there).
  */
 import { parseCorsOrigins } from './cors.js';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { resolveMetricsExposure } from './metrics.js';
 import type { MetricsExposure } from './metrics.js';
 import { parseBucketOverrides, parseTrustProxy } from './rate-limit.js';
 import type { BucketSpec, TrustProxy } from './rate-limit.js';
 import { DEFAULT_PUSH_COALESCE_MS, DEFAULT_WEBPUSH_ALLOWED_HOSTS } from './push/constants.js';
+import { PRUDENCE_DIST } from './routes/web-app.js';
+import type { WebAppOptions } from './routes/web-app.js';
 import { parseAppleId, parseBundleId, parseHostPatterns, parseHttpsUrl, parseOptionalPath, parseVapidPrivateKey, parseVapidPublicKey, parseVapidSubject } from './push/settings.js';
 
 export const NodeConfigErrorCode = {
@@ -119,6 +122,19 @@ export const CONFIG_SCHEMA = {
   metricsHost: setting('METRICS_HOST', '127.0.0.1', 'Bind address of the separate Prometheus listener.', text),
   metricsPort: setting('METRICS_PORT', '9464', 'Port of the separate Prometheus listener, or off.', text),
   metricsToken: setting('METRICS_TOKEN', '', 'Bearer token for /metrics (≥ 32 characters); when set, /metrics is also served on the main listener.', text),
+  webApp: setting<WebAppOptions>(
+    'WEB_APP',
+    'prudence',
+    'The web app served at / with a strict Content-Security-Policy: prudence (the reference messenger built from apps/prudence by npm start / npm run build), off, or the directory of another built app (with an index.html).',
+    (raw) => {
+      const v = raw.trim();
+      if (v === 'prudence') return { dir: PRUDENCE_DIST, isDefault: true };
+      if (v === 'off' || v === '') return { dir: '', isDefault: false };
+      const dir = resolve(v);
+      if (!existsSync(join(dir, 'index.html'))) throw new RangeError(`no index.html in ${dir} (prudence, off, or a built app's directory)`);
+      return { dir, isDefault: false };
+    },
+  ),
   logRequests: setting('LOG_REQUESTS', 'false', 'Log one line per HTTP request (method, route pattern, status, time; never ids, keys or addresses).', bool),
   // Backups (docs/backup-restore.md).
   backupDir: setting(

@@ -35,6 +35,7 @@ import { keyRoutes } from './routes/keys.js';
 import { mailboxRoutes } from './routes/mailbox.js';
 import { usernameRoutes } from './routes/usernames.js';
 import { pushRoutes } from './routes/push.js';
+import { webAppRoutes } from './routes/web-app.js';
 import { createPush } from './push/setup.js';
 import type { NodePush, PushTestOptions } from './push/setup.js';
 import type { NodeServices } from './services.js';
@@ -185,6 +186,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   await app.register(blobRoutes(services));
   await app.register(accountRoutes(services));
   await app.register(pushRoutes(services, push));
+  await app.register(webAppRoutes(config.webApp));
 
   // ── WebSockets ──
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });

@@ -1,0 +1,576 @@
+/**
+ * Everything Prudence does with the SDK, in one place, with no UI: the account (username), the
+ * conversation list, names, unread counts, typing and presence, key changes, sending and files.
+ * The screens read its state and call its methods; `subscribe` tells them when to re-render.
+ *
+ * Prudence's own records live in app tables of the SDK storage (one IndexedDB database, shared with
+ * the service worker): `prudence.profile` (this account's username), `prudence.names` (account →
+ * username, checked against the node's directory), `prudence.read` (read marker per conversation),
+ * `prudence.settings`, `prudence.introduced` (peers we told our username), `prudence.verified`
+ * (safety numbers compared), `prudence.keychange` (pending key-change warnings).
+ */
+import type { ContactCard, ContactState, FileAttachment, HistoryEntry, IncomingMessage, MessageState, ProtocolStorage, Recipient } from '@meshwhisper/sdk';
+import { MeshWhisper, SdkError, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
+import { equalBytes, fromBase64Url, fromHex, fromUtf8, toBase64Url, toHex, utf8 } from './util.js';
+
+import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME } from './constants.js';
+
+export { DB_NAME, NAMESPACE, PROFILE_MIME } from './constants.js';
+/** How long a "typing…" lasts without a refresh. */
+const TYPING_TTL_MS = 6000;
+/** Bytes of a file read per step while encrypting it (the SDK's media chunk size). */
+const UPLOAD_SLICE_BYTES = 64 * 1024;
+
+const T = {
+  profile: 'prudence.profile',
+  names: NAMES_TABLE,
+  read: 'prudence.read',
+  settings: 'prudence.settings',
+  introduced: 'prudence.introduced',
+  verified: 'prudence.verified',
+  keyChange: 'prudence.keychange',
+} as const;
+
+export interface Settings {
+  /** Tell contacts when Prudence is open (presence). */
+  sharePresence: boolean;
+  /** Send read receipts. */
+  readReceipts: boolean;
+  /** Send "typing…". */
+  typingIndicators: boolean;
+}
+const DEFAULT_SETTINGS: Settings = { sharePresence: true, readReceipts: true, typingIndicators: true };
+
+export interface ConversationSummary {
+  /** The peer's account key, hex: the conversation's id. */
+  readonly peer: string;
+  readonly name: string;
+  readonly last?: HistoryEntry;
+  readonly unread: number;
+  readonly state?: ContactState;
+  readonly blocked: boolean;
+}
+
+export interface Upload {
+  readonly key: string;
+  readonly peer: string;
+  readonly name: string;
+  readonly size: number;
+  /** Plaintext bytes read and encrypted so far. */
+  done: number;
+  phase: 'encrypting' | 'uploading' | 'failed';
+  error?: string;
+}
+
+export interface KeyChange {
+  readonly username: string;
+  readonly previous: string;
+  readonly next: string;
+}
+
+/** A message an app shows: everything but Prudence's own profile messages. */
+export const isShown = (e: Pick<HistoryEntry, 'binary'>): boolean => e.binary?.mimeType !== PROFILE_MIME;
+
+/** Human text for an error from the SDK (its code stays visible for bug reports). */
+export function describeError(e: unknown): string {
+  if (e instanceof SdkError) {
+    if (e.nodeCode === 'MW_USERNAME_TAKEN') return 'That username is taken.';
+    if (e.nodeCode === 'MW_NOT_FOUND') return `Not found on this node (${e.message}).`;
+    if (e.code === 'MW_SDK_UNREACHABLE') return 'The node cannot be reached; it will be retried.';
+    return `${e.message} (${e.nodeCode ?? e.code})`;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+async function getJson<T>(storage: ProtocolStorage, table: string, key: string): Promise<T | undefined> {
+  const v = await storage.getItem(table, key);
+  return v ? (JSON.parse(fromUtf8.decode(v)) as T) : undefined;
+}
+const setJson = (storage: ProtocolStorage, table: string, key: string, value: unknown): Promise<void> => storage.setItem(table, key, utf8.encode(JSON.stringify(value)));
+
+export class Messenger {
+  readonly names = new Map<string, string>();
+  readonly typing = new Map<string, number>();
+  readonly presence = new Map<string, { online: boolean; lastSeen?: number }>();
+  readonly keyChanges = new Map<string, KeyChange>();
+  readonly uploads = new Map<string, Upload>();
+  readonly verified = new Set<string>();
+  /** The latest live message per peer: what markRead needs to reach the sender's device. */
+  readonly #lastIncoming = new Map<string, IncomingMessage>();
+  readonly #listeners = new Set<() => void>();
+  /** The open conversation (its messages are read while the page is visible). */
+  openPeer: string | undefined;
+  notices: string[] = [];
+  version = 0;
+
+  private constructor(
+    readonly client: MeshWhisper,
+    readonly storage: ProtocolStorage,
+    public username: string | undefined,
+    public settings: Settings,
+  ) {}
+
+  /** Opens this browser's account (creating the device identity on first use). */
+  static async open(): Promise<Messenger> {
+    const storage = await openIndexedDbStorage({ name: DB_NAME });
+    const profile = await getJson<{ username: string }>(storage, T.profile, 'me');
+    const settings = { ...DEFAULT_SETTINGS, ...(await getJson<Partial<Settings>>(storage, T.settings, 'settings')) };
+    let client: MeshWhisper;
+    try {
+      client = await MeshWhisper.create({ node: location.origin, namespace: NAMESPACE, storage, connect: false, sharePresence: settings.sharePresence });
+    } catch (e) {
+      await storage.close();
+      throw e;
+    }
+    const m = new Messenger(client, storage, profile?.username, settings);
+    await m.#load();
+    m.#wire();
+    // Listeners are in place: now the backlog can arrive.
+    client.connect();
+    return m;
+  }
+
+  async #load(): Promise<void> {
+    for (const { key, value } of await this.storage.listItems(T.names)) this.names.set(key, fromUtf8.decode(value));
+    for (const { key } of await this.storage.listItems(T.verified)) this.verified.add(key);
+    for (const { key, value } of await this.storage.listItems(T.keyChange)) this.keyChanges.set(key, JSON.parse(fromUtf8.decode(value)) as KeyChange);
+  }
+
+  subscribe(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  changed(): void {
+    this.version++;
+    for (const l of this.#listeners) l();
+  }
+
+  notice(text: string): void {
+    this.notices = [...this.notices.slice(-3), text];
+    this.changed();
+  }
+
+  #wire(): void {
+    const c = this.client;
+    c.on('message', (m) => void this.#onMessage(m));
+    c.on('contactRequest', () => this.changed());
+    c.on('receipt', () => this.changed());
+    c.on('reaction', () => this.changed());
+    c.on('edit', () => this.changed());
+    c.on('delete', () => this.changed());
+    c.on('expired', () => this.changed());
+    c.on('disappearingTimer', () => this.changed());
+    c.on('connection', (state) => {
+      if (state === 'online') void this.#announcePresence(true);
+      this.changed();
+    });
+    c.on('typing', ({ from, typing }) => {
+      const peer = from.split(':')[0]!;
+      if (typing) this.typing.set(peer, Date.now() + TYPING_TTL_MS);
+      else this.typing.delete(peer);
+      this.changed();
+      if (typing) setTimeout(() => this.changed(), TYPING_TTL_MS + 50);
+    });
+    c.on('presence', ({ from, online, lastSeen }) => {
+      this.presence.set(from.split(':')[0]!, { online, ...(lastSeen ? { lastSeen } : {}) });
+      this.changed();
+    });
+    c.on('identityChange', ({ username, previousAccountKey, accountKey }) => {
+      const change: KeyChange = { username, previous: toHex(previousAccountKey), next: toHex(accountKey) };
+      this.keyChanges.set(username, change);
+      void setJson(this.storage, T.keyChange, username, change);
+      this.verified.delete(change.previous);
+      void this.storage.deleteItem(T.verified, change.previous);
+      this.changed();
+    });
+    c.on('undecryptable', (u) => this.notice(`A message could not be decrypted (${u.code}).`));
+    c.on('gap', ({ expired, evicted }) => this.notice(`The node dropped ${expired + evicted} message(s) before this device fetched them.`));
+    c.on('error', (e) => this.notice(describeError(e)));
+  }
+
+  async #onMessage(m: IncomingMessage): Promise<void> {
+    const peer = toHex(m.sender.accountKey);
+    this.#lastIncoming.set(peer, m);
+    this.typing.delete(peer);
+    if (m.binary?.mimeType === PROFILE_MIME) await this.#onProfile(peer, m.binary.data);
+    else if (peer === this.openPeer && document.visibilityState === 'visible') await this.markRead(peer);
+    this.changed();
+  }
+
+  /** A contact told us their username: believe it only if the node's directory agrees. */
+  async #onProfile(peer: string, data: Uint8Array): Promise<void> {
+    try {
+      const { username } = JSON.parse(fromUtf8.decode(data)) as { username?: unknown };
+      if (typeof username !== 'string' || this.names.get(peer) === username) return;
+      const record = await this.client.lookupUsername(username);
+      if (toHex(record.accountKey) === peer) await this.#setName(peer, username);
+    } catch {
+      // Malformed or unverifiable: the contact stays known by its key.
+    }
+  }
+
+  async #setName(peer: string, username: string): Promise<void> {
+    this.names.set(peer, username);
+    await this.storage.setItem(T.names, peer, utf8.encode(username));
+  }
+
+  // ── Account ──
+
+  get registered(): boolean {
+    return this.username !== undefined;
+  }
+
+  /** Claims a username for this account (signed by the account key). */
+  async register(username: string): Promise<void> {
+    const name = username.trim().toLowerCase();
+    await this.client.claimUsername(name);
+    await setJson(this.storage, T.profile, 'me', { username: name });
+    this.username = name;
+    this.changed();
+  }
+
+  async saveSettings(settings: Settings): Promise<void> {
+    this.settings = settings;
+    await setJson(this.storage, T.settings, 'settings', settings);
+    if (!settings.sharePresence) await this.#announcePresence(false);
+    this.changed();
+  }
+
+  async deleteAccount(): Promise<void> {
+    await this.client.deleteAccount();
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+
+  // ── Names and contacts ──
+
+  nameOf(peer: string): string {
+    return this.names.get(peer) ?? `${peer.slice(0, 4)} ${peer.slice(4, 8)} (no name)`;
+  }
+
+  /** How to address a peer: by username when known (the SDK then watches for key changes), else by account key. */
+  recipientOf(peer: string): Recipient {
+    const name = this.names.get(peer);
+    return name !== undefined ? { username: name } : { accountKey: fromHex(peer) };
+  }
+
+  /** Looks a username up in the node's directory; returns the conversation id. */
+  async addByUsername(username: string): Promise<string> {
+    const name = username.trim().toLowerCase();
+    const record = await this.client.lookupUsername(name);
+    if (record.mailboxIds.length === 0) throw new Error(`${name} has no device on this node.`);
+    const peer = toHex(record.accountKey);
+    if (peer === toHex(this.client.accountKey)) throw new Error('That is you.');
+    await this.#setName(peer, name);
+    this.changed();
+    return peer;
+  }
+
+  /** A scanned or pasted contact card ("mwc1:…"); its username is kept only if the directory agrees. */
+  async addByCard(text: string): Promise<string> {
+    const card: ContactCard = decodeContactCard(text.trim());
+    if (new URL(card.node).origin !== location.origin) throw new Error(`This contact lives on another node (${card.node}).`);
+    const peer = toHex(card.accountKey);
+    if (peer === toHex(this.client.accountKey)) throw new Error('That is your own code.');
+    if (card.username !== undefined) {
+      const record = await this.client.lookupUsername(card.username).catch(() => undefined);
+      if (record && equalBytes(record.accountKey, card.accountKey)) await this.#setName(peer, card.username);
+    }
+    this.changed();
+    return peer;
+  }
+
+  async myCard(): Promise<{ text: string; svg: string }> {
+    const options = this.username !== undefined ? { username: this.username } : {};
+    const card = await this.client.contactCard(options);
+    return { text: encodeContactCard(card), svg: await this.client.contactQrSvg({ ...options, margin: 2, moduleSize: 6 }) };
+  }
+
+  async acceptRequest(peer: string): Promise<void> {
+    await this.client.acceptContact(fromHex(peer));
+    await this.#introduce(peer);
+    // What was read while it was a request got no read receipt (the SDK sends none to requests): now it may.
+    const handle = this.#lastIncoming.get(peer);
+    if (handle && this.settings.readReceipts) {
+      const marker = await this.readMarker(peer);
+      const read = (await this.history(peer, 200)).filter((e) => !e.outgoing && e.receivedAt <= marker).map((e) => e.id);
+      await this.client.markRead(handle, read).catch(() => undefined);
+    }
+    this.changed();
+  }
+
+  async declineRequest(peer: string, block: boolean): Promise<void> {
+    await this.client.declineContact(fromHex(peer), { block });
+    this.changed();
+  }
+
+  async setBlocked(peer: string, blocked: boolean): Promise<void> {
+    if (blocked) await this.client.block(fromHex(peer));
+    else await this.client.unblock(fromHex(peer));
+    this.changed();
+  }
+
+  /** Sends our username once to a contact, so they see a name rather than a key. */
+  async #introduce(peer: string): Promise<void> {
+    if (this.username === undefined || (await this.storage.getItem(T.introduced, peer))) return;
+    await this.client.sendBinary(this.recipientOf(peer), utf8.encode(JSON.stringify({ username: this.username })), PROFILE_MIME);
+    await this.storage.setItem(T.introduced, peer, new Uint8Array([1]));
+  }
+
+  // ── Conversations ──
+
+  async conversations(): Promise<ConversationSummary[]> {
+    const peers = new Set<string>();
+    for (const k of await this.client.conversations()) peers.add(toHex(k));
+    const states = new Map<string, ContactState>();
+    for (const { accountKey, state } of await this.client.contacts()) {
+      const p = toHex(accountKey);
+      states.set(p, state);
+      peers.add(p);
+    }
+    for (const p of this.names.keys()) peers.add(p);
+    const out: ConversationSummary[] = [];
+    for (const peer of peers) {
+      const key = fromHex(peer);
+      const [entries, read, blocked] = await Promise.all([this.client.history(key, { limit: 200 }), this.readMarker(peer), this.client.isBlocked(key)]);
+      const shown = entries.filter(isShown);
+      const unread = shown.filter((e) => !e.outgoing && e.receivedAt > read).length;
+      const state = states.get(peer);
+      out.push({ peer, name: this.nameOf(peer), ...(shown.length > 0 ? { last: shown.at(-1)! } : {}), unread, ...(state ? { state } : {}), blocked });
+    }
+    return out.sort((a, b) => (b.last?.receivedAt ?? 0) - (a.last?.receivedAt ?? 0) || a.name.localeCompare(b.name));
+  }
+
+  async history(peer: string, limit = 500): Promise<HistoryEntry[]> {
+    return (await this.client.history(fromHex(peer), { limit })).filter(isShown);
+  }
+
+  async readMarker(peer: string): Promise<number> {
+    const v = await this.storage.getItem(T.read, peer);
+    return v ? Number(fromUtf8.decode(v)) : 0;
+  }
+
+  /** Everything in the conversation up to now is read: the marker moves, and a read receipt goes to the sender. */
+  async markRead(peer: string): Promise<void> {
+    const entries = await this.history(peer, 200);
+    const marker = await this.readMarker(peer);
+    const fresh = entries.filter((e) => !e.outgoing && e.receivedAt > marker);
+    if (fresh.length === 0) return;
+    await this.storage.setItem(T.read, peer, utf8.encode(String(fresh.at(-1)!.receivedAt)));
+    const handle = this.#lastIncoming.get(peer);
+    if (handle && this.settings.readReceipts) {
+      // After a reload the page has no live message to answer yet: those receipts are skipped.
+      await this.client.markRead(handle, fresh.map((e) => e.id)).catch(() => undefined);
+    }
+    this.changed();
+  }
+
+  async states(entries: readonly HistoryEntry[]): Promise<Map<string, MessageState>> {
+    const out = new Map<string, MessageState>();
+    for (const e of entries) {
+      if (!e.outgoing) continue;
+      const s = await this.client.messageState(e.id);
+      if (s) out.set(e.id, s);
+    }
+    return out;
+  }
+
+  async #before(peer: string): Promise<Recipient> {
+    await this.#introduce(peer);
+    return this.recipientOf(peer);
+  }
+
+  async sendText(peer: string, text: string, options: { replyTo?: HistoryEntry } = {}): Promise<void> {
+    const to = await this.#before(peer);
+    const r = options.replyTo;
+    await this.client.sendText(to, text, r ? { replyTo: { author: r.author, id: r.id, snippet: (r.text ?? r.file?.name ?? '').slice(0, 120) } } : {});
+    await this.setTyping(peer, false);
+    this.changed();
+  }
+
+  async forward(peer: string, entry: HistoryEntry): Promise<void> {
+    const to = await this.#before(peer);
+    await this.client.forward(to, { text: entry.text ?? '' });
+    this.changed();
+  }
+
+  async react(peer: string, entry: HistoryEntry, emoji: string): Promise<void> {
+    const mine = entry.reactions.some((r) => r.emoji === emoji && equalBytes(r.author, this.client.accountKey));
+    await this.client.react(await this.#before(peer), { author: entry.author, id: entry.id }, emoji, { remove: mine });
+    this.changed();
+  }
+
+  async edit(peer: string, id: string, text: string): Promise<void> {
+    await this.client.editMessage(this.recipientOf(peer), id, text);
+    this.changed();
+  }
+
+  async remove(peer: string, id: string): Promise<void> {
+    await this.client.deleteMessage(this.recipientOf(peer), id);
+    this.changed();
+  }
+
+  async retry(id: string): Promise<void> {
+    await this.client.retry(id);
+    this.changed();
+  }
+
+  timer(peer: string): Promise<number> {
+    return this.client.disappearingTimer(fromHex(peer));
+  }
+
+  async setTimer(peer: string, seconds: number): Promise<void> {
+    await this.client.setDisappearingTimer(await this.#before(peer), seconds);
+    this.changed();
+  }
+
+  #typingSent = new Map<string, number>();
+  /** "typing…" to the peer, at most every 3 s while typing; `false` once sent or cleared. */
+  async setTyping(peer: string, typing: boolean): Promise<void> {
+    if (!this.settings.typingIndicators) return;
+    const last = this.#typingSent.get(peer);
+    if (typing && last !== undefined && Date.now() - last < 3000) return;
+    if (!typing && last === undefined) return;
+    if (typing) this.#typingSent.set(peer, Date.now());
+    else this.#typingSent.delete(peer);
+    if ((await this.client.contactState(fromHex(peer))) !== 'accepted') return;
+    await this.client.setTyping(this.recipientOf(peer), typing).catch(() => undefined);
+  }
+
+  isTyping(peer: string): boolean {
+    return (this.typing.get(peer) ?? 0) > Date.now();
+  }
+
+  async #announcePresence(online: boolean): Promise<void> {
+    if (online && !this.settings.sharePresence) return;
+    const contacts = (await this.client.contacts()).filter((c) => c.state === 'accepted').slice(0, 50);
+    await Promise.all(contacts.map((c) => this.client.setPresence(this.recipientOf(toHex(c.accountKey)), online).catch(() => undefined)));
+  }
+
+  /** The page is hidden or shown: tell contacts (presence), and read the open conversation. */
+  async visibility(visible: boolean): Promise<void> {
+    await this.#announcePresence(visible);
+    if (visible && this.openPeer) await this.markRead(this.openPeer);
+  }
+
+  // ── Files ──
+
+  /** Encrypts and uploads a file, with progress (bytes read into the encryptor) in `uploads`. */
+  async sendFile(peer: string, file: File, thumbnail?: { data: Uint8Array; mimeType: string }): Promise<void> {
+    const key = `${Date.now()}-${Math.random()}`;
+    const upload: Upload = { key, peer, name: file.name, size: file.size, done: 0, phase: 'encrypting' };
+    this.uploads.set(key, upload);
+    this.changed();
+    // Handed to the SDK slice by slice: each pull is one chunk read and encrypted, so `done` is real progress.
+    let offset = 0;
+    const counted = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        if (offset >= file.size) return controller.close();
+        const slice = new Uint8Array(await file.slice(offset, offset + UPLOAD_SLICE_BYTES).arrayBuffer());
+        offset += slice.byteLength;
+        upload.done = offset;
+        if (offset >= file.size) upload.phase = 'uploading';
+        this.changed();
+        controller.enqueue(slice);
+      },
+    });
+    try {
+      const to = await this.#before(peer);
+      await this.client.sendFile(to, counted, { mimeType: file.type || 'application/octet-stream', name: file.name, size: file.size, ...(thumbnail ? { thumbnail } : {}) });
+      this.uploads.delete(key);
+    } catch (e) {
+      upload.phase = 'failed';
+      upload.error = describeError(e);
+    }
+    this.changed();
+  }
+
+  /** Downloads and decrypts an attachment; `progress(bytes)` as each verified chunk arrives. */
+  async download(file: FileAttachment, progress: (bytes: number) => void): Promise<Blob> {
+    const stream = await this.client.downloadFile(file);
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    const reader = stream.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      n += value.byteLength;
+      progress(n);
+    }
+    return new Blob(parts as BlobPart[], { type: file.mimeType });
+  }
+
+  // ── Safety numbers and key changes ──
+
+  safetyNumber(peer: string): { groups: string[]; code: string; svg: string } {
+    const key = fromHex(peer);
+    const n = this.client.safetyNumber(key);
+    return { groups: n.groups, code: toBase64Url(n.scannable), svg: this.client.safetyNumberQrSvg(key, { margin: 2, moduleSize: 5 }) };
+  }
+
+  /** Compares the other phone's code (scanned bytes or pasted text); a match marks the contact verified. */
+  async verify(peer: string, scanned: Uint8Array | string): Promise<'match' | 'mismatch' | 'version-mismatch' | 'malformed'> {
+    const bytes = typeof scanned === 'string' ? fromBase64Url(scanned) : scanned;
+    if (!bytes) return 'malformed';
+    const { status } = this.client.verifySafetyNumber(fromHex(peer), bytes);
+    if (status === 'match') {
+      this.verified.add(peer);
+      await this.storage.setItem(T.verified, peer, new Uint8Array([1]));
+      this.changed();
+    }
+    return status;
+  }
+
+  keyChangeFor(peer: string): KeyChange | undefined {
+    for (const k of this.keyChanges.values()) if (k.previous === peer || k.next === peer) return k;
+    return undefined;
+  }
+
+  /** Trust the new key for that username; the conversation continues under the new account. */
+  async acceptKeyChange(change: KeyChange): Promise<string> {
+    await this.client.acceptIdentityChange(change.username);
+    this.keyChanges.delete(change.username);
+    await this.storage.deleteItem(T.keyChange, change.username);
+    this.names.delete(change.previous);
+    await this.storage.deleteItem(T.names, change.previous);
+    await this.#setName(change.next, change.username);
+    this.changed();
+    return change.next;
+  }
+
+  // ── Search and export ──
+
+  async search(query: string): Promise<{ peer: string; entry: HistoryEntry }[]> {
+    const q = query.trim().toLowerCase();
+    if (q === '') return [];
+    const out: { peer: string; entry: HistoryEntry }[] = [];
+    for (const k of await this.client.conversations()) {
+      const peer = toHex(k);
+      for (const entry of await this.history(peer, 5000)) {
+        const hay = `${entry.text ?? ''} ${entry.file?.name ?? ''}`.toLowerCase();
+        if (hay.includes(q)) out.push({ peer, entry });
+      }
+    }
+    return out.sort((a, b) => b.entry.receivedAt - a.entry.receivedAt);
+  }
+
+  /** The conversation as plain text (one line per message), for the user to keep. */
+  async exportText(peer: string): Promise<string> {
+    const entries = await this.history(peer, 100_000);
+    const me = this.username ?? 'me';
+    const them = this.nameOf(peer);
+    const lines = [`Prudence conversation with ${them}, exported ${new Date().toISOString()}`, ''];
+    for (const e of entries) {
+      const who = e.outgoing ? me : them;
+      const what = e.deleted ? '(deleted)' : e.file ? `[file ${e.file.name}, ${e.file.size} bytes]` : (e.text ?? '');
+      const marks = [e.forwarded ? 'forwarded' : '', e.edited ? 'edited' : '', e.replyTo ? `reply to "${e.replyTo.snippet}"` : ''].filter(Boolean).join(', ');
+      const reactions = e.reactions.map((r) => r.emoji).join('');
+      lines.push(`[${new Date(e.sentAt).toISOString()}] ${who}: ${what}${marks ? ` (${marks})` : ''}${reactions ? ` ${reactions}` : ''}`);
+    }
+    return lines.join('\n') + '\n';
+  }
+}

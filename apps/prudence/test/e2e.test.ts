@@ -1,0 +1,363 @@
+/**
+ * Prudence end to end: three people (browser contexts at phone size) chat through a real node that
+ * serves the freshly built app at `/` with its strict CSP. Steps share state and run in order:
+ * register; add a contact by username and one by QR payload; a request accepted; messages with
+ * receipts; a reload mid-conversation; the recipient offline and back; an image with thumbnail and
+ * progress both ways; reactions, reply, edit, delete, forward; safety numbers matching; unread
+ * counts; search; a push wake delivered to the service worker (DevTools protocol); axe-core and
+ * keyboard checks on every main screen; screenshots for docs/prudence.md.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateSync } from 'node:zlib';
+import type { Browser, CDPSession } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
+import type { E2eNode } from '../../../packages/sdk/test/client/test-node.js';
+import type { Person } from './harness.js';
+import {
+  axeViolations,
+  buildPrudence,
+  checkKeyboardAndWidth,
+  go,
+  launchChromium,
+  newPerson,
+  register,
+  reopen,
+  requireChromium,
+  screenshot,
+  screenshotDir,
+  skipWithoutChromium,
+  startPrudenceNode,
+  stateOf,
+  texts,
+  waitForText,
+} from './harness.js';
+
+const skip = skipWithoutChromium('the Prudence end-to-end suite');
+
+/** A PNG of w×h noisy pixels (large enough that upload and download show progress). */
+function noisyPng(w: number, h: number): Buffer {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (b: Buffer): number => {
+    let c = 0xffffffff;
+    for (const x of b) c = crcTable[(c ^ x) & 0xff]! ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const c = Buffer.alloc(4);
+    c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2; // RGB
+  const raw = Buffer.alloc((w * 3 + 1) * h);
+  let seed = 12345;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w * 3; x++) {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      raw[y * (w * 3 + 1) + 1 + x] = (x < w * 1.5 ? 40 : 180) + (seed % 60);
+    }
+  }
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw, { level: 0 })), chunk('IEND', Buffer.alloc(0))]);
+}
+
+describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () => {
+  const work = mkdtempSync(join(tmpdir(), 'prudence-e2e-'));
+  const shots = screenshotDir(work);
+  let node: E2eNode | undefined;
+  let browser: Browser | undefined;
+  let url = '';
+  let alice: Person;
+  let bob: Person;
+  let carol: Person;
+  const peerOf = async (p: Person, name: string): Promise<string> => (await p.page.locator('a.conversation', { hasText: name }).first().getAttribute('data-peer'))!;
+  const openChat = async (p: Person, name: string): Promise<void> => {
+    await go(p, '#/');
+    await p.page.locator('a.conversation', { hasText: name }).first().click();
+    await p.page.getByTestId('chat-name').filter({ hasText: name }).waitFor();
+  };
+  const send = async (p: Person, text: string): Promise<void> => {
+    await p.page.getByRole('textbox', { name: 'Message' }).fill(text);
+    await p.page.getByRole('button', { name: 'Send' }).click();
+    await waitForText(p, text);
+  };
+  const accessible = async (p: Person, screen: string): Promise<void> => {
+    expect(await axeViolations(p.page), `axe on ${screen}`).toEqual([]);
+    await checkKeyboardAndWidth(p.page);
+  };
+
+  beforeAll(async () => {
+    requireChromium();
+    const dist = join(work, 'dist');
+    await buildPrudence(dist);
+    node = await startPrudenceNode(dist);
+    url = node.url;
+    browser = await launchChromium();
+  }, 120_000);
+
+  afterEach(async (ctx) => {
+    // A failed step leaves a picture of every open page next to the others, for the log reader.
+    if (ctx.task.result?.state !== 'fail') return;
+    const failures = join(tmpdir(), 'prudence-e2e-failures');
+    mkdirSync(failures, { recursive: true });
+    for (const p of [alice, bob, carol]) if (p && !p.page.isClosed()) await screenshot(p.page, failures, `failed-${ctx.task.name.slice(0, 30).replace(/\W+/g, '-')}-${p.name}`).catch(() => undefined);
+    console.warn(`screenshots of the failed step in ${failures}`);
+  });
+
+  afterAll(async () => {
+    await browser?.close().catch(() => undefined);
+    await node?.close();
+    rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it('the node serves Prudence at / with a strict Content-Security-Policy', async () => {
+    const res = await fetch(`${url}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval/);
+    expect(await res.text()).toContain('<title>Prudence</title>');
+    const sw = await fetch(`${url}/sw.js`);
+    expect(sw.status).toBe(200);
+    expect(await fetch(`${url}/manifest.webmanifest`).then((r) => r.json())).toMatchObject({ name: 'Prudence', display: 'standalone' });
+  });
+
+  it('three people create accounts; the welcome screen is accessible', async () => {
+    [alice, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((n) => newPerson(browser!, url, n)));
+    await alice.page.getByLabel('Choose a username').waitFor();
+    await accessible(alice, 'welcome');
+    await screenshot(alice.page, shots, 'welcome');
+    await Promise.all([register(alice), register(bob), register(carol)]);
+    await accessible(alice, 'empty chat list');
+  });
+
+  it('alice adds bob by username and writes; bob gets a request named "alice", accepts and answers', async () => {
+    await go(alice, '#/add');
+    await alice.page.getByLabel('Their username').fill('bob');
+    await alice.page.getByRole('button', { name: 'Start chat' }).click();
+    await alice.page.getByTestId('chat-name').filter({ hasText: 'bob' }).waitFor();
+    await send(alice, 'hello bob');
+    await bob.page.getByRole('heading', { name: 'Contact requests' }).waitFor({ timeout: 30_000 });
+    await bob.page.locator('a.conversation', { hasText: 'alice' }).waitFor({ timeout: 30_000 });
+    await openChat(bob, 'alice');
+    await waitForText(bob, 'hello bob');
+    await accessible(bob, 'contact request');
+    await bob.page.getByRole('button', { name: 'Accept' }).click();
+    await bob.page.getByRole('button', { name: 'Accept' }).waitFor({ state: 'detached' });
+    await send(bob, 'hi alice');
+    await waitForText(alice, 'hi alice');
+    // bob read it with the chat open: alice sees "read".
+    await expect.poll(() => stateOf(alice, 'hello bob'), { timeout: 30_000 }).toBe('read');
+  });
+
+  it('carol adds alice by the QR payload of alice’s code, and alice sees the request', async () => {
+    await go(alice, '#/add');
+    const card = await alice.page.getByTestId('my-card').inputValue();
+    expect(card).toMatch(/^mwc1:/);
+    await alice.page.locator('img.qr').waitFor();
+    await accessible(alice, 'new chat');
+    await screenshot(alice.page, shots, 'new-chat');
+    await go(carol, '#/add');
+    await carol.page.getByLabel('Or paste their code (mwc1:…)').fill(card);
+    await carol.page.getByRole('button', { name: 'Add', exact: true }).click();
+    await carol.page.getByTestId('chat-name').filter({ hasText: 'alice' }).waitFor();
+    await send(carol, 'hi from carol');
+    await go(alice, '#/');
+    await alice.page.locator('a.conversation', { hasText: 'carol' }).waitFor({ timeout: 30_000 });
+    await expect.poll(() => alice.page.locator('a.conversation', { hasText: 'carol' }).getByTestId('unread').textContent()).toBe('1');
+  });
+
+  it('bob reloads mid-conversation: the same chat and its history come back, and it goes on', async () => {
+    const before = await texts(bob);
+    await bob.page.reload();
+    await bob.page.getByTestId('chat-name').filter({ hasText: 'alice' }).waitFor({ timeout: 30_000 });
+    await waitForText(bob, 'hi alice');
+    expect(await texts(bob)).toEqual(before);
+    await send(bob, 'back after a reload');
+    await openChat(alice, 'bob');
+    await waitForText(alice, 'back after a reload');
+  });
+
+  it('bob goes offline; alice’s messages wait as "sent" and arrive, "delivered", when he is back', async () => {
+    await bob.page.close();
+    await openChat(alice, 'bob');
+    await send(alice, 'while you were away');
+    await expect.poll(() => stateOf(alice, 'while you were away'), { timeout: 30_000 }).toBe('sent');
+    await reopen(bob, url, '#/');
+    await expect.poll(() => bob.page.locator('a.conversation', { hasText: 'alice' }).getByTestId('unread').textContent(), { timeout: 30_000 }).toBe('1');
+    await openChat(bob, 'alice');
+    await waitForText(bob, 'while you were away');
+    await expect.poll(() => stateOf(alice, 'while you were away'), { timeout: 30_000 }).toMatch(/delivered|read/);
+  });
+
+  it('an image: alice sees upload progress, bob the thumbnail, then download progress and the same bytes', async () => {
+    const png = noisyPng(900, 700); // ≈1.9 MB
+    await openChat(alice, 'bob');
+    const watchProgress = (p: Person, testId: string) =>
+      p.page.evaluate((id) => {
+        const seen: number[] = [];
+        (window as unknown as { __progress: number[] }).__progress = seen;
+        new MutationObserver(() => {
+          for (const el of document.querySelectorAll<HTMLProgressElement>(`[data-testid="${id}"]`)) seen.push(el.value / el.max);
+        }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['value'] });
+      }, testId);
+    const progressSeen = (p: Person) => p.page.evaluate(() => (window as unknown as { __progress: number[] }).__progress);
+    await watchProgress(alice, 'upload-progress');
+    await alice.page.locator('#attach').setInputFiles({ name: 'noise.png', mimeType: 'image/png', buffer: png });
+    await alice.page.locator('.message.outgoing .file-name', { hasText: 'noise.png' }).waitFor({ timeout: 60_000 });
+    const up = await progressSeen(alice);
+    expect(up.length, JSON.stringify(up)).toBeGreaterThan(0);
+    expect(up.some((v) => v > 0 && v < 1), JSON.stringify(up)).toBe(true);
+    await bob.page.locator('.message.incoming [data-testid="thumbnail"]').waitFor({ timeout: 30_000 });
+    const thumbOk = await bob.page.locator('.message.incoming [data-testid="thumbnail"]').evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0);
+    expect(thumbOk).toBe(true);
+    await watchProgress(bob, 'download-progress');
+    const download = bob.page.waitForEvent('download');
+    await bob.page.getByTestId('download').last().click();
+    const saved = await (await download).path();
+    expect(Buffer.compare(readFileSync(saved), png)).toBe(0);
+    await bob.page.locator('.message.incoming [data-testid="image"]').waitFor();
+    const down = await progressSeen(bob);
+    expect(down.some((v) => v > 0 && v < 1)).toBe(true);
+  });
+
+  it('reactions, a quoted reply, an edit, a delete for everyone and a forward reach the other side', async () => {
+    await openChat(bob, 'alice');
+    const msg = bob.page.locator('.message.incoming', { has: bob.page.locator('.text', { hasText: 'while you were away' }) });
+    await msg.getByRole('button', { name: /Actions for/ }).click();
+    await accessible(bob, 'message actions');
+    await screenshot(bob.page, shots, 'message-actions');
+    await bob.page.getByRole('button', { name: 'React 👍' }).click();
+    const aliceMsg = alice.page.locator('.message.outgoing', { has: alice.page.locator('.text', { hasText: 'while you were away' }) });
+    await aliceMsg.locator('.reaction', { hasText: '👍' }).waitFor({ timeout: 30_000 });
+
+    await msg.getByRole('button', { name: /Actions for/ }).click();
+    await bob.page.getByRole('button', { name: 'Reply' }).click();
+    await send(bob, 'a reply with a quote');
+    await alice.page.locator('.message.incoming', { has: alice.page.locator('.text', { hasText: 'a reply with a quote' }) }).locator('.quote', { hasText: 'while you were away' }).waitFor({ timeout: 30_000 });
+
+    await send(bob, 'tpyo');
+    const typo = bob.page.locator('.message.outgoing', { has: bob.page.locator('.text', { hasText: 'tpyo' }) });
+    await typo.getByRole('button', { name: /Actions for/ }).click();
+    await bob.page.getByRole('button', { name: 'Edit' }).click();
+    await bob.page.getByRole('textbox', { name: 'Message' }).fill('typo fixed');
+    await bob.page.getByRole('button', { name: 'Save' }).click();
+    await waitForText(alice, 'typo fixed');
+    await alice.page.locator('.message.incoming', { has: alice.page.locator('.text', { hasText: 'typo fixed' }) }).locator('.meta', { hasText: 'edited' }).waitFor();
+
+    await send(bob, 'regrettable');
+    await waitForText(alice, 'regrettable');
+    const regret = bob.page.locator('.message.outgoing', { has: bob.page.locator('.text', { hasText: 'regrettable' }) });
+    await regret.getByRole('button', { name: /Actions for/ }).click();
+    await bob.page.getByRole('button', { name: 'Delete for everyone' }).click();
+    await expect.poll(() => texts(alice), { timeout: 30_000 }).not.toContain('regrettable');
+    await alice.page.locator('.deleted').first().waitFor();
+
+    // alice forwards bob's reply to carol (accept carol's request first).
+    await openChat(alice, 'carol');
+    await alice.page.getByRole('button', { name: 'Accept' }).click();
+    await openChat(alice, 'bob');
+    const reply = alice.page.locator('.message.incoming', { has: alice.page.locator('.text', { hasText: 'a reply with a quote' }) });
+    await reply.getByRole('button', { name: /Actions for/ }).click();
+    await alice.page.getByRole('button', { name: 'Forward' }).click();
+    await alice.page.locator('dialog[open]').getByRole('button', { name: 'carol' }).click();
+    await carol.page.locator('.message.incoming', { has: carol.page.locator('.text', { hasText: 'a reply with a quote' }) }).locator('.meta', { hasText: 'Forwarded' }).waitFor({ timeout: 30_000 });
+    await openChat(bob, 'alice');
+    await accessible(bob, 'conversation');
+    await screenshot(bob.page, shots, 'conversation');
+  });
+
+  it('typing and presence show in the header; the disappearing timer is shared', async () => {
+    await openChat(alice, 'bob');
+    await alice.page.getByRole('textbox', { name: 'Message' }).pressSequentially('abc');
+    await bob.page.getByTestId('presence').filter({ hasText: 'typing' }).waitFor({ timeout: 30_000 });
+    await alice.page.getByRole('textbox', { name: 'Message' }).fill('');
+    await alice.page.getByRole('button', { name: 'Conversation settings' }).click();
+    await alice.page.getByLabel('Disappearing messages').selectOption('3600');
+    await bob.page.locator('.chip', { hasText: 'Disappearing after 1 h' }).waitFor({ timeout: 30_000 });
+    await accessible(alice, 'conversation settings');
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+  });
+
+  it('safety numbers: both see the same digits, and bob’s pasted code matches on alice’s screen', async () => {
+    const bobPeer = await alice.page.evaluate(() => location.hash.split('/')[2]!);
+    await go(alice, `#/safety/${bobPeer}`);
+    await openChat(bob, 'alice');
+    const alicePeer = await bob.page.evaluate(() => location.hash.split('/')[2]!);
+    await go(bob, `#/safety/${alicePeer}`);
+    const digitsA = await alice.page.getByTestId('safety-digits').textContent();
+    const digitsB = await bob.page.getByTestId('safety-digits').textContent();
+    expect(digitsA).toMatch(/^\d{60}$/);
+    expect(digitsA).toBe(digitsB);
+    const code = await bob.page.getByTestId('safety-code').inputValue();
+    await alice.page.getByLabel('Or paste their code').fill(code);
+    await alice.page.getByRole('button', { name: 'Compare' }).click();
+    await alice.page.getByTestId('safety-result').filter({ hasText: 'Safety numbers match' }).waitFor();
+    await accessible(alice, 'safety number');
+    await screenshot(alice.page, shots, 'safety-number');
+  });
+
+  it('search finds messages; settings and the chat list (with unread counts) are accessible', async () => {
+    await go(alice, '#/search');
+    await alice.page.getByLabel('Search your messages (on this device only)').fill('REPLY');
+    await alice.page.getByRole('button', { name: 'Search' }).click();
+    await alice.page.getByTestId('search-result').filter({ hasText: 'a reply with a quote' }).first().waitFor();
+    await accessible(alice, 'search');
+    await screenshot(alice.page, shots, 'search');
+    await go(alice, '#/settings');
+    await alice.page.getByTestId('push-status').filter({ hasNotText: 'Checking' }).waitFor();
+    await accessible(alice, 'settings');
+    await screenshot(alice.page, shots, 'settings');
+    await send(carol, 'unread one');
+    await send(carol, 'unread two');
+    await go(alice, '#/');
+    await expect.poll(() => alice.page.locator('a.conversation', { hasText: 'carol' }).getByTestId('unread').textContent(), { timeout: 30_000 }).toBe('2');
+    await accessible(alice, 'chat list');
+    await screenshot(alice.page, shots, 'chat-list');
+  });
+
+  it('a push wake reaches bob’s service worker: it fetches, decrypts, and notifies with the text', async () => {
+    await bob.page.close();
+    // A blank page gives a DevTools session without starting the app (which would fetch the mail itself).
+    const blank = await bob.context.newPage();
+    const cdp: CDPSession = await bob.context.newCDPSession(blank);
+    const registrations = new Map<string, string>();
+    cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string; isDeleted: boolean }[] }) => {
+      for (const r of e.registrations) if (!r.isDeleted) registrations.set(r.scopeURL, r.registrationId);
+    });
+    await cdp.send('ServiceWorker.enable');
+    await expect.poll(() => registrations.get(`${url}/`), { timeout: 30_000 }).toBeDefined();
+    await openChat(alice, 'bob');
+    await send(alice, 'wake up, bob');
+    await expect.poll(() => stateOf(alice, 'wake up, bob'), { timeout: 30_000 }).toBe('sent');
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: url, registrationId: registrations.get(`${url}/`)!, data: PUSH_WAKE_PAYLOAD });
+    const worker = bob.context.serviceWorkers().find((w) => w.url() === `${url}/sw.js`) ?? (await bob.context.waitForEvent('serviceworker'));
+    await expect
+      .poll(() => worker.evaluate(async () => (await (self as unknown as { registration: ServiceWorkerRegistration }).registration.getNotifications()).map((n) => `${n.title}|${n.body}`)), { timeout: 30_000 })
+      .toContain('Prudence: alice|wake up, bob');
+    await expect.poll(() => stateOf(alice, 'wake up, bob'), { timeout: 30_000 }).toMatch(/delivered|read/);
+    await blank.close();
+    // The worker stored what it decrypted: the app shows it.
+    await reopen(bob, url, '#/');
+    await openChat(bob, 'alice');
+    await waitForText(bob, 'wake up, bob');
+  });
+
+  it('no page error, console error or CSP violation happened', () => {
+    expect([...alice.problems, ...bob.problems, ...carol.problems]).toEqual([]);
+  });
+});
