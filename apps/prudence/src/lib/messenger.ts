@@ -13,7 +13,7 @@ import type { ContactCard, ContactState, FileAttachment, HistoryEntry, IncomingM
 import { MeshWhisper, SdkError, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
 import { equalBytes, fromBase64Url, fromHex, fromUtf8, toBase64Url, toHex, utf8 } from './util.js';
 
-import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME } from './constants.js';
+import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME, REPLY_TABLE } from './constants.js';
 
 export { DB_NAME, NAMESPACE, PROFILE_MIME } from './constants.js';
 /** How long a "typing…" lasts without a refresh. */
@@ -95,8 +95,6 @@ export class Messenger {
   readonly keyChanges = new Map<string, KeyChange>();
   readonly uploads = new Map<string, Upload>();
   readonly verified = new Set<string>();
-  /** The latest live message per peer: what markRead needs to reach the sender's device. */
-  readonly #lastIncoming = new Map<string, IncomingMessage>();
   readonly #listeners = new Set<() => void>();
   /** The open conversation (its messages are read while the page is visible). */
   openPeer: string | undefined;
@@ -191,7 +189,7 @@ export class Messenger {
 
   async #onMessage(m: IncomingMessage): Promise<void> {
     const peer = toHex(m.sender.accountKey);
-    this.#lastIncoming.set(peer, m);
+    await this.storage.setItem(REPLY_TABLE, peer, m.fromMailboxId);
     this.typing.delete(peer);
     if (m.binary?.mimeType === PROFILE_MIME) await this.#onProfile(peer, m.binary.data);
     else if (peer === this.openPeer && document.visibilityState === 'visible') await this.markRead(peer);
@@ -293,12 +291,8 @@ export class Messenger {
     await this.client.acceptContact(fromHex(peer));
     await this.#introduce(peer);
     // What was read while it was a request got no read receipt (the SDK sends none to requests): now it may.
-    const handle = this.#lastIncoming.get(peer);
-    if (handle && this.settings.readReceipts) {
-      const marker = await this.readMarker(peer);
-      const read = (await this.history(peer, 200)).filter((e) => !e.outgoing && e.receivedAt <= marker).map((e) => e.id);
-      await this.client.markRead(handle, read).catch(() => undefined);
-    }
+    const marker = await this.readMarker(peer);
+    await this.#sendReadReceipt(peer, (await this.history(peer, 200)).filter((e) => !e.outgoing && e.receivedAt <= marker).map((e) => e.id));
     this.changed();
   }
 
@@ -360,12 +354,21 @@ export class Messenger {
     const fresh = entries.filter((e) => !e.outgoing && e.receivedAt > marker);
     if (fresh.length === 0) return;
     await this.storage.setItem(T.read, peer, utf8.encode(String(fresh.at(-1)!.receivedAt)));
-    const handle = this.#lastIncoming.get(peer);
-    if (handle && this.settings.readReceipts) {
-      // After a reload the page has no live message to answer yet: those receipts are skipped.
-      await this.client.markRead(handle, fresh.map((e) => e.id)).catch(() => undefined);
-    }
+    await this.#sendReadReceipt(peer, fresh.map((e) => e.id));
     this.changed();
+  }
+
+  /**
+   * A read receipt to the device that wrote last. markRead takes a received message's mailbox id and
+   * sender; history entries carry neither, so Prudence keeps the mailbox per peer (REPLY_TABLE, also
+   * written by the service worker) and the account key is the conversation's. The SDK reads only
+   * `sender.accountKey`.
+   */
+  async #sendReadReceipt(peer: string, ids: string[]): Promise<void> {
+    const mailbox = await this.storage.getItem(REPLY_TABLE, peer);
+    if (!mailbox || ids.length === 0 || !this.settings.readReceipts) return;
+    const handle = { fromMailboxId: mailbox, sender: { accountKey: fromHex(peer) } } as unknown as IncomingMessage;
+    await this.client.markRead(handle, ids).catch(() => undefined);
   }
 
   async states(entries: readonly HistoryEntry[]): Promise<Map<string, MessageState>> {
