@@ -38,7 +38,7 @@ function newest(paths) {
 
 const packages = ['crypto', 'protocol', 'node', 'sdk', 'cli'].map((p) => `packages/${p}`);
 const fresh = !existsSync(join(root, 'packages/node/dist/bin.js'));
-run(1, fresh ? 'Compiling the TypeScript packages for the first time (tsc -b, about 20 s)' : 'Compiling the TypeScript packages (tsc -b, incremental)', process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-b', ...packages]);
+run(1, fresh ? 'Compiling the TypeScript packages for the first time (tsc -b: about 20 s on an idle machine, longer on a busy one)' : 'Compiling the TypeScript packages (tsc -b, incremental)', process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-b', ...packages]);
 
 const appIndex = join(root, 'apps/prudence/dist/index.html');
 const appSources = ['apps/prudence/src', 'apps/prudence/public', 'apps/prudence/index.html', 'apps/prudence/vite.config.ts', 'packages/sdk/src', 'packages/crypto/src', 'packages/protocol/src'];
