@@ -2,10 +2,20 @@ import type * as NodeCrypto from 'node:crypto';
 import { CryptoError, CryptoErrorCode, assertBytes } from '../errors.js';
 import type { CryptoBackend } from './backend.js';
 import { _ed25519StrictPrecheck, nobleBackend } from './noble.js';
+import type { MlKem768 } from './oqs-ml-kem.js';
+
+export interface NodeBackendOptions {
+  /**
+   * A faster ML-KEM-768 (liboqs WebAssembly, see ./oqs-ml-kem.ts) to use instead of noble's.
+   * It must be byte-identical to noble's; platformBackend() passes one only after its self-test.
+   */
+  readonly mlKem768?: MlKem768;
+}
 
 /**
  * The accelerated backend: node:crypto (OpenSSL) for X25519, Ed25519, AES-256-GCM, SHA-2 and
- * HMAC (and HKDF built on that HMAC); noble for ML-KEM-768 (not in node:crypto). It is byte-identical to `nobleBackend` on every input — the
+ * HMAC (and HKDF built on that HMAC); for ML-KEM-768 (not in node:crypto on Node 20) noble, or
+ * `options.mlKem768` (liboqs WebAssembly) when given. It is byte-identical to `nobleBackend` on every input — the
  * same outputs, the same accept/reject decisions, the same error types and codes — which
  * test/primitives/ checks with official vectors, Wycheproof and property tests.
  *
@@ -19,7 +29,7 @@ import { _ed25519StrictPrecheck, nobleBackend } from './noble.js';
  * validating `x`. Secret JWK members are strings and cannot be wiped: the secret lives on in the
  * KeyObject (OpenSSL memory, freed on GC) exactly as long as noble's bigint scalars do.
  */
-export function createNodeBackend(nodeCrypto: typeof NodeCrypto): CryptoBackend {
+export function createNodeBackend(nodeCrypto: typeof NodeCrypto, options: NodeBackendOptions = {}): CryptoBackend {
   const c = nodeCrypto;
   const op = (name: string): string => `node.${name}`;
 
@@ -67,10 +77,11 @@ export function createNodeBackend(nodeCrypto: typeof NodeCrypto): CryptoBackend 
   const lowOrder = (): CryptoError =>
     new CryptoError(CryptoErrorCode.LOW_ORDER_POINT, op('x25519'), 'shared secret is all zero (low-order public key)');
 
+  const kem: MlKem768 = options.mlKem768 ?? nobleBackend;
   const hashOneShot = typeof c.hash === 'function' ? c.hash : undefined;
 
   return {
-    name: 'node',
+    name: options.mlKem768 ? 'node+oqs' : 'node',
     randomBytes(n) {
       if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${op('randomBytes')}: bad length ${n}`);
       return c.randomFillSync(new Uint8Array(n));
@@ -156,9 +167,9 @@ export function createNodeBackend(nodeCrypto: typeof NodeCrypto): CryptoBackend 
         return false;
       }
     },
-    mlKem768KeyGen: nobleBackend.mlKem768KeyGen,
-    mlKem768Encapsulate: nobleBackend.mlKem768Encapsulate,
-    mlKem768Decapsulate: nobleBackend.mlKem768Decapsulate,
+    mlKem768KeyGen: kem.mlKem768KeyGen,
+    mlKem768Encapsulate: kem.mlKem768Encapsulate,
+    mlKem768Decapsulate: kem.mlKem768Decapsulate,
     aes256GcmEncrypt(key, nonce, pt, aad) {
       assertBytes(key, op('aes256GcmEncrypt'), 'key', 32);
       assertBytes(nonce, op('aes256GcmEncrypt'), 'nonce', 12);

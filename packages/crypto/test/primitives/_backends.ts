@@ -3,12 +3,22 @@ import { readFileSync } from 'node:fs';
 import { CryptoError } from '../../src/errors.js';
 import type { CryptoBackend } from '../../src/primitives/backend.js';
 import { nobleBackend } from '../../src/primitives/noble.js';
+import { _nodeBackendWithOqs } from '../../src/primitives/index.js';
 import { createNodeBackend } from '../../src/primitives/node.js';
 
 export const nodeBackend: CryptoBackend = createNodeBackend(nodeCrypto);
 
+/**
+ * node:crypto plus liboqs's WebAssembly ML-KEM-768 (what platformBackend() picks on Node). The
+ * package is a dependency, so it must load here: a missing or rejected binary fails the tests
+ * rather than silently testing nothing.
+ */
+const oqs = _nodeBackendWithOqs(nodeCrypto);
+if (!oqs) throw new Error('@oqs/liboqs-js ML-KEM-768 did not load or failed its self-test');
+export const nodeOqsBackend: CryptoBackend = oqs;
+
 /** Every backend under test; KATs run against each with describe.each. */
-export const BACKENDS: readonly CryptoBackend[] = [nobleBackend, nodeBackend];
+export const BACKENDS: readonly CryptoBackend[] = [nobleBackend, nodeBackend, nodeOqsBackend];
 
 /** MW_DEEP=1 turns on the long property runs. */
 export const DEEP = process.env['MW_DEEP'] === '1';
@@ -46,4 +56,9 @@ export function outcome(f: () => Uint8Array | boolean | { [k: string]: Uint8Arra
 /** Runs `f` against both backends and returns the two outcomes: [noble, node]. */
 export function both(f: (b: CryptoBackend) => Uint8Array | boolean | { [k: string]: Uint8Array }): [Outcome, Outcome] {
   return [outcome(() => f(nobleBackend)), outcome(() => f(nodeBackend))];
+}
+
+/** Runs `f` against every backend; returns the outcomes in BACKENDS order. */
+export function all(f: (b: CryptoBackend) => Uint8Array | boolean | { [k: string]: Uint8Array }): Outcome[] {
+  return BACKENDS.map((b) => outcome(() => f(b)));
 }

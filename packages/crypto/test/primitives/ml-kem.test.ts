@@ -2,7 +2,7 @@
 // Vectors: ../vectors/acvp-ml-kem-768.json (see ../vectors/README.md).
 import { describe, expect, it } from 'vitest';
 import { CryptoError, CryptoErrorCode } from '../../src/errors.js';
-import { BACKENDS, both, hex, loadVectors, toHex } from './_backends.js';
+import { BACKENDS, all, hex, loadVectors, toHex } from './_backends.js';
 
 interface Acvp {
   keyGen: { tests: { tcId: number; d: string; z: string; ek: string; dk: string }[] };
@@ -52,12 +52,12 @@ describe.each(BACKENDS)('$name backend: ACVP ML-KEM-768', (b) => {
 describe('ML-KEM-768: backends agree on vectors and on bad inputs', () => {
   it('byte-identical on every vector operation and on a tampered decapsulation key', () => {
     const v = V.encapDecap.tests[0]!;
-    const [a, n] = both((b) => b.mlKem768Encapsulate(hex(v.ek), hex(v.m)) as unknown as { [k: string]: Uint8Array });
-    expect(n).toEqual(a);
+    const [a, ...rest] = all((b) => b.mlKem768Encapsulate(hex(v.ek), hex(v.m)) as unknown as { [k: string]: Uint8Array });
+    for (const n of rest) expect(n).toEqual(a);
     const dk = hex(v.dk);
     dk[2400 - 40] = (dk[2400 - 40] ?? 0) ^ 1; // inside H(ek): the hash check must fail
-    const [x, y] = both((b) => b.mlKem768Decapsulate(hex(v.c), dk));
-    expect(y).toEqual(x);
+    const [x, ...others] = all((b) => b.mlKem768Decapsulate(hex(v.c), dk));
+    for (const y of others) expect(y).toEqual(x);
     expect(x).toMatchObject({ code: CryptoErrorCode.INVALID_KEY });
   });
 });

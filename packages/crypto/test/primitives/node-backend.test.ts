@@ -1,9 +1,14 @@
 // node:crypto backend specifics: how it is loaded, what it returns, and its DER fallback.
 import * as nodeCrypto from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { nobleBackend } from '../../src/primitives/noble.js';
 import { createNodeBackend } from '../../src/primitives/node.js';
-import { BACKENDS, hex, loadVectors, nodeBackend, toHex } from './_backends.js';
+import { OQS_VERSION, createOqsMlKem768, extractOqsWasm, loadOqsMlKem768, oqsSelfTest, type OqsLoaderHost } from '../../src/primitives/oqs-ml-kem.js';
+import { BACKENDS, hex, loadVectors, nodeBackend, nodeOqsBackend, toHex } from './_backends.js';
 
 describe('loading', () => {
   it('node.ts and noble.ts never import node:crypto at run time (browsers must not see it)', () => {
@@ -21,11 +26,17 @@ describe('loading', () => {
       vi.unstubAllEnvs();
       vi.resetModules();
     });
-    it('picks node:crypto via process.getBuiltinModule on Node', async () => {
+    it('picks node:crypto via process.getBuiltinModule on Node, with liboqs ML-KEM-768 (a dependency)', async () => {
+      vi.resetModules();
+      const { platformBackend } = await import('../../src/primitives/index.js');
+      expect(platformBackend().name).toBe('node+oqs');
+      expect(platformBackend()).toBe(platformBackend());
+    });
+    it('MESHWHISPER_CRYPTO_MLKEM=noble keeps node:crypto with noble ML-KEM', async () => {
+      vi.stubEnv('MESHWHISPER_CRYPTO_MLKEM', 'noble');
       vi.resetModules();
       const { platformBackend } = await import('../../src/primitives/index.js');
       expect(platformBackend().name).toBe('node');
-      expect(platformBackend()).toBe(platformBackend());
     });
     it('MESHWHISPER_CRYPTO_BACKEND=noble forces the reference backend', async () => {
       vi.stubEnv('MESHWHISPER_CRYPTO_BACKEND', 'noble');
@@ -51,6 +62,8 @@ describe('outputs', () => {
       nodeBackend.aes256GcmEncrypt(k, k.subarray(0, 12), k, k),
       nodeBackend.aes256GcmDecrypt(k, k.subarray(0, 12), nodeBackend.aes256GcmEncrypt(k, k.subarray(0, 12), k, k), k),
       nodeBackend.randomBytes(16),
+      ...Object.values(nodeOqsBackend.mlKem768KeyGen(new Uint8Array(64))),
+      ...Object.values(nodeOqsBackend.mlKem768Encapsulate(nodeOqsBackend.mlKem768KeyGen(new Uint8Array(64)).publicKey, k)),
     ];
     for (const o of outs) {
       expect(Object.getPrototypeOf(o)).toBe(Uint8Array.prototype);
@@ -115,5 +128,58 @@ describe('PKCS#8 DER fallback (if a future Node validates the JWK x of private k
       expect(toHex(fallback.ed25519Sign(hex(v.secret), hex(v.msg)))).toBe(v.sig);
     }
     expect(derImports).toBeGreaterThanOrEqual(2 + 2 * V.ed25519_rfc8032_7_1.length);
+  });
+});
+
+describe('liboqs WebAssembly ML-KEM-768 loader (falls back to noble on anything unexpected)', () => {
+  const host: OqsLoaderHost = {
+    existsSync: (p) => existsSync(p),
+    readFileSync: (p, e) => readFileSync(p, e),
+    join: (...p) => join(...p),
+    dirname: (p) => dirname(p),
+    fileURLToPath: (u) => fileURLToPath(u),
+  };
+  const fakePackage = (version: string, file: string): string => {
+    const root = mkdtempSync(join(tmpdir(), 'mw-oqs-'));
+    const pkg = join(root, 'node_modules', '@oqs', 'liboqs-js');
+    mkdirSync(join(pkg, 'dist'), { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ version }));
+    writeFileSync(join(pkg, 'dist', 'ml-kem-768.min.js'), file);
+    mkdirSync(join(root, 'a', 'b'), { recursive: true });
+    return pathToFileURL(join(root, 'a', 'b', 'index.js')).href;
+  };
+  const realFile = readFileSync(new URL('../../../../node_modules/@oqs/liboqs-js/dist/ml-kem-768.min.js', import.meta.url), 'utf8');
+
+  it('loads the installed package and passes its self-test', () => {
+    expect(loadOqsMlKem768(host, import.meta.url, nobleBackend.sha256)).toBeDefined();
+    expect(loadOqsMlKem768(host, fakePackage(OQS_VERSION, realFile), nobleBackend.sha256)).toBeDefined();
+  });
+  it('refuses another package version, a file of another shape, a corrupted binary, a failed self-test', () => {
+    expect(loadOqsMlKem768(host, fakePackage('0.15.2', realFile), nobleBackend.sha256)).toBeUndefined();
+    expect(loadOqsMlKem768(host, fakePackage(OQS_VERSION, 'export default 1;'), nobleBackend.sha256)).toBeUndefined();
+    const wasm = extractOqsWasm(realFile)!;
+    expect(wasm).toBeDefined();
+    const corrupt = wasm.slice();
+    corrupt[4] = 2; // WebAssembly binary version 2: does not compile
+    expect(createOqsMlKem768(corrupt, (k) => oqsSelfTest(k, nobleBackend.sha256))).toBeUndefined();
+    // A self-test against different known answers (here: wrong hash function) rejects the binary.
+    expect(createOqsMlKem768(wasm, (k) => oqsSelfTest(k, nobleBackend.sha512))).toBeUndefined();
+    expect(loadOqsMlKem768(host, pathToFileURL(join(tmpdir(), 'nowhere', 'x.js')).href, nobleBackend.sha256)).toBeUndefined();
+  });
+  it('is byte-identical to noble on random inputs, including implicit rejection', () => {
+    for (let i = 0; i < 20; i++) {
+      const seed = nobleBackend.randomBytes(64);
+      const m = nobleBackend.randomBytes(32);
+      const a = nobleBackend.mlKem768KeyGen(seed);
+      const b = nodeOqsBackend.mlKem768KeyGen(seed);
+      expect(toHex(b.publicKey)).toBe(toHex(a.publicKey));
+      expect(toHex(b.secretKey)).toBe(toHex(a.secretKey));
+      const ea = nobleBackend.mlKem768Encapsulate(a.publicKey, m);
+      const eb = nodeOqsBackend.mlKem768Encapsulate(a.publicKey, m);
+      expect(toHex(eb.ciphertext)).toBe(toHex(ea.ciphertext));
+      expect(toHex(eb.sharedSecret)).toBe(toHex(ea.sharedSecret));
+      const junk = nobleBackend.randomBytes(1088);
+      expect(toHex(nodeOqsBackend.mlKem768Decapsulate(junk, a.secretKey))).toBe(toHex(nobleBackend.mlKem768Decapsulate(junk, a.secretKey)));
+    }
   });
 });
