@@ -85,7 +85,7 @@ export const MIN_PADDED_ENVELOPE = 2048;
 export const MAX_ENVELOPE_SIZE = 256 * 1024;
 
 // ── Media ───────────────────────────────────────────────────────────────────────────────────
-/** Plaintext bytes per media chunk: 64 KiB keeps per-chunk overhead < 0.05% and memory small. */
+/** Plaintext bytes per media chunk: 64 KiB keeps per-chunk overhead at 16/65536 ≈ 0.024 % and memory small. */
 export const MEDIA_CHUNK_SIZE = 64 * 1024;
 /** Chunk indices are u32: 2^32 × 64 KiB = 256 TiB, far past any file we carry. */
 export const MEDIA_MAX_CHUNKS = 0xffffffff;
