@@ -8,9 +8,10 @@
  *  - one-way: N × (encrypt 1 KiB, decrypt) in one direction (symmetric-key ratchet steps only).
  *  - ping-pong: alternate directions every message, so every message carries a DH ratchet step.
  * libsignal uses ML-KEM-1024 (Kyber1024 prekeys); MeshWhisper uses ML-KEM-768.
+ * SKIP_NOBLE=1 leaves out the (slow) noble row. CPU profiles of one phase: see ./profile.ts.
  */
 import * as SignalClient from '@signalapp/libsignal-client';
-import { createContext, createNodeBackend, nobleBackend } from '../../packages/crypto/src/index.js';
+import { _nodeBackendWithOqs, createContext, createNodeBackend, nobleBackend } from '../../packages/crypto/src/index.js';
 import type { CryptoBackend, PreKeyBundle } from '../../packages/crypto/src/index.js';
 import {
   AccountKeyPair,
@@ -229,13 +230,17 @@ async function libsignal() {
   return { setupMs: setupMs / SETUPS, oneWay: MESSAGES / (oneWayMs / 1000), pingPong: PINGPONG / (pingPongMs / 1000) };
 }
 
+const oqs = _nodeBackendWithOqs(nodeCrypto);
+if (!oqs) throw new Error('@oqs/liboqs-js did not load: run npm ci at the repository root');
 const results = {
   'libsignal-client 0.103.0 (ML-KEM-1024)¹': await libsignal(),
-  'MeshWhisper, node:crypto backend': await meshwhisper(createNodeBackend(nodeCrypto)),
-  'MeshWhisper, noble backend (browsers)': await meshwhisper(nobleBackend),
+  'MeshWhisper, node:crypto + liboqs WASM ML-KEM (Node default)': await meshwhisper(oqs),
+  'MeshWhisper, node:crypto, noble ML-KEM': await meshwhisper(createNodeBackend(nodeCrypto)),
+  ...(process.env['SKIP_NOBLE'] === '1' ? {} : { 'MeshWhisper, noble backend (browsers)': await meshwhisper(nobleBackend) }),
 };
+const cpu = process.cpuUsage();
 const base = results['libsignal-client 0.103.0 (ML-KEM-1024)¹'];
-console.log(`\nnode ${process.version}, ${SETUPS} setups, ${MESSAGES} one-way and ${PINGPONG} ping-pong messages of 1 KiB\n`);
+console.log(`\nnode ${process.version}, ${SETUPS} setups, ${MESSAGES} one-way and ${PINGPONG} ping-pong messages of 1 KiB; load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' / ')}; process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s\n`);
 console.log('| implementation | session setup (ms) | one-way (msgs/s) | ping-pong (msgs/s) |');
 console.log('|---|---:|---:|---:|');
 for (const [name, r] of Object.entries(results)) {

@@ -65,7 +65,41 @@ export function createNodeBackend(nodeCrypto: typeof NodeCrypto, options: NodeBa
       return false;
     }
   })();
-  const importPrivate = jwkWorks ? privateJwk : privateDer;
+  const importRaw = jwkWorks ? privateJwk : privateDer;
+
+  // Importing a raw X25519 or Ed25519 private key makes OpenSSL derive its public key: a full
+  // scalar multiplication, as costly as the Diffie–Hellman itself (profile in docs/benchmarks.md).
+  // The same secret array is often used several times in a row — a fresh ratchet key gives its
+  // public key and then one or two DHs, an ephemeral key three PQXDH DHs, a prekey or identity key
+  // several — so an import is remembered per input array (WeakMap: it neither keeps the array
+  // alive nor outlives it). An entry is used only while the array still holds exactly the bytes
+  // it was made from (compared in constant time against the entry's own copy), so a wiped or
+  // reused array gets a fresh import. The copy is wiped when the array is collected. Secret
+  // lifetime: the KeyObject already held the secret until garbage collection; now it is held as
+  // long as the caller's array is reachable, which is where the secret lives anyway.
+  interface Cached {
+    readonly curve: Curve;
+    readonly bytes: Uint8Array;
+    readonly key: NodeCrypto.KeyObject;
+  }
+  const imported = new WeakMap<Uint8Array, Cached>();
+  const wipeOnCollect = typeof FinalizationRegistry === 'function' ? new FinalizationRegistry<Uint8Array>((b) => b.fill(0)) : undefined;
+  const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
+    if (a.length !== b.length) return false;
+    let acc = 0;
+    for (let i = 0; i < a.length; i++) acc |= (a[i] ?? 0) ^ (b[i] ?? 0);
+    return acc === 0;
+  };
+  const importPrivate = (crv: Curve, d: Uint8Array): NodeCrypto.KeyObject => {
+    const hit = imported.get(d);
+    if (hit && hit.curve === crv && sameBytes(hit.bytes, d)) return hit.key;
+    const key = importRaw(crv, d);
+    const bytes = Uint8Array.from(d);
+    if (hit) hit.bytes.fill(0);
+    imported.set(d, { curve: crv, bytes, key });
+    wipeOnCollect?.register(d, bytes);
+    return key;
+  };
   const importPublic = (crv: Curve, x: Uint8Array): NodeCrypto.KeyObject =>
     c.createPublicKey({ key: { kty: 'OKP', crv, x: b64u(x) }, format: 'jwk' });
   const publicOf = (key: NodeCrypto.KeyObject): Uint8Array => {

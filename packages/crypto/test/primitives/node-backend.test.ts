@@ -183,3 +183,31 @@ describe('liboqs WebAssembly ML-KEM-768 loader (falls back to noble on anything 
     }
   });
 });
+
+describe('private keys imported once per array', () => {
+  it('a reused array gives the same answers as noble; a changed or wiped array is re-imported, never served stale', () => {
+    const b = createNodeBackend(nodeCrypto);
+    const peer = nobleBackend.x25519PublicKey(new Uint8Array(32).fill(9));
+    const sk = new Uint8Array(32).fill(1);
+    const msg = new Uint8Array([1, 2, 3]);
+    for (let round = 0; round < 3; round++) {
+      for (const fill of [1, 2, 1, 0]) {
+        sk.fill(fill);
+        if (fill === 0) sk[0] = 8; // a valid X25519 scalar after clamping, still "wiped"-looking
+        expect(toHex(b.x25519PublicKey(sk))).toBe(toHex(nobleBackend.x25519PublicKey(sk)));
+        expect(toHex(b.x25519(sk, peer))).toBe(toHex(nobleBackend.x25519(sk, peer)));
+        // The same array as an Ed25519 seed: a different curve, a different import.
+        expect(toHex(b.ed25519PublicKey(sk))).toBe(toHex(nobleBackend.ed25519PublicKey(sk)));
+        expect(toHex(b.ed25519Sign(sk, msg))).toBe(toHex(nobleBackend.ed25519Sign(sk, msg)));
+        expect(toHex(b.x25519(sk, peer))).toBe(toHex(nobleBackend.x25519(sk, peer)));
+      }
+    }
+    // One changed byte anywhere is noticed.
+    for (let i = 0; i < 32; i++) {
+      const k = new Uint8Array(32).fill(3);
+      b.x25519(k, peer);
+      k[i] = (k[i] ?? 0) ^ 0x40;
+      expect(toHex(b.x25519(k, peer)), `byte ${i}`).toBe(toHex(nobleBackend.x25519(k, peer)));
+    }
+  });
+});
