@@ -41,6 +41,7 @@ import {
   signArchiveAuth,
   signDeviceAuth,
   signUsernameOperation,
+  signUsernameTransferConsent,
 } from '@meshwhisper/protocol';
 import { TestDevice, ctx, generousLimits, proto, startTestNode } from './helpers.js';
 import type { TestNode } from './helpers.js';
@@ -232,7 +233,7 @@ describe('prekey draining (attack)', () => {
 });
 
 describe('usernames', () => {
-  async function op(signer: TestDevice, action: UsernameAction, username: string, extra: { newOwnerKey?: Uint8Array; namespace?: string; signWith?: AccountKeyPair } = {}) {
+  async function op(signer: TestDevice, action: UsernameAction, username: string, extra: { newOwnerKey?: Uint8Array; namespace?: string; signWith?: AccountKeyPair; transferConsent?: Uint8Array } = {}) {
     const challenge = await TestDevice.challenge(t.node);
     const signed = signUsernameOperation(ctx, extra.signWith ?? signer.account, {
       namespace: extra.namespace ?? 'default',
@@ -241,6 +242,7 @@ describe('usernames', () => {
       signerKey: signer.account.publicKey,
       newOwnerKey: extra.newOwnerKey ?? new Uint8Array(0),
       challenge,
+      ...(extra.transferConsent ? { transferConsent: extra.transferConsent } : {}),
     });
     const { SignedUsernameOperationSchema } = await import('@meshwhisper/protocol');
     return t.node.app.inject({ method: 'POST', url: '/v1/usernames', headers: proto, payload: Buffer.from(encodeBody(SignedUsernameOperationSchema, signed)) });
@@ -256,7 +258,8 @@ describe('usernames', () => {
     const rec = fromBinary(UsernameRecordSchema, (await lookup('alice')).rawPayload);
     expect(toHex(rec.ownerKey)).toBe(toHex(alice.account.publicKey));
     expect(rec.mailboxIds.map(toHex)).toEqual([toHex(alice.mailbox)]);
-    expect((await op(alice, UsernameAction.TRANSFER, 'alice', { newOwnerKey: bob.account.publicKey })).statusCode).toBe(200);
+    const consent = signUsernameTransferConsent(ctx, bob.account, { namespace: 'default', username: 'alice', previousOwnerKey: alice.account.publicKey, newOwnerKey: bob.account.publicKey, expiresAtMs: BigInt(Date.now() + 60_000) });
+    expect((await op(alice, UsernameAction.TRANSFER, 'alice', { newOwnerKey: bob.account.publicKey, transferConsent: consent })).statusCode).toBe(200);
     expect(toHex(fromBinary(UsernameRecordSchema, (await lookup('alice')).rawPayload).ownerKey)).toBe(toHex(bob.account.publicKey));
     expect((await op(bob, UsernameAction.RELEASE, 'alice')).statusCode).toBe(200);
     expect((await lookup('alice')).statusCode).toBe(404);
@@ -271,7 +274,8 @@ describe('usernames', () => {
     const c = await op(squatter, UsernameAction.CLAIM, 'carol');
     expect(c.statusCode).toBe(409);
     expect(errorCode(c)).toBe(ErrorCode.USERNAME_TAKEN);
-    expect(errorCode(await op(squatter, UsernameAction.TRANSFER, 'carol', { newOwnerKey: squatter.account.publicKey }))).toBe(ErrorCode.FORBIDDEN);
+    const selfConsent = signUsernameTransferConsent(ctx, squatter.account, { namespace: 'default', username: 'carol', previousOwnerKey: squatter.account.publicKey, newOwnerKey: squatter.account.publicKey, expiresAtMs: BigInt(Date.now() + 60_000) });
+    expect(errorCode(await op(squatter, UsernameAction.TRANSFER, 'carol', { newOwnerKey: squatter.account.publicKey, transferConsent: selfConsent }))).toBe(ErrorCode.FORBIDDEN);
     expect(errorCode(await op(squatter, UsernameAction.RELEASE, 'carol'))).toBe(ErrorCode.FORBIDDEN);
     expect(toHex(fromBinary(UsernameRecordSchema, (await lookup('carol')).rawPayload).ownerKey)).toBe(toHex(owner.account.publicKey));
   });
@@ -282,7 +286,8 @@ describe('usernames', () => {
     const mallory = AccountKeyPair.generate(ctx);
     expect(errorCode(await op(owner, UsernameAction.CLAIM, 'dave', { signWith: mallory }))).toBe(ErrorCode.BAD_SIGNATURE);
     expect((await op(owner, UsernameAction.CLAIM, 'dave')).statusCode).toBe(200);
-    expect(errorCode(await op(owner, UsernameAction.TRANSFER, 'dave', { newOwnerKey: mallory.publicKey, signWith: mallory }))).toBe(ErrorCode.BAD_SIGNATURE);
+    const malloryConsent = signUsernameTransferConsent(ctx, mallory, { namespace: 'default', username: 'dave', previousOwnerKey: owner.account.publicKey, newOwnerKey: mallory.publicKey, expiresAtMs: BigInt(Date.now() + 60_000) });
+    expect(errorCode(await op(owner, UsernameAction.TRANSFER, 'dave', { newOwnerKey: mallory.publicKey, signWith: mallory, transferConsent: malloryConsent }))).toBe(ErrorCode.BAD_SIGNATURE);
   });
 
   it('last-writer-wins namespaces let a signed claim take the name; unknown namespaces are refused', async () => {

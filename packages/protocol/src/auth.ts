@@ -19,7 +19,7 @@ import { AuthLabel, CHALLENGE_LENGTH, CHALLENGE_NODE_KEY_LENGTH, CHALLENGE_NONCE
 import type { ArchiveAuth, DeviceAuth } from './gen/meshwhisper/v1/auth_pb.js';
 import { ArchiveAuthSchema, DeviceAuthSchema } from './gen/meshwhisper/v1/auth_pb.js';
 import type { SignedUsernameOperation, UsernameOperation } from './gen/meshwhisper/v1/username_pb.js';
-import { SignedUsernameOperationSchema, UsernameOperationSchema } from './gen/meshwhisper/v1/username_pb.js';
+import { SignedUsernameOperationSchema, SignedUsernameTransferConsentSchema, UsernameOperationSchema, UsernameTransferConsentSchema } from './gen/meshwhisper/v1/username_pb.js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 
 /** Anything that signs with a domain-separation label (DeviceKeyPair, AccountKeyPair, an archive key). */
@@ -95,6 +95,16 @@ export function signArchiveAuth(ctx: CryptoContext, archiveKey: ArchiveAccessSig
 export function signUsernameOperation(ctx: CryptoContext, signer: LabelSigner, op: MessageInitShape<typeof UsernameOperationSchema>): SignedUsernameOperation {
   const operation = toBinary(UsernameOperationSchema, create(UsernameOperationSchema, op));
   return create(SignedUsernameOperationSchema, { operation, signature: signer.sign(ctx, AuthLabel.Username, operation) });
+}
+
+/**
+ * The receiving account's consent to a username transfer, signed with its account key (the one
+ * named in `newOwnerKey`): the serialized SignedUsernameTransferConsent that the current owner
+ * puts into the TRANSFER operation's `transferConsent`.
+ */
+export function signUsernameTransferConsent(ctx: CryptoContext, newOwner: LabelSigner, consent: MessageInitShape<typeof UsernameTransferConsentSchema>): Uint8Array {
+  const bytes = toBinary(UsernameTransferConsentSchema, create(UsernameTransferConsentSchema, consent));
+  return toBinary(SignedUsernameTransferConsentSchema, create(SignedUsernameTransferConsentSchema, { consent: bytes, signature: newOwner.sign(ctx, AuthLabel.UsernameConsent, bytes) }));
 }
 
 export type { UsernameOperation };

@@ -50,6 +50,14 @@ export const MAX_NAMESPACE_LENGTH = 64;
 export const USERNAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 export const NAMESPACE_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 
+/**
+ * Longest validity of a username transfer consent (docs/spec/node-protocol.md §7). The consent is
+ * made without the node (it has no challenge) and travels to the current owner out of band, so it
+ * needs hours or days; within its lifetime it could be used again (the name given back and then
+ * handed over anew), so the lifetime is bounded.
+ */
+export const MAX_USERNAME_CONSENT_MS = 7 * 24 * 3600 * 1000;
+
 /** Media blob id: 128 random bits, base64url (22 characters). */
 export const MEDIA_ID_BYTES = 16;
 
@@ -83,4 +91,6 @@ export const AuthLabel = {
   Device: 'MeshWhisper_NodeAuth_v1',
   Archive: ARCHIVE_ACCESS_SIGNATURE_LABEL,
   Username: 'MeshWhisper_Username_v1',
+  /** The receiving account's consent to a username transfer (UsernameTransferConsent). */
+  UsernameConsent: 'MeshWhisper_UsernameConsent_v1',
 } as const;

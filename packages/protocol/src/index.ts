@@ -23,6 +23,7 @@ export {
   signArchiveAuth,
   signDeviceAuth,
   signUsernameOperation,
+  signUsernameTransferConsent,
   toBase64Url,
 } from './auth.js';
 export type { ArchiveAccessSigner, LabelSigner, ParsedChallenge } from './auth.js';

@@ -115,3 +115,10 @@ export const OUTBOX_RETRY_MS = 15_000;
  */
 export const SEND_ATTEMPTS = 4;
 export const SEND_BACKOFF_MS = 250;
+
+/**
+ * Default validity of a username transfer consent (consentToUsernameTransfer): long enough to
+ * reach the current owner by message and be used, short enough that a consent left lying around
+ * soon stops working. The node accepts at most MAX_USERNAME_CONSENT_MS (7 days).
+ */
+export const USERNAME_CONSENT_DEFAULT_MS = 24 * 3600 * 1000;

@@ -5,24 +5,30 @@
  *
  * Policies, per namespace (USERNAME_NAMESPACES):
  *  - signed (default): a name is yours until you sign it away. Claim succeeds only if the name is
- *    free (or already yours); transfer and release must be signed by the current owner.
+ *    free (or already yours); transfer and release must be signed by the current owner, and a
+ *    transfer also carries the receiving account's signed consent.
  *  - last-writer-wins: any signed claim takes the name; transfer and release still need the owner.
  * Every operation is signed by the account key it names and carries a fresh node challenge, so it
  * cannot be forged, replayed, or replayed at another node.
  */
 import type { FastifyInstance } from 'fastify';
+import type { CryptoContext } from '@meshwhisper/crypto';
 import { equalBytes, signedMessage } from '@meshwhisper/crypto';
 import type { UsernameOperation } from '@meshwhisper/protocol';
 import {
   AuthLabel,
+  CHALLENGE_FUTURE_SKEW_MS,
   ErrorCode,
+  MAX_USERNAME_CONSENT_MS,
   NAMESPACE_PATTERN,
   ProtocolError,
   SignedUsernameOperationSchema,
+  SignedUsernameTransferConsentSchema,
   USERNAME_PATTERN,
   UsernameAction,
   UsernameOperationSchema,
   UsernameRecordSchema,
+  UsernameTransferConsentSchema,
   decodeBody,
 } from '@meshwhisper/protocol';
 import type { NodeServices } from '../services.js';
@@ -34,7 +40,32 @@ function operationProblem(op: UsernameOperation): string | undefined {
   if (op.signerKey.length !== 32) return 'signerKey must be 32 bytes';
   if (op.action === UsernameAction.TRANSFER ? op.newOwnerKey.length !== 32 : op.newOwnerKey.length !== 0) return 'newOwnerKey must be 32 bytes for a transfer and empty otherwise';
   if (op.action !== UsernameAction.CLAIM && op.action !== UsernameAction.TRANSFER && op.action !== UsernameAction.RELEASE) return 'unknown action';
+  if (op.action === UsernameAction.TRANSFER ? op.transferConsent.length === 0 : op.transferConsent.length !== 0) {
+    return "transferConsent (the receiving account's signed consent) is required for a transfer and empty otherwise";
+  }
   return undefined;
+}
+
+/**
+ * Checks the receiving account's consent carried by a TRANSFER (§7): signed by new_owner_key,
+ * naming this namespace, username, giver and receiver, and not expired. Throws ProtocolError.
+ */
+function checkTransferConsent(ctx: CryptoContext, op: UsernameOperation): void {
+  const signed = decodeOrThrow(
+    decodeBody(SignedUsernameTransferConsentSchema, op.transferConsent, (m) => (m.signature.length === 64 ? undefined : 'transfer consent signature must be 64 bytes')),
+  );
+  const c = decodeOrThrow(decodeBody(UsernameTransferConsentSchema, signed.consent));
+  if (!ctx.backend.ed25519Verify(op.newOwnerKey, signedMessage(AuthLabel.UsernameConsent, signed.consent), signed.signature)) {
+    throw new ProtocolError(ErrorCode.BAD_SIGNATURE, 'transfer consent signature does not verify with newOwnerKey');
+  }
+  if (c.namespace !== op.namespace || c.username !== op.username || !equalBytes(c.previousOwnerKey, op.signerKey) || !equalBytes(c.newOwnerKey, op.newOwnerKey)) {
+    throw new ProtocolError(ErrorCode.BAD_REQUEST, 'transfer consent names another username, namespace, giver or receiver');
+  }
+  const now = ctx.now();
+  if (c.expiresAtMs > BigInt(now + MAX_USERNAME_CONSENT_MS + CHALLENGE_FUTURE_SKEW_MS)) {
+    throw new ProtocolError(ErrorCode.BAD_REQUEST, `transfer consent may be valid for at most ${MAX_USERNAME_CONSENT_MS / 86_400_000} days`);
+  }
+  if (c.expiresAtMs <= BigInt(now)) throw new ProtocolError(ErrorCode.FORBIDDEN, 'transfer consent has expired; ask the receiver for a new one');
 }
 
 export function usernameRoutes(svc: NodeServices) {
@@ -54,6 +85,7 @@ export function usernameRoutes(svc: NodeServices) {
       if (!ctx.backend.ed25519Verify(op.signerKey, signedMessage(AuthLabel.Username, signed.operation), signed.signature)) {
         throw new ProtocolError(ErrorCode.BAD_SIGNATURE, 'username operation signature does not verify with signerKey');
       }
+      if (op.action === UsernameAction.TRANSFER) checkTransferConsent(ctx, op);
       svc.issuer.consume(challengeKey);
       if (store.directory.devicesOfAccount(op.signerKey).length === 0) {
         throw new ProtocolError(ErrorCode.FORBIDDEN, 'the signing account has no device registered on this node');

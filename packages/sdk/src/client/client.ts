@@ -8,16 +8,16 @@
  */
 import type { AccountKeyPair, CryptoContext, DeviceAddress, LocalIdentity, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
 import { computeSafetyNumber, createContext, deviceAddress, fromHex, mailboxIdOf, safetyNumberGroups, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
-import { ContentSchema, ReceiptKind, SignedUsernameOperationSchema, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation } from '@meshwhisper/protocol';
+import { ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET } from '../constants.js';
+import { KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
 import { Contacts } from './contacts.js';
 import { DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
-import { Directory } from './directory.js';
+import { Directory, checkAccountKey } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Listener } from './events.js';
 import { EventHub } from './events.js';
@@ -274,7 +274,7 @@ export class MeshWhisper {
 
   // ── Usernames (docs/spec/node-protocol.md §7) ─────────────────────────────────────────────
 
-  async #usernameOperation(username: string, action: UsernameAction, newOwnerKey?: Uint8Array): Promise<void> {
+  async #usernameOperation(username: string, action: UsernameAction, transfer?: { newOwnerKey: Uint8Array; consent: Uint8Array }): Promise<void> {
     if (!this.account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device does not hold the account key');
     const challenge = await this.#api.challenge();
     const signed = signUsernameOperation(this.#ctx, this.account, {
@@ -282,7 +282,7 @@ export class MeshWhisper {
       username,
       action,
       signerKey: this.account.publicKey,
-      ...(newOwnerKey ? { newOwnerKey } : {}),
+      ...(transfer ? { newOwnerKey: transfer.newOwnerKey, transferConsent: transfer.consent } : {}),
       challenge,
     });
     await this.#api.call('POST', '/v1/usernames', SignedUsernameOperationSchema, signed, UsernameRecordSchema);
@@ -296,9 +296,36 @@ export class MeshWhisper {
   releaseUsername(username: string): Promise<void> {
     return this.#usernameOperation(username, UsernameAction.RELEASE);
   }
-  /** Signs `username` over to another account key. */
-  transferUsername(username: string, newOwnerAccountKey: Uint8Array): Promise<void> {
-    return this.#usernameOperation(username, UsernameAction.TRANSFER, newOwnerAccountKey);
+  /**
+   * Signs `username` over to another account, which must have consented: `consent` is what that
+   * account's consentToUsernameTransfer returned (the node refuses a transfer without it).
+   */
+  transferUsername(username: string, newOwnerAccountKey: Uint8Array, consent: Uint8Array): Promise<void> {
+    checkAccountKey(newOwnerAccountKey);
+    if (!(consent instanceof Uint8Array) || consent.length === 0) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'transferUsername needs the receiving account’s consent (consentToUsernameTransfer)');
+    return this.#usernameOperation(username, UsernameAction.TRANSFER, { newOwnerKey: newOwnerAccountKey, consent });
+  }
+  /**
+   * This account's signed consent to receive `username` (in this client's namespace) from the
+   * account `fromAccountKey`, its current owner. Made offline; hand the bytes to the owner (in a
+   * message, say), who passes them to transferUsername. Valid for `validForMs` (default a day, at
+   * most MAX_USERNAME_CONSENT_MS = 7 days) and, within that time, usable more than once.
+   */
+  consentToUsernameTransfer(username: string, fromAccountKey: Uint8Array, options: { validForMs?: number } = {}): Uint8Array {
+    if (!this.account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device does not hold the account key');
+    checkAccountKey(fromAccountKey);
+    if (typeof username !== 'string' || !USERNAME_PATTERN.test(username)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'username must be 1–64 of a-z 0-9 _ . - and start with a letter or digit');
+    const validForMs = options.validForMs ?? USERNAME_CONSENT_DEFAULT_MS;
+    if (!Number.isSafeInteger(validForMs) || validForMs < 1 || validForMs > MAX_USERNAME_CONSENT_MS) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `validForMs must be an integer in [1, ${MAX_USERNAME_CONSENT_MS}]`);
+    }
+    return signUsernameTransferConsent(this.#ctx, this.account, {
+      namespace: this.namespace,
+      username,
+      previousOwnerKey: fromAccountKey,
+      newOwnerKey: this.account.publicKey,
+      expiresAtMs: BigInt(this.#ctx.now() + validForMs),
+    });
   }
   /** Resolves a username in this namespace. The node could lie: compare safety numbers before trusting it. */
   lookupUsername(username: string): Promise<UsernameRecord> {

@@ -412,7 +412,7 @@ describe('identity change policy', () => {
     const first = bob.once('message');
     await alice.sendText({ username: 'flipper' }, 'hi bob');
     await first;
-    await bob.transferUsername('flipper', mallory.accountKey);
+    await bob.transferUsername('flipper', mallory.accountKey, mallory.consentToUsernameTransfer('flipper', bob.accountKey));
     const changed = alice.once('identityChange');
     const toMallory = mallory.once('message');
     await alice.sendText({ username: 'flipper' }, 'who is this now?');

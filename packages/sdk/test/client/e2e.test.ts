@@ -258,7 +258,11 @@ describe('SDK client against a real node', () => {
     expect(receipts.map((r) => r.state)).toEqual(['delivered', 'read']);
 
     // Transfer to Mallory's account, then release.
-    await bob.transferUsername('bob', mallory.accountKey);
+    // The receiver must consent: without a matching consent the node refuses and nothing changes.
+    const wrongConsent = alice.consentToUsernameTransfer('bob', bob.accountKey);
+    await expect(bob.transferUsername('bob', mallory.accountKey, wrongConsent)).rejects.toMatchObject({ code: 'MW_SDK_NODE_ERROR', nodeCode: 'MW_BAD_SIGNATURE' });
+    expect(Buffer.from((await alice.lookupUsername('bob')).accountKey).equals(Buffer.from(bob.accountKey))).toBe(true);
+    await bob.transferUsername('bob', mallory.accountKey, mallory.consentToUsernameTransfer('bob', bob.accountKey));
     expect(Buffer.from((await alice.lookupUsername('bob')).accountKey).equals(Buffer.from(mallory.accountKey))).toBe(true);
     await expect(bob.releaseUsername('bob')).rejects.toMatchObject({ nodeCode: 'MW_AUTH_FORBIDDEN' });
     await mallory.releaseUsername('bob');

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/username.proto.
  */
 export const file_meshwhisper_v1_username: GenFile = /*@__PURE__*/
-  fileDesc("Ch1tZXNod2hpc3Blci92MS91c2VybmFtZS5wcm90bxIObWVzaHdoaXNwZXIudjEipgEKEVVzZXJuYW1lT3BlcmF0aW9uEhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIuCgZhY3Rpb24YAyABKA4yHi5tZXNod2hpc3Blci52MS5Vc2VybmFtZUFjdGlvbhISCgpzaWduZXJfa2V5GAQgASgMEhUKDW5ld19vd25lcl9rZXkYBSABKAwSEQoJY2hhbGxlbmdlGAYgASgMIj8KF1NpZ25lZFVzZXJuYW1lT3BlcmF0aW9uEhEKCW9wZXJhdGlvbhgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwiXQoOVXNlcm5hbWVSZWNvcmQSEQoJbmFtZXNwYWNlGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhEKCW93bmVyX2tleRgDIAEoDBITCgttYWlsYm94X2lkcxgEIAMoDCqHAQoOVXNlcm5hbWVBY3Rpb24SHwobVVNFUk5BTUVfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVVVNFUk5BTUVfQUNUSU9OX0NMQUlNEAESHAoYVVNFUk5BTUVfQUNUSU9OX1RSQU5TRkVSEAISGwoXVVNFUk5BTUVfQUNUSU9OX1JFTEVBU0UQA2IGcHJvdG8z");
+  fileDesc("Ch1tZXNod2hpc3Blci92MS91c2VybmFtZS5wcm90bxIObWVzaHdoaXNwZXIudjEiwAEKEVVzZXJuYW1lT3BlcmF0aW9uEhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIuCgZhY3Rpb24YAyABKA4yHi5tZXNod2hpc3Blci52MS5Vc2VybmFtZUFjdGlvbhISCgpzaWduZXJfa2V5GAQgASgMEhUKDW5ld19vd25lcl9rZXkYBSABKAwSEQoJY2hhbGxlbmdlGAYgASgMEhgKEHRyYW5zZmVyX2NvbnNlbnQYByABKAwiiAEKF1VzZXJuYW1lVHJhbnNmZXJDb25zZW50EhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIaChJwcmV2aW91c19vd25lcl9rZXkYAyABKAwSFQoNbmV3X293bmVyX2tleRgEIAEoDBIVCg1leHBpcmVzX2F0X21zGAUgASgEIkMKHVNpZ25lZFVzZXJuYW1lVHJhbnNmZXJDb25zZW50Eg8KB2NvbnNlbnQYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMIj8KF1NpZ25lZFVzZXJuYW1lT3BlcmF0aW9uEhEKCW9wZXJhdGlvbhgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwiXQoOVXNlcm5hbWVSZWNvcmQSEQoJbmFtZXNwYWNlGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhEKCW93bmVyX2tleRgDIAEoDBITCgttYWlsYm94X2lkcxgEIAMoDCqHAQoOVXNlcm5hbWVBY3Rpb24SHwobVVNFUk5BTUVfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVVVNFUk5BTUVfQUNUSU9OX0NMQUlNEAESHAoYVVNFUk5BTUVfQUNUSU9OX1RSQU5TRkVSEAISGwoXVVNFUk5BTUVfQUNUSU9OX1JFTEVBU0UQA2IGcHJvdG8z");
 
 /**
  * The signed statement. Serialized bytes are signed as sent (no re-encoding):
@@ -54,6 +54,14 @@ export type UsernameOperation = Message<"meshwhisper.v1.UsernameOperation"> & {
    * @generated from field: bytes challenge = 6;
    */
   challenge: Uint8Array;
+
+  /**
+   * TRANSFER only: the receiving account's consent, a serialized SignedUsernameTransferConsent
+   * signed by new_owner_key. Nobody is given a name they did not ask for.
+   *
+   * @generated from field: bytes transfer_consent = 7;
+   */
+  transferConsent: Uint8Array;
 };
 
 /**
@@ -62,6 +70,77 @@ export type UsernameOperation = Message<"meshwhisper.v1.UsernameOperation"> & {
  */
 export const UsernameOperationSchema: GenMessage<UsernameOperation> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_username, 0);
+
+/**
+ * The receiving account's statement "I accept `username` in `namespace` from previous_owner_key".
+ * Made by the receiver without the node (no challenge) and handed to the current owner, so it
+ * carries its own expiry instead; within it, it may be used more than once.
+ *
+ * @generated from message meshwhisper.v1.UsernameTransferConsent
+ */
+export type UsernameTransferConsent = Message<"meshwhisper.v1.UsernameTransferConsent"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * The account key that gives the name (the current owner).
+   *
+   * @generated from field: bytes previous_owner_key = 3;
+   */
+  previousOwnerKey: Uint8Array;
+
+  /**
+   * The account key that accepts it (= UsernameOperation.new_owner_key).
+   *
+   * @generated from field: bytes new_owner_key = 4;
+   */
+  newOwnerKey: Uint8Array;
+
+  /**
+   * Unix ms after which the consent is void; at most MAX_USERNAME_CONSENT_MS ahead of the node's clock.
+   *
+   * @generated from field: uint64 expires_at_ms = 5;
+   */
+  expiresAtMs: bigint;
+};
+
+/**
+ * Describes the message meshwhisper.v1.UsernameTransferConsent.
+ * Use `create(UsernameTransferConsentSchema)` to create a new message.
+ */
+export const UsernameTransferConsentSchema: GenMessage<UsernameTransferConsent> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_username, 1);
+
+/**
+ * signature = Ed25519(new_owner_key, signedMessage("MeshWhisper_UsernameConsent_v1", consent bytes)).
+ *
+ * @generated from message meshwhisper.v1.SignedUsernameTransferConsent
+ */
+export type SignedUsernameTransferConsent = Message<"meshwhisper.v1.SignedUsernameTransferConsent"> & {
+  /**
+   * @generated from field: bytes consent = 1;
+   */
+  consent: Uint8Array;
+
+  /**
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.SignedUsernameTransferConsent.
+ * Use `create(SignedUsernameTransferConsentSchema)` to create a new message.
+ */
+export const SignedUsernameTransferConsentSchema: GenMessage<SignedUsernameTransferConsent> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_username, 2);
 
 /**
  * POST /v1/usernames.
@@ -85,7 +164,7 @@ export type SignedUsernameOperation = Message<"meshwhisper.v1.SignedUsernameOper
  * Use `create(SignedUsernameOperationSchema)` to create a new message.
  */
 export const SignedUsernameOperationSchema: GenMessage<SignedUsernameOperation> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_username, 1);
+  messageDesc(file_meshwhisper_v1_username, 3);
 
 /**
  * GET /v1/usernames/{namespace}/{username}: the bundle reference, never more.
@@ -123,7 +202,7 @@ export type UsernameRecord = Message<"meshwhisper.v1.UsernameRecord"> & {
  * Use `create(UsernameRecordSchema)` to create a new message.
  */
 export const UsernameRecordSchema: GenMessage<UsernameRecord> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_username, 2);
+  messageDesc(file_meshwhisper_v1_username, 4);
 
 /**
  * @generated from enum meshwhisper.v1.UsernameAction
