@@ -357,6 +357,38 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await expect.poll(() => stateOf(alice, 'wake up, bob'), { timeout: 30_000 }).toMatch(/delivered|read/);
   });
 
+  it('offline, the service worker serves the app shell; back online, Prudence reconnects by itself', async () => {
+    await go(bob, '#/');
+    await bob.context.setOffline(true);
+    await bob.page.reload();
+    await bob.page.getByTestId('start-error').filter({ hasText: 'You are offline' }).waitFor({ timeout: 30_000 });
+    await accessible(bob, 'offline');
+    await bob.context.setOffline(false);
+    await bob.page.getByTestId('me').waitFor({ timeout: 30_000 });
+  });
+
+  it('blocking hides what the blocked person sends; deleting an account returns to the welcome screen', async () => {
+    await openChat(alice, 'carol');
+    await alice.page.getByRole('button', { name: 'Conversation settings' }).click();
+    await alice.page.locator('dialog[open]').getByRole('button', { name: 'Block' }).click();
+    await alice.page.getByText('You blocked carol').waitFor();
+    await openChat(carol, 'alice');
+    await send(carol, 'sent while blocked');
+    await alice.page.getByRole('button', { name: 'Conversation settings' }).click();
+    await alice.page.locator('dialog[open]').getByRole('button', { name: 'Unblock' }).click();
+    await send(carol, 'sent after unblock');
+    await waitForText(alice, 'sent after unblock');
+    expect(await texts(alice)).not.toContain('sent while blocked');
+
+    await go(carol, '#/settings');
+    await carol.page.getByRole('button', { name: 'Delete account…' }).click();
+    await carol.page.getByLabel('Type your username (carol) to confirm').fill('carol');
+    await carol.page.getByRole('button', { name: 'Delete everything' }).click();
+    await carol.page.getByLabel('Choose a username').waitFor({ timeout: 30_000 });
+    // The username is free again on the node.
+    await register(carol);
+  });
+
   it('no page error, console error or CSP violation happened', () => {
     expect([...alice.problems, ...bob.problems, ...carol.problems]).toEqual([]);
   });

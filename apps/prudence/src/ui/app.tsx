@@ -39,15 +39,21 @@ export function App() {
       (opened) => (live ? setM(opened) : void opened.close()),
       (e: unknown) => live && setError(describeError(e)),
     );
+    // Back online: try again by itself.
+    const retry = (): void => setAttempt((n) => n + 1);
+    addEventListener('online', retry);
     return () => {
       live = false;
+      removeEventListener('online', retry);
     };
   }, [attempt]);
   if (error) {
     return (
       <main class="center">
         <h1>Prudence</h1>
-        <p role="alert">Prudence could not start: {error}</p>
+        <p role="alert" data-testid="start-error">
+          {navigator.onLine ? `Prudence could not reach your node: ${error}` : 'You are offline. Prudence will connect again as soon as the network is back.'}
+        </p>
         <button type="button" onClick={() => setAttempt((n) => n + 1)}>
           Try again
         </button>
