@@ -389,6 +389,20 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await register(carol);
   });
 
+  it('a second tab of the same profile takes over the connection; the first offers to take it back', async () => {
+    const second = await alice.context.newPage();
+    await second.goto(`${url}/`);
+    await second.getByTestId('me').waitFor({ timeout: 30_000 });
+    await alice.page.getByText('Prudence is open in another tab or window').waitFor({ timeout: 30_000 });
+    await alice.page.getByRole('button', { name: 'Use Prudence here' }).click();
+    await second.getByText('Prudence is open in another tab or window').waitFor({ timeout: 30_000 });
+    await second.close();
+    await openChat(alice, 'bob');
+    await openChat(bob, 'alice');
+    await send(bob, 'after the tab switch');
+    await waitForText(alice, 'after the tab switch');
+  });
+
   it('no page error, console error or CSP violation happened', () => {
     expect([...alice.problems, ...bob.problems, ...carol.problems]).toEqual([]);
   });

@@ -99,6 +99,8 @@ export class Messenger {
   /** The open conversation (its messages are read while the page is visible). */
   openPeer: string | undefined;
   notices: string[] = [];
+  /** Why the connection stopped for good (until `takeOver`), if it did. */
+  stopped: string | undefined;
   version = 0;
 
   private constructor(
@@ -182,6 +184,11 @@ export class Messenger {
       void this.storage.deleteItem(T.verified, change.previous);
       this.changed();
     });
+    // Only one connection per device receives: another tab of this profile (or the service worker) took over.
+    c.on('stopped', ({ reason, message }) => {
+      this.stopped = reason === 'replaced' ? 'Prudence is open in another tab or window of this browser profile.' : message;
+      this.changed();
+    });
     c.on('undecryptable', (u) => this.notice(`A message could not be decrypted (${u.code}).`));
     c.on('gap', ({ expired, evicted }) => this.notice(`The node dropped ${expired + evicted} message(s) before this device fetched them.`));
     c.on('error', (e) => this.notice(describeError(e)));
@@ -237,6 +244,13 @@ export class Messenger {
 
   async deleteAccount(): Promise<void> {
     await this.client.deleteAccount();
+  }
+
+  /** Receive here again (the other tab's connection stops). */
+  takeOver(): void {
+    this.stopped = undefined;
+    this.client.connect();
+    this.changed();
   }
 
   async close(): Promise<void> {

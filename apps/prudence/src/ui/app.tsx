@@ -105,6 +105,16 @@ function Opened({ m }: { m: Messenger }) {
 }
 
 function Notices({ m }: { m: Messenger }) {
+  if (m.stopped) {
+    return (
+      <div class="notices" role="alert">
+        <p>{m.stopped}</p>
+        <button type="button" onClick={() => m.takeOver()}>
+          Use Prudence here
+        </button>
+      </div>
+    );
+  }
   if (m.notices.length === 0) return null;
   return (
     <div class="notices" role="status">
