@@ -389,6 +389,24 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await register(carol);
   });
 
+  it('"carol" now names another key: alice is warned, her send is held, and after accepting she writes to the new carol', async () => {
+    await openChat(alice, 'carol');
+    await alice.page.getByRole('textbox', { name: 'Message' }).fill('are you still you?');
+    await alice.page.getByRole('button', { name: 'Send' }).click();
+    await alice.page.getByRole('alert').filter({ hasText: 'now has a different key' }).waitFor({ timeout: 30_000 });
+    await alice.page.getByText('MW_SDK_IDENTITY_CHANGED').waitFor();
+    await accessible(alice, 'key change warning');
+    await screenshot(alice.page, shots, 'key-change');
+    await go(alice, '#/');
+    await alice.page.getByRole('alert').filter({ hasText: 'The safety number with carol has changed' }).waitFor();
+    await alice.page.getByRole('link', { name: 'Review' }).click();
+    await alice.page.getByRole('button', { name: 'Accept the new key' }).click();
+    await alice.page.getByTestId('chat-name').filter({ hasText: 'carol' }).waitFor();
+    await expect.poll(() => alice.page.locator('.messages .text').count()).toBe(0); // a new conversation
+    await send(alice, 'hello, new carol');
+    await carol.page.locator('a.conversation', { hasText: 'alice' }).waitFor({ timeout: 30_000 });
+  });
+
   it('a second tab of the same profile takes over the connection; the first offers to take it back', async () => {
     const second = await alice.context.newPage();
     await second.goto(`${url}/`);

@@ -165,5 +165,10 @@ export function screenshotDir(tmp: string): string {
 }
 
 export async function screenshot(page: Page, dir: string, name: string): Promise<void> {
+  // No focus ring left over from the keyboard walk; lists from the top, conversations at the end.
+  await page.evaluate(() => {
+    (document.activeElement as HTMLElement | null)?.blur();
+    if (!document.querySelector('.messages')) window.scrollTo(0, 0);
+  });
   writeFileSync(join(dir, `${name}.png`), await page.screenshot({ animations: 'disabled' }));
 }
