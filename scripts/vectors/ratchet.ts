@@ -11,7 +11,7 @@
  * independent reader of the documented layout) and from recomputing derivations with primitives.
  */
 import { concatBytes, equalBytes, fromHex, toHex, utf8 } from '../../packages/crypto/src/bytes.js';
-import { SKIPPED_KEY_MAX_AGE_MS, STORAGE_VERSION, WIRE_VERSION } from '../../packages/crypto/src/constants.js';
+import { RATCHET_WIRE_VERSION, SKIPPED_KEY_MAX_AGE_MS, STORAGE_VERSION } from '../../packages/crypto/src/constants.js';
 import { createContext } from '../../packages/crypto/src/context.js';
 import { CryptoError, CryptoErrorCode } from '../../packages/crypto/src/errors.js';
 import type { CryptoBackend } from '../../packages/crypto/src/primitives/backend.js';
@@ -22,7 +22,9 @@ import {
   initRatchetAsInitiator,
   initRatchetAsResponder,
   ratchetDecrypt,
+  ratchetDecryptEphemeral,
   ratchetEncrypt,
+  ratchetEncryptEphemeral,
   serializeRatchetState,
 } from '../../packages/crypto/src/ratchet.js';
 import { deterministicRng, manualClock } from '../../packages/crypto/src/testing.js';
@@ -48,6 +50,8 @@ export interface StateSnapshot {
   PN: number;
   previousHeaderKeys: string[];
   skipped: { headerKey: string; keys: { n: number; messageKey: string; storedAt: number }[] }[];
+  /** Records of skipped keys gone unused (storage reason 1 = evicted, 2 = expired). */
+  lost: { headerKey: string; keys: { n: number; reason: 'evicted' | 'expired' }[] }[];
 }
 
 /** Reads the storage encoding with its own cursor (independent of the implementation's reader). */
@@ -100,8 +104,19 @@ export function decodeStateSnapshot(bytes: Uint8Array): StateSnapshot & { associ
     }
     skipped.push({ headerKey, keys });
   }
+  const lost: StateSnapshot['lost'] = [];
+  for (let i = u8(); i > 0; i--) {
+    const headerKey = key();
+    const keys: StateSnapshot['lost'][number]['keys'] = [];
+    for (let j = u16(); j > 0; j--) {
+      const n = u32();
+      const reason = u8() === 1 ? 'evicted' : 'expired';
+      keys.push({ n, reason });
+    }
+    lost.push({ headerKey, keys });
+  }
   if (off !== bytes.length) throw new Error('snapshot trailing bytes');
-  return { role: initiator ? 'initiator' : 'responder', RK, DHs, DHr, CKs, CKr, HKs, HKr, NHKs, NHKr, Ns, Nr, PN, previousHeaderKeys, skipped, associatedData };
+  return { role: initiator ? 'initiator' : 'responder', RK, DHs, DHr, CKs, CKr, HKs, HKr, NHKs, NHKr, Ns, Nr, PN, previousHeaderKeys, skipped, lost, associatedData };
 }
 
 function snapshot(s: RatchetState): StateSnapshot {
@@ -164,7 +179,7 @@ export interface RatchetVectors {
   description: string;
   spec: string;
   labels: typeof RatchetLabel;
-  constants: { WIRE_VERSION: number; STORAGE_VERSION: number; SKIPPED_KEY_MAX_AGE_MS: number };
+  constants: { RATCHET_WIRE_VERSION: number; STORAGE_VERSION: number; SKIPPED_KEY_MAX_AGE_MS: number };
   inputs: {
     sharedSecret: string;
     associatedData: string;
@@ -176,6 +191,22 @@ export interface RatchetVectors {
   headerEncryption: { headerKey: string; nonce: string; associatedData: string; headerPlaintext: string; encryptedHeader: string }[];
   messages: { index: number; from: 'alice' | 'bob'; plaintext: string; wire: string }[];
   steps: VectorStep[];
+  /** Ephemeral messages sent after the script (docs/spec/ratchet.md §Ephemeral messages); none changes a state. */
+  ephemeral: EphemeralVector[];
+}
+
+export interface EphemeralVector {
+  from: 'alice' | 'bob';
+  time: number;
+  /** The sender's HKs, the 16 random salt bytes drawn, and EPH_KEYS(HKs, salt). */
+  headerKey: string;
+  salt: string;
+  key: string;
+  nonce: string;
+  plaintext: string;
+  wire: string;
+  /** Which of the receiver's keys opened it: HKr, NHKr or a previous header key. */
+  openedWith: 'HKr' | 'NHKr' | 'previous';
 }
 
 // ── Script ─────────────────────────────────────────────────────────────────────────────────────
@@ -187,6 +218,8 @@ type Action =
 
 const DUP = CryptoErrorCode.DUPLICATE_MESSAGE;
 const BAD = CryptoErrorCode.BAD_MAC;
+const FOREIGN = CryptoErrorCode.UNKNOWN_SESSION;
+const EXPIRED = CryptoErrorCode.SKIPPED_KEY_EXPIRED;
 
 const SCRIPT: Action[] = [
   { op: 'send', from: 'alice', text: 'Hi Bob, this is Alice (m0)' },
@@ -216,14 +249,15 @@ const SCRIPT: Action[] = [
   { op: 'recv', to: 'alice', message: 12, note: 'current chain, skips m9, m10, m11' },
   { op: 'recv', to: 'alice', message: 10, note: 'skipped key' },
   { op: 'recv', to: 'alice', message: 9, tamper: 'body', note: 'body tampered: BAD_MAC, state unchanged', error: BAD },
-  { op: 'recv', to: 'alice', message: 9, tamper: 'header', note: 'encrypted header tampered: opens under no key, BAD_MAC', error: BAD },
+  { op: 'recv', to: 'alice', message: 9, tamper: 'header', note: 'encrypted header tampered: opens under no key, UNKNOWN_SESSION', error: FOREIGN },
   { op: 'send', from: 'alice', text: 'm13' },
   { op: 'send', from: 'alice', text: 'm14' },
   { op: 'recv', to: 'bob', message: 14, note: 'DH ratchet, skips m13' },
   { op: 'recv', to: 'bob', message: 13, note: 'skipped key' },
   { op: 'advance', ms: SKIPPED_KEY_MAX_AGE_MS + 1 },
-  { op: 'recv', to: 'alice', message: 9, note: 'skipped key expired: DUPLICATE_MESSAGE, state unchanged', error: DUP },
-  { op: 'send', from: 'alice', text: 'm15: this state advance prunes the expired keys' },
+  { op: 'recv', to: 'alice', message: 9, note: 'skipped key expired: SKIPPED_KEY_EXPIRED, state unchanged', error: EXPIRED },
+  { op: 'send', from: 'alice', text: 'm15: this state advance prunes the expired keys (recorded as lost)' },
+  { op: 'recv', to: 'alice', message: 11, note: 'pruned key: its lost-key record says SKIPPED_KEY_EXPIRED', error: EXPIRED },
   { op: 'recv', to: 'bob', message: 15, note: 'current chain' },
   { op: 'send', from: 'bob', text: 'm16' },
   { op: 'send', from: 'bob', text: 'm17' },
@@ -297,7 +331,7 @@ export function generateRatchetVectors(backend: CryptoBackend = nobleBackend): R
     alice: createContext({ backend: b, random: rngs.alice.rng, now: clock.now }),
     bob: createContext({ backend: b, random: rngs.bob.rng, now: clock.now }),
   };
-  const headerAad = concatBytes(associatedData, Uint8Array.of(WIRE_VERSION));
+  const headerAad = concatBytes(associatedData, Uint8Array.of(RATCHET_WIRE_VERSION));
 
   const init = b.hkdfSha256(sharedSecret, ZERO32, utf8(RatchetLabel.Init), 96);
   const state = {
@@ -312,7 +346,7 @@ export function generateRatchetVectors(backend: CryptoBackend = nobleBackend): R
       'MeshWhisper Double Ratchet with header encryption (DR-HE). A scripted conversation: every wire message, every intermediate key, the full state after every step. Hex strings; message numbers are decimal.',
     spec: 'docs/spec/ratchet.md',
     labels: { ...RatchetLabel },
-    constants: { WIRE_VERSION, STORAGE_VERSION, SKIPPED_KEY_MAX_AGE_MS },
+    constants: { RATCHET_WIRE_VERSION, STORAGE_VERSION, SKIPPED_KEY_MAX_AGE_MS },
     inputs: {
       sharedSecret: toHex(sharedSecret),
       associatedData: toHex(associatedData),
@@ -330,6 +364,7 @@ export function generateRatchetVectors(backend: CryptoBackend = nobleBackend): R
     headerEncryption: [],
     messages: [],
     steps: [],
+    ephemeral: [],
   };
 
   for (const action of SCRIPT) {
@@ -348,7 +383,7 @@ export function generateRatchetVectors(backend: CryptoBackend = nobleBackend): R
       vectors.messages.push({ index, from: party, plaintext: toHex(plaintext), wire: toHex(r.message) });
       const header = openHeader(before.HKs, r.message, headerAad)!;
       const mk = hmac(before.CKs!, 1);
-      const km = b.hkdfSha256(fromHex(mk), ZERO32, utf8(RatchetLabel.Message), 44);
+      const km = b.hkdfSha256(fromHex(mk), r.message.subarray(1, 13), utf8(RatchetLabel.Message), 44);
       Object.assign(step, {
         note: action.note ?? `${party} sends m${index}`,
         message: index,
@@ -390,12 +425,39 @@ export function generateRatchetVectors(backend: CryptoBackend = nobleBackend): R
     step.state = snapshot(state[party]);
     vectors.steps.push(step as VectorStep);
   }
+  // Ephemeral messages in both directions; they change no state.
+  for (const [from, text] of [['alice', 'typing: true'], ['bob', 'presence: online'], ['alice', 'typing: false']] as const) {
+    const to = from === 'alice' ? 'bob' : 'alice';
+    const sender = snapshot(state[from]);
+    const receiver = snapshot(state[to]);
+    const plaintext = utf8(text);
+    const wire = ratchetEncryptEphemeral(ctx[from], state[from], plaintext);
+    const salt = rngs[from].take();
+    const km = b.hkdfSha256(fromHex(sender.HKs!), salt, utf8(RatchetLabel.Ephemeral), 44);
+    const opened = ratchetDecryptEphemeral(ctx[to], state[to], wire);
+    if (!equalBytes(opened.plaintext, plaintext) || opened.sentAt !== clock.now()) throw new Error('ephemeral round trip');
+    if (JSON.stringify(snapshot(state[from])) !== JSON.stringify(sender) || JSON.stringify(snapshot(state[to])) !== JSON.stringify(receiver)) {
+      throw new Error('an ephemeral message changed a state');
+    }
+    vectors.ephemeral.push({
+      from,
+      time: clock.now(),
+      headerKey: sender.HKs!,
+      salt: toHex(salt),
+      key: toHex(km.subarray(0, 32)),
+      nonce: toHex(km.subarray(32)),
+      plaintext: toHex(plaintext),
+      wire: toHex(wire),
+      openedWith: receiver.HKr === sender.HKs ? 'HKr' : receiver.NHKr === sender.HKs ? 'NHKr' : 'previous',
+    });
+    clock.advance(1000);
+  }
   return vectors;
 }
 
 /** Fills path, header, DH ratchet values and the key schedule of a successful decryption. */
 function describeDecrypt(step: Partial<VectorStep>, before: StateSnapshot, wire: Uint8Array, associatedData: Uint8Array, after: RatchetState): void {
-  const headerAad = concatBytes(associatedData, Uint8Array.of(WIRE_VERSION));
+  const headerAad = concatBytes(associatedData, Uint8Array.of(RATCHET_WIRE_VERSION));
   let header = openHeader(before.HKr, wire, headerAad);
   if (header && header.n >= before.Nr) {
     step.path = 'current-chain';
@@ -435,7 +497,7 @@ function describeDecrypt(step: Partial<VectorStep>, before: StateSnapshot, wire:
       ? before.skipped.find((c) => c.headerKey === header!.headerKey)!.keys.find((k) => k.n === header!.n)!.messageKey
       : hmac(step.chainKey!, 1);
   if (step.path !== 'skipped') step.nextChainKey = hmac(step.chainKey!, 2);
-  const km = b.hkdfSha256(fromHex(mk), ZERO32, utf8(RatchetLabel.Message), 44);
+  const km = b.hkdfSha256(fromHex(mk), wire.subarray(1, 13), utf8(RatchetLabel.Message), 44);
   Object.assign(step, { messageKey: mk, bodyKey: toHex(km.subarray(0, 32)), bodyNonce: toHex(km.subarray(32)) });
   if (!equalBytes(fromHex(step.plaintext!), b.aes256GcmDecrypt(km.subarray(0, 32), km.subarray(32), wire.subarray(69), concatBytes(associatedData, wire.subarray(0, 69))))) {
     throw new Error(`step ${step.step}: recomputed plaintext differs`);

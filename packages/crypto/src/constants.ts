@@ -6,8 +6,17 @@
 // ── Versions ────────────────────────────────────────────────────────────────────────────────
 /** Wire version of every crypto encoding (keys, bundles, PQXDH and ratchet messages, envelopes). */
 export const WIRE_VERSION = 1;
-/** Version of the storage formats (serialised ratchet state, session records, stores). */
-export const STORAGE_VERSION = 1;
+/**
+ * Version byte of ratchet and ephemeral messages. 2 since protocol v2: the body key mixes in the
+ * header nonce, new HKDF labels, ephemeral messages. A v1 message is refused (UNSUPPORTED_VERSION).
+ */
+export const RATCHET_WIRE_VERSION = 2;
+/**
+ * Version of the storage formats (serialised ratchet state, session records). 2 since protocol v2
+ * (lost-key records, ephemeral replay time, no decryptOnly flag); v1 state is refused with
+ * UNSUPPORTED_VERSION, never misread (v1 sessions cannot be migrated: their keys follow v1 labels).
+ */
+export const STORAGE_VERSION = 2;
 
 // ── Key sizes ───────────────────────────────────────────────────────────────────────────────
 export const X25519_KEY_LENGTH = 32;
@@ -70,10 +79,41 @@ export const MAX_PREVIOUS_HEADER_KEYS = 5;
  * tries), while still letting a lost message arrive 32 lossy turn-changes late (store-and-forward).
  */
 export const MAX_SKIPPED_KEY_CHAINS = 32;
+/**
+ * Records of skipped keys that were evicted or expired (message number and reason, no key
+ * material), kept so that a late message whose key is gone is reported as SKIPPED_KEY_EVICTED or
+ * SKIPPED_KEY_EXPIRED — "lost, ask the sender again" — and not as a duplicate the app may ignore.
+ * As many as live skipped keys (5 bytes each, ≈10 KB); the oldest records go first. A message
+ * whose record was also dropped is reported as DUPLICATE_MESSAGE: 2000 further lost keys later.
+ */
+export const MAX_LOST_KEYS = 2000;
+/** Chains holding lost-key records; each costs one trial header decryption for foreign messages. */
+export const MAX_LOST_KEY_CHAINS = 32;
+
+// ── Ephemeral messages (typing, presence) ─────────────────────────────────────────────────
+/**
+ * An ephemeral message is accepted only if its sender time is within this much of the receiver's
+ * clock (either direction) and later than the last one accepted in the session. The node delivers
+ * ephemeral envelopes at once or never, so only clock skew needs room; 5 minutes covers phones
+ * with unsynchronised clocks while bounding how long a captured signal can be replayed.
+ */
+export const EPHEMERAL_MAX_SKEW_MS = 5 * 60 * 1000;
 
 // ── Sessions ────────────────────────────────────────────────────────────────────────────────
 /** Archived sessions kept per peer device and tried after the current one (libsignal uses 40). */
 export const MAX_ARCHIVED_SESSIONS = 40;
+/**
+ * A session we initiated that the peer has never answered is not used for new messages after this
+ * long (libsignal's MAX_UNACKNOWLEDGED_SESSION_AGE): the node has dropped anything older than its
+ * 30-day retention, and the prekeys it names may be gone. The next send starts a fresh session.
+ */
+export const PENDING_SESSION_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+/**
+ * A device sends at most one decryption-error message per peer device per this interval, however
+ * many of that peer's messages fail: a burst of undecryptable messages (a session lost on one
+ * side) costs the peer one session restart, and a peer cannot make us flood it.
+ */
+export const DECRYPTION_ERROR_MIN_INTERVAL_MS = 60 * 1000;
 
 // ── Envelopes and padding ───────────────────────────────────────────────────────────────────
 /**

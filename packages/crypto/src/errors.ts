@@ -26,8 +26,14 @@ export const CryptoErrorCode = {
   REPLAYED_INITIAL_MESSAGE: 'MW_CRYPTO_REPLAYED_INITIAL_MESSAGE',
   /** No session with that peer device, or no stored session decrypts the message. */
   UNKNOWN_SESSION: 'MW_CRYPTO_UNKNOWN_SESSION',
-  /** The message key was already used: the message is a duplicate. */
+  /** The message key was already used: the message is a duplicate (safe to ignore). */
   DUPLICATE_MESSAGE: 'MW_CRYPTO_DUPLICATE_MESSAGE',
+  /** The message's skipped key was evicted by a storage limit: the message is lost for this session. */
+  SKIPPED_KEY_EVICTED: 'MW_CRYPTO_SKIPPED_KEY_EVICTED',
+  /** The message's skipped key was older than SKIPPED_KEY_MAX_AGE_MS: the message is lost for this session. */
+  SKIPPED_KEY_EXPIRED: 'MW_CRYPTO_SKIPPED_KEY_EXPIRED',
+  /** An ephemeral message is older than the last one accepted, or outside the allowed clock skew (replay or stale). */
+  STALE_EPHEMERAL: 'MW_CRYPTO_STALE_EPHEMERAL',
   /** The message is further ahead in its chain than MAX_SKIP allows. */
   TOO_FAR_AHEAD: 'MW_CRYPTO_TOO_FAR_AHEAD',
   /** The sender inside a sealed envelope does not match the session that decrypted it. */

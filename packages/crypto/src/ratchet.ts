@@ -17,13 +17,15 @@ import { concatBytes, copyBytes, equalBytes, utf8, wipe } from './bytes.js';
 import {
   AES_GCM_NONCE_LENGTH,
   AES_GCM_TAG_LENGTH,
+  MAX_LOST_KEY_CHAINS,
+  MAX_LOST_KEYS,
   MAX_PREVIOUS_HEADER_KEYS,
   MAX_SKIP,
   MAX_SKIPPED_KEY_CHAINS,
   MAX_SKIPPED_KEYS,
   SKIPPED_KEY_MAX_AGE_MS,
+  RATCHET_WIRE_VERSION,
   STORAGE_VERSION,
-  WIRE_VERSION,
   X25519_KEY_LENGTH,
 } from './constants.js';
 import type { CryptoContext } from './context.js';
@@ -35,17 +37,20 @@ import { CryptoError, CryptoErrorCode, assertBytes } from './errors.js';
 /** HKDF info strings. A new protocol version gets new labels, so keys never cross versions. */
 export const RatchetLabel = {
   /** SK → RK0 ‖ shared HKa ‖ shared NHKb. */
-  Init: 'MeshWhisper_DR_Init_v1',
+  Init: 'MeshWhisper_DR_Init_v2',
   /** KDF_RK_HE: (RK, DH output) → RK' ‖ CK ‖ NHK. */
-  Root: 'MeshWhisper_DR_Root_v1',
-  /** MK → AES-256-GCM key ‖ nonce for one message body. */
-  Message: 'MeshWhisper_DR_Message_v1',
+  Root: 'MeshWhisper_DR_Root_v2',
+  /** (MK, header nonce) → AES-256-GCM key ‖ nonce for one message body. */
+  Message: 'MeshWhisper_DR_Message_v2',
+  /** (header key, random salt) → AES-256-GCM key ‖ nonce for one ephemeral message. */
+  Ephemeral: 'MeshWhisper_DR_Ephemeral_v2',
 } as const;
 
 const INFO_INIT = utf8(RatchetLabel.Init);
 const INFO_ROOT = utf8(RatchetLabel.Root);
 const INFO_MESSAGE = utf8(RatchetLabel.Message);
-/** HKDF salt for Init and Message: 32 zero bytes (RFC 5869 §2.2 default, written out). */
+const INFO_EPHEMERAL = utf8(RatchetLabel.Ephemeral);
+/** HKDF salt for Init: 32 zero bytes (RFC 5869 §2.2 default, written out). */
 const ZERO_SALT = new Uint8Array(32);
 /** KDF_CK inputs (spec §5.2 recommendation): MK = HMAC(CK, 0x01), CK' = HMAC(CK, 0x02). */
 const CK_MESSAGE_INPUT = Uint8Array.of(0x01);
@@ -58,6 +63,10 @@ export const RATCHET_HEADER_LENGTH = X25519_KEY_LENGTH + 4 + 4;
 export const RATCHET_ENCRYPTED_HEADER_LENGTH = AES_GCM_NONCE_LENGTH + RATCHET_HEADER_LENGTH + AES_GCM_TAG_LENGTH;
 /** Wire bytes added to a plaintext: version (1) ‖ encrypted header (68) ‖ body tag (16). */
 export const RATCHET_MESSAGE_OVERHEAD = 1 + RATCHET_ENCRYPTED_HEADER_LENGTH + AES_GCM_TAG_LENGTH;
+/** Random salt of an ephemeral message (16 bytes: collisions are irrelevant below 2^64 messages). */
+export const EPHEMERAL_SALT_LENGTH = 16;
+/** Ephemeral message: version (1) ‖ salt (16) ‖ AEAD(u64 sentAt ‖ plaintext) — 8 + 16 tag. */
+export const EPHEMERAL_MESSAGE_OVERHEAD = 1 + EPHEMERAL_SALT_LENGTH + 8 + AES_GCM_TAG_LENGTH;
 /** Offset of the body ciphertext; bytes [0, BODY_OFFSET) are the authenticated wire prefix. */
 const BODY_OFFSET = 1 + RATCHET_ENCRYPTED_HEADER_LENGTH;
 const HEADER_NONCE_END = 1 + AES_GCM_NONCE_LENGTH;
@@ -79,8 +88,31 @@ interface SkippedChain {
   readonly keys: readonly SkippedKey[];
 }
 
+/** Why a skipped key is gone without having been used (storage codes). */
+const LOST_EVICTED = 1;
+const LOST_EXPIRED = 2;
+interface LostKey {
+  readonly n: number;
+  readonly reason: typeof LOST_EVICTED | typeof LOST_EXPIRED;
+}
+/** Records of the evicted or expired keys of one chain, ascending n. Never empty. */
+interface LostChain {
+  readonly hk: Uint8Array;
+  readonly keys: readonly LostKey[];
+}
+
+/** The skipped-key bookkeeping of a state; replaced as a whole, never mutated. */
+interface KeyBook {
+  /** Oldest chain first, ≤ MAX_SKIPPED_KEY_CHAINS chains and ≤ MAX_SKIPPED_KEYS keys in all. */
+  readonly skipped: readonly SkippedChain[];
+  readonly skippedCount: number;
+  /** Least recently touched chain first, ≤ MAX_LOST_KEY_CHAINS chains and ≤ MAX_LOST_KEYS records. */
+  readonly lost: readonly LostChain[];
+  readonly lostCount: number;
+}
+
 /** Spec §4.3 state variables, plus AD and the bookkeeping for skipped and previous header keys. */
-interface Inner {
+interface Inner extends KeyBook {
   readonly initiator: boolean;
   readonly rk: Uint8Array;
   readonly dhsSecret: Uint8Array;
@@ -96,13 +128,10 @@ interface Inner {
   readonly nr: number;
   readonly pn: number;
   readonly ad: Uint8Array;
-  /** AD ‖ WIRE_VERSION: the header AEAD's associated data, derived once. */
+  /** AD ‖ RATCHET_WIRE_VERSION: the header AEAD's associated data, derived once. */
   readonly headerAad: Uint8Array;
   /** Receiving header keys of finished chains, oldest first, ≤ MAX_PREVIOUS_HEADER_KEYS. */
   readonly previousHeaderKeys: readonly Uint8Array[];
-  /** Oldest chain first, ≤ MAX_SKIPPED_KEY_CHAINS chains and ≤ MAX_SKIPPED_KEYS keys in all. */
-  readonly skipped: readonly SkippedChain[];
-  readonly skippedCount: number;
 }
 
 /** Public, non-secret facts about a ratchet state (what `inspect` prints). */
@@ -118,6 +147,9 @@ export interface RatchetStateSummary {
   readonly previousSendingChainLength: number;
   readonly skippedKeyCount: number;
   readonly skippedChainCount: number;
+  /** Records of skipped keys evicted or expired before use. */
+  readonly lostKeyCount: number;
+  readonly lostChainCount: number;
 }
 
 let innerOf: (state: unknown, operation: string) => Inner;
@@ -161,6 +193,8 @@ function summarize(s: Inner): RatchetStateSummary {
     previousSendingChainLength: s.pn,
     skippedKeyCount: s.skippedCount,
     skippedChainCount: s.skipped.length,
+    lostKeyCount: s.lostCount,
+    lostChainCount: s.lost.length,
   };
 }
 
@@ -195,9 +229,13 @@ function kdfRk(ctx: CryptoContext, rk: Uint8Array, dhOut: Uint8Array): [Uint8Arr
   return split3(ctx.backend.hkdfSha256(dhOut, rk, INFO_ROOT, 3 * KEY));
 }
 
-/** ENCRYPT/DECRYPT key schedule: 44 bytes = AES key (0..32) ‖ nonce (32..44). Caller wipes. */
-function messageKeyMaterial(ctx: CryptoContext, mk: Uint8Array): Uint8Array {
-  return ctx.backend.hkdfSha256(mk, ZERO_SALT, INFO_MESSAGE, KEY + AES_GCM_NONCE_LENGTH);
+/**
+ * ENCRYPT/DECRYPT key schedule: 44 bytes = AES key (0..32) ‖ nonce (32..44). The header nonce is
+ * the salt: a message key reused after a state rollback still gets a fresh key and nonce
+ * (docs/spec/ratchet.md §Nonces). Caller wipes.
+ */
+function messageKeyMaterial(ctx: CryptoContext, mk: Uint8Array, headerNonce: Uint8Array): Uint8Array {
+  return ctx.backend.hkdfSha256(mk, headerNonce, INFO_MESSAGE, KEY + AES_GCM_NONCE_LENGTH);
 }
 
 function generateDh(ctx: CryptoContext, operation: string): { secretKey: Uint8Array; publicKey: Uint8Array } {
@@ -228,7 +266,7 @@ function initialKeys(ctx: CryptoContext, p: InitCommon, operation: string): { rk
 }
 
 function headerAadOf(ad: Uint8Array): Uint8Array {
-  return concatBytes(ad, Uint8Array.of(WIRE_VERSION));
+  return concatBytes(ad, Uint8Array.of(RATCHET_WIRE_VERSION));
 }
 
 /**
@@ -271,8 +309,7 @@ export function initRatchetAsInitiator(
     ad,
     headerAad: headerAadOf(ad),
     previousHeaderKeys: [],
-    skipped: [],
-    skippedCount: 0,
+    ...EMPTY_BOOK,
   });
 }
 
@@ -311,22 +348,69 @@ export function initRatchetAsResponder(
     ad,
     headerAad: headerAadOf(ad),
     previousHeaderKeys: [],
-    skipped: [],
-    skippedCount: 0,
+    ...EMPTY_BOOK,
   });
 }
 
 // ── Skipped message keys ─────────────────────────────────────────────────────────────────────
 
+const EMPTY_BOOK: KeyBook = { skipped: [], skippedCount: 0, lost: [], lostCount: 0 };
+
 const expired = (k: SkippedKey, now: number): boolean => now - k.at > SKIPPED_KEY_MAX_AGE_MS;
+
+/**
+ * Appends records for keys of chain `hk` that are gone unused, then applies the limits (oldest
+ * chains beyond MAX_LOST_KEY_CHAINS, then oldest records beyond MAX_LOST_KEYS are dropped). The
+ * chain touched moves to the end. Keys leave a skipped chain as a prefix (eviction and expiry both
+ * take the oldest), so appending keeps each record list ascending.
+ */
+function addLost(list: readonly LostChain[], count: number, hk: Uint8Array, keys: readonly LostKey[]): { lost: readonly LostChain[]; lostCount: number } {
+  if (keys.length === 0) return { lost: list, lostCount: count };
+  const next = list.slice();
+  const i = findChain(next, hk);
+  let merged = keys;
+  if (i >= 0) {
+    const old = next.splice(i, 1)[0]!;
+    merged = old.keys.concat(keys);
+    if (old.keys[old.keys.length - 1]!.n >= keys[0]!.n) {
+      const byN = new Map<number, LostKey>();
+      for (const k of merged) byN.set(k.n, k);
+      merged = [...byN.values()].sort((a, b) => a.n - b.n);
+      count -= old.keys.length + keys.length - merged.length;
+    }
+  }
+  next.push({ hk, keys: merged });
+  count += keys.length;
+  while (next.length > MAX_LOST_KEY_CHAINS) count -= next.shift()!.keys.length;
+  while (count > MAX_LOST_KEYS) {
+    const first = next[0]!;
+    const excess = count - MAX_LOST_KEYS;
+    if (first.keys.length <= excess) {
+      next.shift();
+      count -= first.keys.length;
+    } else {
+      next[0] = { hk: first.hk, keys: first.keys.slice(excess) };
+      count -= excess;
+    }
+  }
+  return { lost: next, lostCount: count };
+}
+
+function recordLost(book: KeyBook, gone: readonly { hk: Uint8Array; keys: readonly SkippedKey[] }[], reason: LostKey['reason']): Pick<KeyBook, 'lost' | 'lostCount'> {
+  let acc = { lost: book.lost, lostCount: book.lostCount };
+  for (const g of gone) acc = addLost(acc.lost, acc.lostCount, g.hk, g.keys.map((k) => ({ n: k.n, reason })));
+  return acc;
+}
 
 /**
  * Appends keys of chain `hk` (the current receiving chain, so the last list entry if it exists),
  * then applies the limits: oldest chains beyond MAX_SKIPPED_KEY_CHAINS, then oldest keys beyond
- * MAX_SKIPPED_KEYS are evicted.
+ * MAX_SKIPPED_KEYS are evicted (and recorded as lost).
  */
-function addSkipped(list: readonly SkippedChain[], count: number, hk: Uint8Array, keys: readonly SkippedKey[]): { list: readonly SkippedChain[]; count: number } {
-  if (keys.length === 0) return { list, count };
+function addSkipped(book: KeyBook, hk: Uint8Array, keys: readonly SkippedKey[]): KeyBook {
+  if (keys.length === 0) return bookOf(book);
+  const list = book.skipped;
+  let count = book.skippedCount;
   const last = list[list.length - 1];
   let next: SkippedChain[];
   if (last && equalBytes(last.hk, hk)) {
@@ -337,43 +421,56 @@ function addSkipped(list: readonly SkippedChain[], count: number, hk: Uint8Array
     next.push({ hk, keys });
   }
   count += keys.length;
-  while (next.length > MAX_SKIPPED_KEY_CHAINS) count -= next.shift()!.keys.length;
+  const evicted: SkippedChain[] = [];
+  while (next.length > MAX_SKIPPED_KEY_CHAINS) {
+    const first = next.shift()!;
+    evicted.push(first);
+    count -= first.keys.length;
+  }
   while (count > MAX_SKIPPED_KEYS) {
     const first = next[0]!;
     const excess = count - MAX_SKIPPED_KEYS;
     if (first.keys.length <= excess) {
       next.shift();
+      evicted.push(first);
       count -= first.keys.length;
     } else {
       next[0] = { hk: first.hk, keys: first.keys.slice(excess) };
+      evicted.push({ hk: first.hk, keys: first.keys.slice(0, excess) });
       count -= excess;
     }
   }
-  return { list: next, count };
+  return { skipped: next, skippedCount: count, ...recordLost(book, evicted, LOST_EVICTED) };
 }
 
-/** Drops expired keys. Cheap when nothing expired: looks at each chain's oldest key only. */
-function pruneExpired(list: readonly SkippedChain[], count: number, now: number): { list: readonly SkippedChain[]; count: number } {
-  if (!list.some((c) => expired(c.keys[0]!, now))) return { list, count };
+/** Drops expired keys (recording them as lost). Cheap when nothing expired: looks at each chain's oldest key only. */
+function pruneExpired(book: KeyBook, now: number): KeyBook {
+  const list = book.skipped;
+  if (!list.some((c) => expired(c.keys[0]!, now))) return bookOf(book);
+  let count = book.skippedCount;
   const out: SkippedChain[] = [];
+  const gone: SkippedChain[] = [];
   for (const chain of list) {
     if (!expired(chain.keys[0]!, now)) {
       out.push(chain);
       continue;
     }
     const kept = chain.keys.filter((k) => !expired(k, now));
+    gone.push({ hk: chain.hk, keys: chain.keys.filter((k) => expired(k, now)) });
     count -= chain.keys.length - kept.length;
     if (kept.length > 0) out.push({ hk: chain.hk, keys: kept });
   }
-  return { list: out, count };
+  return { skipped: out, skippedCount: count, ...recordLost(book, gone, LOST_EXPIRED) };
 }
 
-function findChain(list: readonly SkippedChain[], hk: Uint8Array): number {
+const bookOf = (s: KeyBook): KeyBook => ({ skipped: s.skipped, skippedCount: s.skippedCount, lost: s.lost, lostCount: s.lostCount });
+
+function findChain(list: readonly { readonly hk: Uint8Array }[], hk: Uint8Array): number {
   for (let i = list.length - 1; i >= 0; i--) if (equalBytes(list[i]!.hk, hk)) return i;
   return -1;
 }
 
-function findKey(keys: readonly SkippedKey[], n: number): number {
+function findKey(keys: readonly { readonly n: number }[], n: number): number {
   let lo = 0;
   let hi = keys.length - 1;
   while (lo <= hi) {
@@ -386,12 +483,12 @@ function findKey(keys: readonly SkippedKey[], n: number): number {
   return -1;
 }
 
-function removeKey(list: readonly SkippedChain[], ci: number, ki: number): SkippedChain[] {
-  const chain = list[ci]!;
-  const next = list.slice();
+function removeKey(book: KeyBook, ci: number, ki: number): KeyBook {
+  const chain = book.skipped[ci]!;
+  const next = book.skipped.slice();
   if (chain.keys.length === 1) next.splice(ci, 1);
   else next[ci] = { hk: chain.hk, keys: chain.keys.slice(0, ki).concat(chain.keys.slice(ki + 1)) };
-  return next;
+  return { ...book, skipped: next, skippedCount: book.skippedCount - 1 };
 }
 
 /**
@@ -441,20 +538,19 @@ export function ratchetEncrypt(ctx: CryptoContext, state: RatchetState, plaintex
   dv.setUint32(KEY + 4, s.ns, false);
 
   const message = new Uint8Array(BODY_OFFSET + plaintext.length + AES_GCM_TAG_LENGTH);
-  message[0] = WIRE_VERSION;
+  message[0] = RATCHET_WIRE_VERSION;
   message.set(headerNonce, 1);
   message.set(b.aes256GcmEncrypt(s.hks, headerNonce, header, s.headerAad), HEADER_NONCE_END);
   wipe(header);
 
   const mk = b.hmacSha256(s.cks, CK_MESSAGE_INPUT);
   const cks = b.hmacSha256(s.cks, CK_CHAIN_INPUT);
-  const km = messageKeyMaterial(ctx, mk);
+  const km = messageKeyMaterial(ctx, mk, headerNonce);
   const aad = concatBytes(s.ad, message.subarray(0, BODY_OFFSET));
   message.set(b.aes256GcmEncrypt(km.subarray(0, KEY), km.subarray(KEY), plaintext, aad), BODY_OFFSET);
   wipe(mk, km);
 
-  const pruned = pruneExpired(s.skipped, s.skippedCount, now);
-  return { state: wrap({ ...s, cks, ns: s.ns + 1, skipped: pruned.list, skippedCount: pruned.count }), message };
+  return { state: wrap({ ...s, cks, ns: s.ns + 1, ...pruneExpired(s, now) }), message };
 }
 
 // ── Decrypt (spec §4.6 RatchetDecryptHE) ─────────────────────────────────────────────────────
@@ -492,22 +588,24 @@ interface Plan {
 /**
  * Decrypts one message and returns the plaintext with the successor state. On any error the
  * input state is untouched and still current. Errors (CryptoError codes): UNSUPPORTED_VERSION,
- * MALFORMED, BAD_MAC (the header opens under no key of this session, or the body is forged),
- * DUPLICATE_MESSAGE (its key was used, expired or evicted), TOO_FAR_AHEAD (more than MAX_SKIP
- * skipped in one chain), LOW_ORDER_POINT (peer sent a degenerate ratchet key), LIMIT_EXCEEDED.
+ * MALFORMED, UNKNOWN_SESSION (the header opens under no key of this session: not its message),
+ * BAD_MAC (the header opened but the body is forged), DUPLICATE_MESSAGE (its key was used),
+ * SKIPPED_KEY_EVICTED / SKIPPED_KEY_EXPIRED (its key is gone unused: the message is lost),
+ * TOO_FAR_AHEAD (more than MAX_SKIP skipped in one chain), LOW_ORDER_POINT (peer sent a degenerate
+ * ratchet key), LIMIT_EXCEEDED.
  */
 export function ratchetDecrypt(ctx: CryptoContext, state: RatchetState, message: Uint8Array): { state: RatchetState; plaintext: Uint8Array } {
   const op = 'ratchetDecrypt';
   const s = innerOf(state, op);
   assertBytes(message, op, 'message');
   if (message.length === 0) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'empty message');
-  if (message[0] !== WIRE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `ratchet message version ${message[0]}`);
+  if (message[0] !== RATCHET_WIRE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `ratchet message version ${message[0]}`);
   if (message.length < RATCHET_MESSAGE_OVERHEAD) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'message shorter than header and tag');
   const now = clock(ctx, op);
 
   const plan = planDecrypt(ctx, s, message, now, op);
   const b = ctx.backend;
-  const km = messageKeyMaterial(ctx, plan.mk);
+  const km = messageKeyMaterial(ctx, plan.mk, message.subarray(1, HEADER_NONCE_END));
   let plaintext: Uint8Array;
   try {
     const aad = concatBytes(s.ad, message.subarray(0, BODY_OFFSET));
@@ -532,10 +630,11 @@ function planDecrypt(ctx: CryptoContext, s: Inner, message: Uint8Array, now: num
   }
   const h = openHeader(ctx, s.nhkr, message, s.headerAad);
   if (h) return planDhRatchet(ctx, s, h, now, op);
-  // Finished chains: those holding skipped keys, and the last few (for duplicate detection).
+  // Finished chains: those holding skipped keys or lost-key records, and the last few (for duplicate detection).
   const tried: Uint8Array[] = s.hkr ? [s.hkr, s.nhkr] : [s.nhkr];
   const candidates: Uint8Array[] = [];
   for (let i = s.skipped.length - 1; i >= 0; i--) candidates.push(s.skipped[i]!.hk);
+  for (let i = s.lost.length - 1; i >= 0; i--) candidates.push(s.lost[i]!.hk);
   for (let i = s.previousHeaderKeys.length - 1; i >= 0; i--) candidates.push(s.previousHeaderKeys[i]!);
   for (const hk of candidates) {
     if (tried.some((t) => equalBytes(t, hk))) continue;
@@ -543,7 +642,7 @@ function planDecrypt(ctx: CryptoContext, s: Inner, message: Uint8Array, now: num
     const old = openHeader(ctx, hk, message, s.headerAad);
     if (old) return planSkipped(s, hk, old.n, now, op);
   }
-  throw new CryptoError(CryptoErrorCode.BAD_MAC, op, 'header does not decrypt under any header key of this session');
+  throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'header does not decrypt under any header key of this session');
 }
 
 /** Spec TrySkippedMessageKeysHE, for a header already opened under `hk`. */
@@ -551,17 +650,21 @@ function planSkipped(s: Inner, hk: Uint8Array, n: number, now: number, op: strin
   const ci = findChain(s.skipped, hk);
   const ki = ci < 0 ? -1 : findKey(s.skipped[ci]!.keys, n);
   const entry = ki < 0 ? undefined : s.skipped[ci]!.keys[ki]!;
-  if (!entry || expired(entry, now)) {
-    throw new CryptoError(CryptoErrorCode.DUPLICATE_MESSAGE, op, entry ? 'message key expired' : 'message key already used or no longer held');
+  if (entry && expired(entry, now)) throw new CryptoError(CryptoErrorCode.SKIPPED_KEY_EXPIRED, op, 'message key expired before the message arrived');
+  if (!entry) {
+    const li = findChain(s.lost, hk);
+    const lki = li < 0 ? -1 : findKey(s.lost[li]!.keys, n);
+    if (lki >= 0) {
+      if (s.lost[li]!.keys[lki]!.reason === LOST_EXPIRED) throw new CryptoError(CryptoErrorCode.SKIPPED_KEY_EXPIRED, op, 'message key expired before the message arrived');
+      throw new CryptoError(CryptoErrorCode.SKIPPED_KEY_EVICTED, op, 'message key was evicted by the skipped-key limits before the message arrived');
+    }
+    throw new CryptoError(CryptoErrorCode.DUPLICATE_MESSAGE, op, 'message key already used');
   }
   return {
     mk: entry.mk,
     mkShared: true,
     fresh: [],
-    next: () => {
-      const pruned = pruneExpired(removeKey(s.skipped, ci, ki), s.skippedCount - 1, now);
-      return { ...s, skipped: pruned.list, skippedCount: pruned.count };
-    },
+    next: () => ({ ...s, ...pruneExpired(removeKey(bookOf(s), ci, ki), now) }),
   };
 }
 
@@ -584,9 +687,7 @@ function planCurrentChain(ctx: CryptoContext, s: Inner, ckr: Uint8Array, h: Head
     mkShared: false,
     fresh,
     next: () => {
-      const added = addSkipped(s.skipped, s.skippedCount, hkr, skip.keys);
-      const pruned = pruneExpired(added.list, added.count, now);
-      return { ...s, ckr: nextCk, nr: h.n + 1, skipped: pruned.list, skippedCount: pruned.count };
+      return { ...s, ckr: nextCk, nr: h.n + 1, ...pruneExpired(addSkipped(bookOf(s), hkr, skip.keys), now) };
     },
   };
 }
@@ -628,15 +729,13 @@ function planDhRatchet(ctx: CryptoContext, s: Inner, h: Header, now: number, op:
       fresh,
       next: () => {
         wipe(rk1, ckr0, skip.ck);
-        let list = s.skipped;
-        let count = s.skippedCount;
+        let book = bookOf(s);
         let previousHeaderKeys = s.previousHeaderKeys;
         if (s.hkr !== null) {
-          ({ list, count } = addSkipped(list, count, s.hkr, oldKeys));
+          book = addSkipped(book, s.hkr, oldKeys);
           previousHeaderKeys = previousHeaderKeys.concat([s.hkr]).slice(-MAX_PREVIOUS_HEADER_KEYS);
         }
-        ({ list, count } = addSkipped(list, count, s.nhkr, skip.keys));
-        ({ list, count } = pruneExpired(list, count, now));
+        book = pruneExpired(addSkipped(book, s.nhkr, skip.keys), now);
         return {
           ...s,
           rk,
@@ -653,8 +752,7 @@ function planDhRatchet(ctx: CryptoContext, s: Inner, h: Header, now: number, op:
           ns: 0,
           nr: h.n + 1,
           previousHeaderKeys,
-          skipped: list,
-          skippedCount: count,
+          ...book,
         };
       },
     };
@@ -662,6 +760,76 @@ function planDhRatchet(ctx: CryptoContext, s: Inner, h: Header, now: number, op:
     wipe(...fresh);
     throw e;
   }
+}
+
+// ── Ephemeral messages (docs/spec/ratchet.md §Ephemeral messages) ─────────────────────────────
+
+/** EPH_KEYS(HK, salt): 44 bytes = AES key ‖ nonce. Caller wipes. */
+function ephemeralKeyMaterial(ctx: CryptoContext, hk: Uint8Array, salt: Uint8Array): Uint8Array {
+  return ctx.backend.hkdfSha256(hk, salt, INFO_EPHEMERAL, KEY + AES_GCM_NONCE_LENGTH);
+}
+
+/**
+ * Encrypts an ephemeral signal (typing, presence) under a key derived from the current sending
+ * header key and a random salt. It advances nothing — no message number, no chain key — so any
+ * number of lost ephemeral messages costs the durable chain nothing, and the state needs no write.
+ * The sender time (ctx.now()) is authenticated inside, for the receiver's freshness check.
+ * Consumes ctx.random(16).
+ */
+export function ratchetEncryptEphemeral(ctx: CryptoContext, state: RatchetState, plaintext: Uint8Array): Uint8Array {
+  const op = 'ratchetEncryptEphemeral';
+  const s = innerOf(state, op);
+  assertBytes(plaintext, op, 'plaintext');
+  if (s.hks === null) {
+    throw new CryptoError(CryptoErrorCode.INVALID_ARGUMENT, op, 'no sending chain yet: a responder must decrypt the first message before it can encrypt');
+  }
+  const now = clock(ctx, op);
+  const salt = copyBytes(ctx.random(EPHEMERAL_SALT_LENGTH));
+  if (salt.length !== EPHEMERAL_SALT_LENGTH) throw new RangeError(`${op}: ctx.random did not return ${EPHEMERAL_SALT_LENGTH} bytes`);
+  const prefix = concatBytes(Uint8Array.of(RATCHET_WIRE_VERSION), salt);
+  const inner = new ByteWriter().u64(now).bytes(plaintext).finish();
+  const km = ephemeralKeyMaterial(ctx, s.hks, salt);
+  try {
+    return concatBytes(prefix, ctx.backend.aes256GcmEncrypt(km.subarray(0, KEY), km.subarray(KEY), inner, concatBytes(s.ad, prefix)));
+  } finally {
+    wipe(km, inner);
+  }
+}
+
+/**
+ * Decrypts an ephemeral message under the keys derived from HKr, NHKr and the previous receiving
+ * header keys (newest first). Changes no state. Returns the plaintext and the sender's time; the
+ * caller (session layer) checks freshness. Errors: UNSUPPORTED_VERSION, MALFORMED, UNKNOWN_SESSION
+ * (opens under no key of this session).
+ */
+export function ratchetDecryptEphemeral(ctx: CryptoContext, state: RatchetState, message: Uint8Array): { plaintext: Uint8Array; sentAt: number } {
+  const op = 'ratchetDecryptEphemeral';
+  const s = innerOf(state, op);
+  assertBytes(message, op, 'message');
+  if (message.length === 0) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'empty message');
+  if (message[0] !== RATCHET_WIRE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `ephemeral message version ${message[0]}`);
+  if (message.length < EPHEMERAL_MESSAGE_OVERHEAD) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'message shorter than salt, time and tag');
+  const prefixEnd = 1 + EPHEMERAL_SALT_LENGTH;
+  const salt = message.subarray(1, prefixEnd);
+  const aad = concatBytes(s.ad, message.subarray(0, prefixEnd));
+  const keys = [...(s.hkr ? [s.hkr] : []), s.nhkr, ...s.previousHeaderKeys.slice().reverse()];
+  for (const hk of keys) {
+    const km = ephemeralKeyMaterial(ctx, hk, salt);
+    let inner: Uint8Array;
+    try {
+      inner = ctx.backend.aes256GcmDecrypt(km.subarray(0, KEY), km.subarray(KEY), message.subarray(prefixEnd), aad);
+    } catch (e) {
+      if (e instanceof CryptoError && e.code === CryptoErrorCode.BAD_MAC) continue;
+      throw e;
+    } finally {
+      wipe(km);
+    }
+    const sentAt = new ByteReader(inner, op).u64('sent time');
+    const plaintext = inner.slice(8);
+    wipe(inner);
+    return { plaintext, sentAt };
+  }
+  throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'ephemeral message opens under no header key of this session');
 }
 
 // ── Storage format (docs/spec/ratchet.md §Storage format) ──────────────────────────────────────
@@ -690,6 +858,11 @@ export function serializeRatchetState(state: RatchetState): Uint8Array {
   for (const chain of s.skipped) {
     w.bytes(chain.hk).u16(chain.keys.length);
     for (const k of chain.keys) w.u32(k.n).u64(k.at).bytes(k.mk);
+  }
+  w.u8(s.lost.length);
+  for (const chain of s.lost) {
+    w.bytes(chain.hk).u16(chain.keys.length);
+    for (const k of chain.keys) w.u32(k.n).u8(k.reason);
   }
   return w.finish();
 }
@@ -755,6 +928,30 @@ export function deserializeRatchetState(bytes: Uint8Array): RatchetState {
     }
     skipped.push({ hk, keys });
   }
+  const lostChainCount = r.u8('lost chain count');
+  if (lostChainCount > MAX_LOST_KEY_CHAINS) bad('too many lost-key chains');
+  if (!received && lostChainCount !== 0) bad('lost keys before the first received message');
+  const lost: LostChain[] = [];
+  let lostCount = 0;
+  for (let i = 0; i < lostChainCount; i++) {
+    const hk = r.bytes(KEY, 'lost chain header key');
+    if (lost.some((c) => equalBytes(c.hk, hk))) bad('duplicate lost chain');
+    const n = r.u16('lost key count');
+    if (n === 0) bad('empty lost chain');
+    lostCount += n;
+    if (lostCount > MAX_LOST_KEYS) bad('too many lost keys');
+    const keys: LostKey[] = [];
+    let prev = -1;
+    for (let j = 0; j < n; j++) {
+      const idx = r.u32('lost key number');
+      if (idx <= prev) bad('lost key numbers must be strictly ascending');
+      prev = idx;
+      const reason = r.u8('lost key reason');
+      if (reason !== LOST_EVICTED && reason !== LOST_EXPIRED) bad(`unknown lost key reason ${reason}`);
+      keys.push({ n: idx, reason: reason as LostKey['reason'] });
+    }
+    lost.push({ hk, keys });
+  }
   r.finish();
   return wrap({
     initiator,
@@ -776,5 +973,7 @@ export function deserializeRatchetState(bytes: Uint8Array): RatchetState {
     previousHeaderKeys,
     skipped,
     skippedCount,
+    lost,
+    lostCount,
   });
 }

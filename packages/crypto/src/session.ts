@@ -7,21 +7,25 @@
  *  - Encryption uses the current session. Until the first message from the peer decrypts in it, an
  *    initiator wraps every ratchet message with the PQXDH header (key confirmation).
  *  - Decryption tries the current session, then up to MAX_ARCHIVED_SESSIONS archived ones, newest
- *    first; an archived session that decrypts is promoted to current (unless it lost a simultaneous-
- *    initiation tie-break, see below).
+ *    first; an archived session that decrypts is promoted to current (Sesame: the session the peer
+ *    most recently used successfully is the one we answer on).
  *  - A PQXDH initial message whose base key matches an existing session is just a repeat of that
  *    session's header and goes to that session. Otherwise it must not have been seen before (replay
  *    cache), its one-time prekeys must still exist, and its first ratchet message must decrypt before
  *    anything is stored: a replayed or forged initial message never replaces a live session.
- *  - Simultaneous initiation: when both sides initiate before either has heard from the other, both
- *    keep the session whose PQXDH base key is lexicographically smaller as current; the other is kept
- *    for decryption only. Both sides compute the same answer, so they converge on one session.
+ *  - Simultaneous initiation needs no tie-break: a new session from the peer becomes current (the peer
+ *    is using it), ours is archived and still decrypts. A pending session (never answered) expires
+ *    after PENDING_SESSION_MAX_AGE_MS. When a message cannot be decrypted at all, the receiver seals
+ *    a rate-limited decryption-error message; the sender then drops its current session, so its next
+ *    send starts a fresh one (and the app re-sends what the peer missed, encrypted anew).
+ *  - Ephemeral messages (typing, presence) use a key derived from the session's header keys and
+ *    advance nothing: losing any number of them costs the durable chain nothing.
  *  - Every operation runs in one store transaction: the one-time prekey is consumed, the replay cache
  *    updated and the session saved together (and the caller's `persist` hook writes the outbound
  *    ciphertext or inbound plaintext in the same transaction).
  */
 import { concatBytes, equalBytes } from './bytes.js';
-import { MAX_ARCHIVED_SESSIONS, STORAGE_VERSION } from './constants.js';
+import { DECRYPTION_ERROR_MIN_INTERVAL_MS, EPHEMERAL_MAX_SKEW_MS, MAX_ARCHIVED_SESSIONS, PENDING_SESSION_MAX_AGE_MS, STORAGE_VERSION } from './constants.js';
 import type { CryptoContext } from './context.js';
 import { ByteReader, ByteWriter } from './encoding.js';
 import { CryptoError, CryptoErrorCode } from './errors.js';
@@ -38,14 +42,16 @@ import {
   initRatchetAsInitiator,
   initRatchetAsResponder,
   ratchetDecrypt,
+  ratchetDecryptEphemeral,
   ratchetEncrypt,
+  ratchetEncryptEphemeral,
   serializeRatchetState,
 } from './ratchet.js';
 import type { DeviceAddress, ProtocolStore, ProtocolStores } from './stores.js';
 import { deviceAddress } from './stores.js';
 
 /** Session-layer message types; they travel as the sealed envelope's content type. */
-export const MessageType = { PreKey: 1, Ratchet: 2 } as const;
+export const MessageType = { PreKey: 1, Ratchet: 2, Ephemeral: 3, DecryptionError: 4 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 export interface SessionMessage {
@@ -55,12 +61,12 @@ export interface SessionMessage {
 
 interface SessionEntry {
   readonly initiator: boolean;
-  /** Lost a simultaneous-initiation tie-break: decrypts, never becomes current again. */
-  readonly decryptOnly: boolean;
   readonly peer: DeviceCertificate;
   /** EK_A of the PQXDH run that created the session (identifies it; used for the tie-break). */
   readonly baseKey: Uint8Array;
   readonly createdAt: number;
+  /** Sender time of the last ephemeral message accepted in this session (replay guard), 0 if none. */
+  readonly lastEphemeralAt: number;
   /** The PQXDH header still repeated on every message (initiator, before the first reply). */
   readonly pending?: PqxdhInitialHeader;
   readonly ratchet: RatchetState;
@@ -75,16 +81,19 @@ type ArchivedEntry = SessionEntry | Uint8Array;
 interface SessionRecord {
   current?: SessionEntry;
   archived: ArchivedEntry[];
+  /** ctx.now() when we last sent this peer device a decryption-error message (0: never). */
+  lastErrorSentAt: number;
 }
 
 // ── Storage format (versioned, separate from any wire format) ───────────────────────────────
 
 function encodeEntry(e: SessionEntry): Uint8Array {
   const w = new ByteWriter();
-  w.u8((e.initiator ? 1 : 0) | (e.decryptOnly ? 2 : 0))
+  w.u8(e.initiator ? 1 : 0)
     .vec16(encodeDeviceCertificate(e.peer))
     .bytes(e.baseKey)
-    .u64(e.createdAt);
+    .u64(e.createdAt)
+    .u64(e.lastEphemeralAt);
   if (e.pending) w.u8(1).vec16(encodePqxdhHeader(e.pending));
   else w.u8(0);
   return w.vec32(serializeRatchetState(e.ratchet)).finish();
@@ -111,19 +120,20 @@ function baseKeyOf(a: ArchivedEntry): Uint8Array {
 
 function readEntry(r: ByteReader, op: string): SessionEntry {
   const flags = r.u8('flags');
-  if (flags > 3) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'unknown session flags');
+  if (flags > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'unknown session flags');
   const peer = decodeDeviceCertificate(r.vec16('peer certificate'));
   const baseKey = r.bytes(32, 'base key');
   const createdAt = r.u64('createdAt');
+  const lastEphemeralAt = r.u64('lastEphemeralAt');
   const hasPending = r.u8('pending flag');
   if (hasPending > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'pending flag must be 0 or 1');
   const pending = hasPending ? decodePqxdhHeader(r.vec16('pending header')) : undefined;
   const ratchet = deserializeRatchetState(r.vec32('ratchet state', MAX_ENTRY_LENGTH));
-  return { initiator: (flags & 1) === 1, decryptOnly: (flags & 2) === 2, peer, baseKey, createdAt, ...(pending ? { pending } : {}), ratchet };
+  return { initiator: flags === 1, peer, baseKey, createdAt, lastEphemeralAt, ...(pending ? { pending } : {}), ratchet };
 }
 
 export function serializeSessionRecord(rec: SessionRecord): Uint8Array {
-  const w = new ByteWriter().u8(STORAGE_VERSION);
+  const w = new ByteWriter().u8(STORAGE_VERSION).u64(rec.lastErrorSentAt);
   if (rec.current) w.u8(1).vec32(encodeEntry(rec.current));
   else w.u8(0);
   w.u16(rec.archived.length);
@@ -139,6 +149,7 @@ export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   const r = new ByteReader(bytes, op);
   const v = r.u8('version');
   if (v !== STORAGE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `session record version ${v}`);
+  const lastErrorSentAt = r.u64('lastErrorSentAt');
   const has = r.u8('current flag');
   if (has > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'current flag must be 0 or 1');
   const current = has ? decodeEntry(r.vec32('current session', MAX_ENTRY_LENGTH)) : undefined;
@@ -147,12 +158,17 @@ export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   const archived: ArchivedEntry[] = [];
   for (let i = 0; i < n; i++) archived.push(r.vec32('archived session', MAX_ENTRY_LENGTH));
   r.finish();
-  return current ? { current, archived } : { archived };
+  return current ? { current, archived, lastErrorSentAt } : { archived, lastErrorSentAt };
 }
 
 async function loadRecord(tx: ProtocolStores, address: DeviceAddress): Promise<SessionRecord> {
   const bytes = await tx.loadSession(address);
-  return bytes ? deserializeSessionRecord(bytes) : { archived: [] };
+  return bytes ? deserializeSessionRecord(bytes) : { archived: [], lastErrorSentAt: 0 };
+}
+
+/** A session we started that the peer never answered, older than PENDING_SESSION_MAX_AGE_MS. */
+function isExpiredPending(ctx: CryptoContext, e: SessionEntry): boolean {
+  return e.pending !== undefined && ctx.now() - e.createdAt > PENDING_SESSION_MAX_AGE_MS;
 }
 
 function archive(rec: SessionRecord, entry: ArchivedEntry): void {
@@ -160,11 +176,6 @@ function archive(rec: SessionRecord, entry: ArchivedEntry): void {
   if (rec.archived.length > MAX_ARCHIVED_SESSIONS) rec.archived.length = MAX_ARCHIVED_SESSIONS;
 }
 
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
-  return a.length - b.length;
-}
 
 // ── Public API ──────────────────────────────────────────────────────────────────────────────
 
@@ -191,10 +202,10 @@ export async function initiateSession(
     if (rec.current) archive(rec, rec.current);
     rec.current = {
       initiator: true,
-      decryptOnly: false,
       peer: bundle.certificate,
       baseKey: agreed.header.baseKey,
       createdAt: ctx.now(),
+      lastEphemeralAt: 0,
       pending: agreed.header,
       ratchet,
     };
@@ -203,9 +214,16 @@ export async function initiateSession(
   });
 }
 
-export async function hasSession(store: ProtocolStore, address: DeviceAddress): Promise<boolean> {
+/**
+ * True if there is a current session to encrypt with: false when there never was one, after the
+ * peer's decryption-error message dropped it, or when it is pending (never answered) and older than
+ * PENDING_SESSION_MAX_AGE_MS. When false, start one with initiateSession.
+ */
+export async function hasSession(ctx: CryptoContext, store: ProtocolStore, address: DeviceAddress): Promise<boolean> {
   const bytes = await store.loadSession(address);
-  return bytes !== undefined && deserializeSessionRecord(bytes).current !== undefined;
+  if (bytes === undefined) return false;
+  const cur = deserializeSessionRecord(bytes).current;
+  return cur !== undefined && !isExpiredPending(ctx, cur);
 }
 
 /** The peer certificate of the current session with `address`, if any. */
@@ -230,6 +248,7 @@ export async function encryptMessage(
     const rec = await loadRecord(tx, address);
     const cur = rec.current;
     if (!cur) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'encryptMessage', 'no session with this device');
+    if (isExpiredPending(ctx, cur)) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'encryptMessage', 'the session was never answered and has expired: start a new one');
     const { state, message } = ratchetEncrypt(ctx, cur.ratchet, plaintext);
     rec.current = { ...cur, ratchet: state };
     const out: SessionMessage = cur.pending
@@ -246,7 +265,10 @@ function withReceived(entry: SessionEntry, ratchet: RatchetState): SessionEntry 
   return hasReceivedMessage(ratchet) ? { ...rest, ratchet } : { ...entry, ratchet };
 }
 
-/** Tries current then archived sessions; promotes an archived one that works. */
+/**
+ * Tries current then archived sessions; promotes an archived one that works (Sesame: the session
+ * the peer most recently used successfully becomes current).
+ */
 function decryptWithRecord(ctx: CryptoContext, rec: SessionRecord, sender: DeviceCertificate, message: Uint8Array): Uint8Array {
   const op = 'decryptMessage';
   if (!rec.current && rec.archived.length === 0) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'no session with this device');
@@ -257,14 +279,14 @@ function decryptWithRecord(ctx: CryptoContext, rec: SessionRecord, sender: Devic
     try {
       result = ratchetDecrypt(ctx, entry.ratchet, message);
     } catch (e) {
-      // BAD_MAC means "the header decrypts under none of this session's keys": try the next one.
-      // Any other error (duplicate, too far ahead, malformed) is this session's final word.
-      if (e instanceof CryptoError && e.code === CryptoErrorCode.BAD_MAC) continue;
+      // UNKNOWN_SESSION means "the header opens under none of this session's keys": try the next
+      // one. Any other error (forged body, duplicate, lost key, too far ahead) is this session's
+      // final word: the header proved the message belongs to it.
+      if (e instanceof CryptoError && e.code === CryptoErrorCode.UNKNOWN_SESSION) continue;
       throw e;
     }
     const updated = withReceived(entry, result.state);
     if (index === -1) rec.current = updated;
-    else if (entry.decryptOnly) rec.archived[index] = updated;
     else {
       rec.archived.splice(index, 1);
       if (rec.current) archive(rec, rec.current);
@@ -275,9 +297,43 @@ function decryptWithRecord(ctx: CryptoContext, rec: SessionRecord, sender: Devic
   throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'no session with this device decrypts the message');
 }
 
+/** Opens an ephemeral message in the current or an archived session (no promotion) and checks freshness. */
+function decryptEphemeralWithRecord(ctx: CryptoContext, rec: SessionRecord, sender: DeviceCertificate, message: Uint8Array): { plaintext: Uint8Array; sentAt: number } {
+  const op = 'decryptMessage';
+  for (let index = rec.current ? -1 : 0; index < rec.archived.length; index++) {
+    const entry = index === -1 ? rec.current! : entryOf(rec.archived[index]!);
+    if (!sameDevice(entry.peer, sender)) throw new CryptoError(CryptoErrorCode.SENDER_MISMATCH, op, 'sender does not own this session');
+    let opened;
+    try {
+      opened = ratchetDecryptEphemeral(ctx, entry.ratchet, message);
+    } catch (e) {
+      if (e instanceof CryptoError && e.code === CryptoErrorCode.UNKNOWN_SESSION) continue;
+      throw e;
+    }
+    if (Math.abs(ctx.now() - opened.sentAt) > EPHEMERAL_MAX_SKEW_MS) {
+      throw new CryptoError(CryptoErrorCode.STALE_EPHEMERAL, op, 'ephemeral message time is outside the allowed clock skew');
+    }
+    if (opened.sentAt <= entry.lastEphemeralAt) {
+      throw new CryptoError(CryptoErrorCode.STALE_EPHEMERAL, op, 'ephemeral message is not newer than the last one accepted (replayed or reordered)');
+    }
+    const updated = { ...entry, lastEphemeralAt: opened.sentAt };
+    if (index === -1) rec.current = updated;
+    else rec.archived[index] = updated;
+    return opened;
+  }
+  throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, op, 'no session with this device opens the ephemeral message');
+}
+
+/** What a decrypted message was, for decryptMessage's callers. */
+export type DecryptedMessage =
+  | { readonly kind: 'message'; readonly plaintext: Uint8Array }
+  | { readonly kind: 'ephemeral'; readonly plaintext: Uint8Array; readonly sentAt: number }
+  | { readonly kind: 'decryption-error'; readonly report: DecryptionErrorReport; readonly sessionReset: boolean };
+
 /**
  * Decrypts a message from `sender` (the device certificate authenticated by the sealed envelope).
- * All-or-nothing: on any error, no store is changed.
+ * All-or-nothing: on any error, no store is changed. For PreKey and Ratchet messages this returns
+ * the plaintext; use receiveMessage for every message type.
  */
 export async function decryptMessage(
   ctx: CryptoContext,
@@ -286,13 +342,35 @@ export async function decryptMessage(
   message: SessionMessage,
   options: { persist?: ((tx: ProtocolStores, plaintext: Uint8Array) => Promise<void>) | undefined } = {},
 ): Promise<Uint8Array> {
+  if (message.type !== MessageType.PreKey && message.type !== MessageType.Ratchet) {
+    throw new CryptoError(CryptoErrorCode.MALFORMED, 'decryptMessage', `message type ${String(message.type)} is not a PreKey or Ratchet message`);
+  }
+  const out = await receiveMessage(ctx, store, sender, message, options.persist ? { persist: options.persist } : {});
+  return (out as { plaintext: Uint8Array }).plaintext;
+}
+
+/**
+ * Receives any session-layer message from `sender`: PreKey and Ratchet messages decrypt (and may
+ * create or promote a session), Ephemeral messages open without advancing anything (and are
+ * checked for freshness: STALE_EPHEMERAL), a DecryptionError message is decoded and, if it names
+ * our current session (or names none while ours is established), drops it so the next send
+ * starts a fresh session (`sessionReset`). All-or-nothing; `persist` (PreKey/Ratchet/Ephemeral)
+ * runs in the same transaction.
+ */
+export async function receiveMessage(
+  ctx: CryptoContext,
+  store: ProtocolStore,
+  sender: DeviceCertificate,
+  message: SessionMessage,
+  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array) => Promise<void> } = {},
+): Promise<DecryptedMessage> {
   const op = 'decryptMessage';
   return store.transaction(async (tx) => {
     const address = deviceAddress(sender);
     const rec = await loadRecord(tx, address);
-    let plaintext: Uint8Array;
+    let out: DecryptedMessage;
     if (message.type === MessageType.Ratchet) {
-      plaintext = decryptWithRecord(ctx, rec, sender, message.body);
+      out = { kind: 'message', plaintext: decryptWithRecord(ctx, rec, sender, message.body) };
     } else if (message.type === MessageType.PreKey) {
       const r = new ByteReader(message.body, op);
       const header = readPqxdhHeader(r, op);
@@ -301,15 +379,29 @@ export async function decryptMessage(
         throw new CryptoError(CryptoErrorCode.SENDER_MISMATCH, op, 'PQXDH initiator is not the sealed sender');
       }
       const existing = [...(rec.current ? [rec.current] : []), ...rec.archived].some((e) => equalBytes(baseKeyOf(e), header.baseKey));
-      plaintext = existing
+      const plaintext = existing
         ? decryptWithRecord(ctx, rec, sender, ratchetMessage)
         : await acceptInitialMessage(ctx, tx, rec, header, ratchetMessage);
+      out = { kind: 'message', plaintext };
+    } else if (message.type === MessageType.Ephemeral) {
+      out = { kind: 'ephemeral', ...decryptEphemeralWithRecord(ctx, rec, sender, message.body) };
+    } else if (message.type === MessageType.DecryptionError) {
+      const report = decodeDecryptionError(message.body);
+      const cur = rec.current;
+      // A report naming a base key concerns that session only; one naming none (a Ratchet message
+      // failed) never resets a pending session, whose messages all carry (and so name) its base key.
+      const reset = cur !== undefined && (report.baseKey ? equalBytes(report.baseKey, cur.baseKey) : cur.pending === undefined);
+      if (reset) {
+        archive(rec, cur);
+        delete rec.current;
+      }
+      out = { kind: 'decryption-error', report, sessionReset: reset };
     } else {
       throw new CryptoError(CryptoErrorCode.MALFORMED, op, `unknown message type ${String(message.type)}`);
     }
     await tx.storeSession(address, serializeSessionRecord(rec));
-    if (options.persist) await options.persist(tx, plaintext);
-    return plaintext;
+    if (options.persist && out.kind !== 'decryption-error') await options.persist(tx, out.plaintext);
+    return out;
   });
 }
 
@@ -347,19 +439,15 @@ async function acceptInitialMessage(
   if (!kemPreKey.lastResort) await tx.removeKemPreKey(kemPreKey.id);
   await tx.addSeenInitialMessage(digest, { signedPreKeyId: signedPreKey.id, kemPreKeyId: kemPreKey.id, seenAt: ctx.now() });
 
-  const entry: SessionEntry = { initiator: false, decryptOnly: false, peer: header.initiator, baseKey: header.baseKey, createdAt: ctx.now(), ratchet: state };
-  const cur = rec.current;
-  if (cur && cur.initiator && cur.pending && compareBytes(cur.baseKey, header.baseKey) < 0) {
-    // Simultaneous initiation and our own session wins the tie-break: keep it current.
-    archive(rec, { ...entry, decryptOnly: true });
-  } else {
-    if (cur) archive(rec, cur);
-    rec.current = entry;
-  }
+  const entry: SessionEntry = { initiator: false, peer: header.initiator, baseKey: header.baseKey, createdAt: ctx.now(), lastEphemeralAt: 0, ratchet: state };
+  // Sesame: the peer is using this session, so it becomes current — also when ours is pending
+  // (simultaneous initiation). Ours is archived and still decrypts whatever the peer sent on it.
+  if (rec.current) archive(rec, rec.current);
+  rec.current = entry;
   return plaintext;
 }
 
-// ── Sealed messages: the session layer wrapped in sealed sender (docs/protocol.md §6.5) ─────
+// ── Sealed messages: the session layer wrapped in sealed sender (docs/protocol.md §7) ─────
 
 /**
  * Encrypts `plaintext` for the peer device at `address` and seals it: the result is the whole
@@ -409,4 +497,164 @@ export async function openSealedMessage(
     persist: options.persist ? (tx, pt) => options.persist!(tx, pt, opened.sender) : undefined,
   });
   return { sender: opened.sender, plaintext };
+}
+
+// ── Ephemeral messages (docs/protocol.md §6.5) ───────────────────────────────────────────
+
+/**
+ * Encrypts an ephemeral signal (typing, presence) for the current session with `address`. Nothing
+ * is advanced or written: a lost ephemeral message costs the session nothing (it is not a durable
+ * message, so there is nothing to resend either). UNKNOWN_SESSION without a usable session.
+ */
+export async function encryptEphemeral(ctx: CryptoContext, store: ProtocolStore, address: DeviceAddress, plaintext: Uint8Array): Promise<SessionMessage> {
+  const rec = await loadRecord(store, address);
+  const cur = rec.current;
+  if (!cur || isExpiredPending(ctx, cur)) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'encryptEphemeral', 'no session with this device');
+  return { type: MessageType.Ephemeral, body: ratchetEncryptEphemeral(ctx, cur.ratchet, plaintext) };
+}
+
+/** encryptEphemeral, sealed for the peer: the padded envelope to send (ephemeral class). */
+export async function sealEphemeral(ctx: CryptoContext, store: ProtocolStore, address: DeviceAddress, plaintext: Uint8Array): Promise<Uint8Array> {
+  const message = await encryptEphemeral(ctx, store, address, plaintext);
+  const [self, peer] = [await store.getLocalIdentity(), (await loadRecord(store, address)).current!.peer];
+  return sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: message.type, content: message.body });
+}
+
+// ── Decryption-error messages (docs/protocol.md §6.6) ──────────────────────────────────────
+
+/** Version byte of a decryption-error report. */
+const DECRYPTION_ERROR_VERSION = 1;
+/** Failure codes a report may carry (u8 on the wire; 0 = any other). */
+const REPORTED: readonly CryptoErrorCode[] = [
+  CryptoErrorCode.UNKNOWN_SESSION,
+  CryptoErrorCode.TOO_FAR_AHEAD,
+  CryptoErrorCode.UNKNOWN_PREKEY,
+  CryptoErrorCode.BAD_MAC,
+  CryptoErrorCode.SKIPPED_KEY_EVICTED,
+  CryptoErrorCode.SKIPPED_KEY_EXPIRED,
+];
+
+/** What a peer says it could not decrypt. */
+export interface DecryptionErrorReport {
+  /** The failure, one of the reportable codes (isReportableFailure). */
+  readonly reason: CryptoErrorCode;
+  /** The reporter's ctx.now() when the message failed. */
+  readonly failedAt: number;
+  /** EK_A of the session named by the failed message, if it was a PreKey message. */
+  readonly baseKey?: Uint8Array;
+}
+
+/**
+ * True for a decryption failure that means "this message is lost unless the sender re-sends it
+ * in a new session": no session decrypts it, it is too far ahead, its prekey is gone, its body does
+ * not verify under the session its header names, or its skipped key was evicted or expired.
+ * Duplicates, replays and malformed input are not reported.
+ */
+export function isReportableFailure(code: string): boolean {
+  return (REPORTED as readonly string[]).includes(code);
+}
+
+export function encodeDecryptionError(report: DecryptionErrorReport): Uint8Array {
+  const reason = REPORTED.indexOf(report.reason) + 1;
+  if (reason === 0) throw new RangeError(`encodeDecryptionError: ${report.reason} is not a reportable failure`);
+  const w = new ByteWriter().u8(DECRYPTION_ERROR_VERSION).u8(reason).u64(report.failedAt);
+  if (report.baseKey) w.u8(1).bytes(report.baseKey);
+  else w.u8(0);
+  return w.finish();
+}
+
+/** Inverse of encodeDecryptionError; MALFORMED or UNSUPPORTED_VERSION only. */
+export function decodeDecryptionError(bytes: Uint8Array): DecryptionErrorReport {
+  const op = 'decodeDecryptionError';
+  const r = new ByteReader(bytes, op);
+  const v = r.u8('version');
+  if (v !== DECRYPTION_ERROR_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `decryption-error version ${v}`);
+  const reason = REPORTED[r.u8('reason') - 1];
+  if (reason === undefined) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'unknown decryption-error reason');
+  const failedAt = r.u64('failedAt');
+  const has = r.u8('base key flag');
+  if (has > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'base key flag must be 0 or 1');
+  const baseKey = has ? r.bytes(32, 'base key') : undefined;
+  r.finish();
+  return { reason, failedAt, ...(baseKey ? { baseKey } : {}) };
+}
+
+/**
+ * Seals a decryption-error report for `peer` — at most one per peer device per
+ * DECRYPTION_ERROR_MIN_INTERVAL_MS (undefined when rate-limited; the time is recorded in the
+ * peer's session record). It travels sealed like any message (padded, content type hidden), so
+ * the node cannot tell it from one. It needs no session: sealed sender alone authenticates and
+ * encrypts it, and it carries nothing secret.
+ */
+export async function sealDecryptionError(
+  ctx: CryptoContext,
+  store: ProtocolStore,
+  peer: DeviceCertificate,
+  failure: { reason: CryptoErrorCode; baseKey?: Uint8Array },
+): Promise<Uint8Array | undefined> {
+  if (!isReportableFailure(failure.reason)) return undefined;
+  return store.transaction(async (tx) => {
+    const address = deviceAddress(peer);
+    const rec = await loadRecord(tx, address);
+    const now = ctx.now();
+    if (rec.lastErrorSentAt !== 0 && now - rec.lastErrorSentAt < DECRYPTION_ERROR_MIN_INTERVAL_MS) return undefined;
+    rec.lastErrorSentAt = Math.max(1, now);
+    await tx.storeSession(address, serializeSessionRecord(rec));
+    const self = await tx.getLocalIdentity();
+    const content = encodeDecryptionError({ reason: failure.reason, failedAt: now, ...(failure.baseKey ? { baseKey: failure.baseKey } : {}) });
+    return sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: MessageType.DecryptionError, content });
+  });
+}
+
+/** What receiveSealed found in an envelope: a DecryptedMessage, or a failure with the report to send back. */
+export type ReceivedEnvelope = { readonly sender: DeviceCertificate } & (
+  | DecryptedMessage
+  | {
+      readonly kind: 'failed';
+      /** Why the message could not be decrypted (nothing was stored). */
+      readonly error: CryptoError;
+      /** A sealed decryption-error message to send to the sender (its mailbox), unless rate-limited or not reportable. */
+      readonly report?: Uint8Array;
+    }
+);
+
+/**
+ * Opens a sealed envelope and receives its content (receiveMessage). Failures after the envelope
+ * opened are returned, not thrown, because the sender is known: for a reportable failure of a
+ * PreKey or Ratchet message the result carries a sealed decryption-error report to send back.
+ * Throws CryptoError only when the envelope itself does not open (then nobody can be told).
+ */
+export async function receiveSealed(
+  ctx: CryptoContext,
+  store: ProtocolStore,
+  envelope: Uint8Array,
+  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array, sender: DeviceCertificate) => Promise<void> } = {},
+): Promise<ReceivedEnvelope> {
+  const self = await store.getLocalIdentity();
+  const opened = openEnvelope(ctx, self.device, envelope);
+  const sender = opened.sender;
+  const message = { type: opened.contentType as MessageType, body: opened.content };
+  try {
+    const out = await receiveMessage(ctx, store, sender, message, options.persist ? { persist: (tx, pt) => options.persist!(tx, pt, sender) } : {});
+    return { sender, ...out };
+  } catch (e) {
+    if (!(e instanceof CryptoError)) throw e;
+    let report: Uint8Array | undefined;
+    if ((message.type === MessageType.PreKey || message.type === MessageType.Ratchet) && isReportableFailure(e.code)) {
+      let baseKey: Uint8Array | undefined;
+      if (message.type === MessageType.PreKey) {
+        try {
+          baseKey = decodePqxdhHeaderPrefix(message.body).baseKey;
+        } catch {
+          baseKey = undefined;
+        }
+      }
+      report = await sealDecryptionError(ctx, store, sender, { reason: e.code, ...(baseKey ? { baseKey } : {}) });
+    }
+    return { sender, kind: 'failed', error: e, ...(report ? { report } : {}) };
+  }
+}
+
+function decodePqxdhHeaderPrefix(body: Uint8Array): PqxdhInitialHeader {
+  return readPqxdhHeader(new ByteReader(body, 'receiveSealed'), 'receiveSealed');
 }

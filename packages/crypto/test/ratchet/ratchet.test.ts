@@ -7,7 +7,7 @@ import {
   MAX_SKIPPED_KEY_CHAINS,
   MAX_SKIPPED_KEYS,
   SKIPPED_KEY_MAX_AGE_MS,
-  WIRE_VERSION,
+  RATCHET_WIRE_VERSION as WIRE_VERSION,
 } from '../../src/constants.js';
 import { CryptoErrorCode } from '../../src/errors.js';
 import { nobleBackend } from '../../src/primitives/noble.js';
@@ -169,7 +169,7 @@ describe('out-of-order delivery, duplicates, limits', () => {
     for (const m of [...a1, ...a2]) expectFailure(p, 'bob', m, CryptoErrorCode.DUPLICATE_MESSAGE);
   });
 
-  it(`duplicates from the last ${MAX_PREVIOUS_HEADER_KEYS} finished chains are DUPLICATE_MESSAGE, older ones BAD_MAC`, () => {
+  it(`duplicates from the last ${MAX_PREVIOUS_HEADER_KEYS} finished chains are DUPLICATE_MESSAGE, older ones UNKNOWN_SESSION`, () => {
     const p = makePair('12');
     const firsts: Uint8Array[] = [];
     for (let turn = 0; turn < MAX_PREVIOUS_HEADER_KEYS + 2; turn++) {
@@ -182,7 +182,7 @@ describe('out-of-order delivery, duplicates, limits', () => {
     const n = firsts.length;
     expectFailure(p, 'bob', firsts[n - 1]!, CryptoErrorCode.DUPLICATE_MESSAGE);
     for (let i = n - 1 - MAX_PREVIOUS_HEADER_KEYS; i < n - 1; i++) expectFailure(p, 'bob', firsts[i]!, CryptoErrorCode.DUPLICATE_MESSAGE);
-    expectFailure(p, 'bob', firsts[n - 2 - MAX_PREVIOUS_HEADER_KEYS]!, CryptoErrorCode.BAD_MAC);
+    expectFailure(p, 'bob', firsts[n - 2 - MAX_PREVIOUS_HEADER_KEYS]!, CryptoErrorCode.UNKNOWN_SESSION);
   });
 
   it(`TOO_FAR_AHEAD beyond MAX_SKIP (${MAX_SKIP}) in the current chain; exactly MAX_SKIP is fine`, () => {
@@ -227,8 +227,10 @@ describe('out-of-order delivery, duplicates, limits', () => {
       recv(p, 'alice', send(p, 'bob', 1, `c${c}`)[0]!);
     }
     expect(ratchetStateSummary(p.bob).skippedKeyCount).toBe(MAX_SKIPPED_KEYS);
-    // 3 × MAX_SKIP were skipped; the oldest MAX_SKIP are gone, oldest first.
-    expectFailure(p, 'bob', chains[0]![MAX_SKIP - 1]!, CryptoErrorCode.DUPLICATE_MESSAGE);
+    // 3 × MAX_SKIP were skipped; the oldest MAX_SKIP are gone, oldest first — and reported as evicted.
+    expectFailure(p, 'bob', chains[0]![MAX_SKIP - 1]!, CryptoErrorCode.SKIPPED_KEY_EVICTED);
+    expectFailure(p, 'bob', chains[0]![MAX_SKIP]!, CryptoErrorCode.DUPLICATE_MESSAGE);
+    expect(ratchetStateSummary(p.bob).lostKeyCount).toBe(MAX_SKIP);
     expect(text(recv(p, 'bob', chains[1]![0]!))).toBe('message alicec10');
     expect(text(recv(p, 'bob', chains[2]![5]!))).toBe('message alicec25');
   });
@@ -243,8 +245,9 @@ describe('out-of-order delivery, duplicates, limits', () => {
       recv(p, 'alice', send(p, 'bob', 1, `c${c}`)[0]!);
     }
     expect(ratchetStateSummary(p.bob).skippedChainCount).toBe(MAX_SKIPPED_KEY_CHAINS);
-    // The first chain is beyond the previous-header-key window too: it no longer opens at all.
-    expectFailure(p, 'bob', lost[0]!, CryptoErrorCode.BAD_MAC);
+    // The first chain is beyond the previous-header-key window too, but its lost-key record keeps
+    // its header key: the message is reported as evicted, not as foreign.
+    expectFailure(p, 'bob', lost[0]!, CryptoErrorCode.SKIPPED_KEY_EVICTED);
     expect(text(recv(p, 'bob', lost[1]!))).toBe('message alicec10');
     expect(text(recv(p, 'bob', lost[MAX_SKIPPED_KEY_CHAINS]!))).toBe(`message alicec${MAX_SKIPPED_KEY_CHAINS}0`);
   });
@@ -257,11 +260,13 @@ describe('out-of-order delivery, duplicates, limits', () => {
     expect(text(recv(p, 'bob', m[0]!))).toBe('message alice0');
     p.clock.advance(1);
     // Expired but not yet pruned: refused without changing state.
-    expectFailure(p, 'bob', m[1]!, CryptoErrorCode.DUPLICATE_MESSAGE);
+    expectFailure(p, 'bob', m[1]!, CryptoErrorCode.SKIPPED_KEY_EXPIRED);
     expect(ratchetStateSummary(p.bob).skippedKeyCount).toBe(2);
-    // The next state produced prunes them.
+    // The next state produced prunes them, keeping a record of each.
     const r = ratchetEncrypt(p.ctxB, p.bob, pt('reply'));
     expect(ratchetStateSummary(r.state).skippedKeyCount).toBe(0);
+    expect(ratchetStateSummary(r.state).lostKeyCount).toBe(2);
+    expect(cryptoErrorOf(() => ratchetDecrypt(p.ctxB, r.state, m[2]!)).code).toBe(CryptoErrorCode.SKIPPED_KEY_EXPIRED);
   });
 });
 
@@ -272,7 +277,9 @@ describe('failures are clean and typed', () => {
     for (let i = 0; i < m!.length; i++) {
       const bad = copyBytes(m!);
       bad[i]! ^= 0x01;
-      expectFailure(p, 'bob', bad, i === 0 ? CryptoErrorCode.UNSUPPORTED_VERSION : CryptoErrorCode.BAD_MAC);
+      // The version byte, then the encrypted header (opens under no key: not this session's), then the body.
+      const code = i === 0 ? CryptoErrorCode.UNSUPPORTED_VERSION : i < 1 + RATCHET_ENCRYPTED_HEADER_LENGTH ? CryptoErrorCode.UNKNOWN_SESSION : CryptoErrorCode.BAD_MAC;
+      expectFailure(p, 'bob', bad, code);
     }
     expectFailure(p, 'bob', m!.subarray(0, RATCHET_MESSAGE_OVERHEAD - 1), CryptoErrorCode.MALFORMED);
     expectFailure(p, 'bob', new Uint8Array(0), CryptoErrorCode.MALFORMED);
@@ -280,14 +287,14 @@ describe('failures are clean and typed', () => {
     expect(text(recv(p, 'bob', m!))).toBe('message alice0');
   });
 
-  it('a message from another session fails with BAD_MAC, even with the same keys but different AD', () => {
+  it('a message from another session fails with UNKNOWN_SESSION, even with the same keys but different AD', () => {
     const p = makePair('21');
     const q = makePair('22');
     recv(p, 'bob', send(p, 'alice', 1)[0]!);
     recv(q, 'bob', send(q, 'alice', 1)[0]!);
     for (const m of [...send(q, 'alice', 2), ...send(q, 'bob', 1)]) {
-      expectFailure(p, 'bob', m, CryptoErrorCode.BAD_MAC);
-      expectFailure(p, 'alice', m, CryptoErrorCode.BAD_MAC);
+      expectFailure(p, 'bob', m, CryptoErrorCode.UNKNOWN_SESSION);
+      expectFailure(p, 'alice', m, CryptoErrorCode.UNKNOWN_SESSION);
     }
     // Same SK and keys, different AD (e.g. a different identity pair): the header AEAD refuses it.
     const sk = new Uint8Array(32).fill(3);
@@ -295,7 +302,7 @@ describe('failures are clean and typed', () => {
     const a = initRatchetAsInitiator(p.ctxA, { sharedSecret: p.sharedSecret, associatedData: utf8('ad-1'), remoteRatchetKey: kp.publicKey });
     const b = initRatchetAsResponder(p.ctxB, { sharedSecret: p.sharedSecret, associatedData: utf8('ad-2'), ownRatchetKeyPair: kp });
     const { message } = ratchetEncrypt(p.ctxA, a, pt(0));
-    expect(cryptoErrorOf(() => ratchetDecrypt(p.ctxB, b, message)).code).toBe(CryptoErrorCode.BAD_MAC);
+    expect(cryptoErrorOf(() => ratchetDecrypt(p.ctxB, b, message)).code).toBe(CryptoErrorCode.UNKNOWN_SESSION);
   });
 
   it('a peer ratchet key of low order (header under a valid key) fails with LOW_ORDER_POINT, state unchanged', () => {
@@ -336,7 +343,7 @@ describe('security properties', () => {
     const captured = deserializeRatchetState(serializeRatchetState(p.bob));
     for (const old of [...m, ...a2]) {
       const err = cryptoErrorOf(() => ratchetDecrypt(p.ctxB, captured, old));
-      expect([CryptoErrorCode.DUPLICATE_MESSAGE, CryptoErrorCode.BAD_MAC]).toContain(err.code);
+      expect([CryptoErrorCode.DUPLICATE_MESSAGE, CryptoErrorCode.UNKNOWN_SESSION]).toContain(err.code);
     }
     // And no key in the captured state opens the body of an old message by brute force either.
     const secret = serializeRatchetState(captured);
@@ -360,7 +367,7 @@ describe('security properties', () => {
     // …but after one DH round trip (Bob → Alice → Bob) with fresh randomness it no longer does.
     recv(p, 'alice', send(p, 'bob', 1, 'heal')[0]!);
     const later = send(p, 'alice', 2, 'after');
-    for (const m of later) expect(cryptoErrorOf(() => ratchetDecrypt(p.ctxB, stolenBob, m)).code).toBe(CryptoErrorCode.BAD_MAC);
+    for (const m of later) expect(cryptoErrorOf(() => ratchetDecrypt(p.ctxB, stolenBob, m)).code).toBe(CryptoErrorCode.UNKNOWN_SESSION);
     expect(text(recv(p, 'bob', later[1]!))).toBe('message aliceafter1');
   });
 

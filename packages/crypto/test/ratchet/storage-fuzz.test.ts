@@ -6,13 +6,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { toHex, u32be } from '../../src/bytes.js';
-import { STORAGE_VERSION } from '../../src/constants.js';
+import { SKIPPED_KEY_MAX_AGE_MS, STORAGE_VERSION } from '../../src/constants.js';
 import { CryptoError, CryptoErrorCode } from '../../src/errors.js';
 import type { RatchetState } from '../../src/ratchet.js';
 import { deserializeRatchetState, ratchetDecrypt, ratchetEncrypt, serializeRatchetState } from '../../src/ratchet.js';
 import { DEEP, FC_SEED, makePair } from './_helpers.js';
 
-/** A few real states of every shape: fresh initiator/responder, skipped keys, previous header keys. */
+/** A few real states of every shape: fresh initiator/responder, skipped keys, previous header keys, lost-key records. */
 const { corpus, messages } = (() => {
   const p = makePair('e0');
   const out: RatchetState[] = [p.alice, p.bob];
@@ -34,6 +34,10 @@ const { corpus, messages } = (() => {
     p.alice = ratchetDecrypt(p.ctxA, p.alice, b[1]!).state;
     out.push(p.alice, p.bob);
   }
+  // Lost-key records: skipped keys that expire and are pruned.
+  p.clock.advance(SKIPPED_KEY_MAX_AGE_MS + 1);
+  p.bob = ratchetEncrypt(p.ctxB, p.bob, u32be(0)).state;
+  out.push(p.bob);
   return { corpus: out.map(serializeRatchetState), messages: msgs };
 })();
 

@@ -41,7 +41,11 @@ describe('test-vectors/ratchet.json', () => {
     const errors = v.steps.map((s) => s.error).filter(Boolean);
     expect(errors).toContain('MW_CRYPTO_DUPLICATE_MESSAGE');
     expect(errors).toContain('MW_CRYPTO_BAD_MAC');
+    expect(errors).toContain('MW_CRYPTO_UNKNOWN_SESSION');
+    expect(errors).toContain('MW_CRYPTO_SKIPPED_KEY_EXPIRED');
+    expect(v.steps.some((s) => s.state.lost.length > 0)).toBe(true);
     expect(v.headerEncryption.length).toBeGreaterThanOrEqual(2);
+    expect(v.ephemeral.map((e) => e.from)).toEqual(['alice', 'bob', 'alice']);
   });
 
   it('every step checks out from the JSON alone (independent re-derivation)', () => {
@@ -59,6 +63,8 @@ describe('test-vectors/ratchet.json', () => {
       (v) => void (v.steps[30]!.state.NHKr = flip(v.steps[30]!.state.NHKr)),
       (v) => void (v.steps[14]!.state.Nr += 1),
       (v) => void (v.steps[10]!.rngConsumed = flip(v.steps[10]!.rngConsumed)),
+      (v) => void (v.ephemeral[1]!.wire = v.ephemeral[1]!.wire.slice(0, -2) + flip(v.ephemeral[1]!.wire.slice(-2))),
+      (v) => void (v.ephemeral[0]!.time += 1),
     ];
     for (const edit of edits) {
       const v = committed();
@@ -79,7 +85,7 @@ const split = (x: Uint8Array): [string, string, string] => [toHex(x.subarray(0, 
 
 function verify(v: RatchetVectors): void {
   const ad = hx(v.inputs.associatedData);
-  const headerAad = concatBytes(ad, Uint8Array.of(v.constants.WIRE_VERSION));
+  const headerAad = concatBytes(ad, Uint8Array.of(v.constants.RATCHET_WIRE_VERSION));
   const rng = { alice: deterministicRng(v.inputs.rngSeeds.alice), bob: deterministicRng(v.inputs.rngSeeds.bob) };
 
   // Initialisation (§Initialisation).
@@ -104,10 +110,29 @@ function verify(v: RatchetVectors): void {
     else verifyDecrypt(v, s, prev, headerAad, ad, ctx);
     current[s.party] = s.state;
   }
+  // Ephemeral messages (§Ephemeral messages): EPH_KEYS(HKs, salt), the sender time inside, no state change.
+  for (const e of v.ephemeral) {
+    const to = e.from === 'alice' ? 'bob' : 'alice';
+    expect(e.headerKey).toBe(current[e.from].HKs);
+    expect(e.salt).toBe(toHex(rng[e.from](16)));
+    const km = hkdf(hx(e.headerKey), hx(e.salt), v.labels.Ephemeral, 44);
+    expect(toHex(km)).toBe(e.key + e.nonce);
+    const wire = hx(e.wire);
+    expect(wire[0]).toBe(v.constants.RATCHET_WIRE_VERSION);
+    expect(toHex(wire.subarray(1, 17))).toBe(e.salt);
+    const inner = b.aes256GcmDecrypt(km.subarray(0, 32), km.subarray(32), wire.subarray(17), concatBytes(ad, wire.subarray(0, 17)));
+    const time = new DataView(inner.buffer, inner.byteOffset, 8);
+    expect(time.getUint32(0) * 2 ** 32 + time.getUint32(4)).toBe(e.time);
+    expect(toHex(inner.subarray(8))).toBe(e.plaintext);
+    const r = current[to];
+    const expected = r.HKr === e.headerKey ? 'HKr' : r.NHKr === e.headerKey ? 'NHKr' : r.previousHeaderKeys.includes(e.headerKey) ? 'previous' : 'none';
+    expect(e.openedWith).toBe(expected);
+  }
 }
 
 function bodyOf(s: VectorStep, wire: Uint8Array, ad: Uint8Array): Uint8Array {
-  const km = hkdf(hx(s.messageKey!), ZERO, 'MeshWhisper_DR_Message_v1', 44);
+  // The salt is the header nonce (wire bytes 1..13): a rolled-back state never reuses key and nonce.
+  const km = hkdf(hx(s.messageKey!), wire.subarray(1, 13), 'MeshWhisper_DR_Message_v2', 44);
   expect(toHex(km)).toBe(s.bodyKey! + s.bodyNonce!);
   return b.aes256GcmDecrypt(km.subarray(0, 32), km.subarray(32), wire.subarray(69), concatBytes(ad, wire.subarray(0, 69)));
 }
@@ -122,13 +147,20 @@ function verifyEncrypt(v: RatchetVectors, s: VectorStep, prev: StateSnapshot, he
   expect(s.messageKey).toBe(hmac(prev.CKs!, 1));
   expect(s.nextChainKey).toBe(hmac(prev.CKs!, 2));
   const encHeader = b.aes256GcmEncrypt(hx(h.headerKey), hx(h.nonce), hx(h.plaintext), headerAad);
-  const prefix = concatBytes(Uint8Array.of(v.constants.WIRE_VERSION), hx(h.nonce), encHeader);
+  const prefix = concatBytes(Uint8Array.of(v.constants.RATCHET_WIRE_VERSION), hx(h.nonce), encHeader);
   expect(toHex(wire.subarray(0, 69)), ctx).toBe(toHex(prefix));
   expect(toHex(bodyOf(s, wire, ad)), ctx).toBe(m.plaintext);
   expect(s.plaintext).toBe(m.plaintext);
-  expect(s.state, ctx).toMatchObject({ ...prev, CKs: s.nextChainKey, Ns: prev.Ns + 1, skipped: s.state.skipped });
-  // Expiry pruning is the only change an encryption may make to the skipped keys.
+  expect(s.state, ctx).toMatchObject({ ...prev, CKs: s.nextChainKey, Ns: prev.Ns + 1, skipped: s.state.skipped, lost: s.state.lost });
+  // Expiry pruning is the only change an encryption may make to the skipped keys, and every
+  // pruned key leaves an 'expired' record.
   for (const c of s.state.skipped) for (const k of c.keys) expect(s.time - k.storedAt).toBeLessThanOrEqual(v.constants.SKIPPED_KEY_MAX_AGE_MS);
+  for (const c of prev.skipped) {
+    for (const k of c.keys) {
+      if (s.time - k.storedAt <= v.constants.SKIPPED_KEY_MAX_AGE_MS) continue;
+      expect(s.state.lost.find((l) => l.headerKey === c.headerKey)?.keys.some((l) => l.n === k.n && l.reason === 'expired'), ctx).toBe(true);
+    }
+  }
 }
 
 function verifyDecrypt(v: RatchetVectors, s: VectorStep, prev: StateSnapshot, headerAad: Uint8Array, ad: Uint8Array, ctx: string): void {
@@ -143,7 +175,7 @@ function verifyDecrypt(v: RatchetVectors, s: VectorStep, prev: StateSnapshot, he
   if (s.path === 'skipped') {
     expect(hasKey(prev, h.headerKey, h.n, s.messageKey!), ctx).toBe(true);
     expect(hasKey(s.state, h.headerKey, h.n, s.messageKey!), ctx).toBe(false);
-    expect(s.state, ctx).toMatchObject({ ...prev, skipped: s.state.skipped });
+    expect(s.state, ctx).toMatchObject({ ...prev, skipped: s.state.skipped, lost: s.state.lost });
   } else {
     let ck: string;
     const skipped: { headerKey: string; n: number; messageKey: string }[] = [];
@@ -158,7 +190,7 @@ function verifyDecrypt(v: RatchetVectors, s: VectorStep, prev: StateSnapshot, he
     if (s.path === 'current-chain') {
       expect(h.headerKey).toBe(prev.HKr);
       ck = walk(prev.CKr!, prev.Nr, h.n, prev.HKr!);
-      expect(s.state, ctx).toMatchObject({ ...prev, CKr: hmac(ck, 2), Nr: h.n + 1, skipped: s.state.skipped });
+      expect(s.state, ctx).toMatchObject({ ...prev, CKr: hmac(ck, 2), Nr: h.n + 1, skipped: s.state.skipped, lost: s.state.lost });
     } else {
       expect(s.path).toBe('dh-ratchet');
       expect(h.headerKey).toBe(prev.NHKr);

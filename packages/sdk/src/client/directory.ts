@@ -103,7 +103,7 @@ export class Directory {
   async sessionFor(mailboxId: Uint8Array, expectedAccountKey?: Uint8Array): Promise<DeviceAddress> {
     const { ctx, storage, transport } = this.deps;
     const known = await this.addressOf(mailboxId);
-    if (known && (await hasSession(storage, known))) {
+    if (known && (await hasSession(ctx, storage, known))) {
       const peer = await sessionPeer(storage, known);
       if (expectedAccountKey && peer && !equalBytes(peer.accountKey, expectedAccountKey)) {
         throw new SdkError(SdkErrorCode.IDENTITY_CHANGED, 'this device belongs to another account than the contact');
