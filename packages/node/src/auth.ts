@@ -2,13 +2,19 @@
  * Mailbox authentication (docs/spec/node-protocol.md §Authentication): single-use challenges
  * bound to the node key, and verification of DeviceAuth / ArchiveAuth proofs.
  *
+ * Challenges are stateless: the 32-byte nonce is 16 random bytes and a 16-byte HMAC-SHA-256 tag
+ * over (node key, random part, issuedAt) under a secret derived from the node key. Any process
+ * holding the node key can check a challenge another process issued; nothing is stored at issue.
+ * Single use is kept by the store (`NodeStore.consumeChallenge`), shared by every process.
+ *
  * Order of checks: the challenge must name this node (else WRONG_NODE), be fresh (else STALE)
- * and be outstanding (else REPLAYED); then the certificate and the signature must verify (else
- * INVALID); only then is the challenge consumed, so a forged proof cannot burn a victim's
- * challenge, and a valid proof works exactly once.
+ * and carry a valid tag (else REPLAYED: "never issued by this node"); then the certificate and the
+ * signature must verify (else INVALID); only then is the challenge consumed (else REPLAYED), so
+ * a forged proof cannot burn a victim's challenge, and a valid proof works exactly once.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { CryptoContext, DeviceCertificate } from '@meshwhisper/crypto';
-import { CryptoError, decodeDeviceCertificate, equalBytes, mailboxIdOf, toHex, verifyArchiveAccessSignature, verifyDeviceCertificate } from '@meshwhisper/crypto';
+import { CryptoError, decodeDeviceCertificate, equalBytes, mailboxIdOf, verifyArchiveAccessSignature, verifyDeviceCertificate } from '@meshwhisper/crypto';
 import type { ArchiveAuth, DeviceAuth } from '@meshwhisper/protocol';
 import {
   AuthLabel,
@@ -23,58 +29,59 @@ import {
   parseChallenge,
 } from '@meshwhisper/protocol';
 import type { NodeKey } from './node-key.js';
+import type { NodeStore } from './store/node-store.js';
 
-/** Outstanding challenges kept at most; beyond it the oldest are forgotten (they then fail as REPLAYED). */
-export const MAX_OUTSTANDING_CHALLENGES = 100_000;
+/** Random bytes at the start of a nonce; the rest is the tag. */
+const NONCE_RANDOM_LENGTH = 16;
+
+/** A challenge that passed the stateless checks: redeem it once the proof verified. */
+export interface CheckedChallenge {
+  readonly nonce: Uint8Array;
+  readonly issuedAt: number;
+}
 
 export class ChallengeIssuer {
-  /** nonce hex → issuedAt; Map order is issue order, so the first entry is the oldest. */
-  readonly #outstanding = new Map<string, number>();
+  readonly #secret: Buffer;
   constructor(
     private readonly ctx: CryptoContext,
     private readonly nodeKey: NodeKey,
-    private readonly maxOutstanding = MAX_OUTSTANDING_CHALLENGES,
-  ) {}
+    private readonly store: Pick<NodeStore, 'consumeChallenge'>,
+  ) {
+    this.#secret = Buffer.from(nodeKey.deriveSecret(ctx, 'meshwhisper challenge tag v1'));
+  }
+
+  #tag(random: Uint8Array, issuedAt: number): Buffer {
+    const at = Buffer.alloc(8);
+    at.writeBigUInt64BE(BigInt(issuedAt));
+    return createHmac('sha256', this.#secret).update(this.nodeKey.publicKey).update(random).update(at).digest().subarray(0, CHALLENGE_NONCE_LENGTH - NONCE_RANDOM_LENGTH);
+  }
 
   issue(): Uint8Array {
-    const nonce = this.ctx.random(CHALLENGE_NONCE_LENGTH);
+    const random = this.ctx.random(NONCE_RANDOM_LENGTH);
     const issuedAt = this.ctx.now();
-    this.#outstanding.set(toHex(nonce), issuedAt);
-    while (this.#outstanding.size > this.maxOutstanding) {
-      const oldest = this.#outstanding.keys().next();
-      if (oldest.done) break;
-      this.#outstanding.delete(oldest.value);
-    }
+    const nonce = new Uint8Array(CHALLENGE_NONCE_LENGTH);
+    nonce.set(random);
+    nonce.set(this.#tag(random, issuedAt), NONCE_RANDOM_LENGTH);
     return buildChallenge(this.nodeKey.publicKey, nonce, issuedAt);
   }
 
-  /** Throws ProtocolError unless `challenge` is this node's, fresh and outstanding. Does not consume. */
-  check(challenge: Uint8Array): string {
+  /** Throws ProtocolError unless `challenge` is this node's, fresh and genuinely issued. Does not consume. */
+  check(challenge: Uint8Array): CheckedChallenge {
     const p = parseChallenge(challenge);
     if (!p) throw new ProtocolError(ErrorCode.AUTH_INVALID, 'challenge has the wrong length');
     if (!equalBytes(p.nodeKey, this.nodeKey.publicKey)) throw new ProtocolError(ErrorCode.AUTH_WRONG_NODE, 'challenge was issued by another node');
     const now = this.ctx.now();
     if (p.issuedAt > now + CHALLENGE_FUTURE_SKEW_MS || now - p.issuedAt > CHALLENGE_TTL_MS) throw new ProtocolError(ErrorCode.AUTH_STALE, 'challenge expired; request a new one');
-    const key = toHex(p.nonce);
-    if (this.#outstanding.get(key) !== p.issuedAt) throw new ProtocolError(ErrorCode.AUTH_REPLAYED, 'challenge already used or never issued');
-    return key;
+    const tag = this.#tag(p.nonce.subarray(0, NONCE_RANDOM_LENGTH), p.issuedAt);
+    if (!timingSafeEqual(tag, p.nonce.subarray(NONCE_RANDOM_LENGTH))) throw new ProtocolError(ErrorCode.AUTH_REPLAYED, 'challenge already used or never issued');
+    return { nonce: p.nonce, issuedAt: p.issuedAt };
   }
 
-  consume(key: string): void {
-    this.#outstanding.delete(key);
-  }
-
-  /** Forgets expired challenges. */
-  sweep(): void {
-    const cutoff = this.ctx.now() - CHALLENGE_TTL_MS;
-    for (const [k, at] of this.#outstanding) {
-      if (at >= cutoff) break; // issue order ≈ time order
-      this.#outstanding.delete(k);
+  /** Marks the challenge used (after its proof verified); REPLAYED if it was used before. */
+  async consume(c: CheckedChallenge): Promise<void> {
+    if (!(await this.store.consumeChallenge(c.nonce, c.issuedAt, c.issuedAt + CHALLENGE_TTL_MS + CHALLENGE_FUTURE_SKEW_MS))) {
+      throw new ProtocolError(ErrorCode.AUTH_REPLAYED, 'challenge already used or never issued');
     }
-  }
-
-  get outstanding(): number {
-    return this.#outstanding.size;
   }
 }
 
@@ -85,7 +92,7 @@ export interface AuthenticatedDevice {
 }
 
 /** Verifies a DeviceAuth for a request with the given digest; consumes the challenge on success. */
-export function verifyDeviceAuth(ctx: CryptoContext, issuer: ChallengeIssuer, auth: DeviceAuth, digest: Uint8Array): AuthenticatedDevice {
+export async function verifyDeviceAuth(ctx: CryptoContext, issuer: ChallengeIssuer, auth: DeviceAuth, digest: Uint8Array): Promise<AuthenticatedDevice> {
   const key = issuer.check(auth.challenge);
   let certificate: DeviceCertificate;
   try {
@@ -98,15 +105,15 @@ export function verifyDeviceAuth(ctx: CryptoContext, issuer: ChallengeIssuer, au
   if (!ctx.backend.ed25519Verify(certificate.deviceSigningKey, authSignedBytes(AuthLabel.Device, auth.challenge, digest), auth.signature)) {
     throw new ProtocolError(ErrorCode.AUTH_INVALID, 'signature does not verify with the certified device key');
   }
-  issuer.consume(key);
+  await issuer.consume(key);
   return { mailbox: mailboxIdOf(ctx, certificate.deviceSigningKey), certificate, encodedCertificate: auth.certificate };
 }
 
 /** Verifies an ArchiveAuth; returns the archive-access public key. Consumes the challenge on success. */
-export function verifyArchiveAuth(ctx: CryptoContext, issuer: ChallengeIssuer, auth: ArchiveAuth, digest: Uint8Array): Uint8Array {
+export async function verifyArchiveAuth(ctx: CryptoContext, issuer: ChallengeIssuer, auth: ArchiveAuth, digest: Uint8Array): Promise<Uint8Array> {
   const key = issuer.check(auth.challenge);
   if (auth.archiveKey.length !== 32 || auth.signature.length !== 64) throw new ProtocolError(ErrorCode.AUTH_INVALID, 'archive key or signature has the wrong length');
   if (!verifyArchiveAccessSignature(ctx, auth.archiveKey, authBody(auth.challenge, digest), auth.signature)) throw new ProtocolError(ErrorCode.AUTH_INVALID, 'signature does not verify with the archive key');
-  issuer.consume(key);
+  await issuer.consume(key);
   return auth.archiveKey;
 }

@@ -18,6 +18,8 @@
  *
  * Restore procedure: docs/backup-restore.md.
  */
+import { DataDirError, lockDataDir } from './store/data-dir.js';
+import type { DataDirLock } from './store/data-dir.js';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, fsyncSync, openSync } from 'node:fs';
 import { copyFile, mkdir, readdir, rename, rm, stat, chmod } from 'node:fs/promises';
@@ -41,6 +43,8 @@ export const BackupErrorCode = {
   NOT_FOUND: 'MW_BACKUP_NOT_FOUND',
   /** Restore target already exists and `force` was not given. */
   TARGET_EXISTS: 'MW_RESTORE_TARGET_EXISTS',
+  /** A node is running on the target's data directory (it holds node.lock): stop it first; --force does not override this. */
+  NODE_RUNNING: 'MW_RESTORE_NODE_RUNNING',
 } as const;
 export type BackupErrorCode = (typeof BackupErrorCode)[keyof typeof BackupErrorCode];
 
@@ -337,12 +341,30 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
     throw new BackupError(BackupErrorCode.CORRUPT, `backup ${basename(backupFile)} failed integrity_check: ${check.slice(0, 5).join('; ')}`);
   }
 
+  // The data directory's lock, held for the whole restore: a running node refuses it (so does a
+  // node starting meanwhile). Restoring under a live node would lose everything it wrote since.
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  let lock: DataDirLock;
+  try {
+    lock = lockDataDir(dirname(target));
+  } catch (e) {
+    if (e instanceof DataDirError) throw new BackupError(BackupErrorCode.NODE_RUNNING, `${e.message}; restore refuses to replace a live node's database, even with --force`, { cause: e });
+    throw e;
+  }
+  try {
+    return await restoreLocked(backupFile, target, options.force === true, now);
+  } finally {
+    lock.release();
+  }
+}
+
+async function restoreLocked(backupFile: string, target: string, force: boolean, now: () => Date): Promise<RestoreResult> {
   const companions = ['', '-wal', '-shm', '-journal'];
   const present: string[] = [];
   for (const suffix of companions) if (await exists(target + suffix)) present.push(suffix);
   const movedAside: string[] = [];
   if (present.length > 0) {
-    if (options.force !== true) {
+    if (!force) {
       throw new BackupError(BackupErrorCode.TARGET_EXISTS, `${target} already exists; stop the node and pass --force to move it aside`);
     }
     const aside = `${target}.pre-restore-${stamp(now())}`;
@@ -352,7 +374,6 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
     }
   }
 
-  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
   const temp = join(dirname(target), `.${basename(target)}.restore-${randomBytes(4).toString('hex')}`);
   try {
     await copyFile(backupFile, temp, fsConstants.COPYFILE_EXCL);

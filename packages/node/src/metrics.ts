@@ -117,7 +117,7 @@ export class NodeMetrics {
     help: 'Stored envelopes deleted unread to keep a mailbox within its quota',
     registers: [this.registry],
   });
-  #queueSource: (() => { envelopes: number; bytes: number }) | undefined;
+  #queueSource: (() => Promise<{ envelopes: number; bytes: number }>) | undefined;
   #rateLimitKeysSource: (() => number) | undefined;
 
   readonly queueDepth: Gauge = new Gauge({
@@ -131,6 +131,12 @@ export class NodeMetrics {
     help: 'Bytes of stored, unacknowledged envelope ciphertext over all mailboxes',
     registers: [this.registry],
     collect: () => this.#readQueue(),
+  });
+  readonly storeWritable = new Gauge({
+    name: 'meshwhisper_store_writable',
+    help: '1 while the store takes new mail; 0 when it cannot (reason label: disk_full, read_only, io_error) — acks still work on a full disk',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
   });
   readonly sendDuration = new Histogram({
     name: 'meshwhisper_send_duration_seconds',
@@ -254,15 +260,15 @@ export class NodeMetrics {
    * the rate limiter knows its size). A source that throws leaves the last value: a scrape must
    * not fail because the store is busy.
    */
-  setSources(sources: { queue?: () => { envelopes: number; bytes: number }; rateLimitKeys?: () => number }): void {
+  setSources(sources: { queue?: () => Promise<{ envelopes: number; bytes: number }>; rateLimitKeys?: () => number }): void {
     if (sources.queue !== undefined) this.#queueSource = sources.queue;
     if (sources.rateLimitKeys !== undefined) this.#rateLimitKeysSource = sources.rateLimitKeys;
   }
 
-  #readQueue(): void {
+  async #readQueue(): Promise<void> {
     if (this.#queueSource === undefined) return;
     try {
-      const q = this.#queueSource();
+      const q = await this.#queueSource();
       this.queueDepth.set(q.envelopes);
       this.queueBytes.set(q.bytes);
     } catch {

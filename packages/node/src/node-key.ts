@@ -24,6 +24,10 @@ export class NodeKey {
   sign(ctx: CryptoContext, message: Uint8Array): Uint8Array {
     return ctx.backend.ed25519Sign(this.#seed, message);
   }
+  /** A 32-byte secret for `label`, derived from the seed (HMAC-SHA-256); e.g. the challenge tag key. */
+  deriveSecret(ctx: CryptoContext, label: string): Uint8Array {
+    return ctx.backend.hmacSha256(this.#seed, new TextEncoder().encode(label));
+  }
   toJSON(): { publicKey: string } {
     return { publicKey: toHex(this.publicKey) };
   }

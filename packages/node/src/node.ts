@@ -2,7 +2,7 @@
  * Assembles a MeshWhisper node: data directory, node key, store, HTTP routes (fastify plugins),
  * the two WebSocket endpoints, the sweeper, and graceful shutdown.
  */
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import { listBackups, scheduleBackups } from './backup.js';
 import type { BackupSchedule, BackupScheduleOptions } from './backup.js';
 import type { NodeConfig } from './config.js';
 import { AckCommitter } from './mailbox/acks.js';
+import { LocalDeliveryBus } from './mailbox/bus.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
 import { listenError } from './listen-error.js';
@@ -30,7 +31,7 @@ import type { NodeKey} from './node-key.js';
 import { loadOrCreateNodeKey } from './node-key.js';
 import { RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade } from './rate-limit.js';
 import { accountRoutes } from './routes/account.js';
-import { blobRoutes, removeMediaFiles } from './routes/blobs.js';
+import { blobRoutes, mediaBudgetWindow, removeMediaFiles } from './routes/blobs.js';
 import { keyRoutes } from './routes/keys.js';
 import { mailboxRoutes } from './routes/mailbox.js';
 import { usernameRoutes } from './routes/usernames.js';
@@ -42,7 +43,9 @@ import type { NodeServices } from './services.js';
 import { AnonymousConnection } from './socket/anonymous.js';
 import { WS_MAX_PAYLOAD } from './socket/connection.js';
 import { DeviceConnection } from './socket/device.js';
-import { Store } from './store/store.js';
+import { lockDataDir, secureDirectory, secureFile } from './store/data-dir.js';
+import { SqliteNodeStore } from './store/sqlite-store.js';
+import type { StoreHealth } from './store/node-store.js';
 
 /** The SQLite database file inside DATA_DIR. */
 export const DATABASE_FILE = 'meshwhisper.sqlite3';
@@ -92,16 +95,45 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const mediaDir = join(config.dataDir, 'media');
   const archiveDir = join(config.dataDir, 'archives');
   const tmpDir = join(config.dataDir, 'tmp');
-  for (const d of [config.dataDir, mediaDir, archiveDir, tmpDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
-  // Uploads interrupted by a crash left partial files; none of them was ever acknowledged.
-  for (const f of readdirSync(tmpDir)) rmSync(join(tmpDir, f), { force: true });
-
-  const { key: nodeKey, created: keyCreated } = loadOrCreateNodeKey(ctx, config.dataDir);
-  const store = new Store(join(config.dataDir, DATABASE_FILE));
+  const looseMode = secureDirectory(config.dataDir);
+  // One node per data directory: a second one (or a restore under a live node) is refused.
+  const lock = lockDataDir(config.dataDir);
+  let store: SqliteNodeStore;
+  let keyCreated: boolean;
+  let nodeKey: NodeKey;
+  try {
+    for (const d of [mediaDir, archiveDir, tmpDir]) secureDirectory(d);
+    // Uploads interrupted by a crash left partial files; none of them was ever acknowledged.
+    for (const f of readdirSync(tmpDir)) rmSync(join(tmpDir, f), { force: true });
+    ({ key: nodeKey, created: keyCreated } = loadOrCreateNodeKey(ctx, config.dataDir));
+    const databaseFile = join(config.dataDir, DATABASE_FILE);
+    secureFile(databaseFile); // SQLite creates -wal and -shm with the database file's mode
+    store = new SqliteNodeStore(databaseFile, { now: () => ctx.now(), onHealth: (h) => onStoreHealth(h) });
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
   const limiter = new RateLimiter({ buckets: config.rateLimits });
   const metrics = options.metrics === false ? undefined : new NodeMetrics();
-  const hub = new DeliveryHub();
-  const issuer = new ChallengeIssuer(ctx, nodeKey);
+  metrics?.storeWritable.set({ reason: 'none' }, 1);
+  const onStoreHealth = (h: StoreHealth): void => {
+    metrics?.storeWritable.reset();
+    if (h.writable) {
+      metrics?.storeWritable.set({ reason: 'none' }, 1);
+      app.log.info('store writable again: new mail accepted');
+    } else {
+      metrics?.storeWritable.set({ reason: h.reason.replace('-', '_') }, 0);
+      app.log.error(
+        { reason: h.reason },
+        h.reason === 'disk-full'
+          ? `disk full under ${config.dataDir}: new mail is refused (MW_UNAVAILABLE), acks and deletions still work; free or add disk space`
+          : 'store not writable: new mail is refused',
+      );
+    }
+  };
+  const bus = new LocalDeliveryBus();
+  const hub = new DeliveryHub(bus);
+  const issuer = new ChallengeIssuer(ctx, nodeKey, store);
   let push: NodePush;
   try {
     push = createPush(config, {
@@ -119,13 +151,14 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       ...(options.push ? { test: options.push } : {}),
     });
   } catch (e) {
-    store.close();
+    await store.close();
+    lock.release();
     throw e;
   }
   const sender = new SendService(
     ctx,
     store,
-    hub,
+    bus,
     limiter,
     { maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes, firstContactMaxMessages: config.firstContactMaxMessages },
     {
@@ -162,6 +195,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
           },
   });
 
+  if (looseMode !== undefined) app.log.warn({ dataDir: config.dataDir, was: looseMode.toString(8) }, 'DATA_DIR was readable by other users; its mode is now 700');
+
   // Bodies are protobuf (or blobs, in their routes' scope): no JSON or text body is parsed, so
   // those content types get 415 whether or not the body would parse (docs/spec/node-protocol.md §5).
   app.removeAllContentTypeParsers();
@@ -174,7 +209,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   await app.register(rateLimitPlugin, { limiter, trustProxy: config.trustProxy, onLimited: (bucket) => metrics?.rateLimitedBy(bucket) });
   if (metrics) {
     metrics.setSources({
-      queue: () => store.db.prepare<[], { envelopes: number | null; bytes: number | null }>('SELECT sum(messages) AS envelopes, sum(bytes) AS bytes FROM mailbox_stats').get() as { envelopes: number; bytes: number },
+      queue: () => store.queueTotals(),
       rateLimitKeys: () => limiter.trackedKeys,
     });
     await app.register(metrics.httpPlugin());
@@ -264,24 +299,27 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   heartbeat.unref();
 
   // ── Sweeper ──
+  const sweepHolder = `${process.pid}`;
   const sweep = async (): Promise<void> => {
+    // One process of a cluster sweeps at a time (a SQLite store has one process).
+    if (!(await store.tryLease('sweep', sweepHolder, config.sweepIntervalMs * 2))) return;
     const now = ctx.now();
     let expired = 0;
     for (;;) {
-      const r = store.transact((tx) => tx.mailbox.expire(now - config.retentionMs, EXPIRE_BATCH));
+      const r = await store.expireEnvelopes(now - config.retentionMs, EXPIRE_BATCH);
       expired += r.envelopes;
       if (r.mailboxes < EXPIRE_BATCH) break;
     }
     if (expired > 0) {
       metrics?.envelopesExpired.inc(expired);
-      hub.forEach((s) => s.checkGap());
+      await bus.publishGapsChanged();
     }
-    const ids = store.blobs.expiredMedia(now, 1000);
-    if (ids.length > 0) {
-      store.transact((tx) => ids.forEach((id) => tx.blobs.deleteMedia(id)));
+    for (;;) {
+      const ids = await store.expireMedia(now, mediaBudgetWindow(now, config.mediaTtlMs) - 1, 1000);
       await removeMediaFiles(services, ids);
+      if (ids.length < 1000) break;
     }
-    issuer.sweep();
+    await store.health(); // re-probes a full disk at most every HEALTH_PROBE_INTERVAL_MS
   };
   const timer = setInterval(() => {
     sweep().catch((e: unknown) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'sweep failed'));
@@ -301,7 +339,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     config.backupIntervalMs === 0
       ? undefined
       : scheduleBackups({
-          db: store.db,
+          db: store.database,
           dir: config.backupDir,
           retention: config.backupRetention,
           intervalMs: config.backupIntervalMs,
@@ -339,8 +377,11 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       wss.close();
       await metricsServer?.close();
       await backupsStopped;
-      acks.flush(); // acks received before the sockets closed are committed, not lost
-      store.close();
+      await acks.flush(); // acks received before the sockets closed are committed, not lost
+      hub.dispose();
+      await bus.close();
+      await store.close();
+      lock.release();
     })());
 
   return {

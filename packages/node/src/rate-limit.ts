@@ -101,6 +101,8 @@ export const DEFAULT_BUCKETS = {
   'blob-download': { rate: 5, burst: 50 },
   /** Archive reads and writes, per address: each read hands out an offline-guessable blob (threat model). */
   archive: { rate: 0.02, burst: 5 },
+  /** GET /ready, per address: orchestrator probes poll every few seconds; a flood gets 429, not disk work. */
+  ready: { rate: 2, burst: 20 },
 } as const satisfies Record<string, BucketSpec>;
 export type DefaultBucketName = keyof typeof DEFAULT_BUCKETS;
 

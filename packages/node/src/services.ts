@@ -7,13 +7,13 @@ import type { SendService } from './mailbox/send.js';
 import type { NodeMetrics } from './metrics.js';
 import type { NodeKey } from './node-key.js';
 import type { RateLimiter } from './rate-limit.js';
-import type { Store } from './store/store.js';
+import type { NodeStore } from './store/node-store.js';
 
 export interface NodeServices {
   readonly ctx: CryptoContext;
   readonly config: NodeConfig;
   readonly nodeKey: NodeKey;
-  readonly store: Store;
+  readonly store: NodeStore;
   readonly hub: DeliveryHub;
   readonly issuer: ChallengeIssuer;
   readonly limiter: RateLimiter;

@@ -1,20 +1,32 @@
-import { describe, expect, it } from 'vitest';
+// Ack group commit against a real SQLite store: acks of one event-loop turn share one transaction.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
 import { AckCommitter, MAX_ACK_GROUP } from '../src/mailbox/acks.js';
-import type { Store } from '../src/store/store.js';
+import type { AckRequest } from '../src/store/node-store.js';
+import { SqliteNodeStore } from '../src/store/sqlite-store.js';
 
-/** A store stand-in that counts transactions; the real one is exercised by socket/durability tests. */
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
+});
+
+/** A real store whose ack() records how many requests each transaction carried. */
 function countingStore(fail = false) {
+  const dir = mkdtempSync(join(tmpdir(), 'mw-acks-'));
+  const store = new SqliteNodeStore(join(dir, 'db.sqlite3'), { reserveBytes: 0 });
+  cleanup.push(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const calls: number[] = [];
-  const store = {
-    transact<T>(fn: (tx: { mailbox: { ack(m: Uint8Array, ids: Uint8Array[]): number } }) => T): T {
-      if (fail) throw new Error('disk full');
-      let acked = 0;
-      const r = fn({ mailbox: { ack: (_m, ids) => ((acked += ids.length), ids.length) } });
-      calls.push(acked);
-      return r;
-    },
-  } as unknown as Store;
-  return { store, calls };
+  const ack = async (requests: readonly AckRequest[]): Promise<number[]> => {
+    if (fail) await store.close(); // every later call fails as a real closed store does
+    calls.push(requests.reduce((n, r) => n + r.ids.length, 0));
+    return store.ack(requests);
+  };
+  return { store: { ack }, calls };
 }
 
 describe('ack group commit', () => {
@@ -24,9 +36,9 @@ describe('ack group commit', () => {
     const results: number[] = [];
     for (let i = 0; i < 50; i++) acks.add(new Uint8Array(32).fill(i % 2), [new Uint8Array(16), new Uint8Array(16)], (n) => results.push(n as number));
     expect(results).toEqual([]); // nothing answered before the commit
-    await new Promise((r) => setImmediate(r));
+    await acks.flush();
     expect(calls).toEqual([100]);
-    expect(results).toEqual(new Array(50).fill(2));
+    expect(results).toEqual(new Array(50).fill(0)); // nothing stored: nothing deleted
   });
 
   it('bounds a group and reports a failed commit to every waiter', async () => {
@@ -34,11 +46,12 @@ describe('ack group commit', () => {
     const acks = new AckCommitter(store);
     for (let i = 0; i < MAX_ACK_GROUP + 1; i++) acks.add(new Uint8Array(32), [new Uint8Array(16)], () => undefined);
     await new Promise((r) => setImmediate(r));
+    await acks.flush();
     expect(calls).toEqual([MAX_ACK_GROUP, 1]);
     const failing = new AckCommitter(countingStore(true).store);
     const errors: unknown[] = [];
     failing.add(new Uint8Array(32), [new Uint8Array(16)], (n) => errors.push(n));
-    failing.flush();
+    await failing.flush();
     expect(errors[0]).toBeInstanceOf(Error);
   });
 });

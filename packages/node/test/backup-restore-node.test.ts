@@ -10,7 +10,7 @@ import { CONTENT_TYPE_PROTOBUF, EnvelopeClass, SendRequestSchema, encodeBody } f
 import { backupDatabase, restoreDatabase } from '../src/backup.js';
 import { NODE_KEY_FILE } from '../src/node-key.js';
 import { DATABASE_FILE } from '../src/node.js';
-import { TestDevice, generousLimits, startTestNode } from './helpers.js';
+import { TestDevice, generousLimits, sqliteOf, startTestNode } from './helpers.js';
 import type { TestNode } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
@@ -54,7 +54,7 @@ describe('hot backup of a live node, restored into a fresh node', () => {
         if (await send(t, bob.mailbox, payloadFor(i))) acked.push(i);
       }
     })();
-    const backup = await backupDatabase(t.node.services.store.db, { dir: join(work, 'backups') });
+    const backup = await backupDatabase(sqliteOf(t.node), { dir: join(work, 'backups') });
     writing = false;
     await writer;
     expect(ackedBeforeBackup).toBe(400);

@@ -288,14 +288,19 @@ describe('built CLI: meshwhisper-node backup against a running node', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('MW_BACKUP_CONFIG');
     expect(bad.stderr).toContain('backup restore FILE');
-    // Restoring under the live database path without --force is refused and touches nothing.
+    // Restoring under a live node is refused, with or without --force, and touches nothing
+    // (issue 12: --force used to succeed, and writes made after the restore vanished on restart).
     const dataDir = tempDir();
     const { node } = await start({ BACKUP_INTERVAL_HOURS: '0' }, {}, dataDir);
     expect((await cli(dataDir, [])).code).toBe(0);
     const [b] = await listBackups(join(dataDir, 'backups'));
-    const refused = await cli(dataDir, ['restore', b!.path]);
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain('MW_RESTORE_TARGET_EXISTS');
+    for (const args of [['restore', b!.path], ['restore', b!.path, '--force']]) {
+      const refused = await cli(dataDir, args);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('MW_RESTORE_NODE_RUNNING');
+      expect(refused.stderr).toContain(`pid ${process.pid}`);
+    }
+    expect(readdirSync(dataDir).filter((f) => f.includes('pre-restore'))).toEqual([]);
     expect(integrity(join(dataDir, DATABASE_FILE))).toBe('ok');
     expect((await node.app.inject({ method: 'GET', url: '/ready' })).statusCode).toBe(200);
   }, 60_000);

@@ -36,6 +36,8 @@ import { loadConfig } from '../src/config.js';
 import type { NodeConfig } from '../src/config.js';
 import { createNode } from '../src/node.js';
 import type { MeshWhisperNode } from '../src/node.js';
+import { SqliteNodeStore } from '../src/store/sqlite-store.js';
+import type { Sqlite } from '../src/store/db.js';
 
 export const ctx: CryptoContext = createContext();
 
@@ -130,6 +132,13 @@ export const proto = { 'content-type': CONTENT_TYPE_PROTOBUF };
 
 /** Buckets opened wide so functional tests are not throttled; attack tests override specific ones. */
 export function generousLimits(except: readonly string[] = []): string {
-  const names = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive'];
+  const names = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'ready'];
   return names.filter((n) => !except.includes(n)).map((n) => `${n}=100000:1000000`).join(',');
+}
+
+/** The SQLite handle behind a test node's store: tests of the SQLite implementation inspect its tables. */
+export function sqliteOf(node: MeshWhisperNode): Sqlite {
+  const store = node.services.store;
+  if (!(store instanceof SqliteNodeStore)) throw new TypeError('sqliteOf: the node does not use the SQLite store');
+  return store.database;
 }

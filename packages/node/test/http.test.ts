@@ -225,7 +225,7 @@ describe('prekey draining (attack)', () => {
       }
       expect(bundles.filter((b) => b.oneTimePreKey).length).toBe(3);
       expect(bundles.slice(3).every((b) => b.kemPreKey.lastResort)).toBe(true);
-      expect(n.node.services.store.directory.counts(d.mailbox)).toEqual({ oneTimePreKeys: 7, kemPreKeys: 7 });
+      expect(await n.node.services.store.preKeyCounts(d.mailbox)).toEqual({ oneTimePreKeys: 7, kemPreKeys: 7 });
     } finally {
       await n.close();
     }
@@ -310,7 +310,7 @@ describe('anonymous send lanes', () => {
     expect(res.statusCode, res.body).toBe(200);
     const id = fromBinary(SendResultSchema, res.rawPayload).id;
     expect(id.length).toBe(16);
-    expect(t.node.services.store.mailbox.nextBatch(d.mailbox, 0, 10, 1e9).map((e) => toHex(e.id))).toEqual([toHex(id)]);
+    expect((await t.node.services.store.fetch(d.mailbox, 0, 10, 1e9)).map((e) => toHex(e.id))).toEqual([toHex(id)]);
     expect(errorCode(await send(new Uint8Array(32)))).toBe(ErrorCode.NOT_FOUND);
   });
 
@@ -320,7 +320,7 @@ describe('anonymous send lanes', () => {
     expect(errorCode(await send(d.mailbox, Uint8Array.of(1), { deliveryToken: new Uint8Array(16).fill(1) }))).toBe(ErrorCode.FORBIDDEN);
     const eph = await send(d.mailbox, Uint8Array.of(7), { class: EnvelopeClass.EPHEMERAL });
     expect(fromBinary(SendResultSchema, eph.rawPayload)).toMatchObject({ deliveredLive: false });
-    expect(t.node.services.store.mailbox.stats(d.mailbox).messages).toBe(0);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
   });
 });
 
@@ -401,12 +401,12 @@ describe('deletion', () => {
     const del = await t.node.app.inject({ method: 'DELETE', url: '/v1/device', headers: { [AUTH_HEADER]: await d1.authHeader(t.node, 'DELETE', '/v1/device') } });
     expect(del.statusCode).toBe(204);
     const s = t.node.services.store;
-    expect(s.directory.device(d1.mailbox)).toBeUndefined();
-    expect(s.mailbox.stats(d1.mailbox).messages).toBe(0);
-    expect(s.directory.device(d2.mailbox)).toBeDefined();
+    expect(await s.device(d1.mailbox)).toBeUndefined();
+    expect((await s.mailboxStats(d1.mailbox)).messages).toBe(0);
+    expect(await s.device(d2.mailbox)).toBeDefined();
     const delAll = await t.node.app.inject({ method: 'DELETE', url: '/v1/account', headers: { [AUTH_HEADER]: await d2.authHeader(t.node, 'DELETE', '/v1/account') } });
     expect(delAll.statusCode).toBe(204);
-    expect(s.directory.devicesOfAccount(account.publicKey)).toEqual([]);
+    expect(await s.devicesOfAccount(account.publicKey)).toEqual([]);
   });
 });
 

@@ -72,10 +72,10 @@ describe('store-and-forward delivery', () => {
     const f = await c.nextKind('deliver');
     expect(f.body.value.envelopes.map((e) => new TextDecoder().decode(e.payload))).toEqual(['m0', 'm1', 'm2']);
     await c.nextKind('queueEmpty');
-    expect(t.node.services.store.mailbox.stats(d.mailbox).messages).toBe(3);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(3);
     c.ack(f.body.value.envelopes.map((e) => e.id), 77);
     expect((await c.next((x) => x.requestId === 77)).body.case).toBe('ok');
-    expect(t.node.services.store.mailbox.stats(d.mailbox).messages).toBe(0);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
     const live = await send(t, d.mailbox, new TextEncoder().encode('live'));
     expect(fromBinary(SendResultSchema, live.rawPayload).deliveredLive).toBe(true);
     expect(await receive(c, 1)).toEqual(['live']);
@@ -101,7 +101,7 @@ describe('store-and-forward delivery', () => {
     expect(new Set([...acked, ...rest])).toEqual(new Set(all));
     expect(rest.length).toBe(new Set(rest).size);
     await new Promise((r) => setTimeout(r, 50));
-    expect(t.node.services.store.mailbox.stats(d.mailbox).messages).toBe(0);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
   });
 
   it('backpressure: at most DELIVERY_WINDOW envelopes are outstanding until acked', async () => {
@@ -131,7 +131,7 @@ describe('store-and-forward delivery', () => {
     const f = await c.nextKind('deliver');
     expect(f.body.value.envelopes[0]).toMatchObject({ class: EnvelopeClass.EPHEMERAL, payload: Uint8Array.of(2) });
     expect(f.body.value.envelopes[0]!.id.length).toBe(0);
-    expect(t.node.services.store.mailbox.stats(d.mailbox).messages).toBe(0);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
   });
 
   it('the anonymous connection accepts sends with request correlation and no login', async () => {
@@ -147,7 +147,7 @@ describe('store-and-forward delivery', () => {
     const bad = a.send({ body: { case: 'send', value: { mailboxId: new Uint8Array(32), payload: Uint8Array.of(9), class: EnvelopeClass.DURABLE } } });
     const e = await a.next((f) => f.requestId === bad);
     expect(e.body.case === 'error' && e.body.value.code).toBe(ErrorCode.NOT_FOUND);
-    expect(t.node.services.store.mailbox.stats(d.mailbox).messages).toBe(1);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(1);
   });
 });
 
@@ -179,7 +179,7 @@ describe('quota, delivery tokens and gap notices', () => {
     expect((codes.get(ErrorCode.QUOTA_EXCEEDED) ?? 0) + (codes.get(ErrorCode.RATE_LIMITED) ?? 0)).toBe(195);
     // Token mail keeps flowing and displaces tokenless mail first.
     for (let i = 20; i < 30; i++) expect((await send(t, d.mailbox, new TextEncoder().encode(`friend-${i}`), { deliveryToken: token })).statusCode).toBe(200);
-    const stored = t.node.services.store.mailbox.nextBatch(d.mailbox, 0, 1000, 1e9).map((e) => new TextDecoder().decode(e.payload));
+    const stored = (await t.node.services.store.fetch(d.mailbox, 0, 1000, 1e9)).map((e) => new TextDecoder().decode(e.payload));
     expect(stored.filter((s) => s.startsWith('friend-')).length).toBe(30);
     expect(stored.length).toBe(30);
     // The owner is told that mail was evicted.
@@ -188,8 +188,7 @@ describe('quota, delivery tokens and gap notices', () => {
     expect(gap.body.value).toMatchObject({ evicted: 5, expired: 0 });
     c2.send({ requestId: gap.requestId, body: { case: 'ok', value: {} } });
     await receive(c2, 30);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(t.node.services.store.mailbox.stats(d.mailbox)).toMatchObject({ gapEvicted: 0, messages: 0 });
+    await expect.poll(() => t.node.services.store.mailboxStats(d.mailbox)).toMatchObject({ gapEvicted: 0, messages: 0 });
   });
 
   it('expired envelopes are deleted by the sweeper and announced as a gap', async () => {
@@ -228,7 +227,7 @@ describe('connection attacks', () => {
     const oc = await client(WsClient.device(port, own));
     await oc.nextKind('queueEmpty');
     expect(oc.frames.some((f) => f.body.case === 'deliver')).toBe(false);
-    expect(t.node.services.store.mailbox.stats(victim.mailbox).messages).toBe(1);
+    expect((await t.node.services.store.mailboxStats(victim.mailbox)).messages).toBe(1);
     // A second login of the real device replaces the first connection.
     const v1 = await client(WsClient.device(port, victim));
     await v1.nextKind('deliver');
@@ -312,7 +311,7 @@ describe('graceful shutdown', () => {
     expect((await c.waitClosed()).code).toBe(1001);
     const second = await startTestNode({ RATE_LIMITS: generousLimits() }, {}, { dataDir });
     open.push({ close: async () => { await second.close(); (await import('node:fs')).rmSync(dataDir, { recursive: true, force: true }); } });
-    expect(second.node.services.store.mailbox.stats(d.mailbox).messages).toBe(20);
+    expect((await second.node.services.store.mailboxStats(d.mailbox)).messages).toBe(20);
     expect(toHex(second.node.nodeKey.publicKey)).toBe(toHex(first.node.nodeKey.publicKey));
   });
 });

@@ -8,7 +8,7 @@
  * `ok` reply (for an ack with a request id) is sent only after the deletion committed. An ack lost
  * to a crash before its commit just means the envelope is delivered again (clients deduplicate).
  */
-import type { Store } from '../store/store.js';
+import type { NodeStore } from '../store/node-store.js';
 
 /** Most ack frames committed in one transaction: bounds the write lock's hold time. */
 export const MAX_ACK_GROUP = 1024;
@@ -18,28 +18,37 @@ type Done = (result: number | Error) => void;
 export class AckCommitter {
   #pending: { mailbox: Uint8Array; ids: Uint8Array[]; done: Done }[] = [];
   #scheduled = false;
+  readonly #inFlight = new Set<Promise<void>>();
 
-  constructor(private readonly store: Store) {}
+  constructor(private readonly store: Pick<NodeStore, 'ack'>) {}
 
   /** Queues the deletion; `done` gets the number deleted (or the error) once the group committed. */
   add(mailbox: Uint8Array, ids: Uint8Array[], done: Done): void {
     this.#pending.push({ mailbox, ids, done });
-    if (this.#pending.length >= MAX_ACK_GROUP) this.flush();
+    if (this.#pending.length >= MAX_ACK_GROUP) void this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(() => void this.flush());
     }
   }
 
-  /** Commits everything queued now (also called at shutdown before the database closes). */
-  flush(): void {
+  /** Commits everything queued now; resolves when every commit started so far has finished (shutdown). */
+  async flush(): Promise<void> {
     this.#scheduled = false;
     const batch = this.#pending;
     this.#pending = [];
-    if (batch.length === 0) return;
+    if (batch.length > 0) {
+      const p = this.#commit(batch);
+      this.#inFlight.add(p);
+      void p.finally(() => this.#inFlight.delete(p));
+    }
+    await Promise.all([...this.#inFlight]);
+  }
+
+  async #commit(batch: { mailbox: Uint8Array; ids: Uint8Array[]; done: Done }[]): Promise<void> {
     let counts: number[];
     try {
-      counts = this.store.transact((tx) => batch.map((b) => tx.mailbox.ack(b.mailbox, b.ids)));
+      counts = await this.store.ack(batch);
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
       for (const b of batch) b.done(err);

@@ -17,9 +17,8 @@ import { toHex } from '@meshwhisper/crypto';
 import type { SendRequest, SendResult } from '@meshwhisper/protocol';
 import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, SendResultSchema, create } from '@meshwhisper/protocol';
 import type { RateLimiter } from '../rate-limit.js';
-import type { MailboxLimits } from '../store/mailbox.js';
-import type { Store } from '../store/store.js';
-import type { DeliveryHub } from './hub.js';
+import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
+import type { DeliveryBus } from './bus.js';
 
 export interface SendEvents {
   accepted?(cls: 'durable' | 'ephemeral', lane: 'token' | 'first_contact', seconds?: number): void;
@@ -45,7 +44,7 @@ interface Pending {
   readonly mailboxKey: string;
   readonly payload: Uint8Array;
   readonly receivedAt: number;
-  readonly withToken: boolean;
+  readonly tokenHash: Uint8Array | undefined;
   readonly lane: 'token' | 'first_contact';
   readonly started: number;
   readonly resolve: (r: SendResult) => void;
@@ -61,8 +60,8 @@ export class SendService {
 
   constructor(
     private readonly ctx: CryptoContext,
-    private readonly store: Store,
-    private readonly hub: DeliveryHub,
+    private readonly store: NodeStore,
+    private readonly bus: DeliveryBus,
     private readonly limiter: RateLimiter,
     private readonly limits: MailboxLimits,
     private readonly events: SendEvents = {},
@@ -80,25 +79,15 @@ export class SendService {
    * returned only after the transaction holding it has committed (fsynced).
    */
   send(req: SendRequest, clientKey: string): Promise<SendResult> {
-    try {
-      return this.#admit(req, clientKey);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return this.#admit(req, clientKey);
   }
 
-  #admit(req: SendRequest, clientKey: string): Promise<SendResult> {
+  async #admit(req: SendRequest, clientKey: string): Promise<SendResult> {
     if (this.#closed) throw new ProtocolError(ErrorCode.UNAVAILABLE, 'node is shutting down', 1000);
     const mailboxKey = toHex(req.mailboxId);
-    if (!this.store.directory.device(req.mailboxId)) {
-      this.events.rejected?.('unknown_mailbox');
-      throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such mailbox on this node');
-    }
     const withToken = req.deliveryToken.length > 0;
-    if (withToken && !this.store.mailbox.hasTokenHash(req.mailboxId, deliveryTokenHash(this.ctx, req.deliveryToken))) {
-      this.events.rejected?.('bad_token');
-      throw new ProtocolError(ErrorCode.FORBIDDEN, 'delivery token is not valid for this mailbox (send without it as first contact)');
-    }
+    // Rate limits first: they cost no I/O. The recipient and token are checked by the store, in
+    // the group-commit transaction (no per-message lookup before it).
     const decision = withToken
       ? this.limiter.take('send-token', clientKey)
       : this.limiter.takeAll([
@@ -109,12 +98,15 @@ export class SendService {
       this.events.rejected?.('rate_limited');
       throw new ProtocolError(ErrorCode.RATE_LIMITED, `rate limit exceeded (${decision.bucket})`, decision.retryAfterMs);
     }
+    const tokenHash = withToken ? deliveryTokenHash(this.ctx, req.deliveryToken) : undefined;
     const lane = withToken ? 'token' : 'first_contact';
     const now = this.ctx.now();
     if (req.class === EnvelopeClass.EPHEMERAL) {
-      const delivered = this.hub.signal(mailboxKey, create(EnvelopeSchema, { payload: req.payload, receivedAt: BigInt(now), class: EnvelopeClass.EPHEMERAL }));
+      const r = await this.store.checkRecipient(req.mailboxId, tokenHash);
+      if (r !== 'ok') throw this.#refusal(r);
+      const delivered = await this.bus.publishSignal(mailboxKey, create(EnvelopeSchema, { payload: req.payload, receivedAt: BigInt(now), class: EnvelopeClass.EPHEMERAL }));
       this.events.accepted?.('ephemeral', lane);
-      return Promise.resolve(create(SendResultSchema, { deliveredLive: delivered }));
+      return create(SendResultSchema, { deliveredLive: delivered });
     }
     return new Promise<SendResult>((resolve, reject) => {
       this.#queue.push({
@@ -123,56 +115,81 @@ export class SendService {
         mailboxKey,
         payload: req.payload,
         receivedAt: now,
-        withToken,
+        tokenHash,
         lane,
         started: performance.now(),
         resolve,
         reject,
       });
-      if (this.#queue.length >= MAX_GROUP_COMMIT) this.#flush();
+      if (this.#queue.length >= MAX_GROUP_COMMIT) void this.#flush();
       else if (!this.#scheduled) {
         this.#scheduled = true;
-        setImmediate(() => this.#flush());
+        setImmediate(() => void this.#flush());
       }
     });
   }
 
-  #flush(): void {
+  #refusal(reason: Exclude<EnqueueOutcome, { ok: true }>['reason']): ProtocolError {
+    switch (reason) {
+      case 'unknown-mailbox':
+        this.events.rejected?.('unknown_mailbox');
+        return new ProtocolError(ErrorCode.NOT_FOUND, 'no such mailbox on this node');
+      case 'bad-token':
+        this.events.rejected?.('bad_token');
+        return new ProtocolError(ErrorCode.FORBIDDEN, 'delivery token is not valid for this mailbox (send without it as first contact)');
+      case 'lane-full':
+        this.events.rejected?.('quota');
+        return new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'the first-contact lane of this mailbox is full');
+      case 'mailbox-full':
+        this.events.rejected?.('quota');
+        return new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'mailbox is full');
+    }
+  }
+
+  async #flush(): Promise<void> {
     this.#scheduled = false;
     const batch = this.#queue.splice(0, MAX_GROUP_COMMIT);
     if (batch.length === 0) return this.#checkIdle();
     if (this.#queue.length > 0 && !this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.#flush());
+      setImmediate(() => void this.#flush());
     }
     this.#inFlight++;
     try {
-      let results: ReturnType<Store['transactEach']>;
+      let results: EnqueueOutcome[];
       try {
-        results = this.store.transactEach(batch, (tx, p) =>
-          tx.mailbox.insert({ id: p.id, mailbox: p.mailbox, payload: p.payload, receivedAt: p.receivedAt, withToken: p.withToken }, this.limits),
-        );
+        results = await this.store.enqueue(batch, this.limits);
       } catch (e) {
         for (const p of batch) p.reject(new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
         this.events.storageFailed?.(e);
         return;
       }
-      const woken = new Map<string, Uint8Array>();
-      results.forEach((r, i) => {
+      // One wake per mailbox, carrying the committed envelopes (no re-read by the connection).
+      const woken = new Map<string, { mailbox: Uint8Array; envelopes: StoredEnvelope[] }>();
+      for (let i = 0; i < batch.length; i++) {
+        const r = results[i]!;
+        if (!r.ok) continue;
+        const p = batch[i]!;
+        const w = woken.get(p.mailboxKey);
+        if (w) w.envelopes.push(r.envelope);
+        else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope] });
+      }
+      const live = new Map<string, boolean>();
+      for (const [k, w] of woken) {
+        const isLive = await this.bus.publishMail(k, w.envelopes);
+        live.set(k, isLive);
+        if (!isLive) this.events.storedOffline?.(w.mailbox);
+      }
+      for (let i = 0; i < batch.length; i++) {
+        const r = results[i]!;
         const p = batch[i]!;
         if (!r.ok) {
-          if (r.error instanceof ProtocolError && r.error.code === ErrorCode.QUOTA_EXCEEDED) this.events.rejected?.('quota');
-          p.reject(r.error);
-          return;
+          p.reject(this.#refusal(r.reason));
+          continue;
         }
-        if ((r.value as number) > 0) this.events.evicted?.(r.value as number);
+        if (r.evicted > 0) this.events.evicted?.(r.evicted);
         this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
-        p.resolve(create(SendResultSchema, { id: p.id, deliveredLive: this.hub.isLive(p.mailboxKey) }));
-        woken.set(p.mailboxKey, p.mailbox);
-      });
-      for (const [k, mailbox] of woken) {
-        if (this.hub.isLive(k)) this.hub.wake(k);
-        else this.events.storedOffline?.(mailbox);
+        p.resolve(create(SendResultSchema, { id: p.id, deliveredLive: live.get(p.mailboxKey) ?? false }));
       }
     } finally {
       this.#inFlight--;

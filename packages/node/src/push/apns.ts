@@ -21,7 +21,7 @@ import { APNS_JWT_REFRESH_MS, PUSH_COLLAPSE_KEY, PUSH_MAX_RESPONSE_BYTES, PUSH_R
 import { signJwt } from './_jwt.js';
 import { retryAfterMs } from './_http.js';
 import type { PushOutcome, PushSender } from './outcome.js';
-import type { ApnsPushMode, PushTarget } from './registry.js';
+import type { ApnsPushMode, PushTarget } from '../store/push-types.js';
 
 const wake = JSON.parse(PUSH_WAKE_PAYLOAD) as Record<string, unknown>;
 /** The two APNs payloads, byte-for-byte constant. */

@@ -15,7 +15,7 @@ import { FCM_ASSERTION_LIFETIME_S, FCM_SCOPE, FCM_TOKEN_EXPIRY_MARGIN_MS, PUSH_C
 import { signJwt } from './_jwt.js';
 import { httpsRequest, retryAfterMs } from './_http.js';
 import type { PushOutcome, PushSender } from './outcome.js';
-import type { PushTarget } from './registry.js';
+import type { PushTarget } from '../store/push-types.js';
 
 /** The FCM data payload: PUSH_WAKE_PAYLOAD's fields as strings (FCM data values are strings). */
 export const FCM_DATA: Readonly<Record<string, string>> = Object.freeze(

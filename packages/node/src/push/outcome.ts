@@ -1,5 +1,5 @@
 /** What a push service said about one wake, as the wake scheduler (wake.ts) needs it. */
-import type { PushTarget } from './registry.js';
+import type { PushTarget } from '../store/push-types.js';
 
 export type PushOutcome =
   /** Accepted by the push service. */

@@ -8,12 +8,11 @@ import { Agent } from 'node:https';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { NodeConfigError } from '../config.js';
 import type { NodeConfig } from '../config.js';
-import type { Store } from '../store/store.js';
+import type { NodeStore } from '../store/node-store.js';
 import { ApnsSender, loadApnsKey } from './apns.js';
 import { FcmSender, parseServiceAccount } from './fcm.js';
 import type { PushSender } from './outcome.js';
-import { PushRegistry } from './registry.js';
-import type { PushKind } from './registry.js';
+import type { PushKind } from '../store/push-types.js';
 import { PushWaker } from './wake.js';
 import type { PushEvents } from './wake.js';
 import { WebPushSender } from './webpush.js';
@@ -26,7 +25,6 @@ export interface PushTestOptions {
 }
 
 export interface NodePush extends AsyncDisposable {
-  readonly registry: PushRegistry;
   readonly waker: PushWaker;
   /** The Web Push sender when configured (its VAPID public key is published by GET /v1/push/info). */
   readonly webPush: WebPushSender | undefined;
@@ -70,7 +68,7 @@ function readSecretFile(variable: string, path: string): string {
   }
 }
 
-export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store: Store; events?: PushEvents; test?: PushTestOptions }): NodePush {
+export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store: NodeStore; events?: PushEvents; test?: PushTestOptions }): NodePush {
   const now = (): number => deps.ctx.now();
   const ca = deps.test?.ca;
   const agent = (): Agent => new Agent({ keepAlive: true, ...(ca !== undefined ? { ca } : {}) });
@@ -108,10 +106,8 @@ export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store
     senders.fcm = new FcmSender({ account, apiUrl: config.fcmApiUrl, now, agent: agent() });
   }
 
-  const registry = new PushRegistry(deps.store.db);
   const waker = new PushWaker({
     store: deps.store,
-    registry,
     senders,
     coalesceMs: config.pushCoalesceMs,
     now,
@@ -120,7 +116,6 @@ export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store
   });
   const close = (): Promise<void> => waker.close();
   return {
-    registry,
     waker,
     webPush,
     enabled: new Set(Object.keys(senders) as PushKind[]),

@@ -19,10 +19,10 @@
  */
 import { setMaxListeners } from 'node:events';
 import { toHex } from '@meshwhisper/crypto';
-import type { Store } from '../store/store.js';
+import type { NodeStore } from '../store/node-store.js';
 import { PUSH_MAX_ATTEMPTS, PUSH_MAX_CONCURRENT, PUSH_MAX_QUEUED, PUSH_MAX_RETRY_DELAY_MS, PUSH_RETRY_BASE_MS } from './constants.js';
 import type { PushOutcome, PushSender } from './outcome.js';
-import type { PushKind, PushRegistry, PushTarget } from './registry.js';
+import type { PushKind, PushTarget } from '../store/push-types.js';
 
 export interface PushEvents {
   /** A push service accepted a wake. */
@@ -40,8 +40,7 @@ export function defaultRetryDelayMs(attempt: number, retryAfterMs: number | unde
 }
 
 export interface PushWakerOptions {
-  readonly store: Store;
-  readonly registry: PushRegistry;
+  readonly store: Pick<NodeStore, 'pushTarget' | 'deletePushTargetIf'>;
   readonly senders: Partial<Record<PushKind, PushSender>>;
   readonly coalesceMs: number;
   readonly now: () => number;
@@ -93,19 +92,24 @@ export class PushWaker {
       const now = this.#o.now();
       this.#forgetExpired(now);
       if (this.#busy.has(key) || (this.#quietUntil.get(key) ?? -Infinity) > now) return;
-      const target = this.#o.registry.get(mailbox);
-      if (!target) return;
-      const sender = this.#o.senders[target.kind];
-      if (!sender) return; // registered while the service was configured; not any more
-      this.#quietUntil.delete(key);
-      this.#quietUntil.set(key, now + this.#o.coalesceMs);
-      if (this.#queue.length >= PUSH_MAX_QUEUED) {
-        this.#o.events?.failed?.(target.kind, 'queue_full');
-        return;
-      }
       this.#busy.add(key);
-      this.#queue.push({ mailbox, key, target, sender, attempt: 0 });
-      this.#pump();
+      this.#o.store.pushTarget(mailbox).then(
+        (target) => {
+          const sender = target && this.#o.senders[target.kind];
+          // No endpoint, or registered while the service was configured and not any more.
+          if (!target || !sender || this.#closed) return this.#busy.delete(key);
+          this.#quietUntil.delete(key);
+          this.#quietUntil.set(key, now + this.#o.coalesceMs);
+          if (this.#queue.length >= PUSH_MAX_QUEUED) {
+            this.#busy.delete(key);
+            this.#o.events?.failed?.(target.kind, 'queue_full');
+            return;
+          }
+          this.#queue.push({ mailbox, key, target, sender, attempt: 0 });
+          this.#pump();
+        },
+        () => this.#busy.delete(key), // the store may be closing; a lost wake only delays delivery
+      );
     } catch {
       // The database may be closing; a lost wake only delays delivery to the next connection.
     }
@@ -169,12 +173,12 @@ export class PushWaker {
   }
 
   #prune(job: Job): void {
-    try {
-      const removed = this.#o.store.transact(() => this.#o.registry.deleteIf(job.mailbox, job.target));
-      if (removed) this.#o.events?.pruned?.(job.target.kind);
-    } catch {
-      // Database closed during shutdown: the endpoint is pruned at its next failed wake.
-    }
+    this.#o.store.deletePushTargetIf(job.mailbox, job.target).then(
+      (removed) => {
+        if (removed) this.#o.events?.pruned?.(job.target.kind);
+      },
+      () => undefined, // store closed during shutdown: the endpoint is pruned at its next failed wake
+    );
   }
 
   #finish(job: Job): void {

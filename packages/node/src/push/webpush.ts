@@ -9,7 +9,7 @@ import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { PUSH_COLLAPSE_KEY, PUSH_REQUEST_TIMEOUT_MS, PUSH_TTL_SECONDS } from './constants.js';
 import { retryAfterMs } from './_http.js';
 import type { PushOutcome, PushSender } from './outcome.js';
-import type { PushTarget } from './registry.js';
+import type { PushTarget } from '../store/push-types.js';
 import { hostAllowed } from './settings.js';
 
 /** Why a Web Push endpoint URL is refused, or undefined when it may be stored and used. */

@@ -83,11 +83,12 @@ export function blobRoutes(svc: NodeServices) {
     app.addContentTypeParser(CONTENT_TYPE_OCTETS, (_request, _payload, done) => done(null, undefined));
 
     app.post('/v1/media', { config: { rateLimit: ['http', 'blob-upload'] } }, async (request, reply) => {
-      const device = requireDevice(svc, request);
+      const device = await requireDevice(svc, request);
       const declared = Number(request.headers['content-length'] ?? 0);
       if (declared > config.mediaMaxBytes) throw new ProtocolError(ErrorCode.TOO_LARGE, `blob of ${declared} bytes exceeds the limit of ${config.mediaMaxBytes}`);
-      if (store.blobs.mediaUsage(device.mailbox) + declared > config.mediaQuotaBytes) {
-        throw new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'media quota of this device is used up; wait for blobs to expire or delete some');
+      const window = mediaBudgetWindow(ctx.now(), config.mediaTtlMs);
+      if ((await store.mediaBudgetUsed(device.mailbox, window)) + declared > config.mediaQuotaBytes) {
+        throw new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'media upload budget of this device is used up for now; retry after the current window (MEDIA_TTL) ends');
       }
       const { file, size } = await receiveBody(svc, request, config.mediaMaxBytes);
       const id = toBase64Url(ctx.random(MEDIA_ID_BYTES));
@@ -95,10 +96,9 @@ export function blobRoutes(svc: NodeServices) {
       const expiresAt = now + config.mediaTtlMs;
       try {
         await rename(file, join(svc.mediaDir, id));
-        store.transact((tx) => {
-          if (tx.blobs.mediaUsage(device.mailbox) + size > config.mediaQuotaBytes) throw new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'media quota of this device is used up');
-          tx.blobs.insertMedia({ id, owner: device.mailbox, size, createdAt: now, expiresAt });
-        });
+        if (!(await store.addMedia({ id, size, expiresAt, uploader: device.mailbox, window, budgetBytes: config.mediaQuotaBytes }))) {
+          throw new ProtocolError(ErrorCode.QUOTA_EXCEEDED, 'media upload budget of this device is used up for now');
+        }
       } catch (e) {
         await rm(join(svc.mediaDir, id), { force: true });
         await rm(file, { force: true });
@@ -109,14 +109,14 @@ export function blobRoutes(svc: NodeServices) {
 
     app.get<{ Params: { id: string } }>('/v1/media/:id', { config: { rateLimit: ['http', 'blob-download'] } }, async (request, reply) => {
       const { id } = request.params;
-      const row = MEDIA_ID_PATTERN.test(id) ? store.blobs.media(id) : undefined;
+      const row = MEDIA_ID_PATTERN.test(id) ? await store.media(id) : undefined;
       if (!row || row.expiresAt <= ctx.now()) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such blob');
       return streamFile(reply, join(svc.mediaDir, id));
     });
 
     app.put('/v1/archive/key', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
       const body = protoBody(request);
-      const device = requireDevice(svc, request, body);
+      const device = await requireDevice(svc, request, body);
       const reg = decodeOrThrow(
         decodeBody(RegisterArchiveKeySchema, body, (m) => {
           if (m.archiveKey.length !== 32) return 'archiveKey must be 32 bytes';
@@ -130,12 +130,9 @@ export function blobRoutes(svc: NodeServices) {
         }),
       );
       const account = device.certificate.accountKey;
-      store.transact((tx) => {
-        const holder = tx.blobs.archiveByKey(reg.archiveKey);
-        if (holder && toHex(holder.accountKey) !== toHex(account)) throw new ProtocolError(ErrorCode.CONFLICT, 'archive key is registered to another account');
-        if (tx.directory.devicesOfAccount(account).length === 0) throw new ProtocolError(ErrorCode.FORBIDDEN, 'register the device (PUT /v1/keys) first');
-        tx.blobs.setArchiveKey(account, reg.archiveKey, reg.keySource.length > 0 ? reg.keySource : undefined);
-      });
+      const registered = await store.registerArchiveKey(account, reg.archiveKey, reg.keySource.length > 0 ? reg.keySource : undefined);
+      if (registered === 'key-taken') throw new ProtocolError(ErrorCode.CONFLICT, 'archive key is registered to another account');
+      if (registered === 'no-device') throw new ProtocolError(ErrorCode.FORBIDDEN, 'register the device (PUT /v1/keys) first');
       return reply.code(204).send();
     });
 
@@ -144,30 +141,39 @@ export function blobRoutes(svc: NodeServices) {
     // which would let anyone test passphrase guesses offline.
     app.get<{ Params: { account: string } }>('/v1/archive/source/:account', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
       const hex = request.params.account;
-      const source = /^[0-9a-f]{64}$/.test(hex) ? store.blobs.archiveKeySource(fromHex(hex)) : undefined;
+      const source = /^[0-9a-f]{64}$/.test(hex) ? await store.archiveKeySource(fromHex(hex)) : undefined;
       if (!source) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no archive key-source record for this account');
       return sendProto(reply, ArchiveKeySourceRecordSchema, { keySource: source });
     });
 
     app.put('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
-      const archiveKey = requireArchiveKey(svc, request);
-      const row = store.blobs.archiveByKey(archiveKey);
+      const archiveKey = await requireArchiveKey(svc, request);
+      const row = await store.archiveByKey(archiveKey);
       if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
       const { file, size } = await receiveBody(svc, request, config.archiveMaxBytes);
       await rename(file, archiveFile(row.accountKey));
       const now = ctx.now();
-      store.transact((tx) => tx.blobs.setArchiveStored(archiveKey, size, now));
+      await store.setArchiveStored(archiveKey, size, now);
       return sendProto(reply, ArchiveStoredSchema, { size: BigInt(size), updatedAt: BigInt(now) });
     });
 
     app.get('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
-      const archiveKey = requireArchiveKey(svc, request);
-      const row = store.blobs.archiveByKey(archiveKey);
+      const archiveKey = await requireArchiveKey(svc, request);
+      const row = await store.archiveByKey(archiveKey);
       if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
       if (row.updatedAt === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no archive stored yet');
       return streamFile(reply, archiveFile(row.accountKey));
     });
   };
+}
+
+/**
+ * The media budget window of `now`: a device may upload MEDIA_QUOTA_BYTES per window of
+ * MEDIA_TTL, so at most twice that is stored for it at once (this window's and the last one's
+ * uploads). The budget row says how much a device uploaded in a window, never which blob.
+ */
+export function mediaBudgetWindow(now: number, mediaTtlMs: number): number {
+  return Math.floor(now / Math.max(1, mediaTtlMs));
 }
 
 /** Deletes the files of media blobs (rows are deleted by the caller's transaction). */

@@ -36,15 +36,15 @@ function authHeaderBytes(request: FastifyRequest): Uint8Array {
 const pathOf = (request: FastifyRequest): string => request.url.split('?')[0] ?? '/';
 
 /** Verifies the DeviceAuth in the mw-auth header against this request (and its body, if buffered). */
-export function requireDevice(svc: NodeServices, request: FastifyRequest, body?: Uint8Array): AuthenticatedDevice {
+export function requireDevice(svc: NodeServices, request: FastifyRequest, body?: Uint8Array): Promise<AuthenticatedDevice> {
   const auth = decodeBody(DeviceAuthSchema, authHeaderBytes(request), deviceAuthProblem);
-  if (!auth.ok) throw new ProtocolError(ErrorCode.AUTH_INVALID, auth.error.message);
+  if (!auth.ok) return Promise.reject(new ProtocolError(ErrorCode.AUTH_INVALID, auth.error.message));
   return verifyDeviceAuth(svc.ctx, svc.issuer, auth.value, requestDigest(svc.ctx, request.method, pathOf(request), body));
 }
 
 /** Verifies the ArchiveAuth in the mw-auth header; returns the archive-access key. */
-export function requireArchiveKey(svc: NodeServices, request: FastifyRequest): Uint8Array {
+export function requireArchiveKey(svc: NodeServices, request: FastifyRequest): Promise<Uint8Array> {
   const auth = decodeBody(ArchiveAuthSchema, authHeaderBytes(request));
-  if (!auth.ok) throw new ProtocolError(ErrorCode.AUTH_INVALID, auth.error.message);
+  if (!auth.ok) return Promise.reject(new ProtocolError(ErrorCode.AUTH_INVALID, auth.error.message));
   return verifyArchiveAuth(svc.ctx, svc.issuer, auth.value, requestDigest(svc.ctx, request.method, pathOf(request)));
 }

@@ -56,16 +56,16 @@ function checked<T>(what: string, fn: () => T): T {
 
 export function keyRoutes(svc: NodeServices) {
   const { ctx, store } = svc;
-  const counts = (mailbox: Uint8Array) => {
-    const d = store.directory.device(mailbox);
-    const c = store.directory.counts(mailbox);
+  const counts = async (mailbox: Uint8Array) => {
+    const d = await store.device(mailbox);
+    const c = await store.preKeyCounts(mailbox);
     return { oneTimePrekeys: c.oneTimePreKeys, kemPrekeys: c.kemPreKeys, hasSignedPrekey: !!d?.signedPreKey, hasLastResortKemPrekey: !!d?.lastResortKemPreKey };
   };
 
   return async (app: FastifyInstance): Promise<void> => {
     app.put('/v1/keys', { config: { rateLimit: ['http', 'directory-write'] } }, async (request, reply) => {
       const body = protoBody(request);
-      const device = requireDevice(svc, request, body);
+      const device = await requireDevice(svc, request, body);
       const upload = decodeOrThrow(decodeBody(KeyUploadSchema, body, uploadProblem));
       const signingKey = device.certificate.deviceSigningKey;
 
@@ -80,7 +80,7 @@ export function keyRoutes(svc: NodeServices) {
         if (!sameDevice(certificate, device.certificate)) throw new ProtocolError(ErrorCode.FORBIDDEN, 'certificate is for another device than the one authenticated');
         encodedCertificate = upload.certificate;
       }
-      const existing = store.directory.device(device.mailbox);
+      const existing = await store.device(device.mailbox);
       if (existing && !equalBytes(existing.accountKey, certificate.accountKey)) {
         throw new ProtocolError(ErrorCode.CONFLICT, 'this device is registered to another account; delete it first');
       }
@@ -109,19 +109,24 @@ export function keyRoutes(svc: NodeServices) {
         throw new ProtocolError(ErrorCode.BAD_REQUEST, 'the first upload of a device must include a signed prekey and a last-resort KEM prekey');
       }
       const now = ctx.now();
-      store.transact((tx) => {
-        if (!existing || certificate.issuedAt >= existing.issuedAt) tx.directory.upsertDevice(device.mailbox, certificate.accountKey, encodedCertificate, certificate.issuedAt, now);
-        if (spk) tx.directory.setSignedPreKey(device.mailbox, upload.signedPrekey, now);
-        if (lastResort) tx.directory.setLastResortKemPreKey(device.mailbox, upload.lastResortKemPrekey, now);
-        tx.directory.addOneTimePreKeys(device.mailbox, oneTime);
-        tx.directory.addKemPreKeys(device.mailbox, kems);
+      const published = await store.publishKeys({
+        mailbox: device.mailbox,
+        accountKey: certificate.accountKey,
+        certificate: encodedCertificate,
+        issuedAt: certificate.issuedAt,
+        signedPreKey: spk ? upload.signedPrekey : undefined,
+        lastResortKemPreKey: lastResort ? upload.lastResortKemPrekey : undefined,
+        oneTimePreKeys: oneTime,
+        kemPreKeys: kems,
+        now,
       });
-      return sendProto(reply, PreKeyCountsSchema, counts(device.mailbox));
+      if (published === 'other-account') throw new ProtocolError(ErrorCode.CONFLICT, 'this device is registered to another account; delete it first');
+      return sendProto(reply, PreKeyCountsSchema, await counts(device.mailbox));
     });
 
     app.get('/v1/keys', { config: { rateLimit: ['http', 'directory-write'] } }, async (request, reply) => {
-      const device = requireDevice(svc, request);
-      return sendProto(reply, PreKeyCountsSchema, counts(device.mailbox));
+      const device = await requireDevice(svc, request);
+      return sendProto(reply, PreKeyCountsSchema, await counts(device.mailbox));
     });
 
     app.post('/v1/keys/claim', { config: { rateLimit: ['http', 'prekey-claim'] } }, async (request, reply) => {
@@ -132,7 +137,7 @@ export function keyRoutes(svc: NodeServices) {
       // X25519 prekey and the last-resort KEM prekey. Nobody can drain a device's pools, and
       // nobody is prevented from starting a session.
       const consume = svc.limiter.take('prekey-claim-target', toHex(req.mailboxId)).allowed;
-      const claimed = store.transact((tx) => tx.directory.claim(req.mailboxId, consume));
+      const claimed = await store.claimPreKeys(req.mailboxId, consume);
       if (!claimed) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no complete prekey bundle for this mailbox');
       const bundle = encodePreKeyBundle({
         certificate: decodeDeviceCertificate(claimed.certificate),
@@ -149,7 +154,7 @@ export function keyRoutes(svc: NodeServices) {
       const hex = request.params.account;
       if (!/^[0-9a-f]{64}$/.test(hex)) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'account key must be 64 lower-case hex characters');
       const accountKey = fromHex(hex);
-      const mailboxIds = store.directory.devicesOfAccount(accountKey);
+      const mailboxIds = await store.devicesOfAccount(accountKey);
       if (mailboxIds.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no device of this account is registered on this node');
       return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds });
     });

@@ -20,9 +20,13 @@ export function mailboxRoutes(svc: NodeServices) {
 
     app.get('/health', { config: { rateLimit: false } }, async () => ({ status: 'ok' }));
 
-    app.get('/ready', { config: { rateLimit: false } }, async (_request, reply) => {
+    // Rate-limited like /health's callers deserve, and the write probe is cached by the store
+    // (HEALTH_PROBE_INTERVAL_MS): a flood of /ready costs no disk writes.
+    app.get('/ready', { config: { rateLimit: ['ready'] } }, async (_request, reply) => {
       if (svc.shuttingDown()) return reply.code(503).send({ status: 'shutting down' });
-      return svc.store.writable() ? { status: 'ready' } : reply.code(503).send({ status: 'database not writable' });
+      const h = await svc.store.health();
+      if (h.writable) return { status: 'ready' };
+      return reply.code(503).send({ status: h.reason === 'disk-full' ? 'disk full: new mail refused, acks still served' : 'database not writable', reason: h.reason });
     });
   };
 }

@@ -19,7 +19,7 @@ import {
   decodeBody,
 } from '@meshwhisper/protocol';
 import type { NodePush } from '../push/setup.js';
-import type { PushTarget } from '../push/registry.js';
+import type { PushTarget } from '../store/push-types.js';
 import { webPushEndpointProblem } from '../push/webpush.js';
 import type { NodeServices } from '../services.js';
 import { decodeOrThrow, protoBody, requireDevice, sendProto } from './common.js';
@@ -83,20 +83,19 @@ export function pushRoutes(svc: NodeServices, push: NodePush) {
 
     app.put('/v1/push', { config: { rateLimit: ['http', 'directory-write'] } }, async (request, reply) => {
       const body = protoBody(request);
-      const device = requireDevice(svc, request, body);
+      const device = await requireDevice(svc, request, body);
       const target = toTarget(decodeOrThrow(decodeBody(PushRegistrationSchema, body, pushRegistrationProblem)), push);
       const now = svc.ctx.now();
-      svc.store.transact((tx) => {
-        // The endpoint belongs to a directory entry (and is deleted with it): the keys come first.
-        if (!tx.directory.device(device.mailbox)) throw new ProtocolError(ErrorCode.NOT_FOUND, 'this device is not registered on this node; upload its keys first (PUT /v1/keys)');
-        push.registry.put(device.mailbox, target, now);
-      });
+      // The endpoint belongs to a directory entry (and is deleted with it): the keys come first.
+      if (!(await svc.store.setPushTarget(device.mailbox, target, now))) {
+        throw new ProtocolError(ErrorCode.NOT_FOUND, 'this device is not registered on this node; upload its keys first (PUT /v1/keys)');
+      }
       return reply.code(204).send();
     });
 
     app.delete('/v1/push', { config: { rateLimit: ['http', 'directory-write'] } }, async (request, reply) => {
-      const device = requireDevice(svc, request);
-      svc.store.transact(() => push.registry.delete(device.mailbox));
+      const device = await requireDevice(svc, request);
+      await svc.store.deletePushTarget(device.mailbox);
       return reply.code(204).send();
     });
   };

@@ -70,9 +70,9 @@ function checkTransferConsent(ctx: CryptoContext, op: UsernameOperation): void {
 
 export function usernameRoutes(svc: NodeServices) {
   const { ctx, store, config } = svc;
-  const record = (namespace: string, username: string) => {
-    const row = store.usernames.get(namespace, username);
-    return { namespace, username, ownerKey: row?.ownerKey ?? new Uint8Array(0), mailboxIds: row ? store.directory.devicesOfAccount(row.ownerKey) : [] };
+  const record = async (namespace: string, username: string) => {
+    const row = await store.username(namespace, username);
+    return { namespace, username, ownerKey: row?.ownerKey ?? new Uint8Array(0), mailboxIds: row ? await store.devicesOfAccount(row.ownerKey) : [] };
   };
 
   return async (app: FastifyInstance): Promise<void> => {
@@ -81,35 +81,39 @@ export function usernameRoutes(svc: NodeServices) {
       const op = decodeOrThrow(decodeBody(UsernameOperationSchema, signed.operation, operationProblem));
       const policy = config.usernameNamespaces.get(op.namespace);
       if (!policy) throw new ProtocolError(ErrorCode.UNKNOWN_NAMESPACE, `namespace ${op.namespace} is not served by this node`);
-      const challengeKey = svc.issuer.check(op.challenge);
+      const challenge = svc.issuer.check(op.challenge);
       if (!ctx.backend.ed25519Verify(op.signerKey, signedMessage(AuthLabel.Username, signed.operation), signed.signature)) {
         throw new ProtocolError(ErrorCode.BAD_SIGNATURE, 'username operation signature does not verify with signerKey');
       }
       if (op.action === UsernameAction.TRANSFER) checkTransferConsent(ctx, op);
-      svc.issuer.consume(challengeKey);
-      if (store.directory.devicesOfAccount(op.signerKey).length === 0) {
+      await svc.issuer.consume(challenge);
+      if ((await store.devicesOfAccount(op.signerKey)).length === 0) {
         throw new ProtocolError(ErrorCode.FORBIDDEN, 'the signing account has no device registered on this node');
       }
       const now = ctx.now();
-      store.transact((tx) => {
-        const current = tx.usernames.get(op.namespace, op.username);
-        const ownedBySigner = current !== undefined && equalBytes(current.ownerKey, op.signerKey);
+      // Decide on the current owner, then compare-and-set: a concurrent change makes the write
+      // fail instead of being overwritten, and the decision is taken again.
+      for (let attempt = 0; ; attempt++) {
+        const current = (await store.username(op.namespace, op.username))?.ownerKey;
+        const ownedBySigner = current !== undefined && equalBytes(current, op.signerKey);
+        let owner: Uint8Array | undefined;
         switch (op.action) {
           case UsernameAction.CLAIM:
             if (current && !ownedBySigner && policy === 'signed') throw new ProtocolError(ErrorCode.USERNAME_TAKEN, 'username is owned by another key');
-            tx.usernames.put(op.namespace, op.username, op.signerKey, now);
-            return;
+            owner = op.signerKey;
+            break;
           case UsernameAction.TRANSFER:
             if (!ownedBySigner) throw new ProtocolError(current ? ErrorCode.FORBIDDEN : ErrorCode.NOT_FOUND, current ? 'only the owner can transfer a username' : 'no such username');
-            tx.usernames.put(op.namespace, op.username, op.newOwnerKey, now);
-            return;
-          case UsernameAction.RELEASE:
+            owner = op.newOwnerKey;
+            break;
+          default:
             if (!ownedBySigner) throw new ProtocolError(current ? ErrorCode.FORBIDDEN : ErrorCode.NOT_FOUND, current ? 'only the owner can release a username' : 'no such username');
-            tx.usernames.delete(op.namespace, op.username);
-            return;
+            owner = undefined;
         }
-      });
-      return sendProto(reply, UsernameRecordSchema, record(op.namespace, op.username));
+        if (await store.setUsername(op.namespace, op.username, current, owner, now)) break;
+        if (attempt >= 3) throw new ProtocolError(ErrorCode.CONFLICT, 'username changed concurrently; retry');
+      }
+      return sendProto(reply, UsernameRecordSchema, await record(op.namespace, op.username));
     });
 
     app.get<{ Params: { namespace: string; username: string } }>(
@@ -119,7 +123,7 @@ export function usernameRoutes(svc: NodeServices) {
         const { namespace, username } = request.params;
         if (!config.usernameNamespaces.has(namespace)) throw new ProtocolError(ErrorCode.UNKNOWN_NAMESPACE, 'namespace is not served by this node');
         if (!USERNAME_PATTERN.test(username)) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'invalid username');
-        const r = record(namespace, username);
+        const r = await record(namespace, username);
         if (r.ownerKey.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such username');
         return sendProto(reply, UsernameRecordSchema, r);
       },

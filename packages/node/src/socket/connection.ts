@@ -142,13 +142,19 @@ export abstract class FrameConnection {
       else this.sendError(0, d.error);
       return;
     }
+    this.dispatch(d.value);
+  }
+
+  /** Runs the frame handler; a ProtocolError becomes an error frame, anything else closes the connection. */
+  protected dispatch(frame: Frame): void {
+    if (this.closed) return;
     try {
-      this.onFrame(d.value);
+      this.onFrame(frame);
     } catch (e) {
-      if (e instanceof ProtocolError) this.sendError(d.value.requestId, e);
+      if (e instanceof ProtocolError) this.sendError(frame.requestId, e);
       else {
         this.log.warn({ err: e instanceof Error ? e.name : 'unknown' }, 'frame handler failed');
-        this.fail(d.value.requestId, new ProtocolError(ErrorCode.INTERNAL, 'internal error'), CloseCode.INTERNAL);
+        this.fail(frame.requestId, new ProtocolError(ErrorCode.INTERNAL, 'internal error'), CloseCode.INTERNAL);
       }
     }
   }

@@ -9,6 +9,7 @@
  * mail is pushed as it commits. Envelopes are deleted only when the device acknowledges them; if
  * the connection drops, unacknowledged envelopes stay stored and are delivered again next time.
  */
+import { randomUUID } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { toHex } from '@meshwhisper/crypto';
 import type { Envelope, Frame } from '@meshwhisper/protocol';
@@ -28,7 +29,7 @@ import { verifyDeviceAuth } from '../auth.js';
 import type { DeliveryHub, LiveSession } from '../mailbox/hub.js';
 import { deliveryTokenHash } from '../mailbox/send.js';
 import type { RateLimiter } from '../rate-limit.js';
-import type { Store } from '../store/store.js';
+import type { NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { AckCommitter } from '../mailbox/acks.js';
 import type { FrameLog } from './connection.js';
 import { CloseCode, FrameConnection } from './connection.js';
@@ -40,7 +41,7 @@ const BATCH_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64 * 1024;
 
 export interface DeviceConnectionDeps {
   readonly ctx: CryptoContext;
-  readonly store: Store;
+  readonly store: NodeStore;
   readonly hub: DeliveryHub;
   readonly issuer: ChallengeIssuer;
   readonly limiter: RateLimiter;
@@ -54,18 +55,24 @@ export interface DeviceConnectionDeps {
   };
 }
 
-type State = 'hello' | 'auth' | 'ready';
+type State = 'hello' | 'auth' | 'authenticating' | 'ready';
+
+const toEnvelope = (e: StoredEnvelope) => ({ id: e.id, payload: e.payload, receivedAt: BigInt(e.receivedAt), class: EnvelopeClass.DURABLE });
 
 export class DeviceConnection extends FrameConnection implements LiveSession {
   #state: State = 'hello';
   #mailbox: Uint8Array | undefined;
   mailboxKey = '';
+  readonly sessionId = randomUUID();
   /** Hex ids sent and not yet acknowledged. */
   readonly #inFlight = new Set<string>();
+  /** Highest seq delivered on this connection (the fetch cursor). */
   #lastSeq = 0;
   #initialDrainDone = false;
-  #pumping = false;
-  #challenge: Uint8Array | undefined;
+  #fetching = false;
+  #wakeAgain = false;
+  /** Frames that arrived while the authentication was being checked: handled after it. */
+  #held: Frame[] = [];
   /** Gap counts announced and awaiting the device's Ok (request id → counts). */
   readonly #gapPending = new Map<number, { expired: number; evicted: number }>();
   #nextRequestId = 1;
@@ -83,26 +90,30 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     switch (this.#state) {
       case 'hello': {
         if (!this.hello(frame)) return;
-        this.#challenge = this.deps.issuer.issue();
         this.#state = 'auth';
-        this.send({ requestId: frame.requestId, body: { case: 'serverHello', value: { version: this.version, challenge: this.#challenge, maxFrameBytes: MAX_FRAME_BYTES } } });
+        this.send({ requestId: frame.requestId, body: { case: 'serverHello', value: { version: this.version, challenge: this.deps.issuer.issue(), maxFrameBytes: MAX_FRAME_BYTES } } });
         return;
       }
       case 'auth':
-        return this.#authenticate(frame);
+        this.#state = 'authenticating';
+        void this.#authenticate(frame);
+        return;
+      case 'authenticating':
+        this.#held.push(frame);
+        return;
       case 'ready':
         return this.#ready(frame);
     }
   }
 
-  #authenticate(frame: Frame): void {
+  async #authenticate(frame: Frame): Promise<void> {
     if (frame.body.case !== 'authenticate') {
       this.fail(frame.requestId, new ProtocolError(ErrorCode.AUTH_REQUIRED, 'authenticate first'), CloseCode.AUTH_FAILED);
       return;
     }
     const { ctx, issuer, hub } = this.deps;
     try {
-      const device = verifyDeviceAuth(ctx, issuer, frame.body.value, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
+      const device = await verifyDeviceAuth(ctx, issuer, frame.body.value, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
       this.#mailbox = device.mailbox;
       this.mailboxKey = toHex(device.mailbox);
     } catch (e) {
@@ -111,6 +122,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.fail(frame.requestId, err, CloseCode.AUTH_FAILED);
       return;
     }
+    if (this.closed) return;
     this.#state = 'ready';
     this.handshakeDone();
     this.deps.events?.authenticated?.();
@@ -118,6 +130,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     hub.attach(this);
     this.checkGap();
     this.wake();
+    for (const f of this.#held.splice(0)) this.dispatch(f);
   }
 
   #ready(frame: Frame): void {
@@ -129,7 +142,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
         this.deps.acks.add(mailbox, ids, (n) => {
           if (n instanceof Error) {
             this.log.warn({ err: n.name }, 'ack commit failed');
-            if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.INTERNAL, 'internal error'));
+            if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
             return;
           }
           for (const id of ids) this.#inFlight.delete(toHex(id));
@@ -144,14 +157,17 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
         const gap = this.#gapPending.get(frame.requestId);
         if (gap) {
           this.#gapPending.delete(frame.requestId);
-          this.deps.store.transact((tx) => tx.mailbox.clearGap(mailbox, gap.expired, gap.evicted));
+          this.#background(this.deps.store.clearGap(mailbox, gap.expired, gap.evicted));
         }
         return;
       }
       case 'setDeliveryTokens': {
         const hashes = frame.body.value.tokens.map((t) => deliveryTokenHash(this.deps.ctx, t));
-        this.deps.store.transact((tx) => tx.mailbox.setTokenHashes(mailbox, hashes));
-        this.send({ requestId: frame.requestId, body: { case: 'ok', value: {} } });
+        const requestId = frame.requestId;
+        this.deps.store.setDeliveryTokens(mailbox, hashes).then(
+          () => this.send({ requestId, body: { case: 'ok', value: {} } }),
+          () => this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000)),
+        );
         return;
       }
       default:
@@ -159,30 +175,69 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     }
   }
 
-  /** Pull stored envelopes while the window and the socket buffer allow. */
-  wake(): void {
-    if (this.#state !== 'ready' || this.#pumping || this.closed) return;
-    this.#pumping = true;
+  #background(p: Promise<unknown>): void {
+    p.catch((e: unknown) => this.log.warn({ err: e instanceof Error ? e.name : 'unknown' }, 'store call failed'));
+  }
+
+  #room(): number {
+    if (this.closed || this.ws.bufferedAmount >= HIGH_WATER_BYTES) return 0;
+    return Math.max(0, Math.min(MAX_DELIVER_BATCH, this.deps.deliveryWindow - this.#inFlight.size));
+  }
+
+  #deliver(batch: readonly StoredEnvelope[]): void {
+    for (const e of batch) this.#inFlight.add(toHex(e.id));
+    this.#lastSeq = batch[batch.length - 1]!.seq;
+    // When this frame has reached the kernel, the buffer may have room for more.
+    this.send({ body: { case: 'deliver', value: { envelopes: batch.map(toEnvelope) } } }, () => setImmediate(() => this.wake()));
+  }
+
+  /**
+   * New mail, or room in the window. Envelopes handed over by the publisher that follow on
+   * directly from the cursor (seq = lastSeq + 1: per-mailbox sequences are dense) are sent
+   * without re-reading them; otherwise the store is asked for what comes after the cursor.
+   */
+  wake(envelopes?: readonly StoredEnvelope[]): void {
+    if (this.#state !== 'ready' || this.closed) return;
+    if (this.#fetching) {
+      this.#wakeAgain = true;
+      return;
+    }
+    if (envelopes && envelopes.length > 0 && this.#initialDrainDone && envelopes[0]!.seq === this.#lastSeq + 1) {
+      const room = this.#room();
+      if (room >= envelopes.length) return this.#deliver(envelopes);
+      if (room > 0) this.#deliver(envelopes.slice(0, room));
+      return; // the rest is fetched when acks make room
+    }
+    void this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    this.#fetching = true;
     try {
       const mailbox = this.#mailbox!;
-      while (!this.closed && this.#inFlight.size < this.deps.deliveryWindow && this.ws.bufferedAmount < HIGH_WATER_BYTES) {
-        const room = Math.min(MAX_DELIVER_BATCH, this.deps.deliveryWindow - this.#inFlight.size);
-        const batch = this.deps.store.mailbox.nextBatch(mailbox, this.#lastSeq, room, BATCH_PAYLOAD_BYTES);
+      for (;;) {
+        this.#wakeAgain = false;
+        const room = this.#room();
+        if (room === 0) break;
+        // Nothing in flight: everything this connection delivered is acknowledged and deleted, so
+        // reading from the start is exact (and survives a mailbox whose counter restarted).
+        if (this.#inFlight.size === 0) this.#lastSeq = 0;
+        const batch = await this.deps.store.fetch(mailbox, this.#lastSeq, room, BATCH_PAYLOAD_BYTES);
+        if (this.closed) return;
         if (batch.length === 0) {
           if (!this.#initialDrainDone) {
             this.#initialDrainDone = true;
             this.send({ body: { case: 'queueEmpty', value: {} } });
           }
-          break;
+          if (!this.#wakeAgain) break;
+          continue;
         }
-        for (const e of batch) this.#inFlight.add(toHex(e.id));
-        this.#lastSeq = batch[batch.length - 1]!.seq;
-        const envelopes = batch.map((e) => ({ id: e.id, payload: e.payload, receivedAt: BigInt(e.receivedAt), class: EnvelopeClass.DURABLE }));
-        // When this frame has reached the kernel, the buffer may have room for more.
-        this.send({ body: { case: 'deliver', value: { envelopes } } }, () => setImmediate(() => this.wake()));
+        this.#deliver(batch);
       }
+    } catch (e) {
+      this.log.warn({ err: e instanceof Error ? e.name : 'unknown' }, 'fetch failed');
     } finally {
-      this.#pumping = false;
+      this.#fetching = false;
     }
   }
 
@@ -194,22 +249,27 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
 
   checkGap(): void {
     if (this.#state !== 'ready' || this.closed) return;
-    const s = this.deps.store.mailbox.stats(this.#mailbox!);
-    let expired = s.gapExpired;
-    let evicted = s.gapEvicted;
-    for (const g of this.#gapPending.values()) {
-      expired -= g.expired;
-      evicted -= g.evicted;
-    }
-    if (expired <= 0 && evicted <= 0) return;
-    const requestId = this.#nextRequestId++;
-    const gap = { expired: Math.max(0, expired), evicted: Math.max(0, evicted) };
-    this.#gapPending.set(requestId, gap);
-    this.send({ requestId, body: { case: 'gapNotice', value: gap } });
+    this.#background(
+      this.deps.store.mailboxStats(this.#mailbox!).then((s) => {
+        if (this.closed) return;
+        let expired = s.gapExpired;
+        let evicted = s.gapEvicted;
+        for (const g of this.#gapPending.values()) {
+          expired -= g.expired;
+          evicted -= g.evicted;
+        }
+        if (expired <= 0 && evicted <= 0) return;
+        const requestId = this.#nextRequestId++;
+        const gap = { expired: Math.max(0, expired), evicted: Math.max(0, evicted) };
+        this.#gapPending.set(requestId, gap);
+        this.send({ requestId, body: { case: 'gapNotice', value: gap } });
+      }),
+    );
   }
 
   protected onClosed(): void {
     if (this.#mailbox) this.deps.hub.detach(this);
     this.#inFlight.clear();
+    this.#held = [];
   }
 }

@@ -1,19 +1,9 @@
-/** Metadata of media blobs and archive blobs (the bytes live in files under DATA_DIR). */
+/**
+ * SQLite media and archive metadata (the bytes live in files under DATA_DIR). A media record
+ * names no device; each device's upload budget per window lives apart in media_budget.
+ */
 import type { Sqlite } from './db.js';
-
-export interface MediaRow {
-  readonly id: string;
-  readonly owner: Uint8Array;
-  readonly size: number;
-  readonly expiresAt: number;
-}
-
-export interface ArchiveRow {
-  readonly accountKey: Uint8Array;
-  readonly archiveKey: Uint8Array;
-  readonly size: number;
-  readonly updatedAt: number;
-}
+import type { ArchiveRow, MediaRow, MediaUpload } from './node-store.js';
 
 interface ArchiveDbRow {
   account_key: Buffer;
@@ -24,62 +14,76 @@ interface ArchiveDbRow {
 const archiveRow = (r: ArchiveDbRow | undefined): ArchiveRow | undefined =>
   r && { accountKey: new Uint8Array(r.account_key), archiveKey: new Uint8Array(r.archive_key), size: r.size, updatedAt: r.updated_at };
 
-export class BlobReader {
+export class SqliteBlobs {
   readonly #media;
-  readonly #usage;
-  readonly #byAccount;
+  readonly #budget;
+  readonly #charge;
+  readonly #insertMedia;
+  readonly #expired;
+  readonly #deleteMedia;
+  readonly #dropBudgets;
+  readonly #dropBudgetOf;
   readonly #byKey;
-  constructor(protected readonly db: Sqlite) {
-    this.#media = db.prepare<[string], { id: string; owner: Buffer; size: number; expires_at: number }>('SELECT id, owner, size, expires_at FROM media WHERE id = ?');
-    this.#usage = db.prepare<[Uint8Array], { total: number | null }>('SELECT sum(size) AS total FROM media WHERE owner = ?');
-    this.#byAccount = db.prepare<[Uint8Array], ArchiveDbRow>('SELECT account_key, archive_key, size, updated_at FROM archives WHERE account_key = ?');
+  readonly #keySource;
+  readonly #setKey;
+  readonly #setStored;
+  readonly #deleteArchive;
+  constructor(db: Sqlite) {
+    this.#media = db.prepare<[string], { id: string; size: number; expires_at: number }>('SELECT id, size, expires_at FROM media WHERE id = ?');
+    this.#budget = db.prepare<[Uint8Array, number], { bytes: number }>('SELECT bytes FROM media_budget WHERE mailbox = ? AND budget_window = ?');
+    this.#charge = db.prepare(
+      'INSERT INTO media_budget (mailbox, budget_window, bytes) VALUES (?, ?, ?) ON CONFLICT (mailbox, budget_window) DO UPDATE SET bytes = bytes + excluded.bytes',
+    );
+    this.#insertMedia = db.prepare('INSERT INTO media (id, size, expires_at) VALUES (?, ?, ?)');
+    this.#expired = db.prepare<[number, number], { id: string }>('SELECT id FROM media WHERE expires_at <= ? LIMIT ?');
+    this.#deleteMedia = db.prepare('DELETE FROM media WHERE id = ?');
+    this.#dropBudgets = db.prepare('DELETE FROM media_budget WHERE budget_window < ?');
+    this.#dropBudgetOf = db.prepare('DELETE FROM media_budget WHERE mailbox = ?');
     this.#byKey = db.prepare<[Uint8Array], ArchiveDbRow>('SELECT account_key, archive_key, size, updated_at FROM archives WHERE archive_key = ?');
+    this.#keySource = db.prepare<[Uint8Array], { key_source: Buffer | null }>('SELECT key_source FROM archives WHERE account_key = ?');
+    this.#setKey = db.prepare(
+      'INSERT INTO archives (account_key, archive_key, key_source) VALUES (?, ?, ?) ON CONFLICT (account_key) DO UPDATE SET archive_key = excluded.archive_key, key_source = excluded.key_source',
+    );
+    this.#setStored = db.prepare('UPDATE archives SET size = ?, updated_at = ? WHERE archive_key = ?');
+    this.#deleteArchive = db.prepare('DELETE FROM archives WHERE account_key = ?');
   }
   media(id: string): MediaRow | undefined {
     const r = this.#media.get(id);
-    return r && { id: r.id, owner: new Uint8Array(r.owner), size: r.size, expiresAt: r.expires_at };
+    return r && { id: r.id, size: r.size, expiresAt: r.expires_at };
   }
-  mediaUsage(owner: Uint8Array): number {
-    return this.#usage.get(owner)?.total ?? 0;
+  budgetUsed(uploader: Uint8Array, window: number): number {
+    return this.#budget.get(uploader, window)?.bytes ?? 0;
   }
-  mediaOwnedBy(owner: Uint8Array): string[] {
-    return this.db.prepare<[Uint8Array], { id: string }>('SELECT id FROM media WHERE owner = ?').all(owner).map((r) => r.id);
+  /** Inside a transaction: charge and record, or false when the budget is spent. */
+  addMedia(m: MediaUpload): boolean {
+    if (this.budgetUsed(m.uploader, m.window) + m.size > m.budgetBytes) return false;
+    this.#charge.run(m.uploader, m.window, m.size);
+    this.#insertMedia.run(m.id, m.size, m.expiresAt);
+    return true;
   }
-  expiredMedia(now: number, limit: number): string[] {
-    return this.db.prepare<[number, number], { id: string }>('SELECT id FROM media WHERE expires_at <= ? LIMIT ?').all(now, limit).map((r) => r.id);
+  expireMedia(now: number, oldestWindow: number, limit: number): string[] {
+    const ids = this.#expired.all(now, limit).map((r) => r.id);
+    for (const id of ids) this.#deleteMedia.run(id);
+    this.#dropBudgets.run(oldestWindow);
+    return ids;
   }
-  archiveOfAccount(accountKey: Uint8Array): ArchiveRow | undefined {
-    return archiveRow(this.#byAccount.get(accountKey));
+  dropBudgetOf(mailbox: Uint8Array): void {
+    this.#dropBudgetOf.run(mailbox);
   }
   archiveByKey(archiveKey: Uint8Array): ArchiveRow | undefined {
     return archiveRow(this.#byKey.get(archiveKey));
   }
-  /** The public key-source record of an account's archive, if one was registered. */
   archiveKeySource(accountKey: Uint8Array): Uint8Array | undefined {
-    const r = this.db.prepare<[Uint8Array], { key_source: Buffer | null }>('SELECT key_source FROM archives WHERE account_key = ?').get(accountKey);
+    const r = this.#keySource.get(accountKey);
     return r?.key_source ? new Uint8Array(r.key_source) : undefined;
   }
-}
-
-export class BlobTransactor extends BlobReader {
-  insertMedia(m: { id: string; owner: Uint8Array; size: number; createdAt: number; expiresAt: number }): void {
-    this.db.prepare('INSERT INTO media (id, owner, size, created_at, expires_at) VALUES (?, ?, ?, ?, ?)').run(m.id, m.owner, m.size, m.createdAt, m.expiresAt);
-  }
-  deleteMedia(id: string): void {
-    this.db.prepare('DELETE FROM media WHERE id = ?').run(id);
-  }
-  /** Registers (or replaces) the archive-access key of an account. */
   setArchiveKey(accountKey: Uint8Array, archiveKey: Uint8Array, keySource: Uint8Array | undefined): void {
-    this.db
-      .prepare(
-        'INSERT INTO archives (account_key, archive_key, key_source) VALUES (?, ?, ?) ON CONFLICT (account_key) DO UPDATE SET archive_key = excluded.archive_key, key_source = excluded.key_source',
-      )
-      .run(accountKey, archiveKey, keySource ?? null);
+    this.#setKey.run(accountKey, archiveKey, keySource ?? null);
   }
   setArchiveStored(archiveKey: Uint8Array, size: number, now: number): void {
-    this.db.prepare('UPDATE archives SET size = ?, updated_at = ? WHERE archive_key = ?').run(size, now, archiveKey);
+    this.#setStored.run(size, now, archiveKey);
   }
   deleteArchive(accountKey: Uint8Array): void {
-    this.db.prepare('DELETE FROM archives WHERE account_key = ?').run(accountKey);
+    this.#deleteArchive.run(accountKey);
   }
 }

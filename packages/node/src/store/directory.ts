@@ -1,34 +1,13 @@
 /**
- * Key directory storage: device certificates, the current signed prekey and last-resort KEM
+ * SQLite key-directory area: device certificates, the current signed prekey and last-resort KEM
  * prekey per device, and the pools of one-time X25519 and one-time KEM prekeys. All values are
  * the @meshwhisper/crypto encodings, verified before they are written.
  */
+import { equalBytes } from '@meshwhisper/crypto';
 import type { Sqlite } from './db.js';
+import type { ClaimedKeys, DeviceRecord, KeyPublication, PoolCounts } from './node-store.js';
 
 const toBytes = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-
-export interface DeviceRecord {
-  readonly mailbox: Uint8Array;
-  readonly accountKey: Uint8Array;
-  readonly certificate: Uint8Array;
-  readonly issuedAt: number;
-  readonly signedPreKey: Uint8Array | undefined;
-  readonly lastResortKemPreKey: Uint8Array | undefined;
-}
-
-export interface PoolCounts {
-  readonly oneTimePreKeys: number;
-  readonly kemPreKeys: number;
-}
-
-/** What a claim took: encodings ready to be assembled into a PreKeyBundle. */
-export interface ClaimedKeys {
-  readonly certificate: Uint8Array;
-  readonly signedPreKey: Uint8Array;
-  readonly oneTimePreKey: Uint8Array | undefined;
-  /** A one-time KEM prekey, or the last-resort one when the pool is empty. */
-  readonly kemPreKey: Uint8Array;
-}
 
 interface DeviceRow {
   mailbox: Buffer;
@@ -39,18 +18,46 @@ interface DeviceRow {
   last_resort_kem_prekey: Buffer | null;
 }
 
-export class DirectoryReader {
+export class SqliteDirectory {
   readonly #device;
   readonly #byAccount;
   readonly #countOtk;
   readonly #countKem;
-  constructor(protected readonly db: Sqlite) {
+  readonly #upsert;
+  readonly #setSpk;
+  readonly #setLr;
+  readonly #addOtk;
+  readonly #addKem;
+  readonly #takeOtk;
+  readonly #takeKem;
+  readonly #delOtk;
+  readonly #delKem;
+  readonly #delDevice;
+  constructor(db: Sqlite) {
     this.#device = db.prepare<[Uint8Array], DeviceRow>(
       'SELECT mailbox, account_key, certificate, issued_at, signed_prekey, last_resort_kem_prekey FROM devices WHERE mailbox = ?',
     );
     this.#byAccount = db.prepare<[Uint8Array], { mailbox: Buffer }>('SELECT mailbox FROM devices WHERE account_key = ? ORDER BY issued_at, mailbox');
     this.#countOtk = db.prepare<[Uint8Array], { n: number }>('SELECT count(*) AS n FROM one_time_prekeys WHERE mailbox = ?');
     this.#countKem = db.prepare<[Uint8Array], { n: number }>('SELECT count(*) AS n FROM kem_prekeys WHERE mailbox = ?');
+    this.#upsert = db.prepare(
+      `INSERT INTO devices (mailbox, account_key, certificate, issued_at, updated_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (mailbox) DO UPDATE SET account_key = excluded.account_key, certificate = excluded.certificate, issued_at = excluded.issued_at, updated_at = excluded.updated_at`,
+    );
+    this.#setSpk = db.prepare('UPDATE devices SET signed_prekey = ?, updated_at = ? WHERE mailbox = ?');
+    this.#setLr = db.prepare('UPDATE devices SET last_resort_kem_prekey = ?, updated_at = ? WHERE mailbox = ?');
+    // A key id already in the pool keeps its first upload: ids are the device's, not ours to reassign.
+    this.#addOtk = db.prepare('INSERT OR IGNORE INTO one_time_prekeys (mailbox, key_id, encoded) VALUES (?, ?, ?)');
+    this.#addKem = db.prepare('INSERT OR IGNORE INTO kem_prekeys (mailbox, key_id, encoded) VALUES (?, ?, ?)');
+    this.#takeOtk = db.prepare<[Uint8Array, Uint8Array], { encoded: Buffer }>(
+      'DELETE FROM one_time_prekeys WHERE mailbox = ? AND key_id = (SELECT min(key_id) FROM one_time_prekeys WHERE mailbox = ?) RETURNING encoded',
+    );
+    this.#takeKem = db.prepare<[Uint8Array, Uint8Array], { encoded: Buffer }>(
+      'DELETE FROM kem_prekeys WHERE mailbox = ? AND key_id = (SELECT min(key_id) FROM kem_prekeys WHERE mailbox = ?) RETURNING encoded',
+    );
+    this.#delOtk = db.prepare('DELETE FROM one_time_prekeys WHERE mailbox = ?');
+    this.#delKem = db.prepare('DELETE FROM kem_prekeys WHERE mailbox = ?');
+    this.#delDevice = db.prepare('DELETE FROM devices WHERE mailbox = ?');
   }
 
   device(mailbox: Uint8Array): DeviceRecord | undefined {
@@ -73,49 +80,17 @@ export class DirectoryReader {
   counts(mailbox: Uint8Array): PoolCounts {
     return { oneTimePreKeys: this.#countOtk.get(mailbox)?.n ?? 0, kemPreKeys: this.#countKem.get(mailbox)?.n ?? 0 };
   }
-}
 
-export class DirectoryTransactor extends DirectoryReader {
-  readonly #upsert;
-  readonly #setSpk;
-  readonly #setLr;
-  readonly #addOtk;
-  readonly #addKem;
-  readonly #takeOtk;
-  readonly #takeKem;
-  constructor(db: Sqlite) {
-    super(db);
-    this.#upsert = db.prepare(
-      `INSERT INTO devices (mailbox, account_key, certificate, issued_at, updated_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (mailbox) DO UPDATE SET account_key = excluded.account_key, certificate = excluded.certificate, issued_at = excluded.issued_at, updated_at = excluded.updated_at`,
-    );
-    this.#setSpk = db.prepare('UPDATE devices SET signed_prekey = ?, updated_at = ? WHERE mailbox = ?');
-    this.#setLr = db.prepare('UPDATE devices SET last_resort_kem_prekey = ?, updated_at = ? WHERE mailbox = ?');
-    // A key id already in the pool keeps its first upload: ids are the device's, not ours to reassign.
-    this.#addOtk = db.prepare('INSERT OR IGNORE INTO one_time_prekeys (mailbox, key_id, encoded) VALUES (?, ?, ?)');
-    this.#addKem = db.prepare('INSERT OR IGNORE INTO kem_prekeys (mailbox, key_id, encoded) VALUES (?, ?, ?)');
-    this.#takeOtk = db.prepare<[Uint8Array, Uint8Array], { encoded: Buffer }>(
-      'DELETE FROM one_time_prekeys WHERE mailbox = ? AND key_id = (SELECT min(key_id) FROM one_time_prekeys WHERE mailbox = ?) RETURNING encoded',
-    );
-    this.#takeKem = db.prepare<[Uint8Array, Uint8Array], { encoded: Buffer }>(
-      'DELETE FROM kem_prekeys WHERE mailbox = ? AND key_id = (SELECT min(key_id) FROM kem_prekeys WHERE mailbox = ?) RETURNING encoded',
-    );
-  }
-
-  upsertDevice(mailbox: Uint8Array, accountKey: Uint8Array, certificate: Uint8Array, issuedAt: number, now: number): void {
-    this.#upsert.run(mailbox, accountKey, certificate, issuedAt, now);
-  }
-  setSignedPreKey(mailbox: Uint8Array, encoded: Uint8Array, now: number): void {
-    this.#setSpk.run(encoded, now, mailbox);
-  }
-  setLastResortKemPreKey(mailbox: Uint8Array, encoded: Uint8Array, now: number): void {
-    this.#setLr.run(encoded, now, mailbox);
-  }
-  addOneTimePreKeys(mailbox: Uint8Array, keys: readonly { id: number; encoded: Uint8Array }[]): void {
-    for (const k of keys) this.#addOtk.run(mailbox, k.id, k.encoded);
-  }
-  addKemPreKeys(mailbox: Uint8Array, keys: readonly { id: number; encoded: Uint8Array }[]): void {
-    for (const k of keys) this.#addKem.run(mailbox, k.id, k.encoded);
+  /** Applies a verified upload (the caller runs this inside a transaction). */
+  publish(p: KeyPublication): 'ok' | 'other-account' {
+    const existing = this.device(p.mailbox);
+    if (existing && !equalBytes(existing.accountKey, p.accountKey)) return 'other-account';
+    if (!existing || p.issuedAt >= existing.issuedAt) this.#upsert.run(p.mailbox, p.accountKey, p.certificate, p.issuedAt, p.now);
+    if (p.signedPreKey) this.#setSpk.run(p.signedPreKey, p.now, p.mailbox);
+    if (p.lastResortKemPreKey) this.#setLr.run(p.lastResortKemPreKey, p.now, p.mailbox);
+    for (const k of p.oneTimePreKeys) this.#addOtk.run(p.mailbox, k.id, k.encoded);
+    for (const k of p.kemPreKeys) this.#addKem.run(p.mailbox, k.id, k.encoded);
+    return 'ok';
   }
 
   /**
@@ -136,8 +111,8 @@ export class DirectoryTransactor extends DirectoryReader {
   }
 
   deleteDevice(mailbox: Uint8Array): void {
-    this.db.prepare('DELETE FROM one_time_prekeys WHERE mailbox = ?').run(mailbox);
-    this.db.prepare('DELETE FROM kem_prekeys WHERE mailbox = ?').run(mailbox);
-    this.db.prepare('DELETE FROM devices WHERE mailbox = ?').run(mailbox);
+    this.#delOtk.run(mailbox);
+    this.#delKem.run(mailbox);
+    this.#delDevice.run(mailbox);
   }
 }

@@ -121,4 +121,50 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 4,
+    name: 'per-mailbox sequences (no global counter), media records that name no device',
+    sql: `
+      -- Per-mailbox seq in a WITHOUT ROWID table: no AUTOINCREMENT (sqlite_sequence counted every
+      -- envelope ever) and no rowid (a global insertion order). next_seq lives with the counters.
+      CREATE TABLE messages_v4 (
+        mailbox BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        payload BLOB NOT NULL,
+        received_at INTEGER NOT NULL,
+        with_token INTEGER NOT NULL CHECK (with_token IN (0, 1)),
+        PRIMARY KEY (mailbox, seq)
+      ) WITHOUT ROWID;
+      INSERT INTO messages_v4 (mailbox, seq, id, payload, received_at, with_token)
+        SELECT mailbox, row_number() OVER (PARTITION BY mailbox ORDER BY seq), id, payload, received_at, with_token FROM messages;
+      DROP TABLE messages;
+      ALTER TABLE messages_v4 RENAME TO messages;
+      CREATE UNIQUE INDEX messages_by_id ON messages (mailbox, id);
+      CREATE INDEX messages_by_lane ON messages (mailbox, with_token, seq);
+      CREATE INDEX messages_by_time ON messages (received_at);
+      DELETE FROM sqlite_sequence;
+
+      ALTER TABLE mailbox_stats ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
+      UPDATE mailbox_stats SET next_seq = 1 + coalesce((SELECT max(seq) FROM messages m WHERE m.mailbox = mailbox_stats.mailbox), 0);
+
+      -- Media records name no device. The quota is an upload budget per device and window
+      -- (media_budget), which says how much a device uploaded in a window, not which blob.
+      CREATE TABLE media_v4 (
+        id TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      INSERT INTO media_v4 (id, size, expires_at) SELECT id, size, expires_at FROM media;
+      DROP TABLE media;
+      ALTER TABLE media_v4 RENAME TO media;
+      CREATE INDEX media_by_expiry ON media (expires_at);
+      CREATE TABLE media_budget (
+        mailbox BLOB NOT NULL,
+        budget_window INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, budget_window)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];

@@ -1,40 +1,36 @@
-/** Username storage: (namespace, username) → owner account key. */
+/** SQLite username area: (namespace, username) → owner account key. */
+import { equalBytes } from '@meshwhisper/crypto';
 import type { Sqlite } from './db.js';
+import type { UsernameRow } from './node-store.js';
 
-export interface UsernameRow {
-  readonly ownerKey: Uint8Array;
-  readonly updatedAt: number;
-}
-
-export class UsernameReader {
+export class SqliteUsernames {
   readonly #get;
-  constructor(protected readonly db: Sqlite) {
-    this.#get = db.prepare<[string, string], { owner_key: Buffer; updated_at: number }>('SELECT owner_key, updated_at FROM usernames WHERE namespace = ? AND username = ?');
-  }
-  get(namespace: string, username: string): UsernameRow | undefined {
-    const r = this.#get.get(namespace, username);
-    return r ? { ownerKey: new Uint8Array(r.owner_key), updatedAt: r.updated_at } : undefined;
-  }
-}
-
-export class UsernameTransactor extends UsernameReader {
   readonly #put;
   readonly #del;
+  readonly #delOwned;
   constructor(db: Sqlite) {
-    super(db);
+    this.#get = db.prepare<[string, string], { owner_key: Buffer; updated_at: number }>('SELECT owner_key, updated_at FROM usernames WHERE namespace = ? AND username = ?');
     this.#put = db.prepare(
       `INSERT INTO usernames (namespace, username, owner_key, updated_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (namespace, username) DO UPDATE SET owner_key = excluded.owner_key, updated_at = excluded.updated_at`,
     );
     this.#del = db.prepare('DELETE FROM usernames WHERE namespace = ? AND username = ?');
+    this.#delOwned = db.prepare('DELETE FROM usernames WHERE owner_key = ?');
   }
-  put(namespace: string, username: string, ownerKey: Uint8Array, now: number): void {
-    this.#put.run(namespace, username, ownerKey, now);
+  get(namespace: string, username: string): UsernameRow | undefined {
+    const r = this.#get.get(namespace, username);
+    return r ? { ownerKey: new Uint8Array(r.owner_key), updatedAt: r.updated_at } : undefined;
   }
-  delete(namespace: string, username: string): void {
-    this.#del.run(namespace, username);
+  /** Compare-and-set (inside a transaction). */
+  set(namespace: string, username: string, expected: Uint8Array | undefined, owner: Uint8Array | undefined, now: number): boolean {
+    const current = this.get(namespace, username)?.ownerKey;
+    const same = current === undefined || expected === undefined ? current === expected : equalBytes(current, expected);
+    if (!same) return false;
+    if (owner) this.#put.run(namespace, username, owner, now);
+    else this.#del.run(namespace, username);
+    return true;
   }
   deleteOwnedBy(ownerKey: Uint8Array): number {
-    return this.db.prepare('DELETE FROM usernames WHERE owner_key = ?').run(ownerKey).changes;
+    return this.#delOwned.run(ownerKey).changes;
   }
 }

@@ -37,7 +37,7 @@ async function exercised(): Promise<NodeMetrics> {
   m.pushSent.inc(0);
   m.backupFinished('success', 1.5, new Date(1_700_000_000_000));
   m.backupFinished('failure');
-  m.setSources({ queue: () => ({ envelopes: 42, bytes: 42 * 1024 }), rateLimitKeys: () => 7 });
+  m.setSources({ queue: () => Promise.resolve({ envelopes: 42, bytes: 42 * 1024 }), rateLimitKeys: () => 7 });
   const app = Fastify();
   await app.register(m.httpPlugin());
   app.get('/v1/keys/:mailbox', async () => ({ ok: true }));

@@ -1,6 +1,7 @@
 // APNs against a local HTTP/2 TLS server: method, path, headers, payload, and the ES256 provider
 // token verified with the public key of the test .p8; 410 Unregistered prunes the registration.
 import { generateKeyPairSync, randomBytes, verify } from 'node:crypto';
+import { sqliteOf } from '../helpers.js';
 import type { KeyObject } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { toHex } from '@meshwhisper/crypto';
@@ -53,7 +54,7 @@ beforeEach(() => {
   server.respond = () => ({ status: 200 });
 });
 
-const registrations = (mailbox: Uint8Array) => t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(mailbox);
+const registrations = (mailbox: Uint8Array) => sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(mailbox);
 
 describe('APNs (HTTP/2 provider API, token authentication)', () => {
   it('background mode: POST /3/device/<token> with push type background, priority 5, topic = bundle id, a verifying ES256 provider token, content-available only', async () => {

@@ -5,6 +5,7 @@ import { generateKeyPairSync, verify } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { toHex } from '@meshwhisper/crypto';
 import { FCM_SCOPE, PUSH_COLLAPSE_KEY, PUSH_TTL_SECONDS } from '../../src/push/constants.js';
+import { sqliteOf } from '../helpers.js';
 import type { Captured, LocalServer, PushNode, Reply, TlsMaterial } from './fixtures.js';
 import { deviceWithPush, httpsServer, makeTls, manualClock, sendTo, settle, startPushNode, tempFile } from './fixtures.js';
 
@@ -72,7 +73,7 @@ beforeEach(() => {
 const fcmReg = (token: string) => ({ target: { case: 'fcm' as const, value: { registrationToken: token } } });
 const sends = () => server.recorder.requests.filter((r) => r.path !== '/token');
 const tokenRequests = () => server.recorder.requests.filter((r) => r.path === '/token');
-const registrations = (mailbox: Uint8Array) => t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(mailbox);
+const registrations = (mailbox: Uint8Array) => sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(mailbox);
 const UNREGISTERED = {
   status: 404,
   body: JSON.stringify({

@@ -6,7 +6,7 @@ import webpush from 'web-push';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUTH_HEADER, ApnsMode, ErrorCode, PushInfoSchema, PushRegistrationSchema, encodeBody, fromBinary } from '@meshwhisper/protocol';
 import { NodeConfigError, loadConfig } from '../../src/config.js';
-import { TestDevice, proto } from '../helpers.js';
+import { TestDevice, proto, sqliteOf } from '../helpers.js';
 import type { PushNode } from './fixtures.js';
 import { putPush, sendTo, startPushNode, tempFile } from './fixtures.js';
 
@@ -62,7 +62,7 @@ describe('PUT /v1/push', () => {
   it('stores a Web Push subscription to an allowed push service (204)', async () => {
     expect((await putPush(t.node, d, web('https://fcm.googleapis.com/fcm/send/abc:def'))).statusCode).toBe(204);
     expect((await putPush(t.node, d, web('https://updates.push.services.mozilla.com/wpush/v2/gAAA'))).statusCode).toBe(204);
-    const row = t.node.services.store.db.prepare('SELECT kind, token FROM push_registrations WHERE mailbox = ?').all(d.mailbox);
+    const row = sqliteOf(t.node).prepare('SELECT kind, token FROM push_registrations WHERE mailbox = ?').all(d.mailbox);
     expect(row).toEqual([{ kind: 'webpush', token: 'https://updates.push.services.mozilla.com/wpush/v2/gAAA' }]); // one per device: replaced
   });
 
@@ -121,7 +121,7 @@ describe('PUT /v1/push', () => {
       const res = await t.node.app.inject({ method: 'DELETE', url: '/v1/push', headers: { [AUTH_HEADER]: await d.authHeader(t.node, 'DELETE', '/v1/push') } });
       expect(res.statusCode).toBe(204);
     }
-    expect(t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(d.mailbox)).toEqual({ n: 0 });
+    expect(sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(d.mailbox)).toEqual({ n: 0 });
   });
 });
 

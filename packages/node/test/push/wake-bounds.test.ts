@@ -8,10 +8,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { PUSH_MAX_CONCURRENT } from '../../src/push/constants.js';
 import type { PushOutcome, PushSender } from '../../src/push/outcome.js';
-import { PushRegistry } from '../../src/push/registry.js';
-import type { PushTarget } from '../../src/push/registry.js';
+import type { PushTarget } from '../../src/store/push-types.js';
 import { PushWaker } from '../../src/push/wake.js';
-import { Store } from '../../src/store/store.js';
+import { SqliteNodeStore } from '../../src/store/sqlite-store.js';
 
 class StubSender implements PushSender {
   readonly kind = 'fcm' as const;
@@ -45,30 +44,26 @@ class StubSender implements PushSender {
   }
 }
 
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0)) f();
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
 });
 
-function setup(sender: StubSender, n: number, retryDelayMs = () => 10) {
+async function setup(sender: StubSender, n: number, retryDelayMs = () => 10) {
   const dir = mkdtempSync(join(tmpdir(), 'mw-wake-'));
-  const store = new Store(join(dir, 'db.sqlite3'));
-  cleanup.push(() => {
-    store.close();
+  const store = new SqliteNodeStore(join(dir, 'db.sqlite3'), { reserveBytes: 0 });
+  cleanup.push(async () => {
+    await store.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  const registry = new PushRegistry(store.db);
   const mailboxes = Array.from({ length: n }, () => new Uint8Array(randomBytes(32)));
-  store.transact((tx) => {
-    for (const m of mailboxes) {
-      tx.directory.upsertDevice(m, new Uint8Array(32), new Uint8Array(8), 0, 0);
-      registry.put(m, { kind: 'fcm', registrationToken: `tok-${Buffer.from(m).toString('hex')}` }, 0);
-    }
-  });
+  for (const m of mailboxes) {
+    await store.publishKeys({ mailbox: m, accountKey: new Uint8Array(32), certificate: new Uint8Array(8), issuedAt: 0, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 0 });
+    await store.setPushTarget(m, { kind: 'fcm', registrationToken: `tok-${Buffer.from(m).toString('hex')}` }, 0);
+  }
   const events = { sent: 0, failed: [] as string[] };
   const waker = new PushWaker({
     store,
-    registry,
     senders: { fcm: sender },
     coalesceMs: 2000,
     now: () => 0,
@@ -81,8 +76,9 @@ function setup(sender: StubSender, n: number, retryDelayMs = () => 10) {
 describe('PushWaker bounds', () => {
   it(`never has more than PUSH_MAX_CONCURRENT (${PUSH_MAX_CONCURRENT}) sends in flight; queued wakes go out as slots free`, async () => {
     const sender = new StubSender();
-    const { waker, mailboxes, events } = setup(sender, PUSH_MAX_CONCURRENT + 36);
+    const { waker, mailboxes, events } = await setup(sender, PUSH_MAX_CONCURRENT + 36);
     for (const m of mailboxes) waker.notify(m);
+    await new Promise((r) => setImmediate(r)); // the endpoint lookups
     expect(sender.inFlight).toBe(PUSH_MAX_CONCURRENT);
     expect(waker.pending).toBe(mailboxes.length);
     while (events.sent < mailboxes.length) {
@@ -97,8 +93,9 @@ describe('PushWaker bounds', () => {
 
   it('close() aborts sends in flight, drops pending retries, and sends nothing afterwards', async () => {
     const held = new StubSender();
-    const a = setup(held, 3);
+    const a = await setup(held, 3);
     for (const m of a.mailboxes) a.waker.notify(m);
+    await new Promise((r) => setImmediate(r));
     expect(held.inFlight).toBe(3);
     await a.waker.close();
     expect(held.inFlight).toBe(0);
@@ -108,7 +105,7 @@ describe('PushWaker bounds', () => {
     expect(held.calls).toBe(3);
 
     const failing = new StubSender(() => ({ result: 'retry', reason: '503' }));
-    const b = setup(failing, 1, () => 60_000);
+    const b = await setup(failing, 1, () => 60_000);
     b.waker.notify(b.mailboxes[0]!);
     await new Promise((r) => setImmediate(r));
     expect(failing.calls).toBe(1); // waiting a minute for its retry

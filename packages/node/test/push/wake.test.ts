@@ -4,8 +4,7 @@ import { createECDH, randomBytes } from 'node:crypto';
 import webpush from 'web-push';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AUTH_HEADER, EnvelopeClass } from '@meshwhisper/protocol';
-import { PushRegistry } from '../../src/push/registry.js';
-import { TestDevice } from '../helpers.js';
+import { TestDevice, sqliteOf } from '../helpers.js';
 import { WsClient } from '../ws-client.js';
 import type { LocalServer, PushNode, TlsMaterial } from './fixtures.js';
 import { deviceWithPush, httpsServer, makeTls, manualClock, putPush, sendTo, settle, startPushNode } from './fixtures.js';
@@ -23,7 +22,7 @@ const subscription = (path: string) => {
   ecdh.generateKeys();
   return { target: { case: 'webPush' as const, value: { endpoint: `${server.url}${path}`, p256dh: ecdh.getPublicKey(), auth: randomBytes(16) } } };
 };
-const registrations = (mailbox: Uint8Array) => (t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(mailbox) as { n: number }).n;
+const registrations = (mailbox: Uint8Array) => (sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(mailbox) as { n: number }).n;
 
 beforeAll(async () => {
   tls = makeTls();
@@ -121,7 +120,7 @@ describe('what never wakes', () => {
       c.close();
       await c.waitClosed();
     }
-    await expect.poll(() => t.node.services.hub.isLive(Buffer.from(d.mailbox).toString('hex'))).toBe(false);
+    await expect.poll(() => t.node.services.hub.size).toBe(0);
     await sendTo(t.node, d.mailbox);
     await server.recorder.waitFor(1);
   });
@@ -169,14 +168,13 @@ describe('removal', () => {
   it('a prune removes the endpoint only if it is still the one that failed (the device may have re-registered meanwhile)', async () => {
     const d = await deviceWithPush(t.node, subscription('/old'));
     const { store } = t.node.services;
-    const registry = new PushRegistry(store.db);
-    const old = registry.get(d.mailbox)!;
+    const old = (await store.pushTarget(d.mailbox))!;
     expect(old.kind).toBe('webpush');
     const fresh = subscription('/new').target.value;
-    store.transact(() => registry.put(d.mailbox, { kind: 'webpush', endpoint: fresh.endpoint, p256dh: fresh.p256dh, auth: fresh.auth }, clock.now()));
-    expect(store.transact(() => registry.deleteIf(d.mailbox, old))).toBe(false);
-    expect(registry.get(d.mailbox)).toMatchObject({ kind: 'webpush', endpoint: `${server.url}/new` });
-    expect(store.transact(() => registry.deleteIf(d.mailbox, registry.get(d.mailbox)!))).toBe(true);
-    expect(registry.get(d.mailbox)).toBeUndefined();
+    expect(await store.setPushTarget(d.mailbox, { kind: 'webpush', endpoint: fresh.endpoint, p256dh: fresh.p256dh, auth: fresh.auth }, clock.now())).toBe(true);
+    expect(await store.deletePushTargetIf(d.mailbox, old)).toBe(false);
+    expect(await store.pushTarget(d.mailbox)).toMatchObject({ kind: 'webpush', endpoint: `${server.url}/new` });
+    expect(await store.deletePushTargetIf(d.mailbox, (await store.pushTarget(d.mailbox))!)).toBe(true);
+    expect(await store.pushTarget(d.mailbox)).toBeUndefined();
   });
 });

@@ -1,6 +1,7 @@
 // Web Push against a local HTTPS push endpoint: the test decrypts the RFC 8291 aes128gcm body with
 // the subscription's private key (our own decoder, decryptAes128gcm in fixtures.ts) and verifies the RFC 8292 VAPID JWT.
 import { createECDH, createPublicKey, randomBytes, verify } from 'node:crypto';
+import { sqliteOf } from '../helpers.js';
 import type { ECDH } from 'node:crypto';
 import webpush from 'web-push';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -111,7 +112,7 @@ describe('Web Push (RFC 8030 + RFC 8291 aes128gcm + RFC 8292 VAPID)', () => {
       const before = await metric('pushPruned');
       await sendTo(t.node, d.mailbox);
       await server.recorder.waitFor(1);
-      await expect.poll(() => t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(d.mailbox)).toEqual({ n: 0 });
+      await expect.poll(() => sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(d.mailbox)).toEqual({ n: 0 });
       expect(await metric('pushPruned')).toBe(before + 1);
       await settle(100);
       expect(server.recorder.requests).toHaveLength(1); // not retried
@@ -134,7 +135,7 @@ describe('Web Push (RFC 8030 + RFC 8291 aes128gcm + RFC 8292 VAPID)', () => {
     await expect.poll(() => metric('pushFailed')).toBe(failed + 1);
     await settle(150);
     expect(server.recorder.requests).toHaveLength(PUSH_MAX_ATTEMPTS);
-    expect(t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(e.mailbox)).toEqual({ n: 1 });
+    expect(sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(e.mailbox)).toEqual({ n: 1 });
     expect(t.logs.join('')).toContain('push wake failed');
     expect(t.logs.join('')).not.toContain('/push/down');
   });
@@ -146,6 +147,6 @@ describe('Web Push (RFC 8030 + RFC 8291 aes128gcm + RFC 8292 VAPID)', () => {
     await server.recorder.waitFor(1);
     await settle(150);
     expect(server.recorder.requests).toHaveLength(1);
-    expect(t.node.services.store.db.prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(d.mailbox)).toEqual({ n: 1 });
+    expect(sqliteOf(t.node).prepare('SELECT count(*) AS n FROM push_registrations WHERE mailbox = ?').get(d.mailbox)).toEqual({ n: 1 });
   });
 });

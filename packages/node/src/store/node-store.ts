@@ -1,0 +1,241 @@
+/**
+ * NodeStore: the one narrow, asynchronous interface between the node and its database
+ * (docs/architecture.md §Node storage). Nothing outside an implementation touches a database.
+ *
+ * Rules every implementation keeps (the conformance suite, packages/node/test/store/conformance.ts,
+ * checks each of them against real files or a real server):
+ *
+ * - Every method is ONE transaction: all-or-nothing, and durable (fsynced) before its promise
+ *   resolves. A method that returns a refusal (`'unknown-mailbox'`, `false`, …) changed nothing.
+ * - Sequence numbers are per mailbox. Within one mailbox, envelopes are committed in `seq` order
+ *   (an implementation serialises writers of one mailbox, e.g. with a row lock on its counter),
+ *   so a reader that has seen `seq = n` will never later see a new envelope with `seq <= n` of
+ *   that mailbox — except after the mailbox drained completely, when the counter may restart
+ *   (the delivery cursor resets whenever nothing is in flight; socket/device.ts).
+ *   There is no global counter and no global order.
+ * - Quota accounting is atomic with the write it accounts for (no read-modify-write race between
+ *   concurrent writers of one mailbox or one device's media budget).
+ * - Envelopes are deleted only by an ack of their recipient, by eviction (counted as a gap), by
+ *   expiry (counted as a gap) or with their mailbox.
+ * - Deleted data is gone from every file the implementation owns within `forgetWithinMs` (the
+ *   SQLite store checkpoints and truncates its WAL).
+ * - `consumeChallenge` is single-use across every process sharing the store.
+ * - Sweeps (`expire*`) may run in several processes at once without double counting gaps;
+ *   `tryLease` lets one process at a time do them.
+ */
+import type { ApnsPushMode, PushKind, PushTarget } from './push-types.js';
+
+export type { ApnsPushMode, PushKind, PushTarget };
+
+export interface StoredEnvelope {
+  /** Per-mailbox sequence number (delivery order). */
+  readonly seq: number;
+  readonly id: Uint8Array;
+  readonly payload: Uint8Array;
+  readonly receivedAt: number;
+}
+
+export interface MailboxStats {
+  readonly messages: number;
+  readonly bytes: number;
+  readonly tokenless: number;
+  readonly gapExpired: number;
+  readonly gapEvicted: number;
+}
+
+export interface MailboxLimits {
+  readonly maxMessages: number;
+  readonly maxBytes: number;
+  readonly firstContactMaxMessages: number;
+}
+
+/** One durable envelope to store. `tokenHash` (SHA-256 of the delivery token) selects the token lane. */
+export interface EnqueueItem {
+  readonly id: Uint8Array;
+  readonly mailbox: Uint8Array;
+  readonly payload: Uint8Array;
+  readonly receivedAt: number;
+  /** undefined: first-contact lane (tokenless). */
+  readonly tokenHash: Uint8Array | undefined;
+}
+
+export type EnqueueOutcome =
+  | { readonly ok: true; readonly envelope: StoredEnvelope; readonly evicted: number }
+  | { readonly ok: false; readonly reason: 'unknown-mailbox' | 'bad-token' | 'lane-full' | 'mailbox-full' };
+
+export interface AckRequest {
+  readonly mailbox: Uint8Array;
+  readonly ids: readonly Uint8Array[];
+}
+
+export interface DeviceRecord {
+  readonly mailbox: Uint8Array;
+  readonly accountKey: Uint8Array;
+  readonly certificate: Uint8Array;
+  readonly issuedAt: number;
+  readonly signedPreKey: Uint8Array | undefined;
+  readonly lastResortKemPreKey: Uint8Array | undefined;
+}
+
+export interface PoolCounts {
+  readonly oneTimePreKeys: number;
+  readonly kemPreKeys: number;
+}
+
+/** What a claim took: encodings ready to be assembled into a PreKeyBundle. */
+export interface ClaimedKeys {
+  readonly certificate: Uint8Array;
+  readonly signedPreKey: Uint8Array;
+  readonly oneTimePreKey: Uint8Array | undefined;
+  /** A one-time KEM prekey, or the last-resort one when the pool is empty (or `consume` was false). */
+  readonly kemPreKey: Uint8Array;
+}
+
+/** A verified key upload (PUT /v1/keys), applied as one transaction. */
+export interface KeyPublication {
+  readonly mailbox: Uint8Array;
+  readonly accountKey: Uint8Array;
+  readonly certificate: Uint8Array;
+  readonly issuedAt: number;
+  readonly signedPreKey: Uint8Array | undefined;
+  readonly lastResortKemPreKey: Uint8Array | undefined;
+  readonly oneTimePreKeys: readonly { id: number; encoded: Uint8Array }[];
+  readonly kemPreKeys: readonly { id: number; encoded: Uint8Array }[];
+  readonly now: number;
+}
+
+export interface UsernameRow {
+  readonly ownerKey: Uint8Array;
+  readonly updatedAt: number;
+}
+
+/** A media blob's record. It names no device: quota is an upload budget per device and window. */
+export interface MediaRow {
+  readonly id: string;
+  readonly size: number;
+  readonly expiresAt: number;
+}
+
+export interface ArchiveRow {
+  readonly accountKey: Uint8Array;
+  readonly archiveKey: Uint8Array;
+  readonly size: number;
+  readonly updatedAt: number;
+}
+
+export interface MediaUpload {
+  readonly id: string;
+  readonly size: number;
+  readonly expiresAt: number;
+  /** The uploading device: charged in the budget table, never written into the media record. */
+  readonly uploader: Uint8Array;
+  /** Budget window this upload counts in (e.g. floor(now / MEDIA_TTL)). */
+  readonly window: number;
+  readonly budgetBytes: number;
+}
+
+/** Why the store cannot take writes (GET /ready, metrics, the log). */
+export type StoreHealth = { readonly writable: true } | { readonly writable: false; readonly reason: 'disk-full' | 'read-only' | 'io-error' | 'closed' };
+
+export interface NodeStore {
+  /** 'sqlite', 'postgres', …: for logs and metrics. */
+  readonly kind: string;
+  /** Upper bound (ms) within which deleted or acknowledged data leaves every file the store owns. */
+  readonly forgetWithinMs: number;
+
+  // ── Mailboxes ──
+  /**
+   * Group commit: every item in ONE durable transaction; each item's outcome separately (a
+   * refused item changes nothing, the others commit). Tokenless mail never displaces anything;
+   * token mail evicts the oldest tokenless, then the oldest envelopes, counting them as gaps.
+   * Rejects (as a whole) only when the transaction itself fails (disk full, I/O error).
+   */
+  enqueue(items: readonly EnqueueItem[], limits: MailboxLimits): Promise<EnqueueOutcome[]>;
+  /** Up to `limit` envelopes with seq > afterSeq, oldest first, stopping before `maxBytes` of payload (at least one). */
+  fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): Promise<StoredEnvelope[]>;
+  /** Deletes acknowledged envelopes (ids of other mailboxes are ignored), all requests in one transaction. Must succeed on a full disk. */
+  ack(requests: readonly AckRequest[]): Promise<number[]>;
+  mailboxStats(mailbox: Uint8Array): Promise<MailboxStats>;
+  /** The device has been told about these gaps. */
+  clearGap(mailbox: Uint8Array, expired: number, evicted: number): Promise<void>;
+  /** Replaces the mailbox's delivery-token hashes. */
+  setDeliveryTokens(mailbox: Uint8Array, hashes: readonly Uint8Array[]): Promise<void>;
+  /** For ephemeral sends (not stored): is the recipient known, is the token (hash) one of its own? */
+  checkRecipient(mailbox: Uint8Array, tokenHash: Uint8Array | undefined): Promise<'ok' | 'unknown-mailbox' | 'bad-token'>;
+  /** Deletes envelopes received before `before` (counted as expired gaps), at most `maxMailboxes` mailboxes per call. */
+  expireEnvelopes(before: number, maxMailboxes: number): Promise<{ envelopes: number; mailboxes: number }>;
+  /** Queue totals for metrics. */
+  queueTotals(): Promise<{ envelopes: number; bytes: number }>;
+
+  // ── Key directory ──
+  device(mailbox: Uint8Array): Promise<DeviceRecord | undefined>;
+  devicesOfAccount(accountKey: Uint8Array): Promise<Uint8Array[]>;
+  preKeyCounts(mailbox: Uint8Array): Promise<PoolCounts>;
+  /**
+   * Applies a verified upload: the certificate replaces the stored one only if not older; prekeys
+   * already in a pool keep their first upload. 'other-account' (nothing written) when the device
+   * is registered to another account.
+   */
+  publishKeys(p: KeyPublication): Promise<'ok' | 'other-account'>;
+  /** Atomically takes one one-time prekey and one one-time KEM prekey (see ClaimedKeys); nothing taken with consume=false. */
+  claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined>;
+  /** Everything held for these devices: directory entry, prekeys, mailbox, tokens, push endpoint, media budget. */
+  deleteDevices(mailboxes: readonly Uint8Array[]): Promise<void>;
+  /** The account's devices (as deleteDevices), usernames and archive record, in one transaction. Returns the deleted mailboxes. */
+  deleteAccount(accountKey: Uint8Array): Promise<Uint8Array[]>;
+
+  // ── Usernames ──
+  username(namespace: string, username: string): Promise<UsernameRow | undefined>;
+  /**
+   * Compare-and-set: sets the owner (undefined releases) only if the current owner is still
+   * `expected` (undefined = unowned). False, and nothing written, when another write came first.
+   */
+  setUsername(namespace: string, username: string, expected: Uint8Array | undefined, owner: Uint8Array | undefined, now: number): Promise<boolean>;
+
+  // ── Media and archives (metadata; the bytes are files the node writes) ──
+  media(id: string): Promise<MediaRow | undefined>;
+  /** Charges the uploader's budget for the window and records the blob; false (nothing written) when the budget is spent. */
+  addMedia(m: MediaUpload): Promise<boolean>;
+  mediaBudgetUsed(uploader: Uint8Array, window: number): Promise<number>;
+  /** Deletes the records of blobs expired at `now` (and budget windows older than `oldestWindow`); returns their ids. */
+  expireMedia(now: number, oldestWindow: number, limit: number): Promise<string[]>;
+  archiveByKey(archiveKey: Uint8Array): Promise<ArchiveRow | undefined>;
+  archiveKeySource(accountKey: Uint8Array): Promise<Uint8Array | undefined>;
+  /** Registers (or replaces) the account's archive-access key, unless another account holds it or the account has no device. */
+  registerArchiveKey(accountKey: Uint8Array, archiveKey: Uint8Array, keySource: Uint8Array | undefined): Promise<'ok' | 'key-taken' | 'no-device'>;
+  setArchiveStored(archiveKey: Uint8Array, size: number, now: number): Promise<void>;
+
+  // ── Push endpoints ──
+  pushTarget(mailbox: Uint8Array): Promise<PushTarget | undefined>;
+  /** False (nothing written) when the device is not in the directory. */
+  setPushTarget(mailbox: Uint8Array, target: PushTarget, now: number): Promise<boolean>;
+  deletePushTarget(mailbox: Uint8Array): Promise<boolean>;
+  /** Deletes the endpoint only if it is still `target` (a re-registration in the meantime wins). */
+  deletePushTargetIf(mailbox: Uint8Array, target: PushTarget): Promise<boolean>;
+
+  // ── Authentication ──
+  /**
+   * Marks a challenge nonce used; false if it was used before (replay). `issuedAt` lets a store
+   * refuse nonces it cannot vouch for (the SQLite store keeps its used set in memory and refuses
+   * challenges issued before it opened). Entries may be forgotten after `expiresAt`.
+   */
+  consumeChallenge(nonce: Uint8Array, issuedAt: number, expiresAt: number): Promise<boolean>;
+
+  // ── Operations ──
+  /** Can the store take writes? Implementations cache the probe (GET /ready must not write each time). */
+  health(): Promise<StoreHealth>;
+  /** True if this process may run the named periodic job now (one process at a time, for `ttlMs`). */
+  tryLease(job: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Flushes and closes; after this every call rejects. */
+  close(): Promise<void>;
+}
+
+/** A store factory for the conformance suite: `open` twice on the same `location` must see the same data. */
+export interface NodeStoreFactory {
+  readonly name: string;
+  /** A fresh, empty location. */
+  fresh(): Promise<string>;
+  open(location: string, options: { now: () => number }): Promise<NodeStore>;
+  /** Removes the location. */
+  destroy(location: string): Promise<void>;
+}

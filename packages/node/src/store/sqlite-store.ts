@@ -1,0 +1,410 @@
+/**
+ * SqliteNodeStore: the default NodeStore, one SQLite file (better-sqlite3) owned by one process
+ * (the data directory is locked: data-dir.ts). Every method is one IMMEDIATE transaction, durable
+ * when it returns (WAL + synchronous=FULL).
+ *
+ * Forgetting (docs/threat-model.md §Seized disk): secure_delete overwrites deleted rows in the
+ * database file, but their old versions stay in WAL frames until the WAL is rewritten. After any
+ * deletion the store checkpoints with TRUNCATE within FORGET_WITHIN_MS (at once after a device or
+ * account deletion), so acknowledged and deleted data leaves every file of the data directory.
+ *
+ * Disk full: a deletion in WAL mode still appends frames. The store keeps a reserve file
+ * (RESERVE_BYTES) in the data directory; when a write fails with SQLITE_FULL it releases the
+ * reserve so that acks and deletions can commit, refuses new mail (the caller answers
+ * UNAVAILABLE), reports `health()` = disk-full, and re-creates the reserve once space is back.
+ */
+import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Sqlite } from './db.js';
+import { openDatabase } from './db.js';
+import { SqliteBlobs } from './blobs.js';
+import { SqliteDirectory } from './directory.js';
+import { SqliteMailbox } from './mailbox.js';
+import { SqlitePush } from './push.js';
+import { SqliteUsernames } from './usernames.js';
+import type {
+  AckRequest,
+  ArchiveRow,
+  ClaimedKeys,
+  DeviceRecord,
+  EnqueueItem,
+  EnqueueOutcome,
+  KeyPublication,
+  MailboxLimits,
+  MailboxStats,
+  MediaRow,
+  MediaUpload,
+  NodeStore,
+  PoolCounts,
+  PushTarget,
+  StoreHealth,
+  StoredEnvelope,
+  UsernameRow,
+} from './node-store.js';
+
+/** Deleted data leaves the WAL within this time (a TRUNCATE checkpoint runs at most this long after a deletion). */
+export const FORGET_WITHIN_MS = 1_000;
+/** GET /ready probes a write at most this often; between probes it answers from the last result. */
+export const HEALTH_PROBE_INTERVAL_MS = 5_000;
+/** Space held back for acks and deletions on a full disk. */
+export const RESERVE_BYTES = 8 * 1024 * 1024;
+/** The reserve file's name in the database's directory. */
+export const RESERVE_FILE = 'disk-reserve';
+
+export interface SqliteStoreOptions {
+  /** Clock (tests inject one). */
+  readonly now?: () => number;
+  /** Bytes of the disk-full reserve (0: none). */
+  readonly reserveBytes?: number;
+  /** Called when the store's health changes (node.ts logs it and sets a metric). */
+  readonly onHealth?: (h: StoreHealth) => void;
+}
+
+const isFull = (e: unknown): boolean => (e as { code?: string } | undefined)?.code === 'SQLITE_FULL' || (e as { code?: string } | undefined)?.code === 'ENOSPC';
+
+export class SqliteNodeStore implements NodeStore {
+  readonly kind = 'sqlite';
+  readonly forgetWithinMs = FORGET_WITHIN_MS;
+  readonly #db: Sqlite;
+  readonly #mailbox: SqliteMailbox;
+  readonly #directory: SqliteDirectory;
+  readonly #usernames: SqliteUsernames;
+  readonly #blobs: SqliteBlobs;
+  readonly #push: SqlitePush;
+  readonly #now: () => number;
+  readonly #openedAt: number;
+  readonly #reserveFile: string;
+  readonly #reserveBytes: number;
+  readonly #onHealth: ((h: StoreHealth) => void) | undefined;
+  /** Challenge nonces used (hex → expiresAt). In memory: one process owns this store. */
+  readonly #usedChallenges = new Map<string, number>();
+  #checkpointTimer: NodeJS.Timeout | undefined;
+  #health: StoreHealth = { writable: true };
+  #probedAt = -Infinity;
+  #closed = false;
+  readonly #probe;
+
+  constructor(file: string, options: SqliteStoreOptions = {}) {
+    this.#db = openDatabase(file);
+    this.#mailbox = new SqliteMailbox(this.#db);
+    this.#directory = new SqliteDirectory(this.#db);
+    this.#usernames = new SqliteUsernames(this.#db);
+    this.#blobs = new SqliteBlobs(this.#db);
+    this.#push = new SqlitePush(this.#db);
+    this.#now = options.now ?? Date.now;
+    this.#openedAt = this.#now();
+    this.#onHealth = options.onHealth;
+    this.#reserveFile = join(dirname(file), RESERVE_FILE);
+    this.#reserveBytes = options.reserveBytes ?? RESERVE_BYTES;
+    this.#probe = this.#db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    this.#ensureReserve();
+  }
+
+  /** The better-sqlite3 handle, for the SQLite-only hot backup (backup.ts). Nothing else may use it. */
+  get database(): Sqlite {
+    return this.#db;
+  }
+
+  #tx<T>(fn: () => T): T {
+    if (this.#closed) throw new Error('store is closed');
+    try {
+      return this.#db.transaction(fn).immediate();
+    } catch (e) {
+      if (isFull(e)) this.#setHealth({ writable: false, reason: 'disk-full' });
+      throw e;
+    }
+  }
+
+  /** A deletion that must commit even on a full disk: on SQLITE_FULL, release the reserve and retry once. */
+  #deleting<T>(fn: () => T, checkpointNow = false): T {
+    let result: T;
+    try {
+      result = this.#tx(fn);
+    } catch (e) {
+      if (!isFull(e) || !this.#releaseReserve()) throw e;
+      this.#checkpoint();
+      result = this.#tx(fn);
+    }
+    if (checkpointNow) this.#checkpoint();
+    else this.#scheduleCheckpoint();
+    return result;
+  }
+
+  #scheduleCheckpoint(): void {
+    if (this.#checkpointTimer || this.#closed) return;
+    this.#checkpointTimer = setTimeout(() => {
+      this.#checkpointTimer = undefined;
+      this.#checkpoint();
+    }, FORGET_WITHIN_MS);
+    this.#checkpointTimer.unref();
+  }
+
+  /** Copies the WAL into the database and truncates it to zero bytes: old frames are gone. */
+  #checkpoint(): void {
+    if (this.#closed) return;
+    try {
+      const r = this.#db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      if (r[0]?.busy) this.#scheduleCheckpoint(); // a reader held it (backup): try again
+    } catch {
+      this.#scheduleCheckpoint();
+    }
+  }
+
+  #setHealth(h: StoreHealth): void {
+    const changed = h.writable !== this.#health.writable || (!h.writable && !this.#health.writable && h.reason !== this.#health.reason);
+    this.#health = h;
+    this.#probedAt = Date.now();
+    if (changed) this.#onHealth?.(h);
+  }
+
+  #ensureReserve(): boolean {
+    if (this.#reserveBytes <= 0) return true;
+    let fd: number | undefined;
+    try {
+      fd = openSync(this.#reserveFile, 'w', 0o600);
+      const chunk = Buffer.alloc(Math.min(this.#reserveBytes, 1024 * 1024));
+      for (let left = this.#reserveBytes; left > 0; left -= chunk.length) writeSync(fd, chunk, 0, Math.min(left, chunk.length));
+      fsyncSync(fd);
+      return true;
+    } catch {
+      rmSync(this.#reserveFile, { force: true });
+      return false;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  #releaseReserve(): boolean {
+    try {
+      rmSync(this.#reserveFile);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ── Mailboxes ──
+
+  async enqueue(items: readonly EnqueueItem[], limits: MailboxLimits): Promise<EnqueueOutcome[]> {
+    if (!this.#health.writable && this.#health.reason === 'disk-full') {
+      // Refuse new mail while the reserve is spent; re-probe at most every HEALTH_PROBE_INTERVAL_MS.
+      if ((await this.health()).writable === false) throw Object.assign(new Error('disk full'), { code: 'SQLITE_FULL' });
+    }
+    return this.#tx(() =>
+      items.map((item): EnqueueOutcome => {
+        if (!this.#directory.device(item.mailbox)) return { ok: false, reason: 'unknown-mailbox' };
+        if (item.tokenHash && !this.#mailbox.hasTokenHash(item.mailbox, item.tokenHash)) return { ok: false, reason: 'bad-token' };
+        return this.#mailbox.insert(item, limits);
+      }),
+    );
+  }
+
+  async fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): Promise<StoredEnvelope[]> {
+    return this.#mailbox.fetch(mailbox, afterSeq, limit, maxBytes);
+  }
+
+  /** Synchronous fetch for the in-process delivery path (same semantics as fetch). */
+  fetchNow(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): StoredEnvelope[] {
+    return this.#mailbox.fetch(mailbox, afterSeq, limit, maxBytes);
+  }
+
+  async ack(requests: readonly AckRequest[]): Promise<number[]> {
+    return this.#deleting(() => requests.map((r) => this.#mailbox.ack(r.mailbox, r.ids)));
+  }
+
+  async mailboxStats(mailbox: Uint8Array): Promise<MailboxStats> {
+    return this.#mailbox.stats(mailbox);
+  }
+
+  async clearGap(mailbox: Uint8Array, expired: number, evicted: number): Promise<void> {
+    this.#deleting(() => this.#mailbox.clearGap(mailbox, expired, evicted));
+  }
+
+  async setDeliveryTokens(mailbox: Uint8Array, hashes: readonly Uint8Array[]): Promise<void> {
+    this.#deleting(() => this.#mailbox.setTokenHashes(mailbox, hashes));
+  }
+
+  async checkRecipient(mailbox: Uint8Array, tokenHash: Uint8Array | undefined): Promise<'ok' | 'unknown-mailbox' | 'bad-token'> {
+    if (!this.#directory.device(mailbox)) return 'unknown-mailbox';
+    if (tokenHash && !this.#mailbox.hasTokenHash(mailbox, tokenHash)) return 'bad-token';
+    return 'ok';
+  }
+
+  async expireEnvelopes(before: number, maxMailboxes: number): Promise<{ envelopes: number; mailboxes: number }> {
+    return this.#deleting(() => this.#mailbox.expire(before, maxMailboxes));
+  }
+
+  async queueTotals(): Promise<{ envelopes: number; bytes: number }> {
+    return this.#mailbox.totals();
+  }
+
+  // ── Key directory ──
+
+  async device(mailbox: Uint8Array): Promise<DeviceRecord | undefined> {
+    return this.#directory.device(mailbox);
+  }
+
+  async devicesOfAccount(accountKey: Uint8Array): Promise<Uint8Array[]> {
+    return this.#directory.devicesOfAccount(accountKey);
+  }
+
+  async preKeyCounts(mailbox: Uint8Array): Promise<PoolCounts> {
+    return this.#directory.counts(mailbox);
+  }
+
+  async publishKeys(p: KeyPublication): Promise<'ok' | 'other-account'> {
+    return this.#tx(() => this.#directory.publish(p));
+  }
+
+  async claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined> {
+    return this.#deleting(() => this.#directory.claim(mailbox, consume));
+  }
+
+  #deleteDevicesTx(mailboxes: readonly Uint8Array[]): void {
+    for (const m of mailboxes) {
+      this.#mailbox.deleteMailbox(m);
+      this.#push.delete(m);
+      this.#blobs.dropBudgetOf(m);
+      this.#directory.deleteDevice(m);
+    }
+  }
+
+  async deleteDevices(mailboxes: readonly Uint8Array[]): Promise<void> {
+    this.#deleting(() => this.#deleteDevicesTx(mailboxes), true);
+  }
+
+  async deleteAccount(accountKey: Uint8Array): Promise<Uint8Array[]> {
+    return this.#deleting(() => {
+      const mailboxes = this.#directory.devicesOfAccount(accountKey);
+      this.#deleteDevicesTx(mailboxes);
+      this.#usernames.deleteOwnedBy(accountKey);
+      this.#blobs.deleteArchive(accountKey);
+      return mailboxes;
+    }, true);
+  }
+
+  // ── Usernames ──
+
+  async username(namespace: string, username: string): Promise<UsernameRow | undefined> {
+    return this.#usernames.get(namespace, username);
+  }
+
+  async setUsername(namespace: string, username: string, expected: Uint8Array | undefined, owner: Uint8Array | undefined, now: number): Promise<boolean> {
+    return this.#deleting(() => this.#usernames.set(namespace, username, expected, owner, now));
+  }
+
+  // ── Media and archives ──
+
+  async media(id: string): Promise<MediaRow | undefined> {
+    return this.#blobs.media(id);
+  }
+
+  async addMedia(m: MediaUpload): Promise<boolean> {
+    return this.#tx(() => this.#blobs.addMedia(m));
+  }
+
+  async mediaBudgetUsed(uploader: Uint8Array, window: number): Promise<number> {
+    return this.#blobs.budgetUsed(uploader, window);
+  }
+
+  async expireMedia(now: number, oldestWindow: number, limit: number): Promise<string[]> {
+    return this.#deleting(() => this.#blobs.expireMedia(now, oldestWindow, limit));
+  }
+
+  async archiveByKey(archiveKey: Uint8Array): Promise<ArchiveRow | undefined> {
+    return this.#blobs.archiveByKey(archiveKey);
+  }
+
+  async archiveKeySource(accountKey: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.#blobs.archiveKeySource(accountKey);
+  }
+
+  async registerArchiveKey(accountKey: Uint8Array, archiveKey: Uint8Array, keySource: Uint8Array | undefined): Promise<'ok' | 'key-taken' | 'no-device'> {
+    return this.#tx(() => {
+      const holder = this.#blobs.archiveByKey(archiveKey);
+      if (holder && Buffer.compare(holder.accountKey, accountKey) !== 0) return 'key-taken';
+      if (this.#directory.devicesOfAccount(accountKey).length === 0) return 'no-device';
+      this.#blobs.setArchiveKey(accountKey, archiveKey, keySource);
+      return 'ok';
+    });
+  }
+
+  async setArchiveStored(archiveKey: Uint8Array, size: number, now: number): Promise<void> {
+    this.#tx(() => this.#blobs.setArchiveStored(archiveKey, size, now));
+  }
+
+  // ── Push endpoints ──
+
+  async pushTarget(mailbox: Uint8Array): Promise<PushTarget | undefined> {
+    return this.#push.get(mailbox);
+  }
+
+  async setPushTarget(mailbox: Uint8Array, target: PushTarget, now: number): Promise<boolean> {
+    return this.#deleting(() => {
+      if (!this.#directory.device(mailbox)) return false;
+      this.#push.put(mailbox, target, now);
+      return true;
+    });
+  }
+
+  async deletePushTarget(mailbox: Uint8Array): Promise<boolean> {
+    return this.#deleting(() => this.#push.delete(mailbox));
+  }
+
+  async deletePushTargetIf(mailbox: Uint8Array, target: PushTarget): Promise<boolean> {
+    return this.#deleting(() => this.#push.deleteIf(mailbox, target));
+  }
+
+  // ── Authentication ──
+
+  async consumeChallenge(nonce: Uint8Array, issuedAt: number, expiresAt: number): Promise<boolean> {
+    if (this.#closed) throw new Error('store is closed');
+    // Nonces used before this store opened are unknown to it: refuse the challenges of that time.
+    if (issuedAt < this.#openedAt) return false;
+    const key = Buffer.from(nonce.buffer, nonce.byteOffset, nonce.byteLength).toString('hex');
+    if (this.#usedChallenges.has(key)) return false;
+    this.#usedChallenges.set(key, expiresAt);
+    if (this.#usedChallenges.size % 1024 === 0) this.#forgetChallenges();
+    return true;
+  }
+
+  #forgetChallenges(): void {
+    const now = this.#now();
+    for (const [k, at] of this.#usedChallenges) if (at < now) this.#usedChallenges.delete(k);
+  }
+
+  // ── Operations ──
+
+  async health(): Promise<StoreHealth> {
+    if (this.#closed) return { writable: false, reason: 'closed' };
+    if (Date.now() - this.#probedAt < HEALTH_PROBE_INTERVAL_MS) return this.#health;
+    this.#forgetChallenges();
+    let h: StoreHealth;
+    try {
+      if (!this.#health.writable && this.#health.reason === 'disk-full' && !this.#ensureReserve()) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+      this.#tx(() => this.#probe.run(String(Date.now())));
+      h = { writable: true };
+    } catch (e) {
+      h = { writable: false, reason: isFull(e) ? 'disk-full' : (e as { code?: string }).code === 'SQLITE_READONLY' ? 'read-only' : 'io-error' };
+    }
+    this.#setHealth(h);
+    return h;
+  }
+
+  async tryLease(_job: string, _holder: string, _ttlMs: number): Promise<boolean> {
+    return !this.#closed; // one process owns a SQLite store
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    clearTimeout(this.#checkpointTimer);
+    this.#checkpointTimer = undefined;
+    try {
+      this.#db.pragma('wal_checkpoint(TRUNCATE)');
+    } finally {
+      this.#closed = true;
+      this.#db.close();
+      rmSync(this.#reserveFile, { force: true });
+    }
+  }
+}

@@ -1,0 +1,76 @@
+// The SQLite NodeStore: the conformance suite on real files, plus what only SQLite has — pragmas,
+// migrations, the raw files.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MIGRATIONS } from '../../src/store/migrations.js';
+import { REQUIRED_PRAGMAS, openDatabase, pragmasInForce } from '../../src/store/db.js';
+import { SqliteNodeStore } from '../../src/store/sqlite-store.js';
+import { storeConformance } from './conformance.js';
+
+const FILE = 'db.sqlite3';
+
+storeConformance({
+  name: 'SQLite',
+  fresh: async () => mkdtempSync(join(tmpdir(), 'mw-store-')),
+  open: async (dir, { now }) => new SqliteNodeStore(join(dir, FILE), { now, reserveBytes: 64 * 1024 }),
+  destroy: async (dir) => rmSync(dir, { recursive: true, force: true }),
+});
+
+describe('SQLite specifics', () => {
+  const tmp = (): string => mkdtempSync(join(tmpdir(), 'mw-store-'));
+
+  it('has WAL, synchronous=FULL, secure_delete and foreign keys in force, also after reopening', async () => {
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      expect(pragmasInForce(s.database)).toEqual(REQUIRED_PRAGMAS);
+      await s.close();
+      const again = openDatabase(join(dir, FILE));
+      expect(pragmasInForce(again)).toEqual(REQUIRED_PRAGMAS);
+      expect(again.pragma('user_version', { simple: true })).toBe(MIGRATIONS.at(-1)!.version);
+      expect(again.pragma('integrity_check', { simple: true })).toBe('ok');
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a database from a newer node', () => {
+    const dir = tmp();
+    try {
+      const db = openDatabase(join(dir, FILE));
+      db.pragma('user_version = 99');
+      db.close();
+      expect(() => openDatabase(join(dir, FILE))).toThrow(/newer than this node/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('migration 4 renumbers stored envelopes per mailbox, keeps their order, and leaves no global counter', async () => {
+    const dir = tmp();
+    try {
+      const db = openDatabase(join(dir, FILE), { migrations: MIGRATIONS.slice(0, 3) });
+      const insert = db.prepare('INSERT INTO messages (id, mailbox, payload, received_at, with_token) VALUES (?, ?, ?, ?, 1)');
+      const a = Buffer.alloc(32, 1);
+      const b = Buffer.alloc(32, 2);
+      for (let i = 0; i < 6; i++) insert.run(Buffer.alloc(16, i), i % 3 === 0 ? b : a, Buffer.from([i]), i);
+      db.prepare('INSERT INTO mailbox_stats (mailbox, messages, bytes) VALUES (?, 4, 4), (?, 2, 2)').run(a, b);
+      db.prepare("INSERT INTO media (id, owner, size, created_at, expires_at) VALUES ('m', ?, 5, 1, 2)").run(a);
+      db.close();
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      expect((await s.fetch(a, 0, 10, 1e9)).map((e) => [e.seq, e.payload[0]])).toEqual([[1, 1], [2, 2], [3, 4], [4, 5]]);
+      expect((await s.fetch(b, 0, 10, 1e9)).map((e) => [e.seq, e.payload[0]])).toEqual([[1, 0], [2, 3]]);
+      expect(s.database.prepare('SELECT count(*) AS n FROM sqlite_sequence').get()).toEqual({ n: 0 });
+      const ddl = (s.database.prepare("SELECT group_concat(sql, ' ') AS s FROM sqlite_master").get() as { s: string }).s;
+      expect(ddl).not.toMatch(/AUTOINCREMENT/i);
+      expect(ddl).not.toMatch(/owner BLOB/); // media names no device any more
+      expect(await s.media('m')).toEqual({ id: 'm', size: 5, expiresAt: 2 });
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
