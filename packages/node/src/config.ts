@@ -105,7 +105,7 @@ export const CONFIG_SCHEMA = {
   ),
   deliveryWindow: setting('DELIVERY_WINDOW', '256', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
-  mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes stored per device at any time.', int(1, 2 ** 44)),
+  mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes a device may upload per MEDIA_TTL window (so at most twice this is stored for it at once); the media record itself names no device.', int(1, 2 ** 44)),
   mediaTtlMs: setting('MEDIA_TTL_DAYS', '30', 'Days a media blob is kept.', (raw) => int(1, 3650)(raw) * DAY),
   archiveMaxBytes: setting('ARCHIVE_MAX_BYTES', String(512 * MB), 'Largest archive (encrypted backup) blob per account.', int(1, 2 ** 40)),
   usernameNamespaces: setting(
