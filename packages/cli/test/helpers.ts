@@ -1,6 +1,7 @@
 // Test fixtures: captured IO, a real node on a temporary data directory, throwaway files.
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,4 +121,49 @@ export function writePushCredentials(dir: string): { apnsKeyFile: string; fcmFil
 
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * A registry for the `@meshwhisper` scope that must never be asked: it records every request and
+ * answers 404. `npm install` in a generated app points the scope here; the app's `@meshwhisper/*`
+ * must all come from its vendor/ tarballs (the names on the public registry belong to another project).
+ */
+export async function startForbiddenRegistry(): Promise<{ url: string; requests: string[]; close(): Promise<void> }> {
+  const requests: string[] = [];
+  const server = createHttpServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}/`, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/**
+ * The environment for the generated README's `npm install`: the `@meshwhisper` scope on the
+ * forbidden registry; everything else from npm's cache when it has it (`prefer-offline`), else the
+ * public registry. Install scripts are off: the one that matters, better-sqlite3's (it downloads a
+ * prebuilt binary from GitHub, unreachable here), is stood in for by `provideSqliteBinary`.
+ */
+export function npmInstallEnv(registry: string, base: Record<string, string>): Record<string, string> {
+  return { ...base, 'npm_config_@meshwhisper:registry': registry, npm_config_prefer_offline: 'true', npm_config_ignore_scripts: 'true', npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' };
+}
+
+/** Stand-in for better-sqlite3's install script: this checkout's native binary, same version only. */
+export function provideSqliteBinary(appDir: string, repoRoot: string): void {
+  const ours = join(repoRoot, 'node_modules/better-sqlite3');
+  const theirs = join(appDir, 'node_modules/better-sqlite3');
+  const version = (dir: string): string => (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+  if (version(ours) !== version(theirs)) throw new Error(`the app installed better-sqlite3 ${version(theirs)}, this checkout has ${version(ours)}: no binary to stand in for its install script`);
+  mkdirSync(join(theirs, 'build/Release'), { recursive: true });
+  cpSync(join(ours, 'build/Release/better_sqlite3.node'), join(theirs, 'build/Release/better_sqlite3.node'));
+}
+
+/** The ```sh blocks of one `## heading` section of a generated README. */
+export function shBlocks(readme: string, heading: string): string[] {
+  const start = readme.indexOf(`\n## ${heading}\n`);
+  if (start < 0) throw new Error(`no section "## ${heading}" in the README`);
+  const end = readme.indexOf('\n## ', start + 1);
+  const section = readme.slice(start, end < 0 ? undefined : end);
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
 }

@@ -1,25 +1,35 @@
 // `init --app node|browser`: the skeleton app files, their place in the overwrite rule and the
-// .gitignore, and that the generated code is valid: the Node script passes `node --check`, the
-// browser page's main.js bundles with esbuild against the SDK (every import must exist), and the
-// page, served by its generated serve.mjs in front of a real node, gets its first message in
-// headless Chromium (skipped without /usr/bin/chromium unless MW_REQUIRE_CHROMIUM=1).
-import { execFileSync, spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+// .gitignore, that no dependency can resolve to the public registry's @meshwhisper scope, and that
+// the generated code is valid: the Node script passes `node --check`, the browser page's main.js
+// bundles with esbuild against the SDK (every import must exist). The browser app in Chromium:
+// browser-skeleton.test.ts; the Node app end to end: init-first-message.test.ts.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { gunzipSync } from 'node:zlib';
 import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { parseEnv } from '../src/env-file.js';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { APP_SCAFFOLDS, runInit } from '../src/init.js';
-import { captureIo, cli, freePort, removeDir, startNode, tempDir } from './helpers.js';
-import { repoRoot } from './build-dist.js';
+import { captureIo, cli, removeDir, tempDir } from './helpers.js';
+import { buildDist, repoRoot } from './build-dist.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-const chromiumRequired = process.env.MW_REQUIRE_CHROMIUM === '1';
+/** The package.json inside an npm tarball (ustar: 512-byte headers, name at 0, size in octal at 124). */
+function tarballPackageJson(tgz: Uint8Array): { name: string; dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> } {
+  const tar = gunzipSync(tgz);
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const name = tar.subarray(off, off + 100).toString('utf8').replace(/\0.*$/s, '');
+    const size = parseInt(tar.subarray(off + 124, off + 136).toString('utf8').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (name === 'package/package.json') return JSON.parse(tar.subarray(off + 512, off + 512 + size).toString('utf8')) as never;
+    if (name === '') break;
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  throw new Error('no package/package.json in the tarball');
+}
+
+beforeAll(async () => {
+  // init --app packs the SDK from dist/.
+  await buildDist(['packages/sdk']);
+}, 300_000);
 
 const mode = (p: string): number => statSync(p).mode & 0o777;
 const read = (dir: string, path: string): string => readFileSync(join(dir, path), 'utf8');
@@ -61,7 +71,7 @@ describe('init --app', () => {
     expect(r.out).toContain('cd app && npm install && node index.mjs');
     const pkg = JSON.parse(read(dir, 'app/package.json')) as { type: string; private: boolean; dependencies: Record<string, string> };
     expect(pkg).toMatchObject({ type: 'module', private: true });
-    expect(Object.keys(pkg.dependencies)).toEqual(['@meshwhisper/sdk']);
+    expect(Object.keys(pkg.dependencies).sort()).toEqual(['@meshwhisper/crypto', '@meshwhisper/protocol', '@meshwhisper/sdk']);
     const index = read(dir, 'app/index.mjs');
     expect(index).toContain(`process.env.MESHWHISPER_NODE_URL || "https://chat.example.com"`);
     expect(index).toContain(`process.env.MESHWHISPER_NAMESPACE || "acme"`);
@@ -82,6 +92,7 @@ describe('init --app', () => {
     expect(pkg.scripts.build).toContain('--outfile=dist/main.js');
     expect(pkg.scripts.start).toBe('node serve.mjs');
     expect(Object.keys(pkg.devDependencies)).toEqual(['esbuild']);
+    expect(read(dir, 'app/index.html')).toContain('<link rel="icon" href="data:," />');
     expect(read(dir, 'app/index.html')).toContain('<script type="module" src="./dist/main.js"></script>');
     const main = read(dir, 'app/main.js');
     expect(main).toContain('const NAMESPACE = "web";');
@@ -97,6 +108,33 @@ describe('init --app', () => {
     expect(readme).toContain('CORS');
   });
 
+  for (const app of ['node', 'browser']) {
+    it(`${app}: no dependency can resolve to the registry's @meshwhisper scope (vendor/ tarballs, overrides)`, async () => {
+      await runInit({ dir, yes: true, app }, captureIo().io);
+      const pkg = JSON.parse(read(dir, 'app/package.json')) as { dependencies: Record<string, string>; devDependencies?: Record<string, string>; overrides: Record<string, string> };
+      const ours = (deps: Record<string, string> | undefined): [string, string][] => Object.entries(deps ?? {}).filter(([n]) => n.startsWith('@meshwhisper/'));
+      expect(ours(pkg.devDependencies)).toEqual([]);
+      const tarballs = new Map<string, string>();
+      for (const [name, spec] of ours(pkg.dependencies)) {
+        expect(spec, name).toMatch(/^file:vendor\/meshwhisper-[a-z]+-[0-9.]+\.tgz$/);
+        tarballs.set(name, spec.slice('file:'.length));
+      }
+      // Every @meshwhisper dependency inside every tarball is pinned to one of those tarballs.
+      for (const [name, file] of tarballs) {
+        const inner = tarballPackageJson(readFileSync(join(dir, 'app', file)));
+        expect(inner.name).toBe(name);
+        for (const [dep] of [...ours(inner.dependencies), ...ours(inner.optionalDependencies)]) {
+          expect(tarballs.has(dep), `${name} → ${dep}`).toBe(true);
+          expect(pkg.overrides[dep], `${name} → ${dep}`).toBe(`$${dep}`);
+        }
+      }
+      expect(tarballs.get('@meshwhisper/sdk')).toBeDefined();
+      const readme = read(dir, 'README.md');
+      expect(readme).toContain('the\n`@meshwhisper` scope there belongs to another project');
+      expect(readme).not.toMatch(/npx|npm root -g|ln -s \/path\/to/);
+    });
+  }
+
   it('no app: README says how to get one; --app none is accepted', async () => {
     expect((await cli('init', dir, '--yes', '--app', 'none')).code).toBe(0);
     expect(existsSync(join(dir, 'app'))).toBe(false);
@@ -110,7 +148,7 @@ describe('init --app', () => {
     writeFileSync(join(dir, 'app/index.mjs'), '// my changes\n');
     const again = await cli('init', dir, '--yes', '--app', 'node');
     expect(again.code).toBe(1);
-    expect(again.err).toMatch(/MW_CLI_WOULD_OVERWRITE: .*already has app\/package\.json, app\/index\.mjs; nothing was written/);
+    expect(again.err).toMatch(/MW_CLI_WOULD_OVERWRITE: .*already has app\/package\.json, app\/index\.mjs, app\/vendor\/meshwhisper-crypto-[0-9.]+\.tgz, .*; nothing was written/);
     expect(existsSync(join(dir, '.env'))).toBe(false);
     expect(read(dir, 'app/index.mjs')).toBe('// my changes\n');
     const forced = await cli('init', dir, '--yes', '--app', 'node', '--force');
@@ -131,51 +169,5 @@ describe('init --app', () => {
     // A wrong answer is a usage error, as the flag would be.
     const bad = captureIo({ stdinIsTTY: true, ask: async (q) => (q.startsWith('Skeleton') ? 'cobol' : '') });
     await expect(runInit({ dir: join(root, 'bad') }, bad.io)).rejects.toThrow(/unknown skeleton app "cobol"/);
-  });
-
-  describe.skipIf(!hasChromium && !chromiumRequired)('browser skeleton in headless Chromium', () => {
-    it('served by its serve.mjs in front of a real node, the page gets its first message', async () => {
-      if (!hasChromium) throw new Error(`MW_REQUIRE_CHROMIUM=1 but ${CHROMIUM} is missing`);
-      await runInit({ dir, yes: true, app: 'browser', namespace: 'demo' }, captureIo().io);
-      const appDir = join(dir, 'app');
-      await bundleMain(appDir, true); // what `npm run build` writes
-      const env = Object.fromEntries(parseEnv(read(dir, '.env')));
-      const node = await startNode({ USERNAME_NAMESPACES: env.USERNAME_NAMESPACES ?? '' }, join(dir, 'data'));
-      const port = await freePort();
-      let serve: ChildProcess | undefined;
-      const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
-      try {
-        serve = spawn(process.execPath, ['serve.mjs'], { cwd: appDir, env: { PATH: process.env.PATH ?? '', MESHWHISPER_NODE_URL: node.url, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
-        const banner = await new Promise<string>((resolve, reject) => {
-          serve!.once('exit', (code) => reject(new Error(`serve.mjs exited (${code})`)));
-          createInterface({ input: serve!.stdout! }).once('line', resolve);
-        });
-        expect(banner).toBe(`MeshWhisper skeleton on http://localhost:${port}/ → node ${node.url}`);
-        const base = `http://127.0.0.1:${port}`;
-        // HTTP and the WebSocket upgrade reach the node through the dev server.
-        expect(await (await fetch(`${base}/health`)).json()).toEqual({ status: 'ok' });
-        await new Promise<void>((resolve, reject) => {
-          const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/anonymous`);
-          ws.once('open', () => (ws.close(), resolve()));
-          ws.once('error', reject);
-        });
-
-        const page = await browser.newPage();
-        const errors: string[] = [];
-        page.on('pageerror', (e) => errors.push(String(e)));
-        await page.goto(`${base}/`);
-        await page.waitForFunction(() => /^user-[0-9a-f]{8}$/.test(document.getElementById('me')?.textContent ?? ''), undefined, { timeout: 30_000 });
-        const me = await page.textContent('#me');
-        await page.click('#demo');
-        await page.waitForFunction(() => /Hello user-/.test(document.getElementById('log')?.textContent ?? ''), undefined, { timeout: 30_000 });
-        expect(await page.textContent('#log')).toContain(`Hello ${me}: end-to-end encrypted, the node only saw ciphertext.`);
-        expect(await page.textContent('#state')).toBe('online');
-        expect(errors).toEqual([]);
-      } finally {
-        await browser.close();
-        serve?.kill('SIGTERM');
-        await node.close();
-      }
-    }, 120_000);
   });
 });
