@@ -20,7 +20,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bench/**', 'scripts/**', 'apps/*/scripts/**', '**/bin/**', '**/*.test.ts'],
+    files: ['bench/**', 'scripts/**', 'apps/*/scripts/**', 'examples/**', '**/bin/**', '**/*.test.ts'],
     rules: { 'no-console': 'off' },
   },
 );
