@@ -47,13 +47,22 @@ export function checkValue(value: unknown, operation: string): Uint8Array {
 }
 
 /** The normalised options of listItems(): `limit` undefined means all. */
-export function checkListOptions(options: unknown, operation: string): { prefix: string; limit: number | undefined } {
-  if (options === undefined) return { prefix: '', limit: undefined };
+export function checkListOptions(options: unknown, operation: string): { prefix: string; limit: number | undefined; after: string | undefined } {
+  if (options === undefined) return { prefix: '', limit: undefined, after: undefined };
   if (typeof options !== 'object' || options === null) throw invalid(operation, 'options must be an object');
-  const { prefix, limit } = options as ListItemsOptions;
+  const { prefix, limit, after } = options as ListItemsOptions;
   const p = prefix === undefined ? '' : checkName(prefix, 'prefix', APP_KEY_MAX_BYTES, true, operation);
   if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) throw invalid(operation, 'limit must be a non-negative integer');
-  return { prefix: p, limit };
+  const a = after === undefined ? undefined : checkName(after, 'after', APP_KEY_MAX_BYTES, true, operation);
+  return { prefix: p, limit, after: a };
+}
+
+/**
+ * The lower bound of a listItems() scan: `after` (exclusive) when it lies at or beyond the prefix,
+ * else the prefix itself (inclusive).
+ */
+export function lowerBound(prefix: string, after: string | undefined): { key: string; exclusive: boolean } {
+  return after !== undefined && compareKeys(after, prefix) >= 0 ? { key: after, exclusive: true } : { key: prefix, exclusive: false };
 }
 
 /**

@@ -28,7 +28,7 @@ import {
   wipe,
 } from '@meshwhisper/crypto';
 import { STORAGE_WEB_LOCK_PREFIX } from '../constants.js';
-import { checkKey, checkListOptions, checkTable, checkValue, compareKeys, utf8 } from './app-items.js';
+import { checkKey, checkListOptions, checkTable, checkValue, compareKeys, lowerBound, utf8 } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
 import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
@@ -348,9 +348,9 @@ class IdbView implements StorageTx {
     const op = 'listItems';
     this.check(op);
     const t = checkTable(table, op);
-    const { prefix, limit } = checkListOptions(options, op);
+    const { prefix, limit, after } = checkListOptions(options, op);
     if (limit === 0) return [];
-    const buffered = [...(this.appWrites.get(t) ?? [])].filter(([k]) => k.startsWith(prefix));
+    const buffered = [...(this.appWrites.get(t) ?? [])].filter(([k]) => k.startsWith(prefix) && (after === undefined || compareKeys(k, after) > 0));
     // Each buffered delete can hide at most one committed item, so the first `limit + deletes`
     // committed items are enough to fill `limit` after merging.
     const deletes = buffered.filter(([, v]) => v === DELETED).length;
@@ -359,7 +359,10 @@ class IdbView implements StorageTx {
     // empty prefix ends before [t, []] (arrays sort after every binary key).
     const p = utf8(prefix);
     const upper = p.length === 0 ? [t, []] : [t, Uint8Array.of(...p.subarray(0, -1), p[p.length - 1]! + 1)];
-    const range = IDBKeyRange.bound([t, p], upper, false, true);
+    const lo = lowerBound(prefix, after);
+    // A cursor beyond every key with the prefix: nothing left (and IDBKeyRange would refuse lower > upper).
+    if (lo.exclusive && !lo.key.startsWith(prefix)) return [];
+    const range = IDBKeyRange.bound([t, lo.exclusive ? utf8(lo.key) : p], upper, lo.exclusive, true);
     const rows = (await this.storage.read((tx) => tx.objectStore(S.app).getAll(range, count), [S.app], op)) as AppItemRow[];
     const merged = new Map<string, { value: Uint8Array; owned: boolean }>();
     try {

@@ -27,13 +27,13 @@ class AppOverlay {
     if (!m) this.#writes.set(table, (m = new Map()));
     m.set(key, value);
   }
-  list(table: string, prefix: string, limit: number | undefined): AppItem[] {
+  list(table: string, prefix: string, limit: number | undefined, after?: string): AppItem[] {
     const merged = new Map(this.base.get(table));
     for (const [k, v] of this.#writes.get(table) ?? []) {
       if (v === DELETED) merged.delete(k);
       else merged.set(k, v);
     }
-    const keys = [...merged.keys()].filter((k) => k.startsWith(prefix)).sort(compareKeys);
+    const keys = [...merged.keys()].filter((k) => k.startsWith(prefix) && (after === undefined || compareKeys(k, after) > 0)).sort(compareKeys);
     return keys.slice(0, limit).map((key) => ({ key, value: Uint8Array.from(merged.get(key)!) }));
   }
   commit(): void {
@@ -83,8 +83,8 @@ class MemoryTxView implements StorageTx {
     const op = 'listItems';
     this.tx(op);
     const t = checkTable(table, op);
-    const { prefix, limit } = checkListOptions(options, op);
-    return this.items.list(t, prefix, limit);
+    const { prefix, limit, after } = checkListOptions(options, op);
+    return this.items.list(t, prefix, limit, after);
   }
   async getLocalIdentity(): Promise<LocalIdentity> {
     this.tx('getLocalIdentity');

@@ -32,7 +32,7 @@ import {
   wipe,
 } from '@meshwhisper/crypto';
 import { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS } from '../constants.js';
-import { checkKey, checkListOptions, checkTable, checkValue, prefixUpperBound } from './app-items.js';
+import { checkKey, checkListOptions, checkTable, checkValue, lowerBound, prefixUpperBound } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
 import { SingleOperationStorage } from './single-op.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
@@ -208,6 +208,8 @@ function statements(db: Database) {
     // LIMIT -1 is no limit. The key range uses the (tbl, key) primary key.
     itemListFrom: p('SELECT key, value FROM app_items WHERE tbl = ? AND key >= ? ORDER BY key LIMIT ?'),
     itemListRange: p('SELECT key, value FROM app_items WHERE tbl = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?'),
+    itemListAfter: p('SELECT key, value FROM app_items WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?'),
+    itemListAfterRange: p('SELECT key, value FROM app_items WHERE tbl = ? AND key > ? AND key < ? ORDER BY key LIMIT ?'),
     seenPrune: p(
       `DELETE FROM seen_initial_message
         WHERE signed_prekey_id NOT IN (SELECT value FROM json_each(?))
@@ -365,10 +367,19 @@ class SqliteTxView implements StorageTx {
     const op = 'listItems';
     return this.run(op, (st) => {
       const t = checkTable(table, op);
-      const { prefix, limit } = checkListOptions(options, op);
+      const { prefix, limit, after } = checkListOptions(options, op);
       const upper = prefixUpperBound(prefix);
       const n = limit ?? -1;
-      const rows = (upper === undefined ? st.itemListFrom.all(t, prefix, n) : st.itemListRange.all(t, prefix, upper, n)) as { key: unknown; value: Uint8Array }[];
+      const lo = lowerBound(prefix, after);
+      const rows = (
+        lo.exclusive
+          ? upper === undefined
+            ? st.itemListAfter.all(t, lo.key, n)
+            : st.itemListAfterRange.all(t, lo.key, upper, n)
+          : upper === undefined
+            ? st.itemListFrom.all(t, lo.key, n)
+            : st.itemListRange.all(t, lo.key, upper, n)
+      ) as { key: unknown; value: Uint8Array }[];
       try {
         return rows.map((r) => {
           if (typeof r.key !== 'string') throw new StorageError(StorageErrorCode.CORRUPT, op, 'stored app item key is not text');

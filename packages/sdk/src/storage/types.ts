@@ -19,6 +19,11 @@ export interface ListItemsOptions {
   readonly prefix?: string;
   /** At most this many items (a non-negative integer); all when absent. */
   readonly limit?: number;
+  /**
+   * Only keys strictly greater than this one (same byte order): a cursor, so a long table is read a
+   * page at a time — the next page starts after the last key of the previous one.
+   */
+  readonly after?: string;
 }
 
 /**
