@@ -38,5 +38,6 @@ export * from './gen/meshwhisper/v1/frame_pb.js';
 export * from './gen/meshwhisper/v1/content_pb.js';
 export * from './gen/meshwhisper/v1/contact_pb.js';
 export * from './gen/meshwhisper/v1/history_pb.js';
+export * from './gen/meshwhisper/v1/client_state_pb.js';
 export * from './gen/meshwhisper/v1/push_pb.js';
 export { create, fromBinary, toBinary } from '@bufbuild/protobuf';

@@ -21,12 +21,15 @@ import { Directory, checkAccountKey } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Listener } from './events.js';
 import { EventHub } from './events.js';
-import type { HistoryEntry } from './history.js';
-import { conversationPeers, findInHistory, readHistory } from './history.js';
+import type { ConversationSummary, HistoryEntry, Message } from './history.js';
+import { conversationPeers, findInHistory, listConversations, markConversationRead as markRead, readHistory, readPage } from './history.js';
+import type { ConversationId } from './conversation.js';
+import { directConversation, toConversation } from './conversation.js';
+import { ensureLayout } from './layout.js';
 import { makeLog } from './log.js';
 import type { FileAttachment, FileSource, SendFileOptions } from './media.js';
 import { downloadFile, downloadFileBytes, uploadFile } from './media.js';
-import { readStatus, requeue } from './message-states.js';
+import { readState, readStatus, requeue } from './message-states.js';
 import { NodeApi } from './node-api.js';
 import { Outbox } from './outbox.js';
 import type { PushInfo, PushRegistrationInput } from './push.js';
@@ -122,7 +125,7 @@ export class MeshWhisper {
     this.#directory = new Directory({ ctx, storage, transport: this.#transport, emit, nodeUrl: opts.node, namespace: opts.namespace, holdOnIdentityChange: opts.holdOnIdentityChange !== false });
     this.#contacts = new Contacts(storage);
     this.#timers = new Timers({ ctx, storage, emit, log });
-    this.#outbox = new Outbox({ storage, transport: this.#transport, directory: this.#directory, log });
+    this.#outbox = new Outbox({ storage, transport: this.#transport, directory: this.#directory, emit, log });
     this.#sender = new Sender({
       ctx,
       storage,
@@ -133,6 +136,7 @@ export class MeshWhisper {
       outbox: this.#outbox,
       transport: this.#transport,
       log,
+      emit,
       // A token the node never saw (this client has not connected yet, e.g. `connect: false`) would
       // make the peer's replies fail with 403 in the token lane: it is sent only once registered.
       deliveryToken: () => (this.#deliveryTokenRegistered ? this.#deliveryToken : new Uint8Array(0)),
@@ -159,6 +163,8 @@ export class MeshWhisper {
     }
     const ctx = opts.crypto ?? createContext();
     const { identity, account } = await openIdentity(ctx, opts.storage);
+    // Older client tables are migrated (one transaction); a newer layout is refused, never misread.
+    await ensureLayout(opts.storage);
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
     client.#deliveryToken = await loadDeliveryToken(ctx, opts.storage);
     await client.publishKeys();
@@ -487,7 +493,8 @@ export class MeshWhisper {
     const stored = await findInHistory(this.#storage, this.accountKey, id);
     if (!stored) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message ${id} is no longer in the history (it disappeared or was deleted): it cannot be retried`);
     const content = fromBinary(ContentSchema, stored.content);
-    await this.#storage.transaction((tx) => requeue(asStorageTx(tx), id)); // failed → queued again, explicitly
+    const requeued = await this.#storage.transaction((tx) => requeue(asStorageTx(tx), id)); // failed → queued again, explicitly
+    if (requeued) this.#events.emit('messageState', requeued);
     const { mailboxes } = await this.#directory.resolve({ accountKey: stored.peer });
     for (const mailboxId of mailboxes) await this.#sender.sendToDevice({ mailboxId, body: content.body, messageId: content.messageId, expectedAccountKey: stored.peer, userAction: true });
     return (await this.messageState(id)) ?? 'queued';
@@ -496,15 +503,45 @@ export class MeshWhisper {
   // ── Conversations, contacts, disappearing messages (docs/api.md) ──────────────────────────
 
   /**
-   * The stored conversation with an account, oldest first: texts after their latest edit, deleted
-   * messages as tombstones, current reactions, disappeared messages gone. `limit` returns the
-   * newest `limit` entries; `before` (a receivedAt) pages back.
+   * A stored conversation, oldest first: texts after their latest edit, deleted messages as
+   * tombstones, current reactions, disappeared messages gone. `conversation` is a ConversationId or
+   * a peer's account key (the direct conversation). `limit` returns the newest `limit` entries;
+   * `before` (a receivedAt) pages back. For long conversations prefer historyPage().
    */
-  history(peerAccountKey: Uint8Array, options: { limit?: number; before?: number } = {}): Promise<HistoryEntry[]> {
-    return readHistory(this.#storage, peerAccountKey, this.#ctx.now(), options);
+  history(conversation: ConversationId | Uint8Array, options: { limit?: number; before?: number } = {}): Promise<HistoryEntry[]> {
+    const c = toConversation(conversation, 'history');
+    if (options.limit !== undefined && !(Number.isSafeInteger(options.limit) && options.limit >= 0)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'history: limit must be a non-negative integer');
+    return readHistory(this.#storage, c, { now: this.#ctx.now(), stateOf: readState, ...options });
   }
 
-  /** Account keys of every conversation with stored messages. */
+  /**
+   * One page of a conversation, oldest first: the newest `limit` (default 50) messages, or with
+   * `cursor` (from the previous page) the `limit` before them. Reads only that page from storage.
+   * `cursor` in the result is absent once the oldest message was returned.
+   */
+  historyPage(conversation: ConversationId | Uint8Array, options: { limit?: number; cursor?: string } = {}): Promise<{ messages: Message[]; cursor?: string }> {
+    const c = toConversation(conversation, 'historyPage');
+    const limit = options.limit ?? 50;
+    if (!(Number.isSafeInteger(limit) && limit > 0)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'historyPage: limit must be a positive integer');
+    return readPage(this.#storage, c, { now: this.#ctx.now(), limit, stateOf: readState, ...(options.cursor !== undefined ? { cursor: options.cursor } : {}) });
+  }
+
+  /** The conversation list: every conversation with stored messages, most recent first, with its newest message and unread count. */
+  conversationList(): Promise<ConversationSummary[]> {
+    return listConversations(this.#storage, { now: this.#ctx.now(), stateOf: readState });
+  }
+
+  /**
+   * Marks every message of a conversation read on this device (its unread count becomes 0; an
+   * `unread` event fires if it changed). Read receipts to the sender stay the app's choice (markRead).
+   */
+  async markConversationRead(conversation: ConversationId | Uint8Array): Promise<void> {
+    const c = toConversation(conversation, 'markConversationRead');
+    const { changed } = await this.#storage.transaction((tx) => markRead(asStorageTx(tx), c));
+    if (changed) this.#events.emit('unread', { conversation: c, unread: 0 });
+  }
+
+  /** Account keys of the direct conversations with stored messages (conversationList() has groups, last messages and unread counts). */
   conversations(): Promise<Uint8Array[]> {
     return conversationPeers(this.#storage);
   }
@@ -518,12 +555,12 @@ export class MeshWhisper {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `seconds must be an integer from 0 to ${MAX_DISAPPEARING_SECONDS}`);
     }
     const { peer } = await this.#sendTo(to, { case: 'expireTimer', value: { seconds } });
-    if (peer) this.#events.emit('disappearingTimer', { peer, seconds, by: 'me' });
+    if (peer) this.#events.emit('disappearingTimer', { conversation: directConversation(peer), peer, seconds, by: 'me' });
   }
 
-  /** The disappearing-message timer (seconds, 0 = off) of the conversation with this account. */
-  async disappearingTimer(peerAccountKey: Uint8Array): Promise<number> {
-    return (await this.#timers.record(this.#storage, peerAccountKey)).seconds;
+  /** The disappearing-message timer (seconds, 0 = off) of a conversation (or of the direct conversation with this account). */
+  async disappearingTimer(conversation: ConversationId | Uint8Array): Promise<number> {
+    return (await this.#timers.record(this.#storage, toConversation(conversation, 'disappearingTimer'))).seconds;
   }
 
   /** The contact state of an account: 'accepted', 'request', or undefined (never in touch, or declined). */

@@ -3,15 +3,32 @@
  * account that wrote first, 'accepted' once either side wrote deliberately), and who is blocked.
  */
 import { fromHex, toHex } from '@meshwhisper/crypto';
+import { StoredContactSchema, StoredContactState, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { Directory, checkAccountKey } from './directory.js';
+import { directConversation } from './conversation.js';
+import { SdkError, SdkErrorCode } from './errors.js';
 import { acceptConversation, clearConversation } from './history.js';
 import { Table } from './tables.js';
 import type { ContactState } from './types.js';
 
-/** Record: one byte, the index in CONTACT_STATES. */
-const CONTACT_STATES: readonly ContactState[] = ['request', 'accepted'];
+export const CONTACT_RECORD_VERSION = 1;
+
+function decodeContact(b: Uint8Array): ContactState | undefined {
+  let r;
+  try {
+    r = fromBinary(StoredContactSchema, b);
+  } catch (e) {
+    throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored contact record cannot be decoded', undefined, { cause: e });
+  }
+  if (r.version > CONTACT_RECORD_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, `contact record version ${r.version} was written by a newer SDK: update the app`);
+  return r.state === StoredContactState.ACCEPTED ? 'accepted' : r.state === StoredContactState.REQUEST ? 'request' : undefined;
+}
+
+export function encodeContact(state: ContactState): Uint8Array {
+  return toBinary(StoredContactSchema, create(StoredContactSchema, { version: CONTACT_RECORD_VERSION, state: state === 'accepted' ? StoredContactState.ACCEPTED : StoredContactState.REQUEST }));
+}
 
 export class Contacts {
   constructor(private readonly storage: ProtocolStorage) {}
@@ -19,7 +36,7 @@ export class Contacts {
   /** The contact state of an account, read in `store` (a transaction, or the storage). */
   async stateIn(store: AppStore, accountKey: Uint8Array): Promise<ContactState | undefined> {
     const b = await store.getItem(Table.Contact, toHex(accountKey));
-    return b && b.length === 1 ? CONTACT_STATES[b[0]!] : undefined;
+    return b ? decodeContact(b) : undefined;
   }
 
   state(accountKey: Uint8Array): Promise<ContactState | undefined> {
@@ -27,13 +44,13 @@ export class Contacts {
   }
 
   async setStateIn(stx: AppStore, accountKey: Uint8Array, state: ContactState): Promise<void> {
-    await stx.setItem(Table.Contact, toHex(accountKey), Uint8Array.of(CONTACT_STATES.indexOf(state)));
+    await stx.setItem(Table.Contact, toHex(accountKey), encodeContact(state));
   }
 
   async list(): Promise<{ accountKey: Uint8Array; state: ContactState }[]> {
     const out: { accountKey: Uint8Array; state: ContactState }[] = [];
     for (const { key, value } of await this.storage.listItems(Table.Contact)) {
-      const state = value.length === 1 ? CONTACT_STATES[value[0]!] : undefined;
+      const state = decodeContact(value);
       if (state) out.push({ accountKey: fromHex(key), state });
     }
     return out;
@@ -53,7 +70,7 @@ export class Contacts {
     await this.storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       await stx.deleteItem(Table.Contact, toHex(accountKey));
-      await clearConversation(stx, accountKey);
+      await clearConversation(stx, directConversation(accountKey));
       await Directory.forgetAccountTokens(stx, accountKey);
     });
     if (options.block) await this.block(accountKey);

@@ -35,6 +35,12 @@ export const SdkErrorCode = {
    * update).
    */
   INVALID_CONTACT_CARD: 'MW_SDK_INVALID_CONTACT_CARD',
+  /**
+   * A received message names a conversation this device does not know (content.proto
+   * `conversation_id`: a group it is not a member of). It is reported as undecryptable, never
+   * filed under another conversation.
+   */
+  UNKNOWN_CONVERSATION: 'MW_SDK_UNKNOWN_CONVERSATION',
 } as const;
 export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];
 

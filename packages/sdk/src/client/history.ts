@@ -4,35 +4,51 @@
  * that produced or consumed the message, so a crash never loses or duplicates an entry.
  *
  * Tables (app items):
- *   mw.history      `${peer hex}/${time, 15 digits}/${sequence, 15 digits}` → StoredMessage (the
- *                   sequence orders messages stored in the same millisecond as they were processed)
- *   mw.history-ref  `${author hex}/${id hex}` → the mw.history key (dedup, edits, deletes, reactions)
- *   mw.expiry       `${expires at, 15 digits}/${mw.history key}` → empty (disappearing messages)
- *   mw.history-seq  'n' → 8-byte big-endian counter
+ *   mw.history       `${conversation key}/${inverted time, 15 digits}/${inverted sequence, 15 digits}`
+ *                    → StoredMessage. Inverted (10^15 − 1 − n), so key order is NEWEST first: the
+ *                    newest page of a conversation is one prefix scan with a limit, and each older
+ *                    page continues `after` the last key read — nothing loads the whole conversation.
+ *   mw.history-ref   `${author hex}/${id hex}` → the mw.history key (dedup, edits, deletes, reactions)
+ *   mw.expiry        `${expires at, 15 digits}/${mw.history key}` → empty (disappearing messages)
+ *   mw.history-seq   'n' → 8-byte big-endian counter
+ *   mw.conversation  conversation key → StoredConversation (newest message, unread count): the
+ *                    conversation list without scanning any history
  */
+import type { DeviceAddress } from '@meshwhisper/crypto';
 import { equalBytes, fromHex, toHex } from '@meshwhisper/crypto';
-import type { Content, StoredMessage } from '@meshwhisper/protocol';
-import { ContentSchema, StoredMessageSchema, StoredReactionSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
+import type { Content, StoredConversation, StoredMessage } from '@meshwhisper/protocol';
+import { ContentSchema, StoredConversationSchema, StoredMessageSchema, StoredReactionSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore } from '../storage/types.js';
+import type { ConversationId } from './conversation.js';
+import { conversationKey, directConversation, fromRef, toRef } from './conversation.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { FileAttachment } from './media.js';
-import type { DeviceAddress } from '@meshwhisper/crypto';
+import type { MessageState } from './types.js';
 
-export const HISTORY_VERSION = 1;
+export const HISTORY_VERSION = 2;
+export const CONVERSATION_RECORD_VERSION = 1;
 
 export const HistoryTable = {
   Messages: 'mw.history',
   Ref: 'mw.history-ref',
   Expiry: 'mw.expiry',
   Seq: 'mw.history-seq',
+  Conversation: 'mw.conversation',
 } as const;
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
+const MAX15 = 999_999_999_999_999;
 const pad = (n: number): string => String(Math.max(0, Math.floor(n))).padStart(15, '0');
+const inv = (n: number): string => pad(MAX15 - Math.min(MAX15, Math.max(0, Math.floor(n))));
 
-/** One message of a conversation's history, as `history()` returns it. */
-export interface HistoryEntry {
+/**
+ * One message, in one shape for live events and history (docs/api.md §Messages): `message` events
+ * carry it (plus the sender's certificate), `history()` and `historyPage()` return it.
+ */
+export interface Message {
+  /** The conversation it belongs to. */
+  readonly conversation: ConversationId;
   /** Hex of the author-chosen 128-bit id; (author, id) names the message. */
   readonly id: string;
   /** The author's account key (this account's own key for outgoing messages). */
@@ -41,6 +57,7 @@ export interface HistoryEntry {
   /** The sending device's address (incoming only). */
   readonly from?: DeviceAddress;
   readonly sentAt: number;
+  /** When it entered this device's history (ms since the epoch). */
   readonly receivedAt: number;
   /** When this message disappears (ms since the epoch), for a conversation with a timer. */
   readonly expiresAt?: number;
@@ -57,6 +74,22 @@ export interface HistoryEntry {
   readonly reactions: readonly { readonly author: Uint8Array; readonly emoji: string }[];
   /** Arrived while its author was not an accepted contact (a contact request). */
   readonly request?: boolean;
+  /** Incoming and not yet marked read (markConversationRead). */
+  readonly unread?: boolean;
+  /** Outgoing: its delivery state (history entries; live events carry it in `messageState`). */
+  readonly state?: MessageState;
+}
+
+/** A history entry is a Message (the name history() has always used). */
+export type HistoryEntry = Message;
+
+/** One row of the conversation list. */
+export interface ConversationSummary {
+  readonly conversation: ConversationId;
+  /** The newest message still in the history. */
+  readonly lastMessage?: Message;
+  readonly unread: number;
+  readonly lastActivityAt: number;
 }
 
 async function nextSequence(tx: AppStore): Promise<number> {
@@ -72,32 +105,70 @@ function refKey(author: Uint8Array, id: string): string {
   return `${toHex(author)}/${id}`;
 }
 
-function decodeStored(bytes: Uint8Array): StoredMessage {
+/** Decodes a stored record; a version-1 record (before conversations) is the direct conversation with `peer`. */
+export function decodeStored(bytes: Uint8Array): StoredMessage {
   let m: StoredMessage;
   try {
     m = fromBinary(StoredMessageSchema, bytes);
   } catch (e) {
     throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored history record cannot be decoded', undefined, { cause: e });
   }
-  if (m.version > HISTORY_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `history record version ${m.version} was written by a newer SDK`);
+  if (m.version > HISTORY_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, `history record version ${m.version} was written by a newer SDK: update the app`);
+  if (!m.conversation) m.conversation = toRef(directConversation(m.peer));
   return m;
+}
+
+function conversationOf(m: StoredMessage): ConversationId {
+  const c = fromRef(m.conversation);
+  if (!c) throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored history record names no conversation');
+  return c;
+}
+
+async function readConversation(store: AppStore, key: string): Promise<StoredConversation | undefined> {
+  const b = await store.getItem(HistoryTable.Conversation, key);
+  if (!b) return undefined;
+  let r: StoredConversation;
+  try {
+    r = fromBinary(StoredConversationSchema, b);
+  } catch (e) {
+    throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored conversation record cannot be decoded', undefined, { cause: e });
+  }
+  if (r.version > CONVERSATION_RECORD_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, `conversation record version ${r.version} was written by a newer SDK: update the app`);
+  return r;
+}
+
+async function writeConversation(tx: AppStore, key: string, r: StoredConversation): Promise<void> {
+  await tx.setItem(HistoryTable.Conversation, key, toBinary(StoredConversationSchema, r));
+}
+
+export interface NewEntry {
+  readonly conversation: ConversationId;
+  readonly author: Uint8Array;
+  /** The sending device's address ('' for this device's own messages). */
+  readonly from: string;
+  readonly content: Content;
+  readonly receivedAt: number;
+  readonly expiresAt: number;
+  readonly outgoing: boolean;
+  readonly request: boolean;
 }
 
 /**
  * Adds a message unless (author, id) is already in the history (at-least-once delivery: each
- * message is stored and shown exactly once). Returns false for a duplicate.
+ * message is stored and shown exactly once). Returns the new unread count of its conversation, or
+ * undefined for a duplicate.
  */
-export async function addToHistory(
-  tx: AppStore,
-  entry: { peer: Uint8Array; author: Uint8Array; from: string; content: Content; receivedAt: number; expiresAt: number; outgoing: boolean; request: boolean },
-): Promise<boolean> {
+export async function addToHistory(tx: AppStore, entry: NewEntry): Promise<{ unread: number; record: StoredMessage } | undefined> {
   const id = toHex(entry.content.messageId);
   const ref = refKey(entry.author, id);
-  if (await tx.getItem(HistoryTable.Ref, ref)) return false;
-  const key = `${toHex(entry.peer)}/${pad(entry.receivedAt)}/${pad(await nextSequence(tx))}`;
+  if (await tx.getItem(HistoryTable.Ref, ref)) return undefined;
+  const conv = conversationKey(entry.conversation);
+  const key = `${conv}/${inv(entry.receivedAt)}/${inv(await nextSequence(tx))}`;
+  const unread = !entry.outgoing;
   const record = create(StoredMessageSchema, {
     version: HISTORY_VERSION,
-    peer: entry.peer,
+    peer: entry.conversation.kind === 'direct' ? entry.conversation.peer : new Uint8Array(0),
+    conversation: toRef(entry.conversation),
     author: entry.author,
     from: entry.from,
     content: toBinary(ContentSchema, entry.content),
@@ -105,11 +176,20 @@ export async function addToHistory(
     expiresAt: BigInt(entry.expiresAt),
     outgoing: entry.outgoing,
     request: entry.request,
+    unread,
   });
   await tx.setItem(HistoryTable.Messages, key, toBinary(StoredMessageSchema, record));
   await tx.setItem(HistoryTable.Ref, ref, utf8.encode(key));
   if (entry.expiresAt > 0) await tx.setItem(HistoryTable.Expiry, `${pad(entry.expiresAt)}/${key}`, new Uint8Array(0));
-  return true;
+  const summary = (await readConversation(tx, conv)) ?? create(StoredConversationSchema, { version: CONVERSATION_RECORD_VERSION, conversation: toRef(entry.conversation) });
+  // Keys order newest first: the smallest key is the newest message.
+  if (!summary.lastKey || key < summary.lastKey) {
+    summary.lastKey = key;
+    summary.lastActivityAt = BigInt(entry.receivedAt);
+  }
+  if (unread) summary.unread++;
+  await writeConversation(tx, conv, summary);
+  return { unread: summary.unread, record };
 }
 
 /** The history key and stored record of message (author, id), if it is in the history. */
@@ -126,11 +206,18 @@ export async function findInHistory(store: AppStore, author: Uint8Array, id: str
   return (await locate(store, author, id))?.record;
 }
 
+/** The conversation of the stored message (author, id), if it is in the history. */
+export async function conversationOfMessage(store: AppStore, author: Uint8Array, id: string): Promise<ConversationId | undefined> {
+  const m = await findInHistory(store, author, id);
+  return m ? conversationOf(m) : undefined;
+}
+
 /** Applies `change` to the stored message (author, id), if it is in the history. Returns whether it was. */
 export async function updateHistory(tx: AppStore, author: Uint8Array, id: string, change: (m: StoredMessage) => void): Promise<boolean> {
   const found = await locate(tx, author, id);
   if (!found) return false;
   change(found.record);
+  found.record.version = HISTORY_VERSION;
   await tx.setItem(HistoryTable.Messages, found.key, toBinary(StoredMessageSchema, found.record));
   return true;
 }
@@ -171,6 +258,7 @@ export function tombstone(m: StoredMessage): void {
   m.content = toBinary(ContentSchema, c);
 }
 
+/** Removes one stored message and its indexes, keeping its conversation's summary right. */
 async function removeKey(tx: AppStore, key: string): Promise<StoredMessage | undefined> {
   const bytes = await tx.getItem(HistoryTable.Messages, key);
   await tx.deleteItem(HistoryTable.Messages, key);
@@ -181,18 +269,28 @@ async function removeKey(tx: AppStore, key: string): Promise<StoredMessage | und
   // The ref stays gone: a redelivered copy of an expired message would be a ratchet duplicate anyway.
   const expires = Number(m.expiresAt);
   if (expires > 0) await tx.deleteItem(HistoryTable.Expiry, `${pad(expires)}/${key}`);
+  const conv = key.slice(0, key.indexOf('/'));
+  const summary = await readConversation(tx, conv);
+  if (summary) {
+    if (m.unread && summary.unread > 0) summary.unread--;
+    if (summary.lastKey === key) {
+      const [next] = await tx.listItems(HistoryTable.Messages, { prefix: `${conv}/`, limit: 1 });
+      summary.lastKey = next?.key ?? '';
+    }
+    await writeConversation(tx, conv, summary);
+  }
   return m;
 }
 
-/** Removes every message whose time has come. Returns (peer hex, author, id) of each removed one. */
-export async function sweepExpired(tx: AppStore, now: number, limit = 500): Promise<{ peer: Uint8Array; author: Uint8Array; id: string; outgoing: boolean }[]> {
-  const removed: { peer: Uint8Array; author: Uint8Array; id: string; outgoing: boolean }[] = [];
+/** Removes every message whose time has come. Returns (conversation, author, id) of each removed one. */
+export async function sweepExpired(tx: AppStore, now: number, limit = 500): Promise<{ conversation: ConversationId; author: Uint8Array; id: string; outgoing: boolean }[]> {
+  const removed: { conversation: ConversationId; author: Uint8Array; id: string; outgoing: boolean }[] = [];
   for (const { key } of await tx.listItems(HistoryTable.Expiry, { limit })) {
     const slash = key.indexOf('/');
     if (Number(key.slice(0, slash)) > now) break;
     await tx.deleteItem(HistoryTable.Expiry, key);
     const m = await removeKey(tx, key.slice(slash + 1));
-    if (m) removed.push({ peer: m.peer, author: m.author, id: toHex(fromBinary(ContentSchema, m.content).messageId), outgoing: m.outgoing });
+    if (m) removed.push({ conversation: conversationOf(m), author: m.author, id: toHex(fromBinary(ContentSchema, m.content).messageId), outgoing: m.outgoing });
   }
   return removed;
 }
@@ -204,30 +302,64 @@ export async function nextExpiry(tx: AppStore): Promise<number | undefined> {
 }
 
 /** Removes a whole conversation (declining a contact request, deleting a chat). */
-export async function clearConversation(tx: AppStore, peer: Uint8Array): Promise<number> {
+export async function clearConversation(tx: AppStore, conversation: ConversationId): Promise<number> {
+  const conv = conversationKey(conversation);
   let n = 0;
-  for (const { key } of await tx.listItems(HistoryTable.Messages, { prefix: `${toHex(peer)}/` })) {
+  for (const { key } of await tx.listItems(HistoryTable.Messages, { prefix: `${conv}/` })) {
     await removeKey(tx, key);
     n++;
   }
+  await tx.deleteItem(HistoryTable.Conversation, conv);
   return n;
 }
 
-/** Marks every stored request from `peer` as accepted. */
+/** Marks every stored request in the direct conversation with `peer` as accepted. */
 export async function acceptConversation(tx: AppStore, peer: Uint8Array): Promise<void> {
-  for (const { key, value } of await tx.listItems(HistoryTable.Messages, { prefix: `${toHex(peer)}/` })) {
+  for (const { key, value } of await tx.listItems(HistoryTable.Messages, { prefix: `${conversationKey(directConversation(peer))}/` })) {
     const m = decodeStored(value);
     if (!m.request) continue;
     m.request = false;
+    m.version = HISTORY_VERSION;
     await tx.setItem(HistoryTable.Messages, key, toBinary(StoredMessageSchema, m));
   }
 }
 
-export function toEntry(m: StoredMessage, now: number): HistoryEntry | undefined {
+/**
+ * Marks a conversation read: its unread count becomes 0. Unread messages are all newer than the
+ * last time it was read, so the scan stops once it has cleared as many as were counted.
+ */
+export async function markConversationRead(tx: AppStore, conversation: ConversationId): Promise<{ changed: boolean; ids: { author: Uint8Array; id: string; from: string }[] }> {
+  const conv = conversationKey(conversation);
+  const summary = await readConversation(tx, conv);
+  if (!summary || summary.unread === 0) return { changed: false, ids: [] };
+  const ids: { author: Uint8Array; id: string; from: string }[] = [];
+  let left = summary.unread;
+  let after: string | undefined;
+  while (left > 0) {
+    const page = await tx.listItems(HistoryTable.Messages, { prefix: `${conv}/`, limit: 100, ...(after ? { after } : {}) });
+    if (page.length === 0) break;
+    for (const { key, value } of page) {
+      const m = decodeStored(value);
+      if (!m.unread) continue;
+      m.unread = false;
+      m.version = HISTORY_VERSION;
+      await tx.setItem(HistoryTable.Messages, key, toBinary(StoredMessageSchema, m));
+      ids.push({ author: m.author, id: toHex(fromBinary(ContentSchema, m.content).messageId), from: m.from });
+      left--;
+    }
+    after = page[page.length - 1]!.key;
+  }
+  summary.unread = 0;
+  await writeConversation(tx, conv, summary);
+  return { changed: true, ids };
+}
+
+export function toEntry(m: StoredMessage, now: number, state?: MessageState): Message | undefined {
   const expiresAt = Number(m.expiresAt);
   if (expiresAt > 0 && expiresAt <= now) return undefined; // due; the sweeper removes it
   const c = fromBinary(ContentSchema, m.content);
   const base = {
+    conversation: conversationOf(m),
     id: toHex(c.messageId),
     author: m.author,
     outgoing: m.outgoing,
@@ -237,6 +369,8 @@ export function toEntry(m: StoredMessage, now: number): HistoryEntry | undefined
     ...(expiresAt > 0 ? { expiresAt } : {}),
     reactions: m.reactions.map((r) => ({ author: r.author, emoji: r.emoji })),
     ...(m.request ? { request: true } : {}),
+    ...(m.unread ? { unread: true } : {}),
+    ...(state ? { state } : {}),
   };
   if (m.deleted) return { ...base, deleted: true };
   const edited = m.edited ? { edited: true } : {};
@@ -255,24 +389,65 @@ export function toEntry(m: StoredMessage, now: number): HistoryEntry | undefined
   }
 }
 
-/** Reads a conversation, oldest first; `before` (a receivedAt) and `limit` page backwards from the newest. */
-export async function readHistory(store: AppStore, peer: Uint8Array, now: number, options: { limit?: number; before?: number } = {}): Promise<HistoryEntry[]> {
-  const items = await store.listItems(HistoryTable.Messages, { prefix: `${toHex(peer)}/` });
-  const peerPrefix = toHex(peer).length + 1;
-  const before = options.before;
-  const filtered = before === undefined ? items : items.filter((i) => Number(i.key.slice(peerPrefix, peerPrefix + 15)) < before);
-  const page = options.limit !== undefined ? filtered.slice(Math.max(0, filtered.length - options.limit)) : filtered;
-  const out: HistoryEntry[] = [];
-  for (const { value } of page) {
-    const e = toEntry(decodeStored(value), now);
+/** Reads the state of an outgoing message (history entries carry it). */
+export type StateReader = (store: AppStore, id: string) => Promise<MessageState | undefined>;
+
+async function entries(store: AppStore, items: readonly { value: Uint8Array }[], now: number, stateOf: StateReader): Promise<Message[]> {
+  const out: Message[] = [];
+  for (const { value } of items) {
+    const m = decodeStored(value);
+    const state = m.outgoing ? await stateOf(store, toHex(fromBinary(ContentSchema, m.content).messageId)) : undefined;
+    const e = toEntry(m, now, state);
     if (e) out.push(e);
   }
-  return out;
+  return out.reverse(); // stored newest first, returned oldest first
 }
 
-/** Peers with at least one stored message, as account keys. */
+/**
+ * One page of a conversation, oldest first: the newest `limit` messages older than `cursor` (an
+ * opaque string from the previous page), and the cursor of the next older page if there may be one.
+ */
+export async function readPage(
+  store: AppStore,
+  conversation: ConversationId,
+  options: { now: number; limit: number; cursor?: string; stateOf: StateReader },
+): Promise<{ messages: Message[]; cursor?: string }> {
+  const prefix = `${conversationKey(conversation)}/`;
+  if (options.cursor !== undefined && !options.cursor.startsWith(prefix)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this cursor belongs to another conversation');
+  const items = await store.listItems(HistoryTable.Messages, { prefix, limit: options.limit, ...(options.cursor !== undefined ? { after: options.cursor } : {}) });
+  const messages = await entries(store, items, options.now, options.stateOf);
+  const last = items[items.length - 1];
+  return { messages, ...(items.length === options.limit && last ? { cursor: last.key } : {}) };
+}
+
+/** Reads a conversation, oldest first; `before` (a receivedAt) and `limit` page backwards from the newest. */
+export async function readHistory(store: AppStore, conversation: ConversationId, options: { now: number; limit?: number; before?: number; stateOf: StateReader }): Promise<Message[]> {
+  const prefix = `${conversationKey(conversation)}/`;
+  // Older than `before` = a larger inverted time; '~' sorts after every digit of the sequence part.
+  const after = options.before !== undefined ? `${prefix}${inv(options.before)}/~` : undefined;
+  const items = await store.listItems(HistoryTable.Messages, { prefix, ...(options.limit !== undefined ? { limit: options.limit } : {}), ...(after ? { after } : {}) });
+  return entries(store, items, options.now, options.stateOf);
+}
+
+/** Every conversation with stored messages, most recently active first. */
+export async function listConversations(store: AppStore, options: { now: number; stateOf: StateReader }): Promise<ConversationSummary[]> {
+  const out: ConversationSummary[] = [];
+  for (const { value } of await store.listItems(HistoryTable.Conversation)) {
+    const r = fromBinary(StoredConversationSchema, value);
+    const conversation = fromRef(r.conversation);
+    if (!conversation || !r.lastKey) continue;
+    const bytes = await store.getItem(HistoryTable.Messages, r.lastKey);
+    const last = bytes ? (await entries(store, [{ value: bytes }], options.now, options.stateOf))[0] : undefined;
+    out.push({ conversation, ...(last ? { lastMessage: last } : {}), unread: r.unread, lastActivityAt: Number(r.lastActivityAt) });
+  }
+  return out.sort((a, b) => b.lastActivityAt - a.lastActivityAt);
+}
+
+/** Account keys of the direct conversations with stored messages. */
 export async function conversationPeers(store: AppStore): Promise<Uint8Array[]> {
-  const peers = new Set<string>();
-  for (const { key } of await store.listItems(HistoryTable.Messages)) peers.add(key.slice(0, key.indexOf('/')));
-  return [...peers].map(fromHex);
+  const out: Uint8Array[] = [];
+  for (const { key, value } of await store.listItems(HistoryTable.Conversation, { prefix: 'd.' })) {
+    if (fromBinary(StoredConversationSchema, value).lastKey) out.push(fromHex(key.slice(2)));
+  }
+  return out;
 }

@@ -5,14 +5,16 @@
  * a message key). It leaves the outbox in the same commit that marks its message 'sent', or when
  * the transport says the mailbox can never be reached (the message then fails, with a reason).
  *
- * Item: key `${message id hex}:${mailbox hex}`, value 32-byte mailbox id ‖ envelope.
+ * Item: key `${message id hex}:${mailbox hex}`, value a StoredOutboxItem (mailbox id, envelope).
  */
 import { toHex } from '@meshwhisper/crypto';
+import { StoredOutboxItemSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { OUTBOX_RETRY_MS, SEND_ATTEMPTS, SEND_BACKOFF_MS } from '../constants.js';
 import type { Directory } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
+import type { Emit } from './events.js';
 import type { Log } from './log.js';
 import { advanceState, failIfQueued, readStatus } from './message-states.js';
 import { Table } from './tables.js';
@@ -23,12 +25,27 @@ export function outboxKey(messageId: string, mailboxId: Uint8Array): string {
   return `${messageId}:${toHex(mailboxId)}`;
 }
 
+export const OUTBOX_RECORD_VERSION = 1;
+
+export function encodeOutboxItem(mailboxId: Uint8Array, envelope: Uint8Array): Uint8Array {
+  return toBinary(StoredOutboxItemSchema, create(StoredOutboxItemSchema, { version: OUTBOX_RECORD_VERSION, mailboxId, envelope }));
+}
+
+function decodeOutboxItem(b: Uint8Array): { mailboxId: Uint8Array; envelope: Uint8Array } {
+  let r;
+  try {
+    r = fromBinary(StoredOutboxItemSchema, b);
+  } catch (e) {
+    throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored outbox item cannot be decoded', undefined, { cause: e });
+  }
+  if (r.version > OUTBOX_RECORD_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, `outbox record version ${r.version} was written by a newer SDK: update the app`);
+  if (r.mailboxId.length !== 32 || r.envelope.length === 0) throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored outbox item is incomplete');
+  return { mailboxId: r.mailboxId, envelope: r.envelope };
+}
+
 /** Queues a sealed envelope (inside the transaction that sealed it). */
 export async function enqueue(stx: AppStore, key: string, mailboxId: Uint8Array, envelope: Uint8Array): Promise<void> {
-  const item = new Uint8Array(32 + envelope.length);
-  item.set(mailboxId);
-  item.set(envelope, 32);
-  await stx.setItem(Table.Outbox, key, item);
+  await stx.setItem(Table.Outbox, key, encodeOutboxItem(mailboxId, envelope));
 }
 
 /** Removes every queued copy of a message (it disappeared before it could be sent). */
@@ -42,7 +59,7 @@ export class Outbox {
   #stopped = false;
 
   constructor(
-    private readonly deps: { readonly storage: ProtocolStorage; readonly transport: Transport; readonly directory: Directory; readonly log: Log },
+    private readonly deps: { readonly storage: ProtocolStorage; readonly transport: Transport; readonly directory: Directory; readonly emit: Emit; readonly log: Log },
   ) {}
 
   /**
@@ -82,9 +99,8 @@ export class Outbox {
   async deliver(key: string): Promise<boolean> {
     const { storage, transport, directory } = this.deps;
     const item = await storage.getItem(Table.Outbox, key);
-    if (!item || item.length <= 32) return false;
-    const mailboxId = item.subarray(0, 32);
-    const payload = item.subarray(32);
+    if (!item) return false;
+    const { mailboxId, envelope: payload } = decodeOutboxItem(item);
     const messageId = key.split(':')[0]!;
     const address = await directory.addressOf(mailboxId);
     const token = address ? await directory.peerToken(address) : undefined;
@@ -104,11 +120,12 @@ export class Outbox {
           await transport.send({ mailboxId, payload });
         }
         // One commit (one fsync) for both: the envelope leaves the outbox and the message is 'sent'.
-        await storage.transaction(async (tx) => {
+        const sent = await storage.transaction(async (tx) => {
           const stx = asStorageTx(tx);
           await stx.deleteItem(Table.Outbox, key);
-          await advanceState(stx, messageId, 'sent');
+          return advanceState(stx, messageId, 'sent');
         });
+        if (sent) this.deps.emit('messageState', sent);
         return true;
       } catch (e) {
         lastError = e;
@@ -145,7 +162,8 @@ export class Outbox {
 
   /** Marks a still-queued message failed for good, unless another recipient device still has it queued. */
   async fail(messageId: string, reason: string): Promise<void> {
-    await this.deps.storage.transaction((tx) => failIfQueued(asStorageTx(tx), messageId, reason).then(() => undefined));
+    const failed = await this.deps.storage.transaction((tx) => failIfQueued(asStorageTx(tx), messageId, reason));
+    if (failed) this.deps.emit('messageState', failed);
   }
 
   /** While something is queued, retries every OUTBOX_RETRY_MS (and at every reconnect). */

@@ -17,9 +17,10 @@ import type { Contacts } from './contacts.js';
 import type { Directory } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Emit } from './events.js';
-import { addToHistory, applyToHistory } from './history.js';
+import { addToHistory, applyToHistory, toEntry } from './history.js';
+import type { ConversationId } from './conversation.js';
+import { directConversation } from './conversation.js';
 import type { Log } from './log.js';
-import { FileAttachment } from './media.js';
 import { advanceState } from './message-states.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
@@ -54,6 +55,11 @@ export class ReceivePipeline {
       readonly log: Log;
       /** A first contact consumed one-time prekeys: check the pool soon. */
       readonly onFirstContact: () => void;
+      /**
+       * The conversation a non-empty content.proto `conversation_id` names, if this device knows it
+       * and the sender belongs to it (groups plug in here). Absent or undefined: refused.
+       */
+      readonly resolveConversation?: (stx: AppStore, input: { conversationId: Uint8Array; from: DeviceCertificate }) => Promise<ConversationId | undefined>;
     },
   ) {}
 
@@ -102,7 +108,7 @@ export class ReceivePipeline {
         } catch {
           throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
         }
-        outcome = await this.#apply(asStorageTx(tx), { content, from, receivedAt: Number(env.receivedAt) });
+        outcome = await this.#apply(asStorageTx(tx), { content, from });
       },
     });
     if (!outcome) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
@@ -110,8 +116,8 @@ export class ReceivePipeline {
   }
 
   /** The one dispatch: stores what `content` changes and returns the events to emit after commit. */
-  async #apply(stx: AppStore, input: { content: Content; from: DeviceCertificate; receivedAt: number }): Promise<Outcome> {
-    const { content: c, from, receivedAt } = input;
+  async #apply(stx: AppStore, input: { content: Content; from: DeviceCertificate }): Promise<Outcome> {
+    const { content: c, from } = input;
     const { ctx, contacts, directory, timers } = this.deps;
     const events: Pending[] = [];
     const out: Outcome = { events };
@@ -124,6 +130,16 @@ export class ReceivePipeline {
       out.refused = new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `the sender's app writes content version ${c.version}; this SDK understands up to ${CONTENT_VERSION}: update the app`);
       return out;
     }
+    // The conversation: direct (no conversation id), or one this device knows (a group it is in).
+    // Anything else is refused — never filed under the sender's direct conversation.
+    let conversation: ConversationId | undefined = directConversation(from.accountKey);
+    if (c.conversationId.length > 0) {
+      conversation = this.deps.resolveConversation ? await this.deps.resolveConversation(stx, { conversationId: c.conversationId, from }) : undefined;
+      if (!conversation) {
+        out.refused = new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'the message names a conversation this device does not know (a group it is not a member of); nothing was stored');
+        return out;
+      }
+    }
     let contact = await contacts.stateIn(stx, from.accountKey);
     const base = { from: address, fromMailboxId: mailboxIdOf(ctx, from.deviceSigningKey) };
     const body = c.body;
@@ -133,9 +149,10 @@ export class ReceivePipeline {
       case 'file':
       case 'expireTimer': {
         const seconds = body.case === 'expireTimer' ? body.value.seconds : c.expireSeconds;
-        const changed = await timers.merge(stx, from.accountKey, { seconds, version: c.expireTimerVersion });
+        const changed = await timers.merge(stx, conversation, { seconds, version: c.expireTimerVersion });
+        const timerEvent = (s: number): Pending => ['disappearingTimer', { conversation, ...(conversation.kind === 'direct' ? { peer: conversation.peer } : {}), seconds: s, by: 'peer' }];
         if (body.case === 'expireTimer') {
-          if (changed !== undefined) events.push(['disappearingTimer', { peer: from.accountKey, seconds: changed, by: 'peer' }]);
+          if (changed !== undefined) events.push(timerEvent(changed));
           return out;
         }
         if (contact === undefined) {
@@ -144,32 +161,29 @@ export class ReceivePipeline {
           await contacts.setStateIn(stx, from.accountKey, 'request');
           events.push(['contactRequest', { accountKey: from.accountKey, ...base }]);
         }
-        if (changed !== undefined) events.push(['disappearingTimer', { peer: from.accountKey, seconds: changed, by: 'peer' }]);
+        if (changed !== undefined) events.push(timerEvent(changed));
         const now = ctx.now();
         const keep = Math.min(c.expireSeconds, MAX_DISAPPEARING_SECONDS);
         const expiresAt = keep > 0 ? now + keep * 1000 : 0;
         const request = contact === 'request';
-        const fresh = await addToHistory(stx, { peer: from.accountKey, author: from.accountKey, from: address, content: c, receivedAt: now, expiresAt, outgoing: false, request });
-        if (!fresh) return { events: [] }; // shown once: a redelivered message is not an event again
+        const added = await addToHistory(stx, { conversation, author: from.accountKey, from: address, content: c, receivedAt: now, expiresAt, outgoing: false, request });
+        if (!added) return { events: [] }; // shown once: a redelivered message is not an event again
         out.expires = expiresAt > 0;
         out.deliveredId = c.messageId;
-        const message = { id: toHex(c.messageId), ...base, sender: from, sentAt: Number(c.sentAt), receivedAt, ...(request ? { request: true } : {}), ...(expiresAt > 0 ? { expiresAt } : {}) };
-        if (body.case === 'text') {
-          const t = body.value;
-          const reply = t.replyTo && t.replyTo.author.length === 32 && t.replyTo.messageId.length === 16 ? { replyTo: { author: t.replyTo.author, id: toHex(t.replyTo.messageId), snippet: t.replySnippet } } : {};
-          events.push(['message', { ...message, text: t.text, ...reply, ...(t.forwarded ? { forwarded: true } : {}) }]);
-        } else if (body.case === 'file') {
-          events.push(['message', { ...message, file: FileAttachment.fromContent(body.value) }]);
-        } else {
-          events.push(['message', { ...message, binary: { mimeType: body.value.mimeType, data: body.value.data } }]);
-        }
+        // Exactly the entry history() returns for it, plus the sending device.
+        const entry = toEntry(added.record, now);
+        if (entry) events.push(['message', { ...entry, ...base, sender: from }]);
+        events.push(['unread', { conversation, unread: added.unread }]);
         return out;
       }
       case 'receipt': {
         // Message states advance in the same commit as the ratchet step that opened the receipt.
         const state = body.value.kind === ReceiptKind.READ ? 'read' : 'delivered';
         const ids = body.value.messageIds.map(toHex);
-        for (const id of ids) await advanceState(stx, id, state);
+        for (const id of ids) {
+          const advanced = await advanceState(stx, id, state);
+          if (advanced) events.push(['messageState', advanced]);
+        }
         events.push(['receipt', { from: address, state, messageIds: ids }]);
         return out;
       }

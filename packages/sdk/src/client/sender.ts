@@ -12,10 +12,13 @@ import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND } from '../constants.js';
 import type { Contacts } from './contacts.js';
+import { directConversation } from './conversation.js';
 import type { Directory } from './directory.js';
+import type { Emit } from './events.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { addToHistory, applyToHistory } from './history.js';
 import type { Log } from './log.js';
+import type { StateChange } from './message-states.js';
 import { trackQueued } from './message-states.js';
 import type { Outbox } from './outbox.js';
 import { enqueue, outboxKey } from './outbox.js';
@@ -56,6 +59,7 @@ export class Sender {
       readonly outbox: Outbox;
       readonly transport: Transport;
       readonly log: Log;
+      readonly emit: Emit;
       readonly deliveryToken: () => Uint8Array;
       readonly isClosed: () => boolean;
     },
@@ -77,7 +81,8 @@ export class Sender {
     if (peer && (await contacts.isBlocked(peer.accountKey))) throw new SdkError(SdkErrorCode.BLOCKED, 'this contact is blocked');
     // Every message carries the conversation's timer and its version; setting the timer carries the
     // new value under the next version.
-    const timer = peer ? await timers.record(storage, peer.accountKey) : { seconds: 0, version: 0 };
+    const conversation = peer ? directConversation(peer.accountKey) : undefined;
+    const timer = conversation ? await timers.record(storage, conversation) : { seconds: 0, version: 0 };
     const setting = body?.case === 'expireTimer';
     const expireSeconds = setting ? (body.value.seconds ?? 0) : timer.seconds;
     const expireTimerVersion = setting ? timer.version + 1 : timer.version;
@@ -92,24 +97,26 @@ export class Sender {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message of ${plaintext.length} bytes is too large (at most ${MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND}); send files as media`);
     }
     let expiresAt = 0;
+    let queued: StateChange | undefined;
     // The ratchet advance and the sealed bytes commit together.
     await sealMessage(ctx, storage, address, plaintext, {
       persist: async (tx, envelope) => {
         const stx = asStorageTx(tx);
         await enqueue(stx, key, mailboxId, envelope);
-        if (tracked) await trackQueued(stx, id);
-        if (!peer) return;
+        if (!peer || !conversation) return;
+        if (tracked) queued = await trackQueued(stx, id, conversation);
         // Writing to someone (not an automatic receipt) makes them a contact.
         if (options.userAction) await contacts.setStateIn(stx, peer.accountKey, 'accepted');
-        if (setting) await timers.set(stx, peer.accountKey, { seconds: expireSeconds, version: expireTimerVersion });
+        if (setting) await timers.set(stx, conversation, { seconds: expireSeconds, version: expireTimerVersion });
         if (tracked) {
           expiresAt = expireSeconds > 0 ? now + expireSeconds * 1000 : 0;
-          await addToHistory(stx, { peer: peer.accountKey, author: this.deps.accountKey, from: '', content, receivedAt: now, expiresAt, outgoing: true, request: false });
+          await addToHistory(stx, { conversation, author: this.deps.accountKey, from: '', content, receivedAt: now, expiresAt, outgoing: true, request: false });
         } else if (body?.case === 'edit' || body?.case === 'delete' || body?.case === 'reaction') {
           await applyToHistory(stx, this.deps.accountKey, content);
         }
       },
     });
+    if (queued) this.deps.emit('messageState', queued);
     if (expiresAt > 0) timers.schedule();
     return { id, peer: peer?.accountKey, outboxKey: key };
   }

@@ -4,16 +4,25 @@
  * sweeper that deletes what is due from the history and the outbox.
  */
 import type { CryptoContext } from '@meshwhisper/crypto';
-import { fromHex, toHex } from '@meshwhisper/crypto';
+import { StoredTimerSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { MAX_DISAPPEARING_SECONDS } from '../constants.js';
+import type { ConversationId } from './conversation.js';
+import { conversationKey } from './conversation.js';
+import { SdkError, SdkErrorCode } from './errors.js';
 import type { Emit } from './events.js';
 import { nextExpiry, sweepExpired } from './history.js';
 import type { Log } from './log.js';
 import { failIfQueued } from './message-states.js';
 import { Table } from './tables.js';
 import type { MessageRef } from './types.js';
+
+export const TIMER_RECORD_VERSION = 1;
+
+export function encodeTimer(timer: TimerRecord): Uint8Array {
+  return toBinary(StoredTimerSchema, create(StoredTimerSchema, { version: TIMER_RECORD_VERSION, seconds: timer.seconds, timerVersion: timer.version }));
+}
 
 export interface TimerRecord {
   readonly seconds: number;
@@ -29,20 +38,22 @@ export class Timers {
     private readonly deps: { readonly ctx: CryptoContext; readonly storage: ProtocolStorage; readonly emit: Emit; readonly log: Log },
   ) {}
 
-  /** The conversation's timer and its version. Record: seconds ‖ version, 4-byte big-endian each. */
-  async record(store: AppStore, peer: Uint8Array): Promise<TimerRecord> {
-    const b = await store.getItem(Table.Timer, toHex(peer));
-    if (!b || b.length !== 8) return { seconds: 0, version: 0 };
-    const v = new DataView(b.buffer, b.byteOffset, 8);
-    return { seconds: v.getUint32(0), version: v.getUint32(4) };
+  /** The conversation's timer and its version (a StoredTimer record per conversation key). */
+  async record(store: AppStore, conversation: ConversationId): Promise<TimerRecord> {
+    const b = await store.getItem(Table.Timer, conversationKey(conversation));
+    if (!b) return { seconds: 0, version: 0 };
+    let r;
+    try {
+      r = fromBinary(StoredTimerSchema, b);
+    } catch (e) {
+      throw new SdkError(SdkErrorCode.PROTOCOL, 'a stored timer record cannot be decoded', undefined, { cause: e });
+    }
+    if (r.version > TIMER_RECORD_VERSION) throw new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, `timer record version ${r.version} was written by a newer SDK: update the app`);
+    return { seconds: r.seconds, version: r.timerVersion };
   }
 
-  async set(store: AppStore, peer: Uint8Array, timer: TimerRecord): Promise<void> {
-    const b = new Uint8Array(8);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, timer.seconds);
-    v.setUint32(4, timer.version);
-    await store.setItem(Table.Timer, toHex(peer), b);
+  async set(store: AppStore, conversation: ConversationId, timer: TimerRecord): Promise<void> {
+    await store.setItem(Table.Timer, conversationKey(conversation), encodeTimer(timer));
   }
 
   /**
@@ -51,13 +62,13 @@ export class Timers {
    * (both changed it at once): the shorter timer wins, 0 (off) counting as the longest — both sides
    * agree. Returns the new seconds if they changed.
    */
-  async merge(stx: AppStore, peer: Uint8Array, incoming: TimerRecord): Promise<number | undefined> {
+  async merge(stx: AppStore, conversation: ConversationId, incoming: TimerRecord): Promise<number | undefined> {
     const { seconds, version } = incoming;
-    const cur = await this.record(stx, peer);
+    const cur = await this.record(stx, conversation);
     const rank = (x: number) => (x === 0 ? Infinity : x);
     const wins = version > cur.version || (version === cur.version && rank(seconds) < rank(cur.seconds));
     if (seconds <= MAX_DISAPPEARING_SECONDS && wins && (seconds !== cur.seconds || version !== cur.version)) {
-      await this.set(stx, peer, incoming);
+      await this.set(stx, conversation, incoming);
       if (seconds !== cur.seconds) return seconds;
     }
     return undefined;
@@ -77,14 +88,20 @@ export class Timers {
       }
       return gone;
     });
-    const byPeer = new Map<string, MessageRef[]>();
+    const byConversation = new Map<string, { conversation: ConversationId; messages: MessageRef[] }>();
     for (const g of removed) {
-      if (g.outgoing) await storage.transaction((tx) => failIfQueued(asStorageTx(tx), g.id, 'it disappeared (disappearing-message timer) before the node accepted it'));
-      const list = byPeer.get(toHex(g.peer)) ?? [];
-      list.push({ author: g.author, id: g.id });
-      byPeer.set(toHex(g.peer), list);
+      if (g.outgoing) {
+        const failed = await storage.transaction((tx) => failIfQueued(asStorageTx(tx), g.id, 'it disappeared (disappearing-message timer) before the node accepted it'));
+        if (failed) emit('messageState', failed);
+      }
+      const key = conversationKey(g.conversation);
+      const entry = byConversation.get(key) ?? { conversation: g.conversation, messages: [] };
+      entry.messages.push({ author: g.author, id: g.id });
+      byConversation.set(key, entry);
     }
-    for (const [peer, messages] of byPeer) emit('expired', { peer: fromHex(peer), messages });
+    for (const { conversation, messages } of byConversation.values()) {
+      emit('expired', { conversation, ...(conversation.kind === 'direct' ? { peer: conversation.peer } : {}), messages });
+    }
     this.schedule();
   }
 

@@ -7,7 +7,8 @@ import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisp
 import type { ProtocolStorage } from '../storage/types.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { SdkError } from './errors.js';
-import type { FileAttachment } from './media.js';
+import type { ConversationId } from './conversation.js';
+import type { Message } from './history.js';
 import type { Logger } from './log.js';
 import type { StopReason } from './transport.js';
 
@@ -83,28 +84,16 @@ export interface MeshWhisperOptions {
   readonly logger?: Logger;
 }
 
-export interface IncomingMessage {
-  /** Hex of the sender-chosen 128-bit id. Unique per sender account. */
-  readonly id: string;
+/**
+ * A received message, as the `message` event carries it: exactly the `Message` that history()
+ * returns for it (one shape, live and stored), plus the sending device.
+ */
+export interface IncomingMessage extends Message {
   /** The sending device's address (account key hex ":" device key hex). */
   readonly from: DeviceAddress;
   /** The sending device's mailbox id: reply to it with `sendText(from mailbox, …)`. */
   readonly fromMailboxId: Uint8Array;
   readonly sender: DeviceCertificate;
-  readonly sentAt: number;
-  readonly receivedAt: number;
-  readonly text?: string;
-  readonly binary?: { readonly mimeType: string; readonly data: Uint8Array };
-  /** For a quoted reply: the message answered (author account key + id) and the quoted snippet. */
-  readonly replyTo?: MessageRef & { readonly snippet: string };
-  /** Marked as forwarded by its sender (no original author is claimed). */
-  readonly forwarded?: boolean;
-  /** An encrypted attachment: show its metadata, fetch it with `downloadFile(message.file)`. */
-  readonly file?: FileAttachment;
-  /** From an account that is not an accepted contact yet: show it as a contact request. */
-  readonly request?: boolean;
-  /** When it disappears (ms since the epoch), in a conversation with a disappearing-message timer. */
-  readonly expiresAt?: number;
 }
 
 export interface UndecryptableMessage {
@@ -146,10 +135,17 @@ export interface MeshWhisperEvents {
    * and its typing and presence are not shown; its messages arrive with `request: true`.
    */
   contactRequest: { readonly accountKey: Uint8Array; readonly from: DeviceAddress; readonly fromMailboxId: Uint8Array };
-  /** A conversation's disappearing-message timer changed (by the peer, or by this device). */
-  disappearingTimer: { readonly peer: Uint8Array; readonly seconds: number; readonly by: 'peer' | 'me' };
-  /** Messages whose timer ran out were deleted from the history (and, if still queued, from the outbox). */
-  expired: { readonly peer: Uint8Array; readonly messages: MessageRef[] };
+  /** A conversation's disappearing-message timer changed (by the peer, or by this device). `peer`: direct conversations. */
+  disappearingTimer: { readonly conversation: ConversationId; readonly peer?: Uint8Array; readonly seconds: number; readonly by: 'peer' | 'me' };
+  /** Messages whose timer ran out were deleted from the history (and, if still queued, from the outbox). `peer`: direct conversations. */
+  expired: { readonly conversation: ConversationId; readonly peer?: Uint8Array; readonly messages: MessageRef[] };
+  /**
+   * A message this device sent changed state: queued (sealed, in the outbox) → sent (the node has
+   * it) → delivered → read, or failed (final; `reason` says why). Emitted after the change is stored.
+   */
+  messageState: { readonly id: string; readonly conversation: ConversationId; readonly state: MessageState; readonly reason?: string };
+  /** A conversation's unread count changed (a message arrived, or markConversationRead). */
+  unread: { readonly conversation: ConversationId; readonly unread: number };
   /** A failure the client cannot recover from by itself, e.g. a node speaking only a newer protocol version. */
   error: SdkError;
   /**

@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ConversationRef } from "./client_state_pb.js";
+import { file_meshwhisper_v1_client_state } from "./client_state_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file meshwhisper/v1/history.proto.
  */
 export const file_meshwhisper_v1_history: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9oaXN0b3J5LnByb3RvEg5tZXNod2hpc3Blci52MSKSAgoNU3RvcmVkTWVzc2FnZRIPCgd2ZXJzaW9uGAEgASgNEgwKBHBlZXIYAiABKAwSDgoGYXV0aG9yGAMgASgMEgwKBGZyb20YBCABKAkSDwoHY29udGVudBgFIAEoDBITCgtyZWNlaXZlZF9hdBgGIAEoBBISCgpleHBpcmVzX2F0GAcgASgEEhAKCG91dGdvaW5nGAggASgIEg8KB2RlbGV0ZWQYCSABKAgSDgoGZWRpdGVkGAogASgIEhMKC2VkaXRlZF90ZXh0GAsgASgJEjEKCXJlYWN0aW9ucxgMIAMoCzIeLm1lc2h3aGlzcGVyLnYxLlN0b3JlZFJlYWN0aW9uEg8KB3JlcXVlc3QYDSABKAgiLwoOU3RvcmVkUmVhY3Rpb24SDgoGYXV0aG9yGAEgASgMEg0KBWVtb2ppGAIgASgJYgZwcm90bzM");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9oaXN0b3J5LnByb3RvEg5tZXNod2hpc3Blci52MSLZAgoNU3RvcmVkTWVzc2FnZRIPCgd2ZXJzaW9uGAEgASgNEgwKBHBlZXIYAiABKAwSDgoGYXV0aG9yGAMgASgMEgwKBGZyb20YBCABKAkSDwoHY29udGVudBgFIAEoDBITCgtyZWNlaXZlZF9hdBgGIAEoBBISCgpleHBpcmVzX2F0GAcgASgEEhAKCG91dGdvaW5nGAggASgIEg8KB2RlbGV0ZWQYCSABKAgSDgoGZWRpdGVkGAogASgIEhMKC2VkaXRlZF90ZXh0GAsgASgJEjEKCXJlYWN0aW9ucxgMIAMoCzIeLm1lc2h3aGlzcGVyLnYxLlN0b3JlZFJlYWN0aW9uEg8KB3JlcXVlc3QYDSABKAgSNQoMY29udmVyc2F0aW9uGA4gASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEg4KBnVucmVhZBgPIAEoCCIvCg5TdG9yZWRSZWFjdGlvbhIOCgZhdXRob3IYASABKAwSDQoFZW1vamkYAiABKAliBnByb3RvMw", [file_meshwhisper_v1_client_state]);
 
 /**
  * The SDK's local message history (docs/api.md §History): one record per message shown in a
@@ -21,7 +23,7 @@ export const file_meshwhisper_v1_history: GenFile = /*@__PURE__*/
  */
 export type StoredMessage = Message<"meshwhisper.v1.StoredMessage"> & {
   /**
-   * Record format version (1).
+   * Record format version: 2 adds `conversation` (a version-1 record is a direct conversation with `peer`).
    *
    * @generated from field: uint32 version = 1;
    */
@@ -104,6 +106,20 @@ export type StoredMessage = Message<"meshwhisper.v1.StoredMessage"> & {
    * @generated from field: bool request = 13;
    */
   request: boolean;
+
+  /**
+   * The conversation it belongs to (version 2).
+   *
+   * @generated from field: meshwhisper.v1.ConversationRef conversation = 14;
+   */
+  conversation?: ConversationRef | undefined;
+
+  /**
+   * Incoming and not yet marked read (counted in the conversation's unread count).
+   *
+   * @generated from field: bool unread = 15;
+   */
+  unread: boolean;
 };
 
 /**
