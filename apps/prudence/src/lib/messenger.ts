@@ -77,6 +77,7 @@ export function describeError(e: unknown): string {
     if (e.nodeCode === 'MW_USERNAME_TAKEN') return 'That username is taken.';
     if (e.nodeCode === 'MW_NOT_FOUND') return `Not found on this node (${e.message}).`;
     if (e.code === 'MW_SDK_UNREACHABLE') return 'The node cannot be reached; it will be retried.';
+    if (e.code === 'MW_SDK_IDENTITY_CHANGED') return 'Not sent: this contact’s key changed — see the warning above (MW_SDK_IDENTITY_CHANGED).';
     return `${e.message} (${e.nodeCode ?? e.code})`;
   }
   return e instanceof Error ? e.message : String(e);
