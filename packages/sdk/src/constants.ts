@@ -122,3 +122,16 @@ export const SEND_BACKOFF_MS = 250;
  * soon stops working. The node accepts at most MAX_USERNAME_CONSENT_MS (7 days).
  */
 export const USERNAME_CONSENT_DEFAULT_MS = 24 * 3600 * 1000;
+
+/**
+ * Delivery and read receipts wait a delay drawn uniformly from [min, max] before they go out, and
+ * receipts to the same device queued meanwhile go in the same message (receipts.ts,
+ * docs/threat-model.md §Receipt timing): a receipt posted milliseconds after the node handed a
+ * message over would tell the node who writes to whom. Up to ten seconds of "sent" instead of
+ * "delivered" is the price (a window users barely notice, and ~1000× the 10–24 ms pairing the
+ * node saw before); MeshWhisperOptions.receiptDelay changes it.
+ */
+export const RECEIPT_MIN_DELAY_MS = 1_000;
+export const RECEIPT_MAX_DELAY_MS = 10_000;
+/** Message ids per Receipt: 256 × 18 bytes stays far below the sealed-content limit. */
+export const RECEIPT_MAX_IDS = 256;

@@ -11,7 +11,7 @@ import { computeSafetyNumber, createContext, deviceAddress, fromHex, mailboxIdOf
 import { ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
+import { KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
@@ -36,6 +36,7 @@ import type { PushInfo, PushRegistrationInput } from './push.js';
 import { pushInfo, registerPush, unregisterPush } from './push.js';
 import type { QrSvgOptions } from './qr.js';
 import { qrSvg } from './qr.js';
+import { ReceiptQueue } from './receipts.js';
 import { ReceivePipeline } from './receive.js';
 import type { ContentBody } from './sender.js';
 import { Sender } from './sender.js';
@@ -75,6 +76,7 @@ export class MeshWhisper {
   readonly #outbox: Outbox;
   readonly #sender: Sender;
   readonly #receiver: ReceivePipeline;
+  readonly #receipts: ReceiptQueue;
   readonly #keys: DeviceKeys;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
@@ -143,6 +145,18 @@ export class MeshWhisper {
       isClosed,
     });
     this.#keys = new DeviceKeys({ ctx, storage, api: this.#api, identity, log });
+    this.#receipts = new ReceiptQueue({
+      storage,
+      delay: opts.receiptDelay ?? { minDelayMs: RECEIPT_MIN_DELAY_MS, maxDelayMs: RECEIPT_MAX_DELAY_MS },
+      random: () => new DataView(ctx.random(4).buffer).getUint32(0) / 2 ** 32,
+      now: () => ctx.now(),
+      log,
+      send: async (mailboxId, kind, ids) => {
+        const sealed = await this.#sender.seal({ mailboxId, body: { case: 'receipt', value: { kind: kind === 'read' ? ReceiptKind.READ : ReceiptKind.DELIVERED, messageIds: ids } } });
+        // Sealed into the outbox: from here on the outbox retries it.
+        this.#outbox.deliverNow(sealed.id, sealed.outboxKey).catch((e: unknown) => log.warn('receipts.post-failed', 'a receipt could not be posted now; it stays in the outbox', e));
+      },
+    });
     this.#receiver = new ReceivePipeline({
       ctx,
       storage,
@@ -150,6 +164,7 @@ export class MeshWhisper {
       directory: this.#directory,
       timers: this.#timers,
       sender: this.#sender,
+      receipts: this.#receipts,
       emit,
       log,
       onFirstContact: () => this.#keys.schedule(KEY_CHECK_AFTER_CONTACT_MS),
@@ -172,6 +187,8 @@ export class MeshWhisper {
     await client.flushOutbox();
     // Messages whose disappearing timer ran out while the app was closed go now.
     await client.#timers.sweep();
+    // Receipts a previous run left waiting go out at their due time.
+    await client.#receipts.start();
     client.#keys.schedule(KEY_CHECK_MS);
     // Connect last: the socket's handshake needs network round trips, so nothing can be delivered
     // before the caller's code after `await create()` has registered its listeners.
@@ -255,6 +272,8 @@ export class MeshWhisper {
   /** Stops timers, lets a running outbox flush finish, and closes the connection. */
   async #shutdown(): Promise<void> {
     this.#closed = true;
+    // First: a receipt being sealed finishes before the outbox stops; the others stay stored.
+    await this.#receipts.close();
     this.#timers.stop();
     this.#keys.stop();
     await this.#outbox.stop();
@@ -456,12 +475,15 @@ export class MeshWhisper {
 
   // ── Message states ────────────────────────────────────────────────────────────────────────
 
-  /** Tells the sender's device that these of its messages were read (a read receipt). */
+  /**
+   * Tells the sender's device that these of its messages were read (a read receipt). Resolves once
+   * the receipt is queued (stored); it goes out after a random delay (MeshWhisperOptions.receiptDelay).
+   */
   async markRead(message: Pick<IncomingMessage, 'fromMailboxId' | 'sender'>, messageIds: string[]): Promise<void> {
     if (messageIds.length === 0) return;
     // No read receipts to a contact request: the sender learns nothing until the user accepts.
     if ((await this.contactState(message.sender.accountKey)) !== 'accepted') return;
-    await this.#sender.sendToDevice({ mailboxId: message.fromMailboxId, body: { case: 'receipt', value: { kind: ReceiptKind.READ, messageIds: messageIds.map(fromHex) } } });
+    await this.#receipts.add(message.fromMailboxId, 'read', messageIds.map(fromHex));
   }
 
   /** The state of a message this device sent, or undefined for an unknown id. */

@@ -4,7 +4,8 @@
  * states). ONE dispatch on the body decides both the stored effects and the events the app sees;
  * the events are emitted only after the commit, so the app never sees something a crash could undo.
  *
- * Per batch, one delivery receipt goes back to each sending device for the messages it stored.
+ * Per batch, the messages each sending device stored are queued for its delivery receipt, which
+ * goes out after a random delay together with others to that device (receipts.ts).
  */
 import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
 import { CryptoError, CryptoErrorCode, deviceAddress, mailboxIdOf, openSealedMessage, toHex } from '@meshwhisper/crypto';
@@ -22,6 +23,7 @@ import type { ConversationId } from './conversation.js';
 import { directConversation } from './conversation.js';
 import type { Log } from './log.js';
 import { advanceState } from './message-states.js';
+import type { ReceiptQueue } from './receipts.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
 import type { MeshWhisperEvents } from './types.js';
@@ -51,6 +53,8 @@ export class ReceivePipeline {
       readonly directory: Directory;
       readonly timers: Timers;
       readonly sender: Sender;
+      /** Delivery receipts wait here for their random delay. */
+      readonly receipts: Pick<ReceiptQueue, 'add'>;
       readonly emit: Emit;
       readonly log: Log;
       /** A first contact consumed one-time prekeys: check the pool soon. */
@@ -89,10 +93,9 @@ export class ReceivePipeline {
         this.deps.emit('undecryptable', { envelopeId: toHex(env.id), code, message: e instanceof Error ? e.message : String(e) });
       }
     }
+    // Queued (stored) before the batch is acknowledged; they go out after a random delay (receipts.ts).
     for (const { mailbox, ids } of delivered.values()) {
-      this.deps.sender
-        .sendToDevice({ mailboxId: mailbox, body: { case: 'receipt', value: { kind: ReceiptKind.DELIVERED, messageIds: ids } } })
-        .catch((e) => this.deps.log.warn('receive.receipt-failed', 'a delivery receipt could not be sent now (it stays queued if it was sealed)', e));
+      await this.deps.receipts.add(mailbox, 'delivered', ids).catch((e: unknown) => this.deps.log.warn('receive.receipt-failed', 'a delivery receipt could not be queued', e));
     }
   }
 

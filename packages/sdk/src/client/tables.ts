@@ -19,4 +19,6 @@ export const Table = {
   Contact: 'mw.contact',
   /** Disappearing-message timer per conversation (timers.ts). */
   Timer: 'mw.timer',
+  /** Receipts waiting for their random delay, by `${kind}:${mailbox hex}` (receipts.ts). */
+  Receipt: 'mw.receipt',
 } as const;

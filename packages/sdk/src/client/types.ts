@@ -77,6 +77,13 @@ export interface MeshWhisperOptions {
    */
   readonly holdOnIdentityChange?: boolean;
   /**
+   * How long delivery and read receipts wait before they go out, in ms: each is delayed by a time
+   * drawn uniformly from [minDelayMs, maxDelayMs], and receipts to the same device queued meanwhile
+   * go in one message, so that the node cannot pair a receipt with the message it answers by timing
+   * (docs/threat-model.md §Receipt timing). Default 1,000–10,000.
+   */
+  readonly receiptDelay?: { readonly minDelayMs: number; readonly maxDelayMs: number };
+  /**
    * Receives what the client recovers from by itself (a retry that failed, a receipt that could not
    * be sent, a background key check that did not reach the node…). Never secrets: an event name, a
    * message and an error code. Default: nothing is logged.

@@ -6,6 +6,9 @@ import type { E2eNode } from './test-node.js';
 import { startE2eNode } from './test-node.js';
 import { MeshWhisper, memoryStorage } from '../../src/index.js';
 
+/** Receipts without their privacy delay (receipt-timing.test.ts tests that): these tests are about tokens. */
+const FAST_RECEIPTS = { minDelayMs: 0, maxDelayMs: 50 };
+
 let t: E2eNode;
 beforeAll(async () => {
   t = await startE2eNode();
@@ -26,7 +29,7 @@ function recordingFetch(statuses: number[]): typeof fetch {
 describe('delivery tokens', () => {
   it('a client that never connected sends no token: the receipt back to it is not refused (no 403)', async () => {
     const statuses: number[] = [];
-    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), fetch: recordingFetch(statuses) });
+    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), fetch: recordingFetch(statuses), receiptDelay: FAST_RECEIPTS });
     const peer = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), connect: false });
     try {
       const arrived = bob.once('message', undefined, 10_000);
@@ -44,7 +47,7 @@ describe('delivery tokens', () => {
   it('a connected client: the receipts back to it are accepted too', async () => {
     const statuses: number[] = [];
     const alice = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
-    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), fetch: recordingFetch(statuses) });
+    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), fetch: recordingFetch(statuses), receiptDelay: FAST_RECEIPTS });
     try {
       if (alice.connectionState !== 'online') await alice.once('connection', (s) => s === 'online', 10_000);
       const arrived = bob.once('message', undefined, 10_000);

@@ -227,7 +227,8 @@ describe('SDK client against a real node', () => {
 
   it('usernames: claim, lookup, squatting refused, fan-out to every device of the account; receipts and message states', async () => {
     const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
-    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
+    // Receipts without their privacy delay (receipt-timing.test.ts tests that): this test is about states.
+    const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage(), receiptDelay: { minDelayMs: 0, maxDelayMs: 50 } });
     const mallory = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
     await bob.claimUsername('bob');
     await expect(mallory.claimUsername('bob')).rejects.toMatchObject({ nodeCode: 'MW_USERNAME_TAKEN' });
