@@ -19,6 +19,7 @@ import {
   EnvelopeClass,
   ErrorCode,
   MAX_DELIVER_BATCH,
+  MAX_ENVELOPE_SIZE,
   MAX_FRAME_BYTES,
   ProtocolError,
   requestDigest,
@@ -69,6 +70,9 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   /** Highest seq delivered on this connection (the fetch cursor). */
   #lastSeq = 0;
   #initialDrainDone = false;
+  /** Stored envelopes after the cursor may exist that this connection has not sent (window or buffer was full). */
+  #behind = true;
+  #bufferTimer: ReturnType<typeof setTimeout> | undefined;
   #fetching = false;
   #wakeAgain = false;
   /** Frames that arrived while the authentication was being checked: handled after it. */
@@ -149,7 +153,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
           if (n > 0) this.deps.events?.delivered?.(n);
           if (this.closed) return;
           if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
-          this.wake();
+          // Room in the window: read more only if something may be waiting (no empty SELECT per ack).
+          if (this.#behind) this.wake();
         });
         return;
       }
@@ -180,15 +185,22 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   }
 
   #room(): number {
-    if (this.closed || this.ws.bufferedAmount >= HIGH_WATER_BYTES) return 0;
+    if (this.closed) return 0;
+    if (this.ws.bufferedAmount >= HIGH_WATER_BYTES) {
+      // A slow reader: look again shortly (the socket has no "drained" event).
+      this.#bufferTimer ??= setTimeout(() => {
+        this.#bufferTimer = undefined;
+        this.wake();
+      }, 10);
+      return 0;
+    }
     return Math.max(0, Math.min(MAX_DELIVER_BATCH, this.deps.deliveryWindow - this.#inFlight.size));
   }
 
   #deliver(batch: readonly StoredEnvelope[]): void {
     for (const e of batch) this.#inFlight.add(toHex(e.id));
     this.#lastSeq = batch[batch.length - 1]!.seq;
-    // When this frame has reached the kernel, the buffer may have room for more.
-    this.send({ body: { case: 'deliver', value: { envelopes: batch.map(toEnvelope) } } }, () => setImmediate(() => this.wake()));
+    this.send({ body: { case: 'deliver', value: { envelopes: batch.map(toEnvelope) } } });
   }
 
   /**
@@ -202,12 +214,14 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.#wakeAgain = true;
       return;
     }
-    if (envelopes && envelopes.length > 0 && this.#initialDrainDone && envelopes[0]!.seq === this.#lastSeq + 1) {
+    if (envelopes && envelopes.length > 0 && !this.#behind && this.#initialDrainDone && envelopes[0]!.seq === this.#lastSeq + 1) {
       const room = this.#room();
       if (room >= envelopes.length) return this.#deliver(envelopes);
       if (room > 0) this.#deliver(envelopes.slice(0, room));
-      return; // the rest is fetched when acks make room
+      this.#behind = true; // the rest is fetched when acks make room
+      return;
     }
+    this.#behind = true;
     void this.#pump();
   }
 
@@ -224,6 +238,11 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
         if (this.#inFlight.size === 0) this.#lastSeq = 0;
         const batch = await this.deps.store.fetch(mailbox, this.#lastSeq, room, BATCH_PAYLOAD_BYTES);
         if (this.closed) return;
+        // Fewer than asked for: nothing more is stored after this batch (until new mail, which
+        // arrives through wake(envelopes)). A full batch may have more behind it.
+        let bytes = 0;
+        for (const e of batch) bytes += e.payload.length;
+        this.#behind = batch.length >= room || bytes > BATCH_PAYLOAD_BYTES - MAX_ENVELOPE_SIZE;
         if (batch.length === 0) {
           if (!this.#initialDrainDone) {
             this.#initialDrainDone = true;
@@ -233,6 +252,14 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
           continue;
         }
         this.#deliver(batch);
+        if (!this.#behind && !this.#wakeAgain) {
+          // Caught up (a short batch): no empty SELECT needed to prove it.
+          if (!this.#initialDrainDone) {
+            this.#initialDrainDone = true;
+            this.send({ body: { case: 'queueEmpty', value: {} } });
+          }
+          break;
+        }
       }
     } catch (e) {
       this.log.warn({ err: e instanceof Error ? e.name : 'unknown' }, 'fetch failed');
@@ -268,6 +295,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   }
 
   protected onClosed(): void {
+    clearTimeout(this.#bufferTimer);
     if (this.#mailbox) this.deps.hub.detach(this);
     this.#inFlight.clear();
     this.#held = [];

@@ -33,7 +33,9 @@ export class SqliteDirectory {
   readonly #delOtk;
   readonly #delKem;
   readonly #delDevice;
+  readonly #exists;
   constructor(db: Sqlite) {
+    this.#exists = db.prepare<[Uint8Array], { one: number }>('SELECT 1 AS one FROM devices WHERE mailbox = ?');
     this.#device = db.prepare<[Uint8Array], DeviceRow>(
       'SELECT mailbox, account_key, certificate, issued_at, signed_prekey, last_resort_kem_prekey FROM devices WHERE mailbox = ?',
     );
@@ -58,6 +60,10 @@ export class SqliteDirectory {
     this.#delOtk = db.prepare('DELETE FROM one_time_prekeys WHERE mailbox = ?');
     this.#delKem = db.prepare('DELETE FROM kem_prekeys WHERE mailbox = ?');
     this.#delDevice = db.prepare('DELETE FROM devices WHERE mailbox = ?');
+  }
+
+  exists(mailbox: Uint8Array): boolean {
+    return this.#exists.get(mailbox) !== undefined;
   }
 
   device(mailbox: Uint8Array): DeviceRecord | undefined {

@@ -190,21 +190,21 @@ export class SqliteNodeStore implements NodeStore {
       // Refuse new mail while the reserve is spent; re-probe at most every HEALTH_PROBE_INTERVAL_MS.
       if ((await this.health()).writable === false) throw Object.assign(new Error('disk full'), { code: 'SQLITE_FULL' });
     }
-    return this.#tx(() =>
-      items.map((item): EnqueueOutcome => {
-        if (!this.#directory.device(item.mailbox)) return { ok: false, reason: 'unknown-mailbox' };
+    return this.#tx(() => {
+      // A group often holds many envelopes for one mailbox: look the recipient up once.
+      const known = new Map<string, boolean>();
+      return items.map((item): EnqueueOutcome => {
+        const key = Buffer.from(item.mailbox.buffer, item.mailbox.byteOffset, item.mailbox.byteLength).toString('latin1');
+        let exists = known.get(key);
+        if (exists === undefined) known.set(key, (exists = this.#directory.exists(item.mailbox)));
+        if (!exists) return { ok: false, reason: 'unknown-mailbox' };
         if (item.tokenHash && !this.#mailbox.hasTokenHash(item.mailbox, item.tokenHash)) return { ok: false, reason: 'bad-token' };
         return this.#mailbox.insert(item, limits);
-      }),
-    );
+      });
+    });
   }
 
   async fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): Promise<StoredEnvelope[]> {
-    return this.#mailbox.fetch(mailbox, afterSeq, limit, maxBytes);
-  }
-
-  /** Synchronous fetch for the in-process delivery path (same semantics as fetch). */
-  fetchNow(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): StoredEnvelope[] {
     return this.#mailbox.fetch(mailbox, afterSeq, limit, maxBytes);
   }
 
@@ -225,7 +225,7 @@ export class SqliteNodeStore implements NodeStore {
   }
 
   async checkRecipient(mailbox: Uint8Array, tokenHash: Uint8Array | undefined): Promise<'ok' | 'unknown-mailbox' | 'bad-token'> {
-    if (!this.#directory.device(mailbox)) return 'unknown-mailbox';
+    if (!this.#directory.exists(mailbox)) return 'unknown-mailbox';
     if (tokenHash && !this.#mailbox.hasTokenHash(mailbox, tokenHash)) return 'bad-token';
     return 'ok';
   }
@@ -341,7 +341,7 @@ export class SqliteNodeStore implements NodeStore {
 
   async setPushTarget(mailbox: Uint8Array, target: PushTarget, now: number): Promise<boolean> {
     return this.#deleting(() => {
-      if (!this.#directory.device(mailbox)) return false;
+      if (!this.#directory.exists(mailbox)) return false;
       this.#push.put(mailbox, target, now);
       return true;
     });
