@@ -362,7 +362,7 @@ export async function receiveMessage(
   store: ProtocolStore,
   sender: DeviceCertificate,
   message: SessionMessage,
-  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array) => Promise<void> } = {},
+  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array, kind: 'message' | 'ephemeral') => Promise<void> } = {},
 ): Promise<DecryptedMessage> {
   const op = 'decryptMessage';
   return store.transaction(async (tx) => {
@@ -400,7 +400,7 @@ export async function receiveMessage(
       throw new CryptoError(CryptoErrorCode.MALFORMED, op, `unknown message type ${String(message.type)}`);
     }
     await tx.storeSession(address, serializeSessionRecord(rec));
-    if (options.persist && out.kind !== 'decryption-error') await options.persist(tx, out.plaintext);
+    if (options.persist && out.kind !== 'decryption-error') await options.persist(tx, out.plaintext, out.kind);
     return out;
   });
 }
@@ -532,6 +532,11 @@ const REPORTED: readonly CryptoErrorCode[] = [
   CryptoErrorCode.BAD_MAC,
   CryptoErrorCode.SKIPPED_KEY_EVICTED,
   CryptoErrorCode.SKIPPED_KEY_EXPIRED,
+  // A PreKey message of a session this device no longer holds (lost, or evicted from the archive)
+  // whose initial message it already accepted once: without a report the peer would repeat it
+  // until its pending session expires. A replay by the node costs the peer at most one restart of
+  // that same pending session.
+  CryptoErrorCode.REPLAYED_INITIAL_MESSAGE,
 ];
 
 /** What a peer says it could not decrypt. */
@@ -547,8 +552,9 @@ export interface DecryptionErrorReport {
 /**
  * True for a decryption failure that means "this message is lost unless the sender re-sends it
  * in a new session": no session decrypts it, it is too far ahead, its prekey is gone, its body does
- * not verify under the session its header names, or its skipped key was evicted or expired.
- * Duplicates, replays and malformed input are not reported.
+ * not verify under the session its header names, its skipped key was evicted or expired, or it is
+ * a PreKey message of a session this device no longer holds. Duplicates and malformed input are not
+ * reported.
  */
 export function isReportableFailure(code: string): boolean {
   return (REPORTED as readonly string[]).includes(code);
@@ -628,14 +634,14 @@ export async function receiveSealed(
   ctx: CryptoContext,
   store: ProtocolStore,
   envelope: Uint8Array,
-  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array, sender: DeviceCertificate) => Promise<void> } = {},
+  options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array, sender: DeviceCertificate, kind: 'message' | 'ephemeral') => Promise<void> } = {},
 ): Promise<ReceivedEnvelope> {
   const self = await store.getLocalIdentity();
   const opened = openEnvelope(ctx, self.device, envelope);
   const sender = opened.sender;
   const message = { type: opened.contentType as MessageType, body: opened.content };
   try {
-    const out = await receiveMessage(ctx, store, sender, message, options.persist ? { persist: (tx, pt) => options.persist!(tx, pt, sender) } : {});
+    const out = await receiveMessage(ctx, store, sender, message, options.persist ? { persist: (tx, pt, kind) => options.persist!(tx, pt, sender, kind) } : {});
     return { sender, ...out };
   } catch (e) {
     if (!(e instanceof CryptoError)) throw e;

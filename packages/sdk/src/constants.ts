@@ -135,3 +135,10 @@ export const RECEIPT_MIN_DELAY_MS = 1_000;
 export const RECEIPT_MAX_DELAY_MS = 10_000;
 /** Message ids per Receipt: 256 × 18 bytes stays far below the sealed-content limit. */
 export const RECEIPT_MAX_IDS = 256;
+
+/**
+ * How long a sent message is kept for re-sending to a device that has not confirmed it (no
+ * delivery receipt) and later reports it could not decrypt: the node's retention (30 days) —
+ * anything older the peer could not have been waiting for.
+ */
+export const UNCONFIRMED_MAX_AGE_MS = 30 * 24 * 3600 * 1000;

@@ -243,9 +243,9 @@ describe('session property test', () => {
         messages += r.messages;
         resets += r.resets;
       }),
-      { seed: FC_SEED, numRuns: DEEP ? 200 : 12 },
+      { seed: FC_SEED, numRuns: DEEP ? Number(process.env['MW_DEEP_RUNS'] ?? 60) : 12 },
     );
     console.log(`session property test: ${messages} app messages, ${resets} session resets by decryption-error reports`);
-    expect(messages).toBeGreaterThan(DEEP ? 5_000 : 100);
+    expect(messages).toBeGreaterThan(DEEP ? 1_000 : 100);
   }, DEEP ? 3_600_000 : 120_000);
 });

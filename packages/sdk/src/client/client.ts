@@ -165,6 +165,7 @@ export class MeshWhisper {
       timers: this.#timers,
       sender: this.#sender,
       receipts: this.#receipts,
+      transport: this.#transport,
       emit,
       log,
       onFirstContact: () => this.#keys.schedule(KEY_CHECK_AFTER_CONTACT_MS),

@@ -6,9 +6,15 @@
  *
  * Per batch, the messages each sending device stored are queued for its delivery receipt, which
  * goes out after a random delay together with others to that device (receipts.ts).
+ *
+ * Undecryptable messages (docs/protocol.md §6.6): a true duplicate (a redelivery) is acknowledged
+ * quietly, as is a stale ephemeral signal; anything else is an `undecryptable` event with its code,
+ * and when the session layer says the message is lost unless re-sent, a sealed decryption-error
+ * report goes back to the sender device. A report from a peer makes us re-send what that device
+ * has not confirmed, encrypted anew (sender.resendUnconfirmed).
  */
 import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
-import { CryptoError, CryptoErrorCode, deviceAddress, mailboxIdOf, openSealedMessage, toHex } from '@meshwhisper/crypto';
+import { CryptoError, CryptoErrorCode, deviceAddress, mailboxIdOf, receiveSealed, toHex } from '@meshwhisper/crypto';
 import type { Content, Envelope } from '@meshwhisper/protocol';
 import { ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
@@ -26,10 +32,23 @@ import { advanceState } from './message-states.js';
 import type { ReceiptQueue } from './receipts.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
+import type { Transport } from './transport.js';
+import { Table } from './tables.js';
+import { outboxKey } from './outbox.js';
 import type { MeshWhisperEvents } from './types.js';
 
 /** An event decided inside the transaction, emitted after it committed. */
 type Pending = { [K in keyof MeshWhisperEvents]: readonly [K, MeshWhisperEvents[K]] }[keyof MeshWhisperEvents];
+
+/** A failure after the envelope opened: the sender is known. */
+class ReceiveFailure extends Error {
+  constructor(
+    readonly error: CryptoError,
+    readonly from: DeviceAddress,
+  ) {
+    super(error.message);
+  }
+}
 
 /** What processing one envelope produced. */
 interface Outcome {
@@ -55,6 +74,7 @@ export class ReceivePipeline {
       readonly sender: Sender;
       /** Delivery receipts wait here for their random delay. */
       readonly receipts: Pick<ReceiptQueue, 'add'>;
+      readonly transport: Transport;
       readonly emit: Emit;
       readonly log: Log;
       /** A first contact consumed one-time prekeys: check the pool soon. */
@@ -88,9 +108,12 @@ export class ReceivePipeline {
         // A redelivery of something already processed (connection dropped before the ack) is a
         // duplicate at the ratchet: acknowledge it quietly. Anything else is reported, then acked
         // (it can never decrypt, and must not block the mailbox).
-        if (e instanceof CryptoError && e.code === CryptoErrorCode.DUPLICATE_MESSAGE) continue;
-        const code = e instanceof CryptoError || e instanceof SdkError ? e.code : 'MW_SDK_INTERNAL';
-        this.deps.emit('undecryptable', { envelopeId: toHex(env.id), code, message: e instanceof Error ? e.message : String(e) });
+        // A stale ephemeral signal (replayed, or older than one already shown) is simply not shown.
+        const err = e instanceof ReceiveFailure ? e.error : e;
+        if (err instanceof CryptoError && (err.code === CryptoErrorCode.DUPLICATE_MESSAGE || err.code === CryptoErrorCode.STALE_EPHEMERAL)) continue;
+        const code = err instanceof CryptoError || err instanceof SdkError ? err.code : 'MW_SDK_INTERNAL';
+        const from = e instanceof ReceiveFailure ? { from: e.from } : {};
+        this.deps.emit('undecryptable', { envelopeId: toHex(env.id), code, message: err instanceof Error ? err.message : String(err), ...from });
       }
     }
     // Queued (stored) before the batch is acknowledged; they go out after a random delay (receipts.ts).
@@ -100,22 +123,47 @@ export class ReceivePipeline {
   }
 
   async #open(env: Envelope): Promise<{ outcome: Outcome; sender: DeviceCertificate }> {
+    const { ctx, storage } = this.deps;
     let outcome: Outcome | undefined;
-    const { sender } = await openSealedMessage(this.deps.ctx, this.deps.storage, env.payload, {
+    const r = await receiveSealed(ctx, storage, env.payload, {
       // Runs in the transaction that advances the ratchet: everything the message changes commits
       // together with the step that decrypted it.
-      persist: async (tx, plaintext, from) => {
+      persist: async (tx, plaintext, from, kind) => {
         let content: Content;
         try {
           content = fromBinary(ContentSchema, plaintext);
         } catch {
           throw new SdkError(SdkErrorCode.PROTOCOL, 'message content is not a valid Content');
         }
+        // The ephemeral key schedule has no forward secrecy per message: it carries signals only.
+        if (kind === 'ephemeral' && content.body.case !== 'typing' && content.body.case !== 'presence') {
+          throw new SdkError(SdkErrorCode.PROTOCOL, `an ephemeral message may carry only typing or presence, not ${content.body.case ?? 'nothing'}`);
+        }
         outcome = await this.#apply(asStorageTx(tx), { content, from });
       },
     });
+    const fromMailbox = mailboxIdOf(ctx, r.sender.deviceSigningKey);
+    if (r.kind === 'failed') {
+      if (r.report) this.#sendReport(r.sender, fromMailbox, r.report);
+      throw new ReceiveFailure(r.error, deviceAddress(r.sender));
+    }
+    if (r.kind === 'decryption-error') {
+      this.deps.log.debug('receive.decryption-error', `a peer device could not decrypt a message of ours (${r.report.reason})${r.sessionReset ? '; starting a new session' : ''}; re-sending what it has not confirmed`);
+      this.deps.sender
+        .resendUnconfirmed(fromMailbox)
+        .catch((e) => this.deps.log.warn('receive.resend-failed', 'messages could not be re-sent after a decryption-error report', e));
+      return { outcome: { events: [] }, sender: r.sender };
+    }
     if (!outcome) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
-    return { outcome, sender };
+    return { outcome, sender: r.sender };
+  }
+
+  /** Posts a sealed decryption-error report to the sender's mailbox (normal class: it looks like any message). */
+  #sendReport(sender: DeviceCertificate, mailboxId: Uint8Array, report: Uint8Array): void {
+    void (async () => {
+      const token = await this.deps.directory.peerToken(deviceAddress(sender));
+      await this.deps.transport.send({ mailboxId, payload: report, ...(token ? { deliveryToken: token } : {}) });
+    })().catch((e) => this.deps.log.warn('receive.report-failed', 'a decryption-error report could not be sent', e));
   }
 
   /** The one dispatch: stores what `content` changes and returns the events to emit after commit. */
@@ -186,6 +234,7 @@ export class ReceivePipeline {
         for (const id of ids) {
           const advanced = await advanceState(stx, id, state);
           if (advanced) events.push(['messageState', advanced]);
+          await stx.deleteItem(Table.Unconfirmed, outboxKey(id, base.fromMailboxId)); // confirmed: nothing to re-send
         }
         events.push(['receipt', { from: address, state, messageIds: ids }]);
         return out;

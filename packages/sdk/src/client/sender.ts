@@ -6,11 +6,11 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext } from '@meshwhisper/crypto';
-import { MAX_SEALED_CONTENT_LENGTH, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
-import { ContentSchema, create, toBinary } from '@meshwhisper/protocol';
+import { MAX_SEALED_CONTENT_LENGTH, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
+import { ContentSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND } from '../constants.js';
+import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND, UNCONFIRMED_MAX_AGE_MS } from '../constants.js';
 import type { Contacts } from './contacts.js';
 import { directConversation } from './conversation.js';
 import type { Directory } from './directory.js';
@@ -22,6 +22,7 @@ import type { StateChange } from './message-states.js';
 import { trackQueued } from './message-states.js';
 import type { Outbox } from './outbox.js';
 import { enqueue, outboxKey } from './outbox.js';
+import { Table } from './tables.js';
 import type { Timers } from './timers.js';
 import type { Transport } from './transport.js';
 import type { Recipient } from './types.js';
@@ -103,6 +104,12 @@ export class Sender {
       persist: async (tx, envelope) => {
         const stx = asStorageTx(tx);
         await enqueue(stx, key, mailboxId, envelope);
+        if (tracked) {
+          // Kept until this device confirms it (a delivery receipt), to re-send if it reports it
+          // could not decrypt. The value is the Content itself (a protobuf versioned by its own
+          // version field); the mailbox is in the key.
+          await stx.setItem(Table.Unconfirmed, key, plaintext);
+        }
         if (!peer || !conversation) return;
         if (tracked) queued = await trackQueued(stx, id, conversation);
         // Writing to someone (not an automatic receipt) makes them a contact.
@@ -119,6 +126,41 @@ export class Sender {
     if (queued) this.deps.emit('messageState', queued);
     if (expiresAt > 0) timers.schedule();
     return { id, peer: peer?.accountKey, outboxKey: key };
+  }
+
+  /**
+   * The peer device `mailboxId` reported that it could not decrypt something of ours (a
+   * decryption-error message; our session with it was dropped if it was the one named): re-seal
+   * every message it has not confirmed, in the session we use now (a new one after a reset) — a
+   * new encryption, never the stored envelope — and send them. Entries older than
+   * UNCONFIRMED_MAX_AGE_MS are dropped instead. Returns how many were re-sent.
+   */
+  async resendUnconfirmed(mailboxId: Uint8Array): Promise<number> {
+    this.#checkOpen();
+    const { ctx, storage, directory } = this.deps;
+    const items = await storage.listItems(Table.Unconfirmed);
+    const mine = items.filter((i) => i.key.endsWith(`:${toHex(mailboxId)}`));
+    let sent = 0;
+    for (const { key, value: plaintext } of mine) {
+      let sentAt: number;
+      try {
+        sentAt = Number(fromBinary(ContentSchema, plaintext).sentAt);
+      } catch {
+        sentAt = 0; // unreadable: dropped below
+      }
+      if (ctx.now() - sentAt > UNCONFIRMED_MAX_AGE_MS) {
+        await storage.deleteItem(Table.Unconfirmed, key);
+        continue;
+      }
+      const address = await directory.sessionFor(mailboxId);
+      const id = key.slice(0, key.indexOf(':'));
+      await sealMessage(ctx, storage, address, plaintext, {
+        persist: async (tx, envelope) => enqueue(asStorageTx(tx), key, mailboxId, envelope),
+      });
+      await this.deps.outbox.deliverNow(id, key).catch((e) => this.deps.log.warn('send.resend-queued', 'a re-sent message stays queued', e));
+      sent++;
+    }
+    return sent;
   }
 
   /** Seals for one device and sends it now (receipts). */
@@ -173,7 +215,9 @@ export class Sender {
     for (const mailboxId of mailboxes) {
       const address = await directory.sessionFor(mailboxId, accountKey);
       const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), body });
-      const payload = await sealMessage(ctx, storage, address, toBinary(ContentSchema, content));
+      // The session's ephemeral key schedule: nothing advances, so a lost signal costs the
+      // durable chain nothing (docs/protocol.md §6.5).
+      const payload = await sealEphemeral(ctx, storage, address, toBinary(ContentSchema, content));
       const token = await directory.peerToken(address);
       await transport
         .send({ mailboxId, payload, ephemeral: true, ...(token ? { deliveryToken: token } : {}) })

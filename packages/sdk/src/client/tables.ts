@@ -21,4 +21,10 @@ export const Table = {
   Timer: 'mw.timer',
   /** Receipts waiting for their random delay, by `${kind}:${mailbox hex}` (receipts.ts). */
   Receipt: 'mw.receipt',
+  /**
+   * Messages a recipient device has not confirmed (no delivery receipt yet), by
+   * `${message id hex}:${mailbox hex}`: the Content (protobuf, versioned by its own field) — re-sent, encrypted anew, when
+   * that device reports it could not decrypt (sender.ts, receive.ts).
+   */
+  Unconfirmed: 'mw.unconfirmed',
 } as const;

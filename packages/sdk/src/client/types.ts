@@ -105,8 +105,16 @@ export interface IncomingMessage extends Message {
 
 export interface UndecryptableMessage {
   readonly envelopeId: string;
+  /**
+   * Why (a stable code): e.g. MW_CRYPTO_SKIPPED_KEY_EVICTED / MW_CRYPTO_SKIPPED_KEY_EXPIRED (a late
+   * message whose key is gone), MW_CRYPTO_UNKNOWN_SESSION, MW_CRYPTO_TOO_FAR_AHEAD,
+   * MW_CRYPTO_UNKNOWN_PREKEY, MW_CRYPTO_BAD_MAC (forged or corrupted). True duplicates are never
+   * reported. For the lost-unless-re-sent codes the sender was told and re-sends.
+   */
   readonly code: string;
   readonly message: string;
+  /** The sending device, when the sealed envelope opened (it authenticates the sender). */
+  readonly from?: DeviceAddress;
 }
 
 export interface MeshWhisperEvents {
