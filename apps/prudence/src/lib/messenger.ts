@@ -5,7 +5,7 @@
  *
  * Prudence's own records live in app tables of the SDK storage (one IndexedDB database, shared with
  * the service worker): `prudence.profile` (this account's username), `prudence.names` (account →
- * username, checked against the node's directory), `prudence.read` (read marker per conversation),
+ * username, checked against the node's directory),
  * `prudence.settings`, `prudence.introduced` (peers we told our username), `prudence.verified`
  * (safety numbers compared), `prudence.keychange` (pending key-change warnings).
  */
@@ -24,7 +24,6 @@ const UPLOAD_SLICE_BYTES = 64 * 1024;
 const T = {
   profile: 'prudence.profile',
   names: NAMES_TABLE,
-  read: 'prudence.read',
   settings: 'prudence.settings',
   introduced: 'prudence.introduced',
   verified: 'prudence.verified',
@@ -157,6 +156,8 @@ export class Messenger {
     c.on('message', (m) => void this.#onMessage(m));
     c.on('contactRequest', () => this.changed());
     c.on('receipt', () => this.changed());
+    c.on('messageState', () => this.changed());
+    c.on('unread', () => this.changed());
     c.on('reaction', () => this.changed());
     c.on('edit', () => this.changed());
     c.on('delete', () => this.changed());
@@ -306,8 +307,7 @@ export class Messenger {
     await this.client.acceptContact(fromHex(peer));
     await this.#introduce(peer);
     // What was read while it was a request got no read receipt (the SDK sends none to requests): now it may.
-    const marker = await this.readMarker(peer);
-    await this.#sendReadReceipt(peer, (await this.history(peer, 200)).filter((e) => !e.outgoing && e.receivedAt <= marker).map((e) => e.id));
+    await this.#sendReadReceipt(peer, (await this.history(peer, 200)).filter((e) => !e.outgoing && !e.unread).map((e) => e.id));
     this.changed();
   }
 
@@ -331,9 +331,18 @@ export class Messenger {
 
   // ── Conversations ──
 
+  /**
+   * The list: the SDK's conversation list (last message, unread count) plus contacts and names
+   * without messages yet. Prudence's own profile messages are in the SDK's list and counts but never
+   * shown, so where one could be involved the newest messages are looked at.
+   */
   async conversations(): Promise<ConversationSummary[]> {
-    const peers = new Set<string>();
-    for (const k of await this.client.conversations()) peers.add(toHex(k));
+    const listed = new Map<string, { last?: HistoryEntry; unread: number }>();
+    for (const c of await this.client.conversationList()) {
+      if (c.conversation.kind !== 'direct') continue;
+      listed.set(toHex(c.conversation.peer), { ...(c.lastMessage ? { last: c.lastMessage } : {}), unread: c.unread });
+    }
+    const peers = new Set<string>(listed.keys());
     const states = new Map<string, ContactState>();
     for (const { accountKey, state } of await this.client.contacts()) {
       const p = toHex(accountKey);
@@ -344,11 +353,14 @@ export class Messenger {
     const out: ConversationSummary[] = [];
     for (const peer of peers) {
       const key = fromHex(peer);
-      const [entries, read, blocked] = await Promise.all([this.client.history(key, { limit: 200 }), this.readMarker(peer), this.client.isBlocked(key)]);
-      const shown = entries.filter(isShown);
-      const unread = shown.filter((e) => !e.outgoing && e.receivedAt > read).length;
+      let { last, unread } = listed.get(peer) ?? { unread: 0 };
+      if (unread > 0 || (last && !isShown(last))) {
+        const recent = await this.client.history(key, { limit: unread + 20 });
+        unread = recent.filter((e) => !e.outgoing && e.unread && isShown(e)).length;
+        last = recent.filter(isShown).at(-1);
+      }
       const state = states.get(peer);
-      out.push({ peer, name: this.nameOf(peer), ...(shown.length > 0 ? { last: shown.at(-1)! } : {}), unread, ...(state ? { state } : {}), blocked });
+      out.push({ peer, name: this.nameOf(peer), ...(last ? { last } : {}), unread, ...(state ? { state } : {}), blocked: await this.client.isBlocked(key) });
     }
     return out.sort((a, b) => (b.last?.receivedAt ?? 0) - (a.last?.receivedAt ?? 0) || a.name.localeCompare(b.name));
   }
@@ -357,19 +369,15 @@ export class Messenger {
     return (await this.client.history(fromHex(peer), { limit })).filter(isShown);
   }
 
-  async readMarker(peer: string): Promise<number> {
-    const v = await this.storage.getItem(T.read, peer);
-    return v ? Number(fromUtf8.decode(v)) : 0;
-  }
-
-  /** Everything in the conversation up to now is read: the marker moves, and a read receipt goes to the sender. */
+  /** Everything in the conversation is read: the SDK's unread count goes to 0, and a read receipt goes to the sender. */
   async markRead(peer: string): Promise<void> {
-    const entries = await this.history(peer, 200);
-    const marker = await this.readMarker(peer);
-    const fresh = entries.filter((e) => !e.outgoing && e.receivedAt > marker);
-    if (fresh.length === 0) return;
-    await this.storage.setItem(T.read, peer, utf8.encode(String(fresh.at(-1)!.receivedAt)));
-    await this.#sendReadReceipt(peer, fresh.map((e) => e.id));
+    const entries = await this.client.history(fromHex(peer), { limit: 200 });
+    if (!entries.some((e) => e.unread)) return;
+    await this.client.markConversationRead(fromHex(peer));
+    await this.#sendReadReceipt(
+      peer,
+      entries.filter((e) => !e.outgoing && e.unread && isShown(e)).map((e) => e.id),
+    );
     this.changed();
   }
 
@@ -386,14 +394,9 @@ export class Messenger {
     await this.client.markRead(handle, ids).catch(() => undefined);
   }
 
-  async states(entries: readonly HistoryEntry[]): Promise<Map<string, MessageState>> {
-    const out = new Map<string, MessageState>();
-    for (const e of entries) {
-      if (!e.outgoing) continue;
-      const s = await this.client.messageState(e.id);
-      if (s) out.set(e.id, s);
-    }
-    return out;
+  /** The delivery state of each outgoing message, as the SDK stored it (live changes arrive as `messageState` events). */
+  states(entries: readonly HistoryEntry[]): Map<string, MessageState> {
+    return new Map(entries.filter((e) => e.outgoing && e.state !== undefined).map((e) => [e.id, e.state!]));
   }
 
   async #before(peer: string): Promise<Recipient> {

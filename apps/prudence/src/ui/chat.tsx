@@ -15,7 +15,8 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
   const version = useVersion(m);
   const data = useAsync(async () => {
     const entries = await m.history(peer);
-    const [states, timer, state, blocked] = await Promise.all([m.states(entries), m.timer(peer), m.client.contactState(hexKey(peer)), m.client.isBlocked(hexKey(peer))]);
+    const states = m.states(entries);
+    const [timer, state, blocked] = await Promise.all([m.timer(peer), m.client.contactState(hexKey(peer)), m.client.isBlocked(hexKey(peer))]);
     return { entries, states, timer, state, blocked };
   }, [version, peer]);
   const [replyTo, setReplyTo] = useState<HistoryEntry | undefined>(undefined);
