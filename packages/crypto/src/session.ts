@@ -83,6 +83,8 @@ interface SessionRecord {
   archived: ArchivedEntry[];
   /** ctx.now() when we last sent this peer device a decryption-error message (0: never). */
   lastErrorSentAt: number;
+  /** The base key that report named (32 zero bytes: none). */
+  lastErrorBaseKey: Uint8Array;
 }
 
 // ── Storage format (versioned, separate from any wire format) ───────────────────────────────
@@ -133,7 +135,7 @@ function readEntry(r: ByteReader, op: string): SessionEntry {
 }
 
 export function serializeSessionRecord(rec: SessionRecord): Uint8Array {
-  const w = new ByteWriter().u8(STORAGE_VERSION).u64(rec.lastErrorSentAt);
+  const w = new ByteWriter().u8(STORAGE_VERSION).u64(rec.lastErrorSentAt).bytes(rec.lastErrorBaseKey);
   if (rec.current) w.u8(1).vec32(encodeEntry(rec.current));
   else w.u8(0);
   w.u16(rec.archived.length);
@@ -150,6 +152,7 @@ export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   const v = r.u8('version');
   if (v !== STORAGE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `session record version ${v}`);
   const lastErrorSentAt = r.u64('lastErrorSentAt');
+  const lastErrorBaseKey = r.bytes(32, 'lastErrorBaseKey');
   const has = r.u8('current flag');
   if (has > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'current flag must be 0 or 1');
   const current = has ? decodeEntry(r.vec32('current session', MAX_ENTRY_LENGTH)) : undefined;
@@ -158,12 +161,12 @@ export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   const archived: ArchivedEntry[] = [];
   for (let i = 0; i < n; i++) archived.push(r.vec32('archived session', MAX_ENTRY_LENGTH));
   r.finish();
-  return current ? { current, archived, lastErrorSentAt } : { archived, lastErrorSentAt };
+  return current ? { current, archived, lastErrorSentAt, lastErrorBaseKey } : { archived, lastErrorSentAt, lastErrorBaseKey };
 }
 
 async function loadRecord(tx: ProtocolStores, address: DeviceAddress): Promise<SessionRecord> {
   const bytes = await tx.loadSession(address);
-  return bytes ? deserializeSessionRecord(bytes) : { archived: [], lastErrorSentAt: 0 };
+  return bytes ? deserializeSessionRecord(bytes) : { archived: [], lastErrorSentAt: 0, lastErrorBaseKey: new Uint8Array(32) };
 }
 
 /** A session we started that the peer never answered, older than PENDING_SESSION_MAX_AGE_MS. */
@@ -603,8 +606,14 @@ export async function sealDecryptionError(
     const address = deviceAddress(peer);
     const rec = await loadRecord(tx, address);
     const now = ctx.now();
-    if (rec.lastErrorSentAt !== 0 && now - rec.lastErrorSentAt < DECRYPTION_ERROR_MIN_INTERVAL_MS) return undefined;
+    // One report per interval — except one naming another session of the peer than the last
+    // report did (each new session costs the peer a PQXDH, so this cannot be used to flood): a
+    // report about a session the peer had already left must not silence one about its current.
+    const named = failure.baseKey ?? new Uint8Array(32);
+    const sameSession = equalBytes(named, rec.lastErrorBaseKey);
+    if (rec.lastErrorSentAt !== 0 && now - rec.lastErrorSentAt < DECRYPTION_ERROR_MIN_INTERVAL_MS && sameSession) return undefined;
     rec.lastErrorSentAt = Math.max(1, now);
+    rec.lastErrorBaseKey = Uint8Array.from(named);
     await tx.storeSession(address, serializeSessionRecord(rec));
     const self = await tx.getLocalIdentity();
     const content = encodeDecryptionError({ reason: failure.reason, failedAt: now, ...(failure.baseKey ? { baseKey: failure.baseKey } : {}) });
