@@ -5,7 +5,9 @@
 
 // ── Versions ────────────────────────────────────────────────────────────────────────────────
 /** Wire version of every crypto encoding (keys, bundles, PQXDH and ratchet messages, envelopes). */
-export const WIRE_VERSION = 1;
+export const WIRE_VERSION = 2;
+/** Version of device certificates, device lists, succession and deletion records (docs/spec/02-keys.md). */
+export const CERTIFICATE_VERSION = 2;
 /**
  * Version byte of ratchet and ephemeral messages. 2 since protocol v2: the body key mixes in the
  * header nonce, new HKDF labels, ephemeral messages. A v1 message is refused (UNSUPPORTED_VERSION).
@@ -30,6 +32,36 @@ export const AES_GCM_NONCE_LENGTH = 12;
 export const AES_GCM_TAG_LENGTH = 16;
 /** Mailbox ids are SHA-256 outputs: 2^128 collision resistance, fixed 32 bytes on the wire. */
 export const MAILBOX_ID_LENGTH = 32;
+
+// ── Device authority (certificates, device lists) ──────────────────────────────────────────
+/**
+ * Default certificate lifetime. Long enough that a device whose account key lives on another
+ * device (docs/spec/02-keys.md §2.6) needs a renewal only every couple of months; short enough
+ * that a stolen certificate of a revoked device stops being accepted on its own.
+ */
+export const CERTIFICATE_VALIDITY_MS = 90 * 24 * 3600 * 1000;
+/** Upper bound on expiresAt − issuedAt that verifiers accept: caps the life of a stolen certificate. */
+export const MAX_CERTIFICATE_VALIDITY_MS = 400 * 24 * 3600 * 1000;
+/** A device renews (asks a manager device for a new certificate) once less than this is left. */
+export const CERTIFICATE_RENEW_BEFORE_MS = 30 * 24 * 3600 * 1000;
+/**
+ * An envelope may be opened this long after its sender's certificate expired: senders never seal
+ * under an expired certificate, and the node keeps a message at most 30 days (its retention).
+ */
+export const CERTIFICATE_EXPIRY_GRACE_MS = 30 * 24 * 3600 * 1000;
+/** Clock skew tolerated on a certificate's issuedAt in the future. */
+export const MAX_CERTIFICATE_FUTURE_SKEW_MS = 24 * 3600 * 1000;
+/** Largest certificate extension area: room for a few small extensions, bounds envelope overhead. */
+export const MAX_CERTIFICATE_EXTENSIONS_LENGTH = 512;
+/** Largest encoded certificate: the fixed 190 bytes plus the largest extension area, rounded up. */
+export const MAX_DEVICE_CERTIFICATE_LENGTH = 1024;
+/**
+ * Most devices one device list may name. The SDK's default limit is lower (6, configurable); this
+ * is the wire bound that keeps a list small enough to fetch and verify on every fan-out.
+ */
+export const MAX_DEVICE_LIST_ENTRIES = 32;
+/** Largest device-list extension area (same rule as certificates). */
+export const MAX_DEVICE_LIST_EXTENSIONS_LENGTH = 512;
 
 // ── Prekeys ─────────────────────────────────────────────────────────────────────────────────
 /**

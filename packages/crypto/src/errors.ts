@@ -44,6 +44,15 @@ export const CryptoErrorCode = {
   MEDIA_CORRUPT: 'MW_CRYPTO_MEDIA_CORRUPT',
   /** A key-source record asks for KDF costs below the accepted minimum (a downgrade by whoever served it). */
   WEAK_KDF_PARAMS: 'MW_CRYPTO_WEAK_KDF_PARAMS',
+  /** A device certificate is past its expiry (plus any grace the operation allows) or dated in the future. */
+  CERTIFICATE_EXPIRED: 'MW_CRYPTO_CERTIFICATE_EXPIRED',
+  /** A device is not on its account's current device list (never added, or revoked). */
+  DEVICE_NOT_LISTED: 'MW_CRYPTO_DEVICE_NOT_LISTED',
+  /**
+   * A device list is older than (lower epoch) or conflicts with (same epoch, other content; an index
+   * reused for another key) the one already known: a rollback or a fork, refused.
+   */
+  STALE_DEVICE_LIST: 'MW_CRYPTO_STALE_DEVICE_LIST',
   /** A size or count limit (see constants.ts) was exceeded. */
   LIMIT_EXCEEDED: 'MW_CRYPTO_LIMIT_EXCEEDED',
   /** A human-entered code (recovery key) failed its checksum: almost certainly a typo. */

@@ -5,6 +5,7 @@ export { ByteReader, ByteWriter } from './encoding.js';
 export * from './context.js';
 export * from './primitives/index.js';
 export * from './keys.js';
+export * from './device-list.js';
 export * from './prekeys.js';
 export * from './pqxdh.js';
 export * from './stores.js';

@@ -6,8 +6,10 @@
  *   SK = HKDF-SHA-256(ikm = 0xFF×32 ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS, salt = 0×32,
  *                     info = PQXDH_INFO ‖ TH, L = 32)
  *
- * where TH is a hash of the whole public transcript (both identities, every prekey used with its
- * id, EK_A and CT). Binding the KEM public key and ciphertext into the KDF goes past the spec: it
+ * where TH is a hash of the whole public transcript (both identities and a hash of each party's
+ * whole certificate — so capability bits and expiry cannot be swapped under a live session —,
+ * every prekey used with its id, EK_A and CT). The replay cache (initialMessageDigest) is keyed on
+ * the transcript values the header carries, naming the initiator by its keys, not its certificate. Binding the KEM public key and ciphertext into the KDF goes past the spec: it
  * makes the agreement robust even to a KEM without the MAL-BIND properties (the re-encapsulation
  * concern raised in the formal analyses of PQXDH), at the cost of one SHA-256.
  *
@@ -16,19 +18,19 @@
  * This layer is pure: choosing, consuming and deleting prekeys is the session layer's job.
  */
 import { concatBytes, utf8, wipe } from './bytes.js';
-import { ML_KEM_768_CIPHERTEXT_LENGTH, WIRE_VERSION } from './constants.js';
+import { CERTIFICATE_EXPIRY_GRACE_MS, ML_KEM_768_CIPHERTEXT_LENGTH, WIRE_VERSION } from './constants.js';
 import type { CryptoContext } from './context.js';
 import { ByteReader, ByteWriter } from './encoding.js';
 import { CryptoError, CryptoErrorCode } from './errors.js';
 import type { DeviceCertificate, DeviceKeyPair } from './keys.js';
-import { KeyType, encodeDeviceCertificate, encodePublicKey, readDeviceCertificate, readPublicKey, verifyDeviceCertificate } from './keys.js';
+import { DEVICE_CERTIFICATE_LENGTH, KeyType, certificateHash, encodePublicKey, readDeviceCertificate, readPublicKey, verifyDeviceCertificate, writeDeviceCertificate } from './keys.js';
 import type { KemPreKeyPair, PreKeyBundle, X25519PreKeyPair } from './prekeys.js';
 import { verifyPreKeyBundle } from './prekeys.js';
 
 /** HKDF info prefix: names the protocol, curve, hash and KEM (PQXDH spec §2.1 "info"). */
-export const PQXDH_INFO = 'MeshWhisper_PQXDH_CURVE25519_SHA-256_ML-KEM-768_v1';
-const TRANSCRIPT_LABEL = 'MeshWhisper_PQXDH_Transcript_v1';
-const SEEN_LABEL = 'MeshWhisper_PQXDH_Seen_v1';
+export const PQXDH_INFO = 'MeshWhisper_PQXDH_CURVE25519_SHA-256_ML-KEM-768_v2';
+const TRANSCRIPT_LABEL = 'MeshWhisper_PQXDH_Transcript_v2';
+const SEEN_LABEL = 'MeshWhisper_PQXDH_Seen_v2';
 
 /** What the initiator sends in front of its ratchet messages until the responder replies. */
 export interface PqxdhInitialHeader {
@@ -43,10 +45,12 @@ export interface PqxdhInitialHeader {
 }
 
 export interface PqxdhResult {
-  /** SK: 32 bytes, handed to the Double Ratchet and then wiped by it. */
+  /** SK: 32 bytes. The caller owns it: hand it to the Double Ratchet, then wipe it. */
   readonly sharedSecret: Uint8Array;
   /** AD = Identity(A) ‖ Identity(B), bound into every ratchet AEAD. */
   readonly associatedData: Uint8Array;
+  /** TH (public): the transcript hash bound into SK. */
+  readonly transcriptHash: Uint8Array;
 }
 
 export interface PqxdhInitiatorResult extends PqxdhResult {
@@ -70,6 +74,7 @@ export function identityEncoding(c: DeviceCertificate): Uint8Array {
 function transcriptHash(
   ctx: CryptoContext,
   ad: Uint8Array,
+  certificates: { initiator: DeviceCertificate; responder: DeviceCertificate },
   h: Omit<PqxdhInitialHeader, 'initiator'>,
   spk: Uint8Array,
   opk: Uint8Array | undefined,
@@ -78,6 +83,8 @@ function transcriptHash(
   const w = new ByteWriter()
     .bytes(utf8(TRANSCRIPT_LABEL))
     .bytes(ad)
+    .bytes(certificateHash(ctx, certificates.initiator))
+    .bytes(certificateHash(ctx, certificates.responder))
     .u32(h.signedPreKeyId)
     .bytes(encodePublicKey(KeyType.X25519, spk));
   if (opk !== undefined && h.oneTimePreKeyId !== undefined) w.u8(1).u32(h.oneTimePreKeyId).bytes(encodePublicKey(KeyType.X25519, opk));
@@ -137,10 +144,10 @@ export function pqxdhInitiate(
     kemPreKeyId: bundle.kemPreKey.id,
     kemCiphertext: ciphertext,
   };
-  const th = transcriptHash(ctx, ad, header, spk, bundle.oneTimePreKey?.publicKey, bundle.kemPreKey.publicKey);
+  const th = transcriptHash(ctx, ad, { initiator: self.certificate, responder: bundle.certificate }, header, spk, bundle.oneTimePreKey?.publicKey, bundle.kemPreKey.publicKey);
   trace?.('associatedData', ad);
   trace?.('transcriptHash', th);
-  return { sharedSecret: deriveSecret(ctx, dhs, ss, th, trace), associatedData: ad, header, remoteRatchetKey: spk };
+  return { sharedSecret: deriveSecret(ctx, dhs, ss, th, trace), associatedData: ad, transcriptHash: th, header, remoteRatchetKey: spk };
 }
 
 /**
@@ -156,7 +163,8 @@ export function pqxdhRespond(
 ): PqxdhResult {
   const op = 'pqxdhRespond';
   const { trace } = options;
-  verifyDeviceCertificate(ctx, header.initiator);
+  // The initial message may have waited in the queue after the initiator sealed it.
+  verifyDeviceCertificate(ctx, header.initiator, { graceMs: CERTIFICATE_EXPIRY_GRACE_MS });
   if (keys.signedPreKey.id !== header.signedPreKeyId || keys.kemPreKey.id !== header.kemPreKeyId) {
     throw new CryptoError(CryptoErrorCode.UNKNOWN_PREKEY, op, 'prekeys do not match the ones the header names');
   }
@@ -171,19 +179,25 @@ export function pqxdhRespond(
   if (keys.oneTimePreKey) dhs.push(ctx.backend.x25519(keys.oneTimePreKey.secretKey, header.baseKey));
   const ss = ctx.backend.mlKem768Decapsulate(header.kemCiphertext, keys.kemPreKey.secretKey);
   const ad = concatBytes(identityEncoding(header.initiator), identityEncoding(self.certificate));
-  const th = transcriptHash(ctx, ad, header, keys.signedPreKey.publicKey, keys.oneTimePreKey?.publicKey, keys.kemPreKey.publicKey);
+  const th = transcriptHash(
+    ctx,
+    ad,
+    { initiator: header.initiator, responder: self.certificate },
+    header,
+    keys.signedPreKey.publicKey,
+    keys.oneTimePreKey?.publicKey,
+    keys.kemPreKey.publicKey,
+  );
   trace?.('associatedData', ad);
   trace?.('transcriptHash', th);
-  return { sharedSecret: deriveSecret(ctx, dhs, ss, th, trace), associatedData: ad };
+  return { sharedSecret: deriveSecret(ctx, dhs, ss, th, trace), associatedData: ad, transcriptHash: th };
 }
 
 // ── Encoding ────────────────────────────────────────────────────────────────────────────────
 
-/** version ‖ certificate ‖ Encode(EK_A) ‖ u32 spkId ‖ u8 hasOpk [‖ u32 opkId] ‖ u32 kemId ‖ CT. */
+/** version ‖ vec16(certificate) ‖ Encode(EK_A) ‖ u32 spkId ‖ u8 hasOpk [‖ u32 opkId] ‖ u32 kemId ‖ CT. */
 export function encodePqxdhHeader(h: PqxdhInitialHeader): Uint8Array {
-  const w = new ByteWriter()
-    .u8(WIRE_VERSION)
-    .bytes(encodeDeviceCertificate(h.initiator))
+  const w = writeDeviceCertificate(new ByteWriter().u8(WIRE_VERSION), h.initiator)
     .bytes(encodePublicKey(KeyType.X25519, h.baseKey))
     .u32(h.signedPreKeyId);
   if (h.oneTimePreKeyId !== undefined) w.u8(1).u32(h.oneTimePreKeyId);
@@ -212,7 +226,33 @@ export function decodePqxdhHeader(bytes: Uint8Array): PqxdhInitialHeader {
   return h;
 }
 
-/** Replay-cache key: SHA-256(label ‖ encoded header). Kept while the prekeys the header used live. */
-export function initialMessageDigest(ctx: CryptoContext, h: PqxdhInitialHeader): Uint8Array {
-  return ctx.backend.sha256(concatBytes(utf8(SEEN_LABEL), encodePqxdhHeader(h)));
+/**
+ * The PQXDH header's length with `initiator` as its certificate and a one-time prekey: what a first
+ * message adds in front of a ratchet message (the session layer pads ordinary messages as if they
+ * carried it, so first contact does not show in the envelope size).
+ */
+export function pqxdhHeaderLength(initiator: DeviceCertificate): number {
+  return 1 + 2 + (DEVICE_CERTIFICATE_LENGTH + initiator.extensions.length) + 33 + 4 + 1 + 4 + 4 + ML_KEM_768_CIPHERTEXT_LENGTH;
+}
+
+/**
+ * Replay-cache key (docs/spec/04-pqxdh.md §4.6): SHA-256(label ‖ Identity(A) ‖ Identity(B) ‖ Encode(EK_A)
+ * ‖ u32 spkId ‖ u8 hasOpk [‖ u32 opkId] ‖ u32 kemId ‖ CT) — the transcript values the header carries,
+ * with the initiator named by its keys rather than by its certificate's bytes. A captured initial
+ * message re-sent under a re-issued (renewed) certificate of the same device therefore hits the same
+ * entry and is refused as a replay; the full certificate hash is bound into the KDF's TH instead, so
+ * such a swap could not produce a working session either. Computable from the header alone, so it
+ * is checked before any prekey is looked up (a replay after its one-time prekey was consumed is
+ * still reported as a replay). Kept while the prekeys the header used live.
+ */
+export function initialMessageDigest(ctx: CryptoContext, h: PqxdhInitialHeader, responder: DeviceCertificate): Uint8Array {
+  const w = new ByteWriter()
+    .bytes(utf8(SEEN_LABEL))
+    .bytes(identityEncoding(h.initiator))
+    .bytes(identityEncoding(responder))
+    .bytes(encodePublicKey(KeyType.X25519, h.baseKey))
+    .u32(h.signedPreKeyId);
+  if (h.oneTimePreKeyId !== undefined) w.u8(1).u32(h.oneTimePreKeyId);
+  else w.u8(0);
+  return ctx.backend.sha256(w.u32(h.kemPreKeyId).bytes(h.kemCiphertext).finish());
 }

@@ -105,12 +105,19 @@ export async function rotatePreKeys(ctx: CryptoContext, store: ProtocolStore): P
       await tx.storeKemPreKey(lr);
       lastResorts.push(lr);
     }
-    // A superseded key is kept for the grace period counted from when it was superseded, which is
-    // at the latest its successor's creation; createdAt + rotation + grace is a safe bound.
-    const expired = (k: { createdAt: number }, current: { createdAt: number }) =>
-      k !== current && now - k.createdAt >= SIGNED_PREKEY_ROTATION_MS + PREKEY_GRACE_PERIOD_MS;
-    const removedSpk = spks.filter((k) => expired(k, spk!)).map((k) => k.id);
-    const removedLr = lastResorts.filter((k) => expired(k, lr!)).map((k) => k.id);
+    // A superseded key is kept for PREKEY_GRACE_PERIOD_MS counted from its REPLACEMENT, i.e. from
+    // the creation of the next newer key of its kind — not from its own creation: a device that
+    // was offline for weeks replaces its key only when it comes back, and first messages built
+    // against the old key may still be waiting in the node's queue for the whole grace period.
+    const replacedAt = (k: { createdAt: number }, all: readonly { createdAt: number }[]): number | undefined =>
+      all.reduce<number | undefined>((a, b) => (b.createdAt > k.createdAt && (a === undefined || b.createdAt < a) ? b.createdAt : a), undefined);
+    const expired = (k: { createdAt: number }, current: { createdAt: number }, all: readonly { createdAt: number }[]) => {
+      if (k === current) return false;
+      const at = replacedAt(k, all);
+      return at !== undefined && now - at >= PREKEY_GRACE_PERIOD_MS;
+    };
+    const removedSpk = spks.filter((k) => expired(k, spk!, spks)).map((k) => k.id);
+    const removedLr = lastResorts.filter((k) => expired(k, lr!, lastResorts)).map((k) => k.id);
     for (const id of removedSpk) await tx.removeSignedPreKey(id);
     for (const id of removedLr) await tx.removeKemPreKey(id);
     const liveSpk = new Set((await tx.listSignedPreKeys()).map((k) => k.id));

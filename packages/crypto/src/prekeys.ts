@@ -17,7 +17,7 @@ import type { CryptoContext } from './context.js';
 import { ByteReader, ByteWriter } from './encoding.js';
 import { CryptoError, CryptoErrorCode } from './errors.js';
 import type { DeviceCertificate, DeviceKeyPair } from './keys.js';
-import { KeyType, SignatureLabel, encodeDeviceCertificate, encodePublicKey, readDeviceCertificate, readPublicKey, signedMessage, verifyDeviceCertificate } from './keys.js';
+import { KeyType, SignatureLabel, encodePublicKey, readDeviceCertificate, readPublicKey, signedMessage, verifyDeviceCertificate, writeDeviceCertificate } from './keys.js';
 
 export interface SignedPreKey {
   readonly id: number; // u32
@@ -67,6 +67,10 @@ export class X25519PreKeyPair extends _Redacted {
   get secretKey(): Uint8Array {
     return this.#secret;
   }
+  /** Wipes the private key (after a one-time prekey is consumed). The object is unusable afterwards. */
+  destroy(): void {
+    wipe(this.#secret);
+  }
   protected describe(): Record<string, unknown> {
     return { id: this.id, publicKey: toHex(this.publicKey) };
   }
@@ -94,6 +98,10 @@ export class KemPreKeyPair extends _Redacted {
   }
   get secretKey(): Uint8Array {
     return this.#secret;
+  }
+  /** Wipes the private key (after a one-time KEM prekey is consumed). The object is unusable afterwards. */
+  destroy(): void {
+    wipe(this.#secret);
   }
   protected describe(): Record<string, unknown> {
     return { id: this.id, lastResort: this.lastResort, publicKeyPrefix: toHex(this.publicKey.subarray(0, 8)) };
@@ -238,9 +246,9 @@ export const encodeKemPreKey = (k: KemPreKey): Uint8Array => {
 };
 export const decodeKemPreKey = (b: Uint8Array): KemPreKey => decodeWith(b, 'decodeKemPreKey', readKemPreKey);
 
-/** version ‖ certificate ‖ signed prekey ‖ has-one-time (u8) ‖ [one-time prekey] ‖ KEM prekey. */
+/** version ‖ vec16(certificate) ‖ signed prekey ‖ has-one-time (u8) ‖ [one-time prekey] ‖ KEM prekey. */
 export function encodePreKeyBundle(b: PreKeyBundle): Uint8Array {
-  const w = new ByteWriter().u8(WIRE_VERSION).bytes(encodeDeviceCertificate(b.certificate));
+  const w = writeDeviceCertificate(new ByteWriter().u8(WIRE_VERSION), b.certificate);
   writeSignedPreKey(w, b.signedPreKey);
   if (b.oneTimePreKey) {
     w.u8(1);

@@ -5,15 +5,25 @@
  * sender's identity, then a layer keyed from that layer's chain key and a static-static DH), with
  * MeshWhisper labels, AES-256-GCM, our device certificates, and size padding inside layer 2.
  *
- *   envelope = version ‖ E ‖ c1 ‖ c2, its total length always a padding bucket (padding.ts)
- *   c1 = AES-256-GCM(k1, n1, encodeDeviceCertificate(sender), aad = version ‖ E)
- *   c2 = AES-256-GCM(k2, n2, contentType ‖ content ‖ 0x80 ‖ 0…0, aad = version ‖ E ‖ c1)
+ *   envelope = version ‖ E ‖ u16 len(c1) ‖ c1 ‖ c2, its total length always a padding bucket (padding.ts)
+ *   c1 = AES-256-GCM(k1, n1, encodeDeviceCertificate(sender), aad = version ‖ E ‖ u16 len(c1))
+ *   c2 = AES-256-GCM(k2, n2, contentType ‖ content ‖ 0x80 ‖ 0…0, aad = version ‖ E ‖ u16 len(c1) ‖ c1)
+ *
+ * The certificate (v2) has a variable length (its extension area), so c1 is length-prefixed.
  *
  * This layer is classical (X25519). It protects who is talking to whom against today's adversaries;
  * the content it carries is a PQXDH or ratchet message whose confidentiality does not depend on it.
  */
 import { concatBytes, equalBytes, utf8, wipe } from './bytes.js';
-import { AES_GCM_NONCE_LENGTH, AES_GCM_TAG_LENGTH, MAX_ENVELOPE_SIZE, WIRE_VERSION, X25519_KEY_LENGTH } from './constants.js';
+import {
+  AES_GCM_NONCE_LENGTH,
+  AES_GCM_TAG_LENGTH,
+  CERTIFICATE_EXPIRY_GRACE_MS,
+  MAX_DEVICE_CERTIFICATE_LENGTH,
+  MAX_ENVELOPE_SIZE,
+  WIRE_VERSION,
+  X25519_KEY_LENGTH,
+} from './constants.js';
 import type { CryptoContext } from './context.js';
 import { ByteReader } from './encoding.js';
 import { CryptoError, CryptoErrorCode, assertBytes } from './errors.js';
@@ -42,23 +52,37 @@ export const SealedSenderLabel = {
 const ENCODED_X25519_LENGTH = 1 + X25519_KEY_LENGTH;
 const CHAIN_KEY_LENGTH = 32;
 const AES_KEY_LENGTH = 32;
-/** version ‖ E: also the layer-1 associated data. */
-const PREFIX_LENGTH = 1 + ENCODED_X25519_LENGTH;
-/** Layer-1 ciphertext: the 172-byte device certificate plus the GCM tag. */
+/** version ‖ E ‖ u16 len(c1): also the layer-1 associated data. */
+const PREFIX_LENGTH = 1 + ENCODED_X25519_LENGTH + 2;
+/** Layer-1 ciphertext of a certificate with an empty extension area (190 + 16 bytes). */
 export const SEALED_LAYER1_LENGTH = DEVICE_CERTIFICATE_LENGTH + AES_GCM_TAG_LENGTH;
-/** Bytes before layer 2 (version ‖ E ‖ c1): also the layer-2 associated data. */
-const HEADER_LENGTH = PREFIX_LENGTH + SEALED_LAYER1_LENGTH;
+/** Largest layer-1 ciphertext a receiver accepts (bounds work before anything authenticates). */
+const MAX_LAYER1_LENGTH = MAX_DEVICE_CERTIFICATE_LENGTH + AES_GCM_TAG_LENGTH;
 /**
- * Fixed bytes per envelope besides the content: header (222) + layer-2 tag (16) + content type (1)
- * + padding marker (1) = 240.
+ * Fixed bytes per envelope besides the content, for a sender whose certificate has an empty
+ * extension area: prefix (36) + c1 (206) + layer-2 tag (16) + content type (1) + padding marker (1)
+ * = 260. A certificate with extensions adds their length (sealedEnvelopeOverhead).
  */
-export const SEALED_ENVELOPE_OVERHEAD = HEADER_LENGTH + AES_GCM_TAG_LENGTH + 1 + 1;
-/** The longest content that fits in the largest envelope (MAX_ENVELOPE_SIZE − overhead). */
+export const SEALED_ENVELOPE_OVERHEAD = PREFIX_LENGTH + SEALED_LAYER1_LENGTH + AES_GCM_TAG_LENGTH + 1 + 1;
+/** The longest content that fits in the largest envelope (MAX_ENVELOPE_SIZE − overhead), for an extension-free certificate. */
 export const MAX_SEALED_CONTENT_LENGTH = MAX_ENVELOPE_SIZE - SEALED_ENVELOPE_OVERHEAD;
 
-/** The wire length of the envelope that carries `contentLength` bytes of content (always a bucket). */
-export function sealedEnvelopeLength(contentLength: number): number {
-  return paddingBucketFor(contentLength + SEALED_ENVELOPE_OVERHEAD, 'sealedEnvelopeLength');
+/** Fixed bytes of an envelope sealed under `certificate` besides the content. */
+export function sealedEnvelopeOverhead(certificate: DeviceCertificate): number {
+  return PREFIX_LENGTH + encodedCertificateLength(certificate) + AES_GCM_TAG_LENGTH * 2 + 1 + 1;
+}
+
+function encodedCertificateLength(c: DeviceCertificate): number {
+  return DEVICE_CERTIFICATE_LENGTH + c.extensions.length;
+}
+
+/**
+ * The wire length of the envelope that carries `contentLength` bytes of content (always a bucket).
+ * `certificate` is the sender's (default: one with an empty extension area).
+ */
+export function sealedEnvelopeLength(contentLength: number, certificate?: DeviceCertificate): number {
+  const overhead = certificate ? sealedEnvelopeOverhead(certificate) : SEALED_ENVELOPE_OVERHEAD;
+  return paddingBucketFor(contentLength + overhead, 'sealedEnvelopeLength');
 }
 
 /** What openEnvelope returns. Holds no secret: the content is the session layer's ciphertext. */
@@ -76,6 +100,12 @@ export interface SealParams {
   readonly recipientDhKey: Uint8Array;
   readonly contentType: number;
   readonly content: Uint8Array;
+  /**
+   * Pad as if the content were at least this long (default: its real length). The session layer
+   * passes the length the message would have with a PQXDH header, so that a first-contact message
+   * and an ordinary one with the same plaintext land in the same bucket.
+   */
+  readonly padAsLength?: number;
 }
 
 interface Layer1Keys {
@@ -123,10 +153,18 @@ export function sealEnvelope(ctx: CryptoContext, p: SealParams): Uint8Array {
   if (!equalBytes(certificate.deviceDhKey, device.dhPublicKey) || !equalBytes(certificate.deviceSigningKey, device.signingPublicKey)) {
     throw new CryptoError(CryptoErrorCode.INVALID_ARGUMENT, op, 'sender certificate does not certify the sender device keys');
   }
-  if (p.content.length > MAX_SEALED_CONTENT_LENGTH) {
-    throw new CryptoError(CryptoErrorCode.LIMIT_EXCEEDED, op, `content of ${p.content.length} bytes exceeds ${MAX_SEALED_CONTENT_LENGTH}`);
+  const max = MAX_ENVELOPE_SIZE - sealedEnvelopeOverhead(certificate);
+  if (p.content.length > max) {
+    throw new CryptoError(CryptoErrorCode.LIMIT_EXCEEDED, op, `content of ${p.content.length} bytes exceeds ${max}`);
   }
-  const total = sealedEnvelopeLength(p.content.length);
+  if (p.padAsLength !== undefined && (!Number.isSafeInteger(p.padAsLength) || p.padAsLength < 0)) {
+    throw new RangeError(`${op}: padAsLength must be a non-negative integer`);
+  }
+  // Padding as if longer never pushes a message that fits out of the largest envelope.
+  const total = Math.max(
+    sealedEnvelopeLength(p.content.length, certificate),
+    Math.min(MAX_ENVELOPE_SIZE, sealedEnvelopeLength(Math.min(p.padAsLength ?? 0, max), certificate)),
+  );
 
   const ephemeralSecret = ctx.random(X25519_KEY_LENGTH);
   let dh1: Uint8Array | undefined;
@@ -142,17 +180,17 @@ export function sealEnvelope(ctx: CryptoContext, p: SealParams): Uint8Array {
     dh1 = ctx.backend.x25519(ephemeralSecret, p.recipientDhKey);
     k1 = layer1Keys(ctx, dh1, encodedRecipient, encodedEphemeral);
 
-    const prefix = concatBytes(Uint8Array.of(WIRE_VERSION), encodedEphemeral);
     certificateBytes = encodeDeviceCertificate(certificate);
+    const c1Length = certificateBytes.length + AES_GCM_TAG_LENGTH;
+    const prefix = concatBytes(Uint8Array.of(WIRE_VERSION), encodedEphemeral, Uint8Array.of(c1Length >>> 8, c1Length & 0xff));
     const c1 = ctx.backend.aes256GcmEncrypt(k1.key, k1.nonce, certificateBytes, prefix);
-    if (c1.length !== SEALED_LAYER1_LENGTH) throw new Error('unreachable: certificate length');
 
     dh2 = device.dh(ctx, p.recipientDhKey);
     const l2 = layer2Keys(ctx, dh2, k1.chainKey, c1);
     k2 = l2;
     const header = concatBytes(prefix, c1);
     inner = concatBytes(Uint8Array.of(p.contentType), p.content);
-    padded = applyPadding(inner, total - HEADER_LENGTH - AES_GCM_TAG_LENGTH);
+    padded = applyPadding(inner, total - header.length - AES_GCM_TAG_LENGTH);
     const c2 = ctx.backend.aes256GcmEncrypt(l2.key, l2.nonce, padded, header);
     const envelope = concatBytes(header, c2);
     if (envelope.length !== total) throw new Error('unreachable: envelope length');
@@ -191,10 +229,12 @@ export function openEnvelope(ctx: CryptoContext, recipient: DeviceKeyPair, envel
   const version = r.u8('version');
   if (version !== WIRE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `sealed envelope version ${version}`);
   const ephemeral = readPublicKey(r, KeyType.X25519, op);
-  const c1 = r.bytes(SEALED_LAYER1_LENGTH, 'layer 1');
-  const c2 = r.rest(); // ≥ 2048 − 222 bytes, since the length is a bucket
+  const c1 = r.vec16('layer 1', MAX_LAYER1_LENGTH);
+  if (c1.length < SEALED_LAYER1_LENGTH) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'layer 1 shorter than a certificate');
+  const c2 = r.rest();
+  if (c2.length < AES_GCM_TAG_LENGTH + 2) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'no room for layer 2');
   const prefix = envelope.subarray(0, PREFIX_LENGTH);
-  const header = envelope.subarray(0, HEADER_LENGTH);
+  const header = envelope.subarray(0, PREFIX_LENGTH + c1.length);
 
   let dh1: Uint8Array | undefined;
   let dh2: Uint8Array | undefined;
@@ -206,7 +246,8 @@ export function openEnvelope(ctx: CryptoContext, recipient: DeviceKeyPair, envel
     k1 = layer1Keys(ctx, dh1, recipient.encodedDhKey, encodePublicKey(KeyType.X25519, ephemeral));
     const certificateBytes = ctx.backend.aes256GcmDecrypt(k1.key, k1.nonce, c1, prefix);
     const sender = decodeDeviceCertificate(certificateBytes);
-    verifyDeviceCertificate(ctx, sender);
+    // A sender never seals under an expired certificate; the envelope may then wait in the queue.
+    verifyDeviceCertificate(ctx, sender, { graceMs: CERTIFICATE_EXPIRY_GRACE_MS });
 
     dh2 = recipient.dh(ctx, sender.deviceDhKey);
     const l2 = layer2Keys(ctx, dh2, k1.chainKey, c1);

@@ -24,7 +24,7 @@
  *    updated and the session saved together (and the caller's `persist` hook writes the outbound
  *    ciphertext or inbound plaintext in the same transaction).
  */
-import { concatBytes, equalBytes } from './bytes.js';
+import { concatBytes, equalBytes, wipe } from './bytes.js';
 import { DECRYPTION_ERROR_MIN_INTERVAL_MS, EPHEMERAL_MAX_SKEW_MS, MAX_ARCHIVED_SESSIONS, PENDING_SESSION_MAX_AGE_MS, STORAGE_VERSION } from './constants.js';
 import type { CryptoContext } from './context.js';
 import { ByteReader, ByteWriter } from './encoding.js';
@@ -32,7 +32,7 @@ import { CryptoError, CryptoErrorCode } from './errors.js';
 import type { DeviceCertificate } from './keys.js';
 import { decodeDeviceCertificate, encodeDeviceCertificate, sameDevice } from './keys.js';
 import type { PqxdhInitialHeader } from './pqxdh.js';
-import { decodePqxdhHeader, encodePqxdhHeader, initialMessageDigest, pqxdhInitiate, pqxdhRespond, readPqxdhHeader } from './pqxdh.js';
+import { decodePqxdhHeader, encodePqxdhHeader, initialMessageDigest, pqxdhHeaderLength, pqxdhInitiate, pqxdhRespond, readPqxdhHeader } from './pqxdh.js';
 import type { PreKeyBundle } from './prekeys.js';
 import { openEnvelope, sealEnvelope } from './sealed-sender.js';
 import type { RatchetState } from './ratchet.js';
@@ -195,11 +195,16 @@ export async function initiateSession(
   return store.transaction(async (tx) => {
     const self = await tx.getLocalIdentity();
     const agreed = pqxdhInitiate(ctx, self, bundle, options);
-    const ratchet = initRatchetAsInitiator(ctx, {
-      sharedSecret: agreed.sharedSecret,
-      associatedData: agreed.associatedData,
-      remoteRatchetKey: agreed.remoteRatchetKey,
-    });
+    let ratchet: RatchetState;
+    try {
+      ratchet = initRatchetAsInitiator(ctx, {
+        sharedSecret: agreed.sharedSecret,
+        associatedData: agreed.associatedData,
+        remoteRatchetKey: agreed.remoteRatchetKey,
+      });
+    } finally {
+      wipe(agreed.sharedSecret);
+    }
     const address = deviceAddress(bundle.certificate);
     const rec = await loadRecord(tx, address);
     if (rec.current) archive(rec, rec.current);
@@ -368,7 +373,11 @@ export async function receiveMessage(
   options: { persist?: (tx: ProtocolStores, plaintext: Uint8Array, kind: 'message' | 'ephemeral') => Promise<void> } = {},
 ): Promise<DecryptedMessage> {
   const op = 'decryptMessage';
-  return store.transaction(async (tx) => {
+  // One-time prekeys this message consumed: their private halves are wiped once the removal has
+  // committed (not before: a rolled-back transaction keeps them, and a store may hand out the
+  // stored object itself).
+  const consumed: { destroy(): void }[] = [];
+  const result = await store.transaction(async (tx): Promise<DecryptedMessage> => {
     const address = deviceAddress(sender);
     const rec = await loadRecord(tx, address);
     let out: DecryptedMessage;
@@ -384,7 +393,7 @@ export async function receiveMessage(
       const existing = [...(rec.current ? [rec.current] : []), ...rec.archived].some((e) => equalBytes(baseKeyOf(e), header.baseKey));
       const plaintext = existing
         ? decryptWithRecord(ctx, rec, sender, ratchetMessage)
-        : await acceptInitialMessage(ctx, tx, rec, header, ratchetMessage);
+        : await acceptInitialMessage(ctx, tx, rec, header, ratchetMessage, consumed);
       out = { kind: 'message', plaintext };
     } else if (message.type === MessageType.Ephemeral) {
       out = { kind: 'ephemeral', ...decryptEphemeralWithRecord(ctx, rec, sender, message.body) };
@@ -406,6 +415,8 @@ export async function receiveMessage(
     if (options.persist && out.kind !== 'decryption-error') await options.persist(tx, out.plaintext, out.kind);
     return out;
   });
+  for (const k of consumed) k.destroy();
+  return result;
 }
 
 async function acceptInitialMessage(
@@ -414,9 +425,11 @@ async function acceptInitialMessage(
   rec: SessionRecord,
   header: PqxdhInitialHeader,
   ratchetMessage: Uint8Array,
+  consumed?: { destroy(): void }[],
 ): Promise<Uint8Array> {
   const op = 'decryptMessage';
-  const digest = initialMessageDigest(ctx, header);
+  const self = await tx.getLocalIdentity();
+  const digest = initialMessageDigest(ctx, header, self.certificate);
   if (await tx.hasSeenInitialMessage(digest)) {
     throw new CryptoError(CryptoErrorCode.REPLAYED_INITIAL_MESSAGE, op, 'this PQXDH initial message was already accepted');
   }
@@ -428,18 +441,28 @@ async function acceptInitialMessage(
   if (header.oneTimePreKeyId !== undefined && !oneTimePreKey) {
     throw new CryptoError(CryptoErrorCode.UNKNOWN_PREKEY, op, 'one-time prekey not found (already used?)');
   }
-  const self = await tx.getLocalIdentity();
   const agreed = pqxdhRespond(ctx, self, header, { signedPreKey, kemPreKey, ...(oneTimePreKey ? { oneTimePreKey } : {}) });
-  const initial = initRatchetAsResponder(ctx, {
-    sharedSecret: agreed.sharedSecret,
-    associatedData: agreed.associatedData,
-    ownRatchetKeyPair: { secretKey: signedPreKey.secretKey, publicKey: signedPreKey.publicKey },
-  });
+  let initial: RatchetState;
+  try {
+    initial = initRatchetAsResponder(ctx, {
+      sharedSecret: agreed.sharedSecret,
+      associatedData: agreed.associatedData,
+      ownRatchetKeyPair: { secretKey: signedPreKey.secretKey, publicKey: signedPreKey.publicKey },
+    });
+  } finally {
+    wipe(agreed.sharedSecret);
+  }
   // Throws (and so stores nothing) unless the message really comes from the holder of IK_A.
   const { state, plaintext } = ratchetDecrypt(ctx, initial, ratchetMessage);
 
-  if (oneTimePreKey) await tx.removePreKey(oneTimePreKey.id);
-  if (!kemPreKey.lastResort) await tx.removeKemPreKey(kemPreKey.id);
+  if (oneTimePreKey) {
+    await tx.removePreKey(oneTimePreKey.id);
+    consumed?.push(oneTimePreKey);
+  }
+  if (!kemPreKey.lastResort) {
+    await tx.removeKemPreKey(kemPreKey.id);
+    consumed?.push(kemPreKey);
+  }
   await tx.addSeenInitialMessage(digest, { signedPreKeyId: signedPreKey.id, kemPreKeyId: kemPreKey.id, seenAt: ctx.now() });
 
   const entry: SessionEntry = { initiator: false, peer: header.initiator, baseKey: header.baseKey, createdAt: ctx.now(), lastEphemeralAt: 0, ratchet: state };
@@ -468,7 +491,9 @@ export async function sealMessage(
   await encryptMessage(ctx, store, address, plaintext, {
     persist: async (tx, message) => {
       const [self, peer] = [await tx.getLocalIdentity(), await currentPeer(tx, address)];
-      envelope = sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: message.type, content: message.body });
+      // Pad every message as if it carried a PQXDH header: first contact is not visible in the size.
+      const withHeader = message.type === MessageType.PreKey ? message.body.length : message.body.length + pqxdhHeaderLength(self.certificate);
+      envelope = sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: message.type, content: message.body, padAsLength: withHeader });
       if (options.persist) await options.persist(tx, envelope);
     },
   });

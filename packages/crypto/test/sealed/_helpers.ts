@@ -97,12 +97,12 @@ export interface SpecTrace {
 }
 
 export const SPEC = {
-  version: 0x01,
+  version: 0x02,
   salt: 'MeshWhisper_Sealed_v1',
   info1: 'MeshWhisper_Sealed_v1_Layer1',
   info2: 'MeshWhisper_Sealed_v1_Layer2',
-  overhead: 240,
-  headerLength: 222,
+  overhead: 260,
+  headerLength: 242,
   buckets: [2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144],
 };
 
@@ -110,7 +110,7 @@ export const SPEC = {
 export function specPlaintext2(contentType: number, content: Uint8Array): Uint8Array {
   const bucket = SPEC.buckets.find((b) => b >= content.length + SPEC.overhead);
   if (bucket === undefined) throw new Error('too large');
-  const out = new Uint8Array(bucket - SPEC.headerLength - 16);
+  const out = new Uint8Array(bucket - SPEC.headerLength - 16); // for an extension-free certificate
   out[0] = contentType;
   out.set(content, 1);
   out[1 + content.length] = 0x80;
@@ -139,8 +139,9 @@ export function specSeal(
   const chainKey = okm1.slice(0, 32);
   const key1 = okm1.slice(32, 64);
   const nonce1 = okm1.slice(64, 76);
-  const aad1 = concatBytes(Uint8Array.of(SPEC.version), ephemeralPublic);
   const certBytes = p.certificate instanceof Uint8Array ? p.certificate : encodeDeviceCertificate(p.certificate);
+  const c1Length = certBytes.length + 16;
+  const aad1 = concatBytes(Uint8Array.of(SPEC.version), ephemeralPublic, Uint8Array.of(c1Length >> 8, c1Length & 0xff));
   const c1 = b.aes256GcmEncrypt(key1, nonce1, certBytes, aad1);
   const dh2 = p.staticDh(p.recipientDhKey);
   const salt2 = concatBytes(chainKey, c1);

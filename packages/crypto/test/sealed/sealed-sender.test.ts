@@ -42,7 +42,7 @@ describe('sealEnvelope / openEnvelope round trip', () => {
     ['platform', platformBackend()],
   ] as const) {
     it(`round-trips content, type and sender (${name} backend)`, () => {
-      const c = createContext({ backend });
+      const c = createContext({ backend, now: () => 1_750_000_001_000 });
       for (const [type, len] of [
         [1, 0],
         [2, 1],
@@ -99,10 +99,11 @@ describe('sealEnvelope / openEnvelope round trip', () => {
     expect(toHex(openEnvelope(ctx, bob.device, big.subarray(7, 7 + env.length)).content)).toBe(toHex(content));
   });
 
-  it('is the wire layout of the spec: version ‖ E ‖ c1 (188) ‖ c2', () => {
-    expect(sample[0]).toBe(0x01);
+  it('is the wire layout of the spec: version ‖ E ‖ u16 len ‖ c1 (206) ‖ c2', () => {
+    expect(sample[0]).toBe(0x02);
     expect(sample[1]).toBe(0x02);
-    expect(SEALED_LAYER1_LENGTH).toBe(188);
+    expect((sample[34]! << 8) | sample[35]!).toBe(206);
+    expect(SEALED_LAYER1_LENGTH).toBe(206);
     expect(SEALED_ENVELOPE_OVERHEAD).toBe(SPEC.overhead);
     expect(sample.length).toBe(MIN_PADDED_ENVELOPE);
   });
@@ -131,13 +132,13 @@ describe('envelope length is always a padding bucket', () => {
       expect(env.length, `content ${n}`).toBe(expected);
       expect(sealedEnvelopeLength(n)).toBe(expected);
     }
-    // The edges themselves: 1808 bytes fill 2 KiB exactly, one more byte needs 4 KiB.
-    expect(seal(new Uint8Array(1808)).length).toBe(2048);
-    expect(seal(new Uint8Array(1809)).length).toBe(4096);
+    // The edges themselves: 1788 bytes fill 2 KiB exactly, one more byte needs 4 KiB.
+    expect(seal(new Uint8Array(1788)).length).toBe(2048);
+    expect(seal(new Uint8Array(1789)).length).toBe(4096);
   });
 
   it('carries the largest content in the largest bucket and refuses one byte more with LIMIT_EXCEEDED', () => {
-    expect(MAX_SEALED_CONTENT_LENGTH).toBe(MAX_ENVELOPE_SIZE - 240);
+    expect(MAX_SEALED_CONTENT_LENGTH).toBe(MAX_ENVELOPE_SIZE - 260);
     const big = new Uint8Array(MAX_SEALED_CONTENT_LENGTH).fill(7);
     const env = seal(big);
     expect(env.length).toBe(MAX_ENVELOPE_SIZE);
@@ -246,10 +247,14 @@ describe('tampering', () => {
         codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
       }
     }
-    // Spot-check the layering: version flips → UNSUPPORTED_VERSION, key-tag flips → INVALID_KEY, the rest → BAD_MAC.
+    // Spot-check the layering: version flips → UNSUPPORTED_VERSION, key-tag flips → INVALID_KEY,
+    // layer-1 length flips → MALFORMED (out of range) or BAD_MAC (in range: the AAD covers it), the rest → BAD_MAC.
     expect(codes.get(CryptoErrorCode.UNSUPPORTED_VERSION)).toBe(8);
     expect(codes.get(CryptoErrorCode.INVALID_KEY)).toBe(8);
-    expect((codes.get(CryptoErrorCode.BAD_MAC) ?? 0) + (codes.get(CryptoErrorCode.LOW_ORDER_POINT) ?? 0)).toBe(sample.length * 8 - 16);
+    expect(codes.get(CryptoErrorCode.MALFORMED) ?? 0).toBeLessThanOrEqual(16);
+    expect((codes.get(CryptoErrorCode.BAD_MAC) ?? 0) + (codes.get(CryptoErrorCode.LOW_ORDER_POINT) ?? 0) + (codes.get(CryptoErrorCode.MALFORMED) ?? 0)).toBe(
+      sample.length * 8 - 16,
+    );
   });
 
   it('every truncation and every extension up to the next bucket fails with a typed CryptoError', () => {
@@ -271,7 +276,7 @@ describe('tampering', () => {
 
   it('tampering with the padding region of the ciphertext fails (the AEAD covers the padding)', () => {
     const env = seal(Uint8Array.of(1, 2, 3));
-    // Plaintext offset 0 is the type, 1..3 the content, 4 the marker; padding from 5 on. c2 starts at 222.
+    // Plaintext offset 0 is the type, 1..3 the content, 4 the marker; padding from 5 on. c2 starts at 242.
     for (const off of [5, 100, env.length - SPEC.headerLength - 17]) {
       const bad = env.slice();
       bad[SPEC.headerLength + off]! ^= 0x01;
@@ -310,11 +315,11 @@ describe('tampering', () => {
     fc.assert(
       fc.property(
         fc.oneof(
-          fc.uint8Array({ minLength: 172, maxLength: 172 }),
-          // Structurally valid (version and key tags in place), random keys/time/signature.
-          fc.uint8Array({ minLength: 172, maxLength: 172 }).map((b) => ((b[0] = 1), (b[1] = 1), (b[34] = 1), (b[67] = 2), b)),
+          fc.uint8Array({ minLength: 190, maxLength: 190 }),
+          // Structurally valid (version, key tags, empty extension area in place), random keys/times/signature.
+          fc.uint8Array({ minLength: 190, maxLength: 190 }).map((b) => ((b[0] = 2), (b[1] = 1), (b[34] = 1), (b[67] = 2), (b[124] = 0), (b[125] = 0), b)),
           // The genuine certificate with a few bytes changed.
-          fc.array(fc.tuple(fc.nat(171), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 3 }).map((edits) => {
+          fc.array(fc.tuple(fc.nat(189), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 3 }).map((edits) => {
             const b = good.slice();
             for (const [at, x] of edits) b[at]! ^= x;
             return b;
@@ -390,7 +395,7 @@ describe('tampering', () => {
 describe('secret hygiene', () => {
   it('nothing returned or thrown by open/seal shows any secret', () => {
     const ephemeralSecret = deterministicRng('ee')(32);
-    const c = createContext({ backend: nobleBackend, random: () => Uint8Array.from(ephemeralSecret) });
+    const c = createContext({ backend: nobleBackend, random: () => Uint8Array.from(ephemeralSecret), now: () => 1_750_000_001_000 });
     const content = Uint8Array.of(0xde, 0xad);
     const env = seal(content, 2, alice, bob.device.dhPublicKey, c);
     const trace = specSeal(c, {
@@ -432,7 +437,7 @@ describe('secret hygiene', () => {
   it('wipes the derived keys it owns', () => {
     const outputs: Uint8Array[] = [];
     const spy = { ...nobleBackend, hkdfSha256: (...a: Parameters<typeof nobleBackend.hkdfSha256>) => (outputs.push(nobleBackend.hkdfSha256(...a)), outputs[outputs.length - 1]!) };
-    const c = createContext({ backend: spy });
+    const c = createContext({ backend: spy, now: () => 1_750_000_001_000 });
     const env = seal(Uint8Array.of(1), 2, alice, bob.device.dhPublicKey, c);
     expect(outputs.length).toBe(2);
     openEnvelope(c, bob.device, env);

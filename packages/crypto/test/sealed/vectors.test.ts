@@ -120,8 +120,8 @@ function traceJson(t: SpecTrace): Record<string, string | number> & { envelope: 
 const VALID_CASES = [
   { name: 'ratchet message, 100 bytes, smallest bucket', sealSeed: '5ea1ed01', contentType: 2, contentLength: 100 },
   { name: 'PQXDH initial message type, empty content', sealSeed: '5ea1ed02', contentType: 1, contentLength: 0 },
-  { name: 'content of 1808 bytes fills 2048 exactly', sealSeed: '5ea1ed03', contentType: 2, contentLength: 1808 },
-  { name: 'content of 1809 bytes needs the 4096 bucket', sealSeed: '5ea1ed04', contentType: 1, contentLength: 1809 },
+  { name: 'content of 1788 bytes fills 2048 exactly', sealSeed: '5ea1ed03', contentType: 2, contentLength: 1788 },
+  { name: 'content of 1789 bytes needs the 4096 bucket', sealSeed: '5ea1ed04', contentType: 1, contentLength: 1789 },
 ] as const;
 
 function sealedVectors(): unknown {
@@ -184,6 +184,14 @@ function sealedVectors(): unknown {
     forged("a stranger's valid certificate, sealed with the attacker's static key", '5ea1ed10', encodeDeviceCertificate(roles.stranger.certificate), 'MW_CRYPTO_BAD_MAC'),
     forged("the sender's certificate with its deviceDhKey replaced by the attacker's", '5ea1ed11', victimWithAttackerDh, 'MW_CRYPTO_BAD_SIGNATURE'),
     forged("the sender's unaltered certificate, sealed with the attacker's static key", '5ea1ed12', encodeDeviceCertificate(roles.sender.certificate), 'MW_CRYPTO_BAD_MAC'),
+    // The attacker's own account validly certifies the victim's device keys (anyone can sign any
+    // public keys): layer 1 verifies, but layer 2 needs the victim's DH secret, which she lacks.
+    forged(
+      "the attacker's account certifying the victim's device keys, sealed with the attacker's static key",
+      '5ea1ed14',
+      encodeDeviceCertificate(issueDeviceCertificate(ctxOf('00'), roles.attacker.account, roles.sender.device, ISSUED_AT)),
+      'MW_CRYPTO_BAD_MAC',
+    ),
     badPadding,
     { name: 'valid envelope opened by another device', envelope: first.envelope, openWith: 'otherRecipient', expectedError: 'MW_CRYPTO_BAD_MAC' },
     { name: 'valid envelope truncated by one byte (not a bucket length)', envelope: first.envelope.slice(0, -2), openWith: 'recipient', expectedError: 'MW_CRYPTO_MALFORMED' },
