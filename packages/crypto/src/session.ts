@@ -491,13 +491,22 @@ export async function sealMessage(
   await encryptMessage(ctx, store, address, plaintext, {
     persist: async (tx, message) => {
       const [self, peer] = [await tx.getLocalIdentity(), await currentPeer(tx, address)];
-      // Pad every message as if it carried a PQXDH header: first contact is not visible in the size.
-      const withHeader = message.type === MessageType.PreKey ? message.body.length : message.body.length + pqxdhHeaderLength(self.certificate);
+      // Pad every message as if it carried a PQXDH header with a one-time prekey: first contact
+      // (with or without a one-time prekey) is not visible in the envelope size.
+      const withHeader = ratchetPartLength(message) + pqxdhHeaderLength(self.certificate);
       envelope = sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: message.type, content: message.body, padAsLength: withHeader });
       if (options.persist) await options.persist(tx, envelope);
     },
   });
   return envelope!;
+}
+
+/** The length of the ratchet message inside a session message (after any PQXDH header). */
+function ratchetPartLength(message: SessionMessage): number {
+  if (message.type !== MessageType.PreKey) return message.body.length;
+  const r = new ByteReader(message.body, 'sealMessage');
+  readPqxdhHeader(r, 'sealMessage');
+  return r.remaining;
 }
 
 async function currentPeer(tx: ProtocolStores, address: DeviceAddress): Promise<DeviceCertificate> {

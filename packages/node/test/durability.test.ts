@@ -142,7 +142,7 @@ describe('durability (kill -9)', () => {
           }
           if (acked.size === TOTAL) ws.close();
         };
-        ws.on('open', () => ws.send(encodeFrame({ requestId: 0, body: { case: 'clientHello', value: { versions: [1] } } })));
+        ws.on('open', () => ws.send(encodeFrame({ requestId: 0, body: { case: 'clientHello', value: { versions: [2] } } })));
         ws.on('message', (data: Buffer) => {
           const d = decodeFrame(new Uint8Array(data));
           if (!d.ok) throw new Error(d.error.message);

@@ -139,7 +139,7 @@ describe('store-and-forward delivery', () => {
     const d = new TestDevice();
     await d.register(t.node);
     const a = await client(WsClient.connect(port, ANONYMOUS_SOCKET_PATH));
-    a.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    a.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     await a.nextKind('serverHello');
     const rid = a.send({ body: { case: 'send', value: { mailboxId: d.mailbox, payload: Uint8Array.of(9), class: EnvelopeClass.DURABLE } } });
     const r = await a.next((f) => f.requestId === rid);
@@ -216,7 +216,7 @@ describe('connection attacks', () => {
     // The attacker presents the victim's (public) certificate but can only sign with its own key.
     const attacker = DeviceKeyPair.generate(ctx);
     const c = await client(WsClient.connect(port, DEVICE_SOCKET_PATH));
-    c.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    c.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     const hello = await c.nextKind('serverHello');
     c.send({ body: { case: 'authenticate', value: signDeviceAuth(ctx, attacker, victim.certificateBytes, hello.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH)) } });
     const err = await c.nextKind('error');
@@ -241,13 +241,13 @@ describe('connection attacks', () => {
     const d = new TestDevice();
     await d.register(t.node);
     const c1 = await client(WsClient.connect(port, DEVICE_SOCKET_PATH));
-    c1.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    c1.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     const hello = await c1.nextKind('serverHello');
     const auth = signDeviceAuth(ctx, d.device, d.certificateBytes, hello.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
     c1.send({ body: { case: 'authenticate', value: auth } });
     await c1.nextKind('authenticated');
     const c2 = await client(WsClient.connect(port, DEVICE_SOCKET_PATH));
-    c2.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    c2.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     await c2.nextKind('serverHello');
     c2.send({ body: { case: 'authenticate', value: auth } });
     expect((await c2.nextKind('error')).body.value.code).toBe(ErrorCode.AUTH_REPLAYED);
@@ -259,7 +259,7 @@ describe('connection attacks', () => {
     const d = new TestDevice();
     await d.register(t.node);
     const c = await client(WsClient.connect(port, DEVICE_SOCKET_PATH));
-    c.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    c.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     const hello = await c.nextKind('serverHello');
     clock.advance(61_000);
     c.send({ body: { case: 'authenticate', value: signDeviceAuth(ctx, d.device, d.certificateBytes, hello.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH)) } });

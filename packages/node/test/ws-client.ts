@@ -84,7 +84,7 @@ export class WsClient {
   /** hello (+ authenticate as `device` on the device endpoint). */
   static async device(port: number, device: TestDevice): Promise<WsClient> {
     const c = await WsClient.connect(port, DEVICE_SOCKET_PATH);
-    c.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    c.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     const hello = await c.nextKind('serverHello');
     const auth = signDeviceAuth(ctx, device.device, device.certificateBytes, hello.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
     c.send({ body: { case: 'authenticate', value: auth } });

@@ -9,9 +9,12 @@ export { MAILBOX_ID_LENGTH, MAX_ENVELOPE_SIZE };
 
 /** The protocol version this implementation writes. Bumped only for incompatible changes; additive
  *  changes ride on protobuf's unknown-field tolerance and keep the version. */
-export const PROTOCOL_VERSION = 1;
-/** Versions this implementation can speak, newest first. */
-export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = Object.freeze([1]);
+export const PROTOCOL_VERSION = 2;
+/**
+ * Versions this implementation can speak, newest first. Version 2 (issue 10) changed device
+ * certificates, sealed envelopes, PQXDH headers and bundles; nothing of version 1 is understood.
+ */
+export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = Object.freeze([2]);
 
 /** Largest WebSocket frame either side accepts: one maximal sealed envelope (256 KiB) plus framing,
  *  or a delivery batch; a peer cannot make the other buffer more than this per message. */

@@ -4,7 +4,7 @@
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { DEVICE_CERTIFICATE_LENGTH, ED25519_SIGNATURE_LENGTH } from '@meshwhisper/crypto';
+import { DEVICE_CERTIFICATE_LENGTH, ED25519_SIGNATURE_LENGTH, MAX_DEVICE_CERTIFICATE_LENGTH } from '@meshwhisper/crypto';
 import {
   CHALLENGE_LENGTH,
   MAILBOX_ID_LENGTH,
@@ -152,7 +152,9 @@ function tokenProblem(t: Uint8Array): string | undefined {
 export function deviceAuthProblem(a: DeviceAuth): string | undefined {
   return (
     lengthIn(a.challenge, [CHALLENGE_LENGTH], 'challenge') ??
-    lengthIn(a.certificate, [DEVICE_CERTIFICATE_LENGTH], 'certificate') ??
+    (a.certificate.length < DEVICE_CERTIFICATE_LENGTH || a.certificate.length > MAX_DEVICE_CERTIFICATE_LENGTH
+      ? `certificate must be ${DEVICE_CERTIFICATE_LENGTH} to ${MAX_DEVICE_CERTIFICATE_LENGTH} bytes, got ${a.certificate.length}`
+      : undefined) ??
     lengthIn(a.signature, [ED25519_SIGNATURE_LENGTH], 'signature')
   );
 }

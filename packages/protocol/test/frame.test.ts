@@ -1,4 +1,5 @@
 import { createContext, DeviceKeyPair, AccountKeyPair, encodeDeviceCertificate, issueDeviceCertificate, signedMessage } from '@meshwhisper/crypto';
+import { deterministicRng } from '@meshwhisper/crypto/testing';
 import { describe, expect, it } from 'vitest';
 import {
   ALL_ERROR_CODES,
@@ -26,14 +27,14 @@ import {
   toBinary,
 } from '../src/index.js';
 
-const ctx = createContext({ random: (n) => new Uint8Array(n).fill(7), now: () => 1_750_000_000_000 });
+const ctx = createContext({ random: deterministicRng('f7'), now: () => 1_750_000_000_000 });
 
 describe('frames', () => {
   it('round-trips every body kind it validates', () => {
     const id = new Uint8Array(16).fill(1);
     const frames = [
-      encodeFrame({ requestId: 1, body: { case: 'clientHello', value: { versions: [1] } } }),
-      encodeFrame({ body: { case: 'serverHello', value: { version: 1, challenge: new Uint8Array(CHALLENGE_LENGTH), maxFrameBytes: MAX_FRAME_BYTES } } }),
+      encodeFrame({ requestId: 1, body: { case: 'clientHello', value: { versions: [2] } } }),
+      encodeFrame({ body: { case: 'serverHello', value: { version: 2, challenge: new Uint8Array(CHALLENGE_LENGTH), maxFrameBytes: MAX_FRAME_BYTES } } }),
       encodeFrame({ body: { case: 'deliver', value: { envelopes: [{ id, payload: Uint8Array.of(1, 2), class: EnvelopeClass.DURABLE, receivedAt: 5n }] } } }),
       encodeFrame({ requestId: 9, body: { case: 'ack', value: { ids: [id, id] } } }),
       encodeFrame({ body: { case: 'gapNotice', value: { expired: 3, evicted: 1 } } }),
@@ -57,8 +58,11 @@ describe('frames', () => {
     expect(!bad.ok && bad.error.code).toBe(ErrorCode.MALFORMED);
     const empty = decodeFrame(encodeFrame({}));
     expect(!empty.ok && empty.error.code).toBe(ErrorCode.EMPTY_FRAME);
-    const v2 = decodeFrame(encodeFrame({ version: 2, body: { case: 'ok', value: {} } }));
-    expect(!v2.ok && v2.error.code).toBe(ErrorCode.UNSUPPORTED_VERSION);
+    // Version 1 (before device certificate v2) and a future version 3 are both refused.
+    for (const version of [1, 3]) {
+      const other = decodeFrame(encodeFrame({ version, body: { case: 'ok', value: {} } }));
+      expect(!other.ok && other.error.code).toBe(ErrorCode.UNSUPPORTED_VERSION);
+    }
     const ackShort = decodeFrame(encodeFrame({ body: { case: 'ack', value: { ids: [new Uint8Array(15)] } } }));
     expect(!ackShort.ok && ackShort.error.code).toBe(ErrorCode.BAD_REQUEST);
     const negotiated = decodeFrame(encodeFrame({ version: 1, body: { case: 'ok', value: {} } }), { version: 3 });

@@ -83,3 +83,71 @@ describe('item 8: createContext validates its random function', () => {
     expect(() => AccountKeyPair.generate(ctx)).toThrow(/same bytes twice/);
   });
 });
+
+describe('item 8: first contact is not visible in the envelope size', () => {
+  it.each([true, false])('a first-contact message (one-time prekey: %s) and an ordinary one with the same plaintext land in the same bucket', async (oneTime) => {
+    const ctx = testContext(`first-contact-size-${oneTime}`);
+    const alice = await makeDevice(ctx, 'alice');
+    const bob = await makeDevice(ctx, 'bob');
+    const { sealMessage, openSealedMessage } = await import('../../src/session.js');
+    await initiateSession(ctx, alice.store, await bundleOf(ctx, bob, { oneTime }));
+    const to = deviceAddress(bob.certificate);
+    // Sizes around the v1 leak (300..1700 bytes went to 4 KiB as first contact, 2 KiB otherwise),
+    // and the v2 bucket edge for 2 KiB (376 bytes of plaintext), where a 4-byte OPK id would show.
+    const sizes = [0, 100, 300, 372, 373, 376, 377, 380, 381, 400, 800, 1200, 1700, 2500, 3500, 6000];
+    const first = [];
+    for (const n of sizes) first.push((await sealMessage(ctx, alice.store, to, new Uint8Array(n).fill(1))).length);
+    await openSealedMessage(ctx, bob.store, await sealMessage(ctx, alice.store, to, text('x')));
+    const { sessionPeer } = await import('../../src/session.js');
+    expect(await sessionPeer(bob.store, deviceAddress(alice.certificate))).toBeDefined();
+    // Bob replies; Alice's next messages are ordinary ratchet messages (no PQXDH header).
+    await openSealedMessage(ctx, alice.store, await sealMessage(ctx, bob.store, deviceAddress(alice.certificate), text('hi')));
+    const ordinary = [];
+    for (const n of sizes) {
+      const env = await sealMessage(ctx, alice.store, to, new Uint8Array(n).fill(1));
+      ordinary.push(env.length);
+      await openSealedMessage(ctx, bob.store, env);
+    }
+    expect(ordinary).toEqual(first);
+  });
+});
+
+describe('item 8: consumed one-time prekeys and the PQXDH secret are wiped', () => {
+  it('the one-time X25519 and KEM prekey objects are zeroed once their removal commits', async () => {
+    const ctx = testContext('wipe-prekeys');
+    const alice = await makeDevice(ctx, 'alice');
+    const bob = await makeDevice(ctx, 'bob');
+    const bundle = await bundleOf(ctx, bob);
+    const opk = (await bob.store.loadPreKey(bundle.oneTimePreKey!.id))!;
+    const kem = (await bob.store.loadKemPreKey(bundle.kemPreKey.id))!;
+    expect(opk.secretKey.some((b) => b !== 0)).toBe(true);
+    await initiateSession(ctx, alice.store, bundle);
+    const m = await encryptMessage(ctx, alice.store, deviceAddress(bob.certificate), text('hello'));
+    await decryptMessage(ctx, bob.store, alice.certificate, m);
+    expect(await bob.store.loadPreKey(opk.id)).toBeUndefined();
+    expect(opk.secretKey.every((b) => b === 0)).toBe(true);
+    expect(kem.secretKey.every((b) => b === 0)).toBe(true);
+    // The signed prekey and last-resort KEM prekey stay usable.
+    expect(bob.signedPreKey.secretKey.some((b) => b !== 0)).toBe(true);
+    expect(bob.lastResortKem.secretKey.some((b) => b !== 0)).toBe(true);
+  });
+
+  it('a rolled-back decryption leaves the one-time prekeys intact', async () => {
+    const ctx = testContext('wipe-rollback');
+    const alice = await makeDevice(ctx, 'alice');
+    const bob = await makeDevice(ctx, 'bob');
+    const bundle = await bundleOf(ctx, bob);
+    await initiateSession(ctx, alice.store, bundle);
+    const m = await encryptMessage(ctx, alice.store, deviceAddress(bob.certificate), text('hello'));
+    await expect(
+      decryptMessage(ctx, bob.store, alice.certificate, m, {
+        persist: async () => {
+          throw new Error('disk full');
+        },
+      }),
+    ).rejects.toThrow('disk full');
+    const opk = (await bob.store.loadPreKey(bundle.oneTimePreKey!.id))!;
+    expect(opk.secretKey.some((b) => b !== 0)).toBe(true);
+    expect(new TextDecoder().decode(await decryptMessage(ctx, bob.store, alice.certificate, m))).toBe('hello');
+  });
+});

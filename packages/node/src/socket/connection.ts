@@ -3,7 +3,7 @@
  * rate limiting, error frames, and version negotiation.
  */
 import type { Frame, FrameInit } from '@meshwhisper/protocol';
-import { ErrorCode, MAX_FRAME_BYTES, ProtocolError, decodeFrame, encodeFrame, negotiateVersion } from '@meshwhisper/protocol';
+import { ErrorCode, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, decodeFrame, encodeFrame, negotiateVersion } from '@meshwhisper/protocol';
 import type { RawData, WebSocket } from 'ws';
 import type { RateLimiter } from '../rate-limit.js';
 
@@ -77,7 +77,7 @@ export abstract class FrameConnection {
 
   send(init: FrameInit, cb?: (err?: Error) => void): void {
     if (this.closed) return;
-    this.ws.send(encodeFrame({ version: this.version ?? 1, ...init }), { binary: true }, cb);
+    this.ws.send(encodeFrame({ version: this.version ?? PROTOCOL_VERSION, ...init }), { binary: true }, cb);
   }
 
   sendError(requestId: number, err: ProtocolError): void {

@@ -6,7 +6,7 @@
 import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
 import { encodeDeviceCertificate } from '@meshwhisper/crypto';
 import type { Envelope, Frame, FrameInit } from '@meshwhisper/protocol';
-import { DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH, ErrorCode, SUPPORTED_PROTOCOL_VERSIONS, decodeFrame, encodeFrame, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
+import { DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH, ErrorCode, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, decodeFrame, encodeFrame, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { StopReason } from './transport.js';
 
@@ -128,7 +128,7 @@ export class DeviceConnection {
   }
 
   #send(init: FrameInit): void {
-    if (this.#ws && this.#ws.readyState === 1) this.#ws.send(encodeFrame({ version: 1, ...init }));
+    if (this.#ws && this.#ws.readyState === 1) this.#ws.send(encodeFrame({ version: PROTOCOL_VERSION, ...init }));
   }
 
   async #handle(f: Frame): Promise<void> {
