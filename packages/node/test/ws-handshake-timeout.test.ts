@@ -43,7 +43,7 @@ describe('WebSocket handshake timeout (WS_HANDSHAKE_TIMEOUT_SECONDS=1)', () => {
 
   it('attack: a device socket that says hello but never authenticates is closed', async () => {
     const c = await connect(DEVICE_SOCKET_PATH);
-    c.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    c.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     await c.nextKind('serverHello');
     expect((await c.waitClosed(10_000)).code).toBe(CloseCode.HANDSHAKE_TIMEOUT);
   });
@@ -54,7 +54,7 @@ describe('WebSocket handshake timeout (WS_HANDSHAKE_TIMEOUT_SECONDS=1)', () => {
     const device = await WsClient.device(port, d);
     clients.push(device);
     const anon = await connect(ANONYMOUS_SOCKET_PATH);
-    anon.send({ body: { case: 'clientHello', value: { versions: [1] } } });
+    anon.send({ body: { case: 'clientHello', value: { versions: [2] } } });
     await anon.nextKind('serverHello');
     await new Promise((r) => setTimeout(r, 1600));
     expect(device.closed).toBeUndefined();

@@ -117,7 +117,7 @@ if (process.env['MW_WRITE_VECTORS'] === '1') {
     JSON.stringify(
       {
         description: 'MeshWhisper PQXDH (docs/protocol.md §4). All values hex. intermediates: dh1..dh4, kemSharedSecret, ikm (0xFF*32 ‖ DHs ‖ SS), transcriptHash, associatedData, sharedSecret.',
-        version: 1,
+        version: 2,
         cases,
       },
       null,
