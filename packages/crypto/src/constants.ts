@@ -168,7 +168,12 @@ export const MEDIA_MAX_CHUNKS = 0xffffffff;
  */
 export const MEDIA_MAX_CHUNK_SIZE = 1024 * 1024;
 /** Media stream format version (first header byte). */
-export const MEDIA_VERSION = 1;
+export const MEDIA_VERSION = 2;
+/**
+ * Smallest padded media plaintext (file + marker): files under 256 bytes all look alike; above it,
+ * buckets grow by ⌊b/20⌋ (≤ 5 % overhead, docs/spec/media.md §Padding).
+ */
+export const MEDIA_MIN_PADDED_LENGTH = 256;
 /** Random per-file nonce prefix: 7 bytes + u32 chunk index + u8 final flag = the 12-byte GCM nonce. */
 export const MEDIA_NONCE_PREFIX_LENGTH = 7;
 /** Media keys are 32 random bytes, one per file, never reused. */

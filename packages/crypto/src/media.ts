@@ -5,14 +5,28 @@
  * each chunk's nonce carries its index and a final-chunk flag, so truncation, reordering, duplication,
  * extension and splicing all fail authentication. Memory is O(chunk size) in both directions.
  *
- *   header  = u8 version ‖ u32be chunkSize ‖ noncePrefix[7]                        (12 bytes)
- *   K       = HKDF-SHA256(ikm = fileKey, salt = "", info = "MeshWhisper_MediaChunkKey_v1", 32)
+ *   header  = u8 version(=2) ‖ u32be chunkSize ‖ noncePrefix[7] ‖ commitment[32]     (44 bytes)
+ *   K       = HKDF-SHA256(ikm = fileKey, salt = "", info = "MeshWhisper_MediaChunkKey_v2", 32)
+ *   commitment = HKDF-SHA256(ikm = fileKey, salt = "", info = "MeshWhisper_MediaCommitment_v2", 32)
+ *   P       = file ‖ 0x80 ‖ 0x00…   padded to mediaPaddedLength(file length + 1)  (size buckets)
  *   nonce_i = noncePrefix ‖ u32be(i) ‖ u8(final ? 1 : 0)
- *   chunk_i = AES-256-GCM(K, nonce_i, plaintext_i, aad = header)                    (len + 16)
+ *   chunk_i = AES-256-GCM(K, nonce_i, P_i, aad = header)                              (len + 16)
  *
- * Every chunk but the last holds exactly chunkSize plaintext bytes; the last holds 1..chunkSize bytes,
- * or 0 bytes only when the whole file is empty. The SHA-256 of the whole ciphertext (header included)
- * is computed while streaming; it travels in the message next to the key and is checked on download.
+ * Key commitment: AES-GCM does not commit to its key, so without the commitment a sender could craft
+ * one blob (one digest) that opens to two different files under two keys — say, one file for one
+ * recipient and another for a second. The header carries a commitment to the key (a second HKDF
+ * output), is covered by the digest and is the AAD of every chunk; a decryptor refuses a key whose
+ * commitment differs before opening anything. Two keys opening one blob would need an HKDF-SHA-256
+ * collision on the commitment.
+ *
+ * Padding: the ciphertext length reveals only the size BUCKET of the file, not its exact size. The
+ * buckets grow geometrically by 5 % (like Signal's attachment padding), so the overhead is below 5 %
+ * (at most 256 bytes for files under 256 bytes). The padding is the ISO/IEC 7816-4 form used for
+ * envelopes (0x80 then zeros) and is inside the AEAD; the decryptor releases file bytes only.
+ *
+ * Every chunk but the last holds exactly chunkSize bytes of P; the last holds 1..chunkSize bytes
+ * (P is never empty). The SHA-256 of the whole ciphertext (header included) is computed while
+ * streaming; it travels in the message next to the key and is checked on download.
  *
  * Isomorphic: no node: imports. Streams use the web-standard TransformStream.
  */
@@ -26,6 +40,7 @@ import {
   MEDIA_KEY_LENGTH,
   MEDIA_MAX_CHUNKS,
   MEDIA_MAX_CHUNK_SIZE,
+  MEDIA_MIN_PADDED_LENGTH,
   MEDIA_NONCE_PREFIX_LENGTH,
   MEDIA_VERSION,
 } from './constants.js';
@@ -33,9 +48,25 @@ import type { CryptoContext } from './context.js';
 import { CryptoError, CryptoErrorCode, assertBytes } from './errors.js';
 
 /** HKDF info for the chunk key (docs/spec/media.md §Key schedule). */
-export const MEDIA_CHUNK_KEY_INFO = 'MeshWhisper_MediaChunkKey_v1';
-/** version(1) ‖ chunkSize(4) ‖ noncePrefix(7). */
-export const MEDIA_HEADER_LENGTH = 1 + 4 + MEDIA_NONCE_PREFIX_LENGTH;
+export const MEDIA_CHUNK_KEY_INFO = 'MeshWhisper_MediaChunkKey_v2';
+/** HKDF info for the key commitment carried in the header (docs/spec/media.md §Key commitment). */
+export const MEDIA_COMMITMENT_INFO = 'MeshWhisper_MediaCommitment_v2';
+const COMMITMENT_LENGTH = 32;
+/** version(1) ‖ chunkSize(4) ‖ noncePrefix(7) ‖ commitment(32). */
+export const MEDIA_HEADER_LENGTH = 1 + 4 + MEDIA_NONCE_PREFIX_LENGTH + COMMITMENT_LENGTH;
+const PADDING_MARKER = 0x80;
+
+/**
+ * The padded plaintext length for `n` bytes (marker included: call with fileLength + 1): the
+ * smallest bucket ≥ n in the series b_0 = MEDIA_MIN_PADDED_LENGTH, b_{k+1} = b_k + ⌊b_k / 20⌋.
+ * Integer arithmetic only, so every implementation gets the same buckets; each step is ≤ 5 %.
+ */
+export function mediaPaddedLength(n: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`mediaPaddedLength: bad length ${n}`);
+  let b = MEDIA_MIN_PADDED_LENGTH;
+  while (b < n) b += Math.floor(b / 20);
+  return b;
+}
 /** SHA-256 of the ciphertext. */
 export const MEDIA_DIGEST_LENGTH = 32;
 
@@ -46,12 +77,16 @@ export function generateMediaKey(ctx: CryptoContext): Uint8Array {
   return ctx.random(MEDIA_KEY_LENGTH);
 }
 
-/** Exact ciphertext length for a plaintext of `plaintextLength` bytes (for Content-Length, quotas). */
+/** Exact ciphertext length for a file of `plaintextLength` bytes, padding included (for Content-Length, quotas). */
 export function mediaCiphertextLength(plaintextLength: number, chunkSize: number = MEDIA_CHUNK_SIZE): number {
   if (!Number.isSafeInteger(plaintextLength) || plaintextLength < 0) throw new RangeError(`mediaCiphertextLength: bad length ${plaintextLength}`);
   checkChunkSize(chunkSize, 'mediaCiphertextLength');
-  const chunks = Math.max(1, Math.ceil(plaintextLength / chunkSize));
-  return MEDIA_HEADER_LENGTH + plaintextLength + chunks * AES_GCM_TAG_LENGTH;
+  const padded = mediaPaddedLength(plaintextLength + 1);
+  return MEDIA_HEADER_LENGTH + padded + Math.ceil(padded / chunkSize) * AES_GCM_TAG_LENGTH;
+}
+
+function keyCommitment(ctx: CryptoContext, fileKey: Uint8Array): Uint8Array {
+  return ctx.backend.hkdfSha256(fileKey, new Uint8Array(0), utf8(MEDIA_COMMITMENT_INFO), COMMITMENT_LENGTH);
 }
 
 function checkChunkSize(chunkSize: number, op: string): void {
@@ -99,7 +134,9 @@ export class MediaEncryptor extends _Redacted {
   readonly #ctx: CryptoContext;
   readonly chunkSize: number;
 
-  private constructor(ctx: CryptoContext, key: Uint8Array, chunkSize: number, prefix: Uint8Array) {
+  #fileLength = 0;
+
+  private constructor(ctx: CryptoContext, key: Uint8Array, commitment: Uint8Array, chunkSize: number, prefix: Uint8Array) {
     super();
     this.#ctx = ctx;
     this.#key = key;
@@ -109,6 +146,7 @@ export class MediaEncryptor extends _Redacted {
     this.#header[0] = MEDIA_VERSION;
     new DataView(this.#header.buffer).setUint32(1, chunkSize, false);
     this.#header.set(prefix, 5);
+    this.#header.set(commitment, 5 + MEDIA_NONCE_PREFIX_LENGTH);
     this.#buf = new Uint8Array(chunkSize);
   }
 
@@ -118,7 +156,7 @@ export class MediaEncryptor extends _Redacted {
     const chunkSize = options.chunkSize ?? MEDIA_CHUNK_SIZE;
     checkChunkSize(chunkSize, 'MediaEncryptor.create');
     const prefix = ctx.random(MEDIA_NONCE_PREFIX_LENGTH);
-    return new MediaEncryptor(ctx, chunkKey(ctx, fileKey), chunkSize, copyBytes(prefix));
+    return new MediaEncryptor(ctx, chunkKey(ctx, fileKey), keyCommitment(ctx, fileKey), chunkSize, copyBytes(prefix));
   }
 
   #sealChunk(parts: Uint8Array[], final: boolean): void {
@@ -159,6 +197,12 @@ export class MediaEncryptor extends _Redacted {
       parts.push(this.#header.slice());
       this.#headerSent = true;
     }
+    this.#absorb(bytes, parts);
+    this.#fileLength += bytes.length;
+    return this.#emit(parts);
+  }
+
+  #absorb(bytes: Uint8Array, parts: Uint8Array[]): void {
     let off = 0;
     while (off < bytes.length) {
       // A full buffer is sealed as non-final only now that we know more plaintext follows it.
@@ -168,22 +212,42 @@ export class MediaEncryptor extends _Redacted {
       this.#bufLen += n;
       off += n;
     }
-    return this.#emit(parts);
   }
 
-  final(): Uint8Array {
+  /**
+   * Ends the stream: appends the padding (0x80 then zeros up to the size bucket) and seals the
+   * final chunk. Yields the remaining ciphertext piece by piece (at most one chunk each), so that
+   * padding a large file never needs more than one chunk of memory; `final()` concatenates them.
+   */
+  *finalParts(): Generator<Uint8Array, void, undefined> {
     this.#checkOpen('MediaEncryptor.final');
     const parts: Uint8Array[] = [];
     if (!this.#headerSent) {
       parts.push(this.#header.slice());
       this.#headerSent = true;
     }
+    let padding = mediaPaddedLength(this.#fileLength + 1) - this.#fileLength;
+    this.#absorb(Uint8Array.of(PADDING_MARKER), parts);
+    padding--;
+    const zeros = new Uint8Array(Math.min(padding, this.chunkSize));
+    while (padding > 0) {
+      const n = Math.min(padding, zeros.length);
+      this.#absorb(zeros.subarray(0, n), parts);
+      padding -= n;
+      if (parts.length > 0) {
+        yield this.#emit(parts.splice(0));
+      }
+    }
     this.#sealChunk(parts, true);
     const out = this.#emit(parts);
     this.#digest = this.#hasher.digest();
     this.#state = 'finished';
     wipe(this.#key, this.#buf);
-    return out;
+    yield out;
+  }
+
+  final(): Uint8Array {
+    return concatBytes(...this.finalParts());
   }
 
   /** SHA-256 of the whole ciphertext; available once `final()` has returned. */
@@ -233,6 +297,11 @@ export class MediaDecryptor extends _Redacted {
   #chunkSize = 0;
   #state: StreamState = 'open';
   #digest: Uint8Array | undefined;
+  /** Padding candidate held back: a 0x80 seen last among non-zero bytes, and the zeros after it. */
+  #heldMarker = false;
+  #heldZeros = 0;
+  /** File bytes released so far (padded bytes = this + held). */
+  #released = 0;
 
   private constructor(ctx: CryptoContext, fileKey: Uint8Array, expectedDigest: Uint8Array | undefined) {
     super();
@@ -266,6 +335,12 @@ export class MediaDecryptor extends _Redacted {
     if (chunkSize < 1 || chunkSize > MEDIA_MAX_CHUNK_SIZE) this.#corrupt(op, `chunk size ${chunkSize} out of range`);
     this.#chunkSize = chunkSize;
     this.#prefix = h.slice(5, 5 + MEDIA_NONCE_PREFIX_LENGTH);
+    // Key commitment: a key that is not the one the file was made for is refused before any chunk
+    // is opened (AES-GCM alone would let a crafted blob open under two keys to two files).
+    const commitment = keyCommitment(this.#ctx, this.#fileKey);
+    const ok = equalBytes(commitment, h.subarray(5 + MEDIA_NONCE_PREFIX_LENGTH));
+    wipe(commitment);
+    if (!ok) this.#corrupt(op, 'the key does not match the file (key commitment)');
     this.#key = chunkKey(this.#ctx, this.#fileKey);
     this.#buf = new Uint8Array(chunkSize + AES_GCM_TAG_LENGTH);
   }
@@ -286,7 +361,43 @@ export class MediaDecryptor extends _Redacted {
     }
     this.#index++;
     this.#bufLen = 0;
-    return pt;
+    return this.#unpad(pt);
+  }
+
+  /**
+   * Releases file bytes, holding back a possible padding suffix (0x80 then zeros) as a flag and a
+   * count: memory stays O(chunk). A held suffix followed by a non-zero byte was data after all.
+   */
+  #unpad(pt: Uint8Array): Uint8Array {
+    let last = pt.length - 1;
+    while (last >= 0 && pt[last] === 0) last--;
+    if (last < 0) {
+      // All zeros: padding if a marker is held, otherwise file data (padding starts with 0x80).
+      if (this.#heldMarker) {
+        this.#heldZeros += pt.length;
+        return new Uint8Array(0);
+      }
+      this.#released += pt.length;
+      return pt;
+    }
+    const parts: Uint8Array[] = [];
+    if (this.#heldMarker) {
+      const held = new Uint8Array(1 + this.#heldZeros);
+      held[0] = PADDING_MARKER;
+      parts.push(held);
+      this.#heldMarker = false;
+      this.#heldZeros = 0;
+    }
+    if (pt[last] === PADDING_MARKER) {
+      parts.push(pt.subarray(0, last));
+      this.#heldMarker = true;
+      this.#heldZeros = pt.length - last - 1;
+    } else {
+      parts.push(pt);
+    }
+    const out = parts.length === 1 ? parts[0]!.slice() : concatBytes(...parts);
+    this.#released += out.length;
+    return out;
   }
 
   update(bytes: Uint8Array): Uint8Array {
@@ -322,9 +433,11 @@ export class MediaDecryptor extends _Redacted {
     this.#checkOpen(op);
     if (this.#headerLen < MEDIA_HEADER_LENGTH) this.#corrupt(op, 'stream ended inside the header');
     if (this.#bufLen < AES_GCM_TAG_LENGTH) this.#corrupt(op, 'stream ended before its final chunk');
+    if (this.#bufLen === AES_GCM_TAG_LENGTH) this.#corrupt(op, 'empty final chunk (the padded plaintext is never empty)');
     const pt = this.#openChunk(op, true);
-    // Canonical form: an empty final chunk exists only for an empty file (encoders never emit one).
-    if (pt.length === 0 && this.#index > 1) this.#corrupt(op, 'empty final chunk after data chunks');
+    // Canonical padding: a marker, and exactly the bucket's length.
+    if (!this.#heldMarker) this.#corrupt(op, 'missing padding');
+    if (this.#released + 1 + this.#heldZeros !== mediaPaddedLength(this.#released + 1)) this.#corrupt(op, 'padding does not fill the size bucket');
     const digest = this.#hasher.digest();
     if (this.#expectedDigest && !equalBytes(digest, this.#expectedDigest)) {
       wipe(pt);
@@ -371,13 +484,19 @@ export function decryptMedia(ctx: CryptoContext, fileKey: Uint8Array, ciphertext
 
 type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
-async function* pipeThrough(s: { update(b: Uint8Array): Uint8Array; final(): Uint8Array }, source: ByteSource): AsyncGenerator<Uint8Array, void, undefined> {
+type Streamer = { update(b: Uint8Array): Uint8Array; final(): Uint8Array; finalParts?(): Iterable<Uint8Array> };
+
+/** The end of a stream, piece by piece where the streamer offers it (the encryptor's padding). */
+function finish(s: Streamer): Iterable<Uint8Array> {
+  return s.finalParts ? s.finalParts() : [s.final()];
+}
+
+async function* pipeThrough(s: Streamer, source: ByteSource): AsyncGenerator<Uint8Array, void, undefined> {
   for await (const piece of source) {
     const out = s.update(piece);
     if (out.length > 0) yield out;
   }
-  const last = s.final();
-  if (last.length > 0) yield last;
+  for (const last of finish(s)) if (last.length > 0) yield last;
 }
 
 /**
@@ -395,15 +514,14 @@ export function decryptMediaIterable(decryptor: MediaDecryptor, source: ByteSour
   return pipeThrough(decryptor, source);
 }
 
-function transform(s: { update(b: Uint8Array): Uint8Array; final(): Uint8Array }): TransformStream<Uint8Array, Uint8Array> {
+function transform(s: Streamer): TransformStream<Uint8Array, Uint8Array> {
   return new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       const out = s.update(chunk);
       if (out.length > 0) controller.enqueue(out);
     },
     flush(controller) {
-      const last = s.final();
-      if (last.length > 0) controller.enqueue(last);
+      for (const last of finish(s)) if (last.length > 0) controller.enqueue(last);
     },
   });
 }

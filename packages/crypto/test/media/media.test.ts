@@ -23,7 +23,7 @@ import {
 } from '../../src/media.js';
 import { nobleBackend } from '../../src/primitives/noble.js';
 import { deterministicRng } from '../../src/testing.js';
-import { specChunkKey, specDecrypt, specHeader, specNonce, specSeal } from './_spec.js';
+import { specChunkKey, specChunks, specCommitment, specDecrypt, specHeader, specNonce, specPad, specPaddedLength, specSeal } from './_spec.js';
 
 const DEEP = process.env['MW_DEEP'] === '1';
 const FC_SEED = Number(process.env['MW_FC_SEED'] ?? 0x3ed1a);
@@ -97,7 +97,7 @@ describe('round trip', () => {
       const pt = bytes(`p${n}`, n);
       const { ciphertext, digest } = encryptMedia(ctx, KEY, pt);
       expect(ciphertext.length, `n=${n}`).toBe(mediaCiphertextLength(n));
-      expect(split(ciphertext, cs).chunks.length).toBe(Math.max(1, Math.ceil(n / cs)));
+      expect(split(ciphertext, cs).chunks.length).toBe(Math.ceil(specPaddedLength(n + 1) / cs));
       expect(decryptMedia(ctx, KEY, ciphertext, { expectedDigest: digest })).toEqual(pt);
     }
   });
@@ -132,8 +132,9 @@ describe('round trip', () => {
     const enc = MediaEncryptor.create(ctx, KEY, { chunkSize: cs });
     expect(enc.update(new Uint8Array(16)).length).toBe(MEDIA_HEADER_LENGTH); // header only, chunk 0 held
     expect(enc.update(new Uint8Array(1)).length).toBe(cs + 16); // chunk 0 sealed as non-final
+    // The rest: 1 data byte, the 0x80 marker and zeros up to the 256-byte bucket (16 chunks in all).
     const ct = concatBytes(enc.final());
-    expect(ct.length).toBe(1 + 16);
+    expect(ct.length).toBe(256 - 16 + 15 * 16);
   });
 
   it('fresh nonce prefix per file: same key and plaintext give different ciphertexts', () => {
@@ -206,7 +207,7 @@ describe('tampering is detected (MEDIA_CORRUPT)', () => {
   const join = (...c: Uint8Array[]): Uint8Array => concatBytes(header, ...c);
 
   it('sanity: the untampered stream decrypts', () => {
-    expect(chunks).toHaveLength(5);
+    expect(chunks).toHaveLength(16); // 70 bytes padded to the 256-byte bucket
     expect(dec(join(...chunks))).toEqual(pt);
   });
 
@@ -232,7 +233,7 @@ describe('tampering is detected (MEDIA_CORRUPT)', () => {
 
   it('extension after the final chunk', () => {
     const [c0, c4] = [chunks[0]!, chunks[4]!];
-    for (const v of [join(...chunks, c4), join(...chunks, c0), concatBytes(ct, new Uint8Array(1)), concatBytes(ct, new Uint8Array(16)), concatBytes(exact, exact.subarray(12, 44))]) {
+    for (const v of [join(...chunks, c4), join(...chunks, c0), concatBytes(ct, new Uint8Array(1)), concatBytes(ct, new Uint8Array(16)), concatBytes(exact, exact.subarray(44, 76))]) {
       expectCode(() => dec(v), CryptoErrorCode.MEDIA_CORRUPT);
     }
   });
@@ -259,26 +260,41 @@ describe('tampering is detected (MEDIA_CORRUPT)', () => {
   it('header chunk size out of range is refused before anything is buffered', () => {
     for (const bad of [0, MEDIA_MAX_CHUNK_SIZE + 1, 0xffffffff]) {
       const d = MediaDecryptor.create(ctx, KEY);
-      const h = specHeader(bad, header.subarray(5));
+      const h = specHeader(bad, header.subarray(5), specCommitment(KEY));
       expectCode(() => d.update(h), CryptoErrorCode.MEDIA_CORRUPT);
     }
   });
 
   it('an empty final chunk after data chunks is rejected (non-canonical), though correctly sealed', () => {
-    const h = specHeader(cs, bytes('pfx', 7));
-    const sealed = specSeal(KEY, h, [
-      { pt: bytes('a', 16), index: 0, final: false },
-      { pt: new Uint8Array(0), index: 1, final: true },
-    ]);
+    const h = specHeader(cs, bytes('pfx', 7), specCommitment(KEY));
+    const padded = specPad(bytes('a', 16));
+    const nonFinal = specChunks(padded, cs).map((c) => ({ ...c, final: false }));
+    const sealed = specSeal(KEY, h, [...nonFinal, { pt: new Uint8Array(0), index: nonFinal.length, final: true }]);
     expectCode(() => dec(concatBytes(h, ...sealed)), CryptoErrorCode.MEDIA_CORRUPT);
     // The same data encoded canonically decrypts.
-    const ok = specSeal(KEY, h, [{ pt: bytes('a', 16), index: 0, final: true }]);
+    const ok = specSeal(KEY, h, specChunks(padded, cs));
     expect(dec(concatBytes(h, ...ok))).toEqual(bytes('a', 16));
+  });
+
+  it('non-canonical padding is rejected though correctly sealed: no marker, a longer bucket, a shorter one', () => {
+    const h = specHeader(cs, bytes('pfx', 7), specCommitment(KEY));
+    const file = bytes('b', 20);
+    const noMarker = new Uint8Array(256);
+    noMarker.set(file);
+    const tooLong = new Uint8Array(268); // the next bucket: the file would fit the first
+    tooLong.set(file);
+    tooLong[20] = 0x80;
+    const tooShort = new Uint8Array(32);
+    tooShort.set(file);
+    tooShort[20] = 0x80;
+    for (const p of [noMarker, tooLong, tooShort]) {
+      expectCode(() => dec(concatBytes(h, ...specSeal(KEY, h, specChunks(p, cs)))), CryptoErrorCode.MEDIA_CORRUPT);
+    }
   });
 
   it('a stream that never reaches its final chunk fails in final()', () => {
     const d = MediaDecryptor.create(ctx, KEY);
-    expect(d.update(join(chunks[0]!, chunks[1]!, new Uint8Array(1))).length).toBe(2 * cs);
+    expect(d.update(join(chunks[0]!, chunks[1]!, new Uint8Array(1))).length).toBeLessThanOrEqual(2 * cs);
     expectCode(() => d.final(), CryptoErrorCode.MEDIA_CORRUPT);
   });
 
@@ -296,6 +312,73 @@ describe('tampering is detected (MEDIA_CORRUPT)', () => {
     expectCode(() => d.update(t), CryptoErrorCode.MEDIA_CORRUPT);
     expectCode(() => d.update(new Uint8Array(1)), CryptoErrorCode.MEDIA_CORRUPT);
     expectCode(() => d.final(), CryptoErrorCode.MEDIA_CORRUPT);
+  });
+});
+
+describe('key commitment (issue 10 §1.6)', () => {
+  const cs = 16;
+  const other = bytes('other key', 32);
+  it('the header commits to the key: HKDF(key, "MeshWhisper_MediaCommitment_v2") at bytes 12..43', () => {
+    const { ciphertext } = encryptMedia(ctxFor('k1'), KEY, bytes('f', 10), { chunkSize: cs });
+    expect(toHex(ciphertext.subarray(12, 44))).toBe(toHex(specCommitment(KEY)));
+  });
+
+  it('a blob whose chunks authenticate under the given key is refused when the header commits to another key', () => {
+    // What a cheating sender would need for "one blob, two files": chunks that open under the key
+    // she gives one recipient, in a stream whose header names another key. The commitment check
+    // refuses it before any chunk is opened.
+    const file = bytes('g', 40);
+    const h = specHeader(cs, bytes('pfx', 7), specCommitment(other));
+    const blob = concatBytes(h, ...specSeal(KEY, h, specChunks(specPad(file), cs)));
+    expectCode(() => decryptMedia(ctx, KEY, blob), CryptoErrorCode.MEDIA_CORRUPT);
+    const honest = specHeader(cs, bytes('pfx', 7), specCommitment(KEY));
+    expect(decryptMedia(ctx, KEY, concatBytes(honest, ...specSeal(KEY, honest, specChunks(specPad(file), cs))))).toEqual(file);
+  });
+
+  it('a wrong key fails at the header, before any chunk is decrypted', () => {
+    const { ciphertext } = encryptMedia(ctxFor('k2'), KEY, bytes('h', 100), { chunkSize: cs });
+    let opened = 0;
+    const spy = { ...nobleBackend, aes256GcmDecrypt: (...a: Parameters<typeof nobleBackend.aes256GcmDecrypt>) => (opened++, nobleBackend.aes256GcmDecrypt(...a)) };
+    const d = MediaDecryptor.create(createContext({ backend: spy }), other);
+    expectCode(() => d.update(ciphertext), CryptoErrorCode.MEDIA_CORRUPT);
+    expect(opened).toBe(0);
+  });
+});
+
+describe('padding to size buckets (issue 10 §1.6)', () => {
+  it('buckets start at 256 and grow by ⌊b/20⌋ (≤ 5 %): the series and the bound', () => {
+    expect([0, 1, 256, 257, 268, 269].map((n) => specPaddedLength(n))).toEqual([256, 256, 256, 268, 268, 281]);
+    for (let n = 1; n < 5_000_000; n = Math.ceil(n * 1.37) + 1) {
+      const b = specPaddedLength(n);
+      expect(b).toBeGreaterThanOrEqual(n);
+      if (n > 256) expect(b / n).toBeLessThanOrEqual(1.05);
+    }
+  });
+
+  it('two files in one bucket have the same ciphertext length; the exact size is not visible', () => {
+    const lengths = new Set([1000, 1001, 1010, 1020].map((n) => encryptMedia(ctx, KEY, bytes(`s${n}`, n)).ciphertext.length));
+    expect(lengths.size).toBe(1);
+    expect(mediaCiphertextLength(1000)).toBe(MEDIA_HEADER_LENGTH + specPaddedLength(1001) + 16);
+  });
+
+  it('files that end in 0x80 or in zeros round-trip (the padding is found from the end)', () => {
+    for (const tail of [[0x80], [0x80, 0], [0, 0, 0], [0x80, 0x80, 0, 0]]) {
+      for (const n of [0, 15, 16, 254, 255, 300]) {
+        const file = concatBytes(bytes(`t${n}`, n), Uint8Array.from(tail));
+        for (const cs of [1, 16, 64]) {
+          const { ciphertext } = encryptMedia(ctx, KEY, file, { chunkSize: cs });
+          expect(decryptMedia(ctx, KEY, ciphertext), `n=${n} cs=${cs} tail=${tail}`).toEqual(file);
+        }
+      }
+    }
+  });
+
+  it('padding a large file is streamed one chunk at a time (finalParts)', () => {
+    const enc = MediaEncryptor.create(ctx, KEY, { chunkSize: 1024 });
+    enc.update(new Uint8Array(200_000));
+    const parts = [...enc.finalParts()];
+    expect(parts.length).toBeGreaterThan(3);
+    for (const p of parts) expect(p.length).toBeLessThanOrEqual(2 * (1024 + 16));
   });
 });
 
@@ -357,7 +440,7 @@ interface MediaCase {
   plaintextLength: number;
   key: string;
   plaintext?: string;
-  intermediates: { chunkKey: string; header: string; nonces: string[]; tags: string[] };
+  intermediates: { chunkKey: string; commitment: string; paddedLength: number; header: string; nonces: string[]; tags: string[] };
   ciphertext?: string;
   ciphertextLength: number;
   digest: string;
@@ -384,6 +467,8 @@ function makeCase(name: string, chunkSize: number, plaintextLength: number, inli
     ...(inline ? { plaintext: toHex(pt) } : {}),
     intermediates: {
       chunkKey: toHex(specChunkKey(key)),
+      commitment: toHex(specCommitment(key)),
+      paddedLength: specPaddedLength(plaintextLength + 1),
       header: toHex(header),
       nonces: chunks.map((_, i) => toHex(specNonce(prefix, i, i === chunks.length - 1))),
       tags: chunks.map((c) => toHex(c.subarray(c.length - 16))),
@@ -399,13 +484,13 @@ describe('test-vectors/media.json', () => {
     const cases = [
       makeCase('empty file', 16, 0, true, 0),
       makeCase('one partial chunk', 16, 5, true, 1),
-      makeCase('exact multiple (final chunk is full)', 16, 32, true, 2),
-      makeCase('three chunks, short last', 16, 40, true, 3),
+      makeCase('padded plaintext an exact multiple of the chunk size (256 = 16 × 16)', 16, 255, true, 2),
+      makeCase('second bucket (257 → 268), short last chunk', 16, 257, true, 3),
       makeCase('production chunk size, 2 chunks + 10 bytes', MEDIA_CHUNK_SIZE, 2 * MEDIA_CHUNK_SIZE + 10, false, 4),
     ];
     const doc = {
       description:
-        'MeshWhisper streaming media AEAD (docs/spec/media.md). key = deterministicRng(keySeed)(32); the nonce prefix is the first 7 bytes of deterministicRng(rngSeed); plaintext = deterministicRng(plaintextSeed)(plaintextLength) (also inline when short). digest = SHA-256(ciphertext).',
+        'MeshWhisper streaming media AEAD v2 with key commitment and size-bucket padding (docs/spec/media.md). key = deterministicRng(keySeed)(32); the nonce prefix is the first 7 bytes of deterministicRng(rngSeed); plaintext = deterministicRng(plaintextSeed)(plaintextLength) (also inline when short). digest = SHA-256(ciphertext).',
       cases,
     };
     if (process.env['MW_WRITE_VECTORS'] === '1') writeFileSync(VECTORS, `${JSON.stringify(doc, null, 2)}\n`);
