@@ -311,7 +311,7 @@ export class MeshWhisper {
       ...(transfer ? { newOwnerKey: transfer.newOwnerKey, transferConsent: transfer.consent } : {}),
       challenge,
     });
-    await this.#api.call('POST', '/v1/usernames', SignedUsernameOperationSchema, signed, UsernameRecordSchema);
+    await this.#api.call('POST', '/v1/usernames', { body: { schema: SignedUsernameOperationSchema, value: signed }, reply: UsernameRecordSchema });
   }
 
   /** Claims `username` in this client's namespace for this account (policy per namespace: docs/self-hosting.md). */
@@ -417,7 +417,7 @@ export class MeshWhisper {
    */
   async sendFile(to: Recipient, source: FileSource, options: SendFileOptions): Promise<{ id: string; file: FileAttachment }> {
     this.#checkOpen();
-    const { body, file } = await uploadFile(this.#ctx, this.#api, this.#identity, source, options);
+    const { body, file } = await uploadFile({ ctx: this.#ctx, api: this.#api, identity: this.#identity }, source, options);
     try {
       const { id } = await this.#sendTo(to, { case: 'file', value: body });
       return { id, file };

@@ -63,13 +63,20 @@ export class DeviceConnection {
   #queue: Promise<void> = Promise.resolve();
   state: ConnectionState = 'offline';
 
+  private readonly ctx: CryptoContext;
+  private readonly url: string;
+  private readonly identity: LocalIdentity;
+  private readonly WS: WebSocketConstructor;
+
   constructor(
-    private readonly ctx: CryptoContext,
-    private readonly url: string,
-    private readonly identity: LocalIdentity,
-    private readonly WS: WebSocketConstructor,
+    options: { readonly ctx: CryptoContext; readonly url: string; readonly identity: LocalIdentity; readonly WebSocket: WebSocketConstructor },
     private readonly events: ConnectionEvents,
-  ) {}
+  ) {
+    this.ctx = options.ctx;
+    this.url = options.url;
+    this.identity = options.identity;
+    this.WS = options.WebSocket;
+  }
 
   start(): void {
     this.#stopped = false;

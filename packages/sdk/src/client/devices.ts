@@ -72,7 +72,7 @@ export class DeviceKeys {
     const rotation = await rotatePreKeys(ctx, storage);
     let counts: { oneTimePrekeys: number; kemPrekeys: number; hasSignedPrekey: boolean } | undefined;
     try {
-      counts = await api.call('GET', '/v1/keys', undefined, undefined, PreKeyCountsSchema, identity);
+      counts = await api.call('GET', '/v1/keys', { reply: PreKeyCountsSchema, auth: identity });
     } catch (e) {
       if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
     }
@@ -82,19 +82,19 @@ export class DeviceKeys {
     if (!first && !needOtk && !needKem && !rotation.rotated.signedPreKey && !rotation.rotated.lastResortKemPreKey) return;
     const otks = needOtk ? await generateOneTimePreKeys(ctx, storage, PREKEY_BATCH) : [];
     const kems = needKem ? await generateKemPreKeys(ctx, storage, PREKEY_BATCH) : [];
-    await api.call(
-      'PUT',
-      '/v1/keys',
-      KeyUploadSchema,
-      {
-        signedPrekey: encodeSignedPreKey(rotation.signedPreKey),
-        lastResortKemPrekey: encodeKemPreKey(rotation.lastResortKemPreKey),
-        oneTimePrekeys: otks.map(encodeOneTimePreKey),
-        kemPrekeys: kems.map(encodeKemPreKey),
+    await api.call('PUT', '/v1/keys', {
+      body: {
+        schema: KeyUploadSchema,
+        value: {
+          signedPrekey: encodeSignedPreKey(rotation.signedPreKey),
+          lastResortKemPrekey: encodeKemPreKey(rotation.lastResortKemPreKey),
+          oneTimePrekeys: otks.map(encodeOneTimePreKey),
+          kemPrekeys: kems.map(encodeKemPreKey),
+        },
       },
-      PreKeyCountsSchema,
-      identity,
-    );
+      reply: PreKeyCountsSchema,
+      auth: identity,
+    });
   }
 
   /** Runs publish() after `delay` ms (an earlier pending check wins), then every KEY_CHECK_MS. */

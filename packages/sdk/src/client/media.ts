@@ -136,12 +136,11 @@ function checkOptions(options: SendFileOptions): void {
  * content body to send. The body is pulled on demand, so memory stays at a few chunks.
  */
 export async function uploadFile(
-  ctx: CryptoContext,
-  api: NodeApi,
-  identity: LocalIdentity,
+  node: { readonly ctx: CryptoContext; readonly api: NodeApi; readonly identity: LocalIdentity },
   source: FileSource,
   options: SendFileOptions,
 ): Promise<{ body: MessageInitShape<typeof FileSchema>; file: FileAttachment }> {
+  const { ctx, api, identity } = node;
   checkOptions(options);
   const size = sourceSize(source, options.size);
   const key = generateMediaKey(ctx);
@@ -193,7 +192,7 @@ export async function uploadFile(
   try {
     // Buffered: encrypt everything into a Blob first (the same checks run; a failure rejects here).
     const payload = buffered ? await new Response(body).blob() : body;
-    const auth = await api.authHeader(identity, 'POST', path);
+    const auth = await api.authHeader(identity, { method: 'POST', path });
     res = await api.fetchImpl(new URL(path, api.baseUrl), {
       method: 'POST',
       headers: { 'content-type': CONTENT_TYPE_OCTETS, 'content-length': String(length), [AUTH_HEADER]: auth },

@@ -24,9 +24,10 @@ export class NodeApi {
    * One request; a 429 or 503 is retried (at most RETRIES times) after the Retry-After the node
    * sends, capped at MAX_RETRY_WAIT_MS. `makeHeaders` runs per attempt (a DeviceAuth is single use).
    */
-  private async raw(method: string, path: string, body: Uint8Array | undefined, makeHeaders: () => Promise<Record<string, string>>): Promise<Response> {
+  private async raw(method: string, path: string, request: { body: Uint8Array | undefined; makeHeaders: () => Promise<Record<string, string>> }): Promise<Response> {
+    const { body, makeHeaders } = request;
     for (let attempt = 0; ; attempt++) {
-      const res = await this.once(method, path, body, await makeHeaders());
+      const res = await this.once(method, path, { body, headers: await makeHeaders() });
       if ((res.status !== 429 && res.status !== 503) || attempt >= RETRIES) return this.check(method, path, res);
       const after = Number(res.headers.get('retry-after'));
       await res.body?.cancel();
@@ -34,7 +35,8 @@ export class NodeApi {
     }
   }
 
-  private async once(method: string, path: string, body: Uint8Array | undefined, headers: Record<string, string>): Promise<Response> {
+  private async once(method: string, path: string, request: { body: Uint8Array | undefined; headers: Record<string, string> }): Promise<Response> {
+    const { body, headers } = request;
     let res: Response;
     try {
       res = await this.fetchImpl(new URL(path, this.baseUrl), {
@@ -65,31 +67,34 @@ export class NodeApi {
     return res;
   }
 
+  /** One protobuf request/reply; `auth` signs it as this device (DeviceAuth over a fresh challenge). */
   async call<Req extends DescMessage, Res extends DescMessage>(
     method: string,
     path: string,
-    reqSchema: Req | undefined,
-    req: MessageInitShape<Req> | undefined,
-    resSchema: Res,
-    auth?: LocalIdentity,
+    options: { readonly body?: { readonly schema: Req; readonly value: MessageInitShape<Req> }; readonly reply: Res; readonly auth?: LocalIdentity | undefined },
   ): Promise<MessageShape<Res>> {
-    const body = reqSchema && req ? encodeBody(reqSchema, req) : undefined;
-    const res = await this.raw(method, path, body, async (): Promise<Record<string, string>> => (auth ? { [AUTH_HEADER]: await this.authHeader(auth, method, path, body) } : {}));
-    const d = decodeBody(resSchema, new Uint8Array(await res.arrayBuffer()));
+    const { auth } = options;
+    const body = options.body ? encodeBody(options.body.schema, options.body.value) : undefined;
+    const res = await this.raw(method, path, {
+      body,
+      makeHeaders: async (): Promise<Record<string, string>> => (auth ? { [AUTH_HEADER]: await this.authHeader(auth, { method, path, body }) } : {}),
+    });
+    const d = decodeBody(options.reply, new Uint8Array(await res.arrayBuffer()));
     if (!d.ok) throw new SdkError(SdkErrorCode.PROTOCOL, `${method} ${path}: ${d.error.message}`);
     return d.value;
   }
 
   /** A request without a protobuf reply (e.g. 204): the checked response. */
   async rawCall(method: string, path: string, auth: LocalIdentity): Promise<Response> {
-    return this.raw(method, path, undefined, async () => ({ [AUTH_HEADER]: await this.authHeader(auth, method, path) }));
+    return this.raw(method, path, { body: undefined, makeHeaders: async () => ({ [AUTH_HEADER]: await this.authHeader(auth, { method, path }) }) });
   }
 
   async challenge(): Promise<Uint8Array> {
-    return (await this.call('GET', '/v1/auth/challenge', undefined, undefined, ChallengeSchema)).challenge;
+    return (await this.call('GET', '/v1/auth/challenge', { reply: ChallengeSchema })).challenge;
   }
 
-  async authHeader(identity: LocalIdentity, method: string, path: string, body?: Uint8Array): Promise<string> {
+  async authHeader(identity: LocalIdentity, request: { readonly method: string; readonly path: string; readonly body?: Uint8Array | undefined }): Promise<string> {
+    const { method, path, body } = request;
     const challenge = await this.challenge();
     const auth = signDeviceAuth(this.ctx, identity.device, encodeDeviceCertificate(identity.certificate), challenge, requestDigest(this.ctx, method, path, body));
     return encodeDeviceAuthHeader(auth);

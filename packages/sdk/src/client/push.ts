@@ -111,17 +111,17 @@ export function pushRegistrationMessage(reg: PushRegistrationInput): MessageInit
 
 /** PUT /v1/push (DeviceAuth over the body digest). The reply is 204: any schema decodes its empty body. */
 export async function registerPush(api: NodeApi, identity: LocalIdentity, reg: PushRegistrationInput): Promise<void> {
-  await api.call('PUT', '/v1/push', PushRegistrationSchema, pushRegistrationMessage(reg), PushInfoSchema, identity);
+  await api.call('PUT', '/v1/push', { body: { schema: PushRegistrationSchema, value: pushRegistrationMessage(reg) }, reply: PushInfoSchema, auth: identity });
 }
 
 /** DELETE /v1/push (DeviceAuth, no body): the node stops ringing this device. Succeeds when none was registered. */
 export async function unregisterPush(api: NodeApi, identity: LocalIdentity): Promise<void> {
-  await api.call('DELETE', '/v1/push', undefined, undefined, PushInfoSchema, identity);
+  await api.call('DELETE', '/v1/push', { reply: PushInfoSchema, auth: identity });
 }
 
 /** GET /v1/push/info. */
 export async function pushInfo(api: NodeApi): Promise<PushInfo> {
-  const r = await api.call('GET', '/v1/push/info', undefined, undefined, PushInfoSchema);
+  const r = await api.call('GET', '/v1/push/info', { reply: PushInfoSchema });
   if (r.vapidPublicKey.length !== 0 && (r.vapidPublicKey.length !== WEB_PUSH_P256DH_LENGTH || r.vapidPublicKey[0] !== 0x04)) {
     throw new SdkError(SdkErrorCode.PROTOCOL, 'GET /v1/push/info: the VAPID public key is not an uncompressed P-256 point');
   }

@@ -90,7 +90,7 @@ export class NodeTransport implements Transport {
     options: { ctx: CryptoContext; identity: LocalIdentity; WebSocket: WebSocketConstructor; sink: TransportSink },
   ) {
     const { sink } = options;
-    this.#connection = new DeviceConnection(options.ctx, api.baseUrl, options.identity, options.WebSocket, {
+    this.#connection = new DeviceConnection({ ctx: options.ctx, url: api.baseUrl, identity: options.identity, WebSocket: options.WebSocket }, {
       deliveryTokens: () => sink.deliveryTokens(),
       onDeliver: (envs) => sink.deliver(envs),
       onGap: (expired, evicted) => sink.gap({ expired, evicted }),
@@ -111,26 +111,21 @@ export class NodeTransport implements Transport {
 
   async send(envelope: OutgoingEnvelope): Promise<void> {
     const { mailboxId, payload, deliveryToken } = envelope;
-    await this.api.call(
-      'POST',
-      '/v1/send',
-      SendRequestSchema,
-      { mailboxId, payload, class: envelope.ephemeral ? EnvelopeClass.EPHEMERAL : EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) },
-      SendResultSchema,
-    );
+    const value = { mailboxId, payload, class: envelope.ephemeral ? EnvelopeClass.EPHEMERAL : EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) };
+    await this.api.call('POST', '/v1/send', { body: { schema: SendRequestSchema, value }, reply: SendResultSchema });
   }
 
   async claimBundle(mailboxId: Uint8Array): Promise<Uint8Array> {
-    return (await this.api.call('POST', '/v1/keys/claim', ClaimRequestSchema, { mailboxId }, ClaimResultSchema)).bundle;
+    return (await this.api.call('POST', '/v1/keys/claim', { body: { schema: ClaimRequestSchema, value: { mailboxId } }, reply: ClaimResultSchema })).bundle;
   }
 
   async accountDevices(accountKey: Uint8Array): Promise<Uint8Array[]> {
-    return (await this.api.call('GET', `/v1/accounts/${toHex(accountKey)}/devices`, undefined, undefined, AccountDevicesSchema)).mailboxIds;
+    return (await this.api.call('GET', `/v1/accounts/${toHex(accountKey)}/devices`, { reply: AccountDevicesSchema })).mailboxIds;
   }
 
   async lookupUsername(namespace: string, username: string): Promise<UsernameRecord> {
     const path = `/v1/usernames/${encodeURIComponent(namespace)}/${encodeURIComponent(username)}`;
-    const r = await this.api.call('GET', path, undefined, undefined, UsernameRecordSchema);
+    const r = await this.api.call('GET', path, { reply: UsernameRecordSchema });
     return { namespace: r.namespace, username: r.username, accountKey: r.ownerKey, mailboxIds: r.mailboxIds };
   }
 
