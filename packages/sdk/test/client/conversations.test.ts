@@ -26,7 +26,8 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-const client = async (storage?: ProtocolStorage) => MeshWhisper.create({ node: t.url, namespace: 'test', storage: storage ?? (await memoryStorage()) });
+// Receipts without their privacy delay (receipts.ts): the state test waits on them.
+const client = async (storage?: ProtocolStorage) => MeshWhisper.create({ node: t.url, namespace: 'test', storage: storage ?? (await memoryStorage()), receiptDelay: { minDelayMs: 0, maxDelayMs: 50 } });
 
 /** Posts a hand-made Content over an existing session of `store` (what a future or hostile app could send). */
 async function sendRaw(store: ProtocolStorage, to: Uint8Array, content: Parameters<typeof create<typeof ContentSchema>>[1]): Promise<void> {
