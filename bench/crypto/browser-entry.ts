@@ -3,22 +3,15 @@
  * backend uses, the same operations through Web Crypto (native in Chromium: X25519, Ed25519,
  * AES-256-GCM; async), and the session benchmark with the noble backend (what browsers run today).
  */
+import { freshBundle as makeFreshBundle, mkDevice as mkBenchDevice } from './devices.js';
+import type { BenchDevice } from './devices.js';
 import {
-  AccountKeyPair,
-  DeviceKeyPair,
-  KemPreKeyPair,
-  MemoryProtocolStore,
-  X25519PreKeyPair,
   createContext,
   decryptMessage,
   deviceAddress,
   encryptMessage,
   initiateSession,
-  issueDeviceCertificate,
   nobleBackend,
-  publicOneTimePreKey,
-  signKemPreKey,
-  signSignedPreKey,
 } from '../../packages/crypto/src/index.js';
 import type { PreKeyBundle } from '../../packages/crypto/src/index.js';
 
@@ -106,22 +99,8 @@ async function primitives(N: number): Promise<Row[]> {
 async function sessions(SETUPS: number, MESSAGES: number, PINGPONG: number) {
   const ctx = createContext({ backend: nobleBackend });
   const payload = new Uint8Array(1024).fill(0x61);
-  const mkDevice = async () => {
-    const account = AccountKeyPair.generate(ctx);
-    const device = DeviceKeyPair.generate(ctx);
-    const certificate = issueDeviceCertificate(ctx, account, device);
-    const store = new MemoryProtocolStore({ certificate, device });
-    const spk = X25519PreKeyPair.generate(ctx, 1);
-    await store.storeSignedPreKey(spk);
-    return { device, certificate, store, spk };
-  };
-  const freshBundle = async (d: Awaited<ReturnType<typeof mkDevice>>, id: number): Promise<PreKeyBundle> => {
-    const opk = X25519PreKeyPair.generate(ctx, id);
-    const kem = KemPreKeyPair.generate(ctx, id, false);
-    await d.store.storePreKey(opk);
-    await d.store.storeKemPreKey(kem);
-    return { certificate: d.certificate, signedPreKey: signSignedPreKey(ctx, d.device, d.spk), oneTimePreKey: publicOneTimePreKey(opk), kemPreKey: signKemPreKey(ctx, d.device, kem) };
-  };
+  const mkDevice = () => mkBenchDevice(ctx);
+  const freshBundle = (d: BenchDevice, id: number): Promise<PreKeyBundle> => makeFreshBundle(ctx, d, id);
   const pairs = [];
   for (let i = 0; i < SETUPS; i++) {
     const a = await mkDevice();

@@ -6,15 +6,12 @@
  * Only the timed loop is profiled (inspector Profiler, started after the fixtures are built).
  * BACKEND=node (node:crypto, noble ML-KEM) | oqs (node:crypto + liboqs WASM ML-KEM, the default) | noble.
  */
+import { freshBundle as makeFreshBundle, mkDevice as mkBenchDevice } from './devices.js';
+import type { BenchDevice } from './devices.js';
 import * as nodeCrypto from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import {
-  AccountKeyPair,
-  DeviceKeyPair,
-  KemPreKeyPair,
-  MemoryProtocolStore,
-  X25519PreKeyPair,
   _nodeBackendWithOqs,
   createContext,
   createNodeBackend,
@@ -22,11 +19,7 @@ import {
   deviceAddress,
   encryptMessage,
   initiateSession,
-  issueDeviceCertificate,
   nobleBackend,
-  publicOneTimePreKey,
-  signKemPreKey,
-  signSignedPreKey,
 } from '../../packages/crypto/src/index.js';
 import type { CryptoBackend, PreKeyBundle } from '../../packages/crypto/src/index.js';
 
@@ -50,22 +43,8 @@ async function profiled(run: () => Promise<void>): Promise<void> {
   writeFileSync(`profile/${PHASE}-${which}.cpuprofile`, JSON.stringify(profile));
 }
 
-const mkDevice = async () => {
-  const account = AccountKeyPair.generate(ctx);
-  const device = DeviceKeyPair.generate(ctx);
-  const certificate = issueDeviceCertificate(ctx, account, device);
-  const store = new MemoryProtocolStore({ certificate, device });
-  const spk = X25519PreKeyPair.generate(ctx, 1);
-  await store.storeSignedPreKey(spk);
-  return { device, certificate, store, spk };
-};
-const freshBundle = async (d: Awaited<ReturnType<typeof mkDevice>>, id: number): Promise<PreKeyBundle> => {
-  const opk = X25519PreKeyPair.generate(ctx, id);
-  const kem = KemPreKeyPair.generate(ctx, id, false);
-  await d.store.storePreKey(opk);
-  await d.store.storeKemPreKey(kem);
-  return { certificate: d.certificate, signedPreKey: signSignedPreKey(ctx, d.device, d.spk), oneTimePreKey: publicOneTimePreKey(opk), kemPreKey: signKemPreKey(ctx, d.device, kem) };
-};
+const mkDevice = () => mkBenchDevice(ctx);
+const freshBundle = (d: BenchDevice, id: number): Promise<PreKeyBundle> => makeFreshBundle(ctx, d, id);
 
 if (PHASE === 'setup') {
   const pairs = [];

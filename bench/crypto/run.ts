@@ -10,23 +10,16 @@
  * libsignal uses ML-KEM-1024 (Kyber1024 prekeys); MeshWhisper uses ML-KEM-768.
  * SKIP_NOBLE=1 leaves out the (slow) noble row. CPU profiles of one phase: see ./profile.ts.
  */
+import { freshBundle as makeFreshBundle, mkDevice as mkBenchDevice } from './devices.js';
+import type { BenchDevice } from './devices.js';
 import * as SignalClient from '@signalapp/libsignal-client';
 import { _nodeBackendWithOqs, createContext, createNodeBackend, nobleBackend } from '../../packages/crypto/src/index.js';
 import type { CryptoBackend, PreKeyBundle } from '../../packages/crypto/src/index.js';
 import {
-  AccountKeyPair,
-  DeviceKeyPair,
-  KemPreKeyPair,
-  MemoryProtocolStore,
-  X25519PreKeyPair,
   decryptMessage,
   deviceAddress,
   encryptMessage,
   initiateSession,
-  issueDeviceCertificate,
-  publicOneTimePreKey,
-  signKemPreKey,
-  signSignedPreKey,
 } from '../../packages/crypto/src/index.js';
 import * as nodeCrypto from 'node:crypto';
 
@@ -51,22 +44,8 @@ function time(fn: () => Promise<void>): Promise<number> {
 // ── MeshWhisper ─────────────────────────────────────────────────────────────────────────────
 async function meshwhisper(backend: CryptoBackend) {
   const ctx = createContext({ backend });
-  const mkDevice = async () => {
-    const account = AccountKeyPair.generate(ctx);
-    const device = DeviceKeyPair.generate(ctx);
-    const certificate = issueDeviceCertificate(ctx, account, device);
-    const store = new MemoryProtocolStore({ certificate, device });
-    const spk = X25519PreKeyPair.generate(ctx, 1);
-    await store.storeSignedPreKey(spk);
-    return { device, certificate, store, spk };
-  };
-  const freshBundle = async (d: Awaited<ReturnType<typeof mkDevice>>, id: number): Promise<PreKeyBundle> => {
-    const opk = X25519PreKeyPair.generate(ctx, id);
-    const kem = KemPreKeyPair.generate(ctx, id, false);
-    await d.store.storePreKey(opk);
-    await d.store.storeKemPreKey(kem);
-    return { certificate: d.certificate, signedPreKey: signSignedPreKey(ctx, d.device, d.spk), oneTimePreKey: publicOneTimePreKey(opk), kemPreKey: signKemPreKey(ctx, d.device, kem) };
-  };
+  const mkDevice = () => mkBenchDevice(ctx);
+  const freshBundle = (d: BenchDevice, id: number): Promise<PreKeyBundle> => makeFreshBundle(ctx, d, id);
 
   // setup
   const pairs = [];
