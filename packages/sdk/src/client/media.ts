@@ -7,7 +7,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
-import { CryptoError, MEDIA_DIGEST_LENGTH, MEDIA_KEY_LENGTH, MediaDecryptor, MediaEncryptor, concatBytes, generateMediaKey, mediaCiphertextLength } from '@meshwhisper/crypto';
+import { CryptoError, MEDIA_CHUNK_SIZE, MEDIA_DIGEST_LENGTH, MEDIA_KEY_LENGTH, MediaDecryptor, MediaEncryptor, concatBytes, generateMediaKey, mediaCiphertextLength } from '@meshwhisper/crypto';
 import type { File as FileContent } from '@meshwhisper/protocol';
 import { AUTH_HEADER, CONTENT_TYPE_OCTETS, FileSchema, MediaUploadedSchema, create, decodeBody } from '@meshwhisper/protocol';
 import { MAX_THUMBNAIL_BYTES } from '../constants.js';
@@ -259,7 +259,9 @@ export async function downloadFile(ctx: CryptoContext, api: NodeApi, file: FileA
     produced += pt.length;
     if (produced > file.size) throw new SdkError(SdkErrorCode.MEDIA_CORRUPT, `downloadFile: the blob holds more than the ${file.size} bytes the message announced`);
     if (pt.length === 0) return false;
-    controller.enqueue(pt);
+    // One verified piece per media chunk at most: a body that arrived in one network read (a fast
+    // link, a small file) still reaches the app as bounded pieces, never as one large buffer.
+    for (let off = 0; off < pt.length; off += MEDIA_CHUNK_SIZE) controller.enqueue(pt.subarray(off, off + MEDIA_CHUNK_SIZE));
     return true;
   };
   return new ReadableStream<Uint8Array>(
