@@ -85,6 +85,18 @@ export async function go(p: Person, hash: string): Promise<void> {
   await p.page.evaluate((h) => void (location.hash = h), hash);
 }
 
+/**
+ * Types `text` into the message composer as a person would: only once no dialog is open. A modal
+ * dialog makes the page behind it inert, and it closes in an effect after the click that closes it:
+ * text typed in between goes nowhere (and an edit's effect would overwrite it with the old text).
+ */
+export async function compose(p: Person, text: string, timeout = 30_000): Promise<void> {
+  await p.page.locator('dialog[open]').first().waitFor({ state: 'hidden', timeout });
+  const box = p.page.getByRole('textbox', { name: 'Message' });
+  await box.fill(text, { timeout });
+  expect(await box.inputValue()).toBe(text);
+}
+
 /** The text of the messages shown in the open conversation. */
 export function texts(p: Person): Promise<string[]> {
   return p.page.locator('.messages .text').allTextContents();

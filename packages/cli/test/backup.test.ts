@@ -22,6 +22,10 @@ describe('backup and restore', () => {
   });
 
   it('backs up the running node into BACKUP_DIR (relative to DATA_DIR), lists, applies BACKUP_RETENTION', async () => {
+    // Before the first backup the folder does not exist: `list` says so instead of printing nothing.
+    const none = await cli('backup', 'list', '--env', envFile);
+    expect(none.code, none.err).toBe(0);
+    expect(none.out).toContain(`no backups: ${join(node.dataDir, 'snapshots')} does not exist`);
     for (let i = 0; i < 3; i++) {
       const r = await cli('backup', '--env', envFile);
       expect(r.code, r.err).toBe(0);

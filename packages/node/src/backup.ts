@@ -21,7 +21,7 @@
 import { DataDirError, lockDataDir } from './store/data-dir.js';
 import type { DataDirLock } from './store/data-dir.js';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsConstants, fsyncSync, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, fsyncSync, openSync } from 'node:fs';
 import { copyFile, mkdir, readdir, rename, rm, stat, chmod } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -539,7 +539,10 @@ export async function runBackupCli(args: readonly string[], defaults: BackupCliD
       return 0;
     }
     if (command === 'list') {
-      for (const b of await listBackups(dir)) io.out(`${b.createdAt.toISOString()}  ${b.bytes}\t${b.path}`);
+      const backups = await listBackups(dir);
+      // An empty answer must not look like a hang or a wrong folder: say where we looked.
+      if (backups.length === 0) io.out(existsSync(dir) ? `no backups in ${dir}` : `no backups: ${dir} does not exist (the first backup creates it)`);
+      for (const b of backups) io.out(`${b.createdAt.toISOString()}  ${b.bytes}\t${b.path}`);
       return 0;
     }
     if (command === 'restore') {
