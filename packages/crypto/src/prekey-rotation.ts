@@ -77,12 +77,24 @@ export interface RotationResult {
   readonly prunedReplayEntries: number;
 }
 
+export interface RotationOptions {
+  /**
+   * Delete superseded keys whose grace period ended (default true). A device that was offline
+   * passes false until it has processed the queue the node kept for it: first messages waiting
+   * there may need exactly those keys (docs/spec/03-prekeys.md §3.6, "process the queue before
+   * rotating").
+   */
+  readonly deleteSuperseded?: boolean;
+}
+
 /**
  * Makes sure a current signed prekey and last-resort KEM prekey exist and are younger than the
- * rotation period; deletes superseded ones older than rotation + grace; prunes the replay cache
- * entries that name deleted keys. Idempotent: call it at start-up and on a timer.
+ * rotation period; deletes superseded ones whose grace period (counted from their replacement)
+ * ended, unless `deleteSuperseded` is false; prunes the replay cache entries that name deleted
+ * keys. Idempotent: call it at start-up and on a timer.
  */
-export async function rotatePreKeys(ctx: CryptoContext, store: ProtocolStore): Promise<RotationResult> {
+export async function rotatePreKeys(ctx: CryptoContext, store: ProtocolStore, options: RotationOptions = {}): Promise<RotationResult> {
+  const deleteSuperseded = options.deleteSuperseded ?? true;
   return store.transaction(async (tx) => {
     const { device } = await tx.getLocalIdentity();
     const now = ctx.now();
@@ -112,7 +124,7 @@ export async function rotatePreKeys(ctx: CryptoContext, store: ProtocolStore): P
     const replacedAt = (k: { createdAt: number }, all: readonly { createdAt: number }[]): number | undefined =>
       all.reduce<number | undefined>((a, b) => (b.createdAt > k.createdAt && (a === undefined || b.createdAt < a) ? b.createdAt : a), undefined);
     const expired = (k: { createdAt: number }, current: { createdAt: number }, all: readonly { createdAt: number }[]) => {
-      if (k === current) return false;
+      if (!deleteSuperseded || k === current) return false;
       const at = replacedAt(k, all);
       return at !== undefined && now - at >= PREKEY_GRACE_PERIOD_MS;
     };

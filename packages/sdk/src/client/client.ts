@@ -6,7 +6,7 @@
  * through a `Transport` (transport.ts). One instance per device identity; any number of instances
  * can live in one process (no singletons). Everything the node sees is sealed ciphertext.
  */
-import type { AccountKeyPair, CryptoContext, DeviceAddress, LocalIdentity, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
+import type { AccountKeyPair, CryptoContext, DeviceAddress, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
 import { computeSafetyNumber, createContext, deviceAddress, fromHex, mailboxIdOf, safetyNumberGroups, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
 import { ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
@@ -16,7 +16,7 @@ import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
 import { Contacts } from './contacts.js';
-import { DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
+import { DeviceIdentity, DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
 import { Directory, checkAccountKey } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Listener } from './events.js';
@@ -65,7 +65,7 @@ export class MeshWhisper {
   readonly #ctx: CryptoContext;
   readonly #storage: ProtocolStorage;
   readonly #api: NodeApi;
-  readonly #identity: LocalIdentity;
+  readonly #identity: DeviceIdentity;
   readonly #nodeUrl: string;
   readonly #sharePresence: boolean;
   readonly #events: EventHub;
@@ -86,7 +86,7 @@ export class MeshWhisper {
   readonly account: AccountKeyPair | undefined;
   readonly namespace: string;
 
-  private constructor(opts: MeshWhisperOptions, ctx: CryptoContext, identity: LocalIdentity, account: AccountKeyPair | undefined, WS: WebSocketConstructor) {
+  private constructor(opts: MeshWhisperOptions, ctx: CryptoContext, identity: DeviceIdentity, account: AccountKeyPair | undefined, WS: WebSocketConstructor) {
     this.#ctx = ctx;
     this.#storage = opts.storage;
     this.#identity = identity;
@@ -115,7 +115,11 @@ export class MeshWhisper {
           // Back online: whatever the outage left in the outbox goes out now.
           if (s === 'online') this.#outbox.flushSoon('reconnected');
         },
-        queueEmpty: () => emit('synced', undefined),
+        queueEmpty: () => {
+          // The backlog is processed: superseded prekeys may be deleted from now on (devices.ts).
+          this.#keys.queueDrained();
+          emit('synced', undefined);
+        },
         stopped: (reason, message, error) => {
           log.warn('transport.stopped', `the device connection stopped (${reason}): ${message}`, error);
           if (error) emit('error', error);
@@ -144,7 +148,7 @@ export class MeshWhisper {
       deliveryToken: () => (this.#deliveryTokenRegistered ? this.#deliveryToken : new Uint8Array(0)),
       isClosed,
     });
-    this.#keys = new DeviceKeys({ ctx, storage, api: this.#api, identity, log });
+    this.#keys = new DeviceKeys({ ctx, storage, api: this.#api, identity, account, log });
     this.#receipts = new ReceiptQueue({
       storage,
       delay: opts.receiptDelay ?? { minDelayMs: RECEIPT_MIN_DELAY_MS, maxDelayMs: RECEIPT_MAX_DELAY_MS },
@@ -178,7 +182,9 @@ export class MeshWhisper {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'MeshWhisper.create: node, namespace and storage are required');
     }
     const ctx = opts.crypto ?? createContext();
-    const { identity, account } = await openIdentity(ctx, opts.storage);
+    const opened = await openIdentity(ctx, opts.storage);
+    const identity = new DeviceIdentity(opened.identity);
+    const account = opened.account;
     // Older client tables are migrated (one transaction); a newer layout is refused, never misread.
     await ensureLayout(opts.storage);
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
@@ -241,7 +247,10 @@ export class MeshWhisper {
     return this.#events.iterate(event, options);
   }
 
-  /** Rotates and tops up this device's prekeys on the node now (also done at create and on a schedule). */
+  /**
+   * Renews this device's certificate if it is due (less than 30 days left), uploads it, and rotates
+   * and tops up this device's prekeys on the node now (also done at create and on a schedule).
+   */
   publishKeys(): Promise<void> {
     return this.#keys.publish();
   }

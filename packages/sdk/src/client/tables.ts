@@ -3,7 +3,10 @@
  * each. The history's tables are in history.ts.
  */
 export const Table = {
-  /** This device's own settings: 'delivery-token', 'account-seed' (devices.ts). */
+  /**
+   * This device's own settings (devices.ts, layout.ts): 'delivery-token', 'account-seed', 'layout',
+   * 'certificate-published' (u64 issuedAt of the certificate the node last accepted from us).
+   */
   Self: 'mw.self',
   /** Sealed envelopes not yet accepted by the node, by `${message id}:${mailbox hex}`: 32-byte mailbox id ‖ envelope (outbox.ts). */
   Outbox: 'mw.outbox',

@@ -16,7 +16,7 @@
  * Calls outside transaction() that write are one-operation transactions; those that only read see
  * committed data and do not wait for the lock.
  */
-import type { CryptoContext, DeviceAddress, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceAddress, DeviceCertificate, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
 import {
   KemPreKeyPair,
   ML_KEM_768_PUBLIC_KEY_LENGTH,
@@ -31,7 +31,7 @@ import { STORAGE_WEB_LOCK_PREFIX } from '../constants.js';
 import { checkKey, checkListOptions, checkTable, checkValue, compareKeys, lowerBound, utf8 } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
+import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx, renewedIdentity } from './types.js';
 
 const S = { meta: 'meta', preKey: 'prekey', signedPreKey: 'signedPrekey', kemPreKey: 'kemPrekey', session: 'session', seen: 'seen', app: 'appItems' } as const;
 type StoreName = (typeof S)[keyof typeof S];
@@ -610,6 +610,17 @@ export class IndexedDbStorage implements ProtocolStorage {
       view.putIdentityRow(exportIdentity(identity));
     });
     this.#identity = identity;
+  }
+
+  async renewCertificate(certificate: DeviceCertificate): Promise<void> {
+    const op = 'renewCertificate';
+    // The cached identity changes only once the new certificate has committed. Another context of
+    // the origin (a service worker) that cached the identity sees the renewal when it next opens.
+    this.#identity = await this.#exclusive(op, async (view) => {
+      const renewed = renewedIdentity(await view.getLocalIdentity(), certificate, op);
+      view.putIdentityRow(exportIdentity(renewed));
+      return renewed;
+    });
   }
 
   async close(): Promise<void> {

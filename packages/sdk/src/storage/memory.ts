@@ -3,13 +3,13 @@
  * the ProtocolStorage lifetime and identity rules, so the SDK treats all three adapters alike.
  * Nothing survives close(): use it for tests, bots and throw-away sessions.
  */
-import type { DeviceAddress, KemPreKeyPair, LocalIdentity, ProtocolStores, SeenInitialMessage, X25519PreKeyPair } from '@meshwhisper/crypto';
+import type { DeviceAddress, DeviceCertificate, KemPreKeyPair, LocalIdentity, ProtocolStores, SeenInitialMessage, X25519PreKeyPair } from '@meshwhisper/crypto';
 import { MemoryProtocolStore } from '@meshwhisper/crypto';
 import { checkKey, checkListOptions, checkTable, checkValue, compareKeys } from './app-items.js';
 import { StorageError, StorageErrorCode } from './errors.js';
 import { SingleOperationStorage } from './single-op.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { checkIdentity, markStorageTx } from './types.js';
+import { checkIdentity, markStorageTx, renewedIdentity } from './types.js';
 
 const DELETED = Symbol('deleted');
 type AppTables = Map<string, Map<string, Uint8Array>>;
@@ -190,6 +190,11 @@ export class MemoryStorage extends SingleOperationStorage implements ProtocolSto
     await this.transaction(async () => {
       if (this.#identity) throw new StorageError(StorageErrorCode.IDENTITY_EXISTS, 'setLocalIdentity', 'this storage already holds a device identity');
       this.#identity = identity;
+    });
+  }
+  async renewCertificate(certificate: DeviceCertificate): Promise<void> {
+    await this.transaction(async () => {
+      this.#identity = renewedIdentity(this.identityOrThrow(), certificate, 'renewCertificate');
     });
   }
   async close(): Promise<void> {

@@ -21,7 +21,7 @@
  */
 import type * as NodeFs from 'node:fs';
 import type * as NodePath from 'node:path';
-import type { CryptoContext, DeviceAddress, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceAddress, DeviceCertificate, LocalIdentity, SeenInitialMessage } from '@meshwhisper/crypto';
 import {
   KemPreKeyPair,
   ML_KEM_768_PUBLIC_KEY_LENGTH,
@@ -29,6 +29,7 @@ import {
   X25519PreKeyPair,
   X25519_KEY_LENGTH,
   createContext,
+  encodeDeviceCertificate,
   wipe,
 } from '@meshwhisper/crypto';
 import { SQLITE_APPLICATION_ID, SQLITE_BUSY_TIMEOUT_MS } from '../constants.js';
@@ -36,7 +37,7 @@ import { checkKey, checkListOptions, checkTable, checkValue, lowerBound, prefixU
 import { StorageError, StorageErrorCode } from './errors.js';
 import { SingleOperationStorage } from './single-op.js';
 import type { AppItem, ListItemsOptions, ProtocolStorage, StorageTx } from './types.js';
-import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx } from './types.js';
+import { adoptIdentity, checkBlob, checkIdentity, exportIdentity, importIdentity, markStorageTx, renewedIdentity } from './types.js';
 
 /**
  * The part of better-sqlite3's API this adapter uses, declared here so that the SDK's published
@@ -184,6 +185,7 @@ function statements(db: Database) {
     identityGet: p('SELECT certificate, signing_seed, dh_secret FROM identity WHERE id = 1'),
     identityHas: p('SELECT 1 AS x FROM identity WHERE id = 1'),
     identityPut: p('INSERT INTO identity (id, certificate, signing_seed, dh_secret) VALUES (1, ?, ?, ?)'),
+    identityRenew: p('UPDATE identity SET certificate = ? WHERE id = 1'),
     preKeyGet: p('SELECT id, secret_key, public_key, created_at FROM prekey WHERE id = ?'),
     preKeyPut: p('INSERT OR REPLACE INTO prekey (id, secret_key, public_key, created_at) VALUES (?, ?, ?, ?)'),
     preKeyDel: p('DELETE FROM prekey WHERE id = ?'),
@@ -496,6 +498,20 @@ export class SqliteStorage extends SingleOperationStorage implements ProtocolSto
       }
     });
     this.#identity = identity;
+  }
+
+  async renewCertificate(certificate: DeviceCertificate): Promise<void> {
+    const op = 'renewCertificate';
+    // The cached identity changes only once the new certificate has committed.
+    this.#identity = await this.transaction(async () => {
+      const renewed = renewedIdentity(this.identityOrThrow(), certificate, op);
+      try {
+        this.#st.identityRenew.run(encodeDeviceCertificate(certificate));
+      } catch (e) {
+        throw engineError(e, op);
+      }
+      return renewed;
+    });
   }
 
   async close(): Promise<void> {

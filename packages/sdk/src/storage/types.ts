@@ -2,8 +2,8 @@
  * What every SDK storage adapter offers on top of the crypto core's ProtocolStore: a device
  * identity that is created once and then only loaded, and a lifetime (close / `await using`).
  */
-import type { CryptoContext, LocalIdentity, ProtocolStore, ProtocolStores } from '@meshwhisper/crypto';
-import { DeviceKeyPair, decodeDeviceCertificate, encodeDeviceCertificate, equalBytes, wipe } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceCertificate, LocalIdentity, ProtocolStore, ProtocolStores } from '@meshwhisper/crypto';
+import { DeviceKeyPair, decodeDeviceCertificate, encodeDeviceCertificate, equalBytes, sameDevice, wipe } from '@meshwhisper/crypto';
 import { StorageError, StorageErrorCode } from './errors.js';
 
 export type StorageKind = 'memory' | 'sqlite' | 'indexeddb';
@@ -97,6 +97,14 @@ export interface ProtocolStorage extends ProtocolStore, AppStore {
    * MW_SDK_STORAGE_IDENTITY_EXISTS (replacing it would orphan every session and prekey).
    */
   setLocalIdentity(identity: LocalIdentity): Promise<void>;
+  /**
+   * Replaces this device's certificate with a renewal of it (docs/spec/02-keys.md §2.4): the same
+   * account and device keys, issued later. The device keys, sessions and prekeys stay; from the
+   * next transaction on, getLocalIdentity() returns the new certificate. Rejects with RangeError
+   * for a certificate of another device or one not issued after the stored one, and with
+   * MW_SDK_STORAGE_NO_IDENTITY before setLocalIdentity().
+   */
+  renewCertificate(certificate: DeviceCertificate): Promise<void>;
   /** Waits for running transactions, then releases the storage (and its one-writer lock). Idempotent. */
   close(): Promise<void>;
   /**
@@ -122,6 +130,13 @@ export function checkIdentity(identity: LocalIdentity, operation: string): void 
   if (!equalBytes(c.deviceSigningKey, d.signingPublicKey) || !equalBytes(c.deviceDhKey, d.dhPublicKey)) {
     throw new RangeError(`${operation}: the certificate does not certify this device's keys`);
   }
+}
+
+/** The identity with `certificate` in place of its own; RangeError unless it renews the same device. */
+export function renewedIdentity(current: LocalIdentity, certificate: DeviceCertificate, operation: string): LocalIdentity {
+  if (!sameDevice(current.certificate, certificate)) throw new RangeError(`${operation}: the certificate is for another account or other device keys`);
+  if (!(certificate.issuedAt > current.certificate.issuedAt)) throw new RangeError(`${operation}: a renewal must be issued after the stored certificate`);
+  return { certificate, device: current.device };
 }
 
 /**

@@ -217,6 +217,40 @@ export const conformanceCases: readonly ConformanceCase[] = [
     },
   },
   {
+    name: 'identity: renewCertificate replaces the certificate of the same device keys only, and it persists',
+    async run(f) {
+      let s = await f.create(label('renew'));
+      try {
+        const account = AccountKeyPair.generate(ctx);
+        const device = DeviceKeyPair.generate(ctx);
+        const first = issueDeviceCertificate(ctx, account, device, { issuedAt: 1_000_000, deviceIndex: 3 });
+        await rejectsWith(s.renewCertificate(first), { code: 'MW_SDK_STORAGE_NO_IDENTITY' }, 'renewCertificate before setLocalIdentity');
+        await s.setLocalIdentity({ certificate: first, device });
+        const renewed = issueDeviceCertificate(ctx, account, device, { issuedAt: 2_000_000, deviceIndex: 3 });
+        // Another device's certificate, another account's, and one not newer are refused; nothing changes.
+        const other = newIdentity(ctx);
+        await rejectsWith(s.renewCertificate(other.certificate), { name: 'RangeError' }, 'certificate of other keys');
+        await rejectsWith(s.renewCertificate(issueDeviceCertificate(ctx, AccountKeyPair.generate(ctx), device, { issuedAt: 2_000_000 })), { name: 'RangeError' }, 'certificate of another account');
+        await rejectsWith(s.renewCertificate(issueDeviceCertificate(ctx, account, device, { issuedAt: 1_000_000 })), { name: 'RangeError' }, 'not issued later');
+        sameBytes((await s.getLocalIdentity()).certificate.signature, first.signature, 'unchanged after refusals');
+        await s.renewCertificate(renewed);
+        sameBytes((await s.getLocalIdentity()).certificate.signature, renewed.signature, 'renewed certificate loaded');
+        sameBytes((await s.transaction((tx) => tx.getLocalIdentity())).certificate.signature, renewed.signature, 'renewed certificate inside a transaction');
+        const peer = X25519PreKeyPair.generate(ctx, 1);
+        sameBytes((await s.getLocalIdentity()).device.dh(ctx, peer.publicKey), device.dh(ctx, peer.publicKey), 'device keys kept');
+        if (f.reopen) {
+          s = await f.reopen(s);
+          const back = await s.getLocalIdentity();
+          sameBytes(back.certificate.signature, renewed.signature, 'renewed certificate after reopening');
+          eq(back.certificate.deviceIndex, 3, 'device index after reopening');
+          sameBytes(back.device.dh(ctx, peer.publicKey), device.dh(ctx, peer.publicKey), 'device keys after reopening');
+        }
+      } finally {
+        await s.close();
+      }
+    },
+  },
+  {
     name: 'one-time prekeys: store, load, count, overwrite, remove (ids 0 and 2^32-1)',
     async run(f) {
       await withStorage(f, 'opk', async (s) => {

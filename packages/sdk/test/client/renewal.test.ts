@@ -1,0 +1,211 @@
+/**
+ * Issue 10 §2 and §1.3 over a real node and real sockets, with one controllable clock shared by the
+ * node and every client: device certificates are renewed before they expire (v2 certificates
+ * expire after 90 days — without renewal every device stopped working on day 90), peers keep
+ * talking to the renewed device, and a device back after weeks offline processes its queue before
+ * it deletes the prekeys the waiting first messages need.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeviceCertificate } from '@meshwhisper/crypto';
+import { CERTIFICATE_VALIDITY_MS, createContext, encodeDeviceCertificate, equalBytes } from '@meshwhisper/crypto';
+import type { E2eNode } from './test-node.js';
+import { startE2eNode } from './test-node.js';
+import type { LogEntry, ProtocolStorage, UndecryptableMessage } from '../../src/index.js';
+import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
+
+const DAY = 24 * 3600 * 1000;
+let offset = 0;
+const now = (): number => Date.now() + offset;
+const crypto = createContext({ now });
+
+let t: E2eNode;
+const work = mkdtempSync(join(tmpdir(), 'mw-sdk-renewal-'));
+beforeAll(async () => {
+  // Undelivered envelopes kept 60 days, so a first message can wait while its device is away 5+ weeks.
+  t = await startE2eNode({ RETENTION_DAYS: '60' }, { ctx: createContext({ now }) });
+});
+afterAll(async () => {
+  await t?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function inbox(client: MeshWhisper): { texts: string[]; bad: UndecryptableMessage[] } {
+  const box = { texts: [] as string[], bad: [] as UndecryptableMessage[] };
+  client.on('message', (m) => box.texts.push(m.text ?? ''));
+  client.on('undecryptable', (u) => box.bad.push(u));
+  return box;
+}
+
+const certificateOf = async (s: ProtocolStorage): Promise<DeviceCertificate> => (await s.getLocalIdentity()).certificate;
+const open = (path: string) => openSqliteStorage({ path, ctx: crypto });
+const client = (storage: ProtocolStorage, extra: { connect?: boolean; logger?: (e: LogEntry) => void } = {}) =>
+  MeshWhisper.create({ node: t.url, namespace: 'test', storage, crypto, receiptDelay: { minDelayMs: 0, maxDelayMs: 0 }, ...extra });
+
+describe('certificate renewal', () => {
+  it('renews 30 days before expiry, publishes the new certificate, and peers keep talking past both expiries (failed before: no renewal)', async () => {
+    offset = 0;
+    const aliceStorage = await memoryStorage();
+    const alice = await client(aliceStorage);
+    const bobFile = join(work, 'bob-renew.db');
+    let bobStorage = await open(bobFile);
+    let bob = await client(bobStorage);
+    const a = inbox(alice);
+    let b = inbox(bob);
+    await alice.sendText(bob.mailboxId, 'hello bob');
+    await until(() => b.texts.includes('hello bob'), 'hello bob');
+    await bob.sendText(alice.mailboxId, 'hi alice');
+    await until(() => a.texts.includes('hi alice'), 'hi alice');
+    const first = await certificateOf(bobStorage);
+    expect(first.expiresAt - first.issuedAt).toBe(CERTIFICATE_VALIDITY_MS);
+
+    // Day 59: 31 days left — not yet.
+    offset = 59 * DAY;
+    await bob.publishKeys();
+    expect(equalBytes(encodeDeviceCertificate(await certificateOf(bobStorage)), encodeDeviceCertificate(first))).toBe(true);
+
+    // Day 61: 29 days left — renewed: same keys, index, capabilities; new dates; on the node.
+    // (Both renew: a running client checks every 10 minutes, here called by hand.)
+    offset = 61 * DAY;
+    await bob.publishKeys();
+    await alice.publishKeys();
+    const renewed = await certificateOf(bobStorage);
+    expect(renewed.issuedAt).toBeGreaterThanOrEqual(first.issuedAt + 61 * DAY);
+    expect(renewed.expiresAt - renewed.issuedAt).toBe(CERTIFICATE_VALIDITY_MS);
+    expect(renewed.deviceIndex).toBe(first.deviceIndex);
+    expect(renewed.capabilities).toBe(first.capabilities);
+    expect(equalBytes(renewed.deviceSigningKey, first.deviceSigningKey) && equalBytes(renewed.deviceDhKey, first.deviceDhKey)).toBe(true);
+    const onNode = await t.node.services.store.device(bob.mailboxId);
+    expect(onNode && equalBytes(onNode.certificate, encodeDeviceCertificate(renewed))).toBe(true);
+
+    // Day 125: the first certificate expired 35 days ago (beyond the 30-day envelope grace). The
+    // existing sessions carry on in both directions under the renewed certificate.
+    offset = 125 * DAY;
+    await alice.sendText(bob.mailboxId, 'day 125 to bob');
+    await until(() => b.texts.includes('day 125 to bob'), 'day 125 to bob');
+    await bob.sendText(alice.mailboxId, 'day 125 to alice');
+    await until(() => a.texts.includes('day 125 to alice'), 'day 125 to alice');
+
+    // Bob restarts on day 125 (26 days left on the renewed certificate): renewed again at start-up,
+    // and the new socket logs in with it.
+    await bob.close();
+    bobStorage = await open(bobFile);
+    bob = await client(bobStorage);
+    b = inbox(bob);
+    const again = await certificateOf(bobStorage);
+    expect(again.issuedAt).toBeGreaterThan(renewed.issuedAt);
+    await bob.sendText(alice.mailboxId, 'after restart');
+    await until(() => a.texts.includes('after restart'), 'after restart');
+    // A new contact on day 125 starts a session from a bundle carrying the latest certificate.
+    const carol = await client(await memoryStorage());
+    const c = inbox(carol);
+    await carol.sendText(bob.mailboxId, 'hello from carol');
+    await until(() => b.texts.includes('hello from carol'), 'hello from carol');
+    await bob.sendText(carol.mailboxId, 'hi carol');
+    await until(() => c.texts.includes('hi carol'), 'hi carol');
+    expect([...a.bad, ...b.bad, ...c.bad]).toEqual([]);
+    await Promise.all([alice.close(), bob.close(), carol.close()]);
+  }, 120_000);
+
+  it('a device whose certificate expired while it was away renews it at start-up, before it talks to the node (failed before: login refused)', async () => {
+    offset = 0;
+    const alice = await client(await memoryStorage());
+    const a = inbox(alice);
+    const bobFile = join(work, 'bob-away.db');
+    let bob = await client(await open(bobFile));
+    let b = inbox(bob);
+    const { id } = await alice.sendText(bob.mailboxId, 'before');
+    await until(() => b.texts.includes('before'), 'before');
+    // Bob's delivery receipt is out before he goes (an envelope he sealed now but posted 200 days
+    // later would be refused: it would carry a certificate expired for longer than the grace).
+    await until(async () => (await alice.messageState(id)) === 'delivered', 'the delivery receipt');
+    await bob.close();
+    // 200 days later: Bob's certificate expired 110 days ago; Alice's was renewed as she went on.
+    offset = 200 * DAY;
+    await alice.publishKeys();
+    const bobStorage = await open(bobFile);
+    bob = await client(bobStorage);
+    b = inbox(bob);
+    expect((await certificateOf(bobStorage)).expiresAt).toBeGreaterThan(now() + 60 * DAY);
+    await bob.sendText(alice.mailboxId, 'back after 200 days');
+    await until(() => a.texts.includes('back after 200 days'), 'back after 200 days');
+    await alice.sendText(bob.mailboxId, 'welcome back');
+    await until(() => b.texts.includes('welcome back'), 'welcome back');
+    expect([...a.bad, ...b.bad]).toEqual([]);
+    await Promise.all([alice.close(), bob.close()]);
+  }, 120_000);
+
+  it('a device without the account key cannot renew itself: it says so in the log, once', async () => {
+    offset = 0;
+    const logs: LogEntry[] = [];
+    const file = join(work, 'no-manager.db');
+    const s1 = await open(file);
+    const d1 = await client(s1, { connect: false });
+    await s1.deleteItem('mw.self', 'account-seed');
+    await d1.close();
+    offset = 70 * DAY;
+    const s2 = await open(file);
+    const d2 = await client(s2, { connect: false, logger: (e) => logs.push(e) });
+    expect(d2.account).toBeUndefined();
+    await d2.publishKeys();
+    expect(logs.filter((e) => e.event === 'keys.certificate-renewal-needs-manager')).toHaveLength(1);
+    expect((await certificateOf(s2)).expiresAt).toBeLessThan(now() + 30 * DAY);
+    await d2.close();
+  }, 60_000);
+});
+
+describe('prekey rotation after weeks offline (issue 10 §1.3)', () => {
+  it('a device back after 5+ weeks processes its queue before deleting superseded prekeys: the first message waiting for it decrypts (failed before)', async () => {
+    offset = 0;
+    const bobFile = join(work, 'bob-offline.db');
+    let bobStorage = await open(bobFile);
+    let bob = await client(bobStorage);
+    const bobMailbox = bob.mailboxId;
+    await bob.close();
+    // Day 1: Alice's first message, built on Bob's bundle (signed prekey 1), waits at the node.
+    offset = 1 * DAY;
+    const alice = await client(await memoryStorage());
+    const a = inbox(alice);
+    await alice.sendText(bobMailbox, 'waiting for you');
+    // Her socket's login finishes before the clock jumps (a challenge is only good for minutes).
+    await until(() => alice.connectionState === 'online', 'alice online');
+    // Day 8: Bob's app starts without connecting (e.g. a send-only run): it rotates — signed prekey
+    // 2 replaces 1 — but must not read the queue.
+    offset = 8 * DAY;
+    bobStorage = await open(bobFile);
+    bob = await client(bobStorage, { connect: false });
+    const spksDay8 = (await bobStorage.listSignedPreKeys()).length;
+    expect(spksDay8).toBe(2);
+    await bob.close();
+    // Day 40: 32 days after the replacement. Bob comes back and reads his queue.
+    offset = 40 * DAY;
+    bobStorage = await open(bobFile);
+    bob = await client(bobStorage, { connect: false });
+    // It rotated again at start-up (signed prekey 3) but deleted nothing: the queue is unread.
+    expect((await bobStorage.listSignedPreKeys()).length).toBe(3);
+    const b = inbox(bob);
+    const synced = bob.once('synced', () => true, 30_000);
+    bob.connect();
+    await synced;
+    await bob.idle();
+    await until(() => b.texts.includes('waiting for you') || b.bad.length > 0, 'the waiting message');
+    expect(b.bad).toEqual([]);
+    expect(b.texts).toEqual(['waiting for you']);
+    // Once the queue is processed, signed prekey 1 goes (30 days after its replacement); 2, replaced today, stays.
+    await until(async () => (await bobStorage.listSignedPreKeys()).length === 2, 'the superseded signed prekey to be deleted');
+    await bob.sendText(alice.mailboxId, 'got it');
+    await until(() => a.texts.includes('got it') || a.bad.length > 0, 'the reply');
+    expect(a.bad).toEqual([]);
+    await Promise.all([alice.close(), bob.close()]);
+  }, 120_000);
+});
