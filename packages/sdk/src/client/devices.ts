@@ -80,6 +80,13 @@ export async function loadDeliveryToken(ctx: CryptoContext, storage: ProtocolSto
   return token;
 }
 
+/**
+ * Until the queue is processed, a due renewal waits — except in the last day of the certificate
+ * (MAX_CERTIFICATE_FUTURE_SKEW_MS: the node's clock may be that far ahead), when the socket login
+ * itself needs the new one.
+ */
+const RENEW_BEFORE_LOGIN_MS = 24 * 3600 * 1000;
+
 const u64 = (n: number): Uint8Array => {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, BigInt(n));
@@ -123,7 +130,8 @@ export class DeviceKeys {
 
   /**
    * Renews this device's certificate once less than CERTIFICATE_RENEW_BEFORE_MS (30 days) of it is
-   * left — or it has expired while the device was away: the account key (held on a manager device)
+   * left, after the node's queue was processed (at once if less than a day is left or it expired
+   * while the device was away): the account key (held on a manager device)
    * certifies the same keys, index, capabilities and extensions for another CERTIFICATE_VALIDITY_MS,
    * the storage commits it, and the next publish() uploads it. Purely local: works offline. A device
    * without the account key cannot renew itself (a manager renews it, docs/spec/02-keys.md §2.6):
@@ -132,7 +140,8 @@ export class DeviceKeys {
   async renewCertificate(): Promise<boolean> {
     const { ctx, storage, identity, account, log } = this.deps;
     const current = identity.certificate;
-    if (!certificateNeedsRenewal(current, ctx.now())) return false;
+    const now = ctx.now();
+    if (!certificateNeedsRenewal(current, now)) return false;
     if (!account) {
       if (!this.#warnedNoManager) {
         this.#warnedNoManager = true;
@@ -140,6 +149,10 @@ export class DeviceKeys {
       }
       return false;
     }
+    // First messages waiting in the node's queue were built on bundles carrying the current
+    // certificate, whose whole bytes are in their transcript (PQXDH TH): process them first —
+    // unless the certificate can no longer log in (renewing is then the only way back to the node).
+    if (!this.#drained && now < current.expiresAt - RENEW_BEFORE_LOGIN_MS) return false;
     const renewed = issueDeviceCertificate(ctx, account, identity.device, {
       issuedAt: Math.max(ctx.now(), current.issuedAt + 1),
       deviceIndex: current.deviceIndex,

@@ -96,14 +96,13 @@ describe('certificate renewal', () => {
     await bob.sendText(alice.mailboxId, 'day 125 to alice');
     await until(() => a.texts.includes('day 125 to alice'), 'day 125 to alice');
 
-    // Bob restarts on day 125 (26 days left on the renewed certificate): renewed again at start-up,
-    // and the new socket logs in with it.
+    // Bob restarts on day 125 (26 days left on the renewed certificate): he logs in with it, reads
+    // his queue, then renews again.
     await bob.close();
     bobStorage = await open(bobFile);
     bob = await client(bobStorage);
     b = inbox(bob);
-    const again = await certificateOf(bobStorage);
-    expect(again.issuedAt).toBeGreaterThan(renewed.issuedAt);
+    await until(async () => (await certificateOf(bobStorage)).issuedAt > renewed.issuedAt, 'the second renewal, after the queue');
     await bob.sendText(alice.mailboxId, 'after restart');
     await until(() => a.texts.includes('after restart'), 'after restart');
     // A new contact on day 125 starts a session from a bundle carrying the latest certificate.
@@ -162,6 +161,70 @@ describe('certificate renewal', () => {
     expect((await certificateOf(s2)).expiresAt).toBeLessThan(now() + 30 * DAY);
     await d2.close();
   }, 60_000);
+});
+
+/** Bob's app runs briefly on `day` (35 days before his certificate expires: no renewal yet), rotating his signed prekey. */
+async function visitOnDay(day: number, file: string): Promise<void> {
+  offset = day * DAY;
+  const storage = await open(file);
+  const c = await client(storage);
+  await c.once('synced', () => true, 30_000);
+  await c.close();
+}
+
+describe('first messages waiting across a renewal', () => {
+  it('a device back inside its renewal window reads its queue first, then renews: the first message built on the old certificate decrypts', async () => {
+    offset = 0;
+    const bobFile = join(work, 'bob-window.db');
+    let bob = await client(await open(bobFile));
+    const bobMailbox = bob.mailboxId;
+    await bob.close();
+    await visitOnDay(55, bobFile);
+    // Day 61 (29 days left on Bob's certificate): Alice's first message, built on his bundle.
+    offset = 61 * DAY;
+    const alice = await client(await memoryStorage());
+    const a = inbox(alice);
+    await alice.sendText(bobMailbox, 'first, on the old certificate');
+    await until(() => alice.connectionState === 'online', 'alice online');
+    offset = 62 * DAY;
+    const bobStorage = await open(bobFile);
+    const first = await certificateOf(bobStorage);
+    bob = await client(bobStorage);
+    const b = inbox(bob);
+    await until(() => b.texts.length > 0 || b.bad.length > 0, 'the waiting message');
+    expect(b.bad).toEqual([]);
+    expect(b.texts).toEqual(['first, on the old certificate']);
+    await until(async () => (await certificateOf(bobStorage)).issuedAt > first.issuedAt, 'the renewal after the queue');
+    await bob.sendText(alice.mailboxId, 'renewed and replying');
+    await until(() => a.texts.includes('renewed and replying'), 'the reply');
+    expect(a.bad).toEqual([]);
+    await Promise.all([alice.close(), bob.close()]);
+  }, 120_000);
+
+  it('a device back after its certificate expired must renew before it can log in: the first message built on the old certificate is reported and re-sent', async () => {
+    offset = 0;
+    const bobFile = join(work, 'bob-expired.db');
+    let bob = await client(await open(bobFile));
+    const bobMailbox = bob.mailboxId;
+    await bob.close();
+    await visitOnDay(55, bobFile);
+    // Day 85: Alice's first message, built on Bob's bundle (his certificate expires on day 90).
+    offset = 85 * DAY;
+    const alice = await client(await memoryStorage());
+    const a = inbox(alice);
+    await alice.sendText(bobMailbox, 'sent on day 85');
+    await until(() => alice.connectionState === 'online', 'alice online');
+    // Day 100: Bob's certificate expired; he renews at start-up. The waiting first message's
+    // transcript names the old certificate: it fails, Bob says so, Alice starts afresh and re-sends.
+    offset = 100 * DAY;
+    await alice.publishKeys(); // (Alice renews too: her check would run every 10 minutes)
+    bob = await client(await open(bobFile));
+    const b = inbox(bob);
+    await until(() => b.texts.includes('sent on day 85'), 'the re-sent message');
+    expect(b.bad.map((u) => u.code)).toEqual(['MW_CRYPTO_UNKNOWN_SESSION']);
+    expect(a.bad).toEqual([]);
+    await Promise.all([alice.close(), bob.close()]);
+  }, 120_000);
 });
 
 describe('prekey rotation after weeks offline (issue 10 §1.3)', () => {
