@@ -24,6 +24,7 @@ import {
   compose,
   go,
   launchChromium,
+  launchProfile,
   newPerson,
   register,
   reopen,
@@ -146,6 +147,21 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await screenshot(alice.page, shots, 'welcome');
     await Promise.all([register(alice), register(bob), register(carol)]);
     await accessible(alice, 'empty chat list');
+  });
+
+  it('Chromium finds Prudence installable (manifest, icons, service worker, start URL)', async () => {
+    // In an ordinary profile: Chromium never offers to install from an off-the-record context.
+    const profile = await launchProfile(join(work, 'installable-profile'));
+    try {
+      const page = profile.pages()[0] ?? (await profile.newPage());
+      await page.goto(`${url}/`);
+      const cdp = await profile.newCDPSession(page);
+      // Chromium's own check, the one behind its "Install app" prompt; the worker registers after the first load.
+      const installable = async (): Promise<string[]> => ((await cdp.send('Page.getInstallabilityErrors')) as { installabilityErrors: { errorId: string }[] }).installabilityErrors.map((e) => e.errorId);
+      await expect.poll(installable, { timeout: 30_000 }).toEqual([]);
+    } finally {
+      await profile.close();
+    }
   });
 
   it('alice adds bob by username and writes; bob gets a request named "alice", accepts and answers', async () => {

@@ -32,13 +32,19 @@ export function startPrudenceNode(webApp: string, env: Record<string, string> = 
   return startE2eNode({ LOG_LEVEL: 'warn', USERNAME_NAMESPACES: 'default:signed', WEB_APP: webApp, ...env });
 }
 
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
+
 export function launchChromium(): Promise<Browser> {
   // launch() gives the browser a fresh temporary user-data-dir, removed at close.
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+}
+
+/**
+ * A browser with an ordinary (not off-the-record) profile in `userDataDir`: what Chromium requires
+ * before it offers to install a web app (the contexts of launchChromium() are off the record).
+ */
+export function launchProfile(userDataDir: string): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: PHONE, serviceWorkers: 'allow' });
 }
 
 export interface Person {
