@@ -148,6 +148,31 @@ export const CONFIG_SCHEMA = {
   ),
   backupIntervalMs: setting('BACKUP_INTERVAL_HOURS', '24', 'Hours between the scheduled online backups of the database (0: no scheduled backups).', (raw) => int(0, 8760)(raw) * HOUR),
   backupRetention: setting('BACKUP_RETENTION', '7', 'Backups kept in BACKUP_DIR (newest first); older ones are deleted after each successful backup.', int(1, 10_000)),
+  // Cluster (docs/scale-out.md): several instances on one PostgreSQL database and one NATS.
+  store: setting<'sqlite' | 'postgres'>('STORE', 'sqlite', 'Where state lives: sqlite (one process, DATA_DIR/meshwhisper.sqlite3) or postgres (DATABASE_URL; several instances may share it — set NATS_URL too).', (raw) => {
+    const v = raw.trim().toLowerCase();
+    if (v !== 'sqlite' && v !== 'postgres') throw new RangeError('must be sqlite or postgres');
+    return v;
+  }),
+  databaseUrl: setting('DATABASE_URL', '', 'STORE=postgres: the PostgreSQL connection URL, postgres://user[:password]@host:port/database (a secret when it holds a password; never logged).', (raw) => {
+    const v = raw.trim();
+    if (v !== '' && !/^postgres(ql)?:\/\//.test(v)) throw new RangeError('must be a postgres:// or postgresql:// URL');
+    return v;
+  }),
+  databaseSchema: setting('DATABASE_SCHEMA', 'public', 'STORE=postgres: the schema holding the tables (created if missing).', (raw) => {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(raw.trim())) throw new RangeError('must be a lower-case identifier');
+    return raw.trim();
+  }),
+  databasePoolSize: setting('DATABASE_POOL_SIZE', '10', 'STORE=postgres: connections this instance keeps open (instances × this must stay below the server\'s max_connections).', int(1, 1000)),
+  natsUrl: setting('NATS_URL', '', 'STORE=postgres: NATS server(s) with JetStream, nats://host:4222 (comma-separated for a NATS cluster). Instances tell each other about new mail, logins and push wakes through it; empty: a single instance.', (raw) => {
+    const v = raw.trim();
+    for (const part of v === '' ? [] : v.split(',')) if (!/^(nats|tls):\/\/[^\s/]+$/.test(part.trim())) throw new RangeError(`"${part.trim()}" is not nats://host:port`);
+    return v;
+  }),
+  natsSubjectPrefix: setting('NATS_SUBJECT_PREFIX', 'mw', 'NATS subject prefix (and JetStream bucket name part) shared by the instances of one cluster; give two clusters on one NATS different prefixes.', (raw) => {
+    if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(raw.trim())) throw new RangeError('must be dot-separated words of letters, digits, _ and -');
+    return raw.trim();
+  }),
   // Push wake (docs/push.md): each service is off until its credentials are set.
   pushCoalesceMs: setting('PUSH_COALESCE_MS', String(DEFAULT_PUSH_COALESCE_MS), 'Milliseconds after a push wake during which further mail for the same offline device rings no new wake (one wake per burst).', int(0, 600_000)),
   vapidPublicKey: setting('VAPID_PUBLIC_KEY', '', 'Web Push: VAPID public key, base64url of the 65-byte P-256 point (npx web-push generate-vapid-keys). Web Push is on when the three VAPID_* are set.', parseVapidPublicKey),
@@ -189,5 +214,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   } catch (e) {
     throw new NodeConfigError('METRICS_*', e instanceof Error ? e.message : 'invalid value');
   }
-  return { ...out, ...overrides, metrics } as NodeConfig;
+  const config = { ...out, ...overrides, metrics } as NodeConfig;
+  if (config.store === 'postgres' && config.databaseUrl === '') throw new NodeConfigError('DATABASE_URL', 'STORE=postgres needs DATABASE_URL (postgres://user@host:5432/database)');
+  if (config.store === 'sqlite' && config.natsUrl !== '') throw new NodeConfigError('NATS_URL', 'NATS_URL is for a cluster on STORE=postgres; a SQLite node is one process (unset NATS_URL or set STORE=postgres)');
+  return config;
 }

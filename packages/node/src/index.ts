@@ -23,6 +23,11 @@ export { REQUIRED_PRAGMAS, migrate, openDatabase, pragmasInForce } from './store
 export { MIGRATIONS } from './store/migrations.js';
 export { SqliteNodeStore, FORGET_WITHIN_MS, HEALTH_PROBE_INTERVAL_MS } from './store/sqlite-store.js';
 export type { SqliteStoreOptions } from './store/sqlite-store.js';
+export { PgNodeStore, PgStoreError, PgStoreErrorCode, PG_FORGET_WITHIN_MS, migratePg } from './store/pg-store.js';
+export type { PgStoreOptions } from './store/pg-store.js';
+export { PG_MIGRATIONS } from './store/pg-migrations.js';
+export { NatsDeliveryBus } from './mailbox/nats-bus.js';
+export type { NatsBusOptions } from './mailbox/nats-bus.js';
 export type * from './store/node-store.js';
 export { LocalDeliveryBus } from './mailbox/bus.js';
 export type { BusSubscriber, DeliveryBus } from './mailbox/bus.js';

@@ -138,6 +138,11 @@ export class NodeMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly busConnected = new Gauge({
+    name: 'meshwhisper_bus_connected',
+    help: 'Cluster (NATS_URL set): 1 while this instance is connected to NATS; 0 while live delivery between instances falls back to store reads',
+    registers: [this.registry],
+  });
   readonly sendDuration = new Histogram({
     name: 'meshwhisper_send_duration_seconds',
     help: 'Time from receiving a send to acknowledging it to the sender (durable commit included)',

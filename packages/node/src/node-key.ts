@@ -4,7 +4,7 @@
  * another; federation will reuse it. The seed never leaves this object except to be signed with.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import type { CryptoContext } from '@meshwhisper/crypto';
@@ -48,9 +48,33 @@ export function loadOrCreateNodeKey(ctx: CryptoContext, dataDir: string): { key:
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     const seed = randomBytes(32);
-    // 'wx': never overwrite a key another process created meanwhile.
-    writeFileSync(file, `${FILE_MAGIC}${seed.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
-    chmodSync(file, 0o600);
+    // Written whole under a temporary name, then linked into place: link() never overwrites, so
+    // when several instances of a cluster start at once on a shared DATA_DIR exactly one key wins
+    // and nobody reads a half-written file; the losers load the winner's key.
+    const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    const fd = openSync(tmp, 'wx', 0o600);
+    let won = false;
+    try {
+      try {
+        writeSync(fd, `${FILE_MAGIC}${seed.toString('hex')}\n`);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      chmodSync(tmp, 0o600);
+      try {
+        linkSync(tmp, file);
+        won = true;
+      } catch (le) {
+        if ((le as NodeJS.ErrnoException).code !== 'EEXIST') throw le;
+      }
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+    if (!won) {
+      seed.fill(0);
+      return { key: loadOrCreateNodeKey(ctx, dataDir).key, created: false };
+    }
     const key = new NodeKey(ctx, seed);
     seed.fill(0);
     return { key, created: true };

@@ -2,7 +2,8 @@
  * Assembles a MeshWhisper node: data directory, node key, store, HTTP routes (fastify plugins),
  * the two WebSocket endpoints, the sweeper, and graceful shutdown.
  */
-import { readdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -21,6 +22,8 @@ import type { BackupSchedule, BackupScheduleOptions } from './backup.js';
 import type { NodeConfig } from './config.js';
 import { AckCommitter } from './mailbox/acks.js';
 import { LocalDeliveryBus } from './mailbox/bus.js';
+import type { DeliveryBus } from './mailbox/bus.js';
+import { NatsDeliveryBus } from './mailbox/nats-bus.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
 import { listenError } from './listen-error.js';
@@ -45,7 +48,8 @@ import { WS_MAX_PAYLOAD } from './socket/connection.js';
 import { DeviceConnection } from './socket/device.js';
 import { lockDataDir, secureDirectory, secureFile } from './store/data-dir.js';
 import { SqliteNodeStore } from './store/sqlite-store.js';
-import type { StoreHealth } from './store/node-store.js';
+import { PgNodeStore } from './store/pg-store.js';
+import type { NodeStore, StoreHealth } from './store/node-store.js';
 
 /** The SQLite database file inside DATA_DIR. */
 export const DATABASE_FILE = 'meshwhisper.sqlite3';
@@ -58,6 +62,11 @@ export const ANONYMOUS_SOCKET_PATH = '/v1/anonymous';
 export const PING_INTERVAL_MS = 30_000;
 /** Mailboxes expired per sweep transaction: bounds how long one sweep holds the write lock. */
 const EXPIRE_BATCH = 1000;
+/**
+ * STORE=postgres: DATA_DIR (node key, media, archives) is shared by the instances of a cluster, so
+ * a partial upload in tmp/ may belong to a live instance; only files older than this are removed.
+ */
+const SHARED_TMP_MAX_AGE_MS = 6 * 3600 * 1000;
 /** Retry-After sent when an address holds WS_MAX_CONNECTIONS_PER_ADDRESS sockets already. */
 const WS_CAP_RETRY_AFTER_MS = 30_000;
 
@@ -96,19 +105,36 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const archiveDir = join(config.dataDir, 'archives');
   const tmpDir = join(config.dataDir, 'tmp');
   const looseMode = secureDirectory(config.dataDir);
-  // One node per data directory: a second one (or a restore under a live node) is refused.
-  const lock = lockDataDir(config.dataDir);
-  let store: SqliteNodeStore;
+  const clustered = config.store === 'postgres';
+  // One node per data directory: a second one (or a restore under a live node) is refused. A
+  // cluster's instances share DATA_DIR (node key and blobs) on purpose; PostgreSQL holds the state.
+  const lock = clustered ? { release: () => undefined } : lockDataDir(config.dataDir);
+  let store: NodeStore;
+  let sqliteStore: SqliteNodeStore | undefined;
   let keyCreated: boolean;
   let nodeKey: NodeKey;
   try {
     for (const d of [mediaDir, archiveDir, tmpDir]) secureDirectory(d);
     // Uploads interrupted by a crash left partial files; none of them was ever acknowledged.
-    for (const f of readdirSync(tmpDir)) rmSync(join(tmpDir, f), { force: true });
+    const staleBefore = Date.now() - SHARED_TMP_MAX_AGE_MS;
+    for (const f of readdirSync(tmpDir)) {
+      const file = join(tmpDir, f);
+      if (!clustered || (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0) < staleBefore) rmSync(file, { force: true });
+    }
     ({ key: nodeKey, created: keyCreated } = loadOrCreateNodeKey(ctx, config.dataDir));
-    const databaseFile = join(config.dataDir, DATABASE_FILE);
-    secureFile(databaseFile); // SQLite creates -wal and -shm with the database file's mode
-    store = new SqliteNodeStore(databaseFile, { now: () => ctx.now(), onHealth: (h) => onStoreHealth(h) });
+    if (clustered) {
+      store = await PgNodeStore.open({
+        connectionString: config.databaseUrl,
+        schema: config.databaseSchema,
+        poolSize: config.databasePoolSize,
+        now: () => ctx.now(),
+        onHealth: (h) => onStoreHealth(h),
+      });
+    } else {
+      const databaseFile = join(config.dataDir, DATABASE_FILE);
+      secureFile(databaseFile); // SQLite creates -wal and -shm with the database file's mode
+      store = sqliteStore = new SqliteNodeStore(databaseFile, { now: () => ctx.now(), onHealth: (h) => onStoreHealth(h) });
+    }
   } catch (e) {
     lock.release();
     throw e;
@@ -131,7 +157,22 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       );
     }
   };
-  const bus = new LocalDeliveryBus();
+  let bus: DeliveryBus;
+  if (config.natsUrl !== '') {
+    const nats = new NatsDeliveryBus({
+      servers: config.natsUrl,
+      prefix: config.natsSubjectPrefix,
+      wakeWindowMs: Math.max(1000, config.pushCoalesceMs),
+      onState: (up) => {
+        metrics?.busConnected.set(up ? 1 : 0);
+        if (up) app.log.info('NATS connected: live delivery between instances');
+        else app.log.warn('NATS unreachable: live connections read the store every second until it is back (no mail is lost)');
+      },
+    });
+    bus = nats;
+  } else {
+    bus = new LocalDeliveryBus();
+  }
   const hub = new DeliveryHub(bus);
   const issuer = new ChallengeIssuer(ctx, nodeKey, store);
   let push: NodePush;
@@ -149,8 +190,10 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
         pruned: () => metrics?.pushPruned.inc(),
       },
       ...(options.push ? { test: options.push } : {}),
+      ...(bus.claimWake ? { claim: (key: string) => bus.claimWake!(key) } : {}),
     });
   } catch (e) {
+    await bus.close();
     await store.close();
     lock.release();
     throw e;
@@ -194,6 +237,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
             },
           },
   });
+
+  // Connected once the logger exists (onState logs); unreachable NATS is not fatal (store reads).
+  if (bus instanceof NatsDeliveryBus) await bus.start();
 
   if (looseMode !== undefined) app.log.warn({ dataDir: config.dataDir, was: looseMode.toString(8) }, 'DATA_DIR was readable by other users; its mode is now 700');
 
@@ -299,7 +345,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   heartbeat.unref();
 
   // ── Sweeper ──
-  const sweepHolder = `${process.pid}`;
+  // Unique per instance (several instances may share a pid namespace, or one process in tests).
+  const sweepHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;
   const sweep = async (): Promise<void> => {
     // One process of a cluster sweeps at a time (a SQLite store has one process).
     if (!(await store.tryLease('sweep', sweepHolder, config.sweepIntervalMs * 2))) return;
@@ -336,10 +383,10 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     if (newest !== undefined) metrics.backupLastSuccess.set(Math.floor(newest.createdAt.getTime() / 1000));
   }
   const backups: BackupSchedule | undefined =
-    config.backupIntervalMs === 0
+    config.backupIntervalMs === 0 || !sqliteStore
       ? undefined
       : scheduleBackups({
-          db: store.database,
+          db: sqliteStore.database,
           dir: config.backupDir,
           retention: config.backupRetention,
           intervalMs: config.backupIntervalMs,
@@ -405,7 +452,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
         {
           listen: `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
           dataDir: config.dataDir,
-          database: join(config.dataDir, DATABASE_FILE),
+          // Never the DATABASE_URL: it may hold a password.
+          database: clustered ? `postgres (schema ${config.databaseSchema})` : join(config.dataDir, DATABASE_FILE),
+          bus: config.natsUrl !== '' ? 'nats' : 'local',
           nodeKey: toHex(nodeKey.publicKey),
           nodeKeyCreated: keyCreated,
           metrics: metricsServer ? `http://${metricsServer.address.address}:${metricsServer.address.port}/metrics` : config.metrics.onMainListener ? 'main listener (token)' : 'off',

@@ -25,6 +25,20 @@ describe('config', () => {
     expect(() => loadConfig({ METRICS_TOKEN: 'short' })).toThrow(/METRICS/);
   });
 
+  it('cluster settings: STORE=postgres needs DATABASE_URL, NATS_URL needs STORE=postgres; URLs and names are checked', () => {
+    expect(loadConfig({}).store).toBe('sqlite');
+    expect(() => loadConfig({ STORE: 'postgres' })).toThrow(/DATABASE_URL.*needs DATABASE_URL/);
+    expect(() => loadConfig({ NATS_URL: 'nats://127.0.0.1:4222' })).toThrow(/NATS_URL/);
+    expect(() => loadConfig({ STORE: 'mysql' })).toThrow(/STORE/);
+    expect(() => loadConfig({ STORE: 'postgres', DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig({ STORE: 'postgres', DATABASE_URL: 'postgres://h/db', DATABASE_SCHEMA: 'Bad;' })).toThrow(/DATABASE_SCHEMA/);
+    expect(() => loadConfig({ STORE: 'postgres', DATABASE_URL: 'postgres://h/db', NATS_URL: 'http://x' })).toThrow(/NATS_URL/);
+    expect(() => loadConfig({ STORE: 'postgres', DATABASE_URL: 'postgres://h/db', NATS_SUBJECT_PREFIX: 'a b' })).toThrow(/NATS_SUBJECT_PREFIX/);
+    const c = loadConfig({ STORE: 'postgres', DATABASE_URL: 'postgres://mw:secret@db:5432/mw', NATS_URL: 'nats://nats:4222, nats://nats2:4222' });
+    expect(c).toMatchObject({ store: 'postgres', databaseSchema: 'public', databasePoolSize: 10, natsSubjectPrefix: 'mw' });
+  });
+
+
   it('docs/self-hosting.md documents every environment variable', () => {
     const doc = readFileSync(new URL('../../../docs/self-hosting.md', import.meta.url), 'utf8');
     for (const s of Object.values(CONFIG_SCHEMA)) expect(doc, `${s.env} missing from docs/self-hosting.md`).toContain(`\`${s.env}\``);

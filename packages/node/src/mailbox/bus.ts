@@ -35,6 +35,17 @@ export interface DeliveryBus {
   publishDeleted(mailboxKey: string): Promise<void>;
   publishGapsChanged(): Promise<void>;
   subscribe(subscriber: BusSubscriber): () => void;
+  /**
+   * A device connection for `mailboxKey` is live in this process (`unwatch`: not any more). A
+   * cluster bus listens for that mailbox's events from other processes only while it is watched.
+   */
+  watch?(mailboxKey: string): void;
+  unwatch?(mailboxKey: string): void;
+  /**
+   * Push wakes: true if this process should ring `mailboxKey` now — one process per burst across
+   * a cluster. Without it every process decides alone (its own coalescing window).
+   */
+  claimWake?(mailboxKey: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

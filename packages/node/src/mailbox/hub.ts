@@ -35,11 +35,17 @@ export class DeliveryHub implements BusSubscriber {
   attach(session: LiveSession): void {
     this.login(session.mailboxKey, session.sessionId);
     this.#live.set(session.mailboxKey, session);
+    this.bus.watch?.(session.mailboxKey);
     void this.bus.publishLogin(session.mailboxKey, session.sessionId);
   }
 
   detach(session: LiveSession): void {
-    if (this.#live.get(session.mailboxKey) === session) this.#live.delete(session.mailboxKey);
+    if (this.#live.get(session.mailboxKey) === session) this.#drop(session.mailboxKey);
+  }
+
+  #drop(mailboxKey: string): void {
+    this.#live.delete(mailboxKey);
+    this.bus.unwatch?.(mailboxKey);
   }
 
   // ── BusSubscriber ──
@@ -57,7 +63,7 @@ export class DeliveryHub implements BusSubscriber {
   login(mailboxKey: string, sessionId: string): void {
     const previous = this.#live.get(mailboxKey);
     if (previous && previous.sessionId !== sessionId) {
-      this.#live.delete(mailboxKey);
+      this.#drop(mailboxKey);
       previous.close(4001, 'replaced by a newer connection of this device');
     }
   }
@@ -65,7 +71,7 @@ export class DeliveryHub implements BusSubscriber {
   deleted(mailboxKey: string): void {
     const s = this.#live.get(mailboxKey);
     if (s) {
-      this.#live.delete(mailboxKey);
+      this.#drop(mailboxKey);
       s.close(4004, 'device deleted');
     }
   }

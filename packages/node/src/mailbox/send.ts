@@ -176,12 +176,15 @@ export class SendService {
         if (w) w.envelopes.push(r.envelope);
         else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope] });
       }
+      // In a cluster each wake is a NATS round trip: ask for every mailbox at once.
       const live = new Map<string, boolean>();
-      for (const [k, w] of woken) {
-        const isLive = await this.bus.publishMail(k, w.envelopes);
-        live.set(k, isLive);
-        if (!isLive) this.events.storedOffline?.(w.mailbox);
-      }
+      await Promise.all(
+        [...woken].map(async ([k, w]) => {
+          const isLive = await this.bus.publishMail(k, w.envelopes).catch(() => false);
+          live.set(k, isLive);
+          if (!isLive) this.events.storedOffline?.(w.mailbox);
+        }),
+      );
       for (let i = 0; i < batch.length; i++) {
         const r = results[i]!;
         const p = batch[i]!;

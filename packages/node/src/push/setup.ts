@@ -68,7 +68,7 @@ function readSecretFile(variable: string, path: string): string {
   }
 }
 
-export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store: NodeStore; events?: PushEvents; test?: PushTestOptions }): NodePush {
+export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store: NodeStore; events?: PushEvents; test?: PushTestOptions; claim?: (mailboxKey: string) => Promise<boolean> }): NodePush {
   const now = (): number => deps.ctx.now();
   const ca = deps.test?.ca;
   const agent = (): Agent => new Agent({ keepAlive: true, ...(ca !== undefined ? { ca } : {}) });
@@ -113,6 +113,7 @@ export function createPush(config: PushConfig, deps: { ctx: CryptoContext; store
     now,
     ...(deps.events ? { events: deps.events } : {}),
     ...(deps.test?.retryDelayMs ? { retryDelayMs: deps.test.retryDelayMs } : {}),
+    ...(deps.claim ? { claim: deps.claim } : {}),
   });
   const close = (): Promise<void> => waker.close();
   return {

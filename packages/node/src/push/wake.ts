@@ -47,6 +47,11 @@ export interface PushWakerOptions {
   readonly events?: PushEvents;
   /** Delay before retry number `attempt` (1-based count of failed attempts). Tests shorten it. */
   readonly retryDelayMs?: (attempt: number, retryAfterMs: number | undefined) => number;
+  /**
+   * A cluster's claim (DeliveryBus.claimWake): false when another instance already rang this
+   * mailbox in the current window. Asked after the local coalescing said yes.
+   */
+  readonly claim?: (mailboxKey: string) => Promise<boolean>;
 }
 
 interface Job {
@@ -94,12 +99,15 @@ export class PushWaker {
       if (this.#busy.has(key) || (this.#quietUntil.get(key) ?? -Infinity) > now) return;
       this.#busy.add(key);
       this.#o.store.pushTarget(mailbox).then(
-        (target) => {
+        async (target) => {
           const sender = target && this.#o.senders[target.kind];
           // No endpoint, or registered while the service was configured and not any more.
           if (!target || !sender || this.#closed) return this.#busy.delete(key);
           this.#quietUntil.delete(key);
           this.#quietUntil.set(key, now + this.#o.coalesceMs);
+          // Another instance of the cluster rang it in this window: the burst is covered.
+          if (this.#o.claim && !(await this.#o.claim(key).catch(() => true))) return this.#busy.delete(key);
+          if (this.#closed) return this.#busy.delete(key);
           if (this.#queue.length >= PUSH_MAX_QUEUED) {
             this.#busy.delete(key);
             this.#o.events?.failed?.(target.kind, 'queue_full');

@@ -1,0 +1,171 @@
+// A cluster on this machine for tests: N node instances in this process, each on its own real
+// listener on 127.0.0.1, sharing one DATA_DIR (node key, blobs), one fresh PostgreSQL schema and
+// one NATS subject prefix (the machine's NATS, or a private nats-server the test starts and stops).
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { loadConfig } from '../../src/config.js';
+import { createNode } from '../../src/node.js';
+import type { MeshWhisperNode } from '../../src/node.js';
+import { generousLimits } from '../helpers.js';
+import { PG_TEST_URL, dropSchema, freshSchema } from '../store/pg-test-db.js';
+
+export const MACHINE_NATS_URL = process.env.MW_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+export const NATS_SERVER_BIN = process.env.MW_NATS_SERVER ?? '/usr/sbin/nats-server';
+
+export interface Instance {
+  readonly node: MeshWhisperNode;
+  readonly port: number;
+  readonly url: string;
+  readonly logs: string[];
+}
+
+export interface TestCluster {
+  readonly instances: Instance[];
+  readonly schema: string;
+  readonly prefix: string;
+  readonly dataDir: string;
+  readonly env: Record<string, string>;
+  /** Starts one more instance on the same database, NATS and DATA_DIR. */
+  add(): Promise<Instance>;
+  /** Closes one instance (graceful). */
+  stop(i: Instance): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startCluster(n: number, options: { natsUrl?: string; env?: Record<string, string> } = {}): Promise<TestCluster> {
+  const schema = await freshSchema();
+  const prefix = `mwt${randomBytes(5).toString('hex')}`;
+  const dataDir = mkdtempSync(join(tmpdir(), 'mw-cluster-'));
+  const env: Record<string, string> = {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    METRICS_PORT: 'off',
+    LOG_LEVEL: 'info',
+    RATE_LIMITS: generousLimits(),
+    USERNAME_NAMESPACES: 'test:signed',
+    STORE: 'postgres',
+    DATABASE_URL: PG_TEST_URL,
+    DATABASE_SCHEMA: schema,
+    DATABASE_POOL_SIZE: '4',
+    NATS_URL: options.natsUrl ?? MACHINE_NATS_URL,
+    NATS_SUBJECT_PREFIX: prefix,
+    PUSH_COALESCE_MS: '2000',
+    ...options.env,
+  };
+  const instances: Instance[] = [];
+  const add = async (): Promise<Instance> => {
+    const logs: string[] = [];
+    const node = await createNode(loadConfig(env), {
+      metrics: false,
+      logStream: new Writable({
+        write(chunk: Buffer, _e, cb) {
+          logs.push(chunk.toString());
+          cb();
+        },
+      }),
+    });
+    const { port } = await node.listen();
+    const inst = { node, port, url: `http://127.0.0.1:${port}`, logs };
+    instances.push(inst);
+    return inst;
+  };
+  try {
+    await Promise.all(Array.from({ length: n }, () => add()));
+  } catch (e) {
+    for (const i of instances) await i.node.close().catch(() => undefined);
+    await dropSchema(schema);
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
+  const stopped = new Set<Instance>();
+  return {
+    instances,
+    schema,
+    prefix,
+    dataDir,
+    env,
+    add,
+    async stop(i) {
+      stopped.add(i);
+      await i.node.close();
+    },
+    async close() {
+      for (const i of instances) if (!stopped.has(i)) await i.node.close().catch(() => undefined);
+      await dropSchema(schema);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitPort(port: number, up: boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await new Promise<boolean>((resolve) => {
+      const c = tcpConnect(port, '127.0.0.1');
+      c.once('connect', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (open === up) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} still ${open ? 'open' : 'closed'}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A private nats-server (JetStream on) on a free loopback port, which a test may kill and restart. */
+export class PrivateNats {
+  #proc: ChildProcess | undefined;
+  readonly #dir = mkdtempSync(join(tmpdir(), 'mw-nats-'));
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<PrivateNats> {
+    const n = new PrivateNats(await freePort());
+    await n.restart();
+    return n;
+  }
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  async restart(): Promise<void> {
+    this.#proc = spawn(NATS_SERVER_BIN, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.#dir], { stdio: 'ignore' });
+    await waitPort(this.port, true);
+  }
+
+  /** SIGKILL: no goodbye to the clients. */
+  async kill(): Promise<void> {
+    const p = this.#proc;
+    this.#proc = undefined;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+    await waitPort(this.port, false);
+  }
+
+  async close(): Promise<void> {
+    await this.kill();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
