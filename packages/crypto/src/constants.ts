@@ -189,6 +189,64 @@ export const SAFETY_NUMBER_VERSION = 1;
  */
 export const SAFETY_NUMBER_MAX_STABLE_ID_LENGTH = 255;
 
+// ── Groups (docs/spec/groups.md) ──────────────────────────────────────────────────────────
+/** Version byte of sender-key distribution messages and group messages (docs/spec/groups.md §2). */
+export const GROUP_MESSAGE_VERSION = 1;
+/** Version byte of signed group control operations (docs/spec/groups.md §4). */
+export const GROUP_OPERATION_VERSION = 1;
+/** Group ids are 32 random bytes chosen by the creator: collisions are out of reach (2^128). */
+export const GROUP_ID_LENGTH = 32;
+/**
+ * Most message keys one group message may skip in its sender's chain. Larger than MAX_SKIP (a
+ * group has many senders and a device that was offline misses more), and it bounds the HMAC
+ * steps a message can force — but only after its signature has verified, so only a member's
+ * own sending device can make a receiver do this work.
+ */
+export const MAX_GROUP_SKIP = 2000;
+/**
+ * Skipped group message keys kept per sender chain (oldest evicted first): 2000 × (4 + 32 + 8)
+ * ≈ 88 KB per sender device at worst.
+ */
+export const MAX_GROUP_SKIPPED_KEYS = 2000;
+/**
+ * A sending device rotates its sender key after this many messages (healing by count): a device
+ * whose state leaked stops being readable at the next rotation; 1000 bounds what one leak exposes
+ * in a busy group.
+ */
+export const SENDER_KEY_ROTATE_AFTER_MESSAGES = 1000;
+/**
+ * …and after this long, whatever the count (healing by time): a quiet group still heals weekly,
+ * the cadence of the signed prekey rotation.
+ */
+export const SENDER_KEY_ROTATE_AFTER_MS = 7 * 24 * 3600 * 1000;
+/**
+ * A receiver keeps a superseded sender key (the previous generation of a sender) this long after
+ * the newer one arrived, so that messages sent before the rotation and still queued on the node
+ * decrypt; after it, the old key (and the signing key an attacker could have leaked with it) is
+ * dropped. The node's retention (30 days) bounds how late a queued message can be.
+ */
+export const SENDER_KEY_SUPERSEDED_GRACE_MS = 30 * 24 * 3600 * 1000;
+/** Superseded generations kept per sender device (each ≤ MAX_GROUP_SKIPPED_KEYS keys). */
+export const MAX_SENDER_KEY_GENERATIONS = 3;
+/** Longest group name in UTF-8 bytes: a line of text, bounds every control operation. */
+export const MAX_GROUP_NAME_LENGTH = 256;
+/** Most member accounts in a group (a create operation lists at most this many). */
+export const MAX_GROUP_MEMBERS = 1000;
+/** Most devices one member may list in a group (the device-list wire bound). */
+export const MAX_GROUP_MEMBER_DEVICES = MAX_DEVICE_LIST_ENTRIES;
+/**
+ * Most parents one control operation may name (the heads its author knew). Concurrent heads
+ * beyond this are merged by the next operation that names them; bounds the decode work.
+ */
+export const MAX_GROUP_OP_PARENTS = 64;
+/**
+ * Operations whose parents have not arrived yet, buffered per group. A peer cannot fill memory
+ * with operations that never connect to the group's root.
+ */
+export const MAX_PENDING_GROUP_OPS = 1000;
+/** Largest encoded control operation (a create listing MAX_GROUP_MEMBERS members with a few devices each). */
+export const MAX_GROUP_OP_LENGTH = 256 * 1024;
+
 // ── Archive (recovery key, passphrase KDF) ──────────────────────────────────────────────────
 /** Archive blob format version (first byte). */
 export const ARCHIVE_VERSION = 1;

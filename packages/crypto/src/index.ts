@@ -81,3 +81,28 @@ export {
   RECOVERY_KEY_GROUP,
 } from './archive-key.js';
 export type { ArchiveKdfParams, ArchiveKeySource, ArchiveHeader } from './archive-key.js';
+export {
+  SenderKeyLabel,
+  OwnSenderKey,
+  SenderKeyRecord,
+  generateSenderKey,
+  rotateSenderKey,
+  needsSenderKeyRotation,
+  encodeSenderKeyDistribution,
+  decodeSenderKeyDistribution,
+  processSenderKeyDistribution,
+  encryptGroupMessage,
+  decryptGroupMessage,
+  readGroupMessageHeader,
+  groupPaddedLength,
+  serializeOwnSenderKey,
+  deserializeOwnSenderKey,
+  serializeSenderKeyRecord,
+  deserializeSenderKeyRecord,
+  GROUP_MESSAGE_SALT_LENGTH,
+  GROUP_MESSAGE_HEADER_LENGTH,
+  GROUP_MESSAGE_OVERHEAD,
+  SENDER_KEY_DISTRIBUTION_LENGTH,
+  SENDER_KEY_STORAGE_VERSION,
+} from './sender-key.js';
+export type { SenderKeyDistribution, GroupMessageHeader } from './sender-key.js';
