@@ -56,6 +56,7 @@ import {
   DEVICE_SOCKET_METHOD,
   DEVICE_SOCKET_PATH,
   KeyUploadSchema,
+  PROTOCOL_VERSION,
   decodeFrame,
   encodeBody,
   encodeDeviceAuthHeader,
@@ -429,11 +430,11 @@ class DeviceSocket {
     const s = new DeviceSocket();
     const ws = await openSocket(port, DEVICE_SOCKET_PATH);
     s.ws = ws;
-    ws.send(encodeFrame({ version: 1, requestId: 1, body: { case: 'clientHello', value: { versions: [1] } } }));
+    ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 1, body: { case: 'clientHello', value: { versions: [PROTOCOL_VERSION] } } }));
     const hello = await nextFrame(ws);
     if (!hello.ok || hello.value.body.case !== 'serverHello') throw new Error('device: no serverHello');
     const auth = signDeviceAuth(ctx, d.device, d.certificate, hello.value.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
-    ws.send(encodeFrame({ version: 1, requestId: 2, body: { case: 'authenticate', value: auth } }));
+    ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 2, body: { case: 'authenticate', value: auth } }));
     const ok = await nextFrame(ws);
     if (!ok.ok || ok.value.body.case !== 'authenticated') throw new Error(`device: not authenticated (${ok.ok ? ok.value.body.case : ok.error.code})`);
     ws.on('message', (data: Buffer) => s.#onMessage(data));
@@ -472,7 +473,7 @@ class DeviceSocket {
 
   async setToken(token: Uint8Array): Promise<void> {
     const done = new Promise<void>((resolve) => this.okWaiters.set(77, resolve));
-    this.ws.send(encodeFrame({ version: 1, requestId: 77, body: { case: 'setDeliveryTokens', value: { tokens: [token] } } }));
+    this.ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 77, body: { case: 'setDeliveryTokens', value: { tokens: [token] } } }));
     await Promise.race([done, sleep(20_000).then(() => Promise.reject(new Error('setDeliveryTokens: timeout')))]);
   }
 
@@ -496,7 +497,7 @@ class AnonSocket {
     const s = new AnonSocket();
     const ws = await openSocket(port, '/v1/anonymous');
     s.ws = ws;
-    ws.send(encodeFrame({ version: 1, requestId: 1, body: { case: 'clientHello', value: { versions: [1] } } }));
+    ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 1, body: { case: 'clientHello', value: { versions: [PROTOCOL_VERSION] } } }));
     const hello = await nextFrame(ws);
     if (!hello.ok || hello.value.body.case !== 'serverHello') throw new Error('anonymous: no serverHello');
     ws.on('message', (data: Buffer) => {

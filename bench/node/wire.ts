@@ -5,7 +5,7 @@
  * exactly what @meshwhisper/protocol's encodeFrame/decodeFrame do (frame.proto field numbers);
  * everything else (hello, authenticate, errors) goes through the library.
  */
-import { EnvelopeClass, decodeFrame, encodeFrame } from '@meshwhisper/protocol';
+import { EnvelopeClass, PROTOCOL_VERSION, decodeFrame, encodeFrame } from '@meshwhisper/protocol';
 
 /** Frame body field numbers (packages/protocol/proto/meshwhisper/v1/frame.proto). */
 export const F = { error: 14, ok: 15, deliver: 20, ack: 21, gapNotice: 22, queueEmpty: 23, send: 25, sendResult: 26 } as const;
@@ -41,14 +41,14 @@ function readVarint(buf: Uint8Array, pos: { p: number }): number {
   throw new RangeError('varint too long');
 }
 
-/** Frame header: version (1) = 1, request_id (2) if non-zero, then the body's tag and length. */
+/** Frame header: version (1) = PROTOCOL_VERSION, request_id (2) if non-zero, then the body's tag and length. */
 function frameHeader(requestId: number, bodyField: number, bodyLen: number): Buffer {
   const tag = (bodyField << 3) | 2;
   const len = 2 + (requestId ? 1 + varintLen(requestId) : 0) + varintLen(tag) + varintLen(bodyLen);
   const buf = Buffer.allocUnsafe(len + bodyLen);
   let o = 0;
   buf[o++] = 0x08;
-  buf[o++] = 1;
+  buf[o++] = PROTOCOL_VERSION;
   if (requestId) {
     buf[o++] = 0x10;
     o = putVarint(buf, o, requestId);
@@ -58,7 +58,7 @@ function frameHeader(requestId: number, bodyField: number, bodyLen: number): Buf
   return buf;
 }
 
-/** Frame{ version 1, request_id, send: SendRequest{ mailbox_id, payload, class DURABLE, delivery_token } }. */
+/** Frame{ version PROTOCOL_VERSION, request_id, send: SendRequest{ mailbox_id, payload, class DURABLE, delivery_token } }. */
 export function encodeSend(requestId: number, mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): Buffer {
   const bodyLen = 2 + mailbox.length + 1 + varintLen(payload.length) + payload.length + 2 + (token.length ? 2 + token.length : 0);
   const buf = frameHeader(requestId, F.send, bodyLen);
@@ -81,7 +81,7 @@ export function encodeSend(requestId: number, mailbox: Uint8Array, payload: Uint
   return buf;
 }
 
-/** Frame{ version 1, request_id, ack: Ack{ ids } } (ids are 16 bytes). */
+/** Frame{ version PROTOCOL_VERSION, request_id, ack: Ack{ ids } } (ids are 16 bytes). */
 export function encodeAck(requestId: number, ids: readonly Uint8Array[]): Buffer {
   const bodyLen = ids.length * 18;
   const buf = frameHeader(requestId, F.ack, bodyLen);
@@ -174,22 +174,22 @@ export function selfCheck(): void {
   const token = new Uint8Array(32).fill(9);
   for (const requestId of [0, 1, 127, 128, 300_000]) {
     const mine = encodeSend(requestId, mailbox, payload, token);
-    const lib = encodeFrame({ version: 1, requestId, body: { case: 'send', value: { mailboxId: mailbox, payload, class: EnvelopeClass.DURABLE, deliveryToken: token } } });
+    const lib = encodeFrame({ version: PROTOCOL_VERSION, requestId, body: { case: 'send', value: { mailboxId: mailbox, payload, class: EnvelopeClass.DURABLE, deliveryToken: token } } });
     if (!same(mine, lib)) throw new Error(`encodeSend differs from encodeFrame (requestId ${requestId})`);
     const ids = [new Uint8Array(16).fill(1), new Uint8Array(16).fill(2)];
     const ack = encodeAck(requestId, ids);
-    const libAck = encodeFrame({ version: 1, requestId, body: { case: 'ack', value: { ids } } });
+    const libAck = encodeFrame({ version: PROTOCOL_VERSION, requestId, body: { case: 'ack', value: { ids } } });
     if (!same(ack, libAck)) throw new Error(`encodeAck differs from encodeFrame (requestId ${requestId})`);
     const d = decodeFrame(new Uint8Array(ack));
     if (!d.ok || d.value.body.case !== 'ack') throw new Error('library does not decode encodeAck output');
   }
   const envelopes = [1, 2, 3].map((k) => ({ id: new Uint8Array(16).fill(k), payload: payload.slice(k), receivedAt: BigInt(Date.now()), class: EnvelopeClass.DURABLE }));
-  const deliver = encodeFrame({ version: 1, requestId: 0, body: { case: 'deliver', value: { envelopes } } });
+  const deliver = encodeFrame({ version: PROTOCOL_VERSION, requestId: 0, body: { case: 'deliver', value: { envelopes } } });
   const top = decodeTop(deliver);
   if (top.field !== F.deliver) throw new Error('decodeTop: wrong body field');
   const got = decodeDeliver(top.body);
   if (got.length !== 3 || got.some((e, i) => !same(e.id, envelopes[i]!.id) || !same(e.payload, envelopes[i]!.payload))) throw new Error('decodeDeliver differs from the library');
-  const sr = encodeFrame({ version: 1, requestId: 4242, body: { case: 'sendResult', value: { id: new Uint8Array(16), deliveredLive: true } } });
+  const sr = encodeFrame({ version: PROTOCOL_VERSION, requestId: 4242, body: { case: 'sendResult', value: { id: new Uint8Array(16), deliveredLive: true } } });
   const t2 = decodeTop(sr);
   if (t2.requestId !== 4242 || t2.field !== F.sendResult) throw new Error('decodeTop: sendResult');
 }

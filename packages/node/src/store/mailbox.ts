@@ -1,10 +1,11 @@
 /**
  * SQLite mailbox area: the durable queue of sealed envelopes per recipient device, its quota
  * and gap counters (mailbox_stats, which also holds the per-mailbox next_seq), and the hashes of
- * its delivery tokens. Synchronous: SqliteNodeStore runs these inside its transactions.
+ * its delivery tokens. Synchronous: SqliteNodeStore runs these inside its transactions. Inserting
+ * and acknowledging (the hot path) live in the writer thread, sqlite-writer.worker.js.
  */
 import type { Sqlite } from './db.js';
-import type { EnqueueItem, EnqueueOutcome, MailboxLimits, MailboxStats, StoredEnvelope } from './node-store.js';
+import type { MailboxStats, StoredEnvelope } from './node-store.js';
 
 const EMPTY_STATS: MailboxStats = { messages: 0, bytes: 0, tokenless: 0, gapExpired: 0, gapEvicted: 0 };
 
@@ -23,12 +24,8 @@ export class SqliteMailbox {
   readonly #batch;
   readonly #stats;
   readonly #token;
-  readonly #insert;
   readonly #upsertStats;
   readonly #dropEmptyStats;
-  readonly #oldest;
-  readonly #deleteSeq;
-  readonly #deleteAck;
   readonly #expiring;
   readonly #deleteExpired;
   readonly #gapAdd;
@@ -45,7 +42,6 @@ export class SqliteMailbox {
     );
     this.#stats = db.prepare<[Uint8Array], StatsRow>('SELECT messages, bytes, tokenless, gap_expired, gap_evicted, next_seq FROM mailbox_stats WHERE mailbox = ?');
     this.#token = db.prepare<[Uint8Array, Uint8Array], { one: number }>('SELECT 1 AS one FROM delivery_tokens WHERE mailbox = ? AND token_hash = ?');
-    this.#insert = db.prepare('INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token) VALUES (?, ?, ?, ?, ?, ?)');
     this.#upsertStats = db.prepare(
       `INSERT INTO mailbox_stats (mailbox, messages, bytes, tokenless, next_seq) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (mailbox) DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes,
@@ -53,13 +49,6 @@ export class SqliteMailbox {
     );
     // A drained mailbox keeps no row: its next_seq would otherwise count every envelope it ever got.
     this.#dropEmptyStats = db.prepare('DELETE FROM mailbox_stats WHERE mailbox = ? AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0');
-    this.#oldest = db.prepare<[Uint8Array, number], { seq: number; size: number }>(
-      'SELECT seq, length(payload) AS size FROM messages WHERE mailbox = ? AND with_token = ? ORDER BY seq LIMIT 1',
-    );
-    this.#deleteSeq = db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ?');
-    this.#deleteAck = db.prepare<[Uint8Array, Uint8Array], { size: number; with_token: number }>(
-      'DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING length(payload) AS size, with_token',
-    );
     this.#expiring = db.prepare<[number, number], { mailbox: Buffer; n: number; bytes: number; tokenless: number }>(
       `SELECT mailbox, count(*) AS n, sum(length(payload)) AS bytes, sum(1 - with_token) AS tokenless
        FROM messages WHERE received_at < ? GROUP BY mailbox LIMIT ?`,
@@ -96,61 +85,6 @@ export class SqliteMailbox {
 
   hasTokenHash(mailbox: Uint8Array, tokenHash: Uint8Array): boolean {
     return this.#token.get(mailbox, tokenHash) !== undefined;
-  }
-
-  /**
-   * Stores one envelope within the mailbox quota (the caller checked the recipient and token).
-   * Tokenless (first-contact) mail never displaces anything: it is refused when its own lane or
-   * the mailbox is full. Token mail makes room by evicting the oldest tokenless envelopes first,
-   * then the oldest envelopes; every eviction is counted for the recipient's gap notice.
-   */
-  insert(e: EnqueueItem, limits: MailboxLimits): EnqueueOutcome {
-    const r = this.#stats.get(e.mailbox);
-    const s = r ?? { messages: 0, bytes: 0, tokenless: 0, gap_expired: 0, gap_evicted: 0, next_seq: 1 };
-    const size = e.payload.length;
-    const withToken = e.tokenHash !== undefined;
-    if (!withToken) {
-      if (s.tokenless >= limits.firstContactMaxMessages) return { ok: false, reason: 'lane-full' };
-      if (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) return { ok: false, reason: 'mailbox-full' };
-    }
-    let messages = s.messages;
-    let bytes = s.bytes;
-    let evicted = 0;
-    let evictedTokenless = 0;
-    while (messages + 1 > limits.maxMessages || bytes + size > limits.maxBytes) {
-      const oldestTokenless = this.#oldest.get(e.mailbox, 0);
-      const victim = oldestTokenless ?? this.#oldest.get(e.mailbox, 1);
-      if (!victim) break;
-      this.#deleteSeq.run(e.mailbox, victim.seq);
-      messages--;
-      bytes -= victim.size;
-      evicted++;
-      if (oldestTokenless !== undefined) evictedTokenless++;
-    }
-    const seq = s.next_seq;
-    this.#insert.run(e.mailbox, seq, e.id, e.payload, e.receivedAt, withToken ? 1 : 0);
-    this.#upsertStats.run(e.mailbox, 1 - evicted, size - (s.bytes - bytes), (withToken ? 0 : 1) - evictedTokenless, seq + 1);
-    if (evicted > 0) this.#gapAdd.run(e.mailbox, 0, evicted);
-    return { ok: true, envelope: { seq, id: e.id, payload: e.payload, receivedAt: e.receivedAt }, evicted };
-  }
-
-  /** Deletes acknowledged envelopes of this mailbox (ids of other mailboxes are ignored). Returns how many. */
-  ack(mailbox: Uint8Array, ids: readonly Uint8Array[]): number {
-    let n = 0;
-    let bytes = 0;
-    let tokenless = 0;
-    for (const id of ids) {
-      const r = this.#deleteAck.get(mailbox, id);
-      if (!r) continue;
-      n++;
-      bytes += r.size;
-      if (r.with_token === 0) tokenless++;
-    }
-    if (n > 0) {
-      this.#upsertStats.run(mailbox, -n, -bytes, -tokenless, 1);
-      this.#dropEmptyStats.run(mailbox);
-    }
-    return n;
   }
 
   expire(before: number, maxMailboxes: number): { envelopes: number; mailboxes: number } {

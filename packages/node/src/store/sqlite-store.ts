@@ -3,6 +3,12 @@
  * (the data directory is locked: data-dir.ts). Every method is one IMMEDIATE transaction, durable
  * when it returns (WAL + synchronous=FULL).
  *
+ * Two connections: the hot-path writes — `enqueue` and `ack` — and the scheduled WAL checkpoints
+ * run on a writer thread (sqlite-writer.worker.js, its own connection), which group-commits the
+ * calls that arrive while it is busy and fsyncs off the event loop; everything else (reads, rare
+ * writes) runs on the main connection. Both are serialised by SQLite's write lock; per-mailbox
+ * sequence numbers are assigned only by the writer thread, so they still commit in order.
+ *
  * Forgetting (docs/threat-model.md §Seized disk): secure_delete overwrites deleted rows in the
  * database file, but their old versions stay in WAL frames until the WAL is rewritten. After any
  * deletion the store checkpoints with TRUNCATE within FORGET_WITHIN_MS (at once after a device or
@@ -22,6 +28,7 @@ import { SqliteDirectory } from './directory.js';
 import { SqliteMailbox } from './mailbox.js';
 import { SqlitePush } from './push.js';
 import { SqliteUsernames } from './usernames.js';
+import { SqliteWriter } from './sqlite-writer.js';
 import type {
   AckRequest,
   ArchiveRow,
@@ -78,11 +85,11 @@ export class SqliteNodeStore implements NodeStore {
   readonly #onHealth: ((h: StoreHealth) => void) | undefined;
   /** Challenge nonces used (hex → expiresAt). In memory: one process owns this store. */
   readonly #usedChallenges = new Map<string, number>();
-  #checkpointTimer: NodeJS.Timeout | undefined;
   #health: StoreHealth = { writable: true };
   #probedAt = -Infinity;
   #closed = false;
   readonly #probe;
+  readonly #writer: SqliteWriter;
 
   constructor(file: string, options: SqliteStoreOptions = {}) {
     this.#db = openDatabase(file);
@@ -98,6 +105,13 @@ export class SqliteNodeStore implements NodeStore {
     this.#reserveBytes = options.reserveBytes ?? RESERVE_BYTES;
     this.#probe = this.#db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.#ensureReserve();
+    this.#writer = new SqliteWriter({
+      file,
+      reserveFile: this.#reserveFile,
+      forgetWithinMs: FORGET_WITHIN_MS,
+      schemaVersion: this.#db.pragma('user_version', { simple: true }) as number,
+      onFull: () => this.#setHealth({ writable: false, reason: 'disk-full' }),
+    });
   }
 
   /** The better-sqlite3 handle, for the SQLite-only hot backup (backup.ts). Nothing else may use it. */
@@ -130,13 +144,9 @@ export class SqliteNodeStore implements NodeStore {
     return result;
   }
 
+  /** The writer thread checkpoints within FORGET_WITHIN_MS (off the event loop). */
   #scheduleCheckpoint(): void {
-    if (this.#checkpointTimer || this.#closed) return;
-    this.#checkpointTimer = setTimeout(() => {
-      this.#checkpointTimer = undefined;
-      this.#checkpoint();
-    }, FORGET_WITHIN_MS);
-    this.#checkpointTimer.unref();
+    if (!this.#closed) this.#writer.scheduleCheckpoint();
   }
 
   /** Copies the WAL into the database and truncates it to zero bytes: old frames are gone. */
@@ -144,7 +154,7 @@ export class SqliteNodeStore implements NodeStore {
     if (this.#closed) return;
     try {
       const r = this.#db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
-      if (r[0]?.busy) this.#scheduleCheckpoint(); // a reader held it (backup): try again
+      if (r[0]?.busy) this.#scheduleCheckpoint(); // a reader or the writer held it: try again
     } catch {
       this.#scheduleCheckpoint();
     }
@@ -190,26 +200,23 @@ export class SqliteNodeStore implements NodeStore {
       // Refuse new mail while the reserve is spent; re-probe at most every HEALTH_PROBE_INTERVAL_MS.
       if ((await this.health()).writable === false) throw Object.assign(new Error('disk full'), { code: 'SQLITE_FULL' });
     }
-    return this.#tx(() => {
-      // A group often holds many envelopes for one mailbox: look the recipient up once.
-      const known = new Map<string, boolean>();
-      return items.map((item): EnqueueOutcome => {
-        const key = Buffer.from(item.mailbox.buffer, item.mailbox.byteOffset, item.mailbox.byteLength).toString('latin1');
-        let exists = known.get(key);
-        if (exists === undefined) known.set(key, (exists = this.#directory.exists(item.mailbox)));
-        if (!exists) return { ok: false, reason: 'unknown-mailbox' };
-        if (item.tokenHash && !this.#mailbox.hasTokenHash(item.mailbox, item.tokenHash)) return { ok: false, reason: 'bad-token' };
-        return this.#mailbox.insert(item, limits);
-      });
-    });
+    if (this.#closed) throw new Error('store is closed');
+    try {
+      return await this.#writer.enqueue(items, limits);
+    } catch (e) {
+      if (isFull(e)) this.#setHealth({ writable: false, reason: 'disk-full' });
+      throw e;
+    }
   }
 
   async fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): Promise<StoredEnvelope[]> {
+    if (this.#closed) throw new Error('store is closed');
     return this.#mailbox.fetch(mailbox, afterSeq, limit, maxBytes);
   }
 
   async ack(requests: readonly AckRequest[]): Promise<number[]> {
-    return this.#deleting(() => requests.map((r) => this.#mailbox.ack(r.mailbox, r.ids)));
+    if (this.#closed) throw new Error('store is closed');
+    return this.#writer.ack(requests);
   }
 
   async mailboxStats(mailbox: Uint8Array): Promise<MailboxStats> {
@@ -397,12 +404,11 @@ export class SqliteNodeStore implements NodeStore {
 
   async close(): Promise<void> {
     if (this.#closed) return;
-    clearTimeout(this.#checkpointTimer);
-    this.#checkpointTimer = undefined;
+    this.#closed = true;
+    await this.#writer.close(); // commits what it holds, then checkpoints
     try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)');
     } finally {
-      this.#closed = true;
       this.#db.close();
       rmSync(this.#reserveFile, { force: true });
     }

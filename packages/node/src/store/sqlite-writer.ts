@@ -1,0 +1,110 @@
+/**
+ * The main-thread side of SqliteNodeStore's writer thread (sqlite-writer.worker.js): durable sends
+ * and acks are packed into one transferred buffer per call (writer-wire.ts), committed by the
+ * worker on its own connection (group commit, fsync off the event loop) and answered after the
+ * commit. The worker keeps the process alive only while a call is outstanding.
+ */
+import { Worker } from 'node:worker_threads';
+import type { AckRequest, EnqueueItem, EnqueueOutcome, MailboxLimits } from './node-store.js';
+import { REFUSALS, packAcks, packEnqueue } from './writer-wire.js';
+
+interface Reply {
+  readonly n: number;
+  readonly ok: boolean;
+  readonly ready?: boolean;
+  readonly res?: Float64Array;
+  readonly counts?: number[];
+  /** The transaction hit a full disk (acks were retried on the released reserve). */
+  readonly full?: boolean;
+  readonly error?: { code: string | undefined; message: string };
+}
+
+export interface WriterOptions {
+  readonly file: string;
+  readonly reserveFile: string;
+  readonly forgetWithinMs: number;
+  readonly schemaVersion: number;
+  /** The worker met a full disk (it released the reserve so that acks could commit). */
+  readonly onFull: () => void;
+}
+
+export class SqliteWriter {
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  #next = 1;
+  #dead: Error | undefined;
+
+  constructor(private readonly options: WriterOptions) {
+    // src/ (vitest, tsx) and dist/ both hold the worker as plain JavaScript (allowJs copies it).
+    this.#worker = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), {
+      workerData: { file: options.file, reserveFile: options.reserveFile, forgetWithinMs: options.forgetWithinMs, schemaVersion: options.schemaVersion },
+      // No loader hooks (tsx) in the writer: it is plain JavaScript and starts faster without them.
+      execArgv: [],
+    });
+    this.#worker.unref();
+    this.#worker.on('message', (r: Reply) => this.#onReply(r));
+    this.#worker.on('error', (e) => this.#fail(e));
+    this.#worker.on('exit', () => this.#fail(new Error('store writer thread exited')));
+  }
+
+  #onReply(r: Reply): void {
+    if (r.n === 0) return; // ready
+    const p = this.#pending.get(r.n);
+    if (!p) return;
+    this.#pending.delete(r.n);
+    if (this.#pending.size === 0) this.#worker.unref();
+    if (r.full) this.options.onFull();
+    if (r.ok) p.resolve(r);
+    else p.reject(Object.assign(new Error(r.error?.message ?? 'store writer failed'), { code: r.error?.code }));
+  }
+
+  #fail(e: Error): void {
+    this.#dead ??= e;
+    for (const p of this.#pending.values()) p.reject(e);
+    this.#pending.clear();
+  }
+
+  #call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Reply> {
+    if (this.#dead) return Promise.reject(this.#dead);
+    const n = this.#next++;
+    return new Promise<Reply>((resolve, reject) => {
+      if (this.#pending.size === 0) this.#worker.ref();
+      this.#pending.set(n, { resolve, reject });
+      this.#worker.postMessage({ ...msg, n }, transfer);
+    });
+  }
+
+  async enqueue(items: readonly EnqueueItem[], limits: MailboxLimits): Promise<EnqueueOutcome[]> {
+    const buf = packEnqueue(items);
+    const { maxMessages, maxBytes, firstContactMaxMessages } = limits;
+    const r = await this.#call({ t: 'e', buf, limits: { maxMessages, maxBytes, firstContactMaxMessages } }, [buf]);
+    const res = r.res!;
+    return items.map((item, i): EnqueueOutcome => {
+      const seq = res[2 * i]!;
+      if (seq < 0) return { ok: false, reason: REFUSALS[-seq] as Exclude<EnqueueOutcome, { ok: true }>['reason'] };
+      return { ok: true, envelope: { seq, id: item.id, payload: item.payload, receivedAt: item.receivedAt }, evicted: res[2 * i + 1]! };
+    });
+  }
+
+  async ack(requests: readonly AckRequest[]): Promise<number[]> {
+    const buf = packAcks(requests);
+    return (await this.#call({ t: 'a', buf }, [buf])).counts!;
+  }
+
+  /** Asks the writer to checkpoint (TRUNCATE) within forgetWithinMs: a deletion on the main connection. */
+  scheduleCheckpoint(): void {
+    if (!this.#dead) this.#worker.postMessage({ t: 'c', n: -1 });
+  }
+
+  /** Commits what is queued, checkpoints, closes the writer's connection; the thread then exits. */
+  async close(): Promise<void> {
+    if (this.#dead) return;
+    try {
+      await this.#call({ t: 'close' });
+    } catch {
+      /* already gone */
+    }
+    this.#dead = new Error('store is closed');
+    await this.#worker.terminate();
+  }
+}

@@ -1,0 +1,337 @@
+// The SQLite writer thread of SqliteNodeStore (sqlite-store.ts): the hot-path writes — durable
+// sends (enqueue) and acknowledgements (ack) — and the WAL checkpoints run here, on their own
+// connection to the same database file, so that statement execution and every fsync happen off
+// the node's event loop (the second core).
+//
+// Group commit: requests that arrived while the previous transaction was committing are applied
+// together in ONE IMMEDIATE transaction (one fsync, WAL + synchronous=FULL), and every request is
+// answered only after that transaction committed. If the combined transaction fails, each request
+// is retried alone, so one bad request cannot fail its neighbours; on a full disk the reserve file
+// is released so that acks (deletions) still commit while sends are refused.
+//
+// Plain JavaScript on purpose: a worker thread must be loadable by plain Node from src/ (vitest,
+// tsx) and from dist/ (tsc copies it: allowJs). The byte layout of requests is in writer-wire.ts.
+// The quota logic mirrors the contract in node-store.ts (EnqueueItem / MailboxLimits).
+import { rmSync } from 'node:fs';
+import { setImmediate, setTimeout } from 'node:timers';
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+
+const { file, reserveFile, forgetWithinMs, schemaVersion } = workerData;
+
+const db = new Database(file, { fileMustExist: true });
+db.pragma('busy_timeout = 5000');
+db.pragma('journal_mode = WAL');
+db.pragma('synchronous = FULL');
+db.pragma('secure_delete = ON');
+db.pragma('foreign_keys = ON');
+if (db.pragma('user_version', { simple: true }) !== schemaVersion) throw new Error('writer: database schema differs from the main connection');
+
+const st = {
+  exists: db.prepare('SELECT 1 AS one FROM devices WHERE mailbox = ?'),
+  token: db.prepare('SELECT 1 AS one FROM delivery_tokens WHERE mailbox = ? AND token_hash = ?'),
+  stats: db.prepare('SELECT messages, bytes, tokenless, next_seq FROM mailbox_stats WHERE mailbox = ?'),
+  insert: db.prepare('INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token) VALUES (?, ?, ?, ?, ?, ?)'),
+  upsertStats: db.prepare(
+    `INSERT INTO mailbox_stats (mailbox, messages, bytes, tokenless, next_seq) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (mailbox) DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes,
+       tokenless = tokenless + excluded.tokenless, next_seq = max(next_seq, excluded.next_seq)`,
+  ),
+  dropEmptyStats: db.prepare('DELETE FROM mailbox_stats WHERE mailbox = ? AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0'),
+  oldest: db.prepare('SELECT seq, length(payload) AS size FROM messages WHERE mailbox = ? AND with_token = ? ORDER BY seq LIMIT 1'),
+  deleteSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ?'),
+  deleteAck: db.prepare('DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING length(payload) AS size, with_token'),
+  gapAdd: db.prepare(
+    `INSERT INTO mailbox_stats (mailbox, gap_expired, gap_evicted) VALUES (?, 0, ?)
+     ON CONFLICT (mailbox) DO UPDATE SET gap_evicted = gap_evicted + excluded.gap_evicted`,
+  ),
+};
+
+const UNKNOWN_MAILBOX = -1;
+const BAD_TOKEN = -2;
+const LANE_FULL = -3;
+const MAILBOX_FULL = -4;
+
+const isFull = (e) => e?.code === 'SQLITE_FULL' || e?.code === 'ENOSPC';
+const keyOf = (b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+
+/** Parses an enqueue group (writer-wire.ts) into views of the transferred buffer. */
+function readEnqueue(buf) {
+  const u8 = new Uint8Array(buf);
+  const dv = new DataView(buf);
+  const n = dv.getUint32(0, true);
+  const items = new Array(n);
+  let o = 4;
+  const take16 = () => {
+    const len = dv.getUint16(o, true);
+    const v = u8.subarray(o + 2, o + 2 + len);
+    o += 2 + len;
+    return v;
+  };
+  for (let i = 0; i < n; i++) {
+    const mailbox = take16();
+    const id = take16();
+    const th = take16();
+    const receivedAt = dv.getFloat64(o, true);
+    const plen = dv.getUint32(o + 8, true);
+    const payload = u8.subarray(o + 12, o + 12 + plen);
+    o += 12 + plen;
+    items[i] = { mailbox, id, tokenHash: th.length === 0 ? undefined : th, receivedAt, payload };
+  }
+  return items;
+}
+
+function readAcks(buf) {
+  const u8 = new Uint8Array(buf);
+  const dv = new DataView(buf);
+  const n = dv.getUint32(0, true);
+  const out = new Array(n);
+  let o = 4;
+  for (let i = 0; i < n; i++) {
+    const ml = dv.getUint16(o, true);
+    const mailbox = u8.subarray(o + 2, o + 2 + ml);
+    o += 2 + ml;
+    const k = dv.getUint32(o, true);
+    o += 4;
+    const ids = new Array(k);
+    for (let j = 0; j < k; j++) {
+      const il = dv.getUint16(o, true);
+      ids[j] = u8.subarray(o + 2, o + 2 + il);
+      o += 2 + il;
+    }
+    out[i] = { mailbox, ids };
+  }
+  return out;
+}
+
+/**
+ * One envelope within the mailbox quota. Tokenless (first-contact) mail never displaces anything;
+ * token mail evicts the oldest tokenless envelopes first, then the oldest, counted as gaps.
+ * `s` is the mailbox's running counters within this transaction (updated in place).
+ */
+function insertOne(e, s, limits, out, k) {
+  const size = e.payload.length;
+  const withToken = e.tokenHash !== undefined;
+  if (!withToken) {
+    if (s.tokenless >= limits.firstContactMaxMessages) return (out[k] = LANE_FULL);
+    if (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) return (out[k] = MAILBOX_FULL);
+  }
+  let evicted = 0;
+  let evictedTokenless = 0;
+  let evictedBytes = 0;
+  while (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) {
+    const oldestTokenless = st.oldest.get(e.mailbox, 0);
+    const victim = oldestTokenless ?? st.oldest.get(e.mailbox, 1);
+    if (!victim) break;
+    st.deleteSeq.run(e.mailbox, victim.seq);
+    s.messages--;
+    s.bytes -= victim.size;
+    evictedBytes += victim.size;
+    evicted++;
+    if (oldestTokenless !== undefined) {
+      evictedTokenless++;
+      s.tokenless--;
+    }
+  }
+  const seq = s.next_seq;
+  st.insert.run(e.mailbox, seq, e.id, e.payload, e.receivedAt, withToken ? 1 : 0);
+  st.upsertStats.run(e.mailbox, 1 - evicted, size - evictedBytes, (withToken ? 0 : 1) - evictedTokenless, seq + 1);
+  if (evicted > 0) st.gapAdd.run(e.mailbox, evicted);
+  s.messages++;
+  s.bytes += size;
+  if (!withToken) s.tokenless++;
+  s.next_seq = seq + 1;
+  out[k] = seq;
+  out[k + 1] = evicted;
+  return seq;
+}
+
+/** Applies one enqueue group inside the current transaction: Float64Array of (seq | refusal, evicted) pairs. */
+function applyEnqueue(items, limits, known) {
+  const out = new Float64Array(items.length * 2);
+  for (let i = 0; i < items.length; i++) {
+    const it = items[i];
+    const key = keyOf(it.mailbox);
+    let m = known.get(key);
+    if (m === undefined) {
+      if (st.exists.get(it.mailbox) === undefined) m = null;
+      else {
+        const r = st.stats.get(it.mailbox);
+        m = { tokens: new Map(), s: r ? { messages: r.messages, bytes: r.bytes, tokenless: r.tokenless, next_seq: r.next_seq } : { messages: 0, bytes: 0, tokenless: 0, next_seq: 1 } };
+      }
+      known.set(key, m);
+    }
+    if (m === null) {
+      out[2 * i] = UNKNOWN_MAILBOX;
+      continue;
+    }
+    if (it.tokenHash !== undefined) {
+      const tk = keyOf(it.tokenHash);
+      let good = m.tokens.get(tk);
+      if (good === undefined) m.tokens.set(tk, (good = st.token.get(it.mailbox, it.tokenHash) !== undefined));
+      if (!good) {
+        out[2 * i] = BAD_TOKEN;
+        continue;
+      }
+    }
+    insertOne(it, m.s, limits, out, 2 * i);
+  }
+  return out;
+}
+
+function applyAcks(requests) {
+  const counts = new Array(requests.length);
+  for (let i = 0; i < requests.length; i++) {
+    const { mailbox, ids } = requests[i];
+    let n = 0;
+    let bytes = 0;
+    let tokenless = 0;
+    for (const id of ids) {
+      const r = st.deleteAck.get(mailbox, id);
+      if (!r) continue;
+      n++;
+      bytes += r.size;
+      if (r.with_token === 0) tokenless++;
+    }
+    if (n > 0) {
+      st.upsertStats.run(mailbox, -n, -bytes, -tokenless, 1);
+      st.dropEmptyStats.run(mailbox);
+    }
+    counts[i] = n;
+  }
+  return counts;
+}
+
+// ── checkpoints: deleted data leaves the WAL within forgetWithinMs ──
+let checkpointTimer;
+let closed = false;
+function checkpoint() {
+  if (closed) return;
+  try {
+    const r = db.pragma('wal_checkpoint(TRUNCATE)');
+    if (r[0]?.busy) scheduleCheckpoint(); // a reader held it (backup): try again
+  } catch {
+    scheduleCheckpoint();
+  }
+}
+function scheduleCheckpoint() {
+  if (checkpointTimer || closed) return;
+  checkpointTimer = setTimeout(() => {
+    checkpointTimer = undefined;
+    checkpoint();
+  }, forgetWithinMs);
+}
+
+function releaseReserve() {
+  try {
+    rmSync(reserveFile);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ── the group-commit loop ──
+let queue = [];
+let scheduled = false;
+
+const errorOf = (e) => ({ code: typeof e?.code === 'string' ? e.code : undefined, message: e instanceof Error ? e.message : String(e) });
+
+/** Runs `fn` in one IMMEDIATE transaction (one wrapper, made once). */
+const tx = db.transaction((fn) => fn());
+const immediate = (fn) => tx.immediate(fn);
+
+function runGroup() {
+  scheduled = false;
+  const group = queue;
+  queue = [];
+  const acks = [];
+  const sends = [];
+  let closeReq;
+  for (const q of group) {
+    if (q.t === 'a') acks.push(q);
+    else if (q.t === 'e') sends.push(q);
+    else if (q.t === 'c') scheduleCheckpoint();
+    else if (q.t === 'close') closeReq = q;
+  }
+  if (acks.length + sends.length > 0) commit(acks, sends);
+  if (closeReq) {
+    closed = true;
+    clearTimeout(checkpointTimer);
+    try {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      /* the main connection checkpoints again on close */
+    }
+    db.close();
+    parentPort.postMessage({ n: closeReq.n, ok: true });
+    parentPort.close();
+  }
+}
+
+function commit(acks, sends) {
+  const ackItems = acks.map((q) => readAcks(q.buf));
+  const sendItems = sends.map((q) => readEnqueue(q.buf));
+  let ackResults;
+  let sendResults;
+  try {
+    immediate(() => {
+      ackResults = ackItems.map(applyAcks);
+      const known = new Map();
+      sendResults = sendItems.map((items, i) => applyEnqueue(items, sends[i].limits, known));
+    });
+  } catch (e) {
+    if (acks.length + sends.length === 1 && !isFull(e)) {
+      const q = acks[0] ?? sends[0];
+      parentPort.postMessage({ n: q.n, ok: false, error: errorOf(e) });
+      return;
+    }
+    return commitOneByOne(acks, ackItems, sends, sendItems, isFull(e));
+  }
+  if (acks.some((_, i) => ackResults[i].some((c) => c > 0))) scheduleCheckpoint();
+  acks.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, counts: ackResults[i] }));
+  sends.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, res: sendResults[i] }, [sendResults[i].buffer]));
+}
+
+/**
+ * The combined transaction failed. Acks first: on a full disk release the reserve (and truncate
+ * the WAL) so that deletions can commit; then each send alone, so a bad one fails only itself.
+ */
+function commitOneByOne(acks, ackItems, sends, sendItems, full) {
+  let freed = false;
+  if (full && acks.length > 0) {
+    freed = releaseReserve();
+    checkpoint();
+  }
+  acks.forEach((q, i) => {
+    try {
+      const counts = immediate(() => applyAcks(ackItems[i]));
+      if (counts.some((c) => c > 0)) scheduleCheckpoint();
+      parentPort.postMessage({ n: q.n, ok: true, counts, full: full || undefined, freed: freed || undefined });
+    } catch (e) {
+      parentPort.postMessage({ n: q.n, ok: false, error: errorOf(e) });
+    }
+  });
+  sends.forEach((q, i) => {
+    if (full) {
+      parentPort.postMessage({ n: q.n, ok: false, error: { code: 'SQLITE_FULL', message: 'database or disk is full' } });
+      return;
+    }
+    try {
+      const res = immediate(() => applyEnqueue(sendItems[i], q.limits, new Map()));
+      parentPort.postMessage({ n: q.n, ok: true, res }, [res.buffer]);
+    } catch (e) {
+      parentPort.postMessage({ n: q.n, ok: false, error: errorOf(e) });
+    }
+  });
+}
+
+parentPort.on('message', (q) => {
+  queue.push(q);
+  if (!scheduled) {
+    scheduled = true;
+    // After the messages already waiting on the port: they join this group.
+    setImmediate(runGroup);
+  }
+});
+parentPort.postMessage({ n: 0, ok: true, ready: true });
