@@ -12,7 +12,7 @@
  * in one transaction — one fsync with synchronous=FULL — and no sender is answered before that
  * transaction has committed.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { toHex } from '@meshwhisper/crypto';
 import type { SendRequest, SendResult } from '@meshwhisper/protocol';
@@ -40,6 +40,23 @@ export function deliveryTokenHash(_ctx: CryptoContext, token: Uint8Array): Uint8
   return createHash('sha256').update(token).digest();
 }
 
+/**
+ * Envelope ids (MESSAGE_ID_LENGTH random bytes) cut from a 4 KiB block of CSPRNG output: one
+ * randomFillSync per 256 ids instead of one per send. A block is never refilled (ids handed out
+ * stay views of it), a new one is drawn when it is used up.
+ */
+class IdSource {
+  #block = new Uint8Array(0);
+  #at = 0;
+  next(): Uint8Array {
+    if (this.#at + MESSAGE_ID_LENGTH > this.#block.length) {
+      this.#block = randomFillSync(new Uint8Array(256 * MESSAGE_ID_LENGTH));
+      this.#at = 0;
+    }
+    return this.#block.subarray(this.#at, (this.#at += MESSAGE_ID_LENGTH));
+  }
+}
+
 interface Pending {
   readonly id: Uint8Array;
   readonly mailbox: Uint8Array;
@@ -59,6 +76,7 @@ export class SendService {
   #scheduled = false;
   #inFlight = 0;
   #idle: (() => void)[] = [];
+  readonly #ids = new IdSource();
 
   constructor(
     private readonly ctx: CryptoContext,
@@ -112,7 +130,7 @@ export class SendService {
     }
     return new Promise<SendResult>((resolve, reject) => {
       this.#queue.push({
-        id: this.ctx.random(MESSAGE_ID_LENGTH),
+        id: this.#ids.next(),
         mailbox: req.mailboxId,
         mailboxKey,
         payload: req.payload,

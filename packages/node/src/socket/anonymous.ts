@@ -4,7 +4,7 @@
  * is not linked to any mailbox login (docs/threat-model.md).
  */
 import type { Frame } from '@meshwhisper/protocol';
-import { ErrorCode, MAX_FRAME_BYTES, ProtocolError } from '@meshwhisper/protocol';
+import { ErrorCode, MAX_FRAME_BYTES, ProtocolError, encodeSendResultFrame } from '@meshwhisper/protocol';
 import type { WebSocket } from 'ws';
 import type { SendService } from '../mailbox/send.js';
 import type { RateLimiter } from '../rate-limit.js';
@@ -34,7 +34,7 @@ export class AnonymousConnection extends FrameConnection {
     if (frame.body.case !== 'send') throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, 'only send frames are accepted on the anonymous connection');
     const requestId = frame.requestId;
     this.sender.send(frame.body.value, this.clientKey).then(
-      (result) => this.send({ requestId, body: { case: 'sendResult', value: result } }),
+      (result) => this.sendBytes(encodeSendResultFrame(this.frameVersion, requestId, result.id, result.deliveredLive)),
       (e: unknown) => this.sendError(requestId, e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.INTERNAL, 'internal error')),
     );
   }

@@ -80,6 +80,17 @@ export abstract class FrameConnection {
     this.ws.send(encodeFrame({ version: this.version ?? PROTOCOL_VERSION, ...init }), { binary: true }, cb);
   }
 
+  /** Writes an already encoded frame (the hot-path encoders in @meshwhisper/protocol's fast-frames.ts). */
+  sendBytes(bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.ws.send(bytes, { binary: true });
+  }
+
+  /** The version frames on this connection are written in. */
+  protected get frameVersion(): number {
+    return this.version ?? PROTOCOL_VERSION;
+  }
+
   sendError(requestId: number, err: ProtocolError): void {
     this.send({ requestId, body: { case: 'error', value: { code: err.code, message: err.message, retryAfterMs: err.retryAfterMs } } });
   }

@@ -16,12 +16,12 @@ import type { Envelope, Frame } from '@meshwhisper/protocol';
 import {
   DEVICE_SOCKET_METHOD,
   DEVICE_SOCKET_PATH,
-  EnvelopeClass,
   ErrorCode,
   MAX_DELIVER_BATCH,
   MAX_ENVELOPE_SIZE,
   MAX_FRAME_BYTES,
   ProtocolError,
+  encodeDeliverFrame,
   requestDigest,
 } from '@meshwhisper/protocol';
 import type { WebSocket } from 'ws';
@@ -58,14 +58,16 @@ export interface DeviceConnectionDeps {
 
 type State = 'hello' | 'auth' | 'authenticating' | 'ready';
 
-const toEnvelope = (e: StoredEnvelope) => ({ id: e.id, payload: e.payload, receivedAt: BigInt(e.receivedAt), class: EnvelopeClass.DURABLE });
+/** In-flight set key of a 16-byte envelope id (a latin1 string: one native call, no hex digits). */
+const idKey = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
+
 
 export class DeviceConnection extends FrameConnection implements LiveSession {
   #state: State = 'hello';
   #mailbox: Uint8Array | undefined;
   mailboxKey = '';
   readonly sessionId = randomUUID();
-  /** Hex ids sent and not yet acknowledged. */
+  /** Ids (idKey) sent and not yet acknowledged. */
   readonly #inFlight = new Set<string>();
   /** Highest seq delivered on this connection (the fetch cursor). */
   #lastSeq = 0;
@@ -149,7 +151,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
             if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
             return;
           }
-          for (const id of ids) this.#inFlight.delete(toHex(id));
+          for (const id of ids) this.#inFlight.delete(idKey(id));
           if (n > 0) this.deps.events?.delivered?.(n);
           if (this.closed) return;
           if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
@@ -198,15 +200,17 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   }
 
   #deliver(batch: readonly StoredEnvelope[]): void {
-    for (const e of batch) this.#inFlight.add(toHex(e.id));
+    for (const e of batch) this.#inFlight.add(idKey(e.id));
     this.#lastSeq = batch[batch.length - 1]!.seq;
-    this.send({ body: { case: 'deliver', value: { envelopes: batch.map(toEnvelope) } } });
+    this.sendBytes(encodeDeliverFrame(this.frameVersion, batch)); // class DURABLE
   }
 
   /**
    * New mail, or room in the window. Envelopes handed over by the publisher that follow on
    * directly from the cursor (seq = lastSeq + 1: per-mailbox sequences are dense) are sent
-   * without re-reading them; otherwise the store is asked for what comes after the cursor.
+   * without re-reading them — and so are envelopes that start at seq 1: the counter restarts only
+   * when the mailbox was empty (node-store.ts), so nothing stored precedes them. Otherwise the
+   * store is asked for what comes after the cursor.
    */
   wake(envelopes?: readonly StoredEnvelope[]): void {
     if (this.#state !== 'ready' || this.closed) return;
@@ -214,7 +218,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.#wakeAgain = true;
       return;
     }
-    if (envelopes && envelopes.length > 0 && !this.#behind && this.#initialDrainDone && envelopes[0]!.seq === this.#lastSeq + 1) {
+    const first = envelopes?.[0]?.seq;
+    if (envelopes && first !== undefined && !this.#behind && this.#initialDrainDone && (first === this.#lastSeq + 1 || first === 1)) {
       const room = this.#room();
       if (room >= envelopes.length) return this.#deliver(envelopes);
       if (room > 0) this.#deliver(envelopes.slice(0, room));

@@ -10,8 +10,9 @@
  * - Sequence numbers are per mailbox. Within one mailbox, envelopes are committed in `seq` order
  *   (an implementation serialises writers of one mailbox, e.g. with a row lock on its counter),
  *   so a reader that has seen `seq = n` will never later see a new envelope with `seq <= n` of
- *   that mailbox — except after the mailbox drained completely, when the counter may restart
- *   (the delivery cursor resets whenever nothing is in flight; socket/device.ts).
+ *   that mailbox — except after the mailbox drained completely, when the counter may restart,
+ *   and then only at 1 (the delivery cursor resets whenever nothing is in flight, and a live
+ *   connection takes envelopes starting at seq 1 without re-reading: socket/device.ts).
  *   There is no global counter and no global order.
  * - Quota accounting is atomic with the write it accounts for (no read-modify-write race between
  *   concurrent writers of one mailbox or one device's media budget).

@@ -39,7 +39,8 @@ export class SqliteWriter {
     this.#worker = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), {
       workerData: { file: options.file, reserveFile: options.reserveFile, forgetWithinMs: options.forgetWithinMs, schemaVersion: options.schemaVersion },
       // No loader hooks (tsx) in the writer: it is plain JavaScript and starts faster without them.
-      execArgv: [],
+      // A CPU profile of the node (bench/node PROFILE=1) profiles the writer too.
+      execArgv: process.execArgv.filter((a) => a.startsWith('--cpu-prof')),
     });
     this.#worker.unref();
     this.#worker.on('message', (r: Reply) => this.#onReply(r));
