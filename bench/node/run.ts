@@ -25,9 +25,9 @@
  *   5. NATS: phases 1–3 with one NATS connection per device, one subject per device
  *   6. JetStream anchor (issue 12): DRAIN messages into a file stream, then drained by one consumer
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, symlinkSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,6 +75,12 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
 /** NODE_BIN: another build of the node's bin.ts (for before/after experiments); default the repository's. */
 const BIN = process.env['NODE_BIN'] ?? join(ROOT, 'packages/node/src/bin.ts');
+/**
+ * BASELINE=<git ref>: also run the node phases against the packages of that commit (exported with
+ * `git archive` into a temporary directory that shares this checkout's node_modules), and print
+ * its column next to this checkout's: before/after in one run, on one machine state.
+ */
+const BASELINE = process.env['BASELINE'] ?? '';
 const env = process.env;
 const QUICK = env['QUICK'] === '1';
 const num = (name: string, def: number): number => {
@@ -155,8 +161,8 @@ async function rssSettled(pid: number): Promise<number> {
   return s.sort((a, b) => a - b)[2]!;
 }
 const CLK_TCK = 100;
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+function cpuSeconds(pid: number, tid?: number): number {
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
 }
@@ -197,6 +203,8 @@ interface PhaseResult {
   sendErrors: number;
   skippedOffered: number;
   nodeCpu: number | undefined;
+  /** The node's main (event-loop) thread alone; nodeCpu − this = its other threads (store writer, GC, I/O). */
+  nodeMainCpu: number | undefined;
   genCpu: number;
   peerCpu: number | undefined;
   /** p99 event-loop delay of this generator during the window, ms: how late it itself could send or read. */
@@ -299,6 +307,7 @@ class Engine {
     await sleep(WARMUP_S * 1000);
     const issued0 = this.issued;
     const cpuN0 = pids.node ? cpuSeconds(pids.node) : 0;
+    const cpuM0 = pids.node ? cpuSeconds(pids.node, pids.node) : 0;
     const cpuP0 = pids.peer ? cpuSeconds(pids.peer) : 0;
     const cpuG0 = process.cpuUsage();
     const busy0 = machineBusySeconds();
@@ -313,6 +322,7 @@ class Engine {
     const busy = (machineBusySeconds() - busy0) / secs;
     lag.disable();
     const nodeCpu = pids.node ? (cpuSeconds(pids.node) - cpuN0) / secs : undefined;
+    const nodeMainCpu = pids.node ? (cpuSeconds(pids.node, pids.node) - cpuM0) / secs : undefined;
     const peerCpu = pids.peer ? (cpuSeconds(pids.peer) - cpuP0) / secs : undefined;
     const issuedInWindow = this.issued - issued0;
     this.running = false;
@@ -337,6 +347,7 @@ class Engine {
       sendErrors: this.sendErrors,
       skippedOffered: skipped,
       nodeCpu,
+      nodeMainCpu,
       genCpu: (cpuG.user + cpuG.system) / 1e6 / secs,
       peerCpu,
       genLagP99: lag.percentile(99) / 1e6,
@@ -523,15 +534,29 @@ interface NodeRun extends NodeProcess {
   dataDir: string;
 }
 
+/** The node build under test: this checkout's, or a BASELINE export. */
+let target = { bin: BIN, tsconfig: join(HERE, 'tsconfig.json') };
+
+/** Exports `ref`'s packages into a temporary directory wired to this checkout's node_modules. */
+function materializeBaseline(ref: string): { dir: string; bin: string; tsconfig: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'mw-bench-baseline-'));
+  const tar = execFileSync('git', ['-C', ROOT, 'archive', '--format=tar', ref, 'packages', 'tsconfig.base.json', 'bench/node/tsconfig.json'], { maxBuffer: 1 << 30 });
+  execFileSync('tar', ['-x', '-C', dir], { input: tar });
+  mkdirSync(join(dir, 'node_modules/@meshwhisper'), { recursive: true });
+  for (const e of readdirSync(join(ROOT, 'node_modules'))) if (e !== '@meshwhisper' && e !== '.bin') symlinkSync(join(ROOT, 'node_modules', e), join(dir, 'node_modules', e));
+  for (const p of readdirSync(join(dir, 'packages'))) symlinkSync(join(dir, 'packages', p), join(dir, 'node_modules/@meshwhisper', p));
+  return { dir, bin: join(dir, 'packages/node/src/bin.ts'), tsconfig: join(dir, 'bench/node/tsconfig.json') };
+}
+
 async function startNode(existingDataDir?: string): Promise<NodeRun> {
   const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), 'mw-bench-node-'));
   const profDir = join(HERE, 'profile');
   const run = await spawnNode({
-    bin: BIN,
+    bin: target.bin,
     cwd: HERE,
     env: { ...NODE_ENV, DATA_DIR: dataDir },
     nodeArgs: [...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
-    tsconfig: join(HERE, 'tsconfig.json'),
+    tsconfig: target.tsconfig,
   });
   return Object.assign(run, { dataDir }); // the same object: its warning counter keeps counting
 }
@@ -820,12 +845,12 @@ const f2 = (n: number | undefined): string => (n === undefined || Number.isNaN(n
 const pct = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : `${Math.round(n * 100)} %`);
 
 function fmtPhase(p: PhaseResult): string {
-  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} gen ${pct(p.genCpu)} peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
+  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
 }
 
 /** CPU time the server process spent per delivered message, in µs (contention-robust, unlike msgs/s). */
-function perMsg(p: PhaseResult | undefined, peer = false): string {
-  const cpu = peer ? p?.peerCpu : p?.nodeCpu;
+function perMsg(p: PhaseResult | undefined, peer = false, mainThread = false): string {
+  const cpu = peer ? p?.peerCpu : mainThread ? p?.nodeMainCpu : p?.nodeCpu;
   return p && cpu !== undefined && p.deliveredPerS > 0 ? f0((cpu / p.deliveredPerS) * 1e6) : 'n/a';
 }
 
@@ -847,10 +872,26 @@ function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
     `| CPU at ${f0(RATE)}/s: node / generator / nats-server | ${pct(n?.open.nodeCpu)} / ${pct(n?.open.genCpu)} | — / ${pct(s?.open.genCpu)} / ${pct(s?.open.peerCpu)} | | |`,
     `| load generator's own event-loop delay p99 (max load / ${f0(RATE)}/s), ms | ${f1(n?.closed.genLagP99)} / ${f1(n?.open.genLagP99)} | ${f1(s?.closed.genLagP99)} / ${f1(s?.open.genLagP99)} | | |`,
     `| node CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${perMsg(n?.closed)} / ${perMsg(n?.open)} | ${perMsg(s?.closed, true)} / ${perMsg(s?.open, true)} (server) | | |`,
+    `| … of which the node's main (event-loop) thread, µs | ${perMsg(n?.closed, false, true)} / ${perMsg(n?.open, false, true)} | | | |`,
     `| CPU used by other work on the machine (max load / ${f0(RATE)}/s), of ${cpus().length} cores | ${pct(n?.closed.otherCpu)} / ${pct(n?.open.otherCpu)} | ${pct(s?.closed.otherCpu)} / ${pct(s?.open.otherCpu)} | | |`,
     `| not arrived ${SETTLE_MS / 1000} s after sending stopped / send errors | ${n ? `${n.closed.late + n.open.late} / ${n.closed.sendErrors + n.open.sendErrors + n.drain.errors}` : 'n/a'} | ${s ? `${s.closed.late + s.open.late} / 0` : 'n/a'} | | 0 |`,
   ];
   return rows.join('\n');
+}
+
+/** Inserts the baseline's node column (column 2 of `base`) after this checkout's in `current`. */
+function withBaseline(current: string, base: string, ref: string): string {
+  const b = base.split('\n');
+  return current
+    .split('\n')
+    .map((row, i) => {
+      const cells = row.split('|');
+      const extra = i === 0 ? ` node before (${ref}) ` : (b[i]?.split('|')[2] ?? ' n/a ');
+      if (i === 0) cells[2] = ' node, this checkout ';
+      cells.splice(3, 0, extra);
+      return cells.join('|');
+    })
+    .join('\n');
 }
 
 let active: NodeRun | undefined;
@@ -865,10 +906,24 @@ async function main(): Promise<void> {
   selfCheck();
   const c = cpus();
   log(`machine: ${c.length} × ${c[0]?.model ?? '?'}, node ${process.version}; QUICK=${QUICK ? 1 : 0} DEVICES=${DEVICES} WINDOW=${WINDOW} RATE=${RATE} LIGHT_RATE=${LIGHT_RATE} DRAIN=${DRAIN} ANON_CONNS=${ANON_CONNS}`);
+  let b: NodeResults | undefined;
+  if (BASELINE && !SKIP_NODE) {
+    const base = materializeBaseline(BASELINE);
+    try {
+      log(`BASELINE ${BASELINE}: the node phases against ${base.bin}`);
+      target = { bin: base.bin, tsconfig: base.tsconfig };
+      b = await benchNode();
+      log(`BASELINE ${BASELINE} done; now this checkout`);
+    } finally {
+      target = { bin: BIN, tsconfig: join(HERE, 'tsconfig.json') };
+      rmSync(base.dir, { recursive: true, force: true });
+    }
+  }
   const n = SKIP_NODE ? undefined : await benchNode();
   const s = SKIP_NATS ? undefined : await benchNats();
   const out = [
-    table(n, s),
+    b ? withBaseline(table(n, s), table(b, s), BASELINE) : table(n, s),
+    b ? `Baseline ${BASELINE}: envelopes per Deliver frame ${f2(b.envelopesPerDeliver[0])} / ${f2(b.envelopesPerDeliver[1])}; closed: ${fmtPhase(b.closed)}` : '',
     '',
     `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}; node env: ${Object.entries(NODE_ENV)
       .filter(([k]) => k !== 'RATE_LIMITS')

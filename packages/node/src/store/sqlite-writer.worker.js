@@ -107,7 +107,8 @@ function readAcks(buf) {
 /**
  * One envelope within the mailbox quota. Tokenless (first-contact) mail never displaces anything;
  * token mail evicts the oldest tokenless envelopes first, then the oldest, counted as gaps.
- * `s` is the mailbox's running counters within this transaction (updated in place).
+ * `s` is the mailbox's running counters within this transaction (updated in place); they are
+ * written once per mailbox and transaction (flushStats), not once per envelope.
  */
 function insertOne(e, s, limits, out, k) {
   const size = e.payload.length;
@@ -135,8 +136,7 @@ function insertOne(e, s, limits, out, k) {
   }
   const seq = s.next_seq;
   st.insert.run(e.mailbox, seq, e.id, e.payload, e.receivedAt, withToken ? 1 : 0);
-  st.upsertStats.run(e.mailbox, 1 - evicted, size - evictedBytes, (withToken ? 0 : 1) - evictedTokenless, seq + 1);
-  if (evicted > 0) st.gapAdd.run(e.mailbox, evicted);
+  s.evicted += evicted;
   s.messages++;
   s.bytes += size;
   if (!withToken) s.tokenless++;
@@ -157,7 +157,8 @@ function applyEnqueue(items, limits, known) {
       if (st.exists.get(it.mailbox) === undefined) m = null;
       else {
         const r = st.stats.get(it.mailbox);
-        m = { tokens: new Map(), s: r ? { messages: r.messages, bytes: r.bytes, tokenless: r.tokenless, next_seq: r.next_seq } : { messages: 0, bytes: 0, tokenless: 0, next_seq: 1 } };
+        const s = r ? { messages: r.messages, bytes: r.bytes, tokenless: r.tokenless, next_seq: r.next_seq } : { messages: 0, bytes: 0, tokenless: 0, next_seq: 1 };
+        m = { mailbox: it.mailbox, tokens: new Map(), start: { ...s }, s: { ...s, evicted: 0 } };
       }
       known.set(key, m);
     }
@@ -177,6 +178,16 @@ function applyEnqueue(items, limits, known) {
     insertOne(it, m.s, limits, out, 2 * i);
   }
   return out;
+}
+
+/** Writes each touched mailbox's counters once: the deltas of this transaction, the next seq, the evictions. */
+function flushStats(known) {
+  for (const m of known.values()) {
+    if (m === null || m.s.next_seq === m.start.next_seq) continue;
+    const { s, start } = m;
+    st.upsertStats.run(m.mailbox, s.messages - start.messages, s.bytes - start.bytes, s.tokenless - start.tokenless, s.next_seq);
+    if (s.evicted > 0) st.gapAdd.run(m.mailbox, s.evicted);
+  }
 }
 
 function applyAcks(requests) {
@@ -279,6 +290,7 @@ function commit(acks, sends) {
       ackResults = ackItems.map(applyAcks);
       const known = new Map();
       sendResults = sendItems.map((items, i) => applyEnqueue(items, sends[i].limits, known));
+      flushStats(known);
     });
   } catch (e) {
     if (acks.length + sends.length === 1 && !isFull(e)) {
@@ -318,7 +330,12 @@ function commitOneByOne(acks, ackItems, sends, sendItems, full) {
       return;
     }
     try {
-      const res = immediate(() => applyEnqueue(sendItems[i], q.limits, new Map()));
+      const res = immediate(() => {
+        const known = new Map();
+        const r = applyEnqueue(sendItems[i], q.limits, known);
+        flushStats(known);
+        return r;
+      });
       parentPort.postMessage({ n: q.n, ok: true, res }, [res.buffer]);
     } catch (e) {
       parentPort.postMessage({ n: q.n, ok: false, error: errorOf(e) });
