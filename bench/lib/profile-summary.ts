@@ -2,6 +2,8 @@
  * Self time of a V8 .cpuprofile (node --cpu-prof), grouped three ways: by area (noble crypto,
  * the SDK's storage, the HTTP client…), by function and by file.
  *   node --import tsx ../lib/profile-summary.ts profile/<file>.cpuprofile [top]      (from bench/node or bench/sdk)
+ * FROM_S / TO_S (seconds since the profile started) keep only the samples of that window, e.g. one
+ * bench phase (bench/node prints each phase's window when PROFILE=1).
  */
 import { readFileSync } from 'node:fs';
 
@@ -26,7 +28,13 @@ const top = Number(topArg ?? 25);
 const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
 const frames = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
 const selfUs = new Map<number, number>();
-profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+const fromUs = Number(process.env['FROM_S'] ?? 0) * 1e6;
+const toUs = process.env['TO_S'] ? Number(process.env['TO_S']) * 1e6 : Infinity;
+let at = 0;
+profile.samples.forEach((id, i) => {
+  at += profile.timeDeltas[i] ?? 0;
+  if (at >= fromUs && at < toUs) selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+});
 
 const short = (url: string): string => url.replace(/^file:\/\/.*?\/(node_modules|packages)\//, '$1/');
 /** A coarse owner of the time, so the summary says where it goes in one glance. */

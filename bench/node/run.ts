@@ -205,6 +205,9 @@ interface PhaseResult {
   nodeCpu: number | undefined;
   /** The node's main (event-loop) thread alone; nodeCpu − this = its other threads (store writer, GC, I/O). */
   nodeMainCpu: number | undefined;
+  /** The measured window (now() clock). */
+  measuredFrom: number;
+  measuredTo: number;
   genCpu: number;
   peerCpu: number | undefined;
   /** p99 event-loop delay of this generator during the window, ms: how late it itself could send or read. */
@@ -348,6 +351,8 @@ class Engine {
       skippedOffered: skipped,
       nodeCpu,
       nodeMainCpu,
+      measuredFrom: m0,
+      measuredTo: m0 + secs * 1000,
       genCpu: (cpuG.user + cpuG.system) / 1e6 / secs,
       peerCpu,
       genLagP99: lag.percentile(99) / 1e6,
@@ -602,8 +607,13 @@ async function benchNode(): Promise<NodeResults> {
   const setupS = (now() - t0) / 1000;
   // Restart on the same DATA_DIR, so the RSS baseline is a fresh node without the registration's garbage.
   await stopNode(first, true);
+  const nodeStarted = now();
   const node = await startNode(first.dataDir);
   active = node;
+  /** PROFILE=1: where a phase lies in the node's profiles (seconds since it started), for FROM_S/TO_S of profile-summary.ts. */
+  const window = (name: string, p: PhaseResult): void => {
+    if (PROFILE) log(`profile window of ${name}: FROM_S=${((p.measuredFrom - nodeStarted) / 1000).toFixed(1)} TO_S=${((p.measuredTo - nodeStarted) / 1000).toFixed(1)} (±0.5 s)`);
+  };
   const pid = node.child.pid!;
   try {
     log(`node restarted: pid ${pid} on port ${node.port}`);
@@ -645,6 +655,7 @@ async function benchNode(): Promise<NodeResults> {
     const closed = await engine.phase('closed', 0, { node: pid });
     const perFrameClosed = (deliverStats.envelopes - ds0.envelopes) / Math.max(1, deliverStats.frames - ds0.frames);
     log('node closed loop:', fmtPhase(closed));
+    window('closed', closed);
     log(`node: open loop at ${RATE} msgs/s, ${WARMUP_S}+${MEASURE_S} s`);
     let perf: ChildProcess | undefined;
     if (PERF) {
@@ -655,11 +666,13 @@ async function benchNode(): Promise<NodeResults> {
     const open = await engine.phase('open', RATE, { node: pid });
     const perFrameOpen = (deliverStats.envelopes - ds1.envelopes) / Math.max(1, deliverStats.frames - ds1.frames);
     log('node open loop:', fmtPhase(open));
+    window('open', open);
     if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
     await waitFor('the overload backlog to drain', () => engine.outstanding <= 0, 60_000, 20).catch(() => log(`${engine.outstanding} envelopes of the ${RATE}/s phase still in flight`));
     log(`node: open loop at ${LIGHT_RATE} msgs/s`);
     const light = await engine.phase('open', LIGHT_RATE, { node: pid });
     log('node light load:', fmtPhase(light));
+    window('light', light);
 
     // ── drain ──
     log(`drain: device 0 goes offline; queueing ${DRAIN} envelopes for it`);

@@ -118,8 +118,6 @@ function insertOne(e, s, limits, out, k) {
     if (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) return (out[k] = MAILBOX_FULL);
   }
   let evicted = 0;
-  let evictedTokenless = 0;
-  let evictedBytes = 0;
   while (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) {
     const oldestTokenless = st.oldest.get(e.mailbox, 0);
     const victim = oldestTokenless ?? st.oldest.get(e.mailbox, 1);
@@ -127,12 +125,8 @@ function insertOne(e, s, limits, out, k) {
     st.deleteSeq.run(e.mailbox, victim.seq);
     s.messages--;
     s.bytes -= victim.size;
-    evictedBytes += victim.size;
     evicted++;
-    if (oldestTokenless !== undefined) {
-      evictedTokenless++;
-      s.tokenless--;
-    }
+    if (oldestTokenless !== undefined) s.tokenless--;
   }
   const seq = s.next_seq;
   st.insert.run(e.mailbox, seq, e.id, e.payload, e.receivedAt, withToken ? 1 : 0);
