@@ -142,3 +142,14 @@ export const RECEIPT_MAX_IDS = 256;
  * anything older the peer could not have been waiting for.
  */
 export const UNCONFIRMED_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+
+/**
+ * At most this many unconfirmed messages are kept (one per message and recipient device), the
+ * oldest pruned first. A device that has not confirmed a thousand messages is gone or far behind;
+ * re-sending more than that after one decryption-error report would flood it anyway, and without a
+ * bound a device that never answers would grow the storage for 30 days (a binary message can be
+ * ~250 KB). Checked at start-up and after every UNCONFIRMED_PRUNE_EVERY kept messages, so the table
+ * holds at most MAX_UNCONFIRMED + UNCONFIRMED_PRUNE_EVERY entries.
+ */
+export const MAX_UNCONFIRMED = 1000;
+export const UNCONFIRMED_PRUNE_EVERY = 100;

@@ -194,6 +194,8 @@ export class MeshWhisper {
     await client.flushOutbox();
     // Messages whose disappearing timer ran out while the app was closed go now.
     await client.#timers.sweep();
+    // Unconfirmed messages kept for re-sending stay bounded in age and number (unconfirmed.ts).
+    await client.#sender.pruneUnconfirmed();
     // Receipts a previous run left waiting go out at their due time.
     await client.#receipts.start();
     client.#keys.schedule(KEY_CHECK_MS);

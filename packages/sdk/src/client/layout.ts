@@ -5,6 +5,10 @@
  *     states, timers and outbox items as ad-hoc bytes.
  *   2: conversations (`d.<peer hex>` / `g.<group hex>`) throughout, history newest first with a
  *     conversation table, every record a versioned protobuf (client_state.proto, history.proto).
+ *     (Pending receipts, mw.receipt, came later as ad-hoc bytes; unconfirmed messages,
+ *     mw.unconfirmed, as the bare Content keyed `${id}:${mailbox}`.)
+ *   3: mw.receipt holds StoredReceipt records; mw.unconfirmed holds StoredUnconfirmed records keyed
+ *     `${mailbox hex}/${id hex}`, with the age index mw.unconfirmed-age (so it can be bounded).
  *
  * Opening a layout-1 storage migrates it in ONE transaction (all or nothing); a layout newer than
  * this SDK is refused with MW_SDK_UNSUPPORTED_VERSION — never misread.
@@ -20,10 +24,12 @@ import { SdkError, SdkErrorCode } from './errors.js';
 import { CONVERSATION_RECORD_VERSION, HISTORY_VERSION, HistoryTable } from './history.js';
 import { SENT_RECORD_VERSION } from './message-states.js';
 import { encodeOutboxItem } from './outbox.js';
+import { encodeReceiptRecord } from './receipts.js';
 import { Table } from './tables.js';
 import { encodeTimer } from './timers.js';
+import { keepUnconfirmed } from './unconfirmed.js';
 
-export const CLIENT_LAYOUT_VERSION = 2;
+export const CLIENT_LAYOUT_VERSION = 3;
 
 const MAX15 = 999_999_999_999_999;
 const pad = (n: number): string => String(Math.max(0, Math.floor(n))).padStart(15, '0');
@@ -46,8 +52,11 @@ export async function ensureLayout(storage: ProtocolStorage): Promise<boolean> {
         throw new SdkError(SdkErrorCode.UNSUPPORTED_VERSION, `this storage was written by a newer SDK (client layout ${version}; this SDK knows up to ${CLIENT_LAYOUT_VERSION}): update the app`);
       }
       if (version === CLIENT_LAYOUT_VERSION) return false;
+      if (version < 2) await migrateFrom1(stx);
+    } else {
+      await migrateFrom1(stx);
     }
-    await migrateFrom1(stx);
+    await migrateFrom2(stx);
     await stx.setItem(Table.Self, 'layout', toBinary(StoredClientLayoutSchema, create(StoredClientLayoutSchema, { version: CLIENT_LAYOUT_VERSION })));
     return true;
   });
@@ -119,5 +128,39 @@ async function migrateFrom1(stx: AppStore): Promise<void> {
   for (const { key, value } of await stx.listItems(Table.Outbox)) {
     if (value.length <= 32) continue;
     await stx.setItem(Table.Outbox, key, encodeOutboxItem(value.subarray(0, 32), value.subarray(32)));
+  }
+}
+
+async function migrateFrom2(stx: AppStore): Promise<void> {
+  // Receipts: version 1 ‖ due time (u64 big-endian) ‖ per id: length (u8) ‖ id → StoredReceipt.
+  for (const { key, value } of await stx.listItems(Table.Receipt)) {
+    if (value.length < 9 || value[0] !== 1) continue;
+    const dueAt = Number(new DataView(value.buffer, value.byteOffset, value.byteLength).getBigUint64(1));
+    const ids: Uint8Array[] = [];
+    let ok = true;
+    for (let o = 9; o < value.length; ) {
+      const n = value[o++]!;
+      if (o + n > value.length) {
+        ok = false;
+        break;
+      }
+      ids.push(value.slice(o, o + n));
+      o += n;
+    }
+    if (ok) await stx.setItem(Table.Receipt, key, encodeReceiptRecord({ dueAt, ids }));
+    else await stx.deleteItem(Table.Receipt, key);
+  }
+  // Unconfirmed: `${id hex}:${mailbox hex}` → the bare Content; now `${mailbox hex}/${id hex}` → StoredUnconfirmed (+ age index).
+  for (const { key, value } of await stx.listItems(Table.Unconfirmed)) {
+    const m = /^([0-9a-f]{32}):([0-9a-f]{64})$/.exec(key);
+    if (!m) continue;
+    await stx.deleteItem(Table.Unconfirmed, key);
+    let sentAt: number;
+    try {
+      sentAt = Number(fromBinary(ContentSchema, value).sentAt);
+    } catch {
+      continue; // unreadable: nothing to re-send
+    }
+    await keepUnconfirmed(stx, { mailboxId: fromHex(m[2]!), messageId: m[1]!, sentAt, content: value });
   }
 }

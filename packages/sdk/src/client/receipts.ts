@@ -15,6 +15,7 @@
  * the receipt twice, which is harmless (message states only move forward).
  */
 import { fromHex, toHex } from '@meshwhisper/crypto';
+import { StoredReceiptSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { RECEIPT_MAX_IDS } from '../constants.js';
 import type { Log } from './log.js';
@@ -43,38 +44,26 @@ export interface ReceiptQueueDeps {
   readonly clearTimer?: (handle: unknown) => void;
 }
 
-/** Stored record: version 1 ‖ due time (u64 ms, big-endian) ‖ per id: length (u8) ‖ id. */
-const RECORD_VERSION = 1;
+/** StoredReceipt.version this SDK writes and reads (layout 3; layout 2's ad-hoc bytes are migrated, layout.ts). */
+export const RECEIPT_RECORD_VERSION = 1;
 
 interface Pending {
   dueAt: number;
   ids: Uint8Array[];
 }
 
-function encodeRecord(p: Pending): Uint8Array {
-  const out = new Uint8Array(9 + p.ids.reduce((n, id) => n + 1 + id.length, 0));
-  out[0] = RECORD_VERSION;
-  new DataView(out.buffer).setBigUint64(1, BigInt(p.dueAt));
-  let o = 9;
-  for (const id of p.ids) {
-    out[o++] = id.length;
-    out.set(id, o);
-    o += id.length;
-  }
-  return out;
+export function encodeReceiptRecord(p: Pending): Uint8Array {
+  return toBinary(StoredReceiptSchema, create(StoredReceiptSchema, { version: RECEIPT_RECORD_VERSION, dueAt: BigInt(p.dueAt), messageIds: p.ids }));
 }
 
+/** The record, or undefined for one this SDK cannot read (a newer SDK's: left alone, never misread). */
 function decodeRecord(bytes: Uint8Array): Pending | undefined {
-  if (bytes.length < 9 || bytes[0] !== RECORD_VERSION) return undefined;
-  const dueAt = Number(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(1));
-  const ids: Uint8Array[] = [];
-  for (let o = 9; o < bytes.length; ) {
-    const n = bytes[o++]!;
-    if (o + n > bytes.length) return undefined;
-    ids.push(bytes.slice(o, o + n));
-    o += n;
+  try {
+    const r = fromBinary(StoredReceiptSchema, bytes);
+    return r.version === RECEIPT_RECORD_VERSION ? { dueAt: Number(r.dueAt), ids: r.messageIds } : undefined;
+  } catch {
+    return undefined;
   }
-  return { dueAt, ids };
 }
 
 const keyOf = (kind: ReceiptKindName, mailboxId: Uint8Array): string => `${kind}:${toHex(mailboxId)}`;
@@ -111,7 +100,7 @@ export class ReceiptQueue {
       }
       // A full receipt goes now: waiting longer would only make the next one larger.
       if (p.ids.length >= RECEIPT_MAX_IDS) p.dueAt = Math.min(p.dueAt, now());
-      await tx.setItem(Table.Receipt, key, encodeRecord(p));
+      await tx.setItem(Table.Receipt, key, encodeReceiptRecord(p));
       return p.dueAt;
     });
     this.#schedule(key, dueAt);
@@ -203,7 +192,7 @@ export class ReceiptQueue {
         return undefined;
       }
       const dueAt = left.length >= RECEIPT_MAX_IDS ? this.deps.now() : this.#drawDueAt();
-      await tx.setItem(Table.Receipt, key, encodeRecord({ dueAt, ids: left }));
+      await tx.setItem(Table.Receipt, key, encodeReceiptRecord({ dueAt, ids: left }));
       return dueAt;
     });
   }

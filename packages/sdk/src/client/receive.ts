@@ -33,8 +33,7 @@ import type { ReceiptQueue } from './receipts.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
 import type { Transport } from './transport.js';
-import { Table } from './tables.js';
-import { outboxKey } from './outbox.js';
+import { confirmUnconfirmed } from './unconfirmed.js';
 import type { MeshWhisperEvents } from './types.js';
 
 /** An event decided inside the transaction, emitted after it committed. */
@@ -234,7 +233,7 @@ export class ReceivePipeline {
         for (const id of ids) {
           const advanced = await advanceState(stx, id, state);
           if (advanced) events.push(['messageState', advanced]);
-          await stx.deleteItem(Table.Unconfirmed, outboxKey(id, base.fromMailboxId)); // confirmed: nothing to re-send
+          await confirmUnconfirmed(stx, base.fromMailboxId, id); // confirmed: nothing to re-send
         }
         events.push(['receipt', { from: address, state, messageIds: ids }]);
         return out;

@@ -7,10 +7,10 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { MAX_SEALED_CONTENT_LENGTH, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
-import { ContentSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
+import { ContentSchema, create, toBinary } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND, UNCONFIRMED_MAX_AGE_MS } from '../constants.js';
+import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND, UNCONFIRMED_PRUNE_EVERY } from '../constants.js';
 import type { Contacts } from './contacts.js';
 import { directConversation } from './conversation.js';
 import type { Directory } from './directory.js';
@@ -22,8 +22,8 @@ import type { StateChange } from './message-states.js';
 import { trackQueued } from './message-states.js';
 import type { Outbox } from './outbox.js';
 import { enqueue, outboxKey } from './outbox.js';
-import { Table } from './tables.js';
 import type { Timers } from './timers.js';
+import { keepUnconfirmed, pruneUnconfirmed, takeUnconfirmed } from './unconfirmed.js';
 import type { Transport } from './transport.js';
 import type { Recipient } from './types.js';
 
@@ -66,6 +66,17 @@ export class Sender {
     },
   ) {}
 
+  #keptSincePrune = 0;
+
+  /** Bounds mw.unconfirmed by age and count (unconfirmed.ts); never throws (logged). */
+  async pruneUnconfirmed(): Promise<void> {
+    try {
+      await pruneUnconfirmed(this.deps.storage, this.deps.ctx.now());
+    } catch (e) {
+      this.deps.log.warn('send.unconfirmed-prune-failed', 'the store of unconfirmed messages could not be pruned now; the next check retries', e);
+    }
+  }
+
   #checkOpen(): void {
     if (this.deps.isClosed()) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
   }
@@ -104,12 +115,9 @@ export class Sender {
       persist: async (tx, envelope) => {
         const stx = asStorageTx(tx);
         await enqueue(stx, key, mailboxId, envelope);
-        if (tracked) {
-          // Kept until this device confirms it (a delivery receipt), to re-send if it reports it
-          // could not decrypt. The value is the Content itself (a protobuf versioned by its own
-          // version field); the mailbox is in the key.
-          await stx.setItem(Table.Unconfirmed, key, plaintext);
-        }
+        // Kept until this device confirms it (a delivery receipt), to re-send if it reports it
+        // could not decrypt (unconfirmed.ts).
+        if (tracked) await keepUnconfirmed(stx, { mailboxId, messageId: id, sentAt: now, content: plaintext });
         if (!peer || !conversation) return;
         if (tracked) queued = await trackQueued(stx, id, conversation);
         // Writing to someone (not an automatic receipt) makes them a contact.
@@ -124,6 +132,10 @@ export class Sender {
       },
     });
     if (queued) this.deps.emit('messageState', queued);
+    if (tracked && ++this.#keptSincePrune >= UNCONFIRMED_PRUNE_EVERY) {
+      this.#keptSincePrune = 0;
+      await this.pruneUnconfirmed();
+    }
     if (expiresAt > 0) timers.schedule();
     return { id, peer: peer?.accountKey, outboxKey: key };
   }
@@ -138,26 +150,14 @@ export class Sender {
   async resendUnconfirmed(mailboxId: Uint8Array): Promise<number> {
     this.#checkOpen();
     const { ctx, storage, directory } = this.deps;
-    const items = await storage.listItems(Table.Unconfirmed);
-    const mine = items.filter((i) => i.key.endsWith(`:${toHex(mailboxId)}`));
     let sent = 0;
-    for (const { key, value: plaintext } of mine) {
-      let sentAt: number;
-      try {
-        sentAt = Number(fromBinary(ContentSchema, plaintext).sentAt);
-      } catch {
-        sentAt = 0; // unreadable: dropped below
-      }
-      if (ctx.now() - sentAt > UNCONFIRMED_MAX_AGE_MS) {
-        await storage.deleteItem(Table.Unconfirmed, key);
-        continue;
-      }
+    for (const { messageId, content } of await takeUnconfirmed(storage, mailboxId, ctx.now())) {
       const address = await directory.sessionFor(mailboxId);
-      const id = key.slice(0, key.indexOf(':'));
-      await sealMessage(ctx, storage, address, plaintext, {
+      const key = outboxKey(messageId, mailboxId);
+      await sealMessage(ctx, storage, address, content, {
         persist: async (tx, envelope) => enqueue(asStorageTx(tx), key, mailboxId, envelope),
       });
-      await this.deps.outbox.deliverNow(id, key).catch((e) => this.deps.log.warn('send.resend-queued', 'a re-sent message stays queued', e));
+      await this.deps.outbox.deliverNow(messageId, key).catch((e) => this.deps.log.warn('send.resend-queued', 'a re-sent message stays queued', e));
       sent++;
     }
     return sent;

@@ -22,12 +22,14 @@ export const Table = {
   Contact: 'mw.contact',
   /** Disappearing-message timer per conversation (timers.ts). */
   Timer: 'mw.timer',
-  /** Receipts waiting for their random delay, by `${kind}:${mailbox hex}` (receipts.ts). */
+  /** Receipts waiting for their random delay, by `${kind}:${mailbox hex}`: a StoredReceipt (receipts.ts). */
   Receipt: 'mw.receipt',
   /**
    * Messages a recipient device has not confirmed (no delivery receipt yet), by
-   * `${message id hex}:${mailbox hex}`: the Content (protobuf, versioned by its own field) — re-sent, encrypted anew, when
-   * that device reports it could not decrypt (sender.ts, receive.ts).
+   * `${mailbox hex}/${message id hex}`: a StoredUnconfirmed — re-sent, encrypted anew, when that
+   * device reports it could not decrypt (unconfirmed.ts).
    */
   Unconfirmed: 'mw.unconfirmed',
+  /** The same entries by age, `${sent at, 15 digits}/${mailbox hex}/${message id hex}` → empty: pruning reads keys only (unconfirmed.ts). */
+  UnconfirmedAge: 'mw.unconfirmed-age',
 } as const;

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/client_state.proto.
  */
 export const file_meshwhisper_v1_client_state: GenFile = /*@__PURE__*/
-  fileDesc("CiFtZXNod2hpc3Blci92MS9jbGllbnRfc3RhdGUucHJvdG8SDm1lc2h3aGlzcGVyLnYxIkQKD0NvbnZlcnNhdGlvblJlZhIVCgtkaXJlY3RfcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSABCBgoEa2luZCIlChJTdG9yZWRDbGllbnRMYXlvdXQSDwoHdmVyc2lvbhgBIAEoDSKbAQoPU3RvcmVkU2VudFN0YXRlEg8KB3ZlcnNpb24YASABKA0SKAoFc3RhdGUYAiABKA4yGS5tZXNod2hpc3Blci52MS5TZW50U3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSNQoMY29udmVyc2F0aW9uGAQgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmIkYKC1N0b3JlZFRpbWVyEg8KB3ZlcnNpb24YASABKA0SDwoHc2Vjb25kcxgCIAEoDRIVCg10aW1lcl92ZXJzaW9uGAMgASgNIlMKDVN0b3JlZENvbnRhY3QSDwoHdmVyc2lvbhgBIAEoDRIxCgVzdGF0ZRgCIAEoDjIiLm1lc2h3aGlzcGVyLnYxLlN0b3JlZENvbnRhY3RTdGF0ZSJJChBTdG9yZWRPdXRib3hJdGVtEg8KB3ZlcnNpb24YASABKA0SEgoKbWFpbGJveF9pZBgCIAEoDBIQCghlbnZlbG9wZRgDIAEoDCKYAQoSU3RvcmVkQ29udmVyc2F0aW9uEg8KB3ZlcnNpb24YASABKA0SNQoMY29udmVyc2F0aW9uGAIgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEhAKCGxhc3Rfa2V5GAMgASgJEg4KBnVucmVhZBgEIAEoDRIYChBsYXN0X2FjdGl2aXR5X2F0GAUgASgEKpkBCglTZW50U3RhdGUSGgoWU0VOVF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVNFTlRfU1RBVEVfUVVFVUVEEAESEwoPU0VOVF9TVEFURV9TRU5UEAISGAoUU0VOVF9TVEFURV9ERUxJVkVSRUQQAxITCg9TRU5UX1NUQVRFX1JFQUQQBBIVChFTRU5UX1NUQVRFX0ZBSUxFRBAFKn8KElN0b3JlZENvbnRhY3RTdGF0ZRIkCiBTVE9SRURfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEiAKHFNUT1JFRF9DT05UQUNUX1NUQVRFX1JFUVVFU1QQARIhCh1TVE9SRURfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBACYgZwcm90bzM");
+  fileDesc("CiFtZXNod2hpc3Blci92MS9jbGllbnRfc3RhdGUucHJvdG8SDm1lc2h3aGlzcGVyLnYxIkQKD0NvbnZlcnNhdGlvblJlZhIVCgtkaXJlY3RfcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSABCBgoEa2luZCIlChJTdG9yZWRDbGllbnRMYXlvdXQSDwoHdmVyc2lvbhgBIAEoDSKbAQoPU3RvcmVkU2VudFN0YXRlEg8KB3ZlcnNpb24YASABKA0SKAoFc3RhdGUYAiABKA4yGS5tZXNod2hpc3Blci52MS5TZW50U3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSNQoMY29udmVyc2F0aW9uGAQgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmIkYKC1N0b3JlZFRpbWVyEg8KB3ZlcnNpb24YASABKA0SDwoHc2Vjb25kcxgCIAEoDRIVCg10aW1lcl92ZXJzaW9uGAMgASgNIlMKDVN0b3JlZENvbnRhY3QSDwoHdmVyc2lvbhgBIAEoDRIxCgVzdGF0ZRgCIAEoDjIiLm1lc2h3aGlzcGVyLnYxLlN0b3JlZENvbnRhY3RTdGF0ZSJJChBTdG9yZWRPdXRib3hJdGVtEg8KB3ZlcnNpb24YASABKA0SEgoKbWFpbGJveF9pZBgCIAEoDBIQCghlbnZlbG9wZRgDIAEoDCKYAQoSU3RvcmVkQ29udmVyc2F0aW9uEg8KB3ZlcnNpb24YASABKA0SNQoMY29udmVyc2F0aW9uGAIgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEhAKCGxhc3Rfa2V5GAMgASgJEg4KBnVucmVhZBgEIAEoDRIYChBsYXN0X2FjdGl2aXR5X2F0GAUgASgEIkUKDVN0b3JlZFJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIOCgZkdWVfYXQYAiABKAQSEwoLbWVzc2FnZV9pZHMYAyADKAwiRgoRU3RvcmVkVW5jb25maXJtZWQSDwoHdmVyc2lvbhgBIAEoDRIPCgdzZW50X2F0GAIgASgEEg8KB2NvbnRlbnQYAyABKAwqmQEKCVNlbnRTdGF0ZRIaChZTRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRU0VOVF9TVEFURV9RVUVVRUQQARITCg9TRU5UX1NUQVRFX1NFTlQQAhIYChRTRU5UX1NUQVRFX0RFTElWRVJFRBADEhMKD1NFTlRfU1RBVEVfUkVBRBAEEhUKEVNFTlRfU1RBVEVfRkFJTEVEEAUqfwoSU3RvcmVkQ29udGFjdFN0YXRlEiQKIFNUT1JFRF9DT05UQUNUX1NUQVRFX1VOU1BFQ0lGSUVEEAASIAocU1RPUkVEX0NPTlRBQ1RfU1RBVEVfUkVRVUVTVBABEiEKHVNUT1JFRF9DT05UQUNUX1NUQVRFX0FDQ0VQVEVEEAJiBnByb3RvMw");
 
 /**
  * A conversation: direct (with one account) or a group.
@@ -234,6 +234,75 @@ export type StoredConversation = Message<"meshwhisper.v1.StoredConversation"> & 
  */
 export const StoredConversationSchema: GenMessage<StoredConversation> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_client_state, 6);
+
+/**
+ * mw.receipt: delivery or read receipts to one device (key `${kind}:${mailbox hex}`) waiting for
+ * their random delay (receipts.ts; layout 3 — layout 2 wrote ad-hoc bytes).
+ *
+ * @generated from message meshwhisper.v1.StoredReceipt
+ */
+export type StoredReceipt = Message<"meshwhisper.v1.StoredReceipt"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * When they go out (ms since the epoch).
+   *
+   * @generated from field: uint64 due_at = 2;
+   */
+  dueAt: bigint;
+
+  /**
+   * The message ids they acknowledge (16 bytes each).
+   *
+   * @generated from field: repeated bytes message_ids = 3;
+   */
+  messageIds: Uint8Array[];
+};
+
+/**
+ * Describes the message meshwhisper.v1.StoredReceipt.
+ * Use `create(StoredReceiptSchema)` to create a new message.
+ */
+export const StoredReceiptSchema: GenMessage<StoredReceipt> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_client_state, 7);
+
+/**
+ * mw.unconfirmed: a sent message a recipient device has not confirmed (no delivery receipt yet),
+ * key `${mailbox hex}/${message id hex}`; re-sealed anew if that device reports it could not
+ * decrypt (sender.ts; layout 3 — layout 2 keyed `${id}:${mailbox}` and stored the bare Content).
+ *
+ * @generated from message meshwhisper.v1.StoredUnconfirmed
+ */
+export type StoredUnconfirmed = Message<"meshwhisper.v1.StoredUnconfirmed"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * When it was sealed (ms since the epoch); kept at most UNCONFIRMED_MAX_AGE_MS.
+   *
+   * @generated from field: uint64 sent_at = 2;
+   */
+  sentAt: bigint;
+
+  /**
+   * The Content (content.proto) as first sent.
+   *
+   * @generated from field: bytes content = 3;
+   */
+  content: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.StoredUnconfirmed.
+ * Use `create(StoredUnconfirmedSchema)` to create a new message.
+ */
+export const StoredUnconfirmedSchema: GenMessage<StoredUnconfirmed> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_client_state, 8);
 
 /**
  * @generated from enum meshwhisper.v1.SentState
