@@ -14,6 +14,7 @@ const USAGE = `usage: meshwhisper-node [start | help]
        meshwhisper-node backup [--db FILE] [--dir DIR] [--keep N]
        meshwhisper-node backup list [--dir DIR]
        meshwhisper-node backup restore FILE [--db FILE] [--force]
+       meshwhisper-node migrate-to-postgres
 
   start           run the node (default)
   backup          write an online backup of the database now (safe while the node runs) into
@@ -21,6 +22,9 @@ const USAGE = `usage: meshwhisper-node [start | help]
   backup list     list the backups, newest first
   backup restore  restore FILE into DATA_DIR (stop the node first; --force moves an existing
                   database aside as <db>.pre-restore-<time>). See docs/backup-restore.md
+  migrate-to-postgres
+                  copy this stopped node's SQLite database (DATA_DIR) into the empty PostgreSQL
+                  schema DATABASE_URL/DATABASE_SCHEMA, in one transaction (docs/scale-out.md)
   help            this text and the list of settings
 
 Settings (environment variables):
@@ -85,6 +89,20 @@ async function main(argv: readonly string[]): Promise<void> {
       );
       return;
     }
+    case 'migrate-to-postgres': {
+      const config = loadConfig({ ...process.env, STORE: 'postgres' });
+      const { migrateSqliteToPostgres } = await import('./store/sqlite-to-pg.js');
+      const r = await migrateSqliteToPostgres({
+        dataDir: config.dataDir,
+        sqliteFile: join(config.dataDir, DATABASE_FILE),
+        connectionString: config.databaseUrl,
+        schema: config.databaseSchema,
+        progress: (line) => process.stderr.write(`${line}\n`),
+      });
+      const total = Object.values(r.tables).reduce((a, b) => a + b, 0);
+      process.stdout.write(`copied ${total} rows into schema ${config.databaseSchema}; now start the instances with STORE=postgres on this DATA_DIR (docs/scale-out.md)\n`);
+      return;
+    }
     case 'help':
     case '--help':
     case '-h':
@@ -98,6 +116,7 @@ async function main(argv: readonly string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof NodeConfigError) console.error(`configuration error: ${e.message}`);
+  else if (process.argv[2] === 'migrate-to-postgres') console.error(`migrate-to-postgres failed${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}:`, e instanceof Error ? e.message : e);
   else console.error('meshwhisper-node failed to start:', e instanceof Error ? e.message : e);
   process.exit(1);
 });
