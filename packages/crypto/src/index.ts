@@ -106,3 +106,28 @@ export {
   SENDER_KEY_STORAGE_VERSION,
 } from './sender-key.js';
 export type { SenderKeyDistribution, GroupMessageHeader } from './sender-key.js';
+export {
+  GroupLabel,
+  GroupPolicy,
+  GroupOpType,
+  GroupLog,
+  signGroupOperation,
+  decodeGroupOperation,
+  createGroup,
+  openGroup,
+  receiveGroupOperation,
+  proposeGroupOperation,
+  diffGroupStates,
+  serializeGroupLog,
+  deserializeGroupLog,
+  GROUP_LOG_STORAGE_VERSION,
+} from './group-state.js';
+export type {
+  GroupMemberEntry,
+  GroupOpBody,
+  GroupOperation,
+  GroupMemberState,
+  GroupState,
+  GroupEvent,
+  GroupOperationStatus,
+} from './group-state.js';
