@@ -6,6 +6,7 @@ export * from './context.js';
 export * from './primitives/index.js';
 export * from './keys.js';
 export * from './device-list.js';
+export * from './link.js';
 export * from './prekeys.js';
 export * from './pqxdh.js';
 export * from './stores.js';

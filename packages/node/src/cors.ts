@@ -69,7 +69,7 @@ export function registerCors(app: FastifyInstance, allowed: ReadonlySet<string> 
     reply.header('access-control-expose-headers', 'retry-after');
     if (request.method === 'OPTIONS' && request.headers['access-control-request-method']) {
       reply.header('access-control-allow-methods', 'GET, PUT, POST, DELETE');
-      reply.header('access-control-allow-headers', 'mw-auth, content-type');
+      reply.header('access-control-allow-headers', 'mw-auth, mw-link-token, content-type');
       reply.header('access-control-max-age', String(PREFLIGHT_MAX_AGE_S));
       await reply.code(204).send();
     }

@@ -36,6 +36,8 @@ import { RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade }
 import { accountRoutes } from './routes/account.js';
 import { blobRoutes, mediaBudgetWindow, removeMediaFiles } from './routes/blobs.js';
 import { keyRoutes } from './routes/keys.js';
+import { linkRoutes } from './routes/link.js';
+import { LinkChannels } from './link/channels.js';
 import { mailboxRoutes } from './routes/mailbox.js';
 import { usernameRoutes } from './routes/usernames.js';
 import { pushRoutes } from './routes/push.js';
@@ -267,6 +269,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   await app.register(blobRoutes(services));
   await app.register(accountRoutes(services));
   await app.register(pushRoutes(services, push));
+  const linkChannels = new LinkChannels(ctx);
+  await app.register(linkRoutes(linkChannels));
   await app.register(webAppRoutes(config.webApp));
 
   // ── WebSockets ──
@@ -416,6 +420,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       await sender.close();
       // Retries pending are dropped and requests in flight aborted: a lost wake only delays delivery.
       await push.close();
+      // Long polls on link channels end now (their links are abandoned; the user shows a new QR).
+      linkChannels.dispose();
       // Device connections: every unacknowledged envelope is still stored and will be redelivered.
       for (const ws of wss.clients) ws.close(1001, 'node shutting down');
       const grace = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());

@@ -101,6 +101,10 @@ export const DEFAULT_BUCKETS = {
   'blob-download': { rate: 5, burst: 50 },
   /** Archive reads and writes, per address: each read hands out an offline-guessable blob (threat model). */
   archive: { rate: 0.02, burst: 5 },
+  /** Link-channel requests (posts and long polls of a device link in progress), per address. */
+  link: { rate: 5, burst: 200 },
+  /** Opening a link channel, per address: unauthenticated and holds node memory for minutes. */
+  'link-create': { rate: 1 / 30, burst: 5 },
   /** GET /ready, per address: orchestrator probes poll every few seconds; a flood gets 429, not disk work. */
   ready: { rate: 2, burst: 20 },
 } as const satisfies Record<string, BucketSpec>;

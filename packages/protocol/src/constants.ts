@@ -89,6 +89,8 @@ export const CONTENT_TYPE_PROTOBUF = 'application/vnd.meshwhisper.v1+proto';
 export const CONTENT_TYPE_OCTETS = 'application/octet-stream';
 /** HTTP header carrying a base64url DeviceAuth or ArchiveAuth. */
 export const AUTH_HEADER = 'mw-auth';
+/** HTTP header carrying a base64url link-channel token (docs/spec/linking.md §3). */
+export const LINK_TOKEN_HEADER = 'mw-link-token';
 
 /**
  * Signature labels (domain separation, see @meshwhisper/crypto signedMessage). The archive label
