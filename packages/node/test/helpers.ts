@@ -132,7 +132,7 @@ export const proto = { 'content-type': CONTENT_TYPE_PROTOBUF };
 
 /** Buckets opened wide so functional tests are not throttled; attack tests override specific ones. */
 export function generousLimits(except: readonly string[] = []): string {
-  const names = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'ready'];
+  const names = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'link', 'link-create', 'ready'];
   return names.filter((n) => !except.includes(n)).map((n) => `${n}=100000:1000000`).join(',');
 }
 

@@ -1,5 +1,5 @@
 /**
- * Provisioning channels for device linking (docs/spec/linking.md §3): one-time, two-sided
+ * Provisioning channels for device linking (docs/spec/linking.md §Provisioning channel): one-time, two-sided
  * mailboxes that relay opaque bytes between a new device and the existing device that scanned its
  * QR code. The node learns only sizes and timing (and, like every request, the client addresses
  * its rate limits use): every byte it relays is either the public hello or an AEAD frame under a

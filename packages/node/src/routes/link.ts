@@ -1,5 +1,5 @@
 /**
- * Device-linking provisioning channels (docs/spec/linking.md §3), over LinkChannels:
+ * Device-linking provisioning channels (docs/spec/linking.md §Provisioning channel), over LinkChannels:
  *   POST   /v1/link                 → LinkChannelCreated (unauthenticated; the new device has no identity yet)
  *   POST   /v1/link/:id/claim       LinkChannelClaim → LinkChannelClaimed (single use: a second claim is MW_CONFLICT)
  *   POST   /v1/link/:id/messages    LinkChannelPost, mw-link-token → 204

@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { CreateNodeOptions, MeshWhisperNode } from '@meshwhisper/node';
 
-const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive'];
+const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'link', 'link-create'];
 
 /** RATE_LIMITS value that lets the loopback tests through every bucket. */
 export const OPEN_RATE_LIMITS = BUCKETS.map((b) => `${b}=100000:1000000`).join(',');
