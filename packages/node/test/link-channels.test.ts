@@ -43,11 +43,11 @@ async function create(): Promise<{ id: string; owner: string; expiresAt: number 
 }
 
 async function claim(id: string, hello = new Uint8Array(1122).fill(7)): Promise<Response> {
-  return fetch(`${base}/v1/link/${id}/claim`, { method: 'POST', headers: proto, body: encodeBody(LinkChannelClaimSchema, { hello }) });
+  return fetch(`${base}/v1/link/${id}/claim`, { method: 'POST', headers: proto, body: encodeBody(LinkChannelClaimSchema, { hello }) as BodyInit });
 }
 
 async function post(id: string, token: string | undefined, data: Uint8Array): Promise<Response> {
-  return fetch(`${base}/v1/link/${id}/messages`, { method: 'POST', headers: { ...proto, ...(token ? { [LINK_TOKEN_HEADER]: token } : {}) }, body: encodeBody(LinkChannelPostSchema, { data }) });
+  return fetch(`${base}/v1/link/${id}/messages`, { method: 'POST', headers: { ...proto, ...(token ? { [LINK_TOKEN_HEADER]: token } : {}) }, body: encodeBody(LinkChannelPostSchema, { data }) as BodyInit });
 }
 
 async function read(id: string, token: string, after = 0, wait = 0): Promise<{ status: number; messages: Uint8Array[]; last: number; closed: boolean; code?: string }> {

@@ -153,3 +153,21 @@ export const UNCONFIRMED_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
  */
 export const MAX_UNCONFIRMED = 1000;
 export const UNCONFIRMED_PRUNE_EVERY = 100;
+
+// ── Devices and linking (client/link.ts, docs/spec/linking.md) ──
+
+/** Devices an account may have unless the app says otherwise (MeshWhisperOptions.maxDevices). */
+export const DEFAULT_MAX_DEVICES = 6;
+/** Longest device name shown to the account's other devices. */
+export const MAX_DEVICE_NAME_LENGTH = 64;
+/** Longest single long poll of a link channel (the node caps it at 25 s). */
+export const LINK_POLL_MS = 20_000;
+/**
+ * History bytes per link frame and frames per link: 36 × 200 KiB stays under the node's 8 MiB and
+ * 64 messages per side with the introduction, grant and completion (and under the crypto layer's
+ * 256 KiB frame).
+ */
+export const LINK_HISTORY_FRAME_BYTES = 200 * 1024;
+export const LINK_MAX_HISTORY_FRAMES = 36;
+/** How long the list of the account's other devices (own-device sync) is reused before it is looked up again. */
+export const OWN_DEVICES_TTL_MS = 30_000;

@@ -30,3 +30,5 @@ export { encodeContactCard, decodeContactCard, CONTACT_CARD_PREFIX, CONTACT_CARD
 export type { ContactCard } from './client/contact-card.js';
 export { qrMatrix, qrSvg, QR_DEFAULT_MARGIN, QR_DEFAULT_MODULE_SIZE } from './client/qr.js';
 export type { QrMatrix, QrOptions, QrSvgOptions, QrErrorCorrection } from './client/qr.js';
+export type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle, LinkedDevice } from './client/link.js';
+export { DEFAULT_MAX_DEVICES } from './constants.js';

@@ -11,7 +11,7 @@ import { computeSafetyNumber, createContext, deviceAddress, fromHex, mailboxIdOf
 import { ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
+import { DEFAULT_MAX_DEVICES, KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
@@ -26,6 +26,9 @@ import { conversationPeers, findInHistory, listConversations, markConversationRe
 import type { ConversationId } from './conversation.js';
 import { directConversation, toConversation } from './conversation.js';
 import { ensureLayout } from './layout.js';
+import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
+import { acceptLinkOffer, startLinkOffer } from './link.js';
+import type { Log } from './log.js';
 import { makeLog } from './log.js';
 import type { FileAttachment, FileSource, SendFileOptions } from './media.js';
 import { downloadFile, downloadFileBytes, uploadFile } from './media.js';
@@ -78,6 +81,8 @@ export class MeshWhisper {
   readonly #receiver: ReceivePipeline;
   readonly #receipts: ReceiptQueue;
   readonly #keys: DeviceKeys;
+  readonly #log: Log;
+  readonly #maxDevices: number;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
   /** The token was given to the node (device socket authenticated): only then do peers get it. */
@@ -94,7 +99,8 @@ export class MeshWhisper {
     this.namespace = opts.namespace;
     this.#nodeUrl = opts.node;
     this.#sharePresence = opts.sharePresence !== false;
-    const log = makeLog(opts.logger);
+    const log = (this.#log = makeLog(opts.logger));
+    this.#maxDevices = opts.maxDevices ?? DEFAULT_MAX_DEVICES;
     const storage = opts.storage;
     const isClosed = () => this.#closed;
     const events = (this.#events = new EventHub(log, isClosed));
@@ -136,6 +142,7 @@ export class MeshWhisper {
       ctx,
       storage,
       accountKey: identity.certificate.accountKey,
+      ownMailboxId: mailboxIdOf(ctx, identity.certificate.deviceSigningKey),
       directory: this.#directory,
       contacts: this.#contacts,
       timers: this.#timers,
@@ -164,6 +171,7 @@ export class MeshWhisper {
     this.#receiver = new ReceivePipeline({
       ctx,
       storage,
+      accountKey: identity.certificate.accountKey,
       contacts: this.#contacts,
       directory: this.#directory,
       timers: this.#timers,
@@ -203,6 +211,26 @@ export class MeshWhisper {
     // before the caller's code after `await create()` has registered its listeners.
     if (opts.connect !== false) client.#transport.start();
     return client;
+  }
+
+  /**
+   * On a NEW device (empty storage): opens a one-time link channel on the node and returns the
+   * offer to show as a QR code. An existing device of the account scans it (acceptLinkOffer);
+   * `completed` then resolves with this device's client, on the account, with its contacts, blocks,
+   * settings and (if the user chose) recent history (docs/api.md §Devices).
+   */
+  static async createLinkOffer(options: MeshWhisperOptions & CreateLinkOfferOptions): Promise<LinkOfferHandle<MeshWhisper>> {
+    if (!options || typeof options.node !== 'string' || typeof options.namespace !== 'string' || !options.storage) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'MeshWhisper.createLinkOffer: node, namespace and storage are required');
+    }
+    const ctx = options.crypto ?? createContext();
+    const api = new NodeApi(ctx, options.node, options.fetch ?? globalThis.fetch.bind(globalThis));
+    const { deviceName, onIntroduced, ...createOptions } = options;
+    return startLinkOffer(
+      { ctx, api, storage: options.storage, nodeUrl: options.node, log: makeLog(options.logger) },
+      { ...(deviceName !== undefined ? { deviceName } : {}), ...(onIntroduced ? { onIntroduced } : {}) },
+      () => MeshWhisper.create({ ...createOptions, crypto: ctx }),
+    );
   }
 
   #checkOpen(): void {
@@ -290,6 +318,35 @@ export class MeshWhisper {
     this.#keys.stop();
     await this.#outbox.stop();
     await this.#transport.close();
+  }
+
+  // ── Devices (docs/api.md §Devices, docs/spec/linking.md) ──────────────────────────────────
+
+  /**
+   * Links a new device from the link offer it shows (the scanned QR bytes): certifies it, publishes
+   * the account's next device list, and hands over contacts, blocks, settings and, with `history`,
+   * recent messages. Only a manager device (one that holds the account key) can link. Resolves once
+   * the new device has stored everything.
+   */
+  async acceptLinkOffer(payload: Uint8Array, options: AcceptLinkOptions = {}): Promise<LinkAccepted> {
+    this.#checkOpen();
+    const r = await acceptLinkOffer(
+      {
+        ctx: this.#ctx,
+        api: this.#api,
+        storage: this.#storage,
+        identity: this.#identity,
+        account: this.account,
+        nodeUrl: this.#nodeUrl,
+        log: this.#log,
+        maxDevices: this.#maxDevices,
+        publishList: async () => undefined,
+      },
+      payload,
+      options,
+    );
+    this.#sender.forgetOwnDevices();
+    return r;
   }
 
   // ── Push wake (docs/push.md, docs/api-push.md) ────────────────────────────────────────────

@@ -41,6 +41,16 @@ export const SdkErrorCode = {
    * filed under another conversation.
    */
   UNKNOWN_CONVERSATION: 'MW_SDK_UNKNOWN_CONVERSATION',
+  /**
+   * A device link failed: a frame did not authenticate (someone between the devices tampered with
+   * it), the other device gave up or closed, the offer was already used, or what it sent did not
+   * verify. Nothing was issued (scanner) or stored (new device). Show a new QR code.
+   */
+  LINK_FAILED: 'MW_SDK_LINK_FAILED',
+  /** The link offer expired before it was scanned, or the link did not finish in time. Show a new QR code. */
+  LINK_EXPIRED: 'MW_SDK_LINK_EXPIRED',
+  /** The account already has as many devices as the app allows (MeshWhisperOptions.maxDevices): revoke one first. */
+  DEVICE_LIMIT: 'MW_SDK_DEVICE_LIMIT',
 } as const;
 export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];
 

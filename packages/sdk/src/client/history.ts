@@ -451,3 +451,46 @@ export async function conversationPeers(store: AppStore): Promise<Uint8Array[]> 
   }
   return out;
 }
+
+/**
+ * Raw history records for a device link (link.ts): per conversation the newest `perConversation`
+ * records, as stored (edits, reactions and tombstones applied), newest first.
+ */
+export async function exportHistory(store: AppStore, perConversation: number): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for (const { key } of await store.listItems(HistoryTable.Conversation)) {
+    for (const { value } of await store.listItems(HistoryTable.Messages, { prefix: `${key}/`, limit: perConversation })) out.push(value);
+  }
+  return out;
+}
+
+/**
+ * Files a record copied from another device of this account (a device link) under a new local key,
+ * unless (author, id) is already in the history: importing the same record twice stores it once.
+ * Returns whether it was added.
+ */
+export async function importHistoryRecord(tx: AppStore, bytes: Uint8Array): Promise<boolean> {
+  const record = decodeStored(bytes);
+  const content = fromBinary(ContentSchema, record.content);
+  const id = toHex(content.messageId);
+  if (content.messageId.length !== 16 || record.author.length !== 32) throw new SdkError(SdkErrorCode.PROTOCOL, 'a linked history record names no valid message');
+  const ref = refKey(record.author, id);
+  if (await tx.getItem(HistoryTable.Ref, ref)) return false;
+  const conversation = conversationOf(record);
+  const conv = conversationKey(conversation);
+  const receivedAt = Number(record.receivedAt);
+  const key = `${conv}/${inv(receivedAt)}/${inv(await nextSequence(tx))}`;
+  record.version = HISTORY_VERSION;
+  await tx.setItem(HistoryTable.Messages, key, toBinary(StoredMessageSchema, record));
+  await tx.setItem(HistoryTable.Ref, ref, utf8.encode(key));
+  const expiresAt = Number(record.expiresAt);
+  if (expiresAt > 0) await tx.setItem(HistoryTable.Expiry, `${pad(expiresAt)}/${key}`, new Uint8Array(0));
+  const summary = (await readConversation(tx, conv)) ?? create(StoredConversationSchema, { version: CONVERSATION_RECORD_VERSION, conversation: toRef(conversation) });
+  if (!summary.lastKey || key < summary.lastKey) {
+    summary.lastKey = key;
+    summary.lastActivityAt = BigInt(receivedAt);
+  }
+  if (record.unread) summary.unread++;
+  await writeConversation(tx, conv, summary);
+  return true;
+}

@@ -71,17 +71,34 @@ export class NodeApi {
   async call<Req extends DescMessage, Res extends DescMessage>(
     method: string,
     path: string,
-    options: { readonly body?: { readonly schema: Req; readonly value: MessageInitShape<Req> }; readonly reply: Res; readonly auth?: LocalIdentity | undefined },
+    options: {
+      readonly body?: { readonly schema: Req; readonly value: MessageInitShape<Req> };
+      readonly reply: Res;
+      readonly auth?: LocalIdentity | undefined;
+      /** Extra request headers (e.g. a link-channel token). */
+      readonly headers?: Readonly<Record<string, string>>;
+    },
   ): Promise<MessageShape<Res>> {
-    const { auth } = options;
+    const { auth, headers = {} } = options;
     const body = options.body ? encodeBody(options.body.schema, options.body.value) : undefined;
     const res = await this.raw(method, path, {
       body,
-      makeHeaders: async (): Promise<Record<string, string>> => (auth ? { [AUTH_HEADER]: await this.authHeader(auth, { method, path, body }) } : {}),
+      makeHeaders: async (): Promise<Record<string, string>> => ({ ...headers, ...(auth ? { [AUTH_HEADER]: await this.authHeader(auth, { method, path, body }) } : {}) }),
     });
     const d = decodeBody(options.reply, new Uint8Array(await res.arrayBuffer()));
     if (!d.ok) throw new SdkError(SdkErrorCode.PROTOCOL, `${method} ${path}: ${d.error.message}`);
     return d.value;
+  }
+
+  /** An unauthenticated request whose success reply has no body (204). */
+  async callEmpty<Req extends DescMessage>(
+    method: string,
+    path: string,
+    options: { readonly body?: { readonly schema: Req; readonly value: MessageInitShape<Req> }; readonly headers?: Readonly<Record<string, string>> } = {},
+  ): Promise<void> {
+    const body = options.body ? encodeBody(options.body.schema, options.body.value) : undefined;
+    const res = await this.raw(method, path, { body, makeHeaders: async () => ({ ...(options.headers ?? {}) }) });
+    await res.body?.cancel();
   }
 
   /** A request without a protobuf reply (e.g. 204): the checked response. */

@@ -14,8 +14,8 @@
  * has not confirmed, encrypted anew (sender.resendUnconfirmed).
  */
 import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
-import { CryptoError, CryptoErrorCode, deviceAddress, mailboxIdOf, receiveSealed, toHex } from '@meshwhisper/crypto';
-import type { Content, Envelope } from '@meshwhisper/protocol';
+import { CryptoError, CryptoErrorCode, deviceAddress, equalBytes, mailboxIdOf, receiveSealed, toHex } from '@meshwhisper/crypto';
+import type { Content, Envelope, SentSync } from '@meshwhisper/protocol';
 import { ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
@@ -28,7 +28,7 @@ import { addToHistory, applyToHistory, toEntry } from './history.js';
 import type { ConversationId } from './conversation.js';
 import { directConversation } from './conversation.js';
 import type { Log } from './log.js';
-import { advanceState } from './message-states.js';
+import { advanceState, trackQueued } from './message-states.js';
 import type { ReceiptQueue } from './receipts.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
@@ -67,6 +67,8 @@ export class ReceivePipeline {
     private readonly deps: {
       readonly ctx: CryptoContext;
       readonly storage: ProtocolStorage;
+      /** This device's own account (own-device sync is accepted only from it). */
+      readonly accountKey: Uint8Array;
       readonly contacts: Contacts;
       readonly directory: Directory;
       readonly timers: Timers;
@@ -258,6 +260,8 @@ export class ReceivePipeline {
         }
         return out;
       }
+      case 'sent':
+        return this.#applySent(stx, { sync: body.value, from, base, out });
       case 'typing':
         // Not shown for strangers and unanswered requests (nobody can watch you type uninvited).
         if (contact === 'accepted') events.push(['typing', { from: address, typing: body.value.typing }]);
@@ -267,6 +271,85 @@ export class ReceivePipeline {
         return out;
       default:
         return out;
+    }
+  }
+
+  /**
+   * Own-device sync (docs/spec/content.md §2): what this account sent from another of its devices,
+   * filed as the account's own message in the conversation with `peer` — same id, state 'sent' —
+   * or applied (edit, delete, reaction, timer) with the account as author.
+   */
+  async #applySent(stx: AppStore, input: { sync: SentSync; from: DeviceCertificate; base: { from: DeviceAddress; fromMailboxId: Uint8Array }; out: Outcome }): Promise<Outcome> {
+    const { sync, from, base, out } = input;
+    const { ctx, contacts, timers, accountKey } = this.deps;
+    const refuse = (why: string): Outcome => {
+      out.refused = new SdkError(SdkErrorCode.PROTOCOL, why);
+      return out;
+    };
+    if (!equalBytes(from.accountKey, accountKey)) return refuse('a copy of a sent message came from another account (only the own account may send one)');
+    if (sync.peer.length !== 32) return refuse('a copy of a sent message names no conversation');
+    let inner: Content;
+    try {
+      inner = fromBinary(ContentSchema, sync.content);
+    } catch {
+      return refuse('a copy of a sent message carries no valid Content');
+    }
+    if (inner.version > CONTENT_VERSION) {
+      out.refused = new SdkError(SdkErrorCode.UNSUPPORTED_CONTENT, `another device of this account writes content version ${inner.version}; this SDK understands up to ${CONTENT_VERSION}: update the app`);
+      return out;
+    }
+    const peer = sync.peer;
+    const conversation = directConversation(peer);
+    const events = out.events as Pending[];
+    const b = inner.body;
+    switch (b.case) {
+      case 'text':
+      case 'binary':
+      case 'file': {
+        if (inner.messageId.length !== 16) return refuse('a copy of a sent message has no valid id');
+        // Writing to someone makes them a contact, on every device of the account.
+        await contacts.setStateIn(stx, peer, 'accepted');
+        const changed = await timers.merge(stx, conversation, { seconds: inner.expireSeconds, version: inner.expireTimerVersion });
+        if (changed !== undefined) events.push(['disappearingTimer', { conversation, peer, seconds: changed, by: 'me' }]);
+        const now = ctx.now();
+        const keep = Math.min(inner.expireSeconds, MAX_DISAPPEARING_SECONDS);
+        const expiresAt = keep > 0 ? now + keep * 1000 : 0;
+        const added = await addToHistory(stx, { conversation, author: accountKey, from: base.from, content: inner, receivedAt: now, expiresAt, outgoing: true, request: false });
+        if (!added) return { events: [] };
+        const id = toHex(inner.messageId);
+        const queued = await trackQueued(stx, id, conversation);
+        const sent = await advanceState(stx, id, 'sent');
+        out.expires = expiresAt > 0;
+        const entry = toEntry(added.record, now, 'sent');
+        if (entry) events.push(['message', { ...entry, ...base, sender: from }]);
+        if (sent ?? queued) events.push(['messageState', sent ?? queued!]);
+        return out;
+      }
+      case 'expireTimer': {
+        const changed = await timers.merge(stx, conversation, { seconds: b.value.seconds, version: inner.expireTimerVersion });
+        if (changed !== undefined) events.push(['disappearingTimer', { conversation, peer, seconds: changed, by: 'me' }]);
+        return out;
+      }
+      case 'reaction': {
+        await applyToHistory(stx, accountKey, inner);
+        const r = b.value;
+        if (r.target && r.target.author.length === 32 && r.target.messageId.length === 16 && r.emoji.length > 0 && r.emoji.length <= 16) {
+          events.push(['reaction', { from: base.from, author: accountKey, target: { author: r.target.author, id: toHex(r.target.messageId) }, emoji: r.emoji, remove: r.remove }]);
+        }
+        return out;
+      }
+      case 'edit':
+      case 'delete': {
+        await applyToHistory(stx, accountKey, inner);
+        const id = b.value.messageId;
+        if (id.length === 16) {
+          if (b.case === 'edit') events.push(['edit', { from: base.from, author: accountKey, id: toHex(id), text: b.value.text }]);
+          else events.push(['delete', { from: base.from, author: accountKey, id: toHex(id) }]);
+        }
+        return out;
+      }
+      default:
+        return refuse(`a copy of a sent message may not carry ${b.case ?? 'nothing'}`);
     }
   }
 }

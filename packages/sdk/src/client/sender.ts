@@ -6,11 +6,11 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext } from '@meshwhisper/crypto';
-import { MAX_SEALED_CONTENT_LENGTH, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
+import { MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
 import { ContentSchema, create, toBinary } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { CONTENT_VERSION, SESSION_OVERHEAD_BOUND, UNCONFIRMED_PRUNE_EVERY } from '../constants.js';
+import { CONTENT_VERSION, OWN_DEVICES_TTL_MS, SESSION_OVERHEAD_BOUND, UNCONFIRMED_PRUNE_EVERY } from '../constants.js';
 import type { Contacts } from './contacts.js';
 import { directConversation } from './conversation.js';
 import type { Directory } from './directory.js';
@@ -43,6 +43,8 @@ export interface SealOptions {
 
 export interface Sealed {
   readonly id: string;
+  /** The binary Content that was sealed (for own-device sync). */
+  readonly content: Uint8Array;
   /** The peer's account key (undefined only for a session without a known peer). */
   readonly peer: Uint8Array | undefined;
   readonly outboxKey: string;
@@ -54,6 +56,8 @@ export class Sender {
       readonly ctx: CryptoContext;
       readonly storage: ProtocolStorage;
       readonly accountKey: Uint8Array;
+      /** This device's own mailbox (never mirrored to). */
+      readonly ownMailboxId: Uint8Array;
       readonly directory: Directory;
       readonly contacts: Contacts;
       readonly timers: Timers;
@@ -77,8 +81,56 @@ export class Sender {
     }
   }
 
+  /** The account's other devices (mailbox ids) and when they were looked up. */
+  #ownDevices: { at: number; mailboxes: Uint8Array[] } | undefined;
+
   #checkOpen(): void {
     if (this.deps.isClosed()) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
+  }
+
+  /** Forgets the cached list of this account's other devices (a device was linked or revoked). */
+  forgetOwnDevices(): void {
+    this.#ownDevices = undefined;
+  }
+
+  /** The account's other devices, looked up at most every OWN_DEVICES_TTL_MS. */
+  async ownDevices(): Promise<Uint8Array[]> {
+    const { ctx, transport, accountKey, ownMailboxId } = this.deps;
+    const now = ctx.now();
+    if (this.#ownDevices && now - this.#ownDevices.at < OWN_DEVICES_TTL_MS) return this.#ownDevices.mailboxes;
+    let all: Uint8Array[] = [];
+    try {
+      all = await transport.accountDevices(accountKey);
+    } catch (e) {
+      if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
+    }
+    const mailboxes = all.filter((m) => toHex(m) !== toHex(ownMailboxId));
+    this.#ownDevices = { at: now, mailboxes };
+    return mailboxes;
+  }
+
+  /**
+   * Own-device sync (docs/spec/content.md §2): a copy of what was just sent to `peer`, sealed for
+   * each other device of this account and handed to the outbox. A copy that cannot go now stays
+   * queued; a failure here never fails the send itself.
+   */
+  async #mirror(peer: Uint8Array, content: Uint8Array): Promise<void> {
+    const { ctx, accountKey, log } = this.deps;
+    let mailboxes: Uint8Array[];
+    try {
+      mailboxes = await this.ownDevices();
+    } catch (e) {
+      log.warn('send.mirror-lookup-failed', "the account's other devices could not be looked up: this message is not mirrored to them", e);
+      return;
+    }
+    for (const mailboxId of mailboxes) {
+      try {
+        const sealed = await this.seal({ mailboxId, body: { case: 'sent', value: { peer, content } }, messageId: ctx.random(16), expectedAccountKey: accountKey });
+        await this.deps.outbox.deliverNow(sealed.id, sealed.outboxKey).catch((e: unknown) => log.warn('send.mirror-queued', 'a copy for another device of this account stays queued', e));
+      } catch (e) {
+        log.warn('send.mirror-failed', 'a copy for another device of this account could not be sealed', e);
+      }
+    }
   }
 
   /** Seals one message for one device into the outbox (nothing is sent yet). */
@@ -137,7 +189,7 @@ export class Sender {
       await this.pruneUnconfirmed();
     }
     if (expiresAt > 0) timers.schedule();
-    return { id, peer: peer?.accountKey, outboxKey: key };
+    return { id, content: plaintext, peer: peer?.accountKey, outboxKey: key };
   }
 
   /**
@@ -185,12 +237,15 @@ export class Sender {
     if (mailboxes.length === 0) throw new SdkError(SdkErrorCode.NODE_ERROR, 'the recipient has no registered device', 'MW_NOT_FOUND');
     let id = toHex(messageId);
     let peer: Uint8Array | undefined;
+    let content: Uint8Array | undefined;
     const keys: string[] = [];
     for (const mailboxId of mailboxes) {
       const sealed = await this.seal({ mailboxId, body, messageId, ...(accountKey ? { expectedAccountKey: accountKey } : {}), userAction: true });
-      ({ id, peer } = sealed);
+      ({ id, peer, content } = sealed);
       keys.push(sealed.outboxKey);
     }
+    // What this device sent appears on the account's other devices too (not a note to self).
+    const mirrored = peer && content && !equalBytes(peer, this.deps.accountKey) ? this.#mirror(peer, content) : undefined;
     let gone = 0;
     for (const key of keys) {
       try {
@@ -201,6 +256,7 @@ export class Sender {
         throw e; // unreachable: whatever is left stays queued and goes out with the next flush
       }
     }
+    await mirrored;
     return { id, peer };
   }
 

@@ -4,8 +4,9 @@
  */
 export const Table = {
   /**
-   * This device's own settings (devices.ts, layout.ts): 'delivery-token', 'account-seed', 'layout',
-   * 'certificate-published' (u64 issuedAt of the certificate the node last accepted from us).
+   * This device's own settings (devices.ts, layout.ts, link.ts): 'delivery-token', 'account-seed',
+   * 'layout', 'certificate-published' (u64 issuedAt of the certificate the node last accepted from
+   * us), 'device-list' (the account's device list as this device last signed or received it).
    */
   Self: 'mw.self',
   /** Sealed envelopes not yet accepted by the node, by `${message id}:${mailbox hex}`: 32-byte mailbox id ‖ envelope (outbox.ts). */

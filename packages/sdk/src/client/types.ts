@@ -89,6 +89,8 @@ export interface MeshWhisperOptions {
    * message and an error code. Default: nothing is logged.
    */
   readonly logger?: Logger;
+  /** How many devices the account may have; acceptLinkOffer refuses beyond it (MW_SDK_DEVICE_LIMIT). Default 6. */
+  readonly maxDevices?: number;
 }
 
 /**

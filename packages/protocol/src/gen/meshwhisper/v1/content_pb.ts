@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSLbBAoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSABCBgoEYm9keSJsCgRUZXh0EgwKBHRleHQYASABKAkSLAoIcmVwbHlfdG8YAiABKAsyGi5tZXNod2hpc3Blci52MS5NZXNzYWdlUmVmEhUKDXJlcGx5X3NuaXBwZXQYAyABKAkSEQoJZm9yd2FyZGVkGAQgASgIIjAKCk1lc3NhZ2VSZWYSDgoGYXV0aG9yGAEgASgMEhIKCm1lc3NhZ2VfaWQYAiABKAwiVQoIUmVhY3Rpb24SKgoGdGFyZ2V0GAEgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhINCgVlbW9qaRgCIAEoCRIOCgZyZW1vdmUYAyABKAgiKAoERWRpdBISCgptZXNzYWdlX2lkGAEgASgMEgwKBHRleHQYAiABKAkiHAoGRGVsZXRlEhIKCm1lc3NhZ2VfaWQYASABKAwiHgoLRXhwaXJlVGltZXISDwoHc2Vjb25kcxgBIAEoDSIYCgZUeXBpbmcSDgoGdHlwaW5nGAEgASgIIi0KCFByZXNlbmNlEg4KBm9ubGluZRgBIAEoCBIRCglsYXN0X3NlZW4YAiABKAQiKQoGQmluYXJ5EhEKCW1pbWVfdHlwZRgBIAEoCRIMCgRkYXRhGAIgASgMIqwBCgRGaWxlEg8KB2Jsb2JfaWQYASABKAkSCwoDa2V5GAIgASgMEg4KBmRpZ2VzdBgDIAEoDBIMCgRzaXplGAQgASgEEhEKCW1pbWVfdHlwZRgFIAEoCRIRCglmaWxlX25hbWUYBiABKAkSEQoJdGh1bWJuYWlsGAcgASgMEhsKE3RodW1ibmFpbF9taW1lX3R5cGUYCCABKAkSEgoKY2h1bmtfc2l6ZRgJIAEoDSJJCgdSZWNlaXB0EikKBGtpbmQYASABKA4yGy5tZXNod2hpc3Blci52MS5SZWNlaXB0S2luZBITCgttZXNzYWdlX2lkcxgCIAMoDCpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAmIGcHJvdG8z");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSKFBQoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSABCBgoEYm9keSIpCghTZW50U3luYxIMCgRwZWVyGAEgASgMEg8KB2NvbnRlbnQYAiABKAwibAoEVGV4dBIMCgR0ZXh0GAEgASgJEiwKCHJlcGx5X3RvGAIgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhIVCg1yZXBseV9zbmlwcGV0GAMgASgJEhEKCWZvcndhcmRlZBgEIAEoCCIwCgpNZXNzYWdlUmVmEg4KBmF1dGhvchgBIAEoDBISCgptZXNzYWdlX2lkGAIgASgMIlUKCFJlYWN0aW9uEioKBnRhcmdldBgBIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSDQoFZW1vamkYAiABKAkSDgoGcmVtb3ZlGAMgASgIIigKBEVkaXQSEgoKbWVzc2FnZV9pZBgBIAEoDBIMCgR0ZXh0GAIgASgJIhwKBkRlbGV0ZRISCgptZXNzYWdlX2lkGAEgASgMIh4KC0V4cGlyZVRpbWVyEg8KB3NlY29uZHMYASABKA0iGAoGVHlwaW5nEg4KBnR5cGluZxgBIAEoCCItCghQcmVzZW5jZRIOCgZvbmxpbmUYASABKAgSEQoJbGFzdF9zZWVuGAIgASgEIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCKsAQoERmlsZRIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIRCgltaW1lX3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJEhEKCXRodW1ibmFpbBgHIAEoDBIbChN0aHVtYm5haWxfbWltZV90eXBlGAggASgJEhIKCmNodW5rX3NpemUYCSABKA0iSQoHUmVjZWlwdBIpCgRraW5kGAEgASgOMhsubWVzaHdoaXNwZXIudjEuUmVjZWlwdEtpbmQSEwoLbWVzc2FnZV9pZHMYAiADKAwqXgoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAJiBnByb3RvMw");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -149,6 +149,15 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
      */
     value: File;
     case: "file";
+  } | {
+    /**
+     * Own-device sync: what this account sent from another of its devices (docs/spec/content.md).
+     * Receivers accept it only from a device of their own account.
+     *
+     * @generated from field: meshwhisper.v1.SentSync sent = 30;
+     */
+    value: SentSync;
+    case: "sent";
   } | { case: undefined; value?: undefined };
 };
 
@@ -158,6 +167,35 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
  */
 export const ContentSchema: GenMessage<Content> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_content, 0);
+
+/**
+ * A copy, for the account's other devices, of a message this device sent to a conversation: the
+ * other devices file it as sent by the account, under the same message id (own-sent mirroring).
+ *
+ * @generated from message meshwhisper.v1.SentSync
+ */
+export type SentSync = Message<"meshwhisper.v1.SentSync"> & {
+  /**
+   * The direct conversation's peer account key.
+   *
+   * @generated from field: bytes peer = 1;
+   */
+  peer: Uint8Array;
+
+  /**
+   * The binary Content exactly as sent to the peer (same message id, timer and body).
+   *
+   * @generated from field: bytes content = 2;
+   */
+  content: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.SentSync.
+ * Use `create(SentSyncSchema)` to create a new message.
+ */
+export const SentSyncSchema: GenMessage<SentSync> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 1);
 
 /**
  * @generated from message meshwhisper.v1.Text
@@ -193,7 +231,7 @@ export type Text = Message<"meshwhisper.v1.Text"> & {
  * Use `create(TextSchema)` to create a new message.
  */
 export const TextSchema: GenMessage<Text> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 1);
+  messageDesc(file_meshwhisper_v1_content, 2);
 
 /**
  * A reference to a message: its author's account key and the author-chosen id.
@@ -217,7 +255,7 @@ export type MessageRef = Message<"meshwhisper.v1.MessageRef"> & {
  * Use `create(MessageRefSchema)` to create a new message.
  */
 export const MessageRefSchema: GenMessage<MessageRef> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 2);
+  messageDesc(file_meshwhisper_v1_content, 3);
 
 /**
  * Add or remove one emoji reaction (one per emoji per sender) to a message.
@@ -246,7 +284,7 @@ export type Reaction = Message<"meshwhisper.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 3);
+  messageDesc(file_meshwhisper_v1_content, 4);
 
 /**
  * Replace the text of one of the SENDER's own messages (receivers apply it only to messages whose
@@ -271,7 +309,7 @@ export type Edit = Message<"meshwhisper.v1.Edit"> & {
  * Use `create(EditSchema)` to create a new message.
  */
 export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 4);
+  messageDesc(file_meshwhisper_v1_content, 5);
 
 /**
  * Delete one of the SENDER's own messages for everyone (same author rule as Edit).
@@ -290,7 +328,7 @@ export type Delete = Message<"meshwhisper.v1.Delete"> & {
  * Use `create(DeleteSchema)` to create a new message.
  */
 export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 5);
+  messageDesc(file_meshwhisper_v1_content, 6);
 
 /**
  * @generated from message meshwhisper.v1.ExpireTimer
@@ -309,7 +347,7 @@ export type ExpireTimer = Message<"meshwhisper.v1.ExpireTimer"> & {
  * Use `create(ExpireTimerSchema)` to create a new message.
  */
 export const ExpireTimerSchema: GenMessage<ExpireTimer> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 6);
+  messageDesc(file_meshwhisper_v1_content, 7);
 
 /**
  * @generated from message meshwhisper.v1.Typing
@@ -326,7 +364,7 @@ export type Typing = Message<"meshwhisper.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 7);
+  messageDesc(file_meshwhisper_v1_content, 8);
 
 /**
  * @generated from message meshwhisper.v1.Presence
@@ -348,7 +386,7 @@ export type Presence = Message<"meshwhisper.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 8);
+  messageDesc(file_meshwhisper_v1_content, 9);
 
 /**
  * @generated from message meshwhisper.v1.Binary
@@ -370,7 +408,7 @@ export type Binary = Message<"meshwhisper.v1.Binary"> & {
  * Use `create(BinarySchema)` to create a new message.
  */
 export const BinarySchema: GenMessage<Binary> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 9);
+  messageDesc(file_meshwhisper_v1_content, 10);
 
 /**
  * An encrypted attachment (docs/spec/media.md): the ciphertext lives in the node's blob store
@@ -445,7 +483,7 @@ export type File = Message<"meshwhisper.v1.File"> & {
  * Use `create(FileSchema)` to create a new message.
  */
 export const FileSchema: GenMessage<File> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 10);
+  messageDesc(file_meshwhisper_v1_content, 11);
 
 /**
  * @generated from message meshwhisper.v1.Receipt
@@ -467,7 +505,7 @@ export type Receipt = Message<"meshwhisper.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 11);
+  messageDesc(file_meshwhisper_v1_content, 12);
 
 /**
  * @generated from enum meshwhisper.v1.ReceiptKind

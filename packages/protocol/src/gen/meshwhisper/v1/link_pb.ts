@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/link.proto.
  */
 export const file_meshwhisper_v1_link: GenFile = /*@__PURE__*/
-  fileDesc("ChltZXNod2hpc3Blci92MS9saW5rLnByb3RvEg5tZXNod2hpc3Blci52MSJRChJMaW5rQ2hhbm5lbENyZWF0ZWQSEgoKY2hhbm5lbF9pZBgBIAEoDBITCgtvd25lcl90b2tlbhgCIAEoDBISCgpleHBpcmVzX2F0GAMgASgEIiEKEExpbmtDaGFubmVsQ2xhaW0SDQoFaGVsbG8YASABKAwiPwoSTGlua0NoYW5uZWxDbGFpbWVkEhUKDXNjYW5uZXJfdG9rZW4YASABKAwSEgoKZXhwaXJlc19hdBgCIAEoBCIfCg9MaW5rQ2hhbm5lbFBvc3QSDAoEZGF0YRgBIAEoDCJFChNMaW5rQ2hhbm5lbE1lc3NhZ2VzEhAKCG1lc3NhZ2VzGAEgAygMEgwKBGxhc3QYAiABKA0SDgoGY2xvc2VkGAMgASgIIu0CCgtMaW5rTWVzc2FnZRI4CgxpbnRyb2R1Y3Rpb24YASABKAsyIC5tZXNod2hpc3Blci52MS5MaW5rSW50cm9kdWN0aW9uSAASLgoHcmVxdWVzdBgCIAEoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtSZXF1ZXN0SAASKgoFZ3JhbnQYAyABKAsyGS5tZXNod2hpc3Blci52MS5MaW5rR3JhbnRIABIuCgdoaXN0b3J5GAQgASgLMhsubWVzaHdoaXNwZXIudjEuTGlua0hpc3RvcnlIABIwCghjb21wbGV0ZRgFIAEoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtDb21wbGV0ZUgAEjIKCWluc3RhbGxlZBgGIAEoCzIdLm1lc2h3aGlzcGVyLnYxLkxpbmtJbnN0YWxsZWRIABIqCgVhYm9ydBgHIAEoCzIZLm1lc2h3aGlzcGVyLnYxLkxpbmtBYm9ydEgAQgYKBGJvZHkiPAoQTGlua0ludHJvZHVjdGlvbhITCgthY2NvdW50X2tleRgBIAEoDBITCgtkZXZpY2VfbmFtZRgCIAEoCSJkCgtMaW5rUmVxdWVzdBIaChJkZXZpY2Vfc2lnbmluZ19rZXkYASABKAwSFQoNZGV2aWNlX2RoX2tleRgCIAEoDBITCgtkZXZpY2VfbmFtZRgDIAEoCRINCgVwcm9vZhgEIAEoDCKVAgoJTGlua0dyYW50EhMKC2NlcnRpZmljYXRlGAEgASgMEhMKC2RldmljZV9saXN0GAIgASgMEhQKDGFjY291bnRfc2VlZBgDIAEoDBItCghjb250YWN0cxgEIAMoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtDb250YWN0Eg8KB2Jsb2NrZWQYBSADKAwSKQoGdGltZXJzGAYgAygLMhkubWVzaHdoaXNwZXIudjEuTGlua1RpbWVyEi8KCXVzZXJuYW1lcxgHIAMoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtVc2VybmFtZRIUCgxhcHBfc2V0dGluZ3MYCCABKAwSFgoOaGlzdG9yeV9mcmFtZXMYCSABKA0iUwoLTGlua0NvbnRhY3QSEwoLYWNjb3VudF9rZXkYASABKAwSLwoFc3RhdGUYAiABKA4yIC5tZXNod2hpc3Blci52MS5MaW5rQ29udGFjdFN0YXRlIjsKCUxpbmtUaW1lchIMCgRwZWVyGAEgASgMEg8KB3NlY29uZHMYAiABKA0SDwoHdmVyc2lvbhgDIAEoDSI1CgxMaW5rVXNlcm5hbWUSEAoIdXNlcm5hbWUYASABKAkSEwoLYWNjb3VudF9rZXkYAiABKAwiQAoLTGlua0hpc3RvcnkSMQoHZW50cmllcxgBIAMoCzIgLm1lc2h3aGlzcGVyLnYxLkxpbmtIaXN0b3J5RW50cnkifAoQTGlua0hpc3RvcnlFbnRyeRIMCgRwZWVyGAEgASgMEg4KBmF1dGhvchgCIAEoDBIPCgdjb250ZW50GAMgASgMEhMKC3JlY2VpdmVkX2F0GAQgASgEEhAKCG91dGdvaW5nGAUgASgIEhIKCmV4cGlyZXNfYXQYBiABKAQiJwoMTGlua0NvbXBsZXRlEhcKD2hpc3RvcnlfZW50cmllcxgBIAEoDSIPCg1MaW5rSW5zdGFsbGVkIhsKCUxpbmtBYm9ydBIOCgZyZWFzb24YASABKAkqdwoQTGlua0NvbnRhY3RTdGF0ZRIiCh5MSU5LX0NPTlRBQ1RfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtMSU5LX0NPTlRBQ1RfU1RBVEVfQUNDRVBURUQQARIeChpMSU5LX0NPTlRBQ1RfU1RBVEVfUkVRVUVTVBACYgZwcm90bzM");
+  fileDesc("ChltZXNod2hpc3Blci92MS9saW5rLnByb3RvEg5tZXNod2hpc3Blci52MSJRChJMaW5rQ2hhbm5lbENyZWF0ZWQSEgoKY2hhbm5lbF9pZBgBIAEoDBITCgtvd25lcl90b2tlbhgCIAEoDBISCgpleHBpcmVzX2F0GAMgASgEIiEKEExpbmtDaGFubmVsQ2xhaW0SDQoFaGVsbG8YASABKAwiPwoSTGlua0NoYW5uZWxDbGFpbWVkEhUKDXNjYW5uZXJfdG9rZW4YASABKAwSEgoKZXhwaXJlc19hdBgCIAEoBCIfCg9MaW5rQ2hhbm5lbFBvc3QSDAoEZGF0YRgBIAEoDCJFChNMaW5rQ2hhbm5lbE1lc3NhZ2VzEhAKCG1lc3NhZ2VzGAEgAygMEgwKBGxhc3QYAiABKA0SDgoGY2xvc2VkGAMgASgIIu0CCgtMaW5rTWVzc2FnZRI4CgxpbnRyb2R1Y3Rpb24YASABKAsyIC5tZXNod2hpc3Blci52MS5MaW5rSW50cm9kdWN0aW9uSAASLgoHcmVxdWVzdBgCIAEoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtSZXF1ZXN0SAASKgoFZ3JhbnQYAyABKAsyGS5tZXNod2hpc3Blci52MS5MaW5rR3JhbnRIABIuCgdoaXN0b3J5GAQgASgLMhsubWVzaHdoaXNwZXIudjEuTGlua0hpc3RvcnlIABIwCghjb21wbGV0ZRgFIAEoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtDb21wbGV0ZUgAEjIKCWluc3RhbGxlZBgGIAEoCzIdLm1lc2h3aGlzcGVyLnYxLkxpbmtJbnN0YWxsZWRIABIqCgVhYm9ydBgHIAEoCzIZLm1lc2h3aGlzcGVyLnYxLkxpbmtBYm9ydEgAQgYKBGJvZHkiPAoQTGlua0ludHJvZHVjdGlvbhITCgthY2NvdW50X2tleRgBIAEoDBITCgtkZXZpY2VfbmFtZRgCIAEoCSJkCgtMaW5rUmVxdWVzdBIaChJkZXZpY2Vfc2lnbmluZ19rZXkYASABKAwSFQoNZGV2aWNlX2RoX2tleRgCIAEoDBITCgtkZXZpY2VfbmFtZRgDIAEoCRINCgVwcm9vZhgEIAEoDCKVAgoJTGlua0dyYW50EhMKC2NlcnRpZmljYXRlGAEgASgMEhMKC2RldmljZV9saXN0GAIgASgMEhQKDGFjY291bnRfc2VlZBgDIAEoDBItCghjb250YWN0cxgEIAMoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtDb250YWN0Eg8KB2Jsb2NrZWQYBSADKAwSKQoGdGltZXJzGAYgAygLMhkubWVzaHdoaXNwZXIudjEuTGlua1RpbWVyEi8KCXVzZXJuYW1lcxgHIAMoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtVc2VybmFtZRIUCgxhcHBfc2V0dGluZ3MYCCABKAwSFgoOaGlzdG9yeV9mcmFtZXMYCSABKA0iUwoLTGlua0NvbnRhY3QSEwoLYWNjb3VudF9rZXkYASABKAwSLwoFc3RhdGUYAiABKA4yIC5tZXNod2hpc3Blci52MS5MaW5rQ29udGFjdFN0YXRlIjsKCUxpbmtUaW1lchIMCgRwZWVyGAEgASgMEg8KB3NlY29uZHMYAiABKA0SDwoHdmVyc2lvbhgDIAEoDSI1CgxMaW5rVXNlcm5hbWUSEAoIdXNlcm5hbWUYASABKAkSEwoLYWNjb3VudF9rZXkYAiABKAwiHgoLTGlua0hpc3RvcnkSDwoHcmVjb3JkcxgBIAMoDCInCgxMaW5rQ29tcGxldGUSFwoPaGlzdG9yeV9lbnRyaWVzGAEgASgNIg8KDUxpbmtJbnN0YWxsZWQiGwoJTGlua0Fib3J0Eg4KBnJlYXNvbhgBIAEoCSp3ChBMaW5rQ29udGFjdFN0YXRlEiIKHkxJTktfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEh8KG0xJTktfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBABEh4KGkxJTktfQ09OVEFDVF9TVEFURV9SRVFVRVNUEAJiBnByb3RvMw");
 
 /**
  * POST /v1/link → a fresh one-time channel; the owner token authorises the new device's side.
@@ -428,9 +428,13 @@ export const LinkUsernameSchema: GenMessage<LinkUsername> = /*@__PURE__*/
  */
 export type LinkHistory = Message<"meshwhisper.v1.LinkHistory"> & {
   /**
-   * @generated from field: repeated meshwhisper.v1.LinkHistoryEntry entries = 1;
+   * History records exactly as the scanning device stores them (history.proto StoredMessage,
+   * versioned by its own field): edits, reactions and tombstones already applied. The new device
+   * files each under a local key; a record whose (author, id) it already holds is skipped.
+   *
+   * @generated from field: repeated bytes records = 1;
    */
-  entries: LinkHistoryEntry[];
+  records: Uint8Array[];
 };
 
 /**
@@ -439,56 +443,6 @@ export type LinkHistory = Message<"meshwhisper.v1.LinkHistory"> & {
  */
 export const LinkHistorySchema: GenMessage<LinkHistory> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_link, 12);
-
-/**
- * @generated from message meshwhisper.v1.LinkHistoryEntry
- */
-export type LinkHistoryEntry = Message<"meshwhisper.v1.LinkHistoryEntry"> & {
-  /**
-   * The direct conversation's peer account key.
-   *
-   * @generated from field: bytes peer = 1;
-   */
-  peer: Uint8Array;
-
-  /**
-   * Author account key (this account for outgoing messages).
-   *
-   * @generated from field: bytes author = 2;
-   */
-  author: Uint8Array;
-
-  /**
-   * The encoded Content as stored.
-   *
-   * @generated from field: bytes content = 3;
-   */
-  content: Uint8Array;
-
-  /**
-   * @generated from field: uint64 received_at = 4;
-   */
-  receivedAt: bigint;
-
-  /**
-   * @generated from field: bool outgoing = 5;
-   */
-  outgoing: boolean;
-
-  /**
-   * 0 = does not disappear.
-   *
-   * @generated from field: uint64 expires_at = 6;
-   */
-  expiresAt: bigint;
-};
-
-/**
- * Describes the message meshwhisper.v1.LinkHistoryEntry.
- * Use `create(LinkHistoryEntrySchema)` to create a new message.
- */
-export const LinkHistoryEntrySchema: GenMessage<LinkHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 13);
 
 /**
  * @generated from message meshwhisper.v1.LinkComplete
@@ -505,7 +459,7 @@ export type LinkComplete = Message<"meshwhisper.v1.LinkComplete"> & {
  * Use `create(LinkCompleteSchema)` to create a new message.
  */
 export const LinkCompleteSchema: GenMessage<LinkComplete> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 14);
+  messageDesc(file_meshwhisper_v1_link, 13);
 
 /**
  * @generated from message meshwhisper.v1.LinkInstalled
@@ -518,7 +472,7 @@ export type LinkInstalled = Message<"meshwhisper.v1.LinkInstalled"> & {
  * Use `create(LinkInstalledSchema)` to create a new message.
  */
 export const LinkInstalledSchema: GenMessage<LinkInstalled> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 15);
+  messageDesc(file_meshwhisper_v1_link, 14);
 
 /**
  * @generated from message meshwhisper.v1.LinkAbort
@@ -535,7 +489,7 @@ export type LinkAbort = Message<"meshwhisper.v1.LinkAbort"> & {
  * Use `create(LinkAbortSchema)` to create a new message.
  */
 export const LinkAbortSchema: GenMessage<LinkAbort> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 16);
+  messageDesc(file_meshwhisper_v1_link, 15);
 
 /**
  * @generated from enum meshwhisper.v1.LinkContactState
