@@ -7,7 +7,7 @@
  * can live in one process (no singletons). Everything the node sees is sealed ciphertext.
  */
 import type { AccountKeyPair, CryptoContext, DeviceAddress, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
-import { computeSafetyNumber, createContext, deviceAddress, fromHex, mailboxIdOf, safetyNumberGroups, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
+import { computeSafetyNumber, createContext, deviceAddress, equalBytes, fromHex, mailboxIdOf, safetyNumberGroups, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
 import { ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
@@ -552,7 +552,10 @@ export class MeshWhisper {
     if (messageIds.length === 0) return;
     // No read receipts to a contact request: the sender learns nothing until the user accepts.
     if ((await this.contactState(message.sender.accountKey)) !== 'accepted') return;
-    await this.#receipts.add(message.fromMailboxId, 'read', messageIds.map(fromHex));
+    const ids = messageIds.map(fromHex);
+    await this.#receipts.add(message.fromMailboxId, 'read', ids);
+    // Read here = read on the account's other devices too (own-device sync).
+    await this.#sender.syncRead(message.sender.accountKey, ids);
   }
 
   /** The state of a message this device sent, or undefined for an unknown id. */
@@ -628,8 +631,10 @@ export class MeshWhisper {
    */
   async markConversationRead(conversation: ConversationId | Uint8Array): Promise<void> {
     const c = toConversation(conversation, 'markConversationRead');
-    const { changed } = await this.#storage.transaction((tx) => markRead(asStorageTx(tx), c));
+    const { changed, ids } = await this.#storage.transaction((tx) => markRead(asStorageTx(tx), c));
     if (changed) this.#events.emit('unread', { conversation: c, unread: 0 });
+    // The account's other devices mark the same messages read (own-device sync).
+    if (c.kind === 'direct') await this.#sender.syncRead(c.peer, ids.filter((m) => equalBytes(m.author, c.peer)).map((m) => fromHex(m.id)));
   }
 
   /** Account keys of the direct conversations with stored messages (conversationList() has groups, last messages and unread counts). */

@@ -494,3 +494,27 @@ export async function importHistoryRecord(tx: AppStore, bytes: Uint8Array): Prom
   await writeConversation(tx, conv, summary);
   return true;
 }
+
+/**
+ * Marks messages (author, id) read on this device — another device of the account read them
+ * (own-device sync). Returns each conversation whose unread count changed, with the new count.
+ */
+export async function markMessagesRead(tx: AppStore, author: Uint8Array, ids: readonly string[]): Promise<{ conversation: ConversationId; unread: number }[]> {
+  const changed = new Map<string, { conversation: ConversationId; unread: number }>();
+  for (const id of ids) {
+    const found = await locate(tx, author, id);
+    if (!found || !found.record.unread) continue;
+    const m = found.record;
+    m.unread = false;
+    m.version = HISTORY_VERSION;
+    await tx.setItem(HistoryTable.Messages, found.key, toBinary(StoredMessageSchema, m));
+    const conversation = conversationOf(m);
+    const conv = conversationKey(conversation);
+    const summary = await readConversation(tx, conv);
+    if (!summary) continue;
+    summary.unread = Math.max(0, summary.unread - 1);
+    await writeConversation(tx, conv, summary);
+    changed.set(conv, { conversation, unread: summary.unread });
+  }
+  return [...changed.values()];
+}

@@ -24,7 +24,7 @@ import type { Contacts } from './contacts.js';
 import type { Directory } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Emit } from './events.js';
-import { addToHistory, applyToHistory, toEntry } from './history.js';
+import { addToHistory, applyToHistory, markMessagesRead, toEntry } from './history.js';
 import type { ConversationId } from './conversation.js';
 import { directConversation } from './conversation.js';
 import type { Log } from './log.js';
@@ -323,6 +323,12 @@ export class ReceivePipeline {
         const entry = toEntry(added.record, now, 'sent');
         if (entry) events.push(['message', { ...entry, ...base, sender: from }]);
         if (sent ?? queued) events.push(['messageState', sent ?? queued!]);
+        return out;
+      }
+      case 'receipt': {
+        // Only READ is synced: the messages of `peer` this account read on another device.
+        if (b.value.kind !== ReceiptKind.READ) return refuse('only read state is synced between devices of an account');
+        for (const u of await markMessagesRead(stx, peer, b.value.messageIds.map(toHex))) events.push(['unread', u]);
         return out;
       }
       case 'expireTimer': {

@@ -7,7 +7,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
-import { ContentSchema, create, toBinary } from '@meshwhisper/protocol';
+import { ContentSchema, ReceiptKind, create, toBinary } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, OWN_DEVICES_TTL_MS, SESSION_OVERHEAD_BOUND, UNCONFIRMED_PRUNE_EVERY } from '../constants.js';
@@ -110,11 +110,12 @@ export class Sender {
   }
 
   /**
-   * Own-device sync (docs/spec/content.md §2): a copy of what was just sent to `peer`, sealed for
+   * Own-device sync (docs/spec/content.md §2): a Content this account sent to `peer` (or, for a
+   * READ receipt, the messages of `peer` it read), sealed for
    * each other device of this account and handed to the outbox. A copy that cannot go now stays
    * queued; a failure here never fails the send itself.
    */
-  async #mirror(peer: Uint8Array, content: Uint8Array): Promise<void> {
+  async syncToOwnDevices(peer: Uint8Array, content: Uint8Array): Promise<void> {
     const { ctx, accountKey, log } = this.deps;
     let mailboxes: Uint8Array[];
     try {
@@ -215,6 +216,14 @@ export class Sender {
     return sent;
   }
 
+  /** Tells the account's other devices that these messages of `peer` were read here. */
+  async syncRead(peer: Uint8Array, ids: readonly Uint8Array[]): Promise<void> {
+    if (ids.length === 0 || equalBytes(peer, this.deps.accountKey)) return;
+    const { ctx } = this.deps;
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), body: { case: 'receipt', value: { kind: ReceiptKind.READ, messageIds: [...ids] } } });
+    await this.syncToOwnDevices(peer, toBinary(ContentSchema, content));
+  }
+
   /** Seals for one device and sends it now (receipts). */
   async sendToDevice(options: SealOptions): Promise<Sealed> {
     const sealed = await this.seal(options);
@@ -245,7 +254,7 @@ export class Sender {
       keys.push(sealed.outboxKey);
     }
     // What this device sent appears on the account's other devices too (not a note to self).
-    const mirrored = peer && content && !equalBytes(peer, this.deps.accountKey) ? this.#mirror(peer, content) : undefined;
+    const mirrored = peer && content && !equalBytes(peer, this.deps.accountKey) ? this.syncToOwnDevices(peer, content) : undefined;
     let gone = 0;
     for (const key of keys) {
       try {

@@ -113,6 +113,20 @@ describe('linking a second device', () => {
     await b.editMessage({ accountKey: carol.accountKey }, idB, 'sent from b (edited)');
     await edited;
     expect((await a.history(carol.accountKey)).find((m) => m.id === idB)?.text).toBe('sent from b (edited)');
+
+    // Read on A → read on B: the unread count of the conversation drops to 0 on both.
+    const carolConv = (c: MeshWhisper) => c.conversationList().then((l) => l.find((x) => x.conversation.kind === 'direct' && toHex(x.conversation.peer) === toHex(carol.accountKey)));
+    await b.markConversationRead(carol.accountKey); // what B had
+    await a.markConversationRead(carol.accountKey);
+    const bothGot = Promise.all([a.once('message', (m) => m.text === 'read me'), b.once('message', (m) => m.text === 'read me')]);
+    await carol.sendText({ accountKey: a.accountKey }, 'read me');
+    const [readMeOnA] = await bothGot;
+    expect((await carolConv(b))?.unread).toBe(1);
+    const readOnB = b.once('unread', (u) => u.unread === 0);
+    await a.markRead(readMeOnA, [readMeOnA.id]);
+    await readOnB;
+    expect((await carolConv(b))?.unread).toBe(0);
+    expect((await b.history(carol.accountKey)).find((m) => m.text === 'read me')?.unread).toBeFalsy();
   });
 
   it('refuses: an offer used twice, a device beyond the limit, a device without the account key, bytes that are no offer; cancel() ends a waiting offer', async () => {
