@@ -55,8 +55,11 @@ export const GROUP_MESSAGE_SALT_LENGTH = 16;
 export const GROUP_MESSAGE_HEADER_LENGTH = 1 + GROUP_ID_LENGTH + ED25519_KEY_LENGTH + 4 + 4 + GROUP_MESSAGE_SALT_LENGTH;
 /** Bytes a group message adds to its padded plaintext: header, AEAD tag, signature (169). */
 export const GROUP_MESSAGE_OVERHEAD = GROUP_MESSAGE_HEADER_LENGTH + AES_GCM_TAG_LENGTH + ED25519_SIGNATURE_LENGTH;
-/** version ‖ group id ‖ key id ‖ iteration ‖ chain key ‖ signing public key (105 bytes). */
-export const SENDER_KEY_DISTRIBUTION_LENGTH = 1 + GROUP_ID_LENGTH + 4 + 4 + KEY + ED25519_KEY_LENGTH;
+/**
+ * version ‖ group id ‖ key id ‖ iteration ‖ chain key ‖ signing public key ‖ u8 has-previous ‖
+ * previous key id ‖ previous end (114 bytes).
+ */
+export const SENDER_KEY_DISTRIBUTION_LENGTH = 1 + GROUP_ID_LENGTH + 4 + 4 + KEY + ED25519_KEY_LENGTH + 1 + 4 + 4;
 /** Storage format version of OwnSenderKey and SenderKeyRecord. */
 export const SENDER_KEY_STORAGE_VERSION = 1;
 const MAX_ITERATION = 0xfffffffe;
@@ -86,6 +89,8 @@ interface OwnInner {
   /** Iteration at creation: needsSenderKeyRotation counts messages from here. */
   readonly firstIteration: number;
   readonly createdAt: number;
+  /** The generation this one replaced, and the first iteration it never sent (announced in the distribution). */
+  readonly previous: { readonly keyId: number; readonly end: number } | null;
 }
 
 let ownOf: (v: unknown, op: string) => OwnInner;
@@ -167,6 +172,7 @@ export function generateSenderKey(ctx: CryptoContext, p: { groupId: Uint8Array; 
     signingPublicKey: ctx.backend.ed25519PublicKey(signingSeed),
     firstIteration: 0,
     createdAt: now(ctx, op),
+    previous: null,
   });
 }
 
@@ -177,7 +183,8 @@ export function generateSenderKey(ctx: CryptoContext, p: { groupId: Uint8Array; 
  */
 export function rotateSenderKey(ctx: CryptoContext, current: OwnSenderKey): OwnSenderKey {
   const c = ownOf(current, 'rotateSenderKey');
-  return generateSenderKey(ctx, { groupId: c.groupId, senderDevice: c.senderDevice, avoidKeyId: c.keyId });
+  const next = ownOf(generateSenderKey(ctx, { groupId: c.groupId, senderDevice: c.senderDevice, avoidKeyId: c.keyId }), 'rotateSenderKey');
+  return wrapOwn({ ...next, previous: { keyId: c.keyId, end: c.iteration } });
 }
 
 /**
@@ -193,6 +200,8 @@ export function needsSenderKeyRotation(key: OwnSenderKey, nowMs: number): boolea
  * The distribution message for `key` at its current iteration (docs/spec/groups.md §2.2). It holds
  * the chain key: send it only inside a pairwise session, to the member devices of the group's
  * current state. A device that receives it can read this sender's messages from now on, not before.
+ * After a rotation it also announces where the previous generation ended, so receivers refuse
+ * anything later under the old key (whose signing key might have leaked).
  */
 export function encodeSenderKeyDistribution(key: OwnSenderKey): Uint8Array {
   const k = ownOf(key, 'encodeSenderKeyDistribution');
@@ -203,6 +212,9 @@ export function encodeSenderKeyDistribution(key: OwnSenderKey): Uint8Array {
     .u32(k.iteration)
     .bytes(k.chainKey)
     .bytes(k.signingPublicKey)
+    .u8(k.previous ? 1 : 0)
+    .u32(k.previous?.keyId ?? 0)
+    .u32(k.previous?.end ?? 0)
     .finish();
 }
 
@@ -261,6 +273,8 @@ interface Generation {
   readonly lostUpTo: number;
   /** ctx.now() when a newer generation replaced this one; null for the current generation. */
   readonly supersededAt: number | null;
+  /** First iteration the sender announced it never sent under this key (after rotating); null: open. */
+  readonly end: number | null;
 }
 
 interface RecordInner {
@@ -314,6 +328,8 @@ export interface SenderKeyDistribution {
   readonly iteration: number;
   readonly chainKey: Uint8Array;
   readonly signingPublicKey: Uint8Array;
+  /** The generation this one replaces and the first iteration never sent under it. */
+  readonly previous: { readonly keyId: number; readonly end: number } | null;
 }
 
 /** Decodes a distribution message; MALFORMED / UNSUPPORTED_VERSION / INVALID_KEY on bad bytes. */
@@ -323,8 +339,17 @@ export function decodeSenderKeyDistribution(encoded: Uint8Array): SenderKeyDistr
   const r = new ByteReader(encoded, op);
   const v = r.u8('version');
   if (v !== GROUP_MESSAGE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `version ${v}`);
-  const d = { groupId: r.bytes(GROUP_ID_LENGTH, 'group id'), keyId: r.u32('key id'), iteration: r.u32('iteration'), chainKey: r.bytes(KEY, 'chain key'), signingPublicKey: r.bytes(ED25519_KEY_LENGTH, 'signing key') };
+  const groupId = r.bytes(GROUP_ID_LENGTH, 'group id');
+  const keyId = r.u32('key id');
+  const iteration = r.u32('iteration');
+  const chainKey = r.bytes(KEY, 'chain key');
+  const signingPublicKey = r.bytes(ED25519_KEY_LENGTH, 'signing key');
+  const has = r.u8('previous flag');
+  const pk = r.u32('previous key id');
+  const pe = r.u32('previous end');
   r.finish();
+  if (has > 1 || (has === 0 && (pk !== 0 || pe !== 0)) || (has === 1 && pk === keyId)) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'invalid previous-generation field');
+  const d: SenderKeyDistribution = { groupId, keyId, iteration, chainKey, signingPublicKey, previous: has ? { keyId: pk, end: pe } : null };
   if (d.iteration > MAX_ITERATION) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'iteration out of range');
   return d;
 }
@@ -357,7 +382,8 @@ export function processSenderKeyDistribution(
   }
   const gens = base.generations
     .filter((g) => g.keyId !== d.keyId)
-    .map((g) => (g.supersededAt === null ? { ...g, supersededAt: t } : g));
+    .map((g) => (g.supersededAt === null ? { ...g, supersededAt: t } : g))
+    .map((g) => (d.previous && g.keyId === d.previous.keyId ? { ...g, end: Math.min(g.end ?? Infinity, d.previous.end) } : g));
   while (gens.length > MAX_SENDER_KEY_GENERATIONS) gens.shift();
   gens.push({
     keyId: d.keyId,
@@ -368,6 +394,7 @@ export function processSenderKeyDistribution(
     skipped: new Map(),
     lostUpTo: -1,
     supersededAt: null,
+    end: null,
   });
   return wrapRecord({ groupId: base.groupId, sender: base.sender, generations: gens });
 }
@@ -433,6 +460,9 @@ export function decryptGroupMessage(
   if (!g) throw new CryptoError(CryptoErrorCode.UNKNOWN_SENDER_KEY, op, `no sender key ${h.keyId} from this device`);
   if (g.supersededAt !== null && t - g.supersededAt > SENDER_KEY_SUPERSEDED_GRACE_MS) {
     throw new CryptoError(CryptoErrorCode.UNKNOWN_SENDER_KEY, op, `sender key ${h.keyId} was superseded and has been dropped`);
+  }
+  if (g.end !== null && h.iteration >= g.end) {
+    throw new CryptoError(CryptoErrorCode.UNKNOWN_SENDER_KEY, op, `the sender announced that key ${h.keyId} ended before this message`);
   }
   const sigStart = message.length - ED25519_SIGNATURE_LENGTH;
   const signed = message.subarray(0, sigStart);
@@ -510,6 +540,9 @@ export function serializeOwnSenderKey(key: OwnSenderKey): Uint8Array {
     .u64(k.createdAt)
     .bytes(k.chainKey)
     .bytes(k.signingSeed)
+    .u8(k.previous ? 1 : 0)
+    .u32(k.previous?.keyId ?? 0)
+    .u32(k.previous?.end ?? 0)
     .finish();
 }
 
@@ -525,9 +558,13 @@ export function deserializeOwnSenderKey(ctx: CryptoContext, bytes: Uint8Array): 
   const createdAt = r.u64();
   const chainKey = r.bytes(KEY);
   const signingSeed = r.bytes(KEY);
+  const has = r.u8();
+  const pk = r.u32();
+  const pe = r.u32();
   r.finish();
-  if (firstIteration > iteration) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'first iteration after current');
-  return wrapOwn({ groupId, senderDevice, keyId, iteration, firstIteration, createdAt, chainKey, signingSeed, signingPublicKey: ctx.backend.ed25519PublicKey(signingSeed) });
+  if (firstIteration > iteration || has > 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'inconsistent sender key');
+  const previous = has ? { keyId: pk, end: pe } : null;
+  return wrapOwn({ groupId, senderDevice, keyId, iteration, firstIteration, createdAt, chainKey, signingSeed, signingPublicKey: ctx.backend.ed25519PublicKey(signingSeed), previous });
 }
 
 export function serializeSenderKeyRecord(record: SenderKeyRecord): Uint8Array {
@@ -535,7 +572,7 @@ export function serializeSenderKeyRecord(record: SenderKeyRecord): Uint8Array {
   const w = new ByteWriter().u8(SENDER_KEY_STORAGE_VERSION).u8(TAG_RECORD).bytes(rec.groupId).bytes(rec.sender).u8(rec.generations.length);
   for (const g of rec.generations) {
     w.u32(g.keyId).bytes(g.signingPublicKey).u32(g.firstIteration).u32(g.iteration).bytes(g.chainKey);
-    w.u64(g.lostUpTo + 1).u64(g.supersededAt === null ? 0 : g.supersededAt + 1).u16(g.skipped.size);
+    w.u64(g.lostUpTo + 1).u64(g.supersededAt === null ? 0 : g.supersededAt + 1).u64(g.end === null ? 0 : g.end + 1).u16(g.skipped.size);
     for (const [n, s] of g.skipped) w.u32(n).bytes(s.mk).u64(s.at);
   }
   return w.finish();
@@ -558,6 +595,7 @@ export function deserializeSenderKeyRecord(bytes: Uint8Array): SenderKeyRecord {
     const chainKey = r.bytes(KEY);
     const lostUpTo = r.u64() - 1;
     const sup = r.u64();
+    const end = r.u64();
     const size = r.u16();
     if (size > MAX_GROUP_SKIPPED_KEYS || firstIteration > iteration) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'inconsistent generation');
     const skipped = new Map<number, { mk: Uint8Array; at: number }>();
@@ -569,7 +607,7 @@ export function deserializeSenderKeyRecord(bytes: Uint8Array): SenderKeyRecord {
       skipped.set(n, { mk: r.bytes(KEY), at: r.u64() });
     }
     if (generations.some((x) => x.keyId === keyId)) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'duplicate key id');
-    generations.push({ keyId, signingPublicKey, firstIteration, iteration, chainKey, skipped, lostUpTo, supersededAt: sup === 0 ? null : sup - 1 });
+    generations.push({ keyId, signingPublicKey, firstIteration, iteration, chainKey, skipped, lostUpTo, supersededAt: sup === 0 ? null : sup - 1, end: end === 0 ? null : end - 1 });
   }
   r.finish();
   const current = generations.filter((g) => g.supersededAt === null).length;

@@ -46,8 +46,16 @@ export function specPaddedLength(n: number): number {
   return b - 169 - 260;
 }
 
-export function specDistribution(groupId: Uint8Array, keyId: number, iteration: number, chainKey: Uint8Array, signingPublicKey: Uint8Array): Uint8Array {
-  return cat(Uint8Array.of(1), groupId, u32(keyId), u32(iteration), chainKey, signingPublicKey);
+export function specDistribution(
+  groupId: Uint8Array,
+  keyId: number,
+  iteration: number,
+  chainKey: Uint8Array,
+  signingPublicKey: Uint8Array,
+  previous: { keyId: number; end: number } | null,
+): Uint8Array {
+  const prev = previous ? cat(Uint8Array.of(1), u32(previous.keyId), u32(previous.end)) : new Uint8Array(9);
+  return cat(Uint8Array.of(1), groupId, u32(keyId), u32(iteration), chainKey, signingPublicKey, prev);
 }
 
 /** label-length ‖ label ‖ body (docs/spec/02-keys.md signatures). */

@@ -249,6 +249,17 @@ describe('sender keys: rotation', () => {
     expect(codeOf(() => thief.receive(m))).toBe('MW_CRYPTO_UNKNOWN_SENDER_KEY');
   });
 
+  it('a leaked own key stops being usable for forgery at rotation: the old key is closed at the announced end', () => {
+    const [alice, bob] = group('alice', 'bob');
+    const late = alice!.send('queued before rotation');
+    const stolen = alice!.key; // alice's own state, signing key included, is copied
+    alice!.key = rotateSenderKey(ctx, alice!.key);
+    bob!.receiveDistribution(alice!);
+    const forged = encryptGroupMessage(ctx, stolen, text('alice says: send money')).message;
+    expect(codeOf(() => bob!.receive(forged))).toBe('MW_CRYPTO_UNKNOWN_SENDER_KEY');
+    expect(bob!.receive(late)).toBe('queued before rotation');
+  });
+
   it('rotation by count', () => {
     let k = generateSenderKey(ctx, { groupId, senderDevice: ctx.random(32) });
     for (let i = 0; i < SENDER_KEY_ROTATE_AFTER_MESSAGES - 1; i++) k = encryptGroupMessage(ctx, k, new Uint8Array(0)).key;
