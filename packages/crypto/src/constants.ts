@@ -190,9 +190,9 @@ export const SAFETY_NUMBER_VERSION = 1;
 export const SAFETY_NUMBER_MAX_STABLE_ID_LENGTH = 255;
 
 // ── Groups (docs/spec/groups.md) ──────────────────────────────────────────────────────────
-/** Version byte of sender-key distribution messages and group messages (docs/spec/groups.md §2). */
+/** Version byte of sender-key distribution messages and group messages (docs/spec/groups.md §G2). */
 export const GROUP_MESSAGE_VERSION = 1;
-/** Version byte of signed group control operations (docs/spec/groups.md §4). */
+/** Version byte of signed group control operations (docs/spec/groups.md §G4). */
 export const GROUP_OPERATION_VERSION = 1;
 /** Group ids are 32 random bytes chosen by the creator: collisions are out of reach (2^128). */
 export const GROUP_ID_LENGTH = 32;

@@ -58,14 +58,14 @@ export const CryptoErrorCode = {
   /**
    * No sender key for this (group, sending device, key id): it was never distributed to this device
    * (not a member when it was sent, or the distribution has not arrived yet) or it was dropped as
-   * superseded (docs/spec/groups.md §2.5).
+   * superseded (docs/spec/groups.md §G2.5).
    */
   UNKNOWN_SENDER_KEY: 'MW_CRYPTO_UNKNOWN_SENDER_KEY',
   /** A group message, sender-key distribution or control operation names another group than the one it is applied to. */
   GROUP_MISMATCH: 'MW_CRYPTO_GROUP_MISMATCH',
   /**
    * A group control operation whose author may not perform it in the group's state (not a member,
-   * not an admin in an admin-ful group, a kick in an admin-less group, …) (docs/spec/groups.md §4.4).
+   * not an admin in an admin-ful group, a kick in an admin-less group, …) (docs/spec/groups.md §G4.4).
    */
   GROUP_NOT_AUTHORIZED: 'MW_CRYPTO_GROUP_NOT_AUTHORIZED',
   /** A human-entered code (recovery key) failed its checksum: almost certainly a typo. */

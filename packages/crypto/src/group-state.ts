@@ -1,5 +1,5 @@
 /**
- * Group state as a causal DAG of signed control operations (docs/spec/groups.md §4).
+ * Group state as a causal DAG of signed control operations (docs/spec/groups.md §G4).
  *
  * Invariants this file keeps:
  *  - The state (name, policy, members with their devices, admins) is a pure function of the SET of
@@ -42,7 +42,7 @@ export const GroupLabel = {
   StateDigest: 'MeshWhisper_GroupState_v1',
 } as const;
 
-/** Wire codes (docs/spec/groups.md §4.1). */
+/** Wire codes (docs/spec/groups.md §G4.1). */
 export const GroupPolicy = { Admins: 1, AdminLess: 2 } as const;
 export type GroupPolicy = (typeof GroupPolicy)[keyof typeof GroupPolicy];
 
@@ -91,7 +91,7 @@ export interface GroupOperation {
   readonly encoded: Uint8Array;
 }
 
-// ── Encoding (docs/spec/groups.md §4.1) ───────────────────────────────────────────────────────
+// ── Encoding (docs/spec/groups.md §G4.1) ───────────────────────────────────────────────────────
 
 const TYPE_OF: Record<GroupOpBody['type'], GroupOpType> = {
   create: GroupOpType.Create,
@@ -296,7 +296,7 @@ export function decodeGroupOperation(ctx: CryptoContext, encoded: Uint8Array): G
   return { id: ctx.backend.sha256(encoded), groupId, authorAccount, authorDevice, time, parents, body, encoded: copyBytes(encoded) };
 }
 
-// ── State and the fold (docs/spec/groups.md §4.3–4.5) ────────────────────────────────────────
+// ── State and the fold (docs/spec/groups.md §G4.3–G4.5) ────────────────────────────────────────
 
 export interface GroupMemberState {
   readonly account: Uint8Array;
@@ -321,7 +321,7 @@ export interface GroupState {
   readonly digest: Uint8Array;
 }
 
-/** Typed changes between two states of one group, for the app (docs/spec/groups.md §4.7). */
+/** Typed changes between two states of one group, for the app (docs/spec/groups.md §G4.7). */
 export type GroupEvent =
   | { readonly type: 'memberAdded'; readonly account: Uint8Array }
   | { readonly type: 'memberRemoved'; readonly account: Uint8Array }
@@ -757,7 +757,7 @@ export function proposeGroupOperation(
   return { log: r.log, operation, events: r.events, requiresRekey: r.requiresRekey };
 }
 
-// ── Storage (docs/spec/groups.md §4.8) ────────────────────────────────────────────────────────
+// ── Storage (docs/spec/groups.md §G4.8) ────────────────────────────────────────────────────────
 
 /** Storage format version of a serialized GroupLog. */
 export const GROUP_LOG_STORAGE_VERSION = 1;

@@ -1,5 +1,5 @@
 /**
- * Sender keys for groups (docs/spec/groups.md §2–3): every member device owns one symmetric chain
+ * Sender keys for groups (docs/spec/groups.md §G2–G3): every member device owns one symmetric chain
  * and one Ed25519 signing key per group, generated on that device and never by anyone else. It
  * hands the chain (at its current position) and the signing public key to each other member device
  * in a distribution message that travels inside the pairwise PQXDH/Double Ratchet sessions, so a
@@ -38,7 +38,7 @@ import { signedMessage } from './keys.js';
 import { applyPadding, paddingBucketFor, removePadding } from './padding.js';
 import { SEALED_ENVELOPE_OVERHEAD } from './sealed-sender.js';
 
-/** Labels (docs/spec/groups.md §2.1). */
+/** Labels (docs/spec/groups.md §G2.1). */
 export const SenderKeyLabel = {
   /** HKDF info: (message key, salt) → AES-256-GCM key ‖ nonce of one group message. */
   Message: 'MeshWhisper_GroupMessage_v1',
@@ -67,7 +67,7 @@ const MAX_ITERATION = 0xfffffffe;
 /**
  * Padded plaintext length for `n` bytes of group plaintext: chosen so that the group message,
  * carried as the content of a sealed envelope from a sender whose certificate has no extensions,
- * fills its padding bucket exactly (docs/spec/groups.md §2.3). Envelope lengths therefore show the
+ * fills its padding bucket exactly (docs/spec/groups.md §G2.3). Envelope lengths therefore show the
  * same 3 bits as for direct messages, and a group message is not recognisable by its size.
  */
 export function groupPaddedLength(n: number): number {
@@ -188,7 +188,7 @@ export function rotateSenderKey(ctx: CryptoContext, current: OwnSenderKey): OwnS
 }
 
 /**
- * Healing by count and by time (docs/spec/groups.md §3.2): true once this key has sent
+ * Healing by count and by time (docs/spec/groups.md §G3): true once this key has sent
  * SENDER_KEY_ROTATE_AFTER_MESSAGES messages or is SENDER_KEY_ROTATE_AFTER_MS old.
  */
 export function needsSenderKeyRotation(key: OwnSenderKey, nowMs: number): boolean {
@@ -197,7 +197,7 @@ export function needsSenderKeyRotation(key: OwnSenderKey, nowMs: number): boolea
 }
 
 /**
- * The distribution message for `key` at its current iteration (docs/spec/groups.md §2.2). It holds
+ * The distribution message for `key` at its current iteration (docs/spec/groups.md §G2.2). It holds
  * the chain key: send it only inside a pairwise session, to the member devices of the group's
  * current state. A device that receives it can read this sender's messages from now on, not before.
  * After a rotation it also announces where the previous generation ended, so receivers refuse
@@ -234,7 +234,7 @@ function messageKeys(ctx: CryptoContext, mk: Uint8Array, salt: Uint8Array): { ke
 }
 
 /**
- * Encrypts and signs one group message with a fresh message key (docs/spec/groups.md §2.3). Draws
+ * Encrypts and signs one group message with a fresh message key (docs/spec/groups.md §G2.3). Draws
  * the 16-byte salt from ctx.random. Returns the wire message and the successor key (persist it
  * first). LIMIT_EXCEEDED if the padded message would not fit the largest envelope.
  */
@@ -432,7 +432,7 @@ export function readGroupMessageHeader(message: Uint8Array): GroupMessageHeader 
 }
 
 /**
- * Verifies and decrypts a group message with the sender's record (docs/spec/groups.md §2.4), as
+ * Verifies and decrypts a group message with the sender's record (docs/spec/groups.md §G2.4), as
  * looked up by the caller under the header's (group, sender); `undefined` (nothing held for that
  * device: a non-member, or a member whose distribution has not arrived) is UNKNOWN_SENDER_KEY.
  * Checks, in order: version and length (UNSUPPORTED_VERSION, MALFORMED); group and sender against
@@ -522,7 +522,7 @@ export function decryptGroupMessage(
   return { record: wrapRecord({ ...rec, generations: gens }), plaintext, keyId: h.keyId, iteration: n };
 }
 
-// ── Storage (docs/spec/groups.md §2.6; not a wire format) ──────────────────────────────────────
+// ── Storage (docs/spec/groups.md §G2.6; not a wire format) ──────────────────────────────────────
 
 const TAG_OWN = 1;
 const TAG_RECORD = 2;

@@ -1,5 +1,5 @@
 /**
- * An independent implementation of docs/spec/groups.md §2 (sender-key chain, group message), written
+ * An independent implementation of docs/spec/groups.md §G2 (sender-key chain, group message), written
  * from the spec text alone: it imports nothing from src/. The vector test checks the real code
  * against it, and the forgery tests use it to build messages the real encryptor never builds
  * (a member signing with its own key while claiming another member's device).

@@ -1,5 +1,5 @@
 /**
- * Convergence (docs/spec/groups.md §4.6), by property: random interleavings of concurrent adds,
+ * Convergence (docs/spec/groups.md §G4.6), by property: random interleavings of concurrent adds,
  * kicks, leaves, renames, promotions, admin transfers, admin-less switches and device changes,
  * proposed by whichever device acts (authorized or not — unauthorized ones are signed anyway and
  * sent), delivered to every other device in a random order, with some devices offline until the

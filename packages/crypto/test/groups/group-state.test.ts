@@ -1,5 +1,5 @@
 /**
- * Group state (docs/spec/groups.md §4): signed control operations, authorization, admin transfer,
+ * Group state (docs/spec/groups.md §G4): signed control operations, authorization, admin transfer,
  * admin-less groups, the successor rule, removal-wins against concurrent and back-dated operations,
  * pending operations, storage.
  */

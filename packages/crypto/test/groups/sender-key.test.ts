@@ -1,5 +1,5 @@
 /**
- * Sender keys (docs/spec/groups.md §2–3): fresh key per message, bounded skipping, signatures
+ * Sender keys (docs/spec/groups.md §G2–G3): fresh key per message, bounded skipping, signatures
  * checked against the claimed sending device, rotation on removal and by count/time (healing).
  * Every member here is a separate device with its own records, as the SDK will hold them.
  */
