@@ -37,6 +37,7 @@ export const COMMAND_HELP: Readonly<Record<string, CommandHelp>> = {
       ['--push LIST', 'webpush,apns,fcm or none (default webpush)'],
       ['--contact ADDRESS', 'VAPID_SUBJECT: e-mail or https: URL (default admin@<url host>)'],
       ['--app node|browser', 'also an SDK skeleton app in app/ that sends a first message'],
+      ['--cluster', 'PostgreSQL, NATS, three node instances and HAProxy instead of one node'],
       ['--force', 'overwrite existing files'],
     ],
     examples: [
@@ -214,6 +215,7 @@ async function init(args: readonly string[], io: CliIo): Promise<number> {
     push: { type: 'string' },
     contact: { type: 'string' },
     app: { type: 'string' },
+    cluster: { type: 'boolean' },
   });
   if (values.help) return help(io, 'init');
   maxPositionals(positionals, 1, 'init');
@@ -229,6 +231,7 @@ async function init(args: readonly string[], io: CliIo): Promise<number> {
       push: push === undefined ? undefined : parsePushList(push),
       contact: str(values.contact),
       app: str(values.app),
+      cluster: values.cluster === true,
     },
     io,
   );
