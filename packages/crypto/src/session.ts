@@ -92,11 +92,11 @@ interface SessionRecord {
 function encodeEntry(e: SessionEntry): Uint8Array {
   const w = new ByteWriter();
   w.u8(e.initiator ? 1 : 0)
-    .vec16(encodeDeviceCertificate(e.peer))
+    .vec16(memo(encodedCertificates, e.peer, encodeDeviceCertificate))
     .bytes(e.baseKey)
     .u64(e.createdAt)
     .u64(e.lastEphemeralAt);
-  if (e.pending) w.u8(1).vec16(encodePqxdhHeader(e.pending));
+  if (e.pending) w.u8(1).vec16(memo(encodedHeaders, e.pending, encodePqxdhHeader));
   else w.u8(0);
   return w.vec32(serializeRatchetState(e.ratchet)).finish();
 }
@@ -164,9 +164,54 @@ export function deserializeSessionRecord(bytes: Uint8Array): SessionRecord {
   return current ? { current, archived, lastErrorSentAt, lastErrorBaseKey } : { archived, lastErrorSentAt, lastErrorBaseKey };
 }
 
-async function loadRecord(tx: ProtocolStores, address: DeviceAddress): Promise<SessionRecord> {
+// ── Decoded records kept across messages ─────────────────────────────────────────────────────
+//
+// Decoding a record (peer certificate, pending PQXDH header, ratchet state) for every message, and
+// re-encoding the parts that did not change, was about a quarter of a message's CPU time. Each store
+// keeps here the record it last read or wrote per address, with a copy of the exact bytes. The store
+// stays the only source of truth: a load compares the bytes it returns with that copy and decodes
+// afresh on any difference (a rolled-back transaction, another writer, a restore), and every change
+// is still written as the whole record inside the operation's transaction — atomicity is the store's,
+// exactly as before. Records are never mutated in place by this module (entries and ratchet states
+// are replaced, not changed), so a shallow copy per use is enough. Keyed by the store object: nothing
+// outlives the store.
+
+type RecordCache = Map<DeviceAddress, { readonly bytes: Uint8Array; readonly record: SessionRecord }>;
+const recordCaches = new WeakMap<object, RecordCache>();
+
+function cacheOf(store: object): RecordCache {
+  let c = recordCaches.get(store);
+  if (!c) recordCaches.set(store, (c = new Map()));
+  return c;
+}
+
+const copyRecord = (r: SessionRecord): SessionRecord => ({ ...r, archived: [...r.archived] });
+
+/** Encoded peer certificates and pending headers, by object: unchanged from message to message. */
+const encodedCertificates = new WeakMap<DeviceCertificate, Uint8Array>();
+const encodedHeaders = new WeakMap<PqxdhInitialHeader, Uint8Array>();
+
+function memo<K extends object>(map: WeakMap<K, Uint8Array>, key: K, encode: (k: K) => Uint8Array): Uint8Array {
+  let b = map.get(key);
+  if (!b) map.set(key, (b = encode(key)));
+  return b;
+}
+
+async function loadRecord(tx: ProtocolStores, address: DeviceAddress, cache?: RecordCache): Promise<SessionRecord> {
   const bytes = await tx.loadSession(address);
-  return bytes ? deserializeSessionRecord(bytes) : { archived: [], lastErrorSentAt: 0, lastErrorBaseKey: new Uint8Array(32) };
+  if (!bytes) return { archived: [], lastErrorSentAt: 0, lastErrorBaseKey: new Uint8Array(32) };
+  const known = cache?.get(address);
+  if (known && equalBytes(known.bytes, bytes)) return copyRecord(known.record);
+  const record = deserializeSessionRecord(bytes);
+  cache?.set(address, { bytes: Uint8Array.from(bytes), record: copyRecord(record) });
+  return record;
+}
+
+/** Writes the whole record in the transaction `tx` and remembers it for the next load. */
+async function storeRecord(tx: ProtocolStores, address: DeviceAddress, rec: SessionRecord, cache?: RecordCache): Promise<void> {
+  const bytes = serializeSessionRecord(rec);
+  await tx.storeSession(address, bytes);
+  cache?.set(address, { bytes: Uint8Array.from(bytes), record: copyRecord(rec) });
 }
 
 /** A session we started that the peer never answered, older than PENDING_SESSION_MAX_AGE_MS. */
@@ -206,7 +251,8 @@ export async function initiateSession(
       wipe(agreed.sharedSecret);
     }
     const address = deviceAddress(bundle.certificate);
-    const rec = await loadRecord(tx, address);
+    const cache = cacheOf(store);
+    const rec = await loadRecord(tx, address, cache);
     if (rec.current) archive(rec, rec.current);
     rec.current = {
       initiator: true,
@@ -217,7 +263,7 @@ export async function initiateSession(
       pending: agreed.header,
       ratchet,
     };
-    await tx.storeSession(address, serializeSessionRecord(rec));
+    await storeRecord(tx, address, rec, cache);
     return address;
   });
 }
@@ -228,16 +274,13 @@ export async function initiateSession(
  * PENDING_SESSION_MAX_AGE_MS. When false, start one with initiateSession.
  */
 export async function hasSession(ctx: CryptoContext, store: ProtocolStore, address: DeviceAddress): Promise<boolean> {
-  const bytes = await store.loadSession(address);
-  if (bytes === undefined) return false;
-  const cur = deserializeSessionRecord(bytes).current;
+  const cur = (await loadRecord(store, address, cacheOf(store))).current;
   return cur !== undefined && !isExpiredPending(ctx, cur);
 }
 
 /** The peer certificate of the current session with `address`, if any. */
 export async function sessionPeer(store: ProtocolStore, address: DeviceAddress): Promise<DeviceCertificate | undefined> {
-  const bytes = await store.loadSession(address);
-  return bytes ? deserializeSessionRecord(bytes).current?.peer : undefined;
+  return (await loadRecord(store, address, cacheOf(store))).current?.peer;
 }
 
 /**
@@ -252,17 +295,18 @@ export async function encryptMessage(
   plaintext: Uint8Array,
   options: { persist?: (tx: ProtocolStores, message: SessionMessage) => Promise<void> } = {},
 ): Promise<SessionMessage> {
+  const cache = cacheOf(store);
   return store.transaction(async (tx) => {
-    const rec = await loadRecord(tx, address);
+    const rec = await loadRecord(tx, address, cache);
     const cur = rec.current;
     if (!cur) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'encryptMessage', 'no session with this device');
     if (isExpiredPending(ctx, cur)) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'encryptMessage', 'the session was never answered and has expired: start a new one');
     const { state, message } = ratchetEncrypt(ctx, cur.ratchet, plaintext);
     rec.current = { ...cur, ratchet: state };
     const out: SessionMessage = cur.pending
-      ? { type: MessageType.PreKey, body: concatBytes(encodePqxdhHeader(cur.pending), message) }
+      ? { type: MessageType.PreKey, body: concatBytes(memo(encodedHeaders, cur.pending, encodePqxdhHeader), message) }
       : { type: MessageType.Ratchet, body: message };
-    await tx.storeSession(address, serializeSessionRecord(rec));
+    await storeRecord(tx, address, rec, cache);
     if (options.persist) await options.persist(tx, out);
     return out;
   });
@@ -377,9 +421,10 @@ export async function receiveMessage(
   // committed (not before: a rolled-back transaction keeps them, and a store may hand out the
   // stored object itself).
   const consumed: { destroy(): void }[] = [];
+  const cache = cacheOf(store);
   const result = await store.transaction(async (tx): Promise<DecryptedMessage> => {
     const address = deviceAddress(sender);
-    const rec = await loadRecord(tx, address);
+    const rec = await loadRecord(tx, address, cache);
     let out: DecryptedMessage;
     if (message.type === MessageType.Ratchet) {
       out = { kind: 'message', plaintext: decryptWithRecord(ctx, rec, sender, message.body) };
@@ -411,7 +456,7 @@ export async function receiveMessage(
     } else {
       throw new CryptoError(CryptoErrorCode.MALFORMED, op, `unknown message type ${String(message.type)}`);
     }
-    await tx.storeSession(address, serializeSessionRecord(rec));
+    await storeRecord(tx, address, rec, cache);
     if (options.persist && out.kind !== 'decryption-error') await options.persist(tx, out.plaintext, out.kind);
     return out;
   });
@@ -490,7 +535,7 @@ export async function sealMessage(
   let envelope: Uint8Array | undefined;
   await encryptMessage(ctx, store, address, plaintext, {
     persist: async (tx, message) => {
-      const [self, peer] = [await tx.getLocalIdentity(), await currentPeer(tx, address)];
+      const [self, peer] = [await tx.getLocalIdentity(), await currentPeer(tx, address, cacheOf(store))];
       // Pad every message as if it carried a PQXDH header with a one-time prekey: first contact
       // (with or without a one-time prekey) is not visible in the envelope size.
       const withHeader = ratchetPartLength(message) + pqxdhHeaderLength(self.certificate);
@@ -509,8 +554,8 @@ function ratchetPartLength(message: SessionMessage): number {
   return r.remaining;
 }
 
-async function currentPeer(tx: ProtocolStores, address: DeviceAddress): Promise<DeviceCertificate> {
-  const peer = (await loadRecord(tx, address)).current?.peer;
+async function currentPeer(tx: ProtocolStores, address: DeviceAddress, cache: RecordCache): Promise<DeviceCertificate> {
+  const peer = (await loadRecord(tx, address, cache)).current?.peer;
   if (!peer) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'sealMessage', 'no session with this device');
   return peer;
 }
@@ -544,7 +589,7 @@ export async function openSealedMessage(
  * message, so there is nothing to resend either). UNKNOWN_SESSION without a usable session.
  */
 export async function encryptEphemeral(ctx: CryptoContext, store: ProtocolStore, address: DeviceAddress, plaintext: Uint8Array): Promise<SessionMessage> {
-  const rec = await loadRecord(store, address);
+  const rec = await loadRecord(store, address, cacheOf(store));
   const cur = rec.current;
   if (!cur || isExpiredPending(ctx, cur)) throw new CryptoError(CryptoErrorCode.UNKNOWN_SESSION, 'encryptEphemeral', 'no session with this device');
   return { type: MessageType.Ephemeral, body: ratchetEncryptEphemeral(ctx, cur.ratchet, plaintext) };
@@ -553,7 +598,7 @@ export async function encryptEphemeral(ctx: CryptoContext, store: ProtocolStore,
 /** encryptEphemeral, sealed for the peer: the padded envelope to send (ephemeral class). */
 export async function sealEphemeral(ctx: CryptoContext, store: ProtocolStore, address: DeviceAddress, plaintext: Uint8Array): Promise<Uint8Array> {
   const message = await encryptEphemeral(ctx, store, address, plaintext);
-  const [self, peer] = [await store.getLocalIdentity(), (await loadRecord(store, address)).current!.peer];
+  const [self, peer] = [await store.getLocalIdentity(), (await loadRecord(store, address, cacheOf(store))).current!.peer];
   return sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: message.type, content: message.body });
 }
 
@@ -638,7 +683,8 @@ export async function sealDecryptionError(
   if (!isReportableFailure(failure.reason)) return undefined;
   return store.transaction(async (tx) => {
     const address = deviceAddress(peer);
-    const rec = await loadRecord(tx, address);
+    const cache = cacheOf(store);
+    const rec = await loadRecord(tx, address, cache);
     const now = ctx.now();
     // One report per interval — except one naming another session of the peer than the last
     // report did (each new session costs the peer a PQXDH, so this cannot be used to flood): a
@@ -648,7 +694,7 @@ export async function sealDecryptionError(
     if (rec.lastErrorSentAt !== 0 && now - rec.lastErrorSentAt < DECRYPTION_ERROR_MIN_INTERVAL_MS && sameSession) return undefined;
     rec.lastErrorSentAt = Math.max(1, now);
     rec.lastErrorBaseKey = Uint8Array.from(named);
-    await tx.storeSession(address, serializeSessionRecord(rec));
+    await storeRecord(tx, address, rec, cache);
     const self = await tx.getLocalIdentity();
     const content = encodeDecryptionError({ reason: failure.reason, failedAt: now, ...(failure.baseKey ? { baseKey: failure.baseKey } : {}) });
     return sealEnvelope(ctx, { sender: self, recipientDhKey: peer.deviceDhKey, contentType: MessageType.DecryptionError, content });
