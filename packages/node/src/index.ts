@@ -27,6 +27,8 @@ export { PgNodeStore, PgStoreError, PgStoreErrorCode, PG_FORGET_WITHIN_MS, migra
 export type { PgStoreOptions } from './store/pg-store.js';
 export { PG_MIGRATIONS } from './store/pg-migrations.js';
 export { NatsDeliveryBus } from './mailbox/nats-bus.js';
+export { describePgUrl, probeNats, probePostgres } from './cluster-probe.js';
+export type { NatsProbe, PgProbe, ProbeOutcome } from './cluster-probe.js';
 export type { NatsBusOptions } from './mailbox/nats-bus.js';
 export type * from './store/node-store.js';
 export { LocalDeliveryBus } from './mailbox/bus.js';

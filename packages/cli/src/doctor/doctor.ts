@@ -15,6 +15,7 @@ import type { CliIo } from '../io.js';
 import { backupDirOf } from '../node-env.js';
 import type { NodeEnv } from '../node-env.js';
 import { checkBackups, checkDataDir, checkDisk } from './local.js';
+import { checkNats, checkPostgres } from './cluster.js';
 import { httpGet, isLoopback, resolveHost, tcpConnect, tlsInspect, wsUpgrade } from './probe.js';
 import type { HttpResponse, ProbeError } from './probe.js';
 import { checkApns, checkFcm, checkWebPush } from './push.js';
@@ -321,6 +322,11 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const { result: configResult, config } = checkConfig(env);
   checks.push(configResult);
   await gated('metrics', 'checking the metrics endpoint', () => checkMetrics(base, config, isLoopback(host) || options.dataDir !== undefined, timeoutMs, trust));
+
+  if (config?.store === 'postgres') {
+    await step('postgres', 'connecting to PostgreSQL', () => checkPostgres(env, timeoutMs));
+    await step('nats', 'connecting to NATS', () => checkNats(env, timeoutMs));
+  }
 
   if (env.known) {
     checks.push(await checkWebPush(env), await checkApns(env), await checkFcm(env));

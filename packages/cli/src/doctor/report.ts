@@ -3,7 +3,7 @@
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
 export interface CheckResult {
-  /** Stable identifier (dns, connect, tls, health, ready, clock, websocket, metrics, push.webpush, push.apns, push.fcm, data-dir, disk, backups). */
+  /** Stable identifier (dns, connect, tls, health, ready, clock, websocket, metrics, postgres, nats (STORE=postgres), push.webpush, push.apns, push.fcm, data-dir, disk, backups). */
   readonly id: string;
   readonly status: CheckStatus;
   /** One line: what was found. Never contains a secret. */
