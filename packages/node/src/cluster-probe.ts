@@ -53,7 +53,7 @@ export async function probePostgres(url: string, timeoutMs: number): Promise<Pro
       'SELECT count(*)::text AS n, (extract(epoch FROM max(replay_lag)) * 1000)::text AS lag FROM pg_stat_replication',
     );
     const lag = rep.rows[0]?.lag;
-    return { ok: true, value: { version: r.rows[0]!.v, inRecovery: r.rows[0]!.rec, replicas: Number(rep.rows[0]?.n ?? 0), replicaLagMs: lag == null ? undefined : Number(lag), roundTripMs } };
+    return { ok: true, value: { version: r.rows[0]!.v, inRecovery: r.rows[0]!.rec, replicas: Number(rep.rows[0]?.n ?? 0), replicaLagMs: lag === null || lag === undefined ? undefined : Number(lag), roundTripMs } };
   } catch (e) {
     return failure(e, password);
   } finally {
