@@ -782,12 +782,18 @@ export function deserializeGroupLog(ctx: CryptoContext, bytes: Uint8Array): Grou
   if (v !== GROUP_LOG_STORAGE_VERSION) throw new CryptoError(CryptoErrorCode.UNSUPPORTED_VERSION, op, `storage version ${v}`);
   const n = r.u32('count');
   if (n < 1) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'no create operation');
-  let log = openGroup(ctx, r.vec32('operation', MAX_GROUP_OP_LENGTH));
+  const rootLog = openGroup(ctx, r.vec32('operation', MAX_GROUP_OP_LENGTH));
+  // One fold at the end, not one per operation: stored operations come parents first.
+  const dag = dagOf(rootLog, op).dag.clone();
   for (let i = 1; i < n; i++) {
-    const res = receiveGroupOperation(ctx, log, r.vec32('operation', MAX_GROUP_OP_LENGTH));
-    if (res.status !== 'accepted') throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'stored operations out of order or repeated');
-    log = res.log;
+    const o = decodeGroupOperation(ctx, r.vec32('operation', MAX_GROUP_OP_LENGTH));
+    if (!equalBytes(o.groupId, dag.nodes[0]!.op.groupId)) throw new CryptoError(CryptoErrorCode.GROUP_MISMATCH, op, 'stored operation of another group');
+    if (o.body.type === 'create' || dag.byHex.has(toHex(o.id)) || !o.parents.every((p) => dag.byHex.has(toHex(p)))) {
+      throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'stored operations out of order or repeated');
+    }
+    connect(dag, o, op);
   }
+  let log = makeLog(ctx, dag, new Map());
   const m = r.u32('pending count');
   if (m > MAX_PENDING_GROUP_OPS) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'too many pending operations');
   for (let i = 0; i < m; i++) log = receiveGroupOperation(ctx, log, r.vec32('operation', MAX_GROUP_OP_LENGTH)).log;
