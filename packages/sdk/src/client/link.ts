@@ -320,15 +320,16 @@ export async function startLinkOffer<Client>(deps: NewDeviceDeps, options: Creat
     if (relay.cancelled) throw new SdkError(SdkErrorCode.CLOSED, 'the link offer was cancelled', undefined, { cause: e });
     throw linkError(e);
   });
-  completed.catch(() => undefined); // the caller may only ever call cancel(); the rejection is theirs to read
+  const done = completed.finally(() => {
+    secret.destroy();
+    channel?.destroy();
+  });
+  done.catch(() => undefined); // an app that only ever calls cancel() must not see an unhandled rejection
   return {
     payload,
     expiresAt: offerDeadline,
     qrSvg: (o?: QrSvgOptions) => qrSvg(payload, o),
-    completed: completed.finally(() => {
-      secret.destroy();
-      channel?.destroy();
-    }),
+    completed: done,
     async cancel() {
       relay.cancel();
       await relay.close(log); // wakes the long poll of an unclaimed channel (the node forgets it)
