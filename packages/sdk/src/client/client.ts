@@ -27,7 +27,7 @@ import type { ConversationId } from './conversation.js';
 import { directConversation, toConversation } from './conversation.js';
 import { ensureLayout } from './layout.js';
 import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
-import { acceptLinkOffer, startLinkOffer } from './link.js';
+import { acceptLinkOffer, localOwnDeviceList, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
 import { makeLog } from './log.js';
 import type { FileAttachment, FileSource, SendFileOptions } from './media.js';
@@ -335,12 +335,11 @@ export class MeshWhisper {
         ctx: this.#ctx,
         api: this.#api,
         storage: this.#storage,
-        identity: this.#identity,
         account: this.account,
         nodeUrl: this.#nodeUrl,
         log: this.#log,
         maxDevices: this.#maxDevices,
-        publishList: async () => undefined,
+        ownList: localOwnDeviceList(this.#ctx, this.#storage, this.#identity, this.account),
       },
       payload,
       options,

@@ -72,25 +72,58 @@ import { encodeTimer } from './timers.js';
 
 // ── The account's own device list (docs/spec/02-keys.md §2.5) ──────────────────────────────
 
-/** Where this device keeps the newest list of its own account (Table.Self). */
-const OWN_LIST_KEY = 'device-list';
-
 /**
- * The newest device list of this device's own account as this device holds it; a device that has
- * none yet (the account's first device, before it ever published one) is the only device on an
- * epoch-1 list it would sign now.
+ * What linking needs from the account's own device list (device-lists.ts owns it): the newest list
+ * held, a manager's addition of a device (signed one epoch up, published to the node, then kept),
+ * its removal (an aborted link), and keeping a list received in a grant (inside the new device's
+ * install transaction).
  */
-export async function ownDeviceList(ctx: CryptoContext, storage: ProtocolStorage, identity: LocalIdentity, account: AccountKeyPair | undefined): Promise<DeviceList | undefined> {
-  const stored = await storage.getItem(Table.Self, OWN_LIST_KEY);
-  if (stored) return decodeDeviceList(stored);
-  if (!account) return undefined;
-  const c = identity.certificate;
-  return issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: c.deviceIndex, signingKey: c.deviceSigningKey, flags: DeviceFlag.Manager }] });
+export interface OwnDeviceList {
+  held(): Promise<DeviceList | undefined>;
+  add(signingKey: Uint8Array, options: { manager: boolean }): Promise<{ deviceIndex: number; list: DeviceList }>;
+  remove(deviceIndex: number): Promise<void>;
 }
 
-/** Stores a (verified) newer own list. */
-export async function storeOwnDeviceList(store: Pick<StorageTx, 'setItem'>, list: DeviceList): Promise<void> {
+/** Where the new device keeps the list it was granted (Table.Self; device-lists.ts reads it). */
+const OWN_LIST_KEY = 'device-list';
+
+export async function keepGrantedList(store: Pick<StorageTx, 'setItem'>, list: DeviceList): Promise<void> {
   await store.setItem(Table.Self, OWN_LIST_KEY, encodeDeviceList(list));
+}
+
+/**
+ * Stand-in until the node stores device lists: the list this device signed last (Table.Self), or
+ * epoch 1 naming this device alone; additions are signed and kept locally (nothing to publish).
+ */
+export function localOwnDeviceList(ctx: CryptoContext, storage: ProtocolStorage, identity: LocalIdentity, account: AccountKeyPair | undefined): OwnDeviceList {
+  const held = async (): Promise<DeviceList | undefined> => {
+    const stored = await storage.getItem(Table.Self, OWN_LIST_KEY);
+    if (stored) return decodeDeviceList(stored);
+    if (!account) return undefined;
+    const c = identity.certificate;
+    return issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: c.deviceIndex, signingKey: c.deviceSigningKey, flags: DeviceFlag.Manager }] });
+  };
+  const change = async (f: (l: DeviceList) => { devices: DeviceList['devices']; nextDeviceIndex: number }): Promise<DeviceList> => {
+    const current = await held();
+    if (!current || !account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only a manager device can change the device list');
+    const next = issueDeviceList(ctx, account, { epoch: current.epoch + 1, ...f(current), successorCommitment: current.successorCommitment, extensions: current.extensions });
+    await keepGrantedList(storage, next);
+    return next;
+  };
+  return {
+    held,
+    async add(signingKey, options) {
+      let deviceIndex = -1;
+      const list = await change((l) => {
+        deviceIndex = l.nextDeviceIndex;
+        return { devices: [...l.devices, { deviceIndex, signingKey, flags: options.manager ? DeviceFlag.Manager : 0 }], nextDeviceIndex: deviceIndex + 1 };
+      });
+      return { deviceIndex, list };
+    },
+    async remove(deviceIndex) {
+      await change((l) => ({ devices: l.devices.filter((d) => d.deviceIndex !== deviceIndex), nextDeviceIndex: l.nextDeviceIndex }));
+    },
+  };
 }
 
 // ── Public shapes (docs/api.md §Devices) ────────────────────────────────────────────────────
@@ -373,7 +406,7 @@ async function installGrant(tx: StorageTx, grant: LinkGrant, list: DeviceList, r
   for (const t of grant.timers) if (t.peer.length === 32) await tx.setItem(Table.Timer, conversationKey(directConversation(t.peer)), encodeTimer({ seconds: t.seconds, version: t.version }));
   for (const u of grant.usernames) if (u.accountKey.length === 32 && u.username.length > 0 && u.username.length <= 64) await tx.setItem(Table.ContactAccount, u.username, u.accountKey);
   if (grant.accountSeed.length === 32) await tx.setItem(Table.Self, 'account-seed', grant.accountSeed);
-  await storeOwnDeviceList(tx, list);
+  await keepGrantedList(tx, list);
   let n = 0;
   for (const r of records) {
     try {
@@ -391,17 +424,15 @@ export interface ScannerDeps {
   readonly ctx: CryptoContext;
   readonly api: NodeApi;
   readonly storage: ProtocolStorage;
-  readonly identity: LocalIdentity;
   readonly account: AccountKeyPair | undefined;
   readonly nodeUrl: string;
   readonly log: Log;
   readonly maxDevices: number;
-  /** Publishes the account's next device list to the node (before the grant goes out). */
-  readonly publishList: (list: DeviceList) => Promise<void>;
+  readonly ownList: OwnDeviceList;
 }
 
 export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, options: AcceptLinkOptions = {}): Promise<LinkAccepted> {
-  const { ctx, api, storage, identity, account, log } = deps;
+  const { ctx, api, storage, account, log } = deps;
   if (!(payload instanceof Uint8Array)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'acceptLinkOffer: payload must be the scanned bytes');
   let offer;
   try {
@@ -423,7 +454,7 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
   const h = options.history;
   const perConversation = h === true ? 200 : h && typeof h === 'object' ? h.perConversation : 0;
   if (!Number.isSafeInteger(perConversation) || perConversation < 0) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'history.perConversation must be a non-negative integer');
-  const current = await ownDeviceList(ctx, storage, identity, account);
+  const current = await deps.ownList.held();
   if (!current) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'acceptLinkOffer: this device holds no device list of its account');
   if (current.devices.length >= deps.maxDevices) {
     throw new SdkError(SdkErrorCode.DEVICE_LIMIT, `this account already has ${current.devices.length} devices (the limit is ${deps.maxDevices}): revoke one first`);
@@ -431,6 +462,8 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
 
   const { hello, channel } = answerLinkOffer(ctx, offer);
   let relay: Relay | undefined;
+  /** The index this link put on the list, until the new device confirmed it installed everything. */
+  let added: number | undefined;
   try {
     const claimed = await api.call('POST', `/v1/link/${toBase64Url(offer.channelId)}/claim`, { body: { schema: LinkChannelClaimSchema, value: { hello } }, reply: LinkChannelClaimedSchema });
     relay = new Relay(api, offer.channelId, claimed.scannerToken);
@@ -442,17 +475,11 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
     if (findListedDevice(current, req.deviceSigningKey)) throw linkFailed('that device is already on the account');
     const deviceName = req.deviceName.slice(0, MAX_DEVICE_NAME_LENGTH);
     // Only now, with the request authenticated: the certificate and the next list.
-    const deviceIndex = current.nextDeviceIndex;
+    // The next list (epoch + 1, published to the node before anything is handed over) and the
+    // certificate under the index it gives the new device.
+    const { deviceIndex, list } = await deps.ownList.add(req.deviceSigningKey, { manager: options.manager === true });
+    added = deviceIndex;
     const certificate = issueDeviceCertificate(ctx, account, { signingPublicKey: req.deviceSigningKey, dhPublicKey: req.deviceDhKey }, { deviceIndex });
-    const list = issueDeviceList(ctx, account, {
-      epoch: current.epoch + 1,
-      nextDeviceIndex: deviceIndex + 1,
-      devices: [...current.devices, { deviceIndex, signingKey: req.deviceSigningKey, flags: options.manager ? DeviceFlag.Manager : 0 }],
-      successorCommitment: current.successorCommitment,
-      extensions: current.extensions,
-    });
-    await deps.publishList(list);
-    await storeOwnDeviceList(storage, list);
     const state = await gatherState(storage, perConversation);
     const seed = options.manager ? account.exportSeed() : new Uint8Array(0);
     try {
@@ -476,9 +503,14 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
     for (const records of state.historyFrames) await send(io, { case: 'history', value: { records } });
     await send(io, { case: 'complete', value: { historyEntries: state.historyEntries } });
     await receive(io, 'installed');
+    added = undefined;
     return { deviceIndex, mailboxId: mailboxIdOf(ctx, req.deviceSigningKey), deviceName, epoch: list.epoch, historyEntries: state.historyEntries };
   } catch (e) {
     if (relay) await abort({ ctx, relay, channel }, log);
+    // A device that never finished installing does not stay on the account.
+    if (added !== undefined) {
+      await deps.ownList.remove(added).catch((r: unknown) => log.warn('link.unlist-failed', 'a device whose link failed could not be taken off the device list: revoke it', r));
+    }
     throw linkError(e);
   } finally {
     await relay?.close(log);
