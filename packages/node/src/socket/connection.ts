@@ -34,6 +34,7 @@ export abstract class FrameConnection {
   #limitedInARow = 0;
   #closed = false;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  #corked = false;
 
   constructor(
     protected readonly ws: WebSocket,
@@ -77,13 +78,31 @@ export abstract class FrameConnection {
 
   send(init: FrameInit, cb?: (err?: Error) => void): void {
     if (this.closed) return;
-    this.ws.send(encodeFrame({ version: this.version ?? PROTOCOL_VERSION, ...init }), { binary: true }, cb);
+    this.#write(encodeFrame({ version: this.version ?? PROTOCOL_VERSION, ...init }), cb);
   }
 
   /** Writes an already encoded frame (the hot-path encoders in @meshwhisper/protocol's fast-frames.ts). */
   sendBytes(bytes: Uint8Array): void {
     if (this.closed) return;
-    this.ws.send(bytes, { binary: true });
+    this.#write(bytes);
+  }
+
+  /**
+   * Frames written in one run of callbacks (e.g. every send result of a group commit) leave in one
+   * socket write: the socket is corked at the first frame and uncorked on the next tick, which
+   * runs after the current microtasks — no frame waits for I/O or a timer.
+   */
+  #write(bytes: Uint8Array, cb?: (err?: Error) => void): void {
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (socket && !this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        socket.uncork();
+      });
+    }
+    this.ws.send(bytes, { binary: true }, cb);
   }
 
   /** The version frames on this connection are written in. */
