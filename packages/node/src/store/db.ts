@@ -5,6 +5,13 @@
  * Durability: WAL with synchronous=FULL fsyncs the WAL on every commit, so a commit that
  * returned survives power loss; the node acknowledges a send only after its commit returned.
  * secure_delete=ON overwrites deleted content, so acknowledged envelopes do not linger in free pages.
+ * temp_store=MEMORY keeps statement journals and RETURNING tables in memory: by default SQLite
+ * writes them to unlinked files in /var/tmp — outside the data directory, with copies of deleted
+ * rows in them — and an ack's `DELETE … RETURNING` wrote ~25 KiB there per envelope (issue 12).
+ * New databases use 8 KiB pages (PAGE_SIZE): a 1 KiB envelope row then fits in its WITHOUT ROWID
+ * leaf; with 4 KiB pages it spilled into an overflow page of its own, so every send and every ack
+ * wrote a whole extra page (measured with bench/node/store.ts: 11.5 → 4.2 KiB written per
+ * envelope, writer CPU about halved). Existing databases keep their page size.
  */
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
@@ -18,7 +25,11 @@ export const REQUIRED_PRAGMAS = {
   synchronous: 2, // FULL
   secure_delete: 1,
   foreign_keys: 1,
+  temp_store: 2, // MEMORY
 } as const;
+
+/** Page size of a newly created database (see above). */
+export const PAGE_SIZE = 8192;
 
 export interface OpenOptions {
   readonly migrations?: readonly Migration[];
@@ -29,7 +40,9 @@ export function openDatabase(file: string, options: OpenOptions = {}): Sqlite {
   const db = new Database(file, { readonly: options.readonly ?? false });
   try {
     db.pragma('busy_timeout = 5000');
+    db.pragma('temp_store = MEMORY');
     if (!options.readonly) {
+      if ((db.pragma('page_count', { simple: true }) as number) === 0) db.pragma(`page_size = ${PAGE_SIZE}`);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.pragma('secure_delete = ON');
@@ -67,5 +80,6 @@ export function pragmasInForce(db: Sqlite): Record<keyof typeof REQUIRED_PRAGMAS
     synchronous: db.pragma('synchronous', { simple: true }) as number,
     secure_delete: db.pragma('secure_delete', { simple: true }) as number,
     foreign_keys: db.pragma('foreign_keys', { simple: true }) as number,
+    temp_store: db.pragma('temp_store', { simple: true }) as number,
   };
 }

@@ -25,6 +25,7 @@ db.pragma('journal_mode = WAL');
 db.pragma('synchronous = FULL');
 db.pragma('secure_delete = ON');
 db.pragma('foreign_keys = ON');
+db.pragma('temp_store = MEMORY'); // statement journals and RETURNING tables never touch /var/tmp (db.ts)
 if (db.pragma('user_version', { simple: true }) !== schemaVersion) throw new Error('writer: database schema differs from the main connection');
 
 const st = {

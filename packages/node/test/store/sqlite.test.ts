@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../src/store/migrations.js';
-import { REQUIRED_PRAGMAS, openDatabase, pragmasInForce } from '../../src/store/db.js';
+import { PAGE_SIZE, REQUIRED_PRAGMAS, openDatabase, pragmasInForce } from '../../src/store/db.js';
 import { SqliteNodeStore } from '../../src/store/sqlite-store.js';
 import { storeConformance } from './conformance.js';
 
@@ -21,11 +21,12 @@ storeConformance({
 describe('SQLite specifics', () => {
   const tmp = (): string => mkdtempSync(join(tmpdir(), 'mw-store-'));
 
-  it('has WAL, synchronous=FULL, secure_delete and foreign keys in force, also after reopening', async () => {
+  it('has WAL, synchronous=FULL, secure_delete, foreign keys and in-memory temp storage in force, also after reopening', async () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
       expect(pragmasInForce(s.database)).toEqual(REQUIRED_PRAGMAS);
+      expect(s.database.pragma('page_size', { simple: true })).toBe(PAGE_SIZE); // a new database: 1 KiB envelopes fit a leaf
       await s.close();
       const again = openDatabase(join(dir, FILE));
       expect(pragmasInForce(again)).toEqual(REQUIRED_PRAGMAS);
@@ -69,6 +70,36 @@ describe('SQLite specifics', () => {
       expect(ddl).not.toMatch(/owner BLOB/); // media names no device any more
       expect(await s.media('m')).toEqual({ id: 'm', size: 5, expiresAt: 2 });
       await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('writer thread: calls that meet in one group commit; a call the database refuses fails alone, its neighbours commit', async () => {
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      const mailbox = new Uint8Array(32).fill(3);
+      const token = new Uint8Array(32).fill(4);
+      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1 });
+      await s.setDeliveryTokens(mailbox, [token]);
+      const item = (id: number) => ({ id: new Uint8Array(16).fill(id), mailbox, payload: new Uint8Array([id]), receivedAt: 1, tokenHash: token });
+      const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
+      // Posted in one tick: they reach the writer together. The middle call repeats an id within its
+      // mailbox (a UNIQUE violation inside SQLite): only it fails.
+      const [a, bad, b] = await Promise.allSettled([s.enqueue([item(1), item(2)], limits), s.enqueue([item(7), item(7)], limits), s.enqueue([item(3)], limits)]);
+      expect(a.status).toBe('fulfilled');
+      expect(bad.status).toBe('rejected');
+      expect(b.status).toBe('fulfilled');
+      const stored = await s.fetch(mailbox, 0, 100, 1e9);
+      expect(stored.map((e) => [e.seq, e.payload[0]])).toEqual([[1, 1], [2, 2], [3, 3]]);
+      expect(await s.mailboxStats(mailbox)).toMatchObject({ messages: 3, bytes: 3 });
+      // Acks and sends of one group: counters stay in step.
+      const [acked] = await Promise.all([s.ack([{ mailbox, ids: [stored[0]!.id, stored[1]!.id] }]), s.enqueue([item(4)], limits)]);
+      expect(acked).toEqual([2]);
+      expect((await s.fetch(mailbox, 0, 100, 1e9)).map((e) => e.payload[0])).toEqual([3, 4]);
+      expect(await s.mailboxStats(mailbox)).toMatchObject({ messages: 2, bytes: 2 });
+      await s.close();
+      await expect(s.enqueue([item(5)], limits)).rejects.toThrow(/closed/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -55,6 +55,8 @@ export async function dropMessage(stx: AppStore, messageId: string): Promise<voi
 
 export class Outbox {
   #flushing: Promise<number> | undefined;
+  /** Outbox keys being sent now, with the send in progress (one send per key at a time). */
+  readonly #delivering = new Map<string, Promise<boolean>>();
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
 
@@ -95,8 +97,21 @@ export class Outbox {
     this.flush().catch((e) => this.deps.log.warn('outbox.flush-failed', `flushing the outbox (${reason}) failed; it stays queued`, e));
   }
 
-  /** Sends one queued envelope (by outbox key); true once the transport accepted it. */
-  async deliver(key: string): Promise<boolean> {
+  /**
+   * Sends one queued envelope (by outbox key); true once the transport accepted it. A key already
+   * being sent (sendText's deliverNow racing a flush on reconnect) is not sent a second time: the
+   * second caller gets the first call's outcome. Sending it twice made the recipient get the same
+   * envelope twice whenever the node took longer to answer than the reconnect took to happen.
+   */
+  deliver(key: string): Promise<boolean> {
+    const running = this.#delivering.get(key);
+    if (running) return running;
+    const p = this.#deliverOnce(key).finally(() => this.#delivering.delete(key));
+    this.#delivering.set(key, p);
+    return p;
+  }
+
+  async #deliverOnce(key: string): Promise<boolean> {
     const { storage, transport, directory } = this.deps;
     const item = await storage.getItem(Table.Outbox, key);
     if (!item) return false;
