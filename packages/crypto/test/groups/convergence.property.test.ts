@@ -6,7 +6,8 @@
  * end. Once every device holds every operation, all of them hold the same state (same digest),
  * and that state is the one a fresh device computes from the operations in any other order.
  *
- * Default runs stay quick; MW_DEEP=1 (MW_DEEP_RUNS=n) runs many more and longer scripts.
+ * Default runs stay quick; MW_DEEP=1 (MW_DEEP_RUNS=n) runs many more and longer scripts;
+ * MW_GROUP_STATS=1 prints, per run, how many operations were sent and the converged state.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -133,7 +134,7 @@ function run(steps: Step[], offline: number[], policy: GroupPolicy, finalSeed: n
     r.inbox = [];
     expect(r.log.pendingCount).toBe(0);
   });
-  if (process.env["MW_GROUP_STATS"]) console.log(`ops ${all.length} members ${replicas[0]!.log.state.members.length} policy ${replicas[0]!.log.state.policy} name ${replicas[0]!.log.state.name} offline ${replicas.filter((r) => r.offline).length}`);
+  if (process.env['MW_GROUP_STATS']) console.log(`ops ${all.length} members ${replicas[0]!.log.state.members.length} policy ${replicas[0]!.log.state.policy} name ${replicas[0]!.log.state.name} offline ${replicas.filter((r) => r.offline).length}`);
   const digests = new Set(replicas.map((r) => toHex(r.log.state.digest)));
   expect(digests.size).toBe(1);
   expect(new Set(replicas.map((r) => r.log.state.version)).size).toBe(1);
@@ -161,5 +162,5 @@ describe('group state convergence (property)', () => {
       ),
       { seed: FC_SEED, numRuns: RUNS },
     );
-  });
+  }, DEEP ? 3_600_000 : undefined);
 });
