@@ -264,17 +264,23 @@ export class PgNodeStore implements NodeStore {
         this.#noteFailure(e);
         throw e;
       }
+      // A connection that dies between two statements emits 'error' on the checked-out client;
+      // unheard, it would crash the process. The next statement fails and the catch below handles it.
+      const onError = (): void => undefined;
+      client.on('error', onError);
       const q: Query = (text, values) => client.query(text, values);
       try {
         await client.query('BEGIN');
         const result = await fn(q);
         await client.query('COMMIT');
+        client.off('error', onError);
         client.release();
         if (!this.#health.writable && this.#health.reason === 'io-error') this.#setHealth({ writable: true });
         return result;
       } catch (e) {
         let broken = isConnectionError(e);
         if (!broken) await client.query('ROLLBACK').catch(() => (broken = true));
+        client.off('error', onError);
         client.release(broken ? (e instanceof Error ? e : new Error('connection broken')) : undefined);
         const c = codeOf(e);
         if (c !== undefined && retryOn.has(c) && attempt < MAX_RETRIES) continue;

@@ -1,7 +1,7 @@
 // A cluster on this machine for tests: N node instances in this process, each on its own real
 // listener on 127.0.0.1, sharing one DATA_DIR (node key, blobs), one fresh PostgreSQL schema and
 // one NATS subject prefix (the machine's NATS, or a private nats-server the test starts and stops).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -166,6 +166,59 @@ export class PrivateNats {
 
   async close(): Promise<void> {
     await this.kill();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
+
+export const PG_BIN = process.env.MW_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+
+/**
+ * A private PostgreSQL server (initdb into a temporary directory, run as the postgres user, trust
+ * auth, loopback only) that a test may stop hard and start again — never the machine's shared one.
+ */
+export class PrivatePostgres {
+  readonly #dir: string;
+  private constructor(
+    readonly port: number,
+    dir: string,
+  ) {
+    this.#dir = dir;
+  }
+
+  static async start(): Promise<PrivatePostgres> {
+    const dir = mkdtempSync(join(tmpdir(), 'mw-pg-'));
+    execFileSync('chown', ['postgres', dir]);
+    const pg = new PrivatePostgres(await freePort(), dir);
+    execFileSync('runuser', ['-u', 'postgres', '--', join(PG_BIN, 'initdb'), '-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres'], { stdio: 'ignore' });
+    await pg.restart();
+    return pg;
+  }
+
+  get url(): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
+  }
+
+  #ctl(...args: string[]): void {
+    execFileSync('runuser', ['-u', 'postgres', '--', join(PG_BIN, 'pg_ctl'), '-D', join(this.#dir, 'data'), ...args], { stdio: 'ignore' });
+  }
+
+  async restart(): Promise<void> {
+    this.#ctl('-o', `-p ${this.port} -k ${this.#dir} -c listen_addresses=127.0.0.1`, '-l', join(this.#dir, 'log'), '-w', 'start');
+    await waitPort(this.port, true);
+  }
+
+  /** Immediate shutdown: connections cut, no checkpoint (crash recovery at the next start). */
+  async stop(): Promise<void> {
+    this.#ctl('-m', 'immediate', '-w', 'stop');
+    await waitPort(this.port, false);
+  }
+
+  async close(): Promise<void> {
+    try {
+      this.#ctl('-m', 'immediate', '-w', 'stop');
+    } catch {
+      // already stopped
+    }
     rmSync(this.#dir, { recursive: true, force: true });
   }
 }
