@@ -163,9 +163,26 @@ export class MeshWhisper {
       now: () => ctx.now(),
       log,
       send: async (mailboxId, kind, ids) => {
-        const sealed = await this.#sender.seal({ mailboxId, body: { case: 'receipt', value: { kind: kind === 'read' ? ReceiptKind.READ : ReceiptKind.DELIVERED, messageIds: ids } } });
+        const body = { case: 'receipt', value: { kind: kind === 'read' ? ReceiptKind.READ : ReceiptKind.DELIVERED, messageIds: ids } } as const;
+        const sealed = await this.#sender.seal({ mailboxId, body });
         // Sealed into the outbox: from here on the outbox retries it.
         this.#outbox.deliverNow(sealed.id, sealed.outboxKey).catch((e: unknown) => log.warn('receipts.post-failed', 'a receipt could not be posted now; it stays in the outbox', e));
+        // Receipts go to the account: its other devices hold the same messages (own-device sync).
+        if (!sealed.peer) return;
+        let others: Uint8Array[] = [];
+        try {
+          others = await this.#sender.otherDevicesOf(sealed.peer, mailboxId);
+        } catch (e) {
+          log.warn('receipts.account-lookup-failed', "the sender's other devices could not be looked up: the receipt went to the sending device only", e);
+        }
+        for (const other of others) {
+          try {
+            const copy = await this.#sender.seal({ mailboxId: other, body, expectedAccountKey: sealed.peer });
+            this.#outbox.deliverNow(copy.id, copy.outboxKey).catch((e: unknown) => log.warn('receipts.post-failed', 'a receipt could not be posted now; it stays in the outbox', e));
+          } catch (e) {
+            log.warn('receipts.copy-failed', "a receipt for another device of the sender's account could not be sealed", e);
+          }
+        }
       },
     });
     this.#receiver = new ReceivePipeline({

@@ -88,6 +88,32 @@ export class Sender {
     if (this.deps.isClosed()) throw new SdkError(SdkErrorCode.CLOSED, 'client is closed');
   }
 
+  /** Other accounts' devices (mailbox ids), by account hex, and when they were looked up (receipts). */
+  readonly #accountDevices = new Map<string, { at: number; mailboxes: Uint8Array[] }>();
+
+  /**
+   * The devices of `accountKey` other than `except`, looked up at most every OWN_DEVICES_TTL_MS:
+   * a receipt goes to every device of the account that sent the message, so the message's state
+   * advances on the sender's other devices too (own-device sync).
+   */
+  async otherDevicesOf(accountKey: Uint8Array, except: Uint8Array): Promise<Uint8Array[]> {
+    const { ctx, transport } = this.deps;
+    const key = toHex(accountKey);
+    const now = ctx.now();
+    let cached = this.#accountDevices.get(key);
+    if (!cached || now - cached.at >= OWN_DEVICES_TTL_MS) {
+      let mailboxes: Uint8Array[] = [];
+      try {
+        mailboxes = await transport.accountDevices(accountKey);
+      } catch (e) {
+        if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
+      }
+      if (this.#accountDevices.size > 1000) this.#accountDevices.clear();
+      this.#accountDevices.set(key, (cached = { at: now, mailboxes }));
+    }
+    return cached.mailboxes.filter((m) => !equalBytes(m, except));
+  }
+
   /** Forgets the cached list of this account's other devices (a device was linked or revoked). */
   forgetOwnDevices(): void {
     this.#ownDevices = undefined;
@@ -239,6 +265,8 @@ export class Sender {
    */
   async sendTo(to: Recipient, body: ContentBody, options: { messageId?: Uint8Array } = {}): Promise<{ id: string; peer: Uint8Array | undefined }> {
     const { mailboxes, accountKey } = await this.deps.directory.resolve(to);
+    // A fresh look at the account's devices: receipts to it use the same list (otherDevicesOf).
+    if (accountKey && !equalBytes(accountKey, this.deps.accountKey)) this.#accountDevices.set(toHex(accountKey), { at: this.deps.ctx.now(), mailboxes: [...mailboxes] });
     return this.fanOut({ mailboxes, ...(accountKey ? { accountKey } : {}), body, messageId: options.messageId ?? this.deps.ctx.random(16) });
   }
 

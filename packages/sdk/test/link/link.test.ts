@@ -96,10 +96,14 @@ describe('linking a second device', () => {
     const mirroredOnB = b.once('message', (m: IncomingMessage) => m.outgoing && m.text === 'sent from a');
     const carolFromA = carol.once('message', (m) => m.text === 'sent from a');
     const { id: idA } = await a.sendText({ accountKey: carol.accountKey }, 'sent from a');
-    const [mirror] = await Promise.all([mirroredOnB, carolFromA]);
+    const [mirror, atCarol] = await Promise.all([mirroredOnB, carolFromA]);
     expect(mirror.id).toBe(idA);
     expect(mirror.state).toBe('sent');
-    expect(await b.messageState(idA)).toBe('sent');
+    // Receipts go to the account: Carol reading it advances the state on B as on A.
+    const readOnBoth = Promise.all([a, b].map((d) => d.once('messageState', (s) => s.id === idA && s.state === 'read')));
+    await carol.markRead(atCarol, [idA]);
+    await readOnBoth;
+    expect(await b.messageState(idA)).toBe('read');
     expect((await b.history(carol.accountKey)).filter((m) => m.id === idA)).toHaveLength(1);
 
     const mirroredOnA = a.once('message', (m: IncomingMessage) => m.outgoing && m.text === 'sent from b');
