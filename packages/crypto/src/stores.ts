@@ -202,10 +202,10 @@ class MemoryView implements ProtocolStores {
   }
   async loadSession(address: DeviceAddress): Promise<Uint8Array | undefined> {
     const r = this.state.sessions.get(address);
-    return r && Uint8Array.from(r);
+    return r && new Uint8Array(r); // a copy (native; Uint8Array.from goes through the iterator)
   }
   async storeSession(address: DeviceAddress, record: Uint8Array): Promise<void> {
-    this.state.sessions.set(address, Uint8Array.from(record));
+    this.state.sessions.set(address, new Uint8Array(record));
   }
   async removeSession(address: DeviceAddress): Promise<void> {
     this.state.sessions.delete(address);
