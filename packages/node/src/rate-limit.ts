@@ -73,8 +73,13 @@ export const DEFAULT_BUCKETS = {
   'ws-upgrade': { rate: 1, burst: 10 },
   /** Every inbound WebSocket frame, per address: a reconnecting device drains acks and sends in bursts. */
   'ws-frame': { rate: 200, burst: 400 },
-  /** Authentication challenges and responses, per address: signature checks cost CPU. */
-  auth: { rate: 1, burst: 10 },
+  /**
+   * Authentication challenges, per address. Every device-authenticated HTTP request takes one, and
+   * a device's start-up makes several (keys, device list, certificate, username, socket login); a
+   * NAT or a proxy puts many devices behind one address. A challenge is one HMAC and the response
+   * one signature check (~0.1 ms), so 5/s costs an attacker's target well under 1 ms of CPU a second.
+   */
+  auth: { rate: 5, burst: 60 },
   /** Sends that present a valid delivery token, per address: contacts are "generous" (issue 3). */
   'send-token': { rate: 100, burst: 500 },
   /** Tokenless first-contact sends, per address: the small, strict lane for strangers. */
