@@ -37,14 +37,17 @@ import type { NatsConnection } from 'nats';
 import WebSocket from 'ws';
 import {
   AccountKeyPair,
+  DeviceFlag,
   DeviceKeyPair,
   KemPreKeyPair,
   X25519PreKeyPair,
   createContext,
   encodeDeviceCertificate,
+  encodeDeviceList,
   encodeKemPreKey,
   encodeSignedPreKey,
   issueDeviceCertificate,
+  issueDeviceList,
   mailboxIdOf,
   signKemPreKey,
   signSignedPreKey,
@@ -57,6 +60,7 @@ import {
   DEVICE_SOCKET_PATH,
   KeyUploadSchema,
   PROTOCOL_VERSION,
+  PublishDeviceListSchema,
   decodeFrame,
   encodeBody,
   encodeDeviceAuthHeader,
@@ -368,6 +372,8 @@ interface Device {
   readonly mailbox: Uint8Array;
   readonly token: Uint8Array;
   readonly upload: Uint8Array;
+  /** PublishDeviceList body: the account's epoch-1 list naming this device (the node refuses keys of unlisted devices). */
+  readonly list: Uint8Array;
 }
 
 function makeDevice(): Device {
@@ -377,10 +383,14 @@ function makeDevice(): Device {
   const spk = signSignedPreKey(ctx, device, X25519PreKeyPair.generate(ctx, 1));
   const lr = signKemPreKey(ctx, device, KemPreKeyPair.generate(ctx, 2, true));
   const upload = encodeBody(KeyUploadSchema, { signedPrekey: encodeSignedPreKey(spk), lastResortKemPrekey: encodeKemPreKey(lr) });
-  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload };
+  const list = encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: 0, signingKey: device.signingPublicKey, flags: DeviceFlag.Manager }] })) });
+  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload, list };
 }
 
 async function register(base: string, d: Device): Promise<void> {
+  const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(d.list) });
+  if (listed.status !== 200) throw new Error(`PUT /v1/device-list: HTTP ${listed.status} ${await listed.text()}`);
+  await listed.arrayBuffer();
   const ch = await fetch(`${base}/v1/auth/challenge`);
   if (ch.status !== 200) throw new Error(`challenge: HTTP ${ch.status} ${await ch.text()}`);
   const challenge = fromBinary(ChallengeSchema, new Uint8Array(await ch.arrayBuffer())).challenge;

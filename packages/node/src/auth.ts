@@ -9,8 +9,9 @@
  *
  * Order of checks: the challenge must name this node (else WRONG_NODE), be fresh (else STALE)
  * and carry a valid tag (else REPLAYED: "never issued by this node"); then the certificate and the
- * signature must verify (else INVALID); only then is the challenge consumed (else REPLAYED), so
- * a forged proof cannot burn a victim's challenge, and a valid proof works exactly once.
+ * signature must verify (else INVALID), and the account's device list must name the device (else
+ * DEVICE_NOT_LISTED); only then is the challenge consumed (else REPLAYED), so a forged proof cannot
+ * burn a victim's challenge, and a valid proof works exactly once.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { CryptoContext, DeviceCertificate } from '@meshwhisper/crypto';
@@ -28,6 +29,7 @@ import {
   buildChallenge,
   parseChallenge,
 } from '@meshwhisper/protocol';
+import { requireListed } from './device-authority.js';
 import type { NodeKey } from './node-key.js';
 import type { NodeStore } from './store/node-store.js';
 
@@ -89,10 +91,16 @@ export interface AuthenticatedDevice {
   readonly mailbox: Uint8Array;
   readonly certificate: DeviceCertificate;
   readonly encodedCertificate: Uint8Array;
+  /** The epoch of the account's device list that names this device (checked during authentication). */
+  readonly deviceListEpoch: number;
 }
 
-/** Verifies a DeviceAuth for a request with the given digest; consumes the challenge on success. */
-export async function verifyDeviceAuth(ctx: CryptoContext, issuer: ChallengeIssuer, auth: DeviceAuth, digest: Uint8Array): Promise<AuthenticatedDevice> {
+/**
+ * Verifies a DeviceAuth for a request with the given digest, and that the account's current device
+ * list names the device (MW_DEVICE_NOT_LISTED otherwise: device-authority.ts); consumes the
+ * challenge on success.
+ */
+export async function verifyDeviceAuth(ctx: CryptoContext, issuer: ChallengeIssuer, store: Pick<NodeStore, 'deviceList'>, auth: DeviceAuth, digest: Uint8Array): Promise<AuthenticatedDevice> {
   const key = issuer.check(auth.challenge);
   let certificate: DeviceCertificate;
   try {
@@ -105,8 +113,9 @@ export async function verifyDeviceAuth(ctx: CryptoContext, issuer: ChallengeIssu
   if (!ctx.backend.ed25519Verify(certificate.deviceSigningKey, authSignedBytes(AuthLabel.Device, auth.challenge, digest), auth.signature)) {
     throw new ProtocolError(ErrorCode.AUTH_INVALID, 'signature does not verify with the certified device key');
   }
+  const deviceListEpoch = await requireListed(store, certificate);
   await issuer.consume(key);
-  return { mailbox: mailboxIdOf(ctx, certificate.deviceSigningKey), certificate, encodedCertificate: auth.certificate };
+  return { mailbox: mailboxIdOf(ctx, certificate.deviceSigningKey), certificate, encodedCertificate: auth.certificate, deviceListEpoch };
 }
 
 /** Verifies an ArchiveAuth; returns the archive-access public key. Consumes the challenge on success. */

@@ -35,6 +35,7 @@ import { loadOrCreateNodeKey } from './node-key.js';
 import { RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade } from './rate-limit.js';
 import { accountRoutes } from './routes/account.js';
 import { blobRoutes, mediaBudgetWindow, removeMediaFiles } from './routes/blobs.js';
+import { deviceListRoutes } from './routes/device-lists.js';
 import { keyRoutes } from './routes/keys.js';
 import { linkRoutes } from './routes/link.js';
 import { LinkChannels } from './link/channels.js';
@@ -265,6 +266,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   }
   await app.register(mailboxRoutes(services));
   await app.register(keyRoutes(services));
+  await app.register(deviceListRoutes(services));
   await app.register(usernameRoutes(services));
   await app.register(blobRoutes(services));
   await app.register(accountRoutes(services));

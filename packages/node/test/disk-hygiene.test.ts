@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { AUTH_HEADER, EnvelopeClass, SendRequestSchema, SignedUsernameOperationSchema, UsernameAction, encodeBody, signUsernameOperation } from '@meshwhisper/protocol';
+import { EnvelopeClass, SendRequestSchema, SignedUsernameOperationSchema, UsernameAction, encodeBody, signUsernameOperation } from '@meshwhisper/protocol';
 import { deliveryTokenHash } from '../src/mailbox/send.js';
 import { FORGET_WITHIN_MS } from '../src/store/sqlite-store.js';
 import { TestDevice, ctx, generousLimits, proto, startTestNode } from './helpers.js';
@@ -114,7 +114,7 @@ describe('raw-file scan of the data directory', () => {
       tokenHash: deliveryTokenHash(ctx, token),
     };
     expect(scan(t.dataDir, needles).length).toBeGreaterThan(0); // the scan finds them while they exist
-    const del = await t.node.app.inject({ method: 'DELETE', url: '/v1/account', headers: { [AUTH_HEADER]: await alice.authHeader(t.node, 'DELETE', '/v1/account') } });
+    const del = await alice.deleteAccount(t.node);
     expect(del.statusCode).toBe(204);
     expect(scan(t.dataDir, needles)).toEqual([]);
     expect(scan(t.dataDir, { otherMailbox: other.mailbox }).length).toBeGreaterThan(0);

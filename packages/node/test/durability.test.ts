@@ -11,12 +11,14 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { encodeDeviceList } from '@meshwhisper/crypto';
 import {
   AUTH_HEADER,
   CONTENT_TYPE_PROTOBUF,
   ChallengeSchema,
   EnvelopeClass,
   KeyUploadSchema,
+  PublishDeviceListSchema,
   decodeFrame,
   encodeBody,
   encodeDeviceAuthHeader,
@@ -91,6 +93,9 @@ async function killChild(): Promise<void> {
 
 async function register(port: number, d: TestDevice): Promise<void> {
   const base = `http://127.0.0.1:${port}`;
+  const list = encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(d.listed()) });
+  const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(list) });
+  if (listed.status !== 200) throw new Error(`device list: ${listed.status} ${await listed.text()}`);
   const body = encodeBody(KeyUploadSchema, d.keyUpload(1));
   const ch = fromBinary(ChallengeSchema, new Uint8Array(await (await fetch(`${base}/v1/auth/challenge`)).arrayBuffer())).challenge;
   const header = encodeDeviceAuthHeader(signDeviceAuth(ctx, d.device, d.certificateBytes, ch, requestDigest(ctx, 'PUT', '/v1/keys', body)));

@@ -3,19 +3,23 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import type { CryptoContext, DeviceCertificate } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceCertificate, DeviceList, DeviceListEntry } from '@meshwhisper/crypto';
 import {
   AccountKeyPair,
+  DeviceFlag,
   DeviceKeyPair,
   KemPreKeyPair,
   X25519PreKeyPair,
   createContext,
   encodeDeviceCertificate,
+  encodeDeviceList,
   encodeKemPreKey,
   encodeOneTimePreKey,
   encodeSignedPreKey,
   issueDeviceCertificate,
+  issueDeviceList,
   mailboxIdOf,
+  signAccountDeletion,
   publicOneTimePreKey,
   signKemPreKey,
   signSignedPreKey,
@@ -25,7 +29,9 @@ import {
   AUTH_HEADER,
   CONTENT_TYPE_PROTOBUF,
   ChallengeSchema,
+  AccountDeletionRequestSchema,
   KeyUploadSchema,
+  PublishDeviceListSchema,
   encodeBody,
   encodeDeviceAuthHeader,
   fromBinary,
@@ -79,18 +85,69 @@ export interface KeyUploadParts {
   lastResortKemPrekey: Uint8Array;
 }
 
+/** The device list each test account has signed so far (the first device is its manager). */
+interface TestAccountState {
+  nextIndex: number;
+  entries: DeviceListEntry[];
+  list: DeviceList | undefined;
+}
+const accounts = new WeakMap<AccountKeyPair, TestAccountState>();
+const accountState = (account: AccountKeyPair): TestAccountState => {
+  let st = accounts.get(account);
+  if (!st) accounts.set(account, (st = { nextIndex: 0, entries: [], list: undefined }));
+  return st;
+};
+
+/** PUT /v1/device-list over inject. */
+export async function publishList(node: MeshWhisperNode, list: DeviceList | Uint8Array) {
+  const deviceList = list instanceof Uint8Array ? list : encodeDeviceList(list);
+  return node.app.inject({ method: 'PUT', url: '/v1/device-list', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, payload: Buffer.from(encodeBody(PublishDeviceListSchema, { deviceList })) });
+}
+
 export class TestDevice {
   readonly certificate: DeviceCertificate;
   readonly certificateBytes: Uint8Array;
   readonly mailbox: Uint8Array;
+  /** Index in the account's device list (the account's devices are numbered as they are made). */
+  readonly deviceIndex: number;
   #nextId = 1;
   constructor(
     readonly account: AccountKeyPair = AccountKeyPair.generate(ctx),
     readonly device: DeviceKeyPair = DeviceKeyPair.generate(ctx),
   ) {
-    this.certificate = issueDeviceCertificate(ctx, account, device);
+    this.deviceIndex = accountState(account).nextIndex++;
+    this.certificate = issueDeviceCertificate(ctx, account, device, { deviceIndex: this.deviceIndex });
     this.certificateBytes = encodeDeviceCertificate(this.certificate);
     this.mailbox = mailboxIdOf(ctx, device.signingPublicKey);
+  }
+
+  /**
+   * The account's device list with this device on it (a new list, one epoch up, when it was not
+   * yet): what the account key signs when a device joins.
+   */
+  listed(): DeviceList {
+    const st = accountState(this.account);
+    if (!st.list || !st.entries.some((e) => e.deviceIndex === this.deviceIndex)) {
+      st.entries.push({ deviceIndex: this.deviceIndex, signingKey: this.device.signingPublicKey, flags: st.entries.length === 0 ? DeviceFlag.Manager : 0 });
+      const nextDeviceIndex = Math.max(st.list?.nextDeviceIndex ?? 0, ...st.entries.map((e) => e.deviceIndex + 1));
+      st.list = issueDeviceList(ctx, this.account, { epoch: (st.list?.epoch ?? 0) + 1, nextDeviceIndex, devices: st.entries });
+    }
+    return st.list;
+  }
+
+  /** DELETE /v1/account with the account key's deletion statement over a fresh challenge (epoch: the list's, unless given). */
+  async deleteAccount(node: MeshWhisperNode, options: { epoch?: number; signer?: AccountKeyPair; challenge?: Uint8Array } = {}) {
+    const challenge = options.challenge ?? (await TestDevice.challenge(node));
+    const epoch = options.epoch ?? accountState(this.account).list?.epoch ?? 1;
+    const d = signAccountDeletion(ctx, options.signer ?? this.account, epoch, challenge);
+    const payload = Buffer.from(encodeBody(AccountDeletionRequestSchema, { accountKey: this.account.publicKey, epoch: BigInt(d.epoch), challenge: d.challenge, signature: d.signature }));
+    return node.app.inject({ method: 'DELETE', url: '/v1/account', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, payload });
+  }
+
+  /** Publishes the account's list naming this device (a no-op when the node has it already). */
+  async enlist(node: MeshWhisperNode): Promise<void> {
+    const res = await publishList(node, this.listed());
+    if (res.statusCode !== 200) throw new Error(`device list: ${res.statusCode} ${res.body}`);
   }
 
   /** A fresh challenge from the node (over inject). */
@@ -116,8 +173,9 @@ export class TestDevice {
     return { signedPrekey: encodeSignedPreKey(spk), oneTimePrekeys: otks, kemPrekeys: kems, lastResortKemPrekey: encodeKemPreKey(lr) };
   }
 
-  /** PUT /v1/keys with a valid signature; returns the inject response. */
-  async register(node: MeshWhisperNode, upload: MessageInitShape<typeof KeyUploadSchema> = this.keyUpload()) {
+  /** Puts the device on its account's list (enlist), then PUT /v1/keys with a valid signature; returns the inject response. */
+  async register(node: MeshWhisperNode, upload: MessageInitShape<typeof KeyUploadSchema> = this.keyUpload(), options: { enlist?: boolean } = {}) {
+    if (options.enlist !== false) await this.enlist(node);
     const body = encodeBody(KeyUploadSchema, upload);
     return node.app.inject({
       method: 'PUT',

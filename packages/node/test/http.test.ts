@@ -164,6 +164,7 @@ describe('key directory', () => {
 
   it('attack: a replayed authenticated request is rejected (challenge single use)', async () => {
     const d = new TestDevice();
+    await d.enlist(t.node);
     const body = encodeBody(KeyUploadSchema, d.keyUpload(1));
     const header = await d.authHeader(t.node, 'PUT', '/v1/keys', body);
     const req = { method: 'PUT' as const, url: '/v1/keys', headers: { ...proto, [AUTH_HEADER]: header }, payload: Buffer.from(body) };
@@ -404,7 +405,7 @@ describe('deletion', () => {
     expect(await s.device(d1.mailbox)).toBeUndefined();
     expect((await s.mailboxStats(d1.mailbox)).messages).toBe(0);
     expect(await s.device(d2.mailbox)).toBeDefined();
-    const delAll = await t.node.app.inject({ method: 'DELETE', url: '/v1/account', headers: { [AUTH_HEADER]: await d2.authHeader(t.node, 'DELETE', '/v1/account') } });
+    const delAll = await d2.deleteAccount(t.node);
     expect(delAll.statusCode).toBe(204);
     expect(await s.devicesOfAccount(account.publicKey)).toEqual([]);
   });

@@ -224,6 +224,7 @@ describe('connection attacks', () => {
     expect((await c.waitClosed()).code).toBe(4003);
     // An attacker logged in as itself gets its own mailbox, never the victim's mail.
     const own = new TestDevice();
+    await own.enlist(t.node);
     const oc = await client(WsClient.device(port, own));
     await oc.nextKind('queueEmpty');
     expect(oc.frames.some((f) => f.body.case === 'deliver')).toBe(false);

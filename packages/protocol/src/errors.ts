@@ -49,6 +49,11 @@ export const ErrorCode = {
   BAD_SIGNATURE: 'MW_BAD_SIGNATURE',
   /** The state changed concurrently or the write conflicts with stored state (e.g. certificate of another device). */
   CONFLICT: 'MW_CONFLICT',
+  // ── device authority (docs/spec/02-keys.md §2.5) ──
+  /** The device is not on its account's current device list (never added, revoked, or the account has published no list). */
+  DEVICE_NOT_LISTED: 'MW_DEVICE_NOT_LISTED',
+  /** A published device list is older than (lower epoch) or conflicts with (same epoch, other bytes; an index reused) the stored one. */
+  STALE_DEVICE_LIST: 'MW_STALE_DEVICE_LIST',
   // ── node ──
   /** The node is shutting down or not ready; retry elsewhere or later. */
   UNAVAILABLE: 'MW_UNAVAILABLE',
@@ -82,6 +87,8 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   [ErrorCode.UNKNOWN_NAMESPACE]: 404,
   [ErrorCode.BAD_SIGNATURE]: 400,
   [ErrorCode.CONFLICT]: 409,
+  [ErrorCode.DEVICE_NOT_LISTED]: 403,
+  [ErrorCode.STALE_DEVICE_LIST]: 409,
   [ErrorCode.UNAVAILABLE]: 503,
   [ErrorCode.INTERNAL]: 500,
 });

@@ -39,7 +39,7 @@ const pathOf = (request: FastifyRequest): string => request.url.split('?')[0] ??
 export function requireDevice(svc: NodeServices, request: FastifyRequest, body?: Uint8Array): Promise<AuthenticatedDevice> {
   const auth = decodeBody(DeviceAuthSchema, authHeaderBytes(request), deviceAuthProblem);
   if (!auth.ok) return Promise.reject(new ProtocolError(ErrorCode.AUTH_INVALID, auth.error.message));
-  return verifyDeviceAuth(svc.ctx, svc.issuer, auth.value, requestDigest(svc.ctx, request.method, pathOf(request), body));
+  return verifyDeviceAuth(svc.ctx, svc.issuer, svc.store, auth.value, requestDigest(svc.ctx, request.method, pathOf(request), body));
 }
 
 /** Verifies the ArchiveAuth in the mw-auth header; returns the archive-access key. */

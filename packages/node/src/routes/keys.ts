@@ -13,7 +13,6 @@ import {
   decodeSignedPreKey,
   encodePreKeyBundle,
   equalBytes,
-  fromHex,
   sameDevice,
   toHex,
   verifyDeviceCertificate,
@@ -33,8 +32,10 @@ import {
   ProtocolError,
   decodeBody,
 } from '@meshwhisper/protocol';
+import { requireListed } from '../device-authority.js';
 import type { NodeServices } from '../services.js';
 import { decodeOrThrow, protoBody, requireDevice, sendProto } from './common.js';
+import { accountParam } from './device-lists.js';
 
 function uploadProblem(u: KeyUpload): string | undefined {
   if (u.oneTimePrekeys.length > MAX_PREKEYS_PER_UPLOAD || u.kemPrekeys.length > MAX_PREKEYS_PER_UPLOAD) return `at most ${MAX_PREKEYS_PER_UPLOAD} prekeys of each kind per upload`;
@@ -80,6 +81,9 @@ export function keyRoutes(svc: NodeServices) {
         if (!sameDevice(certificate, device.certificate)) throw new ProtocolError(ErrorCode.FORBIDDEN, 'certificate is for another device than the one authenticated');
         encodedCertificate = upload.certificate;
       }
+      // The authentication checked the DeviceAuth's certificate against the list; an uploaded one
+      // (a renewal) must be listed too, under the same index.
+      let deviceListEpoch = certificate === device.certificate ? device.deviceListEpoch : await requireListed(store, certificate);
       const existing = await store.device(device.mailbox);
       if (existing && !equalBytes(existing.accountKey, certificate.accountKey)) {
         throw new ProtocolError(ErrorCode.CONFLICT, 'this device is registered to another account; delete it first');
@@ -109,7 +113,7 @@ export function keyRoutes(svc: NodeServices) {
         throw new ProtocolError(ErrorCode.BAD_REQUEST, 'the first upload of a device must include a signed prekey and a last-resort KEM prekey');
       }
       const now = ctx.now();
-      const published = await store.publishKeys({
+      const publication = {
         mailbox: device.mailbox,
         accountKey: certificate.accountKey,
         certificate: encodedCertificate,
@@ -119,7 +123,14 @@ export function keyRoutes(svc: NodeServices) {
         oneTimePreKeys: oneTime,
         kemPreKeys: kems,
         now,
-      });
+      };
+      let published = await store.publishKeys({ ...publication, deviceListEpoch });
+      if (published === 'list-changed') {
+        // A new list was stored since the check: check again against it (a revocation wins).
+        deviceListEpoch = await requireListed(store, certificate);
+        published = await store.publishKeys({ ...publication, deviceListEpoch });
+        if (published === 'list-changed') throw new ProtocolError(ErrorCode.CONFLICT, "the account's device list changed during the upload; retry");
+      }
       if (published === 'other-account') throw new ProtocolError(ErrorCode.CONFLICT, 'this device is registered to another account; delete it first');
       return sendProto(reply, PreKeyCountsSchema, await counts(device.mailbox));
     });
@@ -148,15 +159,15 @@ export function keyRoutes(svc: NodeServices) {
       return sendProto(reply, ClaimResultSchema, { bundle });
     });
 
-    // First contact by public key: the mailbox ids of an account's devices. Nothing new is
-    // revealed: a username lookup returns the same list, and every claimed bundle names its account.
+    // First contact by public key: the mailbox ids of an account's devices, with the account's
+    // device list (a sender verifies it and encrypts only to the devices it names). Nothing new is
+    // revealed: a username lookup returns the same, and every claimed bundle names its account.
     app.get<{ Params: { account: string } }>('/v1/accounts/:account/devices', { config: { rateLimit: ['http', 'username-lookup'] } }, async (request, reply) => {
-      const hex = request.params.account;
-      if (!/^[0-9a-f]{64}$/.test(hex)) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'account key must be 64 lower-case hex characters');
-      const accountKey = fromHex(hex);
+      const accountKey = accountParam(request.params.account);
       const mailboxIds = await store.devicesOfAccount(accountKey);
       if (mailboxIds.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no device of this account is registered on this node');
-      return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds });
+      const list = await store.deviceList(accountKey);
+      return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds, deviceList: list?.encoded ?? new Uint8Array(0) });
     });
   };
 }

@@ -72,7 +72,8 @@ export function usernameRoutes(svc: NodeServices) {
   const { ctx, store, config } = svc;
   const record = async (namespace: string, username: string) => {
     const row = await store.username(namespace, username);
-    return { namespace, username, ownerKey: row?.ownerKey ?? new Uint8Array(0), mailboxIds: row ? await store.devicesOfAccount(row.ownerKey) : [] };
+    const list = row ? await store.deviceList(row.ownerKey) : undefined;
+    return { namespace, username, ownerKey: row?.ownerKey ?? new Uint8Array(0), mailboxIds: row ? await store.devicesOfAccount(row.ownerKey) : [], deviceList: list?.encoded ?? new Uint8Array(0) };
   };
 
   return async (app: FastifyInstance): Promise<void> => {

@@ -117,9 +117,9 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.fail(frame.requestId, new ProtocolError(ErrorCode.AUTH_REQUIRED, 'authenticate first'), CloseCode.AUTH_FAILED);
       return;
     }
-    const { ctx, issuer, hub } = this.deps;
+    const { ctx, issuer, hub, store } = this.deps;
     try {
-      const device = await verifyDeviceAuth(ctx, issuer, frame.body.value, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
+      const device = await verifyDeviceAuth(ctx, issuer, store, frame.body.value, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
       this.#mailbox = device.mailbox;
       this.mailboxKey = toHex(device.mailbox);
     } catch (e) {

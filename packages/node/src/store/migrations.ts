@@ -167,4 +167,19 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 5,
+    name: 'device lists: the current account-signed device list per account',
+    sql: `
+      -- The newest device list per account (docs/spec/02-keys.md §2.5), verified before it is
+      -- written. The node enforces it: a device whose mailbox it does not name is refused and its
+      -- directory entry deleted. epoch is copied out of the encoding for the compare-and-set.
+      CREATE TABLE device_lists (
+        account_key BLOB PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        encoded BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];

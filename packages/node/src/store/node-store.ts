@@ -95,6 +95,12 @@ export interface ClaimedKeys {
 /** A verified key upload (PUT /v1/keys), applied as one transaction. */
 export interface KeyPublication {
   readonly mailbox: Uint8Array;
+  /**
+   * The epoch of the account's device list the caller checked this device against (it is listed
+   * there). The store writes nothing and answers 'list-changed' unless the stored list still has
+   * this epoch: a revocation that commits between the check and the upload always wins.
+   */
+  readonly deviceListEpoch: number;
   readonly accountKey: Uint8Array;
   readonly certificate: Uint8Array;
   readonly issuedAt: number;
@@ -104,6 +110,31 @@ export interface KeyPublication {
   readonly kemPreKeys: readonly { id: number; encoded: Uint8Array }[];
   readonly now: number;
 }
+
+/** An account's current device list (docs/spec/02-keys.md §2.5) as stored: verified before it was written. */
+export interface StoredDeviceList {
+  readonly epoch: number;
+  /** The DeviceList encoding (@meshwhisper/crypto encodeDeviceList), signature included. */
+  readonly encoded: Uint8Array;
+}
+
+/** A verified device-list publication (PUT /v1/device-list), applied as one transaction. */
+export interface DeviceListPublication {
+  readonly accountKey: Uint8Array;
+  readonly epoch: number;
+  readonly encoded: Uint8Array;
+  /** Compare-and-set: the stored list's epoch the caller verified against (undefined: none stored). */
+  readonly expectedEpoch: number | undefined;
+  /**
+   * Mailbox ids of the devices the list names. Every other device registered to the account is
+   * deleted (exactly as deleteDevices) in the same transaction: a revoked device loses its keys,
+   * queue and push endpoint the moment the list that drops it is stored.
+   */
+  readonly listedMailboxes: readonly Uint8Array[];
+  readonly now: number;
+}
+
+export type DeviceListOutcome = { readonly ok: true; readonly removed: Uint8Array[] } | { readonly ok: false; readonly reason: 'conflict' };
 
 export interface UsernameRow {
   readonly ownerKey: Uint8Array;
@@ -175,15 +206,25 @@ export interface NodeStore {
   /**
    * Applies a verified upload: the certificate replaces the stored one only if not older; prekeys
    * already in a pool keep their first upload. 'other-account' (nothing written) when the device
-   * is registered to another account.
+   * is registered to another account; 'list-changed' (nothing written) when the account's stored
+   * device list no longer has epoch `deviceListEpoch`.
    */
-  publishKeys(p: KeyPublication): Promise<'ok' | 'other-account'>;
+  publishKeys(p: KeyPublication): Promise<'ok' | 'other-account' | 'list-changed'>;
   /** Atomically takes one one-time prekey and one one-time KEM prekey (see ClaimedKeys); nothing taken with consume=false. */
   claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined>;
   /** Everything held for these devices: directory entry, prekeys, mailbox, tokens, push endpoint, media budget. */
   deleteDevices(mailboxes: readonly Uint8Array[]): Promise<void>;
-  /** The account's devices (as deleteDevices), usernames and archive record, in one transaction. Returns the deleted mailboxes. */
+  /** The account's devices (as deleteDevices), usernames, archive record and device list, in one transaction. Returns the deleted mailboxes. */
   deleteAccount(accountKey: Uint8Array): Promise<Uint8Array[]>;
+
+  // ── Device lists (docs/spec/02-keys.md §2.5) ──
+  /** The account's current device list, if one was published. */
+  deviceList(accountKey: Uint8Array): Promise<StoredDeviceList | undefined>;
+  /**
+   * Stores the list if the stored epoch is still `expectedEpoch` (else 'conflict', nothing
+   * written), and deletes the account's devices it does not name; returns their mailbox ids.
+   */
+  publishDeviceList(p: DeviceListPublication): Promise<DeviceListOutcome>;
 
   // ── Usernames ──
   username(namespace: string, username: string): Promise<UsernameRow | undefined>;

@@ -106,4 +106,18 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       CREATE TABLE leases (job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
     `,
   },
+  {
+    version: 2,
+    name: 'device lists (as SQLite migration 5)',
+    sql: `
+      -- The newest account-signed device list per account (docs/spec/02-keys.md §2.5), verified
+      -- before it is written; epoch copied out of the encoding for the compare-and-set.
+      CREATE TABLE device_lists (
+        account_key BYTEA PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        encoded BYTEA NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+    `,
+  },
 ];

@@ -33,6 +33,8 @@ import type {
   AckRequest,
   ArchiveRow,
   ClaimedKeys,
+  DeviceListOutcome,
+  DeviceListPublication,
   DeviceRecord,
   EnqueueItem,
   EnqueueOutcome,
@@ -44,6 +46,7 @@ import type {
   NodeStore,
   PoolCounts,
   StoreHealth,
+  StoredDeviceList,
   StoredEnvelope,
   UsernameRow,
 } from './node-store.js';
@@ -522,9 +525,14 @@ export class PgNodeStore implements NodeStore {
     return { oneTimePreKeys: r.rows[0]!.otk, kemPreKeys: r.rows[0]!.kem };
   }
 
-  async publishKeys(p: KeyPublication): Promise<'ok' | 'other-account'> {
+  async publishKeys(p: KeyPublication): Promise<'ok' | 'other-account' | 'list-changed'> {
     const mailbox = buf(p.mailbox);
-    return this.#tx(async (q) => {
+    return this.#tx(async (q): Promise<'ok' | 'other-account' | 'list-changed'> => {
+      // The list row stays share-locked to the commit: a publishDeviceList (FOR UPDATE) waits for
+      // this upload and then deletes the device if its list drops it; one that committed first is
+      // seen here (READ COMMITTED reads the newest version of a row it locks).
+      const list = (await q<{ epoch: string | number }>('SELECT epoch FROM device_lists WHERE account_key = $1 FOR SHARE', [buf(p.accountKey)])).rows[0];
+      if (!list || Number(list.epoch) !== p.deviceListEpoch) return 'list-changed';
       for (;;) {
         const existing = (await q<{ account_key: Buffer; issued_at: number }>('SELECT account_key, issued_at FROM devices WHERE mailbox = $1 FOR NO KEY UPDATE', [mailbox])).rows[0];
         if (!existing) {
@@ -605,7 +613,33 @@ export class PgNodeStore implements NodeStore {
       await this.#deleteDevicesTx(q, boxes);
       await q('DELETE FROM usernames WHERE owner_key = $1', [account]);
       await q('DELETE FROM archives WHERE account_key = $1', [account]);
+      await q('DELETE FROM device_lists WHERE account_key = $1', [account]);
       return boxes.map(u8);
+    });
+  }
+
+  // ── Device lists ──
+
+  async deviceList(accountKey: Uint8Array): Promise<StoredDeviceList | undefined> {
+    const r = await this.#q<{ epoch: string | number; encoded: Buffer }>('SELECT epoch, encoded FROM device_lists WHERE account_key = $1', [buf(accountKey)]);
+    const row = r.rows[0];
+    return row ? { epoch: Number(row.epoch), encoded: u8copy(row.encoded) } : undefined;
+  }
+
+  async publishDeviceList(p: DeviceListPublication): Promise<DeviceListOutcome> {
+    const account = buf(p.accountKey);
+    const listed = new Set(p.listedMailboxes.map((m) => buf(m).toString('hex')));
+    return this.#tx(async (q): Promise<DeviceListOutcome> => {
+      // Compare-and-set on the epoch; the row lock orders this against concurrent key uploads.
+      const written =
+        p.expectedEpoch === undefined
+          ? await q('INSERT INTO device_lists (account_key, epoch, encoded, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (account_key) DO NOTHING', [account, p.epoch, buf(p.encoded), p.now])
+          : await q('UPDATE device_lists SET epoch = $2, encoded = $3, updated_at = $4 WHERE account_key = $1 AND epoch = $5', [account, p.epoch, buf(p.encoded), p.now, p.expectedEpoch]);
+      if (written.rowCount === 0) return { ok: false, reason: 'conflict' };
+      const boxes = (await q<{ mailbox: Buffer }>('SELECT mailbox FROM devices WHERE account_key = $1 ORDER BY mailbox', [account])).rows.map((r) => r.mailbox);
+      const removed = boxes.filter((m) => !listed.has(m.toString('hex')));
+      await this.#deleteDevicesTx(q, removed);
+      return { ok: true, removed: removed.map(u8copy) };
     });
   }
 

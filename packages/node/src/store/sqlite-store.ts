@@ -24,6 +24,7 @@ import { dirname, join } from 'node:path';
 import type { Sqlite } from './db.js';
 import { openDatabase } from './db.js';
 import { SqliteBlobs } from './blobs.js';
+import { SqliteDeviceLists } from './device-lists.js';
 import { SqliteDirectory } from './directory.js';
 import { SqliteMailbox } from './mailbox.js';
 import { SqlitePush } from './push.js';
@@ -33,6 +34,8 @@ import type {
   AckRequest,
   ArchiveRow,
   ClaimedKeys,
+  DeviceListOutcome,
+  DeviceListPublication,
   DeviceRecord,
   EnqueueItem,
   EnqueueOutcome,
@@ -45,6 +48,7 @@ import type {
   PoolCounts,
   PushTarget,
   StoreHealth,
+  StoredDeviceList,
   StoredEnvelope,
   UsernameRow,
 } from './node-store.js';
@@ -78,6 +82,7 @@ export class SqliteNodeStore implements NodeStore {
   readonly #usernames: SqliteUsernames;
   readonly #blobs: SqliteBlobs;
   readonly #push: SqlitePush;
+  readonly #lists: SqliteDeviceLists;
   readonly #now: () => number;
   readonly #openedAt: number;
   readonly #reserveFile: string;
@@ -98,6 +103,7 @@ export class SqliteNodeStore implements NodeStore {
     this.#usernames = new SqliteUsernames(this.#db);
     this.#blobs = new SqliteBlobs(this.#db);
     this.#push = new SqlitePush(this.#db);
+    this.#lists = new SqliteDeviceLists(this.#db);
     this.#now = options.now ?? Date.now;
     this.#openedAt = this.#now();
     this.#onHealth = options.onHealth;
@@ -259,8 +265,11 @@ export class SqliteNodeStore implements NodeStore {
     return this.#directory.counts(mailbox);
   }
 
-  async publishKeys(p: KeyPublication): Promise<'ok' | 'other-account'> {
-    return this.#tx(() => this.#directory.publish(p));
+  async publishKeys(p: KeyPublication): Promise<'ok' | 'other-account' | 'list-changed'> {
+    return this.#tx(() => {
+      if (this.#lists.get(p.accountKey)?.epoch !== p.deviceListEpoch) return 'list-changed';
+      return this.#directory.publish(p);
+    });
   }
 
   async claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined> {
@@ -286,8 +295,27 @@ export class SqliteNodeStore implements NodeStore {
       this.#deleteDevicesTx(mailboxes);
       this.#usernames.deleteOwnedBy(accountKey);
       this.#blobs.deleteArchive(accountKey);
+      this.#lists.delete(accountKey);
       return mailboxes;
     }, true);
+  }
+
+  // ── Device lists ──
+
+  async deviceList(accountKey: Uint8Array): Promise<StoredDeviceList | undefined> {
+    return this.#lists.get(accountKey);
+  }
+
+  async publishDeviceList(p: DeviceListPublication): Promise<DeviceListOutcome> {
+    const listed = new Set(p.listedMailboxes.map((m) => Buffer.from(m).toString('hex')));
+    // A revocation is a deletion: it must commit on a full disk, and leaves the WAL within FORGET_WITHIN_MS.
+    return this.#deleting((): DeviceListOutcome => {
+      if (this.#lists.get(p.accountKey)?.epoch !== p.expectedEpoch) return { ok: false, reason: 'conflict' };
+      this.#lists.put(p.accountKey, p.epoch, p.encoded, p.now);
+      const removed = this.#directory.devicesOfAccount(p.accountKey).filter((m) => !listed.has(Buffer.from(m).toString('hex')));
+      this.#deleteDevicesTx(removed);
+      return { ok: true, removed };
+    });
   }
 
   // ── Usernames ──

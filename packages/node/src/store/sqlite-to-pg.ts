@@ -42,7 +42,7 @@ interface TableSpec {
   readonly columns: readonly (readonly [name: string, type: PgType])[];
 }
 
-/** Every table of the SQLite schema (after its migration 4) with its PostgreSQL column types. */
+/** Every table of the SQLite schema (after its migration 5) with its PostgreSQL column types. */
 const TABLES: readonly TableSpec[] = [
   {
     table: 'devices',
@@ -86,6 +86,7 @@ const TABLES: readonly TableSpec[] = [
   { table: 'media', columns: [['id', 'text'], ['size', 'bigint'], ['expires_at', 'bigint']] },
   { table: 'media_budget', columns: [['mailbox', 'bytea'], ['budget_window', 'bigint'], ['bytes', 'bigint']] },
   { table: 'archives', columns: [['account_key', 'bytea'], ['archive_key', 'bytea'], ['size', 'bigint'], ['updated_at', 'bigint'], ['key_source', 'bytea']] },
+  { table: 'device_lists', columns: [['account_key', 'bytea'], ['epoch', 'bigint'], ['encoded', 'bytea'], ['updated_at', 'bigint']] },
   {
     table: 'push_registrations',
     columns: [

@@ -109,8 +109,11 @@ describe('PUT /v1/push', () => {
     expect([fcm.statusCode, code(fcm)]).toEqual([400, ErrorCode.BAD_REQUEST]);
   });
 
-  it('a device that has not uploaded its keys gets MW_NOT_FOUND', async () => {
+  it('a listed device that has not uploaded its keys gets MW_NOT_FOUND; an unlisted one MW_DEVICE_NOT_LISTED', async () => {
     const stranger = new TestDevice();
+    const unlisted = await putPush(t.node, stranger, web('https://fcm.googleapis.com/fcm/send/z'));
+    expect([unlisted.statusCode, code(unlisted)]).toEqual([403, ErrorCode.DEVICE_NOT_LISTED]);
+    await stranger.enlist(t.node);
     const res = await putPush(t.node, stranger, web('https://fcm.googleapis.com/fcm/send/z'));
     expect([res.statusCode, code(res)]).toEqual([404, ErrorCode.NOT_FOUND]);
   });

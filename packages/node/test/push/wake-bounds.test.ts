@@ -57,8 +57,10 @@ async function setup(sender: StubSender, n: number, retryDelayMs = () => 10) {
     rmSync(dir, { recursive: true, force: true });
   });
   const mailboxes = Array.from({ length: n }, () => new Uint8Array(randomBytes(32)));
+  // One account listing every device (the store does not decode the list: any bytes do).
+  await store.publishDeviceList({ accountKey: new Uint8Array(32), epoch: 1, encoded: new Uint8Array(8), expectedEpoch: undefined, listedMailboxes: mailboxes, now: 0 });
   for (const m of mailboxes) {
-    await store.publishKeys({ mailbox: m, accountKey: new Uint8Array(32), certificate: new Uint8Array(8), issuedAt: 0, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 0 });
+    await store.publishKeys({ mailbox: m, accountKey: new Uint8Array(32), certificate: new Uint8Array(8), issuedAt: 0, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 0, deviceListEpoch: 1 });
     await store.setPushTarget(m, { kind: 'fcm', registrationToken: `tok-${Buffer.from(m).toString('hex')}` }, 0);
   }
   const events = { sent: 0, failed: [] as string[] };

@@ -159,7 +159,7 @@ describe('removal', () => {
     const withPush = await deviceWithPush(t.node, subscription('/other-account'));
     expect((await putPush(t.node, first, subscription('/acct-1'))).statusCode).toBe(204);
     expect((await putPush(t.node, second, subscription('/acct-2'))).statusCode).toBe(204);
-    expect((await t.node.app.inject({ method: 'DELETE', url: '/v1/account', headers: { [AUTH_HEADER]: await first.authHeader(t.node, 'DELETE', '/v1/account') } })).statusCode).toBe(204);
+    expect((await first.deleteAccount(t.node)).statusCode).toBe(204);
     expect(registrations(first.mailbox)).toBe(0);
     expect(registrations(second.mailbox)).toBe(0);
     expect(registrations(withPush.mailbox)).toBe(1); // another account's endpoint is untouched

@@ -35,11 +35,27 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
       await factory.destroy(location);
     });
 
+    /**
+     * Adds `mailbox` to the account's device list (a new list, one epoch up, naming the account's
+     * registered devices and it) and returns the new epoch. The store never decodes the list, so
+     * arbitrary bytes stand in for the encoding.
+     */
+    const enlist = async (store: NodeStore, accountKey: Uint8Array, mailbox: Uint8Array): Promise<number> => {
+      const current = await store.deviceList(accountKey);
+      const epoch = (current?.epoch ?? 0) + 1;
+      const listedMailboxes = [...(await store.devicesOfAccount(accountKey)), mailbox];
+      expect(await store.publishDeviceList({ accountKey, epoch, encoded: bytes(60, epoch), expectedEpoch: current?.epoch, listedMailboxes, now: clock })).toEqual({ ok: true, removed: [] });
+      return epoch;
+    };
+    type Publication = Omit<Parameters<NodeStore['publishKeys']>[0], 'deviceListEpoch'>;
+    /** publishKeys for a device put on its account's list first. */
+    const publishListed = async (store: NodeStore, p: Publication) => store.publishKeys({ ...p, deviceListEpoch: await enlist(store, p.accountKey, p.mailbox) });
+
     /** A registered device (the mailbox exists) with one delivery token hash. */
     const device = async (store: NodeStore = s, account = bytes(32)): Promise<{ mailbox: Uint8Array; account: Uint8Array; tokenHash: Uint8Array }> => {
       const mailbox = bytes(32);
       expect(
-        await store.publishKeys({ mailbox, accountKey: account, certificate: bytes(40), issuedAt: 1, signedPreKey: bytes(50), lastResortKemPreKey: bytes(60), oneTimePreKeys: [], kemPreKeys: [], now: clock }),
+        await publishListed(store, { mailbox, accountKey: account, certificate: bytes(40), issuedAt: 1, signedPreKey: bytes(50), lastResortKemPreKey: bytes(60), oneTimePreKeys: [], kemPreKeys: [], now: clock }),
       ).toBe('ok');
       const tokenHash = bytes(32);
       await store.setDeliveryTokens(mailbox, [tokenHash]);
@@ -209,7 +225,7 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
     });
 
     describe('key directory', () => {
-      const publication = (mailbox: Uint8Array, accountKey: Uint8Array, issuedAt: number, extra: Partial<Parameters<NodeStore['publishKeys']>[0]> = {}) => ({
+      const publication = (mailbox: Uint8Array, accountKey: Uint8Array, issuedAt: number, extra: Partial<Publication> = {}): Publication => ({
         mailbox,
         accountKey,
         certificate: bytes(40, issuedAt),
@@ -226,14 +242,14 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         const m = bytes(32);
         const acct = bytes(32);
         const otk = (id: number) => ({ id, encoded: bytes(33, id) });
-        expect(await s.publishKeys(publication(m, acct, 5, { signedPreKey: bytes(10, 1), lastResortKemPreKey: bytes(10, 2), oneTimePreKeys: [otk(1), otk(2)], kemPreKeys: [otk(7)] }))).toBe('ok');
-        expect(await s.publishKeys(publication(m, acct, 3, { oneTimePreKeys: [{ id: 1, encoded: bytes(33, 99) }, otk(3)] }))).toBe('ok');
+        expect(await publishListed(s, publication(m, acct, 5, { signedPreKey: bytes(10, 1), lastResortKemPreKey: bytes(10, 2), oneTimePreKeys: [otk(1), otk(2)], kemPreKeys: [otk(7)] }))).toBe('ok');
+        expect(await publishListed(s, publication(m, acct, 3, { oneTimePreKeys: [{ id: 1, encoded: bytes(33, 99) }, otk(3)] }))).toBe('ok');
         const d = (await s.device(m))!;
         expect(d.issuedAt).toBe(5);
         expect(d.certificate).toEqual(bytes(40, 5));
         expect(d.signedPreKey).toEqual(bytes(10, 1));
         expect(await s.preKeyCounts(m)).toEqual({ oneTimePreKeys: 3, kemPreKeys: 1 });
-        expect(await s.publishKeys(publication(m, bytes(32), 9))).toBe('other-account');
+        expect(await publishListed(s, publication(m, bytes(32), 9))).toBe('other-account');
         expect((await s.device(m))!.issuedAt).toBe(5);
         expect((await s.devicesOfAccount(acct)).map(hex)).toEqual([hex(m)]);
         // Claims: lowest id first, then the last-resort KEM key; nothing consumed with consume=false.
@@ -246,14 +262,14 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         expect(await s.preKeyCounts(m)).toEqual({ oneTimePreKeys: 2, kemPreKeys: 0 });
         expect((await s.claimPreKeys(m, true))!.kemPreKey).toEqual(bytes(10, 2));
         const bare = bytes(32);
-        await s.publishKeys(publication(bare, acct, 1));
+        await publishListed(s, publication(bare, acct, 1));
         expect(await s.claimPreKeys(bare, true)).toBeUndefined(); // no signed prekey: never an incomplete bundle
         expect(await s.claimPreKeys(bytes(32), true)).toBeUndefined();
       });
 
       it('concurrent claims never hand out one prekey twice', async () => {
         const m = bytes(32);
-        await s.publishKeys(publication(m, bytes(32), 1, { signedPreKey: bytes(10), lastResortKemPreKey: bytes(10), oneTimePreKeys: Array.from({ length: 20 }, (_, i) => ({ id: i, encoded: bytes(33, i) })) }));
+        await publishListed(s, publication(m, bytes(32), 1, { signedPreKey: bytes(10), lastResortKemPreKey: bytes(10), oneTimePreKeys: Array.from({ length: 20 }, (_, i) => ({ id: i, encoded: bytes(33, i) })) }));
         const other = await open();
         const claims = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 ? s : other).claimPreKeys(m, true)));
         const taken = claims.map((c) => c!.oneTimePreKey).filter((k) => k !== undefined).map(hex);
@@ -287,6 +303,76 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         expect(await s.archiveKeySource(acct)).toBeUndefined();
         expect(await all(s, c.mailbox)).toHaveLength(1); // others untouched
         expect(await s.queueTotals()).toEqual({ envelopes: 1, bytes: 100 });
+      });
+    });
+
+    describe('device lists', () => {
+      it('stores the newest list per account with compare-and-set on the epoch; survives reopening', async () => {
+        const acct = bytes(32);
+        expect(await s.deviceList(acct)).toBeUndefined();
+        const first = { accountKey: acct, epoch: 1, encoded: bytes(70, 1), expectedEpoch: undefined, listedMailboxes: [], now: clock };
+        expect(await s.publishDeviceList(first)).toEqual({ ok: true, removed: [] });
+        expect(await s.deviceList(acct)).toEqual({ epoch: 1, encoded: bytes(70, 1) });
+        // A writer that verified against "no list" (or against epoch 2) lost the race: nothing written.
+        expect(await s.publishDeviceList({ ...first, epoch: 5, encoded: bytes(70, 5) })).toEqual({ ok: false, reason: 'conflict' });
+        expect(await s.publishDeviceList({ ...first, epoch: 5, encoded: bytes(70, 5), expectedEpoch: 2 })).toEqual({ ok: false, reason: 'conflict' });
+        expect(await s.deviceList(acct)).toEqual({ epoch: 1, encoded: bytes(70, 1) });
+        expect(await s.publishDeviceList({ ...first, epoch: 2, encoded: bytes(70, 2), expectedEpoch: 1 })).toEqual({ ok: true, removed: [] });
+        expect(await s.deviceList(bytes(32))).toBeUndefined(); // other accounts untouched
+        const again = await open();
+        expect(await again.deviceList(acct)).toEqual({ epoch: 2, encoded: bytes(70, 2) });
+      });
+
+      it('concurrent publications on one expected epoch: exactly one wins', async () => {
+        const acct = bytes(32);
+        await s.publishDeviceList({ accountKey: acct, epoch: 1, encoded: bytes(70, 1), expectedEpoch: undefined, listedMailboxes: [], now: clock });
+        const other = await open();
+        const results = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => (i % 2 ? s : other).publishDeviceList({ accountKey: acct, epoch: 2 + i, encoded: bytes(70, 2 + i), expectedEpoch: 1, listedMailboxes: [], now: clock })),
+        );
+        expect(results.filter((r) => r.ok)).toHaveLength(1);
+        const won = results.findIndex((r) => r.ok);
+        expect(await s.deviceList(acct)).toEqual({ epoch: 2 + won, encoded: bytes(70, 2 + won) });
+      });
+
+      it('a list that drops a device deletes everything held for it, in the same transaction', async () => {
+        const acct = bytes(32);
+        const a = await device(s, acct);
+        const b = await device(s, acct);
+        const c = await device(); // another account
+        await s.enqueue([item(a.mailbox, a.tokenHash), item(b.mailbox, b.tokenHash), item(c.mailbox, c.tokenHash)], LIMITS);
+        await s.setPushTarget(b.mailbox, { kind: 'fcm', registrationToken: 'tok-b' }, clock);
+        const current = (await s.deviceList(acct))!;
+        const r = await s.publishDeviceList({ accountKey: acct, epoch: current.epoch + 1, encoded: bytes(70, 9), expectedEpoch: current.epoch, listedMailboxes: [a.mailbox, c.mailbox], now: clock });
+        expect(r.ok && r.removed.map(hex)).toEqual([hex(b.mailbox)]);
+        expect(await s.device(b.mailbox)).toBeUndefined();
+        expect(await all(s, b.mailbox)).toEqual([]);
+        expect(await s.checkRecipient(b.mailbox, b.tokenHash)).toBe('unknown-mailbox');
+        expect(await s.pushTarget(b.mailbox)).toBeUndefined();
+        expect((await s.devicesOfAccount(acct)).map(hex)).toEqual([hex(a.mailbox)]);
+        expect(await all(s, a.mailbox)).toHaveLength(1);
+        expect(await all(s, c.mailbox)).toHaveLength(1); // a mailbox of another account named in the list is not "kept" into this one
+        expect(await s.device(c.mailbox)).toBeDefined();
+      });
+
+      it('publishKeys refuses (writes nothing) when the list changed since the caller checked it', async () => {
+        const acct = bytes(32);
+        const m = bytes(32);
+        const epoch = await enlist(s, acct, m);
+        const p = { mailbox: m, accountKey: acct, certificate: bytes(40), issuedAt: 1, signedPreKey: bytes(50), lastResortKemPreKey: bytes(60), oneTimePreKeys: [{ id: 1, encoded: bytes(33) }], kemPreKeys: [], now: clock };
+        await s.publishDeviceList({ accountKey: acct, epoch: epoch + 1, encoded: bytes(70, 3), expectedEpoch: epoch, listedMailboxes: [], now: clock });
+        expect(await s.publishKeys({ ...p, deviceListEpoch: epoch })).toBe('list-changed');
+        expect(await s.device(m)).toBeUndefined();
+        expect(await s.preKeyCounts(m)).toEqual({ oneTimePreKeys: 0, kemPreKeys: 0 });
+        expect(await s.publishKeys({ ...p, accountKey: bytes(32), deviceListEpoch: 1 })).toBe('list-changed'); // an account without a list
+        expect(await s.publishKeys({ ...p, deviceListEpoch: epoch + 1 })).toBe('ok');
+      });
+
+      it('deleteAccount deletes the device list', async () => {
+        const a = await device();
+        expect(await s.deviceList(a.account)).toBeDefined();
+        await s.deleteAccount(a.account);
+        expect(await s.deviceList(a.account)).toBeUndefined();
       });
     });
 

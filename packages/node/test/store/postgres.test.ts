@@ -65,7 +65,9 @@ describe('PostgreSQL specifics', () => {
         const boxes: Uint8Array[] = [];
         for (let i = 0; i < 4; i++) {
           const mailbox = bytes(32);
-          await stores[0]!.publishKeys({ mailbox, accountKey: bytes(32), certificate: bytes(10), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1 });
+          const accountKey = bytes(32);
+          await stores[0]!.publishDeviceList({ accountKey, epoch: 1, encoded: bytes(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
+          await stores[0]!.publishKeys({ mailbox, accountKey, certificate: bytes(10), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
           boxes.push(mailbox);
         }
         // Each group touches several mailboxes in different orders (lock-order test).

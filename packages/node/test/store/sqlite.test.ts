@@ -80,7 +80,8 @@ describe('SQLite specifics', () => {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
       const mailbox = new Uint8Array(32).fill(3);
       const token = new Uint8Array(32).fill(4);
-      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1 });
+      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
+      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
       await s.setDeliveryTokens(mailbox, [token]);
       const item = (id: number) => ({ id: new Uint8Array(16).fill(id), mailbox, payload: new Uint8Array([id]), receivedAt: 1, tokenHash: token });
       const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };

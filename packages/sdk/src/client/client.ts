@@ -6,9 +6,9 @@
  * through a `Transport` (transport.ts). One instance per device identity; any number of instances
  * can live in one process (no singletons). Everything the node sees is sealed ciphertext.
  */
-import type { AccountKeyPair, CryptoContext, DeviceAddress, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
-import { computeSafetyNumber, createContext, deviceAddress, equalBytes, fromHex, mailboxIdOf, safetyNumberGroups, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
-import { ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
+import type { AccountKeyPair, CryptoContext, DeviceAddress, DeviceList, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
+import { computeSafetyNumber, createContext, deviceAddress, equalBytes, fromHex, mailboxIdOf, safetyNumberGroups, signAccountDeletion, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
+import { AccountDeletionRequestSchema, ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { DEFAULT_MAX_DEVICES, KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
@@ -16,6 +16,7 @@ import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
 import { Contacts } from './contacts.js';
+import { DeviceLists } from './device-lists.js';
 import { DeviceIdentity, DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
 import { Directory, checkAccountKey } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
@@ -27,7 +28,7 @@ import type { ConversationId } from './conversation.js';
 import { directConversation, toConversation } from './conversation.js';
 import { ensureLayout } from './layout.js';
 import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
-import { acceptLinkOffer, localOwnDeviceList, startLinkOffer } from './link.js';
+import { acceptLinkOffer, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
 import { makeLog } from './log.js';
 import type { FileAttachment, FileSource, SendFileOptions } from './media.js';
@@ -83,6 +84,7 @@ export class MeshWhisper {
   readonly #keys: DeviceKeys;
   readonly #log: Log;
   readonly #maxDevices: number;
+  readonly #lists: DeviceLists;
   #closed = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
   /** The token was given to the node (device socket authenticated): only then do peers get it. */
@@ -106,6 +108,7 @@ export class MeshWhisper {
     const events = (this.#events = new EventHub(log, isClosed));
     const emit = events.emit;
     this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
+    this.#lists = new DeviceLists({ ctx, storage, api: this.#api, emit, self: identity.certificate, account });
     this.#transport = new NodeTransport(this.#api, {
       ctx,
       identity,
@@ -144,6 +147,7 @@ export class MeshWhisper {
       accountKey: identity.certificate.accountKey,
       ownMailboxId: mailboxIdOf(ctx, identity.certificate.deviceSigningKey),
       directory: this.#directory,
+      lists: this.#lists,
       contacts: this.#contacts,
       timers: this.#timers,
       outbox: this.#outbox,
@@ -214,6 +218,8 @@ export class MeshWhisper {
     await ensureLayout(opts.storage);
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
     client.#deliveryToken = await loadDeliveryToken(ctx, opts.storage);
+    // The node accepts this device's keys and login only once the account's list names it.
+    await client.#lists.publishOwn();
     await client.publishKeys();
     // Envelopes sealed before a crash or while the node was unreachable go out now, as the same bytes.
     await client.flushOutbox();
@@ -356,7 +362,14 @@ export class MeshWhisper {
         nodeUrl: this.#nodeUrl,
         log: this.#log,
         maxDevices: this.#maxDevices,
-        ownList: localOwnDeviceList(this.#ctx, this.#storage, this.#identity, this.account),
+        // Linking adds the device through the account's list (signed one epoch up, published, kept).
+        ownList: {
+          held: () => this.#lists.held(),
+          add: (signingKey, o) => this.#lists.add(signingKey, o),
+          remove: async (deviceIndex) => {
+            await this.#lists.revoke(deviceIndex);
+          },
+        },
       },
       payload,
       options,
@@ -454,20 +467,62 @@ export class MeshWhisper {
    * erases its storage (identity, sessions, history) and the client closes. Irreversible.
    */
   async deleteAccount(): Promise<void> {
-    await this.#deleteAt('/v1/account');
+    this.#checkOpen();
+    // The node deletes an account only on the account key's statement (docs/spec/02-keys.md §2.8).
+    if (!this.account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only a manager device (one that holds the account key) can delete the account');
+    const own = (await this.#lists.held()) ?? (await this.#lists.fetch(this.accountKey));
+    if (!own) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device holds no device list for its account');
+    const statement = signAccountDeletion(this.#ctx, this.account, own.epoch, await this.#api.challenge());
+    const value = { accountKey: statement.accountKey, epoch: BigInt(statement.epoch), challenge: statement.challenge, signature: statement.signature };
+    const res = await this.#api.rawCall('DELETE', '/v1/account', undefined, { schema: AccountDeletionRequestSchema, value });
+    await this.#erase(res);
   }
 
   /** Removes this one device from the node (other devices of the account stay) and erases its storage. */
   async deleteDevice(): Promise<void> {
-    await this.#deleteAt('/v1/device');
+    this.#checkOpen();
+    await this.#erase(await this.#api.rawCall('DELETE', '/v1/device', this.#identity));
   }
 
-  async #deleteAt(path: string): Promise<void> {
-    this.#checkOpen();
-    const res = await this.#api.rawCall('DELETE', path, this.#identity);
+  async #erase(res: Response): Promise<void> {
     await res.body?.cancel();
     await this.#shutdown();
     await this.#storage.erase();
+  }
+
+  // ── Device lists (docs/spec/02-keys.md §2.5) ─────────────────────────────────────────────
+
+  /**
+   * The newest verified device list this device holds for an account (its own by default), fetched
+   * from the node and verified when none is held yet. Undefined when the account has none.
+   */
+  async deviceList(accountKey: Uint8Array = this.accountKey): Promise<DeviceList | undefined> {
+    this.#checkOpen();
+    checkAccountKey(accountKey);
+    return this.#lists.current(accountKey);
+  }
+  /** Fetches an account's list from the node now and verifies it against the one held (see deviceListWithheld). */
+  async refreshDeviceList(accountKey: Uint8Array = this.accountKey): Promise<DeviceList | undefined> {
+    this.#checkOpen();
+    checkAccountKey(accountKey);
+    return this.#lists.fetch(accountKey);
+  }
+  /**
+   * Manager devices only: puts another device's signing key on this account's list (the next free
+   * index, a new epoch), publishes it, and returns the index to certify that device with.
+   */
+  async addDevice(signingKey: Uint8Array, options: { manager?: boolean } = {}): Promise<{ deviceIndex: number; list: DeviceList }> {
+    this.#checkOpen();
+    return this.#lists.add(signingKey, options);
+  }
+  /**
+   * Manager devices only: removes the device with this index from the account's list. The node
+   * deletes it at once (keys, queued mail, connection) and peers refuse its messages from then on.
+   */
+  async revokeDevice(deviceIndex: number): Promise<DeviceList> {
+    this.#checkOpen();
+    if (!Number.isInteger(deviceIndex) || deviceIndex < 0) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'deviceIndex must be a non-negative integer');
+    return this.#lists.revoke(deviceIndex);
   }
 
   // ── Sending (docs/api.md) ─────────────────────────────────────────────────────────────────

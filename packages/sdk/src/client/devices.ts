@@ -13,15 +13,18 @@ import {
   encodeKemPreKey,
   encodeOneTimePreKey,
   encodeSignedPreKey,
+  encodeDeviceList,
   equalBytes,
   generateKemPreKeys,
   generateOneTimePreKeys,
   issueDeviceCertificate,
   rotatePreKeys,
+  toHex,
 } from '@meshwhisper/crypto';
 import { KeyUploadSchema, PreKeyCountsSchema } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { DELIVERY_TOKEN_LENGTH, KEY_CHECK_MS, PREKEY_BATCH, PREKEY_LOW_WATER } from '../constants.js';
+import { firstDeviceList } from './device-lists.js';
 import { SdkError } from './errors.js';
 import type { Log } from './log.js';
 import type { NodeApi } from './node-api.js';
@@ -48,7 +51,11 @@ export class DeviceIdentity implements LocalIdentity {
   }
 }
 
-/** Opens this device's identity, or creates account, device keys and certificate on first use. */
+/**
+ * Opens this device's identity, or creates account, device keys, certificate and the account's
+ * first device list (epoch 1, this device as its manager: docs/spec/02-keys.md §2.5) on first use.
+ * A device that was given its identity (a linked device) fetches its account's list at create().
+ */
 export async function openIdentity(ctx: CryptoContext, storage: ProtocolStorage): Promise<{ identity: LocalIdentity; account: AccountKeyPair | undefined }> {
   if (await storage.hasLocalIdentity()) {
     const identity = await storage.getLocalIdentity();
@@ -64,9 +71,12 @@ export async function openIdentity(ctx: CryptoContext, storage: ProtocolStorage)
   const account = AccountKeyPair.generate(ctx);
   const device = DeviceKeyPair.generate(ctx);
   const identity = { certificate: issueDeviceCertificate(ctx, account, device), device };
-  await storage.setLocalIdentity(identity);
+  const list = encodeDeviceList(firstDeviceList(ctx, account, identity.certificate));
   const seed = account.exportSeed();
+  // The list first: an identity is only ever stored with the list that names it.
+  await storage.setItem(Table.DeviceList, toHex(account.publicKey), list);
   await storage.setItem(Table.Self, 'account-seed', seed);
+  await storage.setLocalIdentity(identity);
   seed.fill(0);
   return { identity, account };
 }

@@ -12,7 +12,7 @@
  * between leaves a storage without identity, on which a new link simply starts again (the history
  * import skips what it already holds).
  */
-import type { AccountKeyPair, CryptoContext, DeviceList, LinkChannel, LocalIdentity } from '@meshwhisper/crypto';
+import type { AccountKeyPair, CryptoContext, DeviceList, LinkChannel } from '@meshwhisper/crypto';
 import {
   AccountKeyPair as AccountKeys,
   CryptoError,
@@ -32,7 +32,6 @@ import {
   findListedDevice,
   fromHex,
   issueDeviceCertificate,
-  issueDeviceList,
   mailboxIdOf,
   signLinkRequest,
   toHex,
@@ -84,46 +83,9 @@ export interface OwnDeviceList {
   remove(deviceIndex: number): Promise<void>;
 }
 
-/** Where the new device keeps the list it was granted (Table.Self; device-lists.ts reads it). */
-const OWN_LIST_KEY = 'device-list';
-
+/** Where the new device keeps the list it was granted: mw.device-list under its account key, where device-lists.ts reads it. */
 export async function keepGrantedList(store: Pick<StorageTx, 'setItem'>, list: DeviceList): Promise<void> {
-  await store.setItem(Table.Self, OWN_LIST_KEY, encodeDeviceList(list));
-}
-
-/**
- * Stand-in until the node stores device lists: the list this device signed last (Table.Self), or
- * epoch 1 naming this device alone; additions are signed and kept locally (nothing to publish).
- */
-export function localOwnDeviceList(ctx: CryptoContext, storage: ProtocolStorage, identity: LocalIdentity, account: AccountKeyPair | undefined): OwnDeviceList {
-  const held = async (): Promise<DeviceList | undefined> => {
-    const stored = await storage.getItem(Table.Self, OWN_LIST_KEY);
-    if (stored) return decodeDeviceList(stored);
-    if (!account) return undefined;
-    const c = identity.certificate;
-    return issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: c.deviceIndex, signingKey: c.deviceSigningKey, flags: DeviceFlag.Manager }] });
-  };
-  const change = async (f: (l: DeviceList) => { devices: DeviceList['devices']; nextDeviceIndex: number }): Promise<DeviceList> => {
-    const current = await held();
-    if (!current || !account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only a manager device can change the device list');
-    const next = issueDeviceList(ctx, account, { epoch: current.epoch + 1, ...f(current), successorCommitment: current.successorCommitment, extensions: current.extensions });
-    await keepGrantedList(storage, next);
-    return next;
-  };
-  return {
-    held,
-    async add(signingKey, options) {
-      let deviceIndex = -1;
-      const list = await change((l) => {
-        deviceIndex = l.nextDeviceIndex;
-        return { devices: [...l.devices, { deviceIndex, signingKey, flags: options.manager ? DeviceFlag.Manager : 0 }], nextDeviceIndex: deviceIndex + 1 };
-      });
-      return { deviceIndex, list };
-    },
-    async remove(deviceIndex) {
-      await change((l) => ({ devices: l.devices.filter((d) => d.deviceIndex !== deviceIndex), nextDeviceIndex: l.nextDeviceIndex }));
-    },
-  };
+  await store.setItem(Table.DeviceList, toHex(list.accountKey), encodeDeviceList(list));
 }
 
 // ── Public shapes (docs/api.md §Devices) ────────────────────────────────────────────────────

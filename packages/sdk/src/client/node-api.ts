@@ -102,8 +102,9 @@ export class NodeApi {
   }
 
   /** A request without a protobuf reply (e.g. 204): the checked response. */
-  async rawCall(method: string, path: string, auth: LocalIdentity): Promise<Response> {
-    return this.raw(method, path, { body: undefined, makeHeaders: async () => ({ [AUTH_HEADER]: await this.authHeader(auth, { method, path }) }) });
+  async rawCall<Req extends DescMessage>(method: string, path: string, auth: LocalIdentity | undefined, body?: { readonly schema: Req; readonly value: MessageInitShape<Req> }): Promise<Response> {
+    const bytes = body ? encodeBody(body.schema, body.value) : undefined;
+    return this.raw(method, path, { body: bytes, makeHeaders: async (): Promise<Record<string, string>> => (auth ? { [AUTH_HEADER]: await this.authHeader(auth, { method, path, body: bytes }) } : {}) });
   }
 
   async challenge(): Promise<Uint8Array> {

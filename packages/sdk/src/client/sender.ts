@@ -12,6 +12,7 @@ import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, OWN_DEVICES_TTL_MS, SESSION_OVERHEAD_BOUND, UNCONFIRMED_PRUNE_EVERY } from '../constants.js';
 import type { Contacts } from './contacts.js';
+import type { DeviceLists } from './device-lists.js';
 import { directConversation } from './conversation.js';
 import type { Directory } from './directory.js';
 import type { Emit } from './events.js';
@@ -59,6 +60,7 @@ export class Sender {
       /** This device's own mailbox (never mirrored to). */
       readonly ownMailboxId: Uint8Array;
       readonly directory: Directory;
+      readonly lists: DeviceLists;
       readonly contacts: Contacts;
       readonly timers: Timers;
       readonly outbox: Outbox;
@@ -180,7 +182,9 @@ export class Sender {
     const expireSeconds = setting ? (body.value.seconds ?? 0) : timer.seconds;
     const expireTimerVersion = setting ? timer.version + 1 : timer.version;
     const now = ctx.now();
-    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.deps.deliveryToken(), expireSeconds, expireTimerVersion, body });
+    // Our list's epoch: a peer holding an older list of ours refetches it (docs/spec/02-keys.md §2.5).
+    const deviceListEpoch = BigInt(await this.deps.lists.ownEpoch());
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.deps.deliveryToken(), expireSeconds, expireTimerVersion, deviceListEpoch, body });
     const id = toHex(messageId);
     // Keyed per recipient device, since one message fans out to several.
     const key = outboxKey(id, mailboxId);
@@ -311,7 +315,7 @@ export class Sender {
     const { mailboxes, accountKey } = await directory.resolve(to);
     for (const mailboxId of mailboxes) {
       const address = await directory.sessionFor(mailboxId, accountKey);
-      const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), body });
+      const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), deviceListEpoch: BigInt(await this.deps.lists.ownEpoch()), body });
       // The session's ephemeral key schedule: nothing advances, so a lost signal costs the
       // durable chain nothing (docs/protocol.md §6.5).
       const payload = await sealEphemeral(ctx, storage, address, toBinary(ContentSchema, content));

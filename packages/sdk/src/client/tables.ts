@@ -6,7 +6,7 @@ export const Table = {
   /**
    * This device's own settings (devices.ts, layout.ts, link.ts): 'delivery-token', 'account-seed',
    * 'layout', 'certificate-published' (u64 issuedAt of the certificate the node last accepted from
-   * us), 'device-list' (the account's device list as this device last signed or received it).
+   * us). (The account's own device list is in DeviceList, under its account key.)
    */
   Self: 'mw.self',
   /** Sealed envelopes not yet accepted by the node, by `${message id}:${mailbox hex}`: 32-byte mailbox id ‖ envelope (outbox.ts). */
@@ -33,4 +33,10 @@ export const Table = {
   Unconfirmed: 'mw.unconfirmed',
   /** The same entries by age, `${sent at, 15 digits}/${mailbox hex}/${message id hex}` → empty: pruning reads keys only (unconfirmed.ts). */
   UnconfirmedAge: 'mw.unconfirmed-age',
+  /**
+   * The newest verified device list of each account this device deals with — its own included —
+   * by account key hex: the DeviceList encoding (versioned by its first byte, account-signed)
+   * (device-lists.ts).
+   */
+  DeviceList: 'mw.device-list',
 } as const;

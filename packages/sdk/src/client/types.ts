@@ -172,4 +172,17 @@ export interface MeshWhisperEvents {
    * `connect()` takes the connection back (and stops the other one).
    */
   stopped: { readonly reason: StopReason; readonly message: string };
+  /**
+   * The node named a device of `accountKey` that the account's verified device list does not name
+   * (docs/spec/02-keys.md §2.5): nothing was encrypted to it. A node slipping its own device into a
+   * fan-out, or a lookup racing a revocation.
+   */
+  unlistedDevice: { readonly accountKey: Uint8Array; readonly mailboxId: Uint8Array };
+  /**
+   * The node served an older device list for `accountKey` (epoch `servedEpoch`) than one this device
+   * knows exists (`knownEpoch`: a list it verified before, or the epoch a message from that account
+   * stated). The node may be withholding a revocation or a new device: the newest list this device
+   * holds stays in force; tell the user if it persists (docs/threat-model.md §Device lists).
+   */
+  deviceListWithheld: { readonly accountKey: Uint8Array; readonly knownEpoch: number; readonly servedEpoch: number };
 }

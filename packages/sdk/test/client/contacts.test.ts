@@ -9,13 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket as WsClient, WebSocketServer } from 'ws';
-import { DeviceKeyPair, createContext, decodePreKeyBundle, equalBytes, issueDeviceCertificate, sealMessage, toHex } from '@meshwhisper/crypto';
+import { createContext, decodePreKeyBundle, equalBytes, sealMessage, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, ClaimRequestSchema, ClaimResultSchema, ContentSchema, EnvelopeClass, ErrorCode, SendRequestSchema, create, encodeBody, encodeFrame, fromBinary, toBinary } from '@meshwhisper/protocol';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { ProtocolStorage, SdkError, WebSocketConstructor } from '../../src/index.js';
 import { MeshWhisper, decodeContactCard, encodeContactCard, memoryStorage, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
-import { OPEN_RATE_LIMITS, startE2eNode } from './test-node.js';
+import { OPEN_RATE_LIMITS, addAccountDevice, startE2eNode } from './test-node.js';
 
 let t: E2eNode;
 const work = mkdtempSync(join(tmpdir(), 'mw-sdk-contacts-'));
@@ -315,14 +315,11 @@ describe('fan-out during an outage', () => {
     const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: OPEN_RATE_LIMITS };
     let n = await createNode(loadConfig(env), { metrics: false });
     let url = `http://127.0.0.1:${(await n.listen()).port}`;
-    const ctx = createContext();
     const files = ['fan-alice.db', 'fan-bob1.db', 'fan-bob2.db'].map((f) => join(work, f));
     let alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[0]! }) });
     let bob1 = await MeshWhisper.create({ node: url, namespace: 'test', storage: await openSqliteStorage({ path: files[1]! }) });
     const s2 = await openSqliteStorage({ path: files[2]! });
-    const d2 = DeviceKeyPair.generate(ctx);
-    await s2.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, bob1.account!, d2), device: d2 });
-    await s2.setItem('mw.self', 'account-seed', bob1.account!.exportSeed());
+    await addAccountDevice(bob1, s2);
     let bob2 = await MeshWhisper.create({ node: url, namespace: 'test', storage: s2 });
     const bob = { accountKey: bob1.accountKey, mailboxIds: [bob1.mailboxId, bob2.mailboxId] };
     const both = Promise.all([bob1.once('message'), bob2.once('message')]);
@@ -451,10 +448,7 @@ describe('deletion', () => {
     await hello;
     // Bob replaces this device: a new device of the same account, then the old one is deleted.
     const storage2 = await memoryStorage();
-    const ctx = createContext();
-    const device2 = DeviceKeyPair.generate(ctx);
-    await storage2.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, bob.account!, device2), device: device2 });
-    await storage2.setItem('mw.self', 'account-seed', bob.account!.exportSeed());
+    await addAccountDevice(bob, storage2);
     const bob2 = await client(storage2);
     const oldMailbox = bob.mailboxId;
     await bob.deleteDevice();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_FILE, createNode, loadConfig } from '@meshwhisper/node';
 import type { E2eNode } from './test-node.js';
-import { startE2eNode } from './test-node.js';
+import { addAccountDevice, startE2eNode } from './test-node.js';
 import type { IncomingMessage } from '../../src/index.js';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
 
@@ -141,7 +141,7 @@ describe('SDK client against a real node', () => {
           .join('\n');
       const holders = (needle: Buffer | string) => tables.filter((t) => dumpOf(t).includes(typeof needle === 'string' ? needle : needle.toString('latin1')));
       expect(holders(nameB)).toEqual(['usernames']);
-      expect(holders(Buffer.from(a.accountKey)).every((t) => ['devices', 'usernames'].includes(t))).toBe(true);
+      expect(holders(Buffer.from(a.accountKey)).every((t) => ['devices', 'usernames', 'device_lists'].includes(t))).toBe(true);
       const messages = dumpOf('messages');
       expect(messages.length).toBeGreaterThan(0);
       for (const k of [a.accountKey, a.mailboxId, b.accountKey]) expect(messages.includes(Buffer.from(k).toString('latin1'))).toBe(false);
@@ -291,16 +291,12 @@ describe('SDK client against a real node', () => {
   });
 
   it('identity: a new device of the same account is not a key change; a username moved to another account is detected and held; safety numbers', async () => {
-    const { DeviceKeyPair, createContext, issueDeviceCertificate } = await import('@meshwhisper/crypto');
-    const ctx = createContext();
     const alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
     const bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
     await bob.claimUsername('bob-id');
     // Bob's second device: certified by the same account key.
     const storage2 = await memoryStorage();
-    const device2 = DeviceKeyPair.generate(ctx);
-    await storage2.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, bob.account!, device2), device: device2 });
-    await storage2.setItem('mw.self', 'account-seed', bob.account!.exportSeed());
+    await addAccountDevice(bob, storage2);
     const bob2 = await MeshWhisper.create({ node: url, namespace: 'test', storage: storage2 });
     expect(Buffer.from(bob2.accountKey).equals(Buffer.from(bob.accountKey))).toBe(true);
 

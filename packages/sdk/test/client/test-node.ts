@@ -7,8 +7,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { DeviceKeyPair, createContext, issueDeviceCertificate } from '@meshwhisper/crypto';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { CreateNodeOptions, MeshWhisperNode } from '@meshwhisper/node';
+import type { MeshWhisper } from '../../src/index.js';
+import type { ProtocolStorage } from '../../src/storage/types.js';
 
 const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'link', 'link-create'];
 
@@ -53,4 +56,18 @@ export async function startE2eNode(env: Record<string, string> = {}, options: Cr
       rmSync(work, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Gives `storage` the identity of a new device of `primary`'s account: the primary (a manager)
+ * puts its key on the account's device list, certifies it with the index it got, and — like a
+ * manager-to-manager link — hands over the account seed. MeshWhisper.create on `storage` then
+ * fetches the list and registers. (QR linking between real devices is docs/api.md §Devices.)
+ */
+export async function addAccountDevice(primary: MeshWhisper, storage: ProtocolStorage): Promise<void> {
+  const ctx = createContext();
+  const device = DeviceKeyPair.generate(ctx);
+  const { deviceIndex } = await primary.addDevice(device.signingPublicKey, { manager: true });
+  await storage.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, primary.account!, device, { deviceIndex }), device });
+  await storage.setItem('mw.self', 'account-seed', primary.account!.exportSeed());
 }

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/directory.proto.
  */
 export const file_meshwhisper_v1_directory: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tZXNod2hpc3Blci92MS9kaXJlY3RvcnkucHJvdG8SDm1lc2h3aGlzcGVyLnYxIoYBCglLZXlVcGxvYWQSEwoLY2VydGlmaWNhdGUYASABKAwSFQoNc2lnbmVkX3ByZWtleRgCIAEoDBIYChBvbmVfdGltZV9wcmVrZXlzGAMgAygMEhMKC2tlbV9wcmVrZXlzGAQgAygMEh4KFmxhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBSABKAwifAoMUHJlS2V5Q291bnRzEhgKEG9uZV90aW1lX3ByZWtleXMYASABKA0SEwoLa2VtX3ByZWtleXMYAiABKA0SGQoRaGFzX3NpZ25lZF9wcmVrZXkYAyABKAgSIgoaaGFzX2xhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBCABKAgiIgoMQ2xhaW1SZXF1ZXN0EhIKCm1haWxib3hfaWQYASABKAwiHQoLQ2xhaW1SZXN1bHQSDgoGYnVuZGxlGAEgASgMIjoKDkFjY291bnREZXZpY2VzEhMKC2FjY291bnRfa2V5GAEgASgMEhMKC21haWxib3hfaWRzGAIgAygMYgZwcm90bzM");
+  fileDesc("Ch5tZXNod2hpc3Blci92MS9kaXJlY3RvcnkucHJvdG8SDm1lc2h3aGlzcGVyLnYxIoYBCglLZXlVcGxvYWQSEwoLY2VydGlmaWNhdGUYASABKAwSFQoNc2lnbmVkX3ByZWtleRgCIAEoDBIYChBvbmVfdGltZV9wcmVrZXlzGAMgAygMEhMKC2tlbV9wcmVrZXlzGAQgAygMEh4KFmxhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBSABKAwifAoMUHJlS2V5Q291bnRzEhgKEG9uZV90aW1lX3ByZWtleXMYASABKA0SEwoLa2VtX3ByZWtleXMYAiABKA0SGQoRaGFzX3NpZ25lZF9wcmVrZXkYAyABKAgSIgoaaGFzX2xhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBCABKAgiIgoMQ2xhaW1SZXF1ZXN0EhIKCm1haWxib3hfaWQYASABKAwiHQoLQ2xhaW1SZXN1bHQSDgoGYnVuZGxlGAEgASgMIk8KDkFjY291bnREZXZpY2VzEhMKC2FjY291bnRfa2V5GAEgASgMEhMKC21haWxib3hfaWRzGAIgAygMEhMKC2RldmljZV9saXN0GAMgASgMIigKEVB1Ymxpc2hEZXZpY2VMaXN0EhMKC2RldmljZV9saXN0GAEgASgMIicKEERldmljZUxpc3RSZWNvcmQSEwoLZGV2aWNlX2xpc3QYASABKAwiYgoWQWNjb3VudERlbGV0aW9uUmVxdWVzdBITCgthY2NvdW50X2tleRgBIAEoDBINCgVlcG9jaBgCIAEoBBIRCgljaGFsbGVuZ2UYAyABKAwSEQoJc2lnbmF0dXJlGAQgASgMYgZwcm90bzM");
 
 /**
  * PUT /v1/keys (device-authenticated; the DeviceAuth signature covers the SHA-256 of this body).
@@ -152,6 +152,15 @@ export type AccountDevices = Message<"meshwhisper.v1.AccountDevices"> & {
    * @generated from field: repeated bytes mailbox_ids = 2;
    */
   mailboxIds: Uint8Array[];
+
+  /**
+   * The account's current device list (DeviceList in the @meshwhisper/crypto encoding, signed by
+   * the account key; docs/spec/02-keys.md §2.5). A sender verifies it and encrypts only to the
+   * mailbox ids of devices it names; the node never returns a mailbox id of an unlisted device.
+   *
+   * @generated from field: bytes device_list = 3;
+   */
+  deviceList: Uint8Array;
 };
 
 /**
@@ -160,4 +169,81 @@ export type AccountDevices = Message<"meshwhisper.v1.AccountDevices"> & {
  */
 export const AccountDevicesSchema: GenMessage<AccountDevices> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_directory, 4);
+
+/**
+ * PUT /v1/device-list: publishes a new device list for its account. No DeviceAuth: the account
+ * signature inside the list is the authority. The node refuses a list whose signature does not
+ * verify, or whose epoch is not above the stored one (a byte-identical re-publish is a no-op).
+ *
+ * @generated from message meshwhisper.v1.PublishDeviceList
+ */
+export type PublishDeviceList = Message<"meshwhisper.v1.PublishDeviceList"> & {
+  /**
+   * @generated from field: bytes device_list = 1;
+   */
+  deviceList: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.PublishDeviceList.
+ * Use `create(PublishDeviceListSchema)` to create a new message.
+ */
+export const PublishDeviceListSchema: GenMessage<PublishDeviceList> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_directory, 5);
+
+/**
+ * GET /v1/accounts/{account key hex}/device-list, and the reply to PUT /v1/device-list: the
+ * account's current device list as the node holds it.
+ *
+ * @generated from message meshwhisper.v1.DeviceListRecord
+ */
+export type DeviceListRecord = Message<"meshwhisper.v1.DeviceListRecord"> & {
+  /**
+   * @generated from field: bytes device_list = 1;
+   */
+  deviceList: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.DeviceListRecord.
+ * Use `create(DeviceListRecordSchema)` to create a new message.
+ */
+export const DeviceListRecordSchema: GenMessage<DeviceListRecord> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_directory, 6);
+
+/**
+ * DELETE /v1/account: the account key's deletion statement (docs/spec/02-keys.md §2.8). The node
+ * deletes the account only on a statement that verifies under `account_key`, names the stored
+ * device list's epoch and a fresh, unused challenge of this node.
+ *
+ * @generated from message meshwhisper.v1.AccountDeletionRequest
+ */
+export type AccountDeletionRequest = Message<"meshwhisper.v1.AccountDeletionRequest"> & {
+  /**
+   * @generated from field: bytes account_key = 1;
+   */
+  accountKey: Uint8Array;
+
+  /**
+   * @generated from field: uint64 epoch = 2;
+   */
+  epoch: bigint;
+
+  /**
+   * @generated from field: bytes challenge = 3;
+   */
+  challenge: Uint8Array;
+
+  /**
+   * @generated from field: bytes signature = 4;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.AccountDeletionRequest.
+ * Use `create(AccountDeletionRequestSchema)` to create a new message.
+ */
+export const AccountDeletionRequestSchema: GenMessage<AccountDeletionRequest> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_directory, 7);
 
