@@ -529,3 +529,23 @@ describe('versions', () => {
     await new Promise<void>((r) => wss.close(() => r()));
   });
 });
+
+describe('outbox', () => {
+  it('a flush that meets an envelope being posted waits for that post: each sealed envelope reaches the node once (failed before: the same bytes twice, the recipient saw the copy as a second message)', async () => {
+    const alice = await client();
+    const bob = await client(undefined, { connect: false });
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < 10; i++) {
+      sends.push(alice.sendText(bob.mailboxId, `m${i}`));
+      // Flushes racing each post (as a reconnect or the retry timer would).
+      for (let j = 0; j < 3; j++) sends.push(alice.flushOutbox());
+      await new Promise((r) => setTimeout(r, j0(i)));
+    }
+    await Promise.all(sends);
+    expect((await t.node.services.store.mailboxStats(bob.mailboxId)).messages).toBe(10);
+    await Promise.all([alice.close(), bob.close()]);
+  });
+});
+
+/** Small varying pauses so posts and flushes interleave differently. */
+const j0 = (i: number): number => (i % 3) * 2;
