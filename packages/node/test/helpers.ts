@@ -104,6 +104,13 @@ export async function publishList(node: MeshWhisperNode, list: DeviceList | Uint
   return node.app.inject({ method: 'PUT', url: '/v1/device-list', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, payload: Buffer.from(encodeBody(PublishDeviceListSchema, { deviceList })) });
 }
 
+/** PUT /v1/device-list over a real socket (`base` = http://host:port): the account's list naming `d`. */
+export async function enlistOverHttp(base: string, d: TestDevice): Promise<void> {
+  const body = Buffer.from(encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(d.listed()) }));
+  const res = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body });
+  if (res.status !== 200) throw new Error(`device list: ${res.status} ${await res.text()}`);
+}
+
 export class TestDevice {
   readonly certificate: DeviceCertificate;
   readonly certificateBytes: Uint8Array;

@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUTH_HEADER, CONTENT_TYPE_PROTOBUF, ChallengeSchema, EnvelopeClass, KeyUploadSchema, SendRequestSchema, encodeBody, encodeDeviceAuthHeader, fromBinary, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
 import { buildNodeDist, nodeBin } from '../build-dist.js';
-import { TestDevice, ctx, generousLimits } from '../helpers.js';
+import { TestDevice, ctx, enlistOverHttp, generousLimits } from '../helpers.js';
 import { WsClient } from '../ws-client.js';
 import { PG_TEST_URL, dropSchema, freshSchema, pgQuery } from '../store/pg-test-db.js';
 import { MACHINE_NATS_URL } from './harness.js';
@@ -61,6 +61,7 @@ function startInstance(): Promise<{ port: number; proc: ChildProcess }> {
 
 async function register(port: number, d: TestDevice): Promise<void> {
   const base = `http://127.0.0.1:${port}`;
+  await enlistOverHttp(base, d);
   const body = encodeBody(KeyUploadSchema, d.keyUpload(1));
   const ch = fromBinary(ChallengeSchema, new Uint8Array(await (await fetch(`${base}/v1/auth/challenge`)).arrayBuffer())).challenge;
   const header = encodeDeviceAuthHeader(signDeviceAuth(ctx, d.device, d.certificateBytes, ch, requestDigest(ctx, 'PUT', '/v1/keys', body)));
