@@ -300,33 +300,45 @@ export class PgNodeStore implements NodeStore {
     if (items.length === 0) return [];
     // Mailboxes in byte order (lock order); within one mailbox the items keep their order (seq order).
     const order = items.map((_, i) => i).sort((i, j) => Buffer.compare(buf(items[i]!.mailbox), buf(items[j]!.mailbox)) || i - j);
+    const groups: { mailbox: Buffer; key: string; members: number[] }[] = [];
+    for (const i of order) {
+      const mailbox = buf(items[i]!.mailbox);
+      const last = groups.at(-1);
+      if (last && last.mailbox.equals(mailbox)) last.members.push(i);
+      else groups.push({ mailbox, key: mailbox.toString('hex'), members: [i] });
+    }
+    const boxes = groups.map((g) => g.mailbox);
     return this.#tx(async (q) => {
       const outcomes: EnqueueOutcome[] = new Array<EnqueueOutcome>(items.length);
-      for (let start = 0; start < order.length; ) {
-        const mailbox = buf(items[order[start]!]!.mailbox);
-        let end = start + 1;
-        while (end < order.length && buf(items[order[end]!]!.mailbox).equals(mailbox)) end++;
-        const group = order.slice(start, end);
-        start = end;
-        // KEY SHARE: a concurrent deletion of the device waits for this transaction (or we for it).
-        const exists = await q('SELECT 1 FROM devices WHERE mailbox = $1 FOR KEY SHARE', [mailbox]);
-        if (exists.rowCount === 0) {
-          for (const i of group) outcomes[i] = { ok: false, reason: 'unknown-mailbox' };
-          continue;
-        }
-        const tokens = new Set((await q<{ token_hash: Buffer }>('SELECT token_hash FROM delivery_tokens WHERE mailbox = $1', [mailbox])).rows.map((r) => r.token_hash.toString('hex')));
-        // The mailbox's writer lock (see the header).
-        const locked = await q<{ messages: number; bytes: number; tokenless: number; next_seq: number }>(
-          `INSERT INTO mailbox_stats (mailbox) VALUES ($1)
-           ON CONFLICT (mailbox) DO UPDATE SET next_seq = mailbox_stats.next_seq
-           RETURNING messages, bytes, tokenless, next_seq`,
-          [mailbox],
-        );
-        const s = { ...locked.rows[0]! };
+      // A handful of statements per group commit, whatever its size (each is a round trip):
+      // KEY SHARE on the recipients' device rows (a concurrent deletion waits for us, or we for it),
+      const known = new Set((await q<{ mailbox: Buffer }>('SELECT mailbox FROM devices WHERE mailbox = ANY($1::bytea[]) ORDER BY mailbox FOR KEY SHARE', [boxes])).rows.map((r) => r.mailbox.toString('hex')));
+      const live = groups.filter((g) => known.has(g.key));
+      for (const g of groups) if (!known.has(g.key)) for (const i of g.members) outcomes[i] = { ok: false, reason: 'unknown-mailbox' };
+      if (live.length === 0) return outcomes;
+      const liveBoxes = live.map((g) => g.mailbox);
+      const tokens = new Set((await q<{ mailbox: Buffer; token_hash: Buffer }>('SELECT mailbox, token_hash FROM delivery_tokens WHERE mailbox = ANY($1::bytea[])', [liveBoxes])).rows.map((r) => `${r.mailbox.toString('hex')}:${r.token_hash.toString('hex')}`));
+      // the mailboxes' writer locks (see the header), taken in byte order,
+      const locked = await q<{ mailbox: Buffer; messages: number; bytes: number; tokenless: number; next_seq: number }>(
+        `INSERT INTO mailbox_stats (mailbox) SELECT m FROM unnest($1::bytea[]) AS m ORDER BY m
+         ON CONFLICT (mailbox) DO UPDATE SET next_seq = mailbox_stats.next_seq
+         RETURNING mailbox, messages, bytes, tokenless, next_seq`,
+        [liveBoxes],
+      );
+      const stats = new Map(locked.rows.map((r) => [r.mailbox.toString('hex'), { messages: r.messages, bytes: r.bytes, tokenless: r.tokenless, next_seq: r.next_seq }]));
+      const rows: { mailbox: Buffer; seq: number; id: Buffer; payload: Buffer; receivedAt: number; withToken: boolean }[] = [];
+      const updates: { mailbox: Buffer; s: { messages: number; bytes: number; tokenless: number; next_seq: number }; evicted: number }[] = [];
+      for (const g of live) {
+        const s = stats.get(g.key)!;
         let evictedTotal = 0;
-        for (const i of group) {
+        // Without eviction every envelope fits: one multi-row INSERT at the end. A mailbox that
+        // may need evictions takes them statement by statement, in order (oldest tokenless first).
+        let addBytes = 0;
+        for (const i of g.members) addBytes += buf(items[i]!.payload).length;
+        const mayEvict = s.messages + g.members.length > limits.maxMessages || s.bytes + addBytes > limits.maxBytes;
+        for (const i of g.members) {
           const e = items[i]!;
-          if (e.tokenHash && !tokens.has(key(e.tokenHash))) {
+          if (e.tokenHash && !tokens.has(`${g.key}:${key(e.tokenHash)}`)) {
             outcomes[i] = { ok: false, reason: 'bad-token' };
             continue;
           }
@@ -344,13 +356,12 @@ export class PgNodeStore implements NodeStore {
             }
           }
           let evicted = 0;
-          while (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) {
-            // Oldest tokenless first, then the oldest envelope.
+          while (mayEvict && (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes)) {
             const victim = await q<{ size: number; with_token: boolean }>(
               `DELETE FROM messages WHERE mailbox = $1 AND seq = (
                  SELECT seq FROM messages WHERE mailbox = $1 ORDER BY with_token, seq LIMIT 1
                ) RETURNING length(payload)::bigint AS size, with_token`,
-              [mailbox],
+              [g.mailbox],
             );
             const v = victim.rows[0];
             if (!v) break;
@@ -360,7 +371,10 @@ export class PgNodeStore implements NodeStore {
             evicted++;
           }
           const seq = s.next_seq;
-          await q('INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token) VALUES ($1, $2, $3, $4, $5, $6)', [mailbox, seq, buf(e.id), payload, e.receivedAt, withToken]);
+          const row = { mailbox: g.mailbox, seq, id: buf(e.id), payload, receivedAt: e.receivedAt, withToken };
+          // On the eviction path a later eviction may pick this envelope: it must be in the table now.
+          if (mayEvict) await q('INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token) VALUES ($1, $2, $3, $4, $5, $6)', [row.mailbox, row.seq, row.id, row.payload, row.receivedAt, row.withToken]);
+          else rows.push(row);
           s.next_seq++;
           s.messages++;
           s.bytes += size;
@@ -368,16 +382,25 @@ export class PgNodeStore implements NodeStore {
           evictedTotal += evicted;
           outcomes[i] = { ok: true, envelope: { seq, id: e.id, payload: e.payload, receivedAt: e.receivedAt }, evicted };
         }
-        await q('UPDATE mailbox_stats SET messages = $2, bytes = $3, tokenless = $4, next_seq = $5, gap_evicted = gap_evicted + $6 WHERE mailbox = $1', [
-          mailbox,
-          s.messages,
-          s.bytes,
-          s.tokenless,
-          s.next_seq,
-          evictedTotal,
-        ]);
-        if (s.messages <= 0) await q('DELETE FROM mailbox_stats WHERE mailbox = $1 AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0', [mailbox]);
+        updates.push({ mailbox: g.mailbox, s, evicted: evictedTotal });
       }
+      // the envelopes, in one statement,
+      if (rows.length > 0) {
+        await q(
+          `INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token)
+           SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bigint[], $6::boolean[])`,
+          [rows.map((r) => r.mailbox), rows.map((r) => r.seq), rows.map((r) => r.id), rows.map((r) => r.payload), rows.map((r) => r.receivedAt), rows.map((r) => r.withToken)],
+        );
+      }
+      // and the counters, in one statement.
+      await q(
+        `UPDATE mailbox_stats AS s SET messages = u.messages, bytes = u.bytes, tokenless = u.tokenless, next_seq = u.next_seq, gap_evicted = s.gap_evicted + u.evicted
+         FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u (mailbox, messages, bytes, tokenless, next_seq, evicted)
+         WHERE s.mailbox = u.mailbox`,
+        [updates.map((u) => u.mailbox), updates.map((u) => u.s.messages), updates.map((u) => u.s.bytes), updates.map((u) => u.s.tokenless), updates.map((u) => u.s.next_seq), updates.map((u) => u.evicted)],
+      );
+      const empty = updates.filter((u) => u.s.messages <= 0).map((u) => u.mailbox);
+      if (empty.length > 0) await q('DELETE FROM mailbox_stats WHERE mailbox = ANY($1::bytea[]) AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0', [empty]);
       return outcomes;
     });
   }
@@ -406,26 +429,46 @@ export class PgNodeStore implements NodeStore {
   async ack(requests: readonly AckRequest[]): Promise<number[]> {
     this.#check();
     if (requests.length === 0) return [];
+    // Every (mailbox, id) pair of the group in one DELETE; each deleted row counts for the first
+    // request that named it (an id of another mailbox matches nothing).
+    const pairs: { mailbox: Buffer; id: Buffer }[] = [];
+    for (const r of requests) for (const id of r.ids) pairs.push({ mailbox: buf(r.mailbox), id: buf(id) });
     return this.#tx(async (q) => {
       await this.#lockMailboxes(q, requests.map((r) => buf(r.mailbox)));
-      const out: number[] = [];
-      for (const r of requests) {
-        if (r.ids.length === 0) {
-          out.push(0);
-          continue;
+      const out = requests.map(() => 0);
+      if (pairs.length === 0) return out;
+      const deleted = await q<{ mailbox: Buffer; id: Buffer; size: number; with_token: boolean }>(
+        `DELETE FROM messages AS m USING unnest($1::bytea[], $2::bytea[]) AS a (mailbox, id)
+         WHERE m.mailbox = a.mailbox AND m.id = a.id
+         RETURNING m.mailbox, m.id, length(m.payload)::bigint AS size, m.with_token`,
+        [pairs.map((x) => x.mailbox), pairs.map((x) => x.id)],
+      );
+      const gone = new Map(deleted.rows.map((r) => [`${r.mailbox.toString('hex')}:${r.id.toString('hex')}`, r]));
+      const perBox = new Map<string, { mailbox: Buffer; n: number; bytes: number; tokenless: number }>();
+      requests.forEach((r, i) => {
+        const m = buf(r.mailbox);
+        const mk = m.toString('hex');
+        for (const id of r.ids) {
+          const k = `${mk}:${buf(id).toString('hex')}`;
+          const row = gone.get(k);
+          if (!row) continue;
+          gone.delete(k); // counted once, for the first request naming it
+          out[i]!++;
+          const t = perBox.get(mk) ?? { mailbox: m, n: 0, bytes: 0, tokenless: 0 };
+          t.n++;
+          t.bytes += row.size;
+          if (!row.with_token) t.tokenless++;
+          perBox.set(mk, t);
         }
-        const mailbox = buf(r.mailbox);
-        const d = await q<{ n: number; bytes: number; tokenless: number }>(
-          `WITH d AS (DELETE FROM messages WHERE mailbox = $1 AND id = ANY($2::bytea[]) RETURNING length(payload) AS size, with_token)
-           SELECT count(*)::bigint AS n, coalesce(sum(size), 0)::bigint AS bytes, count(*) FILTER (WHERE NOT with_token)::bigint AS tokenless FROM d`,
-          [mailbox, r.ids.map(buf)],
+      });
+      const touched = [...perBox.values()];
+      if (touched.length > 0) {
+        await q(
+          `UPDATE mailbox_stats AS s SET messages = s.messages - u.n, bytes = s.bytes - u.bytes, tokenless = s.tokenless - u.tokenless
+           FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u (mailbox, n, bytes, tokenless) WHERE s.mailbox = u.mailbox`,
+          [touched.map((t) => t.mailbox), touched.map((t) => t.n), touched.map((t) => t.bytes), touched.map((t) => t.tokenless)],
         );
-        const { n, bytes, tokenless } = d.rows[0]!;
-        if (n > 0) {
-          await q('UPDATE mailbox_stats SET messages = messages - $2, bytes = bytes - $3, tokenless = tokenless - $4 WHERE mailbox = $1', [mailbox, n, bytes, tokenless]);
-          await q('DELETE FROM mailbox_stats WHERE mailbox = $1 AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0', [mailbox]);
-        }
-        out.push(n);
+        await q('DELETE FROM mailbox_stats WHERE mailbox = ANY($1::bytea[]) AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0', [touched.map((t) => t.mailbox)]);
       }
       return out;
     });
