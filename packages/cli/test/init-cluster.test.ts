@@ -101,7 +101,8 @@ describe('init --cluster', () => {
     await runInit({ dir, yes: true, cluster: true, url: 'http://localhost:8080' }, captureIo().io);
     const env = Object.fromEntries(parseEnv(readFileSync(join(dir, '.env'), 'utf8')));
     // Compose service names do not resolve here: the harness points the instances at the local services.
-    for (const k of ['DATABASE_URL', 'NATS_URL', 'DATA_DIR', 'HOST', 'PORT', 'RATE_LIMITS', 'METRICS_PORT', 'TRUST_PROXY']) delete env[k];
+    // The schema too: the harness gives each test a fresh one (never the shared database's public).
+    for (const k of ['DATABASE_URL', 'DATABASE_SCHEMA', 'NATS_URL', 'NATS_SUBJECT_PREFIX', 'DATA_DIR', 'HOST', 'PORT', 'RATE_LIMITS', 'METRICS_PORT', 'TRUST_PROXY']) delete env[k];
     const cluster = await startCluster(3, { env });
     const lbPort = await freePort();
     let cfg = readFileSync(join(dir, 'haproxy.cfg'), 'utf8').replace('bind :8080', `bind 127.0.0.1:${lbPort}`);
