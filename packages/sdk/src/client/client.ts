@@ -137,7 +137,7 @@ export class MeshWhisper {
         failed: (e) => log.error('receive.batch-failed', 'a delivered batch could not be processed; it was not acknowledged and will be delivered again', e),
       },
     });
-    this.#directory = new Directory({ ctx, storage, transport: this.#transport, emit, nodeUrl: opts.node, namespace: opts.namespace, holdOnIdentityChange: opts.holdOnIdentityChange !== false });
+    this.#directory = new Directory({ ctx, storage, transport: this.#transport, lists: this.#lists, emit, nodeUrl: opts.node, namespace: opts.namespace, holdOnIdentityChange: opts.holdOnIdentityChange !== false });
     this.#contacts = new Contacts(storage);
     this.#timers = new Timers({ ctx, storage, emit, log });
     this.#outbox = new Outbox({ storage, transport: this.#transport, directory: this.#directory, emit, log });
@@ -193,6 +193,7 @@ export class MeshWhisper {
       ctx,
       storage,
       accountKey: identity.certificate.accountKey,
+      lists: this.#lists,
       contacts: this.#contacts,
       directory: this.#directory,
       timers: this.#timers,
@@ -451,8 +452,9 @@ export class MeshWhisper {
     });
   }
   /** Resolves a username in this namespace. The node could lie: compare safety numbers before trusting it. */
-  lookupUsername(username: string): Promise<UsernameRecord> {
-    return this.#directory.lookupUsername(username);
+  async lookupUsername(username: string): Promise<UsernameRecord> {
+    const { namespace, accountKey, mailboxIds } = await this.#directory.lookupUsername(username);
+    return { namespace, username, accountKey, mailboxIds };
   }
   /** Trusts the account key the directory now names for `username` (after comparing safety numbers). */
   acceptIdentityChange(username: string): Promise<void> {
@@ -797,7 +799,7 @@ export class MeshWhisper {
   async contactCard(options: { username?: string } = {}): Promise<ContactCard> {
     let mailboxIds = [this.mailboxId];
     try {
-      mailboxIds = (await this.#transport.accountDevices(this.accountKey)).slice(0, CONTACT_CARD_MAX_MAILBOX_IDS);
+      mailboxIds = (await this.#transport.accountDevices(this.accountKey)).mailboxIds.slice(0, CONTACT_CARD_MAX_MAILBOX_IDS);
     } catch (e) {
       if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
     }

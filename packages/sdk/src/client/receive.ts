@@ -14,13 +14,15 @@
  * has not confirmed, encrypted anew (sender.resendUnconfirmed).
  */
 import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
-import { CryptoError, CryptoErrorCode, deviceAddress, equalBytes, mailboxIdOf, receiveSealed, toHex } from '@meshwhisper/crypto';
+import { CryptoError, CryptoErrorCode, assertDeviceListed, deviceAddress, equalBytes, mailboxIdOf, receiveSealed, toHex } from '@meshwhisper/crypto';
 import type { Content, Envelope, SentSync } from '@meshwhisper/protocol';
 import { ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, MAX_DISAPPEARING_SECONDS } from '../constants.js';
 import type { Contacts } from './contacts.js';
+import type { DeviceLists } from './device-lists.js';
+import { heldListIn } from './device-lists.js';
 import type { Directory } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Emit } from './events.js';
@@ -49,6 +51,27 @@ class ReceiveFailure extends Error {
   }
 }
 
+/**
+ * Thrown inside the ratchet transaction (which it rolls back: nothing is consumed) when the sender's
+ * device list must be fetched before the message can be judged: none is held, or the message states
+ * a newer epoch than the held one. The envelope is opened again once the list is fetched.
+ */
+class NeedDeviceList extends Error {
+  constructor(
+    readonly accountKey: Uint8Array,
+    readonly epoch: number,
+  ) {
+    super('the sender’s device list must be fetched first');
+  }
+}
+
+/** The list fetch failed (node unreachable…): the batch is not acknowledged and comes again — nothing is lost. */
+class DeviceListUnavailable extends Error {
+  constructor(readonly error: unknown) {
+    super('the sender’s device list could not be fetched');
+  }
+}
+
 /** What processing one envelope produced. */
 interface Outcome {
   readonly events: Pending[];
@@ -69,6 +92,7 @@ export class ReceivePipeline {
       readonly storage: ProtocolStorage;
       /** This device's own account (own-device sync is accepted only from it). */
       readonly accountKey: Uint8Array;
+      readonly lists: DeviceLists;
       readonly contacts: Contacts;
       readonly directory: Directory;
       readonly timers: Timers;
@@ -106,6 +130,7 @@ export class ReceivePipeline {
           delivered.set(from, list);
         }
       } catch (e) {
+        if (e instanceof DeviceListUnavailable) throw e.error; // the batch stays unacknowledged
         // A redelivery of something already processed (connection dropped before the ack) is a
         // duplicate at the ratchet: acknowledge it quietly. Anything else is reported, then acked
         // (it can never decrypt, and must not block the mailbox).
@@ -123,7 +148,29 @@ export class ReceivePipeline {
     }
   }
 
+  /**
+   * Opens one envelope. The sender's device must be on the newest device list held for its account
+   * (docs/spec/02-keys.md §2.5): when none is held, or the message states a newer epoch, the
+   * transaction is rolled back, the list fetched (a node that still serves an older one is reported:
+   * `deviceListWithheld`) and the envelope opened once more — then judged against the newest list.
+   */
   async #open(env: Envelope): Promise<{ outcome: Outcome; sender: DeviceCertificate }> {
+    try {
+      return await this.#openOnce(env, false);
+    } catch (e) {
+      if (!(e instanceof NeedDeviceList)) throw e;
+      try {
+        await this.deps.lists.current(e.accountKey, e.epoch);
+      } catch (fetchError) {
+        // A list that does not verify (a forgery, a fork) is the message's problem: reported below.
+        if (fetchError instanceof CryptoError) throw fetchError;
+        throw new DeviceListUnavailable(fetchError);
+      }
+      return this.#openOnce(env, true);
+    }
+  }
+
+  async #openOnce(env: Envelope, fetched: boolean): Promise<{ outcome: Outcome; sender: DeviceCertificate }> {
     const { ctx, storage } = this.deps;
     let outcome: Outcome | undefined;
     const r = await receiveSealed(ctx, storage, env.payload, {
@@ -140,7 +187,15 @@ export class ReceivePipeline {
         if (kind === 'ephemeral' && content.body.case !== 'typing' && content.body.case !== 'presence') {
           throw new SdkError(SdkErrorCode.PROTOCOL, `an ephemeral message may carry only typing or presence, not ${content.body.case ?? 'nothing'}`);
         }
-        outcome = await this.#apply(asStorageTx(tx), { content, from });
+        const stx = asStorageTx(tx);
+        // A revoked (or never listed) device cannot speak as its account: refused before anything
+        // of the message is applied; the CryptoError rolls the ratchet step back.
+        const list = await heldListIn(stx, from.accountKey);
+        const stated = Number(content.deviceListEpoch);
+        if (!fetched && (!list || list.epoch < stated)) throw new NeedDeviceList(from.accountKey, stated);
+        if (!list) throw new CryptoError(CryptoErrorCode.DEVICE_NOT_LISTED, 'receive', 'the sender’s account has no device list: none of its devices can be trusted');
+        assertDeviceListed(list, from, 'receive');
+        outcome = await this.#apply(stx, { content, from });
       },
     });
     const fromMailbox = mailboxIdOf(ctx, r.sender.deviceSigningKey);

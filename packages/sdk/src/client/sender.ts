@@ -6,7 +6,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext } from '@meshwhisper/crypto';
-import { MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
+import { CryptoError, CryptoErrorCode, MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
 import { ContentSchema, ReceiptKind, create, toBinary } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
@@ -99,14 +99,14 @@ export class Sender {
    * advances on the sender's other devices too (own-device sync).
    */
   async otherDevicesOf(accountKey: Uint8Array, except: Uint8Array): Promise<Uint8Array[]> {
-    const { ctx, transport } = this.deps;
+    const { ctx } = this.deps;
     const key = toHex(accountKey);
     const now = ctx.now();
     let cached = this.#accountDevices.get(key);
     if (!cached || now - cached.at >= OWN_DEVICES_TTL_MS) {
       let mailboxes: Uint8Array[] = [];
       try {
-        mailboxes = await transport.accountDevices(accountKey);
+        mailboxes = await this.#listedDevices(accountKey);
       } catch (e) {
         if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
       }
@@ -116,6 +116,16 @@ export class Sender {
     return cached.mailboxes.filter((m) => !equalBytes(m, except));
   }
 
+  /** The devices of an account the node names AND the account's verified device list names (directory.resolve); none listed: none. */
+  async #listedDevices(accountKey: Uint8Array): Promise<Uint8Array[]> {
+    try {
+      return (await this.deps.directory.resolve({ accountKey })).mailboxes;
+    } catch (e) {
+      if (e instanceof CryptoError && e.code === CryptoErrorCode.DEVICE_NOT_LISTED) return [];
+      throw e;
+    }
+  }
+
   /** Forgets the cached list of this account's other devices (a device was linked or revoked). */
   forgetOwnDevices(): void {
     this.#ownDevices = undefined;
@@ -123,12 +133,12 @@ export class Sender {
 
   /** The account's other devices, looked up at most every OWN_DEVICES_TTL_MS. */
   async ownDevices(): Promise<Uint8Array[]> {
-    const { ctx, transport, accountKey, ownMailboxId } = this.deps;
+    const { ctx, accountKey, ownMailboxId } = this.deps;
     const now = ctx.now();
     if (this.#ownDevices && now - this.#ownDevices.at < OWN_DEVICES_TTL_MS) return this.#ownDevices.mailboxes;
     let all: Uint8Array[] = [];
     try {
-      all = await transport.accountDevices(accountKey);
+      all = await this.#listedDevices(accountKey);
     } catch (e) {
       if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
     }

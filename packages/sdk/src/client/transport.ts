@@ -62,12 +62,24 @@ export interface Transport {
   send(envelope: OutgoingEnvelope): Promise<void>;
   /** A device's prekey bundle (encoded PreKeyBundle); consumes one-time prekeys. */
   claimBundle(mailboxId: Uint8Array): Promise<Uint8Array>;
-  /** Mailbox ids of every device of an account. */
-  accountDevices(accountKey: Uint8Array): Promise<Uint8Array[]>;
-  lookupUsername(namespace: string, username: string): Promise<UsernameRecord>;
+  /** Mailbox ids of every device of an account, with the account's device list as served (empty: none). */
+  accountDevices(accountKey: Uint8Array): Promise<AccountDevices>;
+  lookupUsername(namespace: string, username: string): Promise<UsernameLookup>;
   /** Resolves when everything received so far has been processed. */
   idle(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A device lookup: mailbox ids as the node names them, and the account's list to verify them against. */
+export interface AccountDevices {
+  readonly mailboxIds: Uint8Array[];
+  /** The DeviceList encoding as served (unverified; empty when the node sent none). */
+  readonly deviceList: Uint8Array;
+}
+
+/** A username lookup, with the owner's device list as served (unverified; empty: none). */
+export interface UsernameLookup extends UsernameRecord {
+  readonly deviceList: Uint8Array;
 }
 
 export type SendFailure = 'transient' | 'gone' | 'token-refused' | 'other';
@@ -119,14 +131,15 @@ export class NodeTransport implements Transport {
     return (await this.api.call('POST', '/v1/keys/claim', { body: { schema: ClaimRequestSchema, value: { mailboxId } }, reply: ClaimResultSchema })).bundle;
   }
 
-  async accountDevices(accountKey: Uint8Array): Promise<Uint8Array[]> {
-    return (await this.api.call('GET', `/v1/accounts/${toHex(accountKey)}/devices`, { reply: AccountDevicesSchema })).mailboxIds;
+  async accountDevices(accountKey: Uint8Array): Promise<AccountDevices> {
+    const r = await this.api.call('GET', `/v1/accounts/${toHex(accountKey)}/devices`, { reply: AccountDevicesSchema });
+    return { mailboxIds: r.mailboxIds, deviceList: r.deviceList };
   }
 
-  async lookupUsername(namespace: string, username: string): Promise<UsernameRecord> {
+  async lookupUsername(namespace: string, username: string): Promise<UsernameLookup> {
     const path = `/v1/usernames/${encodeURIComponent(namespace)}/${encodeURIComponent(username)}`;
     const r = await this.api.call('GET', path, { reply: UsernameRecordSchema });
-    return { namespace: r.namespace, username: r.username, accountKey: r.ownerKey, mailboxIds: r.mailboxIds };
+    return { namespace: r.namespace, username: r.username, accountKey: r.ownerKey, mailboxIds: r.mailboxIds, deviceList: r.deviceList };
   }
 
   idle(): Promise<void> {

@@ -366,9 +366,12 @@ describe('first contact by public key and by contact card', () => {
     expect((await bob.contactQrSvg()).startsWith('<svg')).toBe(true);
     expect(bob.safetyNumberQrSvg(alice.accountKey).startsWith('<svg')).toBe(true);
 
-    // A forged card: Bob's account key with Mallory's device. The device is not certified by Bob.
+    // A forged card: Bob's account key with Mallory's device. Bob's device list does not name it
+    // (nor does Bob certify it): refused before any bundle is claimed, and reported.
     const forged = { ...scanned, mailboxIds: [mallory.mailboxId] };
-    await expect(carol.sendText(forged, 'to bob?')).rejects.toMatchObject({ code: 'MW_CRYPTO_UNTRUSTED_IDENTITY' });
+    const unlisted = carol.once('unlistedDevice');
+    await expect(carol.sendText(forged, 'to bob?')).rejects.toMatchObject({ code: 'MW_CRYPTO_DEVICE_NOT_LISTED' });
+    expect(toHex((await unlisted).mailboxId)).toBe(toHex(mallory.mailboxId));
     await expect(carol.sendText({ ...scanned, node: 'https://elsewhere.example' }, 'x')).rejects.toMatchObject({ code: 'MW_SDK_INVALID_ARGUMENT' });
     await expect(carol.sendText({ accountKey: new Uint8Array(32).fill(7) }, 'x')).rejects.toMatchObject({ nodeCode: 'MW_NOT_FOUND' });
     await Promise.all([alice.close(), bob.close(), mallory.close(), carol.close()]);
