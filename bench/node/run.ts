@@ -389,7 +389,8 @@ function makeDevice(): Device {
 
 async function register(base: string, d: Device): Promise<void> {
   const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(d.list) });
-  if (listed.status !== 200) throw new Error(`PUT /v1/device-list: HTTP ${listed.status} ${await listed.text()}`);
+  // A BASELINE build from before device lists (issue 10 §2) has no such endpoint and needs none.
+  if (listed.status !== 200 && listed.status !== 404) throw new Error(`PUT /v1/device-list: HTTP ${listed.status} ${await listed.text()}`);
   await listed.arrayBuffer();
   const ch = await fetch(`${base}/v1/auth/challenge`);
   if (ch.status !== 200) throw new Error(`challenge: HTTP ${ch.status} ${await ch.text()}`);
