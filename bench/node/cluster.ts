@@ -24,14 +24,17 @@ import pg from 'pg';
 import WebSocket from 'ws';
 import {
   AccountKeyPair,
+  DeviceFlag,
   DeviceKeyPair,
   KemPreKeyPair,
   X25519PreKeyPair,
   createContext,
   encodeDeviceCertificate,
+  encodeDeviceList,
   encodeKemPreKey,
   encodeSignedPreKey,
   issueDeviceCertificate,
+  issueDeviceList,
   mailboxIdOf,
   signKemPreKey,
   signSignedPreKey,
@@ -43,6 +46,7 @@ import {
   DEVICE_SOCKET_METHOD,
   DEVICE_SOCKET_PATH,
   KeyUploadSchema,
+  PublishDeviceListSchema,
   PROTOCOL_VERSION,
   decodeFrame,
   encodeBody,
@@ -78,6 +82,8 @@ interface Device {
   readonly mailbox: Uint8Array;
   readonly token: Uint8Array;
   readonly upload: Uint8Array;
+  /** PublishDeviceList body: the account's epoch-1 list naming this device (the node refuses keys of unlisted devices). */
+  readonly list: Uint8Array;
 }
 
 function makeDevice(): Device {
@@ -87,11 +93,14 @@ function makeDevice(): Device {
   const spk = signSignedPreKey(ctx, device, X25519PreKeyPair.generate(ctx, 1));
   const lr = signKemPreKey(ctx, device, KemPreKeyPair.generate(ctx, 2, true));
   const upload = encodeBody(KeyUploadSchema, { signedPrekey: encodeSignedPreKey(spk), lastResortKemPrekey: encodeKemPreKey(lr) });
-  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload };
+  const list = encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: 0, signingKey: device.signingPublicKey, flags: DeviceFlag.Manager }] })) });
+  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload, list };
 }
 
 async function register(port: number, d: Device): Promise<void> {
   const base = `http://127.0.0.1:${port}`;
+  const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(d.list) });
+  if (listed.status !== 200) throw new Error(`PUT /v1/device-list: ${listed.status} ${await listed.text()}`);
   const challenge = fromBinary(ChallengeSchema, new Uint8Array(await (await fetch(`${base}/v1/auth/challenge`)).arrayBuffer())).challenge;
   const auth = signDeviceAuth(ctx, d.device, d.certificate, challenge, requestDigest(ctx, 'PUT', '/v1/keys', d.upload));
   const res = await fetch(`${base}/v1/keys`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF, [AUTH_HEADER]: encodeDeviceAuthHeader(auth) }, body: Buffer.from(d.upload) });
