@@ -22,40 +22,18 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import WebSocket from 'ws';
+import { createContext } from '../../packages/crypto/src/index.js';
 import {
-  AccountKeyPair,
-  DeviceFlag,
-  DeviceKeyPair,
-  KemPreKeyPair,
-  X25519PreKeyPair,
-  createContext,
-  encodeDeviceCertificate,
-  encodeDeviceList,
-  encodeKemPreKey,
-  encodeSignedPreKey,
-  issueDeviceCertificate,
-  issueDeviceList,
-  mailboxIdOf,
-  signKemPreKey,
-  signSignedPreKey,
-} from '../../packages/crypto/src/index.js';
-import {
-  AUTH_HEADER,
-  CONTENT_TYPE_PROTOBUF,
-  ChallengeSchema,
   DEVICE_SOCKET_METHOD,
   DEVICE_SOCKET_PATH,
-  KeyUploadSchema,
-  PublishDeviceListSchema,
   PROTOCOL_VERSION,
   decodeFrame,
-  encodeBody,
-  encodeDeviceAuthHeader,
   encodeFrame,
-  fromBinary,
   requestDigest,
   signDeviceAuth,
 } from '../../packages/protocol/src/index.js';
+import type { BenchDevice } from './devices.js';
+import { makeDevice, registerDevice } from './devices.js';
 import { Histogram } from './hist.js';
 import { F, decodeDeliver, decodeTop, encodeAck, encodeSend } from './wire.js';
 import { log, now, sleep } from '../lib/util.js';
@@ -76,36 +54,7 @@ const PAYLOAD = new Uint8Array(1024).fill(7);
 const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write'];
 const ctx = createContext();
 
-interface Device {
-  readonly device: DeviceKeyPair;
-  readonly certificate: Uint8Array;
-  readonly mailbox: Uint8Array;
-  readonly token: Uint8Array;
-  readonly upload: Uint8Array;
-  /** PublishDeviceList body: the account's epoch-1 list naming this device (the node refuses keys of unlisted devices). */
-  readonly list: Uint8Array;
-}
-
-function makeDevice(): Device {
-  const account = AccountKeyPair.generate(ctx);
-  const device = DeviceKeyPair.generate(ctx);
-  const certificate = encodeDeviceCertificate(issueDeviceCertificate(ctx, account, device));
-  const spk = signSignedPreKey(ctx, device, X25519PreKeyPair.generate(ctx, 1));
-  const lr = signKemPreKey(ctx, device, KemPreKeyPair.generate(ctx, 2, true));
-  const upload = encodeBody(KeyUploadSchema, { signedPrekey: encodeSignedPreKey(spk), lastResortKemPrekey: encodeKemPreKey(lr) });
-  const list = encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: 0, signingKey: device.signingPublicKey, flags: DeviceFlag.Manager }] })) });
-  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload, list };
-}
-
-async function register(port: number, d: Device): Promise<void> {
-  const base = `http://127.0.0.1:${port}`;
-  const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(d.list) });
-  if (listed.status !== 200) throw new Error(`PUT /v1/device-list: ${listed.status} ${await listed.text()}`);
-  const challenge = fromBinary(ChallengeSchema, new Uint8Array(await (await fetch(`${base}/v1/auth/challenge`)).arrayBuffer())).challenge;
-  const auth = signDeviceAuth(ctx, d.device, d.certificate, challenge, requestDigest(ctx, 'PUT', '/v1/keys', d.upload));
-  const res = await fetch(`${base}/v1/keys`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF, [AUTH_HEADER]: encodeDeviceAuthHeader(auth) }, body: Buffer.from(d.upload) });
-  if (res.status !== 200) throw new Error(`PUT /v1/keys: ${res.status}`);
-}
+type Device = BenchDevice;
 
 function open(port: number, path: string): Promise<WebSocket> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { perMessageDeflate: false });
@@ -167,8 +116,8 @@ async function runCase(name: string, store: 'sqlite' | 'postgres', instances: nu
     // The first instance creates the node key and the schema; the others then start together.
     nodes.push(await spawnNode({ bin: join(ROOT, 'packages/node/src/bin.ts'), cwd: HERE, env: common, tsconfig: join(HERE, 'tsconfig.json') }));
     nodes.push(...(await Promise.all(Array.from({ length: instances - 1 }, () => spawnNode({ bin: join(ROOT, 'packages/node/src/bin.ts'), cwd: HERE, env: common, tsconfig: join(HERE, 'tsconfig.json') })))));
-    const devices = Array.from({ length: DEVICES }, makeDevice);
-    for (const d of devices) await register(nodes[0]!.port, d);
+    const devices = Array.from({ length: DEVICES }, () => makeDevice(ctx));
+    for (const d of devices) await registerDevice(ctx, `http://127.0.0.1:${nodes[0]!.port}`, d);
     const hist = new Histogram();
     let measuring = false;
     let delivered = 0;

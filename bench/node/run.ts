@@ -35,40 +35,18 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AckPolicy, StorageType, connect as natsConnect } from 'nats';
 import type { NatsConnection } from 'nats';
 import WebSocket from 'ws';
+import { createContext } from '../../packages/crypto/src/index.js';
 import {
-  AccountKeyPair,
-  DeviceFlag,
-  DeviceKeyPair,
-  KemPreKeyPair,
-  X25519PreKeyPair,
-  createContext,
-  encodeDeviceCertificate,
-  encodeDeviceList,
-  encodeKemPreKey,
-  encodeSignedPreKey,
-  issueDeviceCertificate,
-  issueDeviceList,
-  mailboxIdOf,
-  signKemPreKey,
-  signSignedPreKey,
-} from '../../packages/crypto/src/index.js';
-import {
-  AUTH_HEADER,
-  CONTENT_TYPE_PROTOBUF,
-  ChallengeSchema,
   DEVICE_SOCKET_METHOD,
   DEVICE_SOCKET_PATH,
-  KeyUploadSchema,
   PROTOCOL_VERSION,
-  PublishDeviceListSchema,
   decodeFrame,
-  encodeBody,
-  encodeDeviceAuthHeader,
   encodeFrame,
-  fromBinary,
   requestDigest,
   signDeviceAuth,
 } from '../../packages/protocol/src/index.js';
+import type { BenchDevice } from './devices.js';
+import { makeDevice, registerDevice } from './devices.js';
 import { Histogram } from './hist.js';
 import { F, decodeDeliver, decodeTop, encodeAck, encodeSend, selfCheck } from './wire.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
@@ -366,44 +344,7 @@ class Engine {
 }
 
 // ── MeshWhisper node side ──
-interface Device {
-  readonly device: DeviceKeyPair;
-  readonly certificate: Uint8Array;
-  readonly mailbox: Uint8Array;
-  readonly token: Uint8Array;
-  readonly upload: Uint8Array;
-  /** PublishDeviceList body: the account's epoch-1 list naming this device (the node refuses keys of unlisted devices). */
-  readonly list: Uint8Array;
-}
-
-function makeDevice(): Device {
-  const account = AccountKeyPair.generate(ctx);
-  const device = DeviceKeyPair.generate(ctx);
-  const certificate = encodeDeviceCertificate(issueDeviceCertificate(ctx, account, device));
-  const spk = signSignedPreKey(ctx, device, X25519PreKeyPair.generate(ctx, 1));
-  const lr = signKemPreKey(ctx, device, KemPreKeyPair.generate(ctx, 2, true));
-  const upload = encodeBody(KeyUploadSchema, { signedPrekey: encodeSignedPreKey(spk), lastResortKemPrekey: encodeKemPreKey(lr) });
-  const list = encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: 0, signingKey: device.signingPublicKey, flags: DeviceFlag.Manager }] })) });
-  return { device, certificate, mailbox: mailboxIdOf(ctx, device.signingPublicKey), token: ctx.random(32), upload, list };
-}
-
-async function register(base: string, d: Device): Promise<void> {
-  const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(d.list) });
-  // A BASELINE build from before device lists (issue 10 §2) has no such endpoint and needs none.
-  if (listed.status !== 200 && listed.status !== 404) throw new Error(`PUT /v1/device-list: HTTP ${listed.status} ${await listed.text()}`);
-  await listed.arrayBuffer();
-  const ch = await fetch(`${base}/v1/auth/challenge`);
-  if (ch.status !== 200) throw new Error(`challenge: HTTP ${ch.status} ${await ch.text()}`);
-  const challenge = fromBinary(ChallengeSchema, new Uint8Array(await ch.arrayBuffer())).challenge;
-  const auth = signDeviceAuth(ctx, d.device, d.certificate, challenge, requestDigest(ctx, 'PUT', '/v1/keys', d.upload));
-  const res = await fetch(`${base}/v1/keys`, {
-    method: 'PUT',
-    headers: { 'content-type': CONTENT_TYPE_PROTOBUF, [AUTH_HEADER]: encodeDeviceAuthHeader(auth) },
-    body: Buffer.from(d.upload),
-  });
-  if (res.status !== 200) throw new Error(`PUT /v1/keys: HTTP ${res.status} ${await res.text()}`);
-  await res.arrayBuffer();
-}
+type Device = BenchDevice;
 
 function openSocket(port: number, path: string): Promise<WebSocket> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
@@ -604,13 +545,13 @@ interface NodeResults {
 async function benchNode(): Promise<NodeResults> {
   const t0 = now();
   log(`generating ${DEVICES} devices (account key, certified device key, signed prekey, last-resort ML-KEM prekey)`);
-  const devices = Array.from({ length: DEVICES }, makeDevice);
+  const devices = Array.from({ length: DEVICES }, () => makeDevice(ctx));
   log('starting meshwhisper-node (separate process)');
   const first = await startNode();
   active = first;
   try {
     log(`node pid ${first.child.pid} on port ${first.port}; registering devices (PUT /v1/keys, signed)`);
-    await pool(devices, 16, (d) => register(`http://127.0.0.1:${first.port}`, d));
+    await pool(devices, 16, (d) => registerDevice(ctx, `http://127.0.0.1:${first.port}`, d));
   } catch (e) {
     await stopNode(first);
     throw e;
