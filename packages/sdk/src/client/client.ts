@@ -27,6 +27,7 @@ import { conversationPeers, findInHistory, listConversations, markConversationRe
 import type { ConversationId } from './conversation.js';
 import { directConversation, toConversation } from './conversation.js';
 import { ensureLayout } from './layout.js';
+import { Table } from './tables.js';
 import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
 import { acceptLinkOffer, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
@@ -50,6 +51,13 @@ import type { ContactState, IncomingMessage, MeshWhisperEvents, MeshWhisperOptio
 
 export type { ContactState, IncomingMessage, MeshWhisperEvents, MeshWhisperOptions, MessageRef, MessageState, Recipient, TextOptions, UndecryptableMessage, UsernameRecord } from './types.js';
 export { CONTENT_VERSION, DELIVERY_TOKEN_LENGTH, MAX_DISAPPEARING_SECONDS, PREKEY_BATCH, PREKEY_LOW_WATER } from '../constants.js';
+
+/** The peer of a direct conversation; read receipts in groups are not defined yet. */
+function directPeerOf(c: ConversationId | Uint8Array): Uint8Array {
+  const conversation = toConversation(c, 'markRead');
+  if (conversation.kind !== 'direct') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'markRead: read receipts exist for direct conversations only');
+  return conversation.peer;
+}
 
 function messageIdBytes(id: string): Uint8Array {
   const b = /^[0-9a-f]{32}$/.test(id) ? fromHex(id) : undefined;
@@ -86,6 +94,8 @@ export class MeshWhisper {
   readonly #maxDevices: number;
   readonly #lists: DeviceLists;
   #closed = false;
+  /** create() ran while the node was unreachable: the own list and keys go out once online. */
+  #publishPending = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
   /** The token was given to the node (device socket authenticated): only then do peers get it. */
   #deliveryTokenRegistered = false;
@@ -123,6 +133,10 @@ export class MeshWhisper {
           emit('connection', s);
           // Back online: whatever the outage left in the outbox goes out now.
           if (s === 'online') this.#outbox.flushSoon('reconnected');
+          // Started offline: what create() could not publish goes now (the next online retries on failure).
+          if (s === 'online' && this.#publishPending) {
+            this.#publishOwnAndKeys().catch((e: unknown) => log.warn('keys.publish-deferred-failed', 'the keys deferred by an offline start could not be published; retried at the next reconnect', e));
+          }
         },
         queueEmpty: () => {
           // The backlog is processed: superseded prekeys may be deleted from now on (devices.ts).
@@ -219,9 +233,15 @@ export class MeshWhisper {
     await ensureLayout(opts.storage);
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
     client.#deliveryToken = await loadDeliveryToken(ctx, opts.storage);
-    // The node accepts this device's keys and login only once the account's list names it.
-    await client.#lists.publishOwn();
-    await client.publishKeys();
+    try {
+      await client.#publishOwnAndKeys();
+    } catch (e) {
+      // A device the node has accepted before starts from its storage while the node is unreachable
+      // (history, contacts, the outbox); it publishes once the socket is online again.
+      if (!(e instanceof SdkError && e.code === SdkErrorCode.UNREACHABLE && (await opts.storage.getItem(Table.Self, 'certificate-published')))) throw e;
+      client.#publishPending = true;
+      client.#log.warn('keys.publish-deferred', 'the node is unreachable: starting from local storage; keys are published once the connection is online', e);
+    }
     // Envelopes sealed before a crash or while the node was unreachable go out now, as the same bytes.
     await client.flushOutbox();
     // Messages whose disappearing timer ran out while the app was closed go now.
@@ -255,6 +275,13 @@ export class MeshWhisper {
       { ...(deviceName !== undefined ? { deviceName } : {}), ...(onIntroduced ? { onIntroduced } : {}) },
       () => MeshWhisper.create({ ...createOptions, crypto: ctx }),
     );
+  }
+
+  /** The node accepts this device's keys and login only once the account's list names it: the list first. */
+  async #publishOwnAndKeys(): Promise<void> {
+    await this.#lists.publishOwn();
+    await this.publishKeys();
+    this.#publishPending = false;
   }
 
   #checkOpen(): void {
@@ -618,17 +645,38 @@ export class MeshWhisper {
   // ── Message states ────────────────────────────────────────────────────────────────────────
 
   /**
-   * Tells the sender's device that these of its messages were read (a read receipt). Resolves once
-   * the receipt is queued (stored); it goes out after a random delay (MeshWhisperOptions.receiptDelay).
+   * Tells the sender that these of its messages were read (a read receipt). `target` is the received
+   * message (its `fromMailboxId` and `sender`), or the direct conversation (a ConversationId or the
+   * peer's account key): then each message's sending device is taken from the history, so an app
+   * can answer messages it read from `history()`. Resolves once the receipt is queued (stored); it
+   * goes out after a random delay (MeshWhisperOptions.receiptDelay).
    */
-  async markRead(message: Pick<IncomingMessage, 'fromMailboxId' | 'sender'>, messageIds: string[]): Promise<void> {
+  async markRead(target: Pick<IncomingMessage, 'fromMailboxId' | 'sender'> | ConversationId | Uint8Array, messageIds: string[]): Promise<void> {
+    if (!Array.isArray(messageIds)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'markRead: messageIds must be an array of message ids');
+    for (const id of messageIds) messageIdBytes(id);
     if (messageIds.length === 0) return;
+    const byMessage = target && typeof target === 'object' && 'fromMailboxId' in target;
+    const peer = byMessage ? target.sender.accountKey : directPeerOf(target as ConversationId | Uint8Array);
     // No read receipts to a contact request: the sender learns nothing until the user accepts.
-    if ((await this.contactState(message.sender.accountKey)) !== 'accepted') return;
+    if ((await this.contactState(peer)) !== 'accepted') return;
     const ids = messageIds.map(fromHex);
-    await this.#receipts.add(message.fromMailboxId, 'read', ids);
+    if (byMessage) {
+      await this.#receipts.add(target.fromMailboxId, 'read', ids);
+    } else {
+      // From the history: each message's sending device (its mailbox) gets the receipt for its messages.
+      const byDevice = new Map<string, { mailboxId: Uint8Array; ids: Uint8Array[] }>();
+      for (const id of messageIds) {
+        const stored = await findInHistory(this.#storage, peer, id);
+        const deviceKey = stored?.from.split(':')[1];
+        if (!deviceKey || !/^[0-9a-f]{64}$/.test(deviceKey)) continue; // not a message of this peer on this device
+        const mailboxId = mailboxIdOf(this.#ctx, fromHex(deviceKey));
+        const group = byDevice.get(deviceKey) ?? byDevice.set(deviceKey, { mailboxId, ids: [] }).get(deviceKey)!;
+        group.ids.push(fromHex(id));
+      }
+      for (const { mailboxId, ids: some } of byDevice.values()) await this.#receipts.add(mailboxId, 'read', some);
+    }
     // Read here = read on the account's other devices too (own-device sync).
-    await this.#sender.syncRead(message.sender.accountKey, ids);
+    await this.#sender.syncRead(peer, ids);
   }
 
   /** The state of a message this device sent, or undefined for an unknown id. */

@@ -80,6 +80,9 @@ export class DeviceConnection {
 
   start(): void {
     this.#stopped = false;
+    // A reconnect waiting out its backoff happens now instead (e.g. the app saw the network return).
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (!this.#closed && !this.#ws) this.#open();
   }
 

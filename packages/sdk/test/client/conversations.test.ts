@@ -14,7 +14,7 @@ import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, SendRequestSchema,
 import type { AppItem, ListItemsOptions, MeshWhisperEvents, ProtocolStorage, SdkError } from '../../src/index.js';
 import { MeshWhisper, directConversation, memoryStorage, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
-import { startE2eNode } from './test-node.js';
+import { addAccountDevice, startE2eNode } from './test-node.js';
 
 let t: E2eNode;
 const work = mkdtempSync(join(tmpdir(), 'mw-sdk-conversations-'));
@@ -168,6 +168,29 @@ describe('conversations', () => {
     expect(states).toEqual(['queued', 'sent', 'delivered', 'read']);
     expect((await alice.history(bob.accountKey))[0]!.state).toBe('read');
     await Promise.all([alice.close(), bob.close()]);
+  });
+
+  it('markRead(conversation, ids): receipts for messages read from the history reach each sending device', async () => {
+    const [a1, bob] = [await client(), await client()];
+    const a2Store = await memoryStorage();
+    await addAccountDevice(a1, a2Store);
+    const a2 = await client(a2Store);
+    const got = new Set<string>();
+    bob.on('message', (m) => void got.add(m.text ?? ''));
+    const { id: one } = await a1.sendText(bob.mailboxId, 'one from a1');
+    const { id: two } = await a2.sendText(bob.mailboxId, 'two from a2');
+    await expect.poll(() => got.size, { timeout: 20_000 }).toBe(2);
+    await bob.acceptContact(a1.accountKey);
+    // Only what the history holds: no IncomingMessage (and so no fromMailboxId) is used.
+    const ids = (await bob.history(a1.accountKey)).map((m) => m.id);
+    expect(ids.sort()).toEqual([one, two].sort());
+    const readOnA1 = a1.once('messageState', (s) => s.id === one && s.state === 'read', 20_000);
+    const readOnA2 = a2.once('messageState', (s) => s.id === two && s.state === 'read', 20_000);
+    await bob.markRead(directConversation(a1.accountKey), ids);
+    await Promise.all([readOnA1, readOnA2]);
+    await expect(bob.markRead(a1.accountKey, ['not-an-id'])).rejects.toMatchObject({ code: 'MW_SDK_INVALID_ARGUMENT' });
+    await expect(bob.markRead({ kind: 'group', groupId: new Uint8Array(16).fill(1) }, [one])).rejects.toMatchObject({ code: 'MW_SDK_INVALID_ARGUMENT' });
+    await Promise.all([a1.close(), a2.close(), bob.close()]);
   });
 
   it('a storage of the previous layout (history by peer, byte records) is migrated at create; a newer layout is refused', async () => {
