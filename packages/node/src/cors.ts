@@ -66,10 +66,10 @@ export function registerCors(app: FastifyInstance, allowed: ReadonlySet<string> 
     if (origin === undefined || !originAllowed(allowed, origin)) return;
     reply.header('access-control-allow-origin', allowed === '*' ? '*' : origin);
     reply.header('vary', 'Origin');
-    reply.header('access-control-expose-headers', 'retry-after');
+    reply.header('access-control-expose-headers', 'retry-after, mw-archive-version');
     if (request.method === 'OPTIONS' && request.headers['access-control-request-method']) {
       reply.header('access-control-allow-methods', 'GET, PUT, POST, DELETE');
-      reply.header('access-control-allow-headers', 'mw-auth, mw-link-token, content-type');
+      reply.header('access-control-allow-headers', 'mw-auth, mw-link-token, mw-archive-version, content-type');
       reply.header('access-control-max-age', String(PREFLIGHT_MAX_AGE_S));
       await reply.code(204).send();
     }

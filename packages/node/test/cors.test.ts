@@ -36,7 +36,7 @@ describe('CORS for browser apps', () => {
     expect(String(res.headers['access-control-allow-headers'])).toContain('mw-auth');
     const get = await t.node.app.inject({ method: 'GET', url: '/health', headers: { origin: 'https://app.example.com' } });
     expect(get.headers['access-control-allow-origin']).toBe('https://app.example.com');
-    expect(get.headers['access-control-expose-headers']).toBe('retry-after');
+    expect(get.headers['access-control-expose-headers']).toBe('retry-after, mw-archive-version');
   });
 
   it('gives other origins no CORS headers (the browser then blocks the page)', async () => {

@@ -1,5 +1,7 @@
 // In-process HTTP tests (fastify inject): directory, usernames, sends, media, archive, deletion,
 // and the attack tests of issue 3 that concern HTTP endpoints.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AccountKeyPair,
@@ -15,8 +17,10 @@ import {
 } from '@meshwhisper/crypto';
 import type { ArchiveAccessKeyPair } from '@meshwhisper/crypto';
 import {
+  ARCHIVE_VERSION_HEADER,
   AUTH_HEADER,
   AccountDevicesSchema,
+  ArchiveStoredSchema,
   ArchiveKeySourceRecordSchema,
   CONTENT_TYPE_OCTETS,
   ClaimRequestSchema,
@@ -370,10 +374,25 @@ describe('archive', () => {
     expect(src.rawPayload.includes(Buffer.from(archiveKey.publicKey))).toBe(false);
 
     const blob = Buffer.alloc(5000, 3);
-    const put = await t.node.app.inject({ method: 'PUT', url: '/v1/archive', headers: { 'content-type': CONTENT_TYPE_OCTETS, [AUTH_HEADER]: await archiveHeader(archiveKey, 'PUT') }, payload: blob });
+    const put = await t.node.app.inject({ method: 'PUT', url: '/v1/archive', headers: { 'content-type': CONTENT_TYPE_OCTETS, [ARCHIVE_VERSION_HEADER]: '0', [AUTH_HEADER]: await archiveHeader(archiveKey, 'PUT') }, payload: blob });
     expect(put.statusCode, put.body).toBe(200);
+    expect(fromBinary(ArchiveStoredSchema, put.rawPayload).version).toBe(1n);
     const get = await t.node.app.inject({ method: 'GET', url: '/v1/archive', headers: { [AUTH_HEADER]: await archiveHeader(archiveKey, 'GET') } });
     expect(Buffer.compare(get.rawPayload, blob)).toBe(0);
+    expect(get.headers[ARCHIVE_VERSION_HEADER]).toBe('1');
+
+    // Compare-and-swap: no header → 400; the wrong version → 409 naming the stored one, nothing replaced.
+    const bare = await t.node.app.inject({ method: 'PUT', url: '/v1/archive', headers: { 'content-type': CONTENT_TYPE_OCTETS, [AUTH_HEADER]: await archiveHeader(archiveKey, 'PUT') }, payload: Buffer.alloc(10, 1) });
+    expect([bare.statusCode, errorCode(bare)]).toEqual([400, ErrorCode.BAD_REQUEST]);
+    const stale = await t.node.app.inject({ method: 'PUT', url: '/v1/archive', headers: { 'content-type': CONTENT_TYPE_OCTETS, [ARCHIVE_VERSION_HEADER]: '0', [AUTH_HEADER]: await archiveHeader(archiveKey, 'PUT') }, payload: Buffer.alloc(10, 1) });
+    expect([stale.statusCode, errorCode(stale), stale.headers[ARCHIVE_VERSION_HEADER]]).toEqual([409, ErrorCode.CONFLICT, '1']);
+    const next = Buffer.alloc(700, 7);
+    const put2 = await t.node.app.inject({ method: 'PUT', url: '/v1/archive', headers: { 'content-type': CONTENT_TYPE_OCTETS, [ARCHIVE_VERSION_HEADER]: '1', [AUTH_HEADER]: await archiveHeader(archiveKey, 'PUT') }, payload: next });
+    expect(fromBinary(ArchiveStoredSchema, put2.rawPayload).version).toBe(2n);
+    const get2 = await t.node.app.inject({ method: 'GET', url: '/v1/archive', headers: { [AUTH_HEADER]: await archiveHeader(archiveKey, 'GET') } });
+    expect([Buffer.compare(get2.rawPayload, next), get2.headers[ARCHIVE_VERSION_HEADER]]).toEqual([0, '2']);
+    // One file per account: the replaced version's file is gone.
+    expect(readdirSync(join(t.dataDir, 'archives')).filter((n) => n.startsWith(toHex(d.account.publicKey)))).toHaveLength(1);
 
     const stranger = ArchiveRootSecret.fromRecoveryKey(RecoveryKey.generate(ctx)).accessKeyPair(ctx);
     const s = await t.node.app.inject({ method: 'GET', url: '/v1/archive', headers: { [AUTH_HEADER]: await archiveHeader(stranger, 'GET') } });

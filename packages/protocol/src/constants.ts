@@ -91,6 +91,11 @@ export const CONTENT_TYPE_OCTETS = 'application/octet-stream';
 export const AUTH_HEADER = 'mw-auth';
 /** HTTP header carrying a base64url link-channel token (docs/spec/linking.md §3). */
 export const LINK_TOKEN_HEADER = 'mw-link-token';
+/**
+ * PUT /v1/archive: the archive version the upload replaces (0: none stored yet) — compare-and-swap,
+ * docs/spec/node-protocol.md §9. GET /v1/archive and a refused PUT (409) answer with the stored version in it.
+ */
+export const ARCHIVE_VERSION_HEADER = 'mw-archive-version';
 
 /**
  * Signature labels (domain separation, see @meshwhisper/crypto signedMessage). The archive label

@@ -4,14 +4,16 @@
  * only after it was fsynced and renamed into place.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CryptoError, decodeArchiveKeySource, fromHex, toHex } from '@meshwhisper/crypto';
 import {
+  ARCHIVE_VERSION_HEADER,
   ArchiveKeySourceRecordSchema,
   ArchiveStoredSchema,
   CONTENT_TYPE_OCTETS,
@@ -65,18 +67,52 @@ async function receiveBody(svc: NodeServices, request: FastifyRequest, maxBytes:
 }
 
 async function streamFile(reply: FastifyReply, file: string): Promise<FastifyReply> {
-  let size: number;
+  const opened = await openBlob(file);
+  if (!opened) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such blob');
+  return sendOpened(reply, opened);
+}
+
+/** Opens a blob file (undefined if it does not exist). Once open, a concurrent unlink no longer matters. */
+async function openBlob(file: string): Promise<{ fd: FileHandle; size: number } | undefined> {
+  let fd;
   try {
-    size = (await stat(file)).size;
+    fd = await open(file, 'r');
   } catch {
-    throw new ProtocolError(ErrorCode.NOT_FOUND, 'no such blob');
+    return undefined;
   }
-  return reply.type(CONTENT_TYPE_OCTETS).header('content-length', String(size)).header('cache-control', 'no-store').send(createReadStream(file));
+  try {
+    return { fd, size: (await fd.stat()).size };
+  } catch (e) {
+    await fd.close();
+    throw e;
+  }
+}
+
+function sendOpened(reply: FastifyReply, opened: { fd: FileHandle; size: number }): FastifyReply {
+  return reply
+    .type(CONTENT_TYPE_OCTETS)
+    .header('content-length', String(opened.size))
+    .header('cache-control', 'no-store')
+    .send(opened.fd.createReadStream({ autoClose: true }));
+}
+
+/** The expected-version header of PUT /v1/archive (required: there is no unconditional replacement). */
+function expectedArchiveVersion(request: FastifyRequest): number {
+  const raw = request.headers[ARCHIVE_VERSION_HEADER];
+  const v = typeof raw === 'string' && /^[0-9]{1,15}$/.test(raw) ? Number(raw) : undefined;
+  if (v === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, `PUT /v1/archive needs an ${ARCHIVE_VERSION_HEADER} header: the version it replaces (0 when none is stored)`);
+  return v;
+}
+
+function archiveConflict(reply: FastifyReply, version: number): ProtocolError {
+  reply.header(ARCHIVE_VERSION_HEADER, String(version));
+  return new ProtocolError(ErrorCode.CONFLICT, `the archive is at version ${version}, not the one this upload replaces: fetch it, merge, and upload again`);
 }
 
 export function blobRoutes(svc: NodeServices) {
   const { ctx, store, config } = svc;
-  const archiveFile = (accountKey: Uint8Array) => join(svc.archiveDir, toHex(accountKey));
+  /** The file of an archive version; a blob stored before versions is named after the account. */
+  const archiveFile = (accountKey: Uint8Array, blobName: string | undefined) => join(svc.archiveDir, blobName ?? toHex(accountKey));
 
   return async (app: FastifyInstance): Promise<void> => {
     // Blob bodies are left unread for the handler to stream (this parser is scoped to this plugin).
@@ -146,23 +182,48 @@ export function blobRoutes(svc: NodeServices) {
       return sendProto(reply, ArchiveKeySourceRecordSchema, { keySource: source });
     });
 
+    // Compare-and-swap (docs/spec/node-protocol.md §9): each version is a file of its own, made
+    // visible by the store's version check; the loser of a race deletes its file, the winner the
+    // replaced one. A crash between the rename and the check leaves an unreferenced file, removed
+    // with the account.
     app.put('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
       const archiveKey = await requireArchiveKey(svc, request);
+      const expected = expectedArchiveVersion(request);
       const row = await store.archiveByKey(archiveKey);
       if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
+      if (row.version !== expected) throw archiveConflict(reply, row.version);
       const { file, size } = await receiveBody(svc, request, config.archiveMaxBytes);
-      await rename(file, archiveFile(row.accountKey));
-      const now = ctx.now();
-      await store.setArchiveStored(archiveKey, size, now);
-      return sendProto(reply, ArchiveStoredSchema, { size: BigInt(size), updatedAt: BigInt(now) });
+      const blobName = `${toHex(row.accountKey)}.${toHex(randomBytes(8))}`;
+      const target = join(svc.archiveDir, blobName);
+      let replaced;
+      try {
+        await rename(file, target);
+        replaced = await store.replaceArchive(archiveKey, { expectedVersion: expected, blobName, size, now: ctx.now() });
+      } catch (e) {
+        await rm(file, { force: true });
+        await rm(target, { force: true });
+        throw e;
+      }
+      if (!replaced?.stored) await rm(target, { force: true });
+      if (!replaced) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
+      if (!replaced.stored) throw archiveConflict(reply, replaced.version);
+      if (replaced.hadPrevious) await rm(archiveFile(row.accountKey, replaced.previousBlob), { force: true });
+      const stored = await store.archiveByKey(archiveKey);
+      reply.header(ARCHIVE_VERSION_HEADER, String(replaced.version));
+      return sendProto(reply, ArchiveStoredSchema, { size: BigInt(size), updatedAt: BigInt(stored?.updatedAt ?? 0), version: BigInt(replaced.version) });
     });
 
     app.get('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
       const archiveKey = await requireArchiveKey(svc, request);
-      const row = await store.archiveByKey(archiveKey);
-      if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
-      if (row.updatedAt === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no archive stored yet');
-      return streamFile(reply, archiveFile(row.accountKey));
+      // A replacement may delete the file between reading the row and opening it: read the row again.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const row = await store.archiveByKey(archiveKey);
+        if (!row) throw new ProtocolError(ErrorCode.FORBIDDEN, 'archive key is not registered');
+        if (row.updatedAt === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no archive stored yet');
+        const opened = await openBlob(archiveFile(row.accountKey, row.blobName));
+        if (opened) return sendOpened(reply.header(ARCHIVE_VERSION_HEADER, String(row.version)), opened);
+      }
+      throw new ProtocolError(ErrorCode.UNAVAILABLE, 'the archive is being replaced: retry');
     });
   };
 }
@@ -181,6 +242,10 @@ export async function removeMediaFiles(svc: NodeServices, ids: readonly string[]
   for (const id of ids) if (MEDIA_ID_PATTERN.test(id)) await rm(join(svc.mediaDir, id), { force: true });
 }
 
+/** Removes every archive file of an account: each version's, a pre-version one, and any a crash left unreferenced. */
 export async function removeArchiveFile(svc: NodeServices, accountKey: Uint8Array): Promise<void> {
-  await rm(join(svc.archiveDir, toHex(accountKey)), { force: true });
+  const hex = toHex(accountKey);
+  for (const name of await readdir(svc.archiveDir)) {
+    if (name === hex || name.startsWith(`${hex}.`)) await rm(join(svc.archiveDir, name), { force: true });
+  }
 }

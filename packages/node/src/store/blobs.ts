@@ -3,16 +3,18 @@
  * names no device; each device's upload budget per window lives apart in media_budget.
  */
 import type { Sqlite } from './db.js';
-import type { ArchiveRow, MediaRow, MediaUpload } from './node-store.js';
+import type { ArchiveReplaced, ArchiveReplacement, ArchiveRow, MediaRow, MediaUpload } from './node-store.js';
 
 interface ArchiveDbRow {
   account_key: Buffer;
   archive_key: Buffer;
+  version: number;
+  blob_name: string | null;
   size: number;
   updated_at: number;
 }
 const archiveRow = (r: ArchiveDbRow | undefined): ArchiveRow | undefined =>
-  r && { accountKey: new Uint8Array(r.account_key), archiveKey: new Uint8Array(r.archive_key), size: r.size, updatedAt: r.updated_at };
+  r && { accountKey: new Uint8Array(r.account_key), archiveKey: new Uint8Array(r.archive_key), size: r.size, updatedAt: r.updated_at, version: r.version, blobName: r.blob_name ?? undefined };
 
 export class SqliteBlobs {
   readonly #media;
@@ -39,12 +41,12 @@ export class SqliteBlobs {
     this.#deleteMedia = db.prepare('DELETE FROM media WHERE id = ?');
     this.#dropBudgets = db.prepare('DELETE FROM media_budget WHERE budget_window < ?');
     this.#dropBudgetOf = db.prepare('DELETE FROM media_budget WHERE mailbox = ?');
-    this.#byKey = db.prepare<[Uint8Array], ArchiveDbRow>('SELECT account_key, archive_key, size, updated_at FROM archives WHERE archive_key = ?');
+    this.#byKey = db.prepare<[Uint8Array], ArchiveDbRow>('SELECT account_key, archive_key, size, updated_at, version, blob_name FROM archives WHERE archive_key = ?');
     this.#keySource = db.prepare<[Uint8Array], { key_source: Buffer | null }>('SELECT key_source FROM archives WHERE account_key = ?');
     this.#setKey = db.prepare(
       'INSERT INTO archives (account_key, archive_key, key_source) VALUES (?, ?, ?) ON CONFLICT (account_key) DO UPDATE SET archive_key = excluded.archive_key, key_source = excluded.key_source',
     );
-    this.#setStored = db.prepare('UPDATE archives SET size = ?, updated_at = ? WHERE archive_key = ?');
+    this.#setStored = db.prepare('UPDATE archives SET size = ?, updated_at = ?, blob_name = ?, version = version + 1 WHERE archive_key = ? AND version = ?');
     this.#deleteArchive = db.prepare('DELETE FROM archives WHERE account_key = ?');
   }
   media(id: string): MediaRow | undefined {
@@ -80,8 +82,13 @@ export class SqliteBlobs {
   setArchiveKey(accountKey: Uint8Array, archiveKey: Uint8Array, keySource: Uint8Array | undefined): void {
     this.#setKey.run(accountKey, archiveKey, keySource ?? null);
   }
-  setArchiveStored(archiveKey: Uint8Array, size: number, now: number): void {
-    this.#setStored.run(size, now, archiveKey);
+  /** Inside a transaction: the compare-and-swap of NodeStore.replaceArchive. */
+  replaceArchive(archiveKey: Uint8Array, r: ArchiveReplacement): ArchiveReplaced | undefined {
+    const row = this.archiveByKey(archiveKey);
+    if (!row) return undefined;
+    if (row.version !== r.expectedVersion) return { stored: false, version: row.version };
+    this.#setStored.run(r.size, r.now, r.blobName, archiveKey, r.expectedVersion);
+    return { stored: true, version: row.version + 1, previousBlob: row.blobName, hadPrevious: row.updatedAt > 0 };
   }
   deleteArchive(accountKey: Uint8Array): void {
     this.#deleteArchive.run(accountKey);

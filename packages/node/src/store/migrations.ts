@@ -182,4 +182,18 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 6,
+    name: 'archive versions: compare-and-swap of the account archive',
+    sql: `
+      -- docs/spec/node-protocol.md §9: every stored archive has a version, raised by one on each
+      -- replacement; a write names the version it replaces (compare-and-swap, never last writer
+      -- wins). Each version's bytes are a file of its own (blob_name) so two writes racing for the
+      -- same version can never leave one's bytes under the other's version. NULL blob_name: the
+      -- file of an archive stored before this migration (named after the account key).
+      ALTER TABLE archives ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE archives ADD COLUMN blob_name TEXT;
+      UPDATE archives SET version = 1 WHERE updated_at > 0;
+    `,
+  },
 ];

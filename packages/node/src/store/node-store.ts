@@ -153,7 +153,28 @@ export interface ArchiveRow {
   readonly archiveKey: Uint8Array;
   readonly size: number;
   readonly updatedAt: number;
+  /** Raised by one on each replacement; 0 = nothing stored yet (docs/spec/node-protocol.md §9). */
+  readonly version: number;
+  /** The file holding this version's bytes; undefined for an archive stored before versions (named after the account). */
+  readonly blobName: string | undefined;
 }
+
+/** A replacement of the stored archive (compare-and-swap on `expectedVersion`). */
+export interface ArchiveReplacement {
+  readonly expectedVersion: number;
+  readonly blobName: string;
+  readonly size: number;
+  readonly now: number;
+}
+
+/**
+ * The outcome of replaceArchive: stored as `version` (the caller then deletes `previousBlob`'s file),
+ * or refused because the stored version is `version`, not the expected one (the caller deletes its
+ * new file). undefined: the archive key is not registered.
+ */
+export type ArchiveReplaced =
+  | { readonly stored: true; readonly version: number; readonly previousBlob: string | undefined; readonly hadPrevious: boolean }
+  | { readonly stored: false; readonly version: number };
 
 export interface MediaUpload {
   readonly id: string;
@@ -245,7 +266,12 @@ export interface NodeStore {
   archiveKeySource(accountKey: Uint8Array): Promise<Uint8Array | undefined>;
   /** Registers (or replaces) the account's archive-access key, unless another account holds it or the account has no device. */
   registerArchiveKey(accountKey: Uint8Array, archiveKey: Uint8Array, keySource: Uint8Array | undefined): Promise<'ok' | 'key-taken' | 'no-device'>;
-  setArchiveStored(archiveKey: Uint8Array, size: number, now: number): Promise<void>;
+  /**
+   * Compare-and-swap of the stored archive: only if its version is `expectedVersion` does it become
+   * version + 1 with the new blob file, size and time. Two replacements racing for one version:
+   * exactly one is stored.
+   */
+  replaceArchive(archiveKey: Uint8Array, r: ArchiveReplacement): Promise<ArchiveReplaced | undefined>;
 
   // ── Push endpoints ──
   pushTarget(mailbox: Uint8Array): Promise<PushTarget | undefined>;

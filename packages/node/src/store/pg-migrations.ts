@@ -120,4 +120,13 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'archive versions (as SQLite migration 6)',
+    sql: `
+      ALTER TABLE archives ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+      ALTER TABLE archives ADD COLUMN blob_name TEXT;
+      UPDATE archives SET version = 1 WHERE updated_at > 0;
+    `,
+  },
 ];

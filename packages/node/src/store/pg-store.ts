@@ -31,6 +31,8 @@ import { targetToken } from './push-types.js';
 import { fromHex } from '@meshwhisper/crypto';
 import type {
   AckRequest,
+  ArchiveReplaced,
+  ArchiveReplacement,
   ArchiveRow,
   ClaimedKeys,
   DeviceListOutcome,
@@ -755,12 +757,12 @@ export class PgNodeStore implements NodeStore {
   }
 
   async archiveByKey(archiveKey: Uint8Array): Promise<ArchiveRow | undefined> {
-    const r = await this.#q<{ account_key: Buffer; archive_key: Buffer; size: number; updated_at: number }>(
-      'SELECT account_key, archive_key, size, updated_at FROM archives WHERE archive_key = $1',
+    const r = await this.#q<{ account_key: Buffer; archive_key: Buffer; size: number; updated_at: number; version: number; blob_name: string | null }>(
+      'SELECT account_key, archive_key, size, updated_at, version, blob_name FROM archives WHERE archive_key = $1',
       [buf(archiveKey)],
     );
     const row = r.rows[0];
-    return row && { accountKey: u8copy(row.account_key), archiveKey: u8copy(row.archive_key), size: row.size, updatedAt: row.updated_at };
+    return row && { accountKey: u8copy(row.account_key), archiveKey: u8copy(row.archive_key), size: row.size, updatedAt: row.updated_at, version: Number(row.version), blobName: row.blob_name ?? undefined };
   }
 
   async archiveKeySource(accountKey: Uint8Array): Promise<Uint8Array | undefined> {
@@ -787,8 +789,16 @@ export class PgNodeStore implements NodeStore {
     );
   }
 
-  async setArchiveStored(archiveKey: Uint8Array, size: number, now: number): Promise<void> {
-    await this.#tx((q) => q('UPDATE archives SET size = $2, updated_at = $3 WHERE archive_key = $1', [buf(archiveKey), size, now]));
+  async replaceArchive(archiveKey: Uint8Array, r: ArchiveReplacement): Promise<ArchiveReplaced | undefined> {
+    return this.#tx(async (q) => {
+      // The row lock makes the compare and the swap one step: a racing replacement waits, then sees the new version.
+      const cur = (await q<{ version: string; blob_name: string | null; updated_at: string }>('SELECT version, blob_name, updated_at FROM archives WHERE archive_key = $1 FOR UPDATE', [buf(archiveKey)])).rows[0];
+      if (!cur) return undefined;
+      const version = Number(cur.version);
+      if (version !== r.expectedVersion) return { stored: false, version };
+      await q('UPDATE archives SET size = $2, updated_at = $3, blob_name = $4, version = version + 1 WHERE archive_key = $1', [buf(archiveKey), r.size, r.now, r.blobName]);
+      return { stored: true, version: version + 1, previousBlob: cur.blob_name ?? undefined, hadPrevious: Number(cur.updated_at) > 0 };
+    });
   }
 
   // ── Push endpoints ──

@@ -32,6 +32,8 @@ import { SqliteUsernames } from './usernames.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type {
   AckRequest,
+  ArchiveReplaced,
+  ArchiveReplacement,
   ArchiveRow,
   ClaimedKeys,
   DeviceListOutcome,
@@ -364,8 +366,8 @@ export class SqliteNodeStore implements NodeStore {
     });
   }
 
-  async setArchiveStored(archiveKey: Uint8Array, size: number, now: number): Promise<void> {
-    this.#tx(() => this.#blobs.setArchiveStored(archiveKey, size, now));
+  async replaceArchive(archiveKey: Uint8Array, r: ArchiveReplacement): Promise<ArchiveReplaced | undefined> {
+    return this.#tx(() => this.#blobs.replaceArchive(archiveKey, r));
   }
 
   // ── Push endpoints ──

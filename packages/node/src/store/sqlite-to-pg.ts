@@ -85,7 +85,7 @@ const TABLES: readonly TableSpec[] = [
   { table: 'usernames', columns: [['namespace', 'text'], ['username', 'text'], ['owner_key', 'bytea'], ['updated_at', 'bigint']] },
   { table: 'media', columns: [['id', 'text'], ['size', 'bigint'], ['expires_at', 'bigint']] },
   { table: 'media_budget', columns: [['mailbox', 'bytea'], ['budget_window', 'bigint'], ['bytes', 'bigint']] },
-  { table: 'archives', columns: [['account_key', 'bytea'], ['archive_key', 'bytea'], ['size', 'bigint'], ['updated_at', 'bigint'], ['key_source', 'bytea']] },
+  { table: 'archives', columns: [['account_key', 'bytea'], ['archive_key', 'bytea'], ['size', 'bigint'], ['updated_at', 'bigint'], ['key_source', 'bytea'], ['version', 'bigint'], ['blob_name', 'text']] },
   { table: 'device_lists', columns: [['account_key', 'bytea'], ['epoch', 'bigint'], ['encoded', 'bytea'], ['updated_at', 'bigint']] },
   {
     table: 'push_registrations',

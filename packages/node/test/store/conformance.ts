@@ -424,10 +424,32 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         const other = bytes(32);
         await device(s, other);
         expect(await s.registerArchiveKey(other, key, undefined)).toBe('key-taken');
-        await s.setArchiveStored(key, 1234, clock + 5);
-        expect(await s.archiveByKey(key)).toEqual({ accountKey: acct, archiveKey: key, size: 1234, updatedAt: clock + 5 });
+        expect(await s.archiveByKey(key)).toEqual({ accountKey: acct, archiveKey: key, size: 0, updatedAt: 0, version: 0, blobName: undefined });
+        expect(await s.replaceArchive(key, { expectedVersion: 0, blobName: 'b1', size: 1234, now: clock + 5 })).toEqual({ stored: true, version: 1, previousBlob: undefined, hadPrevious: false });
+        expect(await s.archiveByKey(key)).toEqual({ accountKey: acct, archiveKey: key, size: 1234, updatedAt: clock + 5, version: 1, blobName: 'b1' });
+        expect(await s.replaceArchive(bytes(32), { expectedVersion: 0, blobName: 'x', size: 1, now: clock })).toBeUndefined(); // unregistered key
         expect(await s.registerArchiveKey(acct, bytes(32), undefined)).toBe('ok'); // replaced
         expect(await s.archiveByKey(key)).toBeUndefined();
+      });
+
+      it('archive replacement is a compare-and-swap on the version: of writers racing for one version exactly one wins, on every instance', async () => {
+        const acct = bytes(32);
+        const key = bytes(32);
+        await device(s, acct);
+        expect(await s.registerArchiveKey(acct, key, undefined)).toBe('ok');
+        expect(await s.replaceArchive(key, { expectedVersion: 1, blobName: 'early', size: 1, now: clock })).toEqual({ stored: false, version: 0 });
+        expect(await s.replaceArchive(key, { expectedVersion: 0, blobName: 'v1', size: 10, now: clock })).toMatchObject({ stored: true, version: 1 });
+        const other = await open();
+        const race = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? s : other).replaceArchive(key, { expectedVersion: 1, blobName: `r${i}`, size: 20 + i, now: clock + 1 })));
+        const winners = race.flatMap((r, i) => (r?.stored ? [i] : []));
+        expect(winners).toHaveLength(1);
+        expect(race.filter((r) => r && !r.stored).every((r) => r!.version === 2)).toBe(true);
+        const w = winners[0]!;
+        expect(race[w]).toEqual({ stored: true, version: 2, previousBlob: 'v1', hadPrevious: true });
+        expect(await other.archiveByKey(key)).toMatchObject({ version: 2, blobName: `r${w}`, size: 20 + w });
+        // Registering another key (a passphrase change) keeps the version: the next write still compares.
+        expect(await s.registerArchiveKey(acct, bytes(32, 4), bytes(26))).toBe('ok');
+        expect(await s.replaceArchive(bytes(32, 4), { expectedVersion: 1, blobName: 'stale', size: 1, now: clock })).toEqual({ stored: false, version: 2 });
       });
 
       it('push endpoints: need a device, replace, delete only if unchanged', async () => {

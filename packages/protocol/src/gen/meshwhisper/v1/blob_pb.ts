@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/blob.proto.
  */
 export const file_meshwhisper_v1_blob: GenFile = /*@__PURE__*/
-  fileDesc("ChltZXNod2hpc3Blci92MS9ibG9iLnByb3RvEg5tZXNod2hpc3Blci52MSI9Cg1NZWRpYVVwbG9hZGVkEgoKAmlkGAEgASgJEgwKBHNpemUYAiABKAQSEgoKZXhwaXJlc19hdBgDIAEoBCI9ChJSZWdpc3RlckFyY2hpdmVLZXkSEwoLYXJjaGl2ZV9rZXkYASABKAwSEgoKa2V5X3NvdXJjZRgCIAEoDCIsChZBcmNoaXZlS2V5U291cmNlUmVjb3JkEhIKCmtleV9zb3VyY2UYASABKAwiMQoNQXJjaGl2ZVN0b3JlZBIMCgRzaXplGAEgASgEEhIKCnVwZGF0ZWRfYXQYAiABKARiBnByb3RvMw");
+  fileDesc("ChltZXNod2hpc3Blci92MS9ibG9iLnByb3RvEg5tZXNod2hpc3Blci52MSI9Cg1NZWRpYVVwbG9hZGVkEgoKAmlkGAEgASgJEgwKBHNpemUYAiABKAQSEgoKZXhwaXJlc19hdBgDIAEoBCI9ChJSZWdpc3RlckFyY2hpdmVLZXkSEwoLYXJjaGl2ZV9rZXkYASABKAwSEgoKa2V5X3NvdXJjZRgCIAEoDCIsChZBcmNoaXZlS2V5U291cmNlUmVjb3JkEhIKCmtleV9zb3VyY2UYASABKAwiQgoNQXJjaGl2ZVN0b3JlZBIMCgRzaXplGAEgASgEEhIKCnVwZGF0ZWRfYXQYAiABKAQSDwoHdmVyc2lvbhgDIAEoBGIGcHJvdG8z");
 
 /**
  * Reply to POST /v1/media (device-authenticated, streamed body).
@@ -110,6 +110,13 @@ export type ArchiveStored = Message<"meshwhisper.v1.ArchiveStored"> & {
    * @generated from field: uint64 updated_at = 2;
    */
   updatedAt: bigint;
+
+  /**
+   * The version this upload became (the one it replaced + 1).
+   *
+   * @generated from field: uint64 version = 3;
+   */
+  version: bigint;
 };
 
 /**
