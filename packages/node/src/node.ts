@@ -38,7 +38,7 @@ import { blobRoutes, mediaBudgetWindow, removeMediaFiles } from './routes/blobs.
 import { deviceListRoutes } from './routes/device-lists.js';
 import { keyRoutes } from './routes/keys.js';
 import { linkRoutes } from './routes/link.js';
-import { LinkChannels } from './link/channels.js';
+import { ClusterLinkRelay, LocalLinkRelay } from './link/relay.js';
 import { mailboxRoutes } from './routes/mailbox.js';
 import { usernameRoutes } from './routes/usernames.js';
 import { pushRoutes } from './routes/push.js';
@@ -271,8 +271,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   await app.register(blobRoutes(services));
   await app.register(accountRoutes(services));
   await app.register(pushRoutes(services, push));
-  const linkChannels = new LinkChannels(ctx);
-  await app.register(linkRoutes(linkChannels));
+  const linkRelay = bus instanceof NatsDeliveryBus ? new ClusterLinkRelay(ctx, bus) : new LocalLinkRelay(ctx);
+  await app.register(linkRoutes(linkRelay));
   await app.register(webAppRoutes(config.webApp));
 
   // ── WebSockets ──
@@ -423,7 +423,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       // Retries pending are dropped and requests in flight aborted: a lost wake only delays delivery.
       await push.close();
       // Long polls on link channels end now (their links are abandoned; the user shows a new QR).
-      linkChannels.dispose();
+      linkRelay.dispose();
       // Device connections: every unacknowledged envelope is still stored and will be redelivered.
       for (const ws of wss.clients) ws.close(1001, 'node shutting down');
       const grace = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());

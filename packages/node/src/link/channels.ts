@@ -15,8 +15,8 @@
  * - Bounded: per message, per side (count and bytes), and in lifetime. Everything lives in memory
  *   and is gone at expiry, at close by both sides, or at restart (a link in flight is then simply
  *   retried by the user).
- * - In a cluster the channel lives in the process that created it: the routes need sticky routing
- *   of /v1/link/{id} to one process (docs/self-hosting.md). A single-process node needs nothing.
+ * - In a cluster the channel lives in the instance that created it; the other instances forward
+ *   requests for it over NATS (link/relay.ts), so no sticky routing is needed.
  */
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { equalBytes, toHex } from '@meshwhisper/crypto';
@@ -73,6 +73,8 @@ export class LinkChannels {
   constructor(
     private readonly ctx: CryptoContext,
     private readonly limits: { readonly maxChannels?: number } = {},
+    /** Told when a channel is forgotten (closed by both sides, expired, disposed). */
+    private readonly onDrop?: (channelIdHex: string) => void,
   ) {
     this.#timer = setInterval(() => this.sweep(), 30_000);
     this.#timer.unref();
@@ -109,7 +111,8 @@ export class LinkChannels {
   }
 
   #drop(c: Channel): void {
-    this.#channels.delete(c.id);
+    if (!this.#channels.delete(c.id)) return;
+    this.onDrop?.(c.id);
     for (const w of c.waiters) w();
     c.waiters.clear();
   }
@@ -117,6 +120,11 @@ export class LinkChannels {
   #wake(c: Channel): void {
     for (const w of c.waiters) w();
     c.waiters.clear();
+  }
+
+  /** Whether this process holds the channel (open or not yet swept). */
+  has(id: Uint8Array): boolean {
+    return this.#channels.has(toHex(id));
   }
 
   /** Opens a channel for a new device: its id, the owner's token and when an unclaimed offer expires. */
@@ -171,9 +179,10 @@ export class LinkChannels {
 
   /**
    * The other side's messages after sequence `after`, waiting up to `waitMs` for one to arrive.
-   * `closed` once the other side closed and everything it posted was returned.
+   * `closed` once the other side closed and everything it posted was returned. With `maxBytes`,
+   * only as many messages as fit (at least one) are returned; `last` says where to go on.
    */
-  async read(id: Uint8Array, token: Uint8Array | undefined, after: number, waitMs: number, signal?: AbortSignal): Promise<{ messages: Uint8Array[]; last: number; closed: boolean }> {
+  async read(id: Uint8Array, token: Uint8Array | undefined, after: number, waitMs: number, signal?: AbortSignal, maxBytes = Infinity): Promise<{ messages: Uint8Array[]; last: number; closed: boolean }> {
     const c = this.#live(id);
     const me = this.#side(c, token);
     const other = c[me === 'owner' ? 'scanner' : 'owner'];
@@ -192,8 +201,15 @@ export class LinkChannels {
       });
       if (!this.#channels.has(c.id)) throw new ProtocolError(ErrorCode.NOT_FOUND, 'the link channel expired or was closed');
     }
-    const messages = other.messages.slice(Math.max(0, after));
-    return { messages, last: Math.max(after, other.messages.length), closed: other.closed && other.messages.length <= after + messages.length };
+    const messages: Uint8Array[] = [];
+    let bytes = 0;
+    for (const m of other.messages.slice(Math.max(0, after))) {
+      if (messages.length > 0 && bytes + m.length > maxBytes) break;
+      messages.push(m);
+      bytes += m.length;
+    }
+    const last = Math.max(after, Math.max(0, after) + messages.length);
+    return { messages, last, closed: other.closed && other.messages.length <= last };
   }
 
   /** The token's side is done; the channel is forgotten once both sides closed. */

@@ -13,6 +13,8 @@
  * - PREFIX.resync                    publish on every (re)connect; body: the instance's id. Mail that
  *                                    an instance accepted while it had no NATS was announced to
  *                                    nobody: every other instance's live connections read the store.
+ * - PREFIX.rpc.<topic>               request to whichever instance `serve`s the topic (a device-link
+ *                                    channel lives in the instance that opened it: link/relay.ts)
  * An instance subscribes to PREFIX.dev.<X>.* only while a device connection for X is live on it
  * (`watch`), so traffic scales with the live devices of each instance, not with the cluster.
  * "Is the device live anywhere?" is the request's answer: NATS says "no responders" at once when
@@ -24,7 +26,7 @@
  * once more, and it asks every other instance to do the same (resync). The store stays the truth throughout: bus events are hints (bus.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { connect, Events, StorageType } from 'nats';
+import { ErrorCode as NatsErrorCode, connect, Events, StorageType } from 'nats';
 import type { KV, NatsConnection, Subscription } from 'nats';
 import type { Envelope } from '@meshwhisper/protocol';
 import { EnvelopeSchema, fromBinary, toBinary } from '@meshwhisper/protocol';
@@ -55,6 +57,7 @@ const ONE = new Uint8Array([0x31]);
 const ZERO = new Uint8Array([0x30]);
 const PREFIX_RE = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 const KEY_RE = /^[0-9a-f]{2,128}$/;
+const RPC_TOPIC_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** Mail events: count, then per envelope seq, receivedAt (float64), id and payload with lengths. */
 export function encodeMailEvent(envelopes: readonly StoredEnvelope[] | undefined): Uint8Array {
@@ -110,6 +113,8 @@ export class NatsDeliveryBus implements DeliveryBus {
   readonly #subscribers: BusSubscriber[] = [];
   /** Mailboxes with a live connection here → their NATS subscription (undefined while disconnected). */
   readonly #watched = new Map<string, Subscription | undefined>();
+  /** Topics this instance answers (`serve`) → handler and NATS subscription (undefined while disconnected). */
+  readonly #served = new Map<string, { readonly handler: (data: Uint8Array) => Promise<Uint8Array>; sub: Subscription | undefined }>();
   readonly #instance = randomBytes(8).toString('hex');
   #nc: NatsConnection | undefined;
   #kv: Promise<KV | undefined> | undefined;
@@ -182,6 +187,7 @@ export class NatsDeliveryBus implements DeliveryBus {
       },
     });
     for (const key of this.#watched.keys()) this.#watched.set(key, this.#subscribeDevice(key));
+    for (const [topic, s] of this.#served) s.sub = this.#subscribeServed(topic, s.handler);
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === Events.Disconnect) this.#setConnected(false);
@@ -273,6 +279,50 @@ export class NatsDeliveryBus implements DeliveryBus {
         if (msg.reply) msg.respond(live ? ONE : ZERO);
       },
     });
+  }
+
+  #subscribeServed(topic: string, handler: (data: Uint8Array) => Promise<Uint8Array>): Subscription | undefined {
+    const nc = this.#nc;
+    if (!nc) return undefined;
+    return nc.subscribe(`${this.#o.prefix}.rpc.${topic}`, {
+      callback: (err, msg) => {
+        if (err || !msg.reply) return;
+        void handler(msg.data).then(
+          (r) => msg.respond(r),
+          () => undefined, // the handler answers its own errors; a throw here leaves the caller to time out
+        );
+      },
+    });
+  }
+
+  /**
+   * Answers requests on PREFIX.rpc.<topic> (one instance per topic) until the returned function is
+   * called; kept across NATS reconnects. Topics are dot-free words (RPC_TOPIC_RE).
+   */
+  serve(topic: string, handler: (data: Uint8Array) => Promise<Uint8Array>): () => void {
+    if (!RPC_TOPIC_RE.test(topic)) throw new RangeError(`rpc topic ${JSON.stringify(topic)} must be letters, digits, _ and -`);
+    this.#served.get(topic)?.sub?.unsubscribe();
+    const entry = { handler, sub: this.#subscribeServed(topic, handler) };
+    this.#served.set(topic, entry);
+    return () => {
+      if (this.#served.get(topic) !== entry) return;
+      this.#served.delete(topic);
+      entry.sub?.unsubscribe();
+    };
+  }
+
+  /**
+   * Asks the instance that serves `topic`: its answer, `'none'` when no instance serves it, or
+   * `'unreachable'` while NATS is down or the request timed out.
+   */
+  async call(topic: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array | 'none' | 'unreachable'> {
+    const nc = this.#nc;
+    if (!nc || !this.#connected || !RPC_TOPIC_RE.test(topic)) return 'unreachable';
+    try {
+      return (await nc.request(`${this.#o.prefix}.rpc.${topic}`, data, { timeout: timeoutMs })).data;
+    } catch (e) {
+      return (e as { code?: string }).code === NatsErrorCode.NoResponders ? 'none' : 'unreachable';
+    }
   }
 
   /** A device connection for `mailboxKey` went live here: receive its events from the cluster. */
@@ -389,6 +439,7 @@ export class NatsDeliveryBus implements DeliveryBus {
     clearInterval(this.#pollTimer);
     this.#subscribers.length = 0;
     this.#watched.clear();
+    this.#served.clear();
     const nc = this.#nc;
     this.#nc = undefined;
     this.#connected = false;

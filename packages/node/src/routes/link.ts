@@ -1,5 +1,6 @@
 /**
- * Device-linking provisioning channels (docs/spec/linking.md §Provisioning channel), over LinkChannels:
+ * Device-linking provisioning channels (docs/spec/linking.md §Provisioning channel), over a LinkRelay
+ * (LinkChannels in this process, or forwarded to the cluster instance that holds the channel):
  *   POST   /v1/link                 → LinkChannelCreated (unauthenticated; the new device has no identity yet)
  *   POST   /v1/link/:id/claim       LinkChannelClaim → LinkChannelClaimed (single use: a second claim is MW_CONFLICT)
  *   POST   /v1/link/:id/messages    LinkChannelPost, mw-link-token → 204
@@ -10,7 +11,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { ErrorCode, LINK_TOKEN_HEADER, LinkChannelClaimSchema, LinkChannelClaimedSchema, LinkChannelCreatedSchema, LinkChannelMessagesSchema, LinkChannelPostSchema, ProtocolError, decodeBody, fromBase64Url } from '@meshwhisper/protocol';
-import type { LinkChannels } from '../link/channels.js';
+import type { LinkRelay } from '../link/relay.js';
 import { LINK_MAX_WAIT_MS } from '../link/channels.js';
 import { decodeOrThrow, protoBody, sendProto } from './common.js';
 
@@ -34,24 +35,24 @@ function intParam(v: unknown, name: string, max: number): number {
   return n;
 }
 
-export function linkRoutes(channels: LinkChannels) {
+export function linkRoutes(channels: LinkRelay) {
   return async (app: FastifyInstance): Promise<void> => {
     const rateLimit = ['http', 'link'];
 
     app.post('/v1/link', { config: { rateLimit: ['http', 'link', 'link-create'] } }, async (_request, reply) => {
-      const c = channels.create();
+      const c = await channels.create();
       return sendProto(reply, LinkChannelCreatedSchema, { channelId: c.channelId, ownerToken: c.ownerToken, expiresAt: BigInt(c.expiresAt) }, 201);
     });
 
     app.post<{ Params: { id: string } }>('/v1/link/:id/claim', { config: { rateLimit } }, async (request, reply) => {
       const body = decodeOrThrow(decodeBody(LinkChannelClaimSchema, protoBody(request)));
-      const r = channels.claim(idOf(request.params.id), body.hello);
+      const r = await channels.claim(idOf(request.params.id), body.hello);
       return sendProto(reply, LinkChannelClaimedSchema, { scannerToken: r.scannerToken, expiresAt: BigInt(r.expiresAt) });
     });
 
     app.post<{ Params: { id: string } }>('/v1/link/:id/messages', { config: { rateLimit } }, async (request, reply) => {
       const body = decodeOrThrow(decodeBody(LinkChannelPostSchema, protoBody(request)));
-      channels.post(idOf(request.params.id), tokenOf(request.headers[LINK_TOKEN_HEADER]), body.data);
+      await channels.post(idOf(request.params.id), tokenOf(request.headers[LINK_TOKEN_HEADER]), body.data);
       return reply.code(204).send();
     });
 
@@ -65,7 +66,7 @@ export function linkRoutes(channels: LinkChannels) {
     });
 
     app.delete<{ Params: { id: string } }>('/v1/link/:id', { config: { rateLimit } }, async (request, reply) => {
-      channels.close(idOf(request.params.id), tokenOf(request.headers[LINK_TOKEN_HEADER]));
+      await channels.close(idOf(request.params.id), tokenOf(request.headers[LINK_TOKEN_HEADER]));
       return reply.code(204).send();
     });
   };

@@ -2,6 +2,7 @@
 // blobs), clients spread over the instances as a load balancer would: a device on instance 1
 // receives from a sender on instance 3, replies reach back, usernames and media cross instances.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RoundRobinBalancer } from '../../../node/test/cluster/balancer.js';
 import { startCluster } from '../../../node/test/cluster/harness.js';
 import type { TestCluster } from '../../../node/test/cluster/harness.js';
 import type { IncomingMessage } from '../../src/index.js';
@@ -52,6 +53,33 @@ describe('SDK clients spread over a cluster', () => {
       expect(got.filter((m) => m.text === 'live now')).toHaveLength(1); // nothing delivered twice
     } finally {
       await Promise.all([alice.close(), bob.close(), carol.close()]);
+    }
+  });
+
+  it('links a new device while each request of both devices goes to the next instance: both then receive the account’s mail', async () => {
+    const fast = { receiptDelay: { minDelayMs: 0, maxDelayMs: 0 } };
+    // Both devices use the cluster's one address; the balancer sends each request to the next instance.
+    const lb = await RoundRobinBalancer.start(cluster.instances.map((i) => i.port));
+    const a = await MeshWhisper.create({ node: lb.url, namespace: 'test', storage: await memoryStorage(), ...fast });
+    const carol = await MeshWhisper.create({ node: lb.url, namespace: 'test', storage: await memoryStorage(), ...fast });
+    const offer = await MeshWhisper.createLinkOffer({ node: lb.url, namespace: 'test', storage: await memoryStorage(), deviceName: 'laptop', ...fast });
+    const [accepted, linked] = await Promise.all([a.acceptLinkOffer(offer.payload, { deviceName: 'phone' }), offer.completed]);
+    const b = linked.client;
+    try {
+      // The channel's requests (create, claim, posts, long polls, closes) were spread over all three instances.
+      const linkRequests = lb.routed.filter((r) => r.path.startsWith('/v1/link'));
+      expect(linkRequests.length).toBeGreaterThan(5);
+      expect(new Set(linkRequests.map((r) => r.instance)).size).toBe(3);
+      expect(Buffer.from(b.accountKey)).toEqual(Buffer.from(a.accountKey));
+      expect(accepted.deviceName).toBe('laptop');
+      expect((await a.deviceList())?.devices.map((d) => d.deviceIndex)).toEqual([0, accepted.deviceIndex]);
+      const both = Promise.all([a.once('message', (m) => m.text === 'to both'), b.once('message', (m) => m.text === 'to both')]);
+      await carol.sendText({ accountKey: a.accountKey }, 'to both');
+      const [ma, mb] = await both;
+      expect(ma.id).toBe(mb.id);
+    } finally {
+      await Promise.all([a.close(), b.close(), carol.close()]);
+      await lb.close();
     }
   });
 });
