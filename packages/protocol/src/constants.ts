@@ -29,6 +29,13 @@ export const MAX_HTTP_BODY_BYTES = 512 * 1024;
 export const MAX_DELIVER_BATCH = 1024;
 /** Ids per Ack frame: one whole Deliver frame can be acknowledged with one Ack (18 KiB). */
 export const MAX_ACK_IDS = 1024;
+/**
+ * Items per POST /v1/send/batch. One message to an account reaches every one of its devices (at most
+ * 6 by default, an app may allow more) plus the sender's own other devices; a group message reaches
+ * every device of every member, so a sender splits its fan-out into batches of this many. Bounds
+ * one request's rate-limit and store work; the whole body stays under MAX_HTTP_BODY_BYTES.
+ */
+export const MAX_SEND_BATCH_ITEMS = 64;
 /** Node-assigned envelope id: 128 random bits, unguessable and free of ordering information. */
 export const MESSAGE_ID_LENGTH = 16;
 

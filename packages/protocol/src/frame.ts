@@ -14,6 +14,7 @@ import {
   MAX_DELIVERY_TOKEN_LENGTH,
   MAX_ENVELOPE_SIZE,
   MAX_FRAME_BYTES,
+  MAX_SEND_BATCH_ITEMS,
   MESSAGE_ID_LENGTH,
   MIN_DELIVERY_TOKEN_LENGTH,
   SUPPORTED_PROTOCOL_VERSIONS,
@@ -22,7 +23,7 @@ import { ErrorCode, ProtocolError } from './errors.js';
 import type { DeviceAuth } from './gen/meshwhisper/v1/auth_pb.js';
 import type { Frame } from './gen/meshwhisper/v1/frame_pb.js';
 import { FrameSchema } from './gen/meshwhisper/v1/frame_pb.js';
-import type { SendRequest } from './gen/meshwhisper/v1/mailbox_pb.js';
+import type { SendBatchRequest, SendRequest } from './gen/meshwhisper/v1/mailbox_pb.js';
 import { EnvelopeClass } from './gen/meshwhisper/v1/mailbox_pb.js';
 
 /** Either a decoded, validated value or the typed reason it was rejected. */
@@ -167,6 +168,11 @@ export function sendRequestProblem(s: SendRequest): string | undefined {
     classProblem(s.class) ??
     (s.deliveryToken.length === 0 ? undefined : tokenProblem(s.deliveryToken))
   );
+}
+
+/** Whole-request checks of a SendBatchRequest (each item is checked on its own: sendRequestProblem). */
+export function sendBatchProblem(b: SendBatchRequest): string | undefined {
+  return b.items.length === 0 || b.items.length > MAX_SEND_BATCH_ITEMS ? `items must be 1 to ${MAX_SEND_BATCH_ITEMS}, got ${b.items.length}` : undefined;
 }
 
 /**

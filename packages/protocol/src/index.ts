@@ -6,7 +6,7 @@
  */
 export * from './constants.js';
 export * from './errors.js';
-export { decodeFrame, encodeFrame, negotiateVersion, sendRequestProblem, deviceAuthProblem } from './frame.js';
+export { decodeFrame, encodeFrame, negotiateVersion, sendRequestProblem, sendBatchProblem, deviceAuthProblem } from './frame.js';
 export type { Decoded, DecodeFrameOptions, FrameInit, FrameKind } from './frame.js';
 export { encodeDeliverFrame, encodeSendResultFrame } from './fast-frames.js';
 export type { FastEnvelope } from './fast-frames.js';

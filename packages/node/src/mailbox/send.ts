@@ -16,7 +16,7 @@ import { createHash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { toHex } from '@meshwhisper/crypto';
 import type { SendRequest, SendResult } from '@meshwhisper/protocol';
-import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, SendResultSchema, create } from '@meshwhisper/protocol';
+import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, SendResultSchema, create, sendRequestProblem } from '@meshwhisper/protocol';
 import type { RateLimiter } from '../rate-limit.js';
 import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { DeliveryBus } from './bus.js';
@@ -73,9 +73,14 @@ interface Pending {
   readonly tokenHash: Uint8Array | undefined;
   readonly lane: 'token' | 'first_contact';
   readonly started: number;
+  /** The batch request this envelope came in (it commits with the rest of it), if any. */
+  readonly unit: object | undefined;
   readonly resolve: (r: SendResult) => void;
   readonly reject: (e: unknown) => void;
 }
+
+/** One item's answer in a batch: the SendResult, or the typed refusal (a ProtocolError). */
+export type BatchOutcome = { readonly ok: true; readonly result: SendResult } | { readonly ok: false; readonly error: unknown };
 
 export class SendService {
   #closed = false;
@@ -111,7 +116,37 @@ export class SendService {
     return this.#admit(req, clientKey);
   }
 
-  async #admit(req: SendRequest, clientKey: string): Promise<SendResult> {
+  /**
+   * Several sends in one request (POST /v1/send/batch), each admitted, rate-limited and answered on
+   * its own — the same checks and codes as `send`, in the request's order. Items refused before the
+   * store (malformed, rate limited, not durable) never reach it; every admitted item joins the SAME
+   * group commit (one transaction, one fsync; a group is never cut between two of its items), and
+   * nothing is answered before it committed. A storage failure answers every admitted item
+   * UNAVAILABLE: none of them was written.
+   */
+  async sendBatch(reqs: readonly SendRequest[], clientKey: string): Promise<BatchOutcome[]> {
+    const out: (BatchOutcome | Promise<BatchOutcome>)[] = [];
+    const unit = {};
+    let queued = 0;
+    for (const req of reqs) {
+      const problem = sendRequestProblem(req) ?? (req.class === EnvelopeClass.DURABLE ? undefined : 'class must be DURABLE in a batch');
+      if (problem !== undefined) {
+        out.push({ ok: false, error: new ProtocolError(ErrorCode.BAD_REQUEST, `SendRequest: ${problem}`) });
+        continue;
+      }
+      try {
+        out.push(this.#enqueue(req, this.#admitNow(req, clientKey), unit).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })));
+        queued++;
+      } catch (error) {
+        out.push({ ok: false, error });
+      }
+    }
+    if (queued > 0) this.#kick();
+    return Promise.all(out);
+  }
+
+  /** The checks that cost no I/O (shutting down, rate limits); throws the refusal. */
+  #admitNow(req: SendRequest, clientKey: string): { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: 'token' | 'first_contact' } {
     if (this.#closed) throw new ProtocolError(ErrorCode.UNAVAILABLE, 'node is shutting down', 1000);
     const mailboxKey = toHex(req.mailboxId);
     const withToken = req.deliveryToken.length > 0;
@@ -128,34 +163,50 @@ export class SendService {
       throw new ProtocolError(ErrorCode.RATE_LIMITED, `rate limit exceeded (${decision.bucket})`, decision.retryAfterMs);
     }
     const tokenHash = withToken ? deliveryTokenHash(this.ctx, req.deliveryToken) : undefined;
-    const lane = withToken ? 'token' : 'first_contact';
-    const now = this.ctx.now();
+    return { mailboxKey, tokenHash, lane: withToken ? 'token' : 'first_contact' };
+  }
+
+  async #admit(req: SendRequest, clientKey: string): Promise<SendResult> {
+    const admitted = this.#admitNow(req, clientKey);
+    const { mailboxKey, tokenHash, lane } = admitted;
     if (req.class === EnvelopeClass.EPHEMERAL) {
       const r = await this.store.checkRecipient(req.mailboxId, tokenHash);
       if (r !== 'ok') throw this.#refusal(r);
-      const delivered = await this.bus.publishSignal(mailboxKey, create(EnvelopeSchema, { payload: req.payload, receivedAt: BigInt(now), class: EnvelopeClass.EPHEMERAL }));
+      const delivered = await this.bus.publishSignal(mailboxKey, create(EnvelopeSchema, { payload: req.payload, receivedAt: BigInt(this.ctx.now()), class: EnvelopeClass.EPHEMERAL }));
       this.events.accepted?.('ephemeral', lane);
       return create(SendResultSchema, { deliveredLive: delivered });
     }
+    const p = this.#enqueue(req, admitted, undefined);
+    this.#kick();
+    return p;
+  }
+
+  /** Queues a durable envelope for the next group commit (`unit`: the batch it must not be split from). */
+  #enqueue(req: SendRequest, admitted: { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: 'token' | 'first_contact' }, unit: object | undefined): Promise<SendResult> {
     return new Promise<SendResult>((resolve, reject) => {
       this.#queue.push({
         id: this.#ids.next(),
         mailbox: req.mailboxId,
-        mailboxKey,
+        mailboxKey: admitted.mailboxKey,
         payload: req.payload,
-        receivedAt: now,
-        tokenHash,
-        lane,
+        receivedAt: this.ctx.now(),
+        tokenHash: admitted.tokenHash,
+        lane: admitted.lane,
         started: performance.now(),
+        unit,
         resolve,
         reject,
       });
-      if (this.#queue.length >= MAX_GROUP_COMMIT) void this.#flush();
-      else if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => void this.#flush());
-      }
     });
+  }
+
+  /** Starts a group commit now when the queue holds a full group, else on the next turn. */
+  #kick(): void {
+    if (this.#queue.length >= MAX_GROUP_COMMIT) void this.#flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => void this.#flush());
+    }
   }
 
   #refusal(reason: Exclude<EnqueueOutcome, { ok: true }>['reason']): ProtocolError {
@@ -180,6 +231,14 @@ export class SendService {
     // Enough commits are running: the first to finish starts the next group (#committed).
     if (this.#committing >= MAX_COMMITS_IN_FLIGHT) return;
     const batch = this.#queue.splice(0, MAX_GROUP_COMMIT);
+    // Never cut a batch request in two (it is bounded far below MAX_GROUP_COMMIT): its tail waits
+    // for the next group with the rest of it.
+    const last = batch.at(-1)?.unit;
+    if (last && this.#queue[0]?.unit === last && batch[0]!.unit !== last) {
+      let cut = batch.length;
+      while (batch[cut - 1]!.unit === last) cut--;
+      this.#queue.unshift(...batch.splice(cut));
+    }
     if (batch.length === 0) return this.#checkIdle();
     this.#scheduleMore();
     this.#inFlight++;

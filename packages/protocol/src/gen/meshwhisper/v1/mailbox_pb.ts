@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ErrorDetail } from "./errors_pb.js";
+import { file_meshwhisper_v1_errors } from "./errors_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file meshwhisper/v1/mailbox.proto.
  */
 export const file_meshwhisper_v1_mailbox: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9tYWlsYm94LnByb3RvEg5tZXNod2hpc3Blci52MSJ4CgtTZW5kUmVxdWVzdBISCgptYWlsYm94X2lkGAEgASgMEg8KB3BheWxvYWQYAiABKAwSLAoFY2xhc3MYAyABKA4yHS5tZXNod2hpc3Blci52MS5FbnZlbG9wZUNsYXNzEhYKDmRlbGl2ZXJ5X3Rva2VuGAQgASgMIjAKClNlbmRSZXN1bHQSCgoCaWQYASABKAwSFgoOZGVsaXZlcmVkX2xpdmUYAiABKAgiagoIRW52ZWxvcGUSCgoCaWQYASABKAwSDwoHcGF5bG9hZBgCIAEoDBITCgtyZWNlaXZlZF9hdBgDIAEoBBIsCgVjbGFzcxgEIAEoDjIdLm1lc2h3aGlzcGVyLnYxLkVudmVsb3BlQ2xhc3MiNgoHRGVsaXZlchIrCgllbnZlbG9wZXMYASADKAsyGC5tZXNod2hpc3Blci52MS5FbnZlbG9wZSISCgNBY2sSCwoDaWRzGAEgAygMIi0KCUdhcE5vdGljZRIPCgdleHBpcmVkGAEgASgNEg8KB2V2aWN0ZWQYAiABKA0iDAoKUXVldWVFbXB0eSIjChFTZXREZWxpdmVyeVRva2VucxIOCgZ0b2tlbnMYASADKAwqaQoNRW52ZWxvcGVDbGFzcxIeChpFTlZFTE9QRV9DTEFTU19VTlNQRUNJRklFRBAAEhoKFkVOVkVMT1BFX0NMQVNTX0RVUkFCTEUQARIcChhFTlZFTE9QRV9DTEFTU19FUEhFTUVSQUwQAmIGcHJvdG8z");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9tYWlsYm94LnByb3RvEg5tZXNod2hpc3Blci52MSJ4CgtTZW5kUmVxdWVzdBISCgptYWlsYm94X2lkGAEgASgMEg8KB3BheWxvYWQYAiABKAwSLAoFY2xhc3MYAyABKA4yHS5tZXNod2hpc3Blci52MS5FbnZlbG9wZUNsYXNzEhYKDmRlbGl2ZXJ5X3Rva2VuGAQgASgMIjAKClNlbmRSZXN1bHQSCgoCaWQYASABKAwSFgoOZGVsaXZlcmVkX2xpdmUYAiABKAgiPgoQU2VuZEJhdGNoUmVxdWVzdBIqCgVpdGVtcxgBIAMoCzIbLm1lc2h3aGlzcGVyLnYxLlNlbmRSZXF1ZXN0IngKE1NlbmRCYXRjaEl0ZW1SZXN1bHQSKAoCb2sYASABKAsyGi5tZXNod2hpc3Blci52MS5TZW5kUmVzdWx0SAASLAoFZXJyb3IYAiABKAsyGy5tZXNod2hpc3Blci52MS5FcnJvckRldGFpbEgAQgkKB291dGNvbWUiRwoPU2VuZEJhdGNoUmVzdWx0EjQKB3Jlc3VsdHMYASADKAsyIy5tZXNod2hpc3Blci52MS5TZW5kQmF0Y2hJdGVtUmVzdWx0ImoKCEVudmVsb3BlEgoKAmlkGAEgASgMEg8KB3BheWxvYWQYAiABKAwSEwoLcmVjZWl2ZWRfYXQYAyABKAQSLAoFY2xhc3MYBCABKA4yHS5tZXNod2hpc3Blci52MS5FbnZlbG9wZUNsYXNzIjYKB0RlbGl2ZXISKwoJZW52ZWxvcGVzGAEgAygLMhgubWVzaHdoaXNwZXIudjEuRW52ZWxvcGUiEgoDQWNrEgsKA2lkcxgBIAMoDCItCglHYXBOb3RpY2USDwoHZXhwaXJlZBgBIAEoDRIPCgdldmljdGVkGAIgASgNIgwKClF1ZXVlRW1wdHkiIwoRU2V0RGVsaXZlcnlUb2tlbnMSDgoGdG9rZW5zGAEgAygMKmkKDUVudmVsb3BlQ2xhc3MSHgoaRU5WRUxPUEVfQ0xBU1NfVU5TUEVDSUZJRUQQABIaChZFTlZFTE9QRV9DTEFTU19EVVJBQkxFEAESHAoYRU5WRUxPUEVfQ0xBU1NfRVBIRU1FUkFMEAJiBnByb3RvMw", [file_meshwhisper_v1_errors]);
 
 /**
  * An anonymous send (POST /v1/send, or a Send frame on the anonymous WebSocket).
@@ -80,6 +82,78 @@ export const SendResultSchema: GenMessage<SendResult> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_mailbox, 1);
 
 /**
+ * Several anonymous sends in one request (POST /v1/send/batch): a device's fan-out of one message to
+ * every device of an account, and its mirror copies to its own devices. Each item is admitted,
+ * rate-limited and answered on its own, exactly as if it had been a SendRequest of its own; the
+ * durable items that are accepted commit together (one transaction, one fsync). Durable only.
+ *
+ * @generated from message meshwhisper.v1.SendBatchRequest
+ */
+export type SendBatchRequest = Message<"meshwhisper.v1.SendBatchRequest"> & {
+  /**
+   * @generated from field: repeated meshwhisper.v1.SendRequest items = 1;
+   */
+  items: SendRequest[];
+};
+
+/**
+ * Describes the message meshwhisper.v1.SendBatchRequest.
+ * Use `create(SendBatchRequestSchema)` to create a new message.
+ */
+export const SendBatchRequestSchema: GenMessage<SendBatchRequest> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_mailbox, 2);
+
+/**
+ * One item's answer, in the order of the request's items.
+ *
+ * @generated from message meshwhisper.v1.SendBatchItemResult
+ */
+export type SendBatchItemResult = Message<"meshwhisper.v1.SendBatchItemResult"> & {
+  /**
+   * @generated from oneof meshwhisper.v1.SendBatchItemResult.outcome
+   */
+  outcome: {
+    /**
+     * @generated from field: meshwhisper.v1.SendResult ok = 1;
+     */
+    value: SendResult;
+    case: "ok";
+  } | {
+    /**
+     * The typed refusal this item would have got from POST /v1/send (docs/spec/errors.md).
+     *
+     * @generated from field: meshwhisper.v1.ErrorDetail error = 2;
+     */
+    value: ErrorDetail;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message meshwhisper.v1.SendBatchItemResult.
+ * Use `create(SendBatchItemResultSchema)` to create a new message.
+ */
+export const SendBatchItemResultSchema: GenMessage<SendBatchItemResult> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_mailbox, 3);
+
+/**
+ * @generated from message meshwhisper.v1.SendBatchResult
+ */
+export type SendBatchResult = Message<"meshwhisper.v1.SendBatchResult"> & {
+  /**
+   * @generated from field: repeated meshwhisper.v1.SendBatchItemResult results = 1;
+   */
+  results: SendBatchItemResult[];
+};
+
+/**
+ * Describes the message meshwhisper.v1.SendBatchResult.
+ * Use `create(SendBatchResultSchema)` to create a new message.
+ */
+export const SendBatchResultSchema: GenMessage<SendBatchResult> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_mailbox, 4);
+
+/**
  * An envelope handed to its recipient.
  *
  * @generated from message meshwhisper.v1.Envelope
@@ -113,7 +187,7 @@ export type Envelope = Message<"meshwhisper.v1.Envelope"> & {
  * Use `create(EnvelopeSchema)` to create a new message.
  */
 export const EnvelopeSchema: GenMessage<Envelope> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_mailbox, 2);
+  messageDesc(file_meshwhisper_v1_mailbox, 5);
 
 /**
  * Server → device: a batch of envelopes, oldest first.
@@ -132,7 +206,7 @@ export type Deliver = Message<"meshwhisper.v1.Deliver"> & {
  * Use `create(DeliverSchema)` to create a new message.
  */
 export const DeliverSchema: GenMessage<Deliver> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_mailbox, 3);
+  messageDesc(file_meshwhisper_v1_mailbox, 6);
 
 /**
  * Device → server: the node may now delete these envelopes.
@@ -151,7 +225,7 @@ export type Ack = Message<"meshwhisper.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_mailbox, 4);
+  messageDesc(file_meshwhisper_v1_mailbox, 7);
 
 /**
  * Server → device: envelopes were lost before delivery; never silent.
@@ -179,7 +253,7 @@ export type GapNotice = Message<"meshwhisper.v1.GapNotice"> & {
  * Use `create(GapNoticeSchema)` to create a new message.
  */
 export const GapNoticeSchema: GenMessage<GapNotice> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_mailbox, 5);
+  messageDesc(file_meshwhisper_v1_mailbox, 8);
 
 /**
  * Server → device: the stored queue has been fully delivered (live delivery continues).
@@ -194,7 +268,7 @@ export type QueueEmpty = Message<"meshwhisper.v1.QueueEmpty"> & {
  * Use `create(QueueEmptySchema)` to create a new message.
  */
 export const QueueEmptySchema: GenMessage<QueueEmpty> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_mailbox, 6);
+  messageDesc(file_meshwhisper_v1_mailbox, 9);
 
 /**
  * Device → server: replace the set of delivery tokens for this mailbox (the node keeps only their hashes).
@@ -213,7 +287,7 @@ export type SetDeliveryTokens = Message<"meshwhisper.v1.SetDeliveryTokens"> & {
  * Use `create(SetDeliveryTokensSchema)` to create a new message.
  */
 export const SetDeliveryTokensSchema: GenMessage<SetDeliveryTokens> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_mailbox, 7);
+  messageDesc(file_meshwhisper_v1_mailbox, 10);
 
 /**
  * How the node treats an envelope.
