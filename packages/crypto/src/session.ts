@@ -51,7 +51,12 @@ import type { DeviceAddress, ProtocolStore, ProtocolStores } from './stores.js';
 import { deviceAddress } from './stores.js';
 
 /** Session-layer message types; they travel as the sealed envelope's content type. */
-export const MessageType = { PreKey: 1, Ratchet: 2, Ephemeral: 3, DecryptionError: 4 } as const;
+/**
+ * Sealed-envelope content types. Group (5): a sender-key group message (docs/spec/groups.md §G2.3),
+ * carried directly in the sealed envelope — the session layer does not open it; receiveSealed hands
+ * it back with the authenticated sender, and the group layer checks that it names that device.
+ */
+export const MessageType = { PreKey: 1, Ratchet: 2, Ephemeral: 3, DecryptionError: 4, Group: 5 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 export interface SessionMessage {
@@ -723,6 +728,8 @@ export async function sealDecryptionError(
 /** What receiveSealed found in an envelope: a DecryptedMessage, or a failure with the report to send back. */
 export type ReceivedEnvelope = { readonly sender: DeviceCertificate } & (
   | DecryptedMessage
+  /** A sender-key group message (MessageType.Group): not opened here, no store touched. */
+  | { readonly kind: 'group'; readonly message: Uint8Array }
   | {
       readonly kind: 'failed';
       /** Why the message could not be decrypted (nothing was stored). */
@@ -748,6 +755,7 @@ export async function receiveSealed(
   const opened = openEnvelope(ctx, self.device, envelope);
   const sender = opened.sender;
   const message = { type: opened.contentType as MessageType, body: opened.content };
+  if (message.type === MessageType.Group) return { sender, kind: 'group', message: message.body };
   try {
     const out = await receiveMessage(ctx, store, sender, message, options.persist ? { persist: (tx, pt, kind) => options.persist!(tx, pt, sender, kind) } : {});
     return { sender, ...out };

@@ -16,6 +16,7 @@ import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
 import { Contacts } from './contacts.js';
+import { Groups } from './groups/groups.js';
 import { DeviceLists } from './device-lists.js';
 import { DeviceIdentity, DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
 import { Directory, checkAccountKey } from './directory.js';
@@ -73,6 +74,20 @@ async function defaultWebSocket(): Promise<WebSocketConstructor> {
   return mod.default;
 }
 
+/**
+ * Where a message goes: a recipient (mailbox id, username, account) or a conversation — the direct
+ * conversation with an account, or a group (`{ kind: 'group', groupId }`).
+ */
+export type Destination = Recipient | ConversationId;
+
+function destination(to: Destination): { group?: Uint8Array; recipient: Recipient } {
+  if (to && typeof to === 'object' && !(to instanceof Uint8Array) && 'kind' in to) {
+    const c = toConversation(to, 'send');
+    return c.kind === 'group' ? { group: c.groupId, recipient: new Uint8Array(0) } : { recipient: { accountKey: c.peer } };
+  }
+  return { recipient: to };
+}
+
 export class MeshWhisper {
   readonly #ctx: CryptoContext;
   readonly #storage: ProtocolStorage;
@@ -93,6 +108,7 @@ export class MeshWhisper {
   readonly #log: Log;
   readonly #maxDevices: number;
   readonly #lists: DeviceLists;
+  readonly #groups: Groups;
   #closed = false;
   /** create() ran while the node was unreachable: the own list and keys go out once online. */
   #publishPending = false;
@@ -203,7 +219,26 @@ export class MeshWhisper {
         }
       },
     });
+    this.#groups = new Groups({
+      ctx,
+      storage,
+      identity,
+      nodeUrl: opts.node,
+      directory: this.#directory,
+      lists: this.#lists,
+      sender: this.#sender,
+      outbox: this.#outbox,
+      transport: this.#transport,
+      timers: this.#timers,
+      emit,
+      log,
+      deliveryToken: () => (this.#deliveryTokenRegistered ? this.#deliveryToken : new Uint8Array(0)),
+      isClosed,
+    });
+    const groups = this.#groups;
     this.#receiver = new ReceivePipeline({
+      groups,
+      resolveConversation: (stx, input) => groups.resolveConversation(stx, input),
       ctx,
       storage,
       accountKey: identity.certificate.accountKey,
@@ -560,7 +595,7 @@ export class MeshWhisper {
    * Sends a text message: to one device (mailbox id) or to every device of a username's account.
    * Resolves when the node has durably stored it for each device.
    */
-  sendText(to: Recipient, text: string, options: TextOptions = {}): Promise<{ id: string }> {
+  sendText(to: Destination, text: string, options: TextOptions = {}): Promise<{ id: string }> {
     if (typeof text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'text must be a string');
     const r = options.replyTo;
     return this.#sendTo(to, {
@@ -574,7 +609,7 @@ export class MeshWhisper {
   }
 
   /** Sends arbitrary bytes with a MIME type. */
-  sendBinary(to: Recipient, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
+  sendBinary(to: Destination, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
     return this.#sendTo(to, { case: 'binary', value: { data, mimeType } });
   }
 
@@ -583,7 +618,7 @@ export class MeshWhisper {
    * fresh key, uploads the ciphertext to the node's blob store, then sends the key and digest in a
    * message (same fan-out as sendText). `options.size` is required for a stream or iterable source.
    */
-  async sendFile(to: Recipient, source: FileSource, options: SendFileOptions): Promise<{ id: string; file: FileAttachment }> {
+  async sendFile(to: Destination, source: FileSource, options: SendFileOptions): Promise<{ id: string; file: FileAttachment }> {
     this.#checkOpen();
     const { body, file } = await uploadFile({ ctx: this.#ctx, api: this.#api, identity: this.#identity }, source, options);
     try {
@@ -605,30 +640,32 @@ export class MeshWhisper {
   }
 
   /** Forwards a received text (marked as forwarded; its original author is not claimed). */
-  forward(to: Recipient, message: Pick<IncomingMessage, 'text'>): Promise<{ id: string }> {
+  forward(to: Destination, message: Pick<IncomingMessage, 'text'>): Promise<{ id: string }> {
     if (typeof message.text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only text messages can be forwarded this way');
     return this.sendText(to, message.text, { forwarded: true });
   }
 
   /** Adds (or, with `remove`, removes) an emoji reaction to a message. */
-  react(to: Recipient, target: MessageRef, emoji: string, options: { remove?: boolean } = {}): Promise<{ id: string }> {
+  react(to: Destination, target: MessageRef, emoji: string, options: { remove?: boolean } = {}): Promise<{ id: string }> {
     if (typeof emoji !== 'string' || emoji.length === 0 || emoji.length > 16) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'emoji must be 1–16 characters');
     return this.#sendTo(to, { case: 'reaction', value: { target: { author: target.author, messageId: messageIdBytes(target.id) }, emoji, remove: options.remove === true } });
   }
 
   /** Edits one of this account's own messages for the recipients. */
-  editMessage(to: Recipient, id: string, text: string): Promise<{ id: string }> {
+  editMessage(to: Destination, id: string, text: string): Promise<{ id: string }> {
     return this.#sendTo(to, { case: 'edit', value: { messageId: messageIdBytes(id), text } });
   }
 
   /** Deletes one of this account's own messages for everyone. Receivers honour it only for the author. */
-  deleteMessage(to: Recipient, id: string): Promise<{ id: string }> {
+  deleteMessage(to: Destination, id: string): Promise<{ id: string }> {
     return this.#sendTo(to, { case: 'delete', value: { messageId: messageIdBytes(id) } });
   }
 
   /** Ephemeral typing indicator (never stored by the node, never wakes a device). */
-  async setTyping(to: Recipient, typing: boolean): Promise<void> {
-    await this.#sender.sendEphemeral(to, { case: 'typing', value: { typing } });
+  async setTyping(to: Destination, typing: boolean): Promise<void> {
+    const d = destination(to);
+    if (d.group) return this.#groups.sendEphemeral(d.group, { case: 'typing', value: { typing } });
+    await this.#sender.sendEphemeral(d.recipient, { case: 'typing', value: { typing } });
   }
 
   /** Ephemeral presence (online / last seen); does nothing when the client opted out (`sharePresence: false`). */
@@ -637,9 +674,21 @@ export class MeshWhisper {
     await this.#sender.sendEphemeral(to, { case: 'presence', value: { online, lastSeen: BigInt(this.#ctx.now()) } });
   }
 
-  async #sendTo(to: Recipient, body: ContentBody): Promise<{ id: string; peer: Uint8Array | undefined }> {
+  async #sendTo(to: Destination, body: ContentBody): Promise<{ id: string; peer: Uint8Array | undefined }> {
     this.#checkOpen();
-    return this.#sender.sendTo(to, body);
+    const d = destination(to);
+    if (d.group) return { ...(await this.#groups.send(d.group, body)), peer: undefined };
+    return this.#sender.sendTo(d.recipient, body);
+  }
+
+  /**
+   * Groups (docs/api.md §Groups): create, invite (account, username, link/QR) with accept/decline,
+   * add, kick, leave, rename, promote, transfer admin, make admin-less, info, list, per-member
+   * receipts. Messages go to a group with the ordinary calls (sendText, sendFile, react, editMessage,
+   * deleteMessage, forward, setTyping, setDisappearingTimer, markRead) and `{ kind: 'group', groupId }`.
+   */
+  get groups(): Groups {
+    return this.#groups;
   }
 
   // ── Message states ────────────────────────────────────────────────────────────────────────
@@ -651,14 +700,17 @@ export class MeshWhisper {
    * can answer messages it read from `history()`. Resolves once the receipt is queued (stored); it
    * goes out after a random delay (MeshWhisperOptions.receiptDelay).
    */
-  async markRead(target: Pick<IncomingMessage, 'fromMailboxId' | 'sender'> | ConversationId | Uint8Array, messageIds: string[]): Promise<void> {
+  async markRead(target: (Pick<IncomingMessage, 'fromMailboxId' | 'sender'> & { conversation?: ConversationId }) | ConversationId | Uint8Array, messageIds: string[]): Promise<void> {
     if (!Array.isArray(messageIds)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'markRead: messageIds must be an array of message ids');
     for (const id of messageIds) messageIdBytes(id);
     if (messageIds.length === 0) return;
     const byMessage = target && typeof target === 'object' && 'fromMailboxId' in target;
     const peer = byMessage ? target.sender.accountKey : directPeerOf(target as ConversationId | Uint8Array);
-    // No read receipts to a contact request: the sender learns nothing until the user accepts.
-    if ((await this.contactState(peer)) !== 'accepted') return;
+    // No read receipts to a contact request: the sender learns nothing until the user accepts. In a
+    // group this device is in, members get them (the sender sees who read: groups.receipts).
+    const conversation = byMessage ? target.conversation : undefined;
+    const inGroup = conversation?.kind === 'group' && (await this.#groups.info(conversation.groupId))?.isMember === true;
+    if (!inGroup && (await this.contactState(peer)) !== 'accepted') return;
     const ids = messageIds.map(fromHex);
     if (byMessage) {
       await this.#receipts.add(target.fromMailboxId, 'read', ids);
@@ -767,7 +819,7 @@ export class MeshWhisper {
    * Sets the disappearing-message timer of the conversation with `to` (0 turns it off). Either
    * side may set it; it applies on both sides to every message sent from then on.
    */
-  async setDisappearingTimer(to: Recipient, seconds: number): Promise<void> {
+  async setDisappearingTimer(to: Destination, seconds: number): Promise<void> {
     if (!Number.isInteger(seconds) || seconds < 0 || seconds > MAX_DISAPPEARING_SECONDS) {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `seconds must be an integer from 0 to ${MAX_DISAPPEARING_SECONDS}`);
     }

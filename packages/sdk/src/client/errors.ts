@@ -49,6 +49,18 @@ export const SdkErrorCode = {
   LINK_FAILED: 'MW_SDK_LINK_FAILED',
   /** The link offer expired before it was scanned, or the link did not finish in time. Show a new QR code. */
   LINK_EXPIRED: 'MW_SDK_LINK_EXPIRED',
+  /**
+   * Groups: a group message, sender key or typing signal from a device that is not a member device
+   * of the group (a non-member holding the group id, a removed member); or this device tried to send
+   * to a group it is no longer in. Nothing was stored.
+   */
+  GROUP_NOT_MEMBER: 'MW_SDK_GROUP_NOT_MEMBER',
+  /**
+   * Groups: this member may not make that change in the group's current state — kick, rename, add,
+   * promote or transfer without being admin in an "admins" group, a kick in an admin-less group,
+   * adding a member already there. Nothing changed.
+   */
+  GROUP_NOT_ALLOWED: 'MW_SDK_GROUP_NOT_ALLOWED',
   /** The account already has as many devices as the app allows (MeshWhisperOptions.maxDevices): revoke one first. */
   DEVICE_LIMIT: 'MW_SDK_DEVICE_LIMIT',
 } as const;

@@ -21,6 +21,7 @@ import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, MAX_DISAPPEARING_SECONDS } from '../constants.js';
 import type { Contacts } from './contacts.js';
+import type { Groups } from './groups/groups.js';
 import type { DeviceLists } from './device-lists.js';
 import { heldListIn } from './device-lists.js';
 import type { Directory } from './directory.js';
@@ -83,6 +84,8 @@ interface Outcome {
   expires?: boolean;
   /** Refused after the ratchet step (e.g. content from a newer app): reported as undecryptable. */
   refused?: SdkError;
+  /** Work that needs the network, run after the commit and the events (a group invitation accepted: add the account). */
+  after?: () => Promise<void>;
 }
 
 export class ReceivePipeline {
@@ -109,6 +112,8 @@ export class ReceivePipeline {
        * and the sender belongs to it (groups plug in here). Absent or undefined: refused.
        */
       readonly resolveConversation?: (stx: AppStore, input: { conversationId: Uint8Array; from: DeviceCertificate }) => Promise<ConversationId | undefined>;
+      /** Groups (groups/groups.ts): group messages, control operations, sender keys, invitations, per-member receipts. */
+      readonly groups?: Groups;
     },
   ) {}
 
@@ -123,6 +128,7 @@ export class ReceivePipeline {
         if (outcome.refused) throw outcome.refused;
         if (outcome.newContact) this.deps.onFirstContact();
         if (outcome.expires) this.deps.timers.schedule();
+        if (outcome.after) void outcome.after().catch((e: unknown) => this.deps.log.warn('receive.after-failed', 'follow-up work of a received message failed', e));
         if (outcome.deliveredId) {
           const from = deviceAddress(sender);
           const list = delivered.get(from) ?? { mailbox: mailboxIdOf(this.deps.ctx, sender.deviceSigningKey), ids: [] as Uint8Array[] };
@@ -199,6 +205,7 @@ export class ReceivePipeline {
       },
     });
     const fromMailbox = mailboxIdOf(ctx, r.sender.deviceSigningKey);
+    if (r.kind === 'group') return { outcome: await this.#openGroup(r.sender, r.message, fetched), sender: r.sender };
     if (r.kind === 'failed') {
       if (r.report) this.#sendReport(r.sender, fromMailbox, r.report);
       throw new ReceiveFailure(r.error, deviceAddress(r.sender));
@@ -212,6 +219,36 @@ export class ReceivePipeline {
     }
     if (!outcome) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
     return { outcome, sender: r.sender };
+  }
+
+  /**
+   * A sender-key group message (MessageType.Group) from the sealed sender `from`: the sender's device
+   * list is checked as for any message, the group layer opens it (header names `from`, member
+   * device, signature under the key `from` distributed), and its Content is applied in the same
+   * transaction as the chain step. All-or-nothing.
+   */
+  async #openGroup(from: DeviceCertificate, message: Uint8Array, fetched: boolean): Promise<Outcome> {
+    const groups = this.deps.groups;
+    const address = deviceAddress(from);
+    if (!groups) throw new ReceiveFailure(new CryptoError(CryptoErrorCode.MALFORMED, 'receive', 'a group message, and this client has no groups'), address);
+    try {
+      return await this.deps.storage.transaction(async (tx) => {
+        const stx = asStorageTx(tx);
+        const content = await groups.openMessage(stx, from, message);
+        const list = await heldListIn(stx, from.accountKey);
+        const stated = Number(content.deviceListEpoch);
+        if (!fetched && (!list || list.epoch < stated)) throw new NeedDeviceList(from.accountKey, stated);
+        if (!list) throw new CryptoError(CryptoErrorCode.DEVICE_NOT_LISTED, 'receive', 'the sender’s account has no device list: none of its devices can be trusted');
+        assertDeviceListed(list, from, 'receive');
+        const outcome = await this.#apply(stx, { content, from });
+        // A refused content must not consume the chain step: roll back.
+        if (outcome.refused) throw outcome.refused;
+        return outcome;
+      });
+    } catch (e) {
+      if (e instanceof CryptoError) throw new ReceiveFailure(e, address);
+      throw e;
+    }
   }
 
   /** Posts a sealed decryption-error report to the sender's mailbox (normal class: it looks like any message). */
@@ -262,7 +299,9 @@ export class ReceivePipeline {
           if (changed !== undefined) events.push(timerEvent(changed));
           return out;
         }
-        if (contact === undefined) {
+        const group = conversation.kind === 'group';
+        const own = equalBytes(from.accountKey, this.deps.accountKey);
+        if (contact === undefined && !group) {
           contact = 'request';
           out.newContact = true;
           await contacts.setStateIn(stx, from.accountKey, 'request');
@@ -272,13 +311,15 @@ export class ReceivePipeline {
         const now = ctx.now();
         const keep = Math.min(c.expireSeconds, MAX_DISAPPEARING_SECONDS);
         const expiresAt = keep > 0 ? now + keep * 1000 : 0;
-        const request = contact === 'request';
-        const added = await addToHistory(stx, { conversation, author: from.accountKey, from: address, content: c, receivedAt: now, expiresAt, outgoing: false, request });
+        // In a group, members need not be contacts; this account's own messages (sent from another
+        // of its devices) are filed as sent by the account.
+        const request = !group && contact === 'request';
+        const added = await addToHistory(stx, { conversation, author: from.accountKey, from: address, content: c, receivedAt: now, expiresAt, outgoing: group && own, request });
         if (!added) return { events: [] }; // shown once: a redelivered message is not an event again
         out.expires = expiresAt > 0;
-        out.deliveredId = c.messageId;
+        if (!(group && own)) out.deliveredId = c.messageId;
         // Exactly the entry history() returns for it, plus the sending device.
-        const entry = toEntry(added.record, now);
+        const entry = toEntry(added.record, now, group && own ? 'sent' : undefined);
         if (entry) events.push(['message', { ...entry, ...base, sender: from }]);
         events.push(['unread', { conversation, unread: added.unread }]);
         return out;
@@ -292,6 +333,7 @@ export class ReceivePipeline {
           if (advanced) events.push(['messageState', advanced]);
           await confirmUnconfirmed(stx, base.fromMailboxId, id); // confirmed: nothing to re-send
         }
+        await this.deps.groups?.noteReceipt(stx, from, ids, state);
         events.push(['receipt', { from: address, state, messageIds: ids }]);
         return out;
       }
@@ -318,15 +360,49 @@ export class ReceivePipeline {
       case 'sent':
         return this.#applySent(stx, { sync: body.value, from, base, out });
       case 'typing':
-        // Not shown for strangers and unanswered requests (nobody can watch you type uninvited).
-        if (contact === 'accepted') events.push(['typing', { from: address, typing: body.value.typing }]);
+        // Not shown for strangers and unanswered requests (nobody can watch you type uninvited);
+        // in a group, for members (resolved above).
+        if (conversation.kind === 'group') events.push(['typing', { from: address, typing: body.value.typing, conversation }]);
+        else if (contact === 'accepted') events.push(['typing', { from: address, typing: body.value.typing }]);
         return out;
+      case 'groupUpdate':
+      case 'senderKey':
+      case 'groupInvite':
+      case 'groupInviteAnswer':
+        return this.#applyGroup(stx, { body, from, out });
       case 'presence':
         if (contact === 'accepted') events.push(['presence', { from: address, online: body.value.online, lastSeen: Number(body.value.lastSeen) }]);
         return out;
       default:
         return out;
     }
+  }
+
+  /** Group control content over the pairwise session (groups/groups.ts). */
+  async #applyGroup(stx: AppStore, input: { body: Content['body']; from: DeviceCertificate; out: Outcome }): Promise<Outcome> {
+    const { body, from, out } = input;
+    const groups = this.deps.groups;
+    const events = out.events as Pending[];
+    if (!groups) {
+      out.refused = new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'group content, and this client has no groups');
+      return out;
+    }
+    try {
+      if (body.case === 'groupUpdate') events.push(...(await groups.applyUpdate(stx, from, body.value)));
+      else if (body.case === 'senderKey') await groups.applySenderKey(stx, from, body.value);
+      else if (body.case === 'groupInvite') events.push(...(await groups.applyInvite(stx, from, body.value)));
+      else if (body.case === 'groupInviteAnswer') {
+        const r = await groups.applyInviteAnswer(stx, from, body.value);
+        events.push(...r.events);
+        if (r.after) out.after = r.after;
+      }
+    } catch (e) {
+      // Refused, but the pairwise step stands (the message was authentic; its group content is not acceptable).
+      if (e instanceof SdkError) out.refused = e;
+      else if (e instanceof CryptoError) out.refused = new SdkError(SdkErrorCode.PROTOCOL, `group content refused (${e.code}): ${e.message}`);
+      else throw e;
+    }
+    return out;
   }
 
   /**

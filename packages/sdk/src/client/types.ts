@@ -8,6 +8,7 @@ import type { ProtocolStorage } from '../storage/types.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { SdkError } from './errors.js';
 import type { ConversationId } from './conversation.js';
+import type { GroupChange, GroupInvitation } from './groups/groups.js';
 import type { Message } from './history.js';
 import type { Logger } from './log.js';
 import type { StopReason } from './transport.js';
@@ -121,6 +122,16 @@ export interface UndecryptableMessage {
 
 export interface MeshWhisperEvents {
   message: IncomingMessage;
+  /**
+   * A group changed (docs/api.md §Groups): this device joined (was added, or created it), a member
+   * was added or removed (kicked or left — `accountKey` may be this account: then this device is out),
+   * devices changed, renamed, admin granted or revoked, the policy became admin-less.
+   */
+  groupChange: { readonly groupId: Uint8Array; readonly change: GroupChange };
+  /** An invitation to a group arrived: accept or decline it (client.groups.acceptInvite / declineInvite). */
+  groupInvite: GroupInvitation;
+  /** An account answered an invitation this device made; if it accepted, this device adds it. */
+  groupInviteAnswer: { readonly groupId: Uint8Array; readonly accountKey: Uint8Array; readonly accept: boolean };
   /** An envelope that could not be opened (tampered, from an unknown session…): never silently dropped. */
   undecryptable: UndecryptableMessage;
   /** The node reports messages that expired or were evicted before this device fetched them. */
@@ -139,7 +150,7 @@ export interface MeshWhisperEvents {
   /** The sender deleted one of ITS OWN messages for everyone: remove only the message (author, id). */
   delete: { readonly from: DeviceAddress; readonly author: Uint8Array; readonly id: string };
   /** Ephemeral: the peer is (or stopped) typing. Never stored by the node. */
-  typing: { readonly from: DeviceAddress; readonly typing: boolean };
+  typing: { readonly from: DeviceAddress; readonly typing: boolean; readonly conversation?: ConversationId };
   /** Ephemeral: the peer's presence. Never stored by the node. */
   presence: { readonly from: DeviceAddress; readonly online: boolean; readonly lastSeen: number };
   /** A peer device reports that it received or read messages this device sent. */

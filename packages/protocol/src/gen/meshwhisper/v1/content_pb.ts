@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSKgBQoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SGQoRZGV2aWNlX2xpc3RfZXBvY2gYCCABKAQSMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSABCBgoEYm9keSIpCghTZW50U3luYxIMCgRwZWVyGAEgASgMEg8KB2NvbnRlbnQYAiABKAwibAoEVGV4dBIMCgR0ZXh0GAEgASgJEiwKCHJlcGx5X3RvGAIgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhIVCg1yZXBseV9zbmlwcGV0GAMgASgJEhEKCWZvcndhcmRlZBgEIAEoCCIwCgpNZXNzYWdlUmVmEg4KBmF1dGhvchgBIAEoDBISCgptZXNzYWdlX2lkGAIgASgMIlUKCFJlYWN0aW9uEioKBnRhcmdldBgBIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSDQoFZW1vamkYAiABKAkSDgoGcmVtb3ZlGAMgASgIIigKBEVkaXQSEgoKbWVzc2FnZV9pZBgBIAEoDBIMCgR0ZXh0GAIgASgJIhwKBkRlbGV0ZRISCgptZXNzYWdlX2lkGAEgASgMIh4KC0V4cGlyZVRpbWVyEg8KB3NlY29uZHMYASABKA0iGAoGVHlwaW5nEg4KBnR5cGluZxgBIAEoCCItCghQcmVzZW5jZRIOCgZvbmxpbmUYASABKAgSEQoJbGFzdF9zZWVuGAIgASgEIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCKsAQoERmlsZRIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIRCgltaW1lX3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJEhEKCXRodW1ibmFpbBgHIAEoDBIbChN0aHVtYm5haWxfbWltZV90eXBlGAggASgJEhIKCmNodW5rX3NpemUYCSABKA0iSQoHUmVjZWlwdBIpCgRraW5kGAEgASgOMhsubWVzaHdoaXNwZXIudjEuUmVjZWlwdEtpbmQSEwoLbWVzc2FnZV9pZHMYAiADKAwqXgoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAJiBnByb3RvMw");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSL9BgoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SGQoRZGV2aWNlX2xpc3RfZXBvY2gYCCABKAQSMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSAASMwoMZ3JvdXBfdXBkYXRlGB8gASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBVcGRhdGVIABIvCgpzZW5kZXJfa2V5GCAgASgLMhkubWVzaHdoaXNwZXIudjEuU2VuZGVyS2V5SAASMwoMZ3JvdXBfaW52aXRlGCEgASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVIABJAChNncm91cF9pbnZpdGVfYW5zd2VyGCIgASgLMiEubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVBbnN3ZXJIAEIGCgRib2R5IjMKC0dyb3VwVXBkYXRlEhAKCGdyb3VwX2lkGAEgASgMEhIKCm9wZXJhdGlvbnMYAiADKAwiIQoJU2VuZGVyS2V5EhQKDGRpc3RyaWJ1dGlvbhgBIAEoDCJWCgtHcm91cEludml0ZRIQCghncm91cF9pZBgBIAEoDBIMCgRuYW1lGAIgASgJEhEKCWludml0ZV9pZBgDIAEoDBIUCgxtZW1iZXJfY291bnQYBCABKA0iSAoRR3JvdXBJbnZpdGVBbnN3ZXISEAoIZ3JvdXBfaWQYASABKAwSEQoJaW52aXRlX2lkGAIgASgMEg4KBmFjY2VwdBgDIAEoCCIpCghTZW50U3luYxIMCgRwZWVyGAEgASgMEg8KB2NvbnRlbnQYAiABKAwibAoEVGV4dBIMCgR0ZXh0GAEgASgJEiwKCHJlcGx5X3RvGAIgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhIVCg1yZXBseV9zbmlwcGV0GAMgASgJEhEKCWZvcndhcmRlZBgEIAEoCCIwCgpNZXNzYWdlUmVmEg4KBmF1dGhvchgBIAEoDBISCgptZXNzYWdlX2lkGAIgASgMIlUKCFJlYWN0aW9uEioKBnRhcmdldBgBIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSDQoFZW1vamkYAiABKAkSDgoGcmVtb3ZlGAMgASgIIigKBEVkaXQSEgoKbWVzc2FnZV9pZBgBIAEoDBIMCgR0ZXh0GAIgASgJIhwKBkRlbGV0ZRISCgptZXNzYWdlX2lkGAEgASgMIh4KC0V4cGlyZVRpbWVyEg8KB3NlY29uZHMYASABKA0iGAoGVHlwaW5nEg4KBnR5cGluZxgBIAEoCCItCghQcmVzZW5jZRIOCgZvbmxpbmUYASABKAgSEQoJbGFzdF9zZWVuGAIgASgEIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCKsAQoERmlsZRIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIRCgltaW1lX3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJEhEKCXRodW1ibmFpbBgHIAEoDBIbChN0aHVtYm5haWxfbWltZV90eXBlGAggASgJEhIKCmNodW5rX3NpemUYCSABKA0iSQoHUmVjZWlwdBIpCgRraW5kGAEgASgOMhsubWVzaHdoaXNwZXIudjEuUmVjZWlwdEtpbmQSEwoLbWVzc2FnZV9pZHMYAiADKAwqXgoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAJiBnByb3RvMw");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -167,6 +167,32 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
      */
     value: SentSync;
     case: "sent";
+  } | {
+    /**
+     * Groups (docs/spec/groups.md §G6): carried over the pairwise sessions only.
+     *
+     * @generated from field: meshwhisper.v1.GroupUpdate group_update = 31;
+     */
+    value: GroupUpdate;
+    case: "groupUpdate";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.SenderKey sender_key = 32;
+     */
+    value: SenderKey;
+    case: "senderKey";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.GroupInvite group_invite = 33;
+     */
+    value: GroupInvite;
+    case: "groupInvite";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.GroupInviteAnswer group_invite_answer = 34;
+     */
+    value: GroupInviteAnswer;
+    case: "groupInviteAnswer";
   } | { case: undefined; value?: undefined };
 };
 
@@ -176,6 +202,118 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
  */
 export const ContentSchema: GenMessage<Content> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_content, 0);
+
+/**
+ * Signed group control operations (docs/spec/groups.md §G4.1) for one group: the new ones for a
+ * member who holds the log, the whole log (create operation first) for a device that joins.
+ *
+ * @generated from message meshwhisper.v1.GroupUpdate
+ */
+export type GroupUpdate = Message<"meshwhisper.v1.GroupUpdate"> & {
+  /**
+   * @generated from field: bytes group_id = 1;
+   */
+  groupId: Uint8Array;
+
+  /**
+   * @generated from field: repeated bytes operations = 2;
+   */
+  operations: Uint8Array[];
+};
+
+/**
+ * Describes the message meshwhisper.v1.GroupUpdate.
+ * Use `create(GroupUpdateSchema)` to create a new message.
+ */
+export const GroupUpdateSchema: GenMessage<GroupUpdate> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 1);
+
+/**
+ * A sender-key distribution message (docs/spec/groups.md §G2.2, 114 bytes); the receiver binds it
+ * to the device that authenticated the pairwise session, never to anything inside it.
+ *
+ * @generated from message meshwhisper.v1.SenderKey
+ */
+export type SenderKey = Message<"meshwhisper.v1.SenderKey"> & {
+  /**
+   * @generated from field: bytes distribution = 1;
+   */
+  distribution: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.SenderKey.
+ * Use `create(SenderKeySchema)` to create a new message.
+ */
+export const SenderKeySchema: GenMessage<SenderKey> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 2);
+
+/**
+ * An invitation to a group (docs/spec/groups.md §G6.3). Nothing changes in the group until the
+ * invitee accepts: then a manager's device adds it. `invite_id` (16 random bytes) names the
+ * invitation; a link or QR code carries it as its secret.
+ *
+ * @generated from message meshwhisper.v1.GroupInvite
+ */
+export type GroupInvite = Message<"meshwhisper.v1.GroupInvite"> & {
+  /**
+   * @generated from field: bytes group_id = 1;
+   */
+  groupId: Uint8Array;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: bytes invite_id = 3;
+   */
+  inviteId: Uint8Array;
+
+  /**
+   * The members when the invitation was made (display only; the log decides).
+   *
+   * @generated from field: uint32 member_count = 4;
+   */
+  memberCount: number;
+};
+
+/**
+ * Describes the message meshwhisper.v1.GroupInvite.
+ * Use `create(GroupInviteSchema)` to create a new message.
+ */
+export const GroupInviteSchema: GenMessage<GroupInvite> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 3);
+
+/**
+ * The invitee's answer, to every device of the inviting account (accept: please add my devices).
+ *
+ * @generated from message meshwhisper.v1.GroupInviteAnswer
+ */
+export type GroupInviteAnswer = Message<"meshwhisper.v1.GroupInviteAnswer"> & {
+  /**
+   * @generated from field: bytes group_id = 1;
+   */
+  groupId: Uint8Array;
+
+  /**
+   * @generated from field: bytes invite_id = 2;
+   */
+  inviteId: Uint8Array;
+
+  /**
+   * @generated from field: bool accept = 3;
+   */
+  accept: boolean;
+};
+
+/**
+ * Describes the message meshwhisper.v1.GroupInviteAnswer.
+ * Use `create(GroupInviteAnswerSchema)` to create a new message.
+ */
+export const GroupInviteAnswerSchema: GenMessage<GroupInviteAnswer> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 4);
 
 /**
  * A copy, for the account's other devices, of a message this device sent to a conversation: the
@@ -204,7 +342,7 @@ export type SentSync = Message<"meshwhisper.v1.SentSync"> & {
  * Use `create(SentSyncSchema)` to create a new message.
  */
 export const SentSyncSchema: GenMessage<SentSync> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 1);
+  messageDesc(file_meshwhisper_v1_content, 5);
 
 /**
  * @generated from message meshwhisper.v1.Text
@@ -240,7 +378,7 @@ export type Text = Message<"meshwhisper.v1.Text"> & {
  * Use `create(TextSchema)` to create a new message.
  */
 export const TextSchema: GenMessage<Text> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 2);
+  messageDesc(file_meshwhisper_v1_content, 6);
 
 /**
  * A reference to a message: its author's account key and the author-chosen id.
@@ -264,7 +402,7 @@ export type MessageRef = Message<"meshwhisper.v1.MessageRef"> & {
  * Use `create(MessageRefSchema)` to create a new message.
  */
 export const MessageRefSchema: GenMessage<MessageRef> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 3);
+  messageDesc(file_meshwhisper_v1_content, 7);
 
 /**
  * Add or remove one emoji reaction (one per emoji per sender) to a message.
@@ -293,7 +431,7 @@ export type Reaction = Message<"meshwhisper.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 4);
+  messageDesc(file_meshwhisper_v1_content, 8);
 
 /**
  * Replace the text of one of the SENDER's own messages (receivers apply it only to messages whose
@@ -318,7 +456,7 @@ export type Edit = Message<"meshwhisper.v1.Edit"> & {
  * Use `create(EditSchema)` to create a new message.
  */
 export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 5);
+  messageDesc(file_meshwhisper_v1_content, 9);
 
 /**
  * Delete one of the SENDER's own messages for everyone (same author rule as Edit).
@@ -337,7 +475,7 @@ export type Delete = Message<"meshwhisper.v1.Delete"> & {
  * Use `create(DeleteSchema)` to create a new message.
  */
 export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 6);
+  messageDesc(file_meshwhisper_v1_content, 10);
 
 /**
  * @generated from message meshwhisper.v1.ExpireTimer
@@ -356,7 +494,7 @@ export type ExpireTimer = Message<"meshwhisper.v1.ExpireTimer"> & {
  * Use `create(ExpireTimerSchema)` to create a new message.
  */
 export const ExpireTimerSchema: GenMessage<ExpireTimer> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 7);
+  messageDesc(file_meshwhisper_v1_content, 11);
 
 /**
  * @generated from message meshwhisper.v1.Typing
@@ -373,7 +511,7 @@ export type Typing = Message<"meshwhisper.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 8);
+  messageDesc(file_meshwhisper_v1_content, 12);
 
 /**
  * @generated from message meshwhisper.v1.Presence
@@ -395,7 +533,7 @@ export type Presence = Message<"meshwhisper.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 9);
+  messageDesc(file_meshwhisper_v1_content, 13);
 
 /**
  * @generated from message meshwhisper.v1.Binary
@@ -417,7 +555,7 @@ export type Binary = Message<"meshwhisper.v1.Binary"> & {
  * Use `create(BinarySchema)` to create a new message.
  */
 export const BinarySchema: GenMessage<Binary> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 10);
+  messageDesc(file_meshwhisper_v1_content, 14);
 
 /**
  * An encrypted attachment (docs/spec/media.md): the ciphertext lives in the node's blob store
@@ -492,7 +630,7 @@ export type File = Message<"meshwhisper.v1.File"> & {
  * Use `create(FileSchema)` to create a new message.
  */
 export const FileSchema: GenMessage<File> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 11);
+  messageDesc(file_meshwhisper_v1_content, 15);
 
 /**
  * @generated from message meshwhisper.v1.Receipt
@@ -514,7 +652,7 @@ export type Receipt = Message<"meshwhisper.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 12);
+  messageDesc(file_meshwhisper_v1_content, 16);
 
 /**
  * @generated from enum meshwhisper.v1.ReceiptKind

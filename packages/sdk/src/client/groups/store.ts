@@ -1,0 +1,156 @@
+/**
+ * The group tables (docs/api.md §Storage tables): each group's log of signed control operations,
+ * this device's own sender key per group, the sender keys received from other member devices,
+ * which devices hold our current key, invitations, and per-member receipts of our group messages.
+ * Values are the crypto layer's versioned storage formats or small versioned records.
+ */
+import type { CryptoContext, GroupLog, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
+import { deserializeGroupLog, deserializeOwnSenderKey, deserializeSenderKeyRecord, fromHex, serializeGroupLog, serializeOwnSenderKey, serializeSenderKeyRecord, toHex } from '@meshwhisper/crypto';
+import type { AppStore } from '../../storage/types.js';
+
+export const GroupTable = {
+  /** The group's log (serializeGroupLog), by group id hex. */
+  Log: 'mw.group',
+  /** This device's sender key for the group (serializeOwnSenderKey), by group id hex. */
+  OwnKey: 'mw.group-own-key',
+  /** A member device's sender key record (serializeSenderKeyRecord), by `${group hex}/${device hex}`. */
+  SenderKey: 'mw.group-sender-key',
+  /** The key id of our sender key that a member device was sent (u32 BE), by `${group hex}/${device hex}`. */
+  Distributed: 'mw.group-distributed',
+  /** Group messages this account sent: the group id, by message id hex (per-member receipts). */
+  Sent: 'mw.group-sent',
+  /** Per-member receipts: u8 1 delivered / 2 read, by `${message id hex}/${account hex}`. */
+  Receipt: 'mw.group-receipt',
+  /** Invitations this device made: u8 version 1 ‖ invitee account (32) or nothing for a link, by `${group hex}/${invite id hex}`. */
+  InviteOut: 'mw.group-invite-out',
+  /** Invitations received: u8 version 1 ‖ inviter account (32) ‖ UTF-8 name, by `${group hex}/${invite id hex}`. */
+  InviteIn: 'mw.group-invite-in',
+} as const;
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+export async function loadLog(ctx: CryptoContext, store: AppStore, groupId: Uint8Array): Promise<GroupLog | undefined> {
+  const b = await store.getItem(GroupTable.Log, toHex(groupId));
+  return b ? deserializeGroupLog(ctx, b) : undefined;
+}
+
+export async function saveLog(store: AppStore, log: GroupLog): Promise<void> {
+  await store.setItem(GroupTable.Log, toHex(log.state.groupId), serializeGroupLog(log));
+}
+
+export async function allGroupIds(store: AppStore): Promise<Uint8Array[]> {
+  return (await store.listItems(GroupTable.Log)).map((i) => fromHex(i.key));
+}
+
+export async function loadOwnKey(ctx: CryptoContext, store: AppStore, groupId: Uint8Array): Promise<OwnSenderKey | undefined> {
+  const b = await store.getItem(GroupTable.OwnKey, toHex(groupId));
+  return b ? deserializeOwnSenderKey(ctx, b) : undefined;
+}
+
+export async function saveOwnKey(store: AppStore, key: OwnSenderKey): Promise<void> {
+  await store.setItem(GroupTable.OwnKey, toHex(key.groupId), serializeOwnSenderKey(key));
+}
+
+const pairKey = (groupId: Uint8Array, device: Uint8Array): string => `${toHex(groupId)}/${toHex(device)}`;
+
+export async function loadRecord(store: AppStore, groupId: Uint8Array, device: Uint8Array): Promise<SenderKeyRecord | undefined> {
+  const b = await store.getItem(GroupTable.SenderKey, pairKey(groupId, device));
+  return b ? deserializeSenderKeyRecord(b) : undefined;
+}
+
+export async function saveRecord(store: AppStore, groupId: Uint8Array, device: Uint8Array, record: SenderKeyRecord): Promise<void> {
+  await store.setItem(GroupTable.SenderKey, pairKey(groupId, device), serializeSenderKeyRecord(record));
+}
+
+export async function deleteRecord(store: AppStore, groupId: Uint8Array, device: Uint8Array): Promise<void> {
+  await store.deleteItem(GroupTable.SenderKey, pairKey(groupId, device));
+}
+
+export async function distributedKeyId(store: AppStore, groupId: Uint8Array, device: Uint8Array): Promise<number | undefined> {
+  const b = await store.getItem(GroupTable.Distributed, pairKey(groupId, device));
+  return b && b.length === 4 ? new DataView(b.buffer, b.byteOffset).getUint32(0) : undefined;
+}
+
+export async function setDistributed(store: AppStore, groupId: Uint8Array, device: Uint8Array, keyId: number): Promise<void> {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, keyId);
+  await store.setItem(GroupTable.Distributed, pairKey(groupId, device), b);
+}
+
+export async function markSent(store: AppStore, messageId: string, groupId: Uint8Array): Promise<void> {
+  await store.setItem(GroupTable.Sent, messageId, groupId);
+}
+
+export async function sentGroup(store: AppStore, messageId: string): Promise<Uint8Array | undefined> {
+  return store.getItem(GroupTable.Sent, messageId);
+}
+
+export type MemberReceipt = 'delivered' | 'read';
+
+/** Records that `account` received or read `messageId` (never moves back from read). Returns whether it changed. */
+export async function noteReceipt(store: AppStore, messageId: string, account: Uint8Array, state: MemberReceipt): Promise<boolean> {
+  const key = `${messageId}/${toHex(account)}`;
+  const held = (await store.getItem(GroupTable.Receipt, key))?.[0] ?? 0;
+  const next = state === 'read' ? 2 : 1;
+  if (held >= next) return false;
+  await store.setItem(GroupTable.Receipt, key, Uint8Array.of(next));
+  return true;
+}
+
+export async function receiptsOf(store: AppStore, messageId: string): Promise<Map<string, MemberReceipt>> {
+  const out = new Map<string, MemberReceipt>();
+  for (const { key, value } of await store.listItems(GroupTable.Receipt, { prefix: `${messageId}/` })) {
+    out.set(key.slice(messageId.length + 1), value[0] === 2 ? 'read' : 'delivered');
+  }
+  return out;
+}
+
+const inviteKey = (groupId: Uint8Array, inviteId: Uint8Array): string => `${toHex(groupId)}/${toHex(inviteId)}`;
+
+/** An invitation this device made: `invitee` undefined for a link (anyone holding it may join). */
+export async function saveInviteOut(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array, invitee: Uint8Array | undefined): Promise<void> {
+  const v = new Uint8Array(1 + (invitee ? 32 : 0));
+  v[0] = 1;
+  if (invitee) v.set(invitee, 1);
+  await store.setItem(GroupTable.InviteOut, inviteKey(groupId, inviteId), v);
+}
+
+export async function loadInviteOut(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array): Promise<{ invitee: Uint8Array | undefined } | undefined> {
+  const v = await store.getItem(GroupTable.InviteOut, inviteKey(groupId, inviteId));
+  if (!v || v[0] !== 1 || (v.length !== 1 && v.length !== 33)) return undefined;
+  return { invitee: v.length === 33 ? v.slice(1) : undefined };
+}
+
+export async function deleteInviteOut(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array): Promise<void> {
+  await store.deleteItem(GroupTable.InviteOut, inviteKey(groupId, inviteId));
+}
+
+export async function saveInviteIn(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array, inviter: Uint8Array, name: string): Promise<void> {
+  const n = utf8.encode(name);
+  const v = new Uint8Array(33 + n.length);
+  v[0] = 1;
+  v.set(inviter, 1);
+  v.set(n, 33);
+  await store.setItem(GroupTable.InviteIn, inviteKey(groupId, inviteId), v);
+}
+
+export async function loadInviteIn(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array): Promise<{ inviter: Uint8Array; name: string } | undefined> {
+  const v = await store.getItem(GroupTable.InviteIn, inviteKey(groupId, inviteId));
+  if (!v || v[0] !== 1 || v.length < 33) return undefined;
+  return { inviter: v.slice(1, 33), name: fromUtf8.decode(v.subarray(33)) };
+}
+
+export async function listInvitesIn(store: AppStore): Promise<{ groupId: Uint8Array; inviteId: Uint8Array; inviter: Uint8Array; name: string }[]> {
+  const out: { groupId: Uint8Array; inviteId: Uint8Array; inviter: Uint8Array; name: string }[] = [];
+  for (const { key, value } of await store.listItems(GroupTable.InviteIn)) {
+    const [g, i] = key.split('/');
+    if (!g || !i || value[0] !== 1 || value.length < 33) continue;
+    out.push({ groupId: fromHex(g), inviteId: fromHex(i), inviter: value.slice(1, 33), name: fromUtf8.decode(value.subarray(33)) });
+  }
+  return out;
+}
+
+export async function deleteInviteIn(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array): Promise<void> {
+  await store.deleteItem(GroupTable.InviteIn, inviteKey(groupId, inviteId));
+}
