@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CryptoError } from '@meshwhisper/crypto';
 import { MessageType, createContext, decryptGroupMessage, deserializeSenderKeyRecord, openEnvelope, toHex } from '@meshwhisper/crypto';
 import { SendRequestSchema, fromBinary } from '@meshwhisper/protocol';
-import type { ProtocolStorage } from '../../src/index.js';
+import type { MeshWhisperEvents, ProtocolStorage } from '../../src/index.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
 import { addAccountDevice, startE2eNode } from './test-node.js';
@@ -87,7 +87,7 @@ describe('groups', () => {
 
     const got = Promise.all([bob, carol, aliceB].map((d) => d.client.once('message', (m) => m.text === 'hello group', 20_000)));
     const { id } = await alice.client.sendText(gid(g), 'hello group');
-    const [mb, mc, ma2] = await got;
+    const [mb, mc, ma2] = (await got) as [MeshWhisperEvents['message'], MeshWhisperEvents['message'], MeshWhisperEvents['message']];
     expect(mb.conversation).toEqual(gid(g));
     expect(toHex(mb.author)).toBe(toHex(alice.client.accountKey));
     expect(mc.id).toBe(id);
@@ -105,7 +105,7 @@ describe('groups', () => {
     const removed = Promise.all([bob, carol, aliceB].map((d) => d.client.once('groupChange', (e) => e.change.type === 'memberRemoved', 20_000)));
     const after = await alice.client.groups.kick(g.groupId, carol.client.accountKey);
     expect(after.members.length).toBe(2);
-    const [, carolSaw] = await removed;
+    const carolSaw = (await removed)[1]!;
     expect(toHex((carolSaw.change as { accountKey: Uint8Array }).accountKey)).toBe(toHex(carol.client.accountKey));
     expect((await carol.client.groups.info(g.groupId))?.isMember).toBe(false);
 
