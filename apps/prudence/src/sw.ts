@@ -12,7 +12,7 @@
 import { installPushHandler } from '@meshwhisper/sdk/service-worker';
 import type { IncomingMessage } from '@meshwhisper/sdk';
 import { openIndexedDbStorage } from '@meshwhisper/sdk';
-import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME, REPLY_TABLE } from './lib/constants.js';
+import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME } from './lib/constants.js';
 import { fromUtf8, toHex } from './lib/util.js';
 
 /** Replaced at build time by the list of every emitted file (vite.config.ts, prudence-precache). */
@@ -88,13 +88,10 @@ sw.addEventListener('notificationclick', (event: ExtendableEvent & { notificatio
   })());
 });
 
-/** Records where read receipts go (as the page does), and reads the names Prudence knows; once per wake. */
-async function afterWake(messages: IncomingMessage[]): Promise<Map<string, string>> {
+/** The names Prudence knows (for the notification's title); once per wake. */
+async function knownNames(): Promise<Map<string, string>> {
   const storage = await openIndexedDbStorage({ name: DB_NAME });
   try {
-    await storage.transaction(async (tx) => {
-      for (const m of messages) await tx.setItem(REPLY_TABLE, toHex(m.sender.accountKey), m.fromMailboxId);
-    });
     return new Map((await storage.listItems(NAMES_TABLE)).map(({ key, value }) => [key, fromUtf8.decode(value)]));
   } finally {
     await storage.close();
@@ -109,8 +106,8 @@ installPushHandler(sw as never, {
     // The messages are already in the history (the SDK stored them with the ratchet step): open
     // pages only need to re-read it.
     for (const c of await sw.clients.matchAll({ type: 'window', includeUncontrolled: true })) c.postMessage({ type: 'prudence:wake', count: messages.length });
-    const known = await afterWake(messages).catch(() => new Map<string, string>());
-    const shown = messages.filter((m) => m.binary?.mimeType !== PROFILE_MIME);
+    const known = await knownNames().catch(() => new Map<string, string>());
+    const shown = messages.filter((m) => !m.outgoing && m.binary?.mimeType !== PROFILE_MIME);
     if (shown.length === 0) return undefined; // the SDK shows its generic notification
     const last = shown.at(-1)!;
     const peer = toHex(last.sender.accountKey);

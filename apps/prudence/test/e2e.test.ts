@@ -23,6 +23,7 @@ import {
   checkKeyboardAndWidth,
   compose,
   go,
+  launchCameraChromium,
   launchChromium,
   launchProfile,
   newPerson,
@@ -36,6 +37,7 @@ import {
   stateOf,
   texts,
   waitForText,
+  writeQrY4m,
 } from './harness.js';
 
 const skip = skipWithoutChromium('the Prudence end-to-end suite');
@@ -85,6 +87,9 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
   let alice: Person;
   let bob: Person;
   let carol: Person;
+  /** People in the camera browser (device linking): checked for page errors at the end too. */
+  const others: Person[] = [];
+  let camera: Browser | undefined;
   const openChat = async (p: Person, name: string): Promise<void> => {
     await go(p, '#/');
     await p.page.locator('a.conversation', { hasText: name }).first().click();
@@ -121,6 +126,7 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
   });
 
   afterAll(async () => {
+    await camera?.close().catch(() => undefined);
     await browser?.close().catch(() => undefined);
     await node?.close();
     rmSync(work, { recursive: true, force: true });
@@ -382,14 +388,21 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await expect.poll(() => stateOf(alice, 'wake up, bob'), { timeout: 30_000 }).toMatch(/delivered|read/);
   }, 180_000);
 
-  it('offline, the service worker serves the app shell; back online, Prudence reconnects by itself', async () => {
+  it('offline, the service worker serves the app shell and Prudence opens with its history; back online, it reconnects by itself', async () => {
     await go(bob, '#/');
     await bob.context.setOffline(true);
     await bob.page.reload();
-    await bob.page.getByTestId('start-error').filter({ hasText: 'You are offline' }).waitFor({ timeout: 30_000 });
-    await accessible(bob, 'offline');
+    // The SDK starts from IndexedDB without the node: the account, the list and the history are there.
+    await bob.page.getByTestId('me').filter({ hasText: 'bob' }).waitFor({ timeout: 30_000 });
+    await bob.page.locator('[data-connection="offline"]').waitFor({ timeout: 30_000 });
+    await openChat(bob, 'alice');
+    await waitForText(bob, 'wake up, bob');
+    await accessible(bob, 'offline conversation');
+    await openChat(alice, 'bob');
+    await send(alice, 'sent while bob was offline');
     await bob.context.setOffline(false);
-    await bob.page.getByTestId('me').waitFor({ timeout: 30_000 });
+    await bob.page.locator('[data-connection="online"]').waitFor({ timeout: 60_000 });
+    await waitForText(bob, 'sent while bob was offline', 60_000);
   });
 
   it('blocking hides what the blocked person sends; deleting an account returns to the welcome screen', async () => {
@@ -446,7 +459,83 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await waitForText(alice, 'after the tab switch');
   });
 
+  it('linking a device by QR (scanned with a file-fed camera): both devices receive, sent and read state follow, and a device is removed', async () => {
+    // A browser whose camera shows a video file: the QR the new device displays is written into it.
+    const video = join(work, 'camera.y4m');
+    writeQrY4m(video, new Uint8Array(32)); // a placeholder until the code is known
+    camera = await launchCameraChromium(video);
+    const dave = await newPerson(camera, url, 'dave');
+    others.push(dave);
+    await register(dave);
+    const laptop = await newPerson(camera, url, 'dave-laptop');
+    others.push(laptop);
+    await laptop.page.getByRole('button', { name: 'Link this browser to an existing account' }).click();
+    await laptop.page.getByLabel('A name for this browser').fill('laptop');
+    await laptop.page.getByRole('button', { name: 'Show a link code' }).click();
+    const offer = await laptop.page.getByTestId('link-offer').inputValue();
+    expect(offer).toMatch(/^mwl1:[A-Za-z0-9_-]+$/);
+    await laptop.page.locator('img.link-qr').waitFor();
+    await accessible(laptop, 'link this browser');
+    await screenshot(laptop.page, shots, 'link-device');
+    // The camera sees the same bytes the QR on the laptop's screen encodes.
+    writeQrY4m(video, new Uint8Array(Buffer.from(offer.slice('mwl1:'.length), 'base64url')));
+
+    await go(dave, '#/devices');
+    await dave.page.getByTestId('device').first().waitFor();
+    await accessible(dave, 'devices');
+    await dave.page.getByTestId('scan-link').click();
+    await dave.page.locator('.scanner video').waitFor();
+    await dave.page.getByTestId('link-result').filter({ hasText: 'Linked “laptop”' }).waitFor({ timeout: 60_000 });
+    // Read by the camera path: the paste field was never used.
+    await dave.page.getByTestId('scan-read').waitFor();
+    expect(await dave.page.getByLabel(/Or paste the link code/).inputValue()).toBe('');
+    await laptop.page.getByTestId('me').filter({ hasText: 'dave' }).waitFor({ timeout: 60_000 });
+    await expect.poll(() => dave.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(2);
+    await screenshot(dave.page, shots, 'devices');
+
+    // The same code again: used once already, so refused, and said so.
+    await dave.page.getByLabel(/Or paste the link code/).fill(offer);
+    await dave.page.getByRole('button', { name: 'Link', exact: true }).click();
+    await dave.page.getByRole('alert').filter({ hasText: /expired or was already used|Linking failed/ }).waitFor({ timeout: 30_000 });
+
+    // Sent on one device → shown as sent on the other.
+    await go(dave, '#/add');
+    await dave.page.getByLabel('Their username').fill('bob');
+    await dave.page.getByRole('button', { name: 'Start chat' }).click();
+    await dave.page.getByTestId('chat-name').filter({ hasText: 'bob' }).waitFor();
+    await send(dave, 'hi bob, from dave’s phone');
+    await go(laptop, '#/');
+    // The laptop learns bob's name when bob introduces himself (below); until then the chat is found by its last message.
+    await laptop.page.locator('a.conversation', { hasText: 'hi bob, from dave’s phone' }).click({ timeout: 30_000 });
+    await laptop.page.locator('.message.outgoing .text', { hasText: 'hi bob, from dave’s phone' }).waitFor({ timeout: 30_000 });
+    await expect.poll(() => stateOf(laptop, 'hi bob, from dave’s phone'), { timeout: 30_000 }).toMatch(/^(sent|delivered|read)$/);
+
+    // A contact's message reaches both devices; read on one → read on the other.
+    await go(laptop, '#/');
+    await go(dave, '#/');
+    await go(bob, '#/');
+    await bob.page.locator('a.conversation', { hasText: 'dave' }).waitFor({ timeout: 30_000 });
+    await openChat(bob, 'dave');
+    await bob.page.getByRole('button', { name: 'Accept' }).click();
+    await send(bob, 'hello to both of dave’s devices');
+    const unread = (p: Person) => p.page.locator('a.conversation', { hasText: 'bob' }).getByTestId('unread');
+    await expect.poll(() => unread(dave).textContent(), { timeout: 30_000 }).toBe('1');
+    await expect.poll(() => unread(laptop).textContent(), { timeout: 30_000 }).toBe('1');
+    await openChat(dave, 'bob');
+    await waitForText(dave, 'hello to both of dave’s devices');
+    await expect.poll(() => unread(laptop).count(), { timeout: 30_000 }).toBe(0);
+    await openChat(laptop, 'bob');
+    await waitForText(laptop, 'hello to both of dave’s devices');
+
+    // Removed from the account: the laptop is told.
+    await go(dave, '#/devices');
+    await dave.page.getByRole('button', { name: 'Remove laptop' }).click();
+    await dave.page.locator('dialog[open]').getByRole('button', { name: 'Remove the device' }).click();
+    await expect.poll(() => dave.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(1);
+    await laptop.page.getByTestId('stopped').filter({ hasText: 'This device was removed from your account' }).waitFor({ timeout: 30_000 });
+  }, 240_000);
+
   it('no page error, console error or CSP violation happened', () => {
-    expect([...alice.problems, ...bob.problems, ...carol.problems]).toEqual([]);
+    expect([...alice.problems, ...bob.problems, ...carol.problems, ...others.flatMap((p) => p.problems)]).toEqual([]);
   });
 });

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { expect } from 'vitest';
+import { qrMatrix } from '@meshwhisper/sdk';
 import { CHROMIUM } from '../../../packages/sdk/test/browser-harness.js';
 import type { E2eNode } from '../../../packages/sdk/test/client/test-node.js';
 import { startE2eNode } from '../../../packages/sdk/test/client/test-node.js';
@@ -40,6 +41,42 @@ export function launchChromium(): Promise<Browser> {
 }
 
 /**
+ * A browser whose camera is a file: Chromium's fake capture device plays `videoFile` (a Y4M file,
+ * looped) to getUserMedia, and the permission prompt is answered yes. The file is read when a page
+ * opens the camera, so a test may write it after launch (writeQrY4m).
+ */
+export function launchCameraChromium(videoFile: string): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...CHROMIUM_ARGS, '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', `--use-file-for-fake-video-capture=${videoFile}`],
+  });
+}
+
+/**
+ * Writes one 960×720 video frame (Y4M, 4:2:0) showing `bytes` as a QR code — the SDK's own matrix
+ * for them (qrMatrix), drawn black on white with a 4-module quiet zone, 5 px per module.
+ */
+export function writeQrY4m(path: string, bytes: Uint8Array): void {
+  const { size, modules } = qrMatrix(bytes);
+  const width = 960;
+  const height = 720;
+  const scale = Math.floor(Math.min(width, height) / (size + 8));
+  if (scale < 2) throw new Error(`writeQrY4m: a ${size}-module code does not fit in ${width}×${height}`);
+  const luma = Buffer.alloc(width * height, 235);
+  const left = Math.floor((width - size * scale) / 2);
+  const top = Math.floor((height - size * scale) / 2);
+  for (let row = 0; row < size; row++) {
+    for (let col = 0; col < size; col++) {
+      if (!modules[row * size + col]) continue;
+      for (let y = 0; y < scale; y++) luma.fill(16, (top + row * scale + y) * width + left + col * scale, (top + row * scale + y) * width + left + (col + 1) * scale);
+    }
+  }
+  const chroma = Buffer.alloc((width / 2) * (height / 2) * 2, 128);
+  writeFileSync(path, Buffer.concat([Buffer.from(`YUV4MPEG2 W${width} H${height} F10:1 Ip A1:1 C420jpeg\n`), Buffer.from('FRAME\n'), luma, chroma]));
+}
+
+/**
  * A browser with an ordinary (not off-the-record) profile in `userDataDir`: what Chromium requires
  * before it offers to install a web app (the contexts of launchChromium() are off the record).
  */
@@ -59,7 +96,8 @@ function watch(person: { problems: string[] }, page: Page): void {
   page.on('pageerror', (e) => person.problems.push(`pageerror: ${String(e)}`));
   page.on('console', (msg) => {
     // The browser logs failed requests as errors too; a 4xx the app handles (e.g. a lookup of an unknown username) is not a problem.
-    if (msg.type() === 'error' && !/Failed to load resource/.test(msg.text())) person.problems.push(`console: ${msg.text()}`);
+    // So is a socket the app retries while the browser is offline (the offline step).
+    if (msg.type() === 'error' && !/Failed to load resource|WebSocket connection to .* failed: .*ERR_INTERNET_DISCONNECTED/.test(msg.text())) person.problems.push(`console: ${msg.text()}`);
   });
 }
 

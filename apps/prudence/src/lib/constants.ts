@@ -8,5 +8,3 @@ export const DB_NAME = 'prudence';
 export const PROFILE_MIME = 'application/vnd.prudence.profile+json';
 /** Prudence's table of verified names (account key hex → username). */
 export const NAMES_TABLE = 'prudence.names';
-/** Per peer, the mailbox id of the device that wrote last (hex): where read receipts go, also for messages the service worker fetched. */
-export const REPLY_TABLE = 'prudence.reply';

@@ -7,13 +7,14 @@
  * the service worker): `prudence.profile` (this account's username), `prudence.names` (account →
  * username, checked against the node's directory),
  * `prudence.settings`, `prudence.introduced` (peers we told our username), `prudence.verified`
- * (safety numbers compared), `prudence.keychange` (pending key-change warnings).
+ * (safety numbers compared), `prudence.keychange` (pending key-change warnings), `prudence.devices`
+ * (device index → the name given when it was linked).
  */
-import type { ContactCard, ContactState, FileAttachment, HistoryEntry, IncomingMessage, MessageState, ProtocolStorage, Recipient } from '@meshwhisper/sdk';
+import type { ContactCard, ContactState, FileAttachment, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient } from '@meshwhisper/sdk';
 import { MeshWhisper, SdkError, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
 import { equalBytes, fromBase64Url, fromHex, fromUtf8, toBase64Url, toHex, utf8 } from './util.js';
 
-import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME, REPLY_TABLE } from './constants.js';
+import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME } from './constants.js';
 
 export { DB_NAME, NAMESPACE, PROFILE_MIME } from './constants.js';
 /** How long a "typing…" lasts without a refresh. */
@@ -28,7 +29,28 @@ const T = {
   introduced: 'prudence.introduced',
   verified: 'prudence.verified',
   keyChange: 'prudence.keychange',
+  devices: 'prudence.devices',
 } as const;
+
+/** Device list flag: the device holds the account key (can link and remove devices). */
+const MANAGER_FLAG = 1;
+/** What Prudence hands a device it links (acceptLinkOffer's opaque `appSettings`), as JSON. */
+interface LinkedAppSettings {
+  readonly v: 1;
+  readonly username?: string;
+  readonly settings: Settings;
+  readonly names: [string, string][];
+  readonly verified: string[];
+  readonly introduced: string[];
+  readonly devices: [string, string][];
+}
+
+export interface DeviceInfo {
+  readonly index: number;
+  readonly name: string;
+  readonly manager: boolean;
+  readonly self: boolean;
+}
 
 export interface Settings {
   /** Tell contacts when Prudence is open (presence). */
@@ -76,10 +98,17 @@ export function describeError(e: unknown): string {
     if (e.nodeCode === 'MW_USERNAME_TAKEN') return 'That username is taken.';
     if (e.nodeCode === 'MW_NOT_FOUND') return `Not found on this node (${e.message}).`;
     if (e.code === 'MW_SDK_UNREACHABLE') return 'The node cannot be reached; it will be retried.';
+    if (e.code === 'MW_SDK_LINK_EXPIRED') return 'That link code expired or was already used: show a new code on the new device (MW_SDK_LINK_EXPIRED).';
+    if (e.code === 'MW_SDK_LINK_FAILED') return `Linking failed: ${e.message} (MW_SDK_LINK_FAILED).`;
+    if (e.code === 'MW_SDK_DEVICE_LIMIT') return 'Your account already has as many devices as it may have: remove one first (MW_SDK_DEVICE_LIMIT).';
     if (e.code === 'MW_SDK_IDENTITY_CHANGED') return 'Not sent: this contact’s key changed — see the warning above (MW_SDK_IDENTITY_CHANGED).';
     return `${e.message} (${e.nodeCode ?? e.code})`;
   }
   return e instanceof Error ? e.message : String(e);
+}
+
+async function loadSettings(storage: ProtocolStorage): Promise<Settings> {
+  return { ...DEFAULT_SETTINGS, ...(await getJson<Partial<Settings>>(storage, T.settings, 'settings')) };
 }
 
 async function getJson<T>(storage: ProtocolStorage, table: string, key: string): Promise<T | undefined> {
@@ -101,6 +130,10 @@ export class Messenger {
   notices: string[] = [];
   /** Why the connection stopped for good (until `takeOver`), if it did. */
   stopped: string | undefined;
+  /** This device was removed from the account (by another device): only starting over helps. */
+  removed = false;
+  /** Why the first username claim failed (shown on the welcome screen). */
+  welcomeError: string | undefined;
   version = 0;
 
   private constructor(
@@ -110,11 +143,22 @@ export class Messenger {
     public settings: Settings,
   ) {}
 
-  /** Opens this browser's account (creating the device identity on first use). */
-  static async open(): Promise<Messenger> {
+  /**
+   * Opens this browser's account. A browser without a device identity gets a FreshDevice: it either
+   * creates an account or is linked to an existing one (linking needs an empty storage).
+   */
+  static async open(): Promise<Messenger | FreshDevice> {
     const storage = await openIndexedDbStorage({ name: DB_NAME });
-    const profile = await getJson<{ username: string }>(storage, T.profile, 'me');
-    const settings = { ...DEFAULT_SETTINGS, ...(await getJson<Partial<Settings>>(storage, T.settings, 'settings')) };
+    if (!(await storage.hasLocalIdentity())) return new FreshDevice(storage);
+    return Messenger.start(storage);
+  }
+
+  /**
+   * Opens (or on a fresh storage creates) the identity. A device the node knows starts offline too
+   * (the SDK then publishes its keys once the node is reachable): history and contacts are local.
+   */
+  static async start(storage: ProtocolStorage): Promise<Messenger> {
+    const settings = await loadSettings(storage);
     let client: MeshWhisper;
     try {
       client = await MeshWhisper.create({ node: location.origin, namespace: NAMESPACE, storage, connect: false, sharePresence: settings.sharePresence });
@@ -122,12 +166,37 @@ export class Messenger {
       await storage.close();
       throw e;
     }
-    const m = new Messenger(client, storage, profile?.username, settings);
+    return Messenger.#ready(client, storage);
+  }
+
+  static async #ready(client: MeshWhisper, storage: ProtocolStorage): Promise<Messenger> {
+    const profile = await getJson<{ username: string }>(storage, T.profile, 'me');
+    const m = new Messenger(client, storage, profile?.username, await loadSettings(storage));
     await m.#load();
     m.#wire();
     // Listeners are in place: now the backlog can arrive.
     client.connect();
     return m;
+  }
+
+  /** A device linked by another one (FreshDevice.link): Prudence's records from the other device, then the usual start. */
+  static async linked(storage: ProtocolStorage, done: LinkedDevice<MeshWhisper>, ownName: string): Promise<Messenger> {
+    let app: Partial<LinkedAppSettings> = {};
+    try {
+      app = JSON.parse(fromUtf8.decode(done.appSettings)) as Partial<LinkedAppSettings>;
+    } catch {
+      // Another app linked us (or none sent settings): start with defaults.
+    }
+    await storage.transaction(async (tx) => {
+      if (typeof app.username === 'string') await tx.setItem(T.profile, 'me', utf8.encode(JSON.stringify({ username: app.username })));
+      if (app.settings) await tx.setItem(T.settings, 'settings', utf8.encode(JSON.stringify({ ...DEFAULT_SETTINGS, ...app.settings })));
+      for (const [peer, name] of app.names ?? []) await tx.setItem(T.names, peer, utf8.encode(name));
+      for (const peer of app.verified ?? []) await tx.setItem(T.verified, peer, new Uint8Array([1]));
+      for (const peer of app.introduced ?? []) await tx.setItem(T.introduced, peer, new Uint8Array([1]));
+      for (const [index, name] of app.devices ?? []) await tx.setItem(T.devices, index, utf8.encode(name));
+      await tx.setItem(T.devices, String(done.deviceIndex), utf8.encode(ownName));
+    });
+    return Messenger.#ready(done.client, storage);
   }
 
   async #load(): Promise<void> {
@@ -188,7 +257,9 @@ export class Messenger {
     });
     // Only one connection per device receives: another tab of this profile (or the service worker) took over.
     c.on('stopped', ({ reason, message }) => {
-      this.stopped = reason === 'replaced' ? 'Prudence is open in another tab or window of this browser profile.' : message;
+      this.removed = reason === 'device-deleted';
+      this.stopped =
+        reason === 'replaced' ? 'Prudence is open in another tab or window of this browser profile.' : this.removed ? 'This device was removed from your account (on another of your devices). Messages no longer reach it.' : message;
       this.changed();
     });
     c.on('undecryptable', (u) => this.notice(`A message could not be decrypted (${u.code}).`));
@@ -197,11 +268,13 @@ export class Messenger {
   }
 
   async #onMessage(m: IncomingMessage): Promise<void> {
-    const peer = toHex(m.sender.accountKey);
-    await this.storage.setItem(REPLY_TABLE, peer, m.fromMailboxId);
-    this.typing.delete(peer);
-    if (m.binary?.mimeType === PROFILE_MIME) await this.#onProfile(peer, m.binary.data);
-    else if (peer === this.openPeer && document.visibilityState === 'visible') await this.markRead(peer);
+    if (m.conversation.kind !== 'direct') return;
+    // An outgoing message is one this account sent from another of its devices (own-device sync).
+    const peer = toHex(m.conversation.peer);
+    if (!m.outgoing) this.typing.delete(peer);
+    if (m.binary?.mimeType === PROFILE_MIME) {
+      if (!m.outgoing) await this.#onProfile(peer, m.binary.data);
+    } else if (!m.outgoing && peer === this.openPeer && document.visibilityState === 'visible') await this.markRead(peer);
     this.changed();
   }
 
@@ -257,6 +330,70 @@ export class Messenger {
 
   async close(): Promise<void> {
     await this.client.close();
+  }
+
+  // ── Devices (linking: docs/api.md §Devices) ──
+
+  /** Only a manager device (it holds the account key) can link and remove devices. */
+  get isManager(): boolean {
+    return this.client.account !== undefined;
+  }
+
+  /** The account's devices, from its signed device list (fetched fresh when the node answers). */
+  async devices(): Promise<DeviceInfo[]> {
+    const list = await this.client.refreshDeviceList().catch(() => this.client.deviceList());
+    const names = new Map((await this.storage.listItems(T.devices)).map(({ key, value }) => [key, fromUtf8.decode(value)]));
+    const me = this.client.address.split(':')[1];
+    return (list?.devices ?? []).map((d) => ({
+      index: d.deviceIndex,
+      name: names.get(String(d.deviceIndex)) ?? (d.deviceIndex === 0 ? 'First device' : `Device ${d.deviceIndex + 1}`),
+      manager: (d.flags & MANAGER_FLAG) !== 0,
+      self: toHex(d.signingKey) === me,
+    }));
+  }
+
+  /** Links the device whose code was scanned (bytes) or pasted (text): it joins this account with Prudence's records. */
+  async linkDevice(offer: Uint8Array | string, options: { history: boolean; manager: boolean }): Promise<LinkAccepted> {
+    const payload = typeof offer === 'string' ? decodeLinkText(offer) : offer;
+    const self = (await this.devices()).find((d) => d.self);
+    const r = await this.client.acceptLinkOffer(payload, {
+      history: options.history,
+      manager: options.manager,
+      ...(self ? { deviceName: self.name } : {}),
+      appSettings: await this.#appSettings(),
+    });
+    await this.storage.setItem(T.devices, String(r.deviceIndex), utf8.encode(r.deviceName || `Device ${r.deviceIndex + 1}`));
+    this.changed();
+    return r;
+  }
+
+  /** Removes a device from the account (it is told, and receives nothing more). */
+  async revokeDevice(index: number): Promise<void> {
+    await this.client.revokeDevice(index);
+    await this.storage.deleteItem(T.devices, String(index));
+    this.changed();
+  }
+
+  /** This browser starts over: everything stored here is erased (after the device was removed from the account). */
+  async erase(): Promise<void> {
+    await this.client.close().catch(() => undefined);
+    const storage = await openIndexedDbStorage({ name: DB_NAME });
+    await storage.erase();
+  }
+
+  /** Prudence's own records for a device being linked (names, settings, verified contacts), within the SDK's 64 KiB. */
+  async #appSettings(): Promise<Uint8Array> {
+    const list = async (table: string) => (await this.storage.listItems(table)).map(({ key }) => key);
+    const app: LinkedAppSettings = {
+      v: 1,
+      ...(this.username !== undefined ? { username: this.username } : {}),
+      settings: this.settings,
+      names: [...this.names].slice(0, 400),
+      verified: (await list(T.verified)).slice(0, 200),
+      introduced: (await list(T.introduced)).slice(0, 200),
+      devices: (await this.storage.listItems(T.devices)).map(({ key, value }): [string, string] => [key, fromUtf8.decode(value)]),
+    };
+    return utf8.encode(JSON.stringify(app));
   }
 
   // ── Names and contacts ──
@@ -381,17 +518,10 @@ export class Messenger {
     this.changed();
   }
 
-  /**
-   * A read receipt to the device that wrote last. markRead takes a received message's mailbox id and
-   * sender; history entries carry neither, so Prudence keeps the mailbox per peer (REPLY_TABLE, also
-   * written by the service worker) and the account key is the conversation's. The SDK reads only
-   * `sender.accountKey`.
-   */
+  /** Read receipts for messages shown from the history: the SDK finds each one's sending device. */
   async #sendReadReceipt(peer: string, ids: string[]): Promise<void> {
-    const mailbox = await this.storage.getItem(REPLY_TABLE, peer);
-    if (!mailbox || ids.length === 0 || !this.settings.readReceipts) return;
-    const handle = { fromMailboxId: mailbox, sender: { accountKey: fromHex(peer) } } as unknown as IncomingMessage;
-    await this.client.markRead(handle, ids).catch(() => undefined);
+    if (ids.length === 0 || !this.settings.readReceipts) return;
+    await this.client.markRead(fromHex(peer), ids).catch((e: unknown) => this.notice(`A read receipt could not be queued: ${describeError(e)}`));
   }
 
   /** The delivery state of each outgoing message, as the SDK stored it (live changes arrive as `messageState` events). */
@@ -593,5 +723,45 @@ export class Messenger {
       lines.push(`[${new Date(e.sentAt).toISOString()}] ${who}: ${what}${marks ? ` (${marks})` : ''}${reactions ? ` ${reactions}` : ''}`);
     }
     return lines.join('\n') + '\n';
+  }
+}
+
+/** Prudence's text form of a link offer (to paste where no camera is): `mwl1:` + base64url of the QR bytes. */
+export const LINK_TEXT_PREFIX = 'mwl1:';
+
+function decodeLinkText(text: string): Uint8Array {
+  const t = text.trim();
+  const bytes = t.startsWith(LINK_TEXT_PREFIX) ? fromBase64Url(t.slice(LINK_TEXT_PREFIX.length)) : undefined;
+  if (!bytes || bytes.length === 0) throw new Error(`That is not a link code (it starts with ${LINK_TEXT_PREFIX}).`);
+  return bytes;
+}
+
+/**
+ * A browser with no device identity yet: it creates an account, or shows a link offer that a device
+ * of an existing account scans (the SDK requires an empty storage for that).
+ */
+export class FreshDevice {
+  constructor(readonly storage: ProtocolStorage) {}
+
+  createAccount(): Promise<Messenger> {
+    return Messenger.start(this.storage);
+  }
+
+  /** A one-time link offer (5 minutes) to show as a QR code; `onIntroduced` once a device scanned it. */
+  offer(deviceName: string, onIntroduced: (info: { accountKey: Uint8Array; deviceName: string }) => void): Promise<LinkOfferHandle<MeshWhisper>> {
+    return MeshWhisper.createLinkOffer({ node: location.origin, namespace: NAMESPACE, storage: this.storage, connect: false, deviceName, onIntroduced });
+  }
+
+  static offerText(handle: LinkOfferHandle<MeshWhisper>): string {
+    return LINK_TEXT_PREFIX + toBase64Url(handle.payload);
+  }
+
+  /** Waits for the other device to finish, then opens Prudence on the linked account. */
+  async linked(handle: LinkOfferHandle<MeshWhisper>, deviceName: string): Promise<Messenger> {
+    return Messenger.linked(this.storage, await handle.completed, deviceName);
+  }
+
+  close(): Promise<void> {
+    return this.storage.close();
   }
 }

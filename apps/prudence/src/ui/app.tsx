@@ -1,20 +1,22 @@
 /** The root: opens the account, then routes by location.hash (so a reload reopens the same screen). */
 import { useEffect, useState } from 'preact/hooks';
 import type { ConversationSummary } from '../lib/messenger.js';
+import type { FreshDevice } from '../lib/messenger.js';
 import { Messenger, describeError } from '../lib/messenger.js';
 import { formatTime } from '../lib/util.js';
 import { Chat } from './chat.js';
 import { AddContact, Safety } from './contacts.js';
+import { Devices, LinkThisDevice } from './devices.js';
 import { Avatar, ConnectionChip, ErrorText, ScreenHeader, useAction, useAsync, useVersion } from './common.js';
 import { Search, Settings } from './settings.js';
 
-type Route = { screen: 'list' } | { screen: 'add' } | { screen: 'search' } | { screen: 'settings' } | { screen: 'chat'; peer: string } | { screen: 'safety'; peer: string };
+type Route = { screen: 'list' } | { screen: 'add' } | { screen: 'search' } | { screen: 'settings' } | { screen: 'devices' } | { screen: 'chat'; peer: string } | { screen: 'safety'; peer: string };
 
 function parseRoute(hash: string): Route {
   const [, screen, arg] = hash.replace(/^#/, '').split('/');
   const peer = arg && /^[0-9a-f]{64}$/.test(arg) ? arg : undefined;
   if ((screen === 'chat' || screen === 'safety') && peer) return { screen, peer };
-  if (screen === 'add' || screen === 'search' || screen === 'settings') return { screen };
+  if (screen === 'add' || screen === 'search' || screen === 'settings' || screen === 'devices') return { screen };
   return { screen: 'list' };
 }
 
@@ -29,24 +31,29 @@ function useRoute(): Route {
 }
 
 export function App() {
-  const [m, setM] = useState<Messenger | undefined>(undefined);
+  const [opened, setOpened] = useState<Messenger | FreshDevice | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
   const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     let live = true;
     setError(undefined);
     Messenger.open().then(
-      (opened) => (live ? setM(opened) : void opened.close()),
+      (o) => (live ? setOpened(o) : void o.close()),
       (e: unknown) => live && setError(describeError(e)),
     );
-    // Back online: try again by itself.
-    const retry = (): void => setAttempt((n) => n + 1);
-    addEventListener('online', retry);
     return () => {
       live = false;
-      removeEventListener('online', retry);
     };
   }, [attempt]);
+  useEffect(() => {
+    // Back online: a failed start tries again; a running client reconnects now instead of after its backoff.
+    const online = (): void => {
+      if (error) setAttempt((n) => n + 1);
+      else if (opened instanceof Messenger && !opened.stopped && opened.client.connectionState === 'offline') opened.client.connect();
+    };
+    addEventListener('online', online);
+    return () => removeEventListener('online', online);
+  }, [error, opened]);
   if (error) {
     return (
       <main class="center">
@@ -60,14 +67,35 @@ export function App() {
       </main>
     );
   }
-  if (!m) {
+  if (!opened) {
     return (
       <main class="center">
         <p role="status">Opening your encrypted storage…</p>
       </main>
     );
   }
-  return <Opened m={m} />;
+  if (opened instanceof Messenger) return <Opened m={opened} />;
+  return <Start fresh={opened} onOpened={setOpened} />;
+}
+
+/** A browser without an account: create one, or link this browser to an account used elsewhere. */
+function Start({ fresh, onOpened }: { fresh: FreshDevice; onOpened: (m: Messenger) => void }) {
+  const [linking, setLinking] = useState(false);
+  if (linking) return <LinkThisDevice fresh={fresh} onLinked={onOpened} onCancel={() => setLinking(false)} />;
+  return (
+    <Welcome
+      create={async (name) => {
+        const m = await fresh.createAccount();
+        try {
+          await m.register(name);
+        } catch (e) {
+          m.welcomeError = describeError(e);
+        }
+        onOpened(m);
+      }}
+      onLink={() => setLinking(true)}
+    />
+  );
 }
 
 function Opened({ m }: { m: Messenger }) {
@@ -90,7 +118,7 @@ function Opened({ m }: { m: Messenger }) {
     m.openPeer = route.screen === 'chat' ? route.peer : undefined;
     if (m.openPeer) void m.markRead(m.openPeer);
   }, [m, route]);
-  if (!m.registered) return <Welcome m={m} />;
+  if (!m.registered) return <Welcome create={(name) => m.register(name)} initialError={m.welcomeError} />;
   return (
     <div class="shell">
       <Notices m={m} />
@@ -98,6 +126,7 @@ function Opened({ m }: { m: Messenger }) {
       {route.screen === 'add' ? <AddContact m={m} /> : null}
       {route.screen === 'search' ? <Search m={m} /> : null}
       {route.screen === 'settings' ? <Settings m={m} /> : null}
+      {route.screen === 'devices' ? <Devices m={m} /> : null}
       {route.screen === 'chat' ? <Chat key={route.peer} m={m} peer={route.peer} /> : null}
       {route.screen === 'safety' ? <Safety key={route.peer} m={m} peer={route.peer} /> : null}
     </div>
@@ -107,11 +136,17 @@ function Opened({ m }: { m: Messenger }) {
 function Notices({ m }: { m: Messenger }) {
   if (m.stopped) {
     return (
-      <div class="notices" role="alert">
+      <div class="notices" role="alert" data-testid="stopped">
         <p>{m.stopped}</p>
-        <button type="button" onClick={() => m.takeOver()}>
-          Use Prudence here
-        </button>
+        {m.removed ? (
+          <button type="button" onClick={() => void m.erase().then(() => ((location.hash = ''), location.reload()))}>
+            Start over in this browser
+          </button>
+        ) : (
+          <button type="button" onClick={() => m.takeOver()}>
+            Use Prudence here
+          </button>
+        )}
       </div>
     );
   }
@@ -134,7 +169,7 @@ function Notices({ m }: { m: Messenger }) {
   );
 }
 
-function Welcome({ m }: { m: Messenger }) {
+function Welcome({ create, onLink, initialError }: { create: (name: string) => Promise<void>; onLink?: () => void; initialError?: string | undefined }) {
   const [name, setName] = useState('');
   const action = useAction();
   return (
@@ -148,7 +183,7 @@ function Welcome({ m }: { m: Messenger }) {
       <form
         onSubmit={(e) => {
           e.preventDefault();
-          void action.run(() => m.register(name));
+          void action.run(() => create(name));
         }}
       >
         <label for="username">Choose a username</label>
@@ -172,8 +207,17 @@ function Welcome({ m }: { m: Messenger }) {
         <button type="submit" class="primary" disabled={action.busy}>
           {action.busy ? 'Creating…' : 'Create account'}
         </button>
-        <ErrorText error={action.error} />
+        <ErrorText error={action.error ?? (action.busy ? undefined : initialError)} />
       </form>
+      {onLink ? (
+        <section class="link-choice" aria-labelledby="link-h">
+          <h2 id="link-h">Already use Prudence?</h2>
+          <p class="help">Use the same account here: another of your devices scans a code this browser shows.</p>
+          <button type="button" onClick={onLink}>
+            Link this browser to an existing account
+          </button>
+        </section>
+      ) : null}
     </main>
   );
 }

@@ -76,8 +76,9 @@ export function AddContact({ m }: { m: Messenger }) {
 }
 
 /** A camera QR reader where the browser has a camera; otherwise nothing (the paste field remains). */
-function Scanner({ onResult, label, wantBytes = false }: { onResult: (r: ScanResult) => void; label: string; wantBytes?: boolean }) {
+export function Scanner({ onResult, label, wantBytes = false, testId }: { onResult: (r: ScanResult) => void; label: string; wantBytes?: boolean; testId?: string }) {
   const [scanning, setScanning] = useState(false);
+  const [read, setRead] = useState(false);
   const [error, setError] = useState<string | undefined>(undefined);
   const video = useRef<HTMLVideoElement>(null);
   useEffect(() => {
@@ -88,6 +89,7 @@ function Scanner({ onResult, label, wantBytes = false }: { onResult: (r: ScanRes
       video.current,
       (r) => {
         setScanning(false);
+        setRead(true);
         onResult(r);
       },
       wantBytes,
@@ -107,9 +109,22 @@ function Scanner({ onResult, label, wantBytes = false }: { onResult: (r: ScanRes
   return (
     <div class="scanner">
       {scanning ? <video ref={video} muted playsInline aria-label="Camera view" /> : null}
-      <button type="button" onClick={() => setScanning(!scanning)}>
+      <button
+        type="button"
+        data-testid={testId}
+        onClick={() => {
+          setRead(false);
+          setError(undefined);
+          setScanning(!scanning);
+        }}
+      >
         {scanning ? 'Stop the camera' : label}
       </button>
+      {read ? (
+        <p role="status" class="help" data-testid="scan-read">
+          Code read from the camera.
+        </p>
+      ) : null}
       <ErrorText error={error} />
     </div>
   );

@@ -26,6 +26,13 @@ export function Settings({ m }: { m: Messenger }) {
             Account key: <span>{toHex(m.client.accountKey).slice(0, 32)}…</span>
           </p>
         </section>
+        <section aria-labelledby="devices-h">
+          <h2 id="devices-h">Devices</h2>
+          <p class="help">Use this account on another browser or phone too: link it by QR code. Remove devices you no longer use.</p>
+          <a class="button" href="#/devices">
+            Linked devices
+          </a>
+        </section>
         <section aria-labelledby="privacy-h">
           <h2 id="privacy-h">Privacy</h2>
           <label class="check">
