@@ -347,6 +347,21 @@ export class ArchiveRootSecret extends _Redacted {
     return new ArchiveRootSecret(r, { kind: 'passphrase', params: { ...params, salt: copyBytes(params.salt) } });
   }
 
+  /**
+   * From a root secret exported earlier (exportSecret) and its source: how a device that set the
+   * archive up, or restored it, keeps using it without asking for the passphrase again.
+   */
+  static fromSecret(secret: Uint8Array, source: ArchiveKeySource): ArchiveRootSecret {
+    assertBytes(secret, 'ArchiveRootSecret.fromSecret', 'secret', ARCHIVE_ROOT_SECRET_LENGTH);
+    if (source.kind === 'passphrase') validateKdfParams(source.params, 'ArchiveRootSecret.fromSecret');
+    return new ArchiveRootSecret(copyBytes(secret), source.kind === 'passphrase' ? { kind: 'passphrase', params: { ...source.params, salt: copyBytes(source.params.salt) } } : { kind: 'recovery-key' });
+  }
+
+  /** The 32-byte root secret (SECRET: store it like a private key, never log it). */
+  exportSecret(): Uint8Array {
+    return copyBytes(this.#secret);
+  }
+
   /** The Ed25519 key pair the node checks before serving or replacing the archive blob. */
   accessKeyPair(ctx: CryptoContext): ArchiveAccessKeyPair {
     const seed = ctx.backend.hkdfSha256(this.#secret, new Uint8Array(0), utf8(ARCHIVE_ACCESS_KEY_INFO), 32);

@@ -43,4 +43,5 @@ export * from './gen/meshwhisper/v1/history_pb.js';
 export * from './gen/meshwhisper/v1/client_state_pb.js';
 export * from './gen/meshwhisper/v1/push_pb.js';
 export * from './gen/meshwhisper/v1/link_pb.js';
+export * from './gen/meshwhisper/v1/archive_pb.js';
 export { create, fromBinary, toBinary } from '@bufbuild/protobuf';

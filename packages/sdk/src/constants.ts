@@ -171,3 +171,20 @@ export const LINK_HISTORY_FRAME_BYTES = 200 * 1024;
 export const LINK_MAX_HISTORY_FRAMES = 36;
 /** How long the list of the account's other devices (own-device sync) is reused before it is looked up again. */
 export const OWN_DEVICES_TTL_MS = 30_000;
+
+// ── Account archive (client/archive.ts, docs/api.md §Recovery) ──────────────────────────────
+
+/**
+ * Uploads tried per backup before MW_SDK_ARCHIVE_CONFLICT: each 409 means another device stored a
+ * version meanwhile and this one merges into it; five in a row means devices keep racing.
+ */
+export const ARCHIVE_CAS_ATTEMPTS = 5;
+/** Messages per conversation in an archive with `history: true`: the recent past, bounded in size. */
+export const ARCHIVE_DEFAULT_HISTORY = 1000;
+/**
+ * Passphrase rule (docs/api.md §Recovery, docs/threat-model.md): at least 16 characters (after
+ * NFKC), at least 8 of them different. The node holds the blob and can test guesses offline at
+ * Argon2id's cost; the rule keeps out the short and repetitive passphrases tried first.
+ */
+export const ARCHIVE_PASSPHRASE_MIN_LENGTH = 16;
+export const ARCHIVE_PASSPHRASE_MIN_DISTINCT = 8;

@@ -213,6 +213,18 @@ describe('root secret and derived keys', () => {
     expect(decryptArchive(ctx, again, pBlob)).toEqual(utf8('more history'));
   });
 
+  it('exportSecret/fromSecret keep a root across restarts: same keys, same source, copies in and out', () => {
+    const pRoot = ArchiveRootSecret.fromPassphrase('hunter2 hunter2', params);
+    const secret = pRoot.exportSecret();
+    const again = ArchiveRootSecret.fromSecret(secret, pRoot.source);
+    secret.fill(0); // the caller's buffer is not the root's
+    expect(again.accessKeyPair(ctx).publicKey).toEqual(pRoot.accessKeyPair(ctx).publicKey);
+    expect(again.source).toEqual(pRoot.source);
+    expect(decryptArchive(ctx, again, encryptArchive(ctx, pRoot, utf8('x')))).toEqual(utf8('x'));
+    expect(() => ArchiveRootSecret.fromSecret(new Uint8Array(31), { kind: 'recovery-key' })).toThrow(RangeError);
+    expect(inspect(again)).not.toContain(toHex(again.exportSecret()));
+  });
+
   it('salt, passphrase and source each change the keys', () => {
     const a = ArchiveRootSecret.fromPassphrase('pw', params).accessKeyPair(ctx).publicKey;
     const otherSalt = createArchiveKdfParams(ctxFor('0a'), SMALL);

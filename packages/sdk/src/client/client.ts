@@ -29,6 +29,8 @@ import type { ConversationId } from './conversation.js';
 import { directConversation, toConversation } from './conversation.js';
 import { ensureLayout } from './layout.js';
 import { Table } from './tables.js';
+import type { ArchiveEnabled, ArchiveStatus, BackupOptions, BackupResult, EnableArchiveOptions, RestoreOptions, RestoredDevice } from './archive.js';
+import { Archive, restoreFromArchive } from './archive.js';
 import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
 import { acceptLinkOffer, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
@@ -109,6 +111,7 @@ export class MeshWhisper {
   readonly #maxDevices: number;
   readonly #lists: DeviceLists;
   readonly #groups: Groups;
+  readonly #archive: Archive;
   #closed = false;
   /** create() ran while the node was unreachable: the own list and keys go out once online. */
   #publishPending = false;
@@ -190,6 +193,7 @@ export class MeshWhisper {
       isClosed,
     });
     this.#keys = new DeviceKeys({ ctx, storage, api: this.#api, identity, account, log });
+    this.#archive = new Archive({ ctx, storage, api: this.#api, identity, account, log });
     this.#receipts = new ReceiptQueue({
       storage,
       delay: opts.receiptDelay ?? { minDelayMs: RECEIPT_MIN_DELAY_MS, maxDelayMs: RECEIPT_MAX_DELAY_MS },
@@ -317,6 +321,27 @@ export class MeshWhisper {
     await this.#lists.publishOwn();
     await this.publishKeys();
     this.#publishPending = false;
+  }
+
+  /**
+   * On a FRESH device (empty storage): restores the account from its encrypted archive with the
+   * recovery key (the default) or the passphrase, joins the account's device list as a manager (the
+   * archive carries the account key) and returns the connected client (docs/api.md §Recovery).
+   * Rerun after a crash with the same storage, it finishes what the killed run started.
+   */
+  static async restoreFromArchive(options: MeshWhisperOptions & RestoreOptions): Promise<RestoredDevice<MeshWhisper>> {
+    if (!options || typeof options.node !== 'string' || typeof options.namespace !== 'string' || !options.storage) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'MeshWhisper.restoreFromArchive: node, namespace and storage are required');
+    }
+    const ctx = options.crypto ?? createContext();
+    const api = new NodeApi(ctx, options.node, options.fetch ?? globalThis.fetch.bind(globalThis));
+    const createOptions: MeshWhisperOptions & Partial<RestoreOptions> = { ...options };
+    for (const k of ['recoveryKey', 'passphrase', 'accountKey', 'username', 'revokeOtherDevices', 'onProgress'] as const) delete createOptions[k];
+    return restoreFromArchive(
+      { ctx, api, storage: options.storage, namespace: options.namespace, maxDevices: options.maxDevices ?? DEFAULT_MAX_DEVICES, log: makeLog(options.logger) },
+      options,
+      () => MeshWhisper.create({ ...createOptions, crypto: ctx }),
+    );
   }
 
   #checkOpen(): void {
@@ -689,6 +714,29 @@ export class MeshWhisper {
    */
   get groups(): Groups {
     return this.#groups;
+  }
+
+  // ── Recovery: the encrypted account archive (docs/api.md §Recovery) ─────────────────────
+
+  /**
+   * Sets up the account archive on this (manager) device and stores its first version: returns the
+   * new recovery key to show the user once (or, with `passphrase`, protects it with that instead;
+   * with `recoveryKey`, joins the archive another device of the account set up).
+   */
+  enableArchive(options: EnableArchiveOptions = {}): Promise<ArchiveEnabled> {
+    this.#checkOpen();
+    return this.#archive.enable(options);
+  }
+
+  /** Stores a new archive version: this device's changes merged into the node's current version (compare-and-swap, retried on a race). */
+  backup(options: BackupOptions = {}): Promise<BackupResult> {
+    this.#checkOpen();
+    return this.#archive.backup(options);
+  }
+
+  /** Whether the archive is set up on this device, how it is protected, and the version it last saw. */
+  archiveStatus(): Promise<ArchiveStatus> {
+    return this.#archive.status();
   }
 
   // ── Message states ────────────────────────────────────────────────────────────────────────

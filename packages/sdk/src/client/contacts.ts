@@ -15,7 +15,7 @@ import type { ContactState } from './types.js';
 
 export const CONTACT_RECORD_VERSION = 1;
 
-function decodeContact(b: Uint8Array): ContactState | undefined {
+export function decodeContact(b: Uint8Array): ContactState | undefined {
   let r;
   try {
     r = fromBinary(StoredContactSchema, b);

@@ -63,6 +63,20 @@ export const SdkErrorCode = {
   GROUP_NOT_ALLOWED: 'MW_SDK_GROUP_NOT_ALLOWED',
   /** The account already has as many devices as the app allows (MeshWhisperOptions.maxDevices): revoke one first. */
   DEVICE_LIMIT: 'MW_SDK_DEVICE_LIMIT',
+  /** What was typed is not a recovery key: a character outside its alphabet, the wrong length, or a typo its checksum caught. */
+  RECOVERY_KEY_INVALID: 'MW_SDK_RECOVERY_KEY_INVALID',
+  /** The recovery key or passphrase is well formed but opens no archive of this account (wrong key, wrong passphrase, another account's key). */
+  ARCHIVE_WRONG_KEY: 'MW_SDK_ARCHIVE_WRONG_KEY',
+  /** The account has no archive (never set up, or set up but never stored), or no account has that username. */
+  ARCHIVE_NOT_FOUND: 'MW_SDK_ARCHIVE_NOT_FOUND',
+  /** The archive was opened with the right key but does not decrypt or read: modified or damaged (or its key record was refused). */
+  ARCHIVE_CORRUPT: 'MW_SDK_ARCHIVE_CORRUPT',
+  /** A backup gave up: other devices kept storing new archive versions while it merged (try again). */
+  ARCHIVE_CONFLICT: 'MW_SDK_ARCHIVE_CONFLICT',
+  /** backup() on a device where the archive is not set up (enableArchive first). */
+  ARCHIVE_NOT_ENABLED: 'MW_SDK_ARCHIVE_NOT_ENABLED',
+  /** The passphrase fails the minimum strength rule (checkArchivePassphrase says why). */
+  WEAK_PASSPHRASE: 'MW_SDK_WEAK_PASSPHRASE',
 } as const;
 export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];
 

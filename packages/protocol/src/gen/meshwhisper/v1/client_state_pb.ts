@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/client_state.proto.
  */
 export const file_meshwhisper_v1_client_state: GenFile = /*@__PURE__*/
-  fileDesc("CiFtZXNod2hpc3Blci92MS9jbGllbnRfc3RhdGUucHJvdG8SDm1lc2h3aGlzcGVyLnYxIkQKD0NvbnZlcnNhdGlvblJlZhIVCgtkaXJlY3RfcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSABCBgoEa2luZCIlChJTdG9yZWRDbGllbnRMYXlvdXQSDwoHdmVyc2lvbhgBIAEoDSKbAQoPU3RvcmVkU2VudFN0YXRlEg8KB3ZlcnNpb24YASABKA0SKAoFc3RhdGUYAiABKA4yGS5tZXNod2hpc3Blci52MS5TZW50U3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSNQoMY29udmVyc2F0aW9uGAQgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmIkYKC1N0b3JlZFRpbWVyEg8KB3ZlcnNpb24YASABKA0SDwoHc2Vjb25kcxgCIAEoDRIVCg10aW1lcl92ZXJzaW9uGAMgASgNIlMKDVN0b3JlZENvbnRhY3QSDwoHdmVyc2lvbhgBIAEoDRIxCgVzdGF0ZRgCIAEoDjIiLm1lc2h3aGlzcGVyLnYxLlN0b3JlZENvbnRhY3RTdGF0ZSJJChBTdG9yZWRPdXRib3hJdGVtEg8KB3ZlcnNpb24YASABKA0SEgoKbWFpbGJveF9pZBgCIAEoDBIQCghlbnZlbG9wZRgDIAEoDCKYAQoSU3RvcmVkQ29udmVyc2F0aW9uEg8KB3ZlcnNpb24YASABKA0SNQoMY29udmVyc2F0aW9uGAIgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEhAKCGxhc3Rfa2V5GAMgASgJEg4KBnVucmVhZBgEIAEoDRIYChBsYXN0X2FjdGl2aXR5X2F0GAUgASgEIkUKDVN0b3JlZFJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIOCgZkdWVfYXQYAiABKAQSEwoLbWVzc2FnZV9pZHMYAyADKAwiRgoRU3RvcmVkVW5jb25maXJtZWQSDwoHdmVyc2lvbhgBIAEoDRIPCgdzZW50X2F0GAIgASgEEg8KB2NvbnRlbnQYAyABKAwqmQEKCVNlbnRTdGF0ZRIaChZTRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRU0VOVF9TVEFURV9RVUVVRUQQARITCg9TRU5UX1NUQVRFX1NFTlQQAhIYChRTRU5UX1NUQVRFX0RFTElWRVJFRBADEhMKD1NFTlRfU1RBVEVfUkVBRBAEEhUKEVNFTlRfU1RBVEVfRkFJTEVEEAUqfwoSU3RvcmVkQ29udGFjdFN0YXRlEiQKIFNUT1JFRF9DT05UQUNUX1NUQVRFX1VOU1BFQ0lGSUVEEAASIAocU1RPUkVEX0NPTlRBQ1RfU1RBVEVfUkVRVUVTVBABEiEKHVNUT1JFRF9DT05UQUNUX1NUQVRFX0FDQ0VQVEVEEAJiBnByb3RvMw");
+  fileDesc("CiFtZXNod2hpc3Blci92MS9jbGllbnRfc3RhdGUucHJvdG8SDm1lc2h3aGlzcGVyLnYxIkQKD0NvbnZlcnNhdGlvblJlZhIVCgtkaXJlY3RfcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSABCBgoEa2luZCIlChJTdG9yZWRDbGllbnRMYXlvdXQSDwoHdmVyc2lvbhgBIAEoDSKbAQoPU3RvcmVkU2VudFN0YXRlEg8KB3ZlcnNpb24YASABKA0SKAoFc3RhdGUYAiABKA4yGS5tZXNod2hpc3Blci52MS5TZW50U3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSNQoMY29udmVyc2F0aW9uGAQgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmIkYKC1N0b3JlZFRpbWVyEg8KB3ZlcnNpb24YASABKA0SDwoHc2Vjb25kcxgCIAEoDRIVCg10aW1lcl92ZXJzaW9uGAMgASgNIlMKDVN0b3JlZENvbnRhY3QSDwoHdmVyc2lvbhgBIAEoDRIxCgVzdGF0ZRgCIAEoDjIiLm1lc2h3aGlzcGVyLnYxLlN0b3JlZENvbnRhY3RTdGF0ZSJJChBTdG9yZWRPdXRib3hJdGVtEg8KB3ZlcnNpb24YASABKA0SEgoKbWFpbGJveF9pZBgCIAEoDBIQCghlbnZlbG9wZRgDIAEoDCKYAQoSU3RvcmVkQ29udmVyc2F0aW9uEg8KB3ZlcnNpb24YASABKA0SNQoMY29udmVyc2F0aW9uGAIgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEhAKCGxhc3Rfa2V5GAMgASgJEg4KBnVucmVhZBgEIAEoDRIYChBsYXN0X2FjdGl2aXR5X2F0GAUgASgEIkUKDVN0b3JlZFJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIOCgZkdWVfYXQYAiABKAQSEwoLbWVzc2FnZV9pZHMYAyADKAwiRgoRU3RvcmVkVW5jb25maXJtZWQSDwoHdmVyc2lvbhgBIAEoDRIPCgdzZW50X2F0GAIgASgEEg8KB2NvbnRlbnQYAyABKAwi2QEKElN0b3JlZEFyY2hpdmVTdGF0ZRIPCgd2ZXJzaW9uGAEgASgNEhMKC3Jvb3Rfc2VjcmV0GAIgASgMEhIKCmtleV9zb3VyY2UYAyABKAwSFwoPYXJjaGl2ZV92ZXJzaW9uGAQgASgEEhYKDmxhc3RfYmFja3VwX2F0GAUgASgEEiAKGGhpc3RvcnlfcGVyX2NvbnZlcnNhdGlvbhgGIAEoDRIXCg9yZXN0b3JlX3BlbmRpbmcYByABKAgSHQoVcmVzdG9yZWRfYXBwX3NldHRpbmdzGAggASgMKpkBCglTZW50U3RhdGUSGgoWU0VOVF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVNFTlRfU1RBVEVfUVVFVUVEEAESEwoPU0VOVF9TVEFURV9TRU5UEAISGAoUU0VOVF9TVEFURV9ERUxJVkVSRUQQAxITCg9TRU5UX1NUQVRFX1JFQUQQBBIVChFTRU5UX1NUQVRFX0ZBSUxFRBAFKn8KElN0b3JlZENvbnRhY3RTdGF0ZRIkCiBTVE9SRURfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEiAKHFNUT1JFRF9DT05UQUNUX1NUQVRFX1JFUVVFU1QQARIhCh1TVE9SRURfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBACYgZwcm90bzM");
 
 /**
  * A conversation: direct (with one account) or a group.
@@ -303,6 +303,75 @@ export type StoredUnconfirmed = Message<"meshwhisper.v1.StoredUnconfirmed"> & {
  */
 export const StoredUnconfirmedSchema: GenMessage<StoredUnconfirmed> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_client_state, 8);
+
+/**
+ * mw.archive 'state': this device's view of the account archive (client/archive.ts).
+ *
+ * @generated from message meshwhisper.v1.StoredArchiveState
+ */
+export type StoredArchiveState = Message<"meshwhisper.v1.StoredArchiveState"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * The archive-root secret (32 bytes; SECRET, like the account seed in mw.self).
+   *
+   * @generated from field: bytes root_secret = 2;
+   */
+  rootSecret: Uint8Array;
+
+  /**
+   * The public key-source record (@meshwhisper/crypto encodeArchiveKeySource).
+   *
+   * @generated from field: bytes key_source = 3;
+   */
+  keySource: Uint8Array;
+
+  /**
+   * The node's archive version this device last read or wrote (0: none yet).
+   *
+   * @generated from field: uint64 archive_version = 4;
+   */
+  archiveVersion: bigint;
+
+  /**
+   * When this device last stored a version (ms since the epoch; 0: never).
+   *
+   * @generated from field: uint64 last_backup_at = 5;
+   */
+  lastBackupAt: bigint;
+
+  /**
+   * Include message history in backups, and how many messages per conversation (0: none).
+   *
+   * @generated from field: uint32 history_per_conversation = 6;
+   */
+  historyPerConversation: number;
+
+  /**
+   * A restore stored everything and the identity but has not finished (published, connected):
+   * MeshWhisper.restoreFromArchive on this storage finishes it.
+   *
+   * @generated from field: bool restore_pending = 7;
+   */
+  restorePending: boolean;
+
+  /**
+   * The app settings the restored archive held (returned again when a killed restore is finished).
+   *
+   * @generated from field: bytes restored_app_settings = 8;
+   */
+  restoredAppSettings: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.StoredArchiveState.
+ * Use `create(StoredArchiveStateSchema)` to create a new message.
+ */
+export const StoredArchiveStateSchema: GenMessage<StoredArchiveState> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_client_state, 9);
 
 /**
  * @generated from enum meshwhisper.v1.SentState
