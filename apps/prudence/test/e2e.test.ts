@@ -459,6 +459,35 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await waitForText(alice, 'after the tab switch');
   });
 
+  it('groups: alice creates one with bob (chosen) and carol (typed); all three write and read in it', async () => {
+    await go(alice, '#/new-group');
+    await alice.page.getByLabel('Group name').fill('Climbers');
+    await alice.page.getByRole('checkbox', { name: 'bob' }).check();
+    await alice.page.getByLabel(/Other members/).fill('carol');
+    await accessible(alice, 'new group');
+    await alice.page.getByRole('button', { name: 'Create group' }).click();
+    await alice.page.getByTestId('chat-name').filter({ hasText: 'Climbers' }).waitFor({ timeout: 30_000 });
+    await send(alice, 'hello, climbers');
+    for (const p of [bob, carol]) {
+      await go(p, '#/');
+      await p.page.locator('a.conversation[data-kind="group"]', { hasText: 'Climbers' }).click({ timeout: 30_000 });
+      await waitForText(p, 'hello, climbers');
+    }
+    await send(bob, 'bob is in');
+    await waitForText(carol, 'bob is in');
+    await waitForText(alice, 'bob is in');
+    await alice.page.locator('.message.incoming', { has: alice.page.locator('.text', { hasText: 'bob is in' }) }).locator('.author', { hasText: 'bob' }).waitFor();
+    await send(carol, 'carol too');
+    await waitForText(alice, 'carol too');
+    await waitForText(bob, 'carol too');
+    await alice.page.getByRole('button', { name: 'Group members' }).click();
+    await expect.poll(() => alice.page.getByTestId('group-members').locator('li').count()).toBe(3);
+    await accessible(alice, 'group members');
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+    await accessible(alice, 'group chat');
+    await screenshot(alice.page, shots, 'group');
+  });
+
   it('linking a device by QR (scanned with a file-fed camera): both devices receive, sent and read state follow, and a device is removed', async () => {
     // A browser whose camera shows a video file: the QR the new device displays is written into it.
     const video = join(work, 'camera.y4m');

@@ -10,7 +10,7 @@
  * (safety numbers compared), `prudence.keychange` (pending key-change warnings), `prudence.devices`
  * (device index → the name given when it was linked).
  */
-import type { ContactCard, ContactState, FileAttachment, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient } from '@meshwhisper/sdk';
+import type { ContactCard, ContactState, ConversationId, FileAttachment, GroupInfo, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient } from '@meshwhisper/sdk';
 import { MeshWhisper, SdkError, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
 import { equalBytes, fromBase64Url, fromHex, fromUtf8, toBase64Url, toHex, utf8 } from './util.js';
 
@@ -63,7 +63,8 @@ export interface Settings {
 const DEFAULT_SETTINGS: Settings = { sharePresence: true, readReceipts: true, typingIndicators: true };
 
 export interface ConversationSummary {
-  /** The peer's account key, hex: the conversation's id. */
+  readonly kind: 'direct' | 'group';
+  /** The peer's account key (direct) or the group id (group), hex: the conversation's id. */
   readonly peer: string;
   readonly name: string;
   readonly last?: HistoryEntry;
@@ -127,6 +128,8 @@ export class Messenger {
   readonly #listeners = new Set<() => void>();
   /** The open conversation (its messages are read while the page is visible). */
   openPeer: string | undefined;
+  /** The open group conversation (group id hex). */
+  openGroup: string | undefined;
   notices: string[] = [];
   /** Why the connection stopped for good (until `takeOver`), if it did. */
   stopped: string | undefined;
@@ -231,6 +234,7 @@ export class Messenger {
     c.on('edit', () => this.changed());
     c.on('delete', () => this.changed());
     c.on('expired', () => this.changed());
+    c.on('groupChange', () => this.changed());
     c.on('disappearingTimer', () => this.changed());
     c.on('connection', (state) => {
       if (state === 'online') void this.#announcePresence(true);
@@ -268,7 +272,11 @@ export class Messenger {
   }
 
   async #onMessage(m: IncomingMessage): Promise<void> {
-    if (m.conversation.kind !== 'direct') return;
+    if (m.conversation.kind === 'group') {
+      if (!m.outgoing && toHex(m.conversation.groupId) === this.openGroup && document.visibilityState === 'visible') await this.markGroupRead(this.openGroup);
+      this.changed();
+      return;
+    }
     // An outgoing message is one this account sent from another of its devices (own-device sync).
     const peer = toHex(m.conversation.peer);
     if (!m.outgoing) this.typing.delete(peer);
@@ -475,9 +483,16 @@ export class Messenger {
    */
   async conversations(): Promise<ConversationSummary[]> {
     const listed = new Map<string, { last?: HistoryEntry; unread: number }>();
+    const out: ConversationSummary[] = [];
     for (const c of await this.client.conversationList()) {
       if (c.conversation.kind !== 'direct') continue;
       listed.set(toHex(c.conversation.peer), { ...(c.lastMessage ? { last: c.lastMessage } : {}), unread: c.unread });
+    }
+    for (const g of await this.client.groups.list()) {
+      if (!g.isMember) continue;
+      const recent = await this.client.history(g.conversation, { limit: 50 });
+      const last = recent.filter(isShown).at(-1);
+      out.push({ kind: 'group', peer: toHex(g.groupId), name: g.name, ...(last ? { last } : {}), unread: recent.filter((e) => !e.outgoing && e.unread).length, blocked: false });
     }
     const peers = new Set<string>(listed.keys());
     const states = new Map<string, ContactState>();
@@ -487,7 +502,6 @@ export class Messenger {
       peers.add(p);
     }
     for (const p of this.names.keys()) peers.add(p);
-    const out: ConversationSummary[] = [];
     for (const peer of peers) {
       const key = fromHex(peer);
       let { last, unread } = listed.get(peer) ?? { unread: 0 };
@@ -497,7 +511,7 @@ export class Messenger {
         last = recent.filter(isShown).at(-1);
       }
       const state = states.get(peer);
-      out.push({ peer, name: this.nameOf(peer), ...(last ? { last } : {}), unread, ...(state ? { state } : {}), blocked: await this.client.isBlocked(key) });
+      out.push({ kind: 'direct', peer, name: this.nameOf(peer), ...(last ? { last } : {}), unread, ...(state ? { state } : {}), blocked: await this.client.isBlocked(key) });
     }
     return out.sort((a, b) => (b.last?.receivedAt ?? 0) - (a.last?.receivedAt ?? 0) || a.name.localeCompare(b.name));
   }
@@ -605,6 +619,48 @@ export class Messenger {
   async visibility(visible: boolean): Promise<void> {
     await this.#announcePresence(visible);
     if (visible && this.openPeer) await this.markRead(this.openPeer);
+    if (visible && this.openGroup) await this.markGroupRead(this.openGroup);
+  }
+
+  // ── Groups (docs/api.md §Groups) ──
+
+  static groupConversation(groupId: string): ConversationId {
+    return { kind: 'group', groupId: fromHex(groupId) };
+  }
+
+  /** A new group with these usernames as members (each with every device its verified list names); returns its id. */
+  async createGroup(name: string, usernames: readonly string[]): Promise<string> {
+    const members = [...new Set(usernames.map((u) => u.trim().toLowerCase()).filter((u) => u !== '' && u !== this.username))];
+    if (members.length === 0) throw new Error('Choose at least one member.');
+    const g = await this.client.groups.create(name.trim(), members.map((username) => ({ username })));
+    this.changed();
+    return toHex(g.groupId);
+  }
+
+  groupInfo(groupId: string): Promise<GroupInfo | undefined> {
+    return this.client.groups.info(fromHex(groupId));
+  }
+
+  async groupHistory(groupId: string): Promise<HistoryEntry[]> {
+    return (await this.client.history(Messenger.groupConversation(groupId), { limit: 500 })).filter(isShown);
+  }
+
+  async sendGroupText(groupId: string, text: string): Promise<void> {
+    await this.client.sendText(Messenger.groupConversation(groupId), text);
+    this.changed();
+  }
+
+  /** The group's unread count goes to 0 (on this account's other devices too). */
+  async markGroupRead(groupId: string): Promise<void> {
+    const entries = await this.client.history(Messenger.groupConversation(groupId), { limit: 200 });
+    if (!entries.some((e) => e.unread)) return;
+    await this.client.markConversationRead(Messenger.groupConversation(groupId));
+    this.changed();
+  }
+
+  async leaveGroup(groupId: string): Promise<void> {
+    await this.client.groups.leave(fromHex(groupId));
+    this.changed();
   }
 
   // ── Files ──

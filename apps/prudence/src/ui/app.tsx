@@ -7,16 +7,18 @@ import { formatTime } from '../lib/util.js';
 import { Chat } from './chat.js';
 import { AddContact, Safety } from './contacts.js';
 import { Devices, LinkThisDevice } from './devices.js';
+import { GroupChat, NewGroup } from './groups.js';
 import { Avatar, ConnectionChip, ErrorText, ScreenHeader, useAction, useAsync, useVersion } from './common.js';
 import { Search, Settings } from './settings.js';
 
-type Route = { screen: 'list' } | { screen: 'add' } | { screen: 'search' } | { screen: 'settings' } | { screen: 'devices' } | { screen: 'chat'; peer: string } | { screen: 'safety'; peer: string };
+type Route = { screen: 'list' } | { screen: 'add' } | { screen: 'search' } | { screen: 'settings' } | { screen: 'devices' } | { screen: 'new-group' } | { screen: 'group'; group: string } | { screen: 'chat'; peer: string } | { screen: 'safety'; peer: string };
 
 function parseRoute(hash: string): Route {
   const [, screen, arg] = hash.replace(/^#/, '').split('/');
   const peer = arg && /^[0-9a-f]{64}$/.test(arg) ? arg : undefined;
   if ((screen === 'chat' || screen === 'safety') && peer) return { screen, peer };
-  if (screen === 'add' || screen === 'search' || screen === 'settings' || screen === 'devices') return { screen };
+  if (screen === 'group' && arg && /^[0-9a-f]{2,128}$/.test(arg)) return { screen, group: arg };
+  if (screen === 'add' || screen === 'search' || screen === 'settings' || screen === 'devices' || screen === 'new-group') return { screen };
   return { screen: 'list' };
 }
 
@@ -116,7 +118,9 @@ function Opened({ m }: { m: Messenger }) {
   }, [m]);
   useEffect(() => {
     m.openPeer = route.screen === 'chat' ? route.peer : undefined;
+    m.openGroup = route.screen === 'group' ? route.group : undefined;
     if (m.openPeer) void m.markRead(m.openPeer);
+    if (m.openGroup) void m.markGroupRead(m.openGroup);
   }, [m, route]);
   if (!m.registered) return <Welcome create={(name) => m.register(name)} initialError={m.welcomeError} />;
   return (
@@ -127,6 +131,8 @@ function Opened({ m }: { m: Messenger }) {
       {route.screen === 'search' ? <Search m={m} /> : null}
       {route.screen === 'settings' ? <Settings m={m} /> : null}
       {route.screen === 'devices' ? <Devices m={m} /> : null}
+      {route.screen === 'new-group' ? <NewGroup m={m} /> : null}
+      {route.screen === 'group' ? <GroupChat key={route.group} m={m} group={route.group} /> : null}
       {route.screen === 'chat' ? <Chat key={route.peer} m={m} peer={route.peer} /> : null}
       {route.screen === 'safety' ? <Safety key={route.peer} m={m} peer={route.peer} /> : null}
     </div>
@@ -247,6 +253,9 @@ function ChatList({ m }: { m: Messenger }) {
       <main class="list">
         <p class="me">
           Signed in as <strong data-testid="me">{m.username}</strong> <ConnectionChip m={m} />
+          <a href="#/new-group" class="new-group">
+            New group
+          </a>
         </p>
         {[...m.keyChanges.values()].map((k) => (
           <p key={k.username} class="warning" role="alert">
@@ -290,7 +299,7 @@ function snippet(c: ConversationSummary): string {
 function ConversationItem({ c }: { c: ConversationSummary }) {
   return (
     <li>
-      <a href={`#/chat/${c.peer}`} class="conversation" data-peer={c.peer}>
+      <a href={c.kind === 'group' ? `#/group/${c.peer}` : `#/chat/${c.peer}`} class="conversation" data-peer={c.peer} data-kind={c.kind}>
         <Avatar name={c.name} />
         <span class="conv-main">
           <span class="conv-name">
