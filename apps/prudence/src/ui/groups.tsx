@@ -79,8 +79,8 @@ export function GroupChat({ m, group }: { m: Messenger; group: string }) {
           </span>
         }
       >
-        <button type="button" class="icon" aria-label="Group members" onClick={() => setMembers(true)}>
-          👥
+        <button type="button" class="button" aria-label="Group members" onClick={() => setMembers(true)}>
+          Members
         </button>
       </ScreenHeader>
       <main class="chat">
