@@ -58,7 +58,7 @@ async function run(group: number): Promise<void> {
         return { id: new Uint8Array(randomBytes(16)), mailbox: b.mailbox, payload, receivedAt: Date.now(), tokenHash: b.token };
       });
       // Sends and the previous round's acks go out together, as under load.
-      const [out] = await Promise.all([store.enqueue(items, LIMITS), acks.length ? store.ack(acks.map((a) => ({ mailbox: a.mailbox, ids: [a.e.id] }))) : Promise.resolve([])]);
+      const [out] = await Promise.all([store.enqueue(items, LIMITS), acks.length ? store.ack(acks.map((a) => ({ mailbox: a.mailbox, ids: [a.e.id], seqs: [a.e.seq] }))) : Promise.resolve([])]);
       return out.map((o, i) => {
         if (!o.ok) throw new Error(o.reason);
         return { mailbox: items[i]!.mailbox, e: o.envelope };
@@ -117,7 +117,7 @@ async function drain(total: number): Promise<void> {
       const batch = await store.fetch(mailbox, after, 930, 960 * 1024);
       if (batch.length === 0) break;
       after = batch[batch.length - 1]!.seq;
-      await store.ack([{ mailbox, ids: batch.map((e) => e.id) }]);
+      await store.ack([{ mailbox, ids: batch.map((e) => e.id), ...(process.env['ACK_BY_ID'] ? {} : { seqs: batch.map((e) => e.seq) }) }]);
     }
     report('fetch + ack');
   } finally {

@@ -134,8 +134,13 @@ export class NodeMetrics {
   });
   readonly storeWritable = new Gauge({
     name: 'meshwhisper_store_writable',
-    help: '1 while the store takes new mail; 0 when it cannot (reason label: disk_full, read_only, io_error) — acks still work on a full disk',
+    help: '1 while the store takes new mail; 0 when it cannot (reason label: disk_full, read_only, io_error, writer_failed) — acks still work on a full disk',
     labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly storeWriterDeaths = new Counter({
+    name: 'meshwhisper_store_writer_deaths_total',
+    help: "Times the SQLite store's writer thread died and was restarted (each: sends and acks refused until the restart)",
     registers: [this.registry],
   });
   readonly busConnected = new Gauge({

@@ -53,6 +53,7 @@ import { lockDataDir, secureDirectory, secureFile } from './store/data-dir.js';
 import { SqliteNodeStore } from './store/sqlite-store.js';
 import { PgNodeStore } from './store/pg-store.js';
 import type { NodeStore, StoreHealth } from './store/node-store.js';
+import type { PageSizeConversion } from './store/db.js';
 
 /** The SQLite database file inside DATA_DIR. */
 export const DATABASE_FILE = 'meshwhisper.sqlite3';
@@ -114,6 +115,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const lock = clustered ? { release: () => undefined } : lockDataDir(config.dataDir);
   let store: NodeStore;
   let sqliteStore: SqliteNodeStore | undefined;
+  /** An existing database's page-size conversion at open (logged once the logger exists). */
+  let pageSizeNote: PageSizeConversion | undefined;
   let keyCreated: boolean;
   let nodeKey: NodeKey;
   try {
@@ -136,7 +139,22 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     } else {
       const databaseFile = join(config.dataDir, DATABASE_FILE);
       secureFile(databaseFile); // SQLite creates -wal and -shm with the database file's mode
-      store = sqliteStore = new SqliteNodeStore(databaseFile, { now: () => ctx.now(), onHealth: (h) => onStoreHealth(h) });
+      store = sqliteStore = new SqliteNodeStore(databaseFile, {
+        now: () => ctx.now(),
+        onHealth: (h) => onStoreHealth(h),
+        onPageSize: (c) => {
+          pageSizeNote = c;
+        },
+        onWriterDead: (e, restartInMs) => {
+          metrics?.storeWriterDeaths.inc();
+          // The error's name and code only: its message may quote SQLite text and file paths.
+          const cause = (e as { code?: unknown }).code;
+          app.log.error(
+            { err: e.name, ...(typeof cause === 'string' ? { code: cause } : {}), restartInMs },
+            `the store's writer thread died: sends and acks are refused (MW_UNAVAILABLE, retriable) and /ready answers 503 until a new one starts in ${Math.round(restartInMs / 1000)} s; if this repeats, report it with the log`,
+          );
+        },
+      });
     }
   } catch (e) {
     lock.release();
@@ -156,7 +174,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
         { reason: h.reason },
         h.reason === 'disk-full'
           ? `disk full under ${config.dataDir}: new mail is refused (MW_UNAVAILABLE), acks and deletions still work; free or add disk space`
-          : 'store not writable: new mail is refused',
+          : h.reason === 'writer-failed'
+            ? "store not writable: the store's writer thread is not running (new mail and acks refused until it restarts)"
+            : 'store not writable: new mail is refused',
       );
     }
   };
@@ -223,6 +243,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     logController: new LogController({ disableRequestLogging: !config.logRequests }),
     // Addresses are resolved by rate-limit.ts from TRUST_PROXY; fastify's own trust stays off.
     trustProxy: false,
+    // While shutting down, the onRequest hook below answers 503 in the documented error shape;
+    // fastify's own 503 (on by default) has another body ({ error, message, statusCode }).
+    return503OnClosing: false,
     // Errors below the routes in the documented shape, never echoing the path (http-errors.ts).
     frameworkErrors: frameworkErrorHandler,
     clientErrorHandler,
@@ -244,6 +267,14 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   // Connected once the logger exists (onState logs); unreachable NATS is not fatal (store reads).
   if (bus instanceof NatsDeliveryBus) await bus.start();
 
+  if (pageSizeNote?.converted) {
+    app.log.info({ from: pageSizeNote.from, to: pageSizeNote.to, bytes: pageSizeNote.bytes, ms: Math.round(pageSizeNote.ms) }, `database converted to ${pageSizeNote.to}-byte pages (a one-time rewrite; fewer bytes written per message)`);
+  } else if (pageSizeNote) {
+    app.log.warn(
+      { pageSize: pageSizeNote.from, reason: pageSizeNote.reason },
+      `database keeps its ${pageSizeNote.from}-byte pages (${pageSizeNote.reason === 'too-large' ? 'larger than the start-up conversion bound' : pageSizeNote.reason === 'no-space' ? 'not enough free disk for the copy' : pageSizeNote.reason === 'wal-kept' ? 'its WAL could not be folded in' : 'the rewrite failed'}): it works, with more disk writes per message; docs/self-hosting.md says how to convert it by hand`,
+    );
+  }
   if (looseMode !== undefined) app.log.warn({ dataDir: config.dataDir, was: looseMode.toString(8) }, 'DATA_DIR was readable by other users; its mode is now 700');
 
   // Bodies are protobuf (or blobs, in their routes' scope): no JSON or text body is parsed, so
@@ -255,6 +286,13 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(httpErrorBody(ErrorCode.NOT_FOUND, 'no such endpoint')));
 
   registerCors(app, config.corsOrigins);
+  // Shutdown refuses new work: requests still arriving (keep-alive, pipelined) get 503 here, in the
+  // error shape, with Connection: close. /ready keeps its probe body ({ status: 'shutting down' }).
+  app.addHook('onRequest', async (request, reply) => {
+    if (!shuttingDown || request.routeOptions.url === '/ready') return;
+    reply.header('connection', 'close');
+    return reply.code(503).send(httpErrorBody(ErrorCode.UNAVAILABLE, 'node is shutting down'));
+  });
   await app.register(rateLimitPlugin, { limiter, trustProxy: config.trustProxy, onLimited: (bucket) => metrics?.rateLimitedBy(bucket) });
   if (metrics) {
     metrics.setSources({
@@ -283,12 +321,22 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const acks = new AckCommitter(store);
   /** Open WebSocket connections per client key (WS_MAX_CONNECTIONS_PER_ADDRESS). */
   const openPerAddress = new Map<string, number>();
+  /** An upgrade refused in the documented error shape (never ws's own text/html body). */
+  const refuseUpgrade = (socket: Duplex, status: string, code: ErrorCode, message: string, headers = ''): void => {
+    const body = JSON.stringify(httpErrorBody(code, message));
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${headers}Connection: close\r\n\r\n${body}`);
+  };
+  // A handshake ws refuses (method, Upgrade, Sec-WebSocket-Key/-Version/-Protocol headers): with a
+  // listener here, ws hands it over instead of writing its own plain-text reply.
+  wss.on('wsClientError', (err: Error, socket: Duplex) => {
+    if (socket.destroyed) return;
+    if (/method/i.test(err.message)) return refuseUpgrade(socket, '405 Method Not Allowed', ErrorCode.MALFORMED, 'a WebSocket handshake is a GET', 'Allow: GET\r\n');
+    const version = /Sec-WebSocket-Version/i.test(err.message);
+    refuseUpgrade(socket, '400 Bad Request', ErrorCode.MALFORMED, 'not a valid WebSocket handshake', version ? 'Sec-WebSocket-Version: 13\r\n' : '');
+  });
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0];
-    const refuse = (status: string, code: ErrorCode, message: string): void => {
-      const body = JSON.stringify(httpErrorBody(code, message));
-      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    };
+    const refuse = (status: string, code: ErrorCode, message: string): void => refuseUpgrade(socket, status, code, message);
     if (path !== DEVICE_SOCKET_PATH && path !== ANONYMOUS_SOCKET_PATH) return refuse('404 Not Found', ErrorCode.NOT_FOUND, 'no such endpoint');
     if (shuttingDown) return refuse('503 Service Unavailable', ErrorCode.UNAVAILABLE, 'node is shutting down');
     if (!upgradeOriginAllowed(config.corsOrigins, req.headers.origin, req.headers.host)) return refuse('403 Forbidden', ErrorCode.FORBIDDEN, 'origin not allowed (CORS_ORIGINS)');

@@ -34,7 +34,7 @@ describe('ack group commit', () => {
     const { store, calls } = countingStore();
     const acks = new AckCommitter(store);
     const results: number[] = [];
-    for (let i = 0; i < 50; i++) acks.add(new Uint8Array(32).fill(i % 2), [new Uint8Array(16), new Uint8Array(16)], (n) => results.push(n as number));
+    for (let i = 0; i < 50; i++) acks.add(new Uint8Array(32).fill(i % 2), [new Uint8Array(16), new Uint8Array(16)], undefined, (n) => results.push(n as number));
     expect(results).toEqual([]); // nothing answered before the commit
     await acks.flush();
     expect(calls).toEqual([100]);
@@ -44,13 +44,13 @@ describe('ack group commit', () => {
   it('bounds a group and reports a failed commit to every waiter', async () => {
     const { store, calls } = countingStore();
     const acks = new AckCommitter(store);
-    for (let i = 0; i < MAX_ACK_GROUP + 1; i++) acks.add(new Uint8Array(32), [new Uint8Array(16)], () => undefined);
+    for (let i = 0; i < MAX_ACK_GROUP + 1; i++) acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
     await new Promise((r) => setImmediate(r));
     await acks.flush();
     expect(calls).toEqual([MAX_ACK_GROUP, 1]);
     const failing = new AckCommitter(countingStore(true).store);
     const errors: unknown[] = [];
-    failing.add(new Uint8Array(32), [new Uint8Array(16)], (n) => errors.push(n));
+    failing.add(new Uint8Array(32), [new Uint8Array(16)], undefined, (n) => errors.push(n));
     await failing.flush();
     expect(errors[0]).toBeInstanceOf(Error);
   });

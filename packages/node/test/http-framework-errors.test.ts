@@ -2,6 +2,7 @@
 // parsers) reach clients in the documented `{ error: { code, message } }` shape with a registry
 // code, and never echo the request path. Raw sockets: inject() cannot send most of these requests.
 import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALL_ERROR_CODES, ErrorCode } from '@meshwhisper/protocol';
 import { startTestNode } from './helpers.js';
@@ -100,8 +101,60 @@ describe('errors from the HTTP framework (raw sockets)', () => {
     }
   });
 
+  it('WebSocket handshakes the ws library refuses → the error shape, not its plain-text reply', async () => {
+    const up = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    const post = await rawHttp(port, `POST /v1/device HTTP/1.1\r\nHost: x\r\n${up}Content-Length: 0\r\n\r\n`);
+    expectShape(post, 405, ErrorCode.MALFORMED);
+    expect(post.headers['allow']).toBe('GET');
+    expectShape(await rawHttp(port, 'GET /v1/device HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n'), 400, ErrorCode.MALFORMED);
+    const version = await rawHttp(port, 'GET /v1/anonymous HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    expectShape(version, 400, ErrorCode.MALFORMED);
+    expect(version.headers['sec-websocket-version']).toBe('13');
+    expectShape(await rawHttp(port, 'GET /v1/device HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'), 400, ErrorCode.MALFORMED);
+    expectShape(await rawHttp(port, `GET /v1/device HTTP/1.1\r\nHost: x\r\n${up}Sec-WebSocket-Protocol: a,,b\r\n\r\n`), 400, ErrorCode.MALFORMED);
+  });
+
   it('the node still serves after all of that', async () => {
     const r = await rawHttp(port, 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     expect(r.status).toBe(200);
   });
+});
+
+describe('a request that reaches a node shutting down', () => {
+  it('gets 503 MW_UNAVAILABLE in the error shape (not fastify\'s own 503 body), and the connection closes', async () => {
+    const t = await startTestNode({ SHUTDOWN_GRACE_SECONDS: '30' });
+    const port = (await t.node.listen()).port;
+    // A request whose headers are still arriving when shutdown starts: its connection is not idle,
+    // so it is not cut; it is routed once the headers are complete.
+    const s: Socket = connect(port, '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    let buf = '';
+    s.on('data', (d: Buffer) => (buf += d.toString('latin1')));
+    const ended = new Promise((r) => s.once('close', r));
+    s.write('GET /health HTTP/1.1\r\nHost: x\r\n');
+    const open = (): Promise<number> => new Promise((resolve) => t.node.app.server.getConnections((_e, n) => resolve(n)));
+    await expect.poll(open, { timeout: 10_000 }).toBeGreaterThan(0);
+    const closing = t.close();
+    // The listener stops taking connections once fastify began closing.
+    await expect
+      .poll(
+        () =>
+          new Promise<boolean>((resolve) => {
+            const probe = connect(port, '127.0.0.1');
+            probe.once('connect', () => (probe.destroy(), resolve(false)));
+            probe.once('error', () => resolve(true));
+          }),
+        { timeout: 20_000 },
+      )
+      .toBe(true);
+    s.write('Accept: */*\r\n\r\n');
+    await ended;
+    await closing;
+    const end = buf.indexOf('\r\n\r\n');
+    expect(buf.slice(0, buf.indexOf('\r\n'))).toMatch(/^HTTP\/1\.1 503 /);
+    expect(buf.slice(0, end)).toMatch(/\r\nconnection: close/i);
+    const body = JSON.parse(buf.slice(end + 4)) as { error: { code: string; message: string } };
+    expect(Object.keys(body)).toEqual(['error']);
+    expect(body.error.code).toBe(ErrorCode.UNAVAILABLE);
+  }, 60_000);
 });

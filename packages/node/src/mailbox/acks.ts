@@ -16,15 +16,18 @@ export const MAX_ACK_GROUP = 1024;
 type Done = (result: number | Error) => void;
 
 export class AckCommitter {
-  #pending: { mailbox: Uint8Array; ids: Uint8Array[]; done: Done }[] = [];
+  #pending: { mailbox: Uint8Array; ids: Uint8Array[]; seqs: number[] | undefined; done: Done }[] = [];
   #scheduled = false;
   readonly #inFlight = new Set<Promise<void>>();
 
   constructor(private readonly store: Pick<NodeStore, 'ack'>) {}
 
-  /** Queues the deletion; `done` gets the number deleted (or the error) once the group committed. */
-  add(mailbox: Uint8Array, ids: Uint8Array[], done: Done): void {
-    this.#pending.push({ mailbox, ids, done });
+  /**
+   * Queues the deletion; `done` gets the number deleted (or the error) once the group committed.
+   * `seqs` (same order as `ids`): where the connection delivered them (AckRequest.seqs).
+   */
+  add(mailbox: Uint8Array, ids: Uint8Array[], seqs: number[] | undefined, done: Done): void {
+    this.#pending.push({ mailbox, ids, seqs, done });
     if (this.#pending.length >= MAX_ACK_GROUP) void this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
@@ -45,7 +48,7 @@ export class AckCommitter {
     await Promise.all([...this.#inFlight]);
   }
 
-  async #commit(batch: { mailbox: Uint8Array; ids: Uint8Array[]; done: Done }[]): Promise<void> {
+  async #commit(batch: { mailbox: Uint8Array; ids: Uint8Array[]; seqs: number[] | undefined; done: Done }[]): Promise<void> {
     let counts: number[];
     try {
       counts = await this.store.ack(batch);

@@ -44,7 +44,13 @@ export function mailboxRoutes(svc: NodeServices) {
       if (svc.shuttingDown()) return reply.code(503).send({ status: 'shutting down' });
       const h = await svc.store.health();
       if (h.writable) return { status: 'ready' };
-      return reply.code(503).send({ status: h.reason === 'disk-full' ? 'disk full: new mail refused, acks still served' : 'database not writable', reason: h.reason });
+      const status =
+        h.reason === 'disk-full'
+          ? 'disk full: new mail refused, acks still served'
+          : h.reason === 'writer-failed'
+            ? 'store writer restarting: new mail and acks refused'
+            : 'database not writable';
+      return reply.code(503).send({ status, reason: h.reason });
     });
   };
 }

@@ -67,8 +67,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   #mailbox: Uint8Array | undefined;
   mailboxKey = '';
   readonly sessionId = randomUUID();
-  /** Ids (idKey) sent and not yet acknowledged. */
-  readonly #inFlight = new Set<string>();
+  /** Ids (idKey) sent and not yet acknowledged → their seq (acks delete by (mailbox, seq)). */
+  readonly #inFlight = new Map<string, number>();
   /** Highest seq delivered on this connection (the fetch cursor). */
   #lastSeq = 0;
   #initialDrainDone = false;
@@ -143,9 +143,19 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     const mailbox = this.#mailbox!;
     switch (frame.body.case) {
       case 'ack': {
-        const ids = frame.body.value.ids;
+        // Only ids delivered on this connection are deleted (found by seq, no id lookup). Another
+        // id — delivered on an earlier connection of this device, or none of its own — is
+        // ignored: an envelope still stored is delivered again here and acknowledged then.
+        const ids: Uint8Array[] = [];
+        const seqs: number[] = [];
+        for (const id of frame.body.value.ids) {
+          const seq = this.#inFlight.get(idKey(id));
+          if (seq === undefined) continue;
+          ids.push(id);
+          seqs.push(seq);
+        }
         const requestId = frame.requestId;
-        this.deps.acks.add(mailbox, ids, (n) => {
+        this.deps.acks.add(mailbox, ids, seqs, (n) => {
           if (n instanceof Error) {
             this.log.warn({ err: n.name }, 'ack commit failed');
             if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
@@ -200,7 +210,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   }
 
   #deliver(batch: readonly StoredEnvelope[]): void {
-    for (const e of batch) this.#inFlight.add(idKey(e.id));
+    for (const e of batch) this.#inFlight.set(idKey(e.id), e.seq);
     this.#lastSeq = batch[batch.length - 1]!.seq;
     this.sendBytes(encodeDeliverFrame(this.frameVersion, batch)); // class DURABLE
   }

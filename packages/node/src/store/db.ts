@@ -11,8 +11,11 @@
  * New databases use 8 KiB pages (PAGE_SIZE): a 1 KiB envelope row then fits in its WITHOUT ROWID
  * leaf; with 4 KiB pages it spilled into an overflow page of its own, so every send and every ack
  * wrote a whole extra page (measured with bench/node/store.ts: 11.5 → 4.2 KiB written per
- * envelope, writer CPU about halved). Existing databases keep their page size.
+ * envelope, writer CPU about halved). An existing database with smaller pages is converted when the
+ * node opens it (convertPageSize, below), if that is safe and bounded in time.
  */
+import { chmodSync, closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
 import type { Migration } from './migrations.js';
@@ -82,4 +85,88 @@ export function pragmasInForce(db: Sqlite): Record<keyof typeof REQUIRED_PRAGMAS
     foreign_keys: db.pragma('foreign_keys', { simple: true }) as number,
     temp_store: db.pragma('temp_store', { simple: true }) as number,
   };
+}
+
+/**
+ * Largest database converted to PAGE_SIZE at start. VACUUM INTO copies the whole file; on this
+ * project's bench machine (a shared virtual disk) it ran at ~70 MB/s, so the bound keeps a start-up
+ * under ~15 s. A larger database keeps its pages (the log says so, and how to convert it by hand).
+ */
+export const PAGE_SIZE_CONVERT_MAX_BYTES = 1024 * 1024 * 1024;
+
+export type PageSizeConversion =
+  | { readonly converted: true; readonly from: number; readonly to: number; readonly bytes: number; readonly ms: number }
+  | { readonly converted: false; readonly from: number; readonly reason: 'too-large' | 'no-space' | 'wal-kept' | 'failed' };
+
+/**
+ * Rewrites a database with pages smaller than PAGE_SIZE into PAGE_SIZE pages, before any other
+ * connection opens it (the data directory is locked: one node). VACUUM INTO a temporary file next
+ * to it (fsynced, 0600, checked), the old database closed — its WAL checkpointed and removed — and
+ * the copy renamed over it: a crash at any point leaves either the old or the new file whole (a
+ * leftover temporary file is removed on the next start). Skipped when the database is larger than
+ * `maxBytes` or the disk lacks room for the copy; a failure leaves the old database in use.
+ * Returns undefined when nothing was to be done.
+ */
+export function convertPageSize(file: string, maxBytes = PAGE_SIZE_CONVERT_MAX_BYTES, spareBytes = 0): PageSizeConversion | undefined {
+  const tmp = `${file}.page-size-tmp`;
+  rmSync(tmp, { force: true });
+  if (!existsSync(file)) return undefined;
+  const db = new Database(file, { fileMustExist: true });
+  let from = 0;
+  let bytes: number;
+  const started = performance.now();
+  try {
+    db.pragma('busy_timeout = 5000');
+    from = db.pragma('page_size', { simple: true }) as number;
+    const pages = db.pragma('page_count', { simple: true }) as number;
+    if (from >= PAGE_SIZE || pages === 0) return undefined;
+    bytes = from * pages;
+    if (bytes > maxBytes) return { converted: false, from, reason: 'too-large' };
+    const fs = statfsSync(dirname(file));
+    if (fs.bavail * fs.bsize < bytes * 1.1 + spareBytes) return { converted: false, from, reason: 'no-space' };
+    db.pragma('temp_store = MEMORY');
+    db.pragma(`page_size = ${PAGE_SIZE}`); // the page size VACUUM INTO gives its output
+    db.prepare('VACUUM INTO ?').run(tmp);
+  } catch {
+    db.close();
+    rmSync(tmp, { force: true });
+    // The old database is untouched: the node starts with it.
+    return { converted: false, from, reason: 'failed' };
+  } finally {
+    if (db.open) db.close(); // the last connection: checkpoints and removes the WAL
+  }
+  try {
+    chmodSync(tmp, 0o600);
+    const fd = openSync(tmp, 'r+');
+    try {
+      fsyncSync(fd); // VACUUM INTO does not fsync its output
+    } finally {
+      closeSync(fd);
+    }
+    const check = new Database(tmp, { fileMustExist: true });
+    try {
+      if (check.pragma('page_size', { simple: true }) !== PAGE_SIZE || check.pragma('quick_check', { simple: true }) !== 'ok') throw new Error('page-size conversion: the copy did not check out');
+    } finally {
+      check.close();
+    }
+    // The last connection's close removes -wal and -shm. If they are still there, another
+    // connection has the file open (or the WAL could not be folded in): a WAL left next to the
+    // new file would be replayed into it, so the old database stays.
+    if (existsSync(`${file}-wal`) || existsSync(`${file}-shm`)) {
+      rmSync(tmp, { force: true });
+      return { converted: false, from, reason: 'wal-kept' };
+    }
+    renameSync(tmp, file);
+    const dir = openSync(dirname(file), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+  } catch {
+    rmSync(tmp, { force: true });
+    if (existsSync(file)) return { converted: false, from, reason: 'failed' };
+    throw new Error('page-size conversion: the database file is missing');
+  }
+  return { converted: true, from, to: PAGE_SIZE, bytes, ms: performance.now() - started };
 }

@@ -67,6 +67,15 @@ export type EnqueueOutcome =
 export interface AckRequest {
   readonly mailbox: Uint8Array;
   readonly ids: readonly Uint8Array[];
+  /**
+   * The seq of each id (same order), when the caller knows it: a device connection remembers the
+   * seq of every envelope it delivered. An implementation may find the row by (mailbox, seq) and
+   * check its id, instead of looking the id up (SQLite keeps no index on random ids: every insert
+   * and ack touched a random page of it — the 100,000 drain was not linear). A seq that does not
+   * hold that id deletes nothing. Without seqs, ids are looked up (slower on SQLite: a scan of the
+   * mailbox).
+   */
+  readonly seqs?: readonly number[];
 }
 
 export interface DeviceRecord {
@@ -188,7 +197,9 @@ export interface MediaUpload {
 }
 
 /** Why the store cannot take writes (GET /ready, metrics, the log). */
-export type StoreHealth = { readonly writable: true } | { readonly writable: false; readonly reason: 'disk-full' | 'read-only' | 'io-error' | 'closed' };
+export type StoreHealth =
+  | { readonly writable: true }
+  | { readonly writable: false; readonly reason: 'disk-full' | 'read-only' | 'io-error' | 'writer-failed' | 'closed' };
 
 export interface NodeStore {
   /** 'sqlite', 'postgres', …: for logs and metrics. */

@@ -22,7 +22,8 @@
 import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Sqlite } from './db.js';
-import { openDatabase } from './db.js';
+import { convertPageSize, openDatabase } from './db.js';
+import type { PageSizeConversion } from './db.js';
 import { SqliteBlobs } from './blobs.js';
 import { SqliteDeviceLists } from './device-lists.js';
 import { SqliteDirectory } from './directory.js';
@@ -63,6 +64,13 @@ export const HEALTH_PROBE_INTERVAL_MS = 5_000;
 export const RESERVE_BYTES = 8 * 1024 * 1024;
 /** The reserve file's name in the database's directory. */
 export const RESERVE_FILE = 'disk-reserve';
+/**
+ * A writer thread that died is replaced after this long, doubled after each death that no
+ * successful call separated from the previous one, up to WRITER_RESTART_MAX_MS. Meanwhile sends
+ * and acks fail with a retriable error and health() reports 'writer-failed' (GET /ready → 503).
+ */
+export const WRITER_RESTART_MS = HEALTH_PROBE_INTERVAL_MS;
+export const WRITER_RESTART_MAX_MS = 60_000;
 
 export interface SqliteStoreOptions {
   /** Clock (tests inject one). */
@@ -71,6 +79,12 @@ export interface SqliteStoreOptions {
   readonly reserveBytes?: number;
   /** Called when the store's health changes (node.ts logs it and sets a metric). */
   readonly onHealth?: (h: StoreHealth) => void;
+  /** Told whether an existing database with small pages was converted to PAGE_SIZE at open (node.ts logs it). */
+  readonly onPageSize?: (c: PageSizeConversion) => void;
+  /** Largest database converted (default PAGE_SIZE_CONVERT_MAX_BYTES; tests lower it). */
+  readonly pageSizeConvertMaxBytes?: number;
+  /** Called when the writer thread died (node.ts logs it and counts it); `restartInMs`: when a new one starts. */
+  readonly onWriterDead?: (e: Error, restartInMs: number) => void;
 }
 
 const isFull = (e: unknown): boolean => (e as { code?: string } | undefined)?.code === 'SQLITE_FULL' || (e as { code?: string } | undefined)?.code === 'ENOSPC';
@@ -96,9 +110,16 @@ export class SqliteNodeStore implements NodeStore {
   #probedAt = -Infinity;
   #closed = false;
   readonly #probe;
-  readonly #writer: SqliteWriter;
+  readonly #file: string;
+  readonly #onWriterDead: ((e: Error, restartInMs: number) => void) | undefined;
+  #writer: SqliteWriter;
+  /** Deaths of the writer thread since the last call it answered (the restart backs off). */
+  #writerDeaths = 0;
+  #writerRestart: ReturnType<typeof setTimeout> | undefined;
 
   constructor(file: string, options: SqliteStoreOptions = {}) {
+    const conversion = convertPageSize(file, options.pageSizeConvertMaxBytes, options.reserveBytes ?? RESERVE_BYTES);
+    if (conversion) options.onPageSize?.(conversion);
     this.#db = openDatabase(file);
     this.#mailbox = new SqliteMailbox(this.#db);
     this.#directory = new SqliteDirectory(this.#db);
@@ -113,13 +134,52 @@ export class SqliteNodeStore implements NodeStore {
     this.#reserveBytes = options.reserveBytes ?? RESERVE_BYTES;
     this.#probe = this.#db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.#ensureReserve();
-    this.#writer = new SqliteWriter({
-      file,
+    this.#file = file;
+    this.#onWriterDead = options.onWriterDead;
+    this.#writer = this.#startWriter();
+  }
+
+  #startWriter(): SqliteWriter {
+    const w: SqliteWriter = new SqliteWriter({
+      file: this.#file,
       reserveFile: this.#reserveFile,
       forgetWithinMs: FORGET_WITHIN_MS,
       schemaVersion: this.#db.pragma('user_version', { simple: true }) as number,
       onFull: () => this.#setHealth({ writable: false, reason: 'disk-full' }),
+      onDead: (e) => this.#writerDied(w, e),
     });
+    return w;
+  }
+
+  /**
+   * The writer thread died (a bug in it, or it ran out of memory). It holds no state of its own —
+   * every call it answered had committed, every call it had not answered was rejected to its
+   * caller, and SQLite rolled back its open transaction when its connection closed — so a new
+   * thread on the same file is as good as a restarted process, without dropping every connection
+   * of the node. Until then sends and acks fail (retriable) and /ready answers 503.
+   */
+  #writerDied(w: SqliteWriter, e: Error): void {
+    if (this.#closed || w !== this.#writer) return;
+    const delay = Math.min(WRITER_RESTART_MAX_MS, WRITER_RESTART_MS * 2 ** Math.min(this.#writerDeaths, 10));
+    this.#writerDeaths++;
+    this.#setHealth({ writable: false, reason: 'writer-failed' });
+    this.#onWriterDead?.(e, delay);
+    this.#writerRestart = setTimeout(() => {
+      this.#writerRestart = undefined;
+      if (this.#closed) return;
+      const next = (this.#writer = this.#startWriter());
+      void next.ready.then(() => {
+        if (this.#closed || next !== this.#writer || !next.alive) return;
+        this.#probedAt = -Infinity; // probe now, not from the cached 'writer-failed'
+        void this.health();
+      });
+    }, delay);
+    this.#writerRestart.unref();
+  }
+
+  /** TEST ONLY: the writer thread dies as it would from a bug in its own code (SqliteWriter.crashForTest). */
+  crashWriterForTest(): void {
+    this.#writer.crashForTest();
   }
 
   /** The better-sqlite3 handle, for the SQLite-only hot backup (backup.ts). Nothing else may use it. */
@@ -210,7 +270,9 @@ export class SqliteNodeStore implements NodeStore {
     }
     if (this.#closed) throw new Error('store is closed');
     try {
-      return await this.#writer.enqueue(items, limits);
+      const out = await this.#writer.enqueue(items, limits);
+      this.#writerDeaths = 0;
+      return out;
     } catch (e) {
       if (isFull(e)) this.#setHealth({ writable: false, reason: 'disk-full' });
       throw e;
@@ -414,6 +476,8 @@ export class SqliteNodeStore implements NodeStore {
 
   async health(): Promise<StoreHealth> {
     if (this.#closed) return { writable: false, reason: 'closed' };
+    // The main connection could still write, but sends and acks go through the writer thread.
+    if (!this.#writer.alive) return this.#health;
     if (Date.now() - this.#probedAt < HEALTH_PROBE_INTERVAL_MS) return this.#health;
     this.#forgetChallenges();
     let h: StoreHealth;
@@ -435,6 +499,7 @@ export class SqliteNodeStore implements NodeStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#writerRestart);
     await this.#writer.close(); // commits what it holds, then checkpoints
     try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)');

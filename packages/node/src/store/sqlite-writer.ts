@@ -26,6 +26,8 @@ export interface WriterOptions {
   readonly schemaVersion: number;
   /** The worker met a full disk (it released the reserve so that acks could commit). */
   readonly onFull: () => void;
+  /** The thread died (an uncaught error, or it exited) other than by close(): every call rejects from now on. */
+  readonly onDead?: (e: Error) => void;
 }
 
 export class SqliteWriter {
@@ -33,6 +35,10 @@ export class SqliteWriter {
   readonly #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   #next = 1;
   #dead: Error | undefined;
+  #closing = false;
+  #readyResolve!: () => void;
+  /** Resolves when the thread has opened its connection and takes calls. */
+  readonly ready = new Promise<void>((resolve) => (this.#readyResolve = resolve));
 
   constructor(private readonly options: WriterOptions) {
     // src/ (vitest, tsx) and dist/ both hold the worker as plain JavaScript (allowJs copies it).
@@ -45,11 +51,11 @@ export class SqliteWriter {
     this.#worker.unref();
     this.#worker.on('message', (r: Reply) => this.#onReply(r));
     this.#worker.on('error', (e) => this.#fail(e));
-    this.#worker.on('exit', () => this.#fail(new Error('store writer thread exited')));
+    this.#worker.on('exit', (code) => this.#fail(new Error(`store writer thread exited (code ${code})`)));
   }
 
   #onReply(r: Reply): void {
-    if (r.n === 0) return; // ready
+    if (r.n === 0) return this.#readyResolve();
     const p = this.#pending.get(r.n);
     if (!p) return;
     this.#pending.delete(r.n);
@@ -60,9 +66,24 @@ export class SqliteWriter {
   }
 
   #fail(e: Error): void {
-    this.#dead ??= e;
-    for (const p of this.#pending.values()) p.reject(e);
+    const first = this.#dead === undefined;
+    this.#dead ??= Object.assign(new Error('store writer thread is not running'), { code: 'WRITER_DEAD', cause: e });
+    for (const p of this.#pending.values()) p.reject(this.#dead);
     this.#pending.clear();
+    if (first && !this.#closing) this.options.onDead?.(e);
+  }
+
+  /** False once the thread died or was closed. */
+  get alive(): boolean {
+    return this.#dead === undefined;
+  }
+
+  /**
+   * TEST ONLY: makes the thread's own code throw outside any call's error handling — a stand-in
+   * for a bug in the writer — so that it dies as it would then (tests of /ready and the restart).
+   */
+  crashForTest(): void {
+    this.#worker.postMessage({ t: 'e', n: -2, buf: null });
   }
 
   #call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Reply> {
@@ -99,7 +120,11 @@ export class SqliteWriter {
 
   /** Commits what is queued, checkpoints, closes the writer's connection; the thread then exits. */
   async close(): Promise<void> {
-    if (this.#dead) return;
+    this.#closing = true;
+    if (this.#dead) {
+      await this.#worker.terminate();
+      return;
+    }
     try {
       await this.#call({ t: 'close' });
     } catch {

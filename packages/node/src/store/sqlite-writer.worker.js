@@ -41,6 +41,9 @@ const st = {
   dropEmptyStats: db.prepare('DELETE FROM mailbox_stats WHERE mailbox = ? AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0'),
   oldest: db.prepare('SELECT seq, length(payload) AS size FROM messages WHERE mailbox = ? AND with_token = ? ORDER BY seq LIMIT 1'),
   deleteSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ?'),
+  // By primary key when the connection knows the seq (the id must match), else by id: a scan of
+  // the mailbox, as no index on the random ids exists (migration 7).
+  deleteAckSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ? AND id = ? RETURNING length(payload) AS size, with_token'),
   deleteAck: db.prepare('DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING length(payload) AS size, with_token'),
   gapAdd: db.prepare(
     `INSERT INTO mailbox_stats (mailbox, gap_expired, gap_evicted) VALUES (?, 0, ?)
@@ -95,12 +98,15 @@ function readAcks(buf) {
     const k = dv.getUint32(o, true);
     o += 4;
     const ids = new Array(k);
+    const seqs = new Array(k);
     for (let j = 0; j < k; j++) {
       const il = dv.getUint16(o, true);
       ids[j] = u8.subarray(o + 2, o + 2 + il);
       o += 2 + il;
+      seqs[j] = dv.getFloat64(o, true);
+      o += 8;
     }
-    out[i] = { mailbox, ids };
+    out[i] = { mailbox, ids, seqs };
   }
   return out;
 }
@@ -188,12 +194,12 @@ function flushStats(known) {
 function applyAcks(requests) {
   const counts = new Array(requests.length);
   for (let i = 0; i < requests.length; i++) {
-    const { mailbox, ids } = requests[i];
+    const { mailbox, ids, seqs } = requests[i];
     let n = 0;
     let bytes = 0;
     let tokenless = 0;
-    for (const id of ids) {
-      const r = st.deleteAck.get(mailbox, id);
+    for (let j = 0; j < ids.length; j++) {
+      const r = seqs[j] > 0 ? st.deleteAckSeq.get(mailbox, seqs[j], ids[j]) : st.deleteAck.get(mailbox, ids[j]);
       if (!r) continue;
       n++;
       bytes += r.size;

@@ -7,7 +7,8 @@
  *   enqueue group: u32 count, then per item:
  *     u16 |mailbox| mailbox, u16 |id| id, u16 |tokenHash| (0: tokenless lane) tokenHash,
  *     f64 receivedAt, u32 |payload| payload
- *   ack group: u32 count, then per request: u16 |mailbox| mailbox, u32 n, n × (u16 |id| id)
+ *   ack group: u32 count, then per request: u16 |mailbox| mailbox, u32 n, n × (u16 |id| id, f64 seq)
+ *     (seq 0: unknown, the writer looks the id up)
  *
  * Integers are little-endian. The worker reads the same layout (it is plain JavaScript: worker
  * threads cannot load TypeScript sources under every runner the node has: tsx, vitest, dist).
@@ -56,7 +57,8 @@ export function packAcks(requests: readonly AckRequest[]): ArrayBuffer {
   let size = 4;
   for (const r of requests) {
     size += 2 + bytesOf(r.mailbox, 'mailbox').length + 4;
-    for (const id of r.ids) size += 2 + bytesOf(id, 'id').length;
+    for (const id of r.ids) size += 2 + bytesOf(id, 'id').length + 8;
+    if (r.seqs !== undefined && r.seqs.length !== r.ids.length) throw new RangeError('ack: seqs must match ids');
   }
   const buf = new ArrayBuffer(size);
   const u8 = new Uint8Array(buf);
@@ -69,10 +71,13 @@ export function packAcks(requests: readonly AckRequest[]): ArrayBuffer {
     o += 2 + r.mailbox.length;
     dv.setUint32(o, r.ids.length, true);
     o += 4;
-    for (const id of r.ids) {
+    for (let i = 0; i < r.ids.length; i++) {
+      const id = r.ids[i]!;
       dv.setUint16(o, id.length, true);
       u8.set(id, o + 2);
       o += 2 + id.length;
+      dv.setFloat64(o, r.seqs?.[i] ?? 0, true);
+      o += 8;
     }
   }
   return buf;
