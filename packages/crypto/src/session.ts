@@ -570,6 +570,25 @@ export async function sealMessage(
   return envelope!;
 }
 
+/**
+ * `store` seen from inside one of its open transactions `tx`: its `transaction(fn)` runs `fn(tx)`,
+ * so several session operations (sealing one message for each device of an account) commit
+ * together — one commit, one fsync — and roll back together. Only for use within the transaction
+ * `tx` belongs to. Shares the store's decoded-record cache (entries are checked against the bytes
+ * the store returns, so a rolled-back write is simply decoded afresh).
+ */
+export function withinTransaction(store: ProtocolStore, tx: ProtocolStores): ProtocolStore {
+  const joined = new Proxy(tx as ProtocolStore, {
+    get(target, prop) {
+      if (prop === 'transaction') return <T>(fn: (t: ProtocolStores) => Promise<T>): Promise<T> => fn(tx);
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  recordCaches.set(joined, cacheOf(store));
+  return joined;
+}
+
 /** The length of the ratchet message inside a session message (after any PQXDH header). */
 function ratchetPartLength(message: SessionMessage): number {
   if (message.type !== MessageType.PreKey) return message.body.length;

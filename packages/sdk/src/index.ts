@@ -13,7 +13,7 @@ export type { MeshWhisperOptions, MeshWhisperEvents, IncomingMessage, Undecrypta
 export { SdkError, SdkErrorCode } from './client/errors.js';
 export type { ConnectionState, WebSocketConstructor, WebSocketLike } from './client/connection.js';
 export type { Logger, LogEntry, LogLevel } from './client/log.js';
-export type { Transport, TransportSink, OutgoingEnvelope, StopReason, SendFailure } from './client/transport.js';
+export type { Transport, TransportSink, OutgoingEnvelope, StopReason, SendFailure, SendOutcome } from './client/transport.js';
 export type { AppStore, AppItem, ListItemsOptions, StorageTx } from './storage/types.js';
 export { asStorageTx, isStorageTx } from './storage/types.js';
 export { APP_TABLE_MAX_BYTES, APP_KEY_MAX_BYTES, APP_VALUE_MAX_BYTES } from './constants.js';

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fromHex, toHex } from '../../src/bytes.js';
-import { decryptMessage, encryptMessage, initiateSession } from '../../src/session.js';
+import { decryptMessage, encryptMessage, initiateSession, withinTransaction } from '../../src/session.js';
 import { deviceAddress } from '../../src/stores.js';
 import { decodeStateSnapshot } from '../../../../scripts/vectors/ratchet.js';
 import { readRecordVector } from '../../../../scripts/vectors/session.js';
@@ -44,6 +44,26 @@ describe('decoded session records kept between messages', () => {
     const m = await encryptMessage(ctx, alice.store, toBob, text('after the rollback'));
     expect(await storedNs(alice.store, toBob)).toBe(before + 1);
     expect(str(await decryptMessage(ctx, bob.store, alice.certificate, m))).toBe('after the rollback');
+  });
+
+  it('withinTransaction: several encryptions in one transaction commit together, or roll back together', async () => {
+    const { ctx, alice, bob, toBob } = await pair('cache-joined');
+    const before = await storedNs(alice.store, toBob);
+    await expect(
+      alice.store.transaction(async (tx) => {
+        const joined = withinTransaction(alice.store, tx);
+        await encryptMessage(ctx, joined, toBob, text('a'));
+        await encryptMessage(ctx, joined, toBob, text('b'));
+        throw new Error('disk full');
+      }),
+    ).rejects.toThrow('disk full');
+    expect(await storedNs(alice.store, toBob)).toBe(before); // neither advance was kept
+    const ms = await alice.store.transaction(async (tx) => {
+      const joined = withinTransaction(alice.store, tx);
+      return [await encryptMessage(ctx, joined, toBob, text('one')), await encryptMessage(ctx, joined, toBob, text('two'))];
+    });
+    expect(await storedNs(alice.store, toBob)).toBe(before + 2);
+    for (const [i, m] of ms.entries()) expect(str(await decryptMessage(ctx, bob.store, alice.certificate, m))).toBe(['one', 'two'][i]);
   });
 
   it('a record written by someone else (a restored backup) is what the next operation uses, not the state this process last wrote', async () => {

@@ -5,14 +5,16 @@
  * handed to the transport (seal first, post later: an outage part-way leaves every copy queued).
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { CryptoContext } from '@meshwhisper/crypto';
-import { CryptoError, CryptoErrorCode, MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceAddress } from '@meshwhisper/crypto';
+import { CryptoError, CryptoErrorCode, MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex, withinTransaction } from '@meshwhisper/crypto';
+import type { Content } from '@meshwhisper/protocol';
 import { ContentSchema, ReceiptKind, create, toBinary } from '@meshwhisper/protocol';
-import type { ProtocolStorage } from '../storage/types.js';
+import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, OWN_DEVICES_TTL_MS, SESSION_OVERHEAD_BOUND, UNCONFIRMED_PRUNE_EVERY } from '../constants.js';
 import type { Contacts } from './contacts.js';
 import type { DeviceLists } from './device-lists.js';
+import type { ConversationId } from './conversation.js';
 import { directConversation } from './conversation.js';
 import type { Directory } from './directory.js';
 import type { Emit } from './events.js';
@@ -49,6 +51,25 @@ export interface Sealed {
   /** The peer's account key (undefined only for a session without a known peer). */
   readonly peer: Uint8Array | undefined;
   readonly outboxKey: string;
+}
+
+/** One copy, ready to be sealed inside a transaction (Sender.sealAll). */
+interface Prepared {
+  readonly mailboxId: Uint8Array;
+  readonly address: DeviceAddress;
+  readonly peer: Uint8Array | undefined;
+  readonly conversation: ConversationId | undefined;
+  readonly content: Content;
+  readonly plaintext: Uint8Array;
+  readonly id: string;
+  readonly key: string;
+  readonly tracked: boolean;
+  readonly setting: boolean;
+  readonly expireSeconds: number;
+  readonly expireTimerVersion: number;
+  readonly now: number;
+  readonly expiresAt: number;
+  readonly userAction: boolean;
 }
 
 export class Sender {
@@ -154,29 +175,94 @@ export class Sender {
    * queued; a failure here never fails the send itself.
    */
   async syncToOwnDevices(peer: Uint8Array, content: Uint8Array): Promise<void> {
+    const { log } = this.deps;
+    const mirrors = await this.#prepareMirrors(await this.#mirrorCopies(peer, content));
+    if (mirrors.length === 0) return;
+    let sealed: Sealed[];
+    try {
+      sealed = await this.#sealPrepared(mirrors);
+    } catch (e) {
+      log.warn('send.mirror-failed', 'the copies for the other devices of this account could not be sealed', e);
+      return;
+    }
+    await this.#postMirrors(sealed.map((x) => x.outboxKey));
+  }
+
+  /** The seal options of a mirror copy for each other device of this account (none if they cannot be looked up). */
+  async #mirrorCopies(peer: Uint8Array, content: Uint8Array): Promise<SealOptions[]> {
     const { ctx, accountKey, log } = this.deps;
     let mailboxes: Uint8Array[];
     try {
       mailboxes = await this.ownDevices();
     } catch (e) {
       log.warn('send.mirror-lookup-failed', "the account's other devices could not be looked up: this message is not mirrored to them", e);
-      return;
+      return [];
     }
-    const posts: Promise<void>[] = [];
-    for (const mailboxId of mailboxes) {
-      try {
-        const sealed = await this.seal({ mailboxId, body: { case: 'sent', value: { peer, content } }, messageId: ctx.random(16), expectedAccountKey: accountKey });
-        posts.push(this.deps.outbox.deliverNow(sealed.id, sealed.outboxKey).catch((e: unknown) => log.warn('send.mirror-queued', 'a copy for another device of this account stays queued', e)));
-      } catch (e) {
-        log.warn('send.mirror-failed', 'a copy for another device of this account could not be sealed', e);
-      }
+    return mailboxes.map((mailboxId) => ({ mailboxId, body: { case: 'sent' as const, value: { peer, content } }, messageId: ctx.random(16), expectedAccountKey: accountKey }));
+  }
+
+  /** Posts queued mirror copies; one that cannot go now stays queued (logged), never failing the send. */
+  async #postMirrors(keys: readonly string[]): Promise<void> {
+    for (const r of await this.deps.outbox.deliverMany(keys)) {
+      if (r.status === 'rejected') this.deps.log.warn('send.mirror-queued', 'a copy for another device of this account stays queued', r.reason);
     }
-    await Promise.all(posts);
   }
 
   /** Seals one message for one device into the outbox (nothing is sent yet). */
   async seal(options: SealOptions): Promise<Sealed> {
+    return (await this.sealAll([options]))[0]!;
+  }
+
+  /**
+   * Seals several messages (one per device of a fan-out, and the mirror copies) into the outbox in
+   * ONE storage transaction: every ratchet advance, sealed envelope, history entry and state commits
+   * together (one fsync), or nothing does. Everything that needs the network or its own transaction
+   * (looking up devices, starting sessions) happens first.
+   */
+  async sealAll(list: readonly SealOptions[]): Promise<Sealed[]> {
     this.#checkOpen();
+    const prepared: Prepared[] = [];
+    for (const options of list) prepared.push(await this.#prepare(options));
+    return this.#sealPrepared(prepared);
+  }
+
+  /** Mirror copies that can be prepared; one that cannot (no session can be set up now) is left out and logged. */
+  async #prepareMirrors(list: readonly SealOptions[]): Promise<Prepared[]> {
+    const out: Prepared[] = [];
+    for (const options of list) {
+      try {
+        out.push(await this.#prepare(options));
+      } catch (e) {
+        this.deps.log.warn('send.mirror-failed', 'a copy for another device of this account could not be sealed', e);
+      }
+    }
+    return out;
+  }
+
+  async #sealPrepared(prepared: readonly Prepared[]): Promise<Sealed[]> {
+    this.#checkOpen();
+    const { ctx, storage } = this.deps;
+    const queued: StateChange[] = [];
+    await storage.transaction(async (tx) => {
+      const joined = withinTransaction(storage, tx);
+      for (const p of prepared) {
+        // The ratchet advance and the sealed bytes commit together.
+        await sealMessage(ctx, joined, p.address, p.plaintext, { persist: async (t, envelope) => this.#persist(asStorageTx(t), p, envelope, queued) });
+      }
+    });
+    for (const change of queued) this.deps.emit('messageState', change);
+    for (const p of prepared) {
+      if (p.tracked && ++this.#keptSincePrune >= UNCONFIRMED_PRUNE_EVERY) {
+        this.#keptSincePrune = 0;
+        await this.pruneUnconfirmed();
+      }
+    }
+    if (prepared.some((p) => p.expiresAt > 0)) this.deps.timers.schedule();
+    return prepared.map((p) => ({ id: p.id, content: p.plaintext, peer: p.peer, outboxKey: p.key }));
+  }
+
+  /** Everything about one copy that can be known before its transaction (reads, session set-up). */
+  async #prepare(options: SealOptions): Promise<Prepared> {
     const { ctx, storage, directory, contacts, timers } = this.deps;
     const { mailboxId, body, expectedAccountKey } = options;
     const messageId = options.messageId ?? ctx.random(16);
@@ -196,43 +282,51 @@ export class Sender {
     const deviceListEpoch = BigInt(await this.deps.lists.ownEpoch());
     const content = create(ContentSchema, { version: CONTENT_VERSION, messageId, sentAt: BigInt(now), deliveryToken: this.deps.deliveryToken(), expireSeconds, expireTimerVersion, deviceListEpoch, body });
     const id = toHex(messageId);
-    // Keyed per recipient device, since one message fans out to several.
-    const key = outboxKey(id, mailboxId);
     const tracked = body?.case === 'text' || body?.case === 'binary' || body?.case === 'file';
     const plaintext = toBinary(ContentSchema, content);
     if (plaintext.length > MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND) {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `message of ${plaintext.length} bytes is too large (at most ${MAX_SEALED_CONTENT_LENGTH - SESSION_OVERHEAD_BOUND}); send files as media`);
     }
-    let expiresAt = 0;
-    let queued: StateChange | undefined;
-    // The ratchet advance and the sealed bytes commit together.
-    await sealMessage(ctx, storage, address, plaintext, {
-      persist: async (tx, envelope) => {
-        const stx = asStorageTx(tx);
-        await enqueue(stx, key, mailboxId, envelope);
-        // Kept until this device confirms it (a delivery receipt), to re-send if it reports it
-        // could not decrypt (unconfirmed.ts).
-        if (tracked) await keepUnconfirmed(stx, { mailboxId, messageId: id, sentAt: now, content: plaintext });
-        if (!peer || !conversation) return;
-        if (tracked) queued = await trackQueued(stx, id, conversation);
-        // Writing to someone (not an automatic receipt) makes them a contact.
-        if (options.userAction) await contacts.setStateIn(stx, peer.accountKey, 'accepted');
-        if (setting) await timers.set(stx, conversation, { seconds: expireSeconds, version: expireTimerVersion });
-        if (tracked) {
-          expiresAt = expireSeconds > 0 ? now + expireSeconds * 1000 : 0;
-          await addToHistory(stx, { conversation, author: this.deps.accountKey, from: '', content, receivedAt: now, expiresAt, outgoing: true, request: false });
-        } else if (body?.case === 'edit' || body?.case === 'delete' || body?.case === 'reaction') {
-          await applyToHistory(stx, this.deps.accountKey, content);
-        }
-      },
-    });
-    if (queued) this.deps.emit('messageState', queued);
-    if (tracked && ++this.#keptSincePrune >= UNCONFIRMED_PRUNE_EVERY) {
-      this.#keptSincePrune = 0;
-      await this.pruneUnconfirmed();
+    return {
+      mailboxId,
+      address,
+      peer: peer?.accountKey,
+      conversation,
+      content,
+      plaintext,
+      id,
+      // Keyed per recipient device, since one message fans out to several.
+      key: outboxKey(id, mailboxId),
+      tracked,
+      setting,
+      expireSeconds,
+      expireTimerVersion,
+      now,
+      expiresAt: tracked && expireSeconds > 0 ? now + expireSeconds * 1000 : 0,
+      userAction: options.userAction === true,
+    };
+  }
+
+  /** The writes that commit with one copy's ratchet advance. */
+  async #persist(stx: AppStore, p: Prepared, envelope: Uint8Array, queued: StateChange[]): Promise<void> {
+    const { contacts, timers } = this.deps;
+    await enqueue(stx, p.key, p.mailboxId, envelope);
+    // Kept until this device confirms it (a delivery receipt), to re-send if it reports it
+    // could not decrypt (unconfirmed.ts).
+    if (p.tracked) await keepUnconfirmed(stx, { mailboxId: p.mailboxId, messageId: p.id, sentAt: p.now, content: p.plaintext });
+    if (!p.peer || !p.conversation) return;
+    if (p.tracked) {
+      const change = await trackQueued(stx, p.id, p.conversation);
+      if (change) queued.push(change);
     }
-    if (expiresAt > 0) timers.schedule();
-    return { id, content: plaintext, peer: peer?.accountKey, outboxKey: key };
+    // Writing to someone (not an automatic receipt) makes them a contact.
+    if (p.userAction) await contacts.setStateIn(stx, p.peer, 'accepted');
+    if (p.setting) await timers.set(stx, p.conversation, { seconds: p.expireSeconds, version: p.expireTimerVersion });
+    if (p.tracked) {
+      await addToHistory(stx, { conversation: p.conversation, author: this.deps.accountKey, from: '', content: p.content, receivedAt: p.now, expiresAt: p.expiresAt, outgoing: true, request: false });
+    } else if (p.content.body.case === 'edit' || p.content.body.case === 'delete' || p.content.body.case === 'reaction') {
+      await applyToHistory(stx, this.deps.accountKey, p.content);
+    }
   }
 
   /**
@@ -284,33 +378,36 @@ export class Sender {
     return this.fanOut({ mailboxes, ...(accountKey ? { accountKey } : {}), body, messageId: options.messageId ?? this.deps.ctx.random(16) });
   }
 
-  /** Seals `body` for each of `mailboxes` (under one message id), then hands every copy to the transport. */
+  /**
+   * Seals `body` for each of `mailboxes` (under one message id) — and a mirror copy for each other
+   * device of this account — in ONE storage transaction, then hands every copy to the transport in
+   * ONE batch (one request to the node, one commit there). Each copy is settled on its own.
+   */
   async fanOut(options: { mailboxes: readonly Uint8Array[]; accountKey?: Uint8Array; body: ContentBody; messageId: Uint8Array }): Promise<{ id: string; peer: Uint8Array | undefined }> {
     const { mailboxes, accountKey, body, messageId } = options;
     if (mailboxes.length === 0) throw new SdkError(SdkErrorCode.NODE_ERROR, 'the recipient has no registered device', 'MW_NOT_FOUND');
-    let id = toHex(messageId);
-    let peer: Uint8Array | undefined;
-    let content: Uint8Array | undefined;
-    const keys: string[] = [];
-    for (const mailboxId of mailboxes) {
-      const sealed = await this.seal({ mailboxId, body, messageId, ...(accountKey ? { expectedAccountKey: accountKey } : {}), userAction: true });
-      ({ id, peer, content } = sealed);
-      keys.push(sealed.outboxKey);
+    const copies: SealOptions[] = mailboxes.map((mailboxId) => ({ mailboxId, body, messageId, ...(accountKey ? { expectedAccountKey: accountKey } : {}), userAction: true }));
+    // The mirror copies carry the Content as sealed for the recipient (what this device sent).
+    const [first, ...rest] = copies;
+    const head = await this.#prepare(first!);
+    const prepared = [head];
+    for (const c of rest) prepared.push(await this.#prepare(c));
+    const mirrors = head.peer && !equalBytes(head.peer, this.deps.accountKey) ? await this.#prepareMirrors(await this.#mirrorCopies(head.peer, head.plaintext)) : [];
+    const all = await this.#sealPrepared([...prepared, ...mirrors]);
+    const sealed = all.slice(0, copies.length);
+    const mirrorKeys = all.slice(copies.length).map((x) => x.outboxKey);
+    const id = sealed[0]!.id;
+    const peer = sealed[0]!.peer;
+    const keys = sealed.map((x) => x.outboxKey);
+    const results = await this.deps.outbox.deliverMany([...keys, ...mirrorKeys]);
+    for (const r of results.slice(keys.length)) {
+      if (r.status === 'rejected') this.deps.log.warn('send.mirror-queued', 'a copy for another device of this account stays queued', r.reason);
     }
-    // What this device sent appears on the account's other devices too (not a note to self).
-    const mirrored = peer && content && !equalBytes(peer, this.deps.accountKey) ? this.syncToOwnDevices(peer, content) : undefined;
-    // Every copy is posted at once: the requests overlap, and the node folds their commits into
-    // one group commit (one fsync) instead of one round trip and fsync per device.
-    const results = await Promise.allSettled(keys.map((key) => this.deps.outbox.deliverNow(id, key)));
-    const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    const failures = results.slice(0, keys.length).flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
     // One deleted device of a multi-device account: the others still get it.
     const gone = (e: unknown): boolean => e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND';
     const blocking = failures.find((e) => !gone(e));
-    if (blocking !== undefined) {
-      await mirrored;
-      throw blocking; // unreachable: whatever is left stays queued and goes out with the next flush
-    }
-    await mirrored;
+    if (blocking !== undefined) throw blocking; // unreachable: whatever is left stays queued and goes out with the next flush
     if (failures.length === keys.length) throw failures[0];
     return { id, peer };
   }

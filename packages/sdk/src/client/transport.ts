@@ -18,7 +18,7 @@
 import type { CryptoContext, LocalIdentity } from '@meshwhisper/crypto';
 import { toHex } from '@meshwhisper/crypto';
 import type { Envelope } from '@meshwhisper/protocol';
-import { AccountDevicesSchema, ClaimRequestSchema, ClaimResultSchema, EnvelopeClass, SendRequestSchema, SendResultSchema, UsernameRecordSchema } from '@meshwhisper/protocol';
+import { AccountDevicesSchema, ClaimRequestSchema, ClaimResultSchema, EnvelopeClass, MAX_HTTP_BODY_BYTES, MAX_SEND_BATCH_ITEMS, SendBatchRequestSchema, SendBatchResultSchema, SendRequestSchema, SendResultSchema, UsernameRecordSchema } from '@meshwhisper/protocol';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import { DeviceConnection } from './connection.js';
 import { SdkError, SdkErrorCode } from './errors.js';
@@ -60,6 +60,14 @@ export interface Transport {
   /** Starts (or restarts after a stop) receiving. */
   start(): void;
   send(envelope: OutgoingEnvelope): Promise<void>;
+  /**
+   * Several durable envelopes (e.g. one message for every device of an account) handed over at
+   * once — the node takes them in one request and one commit — and answered one by one, in order,
+   * each as `send` would have: accepted, or the error `sendFailureOf` classifies. Rejects (with a
+   * transient error) only when no answer arrived at all: then any of them may have been accepted,
+   * and resending them all is safe (recipients drop duplicates by message id).
+   */
+  sendBatch(envelopes: readonly OutgoingEnvelope[]): Promise<SendOutcome[]>;
   /** A device's prekey bundle (encoded PreKeyBundle); consumes one-time prekeys. */
   claimBundle(mailboxId: Uint8Array): Promise<Uint8Array>;
   /** Mailbox ids of every device of an account, with the account's device list as served (empty: none). */
@@ -82,6 +90,9 @@ export interface UsernameLookup extends UsernameRecord {
   readonly deviceList: Uint8Array;
 }
 
+/** One envelope's answer in `Transport.sendBatch`. */
+export type SendOutcome = { readonly ok: true } | { readonly ok: false; readonly error: SdkError };
+
 export type SendFailure = 'transient' | 'gone' | 'token-refused' | 'other';
 
 /** Classifies a `Transport.send` rejection (see the contract above). */
@@ -94,8 +105,13 @@ export function sendFailureOf(e: unknown): SendFailure {
 }
 
 /** The node as a transport: HTTP for sending and lookups, the device WebSocket for receiving. */
+/** Protobuf framing per batch item (tags and lengths), bounded generously. */
+const BATCH_ITEM_OVERHEAD = 32;
+
 export class NodeTransport implements Transport {
   readonly #connection: DeviceConnection;
+  /** False once the node answered that it has no POST /v1/send/batch (an older node). */
+  #batchRoute = true;
 
   constructor(
     private readonly api: NodeApi,
@@ -125,6 +141,63 @@ export class NodeTransport implements Transport {
     const { mailboxId, payload, deliveryToken } = envelope;
     const value = { mailboxId, payload, class: envelope.ephemeral ? EnvelopeClass.EPHEMERAL : EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) };
     await this.api.call('POST', '/v1/send', { body: { schema: SendRequestSchema, value }, reply: SendResultSchema });
+  }
+
+  /**
+   * POST /v1/send/batch (node-protocol.md §4.1), in slices of at most MAX_SEND_BATCH_ITEMS items and
+   * a body under MAX_HTTP_BODY_BYTES; the slices go out together. A node that predates the batch
+   * route (404 for the route itself) gets the envelopes one by one.
+   */
+  async sendBatch(envelopes: readonly OutgoingEnvelope[]): Promise<SendOutcome[]> {
+    const slices: OutgoingEnvelope[][] = [];
+    let bytes = 0;
+    for (const e of envelopes) {
+      const size = e.payload.length + e.mailboxId.length + (e.deliveryToken?.length ?? 0) + BATCH_ITEM_OVERHEAD;
+      const last = slices.at(-1);
+      if (!last || last.length >= MAX_SEND_BATCH_ITEMS || bytes + size > MAX_HTTP_BODY_BYTES - BATCH_ITEM_OVERHEAD) {
+        slices.push([e]);
+        bytes = size;
+      } else {
+        last.push(e);
+        bytes += size;
+      }
+    }
+    const answers = await Promise.all(slices.map((slice) => this.#sendSlice(slice)));
+    return answers.flat();
+  }
+
+  async #sendSlice(slice: readonly OutgoingEnvelope[]): Promise<SendOutcome[]> {
+    if (slice.length === 1) return this.#oneByOne(slice); // POST /v1/send: no batch framing for one
+    const items = slice.map(({ mailboxId, payload, deliveryToken }) => ({ mailboxId, payload, class: EnvelopeClass.DURABLE, ...(deliveryToken ? { deliveryToken } : {}) }));
+    if (!this.#batchRoute) return this.#oneByOne(slice);
+    let r;
+    try {
+      r = await this.api.call('POST', '/v1/send/batch', { body: { schema: SendBatchRequestSchema, value: { items } }, reply: SendBatchResultSchema });
+    } catch (e) {
+      if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
+      this.#batchRoute = false; // an older node: no batch route
+      return this.#oneByOne(slice);
+    }
+    if (r.results.length !== slice.length) throw new SdkError(SdkErrorCode.PROTOCOL, `POST /v1/send/batch: ${r.results.length} results for ${slice.length} items`);
+    return r.results.map((x): SendOutcome => {
+      if (x.outcome.case === 'ok') return { ok: true };
+      const d = x.outcome.case === 'error' ? x.outcome.value : { code: 'MW_PROTO_MALFORMED', message: 'no outcome' };
+      return { ok: false, error: new SdkError(SdkErrorCode.NODE_ERROR, `POST /v1/send/batch: ${d.message}`, d.code) };
+    });
+  }
+
+  async #oneByOne(slice: readonly OutgoingEnvelope[]): Promise<SendOutcome[]> {
+    return Promise.all(
+      slice.map((e) =>
+        this.send(e).then(
+          (): SendOutcome => ({ ok: true }),
+          (error: unknown): SendOutcome => {
+            if (error instanceof SdkError) return { ok: false, error };
+            throw error;
+          },
+        ),
+      ),
+    );
   }
 
   async claimBundle(mailboxId: Uint8Array): Promise<Uint8Array> {
