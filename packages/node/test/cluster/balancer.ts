@@ -21,8 +21,11 @@ export class RoundRobinBalancer {
   readonly #down = new Set<number>();
   readonly #server: Server;
   readonly #open = new Set<Socket | Duplex>();
+  readonly #tunnels = new Map<number, number>();
   #next = 0;
   #port = 0;
+  /** HTTP requests answered 502 because their instance failed under them. */
+  gatewayErrors = 0;
   /** Every request and upgrade routed so far, in order. */
   readonly routed: Routed[] = [];
 
@@ -45,6 +48,11 @@ export class RoundRobinBalancer {
 
   get url(): string {
     return `http://127.0.0.1:${this.#port}`;
+  }
+
+  /** WebSocket tunnels to instance `i` open now. */
+  openTunnels(i: number): number {
+    return this.#tunnels.get(i) ?? 0;
   }
 
   /** Takes instance `i` out of the rotation (it stays out). */
@@ -74,6 +82,7 @@ export class RoundRobinBalancer {
       r.pipe(res);
     });
     up.on('error', () => {
+      this.gatewayErrors++;
       if (!res.headersSent) res.writeHead(502).end();
       else res.destroy();
     });
@@ -89,7 +98,11 @@ export class RoundRobinBalancer {
     }
     const up = tcpConnect(this.#ports[i]!, '127.0.0.1');
     this.#open.add(up);
-    up.once('close', () => this.#open.delete(up));
+    this.#tunnels.set(i, (this.#tunnels.get(i) ?? 0) + 1);
+    up.once('close', () => {
+      this.#open.delete(up);
+      this.#tunnels.set(i, (this.#tunnels.get(i) ?? 1) - 1);
+    });
     up.once('connect', () => {
       const lines = [`${req.method} ${req.url} HTTP/1.1`];
       for (let k = 0; k < req.rawHeaders.length; k += 2) lines.push(`${req.rawHeaders[k]}: ${req.rawHeaders[k + 1]}`);

@@ -3,60 +3,44 @@
 // on both. A is killed mid-load; the device reconnects to B. Every send that was acknowledged
 // arrives; nothing the device had acknowledged (and the node confirmed) is delivered again; the
 // mailbox drains to empty.
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUTH_HEADER, CONTENT_TYPE_PROTOBUF, ChallengeSchema, EnvelopeClass, KeyUploadSchema, SendRequestSchema, encodeBody, encodeDeviceAuthHeader, fromBinary, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
-import { buildNodeDist, nodeBin } from '../build-dist.js';
+import { buildNodeDist } from '../build-dist.js';
 import { TestDevice, ctx, enlistOverHttp, generousLimits } from '../helpers.js';
 import { WsClient } from '../ws-client.js';
 import { PG_TEST_URL, dropSchema, freshSchema, pgQuery } from '../store/pg-test-db.js';
-import { MACHINE_NATS_URL } from './harness.js';
+import { MACHINE_NATS_URL, startInstanceProcess } from './harness.js';
+import type { ProcessInstance } from './harness.js';
 
 let schema: string;
 const prefix = `mwf${randomBytes(5).toString('hex')}`;
 let dataDir: string;
 const children: ChildProcess[] = [];
 
-function startInstance(): Promise<{ port: number; proc: ChildProcess }> {
-  const p = spawn(process.execPath, [nodeBin], {
-    env: {
-      ...process.env,
-      DATA_DIR: dataDir,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      METRICS_PORT: 'off',
-      LOG_LEVEL: 'info',
-      RATE_LIMITS: generousLimits(),
-      MAILBOX_MAX_MESSAGES: '10000',
-      FIRST_CONTACT_MAX_MESSAGES: '10000',
-      STORE: 'postgres',
-      DATABASE_URL: PG_TEST_URL,
-      DATABASE_SCHEMA: schema,
-      DATABASE_POOL_SIZE: '4',
-      NATS_URL: MACHINE_NATS_URL,
-      NATS_SUBJECT_PREFIX: prefix,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
+async function startInstance(): Promise<ProcessInstance> {
+  const i = await startInstanceProcess({
+    DATA_DIR: dataDir,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    METRICS_PORT: 'off',
+    LOG_LEVEL: 'info',
+    RATE_LIMITS: generousLimits(),
+    MAILBOX_MAX_MESSAGES: '10000',
+    FIRST_CONTACT_MAX_MESSAGES: '10000',
+    STORE: 'postgres',
+    DATABASE_URL: PG_TEST_URL,
+    DATABASE_SCHEMA: schema,
+    DATABASE_POOL_SIZE: '4',
+    NATS_URL: MACHINE_NATS_URL,
+    NATS_SUBJECT_PREFIX: prefix,
   });
-  children.push(p);
-  const lines = createInterface({ input: p.stdout! });
-  return new Promise((resolve, reject) => {
-    p.once('exit', (code) => reject(new Error(`instance exited early (${code})`)));
-    lines.on('line', (line) => {
-      try {
-        const j = JSON.parse(line) as { msg?: string; listen?: string };
-        if (j.msg === 'MeshWhisper node listening' && j.listen) resolve({ port: Number(new URL(j.listen).port), proc: p });
-      } catch {
-        /* not JSON */
-      }
-    });
-  });
+  children.push(i.proc);
+  return i;
 }
 
 async function register(port: number, d: TestDevice): Promise<void> {

@@ -8,10 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { loadConfig } from '../../src/config.js';
 import { createNode } from '../../src/node.js';
-import type { MeshWhisperNode } from '../../src/node.js';
+import type { CreateNodeOptions, MeshWhisperNode } from '../../src/node.js';
+import { nodeBin } from '../build-dist.js';
 import { generousLimits } from '../helpers.js';
 import { PG_TEST_URL, dropSchema, freshSchema } from '../store/pg-test-db.js';
 
@@ -38,7 +40,16 @@ export interface TestCluster {
   close(): Promise<void>;
 }
 
-export async function startCluster(n: number, options: { natsUrl?: string; env?: Record<string, string> } = {}): Promise<TestCluster> {
+export interface ClusterOptions {
+  natsUrl?: string;
+  env?: Record<string, string>;
+  /** createNode's options for every instance (e.g. `push`). */
+  nodeOptions?: CreateNodeOptions;
+  /** Every instance's log lines also go here (in arrival order). */
+  logs?: string[];
+}
+
+export async function startCluster(n: number, options: ClusterOptions = {}): Promise<TestCluster> {
   const schema = await freshSchema();
   const prefix = `mwt${randomBytes(5).toString('hex')}`;
   const dataDir = mkdtempSync(join(tmpdir(), 'mw-cluster-'));
@@ -64,9 +75,11 @@ export async function startCluster(n: number, options: { natsUrl?: string; env?:
     const logs: string[] = [];
     const node = await createNode(loadConfig(env), {
       metrics: false,
+      ...options.nodeOptions,
       logStream: new Writable({
         write(chunk: Buffer, _e, cb) {
           logs.push(chunk.toString());
+          options.logs?.push(chunk.toString());
           cb();
         },
       }),
@@ -102,6 +115,45 @@ export async function startCluster(n: number, options: { natsUrl?: string; env?:
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** An instance as its own process (the built node, `buildNodeDist()` first), which a test may SIGKILL. */
+export interface ProcessInstance {
+  readonly port: number;
+  readonly url: string;
+  readonly proc: ChildProcess;
+  /** kill -9, and waits for the exit. */
+  kill(): Promise<void>;
+}
+
+/** Starts the built node with exactly `env` (plus PATH etc.); resolves once it listens. */
+export function startInstanceProcess(env: Record<string, string>): Promise<ProcessInstance> {
+  const p = spawn(process.execPath, [nodeBin], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: p.stdout! });
+  return new Promise((resolve, reject) => {
+    p.once('exit', (code) => reject(new Error(`instance exited early (${code})`)));
+    lines.on('line', (line) => {
+      try {
+        const j = JSON.parse(line) as { msg?: string; listen?: string };
+        if (j.msg === 'MeshWhisper node listening' && j.listen) {
+          const port = Number(new URL(j.listen).port);
+          resolve({
+            port,
+            url: `http://127.0.0.1:${port}`,
+            proc: p,
+            async kill() {
+              if (p.exitCode !== null || p.signalCode !== null) return;
+              const exited = new Promise((r) => p.once('exit', r));
+              p.kill('SIGKILL');
+              await exited;
+            },
+          });
+        }
+      } catch {
+        /* not JSON */
+      }
+    });
+  });
 }
 
 export async function freePort(): Promise<number> {

@@ -99,6 +99,10 @@ export type SendFailure = 'transient' | 'gone' | 'token-refused' | 'other';
 export function sendFailureOf(e: unknown): SendFailure {
   if (!(e instanceof SdkError)) return 'other';
   if (e.code === SdkErrorCode.UNREACHABLE || e.nodeCode === 'MW_RATE_LIMITED' || e.nodeCode === 'MW_UNAVAILABLE') return 'transient';
+  // A load balancer's "bad gateway" / "gateway timeout": the instance behind it died or stalled mid-request
+  // (docs/scale-out.md §Failure behaviour). The same bytes go again; if the first try was stored, the
+  // recipient drops the copy at its ratchet.
+  if (e.nodeCode === 'HTTP_502' || e.nodeCode === 'HTTP_504') return 'transient';
   if (e.nodeCode === 'MW_NOT_FOUND') return 'gone';
   if (e.nodeCode === 'MW_AUTH_FORBIDDEN') return 'token-refused';
   return 'other';
