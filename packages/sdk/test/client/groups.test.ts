@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CryptoError } from '@meshwhisper/crypto';
 import { MessageType, createContext, decryptGroupMessage, deserializeOwnSenderKey, deserializeSenderKeyRecord, encryptGroupMessage, generateSenderKey, openEnvelope, sealEnvelope, toHex } from '@meshwhisper/crypto';
-import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, SendRequestSchema, create, encodeBody, fromBinary, toBinary } from '@meshwhisper/protocol';
+import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, SendBatchRequestSchema, SendRequestSchema, create, encodeBody, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { MeshWhisperEvents, ProtocolStorage } from '../../src/index.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
@@ -35,16 +35,17 @@ interface Sent {
 }
 
 /** A SQLite file per device; `sent` collects every envelope the client posts (to look at what a removed member could get). */
-async function device(opts: { storage?: ProtocolStorage; sent?: Sent[] } = {}): Promise<{ client: MeshWhisper; storage: ProtocolStorage }> {
+async function device(opts: { storage?: ProtocolStorage; sent?: Sent[]; requests?: Sent[][] } = {}): Promise<{ client: MeshWhisper; storage: ProtocolStorage }> {
   const storage = opts.storage ?? (await openSqliteStorage({ path: join(work, `d${n++}.sqlite`) }));
-  const sent = opts.sent;
+  const { sent, requests } = opts;
   const fetchSpy: typeof fetch = async (input, init) => {
-    if (sent && String(input).endsWith('/v1/send') && init?.body instanceof Uint8Array) {
-      try {
-        const req = fromBinary(SendRequestSchema, init.body);
-        sent.push({ mailboxId: req.mailboxId, payload: req.payload });
-      } catch {
-        /* not ours to judge */
+    if ((sent || requests) && init?.body instanceof Uint8Array) {
+      const url = String(input);
+      const items = url.endsWith('/v1/send') ? [fromBinary(SendRequestSchema, init.body)] : url.endsWith('/v1/send/batch') ? fromBinary(SendBatchRequestSchema, init.body).items : [];
+      const posted = items.map((r) => ({ mailboxId: r.mailboxId, payload: r.payload }));
+      if (posted.length > 0) {
+        sent?.push(...posted);
+        requests?.push(posted);
       }
     }
     return fetch(input, init);
@@ -108,7 +109,8 @@ async function cannotRead(sent: Sent[], to: { client: MeshWhisper; storage: Prot
 describe('groups', () => {
   it('create, text to every device of every member (the sender’s other device files it as sent), kick with rekey: the kicked member with its full old state cannot read what follows', async () => {
     const sent: Sent[] = [];
-    const alice = await device({ sent });
+    const requests: Sent[][] = [];
+    const alice = await device({ sent, requests });
     // alice's second device: on her account.
     const a2store = await openSqliteStorage({ path: join(work, `d${n++}.sqlite`) });
     await addAccountDevice(alice.client, a2store);
@@ -148,9 +150,15 @@ describe('groups', () => {
     expect((await carol.client.groups.info(g.groupId))?.isMember).toBe(false);
 
     sent.length = 0;
+    requests.length = 0;
     const secret = Promise.all([bob, aliceB].map((d) => d.client.once('message', (m) => m.text === 'after the kick', 20_000)));
     await alice.client.sendText(gid(g), 'after the kick');
     await secret;
+    // The node saw the new key in one request, then the message in one request: one envelope per
+    // remaining device, all of one size.
+    const last = requests.at(-1)!;
+    expect(last.map((x) => toHex(x.mailboxId)).sort()).toEqual([bob.client.mailboxId, aliceB.client.mailboxId].map(toHex).sort());
+    expect(new Set(last.map((x) => x.payload.length)).size).toBe(1);
     // Nothing was sent to carol's mailbox.
     expect(sent.some((s) => toHex(s.mailboxId) === toHex(carol.client.mailboxId))).toBe(false);
     // The group message inside bob's envelope: carol's old records cannot open it (new key after the kick).

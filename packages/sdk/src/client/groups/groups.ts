@@ -416,23 +416,44 @@ export class Groups {
     for (const [k, account] of had) if (!targets.has(k)) targets.set(k, { account, device: fromHex(k), full: false });
     targets.delete(toHex(this.#device));
     const full = after.operations();
-    // Devices in parallel; one device's chunks in order (its mailbox delivers them in that order).
-    await Promise.all(
-      [...targets.values()].map(async (t) => {
-        for (const chunk of chunks(t.full ? full : operations)) await this.#sendPairwise(t, { case: 'groupUpdate', value: { groupId: after.state.groupId, operations: chunk } });
-      }),
-    );
+    const list = [...targets.values()].map((t) => ({ ...t, chunks: chunks(t.full ? full : operations) }));
+    // One batch per round: every device's first chunk, then the second ones… (a device's chunks
+    // reach its mailbox in order).
+    for (let round = 0; list.some((t) => t.chunks.length > round); round++) {
+      const items = list.filter((t) => t.chunks.length > round).map((t) => ({ account: t.account, device: t.device, body: { case: 'groupUpdate', value: { groupId: after.state.groupId, operations: t.chunks[round]! } } as ContentBody }));
+      await this.#sealAndPost(items, 'a group control message');
+    }
   }
 
-  /** Seals one control message for one member device over the pairwise session and posts it (stays queued on failure). */
-  async #sendPairwise(t: { account: Uint8Array; device: Uint8Array }, body: ContentBody): Promise<void> {
-    const mailboxId = mailboxIdOf(this.deps.ctx, t.device);
-    try {
-      const sealed = await this.deps.sender.seal({ mailboxId, body, expectedAccountKey: t.account });
-      await this.deps.outbox.deliverNow(sealed.id, sealed.outboxKey).catch((e: unknown) => this.deps.log.warn('groups.post-queued', 'a group control message stays queued', e));
-    } catch (e) {
-      this.deps.log.warn('groups.seal-failed', 'a group control message could not be sealed for a member device', e);
+  /**
+   * Seals one pairwise message per item (each device checked by sessionFor first; an unreachable
+   * one is skipped and logged) in ONE storage transaction, and posts them in ONE batch
+   * (Outbox.deliverMany → Transport.sendBatch). Copies that cannot go now stay queued. Returns the
+   * devices (hex) whose copy was sealed.
+   */
+  async #sealAndPost(items: readonly { account: Uint8Array; device: Uint8Array; body: ContentBody }[], what: string): Promise<Set<string>> {
+    const { ctx, directory, sender, outbox, log } = this.deps;
+    const ready: { device: Uint8Array; options: Parameters<Sender['seal']>[0] }[] = [];
+    for (const it of items) {
+      const mailboxId = mailboxIdOf(ctx, it.device);
+      try {
+        await directory.sessionFor(mailboxId, it.account);
+        ready.push({ device: it.device, options: { mailboxId, body: it.body, expectedAccountKey: it.account } });
+      } catch (e) {
+        log.warn('groups.device-skipped', `${what} could not be sealed for a member device (no session, or not on its device list)`, e);
+      }
     }
+    if (ready.length === 0) return new Set();
+    let sealed: Awaited<ReturnType<Sender['sealAll']>>;
+    try {
+      sealed = await sender.sealAll(ready.map((r) => r.options));
+    } catch (e) {
+      log.warn('groups.seal-failed', `${what} could not be sealed`, e);
+      return new Set();
+    }
+    const results = await outbox.deliverMany(sealed.map((x) => x.outboxKey));
+    for (const r of results) if (r.status === 'rejected') log.warn('groups.post-queued', `${what} stays queued`, r.reason);
+    return new Set(ready.map((r) => toHex(r.device)));
   }
 
   // ── Invitations (docs/spec/groups.md §G6.3) ────────────────────────────────────────────────
@@ -552,27 +573,33 @@ export class Groups {
       if (!this.#info(log.state).isMember) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device is not a member of the group');
       const targets = this.#targets(log.state);
       const key = await this.#ownKey(groupId);
-      // Peer certificates (sessions are set up here if needed; unlisted devices are refused) and the
-      // sender key for every device that does not hold the current one.
+      // Peer certificates (sessions are set up here if needed; unlisted devices are refused).
       const peers: { target: Target; certificate: DeviceCertificate }[] = [];
-      const distributions: Promise<void>[] = [];
+      const lacking: Target[] = [];
       for (const t of targets) {
         try {
           const address = await this.deps.directory.sessionFor(t.mailbox, t.account);
           const certificate = await sessionPeer(storage, address);
           if (!certificate) continue;
-          if ((await db.distributedKeyId(storage, groupId, t.device)) !== key.keyId) {
-            const sealed = await this.deps.sender.seal({ mailboxId: t.mailbox, body: { case: 'senderKey', value: { distribution: encodeSenderKeyDistribution(key) } }, expectedAccountKey: t.account });
-            await db.setDistributed(storage, groupId, t.device, key.keyId);
-            distributions.push(this.deps.outbox.deliverNow(sealed.id, sealed.outboxKey).catch((e: unknown) => this.deps.log.warn('groups.key-queued', 'a sender key stays queued', e)));
-          }
           peers.push({ target: t, certificate });
+          if ((await db.distributedKeyId(storage, groupId, t.device)) !== key.keyId) lacking.push(t);
         } catch (e) {
           this.deps.log.warn('groups.device-skipped', 'a member device could not be reached securely (no session, or not on its device list); it does not get this message', e);
         }
       }
-      // The key must be there before the message: each mailbox is delivered in order.
-      await Promise.all(distributions);
+      // This device's current key to every member device that lacks it, in one batch, before the
+      // message (each mailbox is delivered in order).
+      if (lacking.length > 0) {
+        const distribution = encodeSenderKeyDistribution(key);
+        const done = await this.#sealAndPost(
+          lacking.map((t) => ({ account: t.account, device: t.device, body: { case: 'senderKey', value: { distribution } } })),
+          'a sender key',
+        );
+        await storage.transaction(async (tx) => {
+          const stx = asStorageTx(tx);
+          for (const t of lacking) if (done.has(toHex(t.device))) await db.setDistributed(stx, groupId, t.device, key.keyId);
+        });
+      }
       const conversation: ConversationId = { kind: 'group', groupId };
       const messageId = options.messageId ?? ctx.random(16);
       const id = toHex(messageId);
@@ -622,7 +649,8 @@ export class Groups {
       if (state) this.deps.emit('messageState', state);
       if (expiresAt > 0) timers.schedule();
       if (setting) this.deps.emit('disappearingTimer', { conversation, seconds: expireSeconds, by: 'me' });
-      const results = await Promise.allSettled(keys.map((k) => this.deps.outbox.deliverNow(id, k)));
+      // Every copy in one batch: one request to the node, one commit there.
+      const results = keys.length > 0 ? await this.deps.outbox.deliverMany(keys) : [];
       for (const r of results) if (r.status === 'rejected') this.deps.log.warn('groups.message-queued', 'a copy of a group message stays queued', r.reason);
       return { id };
     });
