@@ -188,3 +188,18 @@ export const ARCHIVE_DEFAULT_HISTORY = 1000;
  */
 export const ARCHIVE_PASSPHRASE_MIN_LENGTH = 16;
 export const ARCHIVE_PASSPHRASE_MIN_DISTINCT = 8;
+
+// ── History replay with consent (client/replay.ts, docs/spec/content.md §History replay) ─────
+
+/** Messages asked for when the app does not say (requestHistoryReplay). */
+export const REPLAY_DEFAULT_MESSAGES = 200;
+/** Most messages one answer replays: a conversation's recent past, not an export. */
+export const REPLAY_MAX_MESSAGES = 500;
+/** Most bytes one answer carries in all (larger messages — inline binaries — are skipped; files travel as references). */
+export const REPLAY_MAX_BYTES = 1024 * 1024;
+/** Bytes of replayed messages per answer part: one part fits one sealed envelope (256 KiB) with room to spare. */
+export const REPLAY_PART_BYTES = 128 * 1024;
+/** Requests of one account considered per day; more are answered "rate limited" without asking the user (no nagging). */
+export const REPLAY_MAX_REQUESTS_PER_DAY = 3;
+/** An ask the app has not answered within a day is forgotten (answering it later is refused). */
+export const REPLAY_PENDING_TTL_MS = 24 * 3600 * 1000;

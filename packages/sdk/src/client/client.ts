@@ -31,6 +31,7 @@ import { ensureLayout } from './layout.js';
 import { Table } from './tables.js';
 import type { ArchiveEnabled, ArchiveStatus, BackupOptions, BackupResult, EnableArchiveOptions, RestoreOptions, RestoredDevice } from './archive.js';
 import { Archive, restoreFromArchive } from './archive.js';
+import { HistoryReplay } from './replay.js';
 import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
 import { acceptLinkOffer, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
@@ -112,6 +113,7 @@ export class MeshWhisper {
   readonly #lists: DeviceLists;
   readonly #groups: Groups;
   readonly #archive: Archive;
+  readonly #replay: HistoryReplay;
   #closed = false;
   /** create() ran while the node was unreachable: the own list and keys go out once online. */
   #publishPending = false;
@@ -240,8 +242,12 @@ export class MeshWhisper {
       isClosed,
     });
     const groups = this.#groups;
+    const policy = opts.historyReplay ?? 'ask';
+    if (policy !== 'ask' && policy !== 'always' && policy !== 'never') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, "historyReplay must be 'ask', 'always' or 'never'");
+    this.#replay = new HistoryReplay({ ctx, storage, accountKey: identity.certificate.accountKey, sender: this.#sender, directory: this.#directory, contacts: this.#contacts, log, policy });
     this.#receiver = new ReceivePipeline({
       groups,
+      replay: this.#replay,
       resolveConversation: (stx, input) => groups.resolveConversation(stx, input),
       ctx,
       storage,
@@ -737,6 +743,22 @@ export class MeshWhisper {
   /** Whether the archive is set up on this device, how it is protected, and the version it last saw. */
   archiveStatus(): Promise<ArchiveStatus> {
     return this.#archive.status();
+  }
+
+  /**
+   * Asks the devices of `peer` (an accepted contact) to replay your direct conversation to this
+   * device. Their app decides (MeshWhisperOptions.historyReplay); the answer arrives as
+   * `historyReplayed` events, the messages merged into the history (marked `replayed`, nothing twice).
+   */
+  requestHistoryReplay(peer: Uint8Array, options: { maxMessages?: number } = {}): Promise<{ requestId: string }> {
+    this.#checkOpen();
+    return this.#replay.request(peer, options);
+  }
+
+  /** Answers a `historyReplayRequest` event: `allow` replays the conversation to the asking device, otherwise it is told no. */
+  answerHistoryReplay(requestId: string, allow: boolean): Promise<void> {
+    this.#checkOpen();
+    return this.#replay.answer(requestId, allow);
   }
 
   // ── Message states ────────────────────────────────────────────────────────────────────────

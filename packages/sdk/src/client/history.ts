@@ -76,6 +76,8 @@ export interface Message {
   readonly request?: boolean;
   /** Incoming and not yet marked read (markConversationRead). */
   readonly unread?: boolean;
+  /** Filed from a contact's history replay (requestHistoryReplay), not received live: vouched for by that contact only. */
+  readonly replayed?: boolean;
   /** Outgoing: its delivery state (history entries; live events carry it in `messageState`). */
   readonly state?: MessageState;
 }
@@ -370,6 +372,7 @@ export function toEntry(m: StoredMessage, now: number, state?: MessageState): Me
     reactions: m.reactions.map((r) => ({ author: r.author, emoji: r.emoji })),
     ...(m.request ? { request: true } : {}),
     ...(m.unread ? { unread: true } : {}),
+    ...(m.replayed ? { replayed: true } : {}),
     ...(state ? { state } : {}),
   };
   if (m.deleted) return { ...base, deleted: true };

@@ -33,6 +33,7 @@ import { directConversation } from './conversation.js';
 import type { Log } from './log.js';
 import { advanceState, trackQueued } from './message-states.js';
 import type { ReceiptQueue } from './receipts.js';
+import type { HistoryReplay } from './replay.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
 import type { Transport } from './transport.js';
@@ -114,6 +115,8 @@ export class ReceivePipeline {
       readonly resolveConversation?: (stx: AppStore, input: { conversationId: Uint8Array; from: DeviceCertificate }) => Promise<ConversationId | undefined>;
       /** Groups (groups/groups.ts): group messages, control operations, sender keys, invitations, per-member receipts. */
       readonly groups?: Groups;
+      /** History replay with consent (replay.ts). */
+      readonly replay?: HistoryReplay;
     },
   ) {}
 
@@ -373,6 +376,21 @@ export class ReceivePipeline {
       case 'presence':
         if (contact === 'accepted') events.push(['presence', { from: address, online: body.value.online, lastSeen: Number(body.value.lastSeen) }]);
         return out;
+      case 'replayRequest':
+      case 'replayResponse': {
+        const replay = this.deps.replay;
+        if (!replay || conversation.kind !== 'direct') return out;
+        if (body.case === 'replayRequest') {
+          const r = await replay.applyRequest(stx, from, body.value);
+          events.push(...r.events);
+          if (r.after) out.after = r.after;
+        } else {
+          const r = await replay.applyResponse(stx, from, body.value);
+          events.push(...r.events);
+          if (r.refused) out.refused = r.refused;
+        }
+        return out;
+      }
       default:
         return out;
     }

@@ -92,6 +92,12 @@ export interface MeshWhisperOptions {
   readonly logger?: Logger;
   /** How many devices the account may have; acceptLinkOffer refuses beyond it (MW_SDK_DEVICE_LIMIT). Default 6. */
   readonly maxDevices?: number;
+  /**
+   * What to do when a contact asks this device to replay your conversation (requestHistoryReplay):
+   * 'ask' (default: a `historyReplayRequest` event, answered with answerHistoryReplay), 'always'
+   * (replay without asking), 'never' (refuse without asking).
+   */
+  readonly historyReplay?: 'ask' | 'always' | 'never';
 }
 
 /**
@@ -134,6 +140,23 @@ export interface MeshWhisperEvents {
   groupInviteAnswer: { readonly groupId: Uint8Array; readonly accountKey: Uint8Array; readonly accept: boolean };
   /** An envelope that could not be opened (tampered, from an unknown session…): never silently dropped. */
   undecryptable: UndecryptableMessage;
+  /**
+   * A contact asks this device to replay your direct conversation (policy 'ask'): call
+   * answerHistoryReplay(requestId, true | false). Unanswered requests are forgotten after a day.
+   */
+  historyReplayRequest: { readonly requestId: string; readonly conversation: ConversationId; readonly from: Uint8Array; readonly maxMessages: number };
+  /**
+   * An answer to requestHistoryReplay: granted (a part of the replay: `added` messages merged into
+   * the history, marked `replayed`; `complete` on the last part), refused, or rate-limited.
+   */
+  historyReplayed: {
+    readonly requestId: string;
+    readonly conversation: ConversationId;
+    readonly from: Uint8Array;
+    readonly decision: 'granted' | 'refused' | 'rate-limited';
+    readonly added: number;
+    readonly complete: boolean;
+  };
   /** The node reports messages that expired or were evicted before this device fetched them. */
   gap: { readonly expired: number; readonly evicted: number };
   connection: ConnectionState;

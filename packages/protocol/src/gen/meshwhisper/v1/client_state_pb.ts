@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/client_state.proto.
  */
 export const file_meshwhisper_v1_client_state: GenFile = /*@__PURE__*/
-  fileDesc("CiFtZXNod2hpc3Blci92MS9jbGllbnRfc3RhdGUucHJvdG8SDm1lc2h3aGlzcGVyLnYxIkQKD0NvbnZlcnNhdGlvblJlZhIVCgtkaXJlY3RfcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSABCBgoEa2luZCIlChJTdG9yZWRDbGllbnRMYXlvdXQSDwoHdmVyc2lvbhgBIAEoDSKbAQoPU3RvcmVkU2VudFN0YXRlEg8KB3ZlcnNpb24YASABKA0SKAoFc3RhdGUYAiABKA4yGS5tZXNod2hpc3Blci52MS5TZW50U3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSNQoMY29udmVyc2F0aW9uGAQgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmIkYKC1N0b3JlZFRpbWVyEg8KB3ZlcnNpb24YASABKA0SDwoHc2Vjb25kcxgCIAEoDRIVCg10aW1lcl92ZXJzaW9uGAMgASgNIlMKDVN0b3JlZENvbnRhY3QSDwoHdmVyc2lvbhgBIAEoDRIxCgVzdGF0ZRgCIAEoDjIiLm1lc2h3aGlzcGVyLnYxLlN0b3JlZENvbnRhY3RTdGF0ZSJJChBTdG9yZWRPdXRib3hJdGVtEg8KB3ZlcnNpb24YASABKA0SEgoKbWFpbGJveF9pZBgCIAEoDBIQCghlbnZlbG9wZRgDIAEoDCKYAQoSU3RvcmVkQ29udmVyc2F0aW9uEg8KB3ZlcnNpb24YASABKA0SNQoMY29udmVyc2F0aW9uGAIgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEhAKCGxhc3Rfa2V5GAMgASgJEg4KBnVucmVhZBgEIAEoDRIYChBsYXN0X2FjdGl2aXR5X2F0GAUgASgEIkUKDVN0b3JlZFJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIOCgZkdWVfYXQYAiABKAQSEwoLbWVzc2FnZV9pZHMYAyADKAwiRgoRU3RvcmVkVW5jb25maXJtZWQSDwoHdmVyc2lvbhgBIAEoDRIPCgdzZW50X2F0GAIgASgEEg8KB2NvbnRlbnQYAyABKAwi2QEKElN0b3JlZEFyY2hpdmVTdGF0ZRIPCgd2ZXJzaW9uGAEgASgNEhMKC3Jvb3Rfc2VjcmV0GAIgASgMEhIKCmtleV9zb3VyY2UYAyABKAwSFwoPYXJjaGl2ZV92ZXJzaW9uGAQgASgEEhYKDmxhc3RfYmFja3VwX2F0GAUgASgEEiAKGGhpc3RvcnlfcGVyX2NvbnZlcnNhdGlvbhgGIAEoDRIXCg9yZXN0b3JlX3BlbmRpbmcYByABKAgSHQoVcmVzdG9yZWRfYXBwX3NldHRpbmdzGAggASgMKpkBCglTZW50U3RhdGUSGgoWU0VOVF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVNFTlRfU1RBVEVfUVVFVUVEEAESEwoPU0VOVF9TVEFURV9TRU5UEAISGAoUU0VOVF9TVEFURV9ERUxJVkVSRUQQAxITCg9TRU5UX1NUQVRFX1JFQUQQBBIVChFTRU5UX1NUQVRFX0ZBSUxFRBAFKn8KElN0b3JlZENvbnRhY3RTdGF0ZRIkCiBTVE9SRURfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEiAKHFNUT1JFRF9DT05UQUNUX1NUQVRFX1JFUVVFU1QQARIhCh1TVE9SRURfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBACYgZwcm90bzM");
+  fileDesc("CiFtZXNod2hpc3Blci92MS9jbGllbnRfc3RhdGUucHJvdG8SDm1lc2h3aGlzcGVyLnYxIkQKD0NvbnZlcnNhdGlvblJlZhIVCgtkaXJlY3RfcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSABCBgoEa2luZCIlChJTdG9yZWRDbGllbnRMYXlvdXQSDwoHdmVyc2lvbhgBIAEoDSKbAQoPU3RvcmVkU2VudFN0YXRlEg8KB3ZlcnNpb24YASABKA0SKAoFc3RhdGUYAiABKA4yGS5tZXNod2hpc3Blci52MS5TZW50U3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSNQoMY29udmVyc2F0aW9uGAQgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmIkYKC1N0b3JlZFRpbWVyEg8KB3ZlcnNpb24YASABKA0SDwoHc2Vjb25kcxgCIAEoDRIVCg10aW1lcl92ZXJzaW9uGAMgASgNIlMKDVN0b3JlZENvbnRhY3QSDwoHdmVyc2lvbhgBIAEoDRIxCgVzdGF0ZRgCIAEoDjIiLm1lc2h3aGlzcGVyLnYxLlN0b3JlZENvbnRhY3RTdGF0ZSJJChBTdG9yZWRPdXRib3hJdGVtEg8KB3ZlcnNpb24YASABKA0SEgoKbWFpbGJveF9pZBgCIAEoDBIQCghlbnZlbG9wZRgDIAEoDCKYAQoSU3RvcmVkQ29udmVyc2F0aW9uEg8KB3ZlcnNpb24YASABKA0SNQoMY29udmVyc2F0aW9uGAIgASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEhAKCGxhc3Rfa2V5GAMgASgJEg4KBnVucmVhZBgEIAEoDRIYChBsYXN0X2FjdGl2aXR5X2F0GAUgASgEIkUKDVN0b3JlZFJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIOCgZkdWVfYXQYAiABKAQSEwoLbWVzc2FnZV9pZHMYAyADKAwiRgoRU3RvcmVkVW5jb25maXJtZWQSDwoHdmVyc2lvbhgBIAEoDRIPCgdzZW50X2F0GAIgASgEEg8KB2NvbnRlbnQYAyABKAwi2QEKElN0b3JlZEFyY2hpdmVTdGF0ZRIPCgd2ZXJzaW9uGAEgASgNEhMKC3Jvb3Rfc2VjcmV0GAIgASgMEhIKCmtleV9zb3VyY2UYAyABKAwSFwoPYXJjaGl2ZV92ZXJzaW9uGAQgASgEEhYKDmxhc3RfYmFja3VwX2F0GAUgASgEEiAKGGhpc3RvcnlfcGVyX2NvbnZlcnNhdGlvbhgGIAEoDRIXCg9yZXN0b3JlX3BlbmRpbmcYByABKAgSHQoVcmVzdG9yZWRfYXBwX3NldHRpbmdzGAggASgMIocBChNTdG9yZWRSZXBsYXlSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKA0SDAoEcGVlchgCIAEoDBIPCgdtYWlsYm94GAMgASgMEhQKDG1heF9tZXNzYWdlcxgEIAEoDRISCgpjcmVhdGVkX2F0GAUgASgEEhYKDnBhcnRzX3JlY2VpdmVkGAYgASgNIjkKEFN0b3JlZFJlcGxheVJhdGUSDwoHdmVyc2lvbhgBIAEoDRIUCgxyZXF1ZXN0ZWRfYXQYAiADKAQqmQEKCVNlbnRTdGF0ZRIaChZTRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRU0VOVF9TVEFURV9RVUVVRUQQARITCg9TRU5UX1NUQVRFX1NFTlQQAhIYChRTRU5UX1NUQVRFX0RFTElWRVJFRBADEhMKD1NFTlRfU1RBVEVfUkVBRBAEEhUKEVNFTlRfU1RBVEVfRkFJTEVEEAUqfwoSU3RvcmVkQ29udGFjdFN0YXRlEiQKIFNUT1JFRF9DT05UQUNUX1NUQVRFX1VOU1BFQ0lGSUVEEAASIAocU1RPUkVEX0NPTlRBQ1RfU1RBVEVfUkVRVUVTVBABEiEKHVNUT1JFRF9DT05UQUNUX1NUQVRFX0FDQ0VQVEVEEAJiBnByb3RvMw");
 
 /**
  * A conversation: direct (with one account) or a group.
@@ -372,6 +372,81 @@ export type StoredArchiveState = Message<"meshwhisper.v1.StoredArchiveState"> & 
  */
 export const StoredArchiveStateSchema: GenMessage<StoredArchiveState> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_client_state, 9);
+
+/**
+ * mw.replay-out / mw.replay-in: a history replay this device asked for, or was asked for and has
+ * not answered yet (client/replay.ts), by request id hex.
+ *
+ * @generated from message meshwhisper.v1.StoredReplayRequest
+ */
+export type StoredReplayRequest = Message<"meshwhisper.v1.StoredReplayRequest"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * The other account.
+   *
+   * @generated from field: bytes peer = 2;
+   */
+  peer: Uint8Array;
+
+  /**
+   * mw.replay-in: the requesting device's mailbox (the answer goes there only).
+   *
+   * @generated from field: bytes mailbox = 3;
+   */
+  mailbox: Uint8Array;
+
+  /**
+   * @generated from field: uint32 max_messages = 4;
+   */
+  maxMessages: number;
+
+  /**
+   * @generated from field: uint64 created_at = 5;
+   */
+  createdAt: bigint;
+
+  /**
+   * mw.replay-out: answer parts received so far.
+   *
+   * @generated from field: uint32 parts_received = 6;
+   */
+  partsReceived: number;
+};
+
+/**
+ * Describes the message meshwhisper.v1.StoredReplayRequest.
+ * Use `create(StoredReplayRequestSchema)` to create a new message.
+ */
+export const StoredReplayRequestSchema: GenMessage<StoredReplayRequest> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_client_state, 10);
+
+/**
+ * mw.replay-rate: the requests one account made of this device recently (ms since the epoch).
+ *
+ * @generated from message meshwhisper.v1.StoredReplayRate
+ */
+export type StoredReplayRate = Message<"meshwhisper.v1.StoredReplayRate"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * @generated from field: repeated uint64 requested_at = 2;
+   */
+  requestedAt: bigint[];
+};
+
+/**
+ * Describes the message meshwhisper.v1.StoredReplayRate.
+ * Use `create(StoredReplayRateSchema)` to create a new message.
+ */
+export const StoredReplayRateSchema: GenMessage<StoredReplayRate> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_client_state, 11);
 
 /**
  * @generated from enum meshwhisper.v1.SentState

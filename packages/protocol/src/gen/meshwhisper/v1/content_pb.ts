@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSL9BgoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SGQoRZGV2aWNlX2xpc3RfZXBvY2gYCCABKAQSMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSAASMwoMZ3JvdXBfdXBkYXRlGB8gASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBVcGRhdGVIABIvCgpzZW5kZXJfa2V5GCAgASgLMhkubWVzaHdoaXNwZXIudjEuU2VuZGVyS2V5SAASMwoMZ3JvdXBfaW52aXRlGCEgASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVIABJAChNncm91cF9pbnZpdGVfYW5zd2VyGCIgASgLMiEubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVBbnN3ZXJIAEIGCgRib2R5IjMKC0dyb3VwVXBkYXRlEhAKCGdyb3VwX2lkGAEgASgMEhIKCm9wZXJhdGlvbnMYAiADKAwiIQoJU2VuZGVyS2V5EhQKDGRpc3RyaWJ1dGlvbhgBIAEoDCJWCgtHcm91cEludml0ZRIQCghncm91cF9pZBgBIAEoDBIMCgRuYW1lGAIgASgJEhEKCWludml0ZV9pZBgDIAEoDBIUCgxtZW1iZXJfY291bnQYBCABKA0iSAoRR3JvdXBJbnZpdGVBbnN3ZXISEAoIZ3JvdXBfaWQYASABKAwSEQoJaW52aXRlX2lkGAIgASgMEg4KBmFjY2VwdBgDIAEoCCIpCghTZW50U3luYxIMCgRwZWVyGAEgASgMEg8KB2NvbnRlbnQYAiABKAwibAoEVGV4dBIMCgR0ZXh0GAEgASgJEiwKCHJlcGx5X3RvGAIgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhIVCg1yZXBseV9zbmlwcGV0GAMgASgJEhEKCWZvcndhcmRlZBgEIAEoCCIwCgpNZXNzYWdlUmVmEg4KBmF1dGhvchgBIAEoDBISCgptZXNzYWdlX2lkGAIgASgMIlUKCFJlYWN0aW9uEioKBnRhcmdldBgBIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSDQoFZW1vamkYAiABKAkSDgoGcmVtb3ZlGAMgASgIIigKBEVkaXQSEgoKbWVzc2FnZV9pZBgBIAEoDBIMCgR0ZXh0GAIgASgJIhwKBkRlbGV0ZRISCgptZXNzYWdlX2lkGAEgASgMIh4KC0V4cGlyZVRpbWVyEg8KB3NlY29uZHMYASABKA0iGAoGVHlwaW5nEg4KBnR5cGluZxgBIAEoCCItCghQcmVzZW5jZRIOCgZvbmxpbmUYASABKAgSEQoJbGFzdF9zZWVuGAIgASgEIikKBkJpbmFyeRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCKsAQoERmlsZRIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIRCgltaW1lX3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJEhEKCXRodW1ibmFpbBgHIAEoDBIbChN0aHVtYm5haWxfbWltZV90eXBlGAggASgJEhIKCmNodW5rX3NpemUYCSABKA0iSQoHUmVjZWlwdBIpCgRraW5kGAEgASgOMhsubWVzaHdoaXNwZXIudjEuUmVjZWlwdEtpbmQSEwoLbWVzc2FnZV9pZHMYAiADKAwqXgoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAJiBnByb3RvMw");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSL/BwoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SGQoRZGV2aWNlX2xpc3RfZXBvY2gYCCABKAQSMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSAASMwoMZ3JvdXBfdXBkYXRlGB8gASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBVcGRhdGVIABIvCgpzZW5kZXJfa2V5GCAgASgLMhkubWVzaHdoaXNwZXIudjEuU2VuZGVyS2V5SAASMwoMZ3JvdXBfaW52aXRlGCEgASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVIABJAChNncm91cF9pbnZpdGVfYW5zd2VyGCIgASgLMiEubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVBbnN3ZXJIABI+Cg5yZXBsYXlfcmVxdWVzdBgoIAEoCzIkLm1lc2h3aGlzcGVyLnYxLkhpc3RvcnlSZXBsYXlSZXF1ZXN0SAASQAoPcmVwbGF5X3Jlc3BvbnNlGCkgASgLMiUubWVzaHdoaXNwZXIudjEuSGlzdG9yeVJlcGxheVJlc3BvbnNlSABCBgoEYm9keSIzCgtHcm91cFVwZGF0ZRIQCghncm91cF9pZBgBIAEoDBISCgpvcGVyYXRpb25zGAIgAygMIiEKCVNlbmRlcktleRIUCgxkaXN0cmlidXRpb24YASABKAwiVgoLR3JvdXBJbnZpdGUSEAoIZ3JvdXBfaWQYASABKAwSDAoEbmFtZRgCIAEoCRIRCglpbnZpdGVfaWQYAyABKAwSFAoMbWVtYmVyX2NvdW50GAQgASgNIkgKEUdyb3VwSW52aXRlQW5zd2VyEhAKCGdyb3VwX2lkGAEgASgMEhEKCWludml0ZV9pZBgCIAEoDBIOCgZhY2NlcHQYAyABKAgiKQoIU2VudFN5bmMSDAoEcGVlchgBIAEoDBIPCgdjb250ZW50GAIgASgMImwKBFRleHQSDAoEdGV4dBgBIAEoCRIsCghyZXBseV90bxgCIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSFQoNcmVwbHlfc25pcHBldBgDIAEoCRIRCglmb3J3YXJkZWQYBCABKAgiMAoKTWVzc2FnZVJlZhIOCgZhdXRob3IYASABKAwSEgoKbWVzc2FnZV9pZBgCIAEoDCJVCghSZWFjdGlvbhIqCgZ0YXJnZXQYASABKAsyGi5tZXNod2hpc3Blci52MS5NZXNzYWdlUmVmEg0KBWVtb2ppGAIgASgJEg4KBnJlbW92ZRgDIAEoCCIoCgRFZGl0EhIKCm1lc3NhZ2VfaWQYASABKAwSDAoEdGV4dBgCIAEoCSIcCgZEZWxldGUSEgoKbWVzc2FnZV9pZBgBIAEoDCIeCgtFeHBpcmVUaW1lchIPCgdzZWNvbmRzGAEgASgNIhgKBlR5cGluZxIOCgZ0eXBpbmcYASABKAgiLQoIUHJlc2VuY2USDgoGb25saW5lGAEgASgIEhEKCWxhc3Rfc2VlbhgCIAEoBCIpCgZCaW5hcnkSEQoJbWltZV90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwirAEKBEZpbGUSDwoHYmxvYl9pZBgBIAEoCRILCgNrZXkYAiABKAwSDgoGZGlnZXN0GAMgASgMEgwKBHNpemUYBCABKAQSEQoJbWltZV90eXBlGAUgASgJEhEKCWZpbGVfbmFtZRgGIAEoCRIRCgl0aHVtYm5haWwYByABKAwSGwoTdGh1bWJuYWlsX21pbWVfdHlwZRgIIAEoCRISCgpjaHVua19zaXplGAkgASgNIkkKB1JlY2VpcHQSKQoEa2luZBgBIAEoDjIbLm1lc2h3aGlzcGVyLnYxLlJlY2VpcHRLaW5kEhMKC21lc3NhZ2VfaWRzGAIgAygMIkAKFEhpc3RvcnlSZXBsYXlSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAwSFAoMbWF4X21lc3NhZ2VzGAIgASgNIrQBChVIaXN0b3J5UmVwbGF5UmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoDBI3CghkZWNpc2lvbhgCIAEoDjIlLm1lc2h3aGlzcGVyLnYxLkhpc3RvcnlSZXBsYXlEZWNpc2lvbhIxCghtZXNzYWdlcxgDIAMoCzIfLm1lc2h3aGlzcGVyLnYxLlJlcGxheWVkTWVzc2FnZRIMCgRwYXJ0GAQgASgNEg0KBXBhcnRzGAUgASgNImgKD1JlcGxheWVkTWVzc2FnZRIOCgZhdXRob3IYASABKAwSDwoHY29udGVudBgCIAEoDBIPCgdkZWxldGVkGAMgASgIEg4KBmVkaXRlZBgEIAEoCBITCgtlZGl0ZWRfdGV4dBgFIAEoCSpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAiq0AQoVSGlzdG9yeVJlcGxheURlY2lzaW9uEicKI0hJU1RPUllfUkVQTEFZX0RFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASIwofSElTVE9SWV9SRVBMQVlfREVDSVNJT05fR1JBTlRFRBABEiMKH0hJU1RPUllfUkVQTEFZX0RFQ0lTSU9OX1JFRlVTRUQQAhIoCiRISVNUT1JZX1JFUExBWV9ERUNJU0lPTl9SQVRFX0xJTUlURUQQA2IGcHJvdG8z");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -193,6 +193,21 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
      */
     value: GroupInviteAnswer;
     case: "groupInviteAnswer";
+  } | {
+    /**
+     * History replay with consent (docs/spec/content.md §History replay): a device asks a
+     * contact's devices to replay their direct conversation; the contact's app decides.
+     *
+     * @generated from field: meshwhisper.v1.HistoryReplayRequest replay_request = 40;
+     */
+    value: HistoryReplayRequest;
+    case: "replayRequest";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.HistoryReplayResponse replay_response = 41;
+     */
+    value: HistoryReplayResponse;
+    case: "replayResponse";
   } | { case: undefined; value?: undefined };
 };
 
@@ -655,6 +670,120 @@ export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_content, 16);
 
 /**
+ * Asks the recipient to replay the direct conversation between the two accounts.
+ *
+ * @generated from message meshwhisper.v1.HistoryReplayRequest
+ */
+export type HistoryReplayRequest = Message<"meshwhisper.v1.HistoryReplayRequest"> & {
+  /**
+   * 16 random bytes; the response names it.
+   *
+   * @generated from field: bytes request_id = 1;
+   */
+  requestId: Uint8Array;
+
+  /**
+   * How many of the newest messages are asked for (the answerer caps it at its own limit).
+   *
+   * @generated from field: uint32 max_messages = 2;
+   */
+  maxMessages: number;
+};
+
+/**
+ * Describes the message meshwhisper.v1.HistoryReplayRequest.
+ * Use `create(HistoryReplayRequestSchema)` to create a new message.
+ */
+export const HistoryReplayRequestSchema: GenMessage<HistoryReplayRequest> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 17);
+
+/**
+ * The answer, sent to the requesting device only. A grant may take several parts (each within one
+ * envelope); a refusal is one part without messages.
+ *
+ * @generated from message meshwhisper.v1.HistoryReplayResponse
+ */
+export type HistoryReplayResponse = Message<"meshwhisper.v1.HistoryReplayResponse"> & {
+  /**
+   * @generated from field: bytes request_id = 1;
+   */
+  requestId: Uint8Array;
+
+  /**
+   * @generated from field: meshwhisper.v1.HistoryReplayDecision decision = 2;
+   */
+  decision: HistoryReplayDecision;
+
+  /**
+   * @generated from field: repeated meshwhisper.v1.ReplayedMessage messages = 3;
+   */
+  messages: ReplayedMessage[];
+
+  /**
+   * 1-based position of this part, and how many parts the answer has.
+   *
+   * @generated from field: uint32 part = 4;
+   */
+  part: number;
+
+  /**
+   * @generated from field: uint32 parts = 5;
+   */
+  parts: number;
+};
+
+/**
+ * Describes the message meshwhisper.v1.HistoryReplayResponse.
+ * Use `create(HistoryReplayResponseSchema)` to create a new message.
+ */
+export const HistoryReplayResponseSchema: GenMessage<HistoryReplayResponse> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 18);
+
+/**
+ * One message of the conversation as the answerer holds it (edits and deletion applied). Its
+ * content is vouched for by the answerer only: the original author's signature is not kept.
+ *
+ * @generated from message meshwhisper.v1.ReplayedMessage
+ */
+export type ReplayedMessage = Message<"meshwhisper.v1.ReplayedMessage"> & {
+  /**
+   * The author's account key: the requester's or the answerer's (anything else is dropped).
+   *
+   * @generated from field: bytes author = 1;
+   */
+  author: Uint8Array;
+
+  /**
+   * The message as sent: a binary Content (its message_id names it).
+   *
+   * @generated from field: bytes content = 2;
+   */
+  content: Uint8Array;
+
+  /**
+   * @generated from field: bool deleted = 3;
+   */
+  deleted: boolean;
+
+  /**
+   * @generated from field: bool edited = 4;
+   */
+  edited: boolean;
+
+  /**
+   * @generated from field: string edited_text = 5;
+   */
+  editedText: string;
+};
+
+/**
+ * Describes the message meshwhisper.v1.ReplayedMessage.
+ * Use `create(ReplayedMessageSchema)` to create a new message.
+ */
+export const ReplayedMessageSchema: GenMessage<ReplayedMessage> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 19);
+
+/**
  * @generated from enum meshwhisper.v1.ReceiptKind
  */
 export enum ReceiptKind {
@@ -679,4 +808,39 @@ export enum ReceiptKind {
  */
 export const ReceiptKindSchema: GenEnum<ReceiptKind> = /*@__PURE__*/
   enumDesc(file_meshwhisper_v1_content, 0);
+
+/**
+ * @generated from enum meshwhisper.v1.HistoryReplayDecision
+ */
+export enum HistoryReplayDecision {
+  /**
+   * @generated from enum value: HISTORY_REPLAY_DECISION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: HISTORY_REPLAY_DECISION_GRANTED = 1;
+   */
+  GRANTED = 1,
+
+  /**
+   * The answerer's app (or its policy) said no.
+   *
+   * @generated from enum value: HISTORY_REPLAY_DECISION_REFUSED = 2;
+   */
+  REFUSED = 2,
+
+  /**
+   * Too many requests from this account recently; nothing was asked.
+   *
+   * @generated from enum value: HISTORY_REPLAY_DECISION_RATE_LIMITED = 3;
+   */
+  RATE_LIMITED = 3,
+}
+
+/**
+ * Describes the enum meshwhisper.v1.HistoryReplayDecision.
+ */
+export const HistoryReplayDecisionSchema: GenEnum<HistoryReplayDecision> = /*@__PURE__*/
+  enumDesc(file_meshwhisper_v1_content, 1);
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/history.proto.
  */
 export const file_meshwhisper_v1_history: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9oaXN0b3J5LnByb3RvEg5tZXNod2hpc3Blci52MSLZAgoNU3RvcmVkTWVzc2FnZRIPCgd2ZXJzaW9uGAEgASgNEgwKBHBlZXIYAiABKAwSDgoGYXV0aG9yGAMgASgMEgwKBGZyb20YBCABKAkSDwoHY29udGVudBgFIAEoDBITCgtyZWNlaXZlZF9hdBgGIAEoBBISCgpleHBpcmVzX2F0GAcgASgEEhAKCG91dGdvaW5nGAggASgIEg8KB2RlbGV0ZWQYCSABKAgSDgoGZWRpdGVkGAogASgIEhMKC2VkaXRlZF90ZXh0GAsgASgJEjEKCXJlYWN0aW9ucxgMIAMoCzIeLm1lc2h3aGlzcGVyLnYxLlN0b3JlZFJlYWN0aW9uEg8KB3JlcXVlc3QYDSABKAgSNQoMY29udmVyc2F0aW9uGA4gASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEg4KBnVucmVhZBgPIAEoCCIvCg5TdG9yZWRSZWFjdGlvbhIOCgZhdXRob3IYASABKAwSDQoFZW1vamkYAiABKAliBnByb3RvMw", [file_meshwhisper_v1_client_state]);
+  fileDesc("ChxtZXNod2hpc3Blci92MS9oaXN0b3J5LnByb3RvEg5tZXNod2hpc3Blci52MSLrAgoNU3RvcmVkTWVzc2FnZRIPCgd2ZXJzaW9uGAEgASgNEgwKBHBlZXIYAiABKAwSDgoGYXV0aG9yGAMgASgMEgwKBGZyb20YBCABKAkSDwoHY29udGVudBgFIAEoDBITCgtyZWNlaXZlZF9hdBgGIAEoBBISCgpleHBpcmVzX2F0GAcgASgEEhAKCG91dGdvaW5nGAggASgIEg8KB2RlbGV0ZWQYCSABKAgSDgoGZWRpdGVkGAogASgIEhMKC2VkaXRlZF90ZXh0GAsgASgJEjEKCXJlYWN0aW9ucxgMIAMoCzIeLm1lc2h3aGlzcGVyLnYxLlN0b3JlZFJlYWN0aW9uEg8KB3JlcXVlc3QYDSABKAgSNQoMY29udmVyc2F0aW9uGA4gASgLMh8ubWVzaHdoaXNwZXIudjEuQ29udmVyc2F0aW9uUmVmEg4KBnVucmVhZBgPIAEoCBIQCghyZXBsYXllZBgQIAEoCCIvCg5TdG9yZWRSZWFjdGlvbhIOCgZhdXRob3IYASABKAwSDQoFZW1vamkYAiABKAliBnByb3RvMw", [file_meshwhisper_v1_client_state]);
 
 /**
  * The SDK's local message history (docs/api.md §History): one record per message shown in a
@@ -120,6 +120,13 @@ export type StoredMessage = Message<"meshwhisper.v1.StoredMessage"> & {
    * @generated from field: bool unread = 15;
    */
   unread: boolean;
+
+  /**
+   * Filed from a contact's history replay (docs/spec/content.md §History replay), not received live.
+   *
+   * @generated from field: bool replayed = 16;
+   */
+  replayed: boolean;
 };
 
 /**
