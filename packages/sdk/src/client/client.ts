@@ -115,6 +115,8 @@ export class MeshWhisper {
   readonly #archive: Archive;
   readonly #replay: HistoryReplay;
   #closed = false;
+  /** deleteDevice(), deleteAccount() or a verified revocation is erasing this device's storage. */
+  #erasing = false;
   /** create() ran while the node was unreachable: the own list and keys go out once online. */
   #publishPending = false;
   #deliveryToken: Uint8Array = new Uint8Array(0);
@@ -168,6 +170,7 @@ export class MeshWhisper {
           log.warn('transport.stopped', `the device connection stopped (${reason}): ${message}`, error);
           if (error) emit('error', error);
           emit('stopped', { reason, message });
+          if (reason === 'device-deleted') void this.#wipeIfRevoked();
         },
         failed: (e) => log.error('receive.batch-failed', 'a delivered batch could not be processed; it was not acknowledged and will be delivered again', e),
       },
@@ -569,6 +572,7 @@ export class MeshWhisper {
     if (!own) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device holds no device list for its account');
     const statement = signAccountDeletion(this.#ctx, this.account, own.epoch, await this.#api.challenge());
     const value = { accountKey: statement.accountKey, epoch: BigInt(statement.epoch), challenge: statement.challenge, signature: statement.signature };
+    this.#erasing = true;
     const res = await this.#api.rawCall('DELETE', '/v1/account', undefined, { schema: AccountDeletionRequestSchema, value });
     await this.#erase(res);
   }
@@ -576,7 +580,41 @@ export class MeshWhisper {
   /** Removes this one device from the node (other devices of the account stay) and erases its storage. */
   async deleteDevice(): Promise<void> {
     this.#checkOpen();
+    this.#erasing = true;
     await this.#erase(await this.#api.rawCall('DELETE', '/v1/device', this.#identity));
+  }
+
+  /**
+   * The node says this device was deleted. It wipes itself — closes and erases its storage
+   * (identity, sessions, history, outbox) — only when the account says so: a device list signed by
+   * the account key, newer than the one held (DeviceLists.fetch verifies both), that no longer names
+   * this device. The node's word alone is not enough (a node could otherwise make devices destroy
+   * their data): without such a list the device only stays stopped, and says why in the log.
+   */
+  async #wipeIfRevoked(): Promise<void> {
+    if (this.#closed || this.#erasing) return; // deleteDevice()/deleteAccount() erase by themselves
+    const { deviceIndex, deviceSigningKey } = this.#identity.certificate;
+    let list: DeviceList | undefined;
+    try {
+      list = await this.#lists.fetch(this.accountKey);
+    } catch (e) {
+      this.#log.warn('device.revocation-unverified', 'the node says this device was deleted, but no valid device list of the account confirms it: not wiping', e);
+      return;
+    }
+    if (!list || list.devices.some((d) => d.deviceIndex === deviceIndex && equalBytes(d.signingKey, deviceSigningKey))) {
+      this.#log.warn('device.revocation-unverified', "the node says this device was deleted, but the account's device list still names it (or there is none): not wiping");
+      return;
+    }
+    if (this.#closed || this.#erasing) return;
+    this.#erasing = true;
+    try {
+      await this.#shutdown();
+      await this.#storage.erase();
+    } catch (e) {
+      this.#log.error('device.wipe-failed', 'this device was revoked but its storage could not be erased', e);
+      return;
+    }
+    this.#events.emit('wiped', { reason: 'revoked', epoch: list.epoch });
   }
 
   async #erase(res: Response): Promise<void> {

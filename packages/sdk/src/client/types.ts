@@ -207,6 +207,14 @@ export interface MeshWhisperEvents {
    */
   stopped: { readonly reason: StopReason; readonly message: string };
   /**
+   * This device was revoked — the account's newest device list, signed by the account key, no
+   * longer names it — and it erased its storage (identity, sessions, history) and closed. Follows a
+   * `stopped` ('device-deleted'). `epoch`: the list that revoked it. The app should forget the
+   * client and start over (link again). A node claiming a deletion the account did not sign wipes
+   * nothing.
+   */
+  wiped: { readonly reason: 'revoked'; readonly epoch: number };
+  /**
    * The node named a device of `accountKey` that the account's verified device list does not name
    * (docs/spec/02-keys.md §2.5): nothing was encrypted to it. A node slipping its own device into a
    * fan-out, or a lookup racing a revocation.

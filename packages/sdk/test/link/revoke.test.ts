@@ -3,14 +3,17 @@
  * deletes the device at once, so it is told (its connection stops: 'device-deleted'), receives
  * nothing new, and messages to the account reach only the devices still listed.
  */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toHex } from '@meshwhisper/crypto';
 import { LinkChannelPostSchema, encodeBody, fromBinary } from '@meshwhisper/protocol';
 import type { E2eNode } from '../client/test-node.js';
 import { startE2eNode } from '../client/test-node.js';
-import { MeshWhisper, SdkError, memoryStorage } from '../../src/index.js';
+import { MeshWhisper, SdkError, memoryStorage, openSqliteStorage } from '../../src/index.js';
 
 let t: E2eNode;
 const open: MeshWhisper[] = [];
@@ -53,6 +56,64 @@ describe('revoking a linked device', () => {
     expect(bGot).toBe(0);
     // The account's devices, as the node lists them: A alone.
     expect((await a.contactCard()).mailboxIds.map(toHex)).toEqual([toHex(a.mailboxId)]);
+  });
+});
+
+describe('a revoked device wipes itself', () => {
+  it('on a revocation the account signed: the storage file is erased and `wiped` names the list; a node claiming a deletion on its own wipes nothing', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'mw-revoke-'));
+    try {
+      const a = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), ...fast });
+      open.push(a);
+      const carol = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), ...fast });
+      open.push(carol);
+
+      // The node alone deletes a device (as a lying node would): the device stops, keeps its data.
+      const cFile = join(work, 'c.db');
+      let unverifiedSeen: () => void = () => undefined;
+      const unverified = new Promise<void>((resolve) => (unverifiedSeen = resolve));
+      const logger = (e: { event: string }) => {
+        if (e.event === 'device.revocation-unverified') unverifiedSeen();
+      };
+      const offerC = await MeshWhisper.createLinkOffer({ node: t.url, namespace: 'test', storage: await openSqliteStorage({ path: cFile }), logger, ...fast });
+      const [, linkedC] = await Promise.all([a.acceptLinkOffer(offerC.payload), offerC.completed]);
+      const c = linkedC.client;
+      open.push(c);
+      let cWiped = false;
+      c.on('wiped', () => (cWiped = true));
+      const cGot = c.once('message', (m) => m.text === 'c is online');
+      await carol.sendText({ accountKey: a.accountKey }, 'c is online');
+      await cGot;
+      const cStopped = c.once('stopped', (e) => e.reason === 'device-deleted', 15_000);
+      const svc = t.node.services;
+      await svc.store.deleteDevices([c.mailboxId]);
+      await svc.hub.bus.publishDeleted(toHex(c.mailboxId));
+      await cStopped;
+      await unverified; // it looked at the account's list: still named there
+      expect(cWiped).toBe(false);
+      expect(existsSync(cFile)).toBe(true);
+
+      // A real revocation: a manager signs a list without B.
+      const bFile = join(work, 'b.db');
+      const offer = await MeshWhisper.createLinkOffer({ node: t.url, namespace: 'test', storage: await openSqliteStorage({ path: bFile }), ...fast });
+      const [accepted, linked] = await Promise.all([a.acceptLinkOffer(offer.payload), offer.completed]);
+      const b = linked.client;
+      open.push(b);
+      const got = b.once('message', (m) => m.text === 'kept until revoked');
+      await carol.sendText({ accountKey: a.accountKey }, 'kept until revoked');
+      await got;
+      expect(existsSync(bFile)).toBe(true);
+      const stopped = b.once('stopped', undefined, 15_000);
+      const wiped = b.once('wiped', undefined, 15_000);
+      const list = await a.revokeDevice(accepted.deviceIndex);
+      expect((await stopped).reason).toBe('device-deleted');
+      expect(await wiped).toEqual({ reason: 'revoked', epoch: list.epoch });
+      expect(existsSync(bFile)).toBe(false);
+      expect(existsSync(`${bFile}-wal`)).toBe(false);
+      await expect(b.history(carol.accountKey)).rejects.toThrow(); // closed: nothing left to read
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });
 
