@@ -15,7 +15,7 @@ import { createNode, loadConfig } from '@meshwhisper/node';
 import type { ProtocolStorage, SdkError, WebSocketConstructor } from '../../src/index.js';
 import { MeshWhisper, decodeContactCard, encodeContactCard, memoryStorage, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
-import { OPEN_RATE_LIMITS, addAccountDevice, startE2eNode } from './test-node.js';
+import { OPEN_RATE_LIMITS, addAccountDevice, itSingleNode, startE2eNode } from './test-node.js';
 
 let t: E2eNode;
 const work = mkdtempSync(join(tmpdir(), 'mw-sdk-contacts-'));
@@ -252,7 +252,7 @@ describe('disappearing messages', () => {
     await Promise.all([a.close(), b.close()]);
   }, 30_000);
 
-  it('a pending send disappears from the outbox; stored history expires while the app is closed', async () => {
+  itSingleNode('a pending send disappears from the outbox; stored history expires while the app is closed', async () => {
     const dir = join(work, 'expiry-node');
     const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: OPEN_RATE_LIMITS };
     let n = await createNode(loadConfig(env), { metrics: false });
@@ -310,7 +310,7 @@ describe('disappearing messages', () => {
 });
 
 describe('fan-out during an outage', () => {
-  it('a message to a multi-device account is sealed for every device before any is posted: an outage leaves all of them queued', async () => {
+  itSingleNode('a message to a multi-device account is sealed for every device before any is posted: an outage leaves all of them queued', async () => {
     const dir = join(work, 'fanout-node');
     const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: OPEN_RATE_LIMITS };
     let n = await createNode(loadConfig(env), { metrics: false });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_FILE, createNode, loadConfig } from '@meshwhisper/node';
 import type { E2eNode } from './test-node.js';
-import { addAccountDevice, startE2eNode } from './test-node.js';
+import { addAccountDevice, itSingleNode, startE2eNode } from './test-node.js';
 import type { IncomingMessage } from '../../src/index.js';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
 
@@ -98,7 +98,7 @@ describe('SDK client against a real node', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  it('metadata scan: after a scripted conversation the node’s SQLite files (WAL included) and logs hold no plaintext; usernames and identity keys only in the directory', async () => {
+  itSingleNode('metadata scan: after a scripted conversation the node’s SQLite files (WAL included) and logs hold no plaintext; usernames and identity keys only in the directory', async () => {
     const a = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
     const b = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
     const [nameA, nameB] = ['canaryalice7f3', 'canarybob9d2'];
@@ -152,7 +152,7 @@ describe('SDK client against a real node', () => {
     await a.close();
   });
 
-  it('after the first message, mail travels in the token lane: a long conversation under the default first-contact limits', async () => {
+  itSingleNode('after the first message, mail travels in the token lane: a long conversation under the default first-contact limits', async () => {
     // A second node with the default send limits (only the auth bucket is opened, since every
     // client here shares 127.0.0.1). Tokenless sends are limited hard; replies carry tokens.
     const dir = join(work, 'token-node');
@@ -187,7 +187,7 @@ describe('SDK client against a real node', () => {
     }
   }, 60_000);
 
-  it('a message sealed while the node is down stays in the outbox and goes out, once, after a restart', async () => {
+  itSingleNode('a message sealed while the node is down stays in the outbox and goes out, once, after a restart', async () => {
     const dir = join(work, 'outage-node');
     const env = { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: 'auth=100:1000,send-first-contact=100:1000,send-first-contact-target=100:1000' };
     let n = await createNode(loadConfig(env), { metrics: false });

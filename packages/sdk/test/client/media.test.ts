@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
 import { MeshWhisper, SdkError, SdkErrorCode, memoryStorage } from '../../src/index.js';
 import type { FileAttachment } from '../../src/client/media.js';
 import { MAX_THUMBNAIL_BYTES } from '../../src/constants.js';
+import type { E2eNode } from './test-node.js';
+import { itSingleNode, startE2eNode } from './test-node.js';
 
-let node: MeshWhisperNode;
+let t: E2eNode;
 let url: string;
 let dataDir: string;
 const work = mkdtempSync(join(tmpdir(), 'mw-sdk-media-'));
@@ -19,19 +20,15 @@ let alice: MeshWhisper;
 let bob: MeshWhisper;
 
 beforeAll(async () => {
-  dataDir = join(work, 'node');
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'warn', SHUTDOWN_GRACE_SECONDS: '1',
-    RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,blob-upload=100:1000,blob-download=100:1000' });
-  node = await createNode(config, { metrics: false, logStream: new Writable({ write: (_c, _e, cb) => cb() }) });
-  const addr = await node.listen();
-  url = `http://127.0.0.1:${addr.port}`;
+  t = await startE2eNode({ LOG_LEVEL: 'warn', SHUTDOWN_GRACE_SECONDS: '1' });
+  ({ url, dataDir } = t);
   alice = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
   bob = await MeshWhisper.create({ node: url, namespace: 'test', storage: await memoryStorage() });
 });
 
 afterAll(async () => {
   await Promise.all([alice?.close(), bob?.close()]);
-  await node?.close();
+  await t?.close();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -267,7 +264,7 @@ describe('encrypted media through a real node', () => {
 });
 
 describe('the node refuses an upload', () => {
-  it('a file over MEDIA_MAX_BYTES is refused before any message is sent (typed NODE_ERROR)', async () => {
+  itSingleNode('a file over MEDIA_MAX_BYTES is refused before any message is sent (typed NODE_ERROR)', async () => {
     const dir = join(work, 'small-node');
     const small = await createNode(loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, METRICS_PORT: 'off', LOG_LEVEL: 'warn', SHUTDOWN_GRACE_SECONDS: '1', MEDIA_MAX_BYTES: '100000',
       RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000' }), {

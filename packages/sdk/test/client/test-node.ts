@@ -2,6 +2,12 @@
  * A real node for SDK end-to-end tests: its own SQLite data directory, a real listener on
  * 127.0.0.1, every rate-limit bucket opened wide for the loopback address (dozens of clients
  * register and send within seconds), and its log output captured for metadata scans.
+ *
+ * With MW_E2E_TARGET=cluster (set by the suites in packages/sdk/test/cluster/), the same call starts
+ * three instances on PostgreSQL + NATS instead (a fresh schema and subject prefix, a shared
+ * DATA_DIR) behind a round-robin load balancer: `url` is the balancer's, so every client's
+ * requests and sockets are spread over the instances, and `node` is instance 1 (its store is the
+ * shared one).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +16,9 @@ import { Writable } from 'node:stream';
 import { DeviceKeyPair, createContext, issueDeviceCertificate } from '@meshwhisper/crypto';
 import { createNode, loadConfig } from '@meshwhisper/node';
 import type { CreateNodeOptions, MeshWhisperNode } from '@meshwhisper/node';
+import { it } from 'vitest';
+import { RoundRobinBalancer } from '../../../node/test/cluster/balancer.js';
+import { startCluster } from '../../../node/test/cluster/harness.js';
 import type { MeshWhisper } from '../../src/index.js';
 import type { ProtocolStorage } from '../../src/storage/types.js';
 
@@ -17,6 +26,12 @@ const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-f
 
 /** RATE_LIMITS value that lets the loopback tests through every bucket. */
 export const OPEN_RATE_LIMITS = BUCKETS.map((b) => `${b}=100000:1000000`).join(',');
+
+/** Which deployment the SDK end-to-end suites run against (see above). */
+export const E2E_TARGET: 'single' | 'cluster' = process.env.MW_E2E_TARGET === 'cluster' ? 'cluster' : 'single';
+
+/** `it` for a case about the single SQLite node itself (its files, its restart): not run on the cluster target. */
+export const itSingleNode = E2E_TARGET === 'cluster' ? it.skip : it;
 
 export interface E2eNode {
   readonly node: MeshWhisperNode;
@@ -29,6 +44,7 @@ export interface E2eNode {
 
 /** `env` overrides the settings above; `options` are createNode's (e.g. `push` for a local push service). */
 export async function startE2eNode(env: Record<string, string> = {}, options: CreateNodeOptions = {}): Promise<E2eNode> {
+  if (E2E_TARGET === 'cluster') return startE2eCluster(env, options);
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-node-'));
   const dataDir = join(work, 'node');
   const logs: string[] = [];
@@ -54,6 +70,26 @@ export async function startE2eNode(env: Record<string, string> = {}, options: Cr
     async close() {
       await node.close();
       rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startE2eCluster(env: Record<string, string>, options: CreateNodeOptions): Promise<E2eNode> {
+  const logs: string[] = [];
+  const cluster = await startCluster(3, {
+    env: { LOG_LEVEL: 'info', RATE_LIMITS: OPEN_RATE_LIMITS, USERNAME_NAMESPACES: 'test:signed', SHUTDOWN_GRACE_SECONDS: '1', ...env },
+    nodeOptions: options,
+    logs,
+  });
+  const lb = await RoundRobinBalancer.start(cluster.instances.map((i) => i.port));
+  return {
+    node: cluster.instances[0]!.node,
+    url: lb.url,
+    dataDir: cluster.dataDir,
+    logs,
+    async close() {
+      await lb.close();
+      await cluster.close();
     },
   };
 }
