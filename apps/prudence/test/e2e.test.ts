@@ -488,6 +488,45 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await screenshot(alice.page, shots, 'group');
   });
 
+  it('backup and restore: alice turns the backup on (recovery key); a fresh browser profile restores her account, history included', async () => {
+    await go(alice, '#/settings');
+    await alice.page.getByRole('link', { name: 'Backup and recovery key' }).click();
+    await alice.page.getByRole('button', { name: 'Turn backup on' }).waitFor();
+    await accessible(alice, 'backup');
+    await alice.page.getByRole('button', { name: 'Turn backup on' }).click();
+    await alice.page.getByTestId('recovery-key').waitFor({ timeout: 60_000 });
+    const key = ((await alice.page.getByTestId('recovery-key').textContent()) ?? '').trim();
+    expect(key.replace(/[^0-9A-Z]/g, '')).toHaveLength(56);
+    await accessible(alice, 'recovery key');
+    await screenshot(alice.page, shots, 'backup');
+    await alice.page.getByRole('button', { name: 'I wrote it down' }).click();
+    await alice.page.getByTestId('backup-status').filter({ hasText: 'recovery key' }).waitFor();
+
+    // A new browser profile: nothing but the node and the recovery key.
+    const restored = await newPerson(browser!, url, 'alice-restored');
+    others.push(restored);
+    await restored.page.getByRole('button', { name: 'Restore from a backup' }).click();
+    await accessible(restored, 'restore');
+    // One character wrong: the checksum catches it before the node is asked.
+    const at = key.search(/[0-9A-Z]/);
+    const typo = key.slice(0, at) + (key[at] === 'A' ? 'B' : 'A') + key.slice(at + 1);
+    await restored.page.getByLabel('Recovery key', { exact: true }).fill(typo);
+    await restored.page.getByRole('button', { name: 'Restore' }).click();
+    await restored.page.getByRole('alert').filter({ hasText: 'MW_SDK_RECOVERY_KEY_INVALID' }).waitFor({ timeout: 30_000 });
+    await restored.page.getByLabel('Recovery key', { exact: true }).fill(key);
+    await screenshot(restored.page, shots, 'restore');
+    await restored.page.getByRole('button', { name: 'Restore' }).click();
+    await restored.page.getByTestId('me').filter({ hasText: 'alice' }).waitFor({ timeout: 60_000 });
+    await openChat(restored, 'bob');
+    await waitForText(restored, 'hello bob');
+    // The restored browser is a device of alice's account: bob's next message reaches it.
+    await openChat(bob, 'alice');
+    await send(bob, 'for every alice device');
+    await waitForText(restored, 'for every alice device', 60_000);
+    await openChat(alice, 'bob');
+    await waitForText(alice, 'for every alice device', 60_000);
+  }, 240_000);
+
   it('linking a device by QR (scanned with a file-fed camera): both devices receive, sent and read state follow, and a device is removed', async () => {
     // A browser whose camera shows a video file: the QR the new device displays is written into it.
     const video = join(work, 'camera.y4m');

@@ -10,8 +10,8 @@
  * (safety numbers compared), `prudence.keychange` (pending key-change warnings), `prudence.devices`
  * (device index → the name given when it was linked).
  */
-import type { ContactCard, ContactState, ConversationId, FileAttachment, GroupInfo, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient } from '@meshwhisper/sdk';
-import { MeshWhisper, SdkError, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
+import type { ArchiveStatus, ContactCard, ContactState, ConversationId, FileAttachment, GroupInfo, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient, RestoredDevice } from '@meshwhisper/sdk';
+import { MeshWhisper, SdkError, checkArchivePassphrase, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
 import { equalBytes, fromBase64Url, fromHex, fromUtf8, toBase64Url, toHex, utf8 } from './util.js';
 
 import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME } from './constants.js';
@@ -102,6 +102,11 @@ export function describeError(e: unknown): string {
     if (e.code === 'MW_SDK_LINK_EXPIRED') return 'That link code expired or was already used: show a new code on the new device (MW_SDK_LINK_EXPIRED).';
     if (e.code === 'MW_SDK_LINK_FAILED') return `Linking failed: ${e.message} (MW_SDK_LINK_FAILED).`;
     if (e.code === 'MW_SDK_DEVICE_LIMIT') return 'Your account already has as many devices as it may have: remove one first (MW_SDK_DEVICE_LIMIT).';
+    if (e.code === 'MW_SDK_RECOVERY_KEY_INVALID') return 'That is not a recovery key: check it for a typo (MW_SDK_RECOVERY_KEY_INVALID).';
+    if (e.code === 'MW_SDK_ARCHIVE_WRONG_KEY') return 'The backup does not open with that recovery key or passphrase (MW_SDK_ARCHIVE_WRONG_KEY).';
+    if (e.code === 'MW_SDK_ARCHIVE_NOT_FOUND') return 'No backup was found for that account on this node (MW_SDK_ARCHIVE_NOT_FOUND).';
+    if (e.code === 'MW_SDK_ARCHIVE_CORRUPT') return 'The backup on the node is damaged and cannot be opened (MW_SDK_ARCHIVE_CORRUPT).';
+    if (e.code === 'MW_SDK_WEAK_PASSPHRASE') return `That passphrase is too easy to guess: ${e.message} (MW_SDK_WEAK_PASSPHRASE).`;
     if (e.code === 'MW_SDK_IDENTITY_CHANGED') return 'Not sent: this contact’s key changed — see the warning above (MW_SDK_IDENTITY_CHANGED).';
     return `${e.message} (${e.nodeCode ?? e.code})`;
   }
@@ -182,13 +187,22 @@ export class Messenger {
     return m;
   }
 
-  /** A device linked by another one (FreshDevice.link): Prudence's records from the other device, then the usual start. */
-  static async linked(storage: ProtocolStorage, done: LinkedDevice<MeshWhisper>, ownName: string): Promise<Messenger> {
+  /** A device linked by another one (FreshDevice.linked): Prudence's records from the other device, then the usual start. */
+  static linked(storage: ProtocolStorage, done: LinkedDevice<MeshWhisper>, ownName: string): Promise<Messenger> {
+    return Messenger.#adopt(storage, done.client, done.appSettings, done.deviceIndex, ownName);
+  }
+
+  /** A device restored from the account archive (FreshDevice.restore): Prudence's records from the backup, then the usual start. */
+  static restored(storage: ProtocolStorage, done: RestoredDevice<MeshWhisper>, ownName: string): Promise<Messenger> {
+    return Messenger.#adopt(storage, done.client, done.appSettings, done.deviceIndex, ownName);
+  }
+
+  static async #adopt(storage: ProtocolStorage, client: MeshWhisper, appSettings: Uint8Array | undefined, deviceIndex: number, ownName: string): Promise<Messenger> {
     let app: Partial<LinkedAppSettings> = {};
     try {
-      app = JSON.parse(fromUtf8.decode(done.appSettings)) as Partial<LinkedAppSettings>;
+      if (appSettings && appSettings.length > 0) app = JSON.parse(fromUtf8.decode(appSettings)) as Partial<LinkedAppSettings>;
     } catch {
-      // Another app linked us (or none sent settings): start with defaults.
+      // Another app wrote them (or none were sent): start with defaults.
     }
     await storage.transaction(async (tx) => {
       if (typeof app.username === 'string') await tx.setItem(T.profile, 'me', utf8.encode(JSON.stringify({ username: app.username })));
@@ -197,9 +211,9 @@ export class Messenger {
       for (const peer of app.verified ?? []) await tx.setItem(T.verified, peer, new Uint8Array([1]));
       for (const peer of app.introduced ?? []) await tx.setItem(T.introduced, peer, new Uint8Array([1]));
       for (const [index, name] of app.devices ?? []) await tx.setItem(T.devices, index, utf8.encode(name));
-      await tx.setItem(T.devices, String(done.deviceIndex), utf8.encode(ownName));
+      await tx.setItem(T.devices, String(deviceIndex), utf8.encode(ownName));
     });
-    return Messenger.#ready(done.client, storage);
+    return Messenger.#ready(client, storage);
   }
 
   async #load(): Promise<void> {
@@ -402,6 +416,26 @@ export class Messenger {
       devices: (await this.storage.listItems(T.devices)).map(({ key, value }): [string, string] => [key, fromUtf8.decode(value)]),
     };
     return utf8.encode(JSON.stringify(app));
+  }
+
+  // ── Backup: the account archive (docs/api.md §Recovery) ──
+
+  archiveStatus(): Promise<ArchiveStatus> {
+    return this.client.archiveStatus();
+  }
+
+  /** Turns the backup on; returns the recovery key to show once (none with a passphrase). */
+  async enableBackup(options: { passphrase?: string; history: boolean }): Promise<string | undefined> {
+    const r = await this.client.enableArchive({ history: options.history, appSettings: await this.#appSettings(), ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}) });
+    this.changed();
+    return r.recoveryKey;
+  }
+
+  /** A new backup version now (with Prudence's records as they are). */
+  async backupNow(): Promise<number> {
+    const r = await this.client.backup({ appSettings: await this.#appSettings() });
+    this.changed();
+    return r.version;
   }
 
   // ── Names and contacts ──
@@ -817,7 +851,29 @@ export class FreshDevice {
     return Messenger.linked(this.storage, await handle.completed, deviceName);
   }
 
+  /** Restores the account from its backup onto this browser (a new manager device of the account). */
+  async restore(options: { recoveryKey?: string; passphrase?: string; username?: string; revokeOtherDevices: boolean; onProgress: (fraction: number) => void }, deviceName: string): Promise<Messenger> {
+    const done = await MeshWhisper.restoreFromArchive({
+      node: location.origin,
+      namespace: NAMESPACE,
+      storage: this.storage,
+      connect: false,
+      revokeOtherDevices: options.revokeOtherDevices,
+      onProgress: options.onProgress,
+      ...(options.recoveryKey !== undefined ? { recoveryKey: options.recoveryKey } : {}),
+      ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}),
+      ...(options.username !== undefined ? { username: options.username.trim().toLowerCase() } : {}),
+    });
+    return Messenger.restored(this.storage, done, deviceName);
+  }
+
   close(): Promise<void> {
     return this.storage.close();
   }
+}
+
+/** Whether a passphrase is strong enough for the backup (the SDK's rule), and why not. */
+export function passphraseProblem(passphrase: string): string | undefined {
+  const r = checkArchivePassphrase(passphrase);
+  return r.ok ? undefined : r.reason;
 }

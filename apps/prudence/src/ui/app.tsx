@@ -6,19 +6,20 @@ import { Messenger, describeError } from '../lib/messenger.js';
 import { formatTime } from '../lib/util.js';
 import { Chat } from './chat.js';
 import { AddContact, Safety } from './contacts.js';
+import { Backup, RestoreThisDevice } from './backup.js';
 import { Devices, LinkThisDevice } from './devices.js';
 import { GroupChat, NewGroup } from './groups.js';
 import { Avatar, ConnectionChip, ErrorText, ScreenHeader, useAction, useAsync, useVersion } from './common.js';
 import { Search, Settings } from './settings.js';
 
-type Route = { screen: 'list' } | { screen: 'add' } | { screen: 'search' } | { screen: 'settings' } | { screen: 'devices' } | { screen: 'new-group' } | { screen: 'group'; group: string } | { screen: 'chat'; peer: string } | { screen: 'safety'; peer: string };
+type Route = { screen: 'list' } | { screen: 'add' } | { screen: 'search' } | { screen: 'settings' } | { screen: 'devices' } | { screen: 'backup' } | { screen: 'new-group' } | { screen: 'group'; group: string } | { screen: 'chat'; peer: string } | { screen: 'safety'; peer: string };
 
 function parseRoute(hash: string): Route {
   const [, screen, arg] = hash.replace(/^#/, '').split('/');
   const peer = arg && /^[0-9a-f]{64}$/.test(arg) ? arg : undefined;
   if ((screen === 'chat' || screen === 'safety') && peer) return { screen, peer };
   if (screen === 'group' && arg && /^[0-9a-f]{2,128}$/.test(arg)) return { screen, group: arg };
-  if (screen === 'add' || screen === 'search' || screen === 'settings' || screen === 'devices' || screen === 'new-group') return { screen };
+  if (screen === 'add' || screen === 'search' || screen === 'settings' || screen === 'devices' || screen === 'backup' || screen === 'new-group') return { screen };
   return { screen: 'list' };
 }
 
@@ -82,8 +83,9 @@ export function App() {
 
 /** A browser without an account: create one, or link this browser to an account used elsewhere. */
 function Start({ fresh, onOpened }: { fresh: FreshDevice; onOpened: (m: Messenger) => void }) {
-  const [linking, setLinking] = useState(false);
-  if (linking) return <LinkThisDevice fresh={fresh} onLinked={onOpened} onCancel={() => setLinking(false)} />;
+  const [other, setOther] = useState<'link' | 'restore' | undefined>(undefined);
+  if (other === 'link') return <LinkThisDevice fresh={fresh} onLinked={onOpened} onCancel={() => setOther(undefined)} />;
+  if (other === 'restore') return <RestoreThisDevice fresh={fresh} onRestored={onOpened} onCancel={() => setOther(undefined)} />;
   return (
     <Welcome
       create={async (name) => {
@@ -95,7 +97,8 @@ function Start({ fresh, onOpened }: { fresh: FreshDevice; onOpened: (m: Messenge
         }
         onOpened(m);
       }}
-      onLink={() => setLinking(true)}
+      onLink={() => setOther('link')}
+      onRestore={() => setOther('restore')}
     />
   );
 }
@@ -131,6 +134,7 @@ function Opened({ m }: { m: Messenger }) {
       {route.screen === 'search' ? <Search m={m} /> : null}
       {route.screen === 'settings' ? <Settings m={m} /> : null}
       {route.screen === 'devices' ? <Devices m={m} /> : null}
+      {route.screen === 'backup' ? <Backup m={m} /> : null}
       {route.screen === 'new-group' ? <NewGroup m={m} /> : null}
       {route.screen === 'group' ? <GroupChat key={route.group} m={m} group={route.group} /> : null}
       {route.screen === 'chat' ? <Chat key={route.peer} m={m} peer={route.peer} /> : null}
@@ -175,7 +179,7 @@ function Notices({ m }: { m: Messenger }) {
   );
 }
 
-function Welcome({ create, onLink, initialError }: { create: (name: string) => Promise<void>; onLink?: () => void; initialError?: string | undefined }) {
+function Welcome({ create, onLink, onRestore, initialError }: { create: (name: string) => Promise<void>; onLink?: () => void; onRestore?: () => void; initialError?: string | undefined }) {
   const [name, setName] = useState('');
   const action = useAction();
   return (
@@ -218,10 +222,15 @@ function Welcome({ create, onLink, initialError }: { create: (name: string) => P
       {onLink ? (
         <section class="link-choice" aria-labelledby="link-h">
           <h2 id="link-h">Already use Prudence?</h2>
-          <p class="help">Use the same account here: another of your devices scans a code this browser shows.</p>
-          <button type="button" onClick={onLink}>
-            Link this browser to an existing account
-          </button>
+          <p class="help">Use the same account here: another of your devices scans a code this browser shows. Lost every device? Restore your backup with its recovery key or passphrase.</p>
+          <div class="stack">
+            <button type="button" onClick={onLink}>
+              Link this browser to an existing account
+            </button>
+            <button type="button" onClick={onRestore}>
+              Restore from a backup
+            </button>
+          </div>
         </section>
       ) : null}
     </main>

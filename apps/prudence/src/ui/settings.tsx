@@ -33,6 +33,13 @@ export function Settings({ m }: { m: Messenger }) {
             Linked devices
           </a>
         </section>
+        <section aria-labelledby="backup-h">
+          <h2 id="backup-h">Backup</h2>
+          <p class="help">An encrypted copy of your account on your node, to restore it on a new device if you lose all of yours.</p>
+          <a class="button" href="#/backup">
+            Backup and recovery key
+          </a>
+        </section>
         <section aria-labelledby="privacy-h">
           <h2 id="privacy-h">Privacy</h2>
           <label class="check">
