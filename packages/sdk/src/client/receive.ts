@@ -230,7 +230,7 @@ export class ReceivePipeline {
    * device, signature under the key `from` distributed), and its Content is applied in the same
    * transaction as the chain step. All-or-nothing.
    */
-  async #openGroup(from: DeviceCertificate, message: Uint8Array, fetched: boolean): Promise<Outcome> {
+  async #openGroup(from: DeviceCertificate, message: Uint8Array, fetched: boolean, replaying = false): Promise<Outcome> {
     const groups = this.deps.groups;
     const address = deviceAddress(from);
     if (!groups) throw new ReceiveFailure(new CryptoError(CryptoErrorCode.MALFORMED, 'receive', 'a group message, and this client has no groups'), address);
@@ -249,8 +249,40 @@ export class ReceivePipeline {
         return outcome;
       });
     } catch (e) {
-      if (e instanceof CryptoError) throw new ReceiveFailure(e, address);
+      if (e instanceof CryptoError) {
+        // Before its key (the sender's copies crossed on the way): reported, and kept to open when
+        // the key comes (the app then gets the message after all).
+        if (e.code === CryptoErrorCode.UNKNOWN_SENDER_KEY && !replaying) {
+          const kept = await groups.hold(from, message).catch((h: unknown) => {
+            this.deps.log.warn('receive.hold-failed', 'a group message waiting for its key could not be kept', h);
+            return false;
+          });
+          if (kept) this.deps.log.debug('receive.group-held', 'a group message came before its sender key: kept until the key arrives');
+        }
+        throw new ReceiveFailure(e, address);
+      }
       throw e;
+    }
+  }
+
+  /** Opens again the group messages of `from` that were waiting for its sender key (oldest first). */
+  async #replayHeld(groupId: Uint8Array, from: DeviceCertificate): Promise<void> {
+    const groups = this.deps.groups!;
+    for (const h of await groups.held(groupId, from.deviceSigningKey)) {
+      let outcome: Outcome;
+      try {
+        outcome = await this.#openGroup(h.from, h.message, true, true);
+      } catch (e) {
+        const err = e instanceof ReceiveFailure ? e.error : e;
+        if (err instanceof CryptoError && err.code === CryptoErrorCode.UNKNOWN_SENDER_KEY) continue; // still waiting
+        await groups.dropHeld(h.key);
+        if (!(err instanceof CryptoError && err.code === CryptoErrorCode.DUPLICATE_MESSAGE)) this.deps.log.warn('receive.held-refused', 'a held group message was refused when its key arrived', err);
+        continue;
+      }
+      await groups.dropHeld(h.key);
+      for (const [event, value] of outcome.events) this.deps.emit(event, value as never);
+      if (outcome.expires) this.deps.timers.schedule();
+      if (outcome.deliveredId) await this.deps.receipts.add(mailboxIdOf(this.deps.ctx, h.from.deviceSigningKey), 'delivered', [outcome.deliveredId]);
     }
   }
 
@@ -407,7 +439,11 @@ export class ReceivePipeline {
     }
     try {
       if (body.case === 'groupUpdate') events.push(...(await groups.applyUpdate(stx, from, body.value)));
-      else if (body.case === 'senderKey') await groups.applySenderKey(stx, from, body.value);
+      else if (body.case === 'senderKey') {
+        const groupId = await groups.applySenderKey(stx, from, body.value);
+        // Messages of this device that came before its key open now.
+        out.after = () => this.#replayHeld(groupId, from);
+      }
       else if (body.case === 'groupInvite') events.push(...(await groups.applyInvite(stx, from, body.value)));
       else if (body.case === 'groupInviteAnswer') {
         const r = await groups.applyInviteAnswer(stx, from, body.value);

@@ -426,4 +426,33 @@ describe('groups', () => {
     expect(rs.find((r) => toHex(r.accountKey) === toHex(carol.client.accountKey))?.state).toBe('delivered');
     await Promise.all([alice.close(), bob.client.close(), carol.client.close()]);
   });
+
+  it('a group message that arrives before its sender key (copies crossed after an outage) is reported, kept, and shown once the key arrives', async () => {
+    const [alice, bob] = [await device(), await device()];
+    const joined = bob.client.once('groupChange', (e) => e.change.type === 'joined', 20_000);
+    const g = await alice.client.groups.create('crossed', [bob.client.accountKey]);
+    await joined;
+    const first = bob.client.once('message', (m) => m.text === 'first', 20_000);
+    await alice.client.sendText(gid(g), 'first');
+    await first;
+    // Alice's device rotates; the message under the new key reaches bob before the new key.
+    const ctx = createContext();
+    const { rotateSenderKey, encodeSenderKeyDistribution, sealMessage, mailboxIdOf } = await import('@meshwhisper/crypto');
+    const rotated = rotateSenderKey(ctx, deserializeOwnSenderKey(ctx, (await alice.storage.getItem('mw.group-own-key', toHex(g.groupId)))!));
+    const early = encryptGroupMessage(ctx, rotated, groupContent(g.groupId, 'before its key')).message;
+    const report = bob.client.once('undecryptable', () => true, 20_000);
+    await postSealed(alice.storage, bob.storage, MessageType.Group, early);
+    expect((await report).code).toBe('MW_CRYPTO_UNKNOWN_SENDER_KEY');
+    expect(await texts(bob.client, g.groupId)).toEqual(['first']);
+    const shown = bob.client.once('message', (m) => m.text === 'before its key', 20_000);
+    const [address] = (await alice.storage.listSessionAddresses()).filter((a) => a.startsWith(toHex(bob.client.accountKey)));
+    const keyMessage = toBinary(ContentSchema, create(ContentSchema, { version: 1, messageId: ctx.random(16), sentAt: BigInt(Date.now()), body: { case: 'senderKey', value: { distribution: encodeSenderKeyDistribution(rotated) } } }));
+    const payload = await sealMessage(ctx, alice.storage, address!, keyMessage);
+    const res = await fetch(new URL('/v1/send', t.url), { method: 'POST', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: encodeBody(SendRequestSchema, { mailboxId: mailboxIdOf(ctx, (await bob.storage.getLocalIdentity()).certificate.deviceSigningKey), payload, class: EnvelopeClass.DURABLE }) as BodyInit });
+    expect(res.status).toBe(200);
+    expect(toHex((await shown).author)).toBe(toHex(alice.client.accountKey));
+    expect(await texts(bob.client, g.groupId)).toEqual(['first', 'before its key']);
+    expect(await bob.storage.listItems('mw.group-held')).toEqual([]);
+    await Promise.all([alice, bob].map((d) => d.client.close()));
+  });
 });

@@ -722,8 +722,41 @@ export class Groups {
     return content;
   }
 
+  /**
+   * A group message that needs a sender key this device does not hold yet, from a member device of
+   * a group this device is in: kept (bounded) to be opened again when that device's key arrives.
+   * Returns whether it was kept.
+   */
+  async hold(from: DeviceCertificate, message: Uint8Array): Promise<boolean> {
+    const { ctx, storage } = this.deps;
+    let groupId: Uint8Array;
+    try {
+      const h = readGroupMessageHeader(message);
+      if (!equalBytes(h.sender, from.deviceSigningKey)) return false;
+      groupId = h.groupId;
+    } catch {
+      return false;
+    }
+    return storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      const log = await db.loadLog(ctx, stx, groupId);
+      if (!log || !this.#info(log.state).isMember || !this.#lists(log.state, from)) return false;
+      await db.holdMessage(stx, groupId, from, message, ctx.now());
+      return true;
+    });
+  }
+
+  /** The held messages of one sender device (oldest first), to open again now that its key arrived. */
+  held(groupId: Uint8Array, device: Uint8Array): Promise<{ key: string; from: DeviceCertificate; message: Uint8Array }[]> {
+    return db.heldMessages(this.deps.storage, groupId, device, this.deps.ctx.now());
+  }
+
+  dropHeld(key: string): Promise<void> {
+    return db.dropHeld(this.deps.storage, key);
+  }
+
   /** A sender key from `from` (pairwise): accepted only from a member device of a group this device is in. */
-  async applySenderKey(stx: AppStore, from: DeviceCertificate, sk: SenderKey): Promise<void> {
+  async applySenderKey(stx: AppStore, from: DeviceCertificate, sk: SenderKey): Promise<Uint8Array> {
     const { ctx } = this.deps;
     const d = decodeSenderKeyDistribution(sk.distribution);
     const log = await db.loadLog(ctx, stx, d.groupId);
@@ -732,6 +765,7 @@ export class Groups {
     const record = await db.loadRecord(stx, d.groupId, from.deviceSigningKey);
     const next = processSenderKeyDistribution(ctx, { groupId: d.groupId, sender: from.deviceSigningKey, distribution: sk.distribution, ...(record ? { record } : {}) });
     await db.saveRecord(stx, d.groupId, from.deviceSigningKey, next);
+    return d.groupId;
   }
 
   /**

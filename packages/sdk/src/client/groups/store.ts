@@ -4,8 +4,8 @@
  * which devices hold our current key, invitations, and per-member receipts of our group messages.
  * Values are the crypto layer's versioned storage formats or small versioned records.
  */
-import type { CryptoContext, GroupLog, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
-import { deserializeGroupLog, deserializeOwnSenderKey, deserializeSenderKeyRecord, fromHex, serializeGroupLog, serializeOwnSenderKey, serializeSenderKeyRecord, toHex } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceCertificate, GroupLog, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
+import { ByteReader, ByteWriter, decodeDeviceCertificate, encodeDeviceCertificate, deserializeGroupLog, deserializeOwnSenderKey, deserializeSenderKeyRecord, fromHex, serializeGroupLog, serializeOwnSenderKey, serializeSenderKeyRecord, toHex } from '@meshwhisper/crypto';
 import type { AppStore } from '../../storage/types.js';
 
 export const GroupTable = {
@@ -23,6 +23,12 @@ export const GroupTable = {
   Receipt: 'mw.group-receipt',
   /** Invitations this device made: u8 version 1 ‖ invitee account (32) or nothing for a link, by `${group hex}/${invite id hex}`. */
   InviteOut: 'mw.group-invite-out',
+  /**
+   * Group messages that arrived before the sender key they need (the sender's outbox retried its
+   * copies in another order): u8 version 1 ‖ u64 received at ‖ vec16 sender certificate ‖ message, by
+   * `${group hex}/${device hex}/${sequence}` (at most HELD_PER_DEVICE per device, HELD_MAX_AGE_MS).
+   */
+  Held: 'mw.group-held',
   /** Invitations received: u8 version 1 ‖ inviter account (32) ‖ UTF-8 name, by `${group hex}/${invite id hex}`. */
   InviteIn: 'mw.group-invite-in',
 } as const;
@@ -153,4 +159,42 @@ export async function listInvitesIn(store: AppStore): Promise<{ groupId: Uint8Ar
 
 export async function deleteInviteIn(store: AppStore, groupId: Uint8Array, inviteId: Uint8Array): Promise<void> {
   await store.deleteItem(GroupTable.InviteIn, inviteKey(groupId, inviteId));
+}
+
+/** Held group messages kept per sender device (the oldest is dropped beyond). */
+export const HELD_PER_DEVICE = 200;
+/** Held group messages older than this are dropped (the node keeps mail 30 days; a key sent with the message comes within minutes). */
+export const HELD_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+
+export async function holdMessage(store: AppStore, groupId: Uint8Array, from: DeviceCertificate, message: Uint8Array, now: number): Promise<void> {
+  const prefix = pairKey(groupId, from.deviceSigningKey) + '/';
+  const held = await store.listItems(GroupTable.Held, { prefix });
+  for (const old of held.slice(0, Math.max(0, held.length - HELD_PER_DEVICE + 1))) await store.deleteItem(GroupTable.Held, old.key);
+  const seq = held.length > 0 ? Number(held.at(-1)!.key.slice(prefix.length)) + 1 : 0;
+  const v = new ByteWriter().u8(1).u64(now).vec16(encodeDeviceCertificate(from)).bytes(message).finish();
+  await store.setItem(GroupTable.Held, prefix + String(seq).padStart(15, '0'), v);
+}
+
+export async function heldMessages(store: AppStore, groupId: Uint8Array, device: Uint8Array, now: number): Promise<{ key: string; from: DeviceCertificate; message: Uint8Array }[]> {
+  const out: { key: string; from: DeviceCertificate; message: Uint8Array }[] = [];
+  for (const { key, value } of await store.listItems(GroupTable.Held, { prefix: pairKey(groupId, device) + '/' })) {
+    try {
+      const r = new ByteReader(value, 'heldMessages');
+      if (r.u8() !== 1) throw new RangeError('version');
+      const at = r.u64();
+      const from = decodeDeviceCertificate(r.vec16('certificate'));
+      if (now - at > HELD_MAX_AGE_MS) {
+        await store.deleteItem(GroupTable.Held, key);
+        continue;
+      }
+      out.push({ key, from, message: r.rest() });
+    } catch {
+      await store.deleteItem(GroupTable.Held, key);
+    }
+  }
+  return out;
+}
+
+export async function dropHeld(store: AppStore, key: string): Promise<void> {
+  await store.deleteItem(GroupTable.Held, key);
 }
