@@ -8,7 +8,7 @@
  */
 import type { AccountKeyPair, CryptoContext, DeviceAddress, DeviceList, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
 import { computeSafetyNumber, createContext, deviceAddress, equalBytes, fromHex, mailboxIdOf, safetyNumberGroups, signAccountDeletion, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
-import { AccountDeletionRequestSchema, ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
+import { AccountDeletionRequestSchema, ContactAction, ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { DEFAULT_MAX_DEVICES, KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
@@ -951,28 +951,39 @@ export class MeshWhisper {
   }
 
   /** Accepts a contact request: its messages stop being requests, read receipts, typing and presence flow. */
-  acceptContact(accountKey: Uint8Array): Promise<void> {
-    return this.#contacts.accept(accountKey);
+  async acceptContact(accountKey: Uint8Array): Promise<void> {
+    await this.#contacts.accept(accountKey);
+    await this.#syncContact(accountKey, ContactAction.ACCEPT);
+  }
+
+  /** Tells the account's other devices (own-device sync); a failure is logged, the decision stands here. */
+  async #syncContact(accountKey: Uint8Array, action: ContactAction): Promise<void> {
+    await this.#sender.syncContact(accountKey, action).catch((e: unknown) => this.#log.warn('contacts.sync-failed', "a contact decision could not be sent to this account's other devices", e));
   }
 
   /**
    * Declines a contact request (or drops a contact): its conversation is deleted from this device and
    * its delivery token forgotten; with `block: true` it is also blocked.
    */
-  declineContact(accountKey: Uint8Array, options: { block?: boolean } = {}): Promise<void> {
-    return this.#contacts.decline(accountKey, options);
+  async declineContact(accountKey: Uint8Array, options: { block?: boolean } = {}): Promise<void> {
+    await this.#contacts.decline(accountKey, options);
+    await this.#syncContact(accountKey, ContactAction.DECLINE);
+    if (options.block) await this.#syncContact(accountKey, ContactAction.BLOCK);
   }
 
   /**
    * Blocks an account on this device: nothing it sends is shown or answered (no receipts), its
    * delivery token is forgotten, and sending to it fails with MW_SDK_BLOCKED until unblock().
    */
-  block(accountKey: Uint8Array): Promise<void> {
-    return this.#contacts.block(accountKey);
+  async block(accountKey: Uint8Array): Promise<void> {
+    await this.#contacts.block(accountKey);
+    await this.#syncContact(accountKey, ContactAction.BLOCK);
   }
 
-  unblock(accountKey: Uint8Array): Promise<void> {
-    return this.#contacts.unblock(accountKey);
+  async unblock(accountKey: Uint8Array): Promise<void> {
+    checkAccountKey(accountKey);
+    await this.#contacts.unblock(accountKey);
+    await this.#syncContact(accountKey, ContactAction.UNBLOCK);
   }
 
   isBlocked(accountKey: Uint8Array): Promise<boolean> {

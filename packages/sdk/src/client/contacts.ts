@@ -15,6 +15,9 @@ import type { ContactState } from './types.js';
 
 export const CONTACT_RECORD_VERSION = 1;
 
+/** What the user decided about an account (synced to the account's other devices: ContactSync). */
+export type ContactDecision = 'accept' | 'decline' | 'block' | 'unblock';
+
 export function decodeContact(b: Uint8Array): ContactState | undefined {
   let r;
   try {
@@ -58,35 +61,44 @@ export class Contacts {
 
   async accept(accountKey: Uint8Array): Promise<void> {
     checkAccountKey(accountKey);
-    await this.storage.transaction(async (tx) => {
-      const stx = asStorageTx(tx);
-      await this.setStateIn(stx, accountKey, 'accepted');
-      await acceptConversation(stx, accountKey);
-    });
+    await this.storage.transaction((tx) => this.applyIn(asStorageTx(tx), accountKey, 'accept'));
   }
 
   async decline(accountKey: Uint8Array, options: { block?: boolean }): Promise<void> {
     checkAccountKey(accountKey);
-    await this.storage.transaction(async (tx) => {
-      const stx = asStorageTx(tx);
-      await stx.deleteItem(Table.Contact, toHex(accountKey));
-      await clearConversation(stx, directConversation(accountKey));
-      await Directory.forgetAccountTokens(stx, accountKey);
-    });
+    await this.storage.transaction((tx) => this.applyIn(asStorageTx(tx), accountKey, 'decline'));
     if (options.block) await this.block(accountKey);
   }
 
   async block(accountKey: Uint8Array): Promise<void> {
     checkAccountKey(accountKey);
-    await this.storage.transaction(async (tx) => {
-      const stx = asStorageTx(tx);
-      await stx.setItem(Table.Blocked, toHex(accountKey), new Uint8Array(0));
-      await Directory.forgetAccountTokens(stx, accountKey);
-    });
+    await this.storage.transaction((tx) => this.applyIn(asStorageTx(tx), accountKey, 'block'));
   }
 
   async unblock(accountKey: Uint8Array): Promise<void> {
-    await this.storage.deleteItem(Table.Blocked, toHex(accountKey));
+    await this.storage.transaction((tx) => this.applyIn(asStorageTx(tx), accountKey, 'unblock'));
+  }
+
+  /** A contact decision, made here or on another device of the account (own-device sync), in `stx`. */
+  async applyIn(stx: AppStore, accountKey: Uint8Array, action: ContactDecision): Promise<void> {
+    switch (action) {
+      case 'accept':
+        await this.setStateIn(stx, accountKey, 'accepted');
+        await acceptConversation(stx, accountKey);
+        return;
+      case 'decline':
+        await stx.deleteItem(Table.Contact, toHex(accountKey));
+        await clearConversation(stx, directConversation(accountKey));
+        await Directory.forgetAccountTokens(stx, accountKey);
+        return;
+      case 'block':
+        await stx.setItem(Table.Blocked, toHex(accountKey), new Uint8Array(0));
+        await Directory.forgetAccountTokens(stx, accountKey);
+        return;
+      case 'unblock':
+        await stx.deleteItem(Table.Blocked, toHex(accountKey));
+        return;
+    }
   }
 
   async isBlockedIn(store: AppStore, accountKey: Uint8Array): Promise<boolean> {

@@ -16,11 +16,11 @@
 import type { CryptoContext, DeviceAddress, DeviceCertificate } from '@meshwhisper/crypto';
 import { CryptoError, CryptoErrorCode, assertDeviceListed, deviceAddress, equalBytes, mailboxIdOf, receiveSealed, toHex } from '@meshwhisper/crypto';
 import type { Content, Envelope, SentSync } from '@meshwhisper/protocol';
-import { ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
+import { ContactAction, ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { CONTENT_VERSION, MAX_DISAPPEARING_SECONDS } from '../constants.js';
-import type { Contacts } from './contacts.js';
+import type { ContactDecision, Contacts } from './contacts.js';
 import type { Groups } from './groups/groups.js';
 import type { DeviceLists } from './device-lists.js';
 import { heldListIn } from './device-lists.js';
@@ -39,6 +39,13 @@ import type { Timers } from './timers.js';
 import type { Transport } from './transport.js';
 import { confirmUnconfirmed } from './unconfirmed.js';
 import type { MeshWhisperEvents } from './types.js';
+
+const CONTACT_ACTIONS = new Map<ContactAction, ContactDecision>([
+  [ContactAction.ACCEPT, 'accept'],
+  [ContactAction.DECLINE, 'decline'],
+  [ContactAction.BLOCK, 'block'],
+  [ContactAction.UNBLOCK, 'unblock'],
+]);
 
 /** An event decided inside the transaction, emitted after it committed. */
 type Pending = { [K in keyof MeshWhisperEvents]: readonly [K, MeshWhisperEvents[K]] }[keyof MeshWhisperEvents];
@@ -514,6 +521,14 @@ export class ReceivePipeline {
         // Only READ is synced: the messages of `peer` this account read on another device.
         if (b.value.kind !== ReceiptKind.READ) return refuse('only read state is synced between devices of an account');
         for (const u of await markMessagesRead(stx, peer, b.value.messageIds.map(toHex))) events.push(['unread', u]);
+        return out;
+      }
+      case 'contactSync': {
+        // A contact decision made on another device of this account.
+        const action = CONTACT_ACTIONS.get(b.value.action);
+        if (!action) return refuse('a contact decision from another device names no known action');
+        await contacts.applyIn(stx, peer, action);
+        events.push(['contactChanged', { accountKey: peer, action }]);
         return out;
       }
       case 'expireTimer': {

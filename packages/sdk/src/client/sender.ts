@@ -8,6 +8,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { CryptoContext, DeviceAddress } from '@meshwhisper/crypto';
 import { CryptoError, CryptoErrorCode, MAX_SEALED_CONTENT_LENGTH, equalBytes, sealEphemeral, sealMessage, sessionPeer, toHex, withinTransaction } from '@meshwhisper/crypto';
 import type { Content } from '@meshwhisper/protocol';
+import type { ContactAction } from '@meshwhisper/protocol';
 import { ContentSchema, ReceiptKind, create, toBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
@@ -357,6 +358,14 @@ export class Sender {
     if (ids.length === 0 || equalBytes(peer, this.deps.accountKey)) return;
     const { ctx } = this.deps;
     const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), body: { case: 'receipt', value: { kind: ReceiptKind.READ, messageIds: [...ids] } } });
+    await this.syncToOwnDevices(peer, toBinary(ContentSchema, content));
+  }
+
+  /** Tells the account's other devices about a contact decision made here (docs/spec/content.md §2). */
+  async syncContact(peer: Uint8Array, action: ContactAction): Promise<void> {
+    if (equalBytes(peer, this.deps.accountKey)) return;
+    const { ctx } = this.deps;
+    const content = create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), body: { case: 'contactSync', value: { action } } });
     await this.syncToOwnDevices(peer, toBinary(ContentSchema, content));
   }
 

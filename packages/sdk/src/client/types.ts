@@ -215,6 +215,11 @@ export interface MeshWhisperEvents {
    */
   wiped: { readonly reason: 'revoked'; readonly epoch: number };
   /**
+   * A contact decision made on another device of this account reached this one and was applied
+   * here (own-device sync): 'accept', 'decline' (conversation deleted), 'block' or 'unblock'.
+   */
+  contactChanged: { readonly accountKey: Uint8Array; readonly action: 'accept' | 'decline' | 'block' | 'unblock' };
+  /**
    * The node named a device of `accountKey` that the account's verified device list does not name
    * (docs/spec/02-keys.md §2.5): nothing was encrypted to it. A node slipping its own device into a
    * fan-out, or a lookup racing a revocation.

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/content.proto.
  */
 export const file_meshwhisper_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSL/BwoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SGQoRZGV2aWNlX2xpc3RfZXBvY2gYCCABKAQSMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSAASMwoMZ3JvdXBfdXBkYXRlGB8gASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBVcGRhdGVIABIvCgpzZW5kZXJfa2V5GCAgASgLMhkubWVzaHdoaXNwZXIudjEuU2VuZGVyS2V5SAASMwoMZ3JvdXBfaW52aXRlGCEgASgLMhsubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVIABJAChNncm91cF9pbnZpdGVfYW5zd2VyGCIgASgLMiEubWVzaHdoaXNwZXIudjEuR3JvdXBJbnZpdGVBbnN3ZXJIABI+Cg5yZXBsYXlfcmVxdWVzdBgoIAEoCzIkLm1lc2h3aGlzcGVyLnYxLkhpc3RvcnlSZXBsYXlSZXF1ZXN0SAASQAoPcmVwbGF5X3Jlc3BvbnNlGCkgASgLMiUubWVzaHdoaXNwZXIudjEuSGlzdG9yeVJlcGxheVJlc3BvbnNlSABCBgoEYm9keSIzCgtHcm91cFVwZGF0ZRIQCghncm91cF9pZBgBIAEoDBISCgpvcGVyYXRpb25zGAIgAygMIiEKCVNlbmRlcktleRIUCgxkaXN0cmlidXRpb24YASABKAwiVgoLR3JvdXBJbnZpdGUSEAoIZ3JvdXBfaWQYASABKAwSDAoEbmFtZRgCIAEoCRIRCglpbnZpdGVfaWQYAyABKAwSFAoMbWVtYmVyX2NvdW50GAQgASgNIkgKEUdyb3VwSW52aXRlQW5zd2VyEhAKCGdyb3VwX2lkGAEgASgMEhEKCWludml0ZV9pZBgCIAEoDBIOCgZhY2NlcHQYAyABKAgiKQoIU2VudFN5bmMSDAoEcGVlchgBIAEoDBIPCgdjb250ZW50GAIgASgMImwKBFRleHQSDAoEdGV4dBgBIAEoCRIsCghyZXBseV90bxgCIAEoCzIaLm1lc2h3aGlzcGVyLnYxLk1lc3NhZ2VSZWYSFQoNcmVwbHlfc25pcHBldBgDIAEoCRIRCglmb3J3YXJkZWQYBCABKAgiMAoKTWVzc2FnZVJlZhIOCgZhdXRob3IYASABKAwSEgoKbWVzc2FnZV9pZBgCIAEoDCJVCghSZWFjdGlvbhIqCgZ0YXJnZXQYASABKAsyGi5tZXNod2hpc3Blci52MS5NZXNzYWdlUmVmEg0KBWVtb2ppGAIgASgJEg4KBnJlbW92ZRgDIAEoCCIoCgRFZGl0EhIKCm1lc3NhZ2VfaWQYASABKAwSDAoEdGV4dBgCIAEoCSIcCgZEZWxldGUSEgoKbWVzc2FnZV9pZBgBIAEoDCIeCgtFeHBpcmVUaW1lchIPCgdzZWNvbmRzGAEgASgNIhgKBlR5cGluZxIOCgZ0eXBpbmcYASABKAgiLQoIUHJlc2VuY2USDgoGb25saW5lGAEgASgIEhEKCWxhc3Rfc2VlbhgCIAEoBCIpCgZCaW5hcnkSEQoJbWltZV90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwirAEKBEZpbGUSDwoHYmxvYl9pZBgBIAEoCRILCgNrZXkYAiABKAwSDgoGZGlnZXN0GAMgASgMEgwKBHNpemUYBCABKAQSEQoJbWltZV90eXBlGAUgASgJEhEKCWZpbGVfbmFtZRgGIAEoCRIRCgl0aHVtYm5haWwYByABKAwSGwoTdGh1bWJuYWlsX21pbWVfdHlwZRgIIAEoCRISCgpjaHVua19zaXplGAkgASgNIkkKB1JlY2VpcHQSKQoEa2luZBgBIAEoDjIbLm1lc2h3aGlzcGVyLnYxLlJlY2VpcHRLaW5kEhMKC21lc3NhZ2VfaWRzGAIgAygMIkAKFEhpc3RvcnlSZXBsYXlSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAwSFAoMbWF4X21lc3NhZ2VzGAIgASgNIrQBChVIaXN0b3J5UmVwbGF5UmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoDBI3CghkZWNpc2lvbhgCIAEoDjIlLm1lc2h3aGlzcGVyLnYxLkhpc3RvcnlSZXBsYXlEZWNpc2lvbhIxCghtZXNzYWdlcxgDIAMoCzIfLm1lc2h3aGlzcGVyLnYxLlJlcGxheWVkTWVzc2FnZRIMCgRwYXJ0GAQgASgNEg0KBXBhcnRzGAUgASgNImgKD1JlcGxheWVkTWVzc2FnZRIOCgZhdXRob3IYASABKAwSDwoHY29udGVudBgCIAEoDBIPCgdkZWxldGVkGAMgASgIEg4KBmVkaXRlZBgEIAEoCBITCgtlZGl0ZWRfdGV4dBgFIAEoCSpeCgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAiq0AQoVSGlzdG9yeVJlcGxheURlY2lzaW9uEicKI0hJU1RPUllfUkVQTEFZX0RFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASIwofSElTVE9SWV9SRVBMQVlfREVDSVNJT05fR1JBTlRFRBABEiMKH0hJU1RPUllfUkVQTEFZX0RFQ0lTSU9OX1JFRlVTRUQQAhIoCiRISVNUT1JZX1JFUExBWV9ERUNJU0lPTl9SQVRFX0xJTUlURUQQA2IGcHJvdG8z");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9jb250ZW50LnByb3RvEg5tZXNod2hpc3Blci52MSK0CAoHQ29udGVudBIPCgd2ZXJzaW9uGAEgASgNEhIKCm1lc3NhZ2VfaWQYAiABKAwSDwoHc2VudF9hdBgDIAEoBBIXCg9jb252ZXJzYXRpb25faWQYBCABKAwSFgoOZGVsaXZlcnlfdG9rZW4YBSABKAwSFgoOZXhwaXJlX3NlY29uZHMYBiABKA0SHAoUZXhwaXJlX3RpbWVyX3ZlcnNpb24YByABKA0SGQoRZGV2aWNlX2xpc3RfZXBvY2gYCCABKAQSMwoMZXhwaXJlX3RpbWVyGBkgASgLMhsubWVzaHdoaXNwZXIudjEuRXhwaXJlVGltZXJIABIsCghyZWFjdGlvbhgUIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlJlYWN0aW9uSAASJAoEZWRpdBgVIAEoCzIULm1lc2h3aGlzcGVyLnYxLkVkaXRIABIoCgZkZWxldGUYFiABKAsyFi5tZXNod2hpc3Blci52MS5EZWxldGVIABIoCgZ0eXBpbmcYFyABKAsyFi5tZXNod2hpc3Blci52MS5UeXBpbmdIABIsCghwcmVzZW5jZRgYIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlByZXNlbmNlSAASJAoEdGV4dBgKIAEoCzIULm1lc2h3aGlzcGVyLnYxLlRleHRIABIoCgZiaW5hcnkYCyABKAsyFi5tZXNod2hpc3Blci52MS5CaW5hcnlIABIqCgdyZWNlaXB0GAwgASgLMhcubWVzaHdoaXNwZXIudjEuUmVjZWlwdEgAEiQKBGZpbGUYDSABKAsyFC5tZXNod2hpc3Blci52MS5GaWxlSAASKAoEc2VudBgeIAEoCzIYLm1lc2h3aGlzcGVyLnYxLlNlbnRTeW5jSAASMwoMY29udGFjdF9zeW5jGCMgASgLMhsubWVzaHdoaXNwZXIudjEuQ29udGFjdFN5bmNIABIzCgxncm91cF91cGRhdGUYHyABKAsyGy5tZXNod2hpc3Blci52MS5Hcm91cFVwZGF0ZUgAEi8KCnNlbmRlcl9rZXkYICABKAsyGS5tZXNod2hpc3Blci52MS5TZW5kZXJLZXlIABIzCgxncm91cF9pbnZpdGUYISABKAsyGy5tZXNod2hpc3Blci52MS5Hcm91cEludml0ZUgAEkAKE2dyb3VwX2ludml0ZV9hbnN3ZXIYIiABKAsyIS5tZXNod2hpc3Blci52MS5Hcm91cEludml0ZUFuc3dlckgAEj4KDnJlcGxheV9yZXF1ZXN0GCggASgLMiQubWVzaHdoaXNwZXIudjEuSGlzdG9yeVJlcGxheVJlcXVlc3RIABJACg9yZXBsYXlfcmVzcG9uc2UYKSABKAsyJS5tZXNod2hpc3Blci52MS5IaXN0b3J5UmVwbGF5UmVzcG9uc2VIAEIGCgRib2R5IjMKC0dyb3VwVXBkYXRlEhAKCGdyb3VwX2lkGAEgASgMEhIKCm9wZXJhdGlvbnMYAiADKAwiIQoJU2VuZGVyS2V5EhQKDGRpc3RyaWJ1dGlvbhgBIAEoDCJWCgtHcm91cEludml0ZRIQCghncm91cF9pZBgBIAEoDBIMCgRuYW1lGAIgASgJEhEKCWludml0ZV9pZBgDIAEoDBIUCgxtZW1iZXJfY291bnQYBCABKA0iSAoRR3JvdXBJbnZpdGVBbnN3ZXISEAoIZ3JvdXBfaWQYASABKAwSEQoJaW52aXRlX2lkGAIgASgMEg4KBmFjY2VwdBgDIAEoCCI8CgtDb250YWN0U3luYxItCgZhY3Rpb24YASABKA4yHS5tZXNod2hpc3Blci52MS5Db250YWN0QWN0aW9uIikKCFNlbnRTeW5jEgwKBHBlZXIYASABKAwSDwoHY29udGVudBgCIAEoDCJsCgRUZXh0EgwKBHRleHQYASABKAkSLAoIcmVwbHlfdG8YAiABKAsyGi5tZXNod2hpc3Blci52MS5NZXNzYWdlUmVmEhUKDXJlcGx5X3NuaXBwZXQYAyABKAkSEQoJZm9yd2FyZGVkGAQgASgIIjAKCk1lc3NhZ2VSZWYSDgoGYXV0aG9yGAEgASgMEhIKCm1lc3NhZ2VfaWQYAiABKAwiVQoIUmVhY3Rpb24SKgoGdGFyZ2V0GAEgASgLMhoubWVzaHdoaXNwZXIudjEuTWVzc2FnZVJlZhINCgVlbW9qaRgCIAEoCRIOCgZyZW1vdmUYAyABKAgiKAoERWRpdBISCgptZXNzYWdlX2lkGAEgASgMEgwKBHRleHQYAiABKAkiHAoGRGVsZXRlEhIKCm1lc3NhZ2VfaWQYASABKAwiHgoLRXhwaXJlVGltZXISDwoHc2Vjb25kcxgBIAEoDSIYCgZUeXBpbmcSDgoGdHlwaW5nGAEgASgIIi0KCFByZXNlbmNlEg4KBm9ubGluZRgBIAEoCBIRCglsYXN0X3NlZW4YAiABKAQiKQoGQmluYXJ5EhEKCW1pbWVfdHlwZRgBIAEoCRIMCgRkYXRhGAIgASgMIqwBCgRGaWxlEg8KB2Jsb2JfaWQYASABKAkSCwoDa2V5GAIgASgMEg4KBmRpZ2VzdBgDIAEoDBIMCgRzaXplGAQgASgEEhEKCW1pbWVfdHlwZRgFIAEoCRIRCglmaWxlX25hbWUYBiABKAkSEQoJdGh1bWJuYWlsGAcgASgMEhsKE3RodW1ibmFpbF9taW1lX3R5cGUYCCABKAkSEgoKY2h1bmtfc2l6ZRgJIAEoDSJJCgdSZWNlaXB0EikKBGtpbmQYASABKA4yGy5tZXNod2hpc3Blci52MS5SZWNlaXB0S2luZBITCgttZXNzYWdlX2lkcxgCIAMoDCJAChRIaXN0b3J5UmVwbGF5UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgMEhQKDG1heF9tZXNzYWdlcxgCIAEoDSK0AQoVSGlzdG9yeVJlcGxheVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAwSNwoIZGVjaXNpb24YAiABKA4yJS5tZXNod2hpc3Blci52MS5IaXN0b3J5UmVwbGF5RGVjaXNpb24SMQoIbWVzc2FnZXMYAyADKAsyHy5tZXNod2hpc3Blci52MS5SZXBsYXllZE1lc3NhZ2USDAoEcGFydBgEIAEoDRINCgVwYXJ0cxgFIAEoDSJoCg9SZXBsYXllZE1lc3NhZ2USDgoGYXV0aG9yGAEgASgMEg8KB2NvbnRlbnQYAiABKAwSDwoHZGVsZXRlZBgDIAEoCBIOCgZlZGl0ZWQYBCABKAgSEwoLZWRpdGVkX3RleHQYBSABKAkqnAEKDUNvbnRhY3RBY3Rpb24SHgoaQ09OVEFDVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIZChVDT05UQUNUX0FDVElPTl9BQ0NFUFQQARIaChZDT05UQUNUX0FDVElPTl9ERUNMSU5FEAISGAoUQ09OVEFDVF9BQ1RJT05fQkxPQ0sQAxIaChZDT05UQUNUX0FDVElPTl9VTkJMT0NLEAQqXgoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAIqtAEKFUhpc3RvcnlSZXBsYXlEZWNpc2lvbhInCiNISVNUT1JZX1JFUExBWV9ERUNJU0lPTl9VTlNQRUNJRklFRBAAEiMKH0hJU1RPUllfUkVQTEFZX0RFQ0lTSU9OX0dSQU5URUQQARIjCh9ISVNUT1JZX1JFUExBWV9ERUNJU0lPTl9SRUZVU0VEEAISKAokSElTVE9SWV9SRVBMQVlfREVDSVNJT05fUkFURV9MSU1JVEVEEANiBnByb3RvMw");
 
 /**
  * The plaintext of one end-to-end encrypted session message (docs/spec/content.md). The node never
@@ -167,6 +167,14 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
      */
     value: SentSync;
     case: "sent";
+  } | {
+    /**
+     * Own-device sync of a contact decision: valid only as the inner content of a SentSync.
+     *
+     * @generated from field: meshwhisper.v1.ContactSync contact_sync = 35;
+     */
+    value: ContactSync;
+    case: "contactSync";
   } | {
     /**
      * Groups (docs/spec/groups.md §G6): carried over the pairwise sessions only.
@@ -331,6 +339,27 @@ export const GroupInviteAnswerSchema: GenMessage<GroupInviteAnswer> = /*@__PURE_
   messageDesc(file_meshwhisper_v1_content, 4);
 
 /**
+ * A contact decision made on one device of an account, for its other devices (docs/spec/content.md
+ * §2): only ever the inner content of a SentSync from a device of the own account, whose `peer` is
+ * the account decided about. Never sent to another account.
+ *
+ * @generated from message meshwhisper.v1.ContactSync
+ */
+export type ContactSync = Message<"meshwhisper.v1.ContactSync"> & {
+  /**
+   * @generated from field: meshwhisper.v1.ContactAction action = 1;
+   */
+  action: ContactAction;
+};
+
+/**
+ * Describes the message meshwhisper.v1.ContactSync.
+ * Use `create(ContactSyncSchema)` to create a new message.
+ */
+export const ContactSyncSchema: GenMessage<ContactSync> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_content, 5);
+
+/**
  * A copy, for the account's other devices, of a message this device sent to a conversation: the
  * other devices file it as sent by the account, under the same message id (own-sent mirroring).
  *
@@ -357,7 +386,7 @@ export type SentSync = Message<"meshwhisper.v1.SentSync"> & {
  * Use `create(SentSyncSchema)` to create a new message.
  */
 export const SentSyncSchema: GenMessage<SentSync> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 5);
+  messageDesc(file_meshwhisper_v1_content, 6);
 
 /**
  * @generated from message meshwhisper.v1.Text
@@ -393,7 +422,7 @@ export type Text = Message<"meshwhisper.v1.Text"> & {
  * Use `create(TextSchema)` to create a new message.
  */
 export const TextSchema: GenMessage<Text> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 6);
+  messageDesc(file_meshwhisper_v1_content, 7);
 
 /**
  * A reference to a message: its author's account key and the author-chosen id.
@@ -417,7 +446,7 @@ export type MessageRef = Message<"meshwhisper.v1.MessageRef"> & {
  * Use `create(MessageRefSchema)` to create a new message.
  */
 export const MessageRefSchema: GenMessage<MessageRef> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 7);
+  messageDesc(file_meshwhisper_v1_content, 8);
 
 /**
  * Add or remove one emoji reaction (one per emoji per sender) to a message.
@@ -446,7 +475,7 @@ export type Reaction = Message<"meshwhisper.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 8);
+  messageDesc(file_meshwhisper_v1_content, 9);
 
 /**
  * Replace the text of one of the SENDER's own messages (receivers apply it only to messages whose
@@ -471,7 +500,7 @@ export type Edit = Message<"meshwhisper.v1.Edit"> & {
  * Use `create(EditSchema)` to create a new message.
  */
 export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 9);
+  messageDesc(file_meshwhisper_v1_content, 10);
 
 /**
  * Delete one of the SENDER's own messages for everyone (same author rule as Edit).
@@ -490,7 +519,7 @@ export type Delete = Message<"meshwhisper.v1.Delete"> & {
  * Use `create(DeleteSchema)` to create a new message.
  */
 export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 10);
+  messageDesc(file_meshwhisper_v1_content, 11);
 
 /**
  * @generated from message meshwhisper.v1.ExpireTimer
@@ -509,7 +538,7 @@ export type ExpireTimer = Message<"meshwhisper.v1.ExpireTimer"> & {
  * Use `create(ExpireTimerSchema)` to create a new message.
  */
 export const ExpireTimerSchema: GenMessage<ExpireTimer> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 11);
+  messageDesc(file_meshwhisper_v1_content, 12);
 
 /**
  * @generated from message meshwhisper.v1.Typing
@@ -526,7 +555,7 @@ export type Typing = Message<"meshwhisper.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 12);
+  messageDesc(file_meshwhisper_v1_content, 13);
 
 /**
  * @generated from message meshwhisper.v1.Presence
@@ -548,7 +577,7 @@ export type Presence = Message<"meshwhisper.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 13);
+  messageDesc(file_meshwhisper_v1_content, 14);
 
 /**
  * @generated from message meshwhisper.v1.Binary
@@ -570,7 +599,7 @@ export type Binary = Message<"meshwhisper.v1.Binary"> & {
  * Use `create(BinarySchema)` to create a new message.
  */
 export const BinarySchema: GenMessage<Binary> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 14);
+  messageDesc(file_meshwhisper_v1_content, 15);
 
 /**
  * An encrypted attachment (docs/spec/media.md): the ciphertext lives in the node's blob store
@@ -645,7 +674,7 @@ export type File = Message<"meshwhisper.v1.File"> & {
  * Use `create(FileSchema)` to create a new message.
  */
 export const FileSchema: GenMessage<File> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 15);
+  messageDesc(file_meshwhisper_v1_content, 16);
 
 /**
  * @generated from message meshwhisper.v1.Receipt
@@ -667,7 +696,7 @@ export type Receipt = Message<"meshwhisper.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 16);
+  messageDesc(file_meshwhisper_v1_content, 17);
 
 /**
  * Asks the recipient to replay the direct conversation between the two accounts.
@@ -695,7 +724,7 @@ export type HistoryReplayRequest = Message<"meshwhisper.v1.HistoryReplayRequest"
  * Use `create(HistoryReplayRequestSchema)` to create a new message.
  */
 export const HistoryReplayRequestSchema: GenMessage<HistoryReplayRequest> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 17);
+  messageDesc(file_meshwhisper_v1_content, 18);
 
 /**
  * The answer, sent to the requesting device only. A grant may take several parts (each within one
@@ -737,7 +766,7 @@ export type HistoryReplayResponse = Message<"meshwhisper.v1.HistoryReplayRespons
  * Use `create(HistoryReplayResponseSchema)` to create a new message.
  */
 export const HistoryReplayResponseSchema: GenMessage<HistoryReplayResponse> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 18);
+  messageDesc(file_meshwhisper_v1_content, 19);
 
 /**
  * One message of the conversation as the answerer holds it (edits and deletion applied). Its
@@ -781,7 +810,47 @@ export type ReplayedMessage = Message<"meshwhisper.v1.ReplayedMessage"> & {
  * Use `create(ReplayedMessageSchema)` to create a new message.
  */
 export const ReplayedMessageSchema: GenMessage<ReplayedMessage> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_content, 19);
+  messageDesc(file_meshwhisper_v1_content, 20);
+
+/**
+ * @generated from enum meshwhisper.v1.ContactAction
+ */
+export enum ContactAction {
+  /**
+   * @generated from enum value: CONTACT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * acceptContact: the account's messages stop being requests.
+   *
+   * @generated from enum value: CONTACT_ACTION_ACCEPT = 1;
+   */
+  ACCEPT = 1,
+
+  /**
+   * declineContact: the conversation is deleted and the account's delivery tokens forgotten.
+   *
+   * @generated from enum value: CONTACT_ACTION_DECLINE = 2;
+   */
+  DECLINE = 2,
+
+  /**
+   * @generated from enum value: CONTACT_ACTION_BLOCK = 3;
+   */
+  BLOCK = 3,
+
+  /**
+   * @generated from enum value: CONTACT_ACTION_UNBLOCK = 4;
+   */
+  UNBLOCK = 4,
+}
+
+/**
+ * Describes the enum meshwhisper.v1.ContactAction.
+ */
+export const ContactActionSchema: GenEnum<ContactAction> = /*@__PURE__*/
+  enumDesc(file_meshwhisper_v1_content, 0);
 
 /**
  * @generated from enum meshwhisper.v1.ReceiptKind
@@ -807,7 +876,7 @@ export enum ReceiptKind {
  * Describes the enum meshwhisper.v1.ReceiptKind.
  */
 export const ReceiptKindSchema: GenEnum<ReceiptKind> = /*@__PURE__*/
-  enumDesc(file_meshwhisper_v1_content, 0);
+  enumDesc(file_meshwhisper_v1_content, 1);
 
 /**
  * @generated from enum meshwhisper.v1.HistoryReplayDecision
@@ -842,5 +911,5 @@ export enum HistoryReplayDecision {
  * Describes the enum meshwhisper.v1.HistoryReplayDecision.
  */
 export const HistoryReplayDecisionSchema: GenEnum<HistoryReplayDecision> = /*@__PURE__*/
-  enumDesc(file_meshwhisper_v1_content, 1);
+  enumDesc(file_meshwhisper_v1_content, 2);
 
