@@ -600,7 +600,10 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await dave.page.getByRole('button', { name: 'Remove laptop' }).click();
     await dave.page.locator('dialog[open]').getByRole('button', { name: 'Remove the device' }).click();
     await expect.poll(() => dave.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(1);
-    await laptop.page.getByTestId('stopped').filter({ hasText: 'This device was removed from your account' }).waitFor({ timeout: 30_000 });
+    await laptop.page.getByTestId('stopped').filter({ hasText: 'Prudence erased its data in this browser' }).waitFor({ timeout: 30_000 });
+    // Starting over: the welcome screen of a fresh browser.
+    await laptop.page.getByRole('button', { name: 'Start over in this browser' }).click();
+    await laptop.page.getByRole('button', { name: 'Link this browser to an existing account' }).waitFor({ timeout: 30_000 });
   }, 240_000);
 
   it('no page error, console error or CSP violation happened', () => {

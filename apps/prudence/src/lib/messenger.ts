@@ -280,6 +280,12 @@ export class Messenger {
         reason === 'replaced' ? 'Prudence is open in another tab or window of this browser profile.' : this.removed ? 'This device was removed from your account (on another of your devices). Messages no longer reach it.' : message;
       this.changed();
     });
+    // Revoked for real (the account's signed list no longer names this device): the SDK erased this browser's data.
+    c.on('wiped', () => {
+      this.removed = true;
+      this.stopped = 'This device was removed from your account (on another of your devices), and Prudence erased its data in this browser.';
+      this.changed();
+    });
     c.on('undecryptable', (u) => this.notice(`A message could not be decrypted (${u.code}).`));
     c.on('gap', ({ expired, evicted }) => this.notice(`The node dropped ${expired + evicted} message(s) before this device fetched them.`));
     c.on('error', (e) => this.notice(describeError(e)));
@@ -396,7 +402,7 @@ export class Messenger {
     this.changed();
   }
 
-  /** This browser starts over: everything stored here is erased (after the device was removed from the account). */
+  /** This browser starts over: everything stored here is erased (the SDK did it already when the revocation verified). */
   async erase(): Promise<void> {
     await this.client.close().catch(() => undefined);
     const storage = await openIndexedDbStorage({ name: DB_NAME });

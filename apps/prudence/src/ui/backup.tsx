@@ -154,7 +154,7 @@ export function RestoreThisDevice({ fresh, onRestored, onCancel }: { fresh: Fres
         {mode === 'key' ? (
           <>
             <label for="restore-key">Recovery key</label>
-            <textarea id="restore-key" rows={2} autocapitalize="characters" spellcheck={false} required value={recoveryKey} onInput={(e) => setRecoveryKey(e.currentTarget.value)} />
+            <textarea id="restore-key" rows={3} autocapitalize="characters" spellcheck={false} required value={recoveryKey} onInput={(e) => (setRecoveryKey(e.currentTarget.value), setError(undefined))} />
           </>
         ) : (
           <>
