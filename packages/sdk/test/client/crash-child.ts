@@ -7,6 +7,11 @@
  *                                              Deliver frame unprocessed, the frame unacknowledged)
  *   send <node url> <db> <mailbox hex> <count> send "m<i>" for i from (outgoing messages already in
  *                                              the history) to count-1, print {"sent":i} after each
+ *   fanout <node url> <db> <account hex> <count>  like send, to every device of an account (batched fan-out)
+ *   scan <node url> <db>                       print {"ready":account hex}; talk: send "hi carol" to the
+ *                                              account named by the first stdin line, then accept the
+ *                                              link offer (hex) of each further stdin line, print
+ *                                              {"linked":device index}; print {"got":text} per message
  * A restart runs the same command over the same SQLite file.
  */
 import { createRequire } from 'node:module';
@@ -34,8 +39,23 @@ if (mode === 'recv') {
   client.on('connection', (state) => say({ connection: state }));
   say({ ready: toHex(client.mailboxId) });
   setInterval(() => say({ status: client.connectionState }), 2000);
+} else if (mode === 'scan') {
+  client.on('message', (m) => say({ got: m.text }));
+  say({ ready: toHex(client.accountKey) });
+  const { createInterface } = await import('node:readline');
+  let first = true;
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (first) {
+      first = false;
+      if (!(await client.contacts()).length) await client.sendText({ accountKey: fromHex(line) }, 'hi carol');
+      say({ talked: true });
+      continue;
+    }
+    const r = await client.acceptLinkOffer(fromHex(line), { history: true });
+    say({ linked: r.deviceIndex });
+  }
 } else {
-  const to = fromHex(rest[0]!);
+  const to = mode === 'fanout' ? { accountKey: fromHex(rest[0]!) } : fromHex(rest[0]!);
   const count = Number(rest[1]);
   // Where to resume: everything this device already wrote is in its history (committed with the
   // ratchet step and the outbox entry, so a message is either fully queued or not at all).

@@ -14,8 +14,9 @@ import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromHex, toHex } from '@meshwhisper/crypto';
 import { MeshWhisper, memoryStorage } from '../../src/index.js';
+import type { IncomingMessage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
-import { startE2eNode } from './test-node.js';
+import { addAccountDevice, startE2eNode } from './test-node.js';
 
 const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'mw-sdk-crash-'));
@@ -48,6 +49,8 @@ afterAll(async () => {
 
 interface Child {
   proc: ChildProcess;
+  /** Writes one line to the child's stdin. */
+  tell(line: string): void;
   lines: Record<string, unknown>[];
   /** Resolves when a line satisfies `pred`. */
   until(pred: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
@@ -55,7 +58,7 @@ interface Child {
 }
 
 function run(args: string[]): Child {
-  const proc = spawn(process.execPath, [bundle, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MW_REPO: repo } });
+  const proc = spawn(process.execPath, [bundle, ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, MW_REPO: repo } });
   const lines: Record<string, unknown>[] = [];
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   let buf = '';
@@ -77,6 +80,7 @@ function run(args: string[]): Child {
   const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
   return {
     proc,
+    tell: (line) => void proc.stdin!.write(`${line}\n`),
     lines,
     exited,
     until(pred, timeoutMs = 20_000) {
@@ -145,4 +149,90 @@ describe('crash: a client process killed mid-conversation, restarted over the sa
     expect([...got].sort()).toEqual(Array.from({ length: N }, (_, i) => `m${i}`).sort());
     await bob.close();
   }, 90_000);
+});
+
+describe('crash: multi-device (a process killed mid-fan-out, mid-link), restarted over the same SQLite file', () => {
+  it('mid-fan-out: every device of a 3-device account shows each message exactly once', async () => {
+    const db = join(dir, 'fanout.db');
+    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    const bobs = [bob];
+    for (let i = 0; i < 2; i++) {
+      const storage = await memoryStorage();
+      await addAccountDevice(bob, storage);
+      bobs.push(await MeshWhisper.create({ node: t.url, namespace: 'test', storage }));
+    }
+    const got = bobs.map(() => [] as string[]);
+    bobs.forEach((b, i) => b.on('message', (m: IncomingMessage) => got[i]!.push(m.text!)));
+    const N = 40;
+    let alice = run(['fanout', t.url, db, toHex(bob.accountKey), String(N)]);
+    // Killed while the next messages are being sealed (one commit for all copies) and posted (one request).
+    await alice.until((l) => l['sent'] === 12);
+    await kill(alice);
+    alice = run(['fanout', t.url, db, toHex(bob.accountKey), String(N)]);
+    await alice.until((l) => l['done'] === true, 60_000);
+    await alice.exited;
+    const all = Array.from({ length: N }, (_, i) => `m${i}`).sort();
+    for (let i = 0; i < 200 && got.some((g) => g.length < N); i++) await new Promise((r) => setTimeout(r, 100));
+    await Promise.all(bobs.map((b) => b.idle()));
+    for (const g of got) expect([...g].sort()).toEqual(all); // none lost, none twice, on every device
+    await Promise.all(bobs.map((b) => b.close()));
+  }, 120_000);
+
+  it('mid-link: the scanning device killed during the link; after its restart a new link works, history and messages each once', async () => {
+    const db = join(dir, 'scanner.db');
+    const carol = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    const carolGot = carol.once('message', (m) => m.text === 'hi carol', 20_000);
+    let a = run(['scan', t.url, db]);
+    const account = fromHex((await a.until((l) => typeof l['ready'] === 'string'))['ready'] as string);
+    a.tell(toHex(carol.accountKey));
+    await a.until((l) => l['talked'] === true);
+    await carolGot;
+
+    // A new device shows an offer; A scans it and is killed the moment it introduced itself. The
+    // new device's answer is held back until A is dead (its fetch waits), so A dies mid-link.
+    let aDead: () => void = () => undefined;
+    const dead = new Promise<void>((r) => (aDead = r));
+    let posts = 0;
+    const holdingFetch: typeof fetch = async (input, init) => {
+      if (init?.method === 'POST' && /\/v1\/link\/[^/]+\/messages$/.test(String(input)) && posts++ === 0) await dead;
+      return fetch(input, init);
+    };
+    const half = await memoryStorage();
+    const offer1 = await MeshWhisper.createLinkOffer({ node: t.url, namespace: 'test', storage: half, fetch: holdingFetch, onIntroduced: () => void kill(a).then(aDead) });
+    a.tell(toHex(offer1.payload));
+    await dead;
+    await offer1.cancel();
+    await expect(offer1.completed).rejects.toMatchObject({ code: 'MW_SDK_CLOSED' });
+    expect(await half.hasLocalIdentity()).toBe(false); // nothing of a half link was kept
+
+    // Restarted over the same file: it links a fresh device; the history comes over once.
+    a = run(['scan', t.url, db]);
+    expect((await a.until((l) => typeof l['ready'] === 'string'))['ready']).toBe(toHex(account));
+    a.tell(toHex(carol.accountKey)); // already talked: nothing sent again
+    await a.until((l) => l['talked'] === true);
+    const offer2 = await MeshWhisper.createLinkOffer({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    a.tell(toHex(offer2.payload));
+    const linked = await offer2.completed;
+    await a.until((l) => typeof l['linked'] === 'number');
+    const b = linked.client;
+    expect(linked.deviceIndex).toBe(1); // the killed link put nothing on the account's list
+    expect((await b.deviceList())?.devices.map((d) => d.deviceIndex)).toEqual([0, 1]);
+    expect(linked.historyEntries).toBe(1);
+    expect((await b.history(carol.accountKey)).map((m) => m.text)).toEqual(['hi carol']);
+    const bGot: string[] = [];
+    b.on('message', (m) => bGot.push(m.text!));
+    const both = b.once('message', (m) => m.text === 'to both', 20_000);
+    await carol.sendText({ accountKey: account }, 'to both');
+    await both;
+    await a.until((l) => l['got'] === 'to both');
+    const again = b.once('message', (m) => m.text === 'and again', 20_000);
+    await carol.sendText({ accountKey: account }, 'and again');
+    await Promise.all([again, a.until((l) => l['got'] === 'and again')]);
+    expect(bGot.filter((x) => x === 'to both')).toHaveLength(1);
+    expect(a.lines.filter((l) => l['got'] === 'to both')).toHaveLength(1);
+    // Carol got A's first message exactly once across the restart.
+    expect((await carol.history(account)).filter((m) => m.text === 'hi carol')).toHaveLength(1);
+    await kill(a);
+    await Promise.all([b.close(), carol.close()]);
+  }, 120_000);
 });
