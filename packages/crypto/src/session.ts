@@ -45,6 +45,7 @@ import {
   ratchetDecryptEphemeral,
   ratchetEncrypt,
   ratchetEncryptEphemeral,
+  ratchetStateSummary,
   serializeRatchetState,
 } from './ratchet.js';
 import type { DeviceAddress, ProtocolStore, ProtocolStores } from './stores.js';
@@ -402,7 +403,17 @@ function decryptEphemeralWithRecord(ctx: CryptoContext, rec: SessionRecord, send
 
 /** What a decrypted message was, for decryptMessage's callers. */
 export type DecryptedMessage =
-  | { readonly kind: 'message'; readonly plaintext: Uint8Array }
+  | {
+      readonly kind: 'message';
+      readonly plaintext: Uint8Array;
+      /**
+       * Earlier messages of this peer device this one jumped over (their keys were kept as skipped
+       * keys): they are late, or lost before they reached us. 0 for in-order delivery.
+       */
+      readonly skipped: number;
+      /** Skipped keys of this peer device that expired or were evicted during this step: those messages can no longer be read. */
+      readonly lost: number;
+    }
   | { readonly kind: 'ephemeral'; readonly plaintext: Uint8Array; readonly sentAt: number }
   | { readonly kind: 'decryption-error'; readonly report: DecryptionErrorReport; readonly sessionReset: boolean };
 
@@ -449,9 +460,10 @@ export async function receiveMessage(
   const result = await store.transaction(async (tx): Promise<DecryptedMessage> => {
     const address = deviceAddress(sender);
     const rec = await loadRecord(tx, address, cache);
+    const before = keyCounts(rec);
     let out: DecryptedMessage;
     if (message.type === MessageType.Ratchet) {
-      out = { kind: 'message', plaintext: decryptWithRecord(ctx, rec, sender, message.body) };
+      out = { kind: 'message', plaintext: decryptWithRecord(ctx, rec, sender, message.body), ...keyDelta(before, keyCounts(rec)) };
     } else if (message.type === MessageType.PreKey) {
       const r = new ByteReader(message.body, op);
       const header = readPqxdhHeader(r, op);
@@ -463,7 +475,7 @@ export async function receiveMessage(
       const plaintext = existing
         ? decryptWithRecord(ctx, rec, sender, ratchetMessage)
         : await acceptInitialMessage(ctx, tx, rec, header, ratchetMessage, consumed);
-      out = { kind: 'message', plaintext };
+      out = { kind: 'message', plaintext, ...keyDelta(before, keyCounts(rec)) };
     } else if (message.type === MessageType.Ephemeral) {
       out = { kind: 'ephemeral', ...decryptEphemeralWithRecord(ctx, rec, sender, message.body) };
     } else if (message.type === MessageType.DecryptionError) {
@@ -486,6 +498,30 @@ export async function receiveMessage(
   });
   for (const k of consumed) k.destroy();
   return result;
+}
+
+/**
+ * Skipped and lost key counts of the record's current session (archived ones are left encoded; a
+ * late message on an archived session is not counted).
+ */
+function keyCounts(rec: SessionRecord): { base: Uint8Array | undefined; skipped: number; lost: number } {
+  const cur = rec.current;
+  if (!cur) return { base: undefined, skipped: 0, lost: 0 };
+  const s = ratchetStateSummary(cur.ratchet);
+  return { base: cur.baseKey, skipped: s.skippedKeyCount, lost: s.lostKeyCount };
+}
+
+/**
+ * What one decryption did to the skipped keys: a key leaves the skipped set either used (the late
+ * message arrived) or lost (expired, evicted — and recorded as lost), so the keys created by this
+ * step are Δskipped + Δlost (never negative: a step that used a key creates none). A session that
+ * became current in this step counts from zero.
+ */
+function keyDelta(before: ReturnType<typeof keyCounts>, after: ReturnType<typeof keyCounts>): { skipped: number; lost: number } {
+  const same = before.base !== undefined && after.base !== undefined && equalBytes(before.base, after.base);
+  const b = same ? before : { skipped: 0, lost: 0 };
+  const lost = Math.max(0, after.lost - b.lost);
+  return { skipped: Math.max(0, after.skipped - b.skipped + lost), lost };
 }
 
 async function acceptInitialMessage(

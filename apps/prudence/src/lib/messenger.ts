@@ -287,7 +287,9 @@ export class Messenger {
       this.changed();
     });
     c.on('undecryptable', (u) => this.notice(`A message could not be decrypted (${u.code}).`));
-    c.on('gap', ({ expired, evicted }) => this.notice(`The node dropped ${expired + evicted} message(s) before this device fetched them.`));
+    c.on('gap', ({ source, missing }) => {
+      if (source === 'node') this.notice(`The node dropped ${missing} message(s) before this device fetched them.`);
+    });
     c.on('error', (e) => this.notice(describeError(e)));
   }
 

@@ -32,6 +32,7 @@ import { Table } from './tables.js';
 import type { ArchiveEnabled, ArchiveStatus, BackupOptions, BackupResult, EnableArchiveOptions, RestoreOptions, RestoredDevice } from './archive.js';
 import { Archive, restoreFromArchive } from './archive.js';
 import { HistoryReplay } from './replay.js';
+import { Gaps } from './gaps.js';
 import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
 import { acceptLinkOffer, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
@@ -140,6 +141,7 @@ export class MeshWhisper {
     const isClosed = () => this.#closed;
     const events = (this.#events = new EventHub(log, isClosed));
     const emit = events.emit;
+    const gaps = new Gaps(emit);
     this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
     this.#lists = new DeviceLists({ ctx, storage, api: this.#api, emit, self: identity.certificate, account });
     this.#transport = new NodeTransport(this.#api, {
@@ -149,7 +151,7 @@ export class MeshWhisper {
       sink: {
         deliveryTokens: () => (this.#deliveryToken.length ? [this.#deliveryToken] : []),
         deliver: (envs) => this.#receiver.receive(envs),
-        gap: (info) => emit('gap', info),
+        gap: (info) => gaps.node(info),
         state: (s) => {
           // 'online' follows the setDeliveryTokens frame on the same socket.
           if (s === 'online') this.#deliveryTokenRegistered = true;
@@ -164,6 +166,7 @@ export class MeshWhisper {
         queueEmpty: () => {
           // The backlog is processed: superseded prekeys may be deleted from now on (devices.ts).
           this.#keys.queueDrained();
+          gaps.drained();
           emit('synced', undefined);
         },
         stopped: (reason, message, error) => {
@@ -251,6 +254,7 @@ export class MeshWhisper {
     this.#receiver = new ReceivePipeline({
       groups,
       replay: this.#replay,
+      gaps,
       resolveConversation: (stx, input) => groups.resolveConversation(stx, input),
       ctx,
       storage,

@@ -33,6 +33,7 @@ import { directConversation } from './conversation.js';
 import type { Log } from './log.js';
 import { advanceState, trackQueued } from './message-states.js';
 import type { ReceiptQueue } from './receipts.js';
+import type { Gaps } from './gaps.js';
 import type { HistoryReplay } from './replay.js';
 import type { Sender } from './sender.js';
 import type { Timers } from './timers.js';
@@ -94,6 +95,8 @@ interface Outcome {
   refused?: SdkError;
   /** Work that needs the network, run after the commit and the events (a group invitation accepted: add the account). */
   after?: () => Promise<void>;
+  /** Earlier messages of the sender's session this one jumped over, and kept keys lost in this step (gaps.ts). */
+  keys?: { readonly skipped: number; readonly lost: number };
 }
 
 export class ReceivePipeline {
@@ -124,6 +127,8 @@ export class ReceivePipeline {
       readonly groups?: Groups;
       /** History replay with consent (replay.ts). */
       readonly replay?: HistoryReplay;
+      /** Gaps a session reveals (gaps.ts). */
+      readonly gaps?: Gaps;
     },
   ) {}
 
@@ -135,6 +140,7 @@ export class ReceivePipeline {
       try {
         const { outcome, sender } = await this.#open(env);
         for (const [event, value] of outcome.events) this.deps.emit(event, value as never);
+        if (outcome.keys) this.deps.gaps?.session(directConversation(sender.accountKey), outcome.keys);
         if (outcome.refused) throw outcome.refused;
         if (outcome.newContact) this.deps.onFirstContact();
         if (outcome.expires) this.deps.timers.schedule();
@@ -228,6 +234,7 @@ export class ReceivePipeline {
       return { outcome: { events: [] }, sender: r.sender };
     }
     if (!outcome) throw new SdkError(SdkErrorCode.PROTOCOL, 'message had no content');
+    if (r.kind === 'message' && (r.skipped > 0 || r.lost > 0)) outcome.keys = { skipped: r.skipped, lost: r.lost };
     return { outcome, sender: r.sender };
   }
 

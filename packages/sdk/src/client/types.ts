@@ -157,8 +157,15 @@ export interface MeshWhisperEvents {
     readonly added: number;
     readonly complete: boolean;
   };
-  /** The node reports messages that expired or were evicted before this device fetched them. */
-  gap: { readonly expired: number; readonly evicted: number };
+  /**
+   * Messages this device missed and will not get (no silent loss). `source: 'node'`: the node reports
+   * `expired` / `evicted` envelopes it dropped before this device fetched them (it cannot know from
+   * whom). `source: 'session'`: a conversation is known to have `missing` messages — the node's
+   * drop showed up as a jump in that contact's messages, or message keys kept for late messages
+   * expired or were evicted (`expired`/`evicted` are 0 then). Ask the contact to re-send, or
+   * requestHistoryReplay.
+   */
+  gap: { readonly source: 'node' | 'session'; readonly expired: number; readonly evicted: number; readonly missing: number; readonly conversation?: ConversationId };
   connection: ConnectionState;
   /**
    * The directory now maps a username to a different account key than the one first seen: possibly
