@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DECRYPTION_ERROR_MIN_INTERVAL_MS, PREKEY_GRACE_PERIOD_MS, SIGNED_PREKEY_ROTATION_MS } from '../../src/constants.js';
 import { CryptoErrorCode } from '../../src/errors.js';
+import { certificateNeedsRenewal, issueDeviceCertificate } from '../../src/keys.js';
 import { X25519PreKeyPair } from '../../src/prekeys.js';
 import { hasSession, initiateSession, receiveSealed, sealEphemeral, sealMessage } from '../../src/session.js';
 import { deviceAddress } from '../../src/stores.js';
@@ -78,8 +79,8 @@ interface Peer {
   received: Set<string>;
   /** The node's queue for this device. */
   queue: Queued[];
-  /** Envelopes already handed to this device (for duplicates). */
-  delivered: Uint8Array[];
+  /** Envelopes already handed to this device, with when they were queued (for duplicates). */
+  delivered: Queued[];
   /** Replaced signed prekeys and when they were replaced. */
   replaced: { id: number; at: number }[];
   nextSpkId: number;
@@ -100,6 +101,21 @@ async function run(seed: number, actions: Action[]): Promise<{ messages: number;
     const p = peers[w];
     for (const r of p.replaced.filter((r) => ctx.now() - r.at > PREKEY_GRACE_PERIOD_MS)) await p.device.store.removeSignedPreKey(r.id);
     p.replaced = p.replaced.filter((r) => ctx.now() - r.at <= PREKEY_GRACE_PERIOD_MS);
+  };
+
+  /**
+   * Certificates expire after 90 days; a device renews its own once less than 30 days are left, as
+   * the SDK does (docs/spec/02-keys.md §2.4) — without it a run longer than 90 days of model time
+   * ends with expired bundles (found by the deep run). First messages built on the old certificate
+   * and opened after the renewal fail (UNKNOWN_SESSION) and recover through a report and a re-send.
+   */
+  const renewIfDue = async (w: Who): Promise<void> => {
+    const d = peers[w].device;
+    if (!certificateNeedsRenewal(d.certificate, ctx.now())) return;
+    const renewed = issueDeviceCertificate(ctx, d.account, d.device, { issuedAt: Math.max(ctx.now(), d.certificate.issuedAt + 1), deviceIndex: d.certificate.deviceIndex });
+    // The memory store hands out its identity object: the renewal replaces the certificate in it.
+    Object.assign(await d.store.getLocalIdentity(), { certificate: renewed });
+    Object.assign(d, { certificate: renewed });
   };
 
   const rotate = async (w: Who): Promise<void> => {
@@ -130,11 +146,11 @@ async function run(seed: number, actions: Action[]): Promise<{ messages: number;
     peers[to].queue.push({ envelope: env, at: ctx.now() });
   };
 
-  const receive = async (w: Who, envelope: Uint8Array): Promise<void> => {
+  const receive = async (w: Who, envelope: Uint8Array, at = ctx.now()): Promise<void> => {
     const p = peers[w];
     const from = other(w);
     await pruneKeys(w);
-    p.delivered.push(envelope);
+    p.delivered.push({ envelope, at });
     const r = await receiveSealed(ctx, p.device.store, envelope);
     expect(deviceAddress(r.sender)).toBe(deviceAddress(peers[from].device.certificate));
     if (r.kind === 'message') {
@@ -157,7 +173,9 @@ async function run(seed: number, actions: Action[]): Promise<{ messages: number;
     peers[w].queue = q.filter((e) => ctx.now() - e.at <= RETENTION_MS);
     if (peers[w].queue.length === 0) return;
     const [e] = peers[w].queue.splice(pick % peers[w].queue.length, 1);
-    await receive(w, e!.envelope);
+    await receive(w, e!.envelope, e!.at);
+    // Online and its queue (partly) processed: a due renewal happens now.
+    if (peers[w].queue.length === 0) await renewIfDue(w);
   };
 
   for (const a of actions) {
@@ -186,8 +204,10 @@ async function run(seed: number, actions: Action[]): Promise<{ messages: number;
         break;
       }
       case 'duplicate': {
-        const d = peers[a.to].delivered;
-        if (d.length > 0) await receive(a.to, d[a.pick % d.length]!);
+        // The node re-delivers only what it still holds: nothing older than its retention.
+        const d = peers[a.to].delivered.filter((e) => ctx.now() - e.at <= RETENTION_MS);
+        const e = d[a.pick % Math.max(d.length, 1)];
+        if (e) await receive(a.to, e.envelope, e.at);
         break;
       }
       case 'restart': {
@@ -206,6 +226,8 @@ async function run(seed: number, actions: Action[]): Promise<{ messages: number;
         ctx.clock.advance(a.ms);
         await pruneKeys(0);
         await pruneKeys(1);
+        // A device whose certificate is about to expire (or expired) renews at start-up, before its queue.
+        for (const w of [0, 1] as const) if (peers[w].device.certificate.expiresAt - ctx.now() < DAY) await renewIfDue(w);
         break;
     }
   }
