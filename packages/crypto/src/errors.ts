@@ -53,6 +53,8 @@ export const CryptoErrorCode = {
    * reused for another key) the one already known: a rollback or a fork, refused.
    */
   STALE_DEVICE_LIST: 'MW_CRYPTO_STALE_DEVICE_LIST',
+  /** A certificate offered as a renewal is not issued after, or does not expire after, the certificate it would replace. */
+  STALE_CERTIFICATE: 'MW_CRYPTO_STALE_CERTIFICATE',
   /** A size or count limit (see constants.ts) was exceeded. */
   LIMIT_EXCEEDED: 'MW_CRYPTO_LIMIT_EXCEEDED',
   /**

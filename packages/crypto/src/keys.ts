@@ -394,6 +394,27 @@ export function certificateHash(ctx: CryptoContext, c: DeviceCertificate): Uint8
   return ctx.backend.sha256(concatBytes(utf8('MeshWhisper_CertificateHash_v2'), encodeDeviceCertificate(c)));
 }
 
+/**
+ * Checks that `renewal` may replace `current` as the certificate of one device (docs/spec/02-keys.md
+ * §2.4, §2.6): it verifies now under its account key (no grace: a renewal starts something), it
+ * names the same account, both device keys and the same deviceIndex (UNTRUSTED_IDENTITY
+ * otherwise: a renewal never moves a device to other keys or another slot of the list), and it is
+ * issued after and expires after `current` (STALE_CERTIFICATE otherwise: an older certificate
+ * re-offered). Used by the node before it holds a renewal for a device, and by the device before it
+ * adopts one. Throws CryptoError(BAD_SIGNATURE | CERTIFICATE_EXPIRED | UNTRUSTED_IDENTITY |
+ * STALE_CERTIFICATE | UNSUPPORTED_VERSION).
+ */
+export function verifyCertificateRenewal(ctx: CryptoContext, current: DeviceCertificate, renewal: DeviceCertificate): void {
+  const op = 'verifyCertificateRenewal';
+  verifyDeviceCertificate(ctx, renewal, { expectedAccountKey: current.accountKey });
+  if (!sameDevice(current, renewal) || current.deviceIndex !== renewal.deviceIndex) {
+    throw new CryptoError(CryptoErrorCode.UNTRUSTED_IDENTITY, op, 'the certificate is not a renewal of this device (other device keys or index)');
+  }
+  if (!(renewal.issuedAt > current.issuedAt && renewal.expiresAt > current.expiresAt)) {
+    throw new CryptoError(CryptoErrorCode.STALE_CERTIFICATE, op, 'the certificate is not issued and expiring after the one it would replace');
+  }
+}
+
 /** Whether two certificates name the same device (same account and both keys), whatever their dates. */
 export function sameDevice(a: DeviceCertificate, b: DeviceCertificate): boolean {
   return equalBytes(a.accountKey, b.accountKey) && equalBytes(a.deviceSigningKey, b.deviceSigningKey) && equalBytes(a.deviceDhKey, b.deviceDhKey);

@@ -7,6 +7,7 @@ import {
   AccountKeyPair,
   DeviceFlag,
   DeviceKeyPair,
+  decodeDeviceCertificate,
   decodeDeviceList,
   encodeDeviceCertificate,
   encodeDeviceList,
@@ -20,6 +21,7 @@ import {
   AccountDeletionRequestSchema,
   AccountDevicesSchema,
   CONTENT_TYPE_PROTOBUF,
+  CertificateRenewalSchema,
   ChallengeSchema,
   ClaimRequestSchema,
   DEVICE_SOCKET_METHOD,
@@ -223,5 +225,92 @@ describe('account deletion', () => {
     expect(await store.deviceList(a.account.publicKey)).toBeUndefined();
     // The same statement again (its challenge is used up).
     expect(outcome(await call('DELETE', '/v1/account', { body: await statement({ challenge: ch }) }))).toEqual([401, ErrorCode.AUTH_REPLAYED]);
+  });
+});
+
+describe('certificate renewals (docs/spec/node-protocol.md §6.2)', () => {
+  const DAY = 24 * 3600 * 1000;
+  const renewalOf = (d: TestDevice, options: { issuedAt?: number; signer?: AccountKeyPair; deviceIndex?: number; device?: DeviceKeyPair; validityMs?: number } = {}) =>
+    encodeDeviceCertificate(
+      issueDeviceCertificate(ctx, options.signer ?? d.account, options.device ?? d.device, {
+        issuedAt: options.issuedAt ?? d.certificate.issuedAt + 1000,
+        deviceIndex: options.deviceIndex ?? d.deviceIndex,
+        ...(options.validityMs ? { validityMs: options.validityMs } : {}),
+      }),
+    );
+  const offer = (certificate: Uint8Array) => body(CertificateRenewalSchema, { certificate });
+
+  it('a listed device of the account offers a renewal for another; the device fetches it without authentication; its key upload with it clears it', async () => {
+    const { t, call } = await node();
+    const manager = new TestDevice();
+    const other = new TestDevice(manager.account);
+    await manager.register(t.node);
+    await other.register(t.node);
+    const path = `/v1/devices/${toHex(other.mailbox)}/certificate-renewal`;
+    expect(outcome(await call('GET', path))).toEqual([404, ErrorCode.NOT_FOUND]);
+    // The manager reads the registered certificates (?certificates=1), in the order of the mailbox ids.
+    const listed = fromBinary(AccountDevicesSchema, (await call('GET', `/v1/accounts/${toHex(manager.account.publicKey)}/devices?certificates=1`)).bytes);
+    const byMailbox = new Map(listed.mailboxIds.map((m, i) => [toHex(m), listed.certificates[i]]));
+    expect(byMailbox).toEqual(new Map([[toHex(manager.mailbox), manager.certificateBytes], [toHex(other.mailbox), other.certificateBytes]]));
+    const plain = fromBinary(AccountDevicesSchema, (await call('GET', `/v1/accounts/${toHex(manager.account.publicKey)}/devices`)).bytes);
+    expect(plain.certificates).toEqual([]); // the fan-out lookup stays as small as before
+    const renewal = renewalOf(other);
+    const put = await call('PUT', '/v1/certificate-renewal', { body: offer(renewal), auth: manager });
+    expect(put.status).toBe(200);
+    expect((await call('PUT', '/v1/certificate-renewal', { body: offer(renewal), auth: manager })).status).toBe(200); // a retry
+    const got = await call('GET', path);
+    expect(got.status).toBe(200);
+    expect(fromBinary(CertificateRenewalSchema, got.bytes).certificate).toEqual(renewal);
+    expect(outcome(await call('GET', '/v1/devices/zz/certificate-renewal'))).toEqual([400, ErrorCode.BAD_REQUEST]);
+    // The bundle still carries the old certificate until the device itself adopts and uploads the renewal.
+    expect((await t.node.services.store.device(other.mailbox))!.certificate).toEqual(other.certificateBytes);
+    const adopted = { device: other.device, certificateBytes: renewal } as TestDevice; // what a DeviceAuth uses
+    expect((await call('PUT', '/v1/keys', { body: body(KeyUploadSchema, { ...other.keyUpload(0), certificate: renewal }), auth: adopted })).status).toBe(200);
+    expect((await t.node.services.store.device(other.mailbox))!.certificate).toEqual(renewal);
+    expect(outcome(await call('GET', path))).toEqual([404, ErrorCode.NOT_FOUND]);
+    // Now the registered certificate: offering it again is stale.
+    expect(outcome(await call('PUT', '/v1/certificate-renewal', { body: offer(renewal), auth: manager }))).toEqual([409, ErrorCode.STALE_CERTIFICATE]);
+  });
+
+  it('refuses with a typed code, holding nothing: forged, foreign, not a renewal of the registered device, older, expired, unregistered, by an unlisted or unauthenticated uploader', async () => {
+    const { t, call } = await node();
+    const manager = new TestDevice();
+    const other = new TestDevice(manager.account);
+    await manager.register(t.node);
+    await other.register(t.node);
+    const put = async (certificate: Uint8Array, auth: TestDevice | null = manager) => outcome(await call('PUT', '/v1/certificate-renewal', { body: offer(certificate), ...(auth ? { auth } : {}) }));
+    // Forged: signed by another key, claiming the account.
+    const forged = decodeDeviceCertificate(renewalOf(other, { signer: AccountKeyPair.generate(ctx) }));
+    expect(await put(encodeDeviceCertificate({ ...forged, accountKey: manager.account.publicKey }))).toEqual([400, ErrorCode.BAD_SIGNATURE]);
+    // Foreign: a valid certificate of another account (its own device), offered by this account's device.
+    const stranger = new TestDevice();
+    await stranger.register(t.node);
+    expect(await put(renewalOf(stranger))).toEqual([403, ErrorCode.FORBIDDEN]);
+    // An attacker's account certifying the victim device's keys: not this account's either.
+    expect(await put(renewalOf(other, { signer: stranger.account }), stranger)).toEqual([404, ErrorCode.NOT_FOUND]);
+    // Not a renewal of the registered device: other DH key, other index.
+    const swapped = DeviceKeyPair.generate(ctx);
+    const otherDh = decodeDeviceCertificate(renewalOf(other, { device: swapped }));
+    expect(await put(encodeDeviceCertificate(issueDeviceCertificate(ctx, manager.account, { signingPublicKey: other.device.signingPublicKey, dhPublicKey: swapped.dhPublicKey }, { issuedAt: otherDh.issuedAt, deviceIndex: other.deviceIndex })))).toEqual([403, ErrorCode.FORBIDDEN]);
+    expect(await put(renewalOf(other, { deviceIndex: other.deviceIndex + 7 }))).toEqual([403, ErrorCode.FORBIDDEN]);
+    // Older than (or as old as) the registered certificate, or expiring no later.
+    expect(await put(renewalOf(other, { issuedAt: other.certificate.issuedAt - 1000 }))).toEqual([409, ErrorCode.STALE_CERTIFICATE]);
+    expect(await put(renewalOf(other, { issuedAt: other.certificate.issuedAt }))).toEqual([409, ErrorCode.STALE_CERTIFICATE]);
+    expect(await put(renewalOf(other, { validityMs: 10 * DAY }))).toEqual([409, ErrorCode.STALE_CERTIFICATE]);
+    // Expired (issued long ago with a short validity): a renewal must be valid now.
+    expect(await put(renewalOf(other, { issuedAt: Date.now() - 40 * DAY, validityMs: 20 * DAY }))).toEqual([400, ErrorCode.BAD_REQUEST]);
+    expect(await put(Uint8Array.of(2, 1, 2, 3))).toEqual([400, ErrorCode.BAD_REQUEST]);
+    // Older than the renewal already held.
+    expect(await put(renewalOf(other, { issuedAt: other.certificate.issuedAt + 5000 }))).toEqual([200, undefined]);
+    expect(await put(renewalOf(other, { issuedAt: other.certificate.issuedAt + 4000 }))).toEqual([409, ErrorCode.STALE_CERTIFICATE]);
+    expect(decodeDeviceCertificate((await t.node.services.store.certificateRenewal(other.mailbox))!.certificate).issuedAt).toBe(other.certificate.issuedAt + 5000);
+    // A device of the account that is not registered here.
+    const unregistered = new TestDevice(manager.account);
+    expect(await put(renewalOf(unregistered))).toEqual([404, ErrorCode.NOT_FOUND]);
+    // Uploaders: none, or a device with a valid certificate that the list does not name.
+    expect(await put(renewalOf(other, { issuedAt: other.certificate.issuedAt + 9000 }), null)).toEqual([401, ErrorCode.AUTH_REQUIRED]);
+    expect(await put(renewalOf(other, { issuedAt: other.certificate.issuedAt + 9000 }), unregistered)).toEqual([403, ErrorCode.DEVICE_NOT_LISTED]);
+    expect(decodeDeviceCertificate((await t.node.services.store.certificateRenewal(other.mailbox))!.certificate).issuedAt).toBe(other.certificate.issuedAt + 5000);
+    expect(await t.node.services.store.certificateRenewal(stranger.mailbox)).toBeUndefined();
   });
 });

@@ -54,6 +54,8 @@ export const ErrorCode = {
   DEVICE_NOT_LISTED: 'MW_DEVICE_NOT_LISTED',
   /** A published device list is older than (lower epoch) or conflicts with (same epoch, other bytes; an index reused) the stored one. */
   STALE_DEVICE_LIST: 'MW_STALE_DEVICE_LIST',
+  /** An offered certificate renewal is not newer (issuedAt and expiresAt) than the device's registered certificate or the renewal already held for it. */
+  STALE_CERTIFICATE: 'MW_STALE_CERTIFICATE',
   // ── node ──
   /** The node is shutting down or not ready; retry elsewhere or later. */
   UNAVAILABLE: 'MW_UNAVAILABLE',
@@ -89,6 +91,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   [ErrorCode.CONFLICT]: 409,
   [ErrorCode.DEVICE_NOT_LISTED]: 403,
   [ErrorCode.STALE_DEVICE_LIST]: 409,
+  [ErrorCode.STALE_CERTIFICATE]: 409,
   [ErrorCode.UNAVAILABLE]: 503,
   [ErrorCode.INTERNAL]: 500,
 });

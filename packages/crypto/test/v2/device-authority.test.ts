@@ -41,6 +41,7 @@ import {
   encodeDeviceCertificate,
   issueDeviceCertificate,
   negotiatedCapabilities,
+  verifyCertificateRenewal,
   verifyDeviceCertificate,
 } from '../../src/keys.js';
 import { nobleBackend } from '../../src/primitives/noble.js';
@@ -116,6 +117,11 @@ function generate(): unknown {
   const stale = issueSuccessionRecord(c, { oldAccountKey: k.account.publicKey, newAccount: k.newAccount, lastEpoch: 2, authority: SuccessionAuthority.SuccessorKey, signer: k.successor, issuedAt: T0 + 3 * DAY });
   const challenge = fromHex('0123456789abcdef0123456789abcdef');
   const deletion = signAccountDeletion(c, k.account, 3, challenge);
+  // Renewals of the phone's certificate (§2.6), issued on day 61 of it.
+  const R = T0 + 61 * DAY;
+  const renewal = (signer: AccountKeyPair, device: { signingPublicKey: Uint8Array; dhPublicKey: Uint8Array }, o: { issuedAt?: number; deviceIndex?: number; validityMs?: number } = {}) =>
+    certHex(issueDeviceCertificate(c, signer, device, { issuedAt: o.issuedAt ?? R, deviceIndex: o.deviceIndex ?? 0, ...(o.validityMs ? { validityMs: o.validityMs } : {}) }));
+  const renewed = renewal(k.account, k.phone);
   const hex = (x: DeviceList) => toHex(encodeDeviceList(x));
   return {
     description:
@@ -214,7 +220,29 @@ function generate(): unknown {
         },
       ],
     },
-    accountDeletion: { epoch: 3, challenge: toHex(challenge), signature: toHex(deletion.signature) },
+    accountDeletion: {
+      epoch: 3,
+      challenge: toHex(challenge),
+      signature: toHex(deletion.signature),
+      // The DELETE /v1/account body (docs/spec/node-protocol.md §10): protobuf AccountDeletionRequest
+      // { 1: account_key (bytes), 2: epoch (uint64 varint), 3: challenge (bytes), 4: signature (bytes) }.
+      request: '0a20' + toHex(k.account.publicKey) + '1003' + '1a10' + toHex(challenge) + '2240' + toHex(deletion.signature),
+    },
+    renewals: {
+      description: 'verifyCertificateRenewal(current, renewal) at verifyAt (docs/spec/02-keys.md §2.6): current is the phone certificate above',
+      current: phoneHex,
+      verifyAt: R,
+      valid: [{ name: 'same keys and index, issued on day 61, default validity', certificate: renewed }],
+      invalid: [
+        { name: "the account certifies another DH key under the phone's signing key", certificate: renewal(k.account, { signingPublicKey: k.phone.signingPublicKey, dhPublicKey: k.laptop.dhPublicKey }), expectedError: 'MW_CRYPTO_UNTRUSTED_IDENTITY' },
+        { name: 'another device index', certificate: renewal(k.account, k.phone, { deviceIndex: 1 }), expectedError: 'MW_CRYPTO_UNTRUSTED_IDENTITY' },
+        { name: "the attacker's account certifies the phone's keys", certificate: renewal(k.attacker, k.phone), expectedError: 'MW_CRYPTO_UNTRUSTED_IDENTITY' },
+        { name: 'signature byte flipped', certificate: tamper(renewed, DEVICE_CERTIFICATE_LENGTH - 1), expectedError: 'MW_CRYPTO_BAD_SIGNATURE' },
+        { name: 'the current certificate offered again (not issued later)', certificate: phoneHex, expectedError: 'MW_CRYPTO_STALE_CERTIFICATE' },
+        { name: 'issued later but expiring before the current one (10-day validity)', certificate: renewal(k.account, k.phone, { validityMs: 10 * DAY }), expectedError: 'MW_CRYPTO_STALE_CERTIFICATE' },
+        { name: 'expired at verifyAt (issued day 1, 30-day validity)', certificate: renewal(k.account, k.phone, { issuedAt: T0 + DAY, validityMs: 30 * DAY }), expectedError: 'MW_CRYPTO_CERTIFICATE_EXPIRED' },
+      ],
+    },
   };
 }
 
@@ -230,7 +258,8 @@ type Vectors = {
     invalid: { name: string; list: string; previous?: string; expectedAccountKey?: string; expectedError: string }[];
   };
   succession: { knownList: string; newAccountPublicKey: string; valid: { name: string; record: string }[]; invalid: { name: string; record: string; expectedError: string }[] };
-  accountDeletion: { epoch: number; challenge: string; signature: string };
+  accountDeletion: { epoch: number; challenge: string; signature: string; request: string };
+  renewals: { current: string; verifyAt: number; valid: { name: string; certificate: string }[]; invalid: { name: string; certificate: string; expectedError: string }[] };
 };
 
 describe('test-vectors/device-authority.json', () => {
@@ -297,6 +326,14 @@ describe('test-vectors/device-authority.json', () => {
     expect(verifyAccountDeletion(c, del)).toBe(true);
     expect(verifyAccountDeletion(c, { ...del, epoch: 4 })).toBe(false);
     expect(verifyAccountDeletion(c, { ...del, challenge: new Uint8Array(16) })).toBe(false);
+  });
+
+  it('renewals: the valid one renews the phone certificate; the invalid ones fail with their code', () => {
+    const r = v.renewals;
+    const c = ctxAt(r.verifyAt);
+    const current = decodeDeviceCertificate(fromHex(r.current));
+    for (const ok of r.valid) expect(codeOf(() => verifyCertificateRenewal(c, current, decodeDeviceCertificate(fromHex(ok.certificate)))), ok.name).toBe('ok');
+    for (const bad of r.invalid) expect(codeOf(() => verifyCertificateRenewal(c, current, decodeDeviceCertificate(fromHex(bad.certificate)))), bad.name).toBe(bad.expectedError);
   });
 });
 

@@ -162,12 +162,24 @@ export function keyRoutes(svc: NodeServices) {
     // First contact by public key: the mailbox ids of an account's devices, with the account's
     // device list (a sender verifies it and encrypts only to the devices it names). Nothing new is
     // revealed: a username lookup returns the same, and every claimed bundle names its account.
-    app.get<{ Params: { account: string } }>('/v1/accounts/:account/devices', { config: { rateLimit: ['http', 'username-lookup'] } }, async (request, reply) => {
+    app.get<{ Params: { account: string }; Querystring: { certificates?: string } }>('/v1/accounts/:account/devices', { config: { rateLimit: ['http', 'username-lookup'] } }, async (request, reply) => {
       const accountKey = accountParam(request.params.account);
       const mailboxIds = await store.devicesOfAccount(accountKey);
       if (mailboxIds.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 'no device of this account is registered on this node');
       const list = await store.deviceList(accountKey);
-      return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds, deviceList: list?.encoded ?? new Uint8Array(0) });
+      const deviceList = list?.encoded ?? new Uint8Array(0);
+      if (request.query.certificates !== '1') return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds, deviceList });
+      // ?certificates=1 (a manager renewing its account's devices, §6.2): each device's registered
+      // certificate, in the order of mailboxIds.
+      const listed: Uint8Array[] = [];
+      const certificates: Uint8Array[] = [];
+      for (const m of mailboxIds) {
+        const d = await store.device(m);
+        if (!d) continue; // deleted since the listing
+        listed.push(m);
+        certificates.push(d.certificate);
+      }
+      return sendProto(reply, AccountDevicesSchema, { accountKey, mailboxIds: listed, deviceList, certificates });
     });
   };
 }

@@ -5,7 +5,7 @@
  */
 import { equalBytes } from '@meshwhisper/crypto';
 import type { Sqlite } from './db.js';
-import type { ClaimedKeys, DeviceRecord, KeyPublication, PoolCounts } from './node-store.js';
+import type { CertificateRenewalOffer, ClaimedKeys, DeviceRecord, KeyPublication, PoolCounts, StoredCertificateRenewal } from './node-store.js';
 
 const toBytes = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
@@ -34,7 +34,16 @@ export class SqliteDirectory {
   readonly #delKem;
   readonly #delDevice;
   readonly #exists;
+  readonly #renewal;
+  readonly #setRenewal;
+  readonly #clearRenewal;
   constructor(db: Sqlite) {
+    this.#renewal = db.prepare<[Uint8Array], { account_key: Buffer; issued_at: number; renewal_certificate: Buffer | null; renewal_issued_at: number | null }>(
+      'SELECT account_key, issued_at, renewal_certificate, renewal_issued_at FROM devices WHERE mailbox = ?',
+    );
+    this.#setRenewal = db.prepare('UPDATE devices SET renewal_certificate = ?, renewal_issued_at = ? WHERE mailbox = ?');
+    // A certificate at least as new as the held renewal was uploaded by the device: the renewal is done.
+    this.#clearRenewal = db.prepare('UPDATE devices SET renewal_certificate = NULL, renewal_issued_at = NULL WHERE mailbox = ? AND renewal_issued_at <= ?');
     this.#exists = db.prepare<[Uint8Array], { one: number }>('SELECT 1 AS one FROM devices WHERE mailbox = ?');
     this.#device = db.prepare<[Uint8Array], DeviceRow>(
       'SELECT mailbox, account_key, certificate, issued_at, signed_prekey, last_resort_kem_prekey FROM devices WHERE mailbox = ?',
@@ -91,12 +100,33 @@ export class SqliteDirectory {
   publish(p: KeyPublication): 'ok' | 'other-account' {
     const existing = this.device(p.mailbox);
     if (existing && !equalBytes(existing.accountKey, p.accountKey)) return 'other-account';
-    if (!existing || p.issuedAt >= existing.issuedAt) this.#upsert.run(p.mailbox, p.accountKey, p.certificate, p.issuedAt, p.now);
+    if (!existing || p.issuedAt >= existing.issuedAt) {
+      this.#upsert.run(p.mailbox, p.accountKey, p.certificate, p.issuedAt, p.now);
+      this.#clearRenewal.run(p.mailbox, p.issuedAt);
+    }
     if (p.signedPreKey) this.#setSpk.run(p.signedPreKey, p.now, p.mailbox);
     if (p.lastResortKemPreKey) this.#setLr.run(p.lastResortKemPreKey, p.now, p.mailbox);
     for (const k of p.oneTimePreKeys) this.#addOtk.run(p.mailbox, k.id, k.encoded);
     for (const k of p.kemPreKeys) this.#addKem.run(p.mailbox, k.id, k.encoded);
     return 'ok';
+  }
+
+  /** Holds a verified renewal for a registered device (the caller runs this inside a transaction). */
+  offerRenewal(o: CertificateRenewalOffer): 'ok' | 'unknown-device' | 'stale' {
+    const r = this.#renewal.get(o.mailbox);
+    if (!r || !equalBytes(toBytes(r.account_key), o.accountKey)) return 'unknown-device';
+    if (o.issuedAt <= r.issued_at) return 'stale';
+    if (r.renewal_certificate && r.renewal_issued_at !== null) {
+      if (o.issuedAt === r.renewal_issued_at && equalBytes(toBytes(r.renewal_certificate), o.certificate)) return 'ok'; // a re-offer
+      if (o.issuedAt <= r.renewal_issued_at) return 'stale';
+    }
+    this.#setRenewal.run(o.certificate, o.issuedAt, o.mailbox);
+    return 'ok';
+  }
+
+  renewal(mailbox: Uint8Array): StoredCertificateRenewal | undefined {
+    const r = this.#renewal.get(mailbox);
+    return r?.renewal_certificate && r.renewal_issued_at !== null ? { certificate: toBytes(r.renewal_certificate), issuedAt: r.renewal_issued_at } : undefined;
   }
 
   /**

@@ -207,4 +207,16 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP INDEX messages_by_id;
     `,
   },
+  {
+    version: 8,
+    name: 'certificate renewals: a manager-issued renewal per device, until the device adopts it',
+    sql: `
+      -- A renewed certificate a manager issued for this device (docs/spec/02-keys.md §2.6),
+      -- verified before it is written (account signature, current device list, newer than the
+      -- registered certificate). Served to the device it names; cleared when the device uploads a
+      -- certificate at least as new; deleted with the device row.
+      ALTER TABLE devices ADD COLUMN renewal_certificate BLOB;
+      ALTER TABLE devices ADD COLUMN renewal_issued_at INTEGER;
+    `,
+  },
 ];

@@ -120,6 +120,33 @@ export interface KeyPublication {
   readonly now: number;
 }
 
+/**
+ * A renewed certificate a manager issued for another registered device of its account
+ * (docs/spec/02-keys.md §2.6), verified by the caller (account signature, same device keys and
+ * index, issued and expiring after the registered certificate, device on the current list).
+ */
+export interface CertificateRenewalOffer {
+  readonly mailbox: Uint8Array;
+  readonly accountKey: Uint8Array;
+  readonly certificate: Uint8Array;
+  readonly issuedAt: number;
+  /** As KeyPublication.deviceListEpoch: nothing is written unless the stored list still has this epoch. */
+  readonly deviceListEpoch: number;
+}
+
+/** A renewal held for a device until it uploads a certificate at least as new. */
+export interface StoredCertificateRenewal {
+  readonly certificate: Uint8Array;
+  readonly issuedAt: number;
+}
+
+/**
+ * 'unknown-device': the mailbox is not registered to that account; 'stale': the registered
+ * certificate, or the renewal already held, is issued at the same time or later (a byte-identical
+ * re-offer of the held renewal is 'ok'); 'list-changed': as publishKeys.
+ */
+export type CertificateRenewalOutcome = 'ok' | 'unknown-device' | 'stale' | 'list-changed';
+
 /** An account's current device list (docs/spec/02-keys.md §2.5) as stored: verified before it was written. */
 export interface StoredDeviceList {
   readonly epoch: number;
@@ -244,6 +271,13 @@ export interface NodeStore {
   publishKeys(p: KeyPublication): Promise<'ok' | 'other-account' | 'list-changed'>;
   /** Atomically takes one one-time prekey and one one-time KEM prekey (see ClaimedKeys); nothing taken with consume=false. */
   claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined>;
+  /**
+   * Holds a manager-issued renewal for a registered device (one per device: the newest). A later
+   * publishKeys whose certificate is issued at or after it clears it; deleting the device deletes it.
+   */
+  offerCertificateRenewal(o: CertificateRenewalOffer): Promise<CertificateRenewalOutcome>;
+  /** The renewal held for this device, if any. */
+  certificateRenewal(mailbox: Uint8Array): Promise<StoredCertificateRenewal | undefined>;
   /** Everything held for these devices: directory entry, prekeys, mailbox, tokens, push endpoint, media budget. */
   deleteDevices(mailboxes: readonly Uint8Array[]): Promise<void>;
   /** The account's devices (as deleteDevices), usernames, archive record and device list, in one transaction. Returns the deleted mailboxes. */

@@ -129,4 +129,13 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       UPDATE archives SET version = 1 WHERE updated_at > 0;
     `,
   },
+  {
+    version: 4,
+    name: 'certificate renewals (as SQLite migration 8)',
+    sql: `
+      -- A manager-issued renewed certificate per device, until the device adopts it (docs/spec/02-keys.md §2.6).
+      ALTER TABLE devices ADD COLUMN renewal_certificate BYTEA;
+      ALTER TABLE devices ADD COLUMN renewal_issued_at BIGINT;
+    `,
+  },
 ];

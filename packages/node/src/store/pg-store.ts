@@ -34,6 +34,8 @@ import type {
   ArchiveReplaced,
   ArchiveReplacement,
   ArchiveRow,
+  CertificateRenewalOffer,
+  CertificateRenewalOutcome,
   ClaimedKeys,
   DeviceListOutcome,
   DeviceListPublication,
@@ -48,6 +50,7 @@ import type {
   NodeStore,
   PoolCounts,
   StoreHealth,
+  StoredCertificateRenewal,
   StoredDeviceList,
   StoredEnvelope,
   UsernameRow,
@@ -589,7 +592,14 @@ export class PgNodeStore implements NodeStore {
         } else {
           if (!existing.account_key.equals(buf(p.accountKey))) return 'other-account';
           if (p.issuedAt >= existing.issued_at) {
-            await q('UPDATE devices SET certificate = $2, issued_at = $3, updated_at = $4 WHERE mailbox = $1', [mailbox, buf(p.certificate), p.issuedAt, p.now]);
+            // A certificate at least as new as a held renewal: the renewal is done.
+            await q(
+              `UPDATE devices SET certificate = $2, issued_at = $3, updated_at = $4,
+                 renewal_certificate = CASE WHEN renewal_issued_at <= $3 THEN NULL ELSE renewal_certificate END,
+                 renewal_issued_at = CASE WHEN renewal_issued_at <= $3 THEN NULL ELSE renewal_issued_at END
+               WHERE mailbox = $1`,
+              [mailbox, buf(p.certificate), p.issuedAt, p.now],
+            );
           }
         }
         break;
@@ -613,6 +623,35 @@ export class PgNodeStore implements NodeStore {
       }
       return 'ok';
     });
+  }
+
+  async offerCertificateRenewal(o: CertificateRenewalOffer): Promise<CertificateRenewalOutcome> {
+    const mailbox = buf(o.mailbox);
+    return this.#tx(async (q): Promise<CertificateRenewalOutcome> => {
+      // As publishKeys: the list row share-locked to the commit orders this against a revocation.
+      const list = (await q<{ epoch: string | number }>('SELECT epoch FROM device_lists WHERE account_key = $1 FOR SHARE', [buf(o.accountKey)])).rows[0];
+      if (!list || Number(list.epoch) !== o.deviceListEpoch) return 'list-changed';
+      const d = (
+        await q<{ account_key: Buffer; issued_at: number; renewal_certificate: Buffer | null; renewal_issued_at: number | null }>(
+          'SELECT account_key, issued_at, renewal_certificate, renewal_issued_at FROM devices WHERE mailbox = $1 FOR NO KEY UPDATE',
+          [mailbox],
+        )
+      ).rows[0];
+      if (!d || !d.account_key.equals(buf(o.accountKey))) return 'unknown-device';
+      if (o.issuedAt <= d.issued_at) return 'stale';
+      if (d.renewal_certificate && d.renewal_issued_at !== null) {
+        if (o.issuedAt === d.renewal_issued_at && d.renewal_certificate.equals(buf(o.certificate))) return 'ok'; // a re-offer
+        if (o.issuedAt <= d.renewal_issued_at) return 'stale';
+      }
+      await q('UPDATE devices SET renewal_certificate = $2, renewal_issued_at = $3 WHERE mailbox = $1', [mailbox, buf(o.certificate), o.issuedAt]);
+      return 'ok';
+    });
+  }
+
+  async certificateRenewal(mailbox: Uint8Array): Promise<StoredCertificateRenewal | undefined> {
+    const r = await this.#q<{ renewal_certificate: Buffer | null; renewal_issued_at: number | null }>('SELECT renewal_certificate, renewal_issued_at FROM devices WHERE mailbox = $1', [buf(mailbox)]);
+    const d = r.rows[0];
+    return d?.renewal_certificate && d.renewal_issued_at !== null ? { certificate: u8copy(d.renewal_certificate), issuedAt: Number(d.renewal_issued_at) } : undefined;
   }
 
   async claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined> {

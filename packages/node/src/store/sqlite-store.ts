@@ -36,6 +36,8 @@ import type {
   ArchiveReplaced,
   ArchiveReplacement,
   ArchiveRow,
+  CertificateRenewalOffer,
+  CertificateRenewalOutcome,
   ClaimedKeys,
   DeviceListOutcome,
   DeviceListPublication,
@@ -51,6 +53,7 @@ import type {
   PoolCounts,
   PushTarget,
   StoreHealth,
+  StoredCertificateRenewal,
   StoredDeviceList,
   StoredEnvelope,
   UsernameRow,
@@ -334,6 +337,17 @@ export class SqliteNodeStore implements NodeStore {
       if (this.#lists.get(p.accountKey)?.epoch !== p.deviceListEpoch) return 'list-changed';
       return this.#directory.publish(p);
     });
+  }
+
+  async offerCertificateRenewal(o: CertificateRenewalOffer): Promise<CertificateRenewalOutcome> {
+    return this.#tx(() => {
+      if (this.#lists.get(o.accountKey)?.epoch !== o.deviceListEpoch) return 'list-changed';
+      return this.#directory.offerRenewal(o);
+    });
+  }
+
+  async certificateRenewal(mailbox: Uint8Array): Promise<StoredCertificateRenewal | undefined> {
+    return this.#directory.renewal(mailbox);
   }
 
   async claimPreKeys(mailbox: Uint8Array, consume: boolean): Promise<ClaimedKeys | undefined> {

@@ -42,7 +42,7 @@ interface TableSpec {
   readonly columns: readonly (readonly [name: string, type: PgType])[];
 }
 
-/** Every table of the SQLite schema (after its migration 5) with its PostgreSQL column types. */
+/** Every table of the SQLite schema (after its migration 8) with its PostgreSQL column types. */
 const TABLES: readonly TableSpec[] = [
   {
     table: 'devices',
@@ -54,6 +54,8 @@ const TABLES: readonly TableSpec[] = [
       ['signed_prekey', 'bytea'],
       ['last_resort_kem_prekey', 'bytea'],
       ['updated_at', 'bigint'],
+      ['renewal_certificate', 'bytea'],
+      ['renewal_issued_at', 'bigint'],
     ],
   },
   { table: 'one_time_prekeys', columns: [['mailbox', 'bytea'], ['key_id', 'bigint'], ['encoded', 'bytea']] },

@@ -277,6 +277,57 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         expect(new Set(taken).size).toBe(20);
       });
 
+      it('certificate renewals: the newest offer per device is held, stale/foreign/unlisted offers write nothing, an upload at least as new clears it', async () => {
+        const acct = bytes(32);
+        const a = await device(s, acct); // registered certificate issued at 1
+        const epoch = (await s.deviceList(acct))!.epoch;
+        const offer = (issuedAt: number, extra: Partial<Parameters<NodeStore['offerCertificateRenewal']>[0]> = {}) =>
+          s.offerCertificateRenewal({ mailbox: a.mailbox, accountKey: acct, certificate: bytes(40, issuedAt), issuedAt, deviceListEpoch: epoch, ...extra });
+        expect(await s.certificateRenewal(a.mailbox)).toBeUndefined();
+        expect(await offer(1)).toBe('stale'); // not after the registered certificate
+        expect(await offer(7)).toBe('ok');
+        expect(await s.certificateRenewal(a.mailbox)).toEqual({ certificate: bytes(40, 7), issuedAt: 7 });
+        expect(await offer(7)).toBe('ok'); // a byte-identical re-offer
+        expect(await s.offerCertificateRenewal({ mailbox: a.mailbox, accountKey: acct, certificate: bytes(40, 99), issuedAt: 7, deviceListEpoch: epoch })).toBe('stale');
+        expect(await offer(5)).toBe('stale'); // older than the held one
+        expect(await offer(9, { accountKey: bytes(32) })).toBe('list-changed'); // an account without a list
+        expect(await offer(9, { deviceListEpoch: epoch + 1 })).toBe('list-changed');
+        expect(await offer(9, { mailbox: bytes(32) })).toBe('unknown-device');
+        const other = await device(); // another account's device, offered under this account
+        expect(await s.offerCertificateRenewal({ mailbox: other.mailbox, accountKey: acct, certificate: bytes(40, 9), issuedAt: 9, deviceListEpoch: epoch })).toBe('unknown-device');
+        expect(await s.certificateRenewal(other.mailbox)).toBeUndefined();
+        expect(await s.certificateRenewal(a.mailbox)).toEqual({ certificate: bytes(40, 7), issuedAt: 7 });
+        expect(await offer(8)).toBe('ok');
+        // The device uploads a certificate older than the held renewal (6): it stays; one as new (8): cleared.
+        const upload = (issuedAt: number) =>
+          s.publishKeys({ mailbox: a.mailbox, accountKey: acct, certificate: bytes(40, issuedAt), issuedAt, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: clock, deviceListEpoch: epoch });
+        expect(await upload(6)).toBe('ok');
+        expect(await s.certificateRenewal(a.mailbox)).toEqual({ certificate: bytes(40, 8), issuedAt: 8 });
+        expect(await upload(8)).toBe('ok');
+        expect(await s.certificateRenewal(a.mailbox)).toBeUndefined();
+        expect((await s.device(a.mailbox))!.certificate).toEqual(bytes(40, 8));
+        expect(await offer(8)).toBe('stale'); // now the registered certificate
+        // Held across reopening; deleted with the device.
+        expect(await offer(12)).toBe('ok');
+        const again = await open();
+        expect(await again.certificateRenewal(a.mailbox)).toEqual({ certificate: bytes(40, 12), issuedAt: 12 });
+        await s.deleteDevices([a.mailbox]);
+        expect(await s.certificateRenewal(a.mailbox)).toBeUndefined();
+      });
+
+      it('concurrent renewal offers for one device: the newest is held', async () => {
+        const acct = bytes(32);
+        const a = await device(s, acct);
+        const epoch = (await s.deviceList(acct))!.epoch;
+        const other = await open();
+        const issued = [5, 9, 3, 8, 12, 7, 11, 4];
+        const results = await Promise.all(
+          issued.map((issuedAt, i) => (i % 2 ? s : other).offerCertificateRenewal({ mailbox: a.mailbox, accountKey: acct, certificate: bytes(40, issuedAt), issuedAt, deviceListEpoch: epoch })),
+        );
+        expect(results.every((r) => r === 'ok' || r === 'stale')).toBe(true);
+        expect(await s.certificateRenewal(a.mailbox)).toEqual({ certificate: bytes(40, 12), issuedAt: 12 });
+      });
+
       it('deleteDevices and deleteAccount remove everything held for them', async () => {
         const acct = bytes(32);
         const a = await device(s, acct);

@@ -7,7 +7,7 @@
  * can live in one process (no singletons). Everything the node sees is sealed ciphertext.
  */
 import type { AccountKeyPair, CryptoContext, DeviceAddress, DeviceList, ScannedSafetyNumberResult } from '@meshwhisper/crypto';
-import { computeSafetyNumber, createContext, deviceAddress, equalBytes, fromHex, mailboxIdOf, safetyNumberGroups, signAccountDeletion, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
+import { DeviceFlag, computeSafetyNumber, createContext, deviceAddress, equalBytes, fromHex, mailboxIdOf, safetyNumberGroups, signAccountDeletion, verifyScannedSafetyNumber } from '@meshwhisper/crypto';
 import { AccountDeletionRequestSchema, ContactAction, ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
@@ -200,7 +200,7 @@ export class MeshWhisper {
       deliveryToken: () => (this.#deliveryTokenRegistered ? this.#deliveryToken : new Uint8Array(0)),
       isClosed,
     });
-    this.#keys = new DeviceKeys({ ctx, storage, api: this.#api, identity, account, log });
+    this.#keys = new DeviceKeys({ ctx, storage, api: this.#api, identity, account, lists: this.#lists, log });
     this.#archive = new Archive({ ctx, storage, api: this.#api, identity, account, log });
     this.#receipts = new ReceiptQueue({
       storage,
@@ -402,11 +402,14 @@ export class MeshWhisper {
   }
 
   /**
-   * Renews this device's certificate if it is due (less than 30 days left), uploads it, and rotates
-   * and tops up this device's prekeys on the node now (also done at create and on a schedule).
+   * Renews this device's certificate if it is due (less than 30 days left; a device without the
+   * account key adopts the renewal a manager left on the node), uploads it, and rotates and tops up
+   * this device's prekeys on the node now; on a manager device whose queue was processed, also
+   * renews the certificates of the account's other devices that are due (docs/api.md §Devices).
+   * Also done at create and on a schedule.
    */
   publishKeys(): Promise<void> {
-    return this.#keys.publish();
+    return this.#keys.check();
   }
 
   /**
@@ -581,10 +584,28 @@ export class MeshWhisper {
     await this.#erase(res);
   }
 
-  /** Removes this one device from the node (other devices of the account stay) and erases its storage. */
+  /**
+   * Removes this one device from the node (other devices of the account stay) and erases its
+   * storage. On a manager device, while another manager remains on the list, the device first
+   * revokes itself from the account's device list (the node then deletes it in the same
+   * transaction); otherwise the node deletes its registration and the list entry stays until a
+   * manager revokes it (docs/spec/node-protocol.md §10).
+   */
   async deleteDevice(): Promise<void> {
     this.#checkOpen();
+    const self = this.#identity.certificate.deviceIndex;
+    const own = this.account ? await this.#lists.held() : undefined;
     this.#erasing = true;
+    if (own && own.devices.some((d) => d.deviceIndex !== self && (d.flags & DeviceFlag.Manager) !== 0)) {
+      try {
+        await this.#lists.revoke(self);
+      } catch (e) {
+        this.#erasing = false;
+        throw e;
+      }
+      await this.#erase(undefined);
+      return;
+    }
     await this.#erase(await this.#api.rawCall('DELETE', '/v1/device', this.#identity));
   }
 
@@ -621,8 +642,8 @@ export class MeshWhisper {
     this.#events.emit('wiped', { reason: 'revoked', epoch: list.epoch });
   }
 
-  async #erase(res: Response): Promise<void> {
-    await res.body?.cancel();
+  async #erase(res: Response | undefined): Promise<void> {
+    await res?.body?.cancel();
     await this.#shutdown();
     await this.#storage.erase();
   }

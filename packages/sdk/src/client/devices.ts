@@ -7,8 +7,11 @@
 import type { CryptoContext, DeviceCertificate, LocalIdentity } from '@meshwhisper/crypto';
 import {
   AccountKeyPair,
+  CryptoError,
   DeviceKeyPair,
+  assertDeviceListed,
   certificateNeedsRenewal,
+  decodeDeviceCertificate,
   encodeDeviceCertificate,
   encodeKemPreKey,
   encodeOneTimePreKey,
@@ -18,12 +21,17 @@ import {
   generateKemPreKeys,
   generateOneTimePreKeys,
   issueDeviceCertificate,
+  mailboxIdOf,
   rotatePreKeys,
+  sameDevice,
   toHex,
+  verifyCertificateRenewal,
+  verifyDeviceCertificate,
 } from '@meshwhisper/crypto';
-import { KeyUploadSchema, PreKeyCountsSchema } from '@meshwhisper/protocol';
+import { AccountDevicesSchema, CertificateRenewalSchema, KeyUploadSchema, PreKeyCountsSchema } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { DELIVERY_TOKEN_LENGTH, KEY_CHECK_MS, PREKEY_BATCH, PREKEY_LOW_WATER } from '../constants.js';
+import type { DeviceLists } from './device-lists.js';
 import { firstDeviceList } from './device-lists.js';
 import { SdkError } from './errors.js';
 import type { Log } from './log.js';
@@ -113,6 +121,8 @@ export class DeviceKeys {
   /** Whether the node's queue was drained since start-up: only then are superseded prekeys deleted. */
   #drained = false;
   #warnedNoManager = false;
+  /** The last renewal the node served that this device refused (logged once, not every check). */
+  #refusedRenewal = '';
 
   constructor(
     private readonly deps: {
@@ -122,6 +132,8 @@ export class DeviceKeys {
       readonly identity: DeviceIdentity;
       /** The account key pair, on a manager device (the one that created the account): it renews the certificate. */
       readonly account: AccountKeyPair | undefined;
+      /** The own account's device list (a manager renews the devices it names). */
+      readonly lists: Pick<DeviceLists, 'accept'>;
       readonly log: Log;
     },
   ) {}
@@ -141,37 +153,134 @@ export class DeviceKeys {
   /**
    * Renews this device's certificate once less than CERTIFICATE_RENEW_BEFORE_MS (30 days) of it is
    * left, after the node's queue was processed (at once if less than a day is left or it expired
-   * while the device was away): the account key (held on a manager device)
-   * certifies the same keys, index, capabilities and extensions for another CERTIFICATE_VALIDITY_MS,
-   * the storage commits it, and the next publish() uploads it. Purely local: works offline. A device
-   * without the account key cannot renew itself (a manager renews it, docs/spec/02-keys.md §2.6):
-   * it logs `keys.certificate-renewal-needs-manager`. Returns whether it renewed.
+   * while the device was away), and the next publish() uploads it. On a manager device (it holds the
+   * account key) the account key certifies the same keys, index, capabilities and extensions for
+   * another CERTIFICATE_VALIDITY_MS, offline. Any other device adopts the renewal a manager left for
+   * it on the node (docs/spec/02-keys.md §2.6) after checking it is a renewal of its own certificate
+   * (its keys and index, the account signature, issued and expiring later: `keys.certificate-renewal-refused`
+   * otherwise); while none is waiting it logs `keys.certificate-renewal-needs-manager` once. The
+   * storage commits the renewal before it is used. Returns whether it renewed.
    */
   async renewCertificate(): Promise<boolean> {
-    const { ctx, storage, identity, account, log } = this.deps;
+    const { ctx, storage, identity, account } = this.deps;
     const current = identity.certificate;
     const now = ctx.now();
     if (!certificateNeedsRenewal(current, now)) return false;
-    if (!account) {
-      if (!this.#warnedNoManager) {
-        this.#warnedNoManager = true;
-        log.warn('keys.certificate-renewal-needs-manager', `this device's certificate expires at ${new Date(current.expiresAt).toISOString()} and this device does not hold the account key to renew it`);
-      }
-      return false;
-    }
     // First messages waiting in the node's queue were built on bundles carrying the current
     // certificate, whose whole bytes are in their transcript (PQXDH TH): process them first —
     // unless the certificate can no longer log in (renewing is then the only way back to the node).
-    if (!this.#drained && now < current.expiresAt - RENEW_BEFORE_LOGIN_MS) return false;
-    const renewed = issueDeviceCertificate(ctx, account, identity.device, {
-      issuedAt: Math.max(ctx.now(), current.issuedAt + 1),
-      deviceIndex: current.deviceIndex,
-      capabilities: current.capabilities,
-      extensions: current.extensions,
-    });
+    const mayRenew = this.#drained || now >= current.expiresAt - RENEW_BEFORE_LOGIN_MS;
+    let renewed: DeviceCertificate | undefined;
+    if (account) {
+      if (!mayRenew) return false;
+      renewed = issueDeviceCertificate(ctx, account, identity.device, {
+        issuedAt: Math.max(ctx.now(), current.issuedAt + 1),
+        deviceIndex: current.deviceIndex,
+        capabilities: current.capabilities,
+        extensions: current.extensions,
+      });
+    } else {
+      renewed = await this.#renewalFromManager(current);
+      if (!renewed || !mayRenew) return false;
+    }
     await storage.renewCertificate(renewed);
     identity.renewed(renewed);
     return true;
+  }
+
+  /**
+   * The renewal a manager left on the node for this device (GET /v1/devices/{mailbox}/certificate-renewal,
+   * no authentication: it works with an expired certificate), if it is one of this device's certificate.
+   */
+  async #renewalFromManager(current: DeviceCertificate): Promise<DeviceCertificate | undefined> {
+    const { ctx, api, log } = this.deps;
+    let served: Uint8Array;
+    try {
+      served = (await api.call('GET', `/v1/devices/${toHex(mailboxIdOf(ctx, current.deviceSigningKey))}/certificate-renewal`, { reply: CertificateRenewalSchema })).certificate;
+    } catch (e) {
+      if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
+      if (!this.#warnedNoManager) {
+        this.#warnedNoManager = true;
+        log.warn('keys.certificate-renewal-needs-manager', `this device's certificate expires at ${new Date(current.expiresAt).toISOString()}; it does not hold the account key and no manager device has renewed it yet (a manager does once it runs)`);
+      }
+      return undefined;
+    }
+    try {
+      const renewal = decodeDeviceCertificate(served);
+      verifyCertificateRenewal(ctx, current, renewal);
+      return renewal;
+    } catch (e) {
+      if (!(e instanceof CryptoError)) throw e;
+      const key = toHex(served);
+      if (this.#refusedRenewal !== key) {
+        this.#refusedRenewal = key;
+        log.warn('keys.certificate-renewal-refused', `the node served a certificate renewal that is not one of this device's certificate (${e.code}); kept the current one`, e);
+      }
+      return undefined;
+    }
+  }
+
+  /**
+   * On a manager device: issues a renewed certificate for every other device of the account whose
+   * registered certificate has less than 30 days left, and leaves it on the node for that device
+   * (PUT /v1/certificate-renewal; docs/spec/02-keys.md §2.6). Only keys the account already
+   * certified, of devices the verified list names, are certified again: a node serving another key
+   * gets nothing signed. A renewal already waiting and good for more than 30 days is not re-issued.
+   * Returns how many it issued.
+   */
+  async renewAccountDevices(): Promise<number> {
+    const { ctx, api, identity, account, lists, log } = this.deps;
+    if (!account) return 0;
+    const accountKey = account.publicKey;
+    const r = await api.call('GET', `/v1/accounts/${toHex(accountKey)}/devices?certificates=1`, { reply: AccountDevicesSchema });
+    const list = await lists.accept(accountKey, r.deviceList);
+    if (!list) return 0;
+    const now = ctx.now();
+    let issued = 0;
+    for (const encoded of r.certificates) {
+      let c: DeviceCertificate;
+      try {
+        c = decodeDeviceCertificate(encoded);
+        if (sameDevice(c, identity.certificate) || !certificateNeedsRenewal(c, now)) continue;
+        // Any age: an expired certificate still says which keys the account certified.
+        verifyDeviceCertificate(ctx, c, { expectedAccountKey: accountKey, graceMs: Number.MAX_SAFE_INTEGER });
+        assertDeviceListed(list, c);
+      } catch (e) {
+        if (!(e instanceof CryptoError)) throw e;
+        log.warn('keys.device-renewal-skipped', `a certificate the node lists for this account was not renewed (${e.code})`, e);
+        continue;
+      }
+      if (await this.#renewalWaiting(c)) continue;
+      const renewal = issueDeviceCertificate(ctx, account, { signingPublicKey: c.deviceSigningKey, dhPublicKey: c.deviceDhKey }, {
+        issuedAt: Math.max(now, c.issuedAt + 1),
+        deviceIndex: c.deviceIndex,
+        capabilities: c.capabilities,
+        extensions: c.extensions,
+      });
+      try {
+        await api.call('PUT', '/v1/certificate-renewal', { body: { schema: CertificateRenewalSchema, value: { certificate: encodeDeviceCertificate(renewal) } }, reply: CertificateRenewalSchema, auth: identity });
+        issued++;
+      } catch (e) {
+        // Another manager's renewal (or the device's own upload) got there first.
+        if (e instanceof SdkError && e.nodeCode === 'MW_STALE_CERTIFICATE') continue;
+        throw e;
+      }
+    }
+    return issued;
+  }
+
+  /** Whether a renewal of `c` is already waiting on the node and good for more than the renewal window. */
+  async #renewalWaiting(c: DeviceCertificate): Promise<boolean> {
+    const { ctx, api } = this.deps;
+    try {
+      const served = (await api.call('GET', `/v1/devices/${toHex(mailboxIdOf(ctx, c.deviceSigningKey))}/certificate-renewal`, { reply: CertificateRenewalSchema })).certificate;
+      const waiting = decodeDeviceCertificate(served);
+      verifyCertificateRenewal(ctx, c, waiting);
+      return !certificateNeedsRenewal(waiting, ctx.now());
+    } catch (e) {
+      if (e instanceof CryptoError || (e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) return false;
+      throw e;
+    }
   }
 
   /**
@@ -217,6 +326,17 @@ export class DeviceKeys {
     if (uploadCertificate) await storage.setItem(Table.Self, 'certificate-published', u64(certificate.issuedAt));
   }
 
+  /** publish(), then — on a manager, once the queue was processed — renewAccountDevices(). */
+  async check(): Promise<void> {
+    await this.publish();
+    if (!this.deps.account || !this.#drained) return;
+    try {
+      await this.renewAccountDevices();
+    } catch (e) {
+      this.deps.log.warn('keys.device-renewal-failed', "the account's other devices could not be renewed now; the next check retries", e);
+    }
+  }
+
   /** Runs publish() after `delay` ms (an earlier pending check wins), then every KEY_CHECK_MS. */
   schedule(delay: number): void {
     if (this.#stopped) return;
@@ -226,7 +346,7 @@ export class DeviceKeys {
     }
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.publish()
+      this.check()
         .catch((e) => this.deps.log.warn('keys.check-failed', 'the prekey check did not reach the node; the next check retries', e))
         .finally(() => this.schedule(KEY_CHECK_MS));
     }, delay);

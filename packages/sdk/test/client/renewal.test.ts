@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceCertificate } from '@meshwhisper/crypto';
-import { CERTIFICATE_VALIDITY_MS, createContext, encodeDeviceCertificate, equalBytes } from '@meshwhisper/crypto';
+import { AccountKeyPair, CERTIFICATE_VALIDITY_MS, DeviceKeyPair, createContext, decodeDeviceCertificate, encodeDeviceCertificate, equalBytes, issueDeviceCertificate, mailboxIdOf } from '@meshwhisper/crypto';
 import type { E2eNode } from './test-node.js';
 import { startE2eNode } from './test-node.js';
 import type { LogEntry, ProtocolStorage, UndecryptableMessage } from '../../src/index.js';
@@ -144,7 +144,7 @@ describe('certificate renewal', () => {
     await Promise.all([alice.close(), bob.close()]);
   }, 120_000);
 
-  it('a device without the account key cannot renew itself: it says so in the log, once', async () => {
+  it('a device without the account key whose manager has not renewed it yet: it says so in the log, once', async () => {
     offset = 0;
     const logs: LogEntry[] = [];
     const file = join(work, 'no-manager.db');
@@ -275,3 +275,135 @@ describe('prekey rotation after weeks offline (issue 10 §1.3)', () => {
     await Promise.all([alice.close(), bob.close()]);
   }, 120_000);
 });
+
+/** A device linked to `manager`'s account WITHOUT the account key (manager: false): a new storage with its identity. */
+async function nonManagerDevice(manager: MeshWhisper, file: string): Promise<ProtocolStorage> {
+  const device = DeviceKeyPair.generate(crypto);
+  const { deviceIndex } = await manager.addDevice(device.signingPublicKey);
+  const storage = await open(file);
+  await storage.setLocalIdentity({ certificate: issueDeviceCertificate(crypto, manager.account!, device, { deviceIndex }), device });
+  return storage;
+}
+
+describe('renewal of a device without the account key (docs/spec/02-keys.md §2.6)', () => {
+  it('its manager renews it through the node; it adopts the renewal and still sends and receives after day 90 and after restarting (failed before: it expired on day 90)', async () => {
+    offset = 0;
+    const manager = await client(await memoryStorage());
+    const file = join(work, 'phone.db');
+    let phoneStorage = await nonManagerDevice(manager, file);
+    const logs: LogEntry[] = [];
+    let phone = await client(phoneStorage, { logger: (e) => logs.push(e) });
+    expect(phone.account).toBeUndefined();
+    const alice = await client(await memoryStorage());
+    const a = inbox(alice);
+    let p = inbox(phone);
+    await alice.sendText(phone.mailboxId, 'hello phone');
+    await until(() => p.texts.includes('hello phone'), 'hello phone');
+    await phone.sendText(alice.mailboxId, 'hi alice');
+    await until(() => a.texts.includes('hi alice'), 'hi alice');
+    const first = await certificateOf(phoneStorage);
+    const { store } = t.node.services;
+
+    // Day 61: 29 days left. The manager (its queue processed) issues the phone's renewal; the
+    // node holds it; the phone's bundle still carries the old certificate.
+    offset = 61 * DAY;
+    await alice.publishKeys();
+    await until(async () => {
+      await manager.publishKeys();
+      return (await store.certificateRenewal(phone.mailboxId)) !== undefined;
+    }, "the manager's renewal of the phone");
+    const held = decodeDeviceCertificate((await store.certificateRenewal(phone.mailboxId))!.certificate);
+    expect(equalBytes((await store.device(phone.mailboxId))!.certificate, encodeDeviceCertificate(first))).toBe(true);
+    // The manager does not issue another while that one waits.
+    await manager.publishKeys();
+    expect((await store.certificateRenewal(phone.mailboxId))!.issuedAt).toBe(held.issuedAt);
+
+    // The phone (queue processed) adopts it, stores it and uploads it: the node clears the waiting copy.
+    await until(async () => {
+      await phone.publishKeys();
+      return (await certificateOf(phoneStorage)).issuedAt > first.issuedAt;
+    }, 'the phone to adopt its renewal');
+    const renewed = await certificateOf(phoneStorage);
+    expect(equalBytes(encodeDeviceCertificate(renewed), encodeDeviceCertificate(held))).toBe(true);
+    expect(renewed.deviceIndex).toBe(first.deviceIndex);
+    expect(renewed.expiresAt - renewed.issuedAt).toBe(CERTIFICATE_VALIDITY_MS);
+    expect(equalBytes((await store.device(phone.mailboxId))!.certificate, encodeDeviceCertificate(renewed))).toBe(true);
+    expect(await store.certificateRenewal(phone.mailboxId)).toBeUndefined();
+    expect(logs.filter((e) => e.event.startsWith('keys.certificate-renewal'))).toEqual([]);
+
+    // Day 125: the first certificate expired 35 days ago (beyond the 30-day envelope grace).
+    offset = 125 * DAY;
+    await alice.sendText(phone.mailboxId, 'day 125 to phone');
+    await until(() => p.texts.includes('day 125 to phone'), 'day 125 to phone');
+    await phone.sendText(alice.mailboxId, 'day 125 from phone');
+    await until(() => a.texts.includes('day 125 from phone'), 'day 125 from phone');
+    // It restarts (logs in with the renewed certificate) and a new contact reaches it from a fresh bundle.
+    await phone.close();
+    phoneStorage = await open(file);
+    phone = await client(phoneStorage);
+    p = inbox(phone);
+    const carol = await client(await memoryStorage());
+    const c = inbox(carol);
+    await carol.sendText(phone.mailboxId, 'hello from carol');
+    await until(() => p.texts.includes('hello from carol'), 'hello from carol');
+    await phone.sendText(carol.mailboxId, 'hi carol');
+    await until(() => c.texts.includes('hi carol'), 'hi carol');
+    expect([...a.bad, ...p.bad, ...c.bad]).toEqual([]);
+    await Promise.all([manager.close(), phone.close(), alice.close(), carol.close()]);
+  }, 180_000);
+
+  it('a device refuses a renewal that is not one of its own certificate (an operator editing the node database), keeps its certificate, and adopts the genuine one', async () => {
+    offset = 0;
+    const manager = await client(await memoryStorage());
+    const phoneStorage = await nonManagerDevice(manager, join(work, 'phone-refuses.db'));
+    const logs: LogEntry[] = [];
+    const phone = await client(phoneStorage, { logger: (e) => logs.push(e) });
+    await until(() => phone.connectionState === 'online', 'phone online');
+    const first = await certificateOf(phoneStorage);
+    const { store } = t.node.services;
+    offset = 61 * DAY;
+    const account = manager.account!;
+    const epoch = (await store.deviceList(account.publicKey))!.epoch;
+    const otherKeys = DeviceKeyPair.generate(crypto);
+    const forged = issueDeviceCertificate(crypto, AccountKeyPair.generate(crypto), { signingPublicKey: first.deviceSigningKey, dhPublicKey: first.deviceDhKey }, { deviceIndex: first.deviceIndex });
+    let at = now();
+    const bad: [string, Uint8Array][] = [
+      // The account key certifying another DH key under the phone's signing key.
+      ['other keys', encodeDeviceCertificate(issueDeviceCertificate(crypto, account, { signingPublicKey: first.deviceSigningKey, dhPublicKey: otherKeys.dhPublicKey }, { issuedAt: ++at, deviceIndex: first.deviceIndex }))],
+      ['other index', encodeDeviceCertificate(issueDeviceCertificate(crypto, account, phoneStorageDevice(first), { issuedAt: ++at, deviceIndex: first.deviceIndex + 5 }))],
+      // Another account's key certifying the phone's keys (the attacker's account).
+      ['foreign account', encodeDeviceCertificate(issueDeviceCertificate(crypto, AccountKeyPair.generate(crypto), phoneStorageDevice(first), { issuedAt: ++at, deviceIndex: first.deviceIndex }))],
+      // The right account key named, but signed by another.
+      ['forged signature', encodeDeviceCertificate({ ...forged, accountKey: account.publicKey, issuedAt: ++at, expiresAt: at + CERTIFICATE_VALIDITY_MS })],
+      // Genuine, but expiring before the current one.
+      ['older', encodeDeviceCertificate(issueDeviceCertificate(crypto, account, phoneStorageDevice(first), { issuedAt: at + 1, deviceIndex: first.deviceIndex, validityMs: 10 * DAY }))],
+    ];
+    for (const [what, certificate] of bad) {
+      // The operator puts it on the node directly (its own store: no route checks it).
+      const issuedAt = decodeDeviceCertificate(certificate).issuedAt;
+      expect(await store.offerCertificateRenewal({ mailbox: phone.mailboxId, accountKey: account.publicKey, certificate, issuedAt, deviceListEpoch: epoch }), what).toBe('ok');
+      const before = logs.length;
+      await phone.publishKeys();
+      expect(equalBytes(encodeDeviceCertificate(await certificateOf(phoneStorage)), encodeDeviceCertificate(first)), what).toBe(true);
+      expect(logs.slice(before).map((e) => e.event), what).toContain('keys.certificate-renewal-refused');
+    }
+    expect(mailboxIdOf(crypto, first.deviceSigningKey)).toEqual(phone.mailboxId);
+    // The manager's genuine renewal replaces the operator's and is adopted.
+    offset = 62 * DAY;
+    await until(async () => {
+      await manager.publishKeys();
+      const held = await store.certificateRenewal(phone.mailboxId);
+      return held !== undefined && decodeDeviceCertificate(held.certificate).expiresAt > first.expiresAt + DAY;
+    }, "the manager's renewal");
+    await until(async () => {
+      await phone.publishKeys();
+      return (await certificateOf(phoneStorage)).issuedAt > first.issuedAt;
+    }, 'the genuine renewal to be adopted');
+    await Promise.all([manager.close(), phone.close()]);
+  }, 120_000);
+});
+
+/** The public device keys a certificate certifies. */
+function phoneStorageDevice(c: DeviceCertificate): { signingPublicKey: Uint8Array; dhPublicKey: Uint8Array } {
+  return { signingPublicKey: c.deviceSigningKey, dhPublicKey: c.deviceDhKey };
+}

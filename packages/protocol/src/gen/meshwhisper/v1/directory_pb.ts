@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/directory.proto.
  */
 export const file_meshwhisper_v1_directory: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tZXNod2hpc3Blci92MS9kaXJlY3RvcnkucHJvdG8SDm1lc2h3aGlzcGVyLnYxIoYBCglLZXlVcGxvYWQSEwoLY2VydGlmaWNhdGUYASABKAwSFQoNc2lnbmVkX3ByZWtleRgCIAEoDBIYChBvbmVfdGltZV9wcmVrZXlzGAMgAygMEhMKC2tlbV9wcmVrZXlzGAQgAygMEh4KFmxhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBSABKAwifAoMUHJlS2V5Q291bnRzEhgKEG9uZV90aW1lX3ByZWtleXMYASABKA0SEwoLa2VtX3ByZWtleXMYAiABKA0SGQoRaGFzX3NpZ25lZF9wcmVrZXkYAyABKAgSIgoaaGFzX2xhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBCABKAgiIgoMQ2xhaW1SZXF1ZXN0EhIKCm1haWxib3hfaWQYASABKAwiHQoLQ2xhaW1SZXN1bHQSDgoGYnVuZGxlGAEgASgMIk8KDkFjY291bnREZXZpY2VzEhMKC2FjY291bnRfa2V5GAEgASgMEhMKC21haWxib3hfaWRzGAIgAygMEhMKC2RldmljZV9saXN0GAMgASgMIigKEVB1Ymxpc2hEZXZpY2VMaXN0EhMKC2RldmljZV9saXN0GAEgASgMIicKEERldmljZUxpc3RSZWNvcmQSEwoLZGV2aWNlX2xpc3QYASABKAwiYgoWQWNjb3VudERlbGV0aW9uUmVxdWVzdBITCgthY2NvdW50X2tleRgBIAEoDBINCgVlcG9jaBgCIAEoBBIRCgljaGFsbGVuZ2UYAyABKAwSEQoJc2lnbmF0dXJlGAQgASgMYgZwcm90bzM");
+  fileDesc("Ch5tZXNod2hpc3Blci92MS9kaXJlY3RvcnkucHJvdG8SDm1lc2h3aGlzcGVyLnYxIoYBCglLZXlVcGxvYWQSEwoLY2VydGlmaWNhdGUYASABKAwSFQoNc2lnbmVkX3ByZWtleRgCIAEoDBIYChBvbmVfdGltZV9wcmVrZXlzGAMgAygMEhMKC2tlbV9wcmVrZXlzGAQgAygMEh4KFmxhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBSABKAwifAoMUHJlS2V5Q291bnRzEhgKEG9uZV90aW1lX3ByZWtleXMYASABKA0SEwoLa2VtX3ByZWtleXMYAiABKA0SGQoRaGFzX3NpZ25lZF9wcmVrZXkYAyABKAgSIgoaaGFzX2xhc3RfcmVzb3J0X2tlbV9wcmVrZXkYBCABKAgiIgoMQ2xhaW1SZXF1ZXN0EhIKCm1haWxib3hfaWQYASABKAwiHQoLQ2xhaW1SZXN1bHQSDgoGYnVuZGxlGAEgASgMImUKDkFjY291bnREZXZpY2VzEhMKC2FjY291bnRfa2V5GAEgASgMEhMKC21haWxib3hfaWRzGAIgAygMEhMKC2RldmljZV9saXN0GAMgASgMEhQKDGNlcnRpZmljYXRlcxgEIAMoDCIoChFQdWJsaXNoRGV2aWNlTGlzdBITCgtkZXZpY2VfbGlzdBgBIAEoDCInChBEZXZpY2VMaXN0UmVjb3JkEhMKC2RldmljZV9saXN0GAEgASgMImIKFkFjY291bnREZWxldGlvblJlcXVlc3QSEwoLYWNjb3VudF9rZXkYASABKAwSDQoFZXBvY2gYAiABKAQSEQoJY2hhbGxlbmdlGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDCIpChJDZXJ0aWZpY2F0ZVJlbmV3YWwSEwoLY2VydGlmaWNhdGUYASABKAxiBnByb3RvMw");
 
 /**
  * PUT /v1/keys (device-authenticated; the DeviceAuth signature covers the SHA-256 of this body).
@@ -161,6 +161,15 @@ export type AccountDevices = Message<"meshwhisper.v1.AccountDevices"> & {
    * @generated from field: bytes device_list = 3;
    */
   deviceList: Uint8Array;
+
+  /**
+   * Only with ?certificates=1: the registered certificate (DeviceCertificate encoding) of each
+   * device, in the order of mailbox_ids. A manager device reads them to renew the certificates of the account's other
+   * devices (docs/spec/02-keys.md §2.6). Certificates are public (every bundle carries one).
+   *
+   * @generated from field: repeated bytes certificates = 4;
+   */
+  certificates: Uint8Array[];
 };
 
 /**
@@ -246,4 +255,28 @@ export type AccountDeletionRequest = Message<"meshwhisper.v1.AccountDeletionRequ
  */
 export const AccountDeletionRequestSchema: GenMessage<AccountDeletionRequest> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_directory, 7);
+
+/**
+ * PUT /v1/certificate-renewal (device-authenticated by a listed device of the same account) and
+ * the reply to GET /v1/devices/{mailbox id hex}/certificate-renewal: a renewed certificate that a
+ * manager issued for another device of its account (docs/spec/02-keys.md §2.6), held by the node
+ * until that device fetches it, adopts it and uploads it in its own KeyUpload.
+ *
+ * @generated from message meshwhisper.v1.CertificateRenewal
+ */
+export type CertificateRenewal = Message<"meshwhisper.v1.CertificateRenewal"> & {
+  /**
+   * DeviceCertificate in the @meshwhisper/crypto encoding, signed by the account key.
+   *
+   * @generated from field: bytes certificate = 1;
+   */
+  certificate: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.CertificateRenewal.
+ * Use `create(CertificateRenewalSchema)` to create a new message.
+ */
+export const CertificateRenewalSchema: GenMessage<CertificateRenewal> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_directory, 8);
 
