@@ -43,6 +43,13 @@ export async function heldListIn(stx: AppStore, accountKey: Uint8Array): Promise
   return bytes ? decodeDeviceList(bytes) : undefined;
 }
 
+/**
+ * How many times a manager's list change is built and published when other managers' changes keep
+ * winning the race (each lost round fetches their list first): enough for a few managers changing
+ * the list at once, bounded so a node that keeps refusing cannot keep a client looping.
+ */
+export const LIST_UPDATE_ATTEMPTS = 4;
+
 export class DeviceLists {
   constructor(
     private readonly deps: {
@@ -152,26 +159,40 @@ export class DeviceLists {
   /**
    * A manager's change to the own account's list: `change` gets the current entries and returns the
    * new ones; the result is signed one epoch up, verified against the held list, published, and only
-   * then stored (a refused publication changes nothing here).
+   * then stored (a refused publication changes nothing here). When another manager changed the list
+   * meanwhile (the node answers MW_CONFLICT or MW_STALE_DEVICE_LIST), the node's newer list is
+   * fetched and verified, `change` is applied to it again and the result published — at most
+   * LIST_UPDATE_ATTEMPTS times in all.
    */
   async update(change: (devices: readonly DeviceListEntry[], current: DeviceList) => readonly DeviceListEntry[]): Promise<DeviceList> {
     const { ctx, account } = this.deps;
     if (!account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only a manager device (one that holds the account key) can change the device list');
-    const current = await this.held();
-    if (!current) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device holds no device list for its account');
-    const devices = change(current.devices, current);
-    const nextDeviceIndex = Math.max(current.nextDeviceIndex, ...devices.map((d) => d.deviceIndex + 1));
-    let next: DeviceList;
-    try {
-      next = issueDeviceList(ctx, account, { epoch: current.epoch + 1, nextDeviceIndex, devices, successorCommitment: current.successorCommitment });
-      verifyDeviceList(ctx, next, { previous: current });
-    } catch (e) {
-      if (e instanceof CryptoError) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `device list change refused: ${e.message}`, undefined, { cause: e });
-      throw e;
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.held();
+      if (!current) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device holds no device list for its account');
+      const devices = change(current.devices, current);
+      const nextDeviceIndex = Math.max(current.nextDeviceIndex, ...devices.map((d) => d.deviceIndex + 1));
+      let next: DeviceList;
+      try {
+        next = issueDeviceList(ctx, account, { epoch: current.epoch + 1, nextDeviceIndex, devices, successorCommitment: current.successorCommitment });
+        verifyDeviceList(ctx, next, { previous: current });
+      } catch (e) {
+        if (e instanceof CryptoError) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `device list change refused: ${e.message}`, undefined, { cause: e });
+        throw e;
+      }
+      try {
+        await this.#put(encodeDeviceList(next));
+      } catch (e) {
+        const raced = e instanceof SdkError && (e.nodeCode === 'MW_CONFLICT' || e.nodeCode === 'MW_STALE_DEVICE_LIST');
+        if (!raced || attempt >= LIST_UPDATE_ATTEMPTS) throw e;
+        const fetched = await this.fetch(account.publicKey);
+        // The node holds nothing newer than what this change was built on: not a race, do not loop.
+        if (!fetched || fetched.epoch <= current.epoch) throw e;
+        continue;
+      }
+      await this.deps.storage.setItem(Table.DeviceList, toHex(account.publicKey), encodeDeviceList(next));
+      return next;
     }
-    await this.#put(encodeDeviceList(next));
-    await this.deps.storage.setItem(Table.DeviceList, toHex(account.publicKey), encodeDeviceList(next));
-    return next;
   }
 
   /** Adds a device key to the own list under the next free index; returns the index (certify the device with it). */

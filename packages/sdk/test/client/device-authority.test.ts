@@ -15,6 +15,7 @@ import {
   KemPreKeyPair,
   X25519PreKeyPair,
   createContext,
+  decodeDeviceList as decodeList,
   decodePreKeyBundle,
   encodeDeviceCertificate,
   encodeDeviceList,
@@ -207,4 +208,65 @@ describe('recipients', () => {
     expect(await t.node.services.store.deviceList(alice.accountKey)).toBeUndefined();
     await phone.close();
   });
+});
+
+describe('managers changing the list (issue 10 §2)', () => {
+  it('two managers adding devices at the same moment: the loser refetches the winner’s list, re-applies its change and publishes one epoch up (failed before: MW_CONFLICT / MW_STALE_DEVICE_LIST to the caller)', async () => {
+    const first = await client();
+    const secondStorage = await memoryStorage();
+    await addAccountDevice(first, secondStorage); // a second manager (holds the account seed)
+    const second = await client(secondStorage);
+    const start = (await first.refreshDeviceList())!.epoch;
+    expect((await second.deviceList())!.epoch).toBe(start);
+    for (let round = 0; round < 3; round++) {
+      const [k1, k2] = [DeviceKeyPair.generate(ctx), DeviceKeyPair.generate(ctx)];
+      const [r1, r2] = await Promise.all([first.addDevice(k1.signingPublicKey), second.addDevice(k2.signingPublicKey)]);
+      expect(r1.deviceIndex).not.toBe(r2.deviceIndex);
+      const onNode = (await first.refreshDeviceList())!;
+      expect(onNode.epoch).toBe(start + 2 * (round + 1));
+      const keys = onNode.devices.map((d) => toHex(d.signingKey));
+      expect(keys).toContain(toHex(k1.signingPublicKey));
+      expect(keys).toContain(toHex(k2.signingPublicKey));
+    }
+    // Revocations race too: each removes a different device, both stick.
+    const list = (await first.refreshDeviceList())!;
+    const [a, b] = list.devices.filter((d) => (d.flags & 1) === 0).slice(0, 2);
+    await Promise.all([first.revokeDevice(a!.deviceIndex), second.revokeDevice(b!.deviceIndex)]);
+    const after = (await second.refreshDeviceList())!;
+    expect(after.epoch).toBe(list.epoch + 2);
+    expect(after.devices.map((d) => d.deviceIndex)).not.toContain(a!.deviceIndex);
+    expect(after.devices.map((d) => d.deviceIndex)).not.toContain(b!.deviceIndex);
+    await Promise.all([first.close(), second.close()]);
+  }, 60_000);
+
+  it('deleteDevice: a manager with another manager left revokes itself from the list; a device without the account key leaves its entry for a manager to revoke', async () => {
+    const first = await client();
+    const secondStorage = await memoryStorage();
+    await addAccountDevice(first, secondStorage);
+    const second = await client(secondStorage);
+    const { store } = t.node.services;
+    const before = (await first.refreshDeviceList())!;
+    const secondIndex = before.devices.find((d) => toHex(d.signingKey) === second.address.split(':')[1])!.deviceIndex;
+    const secondMailbox = second.mailboxId;
+    await second.deleteDevice();
+    const afterManager = decodeList((await store.deviceList(first.accountKey))!.encoded);
+    expect(afterManager.epoch).toBe(before.epoch + 1);
+    expect(afterManager.devices.map((d) => d.deviceIndex)).not.toContain(secondIndex);
+    expect(await store.device(secondMailbox)).toBeUndefined();
+    // A device linked without the account key: DELETE /v1/device; the list still names it.
+    const phone = DeviceKeyPair.generate(ctx);
+    const { deviceIndex } = await first.addDevice(phone.signingPublicKey);
+    const phoneStorage = await memoryStorage();
+    await phoneStorage.setLocalIdentity({ certificate: issueDeviceCertificate(ctx, first.account!, phone, { deviceIndex }), device: phone });
+    const phoneClient = await client(phoneStorage);
+    const phoneMailbox = phoneClient.mailboxId;
+    const epoch = (await store.deviceList(first.accountKey))!.epoch;
+    await phoneClient.deleteDevice();
+    expect(await store.device(phoneMailbox)).toBeUndefined();
+    expect((await store.deviceList(first.accountKey))!.epoch).toBe(epoch);
+    // The manager tidies up: the entry goes with the next list.
+    await first.revokeDevice(deviceIndex);
+    expect(decodeList((await store.deviceList(first.accountKey))!.encoded).devices.map((d) => d.deviceIndex)).not.toContain(deviceIndex);
+    await first.close();
+  }, 60_000);
 });
