@@ -147,6 +147,12 @@ describe('recipients', () => {
     await alice2.sendText(bob.mailboxId, 'from the second device');
     await first;
     expect((await bob.deviceList(alice.accountKey))!.epoch).toBe(2);
+    // What the second device will try to say after its revocation: sealed under its live session
+    // now, because a revoked client wipes itself (a device that kept its state, or an attacker
+    // who copied it, still has the session and certificate).
+    const [toBob] = await storage2.listSessionAddresses();
+    const content = create(ContentSchema, { version: 1, messageId: ctx.random(16), sentAt: BigInt(Date.now()), deviceListEpoch: 2n, body: { case: 'text', value: { text: 'still me?' } } });
+    const stale = await sealMessage(ctx, storage2, toBob!, toBinary(ContentSchema, content));
     // Alice revokes the second device (epoch 3); Bob does not know yet.
     const index2 = (await alice.deviceList())!.devices.find((d) => toHex(d.signingKey) === alice2.address.split(':')[1])!.deviceIndex;
     await alice.revokeDevice(index2);
@@ -158,7 +164,8 @@ describe('recipients', () => {
     expect((await bob.deviceList(alice.accountKey))!.epoch).toBe(3);
     // The revoked device still holds a session and a certificate, but cannot speak as Alice.
     const refused = bob.once('undecryptable');
-    await alice2.sendText(bob.mailboxId, 'still me?').catch(() => undefined);
+    const res = await fetch(new URL('/v1/send', t.url), { method: 'POST', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: encodeBody(SendRequestSchema, { mailboxId: bob.mailboxId, payload: stale, class: EnvelopeClass.DURABLE }) as BodyInit });
+    expect(res.status).toBe(200);
     expect((await refused).code).toBe('MW_CRYPTO_DEVICE_NOT_LISTED');
     expect((await bob.history(alice.accountKey)).map((m) => m.text)).toEqual(['from the second device', 'I revoked my old phone']);
     await Promise.all([alice.close(), alice2.close(), bob.close()]);
