@@ -112,14 +112,20 @@ function bytes(v: unknown): Uint8Array {
 export class ClusterLinkRelay implements LinkRelay {
   readonly channels: LinkChannels;
   readonly #unserve = new Map<string, () => void>();
+  #disposed = false;
 
   constructor(
     ctx: CryptoContext,
     private readonly bus: NatsDeliveryBus,
   ) {
     this.channels = new LinkChannels(ctx, {}, (idHex) => {
-      this.#unserve.get(idHex)?.();
+      const stop = this.#unserve.get(idHex);
       this.#unserve.delete(idHex);
+      if (!stop) return;
+      if (this.#disposed) return stop();
+      // Requests already on their way (a long poll racing the close) still get their NOT_FOUND:
+      // a subscription dropped at once would leave them to time out.
+      setTimeout(stop, LINK_FORWARD_SLACK_MS).unref();
     });
   }
 
@@ -130,10 +136,10 @@ export class ClusterLinkRelay implements LinkRelay {
   async create(): Promise<LinkCreated> {
     const c = this.channels.create();
     const idHex = hexOf(c.channelId);
-    this.#unserve.set(
-      idHex,
-      this.bus.serve(topicOf(idHex), (data) => this.#answer(c.channelId, data)),
-    );
+    // Answer only once NATS routes the channel's topic here: the new device's next request may land elsewhere.
+    const stop = await this.bus.serve(topicOf(idHex), (data) => this.#answer(c.channelId, data));
+    if (this.channels.has(c.channelId)) this.#unserve.set(idHex, stop);
+    else stop(); // disposed meanwhile
     return c;
   }
 
@@ -215,6 +221,7 @@ export class ClusterLinkRelay implements LinkRelay {
   }
 
   dispose(): void {
+    this.#disposed = true;
     this.channels.dispose();
   }
 }

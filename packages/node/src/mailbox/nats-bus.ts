@@ -297,18 +297,23 @@ export class NatsDeliveryBus implements DeliveryBus {
 
   /**
    * Answers requests on PREFIX.rpc.<topic> (one instance per topic) until the returned function is
-   * called; kept across NATS reconnects. Topics are dot-free words (RPC_TOPIC_RE).
+   * called; kept across NATS reconnects. Topics are dot-free words (RPC_TOPIC_RE). Resolves once the
+   * NATS server has the subscription (a round trip), so a request another instance sends after this
+   * instance answered its client finds it; while NATS is down it resolves at once (subscribed on reconnect).
    */
-  serve(topic: string, handler: (data: Uint8Array) => Promise<Uint8Array>): () => void {
+  async serve(topic: string, handler: (data: Uint8Array) => Promise<Uint8Array>): Promise<() => void> {
     if (!RPC_TOPIC_RE.test(topic)) throw new RangeError(`rpc topic ${JSON.stringify(topic)} must be letters, digits, _ and -`);
     this.#served.get(topic)?.sub?.unsubscribe();
     const entry = { handler, sub: this.#subscribeServed(topic, handler) };
     this.#served.set(topic, entry);
-    return () => {
+    const stop = (): void => {
       if (this.#served.get(topic) !== entry) return;
       this.#served.delete(topic);
       entry.sub?.unsubscribe();
     };
+    const nc = this.#nc;
+    if (entry.sub && nc && this.#connected) await nc.flush().catch(() => undefined);
+    return stop;
   }
 
   /**
