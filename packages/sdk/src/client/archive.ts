@@ -381,7 +381,14 @@ export class Archive {
     if (!account) throw sdkError(SdkErrorCode.INVALID_ARGUMENT, 'backup: only a device that holds the account key can update the archive');
     for (let attempt = 0; attempt < ARCHIVE_CAS_ATTEMPTS; attempt++) {
       const s = (await readState(storage))!;
-      const remote = await fetchArchive(ctx, api, access);
+      let remote: { version: number; blob: Uint8Array | undefined };
+      try {
+        remote = await fetchArchive(ctx, api, access);
+      } catch (e) {
+        // The node no longer knows this key: another device set the archive up with a new one.
+        if (e instanceof SdkError && e.nodeCode === 'MW_AUTH_FORBIDDEN') throw sdkError(SdkErrorCode.ARCHIVE_WRONG_KEY, 'the archive’s recovery key or passphrase was changed on another device: enableArchive here with the new one', e);
+        throw e;
+      }
       let remoteEntries: readonly ArchiveEntry[] = [];
       if (remote.blob) {
         let plaintext: Uint8Array | undefined;

@@ -225,6 +225,20 @@ describe('account archive', () => {
     expect(await d.isBlocked(x2.accountKey)).toBe(true);
   }, 120_000);
 
+  it('a new recovery key replaces the old one: the old key stops working, a device that still holds it is told', async () => {
+    const a = await client();
+    const { recoveryKey: oldKey } = await a.enableArchive();
+    const b = (await restore({ recoveryKey: oldKey! })).client;
+    const { recoveryKey: newKey, version } = await a.enableArchive(); // a new key: the archive is sealed anew under it
+    expect(newKey).not.toBe(oldKey);
+    expect(version).toBe(2);
+    expect(await codeOf(b.backup())).toBe('MW_SDK_ARCHIVE_WRONG_KEY');
+    expect(await codeOf(restore({ recoveryKey: oldKey! }))).toBe('MW_SDK_ARCHIVE_WRONG_KEY');
+    await b.enableArchive({ recoveryKey: newKey! }); // joins the new key
+    expect((await b.backup()).version).toBe(4);
+    expect(toHex((await restore({ recoveryKey: newKey! })).accountKey)).toBe(toHex(a.accountKey));
+  }, 60_000);
+
   it('backup before enableArchive is a typed error; a device without the account key cannot set it up', async () => {
     const a = await client();
     expect(await codeOf(a.backup())).toBe('MW_SDK_ARCHIVE_NOT_ENABLED');
