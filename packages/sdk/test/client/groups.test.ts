@@ -455,4 +455,32 @@ describe('groups', () => {
     expect(await bob.storage.listItems('mw.group-held')).toEqual([]);
     await Promise.all([alice, bob].map((d) => d.client.close()));
   });
+
+  it('a device linked later joins the account’s groups: the next message from the account puts it in (set-devices), it gets the log and reads from then on', async () => {
+    const [alice, bob] = [await device(), await device()];
+    const joined = bob.client.once('groupChange', (e) => e.change.type === 'joined', 20_000);
+    const g = await alice.client.groups.create('later device', [bob.client.accountKey]);
+    await joined;
+    const before = bob.client.once('message', (m) => m.text === 'before the new phone', 20_000);
+    await alice.client.sendText(gid(g), 'before the new phone');
+    await before;
+    const a2store = await openSqliteStorage({ path: join(work, `d${n++}.sqlite`) });
+    await addAccountDevice(alice.client, a2store);
+    const alice2 = await device({ storage: a2store });
+    const a2joined = alice2.client.once('groupChange', (e) => e.change.type === 'joined', 20_000);
+    const changed = bob.client.once('groupChange', (e) => e.change.type === 'devicesChanged', 20_000);
+    const got = alice2.client.once('message', (m) => m.text === 'with the new phone', 20_000);
+    await alice.client.sendText(gid(g), 'with the new phone');
+    await Promise.all([a2joined, changed]);
+    const m = await got;
+    expect(m.outgoing).toBe(true);
+    expect(await texts(alice2.client, g.groupId)).toEqual(['with the new phone']);
+    // The new device writes to the group; bob and alice's first device get it.
+    const back = Promise.all([bob, alice].map((d) => d.client.once('message', (x) => x.text === 'from the new phone', 20_000)));
+    await alice2.client.sendText(gid(g), 'from the new phone');
+    await back;
+    const info = (await bob.client.groups.info(g.groupId))!;
+    expect(info.members.find((x) => toHex(x.accountKey) === toHex(alice.client.accountKey))!.devices.length).toBe(2);
+    await Promise.all([alice, alice2, bob].map((d) => d.client.close()));
+  });
 });

@@ -368,6 +368,30 @@ export class Groups {
     return this.#change(groupId, { type: 'setDevices', devices });
   }
 
+  /**
+   * When this account's held device list names other devices than the group lists for it (a device
+   * was linked or revoked since), proposes set-devices so the group follows the list: a new device
+   * gets the log and, from the next message on, the keys; a revoked one is removed (everyone
+   * rekeys). Best effort: a failure is logged and the send goes on with the group as it is.
+   */
+  async #followOwnDevices(groupId: Uint8Array): Promise<void> {
+    const { ctx, storage, lists, log } = this.deps;
+    try {
+      const held = await db.loadLog(ctx, storage, groupId);
+      const me = held?.state.members.find((m) => equalBytes(m.account, this.#account));
+      if (!held || !me || !me.devices.some((d) => equalBytes(d, this.#device))) return;
+      const list = await lists.current(this.#account);
+      if (!list) return;
+      const listed = list.devices.map((d) => d.signingKey);
+      if (!listed.some((d) => equalBytes(d, this.#device))) return; // this device itself is revoked
+      const inGroup = new Set(me.devices.map(toHex));
+      if (listed.length === inGroup.size && listed.every((d) => inGroup.has(toHex(d)))) return;
+      await this.#change(groupId, { type: 'setDevices', devices: [...listed].sort(byBytes) });
+    } catch (e) {
+      log.warn('groups.devices-sync-failed', "the group could not be brought in line with this account's device list now", e);
+    }
+  }
+
   async #change(groupId: Uint8Array, body: GroupOpBody): Promise<GroupInfo> {
     this.#checkOpen();
     checkGroupId(groupId, `groups.${body.type}`);
@@ -567,6 +591,8 @@ export class Groups {
     checkGroupId(groupId, 'group send');
     if (!body?.case || !GROUP_BODIES.has(body.case)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `a group message cannot carry ${body?.case ?? 'nothing'}`);
     const { ctx, storage, timers, identity } = this.deps;
+    // This account's devices changed (one linked or revoked): the group follows its device list first.
+    await this.#followOwnDevices(groupId);
     return this.#serial(groupId, async () => {
       const log = await db.loadLog(ctx, storage, groupId);
       if (!log) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'this device holds no such group');
