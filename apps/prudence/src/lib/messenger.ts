@@ -839,10 +839,16 @@ function decodeLinkText(text: string): Uint8Array {
  * of an existing account scans (the SDK requires an empty storage for that).
  */
 export class FreshDevice {
-  constructor(readonly storage: ProtocolStorage) {}
+  constructor(public storage: ProtocolStorage) {}
 
-  createAccount(): Promise<Messenger> {
-    return Messenger.start(this.storage);
+  async createAccount(): Promise<Messenger> {
+    try {
+      return await Messenger.start(this.storage);
+    } catch (e) {
+      // start() closed the storage (e.g. the node was unreachable): open it again, so "Create account" can be retried.
+      this.storage = await openIndexedDbStorage({ name: DB_NAME });
+      throw e;
+    }
   }
 
   /** A one-time link offer (5 minutes) to show as a QR code; `onIntroduced` once a device scanned it. */
