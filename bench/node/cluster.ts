@@ -11,9 +11,17 @@
  * set a delivery token; anonymous sender sockets, one per instance, send 1 KiB envelopes (token
  * lane, durable) to random devices with WINDOW in flight end to end (sent, not yet delivered);
  * receivers ack every Deliver frame. Reported: delivered envelopes per second and the latency
- * from send to delivery (p50, p99), after WARMUP seconds. PostgreSQL runs at its defaults
- * (synchronous_commit on) on 127.0.0.1:5432; each run uses a fresh schema and NATS prefix.
- * On a shared 2-core machine the numbers give a direction, not a capacity.
+ * from send to delivery (p50, p99), after WARMUP seconds, and what each delivered envelope cost
+ * over the measured seconds (CPU time from /proc, so other load on the machine does not inflate it):
+ * node CPU µs (all instances, and the busiest), PostgreSQL CPU µs (every process of its server),
+ * WAL bytes and WAL syncs (pg_stat_wal), NATS messages in and out (/varz) and NATS CPU µs.
+ *
+ * PostgreSQL and NATS: by default a private PostgreSQL (initdb into a temporary directory, every
+ * setting at its default: synchronous_commit on, fsync on; needs root and /usr/lib/postgresql/15)
+ * and a private nats-server (JetStream on, monitoring port), so their counters belong to this run
+ * alone. MW_BENCH_DATABASE_URL / NATS_URL use existing servers instead (their CPU, WAL and NATS
+ * counters are then not reported: other clients share them). Each run uses a fresh schema and prefix.
+ * On a shared 2-core machine the rates give a direction, not a capacity; the per-message costs hold.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -37,6 +45,9 @@ import { makeDevice, registerDevice } from './devices.js';
 import { Histogram } from './hist.js';
 import { F, decodeDeliver, decodeTop, encodeAck, encodeSend } from './wire.js';
 import { log, now, sleep } from '../lib/util.js';
+import { cpuDelta, cpuSeconds, loadAverage, treeCpu } from '../lib/proc.js';
+import type { PrivateNats, PrivatePg } from '../lib/services.js';
+import { canStartPrivatePg, startPrivateNats, startPrivatePg } from '../lib/services.js';
 import type { NodeProcess } from '../lib/node-process.js';
 import { spawnNode } from '../lib/node-process.js';
 
@@ -48,8 +59,10 @@ const DEVICES = num('DEVICES', 60);
 const WINDOW = num('WINDOW', 200);
 const WARMUP_S = num('WARMUP', 2);
 const MEASURE_S = num('SECONDS', 8);
-const PG_URL = env['MW_BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const NATS_URL = env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
+const privatePg: PrivatePg | undefined = env['MW_BENCH_DATABASE_URL'] === undefined && canStartPrivatePg() ? await startPrivatePg() : undefined;
+const privateNats: PrivateNats | undefined = env['NATS_URL'] === undefined ? await startPrivateNats() : undefined;
+const PG_URL = privatePg?.url ?? env['MW_BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const NATS_URL = privateNats?.url ?? env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const PAYLOAD = new Uint8Array(1024).fill(7);
 const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write'];
 const ctx = createContext();
@@ -93,11 +106,29 @@ async function login(port: number, d: Device, onPayload: (p: Uint8Array) => void
   return ws;
 }
 
-async function runCase(name: string, store: 'sqlite' | 'postgres', instances: number): Promise<{ name: string; rate: number; p50: number; p99: number; errors: number }> {
+interface Costs {
+  /** Node CPU µs per delivered envelope, all instances together, and the busiest instance's share. */
+  nodeUs: number;
+  nodeMaxUs: number;
+  pgUs?: number;
+  walBytes?: number;
+  walSyncs?: number;
+  natsIn?: number;
+  natsOut?: number;
+  natsUs?: number;
+  load: string;
+}
+
+async function walStats(admin: pg.Client): Promise<{ lsn: string; syncs: number }> {
+  const r = await admin.query<{ lsn: string; syncs: string }>('SELECT pg_current_wal_lsn()::text AS lsn, (SELECT wal_sync FROM pg_stat_wal)::text AS syncs');
+  return { lsn: r.rows[0]!.lsn, syncs: Number(r.rows[0]!.syncs) };
+}
+
+async function runCase(name: string, store: 'sqlite' | 'postgres', instances: number): Promise<{ name: string; rate: number; p50: number; p99: number; errors: number; costs: Costs }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mw-bench-cluster-'));
   const schema = `mw_bench_${randomBytes(5).toString('hex')}`;
   const admin = new pg.Client({ connectionString: PG_URL });
-  if (store === 'postgres') await admin.connect();
+  if (store === 'postgres' || privatePg) await admin.connect();
   const nodes: NodeProcess[] = [];
   const sockets: WebSocket[] = [];
   try {
@@ -148,7 +179,19 @@ async function runCase(name: string, store: 'sqlite' | 'postgres', instances: nu
     );
     let id = 1;
     const deadline = now() + (WARMUP_S + MEASURE_S) * 1000;
-    setTimeout(() => (measuring = true), WARMUP_S * 1000);
+    type Snap = { node: number[]; pg?: Map<number, number>; wal?: { lsn: string; syncs: number }; nats?: { in_msgs: number; out_msgs: number }; natsCpu?: number; at: number };
+    const snap = async (): Promise<Snap> => ({
+      node: nodes.map((n) => cpuSeconds(n.child.pid!)),
+      ...(privatePg ? { pg: treeCpu(privatePg.pid), wal: await walStats(admin) } : {}),
+      ...(privateNats ? { nats: await privateNats.varz(), natsCpu: cpuSeconds(privateNats.pid) } : {}),
+      at: now(),
+    });
+    let start: Snap | undefined;
+    const load = loadAverage();
+    setTimeout(() => {
+      measuring = true;
+      void snap().then((s0) => (start = s0));
+    }, WARMUP_S * 1000);
     while (now() < deadline) {
       while (inFlight < WINDOW) {
         const d = devices[Math.floor(Math.random() * devices.length)]!;
@@ -160,16 +203,34 @@ async function runCase(name: string, store: 'sqlite' | 'postgres', instances: nu
       await sleep(1);
     }
     measuring = false;
-    return { name, rate: delivered / MEASURE_S, p50: hist.quantile(0.5), p99: hist.quantile(0.99), errors };
+    const end = await snap();
+    const s0 = start!;
+    const per = (x: number): number => x / Math.max(1, delivered);
+    const nodeDeltas = end.node.map((c, i) => c - s0.node[i]!);
+    const costs: Costs = {
+      nodeUs: per(nodeDeltas.reduce((a, b) => a + b, 0) * 1e6),
+      nodeMaxUs: per(Math.max(...nodeDeltas) * 1e6),
+      load,
+    };
+    if (s0.pg && end.pg) costs.pgUs = per(cpuDelta(s0.pg, end.pg) * 1e6);
+    if (s0.wal && end.wal) {
+      const r = await admin.query<{ d: string }>('SELECT pg_wal_lsn_diff($1, $2)::text AS d', [end.wal.lsn, s0.wal.lsn]);
+      costs.walBytes = per(Number(r.rows[0]!.d));
+      costs.walSyncs = per(end.wal.syncs - s0.wal.syncs);
+    }
+    if (s0.nats && end.nats) {
+      costs.natsIn = per(end.nats.in_msgs - s0.nats.in_msgs);
+      costs.natsOut = per(end.nats.out_msgs - s0.nats.out_msgs);
+      costs.natsUs = per((end.natsCpu! - s0.natsCpu!) * 1e6);
+    }
+    return { name, rate: delivered / MEASURE_S, p50: hist.quantile(0.5), p99: hist.quantile(0.99), errors, costs };
   } finally {
     for (const s of sockets) s.terminate();
     for (const n of nodes) n.child.kill('SIGTERM');
     await sleep(1500);
     for (const n of nodes) if (n.child.exitCode === null) n.child.kill('SIGKILL');
-    if (store === 'postgres') {
-      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
-      await admin.end();
-    }
+    if (store === 'postgres') await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+    if (store === 'postgres' || privatePg) await admin.end();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -187,6 +248,16 @@ for (const [name, store, k] of cases.filter(([n]) => !only || only.has(n))) {
   log(`${name}: ${DEVICES} devices, window ${WINDOW}, ${MEASURE_S} s`);
   rows.push(await runCase(name, store, k));
 }
-console.log('| setup | delivered/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.name} | ${Math.round(r.rate)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} |`);
+const f = (x: number | undefined, d = 0): string => (x === undefined ? '—' : x.toFixed(d));
+console.log(`PostgreSQL: ${privatePg ? 'private server, default settings' : PG_URL.replace(/\/\/[^@]*@/, '//')}; NATS: ${privateNats ? 'private server' : NATS_URL}; ${DEVICES} devices, window ${WINDOW}, ${MEASURE_S} s measured\n`);
+console.log('| setup | delivered/s | p50 ms | p99 ms | errors | node CPU µs/msg (busiest instance) | PostgreSQL CPU µs/msg | WAL bytes/msg | WAL syncs/msg | NATS msgs in / out per msg | NATS CPU µs/msg | load avg at start |\n|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  const c = r.costs;
+  const pgCase = r.name.startsWith('pg');
+  console.log(
+    `| ${r.name} | ${Math.round(r.rate)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${f(c.nodeUs)} (${f(c.nodeMaxUs)}) | ${pgCase ? f(c.pgUs) : '—'} | ${pgCase ? f(c.walBytes) : '—'} | ${pgCase ? f(c.walSyncs, 3) : '—'} | ${pgCase ? `${f(c.natsIn, 2)} / ${f(c.natsOut, 2)}` : '—'} | ${pgCase ? f(c.natsUs, 1) : '—'} | ${c.load} |`,
+  );
+}
+privatePg?.close();
+privateNats?.close();
 process.exit(0);
