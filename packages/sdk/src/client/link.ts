@@ -40,7 +40,7 @@ import {
   verifyLinkRequest,
 } from '@meshwhisper/crypto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { LinkGrant, LinkMessage } from '@meshwhisper/protocol';
+import type { LinkGrant, LinkHistoryEntry, LinkMessage } from '@meshwhisper/protocol';
 import {
   LINK_TOKEN_HEADER,
   LinkChannelClaimSchema,
@@ -49,6 +49,7 @@ import {
   LinkChannelMessagesSchema,
   LinkChannelPostSchema,
   LinkContactState,
+  LinkHistoryEntrySchema,
   LinkMessageSchema,
   StoredTimerSchema,
   create,
@@ -62,6 +63,7 @@ import { Contacts, encodeContact } from './contacts.js';
 import { conversationFromKey, conversationKey, directConversation } from './conversation.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { exportHistory, importHistoryRecord } from './history.js';
+import { fromLinkEntry, toLinkEntry } from './link-history.js';
 import type { Log } from './log.js';
 import type { NodeApi } from './node-api.js';
 import type { QrSvgOptions } from './qr.js';
@@ -296,7 +298,15 @@ export async function startLinkOffer<Client>(deps: NewDeviceDeps, options: Creat
     const grant = await receive(io, 'grant');
     const verified = verifyGrant(ctx, grant, intro.accountKey, device);
     const records: Uint8Array[] = [];
-    for (let i = 0; i < grant.historyFrames; i++) records.push(...(await receive(io, 'history')).records);
+    for (let i = 0; i < grant.historyFrames; i++) {
+      for (const entry of (await receive(io, 'history')).entries) {
+        try {
+          records.push(fromLinkEntry(entry));
+        } catch (e) {
+          throw linkFailed('a history entry the other device sent cannot be read', e);
+        }
+      }
+    }
     await receive(io, 'complete');
     let imported = 0;
     await storage.transaction(async (tx) => {
@@ -462,7 +472,7 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
     } finally {
       seed.fill(0);
     }
-    for (const records of state.historyFrames) await send(io, { case: 'history', value: { records } });
+    for (const entries of state.historyFrames) await send(io, { case: 'history', value: { entries } });
     await send(io, { case: 'complete', value: { historyEntries: state.historyEntries } });
     await receive(io, 'installed');
     added = undefined;
@@ -491,21 +501,23 @@ async function gatherState(storage: ProtocolStorage, perConversation: number) {
     timers.push({ peer: c.peer, seconds: t.seconds, version: t.timerVersion });
   }
   const usernames = (await storage.listItems(Table.ContactAccount)).map((i) => ({ username: i.key, accountKey: i.value }));
-  const historyFrames: Uint8Array[][] = [];
+  const historyFrames: LinkHistoryEntry[][] = [];
   let historyEntries = 0;
   if (perConversation > 0) {
-    let frame: Uint8Array[] = [];
+    let frame: LinkHistoryEntry[] = [];
     let size = 0;
-    for (const r of await exportHistory(storage, perConversation)) {
-      if (r.length + 16 > LINK_HISTORY_FRAME_BYTES) continue; // one oversized record (an inline binary) is left behind
-      if (size + r.length + 16 > LINK_HISTORY_FRAME_BYTES) {
+    for (const stored of await exportHistory(storage, perConversation)) {
+      const entry = toLinkEntry(stored);
+      const length = toBinary(LinkHistoryEntrySchema, entry).length + 16;
+      if (length > LINK_HISTORY_FRAME_BYTES) continue; // one oversized entry (an inline binary) is left behind
+      if (size + length > LINK_HISTORY_FRAME_BYTES) {
         historyFrames.push(frame);
         frame = [];
         size = 0;
         if (historyFrames.length >= LINK_MAX_HISTORY_FRAMES) break;
       }
-      frame.push(r);
-      size += r.length + 16;
+      frame.push(entry);
+      size += length;
       historyEntries++;
     }
     if (frame.length > 0 && historyFrames.length < LINK_MAX_HISTORY_FRAMES) historyFrames.push(frame);

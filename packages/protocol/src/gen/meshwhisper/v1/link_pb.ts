@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/link.proto.
  */
 export const file_meshwhisper_v1_link: GenFile = /*@__PURE__*/
-  fileDesc("ChltZXNod2hpc3Blci92MS9saW5rLnByb3RvEg5tZXNod2hpc3Blci52MSJRChJMaW5rQ2hhbm5lbENyZWF0ZWQSEgoKY2hhbm5lbF9pZBgBIAEoDBITCgtvd25lcl90b2tlbhgCIAEoDBISCgpleHBpcmVzX2F0GAMgASgEIiEKEExpbmtDaGFubmVsQ2xhaW0SDQoFaGVsbG8YASABKAwiPwoSTGlua0NoYW5uZWxDbGFpbWVkEhUKDXNjYW5uZXJfdG9rZW4YASABKAwSEgoKZXhwaXJlc19hdBgCIAEoBCIfCg9MaW5rQ2hhbm5lbFBvc3QSDAoEZGF0YRgBIAEoDCJFChNMaW5rQ2hhbm5lbE1lc3NhZ2VzEhAKCG1lc3NhZ2VzGAEgAygMEgwKBGxhc3QYAiABKA0SDgoGY2xvc2VkGAMgASgIIu0CCgtMaW5rTWVzc2FnZRI4CgxpbnRyb2R1Y3Rpb24YASABKAsyIC5tZXNod2hpc3Blci52MS5MaW5rSW50cm9kdWN0aW9uSAASLgoHcmVxdWVzdBgCIAEoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtSZXF1ZXN0SAASKgoFZ3JhbnQYAyABKAsyGS5tZXNod2hpc3Blci52MS5MaW5rR3JhbnRIABIuCgdoaXN0b3J5GAQgASgLMhsubWVzaHdoaXNwZXIudjEuTGlua0hpc3RvcnlIABIwCghjb21wbGV0ZRgFIAEoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtDb21wbGV0ZUgAEjIKCWluc3RhbGxlZBgGIAEoCzIdLm1lc2h3aGlzcGVyLnYxLkxpbmtJbnN0YWxsZWRIABIqCgVhYm9ydBgHIAEoCzIZLm1lc2h3aGlzcGVyLnYxLkxpbmtBYm9ydEgAQgYKBGJvZHkiPAoQTGlua0ludHJvZHVjdGlvbhITCgthY2NvdW50X2tleRgBIAEoDBITCgtkZXZpY2VfbmFtZRgCIAEoCSJkCgtMaW5rUmVxdWVzdBIaChJkZXZpY2Vfc2lnbmluZ19rZXkYASABKAwSFQoNZGV2aWNlX2RoX2tleRgCIAEoDBITCgtkZXZpY2VfbmFtZRgDIAEoCRINCgVwcm9vZhgEIAEoDCKVAgoJTGlua0dyYW50EhMKC2NlcnRpZmljYXRlGAEgASgMEhMKC2RldmljZV9saXN0GAIgASgMEhQKDGFjY291bnRfc2VlZBgDIAEoDBItCghjb250YWN0cxgEIAMoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtDb250YWN0Eg8KB2Jsb2NrZWQYBSADKAwSKQoGdGltZXJzGAYgAygLMhkubWVzaHdoaXNwZXIudjEuTGlua1RpbWVyEi8KCXVzZXJuYW1lcxgHIAMoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtVc2VybmFtZRIUCgxhcHBfc2V0dGluZ3MYCCABKAwSFgoOaGlzdG9yeV9mcmFtZXMYCSABKA0iUwoLTGlua0NvbnRhY3QSEwoLYWNjb3VudF9rZXkYASABKAwSLwoFc3RhdGUYAiABKA4yIC5tZXNod2hpc3Blci52MS5MaW5rQ29udGFjdFN0YXRlIjsKCUxpbmtUaW1lchIMCgRwZWVyGAEgASgMEg8KB3NlY29uZHMYAiABKA0SDwoHdmVyc2lvbhgDIAEoDSI1CgxMaW5rVXNlcm5hbWUSEAoIdXNlcm5hbWUYASABKAkSEwoLYWNjb3VudF9rZXkYAiABKAwiHgoLTGlua0hpc3RvcnkSDwoHcmVjb3JkcxgBIAMoDCInCgxMaW5rQ29tcGxldGUSFwoPaGlzdG9yeV9lbnRyaWVzGAEgASgNIg8KDUxpbmtJbnN0YWxsZWQiGwoJTGlua0Fib3J0Eg4KBnJlYXNvbhgBIAEoCSp3ChBMaW5rQ29udGFjdFN0YXRlEiIKHkxJTktfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEh8KG0xJTktfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBABEh4KGkxJTktfQ09OVEFDVF9TVEFURV9SRVFVRVNUEAJiBnByb3RvMw");
+  fileDesc("ChltZXNod2hpc3Blci92MS9saW5rLnByb3RvEg5tZXNod2hpc3Blci52MSJRChJMaW5rQ2hhbm5lbENyZWF0ZWQSEgoKY2hhbm5lbF9pZBgBIAEoDBITCgtvd25lcl90b2tlbhgCIAEoDBISCgpleHBpcmVzX2F0GAMgASgEIiEKEExpbmtDaGFubmVsQ2xhaW0SDQoFaGVsbG8YASABKAwiPwoSTGlua0NoYW5uZWxDbGFpbWVkEhUKDXNjYW5uZXJfdG9rZW4YASABKAwSEgoKZXhwaXJlc19hdBgCIAEoBCIfCg9MaW5rQ2hhbm5lbFBvc3QSDAoEZGF0YRgBIAEoDCJFChNMaW5rQ2hhbm5lbE1lc3NhZ2VzEhAKCG1lc3NhZ2VzGAEgAygMEgwKBGxhc3QYAiABKA0SDgoGY2xvc2VkGAMgASgIIu0CCgtMaW5rTWVzc2FnZRI4CgxpbnRyb2R1Y3Rpb24YASABKAsyIC5tZXNod2hpc3Blci52MS5MaW5rSW50cm9kdWN0aW9uSAASLgoHcmVxdWVzdBgCIAEoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtSZXF1ZXN0SAASKgoFZ3JhbnQYAyABKAsyGS5tZXNod2hpc3Blci52MS5MaW5rR3JhbnRIABIuCgdoaXN0b3J5GAQgASgLMhsubWVzaHdoaXNwZXIudjEuTGlua0hpc3RvcnlIABIwCghjb21wbGV0ZRgFIAEoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtDb21wbGV0ZUgAEjIKCWluc3RhbGxlZBgGIAEoCzIdLm1lc2h3aGlzcGVyLnYxLkxpbmtJbnN0YWxsZWRIABIqCgVhYm9ydBgHIAEoCzIZLm1lc2h3aGlzcGVyLnYxLkxpbmtBYm9ydEgAQgYKBGJvZHkiPAoQTGlua0ludHJvZHVjdGlvbhITCgthY2NvdW50X2tleRgBIAEoDBITCgtkZXZpY2VfbmFtZRgCIAEoCSJkCgtMaW5rUmVxdWVzdBIaChJkZXZpY2Vfc2lnbmluZ19rZXkYASABKAwSFQoNZGV2aWNlX2RoX2tleRgCIAEoDBITCgtkZXZpY2VfbmFtZRgDIAEoCRINCgVwcm9vZhgEIAEoDCKVAgoJTGlua0dyYW50EhMKC2NlcnRpZmljYXRlGAEgASgMEhMKC2RldmljZV9saXN0GAIgASgMEhQKDGFjY291bnRfc2VlZBgDIAEoDBItCghjb250YWN0cxgEIAMoCzIbLm1lc2h3aGlzcGVyLnYxLkxpbmtDb250YWN0Eg8KB2Jsb2NrZWQYBSADKAwSKQoGdGltZXJzGAYgAygLMhkubWVzaHdoaXNwZXIudjEuTGlua1RpbWVyEi8KCXVzZXJuYW1lcxgHIAMoCzIcLm1lc2h3aGlzcGVyLnYxLkxpbmtVc2VybmFtZRIUCgxhcHBfc2V0dGluZ3MYCCABKAwSFgoOaGlzdG9yeV9mcmFtZXMYCSABKA0iUwoLTGlua0NvbnRhY3QSEwoLYWNjb3VudF9rZXkYASABKAwSLwoFc3RhdGUYAiABKA4yIC5tZXNod2hpc3Blci52MS5MaW5rQ29udGFjdFN0YXRlIjsKCUxpbmtUaW1lchIMCgRwZWVyGAEgASgMEg8KB3NlY29uZHMYAiABKA0SDwoHdmVyc2lvbhgDIAEoDSI1CgxMaW5rVXNlcm5hbWUSEAoIdXNlcm5hbWUYASABKAkSEwoLYWNjb3VudF9rZXkYAiABKAwiTwoLTGlua0hpc3RvcnkSMQoHZW50cmllcxgCIAMoCzIgLm1lc2h3aGlzcGVyLnYxLkxpbmtIaXN0b3J5RW50cnlKBAgBEAJSB3JlY29yZHMi0wIKEExpbmtIaXN0b3J5RW50cnkSDgoEcGVlchgBIAEoDEgAEhIKCGdyb3VwX2lkGAIgASgMSAASDgoGYXV0aG9yGAMgASgMEg8KB2NvbnRlbnQYBCABKAwSEwoLcmVjZWl2ZWRfYXQYBSABKAQSEgoKZXhwaXJlc19hdBgGIAEoBBIQCghvdXRnb2luZxgHIAEoCBIPCgdkZWxldGVkGAggASgIEg4KBmVkaXRlZBgJIAEoCBITCgtlZGl0ZWRfdGV4dBgKIAEoCRIvCglyZWFjdGlvbnMYCyADKAsyHC5tZXNod2hpc3Blci52MS5MaW5rUmVhY3Rpb24SDwoHcmVxdWVzdBgMIAEoCBIOCgZ1bnJlYWQYDSABKAgSEAoIcmVwbGF5ZWQYDiABKAgSFQoNc2VuZGVyX2RldmljZRgPIAEoCUIOCgxjb252ZXJzYXRpb24iLQoMTGlua1JlYWN0aW9uEg4KBmF1dGhvchgBIAEoDBINCgVlbW9qaRgCIAEoCSInCgxMaW5rQ29tcGxldGUSFwoPaGlzdG9yeV9lbnRyaWVzGAEgASgNIg8KDUxpbmtJbnN0YWxsZWQiGwoJTGlua0Fib3J0Eg4KBnJlYXNvbhgBIAEoCSp3ChBMaW5rQ29udGFjdFN0YXRlEiIKHkxJTktfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEh8KG0xJTktfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBABEh4KGkxJTktfQ09OVEFDVF9TVEFURV9SRVFVRVNUEAJiBnByb3RvMw");
 
 /**
  * POST /v1/link → a fresh one-time channel; the owner token authorises the new device's side.
@@ -428,13 +428,9 @@ export const LinkUsernameSchema: GenMessage<LinkUsername> = /*@__PURE__*/
  */
 export type LinkHistory = Message<"meshwhisper.v1.LinkHistory"> & {
   /**
-   * History records exactly as the scanning device stores them (history.proto StoredMessage,
-   * versioned by its own field): edits, reactions and tombstones already applied. The new device
-   * files each under a local key; a record whose (author, id) it already holds is skipped.
-   *
-   * @generated from field: repeated bytes records = 1;
+   * @generated from field: repeated meshwhisper.v1.LinkHistoryEntry entries = 2;
    */
-  records: Uint8Array[];
+  entries: LinkHistoryEntry[];
 };
 
 /**
@@ -443,6 +439,144 @@ export type LinkHistory = Message<"meshwhisper.v1.LinkHistory"> & {
  */
 export const LinkHistorySchema: GenMessage<LinkHistory> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_link, 12);
+
+/**
+ * One history entry as the link carries it (docs/spec/linking.md §History): the link's own wire
+ * format, independent of how either device stores its history (history.proto may change with the
+ * storage layout; this changes only with the link protocol). Edits, reactions and deletions are
+ * carried as they stand. The new device files each under a local key; an entry whose
+ * (author, message id inside `content`) it already holds is skipped.
+ *
+ * @generated from message meshwhisper.v1.LinkHistoryEntry
+ */
+export type LinkHistoryEntry = Message<"meshwhisper.v1.LinkHistoryEntry"> & {
+  /**
+   * @generated from oneof meshwhisper.v1.LinkHistoryEntry.conversation
+   */
+  conversation: {
+    /**
+     * A direct conversation: the peer's account key (32 bytes).
+     *
+     * @generated from field: bytes peer = 1;
+     */
+    value: Uint8Array;
+    case: "peer";
+  } | {
+    /**
+     * A group conversation: the group id.
+     *
+     * @generated from field: bytes group_id = 2;
+     */
+    value: Uint8Array;
+    case: "groupId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The author's account key (the account itself for outgoing messages).
+   *
+   * @generated from field: bytes author = 3;
+   */
+  author: Uint8Array;
+
+  /**
+   * The message exactly as sent or received: a binary meshwhisper.v1.Content (carries the id).
+   *
+   * @generated from field: bytes content = 4;
+   */
+  content: Uint8Array;
+
+  /**
+   * When it entered the scanning device's history, and when it disappears (0 = never); ms since the epoch.
+   *
+   * @generated from field: uint64 received_at = 5;
+   */
+  receivedAt: bigint;
+
+  /**
+   * @generated from field: uint64 expires_at = 6;
+   */
+  expiresAt: bigint;
+
+  /**
+   * @generated from field: bool outgoing = 7;
+   */
+  outgoing: boolean;
+
+  /**
+   * Deleted for everyone by its author: a tombstone (content emptied of its body).
+   *
+   * @generated from field: bool deleted = 8;
+   */
+  deleted: boolean;
+
+  /**
+   * @generated from field: bool edited = 9;
+   */
+  edited: boolean;
+
+  /**
+   * @generated from field: string edited_text = 10;
+   */
+  editedText: string;
+
+  /**
+   * @generated from field: repeated meshwhisper.v1.LinkReaction reactions = 11;
+   */
+  reactions: LinkReaction[];
+
+  /**
+   * Still a contact request, unread, or filed from a contact's history replay on the scanning device.
+   *
+   * @generated from field: bool request = 12;
+   */
+  request: boolean;
+
+  /**
+   * @generated from field: bool unread = 13;
+   */
+  unread: boolean;
+
+  /**
+   * @generated from field: bool replayed = 14;
+   */
+  replayed: boolean;
+
+  /**
+   * The device address the message came from on the scanning device ("" for the account's own).
+   *
+   * @generated from field: string sender_device = 15;
+   */
+  senderDevice: string;
+};
+
+/**
+ * Describes the message meshwhisper.v1.LinkHistoryEntry.
+ * Use `create(LinkHistoryEntrySchema)` to create a new message.
+ */
+export const LinkHistoryEntrySchema: GenMessage<LinkHistoryEntry> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_link, 13);
+
+/**
+ * @generated from message meshwhisper.v1.LinkReaction
+ */
+export type LinkReaction = Message<"meshwhisper.v1.LinkReaction"> & {
+  /**
+   * @generated from field: bytes author = 1;
+   */
+  author: Uint8Array;
+
+  /**
+   * @generated from field: string emoji = 2;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message meshwhisper.v1.LinkReaction.
+ * Use `create(LinkReactionSchema)` to create a new message.
+ */
+export const LinkReactionSchema: GenMessage<LinkReaction> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_link, 14);
 
 /**
  * @generated from message meshwhisper.v1.LinkComplete
@@ -459,7 +593,7 @@ export type LinkComplete = Message<"meshwhisper.v1.LinkComplete"> & {
  * Use `create(LinkCompleteSchema)` to create a new message.
  */
 export const LinkCompleteSchema: GenMessage<LinkComplete> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 13);
+  messageDesc(file_meshwhisper_v1_link, 15);
 
 /**
  * @generated from message meshwhisper.v1.LinkInstalled
@@ -472,7 +606,7 @@ export type LinkInstalled = Message<"meshwhisper.v1.LinkInstalled"> & {
  * Use `create(LinkInstalledSchema)` to create a new message.
  */
 export const LinkInstalledSchema: GenMessage<LinkInstalled> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 14);
+  messageDesc(file_meshwhisper_v1_link, 16);
 
 /**
  * @generated from message meshwhisper.v1.LinkAbort
@@ -489,7 +623,7 @@ export type LinkAbort = Message<"meshwhisper.v1.LinkAbort"> & {
  * Use `create(LinkAbortSchema)` to create a new message.
  */
 export const LinkAbortSchema: GenMessage<LinkAbort> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_link, 15);
+  messageDesc(file_meshwhisper_v1_link, 17);
 
 /**
  * @generated from enum meshwhisper.v1.LinkContactState
