@@ -239,6 +239,25 @@ describe('account archive', () => {
     expect(toHex((await restore({ recoveryKey: newKey! })).accountKey)).toBe(toHex(a.accountKey));
   }, 60_000);
 
+  it('a stolen phone: restoring with revokeOtherDevices takes every other device off the account (it is told); a full account is refused without it', async () => {
+    const a = await client();
+    const carol = await client();
+    const hi = carol.once('message', (m) => m.text === 'before the theft');
+    await a.sendText({ accountKey: carol.accountKey }, 'before the theft');
+    await hi;
+    const { recoveryKey } = await a.enableArchive();
+    expect(await codeOf(restore({ recoveryKey: recoveryKey!, maxDevices: 1 }))).toBe('MW_SDK_DEVICE_LIMIT');
+    const stopped = a.once('stopped', (e) => e.reason === 'device-deleted', 15_000);
+    const r = await restore({ recoveryKey: recoveryKey!, maxDevices: 1, revokeOtherDevices: true });
+    await stopped;
+    const list = await deviceList(a.accountKey);
+    expect(list.devices.map((d) => d.deviceIndex)).toEqual([r.deviceIndex]);
+    // The account goes on, on the restored device only.
+    const got = r.client.once('message', (m) => m.text === 'after the theft');
+    await carol.sendText({ accountKey: a.accountKey }, 'after the theft');
+    await got;
+  }, 60_000);
+
   it('backup before enableArchive is a typed error; a device without the account key cannot set it up', async () => {
     const a = await client();
     expect(await codeOf(a.backup())).toBe('MW_SDK_ARCHIVE_NOT_ENABLED');
