@@ -148,6 +148,9 @@ describe('groups', () => {
     const carolSaw = (await removed)[1]!;
     expect(toHex((carolSaw.change as { accountKey: Uint8Array }).accountKey)).toBe(toHex(carol.client.accountKey));
     expect((await carol.client.groups.info(g.groupId))?.isMember).toBe(false);
+    // Out: carol's device wiped every key of the group it held.
+    expect(await carol.storage.listItems('mw.group-sender-key')).toEqual([]);
+    expect(await carol.storage.listItems('mw.group-own-key')).toEqual([]);
 
     sent.length = 0;
     requests.length = 0;

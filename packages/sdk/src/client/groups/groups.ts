@@ -419,9 +419,18 @@ export class Groups {
     });
   }
 
-  /** A device left the group: this device's key rotates (if it has one) and the removed devices' keys are forgotten. */
+  /**
+   * A device left the group: this device's key rotates (if it has one) and the removed devices' keys
+   * are forgotten. If this device itself is out, it wipes every key of the group it held (it can no
+   * longer read or send; nothing kept can help anyone who later takes the device).
+   */
   async #rekey(stx: AppStore, before: GroupState, after: GroupState): Promise<void> {
     const { ctx } = this.deps;
+    if (!this.#info(after).isMember) {
+      await stx.deleteItem(db.GroupTable.OwnKey, toHex(after.groupId));
+      for (const m of before.members) for (const d of m.devices) await db.deleteRecord(stx, after.groupId, d);
+      return;
+    }
     const own = await db.loadOwnKey(ctx, stx, after.groupId);
     if (own) await db.saveOwnKey(stx, rotateSenderKey(ctx, own));
     const still = new Set(after.members.flatMap((m) => m.devices.map(toHex)));
