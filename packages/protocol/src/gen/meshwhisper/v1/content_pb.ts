@@ -43,7 +43,8 @@ export type Content = Message<"meshwhisper.v1.Content"> & {
   sentAt: bigint;
 
   /**
-   * Empty for a direct conversation; a group id once groups exist.
+   * Empty for a direct conversation; the group id inside a group message and in a typing signal to
+   * a group (docs/spec/groups.md §G6).
    *
    * @generated from field: bytes conversation_id = 4;
    */
