@@ -62,16 +62,23 @@ describe('cluster delivery (PostgreSQL + NATS)', () => {
     const c = await device(n1, d);
     expect(await receive(c, 1)).toEqual(['queued']);
     await c.nextKind('queueEmpty');
-    const latencies: number[] = [];
-    for (let k = 0; k < 5; k++) {
+    // Live latency through another instance against the same instance, interleaved (so machine load
+    // hits both alike): the cluster path adds one NATS request/reply, not a different budget.
+    const cross: number[] = [];
+    const same: number[] = [];
+    for (let k = 0; k < 30; k++) {
+      const via = k % 3 === 0 ? n1 : k % 3 === 1 ? n2 : n3;
       const started = performance.now();
-      const r = await send(k % 2 ? n2 : n3, d.mailbox, `live-${k}`);
+      const r = await send(via, d.mailbox, `live-${k}`);
       expect(r).toEqual({ status: 200, deliveredLive: true });
       expect(await receive(c, 1)).toEqual([`live-${k}`]);
-      latencies.push(performance.now() - started);
+      (via === n1 ? same : cross).push(performance.now() - started);
     }
-    // The single-instance budget (docs/scale-out.md): well under a second on loopback.
-    expect(Math.max(...latencies)).toBeLessThan(1000);
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    // docs/scale-out.md §How a message travels: the same budget as one instance plus one NATS round
+    // trip (sub-millisecond on loopback); 50 ms of slack for a loaded machine.
+    expect(median(cross)).toBeLessThan(median(same) + 50);
+    expect(Math.max(...cross, ...same)).toBeLessThan(1000);
     const sig = await send(n2, d.mailbox, 'typing', EnvelopeClass.EPHEMERAL);
     expect(sig).toEqual({ status: 200, deliveredLive: true });
     expect(await receive(c, 1)).toEqual(['typing']);
