@@ -1,0 +1,4 @@
+// The scenarios of ../client/renewal.test.js on three instances (PostgreSQL + NATS JetStream) behind a
+// round-robin load balancer (see e2e.test.ts in this folder).
+import './target.js';
+import '../client/renewal.test.js';
