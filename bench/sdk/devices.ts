@@ -15,12 +15,20 @@
  *      scan → the new device's first message from C.
  *   2. fan-out: C sends to an account with 1, 3 and 6 devices (linked as in 1; sessions warm).
  *      R sequential sends each: sendText resolved (every copy durably stored by the node) and
- *      the last of the account's devices received it.
+ *      the last of the account's devices received it. Two senders in the same run, alternating
+ *      message by message: "batched" (all copies in one POST /v1/send/batch) and "one POST per
+ *      copy" (its fetch answers the batch route 404, so the transport falls back to one concurrent
+ *      POST /v1/send per copy — how copies were posted before batching). Both seal every copy in
+ *      one storage transaction (the before-batching SDK committed each copy on its own; with
+ *      memory storage, the default, that cost is small; STORAGE=sqlite shows it in neither column).
  *   3. mirror: an account with 3 devices (the sender + 2 own devices) sends to C (1 device): sendText
  *      resolved (C's copy and both mirror copies stored), C received, both own devices received.
+ *
+ * Loaded machines: the run prints the load average and the CPU time of this process and of the
+ * node process per phase, so figures from a shared machine can be judged.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WS from 'ws';
@@ -50,6 +58,24 @@ function pct(xs: number[], p: number): number {
 }
 const fmt = (xs: number[]): string => `p50 ${pct(xs, 0.5).toFixed(1)} / p90 ${pct(xs, 0.9).toFixed(1)} / max ${pct(xs, 1).toFixed(1)} ms (n=${xs.length})`;
 
+/** A fetch that answers POST /v1/send/batch as a node without that route would (404 MW_NOT_FOUND). */
+const unbatched: typeof fetch = async (input, init) => {
+  if (init?.method === 'POST' && new URL(String(input)).pathname === '/v1/send/batch') {
+    return new Response(JSON.stringify({ error: { code: 'MW_NOT_FOUND', message: 'no such route' } }), { status: 404, headers: { 'content-type': 'application/json' } });
+  }
+  return fetch(input, init);
+};
+
+/** CPU seconds (user + system) of a process, from /proc (Linux). */
+function procCpu(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
 async function main(): Promise<void> {
   log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Node ${process.version}; LINKS=${LINKS} R=${R} STORAGE=${STORAGE}`);
   const node: NodeProcess = await spawnNode({
@@ -61,8 +87,18 @@ async function main(): Promise<void> {
   const url = `http://127.0.0.1:${node.port}`;
   const base = { node: url, namespace: 'bench', WebSocket: WS as unknown as WebSocketConstructor, receiptDelay: { minDelayMs: 0, maxDelayMs: 0 } };
   const open: MeshWhisper[] = [];
-  const client = async (): Promise<MeshWhisper> => {
-    const c = await MeshWhisper.create({ ...base, storage: await storage() });
+  const phase = (): (() => string) => {
+    const self = process.cpuUsage();
+    const nodeCpu = procCpu(node.child.pid);
+    const t0 = now();
+    return () => {
+      const d = process.cpuUsage(self);
+      return `[wall ${((now() - t0) / 1000).toFixed(1)} s; CPU: bench ${((d.user + d.system) / 1e6).toFixed(1)} s, node ${(procCpu(node.child.pid) - nodeCpu).toFixed(1)} s; load ${loadavg().map((x) => x.toFixed(2)).join(' ')}]`;
+    };
+  };
+  log(`load average at start: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  const client = async (extra: { fetch?: typeof fetch } = {}): Promise<MeshWhisper> => {
+    const c = await MeshWhisper.create({ ...base, storage: await storage(), ...extra });
     open.push(c);
     return c;
   };
@@ -81,6 +117,7 @@ async function main(): Promise<void> {
 
   try {
     // 1. link time
+    let done = phase();
     const linked: number[] = [];
     const firstMessage: number[] = [];
     for (let i = 0; i < LINKS; i++) {
@@ -96,31 +133,45 @@ async function main(): Promise<void> {
       firstMessage.push(now() - scanAt);
     }
     log(`link: scan → linked ${fmt(linked)}`);
-    log(`link: scan → first message on the new device ${fmt(firstMessage)}`);
+    log(`link: scan → first message on the new device ${fmt(firstMessage)} ${done()}`);
 
-    // 2. fan-out to an account with 1, 3, 6 devices
+    // 2. fan-out to an account with 1, 3, 6 devices: batched vs one POST per copy, alternating
     for (const n of [1, 3, 6]) {
+      done = phase();
       const a = await client();
       const devices = [a];
       while (devices.length < n) devices.push((await link(a)).device);
-      const c = await client();
-      await talk(c, devices, 'warm-up'); // sessions to every device exist
-      const durable: number[] = [];
-      const all: number[] = [];
+      const senders = { batched: await client(), 'one POST per copy': await client({ fetch: unbatched }) };
+      for (const c of Object.values(senders)) await talk(c, devices, 'warm-up'); // sessions to every device exist
+      const durable: Record<string, number[]> = {};
+      const all: Record<string, number[]> = {};
+      const cpu: Record<string, { bench: number; node: number }> = {};
       for (let i = 0; i < R; i++) {
-        const text = `fan-out ${n} #${i}`;
-        const got = Promise.all(devices.map((d) => d.once('message', (m) => m.text === text, 30_000)));
-        const t0 = now();
-        await c.sendText({ accountKey: a.accountKey }, text);
-        durable.push(now() - t0);
-        await got;
-        all.push(now() - t0);
+        for (const [mode, c] of Object.entries(senders)) {
+          const text = `fan-out ${n} ${mode} #${i}`;
+          const got = Promise.all(devices.map((d) => d.once('message', (m) => m.text === text, 30_000)));
+          const cpu0 = process.cpuUsage();
+          const node0 = procCpu(node.child.pid);
+          const t0 = now();
+          await c.sendText({ accountKey: a.accountKey }, text);
+          (durable[mode] ??= []).push(now() - t0);
+          await got;
+          (all[mode] ??= []).push(now() - t0);
+          const d = process.cpuUsage(cpu0);
+          (cpu[mode] ??= { bench: 0, node: 0 }).bench += (d.user + d.system) / 1000;
+          cpu[mode].node += (procCpu(node.child.pid) - node0) * 1000;
+        }
       }
-      log(`fan-out to ${n} device(s): sendText resolved ${fmt(durable)}; all devices received ${fmt(all)}`);
+      for (const mode of Object.keys(senders)) {
+        const c = cpu[mode]!;
+        log(`fan-out to ${n} device(s), ${mode}: sendText resolved ${fmt(durable[mode]!)}; all devices received ${fmt(all[mode]!)}; CPU per message: clients ${(c.bench / R).toFixed(1)} ms, node ${(c.node / R).toFixed(1)} ms`);
+      }
+      log(`fan-out to ${n} device(s) ${done()}`);
     }
 
     // 3. mirror to 2 own devices
     {
+      done = phase();
       const a = await client();
       const own = [(await link(a)).device, (await link(a)).device];
       const c = await client();
@@ -138,7 +189,7 @@ async function main(): Promise<void> {
         durable.push(now() - t0);
         await Promise.all([peerGot, ownGot]);
       }
-      log(`mirror (1 peer device + 2 own devices): sendText resolved ${fmt(durable)}; peer received ${fmt(atPeer)}; both own devices received ${fmt(mirrored)}`);
+      log(`mirror (1 peer device + 2 own devices): sendText resolved ${fmt(durable)}; peer received ${fmt(atPeer)}; both own devices received ${fmt(mirrored)} ${done()}`);
     }
   } finally {
     for (const c of open) await c.close().catch(() => undefined);

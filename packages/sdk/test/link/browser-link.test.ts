@@ -99,7 +99,10 @@ describe.skipIf(skip)('linking a device in headless Chromium from a device in No
     const [c, m] = await Promise.all([atCarol, mirrored]);
     expect(toHex(c.author)).toBe(toHex(a.accountKey));
     expect(m.id).toBe(id);
-    expect(await a.messageState(id)).toBe('sent');
+    // At least 'sent': Carol answers at once (receiptDelay 0) with a delivery receipt to every
+    // device of the account, which may reach A between the mirror and this read — then it is
+    // already 'delivered'. (This line failed once, ~1.9 s into an otherwise normal run, under load.)
+    expect(['sent', 'delivered']).toContain(await a.messageState(id));
     expect(pageErrors).toEqual([]);
   }, 90_000);
 });
