@@ -12,7 +12,7 @@
  * in one transaction — one fsync with synchronous=FULL — and no sender is answered before that
  * transaction has committed.
  */
-import { createHash, randomFillSync } from 'node:crypto';
+import { hash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { toHex } from '@meshwhisper/crypto';
 import type { SendRequest, SendResult } from '@meshwhisper/protocol';
@@ -20,6 +20,7 @@ import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolEr
 import type { RateLimiter } from '../rate-limit.js';
 import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { DeliveryBus } from './bus.js';
+import { LocalDeliveryBus } from './bus.js';
 
 export interface SendEvents {
   accepted?(cls: 'durable' | 'ephemeral', lane: 'token' | 'first_contact', seconds?: number): void;
@@ -43,8 +44,9 @@ export const MAX_COMMITS_IN_FLIGHT = 2;
 
 /** SHA-256 of a delivery token: what the node stores and compares. */
 export function deliveryTokenHash(_ctx: CryptoContext, token: Uint8Array): Uint8Array {
-  // node:crypto (OpenSSL), not the portable backend: this runs once per send on the hot path.
-  return createHash('sha256').update(token).digest();
+  // node:crypto (OpenSSL), not the portable backend: this runs once per send on the hot path. The
+  // one-shot hash() makes no Hash object (measured 0.7 vs 1.0–1.35 µs per call).
+  return hash('sha256', token, 'buffer');
 }
 
 /**
@@ -256,24 +258,35 @@ export class SendService {
         this.#scheduleMore();
       }
       // One wake per mailbox, carrying the committed envelopes (no re-read by the connection).
-      const woken = new Map<string, { mailbox: Uint8Array; envelopes: StoredEnvelope[] }>();
+      const woken = new Map<string, { mailbox: Uint8Array; envelopes: StoredEnvelope[]; live: boolean }>();
       for (let i = 0; i < batch.length; i++) {
         const r = results[i]!;
         if (!r.ok) continue;
         const p = batch[i]!;
         const w = woken.get(p.mailboxKey);
         if (w) w.envelopes.push(r.envelope);
-        else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope] });
+        else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope], live: false });
       }
-      // In a cluster each wake is a NATS round trip: ask for every mailbox at once.
-      const live = new Map<string, boolean>();
-      await Promise.all(
-        [...woken].map(async ([k, w]) => {
-          const isLive = await this.bus.publishMail(k, w.envelopes).catch(() => false);
-          live.set(k, isLive);
-          if (!isLive) this.events.storedOffline?.(w.mailbox);
-        }),
-      );
+      const bus = this.bus;
+      if (bus instanceof LocalDeliveryBus) {
+        // One process: the hub is called directly (no promise and microtask per mailbox).
+        for (const [k, w] of woken) {
+          try {
+            w.live = bus.mailNow(k, w.envelopes);
+          } catch {
+            w.live = false;
+          }
+          if (!w.live) this.events.storedOffline?.(w.mailbox);
+        }
+      } else {
+        // In a cluster each wake is a NATS round trip: ask for every mailbox at once.
+        await Promise.all(
+          [...woken].map(async ([k, w]) => {
+            w.live = await bus.publishMail(k, w.envelopes).catch(() => false);
+            if (!w.live) this.events.storedOffline?.(w.mailbox);
+          }),
+        );
+      }
       for (let i = 0; i < batch.length; i++) {
         const r = results[i]!;
         const p = batch[i]!;
@@ -283,7 +296,7 @@ export class SendService {
         }
         if (r.evicted > 0) this.events.evicted?.(r.evicted);
         this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
-        p.resolve(create(SendResultSchema, { id: p.id, deliveredLive: live.get(p.mailboxKey) ?? false }));
+        p.resolve(create(SendResultSchema, { id: p.id, deliveredLive: woken.get(p.mailboxKey)?.live ?? false }));
       }
     } finally {
       this.#inFlight--;

@@ -148,11 +148,14 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
         // ignored: an envelope still stored is delivered again here and acknowledged then.
         const ids: Uint8Array[] = [];
         const seqs: number[] = [];
+        const keys: string[] = [];
         for (const id of frame.body.value.ids) {
-          const seq = this.#inFlight.get(idKey(id));
+          const key = idKey(id);
+          const seq = this.#inFlight.get(key);
           if (seq === undefined) continue;
           ids.push(id);
           seqs.push(seq);
+          keys.push(key);
         }
         const requestId = frame.requestId;
         this.deps.acks.add(mailbox, ids, seqs, (n) => {
@@ -161,7 +164,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
             if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
             return;
           }
-          for (const id of ids) this.#inFlight.delete(idKey(id));
+          for (const key of keys) this.#inFlight.delete(key);
           if (n > 0) this.deps.events?.delivered?.(n);
           if (this.closed) return;
           if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
