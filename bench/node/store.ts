@@ -117,7 +117,7 @@ async function drain(total: number): Promise<void> {
       const batch = await store.fetch(mailbox, after, 930, 960 * 1024);
       if (batch.length === 0) break;
       after = batch[batch.length - 1]!.seq;
-      await store.ack([{ mailbox, ids: batch.map((e) => e.id), ...(process.env['ACK_BY_ID'] ? {} : { seqs: batch.map((e) => e.seq) }) }]);
+      await store.ack([{ mailbox, ids: batch.map((e) => e.id), seqs: batch.map((e) => e.seq) }]); // as a device connection acks (a build before AckRequest.seqs ignores them)
     }
     report('fetch + ack');
   } finally {
