@@ -173,6 +173,8 @@ export class SqliteNodeStore implements NodeStore {
       const next = (this.#writer = this.#startWriter());
       void next.ready.then(() => {
         if (this.#closed || next !== this.#writer || !next.alive) return;
+        // A checkpoint asked of the dead thread (after a deletion) was lost with it.
+        next.scheduleCheckpoint();
         this.#probedAt = -Infinity; // probe now, not from the cached 'writer-failed'
         void this.health();
       });
