@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { DATABASE_FILE, createNode } from '../../src/node.js';
@@ -62,6 +63,20 @@ describe('modes', () => {
     await s.setUsername('ns', 'x', undefined, new Uint8Array(32), 1); // a write: -wal and -shm exist
     for (const suffix of ['', '-wal', '-shm']) expect(mode(join(dataDir, DATABASE_FILE + suffix)), suffix).toBe(0o600);
     for (const sub of ['media', 'archives', 'tmp']) expect(mode(join(dataDir, sub))).toBe(0o700);
+  });
+});
+
+describe('a database made with 4 KiB pages', () => {
+  it('is rewritten with 8 KiB pages when the node starts, and the log says so', async () => {
+    const dataDir = tempDir();
+    const raw = new Database(join(dataDir, DATABASE_FILE));
+    raw.pragma('page_size = 4096');
+    raw.pragma('journal_mode = WAL'); // writes the header: the page size is fixed from here on
+    raw.close();
+    const t = await started({}, {}, { dataDir });
+    expect(sqliteOf(t.node).pragma('page_size', { simple: true })).toBe(8192);
+    expect(t.logs.join('')).toContain('database converted to 8192-byte pages');
+    expect(mode(join(dataDir, DATABASE_FILE))).toBe(0o600);
   });
 });
 
