@@ -63,6 +63,7 @@ try {
     for (let i = 0; i < n; i++) clients.push(await MeshWhisper.create({ node: url, namespace: 'bench', storage: await memoryStorage(), receiptDelay: { minDelayMs: 600_000, maxDelayMs: 600_000 } }));
     const [admin, ...members] = clients as [MeshWhisper, ...MeshWhisper[]];
     const joined = Promise.all(members.map((c) => c.once('groupChange', (e) => e.change.type === 'joined', 600_000)));
+    joined.catch(() => undefined); // awaited below; a timeout while create() still runs must not crash the run unhandled
     const create = await measure(async () => {
       const g = await admin.groups.create(`bench ${n}`, members.map((c) => c.accountKey));
       await joined;

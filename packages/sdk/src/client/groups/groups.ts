@@ -131,6 +131,9 @@ export type GroupEventPending =
 /** Group operations in one GroupUpdate at most (so that a whole log fits in sealed messages). */
 const OPS_PER_UPDATE_BYTES = 192 * 1024;
 
+/** Unanswered invitations kept at most (a new one beyond is dropped and logged). */
+const MAX_PENDING_INVITES = 100;
+
 /** Bodies a group message may carry. */
 const GROUP_BODIES = new Set(['text', 'binary', 'file', 'reaction', 'edit', 'delete', 'expireTimer']);
 
@@ -851,6 +854,11 @@ export class Groups {
     checkGroupId(invite.groupId, 'groupInvite');
     if (invite.inviteId.length !== 16) throw new SdkError(SdkErrorCode.PROTOCOL, 'an invitation without a valid id');
     const name = invite.name.slice(0, 256);
+    // Bounded: invitations nobody answers cannot fill the storage (the oldest unanswered ones stay).
+    if ((await stx.listItems(db.GroupTable.InviteIn, { limit: MAX_PENDING_INVITES })).length >= MAX_PENDING_INVITES) {
+      this.deps.log.warn('groups.invites-full', `more than ${MAX_PENDING_INVITES} unanswered group invitations: a new one was dropped`);
+      return [];
+    }
     await db.saveInviteIn(stx, invite.groupId, invite.inviteId, from.accountKey, name);
     return [['groupInvite', { groupId: invite.groupId, inviteId: toHex(invite.inviteId), inviter: from.accountKey, name }]];
   }
