@@ -401,6 +401,7 @@ describe('device list behaviour', () => {
         throw new Error(`decoded a truncation at ${n}`);
       } catch (e) {
         expect(e).toBeInstanceOf(CryptoError);
+        expect((e as CryptoError).code, `truncated at ${n}`).toBe('MW_CRYPTO_MALFORMED');
       }
     }
   });
