@@ -106,6 +106,15 @@ export const MAX_REPLY_SNIPPET = 280;
 export const KEY_CHECK_MS = 10 * 60_000;
 export const KEY_CHECK_AFTER_CONTACT_MS = 3_000;
 
+/**
+ * A message is judged against the sender account's device list as fetched at most this long ago:
+ * an older held list is refreshed first (docs/spec/02-keys.md §2.5). It bounds how long a peer that
+ * hears nothing from the account keeps accepting a device the account has since revoked (before:
+ * until the account's next message, or the revoked certificate's expiry, up to 90 days), for one
+ * list fetch per sender account per day.
+ */
+export const DEVICE_LIST_MAX_AGE_MS = 24 * 3600 * 1000;
+
 /** Retry interval of the outbox while something is queued and the client is running. */
 export const OUTBOX_RETRY_MS = 15_000;
 

@@ -37,6 +37,18 @@ export function firstDeviceList(ctx: CryptoContext, account: AccountKeyPair, cer
   return issueDeviceList(ctx, account, { epoch: 1, devices: [{ deviceIndex: certificate.deviceIndex, signingKey: certificate.deviceSigningKey, flags: DeviceFlag.Manager }] });
 }
 
+const u64 = (n: number): Uint8Array => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+};
+
+/** When the node was last asked for the account's list (0: never), read inside a transaction. */
+export async function listCheckedAtIn(stx: AppStore, accountKey: Uint8Array): Promise<number> {
+  const b = await stx.getItem(Table.DeviceListChecked, toHex(accountKey));
+  return b && b.length === 8 ? Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0)) : 0;
+}
+
 /** The newest list held for an account, read inside a transaction (the receive pipeline). */
 export async function heldListIn(stx: AppStore, accountKey: Uint8Array): Promise<DeviceList | undefined> {
   const bytes = await stx.getItem(Table.DeviceList, toHex(accountKey));
@@ -92,13 +104,16 @@ export class DeviceLists {
 
   /** Fetches the account's list from the node (GET /v1/accounts/{key}/device-list) and accepts it. */
   async fetch(accountKey: Uint8Array): Promise<DeviceList | undefined> {
+    const { ctx, storage } = this.deps;
     let served: Uint8Array | undefined;
     try {
       served = (await this.deps.api.call('GET', `/v1/accounts/${toHex(accountKey)}/device-list`, { reply: DeviceListRecordSchema })).deviceList;
     } catch (e) {
       if (!(e instanceof SdkError && e.nodeCode === 'MW_NOT_FOUND')) throw e;
     }
-    return this.accept(accountKey, served);
+    const list = await this.accept(accountKey, served);
+    await storage.setItem(Table.DeviceListChecked, toHex(accountKey), u64(ctx.now()));
+    return list;
   }
 
   /**

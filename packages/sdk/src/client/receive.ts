@@ -19,11 +19,11 @@ import type { Content, Envelope, SentSync } from '@meshwhisper/protocol';
 import { ContactAction, ContentSchema, ReceiptKind, fromBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { CONTENT_VERSION, MAX_DISAPPEARING_SECONDS } from '../constants.js';
+import { CONTENT_VERSION, DEVICE_LIST_MAX_AGE_MS, MAX_DISAPPEARING_SECONDS } from '../constants.js';
 import type { ContactDecision, Contacts } from './contacts.js';
 import type { Groups } from './groups/groups.js';
 import type { DeviceLists } from './device-lists.js';
-import { heldListIn } from './device-lists.js';
+import { heldListIn, listCheckedAtIn } from './device-lists.js';
 import type { Directory } from './directory.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import type { Emit } from './events.js';
@@ -70,6 +70,8 @@ class NeedDeviceList extends Error {
   constructor(
     readonly accountKey: Uint8Array,
     readonly epoch: number,
+    /** The held list is new enough but was checked more than DEVICE_LIST_MAX_AGE_MS ago: refresh it. */
+    readonly refresh = false,
   ) {
     super('the sender’s device list must be fetched first');
   }
@@ -182,8 +184,15 @@ export class ReceivePipeline {
     } catch (e) {
       if (!(e instanceof NeedDeviceList)) throw e;
       try {
-        await this.deps.lists.current(e.accountKey, e.epoch);
+        if (e.refresh) await this.deps.lists.fetch(e.accountKey);
+        else await this.deps.lists.current(e.accountKey, e.epoch);
       } catch (fetchError) {
+        // A refresh of a list that is recent enough by epoch does not hold the message back: it is
+        // judged against the held list (and the next message tries again).
+        if (e.refresh && !(fetchError instanceof CryptoError)) {
+          this.deps.log.warn('receive.device-list-refresh-failed', "the sender account's device list could not be refreshed; the message is judged against the list held", fetchError);
+          return this.#openOnce(env, true);
+        }
         // A list that does not verify (a forgery, a fork) is the message's problem: reported below.
         if (fetchError instanceof CryptoError) throw fetchError;
         throw new DeviceListUnavailable(fetchError);
@@ -215,6 +224,7 @@ export class ReceivePipeline {
         const list = await heldListIn(stx, from.accountKey);
         const stated = Number(content.deviceListEpoch);
         if (!fetched && (!list || list.epoch < stated)) throw new NeedDeviceList(from.accountKey, stated);
+        if (!fetched && ctx.now() - (await listCheckedAtIn(stx, from.accountKey)) > DEVICE_LIST_MAX_AGE_MS) throw new NeedDeviceList(from.accountKey, stated, true);
         if (!list) throw new CryptoError(CryptoErrorCode.DEVICE_NOT_LISTED, 'receive', 'the sender’s account has no device list: none of its devices can be trusted');
         assertDeviceListed(list, from, 'receive');
         outcome = await this.#apply(stx, { content, from });
@@ -255,6 +265,7 @@ export class ReceivePipeline {
         const list = await heldListIn(stx, from.accountKey);
         const stated = Number(content.deviceListEpoch);
         if (!fetched && (!list || list.epoch < stated)) throw new NeedDeviceList(from.accountKey, stated);
+        if (!fetched && this.deps.ctx.now() - (await listCheckedAtIn(stx, from.accountKey)) > DEVICE_LIST_MAX_AGE_MS) throw new NeedDeviceList(from.accountKey, stated, true);
         if (!list) throw new CryptoError(CryptoErrorCode.DEVICE_NOT_LISTED, 'receive', 'the sender’s account has no device list: none of its devices can be trusted');
         assertDeviceListed(list, from, 'receive');
         const outcome = await this.#apply(stx, { content, from });

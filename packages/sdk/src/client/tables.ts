@@ -39,4 +39,9 @@ export const Table = {
    * (device-lists.ts).
    */
   DeviceList: 'mw.device-list',
+  /**
+   * When the node was last asked for each account's device list (u64 ms, by account key hex): a
+   * message is judged against a list checked within DEVICE_LIST_MAX_AGE_MS (device-lists.ts).
+   */
+  DeviceListChecked: 'mw.device-list-checked',
 } as const;

@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceCertificate } from '@meshwhisper/crypto';
-import { AccountKeyPair, CERTIFICATE_VALIDITY_MS, DeviceKeyPair, createContext, decodeDeviceCertificate, encodeDeviceCertificate, equalBytes, issueDeviceCertificate, mailboxIdOf } from '@meshwhisper/crypto';
+import { AccountKeyPair, CERTIFICATE_VALIDITY_MS, DeviceKeyPair, createContext, decodeDeviceCertificate, encodeDeviceCertificate, equalBytes, issueDeviceCertificate, mailboxIdOf, sealMessage, toHex } from '@meshwhisper/crypto';
+import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, SendRequestSchema, create, encodeBody, toBinary } from '@meshwhisper/protocol';
 import type { E2eNode } from './test-node.js';
-import { startE2eNode } from './test-node.js';
+import { addAccountDevice, startE2eNode } from './test-node.js';
 import type { LogEntry, ProtocolStorage, UndecryptableMessage } from '../../src/index.js';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
 
@@ -407,3 +408,76 @@ describe('renewal of a device without the account key (docs/spec/02-keys.md §2.
 function phoneStorageDevice(c: DeviceCertificate): { signingPublicKey: Uint8Array; dhPublicKey: Uint8Array } {
   return { signingPublicKey: c.deviceSigningKey, dhPublicKey: c.deviceDhKey };
 }
+
+describe('how long a peer trusts a device list it holds (docs/spec/02-keys.md §2.5)', () => {
+  it('a list older than a day is refreshed before a message is judged: a revoked device is refused within a day even if the account says nothing (failed before: accepted until the account spoke)', async () => {
+    offset = 0;
+    const alice = await client(await memoryStorage());
+    const storage2 = await memoryStorage();
+    await addAccountDevice(alice, storage2);
+    const alice2 = await client(storage2);
+    // Bob's delivery receipts wait (they would look Alice's account up and so learn the new list).
+    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), crypto, receiptDelay: { minDelayMs: 3_600_000, maxDelayMs: 3_600_000 } });
+    const b = inbox(bob);
+    await alice2.sendText(bob.mailboxId, 'from the second device');
+    await until(() => b.texts.includes('from the second device'), 'the first message');
+    expect((await bob.deviceList(alice.accountKey))!.epoch).toBe(2);
+    // Two messages the second device seals now (a revoked client wipes itself; a copy of its state would not).
+    const [toBob] = await storage2.listSessionAddresses();
+    const seal = (text: string) =>
+      sealMessage(crypto, storage2, toBob!, toBinary(ContentSchema, create(ContentSchema, { version: 1, messageId: crypto.random(16), sentAt: BigInt(now()), deviceListEpoch: 2n, body: { case: 'text', value: { text } } })));
+    const [within, after] = [await seal('an hour after the revocation'), await seal('a day after the revocation')];
+    // Alice revokes it (epoch 3) and says nothing to Bob.
+    const index2 = (await alice.deviceList())!.devices.find((d) => toHex(d.signingKey) === alice2.address.split(':')[1])!.deviceIndex;
+    await alice.revokeDevice(index2);
+    const post = async (payload: Uint8Array) => {
+      const res = await fetch(new URL('/v1/send', t.url), { method: 'POST', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: encodeBody(SendRequestSchema, { mailboxId: bob.mailboxId, payload, class: EnvelopeClass.DURABLE }) as BodyInit });
+      expect(res.status).toBe(200);
+    };
+    // Within the day the list Bob holds (epoch 2, fetched just now) still names the device: the
+    // documented window.
+    offset = 3600 * 1000;
+    await post(within);
+    await until(() => b.texts.includes('an hour after the revocation') || b.bad.length > 0, 'the message within the day');
+    expect(b.bad).toEqual([]);
+    // A day later Bob refreshes the list first and refuses the revoked device.
+    offset = DAY + 2 * 3600 * 1000;
+    await post(after);
+    await until(() => b.bad.length > 0 || b.texts.includes('a day after the revocation'), 'the message a day later');
+    expect(b.bad.map((u) => u.code)).toEqual(['MW_CRYPTO_DEVICE_NOT_LISTED']);
+    expect(b.texts).not.toContain('a day after the revocation');
+    expect((await bob.deviceList(alice.accountKey))!.epoch).toBe(3);
+    await Promise.all([alice.close(), alice2.close().catch(() => undefined), bob.close()]);
+  }, 120_000);
+});
+
+describe('a lost message is reported, a duplicate is not (issue 10 §1.4, in the SDK)', () => {
+  it('a message whose skipped key expired gives an undecryptable event with MW_CRYPTO_SKIPPED_KEY_EXPIRED and its sender; a true duplicate is acknowledged silently', async () => {
+    offset = 0;
+    const aliceStorage = await memoryStorage();
+    const alice = await client(aliceStorage);
+    const bob = await client(await memoryStorage());
+    const b = inbox(bob);
+    await alice.sendText(bob.mailboxId, 'hello');
+    await until(() => b.texts.includes('hello'), 'hello');
+    const [toBob] = await aliceStorage.listSessionAddresses();
+    const seal = (text: string) =>
+      sealMessage(crypto, aliceStorage, toBob!, toBinary(ContentSchema, create(ContentSchema, { version: 1, messageId: crypto.random(16), sentAt: BigInt(now()), deviceListEpoch: 1n, body: { case: 'text', value: { text } } })));
+    const [delayed, next] = [await seal('delayed'), await seal('next')];
+    const post = async (payload: Uint8Array) => {
+      const res = await fetch(new URL('/v1/send', t.url), { method: 'POST', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: encodeBody(SendRequestSchema, { mailboxId: bob.mailboxId, payload, class: EnvelopeClass.DURABLE }) as BodyInit });
+      expect(res.status).toBe(200);
+    };
+    await post(next); // the first one is held back somewhere: its key is kept as skipped
+    await until(() => b.texts.includes('next'), 'next');
+    await post(next); // a true duplicate
+    await bob.idle();
+    // 31 days later the held-back message arrives: its skipped key expired (SKIPPED_KEY_MAX_AGE_MS).
+    offset = 31 * DAY;
+    await post(delayed);
+    await until(() => b.bad.length > 0 || b.texts.includes('delayed'), 'the delayed message');
+    expect(b.bad.map((u) => [u.code, u.from])).toEqual([['MW_CRYPTO_SKIPPED_KEY_EXPIRED', alice.address]]);
+    expect(b.texts).toEqual(['hello', 'next']);
+    await Promise.all([alice.close(), bob.close()]);
+  }, 120_000);
+});
