@@ -469,16 +469,17 @@ export class Groups {
    */
   async #sealAndPost(items: readonly { account: Uint8Array; device: Uint8Array; body: ContentBody }[], what: string): Promise<Set<string>> {
     const { ctx, directory, sender, outbox, log } = this.deps;
-    const ready: { device: Uint8Array; options: Parameters<Sender['seal']>[0] }[] = [];
-    for (const it of items) {
+    const checked = await mapLimited(items, SESSION_SETUP_CONCURRENCY, async (it) => {
       const mailboxId = mailboxIdOf(ctx, it.device);
       try {
         await directory.sessionFor(mailboxId, it.account);
-        ready.push({ device: it.device, options: { mailboxId, body: it.body, expectedAccountKey: it.account } });
+        return { device: it.device, options: { mailboxId, body: it.body, expectedAccountKey: it.account } as Parameters<Sender['seal']>[0] };
       } catch (e) {
         log.warn('groups.device-skipped', `${what} could not be sealed for a member device (no session, or not on its device list)`, e);
+        return undefined;
       }
-    }
+    });
+    const ready = checked.filter((r) => r !== undefined);
     if (ready.length === 0) return new Set();
     let sealed: Awaited<ReturnType<Sender['sealAll']>>;
     try {
@@ -612,19 +613,19 @@ export class Groups {
       const targets = this.#targets(log.state);
       const key = await this.#ownKey(groupId);
       // Peer certificates (sessions are set up here if needed; unlisted devices are refused).
-      const peers: { target: Target; certificate: DeviceCertificate }[] = [];
-      const lacking: Target[] = [];
-      for (const t of targets) {
+      const found = await mapLimited(targets, SESSION_SETUP_CONCURRENCY, async (t) => {
         try {
           const address = await this.deps.directory.sessionFor(t.mailbox, t.account);
           const certificate = await sessionPeer(storage, address);
-          if (!certificate) continue;
-          peers.push({ target: t, certificate });
-          if ((await db.distributedKeyId(storage, groupId, t.device)) !== key.keyId) lacking.push(t);
+          if (!certificate) return undefined;
+          return { target: t, certificate, lacks: (await db.distributedKeyId(storage, groupId, t.device)) !== key.keyId };
         } catch (e) {
           this.deps.log.warn('groups.device-skipped', 'a member device could not be reached securely (no session, or not on its device list); it does not get this message', e);
+          return undefined;
         }
-      }
+      });
+      const peers = found.filter((p) => p !== undefined);
+      const lacking = peers.filter((p) => p.lacks).map((p) => p.target);
       // This device's current key to every member device that lacks it, in one batch, before the
       // message (each mailbox is delivered in order).
       if (lacking.length > 0) {
@@ -892,6 +893,26 @@ export class Groups {
     if (equalBytes(from.accountKey, this.#account)) return;
     for (const id of ids) if (await db.sentGroup(stx, id)) await db.noteReceipt(stx, id, from.accountKey, state);
   }
+}
+
+/**
+ * Sessions set up at once for a fan-out (a first contact claims a bundle over the network and runs
+ * PQXDH): enough to overlap the round trips, few enough not to flood the node or the storage.
+ */
+const SESSION_SETUP_CONCURRENCY = 8;
+
+/** `f` over `xs` with at most `limit` running at once; results in the order of `xs`. */
+async function mapLimited<T, R>(xs: readonly T[], limit: number, f: (x: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(xs.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < xs.length) {
+      const i = next++;
+      out[i] = await f(xs[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, xs.length) }, worker));
+  return out;
 }
 
 function chunks(ops: readonly Uint8Array[]): Uint8Array[][] {
