@@ -485,6 +485,157 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     await accessible(alice, 'group members');
     await alice.page.getByRole('button', { name: 'Close' }).click();
     await accessible(alice, 'group chat');
+  });
+
+  it('groups: per-member "seen by", reactions, a reply, an edit, a delete, a file, typing and the timer work as in a direct chat', async () => {
+    const openGroup = async (p: Person, name: string): Promise<void> => {
+      await go(p, '#/');
+      await p.page.locator('a.conversation[data-kind="group"]', { hasText: name }).click({ timeout: 30_000 });
+      await p.page.getByTestId('chat-name').filter({ hasText: name }).waitFor();
+    };
+    const message = (p: Person, text: string, dir: 'incoming' | 'outgoing') => p.page.locator(`.message.${dir}`, { has: p.page.locator('.text', { hasText: text }) }).first();
+    for (const p of [alice, bob, carol]) await openGroup(p, 'Climbers');
+    // alice sees who has received and read her message: both others opened the group, so both read it.
+    await message(alice, 'hello, climbers', 'outgoing').getByRole('button', { name: /Actions for/ }).click();
+    const seen = alice.page.getByTestId('seen-by');
+    await expect.poll(() => seen.locator('li[data-state="read"]').count(), { timeout: 30_000 }).toBe(2);
+    expect(await seen.textContent()).toMatch(/bob: Read/);
+    await accessible(alice, 'group message actions with seen by');
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+
+    await message(bob, 'hello, climbers', 'incoming').getByRole('button', { name: /Actions for/ }).click();
+    await bob.page.getByRole('button', { name: 'React 👍' }).click();
+    await message(alice, 'hello, climbers', 'outgoing').locator('.reaction', { hasText: '👍' }).waitFor({ timeout: 30_000 });
+    await message(carol, 'hello, climbers', 'incoming').locator('.reaction', { hasText: '👍' }).waitFor({ timeout: 30_000 });
+
+    await message(carol, 'bob is in', 'incoming').getByRole('button', { name: /Actions for/ }).click();
+    await carol.page.getByRole('button', { name: 'Reply' }).click();
+    await send(carol, 'welcome, bob');
+    await message(alice, 'welcome, bob', 'incoming').locator('.quote', { hasText: 'bob is in' }).waitFor({ timeout: 30_000 });
+    await message(alice, 'welcome, bob', 'incoming').getByTestId('author').filter({ hasText: 'carol' }).waitFor();
+
+    await send(bob, 'grup tpyo');
+    await message(bob, 'grup tpyo', 'outgoing').getByRole('button', { name: /Actions for/ }).click();
+    await bob.page.getByRole('button', { name: 'Edit' }).click();
+    await compose(bob, 'group typo fixed');
+    await bob.page.getByRole('button', { name: 'Save' }).click();
+    await message(carol, 'group typo fixed', 'incoming').locator('.meta', { hasText: 'edited' }).waitFor({ timeout: 30_000 });
+
+    await message(carol, 'carol too', 'outgoing').getByRole('button', { name: /Actions for/ }).click();
+    await carol.page.getByRole('button', { name: 'Delete for everyone' }).click();
+    await expect.poll(() => texts(alice), { timeout: 30_000 }).not.toContain('carol too');
+    await expect.poll(() => texts(bob), { timeout: 30_000 }).not.toContain('carol too');
+
+    const png = noisyPng(120, 90);
+    await alice.page.locator('#attach').setInputFiles({ name: 'crag.png', mimeType: 'image/png', buffer: png });
+    for (const p of [bob, carol]) await p.page.locator('.message.incoming [data-testid="thumbnail"]').waitFor({ timeout: 30_000 });
+    const download = carol.page.waitForEvent('download');
+    await carol.page.locator('.message.incoming', { hasText: 'crag.png' }).getByTestId('download').click();
+    expect(Buffer.compare(readFileSync(await (await download).path()), png)).toBe(0);
+
+    await bob.page.getByRole('textbox', { name: 'Message' }).pressSequentially('abc');
+    await alice.page.getByTestId('presence').filter({ hasText: 'bob is typing' }).waitFor({ timeout: 30_000 });
+    await bob.page.getByRole('textbox', { name: 'Message' }).fill('');
+    await alice.page.getByRole('button', { name: 'Conversation settings' }).click();
+    await alice.page.getByLabel('Disappearing messages').selectOption('3600');
+    for (const p of [bob, carol]) await p.page.locator('.chip', { hasText: 'Disappearing after 1 h' }).waitFor({ timeout: 30_000 });
+    await alice.page.getByLabel('Disappearing messages').selectOption('0');
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+    await accessible(carol, 'group chat with every message feature');
+  });
+
+  it('groups: rename, kick, join by link, invitations declined and accepted, admin handed over, the last admin leaving, admin-less', async () => {
+    const openGroup = async (p: Person, name: string): Promise<void> => {
+      await go(p, '#/');
+      await p.page.locator('a.conversation[data-kind="group"]', { hasText: name }).click({ timeout: 30_000 });
+      await p.page.getByTestId('chat-name').filter({ hasText: name }).waitFor();
+    };
+    const system = (p: Person, text: string | RegExp) => p.page.getByTestId('system-line').filter({ hasText: text }).first().waitFor({ timeout: 30_000 });
+    const members = async (p: Person): Promise<void> => {
+      await p.page.getByRole('button', { name: 'Group members' }).click();
+      await p.page.getByTestId('group-members').waitFor();
+    };
+    const dialog = alice.page.locator('dialog[open]');
+    for (const p of [alice, bob, carol]) await openGroup(p, 'Climbers');
+
+    await members(alice);
+    await accessible(alice, 'group members (admin)');
+    await dialog.getByLabel('Group name').fill('Crag crew');
+    await dialog.getByRole('button', { name: 'Rename' }).click();
+    await bob.page.getByTestId('chat-name').filter({ hasText: 'Crag crew' }).waitFor({ timeout: 30_000 });
+    await system(bob, 'The group is now called “Crag crew”');
+
+    // Kick: carol is told, and what follows is not hers to read.
+    await dialog.getByRole('button', { name: 'Remove carol' }).click();
+    await carol.page.getByText('You are no longer in this group.').waitFor({ timeout: 30_000 });
+    await system(alice, 'carol left or was removed');
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+    await send(alice, 'after carol left');
+    await waitForText(bob, 'after carol left');
+
+    // Back by a link: alice's device adds whoever asks with it.
+    await members(alice);
+    await dialog.getByRole('button', { name: 'Invite link' }).click();
+    const link = await dialog.getByLabel(/Invite link/).inputValue();
+    expect(link).toMatch(/^mwg1:/);
+    await accessible(alice, 'group invite link');
+    await screenshot(alice.page, shots, 'group-members');
+    await go(carol, '#/new-group');
+    await carol.page.getByLabel('Group link (mwg1:…)').fill(link);
+    await carol.page.getByRole('button', { name: 'Ask to join' }).click();
+    await carol.page.getByText('Asked to join').waitFor();
+    await system(alice, 'carol joined the group');
+    await openGroup(carol, 'Crag crew');
+    await expect.poll(() => carol.page.getByTestId('system-line').filter({ hasText: /^You joined/ }).count(), { timeout: 30_000 }).toBe(2); // “Climbers”, then this time
+    expect(await texts(carol)).not.toContain('after carol left');
+
+    // Invitations by username: declined, then accepted.
+    await dialog.getByRole('button', { name: 'Remove carol' }).click();
+    await carol.page.getByText('You are no longer in this group.').waitFor({ timeout: 30_000 });
+    const invite = async (): Promise<void> => {
+      await dialog.getByLabel('Add or invite by username').fill('carol');
+      await dialog.getByRole('button', { name: 'Invite', exact: true }).click();
+      await dialog.getByText('carol was invited').waitFor();
+    };
+    await invite();
+    await go(carol, '#/');
+    const invitation = carol.page.getByTestId('group-invitation').filter({ hasText: 'Crag crew' });
+    await invitation.waitFor({ timeout: 30_000 });
+    await accessible(carol, 'group invitation');
+    await screenshot(carol.page, shots, 'group-invitation');
+    await carol.page.getByRole('button', { name: 'Decline the invitation to Crag crew' }).click();
+    await invitation.waitFor({ state: 'detached' });
+    await invite();
+    await invitation.waitFor({ timeout: 30_000 });
+    await carol.page.getByRole('button', { name: 'Accept the invitation to Crag crew' }).click();
+    await openGroup(carol, 'Crag crew');
+    await send(carol, 'carol is back');
+    await waitForText(alice, 'carol is back');
+
+    // alice hands the admin role to bob; bob, the only admin, leaves: alice, the longest-standing member, is admin again.
+    await dialog.getByRole('button', { name: 'Hand admin over to bob' }).click();
+    await system(bob, 'You are now an admin');
+    await dialog.getByRole('button', { name: 'Remove bob' }).waitFor({ state: 'detached' });
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+    await members(bob);
+    await bob.page.getByText('You are the only admin').waitFor();
+    await bob.page.locator('dialog[open]').getByRole('button', { name: 'Leave the group' }).click();
+    await system(alice, 'You are now an admin');
+    await system(alice, 'bob left or was removed');
+    await carol.page.getByTestId('presence').filter({ hasText: '2 members' }).waitFor({ timeout: 30_000 });
+
+    // Admin-less: carol, not an admin, may rename.
+    await members(alice);
+    await dialog.getByRole('button', { name: /Make the group admin-less/ }).click();
+    await system(carol, 'The group is now admin-less');
+    await alice.page.getByRole('button', { name: 'Close' }).click();
+    await members(carol);
+    await carol.page.getByTestId('group-policy').filter({ hasText: 'Admin-less' }).waitFor();
+    await carol.page.locator('dialog[open]').getByLabel('Group name').fill('Crag crew 2');
+    await carol.page.locator('dialog[open]').getByRole('button', { name: 'Rename' }).click();
+    await alice.page.getByTestId('chat-name').filter({ hasText: 'Crag crew 2' }).waitFor({ timeout: 30_000 });
+    await carol.page.getByRole('button', { name: 'Close' }).click();
+    await accessible(alice, 'group chat with system lines');
     await screenshot(alice.page, shots, 'group');
   });
 

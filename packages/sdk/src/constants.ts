@@ -212,3 +212,9 @@ export const REPLAY_PART_BYTES = 128 * 1024;
 export const REPLAY_MAX_REQUESTS_PER_DAY = 3;
 /** An ask the app has not answered within a day is forgotten (answering it later is refused). */
 export const REPLAY_PENDING_TTL_MS = 24 * 3600 * 1000;
+
+/**
+ * How many of a group's newest messages markRead(groupConversation, ids) looks through to find each
+ * id's sending device: read receipts are for what the user just saw, which is recent.
+ */
+export const GROUP_READ_LOOKBACK = 1000;

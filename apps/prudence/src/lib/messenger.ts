@@ -10,7 +10,7 @@
  * (safety numbers compared), `prudence.keychange` (pending key-change warnings), `prudence.devices`
  * (device index → the name given when it was linked).
  */
-import type { ArchiveStatus, ContactCard, ContactState, ConversationId, FileAttachment, GroupInfo, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient, RestoredDevice } from '@meshwhisper/sdk';
+import type { ArchiveStatus, ContactCard, ContactState, ConversationId, FileAttachment, GroupChange, GroupInfo, GroupInvitation, GroupReceipt, HistoryEntry, IncomingMessage, LinkAccepted, LinkOfferHandle, LinkedDevice, MessageState, ProtocolStorage, Recipient, RestoredDevice } from '@meshwhisper/sdk';
 import { MeshWhisper, SdkError, checkArchivePassphrase, decodeContactCard, encodeContactCard, openIndexedDbStorage } from '@meshwhisper/sdk';
 import { equalBytes, fromBase64Url, fromHex, fromUtf8, toBase64Url, toHex, utf8 } from './util.js';
 
@@ -30,7 +30,21 @@ const T = {
   verified: 'prudence.verified',
   keyChange: 'prudence.keychange',
   devices: 'prudence.devices',
+  groupLog: 'prudence.grouplog',
 } as const;
+
+/** Prefix of a group's conversation key in the screens (`g:` + group id hex); a direct chat's key is the peer's account key hex. */
+export const GROUP_PREFIX = 'g:';
+export const isGroupKey = (peer: string): boolean => peer.startsWith(GROUP_PREFIX);
+const groupHex = (peer: string): string => peer.slice(GROUP_PREFIX.length);
+
+/** A membership change as Prudence keeps it for the chat's system lines (from the SDK's `groupChange` events). */
+export interface GroupLogLine {
+  readonly at: number;
+  readonly change: { readonly type: GroupChange['type']; readonly accountKey?: string; readonly name?: string; readonly policy?: string };
+}
+/** System lines kept per group. */
+const GROUP_LOG_MAX = 200;
 
 /** Device list flag: the device holds the account key (can link and remove devices). */
 const MANAGER_FLAG = 1;
@@ -126,6 +140,8 @@ const setJson = (storage: ProtocolStorage, table: string, key: string, value: un
 export class Messenger {
   readonly names = new Map<string, string>();
   readonly typing = new Map<string, number>();
+  /** Who typed last in a group conversation (conversation key → account key hex). */
+  readonly typingWho = new Map<string, string>();
   readonly presence = new Map<string, { online: boolean; lastSeen?: number }>();
   readonly keyChanges = new Map<string, KeyChange>();
   readonly uploads = new Map<string, Upload>();
@@ -248,16 +264,21 @@ export class Messenger {
     c.on('edit', () => this.changed());
     c.on('delete', () => this.changed());
     c.on('expired', () => this.changed());
-    c.on('groupChange', () => this.changed());
+    c.on('groupChange', ({ groupId, change }) => void this.#logGroupChange(toHex(groupId), change));
+    c.on('groupInvite', () => this.changed());
+    c.on('groupInviteAnswer', () => this.changed());
     c.on('disappearingTimer', () => this.changed());
     c.on('connection', (state) => {
       if (state === 'online') void this.#announcePresence(true);
       this.changed();
     });
-    c.on('typing', ({ from, typing }) => {
-      const peer = from.split(':')[0]!;
+    c.on('typing', ({ from, typing, conversation }) => {
+      const author = from.split(':')[0]!;
+      // In a group, the conversation is typing and `typingWho` says who.
+      const peer = conversation?.kind === 'group' ? GROUP_PREFIX + toHex(conversation.groupId) : author;
       if (typing) this.typing.set(peer, Date.now() + TYPING_TTL_MS);
       else this.typing.delete(peer);
+      if (typing) this.typingWho.set(peer, author);
       this.changed();
       if (typing) setTimeout(() => this.changed(), TYPING_TTL_MS + 50);
     });
@@ -295,6 +316,7 @@ export class Messenger {
 
   async #onMessage(m: IncomingMessage): Promise<void> {
     if (m.conversation.kind === 'group') {
+      if (!m.outgoing) this.typing.delete(GROUP_PREFIX + toHex(m.conversation.groupId));
       if (!m.outgoing && toHex(m.conversation.groupId) === this.openGroup && document.visibilityState === 'visible') await this.markGroupRead(this.openGroup);
       this.changed();
       return;
@@ -452,7 +474,13 @@ export class Messenger {
     return this.names.get(peer) ?? `${peer.slice(0, 4)} ${peer.slice(4, 8)} (no name)`;
   }
 
+  /** Where a message to this conversation goes: the group, or the peer (by username when known). */
+  #dest(peer: string): Recipient | ConversationId {
+    return isGroupKey(peer) ? Messenger.groupConversation(groupHex(peer)) : this.recipientOf(peer);
+  }
+
   /** How to address a peer: by username when known (the SDK then watches for key changes), else by account key. */
+
   recipientOf(peer: string): Recipient {
     const name = this.names.get(peer);
     return name !== undefined ? { username: name } : { accountKey: fromHex(peer) };
@@ -559,14 +587,19 @@ export class Messenger {
   }
 
   async history(peer: string, limit = 500): Promise<HistoryEntry[]> {
-    return (await this.client.history(fromHex(peer), { limit })).filter(isShown);
+    return (await this.client.history(this.#conv(peer), { limit })).filter(isShown);
+  }
+
+  /** The SDK's conversation for a screen's key: a group (`g:…`) or a peer's account key. */
+  #conv(peer: string): ConversationId | Uint8Array {
+    return isGroupKey(peer) ? Messenger.groupConversation(groupHex(peer)) : fromHex(peer);
   }
 
   /** Everything in the conversation is read: the SDK's unread count goes to 0, and a read receipt goes to the sender. */
   async markRead(peer: string): Promise<void> {
-    const entries = await this.client.history(fromHex(peer), { limit: 200 });
+    const entries = await this.client.history(this.#conv(peer), { limit: 200 });
     if (!entries.some((e) => e.unread)) return;
-    await this.client.markConversationRead(fromHex(peer));
+    await this.client.markConversationRead(this.#conv(peer));
     await this.#sendReadReceipt(
       peer,
       entries.filter((e) => !e.outgoing && e.unread && isShown(e)).map((e) => e.id),
@@ -577,7 +610,7 @@ export class Messenger {
   /** Read receipts for messages shown from the history: the SDK finds each one's sending device. */
   async #sendReadReceipt(peer: string, ids: string[]): Promise<void> {
     if (ids.length === 0 || !this.settings.readReceipts) return;
-    await this.client.markRead(fromHex(peer), ids).catch((e: unknown) => this.notice(`A read receipt could not be queued: ${describeError(e)}`));
+    await this.client.markRead(this.#conv(peer), ids).catch((e: unknown) => this.notice(`A read receipt could not be queued: ${describeError(e)}`));
   }
 
   /** The delivery state of each outgoing message, as the SDK stored it (live changes arrive as `messageState` events). */
@@ -585,7 +618,8 @@ export class Messenger {
     return new Map(entries.filter((e) => e.outgoing && e.state !== undefined).map((e) => [e.id, e.state!]));
   }
 
-  async #before(peer: string): Promise<Recipient> {
+  async #before(peer: string): Promise<Recipient | ConversationId> {
+    if (isGroupKey(peer)) return Messenger.groupConversation(groupHex(peer));
     await this.#introduce(peer);
     return this.recipientOf(peer);
   }
@@ -611,12 +645,12 @@ export class Messenger {
   }
 
   async edit(peer: string, id: string, text: string): Promise<void> {
-    await this.client.editMessage(this.recipientOf(peer), id, text);
+    await this.client.editMessage(this.#dest(peer), id, text);
     this.changed();
   }
 
   async remove(peer: string, id: string): Promise<void> {
-    await this.client.deleteMessage(this.recipientOf(peer), id);
+    await this.client.deleteMessage(this.#dest(peer), id);
     this.changed();
   }
 
@@ -626,7 +660,7 @@ export class Messenger {
   }
 
   timer(peer: string): Promise<number> {
-    return this.client.disappearingTimer(fromHex(peer));
+    return this.client.disappearingTimer(this.#conv(peer));
   }
 
   async setTimer(peer: string, seconds: number): Promise<void> {
@@ -643,8 +677,8 @@ export class Messenger {
     if (!typing && last === undefined) return;
     if (typing) this.#typingSent.set(peer, Date.now());
     else this.#typingSent.delete(peer);
-    if ((await this.client.contactState(fromHex(peer))) !== 'accepted') return;
-    await this.client.setTyping(this.recipientOf(peer), typing).catch(() => undefined);
+    if (!isGroupKey(peer) && (await this.client.contactState(fromHex(peer))) !== 'accepted') return;
+    await this.client.setTyping(this.#dest(peer), typing).catch(() => undefined);
   }
 
   isTyping(peer: string): boolean {
@@ -692,11 +726,99 @@ export class Messenger {
     this.changed();
   }
 
-  /** The group's unread count goes to 0 (on this account's other devices too). */
-  async markGroupRead(groupId: string): Promise<void> {
-    const entries = await this.client.history(Messenger.groupConversation(groupId), { limit: 200 });
-    if (!entries.some((e) => e.unread)) return;
-    await this.client.markConversationRead(Messenger.groupConversation(groupId));
+  /** The group's unread count goes to 0 (on this account's other devices too), and read receipts go to each sender. */
+  markGroupRead(groupId: string): Promise<void> {
+    return this.markRead(GROUP_PREFIX + groupId);
+  }
+
+  /** Who of the other members has an own message: sent, delivered (received) or read. */
+  groupReceipts(groupId: string, messageId: string): Promise<GroupReceipt[]> {
+    return this.client.groups.receipts(fromHex(groupId), messageId);
+  }
+
+  /** Adds an account by username at once (admins, or anyone in an admin-less group). */
+  async addToGroup(groupId: string, username: string): Promise<void> {
+    await this.client.groups.add(fromHex(groupId), { accountKey: await this.#accountOf(username) });
+    this.changed();
+  }
+
+  /** Asks an account (by username) to join; the group changes only once it accepts. */
+  async inviteToGroup(groupId: string, username: string): Promise<void> {
+    await this.client.groups.invite(fromHex(groupId), { accountKey: await this.#accountOf(username) });
+  }
+
+  /** A username → its account key, and the name remembered for the member list. */
+  async #accountOf(username: string): Promise<Uint8Array> {
+    const name = username.trim().toLowerCase();
+    if (name === '') throw new Error('Type a username.');
+    const record = await this.client.lookupUsername(name);
+    await this.#setName(toHex(record.accountKey), name);
+    return record.accountKey;
+  }
+
+  inviteLink(groupId: string): Promise<string> {
+    return this.client.groups.inviteLink(fromHex(groupId));
+  }
+
+  async joinByLink(link: string): Promise<string> {
+    const { groupId } = await this.client.groups.joinByLink(link.trim());
+    return toHex(groupId);
+  }
+
+  invitations(): Promise<GroupInvitation[]> {
+    return this.client.groups.invitations();
+  }
+
+  async answerInvite(invitation: GroupInvitation, accept: boolean): Promise<void> {
+    if (accept) await this.client.groups.acceptInvite(invitation);
+    else await this.client.groups.declineInvite(invitation);
+    this.changed();
+  }
+
+  /** Admin and management actions on a member or the group (docs/api.md §Groups). */
+  async manageGroup(groupId: string, action: 'kick' | 'promote' | 'transfer', member: string): Promise<void> {
+    const id = fromHex(groupId);
+    const key = fromHex(member);
+    if (action === 'kick') await this.client.groups.kick(id, key);
+    else if (action === 'promote') await this.client.groups.promote(id, key);
+    else await this.client.groups.transferAdmin(id, key);
+    this.changed();
+  }
+
+  async renameGroup(groupId: string, name: string): Promise<void> {
+    await this.client.groups.rename(fromHex(groupId), name.trim());
+    this.changed();
+  }
+
+  async makeAdminLess(groupId: string): Promise<void> {
+    await this.client.groups.makeAdminLess(fromHex(groupId));
+    this.changed();
+  }
+
+  /** The group's membership changes seen on this device, oldest first (the chat's system lines). */
+  async groupLog(groupId: string): Promise<GroupLogLine[]> {
+    return (await getJson<GroupLogLine[]>(this.storage, T.groupLog, groupId)) ?? [];
+  }
+
+  #logChain: Promise<void> = Promise.resolve();
+  /** Events of one change arrive together: appended one after another, none lost. */
+  #logGroupChange(groupId: string, change: GroupChange): Promise<void> {
+    this.#logChain = this.#logChain.then(() => this.#appendGroupLog(groupId, change)).catch(() => undefined);
+    return this.#logChain;
+  }
+
+  async #appendGroupLog(groupId: string, change: GroupChange): Promise<void> {
+    const line: GroupLogLine = {
+      at: Date.now(),
+      change: {
+        type: change.type,
+        ...('accountKey' in change ? { accountKey: toHex(change.accountKey) } : {}),
+        ...('name' in change ? { name: change.name } : {}),
+        ...('policy' in change ? { policy: change.policy } : {}),
+      },
+    };
+    // Device changes are routine (a member linked a browser): not worth a line.
+    if (change.type !== 'devicesChanged') await setJson(this.storage, T.groupLog, groupId, [...(await this.groupLog(groupId)), line].slice(-GROUP_LOG_MAX));
     this.changed();
   }
 
@@ -811,10 +933,11 @@ export class Messenger {
   async exportText(peer: string): Promise<string> {
     const entries = await this.history(peer, 100_000);
     const me = this.username ?? 'me';
-    const them = this.nameOf(peer);
-    const lines = [`Prudence conversation with ${them}, exported ${new Date().toISOString()}`, ''];
+    const group = isGroupKey(peer) ? await this.groupInfo(groupHex(peer)) : undefined;
+    const them = group ? group.name : this.nameOf(peer);
+    const lines = [`Prudence conversation ${group ? 'in the group' : 'with'} ${them}, exported ${new Date().toISOString()}`, ''];
     for (const e of entries) {
-      const who = e.outgoing ? me : them;
+      const who = e.outgoing ? me : group ? this.nameOf(toHex(e.author)) : them;
       const what = e.deleted ? '(deleted)' : e.file ? `[file ${e.file.name}, ${e.file.size} bytes]` : (e.text ?? '');
       const marks = [e.forwarded ? 'forwarded' : '', e.edited ? 'edited' : '', e.replyTo ? `reply to "${e.replyTo.snippet}"` : ''].filter(Boolean).join(', ');
       const reactions = e.reactions.map((r) => r.emoji).join('');

@@ -8,7 +8,7 @@ import { Chat } from './chat.js';
 import { AddContact, Safety } from './contacts.js';
 import { Backup, RestoreThisDevice } from './backup.js';
 import { Devices, LinkThisDevice } from './devices.js';
-import { GroupChat, NewGroup } from './groups.js';
+import { GroupChat, GroupInvitations, NewGroup } from './groups.js';
 import { Avatar, ConnectionChip, ErrorText, ScreenHeader, useAction, useAsync, useVersion } from './common.js';
 import { Search, Settings } from './settings.js';
 
@@ -272,6 +272,7 @@ function ChatList({ m }: { m: Messenger }) {
             <a href={`#/chat/${k.previous}`}>Review</a>
           </p>
         ))}
+        <GroupInvitations m={m} />
         {requests.length > 0 ? (
           <section aria-labelledby="requests-h">
             <h2 id="requests-h">Contact requests</h2>

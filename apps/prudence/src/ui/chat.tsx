@@ -1,7 +1,9 @@
 /** One conversation: messages with every message feature, the composer, files, and the chat's menu. */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { FileAttachment, HistoryEntry, MessageState } from '@meshwhisper/sdk';
-import type { Messenger } from '../lib/messenger.js';
+import type { ComponentChildren } from 'preact';
+import type { GroupLogLine, Messenger } from '../lib/messenger.js';
+import { GROUP_PREFIX, isGroupKey } from '../lib/messenger.js';
 import { makeThumbnail } from '../lib/thumbnail.js';
 import { equalBytes, formatDuration, formatSize, formatTime, saveBlob, toHex } from '../lib/util.js';
 import { ConnectionChip, Dialog, ErrorText, ScreenHeader, useAction, useAsync, useScrollToEnd, useVersion } from './common.js';
@@ -11,13 +13,23 @@ const TIMERS = [0, 30, 300, 3600, 86_400, 7 * 86_400];
 const STATE_TEXT: Record<MessageState, string> = { queued: 'Queued', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Failed' };
 const STATE_ICON: Record<MessageState, string> = { queued: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠' };
 
-export function Chat({ m, peer }: { m: Messenger; peer: string }) {
+/**
+ * A direct chat (`peer` = the contact's account key hex) or a group (`peer` = `g:` + group id hex):
+ * the SDK takes either as the conversation, so every message feature is the same code. A group
+ * adds authors on incoming messages, "seen by" on own ones, and membership changes as system lines.
+ */
+export function Chat({ m, peer, groupButtons }: { m: Messenger; peer: string; groupButtons?: ComponentChildren }) {
   const version = useVersion(m);
+  const group = isGroupKey(peer) ? peer.slice(GROUP_PREFIX.length) : undefined;
   const data = useAsync(async () => {
     const entries = await m.history(peer);
     const states = m.states(entries);
+    if (group !== undefined) {
+      const [timer, info, log] = await Promise.all([m.timer(peer), m.groupInfo(group), m.groupLog(group)]);
+      return { entries, states, timer, state: undefined, blocked: false, info, log };
+    }
     const [timer, state, blocked] = await Promise.all([m.timer(peer), m.client.contactState(hexKey(peer)), m.client.isBlocked(hexKey(peer))]);
-    return { entries, states, timer, state, blocked };
+    return { entries, states, timer, state, blocked, info: undefined, log: [] as GroupLogLine[] };
   }, [version, peer]);
   const [replyTo, setReplyTo] = useState<HistoryEntry | undefined>(undefined);
   const [editing, setEditing] = useState<HistoryEntry | undefined>(undefined);
@@ -26,11 +38,27 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
   const [menu, setMenu] = useState(false);
   const logRef = useRef<HTMLDivElement>(null);
   useScrollToEnd(logRef, data?.entries.length);
-  const name = m.nameOf(peer);
-  const presence = m.presence.get(peer);
-  const keyChange = m.keyChangeFor(peer);
+  const info = data?.info;
+  const name = group !== undefined ? (info?.name ?? 'Group') : m.nameOf(peer);
+  const presence = group !== undefined ? undefined : m.presence.get(peer);
+  const keyChange = group !== undefined ? undefined : m.keyChangeFor(peer);
   const uploads = [...m.uploads.values()].filter((u) => u.peer === peer);
-  const status = m.isTyping(peer) ? 'typing…' : presence?.online ? 'online' : presence?.lastSeen ? `last seen ${formatTime(presence.lastSeen)}` : '';
+  const typingWho = m.typingWho.get(peer);
+  const status = m.isTyping(peer)
+    ? group !== undefined && typingWho
+      ? `${m.nameOf(typingWho)} is typing…`
+      : 'typing…'
+    : group !== undefined
+      ? info
+        ? `${info.members.length} members`
+        : ''
+      : presence?.online
+        ? 'online'
+        : presence?.lastSeen
+          ? `last seen ${formatTime(presence.lastSeen)}`
+          : '';
+  const left = info !== undefined && !info.isMember;
+  const items = interleave(data?.entries ?? [], data?.log ?? []);
   return (
     <>
       <ScreenHeader
@@ -49,9 +77,13 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
           </span>
         }
       >
-        <a class="icon" href={`#/safety/${peer}`} aria-label="Safety number">
-          🛡
-        </a>
+        {group !== undefined ? (
+          groupButtons
+        ) : (
+          <a class="icon" href={`#/safety/${peer}`} aria-label="Safety number">
+            🛡
+          </a>
+        )}
         <button type="button" class="icon" aria-label="Conversation settings" onClick={() => setMenu(true)}>
           ⋮
         </button>
@@ -63,6 +95,11 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
         </div>
         {keyChange ? <KeyChangeBanner m={m} peer={peer} /> : null}
         {data?.state === 'request' ? <RequestBanner m={m} peer={peer} name={name} /> : null}
+        {left ? (
+          <p class="warning" role="status">
+            You are no longer in this group.
+          </p>
+        ) : null}
         {data?.blocked ? (
           <p class="warning" role="status">
             You blocked {name}. Nothing they send is shown.
@@ -70,9 +107,23 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
         ) : null}
         <div class="messages" ref={logRef} role="log" aria-label={`Messages with ${name}`} aria-live="polite" tabIndex={0}>
           <ol>
-          {data?.entries.map((e) => (
-            <Message key={`${toHex(e.author)}/${e.id}`} m={m} e={e} state={data.states.get(e.id)} peerName={name} onActions={() => setActionsFor(e)} />
-          ))}
+          {items.map((item) =>
+            'change' in item ? (
+              <li key={`log-${item.at}-${item.change.type}-${item.change.accountKey ?? ''}`} class="system" data-testid="system-line">
+                {describeChange(m, item)}
+              </li>
+            ) : (
+              <Message
+                key={`${toHex(item.author)}/${item.id}`}
+                m={m}
+                e={item}
+                state={data?.states.get(item.id)}
+                peerName={group !== undefined ? m.nameOf(toHex(item.author)) : name}
+                showAuthor={group !== undefined}
+                onActions={() => setActionsFor(item)}
+              />
+            ),
+          )}
           {uploads.map((u) => (
             <li key={u.key} class="message outgoing">
               <div class="bubble">
@@ -87,11 +138,13 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
           ))}
           </ol>
         </div>
-        {data?.entries.length === 0 && uploads.length === 0 ? <p class="empty">No messages yet. Say hello — it is end-to-end encrypted.</p> : null}
+        {data?.entries.length === 0 && uploads.length === 0 ? (
+          <p class="empty">{group !== undefined ? 'No messages yet. Everything here is end-to-end encrypted for the members only.' : 'No messages yet. Say hello — it is end-to-end encrypted.'}</p>
+        ) : null}
         <Composer
           m={m}
           peer={peer}
-          disabled={data?.blocked === true}
+          disabled={data?.blocked === true || left}
           replyTo={replyTo}
           editing={editing}
           onDone={() => {
@@ -119,6 +172,41 @@ export function Chat({ m, peer }: { m: Messenger; peer: string }) {
       <ChatMenu m={m} peer={peer} open={menu} onClose={() => setMenu(false)} timer={data?.timer ?? 0} blocked={data?.blocked ?? false} />
     </>
   );
+}
+
+/** History entries and system lines in time order (the history's own order kept). */
+function interleave(entries: readonly HistoryEntry[], log: readonly GroupLogLine[]): (HistoryEntry | GroupLogLine)[] {
+  const out: (HistoryEntry | GroupLogLine)[] = [];
+  let i = 0;
+  for (const e of entries) {
+    while (i < log.length && log[i]!.at <= e.receivedAt) out.push(log[i++]!);
+    out.push(e);
+  }
+  return [...out, ...log.slice(i)];
+}
+
+/** A system line from a typed `groupChange` event. */
+function describeChange(m: Messenger, { change }: GroupLogLine): string {
+  const me = toHex(m.client.accountKey);
+  const who = change.accountKey === me ? 'You' : change.accountKey ? m.nameOf(change.accountKey) : '';
+  switch (change.type) {
+    case 'joined':
+      return `You joined “${change.name ?? ''}”.`;
+    case 'memberAdded':
+      return `${who} joined the group.`;
+    case 'memberRemoved':
+      return `${who} left or was removed.`;
+    case 'renamed':
+      return `The group is now called “${change.name ?? ''}”.`;
+    case 'adminGranted':
+      return `${who} ${who === 'You' ? 'are' : 'is'} now an admin.`;
+    case 'adminRevoked':
+      return `${who} ${who === 'You' ? 'are' : 'is'} no longer an admin.`;
+    case 'policyChanged':
+      return change.policy === 'admin-less' ? 'The group is now admin-less: every member may add people and rename it.' : 'The group has admins again.';
+    default:
+      return 'The group changed.';
+  }
 }
 
 const hexKey = (peer: string): Uint8Array => Uint8Array.from(peer.match(/../g)!, (h) => parseInt(h, 16));
@@ -168,13 +256,19 @@ function KeyChangeBanner({ m, peer }: { m: Messenger; peer: string }) {
   );
 }
 
-function Message({ m, e, state, peerName, onActions }: { m: Messenger; e: HistoryEntry; state: MessageState | undefined; peerName: string; onActions: () => void }) {
+function Message({ m, e, state, peerName, showAuthor, onActions }: { m: Messenger; e: HistoryEntry; state: MessageState | undefined; peerName: string; showAuthor?: boolean; onActions: () => void }) {
   const who = e.outgoing ? 'You' : peerName;
   const retry = useAction();
   return (
     <li class={`message ${e.outgoing ? 'outgoing' : 'incoming'}`} data-id={e.id} data-state={state}>
       <div class="bubble">
-        <span class="visually-hidden">{who}: </span>
+        {showAuthor && !e.outgoing ? (
+          <p class="meta author" data-testid="author">
+            {who}
+          </p>
+        ) : (
+          <span class="visually-hidden">{who}: </span>
+        )}
         {e.forwarded ? <p class="meta">↪ Forwarded</p> : null}
         {e.replyTo ? (
           <blockquote class="quote">
@@ -275,9 +369,15 @@ function Composer({ m, peer, disabled, replyTo, editing, onDone }: { m: Messenge
     action.run(async () => {
       const body = text.trim();
       if (body === '') return;
-      if (editing) await m.edit(peer, editing.id, body);
-      else await m.sendText(peer, body, replyTo ? { replyTo } : {});
+      // Cleared at once: what is typed while the send runs is the next message, never wiped by this one.
       setText('');
+      try {
+        if (editing) await m.edit(peer, editing.id, body);
+        else await m.sendText(peer, body, replyTo ? { replyTo } : {});
+      } catch (e) {
+        setText((now) => (now === '' ? body : now));
+        throw e;
+      }
       onDone();
     });
   return (
@@ -388,6 +488,7 @@ function MessageActions({
               );
             })}
           </div>
+          {own && isGroupKey(peer) ? <SeenBy m={m} group={peer.slice(GROUP_PREFIX.length)} id={entry.id} /> : null}
           <div class="stack">
             <button type="button" onClick={() => ((onReply(entry)), onClose())}>
               Reply
@@ -420,6 +521,29 @@ function MessageActions({
   );
 }
 
+const RECEIPT_TEXT = { sent: 'Sent', delivered: 'Received', read: 'Read' } as const;
+
+/** Per-member receipts of an own group message (groups.receipts): who has received it and who has read it. */
+function SeenBy({ m, group, id }: { m: Messenger; group: string; id: string }) {
+  const version = useVersion(m);
+  const receipts = useAsync(() => m.groupReceipts(group, id), [version, group, id]);
+  return (
+    <section class="seen-by" aria-label="Seen by">
+      <h3>Seen by</h3>
+      <ul data-testid="seen-by">
+        {receipts?.map((r) => {
+          const key = toHex(r.accountKey);
+          return (
+            <li key={key} data-state={r.state}>
+              {m.nameOf(key)}: {RECEIPT_TEXT[r.state]}
+            </li>
+          );
+        })}
+      </ul>
+    </section>
+  );
+}
+
 function ForwardDialog({ m, entry, onClose }: { m: Messenger; entry: HistoryEntry | undefined; onClose: () => void }) {
   const version = useVersion(m);
   const list = useAsync(() => m.conversations(), [version, entry]);
@@ -431,7 +555,17 @@ function ForwardDialog({ m, entry, onClose }: { m: Messenger; entry: HistoryEntr
           ?.filter((c) => c.state !== 'request' && !c.blocked)
           .map((c) => (
             <li key={c.peer}>
-              <button type="button" disabled={action.busy} onClick={() => void action.run(async () => ((await m.forward(c.peer, entry!)), onClose(), (location.hash = `#/chat/${c.peer}`)))}>
+              <button
+                type="button"
+                disabled={action.busy}
+                onClick={() =>
+                  void action.run(async () => {
+                    await m.forward(c.kind === 'group' ? GROUP_PREFIX + c.peer : c.peer, entry!);
+                    onClose();
+                    location.hash = c.kind === 'group' ? `#/group/${c.peer}` : `#/chat/${c.peer}`;
+                  })
+                }
+              >
                 {c.name}
               </button>
             </li>
@@ -458,12 +592,16 @@ function ChatMenu({ m, peer, open, onClose, timer, blocked }: { m: Messenger; pe
         <button type="button" onClick={() => void action.run(async () => saveBlob(new Blob([await m.exportText(peer)], { type: 'text/plain' }), `prudence-${m.nameOf(peer).replace(/[^a-z0-9._-]+/gi, '_')}.txt`))}>
           Export conversation
         </button>
-        <a class="button" href={`#/safety/${peer}`}>
-          Verify safety number
-        </a>
-        <button type="button" class={blocked ? '' : 'danger'} disabled={action.busy} onClick={() => void action.run(async () => ((await m.setBlocked(peer, !blocked)), onClose()))}>
-          {blocked ? 'Unblock' : 'Block'}
-        </button>
+        {isGroupKey(peer) ? null : (
+          <>
+            <a class="button" href={`#/safety/${peer}`}>
+              Verify safety number
+            </a>
+            <button type="button" class={blocked ? '' : 'danger'} disabled={action.busy} onClick={() => void action.run(async () => ((await m.setBlocked(peer, !blocked)), onClose()))}>
+              {blocked ? 'Unblock' : 'Block'}
+            </button>
+          </>
+        )}
         <ErrorText error={action.error} />
       </div>
     </Dialog>

@@ -11,7 +11,7 @@ import { DeviceFlag, computeSafetyNumber, createContext, deviceAddress, equalByt
 import { AccountDeletionRequestSchema, ContactAction, ContentSchema, MAX_USERNAME_CONSENT_MS, ReceiptKind, SignedUsernameOperationSchema, USERNAME_PATTERN, UsernameAction, UsernameRecordSchema, fromBinary, signUsernameOperation, signUsernameTransferConsent } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
-import { DEFAULT_MAX_DEVICES, KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
+import { DEFAULT_MAX_DEVICES, GROUP_READ_LOOKBACK, KEY_CHECK_AFTER_CONTACT_MS, KEY_CHECK_MS, MAX_DISAPPEARING_SECONDS, MAX_REPLY_SNIPPET, RECEIPT_MAX_DELAY_MS, RECEIPT_MIN_DELAY_MS, USERNAME_CONSENT_DEFAULT_MS } from '../constants.js';
 import type { ConnectionState, WebSocketConstructor } from './connection.js';
 import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
@@ -828,16 +828,17 @@ export class MeshWhisper {
 
   /**
    * Tells the sender that these of its messages were read (a read receipt). `target` is the received
-   * message (its `fromMailboxId` and `sender`), or the direct conversation (a ConversationId or the
-   * peer's account key): then each message's sending device is taken from the history, so an app
-   * can answer messages it read from `history()`. Resolves once the receipt is queued (stored); it
-   * goes out after a random delay (MeshWhisperOptions.receiptDelay).
+   * message (its `fromMailboxId` and `sender`), or the conversation (a ConversationId — direct or a
+   * group this device is in — or the peer's account key): then each message's sending device is
+   * taken from the history, so an app can answer messages it read from `history()`. Resolves once
+   * the receipt is queued (stored); it goes out after a random delay (MeshWhisperOptions.receiptDelay).
    */
   async markRead(target: (Pick<IncomingMessage, 'fromMailboxId' | 'sender'> & { conversation?: ConversationId }) | ConversationId | Uint8Array, messageIds: string[]): Promise<void> {
     if (!Array.isArray(messageIds)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'markRead: messageIds must be an array of message ids');
     for (const id of messageIds) messageIdBytes(id);
     if (messageIds.length === 0) return;
     const byMessage = target && typeof target === 'object' && 'fromMailboxId' in target;
+    if (!byMessage && !(target instanceof Uint8Array) && target?.kind === 'group') return this.#markGroupRead(target, messageIds);
     const peer = byMessage ? target.sender.accountKey : directPeerOf(target as ConversationId | Uint8Array);
     // No read receipts to a contact request: the sender learns nothing until the user accepts. In a
     // group this device is in, members get them (the sender sees who read: groups.receipts).
@@ -862,6 +863,19 @@ export class MeshWhisper {
     }
     // Read here = read on the account's other devices too (own-device sync).
     await this.#sender.syncRead(peer, ids);
+  }
+
+  /** markRead for a group read from history(): each message's sending device (the history's `from`) gets a receipt for its messages. */
+  async #markGroupRead(conversation: Extract<ConversationId, { kind: 'group' }>, messageIds: string[]): Promise<void> {
+    if ((await this.#groups.info(conversation.groupId))?.isMember !== true) return;
+    const wanted = new Set(messageIds);
+    const byDevice = new Map<string, Uint8Array[]>();
+    for (const e of await this.history(conversation, { limit: GROUP_READ_LOOKBACK })) {
+      const deviceKey = e.from?.split(':')[1];
+      if (e.outgoing || !wanted.has(e.id) || !deviceKey || !/^[0-9a-f]{64}$/.test(deviceKey)) continue;
+      (byDevice.get(deviceKey) ?? byDevice.set(deviceKey, []).get(deviceKey)!).push(fromHex(e.id));
+    }
+    for (const [deviceKey, ids] of byDevice) await this.#receipts.add(mailboxIdOf(this.#ctx, fromHex(deviceKey)), 'read', ids);
   }
 
   /** The state of a message this device sent, or undefined for an unknown id. */

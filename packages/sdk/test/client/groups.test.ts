@@ -427,6 +427,11 @@ describe('groups', () => {
     const rs = await alice.groups.receipts(g.groupId, q.id);
     expect(rs.find((r) => toHex(r.accountKey) === toHex(bob.client.accountKey))?.state).toBe('read');
     expect(rs.find((r) => toHex(r.accountKey) === toHex(carol.client.accountKey))?.state).toBe('delivered');
+    // carol reads from her history (the group conversation and ids, as an app shows it): alice sees it.
+    const carolRead = alice.once('receipt', (r) => r.state === 'read', 20_000);
+    await carol.client.markRead(to, [q.id]);
+    await carolRead;
+    expect((await alice.groups.receipts(g.groupId, q.id)).map((r) => r.state)).toEqual(['read', 'read']);
     await Promise.all([alice.close(), bob.client.close(), carol.client.close()]);
   });
 
