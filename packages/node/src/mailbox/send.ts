@@ -14,7 +14,7 @@
  */
 import { hash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
-import { toHex } from '@meshwhisper/crypto';
+import { hexKey } from '../hex.js';
 import type { SendRequest, SendResult } from '@meshwhisper/protocol';
 import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, SendResultSchema, create, sendRequestProblem } from '@meshwhisper/protocol';
 import type { RateLimiter } from '../rate-limit.js';
@@ -150,7 +150,7 @@ export class SendService {
   /** The checks that cost no I/O (shutting down, rate limits); throws the refusal. */
   #admitNow(req: SendRequest, clientKey: string): { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: 'token' | 'first_contact' } {
     if (this.#closed) throw new ProtocolError(ErrorCode.UNAVAILABLE, 'node is shutting down', 1000);
-    const mailboxKey = toHex(req.mailboxId);
+    const mailboxKey = hexKey(req.mailboxId);
     const withToken = req.deliveryToken.length > 0;
     // Rate limits first: they cost no I/O. The recipient and token are checked by the store, in
     // the group-commit transaction (no per-message lookup before it).

@@ -18,7 +18,7 @@
  * Nothing here logs or labels a mailbox id, token or endpoint.
  */
 import { setMaxListeners } from 'node:events';
-import { toHex } from '@meshwhisper/crypto';
+import { hexKey } from '../hex.js';
 import type { NodeStore } from '../store/node-store.js';
 import { PUSH_MAX_ATTEMPTS, PUSH_MAX_CONCURRENT, PUSH_MAX_QUEUED, PUSH_MAX_RETRY_DELAY_MS, PUSH_RETRY_BASE_MS } from './constants.js';
 import type { PushOutcome, PushSender } from './outcome.js';
@@ -93,7 +93,7 @@ export class PushWaker {
   notify(mailbox: Uint8Array): void {
     if (this.#closed) return;
     try {
-      const key = toHex(mailbox);
+      const key = hexKey(mailbox);
       const now = this.#o.now();
       this.#forgetExpired(now);
       if (this.#busy.has(key) || (this.#quietUntil.get(key) ?? -Infinity) > now) return;
