@@ -33,13 +33,15 @@ import {
 import type { CryptoContext } from './context.js';
 import { ByteReader, ByteWriter } from './encoding.js';
 import { CryptoError, CryptoErrorCode, assertBytes } from './errors.js';
-import type { DeviceKeyPair } from './keys.js';
+import type { AccountKeyPair, DeviceKeyPair } from './keys.js';
 import { signedMessage } from './keys.js';
 
 /** Signature label of control operations; the digest label of states. */
 export const GroupLabel = {
   Operation: 'MeshWhisper_GroupOp_v1',
   StateDigest: 'MeshWhisper_GroupState_v1',
+  /** Account signature inside a rejoin operation (§G4.1 type 10). */
+  Rejoin: 'MeshWhisper_GroupRejoin_v1',
 } as const;
 
 /** Wire codes (docs/spec/groups.md §G4.1). */
@@ -56,6 +58,7 @@ export const GroupOpType = {
   TransferAdmin: 7,
   MakeAdminLess: 8,
   SetDevices: 9,
+  Rejoin: 10,
 } as const;
 export type GroupOpType = (typeof GroupOpType)[keyof typeof GroupOpType];
 
@@ -74,7 +77,13 @@ export type GroupOpBody =
   | { readonly type: 'promote'; readonly account: Uint8Array }
   | { readonly type: 'transferAdmin'; readonly account: Uint8Array }
   | { readonly type: 'makeAdminLess' }
-  | { readonly type: 'setDevices'; readonly devices: readonly Uint8Array[] };
+  | { readonly type: 'setDevices'; readonly devices: readonly Uint8Array[] }
+  /**
+   * Set devices authorized by the ACCOUNT key (§G4.4): how a device restored from the archive, with
+   * none of its account's old devices, takes its account's place back. `accountSignature` is filled
+   * in by decoding; to sign one, pass `accountSigner` to signGroupOperation / proposeGroupOperation.
+   */
+  | { readonly type: 'rejoin'; readonly devices: readonly Uint8Array[]; readonly accountSignature?: Uint8Array };
 
 /** A decoded, signature-checked control operation. */
 export interface GroupOperation {
@@ -103,6 +112,7 @@ const TYPE_OF: Record<GroupOpBody['type'], GroupOpType> = {
   transferAdmin: GroupOpType.TransferAdmin,
   makeAdminLess: GroupOpType.MakeAdminLess,
   setDevices: GroupOpType.SetDevices,
+  rejoin: GroupOpType.Rejoin,
 };
 
 const compareBytes = (a: Uint8Array, b: Uint8Array): number => {
@@ -165,6 +175,7 @@ function encodeBody(w: ByteWriter, body: GroupOpBody, op: string): void {
     case 'rename':
       return writeName(w, body.name, op);
     case 'setDevices':
+    case 'rejoin':
       return writeDevices(w, body.devices, op);
     case 'leave':
     case 'makeAdminLess':
@@ -231,6 +242,8 @@ function readBody(r: ByteReader, op: string): GroupOpBody {
       return { type: 'makeAdminLess' };
     case GroupOpType.SetDevices:
       return { type: 'setDevices', devices: readDevices(r, op) };
+    case GroupOpType.Rejoin:
+      return { type: 'rejoin', devices: readDevices(r, op), accountSignature: r.bytes(ED25519_SIGNATURE_LENGTH, 'account signature') };
     default:
       throw new CryptoError(CryptoErrorCode.MALFORMED, op, `unknown operation type ${type}`);
   }
@@ -242,7 +255,16 @@ function readBody(r: ByteReader, op: string): GroupOpBody {
  */
 export function signGroupOperation(
   ctx: CryptoContext,
-  p: { signer: DeviceKeyPair; account: Uint8Array; groupId: Uint8Array; parents: readonly Uint8Array[]; body: GroupOpBody; time?: number },
+  p: {
+    signer: DeviceKeyPair;
+    account: Uint8Array;
+    groupId: Uint8Array;
+    parents: readonly Uint8Array[];
+    body: GroupOpBody;
+    time?: number;
+    /** The account key pair, required for (and only used by) a rejoin. */
+    accountSigner?: AccountKeyPair;
+  },
 ): Uint8Array {
   const op = 'signGroupOperation';
   assertBytes(p.account, op, 'account', ED25519_KEY_LENGTH);
@@ -261,6 +283,14 @@ export function signGroupOperation(
     .u8(parents.length);
   for (const x of parents) w.bytes(x);
   encodeBody(w, p.body, op);
+  if (p.body.type === 'rejoin') {
+    if (!p.accountSigner || !equalBytes(p.accountSigner.publicKey, p.account)) throw new TypeError(`${op}: a rejoin is signed by the account key of its author account (accountSigner)`);
+    if (!p.body.devices.some((d) => equalBytes(d, p.signer.signingPublicKey))) throw new RangeError(`${op}: a rejoin lists its author device`);
+    const inner = w.finish();
+    const withAccount = concatBytes(inner, p.accountSigner.sign(ctx, GroupLabel.Rejoin, inner));
+    if (withAccount.length + ED25519_SIGNATURE_LENGTH > MAX_GROUP_OP_LENGTH) throw new CryptoError(CryptoErrorCode.LIMIT_EXCEEDED, op, 'operation too large');
+    return concatBytes(withAccount, p.signer.sign(ctx, GroupLabel.Operation, withAccount));
+  }
   const unsigned = w.finish();
   if (unsigned.length + ED25519_SIGNATURE_LENGTH > MAX_GROUP_OP_LENGTH) throw new CryptoError(CryptoErrorCode.LIMIT_EXCEEDED, op, 'operation too large');
   return concatBytes(unsigned, p.signer.sign(ctx, GroupLabel.Operation, unsigned));
@@ -286,12 +316,20 @@ export function decodeGroupOperation(ctx: CryptoContext, encoded: Uint8Array): G
     if (i > 0 && compareBytes(parents[i - 1]!, x) >= 0) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'parents not strictly ascending');
     parents.push(x);
   }
+  const bodyStart = encoded.length - r.remaining;
   const body = readBody(r, op);
   if ((body.type === 'create') !== (np === 0)) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'create has no parents, every other operation has some');
   const end = encoded.length - ED25519_SIGNATURE_LENGTH;
   if (r.remaining !== ED25519_SIGNATURE_LENGTH) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'missing or trailing bytes');
   if (!ctx.backend.ed25519Verify(authorDevice, signedMessage(GroupLabel.Operation, encoded.subarray(0, end)), encoded.subarray(end))) {
     throw new CryptoError(CryptoErrorCode.BAD_SIGNATURE, op, 'operation signature does not verify for its author device');
+  }
+  if (body.type === 'rejoin') {
+    if (!body.devices.some((d) => equalBytes(d, authorDevice))) throw new CryptoError(CryptoErrorCode.MALFORMED, op, 'a rejoin does not list its author device');
+    const accountSigned = end - ED25519_SIGNATURE_LENGTH;
+    if (accountSigned < bodyStart || !ctx.backend.ed25519Verify(authorAccount, signedMessage(GroupLabel.Rejoin, encoded.subarray(0, accountSigned)), body.accountSignature!)) {
+      throw new CryptoError(CryptoErrorCode.BAD_SIGNATURE, op, 'rejoin: the account signature does not verify for its author account');
+    }
   }
   return { id: ctx.backend.sha256(encoded), groupId, authorAccount, authorDevice, time, parents, body, encoded: copyBytes(encoded) };
 }
@@ -354,7 +392,7 @@ interface FoldAcc {
   members: Map<string, MemberAcc>;
 }
 
-const isRemoval = (b: GroupOpBody): boolean => b.type === 'kick' || b.type === 'leave' || b.type === 'setDevices';
+const isRemoval = (b: GroupOpBody): boolean => b.type === 'kick' || b.type === 'leave' || b.type === 'setDevices' || b.type === 'rejoin';
 
 /** Does removal `r` remove the author of `o` (account for kick/leave, that device for setDevices)? */
 function removesAuthorOf(r: GroupOperation, o: GroupOperation): boolean {
@@ -364,6 +402,7 @@ function removesAuthorOf(r: GroupOperation, o: GroupOperation): boolean {
     case 'leave':
       return equalBytes(r.authorAccount, o.authorAccount);
     case 'setDevices':
+    case 'rejoin':
       return equalBytes(r.authorAccount, o.authorAccount) && !r.body.devices.some((d) => equalBytes(d, o.authorDevice));
     default:
       return false;
@@ -453,7 +492,9 @@ class Dag {
       return true;
     }
     const me = acc.members.get(toHex(o.authorAccount));
-    if (!me || !me.devices.has(toHex(o.authorDevice))) return false;
+    // A rejoin is authorized by its account signature (checked when decoding): the author account
+    // must be a member, its device need not be one yet.
+    if (!me || (b.type !== 'rejoin' && !me.devices.has(toHex(o.authorDevice)))) return false;
     // Removal wins (§4.4). A leave is exempt: leaving from two devices at once must still leave.
     for (const r of b.type === 'leave' ? [] : this.removals) {
       if (inSet.has(r.index) && this.concurrent(r, n) && removesAuthorOf(r.op, o) && this.isEffective(r)) return false;
@@ -493,7 +534,8 @@ class Dag {
         acc.policy = GroupPolicy.AdminLess;
         for (const m of acc.members.values()) m.admin = false;
         return true;
-      case 'setDevices': {
+      case 'setDevices':
+      case 'rejoin': {
         for (const m of acc.members.values()) {
           if (m === me) continue;
           for (const d of b.devices) if (m.devices.has(toHex(d))) return false;
@@ -725,10 +767,11 @@ function connect(dag: Dag, o: GroupOperation, opName: string): void {
     const b = dag.nodes[i]!.op.body;
     if (b.type === 'create') return b.members.some((m) => m.devices.some((d) => equalBytes(d, dev)));
     if (b.type === 'add') return b.member.devices.some((d) => equalBytes(d, dev));
-    if (b.type === 'setDevices') return b.devices.some((d) => equalBytes(d, dev));
+    if (b.type === 'setDevices' || b.type === 'rejoin') return b.devices.some((d) => equalBytes(d, dev));
     return false;
   });
-  if (!listed) throw new CryptoError(CryptoErrorCode.GROUP_NOT_AUTHORIZED, opName, 'the author device was never a member device of this group');
+  // A rejoin's author device may be new to the group: its account signature authorizes it (§G4.2).
+  if (!listed && o.body.type !== 'rejoin') throw new CryptoError(CryptoErrorCode.GROUP_NOT_AUTHORIZED, opName, 'the author device was never a member device of this group');
   dag.add(o);
 }
 
@@ -740,12 +783,12 @@ function connect(dag: Dag, o: GroupOperation, opName: string): void {
 export function proposeGroupOperation(
   ctx: CryptoContext,
   log: GroupLog,
-  p: { signer: DeviceKeyPair; account: Uint8Array; body: GroupOpBody },
+  p: { signer: DeviceKeyPair; account: Uint8Array; body: GroupOpBody; accountSigner?: AccountKeyPair },
 ): { log: GroupLog; operation: Uint8Array; events: GroupEvent[]; requiresRekey: boolean } {
   const opName = 'proposeGroupOperation';
   dagOf(log, opName);
   if (p.body.type === 'create') throw new TypeError(`${opName}: use createGroup`);
-  const operation = signGroupOperation(ctx, { signer: p.signer, account: p.account, groupId: log.state.groupId, parents: log.state.heads, body: p.body });
+  const operation = signGroupOperation(ctx, { signer: p.signer, account: p.account, groupId: log.state.groupId, parents: log.state.heads, body: p.body, ...(p.accountSigner ? { accountSigner: p.accountSigner } : {}) });
   let r: ReturnType<typeof receiveGroupOperation>;
   try {
     r = receiveGroupOperation(ctx, log, operation);

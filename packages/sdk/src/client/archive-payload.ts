@@ -4,7 +4,7 @@
  * two devices' updates entry by entry (§Merge).
  *
  * Every entry has a merge key (`c:` contact, `b:` blocked, `t:` timer, `u:` username, `s` app
- * settings, `m:` message). A device remembers a short digest of each entry of its own state as of
+ * settings, `m:` message, `g:` group). A device remembers a short digest of each entry of its own state as of
  * its last stored version (the base, table mw.archive-base). An update is: the node's current
  * archive, plus this device's changes since its base — entries it added or changed replace
  * theirs, entries it removed are removed — and nothing else. Entries another device added stay,
@@ -30,6 +30,7 @@ import { decodeContact, encodeContact } from './contacts.js';
 import { conversationFromKey, conversationKey, directConversation, fromRef, toRef } from './conversation.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { HISTORY_VERSION, HistoryTable, decodeStored, importHistoryRecord } from './history.js';
+import { GroupTable } from './groups/store.js';
 import { Table } from './tables.js';
 import { encodeTimer } from './timers.js';
 
@@ -74,6 +75,8 @@ export function mergeKey(e: ArchiveEntry): string | undefined {
       }
       return `m:${toHex(v.value.author)}:${toHex(id)}`;
     }
+    case 'group':
+      return `g:${toHex(v.value.groupId)}`;
     default:
       return undefined;
   }
@@ -100,6 +103,8 @@ export async function gatherEntries(store: AppStore, options: { perConversation:
   }
   for (const { key, value } of await store.listItems(Table.ContactAccount)) put(map, create(ArchiveEntrySchema, { entry: { case: 'username', value: { username: key, accountKey: value } } }));
   if (options.appSettings) put(map, create(ArchiveEntrySchema, { entry: { case: 'appSettings', value: options.appSettings } }));
+  // Groups: the log as held (what a restored device rejoins from, docs/spec/groups.md §G6.5).
+  for (const { key, value } of await store.listItems(GroupTable.Log)) put(map, create(ArchiveEntrySchema, { entry: { case: 'group', value: { groupId: fromHex(key), log: value } } }));
   if (options.perConversation > 0) {
     for (const { key } of await store.listItems(HistoryTable.Conversation)) {
       if (conversationFromKey(key)?.kind !== 'direct') continue;
@@ -258,6 +263,10 @@ export async function installEntries(tx: StorageTx, entries: readonly ArchiveEnt
         }
         break;
       }
+      case 'group':
+        // Checked (every operation re-verified) when the restored device rejoins; a log that does not load is skipped then.
+        if (v.value.groupId.length === 32 && v.value.log.length > 0) await tx.setItem(GroupTable.Log, toHex(v.value.groupId), v.value.log);
+        break;
       default:
         break; // an entry kind of a newer app: nothing to install here
     }

@@ -353,7 +353,13 @@ export class MeshWhisper {
     return restoreFromArchive(
       { ctx, api, storage: options.storage, namespace: options.namespace, maxDevices: options.maxDevices ?? DEFAULT_MAX_DEVICES, log: makeLog(options.logger) },
       options,
-      () => MeshWhisper.create({ ...createOptions, crypto: ctx }),
+      async () => {
+        const client = await MeshWhisper.create({ ...createOptions, crypto: ctx });
+        // Archived groups: take this account's place back (docs/spec/groups.md §G6.5). Idempotent, so
+        // a restore killed here and run again rejoins what is left.
+        if (client.account) await client.#groups.rejoinAfterRestore(client.account);
+        return client;
+      },
     );
   }
 

@@ -463,7 +463,12 @@ export class ReceivePipeline {
       return out;
     }
     try {
-      if (body.case === 'groupUpdate') events.push(...(await groups.applyUpdate(stx, from, body.value)));
+      if (body.case === 'groupUpdate') {
+        events.push(...(await groups.applyUpdate(stx, from, body.value)));
+        // A member restored from its archive rejoined from an older log: send it ours (§G6.5).
+        const update = body.value;
+        out.after = () => groups.answerRejoin(update);
+      }
       else if (body.case === 'senderKey') {
         const groupId = await groups.applySenderKey(stx, from, body.value);
         // Messages of this device that came before its key open now.

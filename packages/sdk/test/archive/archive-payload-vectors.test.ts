@@ -2,7 +2,8 @@
  * Vectors for the archive payload (docs/spec/archive.md §Payload, §Merge): test-vectors/
  * archive-payload.json. A payload with one entry of each kind, its encoding, each entry's merge key
  * and base digest, the payload sealed under the recovery-key vector of test-vectors/archive.json,
- * and a three-way merge. Written with MW_WRITE_VECTORS=1; otherwise the implementation must
+ * and a three-way merge; a group entry (docs/spec/groups.md §G6.5) whose log holds a create and a
+ * rejoin signed with the account key (decoded and both signatures checked with @noble/* alone). Written with MW_WRITE_VECTORS=1; otherwise the implementation must
  * reproduce the file, and the file is checked with @noble/* and protobuf decoding alone.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +11,8 @@ import { gcm } from '@noble/ciphers/aes.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
-import { AccountKeyPair, ArchiveRootSecret, RecoveryKey, createContext, encryptArchive, fromHex, toHex } from '@meshwhisper/crypto';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { AccountKeyPair, ArchiveRootSecret, DeviceKeyPair, RecoveryKey, createContext, createGroup, encryptArchive, fromHex, proposeGroupOperation, serializeGroupLog, toHex } from '@meshwhisper/crypto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ArchiveEntry } from '@meshwhisper/protocol';
 import { ArchiveContactState, ArchiveEntrySchema, ArchivePayloadSchema, ContentSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
@@ -54,9 +56,18 @@ function build() {
   const remote = [contactXRequest, blockedY, usernameW]; // another device added the username
   const merged = mergeEntries(ctx, { remote, local, base, manages: () => true });
 
+  // A group entry: the creator (another account) made the group with this account; this account's
+  // restored device rejoined it, signing with the account key (docs/spec/groups.md §G4.1 type 10).
+  const creator = DeviceKeyPair.fromSecrets(ctx, seq(32, 0x11), seq(32, 0x12));
+  const oldDevice = DeviceKeyPair.fromSecrets(ctx, seq(32, 0x21), seq(32, 0x22));
+  const restored = DeviceKeyPair.fromSecrets(ctx, seq(32, 0x31), seq(32, 0x32));
+  const made = createGroup(ctx, { signer: creator, account: seq(32, 0x50), name: 'hikers', groupId: seq(32, 0x60), members: [{ account: account.publicKey, devices: [oldDevice.signingPublicKey] }] });
+  const rejoin = proposeGroupOperation(ctx, made.log, { signer: restored, account: account.publicKey, accountSigner: account, body: { type: 'rejoin', devices: [restored.signingPublicKey] } });
+  const groupEntry = entry({ case: 'group', value: { groupId: made.log.state.groupId, log: serializeGroupLog(rejoin.log) } });
+
   return {
     description:
-      'MeshWhisper archive payload (docs/spec/archive.md §Payload, §Merge). Hex unless noted. payload: ArchivePayload protobuf (archive.proto); entries: each entry\'s encoding, merge key and base digest (first 16 bytes of SHA-256 of the entry encoding). blob: the payload sealed under the recovery-key R of test-vectors/archive.json with the given nonce (docs/spec/archive.md §Archive blob). merge: base digests, local entries, remote entries (encodings) and the merged entries in order.',
+      'MeshWhisper archive payload (docs/spec/archive.md §Payload, §Merge). Hex unless noted. group: an ArchiveEntry.group (added later; the payload above has none, as archives written before it) whose log (docs/spec/groups.md §G4.8) holds the create operation and a rejoin (§G4.1 type 10) by the restored device, signed by the account key. payload: ArchivePayload protobuf (archive.proto); entries: each entry\'s encoding, merge key and base digest (first 16 bytes of SHA-256 of the entry encoding). blob: the payload sealed under the recovery-key R of test-vectors/archive.json with the given nonce (docs/spec/archive.md §Archive blob). merge: base digests, local entries, remote entries (encodings) and the merged entries in order.',
     accountSeed: toHex(seq(32, 1)),
     accountKey: toHex(account.publicKey),
     writtenAt: ctx.now(),
@@ -68,6 +79,14 @@ function build() {
       local: [...local.values()].map((v) => toHex(v.bytes)),
       remote: remote.map((e) => toHex(bytesOf(e))),
       merged: merged.map((e) => ({ mergeKey: mergeKey(e)!, entry: toHex(bytesOf(e)) })),
+    },
+    group: {
+      mergeKey: mergeKey(groupEntry)!,
+      entry: toHex(bytesOf(groupEntry)),
+      create: toHex(made.operation),
+      rejoin: toHex(rejoin.operation),
+      restoredDevice: toHex(restored.signingPublicKey),
+      digestAfter: toHex(rejoin.log.state.digest),
     },
   };
 }
@@ -96,5 +115,42 @@ describe('archive payload vectors (test-vectors/archive-payload.json)', () => {
     // The merge: the remote entries, local additions and changes over them, local removals taken out.
     expect(V.merge.merged.map((m) => m.mergeKey)).toEqual([`c:${V.entries[0]!.mergeKey.slice(2)}`, V.entries[4]!.mergeKey, V.entries[3]!.mergeKey]);
     expect(V.merge.merged[0]!.entry).toBe(V.entries[0]!.entry); // the local (changed) contact state
+  });
+
+  it('the group entry and its rejoin hold together with protobuf decoding and @noble/* alone', () => {
+    const e = fromBinary(ArchiveEntrySchema, fromHex(V.group.entry));
+    expect(e.entry.case).toBe('group');
+    if (e.entry.case !== 'group') return;
+    expect(V.group.mergeKey).toBe(`g:${toHex(e.entry.value.groupId)}`);
+    // The log: u8 1 ‖ u32 n ‖ n × (u32 len ‖ operation) ‖ u32 0 — create, then the rejoin.
+    const log = e.entry.value.log;
+    const view = new DataView(log.buffer, log.byteOffset, log.byteLength);
+    expect(log[0]).toBe(1);
+    expect(view.getUint32(1)).toBe(2);
+    const ops: string[] = [];
+    let at = 5;
+    for (let i = 0; i < 2; i++) {
+      const n = view.getUint32(at);
+      ops.push(toHex(log.subarray(at + 4, at + 4 + n)));
+      at += 4 + n;
+    }
+    expect(ops).toEqual([V.group.create, V.group.rejoin]);
+    expect(view.getUint32(at)).toBe(0);
+    // The rejoin: version ‖ group id ‖ author account ‖ author device ‖ u64 time ‖ u8 1 ‖ parent ‖
+    // u8 10 ‖ u8 1 ‖ device ‖ account signature (64) ‖ device signature (64).
+    const op = fromHex(V.group.rejoin);
+    const label = (l: string) => new Uint8Array([l.length, ...new TextEncoder().encode(l)]);
+    const account = op.subarray(33, 65);
+    const device = op.subarray(65, 97);
+    expect(toHex(account)).toBe(V.accountKey);
+    expect(toHex(device)).toBe(V.group.restoredDevice);
+    expect(op[105]).toBe(1);
+    expect(toHex(op.subarray(106, 138))).toBe(toHex(sha256(fromHex(V.group.create))));
+    expect([op[138], op[139]]).toEqual([10, 1]);
+    expect(toHex(op.subarray(140, 172))).toBe(V.group.restoredDevice);
+    expect(op.length).toBe(172 + 128);
+    const accountSigned = op.subarray(0, 172);
+    expect(ed25519.verify(op.subarray(172, 236), new Uint8Array([...label('MeshWhisper_GroupRejoin_v1'), ...accountSigned]), account)).toBe(true);
+    expect(ed25519.verify(op.subarray(236), new Uint8Array([...label('MeshWhisper_GroupOp_v1'), ...op.subarray(0, 236)]), device)).toBe(true);
   });
 });

@@ -16,7 +16,7 @@
  * - Invitations: nothing changes in the group until the invitee accepts; then the inviting device
  *   (it must still be a manager) adds the devices of the accepting account (§G6.3).
  */
-import type { CryptoContext, DeviceCertificate, GroupEvent, GroupLog, GroupMemberEntry, GroupOpBody, GroupState, OwnSenderKey } from '@meshwhisper/crypto';
+import type { AccountKeyPair, CryptoContext, DeviceCertificate, GroupEvent, GroupLog, GroupMemberEntry, GroupOpBody, GroupState, OwnSenderKey } from '@meshwhisper/crypto';
 import {
   CryptoError,
   CryptoErrorCode,
@@ -395,7 +395,61 @@ export class Groups {
     }
   }
 
-  async #change(groupId: Uint8Array, body: GroupOpBody): Promise<GroupInfo> {
+  /**
+   * After a restore from the archive (docs/spec/groups.md §G6.5): for every archived group that
+   * lists this account as a member but not this device, proposes a rejoin — this account's devices
+   * (as its device list names them) signed with the account key — and sends it to every member
+   * device. Members that hold newer operations answer with their log. Each group on its own: a
+   * failure is logged and the others go on. Returns the groups rejoined.
+   */
+  async rejoinAfterRestore(account: AccountKeyPair): Promise<Uint8Array[]> {
+    const { ctx, storage, log } = this.deps;
+    const done: Uint8Array[] = [];
+    for (const groupId of await db.allGroupIds(storage)) {
+      try {
+        const held = await db.loadLog(ctx, storage, groupId);
+        if (!held) continue;
+        const me = held.state.members.find((m) => equalBytes(m.account, this.#account));
+        if (!me || me.devices.some((d) => equalBytes(d, this.#device))) continue; // not ours, or already rejoined
+        const devices = await this.#devicesOf(this.#account);
+        await this.#change(groupId, { type: 'rejoin', devices }, account);
+        done.push(groupId);
+      } catch (e) {
+        log.warn('groups.rejoin-failed', 'an archived group could not be rejoined', e);
+      }
+    }
+    return done;
+  }
+
+  /**
+   * After a received GroupUpdate committed: for each rejoin in it that took effect here, by another
+   * device, whose author did not know every operation this device holds, sends that device the
+   * whole log (it rejoined from an archived, possibly older log). Best effort.
+   */
+  async answerRejoin(update: GroupUpdate): Promise<void> {
+    const { ctx, storage } = this.deps;
+    const rejoins = update.operations.flatMap((o) => {
+      try {
+        const d = decodeGroupOperation(ctx, o);
+        return d.body.type === 'rejoin' && !equalBytes(d.authorDevice, this.#device) ? [d] : [];
+      } catch {
+        return [];
+      }
+    });
+    if (rejoins.length === 0) return;
+    const held = await db.loadLog(ctx, storage, update.groupId);
+    if (!held || !this.#info(held.state).isMember) return;
+    const full = held.operations();
+    for (const r of rejoins) {
+      if (!held.operationTookEffect(r.id)) continue;
+      if (held.state.heads.length === 1 && equalBytes(held.state.heads[0]!, r.id)) continue; // it knew everything
+      for (const operations of chunks(full)) {
+        await this.#sealAndPost([{ account: r.authorAccount, device: r.authorDevice, body: { case: 'groupUpdate', value: { groupId: held.state.groupId, operations } } as ContentBody }], 'a group log for a rejoined device');
+      }
+    }
+  }
+
+  async #change(groupId: Uint8Array, body: GroupOpBody, accountSigner?: AccountKeyPair): Promise<GroupInfo> {
     this.#checkOpen();
     checkGroupId(groupId, `groups.${body.type}`);
     const { ctx, storage, identity } = this.deps;
@@ -406,7 +460,7 @@ export class Groups {
         if (!log) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'this device holds no such group');
         let r: ReturnType<typeof proposeGroupOperation>;
         try {
-          r = proposeGroupOperation(ctx, log, { signer: identity.device, account: this.#account, body });
+          r = proposeGroupOperation(ctx, log, { signer: identity.device, account: this.#account, body, ...(accountSigner ? { accountSigner } : {}) });
         } catch (e) {
           if (e instanceof CryptoError && e.code === CryptoErrorCode.GROUP_NOT_AUTHORIZED) throw new SdkError(SdkErrorCode.GROUP_NOT_ALLOWED, `${body.type}: ${e.message}`, undefined, { cause: e });
           if (e instanceof CryptoError || e instanceof TypeError || e instanceof RangeError) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `${body.type}: ${e.message}`, undefined, { cause: e });

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meshwhisper/v1/archive.proto.
  */
 export const file_meshwhisper_v1_archive: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNod2hpc3Blci92MS9hcmNoaXZlLnByb3RvEg5tZXNod2hpc3Blci52MSKPAQoOQXJjaGl2ZVBheWxvYWQSDwoHdmVyc2lvbhgBIAEoDRITCgthY2NvdW50X2tleRgCIAEoDBIUCgxhY2NvdW50X3NlZWQYAyABKAwSEgoKd3JpdHRlbl9hdBgEIAEoBBItCgdlbnRyaWVzGAUgAygLMhwubWVzaHdoaXNwZXIudjEuQXJjaGl2ZUVudHJ5IowCCgxBcmNoaXZlRW50cnkSMQoHY29udGFjdBgBIAEoCzIeLm1lc2h3aGlzcGVyLnYxLkFyY2hpdmVDb250YWN0SAASEQoHYmxvY2tlZBgCIAEoDEgAEi0KBXRpbWVyGAMgASgLMhwubWVzaHdoaXNwZXIudjEuQXJjaGl2ZVRpbWVySAASMwoIdXNlcm5hbWUYBCABKAsyHy5tZXNod2hpc3Blci52MS5BcmNoaXZlVXNlcm5hbWVIABIWCgxhcHBfc2V0dGluZ3MYBSABKAxIABIxCgdtZXNzYWdlGAYgASgLMh4ubWVzaHdoaXNwZXIudjEuQXJjaGl2ZU1lc3NhZ2VIAEIHCgVlbnRyeSJZCg5BcmNoaXZlQ29udGFjdBITCgthY2NvdW50X2tleRgBIAEoDBIyCgVzdGF0ZRgCIAEoDjIjLm1lc2h3aGlzcGVyLnYxLkFyY2hpdmVDb250YWN0U3RhdGUiPgoMQXJjaGl2ZVRpbWVyEgwKBHBlZXIYASABKAwSDwoHc2Vjb25kcxgCIAEoDRIPCgd2ZXJzaW9uGAMgASgNIjgKD0FyY2hpdmVVc2VybmFtZRIQCgh1c2VybmFtZRgBIAEoCRITCgthY2NvdW50X2tleRgCIAEoDCLkAQoOQXJjaGl2ZU1lc3NhZ2USDAoEcGVlchgBIAEoDBIOCgZhdXRob3IYAiABKAwSEAoIb3V0Z29pbmcYAyABKAgSDwoHY29udGVudBgEIAEoDBITCgtyZWNlaXZlZF9hdBgFIAEoBBISCgpleHBpcmVzX2F0GAYgASgEEg8KB2RlbGV0ZWQYByABKAgSDgoGZWRpdGVkGAggASgIEhMKC2VkaXRlZF90ZXh0GAkgASgJEjIKCXJlYWN0aW9ucxgKIAMoCzIfLm1lc2h3aGlzcGVyLnYxLkFyY2hpdmVSZWFjdGlvbiIwCg9BcmNoaXZlUmVhY3Rpb24SDgoGYXV0aG9yGAEgASgMEg0KBWVtb2ppGAIgASgJKoMBChNBcmNoaXZlQ29udGFjdFN0YXRlEiUKIUFSQ0hJVkVfQ09OVEFDVF9TVEFURV9VTlNQRUNJRklFRBAAEiIKHkFSQ0hJVkVfQ09OVEFDVF9TVEFURV9BQ0NFUFRFRBABEiEKHUFSQ0hJVkVfQ09OVEFDVF9TVEFURV9SRVFVRVNUEAJiBnByb3RvMw");
+  fileDesc("ChxtZXNod2hpc3Blci92MS9hcmNoaXZlLnByb3RvEg5tZXNod2hpc3Blci52MSKPAQoOQXJjaGl2ZVBheWxvYWQSDwoHdmVyc2lvbhgBIAEoDRITCgthY2NvdW50X2tleRgCIAEoDBIUCgxhY2NvdW50X3NlZWQYAyABKAwSEgoKd3JpdHRlbl9hdBgEIAEoBBItCgdlbnRyaWVzGAUgAygLMhwubWVzaHdoaXNwZXIudjEuQXJjaGl2ZUVudHJ5IrsCCgxBcmNoaXZlRW50cnkSMQoHY29udGFjdBgBIAEoCzIeLm1lc2h3aGlzcGVyLnYxLkFyY2hpdmVDb250YWN0SAASEQoHYmxvY2tlZBgCIAEoDEgAEi0KBXRpbWVyGAMgASgLMhwubWVzaHdoaXNwZXIudjEuQXJjaGl2ZVRpbWVySAASMwoIdXNlcm5hbWUYBCABKAsyHy5tZXNod2hpc3Blci52MS5BcmNoaXZlVXNlcm5hbWVIABIWCgxhcHBfc2V0dGluZ3MYBSABKAxIABIxCgdtZXNzYWdlGAYgASgLMh4ubWVzaHdoaXNwZXIudjEuQXJjaGl2ZU1lc3NhZ2VIABItCgVncm91cBgHIAEoCzIcLm1lc2h3aGlzcGVyLnYxLkFyY2hpdmVHcm91cEgAQgcKBWVudHJ5Ii0KDEFyY2hpdmVHcm91cBIQCghncm91cF9pZBgBIAEoDBILCgNsb2cYAiABKAwiWQoOQXJjaGl2ZUNvbnRhY3QSEwoLYWNjb3VudF9rZXkYASABKAwSMgoFc3RhdGUYAiABKA4yIy5tZXNod2hpc3Blci52MS5BcmNoaXZlQ29udGFjdFN0YXRlIj4KDEFyY2hpdmVUaW1lchIMCgRwZWVyGAEgASgMEg8KB3NlY29uZHMYAiABKA0SDwoHdmVyc2lvbhgDIAEoDSI4Cg9BcmNoaXZlVXNlcm5hbWUSEAoIdXNlcm5hbWUYASABKAkSEwoLYWNjb3VudF9rZXkYAiABKAwi5AEKDkFyY2hpdmVNZXNzYWdlEgwKBHBlZXIYASABKAwSDgoGYXV0aG9yGAIgASgMEhAKCG91dGdvaW5nGAMgASgIEg8KB2NvbnRlbnQYBCABKAwSEwoLcmVjZWl2ZWRfYXQYBSABKAQSEgoKZXhwaXJlc19hdBgGIAEoBBIPCgdkZWxldGVkGAcgASgIEg4KBmVkaXRlZBgIIAEoCBITCgtlZGl0ZWRfdGV4dBgJIAEoCRIyCglyZWFjdGlvbnMYCiADKAsyHy5tZXNod2hpc3Blci52MS5BcmNoaXZlUmVhY3Rpb24iMAoPQXJjaGl2ZVJlYWN0aW9uEg4KBmF1dGhvchgBIAEoDBINCgVlbW9qaRgCIAEoCSqDAQoTQXJjaGl2ZUNvbnRhY3RTdGF0ZRIlCiFBUkNISVZFX0NPTlRBQ1RfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5BUkNISVZFX0NPTlRBQ1RfU1RBVEVfQUNDRVBURUQQARIhCh1BUkNISVZFX0NPTlRBQ1RfU1RBVEVfUkVRVUVTVBACYgZwcm90bzM");
 
 /**
  * The plaintext of an account archive (docs/spec/archive.md §Payload): what a fresh device needs to
@@ -115,6 +115,12 @@ export type ArchiveEntry = Message<"meshwhisper.v1.ArchiveEntry"> & {
      */
     value: ArchiveMessage;
     case: "message";
+  } | {
+    /**
+     * @generated from field: meshwhisper.v1.ArchiveGroup group = 7;
+     */
+    value: ArchiveGroup;
+    case: "group";
   } | { case: undefined; value?: undefined };
 };
 
@@ -124,6 +130,36 @@ export type ArchiveEntry = Message<"meshwhisper.v1.ArchiveEntry"> & {
  */
 export const ArchiveEntrySchema: GenMessage<ArchiveEntry> = /*@__PURE__*/
   messageDesc(file_meshwhisper_v1_archive, 1);
+
+/**
+ * A group this account is a member of (docs/spec/archive.md §Payload, docs/spec/groups.md §G6.5):
+ * what a restored device needs to rejoin it without any of the account's old devices.
+ *
+ * @generated from message meshwhisper.v1.ArchiveGroup
+ */
+export type ArchiveGroup = Message<"meshwhisper.v1.ArchiveGroup"> & {
+  /**
+   * The group id (32 bytes).
+   *
+   * @generated from field: bytes group_id = 1;
+   */
+  groupId: Uint8Array;
+
+  /**
+   * The group's control operations as the backing-up device held them, encoded as
+   * docs/spec/groups.md §G4.8 (serializeGroupLog).
+   *
+   * @generated from field: bytes log = 2;
+   */
+  log: Uint8Array;
+};
+
+/**
+ * Describes the message meshwhisper.v1.ArchiveGroup.
+ * Use `create(ArchiveGroupSchema)` to create a new message.
+ */
+export const ArchiveGroupSchema: GenMessage<ArchiveGroup> = /*@__PURE__*/
+  messageDesc(file_meshwhisper_v1_archive, 2);
 
 /**
  * @generated from message meshwhisper.v1.ArchiveContact
@@ -145,7 +181,7 @@ export type ArchiveContact = Message<"meshwhisper.v1.ArchiveContact"> & {
  * Use `create(ArchiveContactSchema)` to create a new message.
  */
 export const ArchiveContactSchema: GenMessage<ArchiveContact> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_archive, 2);
+  messageDesc(file_meshwhisper_v1_archive, 3);
 
 /**
  * The disappearing-message timer of a direct conversation.
@@ -176,7 +212,7 @@ export type ArchiveTimer = Message<"meshwhisper.v1.ArchiveTimer"> & {
  * Use `create(ArchiveTimerSchema)` to create a new message.
  */
 export const ArchiveTimerSchema: GenMessage<ArchiveTimer> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_archive, 3);
+  messageDesc(file_meshwhisper_v1_archive, 4);
 
 /**
  * The account first seen for a username (trust on first use).
@@ -200,7 +236,7 @@ export type ArchiveUsername = Message<"meshwhisper.v1.ArchiveUsername"> & {
  * Use `create(ArchiveUsernameSchema)` to create a new message.
  */
 export const ArchiveUsernameSchema: GenMessage<ArchiveUsername> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_archive, 4);
+  messageDesc(file_meshwhisper_v1_archive, 5);
 
 /**
  * One message of a direct conversation, as it stands (edits, reactions, deletion applied).
@@ -274,7 +310,7 @@ export type ArchiveMessage = Message<"meshwhisper.v1.ArchiveMessage"> & {
  * Use `create(ArchiveMessageSchema)` to create a new message.
  */
 export const ArchiveMessageSchema: GenMessage<ArchiveMessage> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_archive, 5);
+  messageDesc(file_meshwhisper_v1_archive, 6);
 
 /**
  * @generated from message meshwhisper.v1.ArchiveReaction
@@ -296,7 +332,7 @@ export type ArchiveReaction = Message<"meshwhisper.v1.ArchiveReaction"> & {
  * Use `create(ArchiveReactionSchema)` to create a new message.
  */
 export const ArchiveReactionSchema: GenMessage<ArchiveReaction> = /*@__PURE__*/
-  messageDesc(file_meshwhisper_v1_archive, 6);
+  messageDesc(file_meshwhisper_v1_archive, 7);
 
 /**
  * @generated from enum meshwhisper.v1.ArchiveContactState
