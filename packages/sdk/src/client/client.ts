@@ -33,8 +33,8 @@ import type { ArchiveEnabled, ArchiveStatus, BackupOptions, BackupResult, Enable
 import { Archive, restoreFromArchive } from './archive.js';
 import { HistoryReplay } from './replay.js';
 import { Gaps } from './gaps.js';
-import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle } from './link.js';
-import { acceptLinkOffer, startLinkOffer } from './link.js';
+import type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle, OwnDeviceList } from './link.js';
+import { acceptLinkOffer, finishPendingLink, startLinkOffer } from './link.js';
 import type { Log } from './log.js';
 import { makeLog } from './log.js';
 import type { FileAttachment, FileSource, SendFileOptions } from './media.js';
@@ -294,6 +294,8 @@ export class MeshWhisper {
       client.#publishPending = true;
       client.#log.warn('keys.publish-deferred', 'the node is unreachable: starting from local storage; keys are published once the connection is online', e);
     }
+    // A link this device was in the middle of when it stopped: keep or drop the half-added device.
+    if (!client.#publishPending && client.account) await client.#finishPendingLink();
     // Envelopes sealed before a crash or while the node was unreachable go out now, as the same bytes.
     await client.flushOutbox();
     // Messages whose disappearing timer ran out while the app was closed go now.
@@ -473,19 +475,39 @@ export class MeshWhisper {
         log: this.#log,
         maxDevices: this.#maxDevices,
         // Linking adds the device through the account's list (signed one epoch up, published, kept).
-        ownList: {
-          held: () => this.#lists.held(),
-          add: (signingKey, o) => this.#lists.add(signingKey, o),
-          remove: async (deviceIndex) => {
-            await this.#lists.revoke(deviceIndex);
-          },
-        },
+        ownList: this.#ownList(),
       },
       payload,
       options,
     );
     this.#sender.forgetOwnDevices();
     return r;
+  }
+
+  /** The account's list as this device manages it when linking (sign one epoch up, publish, keep). */
+  #ownList(): OwnDeviceList {
+    return {
+      held: () => this.#lists.held(),
+      add: (signingKey, o) => this.#lists.add(signingKey, o),
+      remove: async (deviceIndex) => {
+        await this.#lists.revoke(deviceIndex);
+      },
+    };
+  }
+
+  /** finishPendingLink at start-up; a failure is logged and retried at the next start. */
+  async #finishPendingLink(): Promise<void> {
+    try {
+      const outcome = await finishPendingLink({
+        ctx: this.#ctx,
+        storage: this.#storage,
+        ownList: this.#ownList(),
+        registered: async (mailboxId) => (await this.#transport.accountDevices(this.accountKey)).mailboxIds.some((m) => equalBytes(m, mailboxId)),
+      });
+      if (outcome === 'removed') this.#log.warn('link.pending-removed', 'a device whose link was interrupted by a stop of this device never finished linking: it was taken off the device list again');
+    } catch (e) {
+      this.#log.warn('link.pending-check-failed', 'an interrupted link could not be checked now; the next start tries again', e);
+    }
   }
 
   // ── Push wake (docs/push.md, docs/api-push.md) ────────────────────────────────────────────

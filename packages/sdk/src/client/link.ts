@@ -449,6 +449,9 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
     // Only now, with the request authenticated: the certificate and the next list.
     // The next list (epoch + 1, published to the node before anything is handed over) and the
     // certificate under the index it gives the new device.
+    // Kept until the link is over: a crash between this list and 'installed' leaves a device on the
+    // list that may never have been set up; the next start checks it (finishPendingLink).
+    await storage.setItem(Table.Self, LINK_PENDING_KEY, req.deviceSigningKey);
     const { deviceIndex, list } = await deps.ownList.add(req.deviceSigningKey, { manager: options.manager === true });
     added = deviceIndex;
     const certificate = issueDeviceCertificate(ctx, account, { signingPublicKey: req.deviceSigningKey, dhPublicKey: req.deviceDhKey }, { deviceIndex });
@@ -476,18 +479,56 @@ export async function acceptLinkOffer(deps: ScannerDeps, payload: Uint8Array, op
     await send(io, { case: 'complete', value: { historyEntries: state.historyEntries } });
     await receive(io, 'installed');
     added = undefined;
+    await storage.deleteItem(Table.Self, LINK_PENDING_KEY);
     return { deviceIndex, mailboxId: mailboxIdOf(ctx, req.deviceSigningKey), deviceName, epoch: list.epoch, historyEntries: state.historyEntries };
   } catch (e) {
     if (relay) await abort({ ctx, relay, channel }, log);
     // A device that never finished installing does not stay on the account.
+    let undone = true;
     if (added !== undefined) {
-      await deps.ownList.remove(added).catch((r: unknown) => log.warn('link.unlist-failed', 'a device whose link failed could not be taken off the device list: revoke it', r));
+      await deps.ownList.remove(added).catch((r: unknown) => {
+        undone = false; // the marker stays: the next start tries again
+        log.warn('link.unlist-failed', 'a device whose link failed could not be taken off the device list: revoke it', r);
+      });
     }
+    if (undone) await storage.deleteItem(Table.Self, LINK_PENDING_KEY).catch((r: unknown) => log.warn('link.pending-clear-failed', 'the record of a finished link could not be cleared; the next start checks it', r));
     throw linkError(e);
   } finally {
     await relay?.close(log);
     channel.destroy();
   }
+}
+
+/** Table.Self key: the signing key of a device this device is linking (set before the list names it). */
+export const LINK_PENDING_KEY = 'link-pending';
+
+/**
+ * At start-up, after a crash in the middle of linking a device (between publishing the list that
+ * names it and its 'installed'): if the new device registered with the node, it finished linking on
+ * its side and stays; otherwise it never got set up, and the next list drops it again — so the
+ * account's list names only devices that exist, even across a crash. Returns what it did.
+ */
+export async function finishPendingLink(deps: {
+  readonly ctx: CryptoContext;
+  readonly storage: ProtocolStorage;
+  readonly ownList: OwnDeviceList;
+  readonly registered: (mailboxId: Uint8Array) => Promise<boolean>;
+}): Promise<'none' | 'kept' | 'removed'> {
+  const { ctx, storage, ownList } = deps;
+  const key = await storage.getItem(Table.Self, LINK_PENDING_KEY);
+  if (!key) return 'none';
+  const held = await ownList.held();
+  const entry = held && key.length === 32 ? findListedDevice(held, key) : undefined;
+  let outcome: 'none' | 'kept' | 'removed' = 'none';
+  if (entry) {
+    if (await deps.registered(mailboxIdOf(ctx, key))) outcome = 'kept';
+    else {
+      await ownList.remove(entry.deviceIndex);
+      outcome = 'removed';
+    }
+  }
+  await storage.deleteItem(Table.Self, LINK_PENDING_KEY);
+  return outcome;
 }
 
 async function gatherState(storage: ProtocolStorage, perConversation: number) {

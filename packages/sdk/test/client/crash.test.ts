@@ -235,4 +235,48 @@ describe('crash: multi-device (a process killed mid-fan-out, mid-link), restarte
     await kill(a);
     await Promise.all([b.close(), carol.close()]);
   }, 120_000);
+
+  it('mid-link, after the list named the new device: the restart takes the never-finished device off the list again', async () => {
+    const db = join(dir, 'scanner2.db');
+    const carol = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    let a = run(['scan', t.url, db]);
+    const account = fromHex((await a.until((l) => typeof l['ready'] === 'string'))['ready'] as string);
+    a.tell(toHex(carol.accountKey));
+    await a.until((l) => l['talked'] === true);
+    const store = t.node.services.store;
+    // The new device's first poll answered after A published the list that names it (the grant is
+    // on its way): A is killed, and the new device never gets that answer (its network "drops").
+    const dropping: typeof fetch = async (input, init) => {
+      const r = await fetch(input, init);
+      if ((init?.method ?? 'GET') === 'GET' && /\/v1\/link\/[^/]+\/messages/.test(String(input)) && (await store.deviceList(account))!.epoch >= 2) {
+        await kill(a);
+        throw new TypeError('network down');
+      }
+      return r;
+    };
+    const half = await memoryStorage();
+    const offer1 = await MeshWhisper.createLinkOffer({ node: t.url, namespace: 'test', storage: half, fetch: dropping });
+    a.tell(toHex(offer1.payload));
+    await expect(offer1.completed).rejects.toMatchObject({ name: 'SdkError' });
+    expect(await half.hasLocalIdentity()).toBe(false);
+    expect((await store.deviceList(account))!.epoch).toBe(2); // the half-linked device is on the list
+
+    // Restarted: it finds the interrupted link, sees the device never registered, drops it.
+    a = run(['scan', t.url, db]);
+    await a.until((l) => typeof l['ready'] === 'string');
+    expect((await store.deviceList(account))!.epoch).toBe(3);
+    a.tell(toHex(carol.accountKey));
+    await a.until((l) => l['talked'] === true);
+    const offer2 = await MeshWhisper.createLinkOffer({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    a.tell(toHex(offer2.payload));
+    const linked = await offer2.completed;
+    await a.until((l) => typeof l['linked'] === 'number');
+    expect(linked.deviceIndex).toBe(2); // indices are never reused
+    expect((await linked.client.deviceList())?.devices.map((d) => d.deviceIndex)).toEqual([0, 2]);
+    const both = linked.client.once('message', (m) => m.text === 'after the repair', 20_000);
+    await carol.sendText({ accountKey: account }, 'after the repair');
+    await Promise.all([both, a.until((l) => l['got'] === 'after the repair')]);
+    await kill(a);
+    await Promise.all([linked.client.close(), carol.close()]);
+  }, 120_000);
 });
