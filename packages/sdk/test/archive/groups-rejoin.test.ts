@@ -4,16 +4,21 @@
  * fresh device that holds the account key. The restored device rejoins from the archived log
  * (a rejoin signed with the account key: no old device of M's is needed), gets the operations made
  * since the backup from the members, reads what A sends from then on — not what was sent while M
- * was gone — and writes to the group. A device that is not on M's signed device list gets nothing.
+ * was gone — and writes to the group. The old device, once off M's signed device list, cannot do the
+ * same even with a rejoin validly signed by the account key: A refuses its message.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toHex } from '@meshwhisper/crypto';
+import { createContext, deserializeGroupLog, deviceAddress, mailboxIdOf, sealMessage, signGroupOperation, toHex } from '@meshwhisper/crypto';
+import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, SendRequestSchema, create, encodeBody, toBinary } from '@meshwhisper/protocol';
 import type { E2eNode } from '../client/test-node.js';
 import { startE2eNode } from '../client/test-node.js';
+import type { ProtocolStorage } from '../../src/index.js';
 import { MeshWhisper, memoryStorage } from '../../src/index.js';
+import { CONTENT_VERSION } from '../../src/constants.js';
 
 let t: E2eNode;
 const open: MeshWhisper[] = [];
+const storageOf = new Map<MeshWhisper, ProtocolStorage>();
 const fast = { receiptDelay: { minDelayMs: 0, maxDelayMs: 0 } };
 
 beforeAll(async () => {
@@ -25,8 +30,10 @@ afterAll(async () => {
 });
 
 async function client(): Promise<MeshWhisper> {
-  const c = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), ...fast });
+  const storage = await memoryStorage();
+  const c = await MeshWhisper.create({ node: t.url, namespace: 'test', storage, ...fast });
   open.push(c);
+  storageOf.set(c, storage);
   return c;
 }
 
@@ -57,6 +64,17 @@ describe('groups after a restore from the archive', () => {
 
     // M backs up (the group is in the archive), then loses its only device.
     const { recoveryKey } = await m.enableArchive();
+    // Whoever ends up with the old device after the restore (it holds the account key: it made the
+    // account) prepares a rejoin naming it, validly signed by the account key, and a pairwise
+    // message carrying it to A — posted once the device is off M's signed list.
+    const ctx = createContext();
+    const mStorage = storageOf.get(m)!;
+    const oldId = await mStorage.getLocalIdentity();
+    const aCert = (await storageOf.get(a)!.getLocalIdentity()).certificate;
+    const oldLog = deserializeGroupLog(ctx, (await mStorage.getItem('mw.group', toHex(g.groupId)))!);
+    const forged = signGroupOperation(ctx, { signer: oldId.device, account: m.accountKey, accountSigner: m.account!, groupId: g.groupId, parents: oldLog.state.heads, body: { type: 'rejoin', devices: [oldId.certificate.deviceSigningKey] } });
+    const update = toBinary(ContentSchema, create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(Date.now()), body: { case: 'groupUpdate', value: { groupId: g.groupId, operations: [forged] } } }));
+    const fromOldDevice = await sealMessage(ctx, mStorage, deviceAddress(aCert), update);
     await m.close();
     // While M is gone: a message M's old device alone could read, and a change made after the backup.
     await a.sendText(gid(g.groupId), 'while M was gone');
@@ -97,5 +115,18 @@ describe('groups after a restore from the archive', () => {
     expect(seen).toContain('welcome back');
     expect(seen).not.toContain('while M was gone');
     expect(seen).not.toContain('before the loss');
+
+    // The old device, now off M's signed device list, tries the same: A refuses the message
+    // (MW_CRYPTO_DEVICE_NOT_LISTED) and the group keeps the restored device for M.
+    const refused = a.once('undecryptable', (u) => u.code === 'MW_CRYPTO_DEVICE_NOT_LISTED', 30_000);
+    const res = await fetch(new URL('/v1/send', t.url), { method: 'POST', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: encodeBody(SendRequestSchema, { mailboxId: mailboxIdOf(ctx, aCert.deviceSigningKey), payload: fromOldDevice, class: EnvelopeClass.DURABLE }) as BodyInit });
+    expect(res.status).toBe(200);
+    await refused;
+    expect(mDevicesAre(await a.groups.info(g.groupId))).toBe(true);
+    // And the group goes on with the restored device.
+    const last = rm.once('message', (e) => e.text === 'still here', 30_000);
+    await a.sendText(gid(g.groupId), 'still here');
+    await last;
+    expect(mDevicesAre(await a.groups.info(g.groupId))).toBe(true);
   }, 180_000);
 });
