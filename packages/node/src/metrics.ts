@@ -12,8 +12,9 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import { clientErrorHandler } from './http-errors.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 // ── Errors ──────────────────────────────────────────────────────────────────────────────────
@@ -408,6 +409,9 @@ export async function startMetricsServer(metrics: NodeMetrics, options: { host: 
       res.end(JSON.stringify({ error: { code: 'MW_INTERNAL', message: 'metrics collection failed' } }));
     });
   });
+  // Requests Node's parser refuses get the documented error shape here too (not a bare 400).
+  const quiet = { log: { error: () => undefined, debug: () => undefined } };
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => clientErrorHandler.call(quiet, err, socket));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

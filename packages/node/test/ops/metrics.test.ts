@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import {
@@ -185,6 +186,19 @@ describe('exposure settings', () => {
       expect(r.status).toBe(200);
       expect(r.body).toContain('meshwhisper_queue_envelopes');
       expect((await get(s.address.port, '/other')).status).toBe(404);
+    }
+    {
+      // A request Node's parser refuses: the error shape, as on the main listener.
+      await using s = await startMetricsServer(m, { host: '127.0.0.1', port: 0 });
+      const raw = await new Promise<string>((resolve, reject) => {
+        const c = connect(s.address.port, '127.0.0.1', () => c.write('GARBAGE\r\n\r\n'));
+        let buf = '';
+        c.on('data', (d: Buffer) => (buf += d.toString('latin1')));
+        c.on('close', () => resolve(buf));
+        c.on('error', reject);
+      });
+      expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+      expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'MW_PROTO_MALFORMED', message: expect.any(String) } });
     }
     await using t = await startMetricsServer(m, { host: '127.0.0.1', port: 0, token: TOKEN });
     expect((await get(t.address.port, '/metrics')).status).toBe(401);
