@@ -316,6 +316,12 @@ export class Messenger {
 
   async #onMessage(m: IncomingMessage): Promise<void> {
     if (m.conversation.kind === 'group') {
+      // A member's profile message (its username): believed only if the directory agrees, as in a direct chat.
+      if (m.binary?.mimeType === PROFILE_MIME) {
+        if (!m.outgoing) await this.#onProfile(toHex(m.author), m.binary.data);
+        this.changed();
+        return;
+      }
       if (!m.outgoing) this.typing.delete(GROUP_PREFIX + toHex(m.conversation.groupId));
       if (!m.outgoing && toHex(m.conversation.groupId) === this.openGroup && document.visibilityState === 'visible') await this.markGroupRead(this.openGroup);
       this.changed();
@@ -562,7 +568,7 @@ export class Messenger {
       if (!g.isMember) continue;
       const recent = await this.client.history(g.conversation, { limit: 50 });
       const last = recent.filter(isShown).at(-1);
-      out.push({ kind: 'group', peer: toHex(g.groupId), name: g.name, ...(last ? { last } : {}), unread: recent.filter((e) => !e.outgoing && e.unread).length, blocked: false });
+      out.push({ kind: 'group', peer: toHex(g.groupId), name: g.name, ...(last ? { last } : {}), unread: recent.filter((e) => !e.outgoing && e.unread && isShown(e)).length, blocked: false });
     }
     const peers = new Set<string>(listed.keys());
     const states = new Map<string, ContactState>();
@@ -820,6 +826,17 @@ export class Messenger {
     // Device changes are routine (a member linked a browser): not worth a line.
     if (change.type !== 'devicesChanged') await setJson(this.storage, T.groupLog, groupId, [...(await this.groupLog(groupId)), line].slice(-GROUP_LOG_MAX));
     this.changed();
+    // Members who are not contacts learn our username from the group (joined: everyone; added: the newcomer).
+    const me = toHex(this.client.accountKey);
+    if (change.type === 'joined' || (change.type === 'memberAdded' && line.change.accountKey !== me)) void this.#introduceToGroup(groupId);
+  }
+
+  /** Our username to the group, in Prudence's hidden profile message (never shown; checked by each receiver against the directory). */
+  async #introduceToGroup(groupId: string): Promise<void> {
+    if (this.username === undefined || (await this.groupInfo(groupId))?.isMember !== true) return;
+    await this.client
+      .sendBinary(Messenger.groupConversation(groupId), utf8.encode(JSON.stringify({ username: this.username })), PROFILE_MIME)
+      .catch((e: unknown) => this.notice(`Your name could not be sent to the group: ${describeError(e)}`));
   }
 
   async leaveGroup(groupId: string): Promise<void> {
