@@ -54,6 +54,9 @@ import { Timers } from './timers.js';
 import { NodeTransport } from './transport.js';
 import type { ContactState, IncomingMessage, MeshWhisperEvents, MeshWhisperOptions, MessageRef, MessageState, Recipient, TextOptions, UsernameRecord } from './types.js';
 
+/** How long, after a link, the linking device waits for the new device to register before leaving the group sync to its next group message. */
+const LINK_GROUP_SYNC_WAIT_MS = 10 * 60_000;
+
 export type { ContactState, IncomingMessage, MeshWhisperEvents, MeshWhisperOptions, MessageRef, MessageState, Recipient, TextOptions, UndecryptableMessage, UsernameRecord } from './types.js';
 export { CONTENT_VERSION, DELIVERY_TOKEN_LENGTH, MAX_DISAPPEARING_SECONDS, PREKEY_BATCH, PREKEY_LOW_WATER } from '../constants.js';
 
@@ -116,6 +119,10 @@ export class MeshWhisper {
   readonly #archive: Archive;
   readonly #replay: HistoryReplay;
   #closed = false;
+  /** Stops background waits (the group sync after a link) when the client closes. */
+  readonly #stopping = new AbortController();
+  /** The running group sync after a link, awaited at close. */
+  #linkGroupSync: Promise<void> = Promise.resolve();
   /** deleteDevice(), deleteAccount() or a verified revocation is erasing this device's storage. */
   #erasing = false;
   /** create() ran while the node was unreachable: the own list and keys go out once online. */
@@ -447,6 +454,8 @@ export class MeshWhisper {
   /** Stops timers, lets a running outbox flush finish, and closes the connection. */
   async #shutdown(): Promise<void> {
     this.#closed = true;
+    this.#stopping.abort();
+    await this.#linkGroupSync;
     // First: a receipt being sealed finishes before the outbox stops; the others stay stored.
     await this.#receipts.close();
     this.#timers.stop();
@@ -481,7 +490,43 @@ export class MeshWhisper {
       options,
     );
     this.#sender.forgetOwnDevices();
+    // The new device registers with the node only when it starts its client, after this resolves:
+    // once the node lists it, the account's groups take it in (docs/spec/groups.md §G6.2).
+    const previous = this.#linkGroupSync;
+    this.#linkGroupSync = previous.then(() => this.#syncGroupsWhenRegistered(r.mailboxId));
     return r;
+  }
+
+  /**
+   * Waits (backing off, up to LINK_GROUP_SYNC_WAIT_MS; stops at close) until the node lists
+   * `mailboxId` among the account's registered devices, then brings every group this device is in
+   * in line with the device list (groups.followOwnDevices). If it gives up, the next message the
+   * account sends to a group still adds the device. Never throws.
+   */
+  async #syncGroupsWhenRegistered(mailboxId: Uint8Array): Promise<void> {
+    const signal = this.#stopping.signal;
+    const until = Date.now() + LINK_GROUP_SYNC_WAIT_MS;
+    let delay = 100;
+    try {
+      for (;;) {
+        if (signal.aborted) return;
+        const devices = await this.#transport.accountDevices(this.accountKey).catch(() => undefined);
+        if (devices?.mailboxIds.some((m) => equalBytes(m, mailboxId))) break;
+        if (Date.now() + delay > until) {
+          this.#log.warn('link.group-sync-gave-up', "the linked device did not register with the node in time; the account's next message in each group adds it");
+          return;
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+        });
+        delay = Math.min(delay * 2, 5_000);
+      }
+      if (signal.aborted) return;
+      await this.#groups.followOwnDevices();
+    } catch (e) {
+      if (!signal.aborted) this.#log.warn('link.group-sync-failed', "the account's groups could not take in the linked device now; the next message in each group does", e);
+    }
   }
 
   /** The account's list as this device manages it when linking (sign one epoch up, publish, keep). */

@@ -372,27 +372,49 @@ export class Groups {
   }
 
   /**
-   * When this account's held device list names other devices than the group lists for it (a device
-   * was linked or revoked since), proposes set-devices so the group follows the list: a new device
-   * gets the log and, from the next message on, the keys; a revoked one is removed (everyone
-   * rekeys). Best effort: a failure is logged and the send goes on with the group as it is.
+   * When the devices this account has on its held device list AND registered with the node differ
+   * from the devices the group lists for it (a device was linked or revoked since), proposes
+   * set-devices so the group follows: a new device gets the log and, from the next message on, the
+   * keys; a revoked one is removed (everyone rekeys). A listed device that has not registered yet
+   * (a link whose new device has not started its client) is left out — it could get neither the
+   * log nor keys — and is added at the next send once it has. Best effort: a failure is logged and
+   * the send goes on with the group as it is. Returns whether it changed the group.
    */
-  async #followOwnDevices(groupId: Uint8Array): Promise<void> {
+  async #followOwnDevices(groupId: Uint8Array): Promise<boolean> {
     const { ctx, storage, lists, log } = this.deps;
     try {
       const held = await db.loadLog(ctx, storage, groupId);
       const me = held?.state.members.find((m) => equalBytes(m.account, this.#account));
-      if (!held || !me || !me.devices.some((d) => equalBytes(d, this.#device))) return;
+      if (!held || !me || !me.devices.some((d) => equalBytes(d, this.#device))) return false;
       const list = await lists.current(this.#account);
-      if (!list) return;
-      const listed = list.devices.map((d) => d.signingKey);
-      if (!listed.some((d) => equalBytes(d, this.#device))) return; // this device itself is revoked
+      if (!list) return false;
+      if (!list.devices.some((d) => equalBytes(d.signingKey, this.#device))) return false; // this device itself is revoked
+      // Listed and registered only (#devicesOf): set-devices never names a device that cannot be reached.
+      const devices = await this.#devicesOf(this.#account);
       const inGroup = new Set(me.devices.map(toHex));
-      if (listed.length === inGroup.size && listed.every((d) => inGroup.has(toHex(d)))) return;
-      await this.#change(groupId, { type: 'setDevices', devices: [...listed].sort(byBytes) });
+      if (devices.length === inGroup.size && devices.every((d) => inGroup.has(toHex(d)))) return false;
+      await this.#change(groupId, { type: 'setDevices', devices });
+      return true;
     } catch (e) {
       log.warn('groups.devices-sync-failed', "the group could not be brought in line with this account's device list now", e);
+      return false;
     }
+  }
+
+  /**
+   * Brings every group this device is in in line with the account's device list and the devices
+   * the node has registered (set-devices where they differ; §G6.2). The client calls it after a
+   * link, once the node lists the new device, so the new device is a member of the account's
+   * groups without waiting for the account's next message in each. Each group on its own: a
+   * failure is logged and the others go on. Returns the ids of the groups changed.
+   */
+  async followOwnDevices(): Promise<Uint8Array[]> {
+    this.#checkOpen();
+    const changed: Uint8Array[] = [];
+    for (const groupId of await db.allGroupIds(this.deps.storage)) {
+      if (await this.#followOwnDevices(groupId)) changed.push(groupId);
+    }
+    return changed;
   }
 
   /**
