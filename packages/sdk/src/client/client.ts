@@ -17,6 +17,7 @@ import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
 import { Contacts } from './contacts.js';
 import { Groups } from './groups/groups.js';
+import { loadLog } from './groups/store.js';
 import { DeviceLists } from './device-lists.js';
 import { DeviceIdentity, DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
 import { Directory, checkAccountKey } from './directory.js';
@@ -257,7 +258,23 @@ export class MeshWhisper {
     const groups = this.#groups;
     const policy = opts.historyReplay ?? 'ask';
     if (policy !== 'ask' && policy !== 'always' && policy !== 'never') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, "historyReplay must be 'ask', 'always' or 'never'");
-    this.#replay = new HistoryReplay({ ctx, storage, accountKey: identity.certificate.accountKey, sender: this.#sender, directory: this.#directory, contacts: this.#contacts, log, policy });
+    const device = identity.certificate.deviceSigningKey;
+    this.#replay = new HistoryReplay({
+      ctx,
+      storage,
+      accountKey: identity.certificate.accountKey,
+      sender: this.#sender,
+      directory: this.#directory,
+      contacts: this.#contacts,
+      log,
+      policy,
+      group: async (store, groupId) => {
+        const held = await loadLog(ctx, store, groupId);
+        if (!held) return undefined;
+        const members = held.state.members;
+        return { isMember: members.some((m) => m.devices.some((d) => equalBytes(d, device))), accounts: members.map((m) => m.account) };
+      },
+    });
     this.#receiver = new ReceivePipeline({
       groups,
       replay: this.#replay,
@@ -883,10 +900,11 @@ export class MeshWhisper {
 
   /**
    * Asks the devices of `peer` (an accepted contact) to replay your direct conversation to this
-   * device. Their app decides (MeshWhisperOptions.historyReplay); the answer arrives as
-   * `historyReplayed` events, the messages merged into the history (marked `replayed`, nothing twice).
+   * device — or, with `groupId`, the group's history as `peer` (another member) holds it. Their app
+   * decides (MeshWhisperOptions.historyReplay); the answer arrives as `historyReplayed` events, the
+   * messages merged into the history (marked `replayed`, nothing twice).
    */
-  requestHistoryReplay(peer: Uint8Array, options: { maxMessages?: number } = {}): Promise<{ requestId: string }> {
+  requestHistoryReplay(peer: Uint8Array, options: { maxMessages?: number; groupId?: Uint8Array } = {}): Promise<{ requestId: string }> {
     this.#checkOpen();
     return this.#replay.request(peer, options);
   }
