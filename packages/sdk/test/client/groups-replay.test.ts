@@ -105,4 +105,28 @@ describe('group history replay with consent', () => {
     expect((await history(alice)).every((m) => !m.replayed)).toBe(true);
     await Promise.all([alice, bob, carol, dave].map((c) => c.close()));
   }, 180_000);
+
+  it('membership is checked again when the app grants: a member kicked while the ask was pending gets refused, nothing replayed', async () => {
+    const [alice, bob, carol] = [await device(), await device(), await device()];
+    const joined = Promise.all([bob, carol].map((c) => c.once('groupChange', (e) => e.change.type === 'joined', 30_000)));
+    const g = await alice.groups.create('plans', [bob.accountKey, carol.accountKey]);
+    await joined;
+    const conversation = { kind: 'group' as const, groupId: g.groupId };
+    const got = carol.once('message', (m) => m.text === 'before', 30_000);
+    await alice.sendText(conversation, 'before');
+    await got;
+
+    const asked = alice.once('historyReplayRequest', () => true, 30_000);
+    const answered = carol.once('historyReplayed', () => true, 30_000);
+    await carol.requestHistoryReplay(alice.accountKey, { groupId: g.groupId });
+    const request = (await asked) as MeshWhisperEvents['historyReplayRequest'];
+    // While alice's user decides, carol is kicked; the grant then goes out as a refusal.
+    const removed = carol.once('groupChange', (e) => e.change.type === 'memberRemoved', 30_000);
+    await alice.groups.kick(g.groupId, carol.accountKey);
+    await removed;
+    await alice.answerHistoryReplay(request.requestId, true);
+    expect(await answered).toMatchObject({ decision: 'refused', added: 0, complete: true });
+    expect((await carol.history(conversation)).some((m) => m.replayed)).toBe(false);
+    await Promise.all([alice, bob, carol].map((c) => c.close()));
+  }, 180_000);
 });
