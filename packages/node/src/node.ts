@@ -185,7 +185,10 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     const nats = new NatsDeliveryBus({
       servers: config.natsUrl,
       prefix: config.natsSubjectPrefix,
-      wakeWindowMs: Math.max(1000, config.pushCoalesceMs),
+      // The cluster-wide claim lasts the same window as the local coalescing (JetStream's shortest
+      // key TTL is 100 ms; a TTL of 0 would mean "never expires"). A longer floor silently dropped the
+      // wake for mail arriving after PUSH_COALESCE_MS but inside the floor.
+      wakeWindowMs: Math.max(100, config.pushCoalesceMs),
       onState: (up) => {
         metrics?.busConnected.set(up ? 1 : 0);
         if (up) app.log.info('NATS connected: live delivery between instances');

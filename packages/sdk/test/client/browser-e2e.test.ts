@@ -19,11 +19,11 @@ import type { SameOriginProxy } from './browser/same-origin-proxy.js';
 import { sameOriginProxy } from './browser/same-origin-proxy.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
-import { createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
 import type { IncomingMessage, UndecryptableMessage } from '../../src/index.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { PageApi, PageMessage, PageStarted } from './browser/entry.js';
+import type { E2eNode } from './test-node.js';
+import { startE2eNode } from './test-node.js';
 
 const skip = skipWithoutChromium('the SDK browser end-to-end test');
 
@@ -39,7 +39,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byt
 const ms = (t0: number): number => Math.round(performance.now() - t0);
 
 describe.skipIf(skip)('SDK client in headless Chromium ↔ SDK client in Node, through a real node', () => {
-  let node: MeshWhisperNode | undefined;
+  let node: E2eNode | undefined;
   let proxy: SameOriginProxy | undefined;
   let browser: BrowserContext | undefined;
   let page: Page | undefined;
@@ -71,21 +71,15 @@ describe.skipIf(skip)('SDK client in headless Chromium ↔ SDK client in Node, t
     const pageJs = await bundleForBrowser(new URL('./browser/entry.ts', import.meta.url));
     timings['bundle (esbuild)'] = ms(t0);
 
-    node = await createNode(
-      loadConfig({
-        PORT: '0',
-        HOST: '127.0.0.1',
-        DATA_DIR: join(work, 'node'),
-        METRICS_PORT: 'off',
-        LOG_LEVEL: 'silent',
-        // Both clients reach the node from 127.0.0.1 (the page through the proxy): open the
-        // per-address buckets a handful of clients in one address would otherwise share.
-        RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,ws-upgrade=100:1000,blob-upload=100:1000,blob-download=100:1000',
-      }),
-      { metrics: false },
-    );
-    const nodePort = (await node.listen()).port;
-    nodeUrl = `http://127.0.0.1:${nodePort}`;
+    // One SQLite node, or the three-instance cluster behind its balancer (MW_E2E_TARGET=cluster).
+    // Both clients reach the node from 127.0.0.1 (the page through the proxy): open the
+    // per-address buckets a handful of clients in one address would otherwise share.
+    node = await startE2eNode({
+      LOG_LEVEL: 'silent',
+      RATE_LIMITS: 'send-first-contact=100:1000,send-first-contact-target=100:1000,auth=100:1000,ws-upgrade=100:1000,blob-upload=100:1000,blob-download=100:1000',
+    });
+    nodeUrl = node.url;
+    const nodePort = Number(new URL(nodeUrl).port);
     proxy = await sameOriginProxy(nodePort, {
       '/': ['text/html', '<!doctype html><meta charset="utf-8"><title>loading</title><script type="module" src="/entry.js"></script>'],
       '/entry.js': ['text/javascript', pageJs],
@@ -250,7 +244,7 @@ describe.skipIf(skip)('SDK client in headless Chromium ↔ SDK client in Node, t
     // flips, and the proxy above should be dropped in favour of talking to the node directly.
     const probe = await call((api, url) => api.crossOriginProbe(url), nodeUrl);
     console.log(`cross-origin probe from ${proxyUrl} to ${nodeUrl}: ${JSON.stringify(probe)}`);
-    const preflight = await node!.app.inject({
+    const preflight = await node!.node.app.inject({
       method: 'OPTIONS',
       url: '/v1/keys',
       headers: { origin: proxyUrl, 'access-control-request-method': 'PUT', 'access-control-request-headers': 'content-type,mw-auth' },

@@ -12,19 +12,18 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromHex, toHex } from '@meshwhisper/crypto';
-import { createNode, loadConfig } from '@meshwhisper/node';
-import type { MeshWhisperNode } from '@meshwhisper/node';
 import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { GroupPageApi } from './browser/groups-entry.js';
 import type { SameOriginProxy } from './browser/same-origin-proxy.js';
 import { sameOriginProxy } from './browser/same-origin-proxy.js';
-import { OPEN_RATE_LIMITS } from './test-node.js';
+import type { E2eNode } from './test-node.js';
+import { startE2eNode } from './test-node.js';
 
 const skip = skipWithoutChromium('the SDK groups browser test');
 
 describe.skipIf(skip)('a group member in headless Chromium with two Node members, through a real node', () => {
-  let node: MeshWhisperNode | undefined;
+  let node: E2eNode | undefined;
   let proxy: SameOriginProxy | undefined;
   let browser: BrowserContext | undefined;
   let page: Page | undefined;
@@ -41,11 +40,9 @@ describe.skipIf(skip)('a group member in headless Chromium with two Node members
   beforeAll(async () => {
     requireChromium();
     const pageJs = await bundleForBrowser(new URL('./browser/groups-entry.ts', import.meta.url));
-    node = await createNode(
-      loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: join(work, 'node'), METRICS_PORT: 'off', LOG_LEVEL: 'silent', RATE_LIMITS: OPEN_RATE_LIMITS, USERNAME_NAMESPACES: 'groups-browser:signed' }),
-      { metrics: false },
-    );
-    const nodePort = (await node.listen()).port;
+    // One SQLite node, or the three-instance cluster behind its balancer (MW_E2E_TARGET=cluster).
+    node = await startE2eNode({ LOG_LEVEL: 'silent', USERNAME_NAMESPACES: 'groups-browser:signed' });
+    const nodePort = Number(new URL(node.url).port);
     proxy = await sameOriginProxy(nodePort, {
       '/': ['text/html', '<!doctype html><meta charset="utf-8"><title>loading</title><script type="module" src="/entry.js"></script>'],
       '/entry.js': ['text/javascript', pageJs],
