@@ -29,7 +29,7 @@ const dataDir = mkdtempSync(join(tmpdir(), 'mw-bench-groups-'));
 const node = await spawnNode({
   bin: join(ROOT, 'packages/node/src/bin.ts'),
   cwd: HERE,
-  env: { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info', WEB_APP: 'off', RATE_LIMITS: BUCKETS.map((b) => `${b}=1000000:10000000`).join(','), USERNAME_NAMESPACES: 'bench:signed' },
+  env: { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info', WEB_APP: 'off', WS_MAX_CONNECTIONS_PER_ADDRESS: '0', RATE_LIMITS: BUCKETS.map((b) => `${b}=1000000:10000000`).join(','), USERNAME_NAMESPACES: 'bench:signed' },
   tsconfig: join(HERE, 'tsconfig.json'),
 });
 const url = `http://127.0.0.1:${node.port}`;
