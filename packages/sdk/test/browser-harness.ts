@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import type { Page } from 'playwright-core';
 
 /** The Debian package's binary (driven by playwright-core). */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -50,4 +51,17 @@ export async function bundleForBrowser(entry: URL, format: 'esm' | 'iife' = 'esm
     logLevel: 'error',
   });
   return out.outputFiles[0]!.text;
+}
+
+/**
+ * A caller for a test page that exposes its API object as `window[globalName]`: `call(fn, arg)` runs
+ * `fn(api, arg)` in the page. page.evaluate serialises `fn`'s source, so `fn` cannot close over
+ * anything in the test; pass what it needs as `arg`.
+ */
+export function pageApiCaller<Api>(page: () => Page | undefined, globalName: string) {
+  return <R, A>(fn: (api: Api, arg: A) => Promise<R> | R, arg: A): Promise<R> =>
+    page()!.evaluate(
+      ([src, g, a]) => (new Function('api', 'a', `return (${src})(api, a)`) as (api: unknown, a: unknown) => Promise<R>)((window as unknown as Record<string, unknown>)[g], a),
+      [fn.toString(), globalName, arg] as const,
+    ) as Promise<R>;
 }

@@ -18,7 +18,7 @@ import { chromium } from 'playwright-core';
 import type { SameOriginProxy } from './browser/same-origin-proxy.js';
 import { sameOriginProxy } from './browser/same-origin-proxy.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
+import { bundleForBrowser, CHROMIUM, pageApiCaller, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import type { IncomingMessage, UndecryptableMessage } from '../../src/index.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { PageApi, PageMessage, PageStarted } from './browser/entry.js';
@@ -56,12 +56,7 @@ describe.skipIf(skip)('SDK client in headless Chromium ↔ SDK client in Node, t
   const nodeUndecryptable: UndecryptableMessage[] = [];
   const timings: Record<string, number> = {};
 
-  const call = <R, A>(fn: (api: PageApi, arg: A) => Promise<R> | R, arg: A): Promise<R> =>
-    page!.evaluate(
-      // page.evaluate serialises this function's source: it cannot close over anything here.
-      ([src, a]) => (new Function('api', 'a', `return (${src})(api, a)`) as (api: unknown, a: unknown) => Promise<R>)((window as unknown as { __mwClient: unknown }).__mwClient, a),
-      [fn.toString(), arg] as const,
-    ) as Promise<R>;
+  const call = pageApiCaller<PageApi>(() => page, '__mwClient');
   const waitReady = (): Promise<unknown> => page!.waitForFunction(() => document.title === 'ready', undefined, { timeout: 30_000 });
   const nextAtNode = (predicate: (m: IncomingMessage) => boolean): Promise<IncomingMessage> => nodeClient!.once('message', predicate, 30_000);
 

@@ -12,7 +12,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromHex, toHex } from '@meshwhisper/crypto';
-import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
+import { bundleForBrowser, CHROMIUM, pageApiCaller, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { GroupPageApi } from './browser/groups-entry.js';
 import type { SameOriginProxy } from './browser/same-origin-proxy.js';
@@ -31,11 +31,7 @@ describe.skipIf(skip)('a group member in headless Chromium with two Node members
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-groups-browser-'));
   const pageErrors: string[] = [];
 
-  const call = <R, A>(fn: (api: GroupPageApi, arg: A) => Promise<R> | R, arg: A): Promise<R> =>
-    page!.evaluate(
-      ([src, a]) => (new Function('api', 'a', `return (${src})(api, a)`) as (api: unknown, a: unknown) => Promise<R>)((window as unknown as { __mwGroups: unknown }).__mwGroups, a),
-      [fn.toString(), arg] as const,
-    ) as Promise<R>;
+  const call = pageApiCaller<GroupPageApi>(() => page, '__mwGroups');
 
   beforeAll(async () => {
     requireChromium();

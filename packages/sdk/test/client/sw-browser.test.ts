@@ -19,7 +19,7 @@ import type { BrowserContext, CDPSession, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import webpush from 'web-push';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
+import { bundleForBrowser, CHROMIUM, pageApiCaller, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE } from '../../src/service-worker.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
@@ -53,12 +53,7 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
   const registrations = new Map<string, string>(); // scope URL → registration id
   const pageErrors: string[] = [];
 
-  const call = <R, A>(fn: (api: SwPageApi, arg: A) => Promise<R> | R, arg: A): Promise<R> =>
-    page!.evaluate(
-      // page.evaluate serialises this function's source: it cannot close over anything here.
-      ([src, a]) => (new Function('api', 'a', `return (${src})(api, a)`) as (api: unknown, a: unknown) => Promise<R>)((window as unknown as { __mwPush: unknown }).__mwPush, a),
-      [fn.toString(), arg] as const,
-    ) as Promise<R>;
+  const call = pageApiCaller<SwPageApi>(() => page, '__mwPush');
 
   /** Plays the push service: takes the node's next wake, decrypts it, hands the plaintext to the worker. */
   async function relayNextWake(): Promise<string> {

@@ -13,7 +13,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toHex } from '@meshwhisper/crypto';
-import { CHROMIUM, bundleForBrowser, requireChromium, skipWithoutChromium } from '../browser-harness.js';
+import { bundleForBrowser, CHROMIUM, pageApiCaller, requireChromium, skipWithoutChromium } from '../browser-harness.js';
 import type { SameOriginProxy } from '../client/browser/same-origin-proxy.js';
 import { sameOriginProxy } from '../client/browser/same-origin-proxy.js';
 import type { E2eNode } from '../client/test-node.js';
@@ -33,11 +33,7 @@ describe.skipIf(skip)('linking a device in headless Chromium from a device in No
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-browser-link-'));
   const pageErrors: string[] = [];
 
-  const call = <R, A>(fn: (api: LinkPageApi, arg: A) => Promise<R> | R, arg: A): Promise<R> =>
-    page!.evaluate(
-      ([src, a]) => (new Function('api', 'a', `return (${src})(api, a)`) as (api: unknown, a: unknown) => Promise<R>)((window as unknown as { __mwLink: unknown }).__mwLink, a),
-      [fn.toString(), arg] as const,
-    ) as Promise<R>;
+  const call = pageApiCaller<LinkPageApi>(() => page, '__mwLink');
 
   beforeAll(async () => {
     requireChromium();
