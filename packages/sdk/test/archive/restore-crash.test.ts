@@ -5,8 +5,6 @@
  * (nothing stored yet), after the identity was stored (device list not published), after the list
  * was published (keys not uploaded).
  */
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +16,8 @@ import { DeviceListRecordSchema, fromBinary } from '@meshwhisper/protocol';
 import { MeshWhisper, memoryStorage, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from '../client/test-node.js';
 import { startE2eNode } from '../client/test-node.js';
+import type { LineChild } from '../line-child.js';
+import { spawnLineChild } from '../line-child.js';
 
 const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'mw-sdk-restore-crash-'));
@@ -47,47 +47,10 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Child {
-  proc: ChildProcess;
-  lines: Record<string, unknown>[];
-  exited: Promise<number | null>;
-  until(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-}
+type Child = LineChild;
 
 function run(args: string[]): Child {
-  const proc = spawn(process.execPath, [bundle, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MW_REPO: repo } });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
-      buf = buf.slice(nl + 1);
-      lines.push(line);
-      for (const w of [...waiters]) {
-        if (!w.pred(line)) continue;
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
-    }
-  });
-  const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
-  return {
-    proc,
-    lines,
-    exited,
-    until(pred, timeoutMs = 60_000) {
-      const hit = lines.find(pred);
-      if (hit) return Promise.resolve(hit);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`child: no matching line within ${timeoutMs} ms (got ${JSON.stringify(lines.slice(-3))})`)), timeoutMs);
-        waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) });
-        void exited.then((code) => reject(new Error(`child exited (${code}) before a matching line; lines: ${JSON.stringify(lines)}`)));
-      });
-    },
-  };
+  return spawnLineChild(bundle, args, { env: { ...process.env, MW_REPO: repo }, timeoutMs: 60_000 });
 }
 
 async function deviceList(accountKey: Uint8Array) {

@@ -4,8 +4,6 @@
  * arriving: some processed but not yet acknowledged to the node) and on the sending side (killed
  * while sending: some sealed and queued but not yet accepted by the node).
  */
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +15,8 @@ import { MeshWhisper, memoryStorage } from '../../src/index.js';
 import type { IncomingMessage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
 import { addAccountDevice, startE2eNode } from './test-node.js';
+import type { LineChild } from '../line-child.js';
+import { spawnLineChild } from '../line-child.js';
 
 const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'mw-sdk-crash-'));
@@ -47,52 +47,10 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Child {
-  proc: ChildProcess;
-  /** Writes one line to the child's stdin. */
-  tell(line: string): void;
-  lines: Record<string, unknown>[];
-  /** Resolves when a line satisfies `pred`. */
-  until(pred: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  exited: Promise<number | null>;
-}
+type Child = LineChild;
 
 function run(args: string[]): Child {
-  const proc = spawn(process.execPath, [bundle, ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, MW_REPO: repo } });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
-      buf = buf.slice(nl + 1);
-      lines.push(line);
-      for (const w of [...waiters]) {
-        if (!w.pred(line)) continue;
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
-    }
-  });
-  // 'close', not 'exit': every line the child wrote has been read by then.
-  const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
-  return {
-    proc,
-    tell: (line) => void proc.stdin!.write(`${line}\n`),
-    lines,
-    exited,
-    until(pred, timeoutMs = 20_000) {
-      const hit = lines.find(pred);
-      if (hit) return Promise.resolve(hit);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`child: no matching line within ${timeoutMs} ms (got ${lines.length} lines, last: ${JSON.stringify(lines.slice(-3))}); node log tail: ${t.logs.slice(-8).join('')}`)), timeoutMs);
-        waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) });
-        void exited.then((code) => reject(new Error(`child exited (${code}) before a matching line`)));
-      });
-    },
-  };
+  return spawnLineChild(bundle, args, { env: { ...process.env, MW_REPO: repo }, timeoutMs: 20_000, context: () => `node log tail: ${t.logs.slice(-8).join('')}` });
 }
 
 const kill = async (c: Child) => {
