@@ -26,7 +26,10 @@ export async function spawnNode(options: { bin: string; cwd: string; env: Record
     if (run.stderr.length < 50) run.stderr.push(l);
   });
   run.port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`node did not start: ${run.stderr.join('\n')}`)), 60_000);
+    const t = setTimeout(() => {
+      child.kill('SIGKILL'); // never leave a half-started node running behind a failed benchmark
+      reject(new Error(`node did not start within 60 s: ${run.stderr.join('\n')}`));
+    }, 60_000);
     child.once('exit', (code) => reject(new Error(`node exited (${code}): ${run.stderr.join('\n')}`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
