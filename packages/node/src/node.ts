@@ -34,7 +34,7 @@ import type { NodeKey} from './node-key.js';
 import { loadOrCreateNodeKey } from './node-key.js';
 import { RateLimiter, clientAddress, clientKey, rateLimitPlugin, rejectUpgrade } from './rate-limit.js';
 import { accountRoutes } from './routes/account.js';
-import { blobRoutes, mediaBudgetWindow, removeMediaFiles } from './routes/blobs.js';
+import { blobRoutes, mediaBudgetWindow, removeMediaFiles, removeOrphanFiles } from './routes/blobs.js';
 import { deviceListRoutes } from './routes/device-lists.js';
 import { keyRoutes } from './routes/keys.js';
 import { linkRoutes } from './routes/link.js';
@@ -71,6 +71,10 @@ const EXPIRE_BATCH = 1000;
  * a partial upload in tmp/ may belong to a live instance; only files older than this are removed.
  */
 const SHARED_TMP_MAX_AGE_MS = 6 * 3600 * 1000;
+/** The orphan-file sweep (media and archive files no record names) runs at the first sweep and then this often. */
+const ORPHAN_SWEEP_INTERVAL_MS = 24 * 3600 * 1000;
+/** Files younger than this are never orphans: an upload may be between its rename and its commit. */
+const ORPHAN_MIN_AGE_MS = 10 * 60 * 1000;
 /** Retry-After sent when an address holds WS_MAX_CONNECTIONS_PER_ADDRESS sockets already. */
 const WS_CAP_RETRY_AFTER_MS = 30_000;
 
@@ -404,6 +408,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   // ── Sweeper ──
   // Unique per instance (several instances may share a pid namespace, or one process in tests).
   const sweepHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;
+  let lastOrphanSweep: number | undefined;
   const sweep = async (): Promise<void> => {
     // One process of a cluster sweeps at a time (a SQLite store has one process).
     if (!(await store.tryLease('sweep', sweepHolder, config.sweepIntervalMs * 2))) return;
@@ -422,6 +427,11 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       const ids = await store.expireMedia(now, mediaBudgetWindow(now, config.mediaTtlMs) - 1, 1000);
       await removeMediaFiles(services, ids);
       if (ids.length < 1000) break;
+    }
+    if (lastOrphanSweep === undefined || now - lastOrphanSweep >= ORPHAN_SWEEP_INTERVAL_MS) {
+      lastOrphanSweep = now;
+      const orphans = await removeOrphanFiles(services, Date.now() - ORPHAN_MIN_AGE_MS);
+      if (orphans.media + orphans.archives > 0) app.log.info(orphans, 'removed files no record names (left by a crash during an upload)');
     }
     await store.health(); // re-probes a full disk at most every HEALTH_PROBE_INTERVAL_MS
   };

@@ -1,6 +1,6 @@
 // In-process HTTP tests (fastify inject): directory, usernames, sends, media, archive, deletion,
 // and the attack tests of issue 3 that concern HTTP endpoints.
-import { readdirSync } from 'node:fs';
+import { readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -407,6 +407,42 @@ describe('archive', () => {
     const header = await archiveHeader(archiveKey, 'GET');
     expect((await t.node.app.inject({ method: 'GET', url: '/v1/archive', headers: { [AUTH_HEADER]: header } })).statusCode).toBe(200);
     expect(errorCode(await t.node.app.inject({ method: 'GET', url: '/v1/archive', headers: { [AUTH_HEADER]: header } }))).toBe(ErrorCode.AUTH_REPLAYED);
+  });
+
+  it('the sweep removes archive and media files no record names (a crash between the file and its commit), once they are 10 minutes old', async () => {
+    const d = new TestDevice();
+    await d.register(t.node);
+    const key = ArchiveRootSecret.fromRecoveryKey(RecoveryKey.generate(ctx)).accessKeyPair(ctx);
+    const body = encodeBody(RegisterArchiveKeySchema, { archiveKey: key.publicKey, keySource: new Uint8Array(0) });
+    expect((await t.node.app.inject({ method: 'PUT', url: '/v1/archive/key', headers: { ...proto, [AUTH_HEADER]: await d.authHeader(t.node, 'PUT', '/v1/archive/key', body) }, payload: Buffer.from(body) })).statusCode).toBe(204);
+    const put = await t.node.app.inject({ method: 'PUT', url: '/v1/archive', headers: { 'content-type': CONTENT_TYPE_OCTETS, [ARCHIVE_VERSION_HEADER]: '0', [AUTH_HEADER]: await archiveHeader(key, 'PUT') }, payload: Buffer.alloc(300, 9) });
+    expect(put.statusCode, put.body).toBe(200);
+    const mediaDir = join(t.dataDir, 'media');
+    const mediaBefore = readdirSync(mediaDir); // other tests' blobs (young, with records)
+    const media = await t.node.app.inject({ method: 'POST', url: '/v1/media', headers: { 'content-type': CONTENT_TYPE_OCTETS, [AUTH_HEADER]: await d.authHeader(t.node, 'POST', '/v1/media') }, payload: Buffer.alloc(100, 1) });
+    expect(media.statusCode, media.body).toBe(201);
+    const archives = join(t.dataDir, 'archives');
+    const hex = toHex(d.account.publicKey);
+    const [live] = readdirSync(archives).filter((n) => n.startsWith(`${hex}.`));
+    const [liveMedia] = readdirSync(mediaDir).filter((n) => !mediaBefore.includes(n));
+    // What a crash right after the rename leaves: files no record names, old and young ones.
+    const hourAgo = new Date(Date.now() - 3600_000);
+    const plant = (dir: string, name: string, old: boolean) => {
+      writeFileSync(join(dir, name), 'left by a crash');
+      if (old) utimesSync(join(dir, name), hourAgo, hourAgo);
+    };
+    plant(archives, `${hex}.00112233aabbccdd`, true);
+    plant(archives, `${hex}.young00000000000`, false);
+    plant(mediaDir, 'AAAAAAAAAAAAAAAAAAAAAA', true);
+    plant(mediaDir, 'BBBBBBBBBBBBBBBBBBBBBB', false);
+    // The stored versions are old too: age alone must not remove them.
+    utimesSync(join(archives, live!), hourAgo, hourAgo);
+    utimesSync(join(mediaDir, liveMedia!), hourAgo, hourAgo);
+    await t.node.sweep();
+    expect(readdirSync(archives).filter((n) => n.startsWith(hex)).sort()).toEqual([live, `${hex}.young00000000000`].sort());
+    expect(readdirSync(mediaDir).sort()).toEqual([...mediaBefore, liveMedia, 'BBBBBBBBBBBBBBBBBBBBBB'].sort());
+    const get = await t.node.app.inject({ method: 'GET', url: '/v1/archive', headers: { [AUTH_HEADER]: await archiveHeader(key, 'GET') } });
+    expect(get.rawPayload.length).toBe(300);
   });
 });
 

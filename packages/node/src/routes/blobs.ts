@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { open, readdir, rename, rm } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -185,7 +185,7 @@ export function blobRoutes(svc: NodeServices) {
     // Compare-and-swap (docs/spec/node-protocol.md §9): each version is a file of its own, made
     // visible by the store's version check; the loser of a race deletes its file, the winner the
     // replaced one. A crash between the rename and the check leaves an unreferenced file, removed
-    // with the account.
+    // with the account or by the orphan sweep (removeOrphanFiles).
     app.put('/v1/archive', { config: { rateLimit: ['http', 'archive'] } }, async (request, reply) => {
       const archiveKey = await requireArchiveKey(svc, request);
       const expected = expectedArchiveVersion(request);
@@ -240,6 +240,35 @@ export function mediaBudgetWindow(now: number, mediaTtlMs: number): number {
 /** Deletes the files of media blobs (rows are deleted by the caller's transaction). */
 export async function removeMediaFiles(svc: NodeServices, ids: readonly string[]): Promise<void> {
   for (const id of ids) if (MEDIA_ID_PATTERN.test(id)) await rm(join(svc.mediaDir, id), { force: true });
+}
+
+/**
+ * Removes media and archive files that no record names and that are older than `olderThanMs`
+ * (file time): what a crash between writing a file and committing its record left behind (the
+ * record is written second, so such a file was never acknowledged to anyone). Younger files may
+ * belong to an upload between its rename and its commit — in this process or, in a cluster, in
+ * another instance — and are left for a later sweep. Returns how many files were removed.
+ */
+export async function removeOrphanFiles(svc: NodeServices, olderThanMs: number): Promise<{ media: number; archives: number }> {
+  const removed = { media: 0, archives: 0 };
+  const old = async (file: string): Promise<boolean> => ((await stat(file).catch(() => undefined))?.mtimeMs ?? Infinity) < olderThanMs;
+  for (const name of await readdir(svc.mediaDir)) {
+    const file = join(svc.mediaDir, name);
+    if (!(await old(file))) continue;
+    if (MEDIA_ID_PATTERN.test(name) && (await svc.store.media(name))) continue;
+    await rm(file, { force: true });
+    removed.media++;
+  }
+  const stored = await svc.store.archiveFileNames();
+  for (const name of await readdir(svc.archiveDir)) {
+    const file = join(svc.archiveDir, name);
+    if (stored.has(name) || !(await old(file))) continue;
+    // Read again: a replacement may have committed this file since the set was read.
+    if ((await svc.store.archiveFileNames()).has(name)) continue;
+    await rm(file, { force: true });
+    removed.archives++;
+  }
+  return removed;
 }
 
 /** Removes every archive file of an account: each version's, a pre-version one, and any a crash left unreferenced. */

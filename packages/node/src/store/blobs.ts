@@ -30,6 +30,7 @@ export class SqliteBlobs {
   readonly #setKey;
   readonly #setStored;
   readonly #deleteArchive;
+  readonly #archiveFiles;
   constructor(db: Sqlite) {
     this.#media = db.prepare<[string], { id: string; size: number; expires_at: number }>('SELECT id, size, expires_at FROM media WHERE id = ?');
     this.#budget = db.prepare<[Uint8Array, number], { bytes: number }>('SELECT bytes FROM media_budget WHERE mailbox = ? AND budget_window = ?');
@@ -48,6 +49,7 @@ export class SqliteBlobs {
     );
     this.#setStored = db.prepare('UPDATE archives SET size = ?, updated_at = ?, blob_name = ?, version = version + 1 WHERE archive_key = ? AND version = ?');
     this.#deleteArchive = db.prepare('DELETE FROM archives WHERE account_key = ?');
+    this.#archiveFiles = db.prepare<[], { account_key: Buffer; blob_name: string | null }>('SELECT account_key, blob_name FROM archives WHERE updated_at > 0');
   }
   media(id: string): MediaRow | undefined {
     const r = this.#media.get(id);
@@ -89,6 +91,11 @@ export class SqliteBlobs {
     if (row.version !== r.expectedVersion) return { stored: false, version: row.version };
     this.#setStored.run(r.size, r.now, r.blobName, archiveKey, r.expectedVersion);
     return { stored: true, version: row.version + 1, previousBlob: row.blobName, hadPrevious: row.updatedAt > 0 };
+  }
+  archiveFileNames(): Set<string> {
+    const names = new Set<string>();
+    for (const r of this.#archiveFiles.iterate()) names.add(r.blob_name ?? r.account_key.toString('hex'));
+    return names;
   }
   deleteArchive(accountKey: Uint8Array): void {
     this.#deleteArchive.run(accountKey);

@@ -317,6 +317,12 @@ export interface NodeStore {
    * exactly one is stored.
    */
   replaceArchive(archiveKey: Uint8Array, r: ArchiveReplacement): Promise<ArchiveReplaced | undefined>;
+  /**
+   * The names of the files that hold stored archives (each row's blobName, or the account key in
+   * lower-case hex for an archive stored before versions): every other file in the archive
+   * directory is an orphan a crash left behind (the node's sweep removes those).
+   */
+  archiveFileNames(): Promise<Set<string>>;
 
   // ── Push endpoints ──
   pushTarget(mailbox: Uint8Array): Promise<PushTarget | undefined>;

@@ -840,6 +840,11 @@ export class PgNodeStore implements NodeStore {
     });
   }
 
+  async archiveFileNames(): Promise<Set<string>> {
+    const r = await this.#q<{ account_key: Buffer; blob_name: string | null }>('SELECT account_key, blob_name FROM archives WHERE updated_at > 0');
+    return new Set(r.rows.map((row) => row.blob_name ?? row.account_key.toString('hex')));
+  }
+
   // ── Push endpoints ──
 
   async pushTarget(mailbox: Uint8Array): Promise<PushTarget | undefined> {

@@ -448,6 +448,10 @@ export class SqliteNodeStore implements NodeStore {
     return this.#tx(() => this.#blobs.replaceArchive(archiveKey, r));
   }
 
+  async archiveFileNames(): Promise<Set<string>> {
+    return this.#blobs.archiveFileNames();
+  }
+
   // ── Push endpoints ──
 
   async pushTarget(mailbox: Uint8Array): Promise<PushTarget | undefined> {

@@ -476,8 +476,10 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         await device(s, other);
         expect(await s.registerArchiveKey(other, key, undefined)).toBe('key-taken');
         expect(await s.archiveByKey(key)).toEqual({ accountKey: acct, archiveKey: key, size: 0, updatedAt: 0, version: 0, blobName: undefined });
+        expect((await s.archiveFileNames()).has('b1')).toBe(false);
         expect(await s.replaceArchive(key, { expectedVersion: 0, blobName: 'b1', size: 1234, now: clock + 5 })).toEqual({ stored: true, version: 1, previousBlob: undefined, hadPrevious: false });
         expect(await s.archiveByKey(key)).toEqual({ accountKey: acct, archiveKey: key, size: 1234, updatedAt: clock + 5, version: 1, blobName: 'b1' });
+        expect((await s.archiveFileNames()).has('b1')).toBe(true); // the sweep keeps this file
         expect(await s.replaceArchive(bytes(32), { expectedVersion: 0, blobName: 'x', size: 1, now: clock })).toBeUndefined(); // unregistered key
         expect(await s.registerArchiveKey(acct, bytes(32), undefined)).toBe('ok'); // replaced
         expect(await s.archiveByKey(key)).toBeUndefined();
