@@ -3,7 +3,7 @@
  * MeshWhisper, every option of MeshWhisper.create, every event and every SdkErrorCode. A member
  * added without documentation fails here.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { MeshWhisper, SdkErrorCode } from '../../src/index.js';
 
@@ -42,5 +42,20 @@ describe('docs/api.md covers the public client API', () => {
 
   it('every SdkErrorCode', () => {
     expect(Object.values(SdkErrorCode).filter((c) => !doc.includes(c))).toEqual([]);
+  });
+
+  it('every logger event, with its level: the table of §Logging and the code agree', () => {
+    const src = new URL('../../src/', import.meta.url);
+    const inCode = new Map<string, Set<string>>();
+    for (const f of readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((n) => n.endsWith('.ts'))) {
+      for (const m of readFileSync(new URL(f, src), 'utf8').matchAll(/\blog\w*\s*\.\s*(debug|info|warn|error)\(\s*['"]([a-z0-9.-]+)['"]/g)) {
+        inCode.set(m[2]!, (inCode.get(m[2]!) ?? new Set()).add(m[1]!));
+      }
+    }
+    expect(inCode.size).toBeGreaterThan(40);
+    const inDoc = new Map([...doc.matchAll(/^\| `([a-z0-9.-]+)` \| ([a-z, ]+) \| /gm)].filter((m) => m[1]!.includes('.')).map((m) => [m[1]!, m[2]!]));
+    const code = [...inCode].map(([e, levels]) => `${e} ${[...levels].sort().join(', ')}`).sort();
+    const documented = [...inDoc].map(([e, levels]) => `${e} ${levels}`).sort();
+    expect(documented).toEqual(code);
   });
 });
