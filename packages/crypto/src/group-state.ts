@@ -624,6 +624,36 @@ export class GroupLog extends _Redacted {
   operations(): Uint8Array[] {
     return this.#dag.ordered(this.#dag.nodes).map((n) => copyBytes(n.op.encoded));
   }
+  /**
+   * What to pass on (docs/spec/groups.md §G6.2): an operation `a` that lists devices (add, set
+   * devices, rejoin) and an operation `o` concurrent with it were each sent by their authors to the
+   * member devices THEY knew — the devices `a` lists got neither `o` from its author nor from `a`'s
+   * author (who sent them the log as it knew it). For every such `a` with at least one concurrent
+   * operation, where `a` or one of those is not held by `before` (new here) and `a` or one of those
+   * is authored by `device`: `a`'s id, the account and devices it lists, and the operations held
+   * concurrent with it (encoded, in the total order).
+   */
+  concurrentWithListings(before: GroupLog | undefined, device: Uint8Array): { operation: Uint8Array; account: Uint8Array; devices: Uint8Array[]; concurrent: Uint8Array[] }[] {
+    const dag = this.#dag;
+    const old = before ? before.#dag.byHex : undefined;
+    const fresh = (n: Node): boolean => !old?.has(n.hex);
+    const mine = (n: Node): boolean => equalBytes(n.op.authorDevice, device);
+    const out: { operation: Uint8Array; account: Uint8Array; devices: Uint8Array[]; concurrent: Uint8Array[] }[] = [];
+    const freshNodes = dag.nodes.filter(fresh);
+    if (freshNodes.length === 0) return out;
+    for (const a of dag.nodes) {
+      const b = a.op.body;
+      const devices = b.type === 'add' ? b.member.devices : b.type === 'setDevices' || b.type === 'rejoin' ? b.devices : undefined;
+      if (!devices) continue;
+      // Pairs with a new operation only: an old `a` is checked against the new operations alone.
+      if (!(fresh(a) ? dag.nodes : freshNodes).some((o) => dag.concurrent(a, o))) continue;
+      const concurrent = dag.nodes.filter((o) => dag.concurrent(a, o));
+      if (!mine(a) && !concurrent.some(mine)) continue;
+      const account = b.type === 'add' ? b.member.account : a.op.authorAccount;
+      out.push({ operation: copyBytes(a.op.id), account: copyBytes(account), devices: devices.map(copyBytes), concurrent: dag.ordered(concurrent).map((n) => copyBytes(n.op.encoded)) });
+    }
+    return out;
+  }
   protected describe(): Record<string, unknown> {
     return { groupId: toHex(this.state.groupId), version: this.state.version, members: this.state.members.length, pending: this.#pending.size };
   }

@@ -207,6 +207,32 @@ describe('group operations: concurrency', () => {
     const one = signGroupOperation(ctx, { signer: bob.devices[0]!, account: bob.account, groupId: log.state.groupId, parents: orphanParent, body: { type: 'leave' } });
     expect(codeOf(() => receiveGroupOperation(ctx, full, one))).toBe('MW_CRYPTO_LIMIT_EXCEEDED');
   });
+
+  it('concurrentWithListings: an add and an operation concurrent with it, reported to their authors only, once, when one of them is new', () => {
+    const { log } = start();
+    const promoted = act(ctx, log, alice, { type: 'promote', account: bob.account });
+    const base = deliver(ctx, log, promoted.operation);
+    // bob adds dave while alice (not knowing it) renames; carol holds both.
+    const add = act(ctx, base, bob, { type: 'add', member: entry(dave) });
+    const rename = act(ctx, promoted.log, alice, { type: 'rename', name: 'concurrent' });
+    const bobLog = deliver(ctx, add.log, rename.operation);
+    const bobPairs = bobLog.concurrentWithListings(add.log, bob.devices[0]!.signingPublicKey);
+    expect(bobPairs.length).toBe(1);
+    expect(bobPairs[0]!.devices.map(toHex)).toEqual(entry(dave).devices.map(toHex));
+    expect(toHex(bobPairs[0]!.account)).toBe(toHex(dave.account));
+    expect(bobPairs[0]!.concurrent.map((o) => toHex(decodeGroupOperation(ctx, o).id))).toEqual([toHex(decodeGroupOperation(ctx, rename.operation).id)]);
+    // alice, the rename's author, when the add arrives.
+    const aliceLog = deliver(ctx, rename.log, add.operation);
+    expect(aliceLog.concurrentWithListings(rename.log, alice.devices[0]!.signingPublicKey).length).toBe(1);
+    // Nothing new: nothing to report (no echo when the same operations come again).
+    expect(aliceLog.concurrentWithListings(aliceLog, alice.devices[0]!.signingPublicKey)).toEqual([]);
+    // carol authored neither.
+    const carolLog = deliver(ctx, base, add.operation, rename.operation);
+    expect(carolLog.concurrentWithListings(base, carol.devices[0]!.signingPublicKey)).toEqual([]);
+    // Causally ordered (the rename saw the add): nothing to pass on.
+    const after = act(ctx, add.log, bob, { type: 'rename', name: 'after the add' });
+    expect(after.log.concurrentWithListings(add.log, bob.devices[0]!.signingPublicKey)).toEqual([]);
+  });
 });
 
 describe('group operations: encoding and storage', () => {

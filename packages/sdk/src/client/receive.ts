@@ -464,10 +464,15 @@ export class ReceivePipeline {
     }
     try {
       if (body.case === 'groupUpdate') {
-        events.push(...(await groups.applyUpdate(stx, from, body.value)));
-        // A member restored from its archive rejoined from an older log: send it ours (§G6.5).
+        const r = await groups.applyUpdate(stx, from, body.value);
+        events.push(...r.events);
+        // A member restored from its archive rejoined from an older log: send it ours (§G6.5);
+        // operations concurrent with an add go on to the devices it added (§G6.2).
         const update = body.value;
-        out.after = () => groups.answerRejoin(update);
+        out.after = async () => {
+          await groups.answerRejoin(update);
+          await r.after?.();
+        };
       }
       else if (body.case === 'senderKey') {
         const groupId = await groups.applySenderKey(stx, from, body.value);

@@ -682,7 +682,10 @@ export class Groups {
     const { ctx, storage, timers, identity } = this.deps;
     // This account's devices changed (one linked or revoked): the group follows its device list first.
     await this.#followOwnDevices(groupId);
-    return this.#serial(groupId, async () => {
+    // A removal applied while this message was being prepared rotated the key (the sending starts
+    // over, so the new key goes out first) or removed this device (GROUP_NOT_MEMBER, nothing kept).
+    const rotated = new Error('sender key rotated meanwhile');
+    const once = async (): Promise<{ id: string }> => {
       const log = await db.loadLog(ctx, storage, groupId);
       if (!log) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'this device holds no such group');
       if (!this.#info(log.state).isMember) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device is not a member of the group');
@@ -740,7 +743,10 @@ export class Groups {
       let expiresAt = 0;
       await storage.transaction(async (tx) => {
         const stx = asStorageTx(tx);
-        const own = (await db.loadOwnKey(ctx, stx, groupId)) ?? key;
+        const held = await db.loadLog(ctx, stx, groupId);
+        if (!held || !this.#info(held.state).isMember) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device was removed from the group while the message was being prepared; nothing was sent');
+        const own = await db.loadOwnKey(ctx, stx, groupId);
+        if (!own || own.keyId !== key.keyId) throw rotated;
         const { key: next, message } = encryptGroupMessage(ctx, own, toBinary(ContentSchema, content));
         await db.saveOwnKey(stx, next);
         for (const { target, certificate } of peers) {
@@ -768,6 +774,16 @@ export class Groups {
       const results = keys.length > 0 ? await this.deps.outbox.deliverMany(keys) : [];
       for (const r of results) if (r.status === 'rejected') this.deps.log.warn('groups.message-queued', 'a copy of a group message stays queued', r.reason);
       return { id };
+    };
+    return this.#serial(groupId, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await once();
+        } catch (e) {
+          if (e !== rotated) throw e;
+          if (attempt >= 5) throw new SdkError(SdkErrorCode.PROTOCOL, 'the group lost a member during each of 5 attempts to send; nothing was sent, try again');
+        }
+      }
     });
   }
 
@@ -888,10 +904,11 @@ export class Groups {
    * create operation, and kept only if its state lists this device (someone added us). Operations
    * that do not verify or are not allowed are skipped (logged); the rest fold into the state.
    */
-  async applyUpdate(stx: AppStore, from: DeviceCertificate, update: GroupUpdate): Promise<GroupEventPending[]> {
+  async applyUpdate(stx: AppStore, from: DeviceCertificate, update: GroupUpdate): Promise<{ events: GroupEventPending[]; after?: () => Promise<void> }> {
     const { ctx } = this.deps;
     checkGroupId(update.groupId, 'groupUpdate');
     let log = await db.loadLog(ctx, stx, update.groupId);
+    const held = log;
     const before = log?.state;
     const ops = [...update.operations];
     if (!log) {
@@ -917,13 +934,48 @@ export class Groups {
     }
     const after = log.state;
     const meNow = this.#info(after).isMember;
-    if (!before && !meNow) return []; // not about us: nothing stored
+    if (!before && !meNow) return { events: [] }; // not about us: nothing stored
     await db.saveLog(stx, log);
     const diff = diffGroupStates(before, after);
     if (diff.requiresRekey && before) await this.#rekey(stx, before, after);
     const groupId = after.groupId;
-    if (!before) return [['groupChange', { groupId, change: { type: 'joined', name: after.name } }]];
-    return diff.events.map((e) => ['groupChange', { groupId, change: toChange(e) }] as const);
+    const gossip = this.#gossip(held, log);
+    const events: GroupEventPending[] = !before ? [['groupChange', { groupId, change: { type: 'joined', name: after.name } }]] : diff.events.map((e) => ['groupChange', { groupId, change: toChange(e) }] as const);
+    return gossip ? { events, after: gossip } : { events };
+  }
+
+  /**
+   * Operations the devices of a concurrent add (or set devices, rejoin) never got from their
+   * authors (§G6.2): when `after` pairs such a listing operation with an operation concurrent with
+   * it, one of them new here and one of them by this device, this device passes them on — the whole
+   * log to a listed device that is a member device now (it may not even hold the group yet), only
+   * the concurrent operations to one that is not (an add that did not take effect: it learns why,
+   * nothing more). Returns the sending to do after the commit, if any. Best effort.
+   */
+  #gossip(before: GroupLog | undefined, after: GroupLog): (() => Promise<void>) | undefined {
+    const pairs = after.concurrentWithListings(before, this.#device);
+    if (pairs.length === 0) return undefined;
+    const members = new Set(after.state.members.flatMap((m) => m.devices.map(toHex)));
+    const full = after.operations();
+    const to = new Map<string, { account: Uint8Array; device: Uint8Array; operations: Uint8Array[] }>();
+    for (const p of pairs) {
+      for (const d of p.devices) {
+        const k = toHex(d);
+        if (k === toHex(this.#device)) continue;
+        if (members.has(k)) to.set(k, { account: after.state.members.find((m) => m.devices.some((x) => equalBytes(x, d)))!.account, device: d, operations: full });
+        // With the create operation first: a device that does not hold the group (yet) opens it, finds itself absent, keeps nothing and reports nothing.
+        else if (!to.has(k)) to.set(k, { account: p.account, device: d, operations: [full[0]!, ...p.concurrent] });
+        else to.get(k)!.operations.push(...p.concurrent.filter((o) => !to.get(k)!.operations.some((x) => equalBytes(x, o))));
+      }
+    }
+    const groupId = after.state.groupId;
+    return async () => {
+      const list = [...to.values()].map((t) => ({ ...t, chunks: chunks(t.operations) }));
+      for (let round = 0; list.some((t) => t.chunks.length > round); round++) {
+        const items = list.filter((t) => t.chunks.length > round).map((t) => ({ account: t.account, device: t.device, body: { case: 'groupUpdate', value: { groupId, operations: t.chunks[round]! } } as ContentBody }));
+        await this.#sealAndPost(items, 'group operations passed on');
+      }
+    };
   }
 
   /** A received invitation: kept until answered, shown as a `groupInvite` event. */
