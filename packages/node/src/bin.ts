@@ -4,11 +4,15 @@
  * (docs/self-hosting.md). `meshwhisper-node backup …` makes, lists and restores database backups
  * (backup.ts, docs/backup-restore.md).
  */
+import cluster from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { runBackupCli } from './backup.js';
 import { CONFIG_SCHEMA, NodeConfigError, loadConfig } from './config.js';
 import { DATABASE_FILE, createNode } from './node.js';
+import { IpcDeliveryBus, processEndpoint } from './workers/ipc-bus.js';
+import { runPrimary } from './workers/primary.js';
+import { WORKER_ENV } from './workers/wire.js';
 
 const USAGE = `usage: meshwhisper-node [start | help]
        meshwhisper-node backup [--db FILE] [--dir DIR] [--keep N]
@@ -35,7 +39,13 @@ ${Object.values(CONFIG_SCHEMA)
 
 async function start(): Promise<void> {
   const config = loadConfig();
-  const node = await createNode(config);
+  const workerIndex = cluster.isWorker ? Number(process.env[WORKER_ENV.index]) : undefined;
+  if (workerIndex === undefined && config.store === 'sqlite' && config.workers > 1) {
+    // The primary of a multi-process node (docs/architecture.md §Process model): it forks the workers, which run start() below.
+    return runPrimary(config, { databaseFile: join(config.dataDir, DATABASE_FILE), log: primaryLog });
+  }
+  const worker = workerIndex !== undefined && Number.isInteger(workerIndex) ? { index: workerIndex, bus: new IpcDeliveryBus(processEndpoint()) } : undefined;
+  const node = await createNode(config, worker ? { worker } : {});
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -51,6 +61,8 @@ async function start(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A worker whose primary died (its IPC channel closed) stops too: nobody holds the DATA_DIR lock any more.
+  if (worker) process.on('disconnect', () => stop('primary gone'));
   let address: AddressInfo;
   try {
     address = await node.listen();
@@ -58,8 +70,14 @@ async function start(): Promise<void> {
     await node.close();
     throw e;
   }
-  // For the person at the terminal; stdout stays JSON lines for log collectors.
-  process.stderr.write(`${startupLine(config.host, address.port)}\n`);
+  // For the person at the terminal (once per node: worker 0 of several); stdout stays JSON lines for log collectors.
+  if (!worker || worker.index === 0) process.stderr.write(`${startupLine(config.host, address.port)}${worker ? ` (${config.workers} worker processes)` : ''}\n`);
+}
+
+/** The primary's log lines, in the shape of the workers' (pino: level number, time, pid, msg). */
+function primaryLog(level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
+  const n = level === 'info' ? 30 : level === 'warn' ? 40 : 50;
+  process.stdout.write(`${JSON.stringify({ level: n, time: Date.now(), pid: process.pid, role: 'primary', ...fields, msg })}\n`);
 }
 
 /** One human line: where the node listens, and what to do next. */

@@ -4,6 +4,7 @@
  */
 import { parseCorsOrigins } from './cors.js';
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { resolveMetricsExposure } from './metrics.js';
 import type { MetricsExposure } from './metrics.js';
@@ -148,6 +149,17 @@ export const CONFIG_SCHEMA = {
   ),
   backupIntervalMs: setting('BACKUP_INTERVAL_HOURS', '24', 'Hours between the scheduled online backups of the database (0: no scheduled backups).', (raw) => int(0, 8760)(raw) * HOUR),
   backupRetention: setting('BACKUP_RETENTION', '7', 'Backups kept in BACKUP_DIR (newest first); older ones are deleted after each successful backup.', int(1, 10_000)),
+  // Processes of one SQLite node (docs/architecture.md §Process model).
+  workers: setting(
+    'WORKERS',
+    'auto',
+    'STORE=sqlite: processes serving the listener, all on the one database (node:cluster; a primary process holds the DATA_DIR lock, runs migrations and restarts a worker that dies). auto: the machine\'s available parallelism; 1: one process (no primary). Rate limits and WS_MAX_CONNECTIONS_PER_ADDRESS count per process (× WORKERS). STORE=postgres: always 1 per instance (run more instances).',
+    (raw) => {
+      const v = raw.trim().toLowerCase();
+      if (v === 'auto' || v === '') return Math.max(1, Math.min(64, availableParallelism()));
+      return int(1, 64)(v);
+    },
+  ),
   // Cluster (docs/scale-out.md): several instances on one PostgreSQL database and one NATS.
   store: setting<'sqlite' | 'postgres'>('STORE', 'sqlite', 'Where state lives: sqlite (one process, DATA_DIR/meshwhisper.sqlite3) or postgres (DATABASE_URL; several instances may share it — set NATS_URL too).', (raw) => {
     const v = raw.trim().toLowerCase();

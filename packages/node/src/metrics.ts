@@ -124,12 +124,16 @@ export class NodeMetrics {
   readonly queueDepth: Gauge = new Gauge({
     name: 'meshwhisper_queue_envelopes',
     help: 'Durable envelopes stored and not yet acknowledged, over all mailboxes',
+    // Workers of a multi-process node report the same database: not summed.
+    aggregator: 'max',
     registers: [this.registry],
     collect: () => this.#readQueue(),
   });
   readonly queueBytes: Gauge = new Gauge({
     name: 'meshwhisper_queue_bytes',
     help: 'Bytes of stored, unacknowledged envelope ciphertext over all mailboxes',
+    // Workers of a multi-process node report the same database: not summed.
+    aggregator: 'max',
     registers: [this.registry],
     collect: () => this.#readQueue(),
   });
@@ -137,6 +141,8 @@ export class NodeMetrics {
     name: 'meshwhisper_store_writable',
     help: '1 while the store takes new mail; 0 when it cannot (reason label: disk_full, read_only, io_error, writer_failed) — acks still work on a full disk',
     labelNames: ['reason'] as const,
+    // Workers of a multi-process node report the same database: not summed.
+    aggregator: 'min',
     registers: [this.registry],
   });
   readonly storeWriterDeaths = new Counter({
@@ -147,6 +153,8 @@ export class NodeMetrics {
   readonly busConnected = new Gauge({
     name: 'meshwhisper_bus_connected',
     help: 'Cluster (NATS_URL set): 1 while this instance is connected to NATS; 0 while live delivery between instances falls back to store reads',
+    // Workers of a multi-process node report the same database: not summed.
+    aggregator: 'min',
     registers: [this.registry],
   });
   readonly sendDuration = new Histogram({
@@ -218,6 +226,8 @@ export class NodeMetrics {
   readonly backupLastSuccess = new Gauge({
     name: 'meshwhisper_backup_last_success_timestamp_seconds',
     help: 'Unix time of the last successful database backup (at start: the newest backup found in BACKUP_DIR; 0: none)',
+    // Workers of a multi-process node report the same database: not summed.
+    aggregator: 'max',
     registers: [this.registry],
   });
 
@@ -305,9 +315,16 @@ export class NodeMetrics {
     return plugin;
   }
 
+  #renderer: (() => Promise<string>) | undefined;
+
+  /** A worker of a multi-process node renders the primary's aggregate of every worker instead of its own registry. */
+  renderWith(renderer: () => Promise<string>): void {
+    this.#renderer = renderer;
+  }
+
   /** The exposition text. */
   async render(): Promise<string> {
-    return this.registry.metrics();
+    return this.#renderer ? this.#renderer() : this.registry.metrics();
   }
 }
 

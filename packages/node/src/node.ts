@@ -24,6 +24,7 @@ import { AckCommitter } from './mailbox/acks.js';
 import { LocalDeliveryBus } from './mailbox/bus.js';
 import type { DeliveryBus } from './mailbox/bus.js';
 import { NatsDeliveryBus } from './mailbox/nats-bus.js';
+import { IpcDeliveryBus } from './workers/ipc-bus.js';
 import { DeliveryHub } from './mailbox/hub.js';
 import { SendService } from './mailbox/send.js';
 import { listenError } from './listen-error.js';
@@ -93,6 +94,12 @@ export interface CreateNodeOptions {
   readonly backupSchedule?: Pick<BackupScheduleOptions, 'intervalMs' | 'setTimer' | 'clearTimer'>;
   /** TEST ONLY: trust a test CA for the push services and shorten push retry delays (docs/push.md). */
   readonly push?: PushTestOptions;
+  /**
+   * This process is worker `index` of a multi-process SQLite node (WORKERS > 1; workers/primary.ts
+   * forks it). The primary holds the DATA_DIR lock, migrated the database and created the node key;
+   * `bus` is the IPC bus to it. Worker 0 runs the sweeps and the scheduled backups.
+   */
+  readonly worker?: { readonly index: number; readonly bus: IpcDeliveryBus };
 }
 
 export interface MeshWhisperNode extends AsyncDisposable {
@@ -114,9 +121,11 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const tmpDir = join(config.dataDir, 'tmp');
   const looseMode = secureDirectory(config.dataDir);
   const clustered = config.store === 'postgres';
+  const worker = clustered ? undefined : options.worker;
   // One node per data directory: a second one (or a restore under a live node) is refused. A
   // cluster's instances share DATA_DIR (node key and blobs) on purpose; PostgreSQL holds the state.
-  const lock = clustered ? { release: () => undefined } : lockDataDir(config.dataDir);
+  // The workers of a multi-process node share it too: their primary holds the lock.
+  const lock = clustered || worker ? { release: () => undefined } : lockDataDir(config.dataDir);
   let store: NodeStore;
   let sqliteStore: SqliteNodeStore | undefined;
   /** An existing database's page-size conversion at open (logged once the logger exists). */
@@ -129,6 +138,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     const staleBefore = Date.now() - SHARED_TMP_MAX_AGE_MS;
     for (const f of readdirSync(tmpDir)) {
       const file = join(tmpDir, f);
+      if (worker) break; // the primary cleaned up before forking; other workers' uploads are in flight
       if (!clustered || (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0) < staleBefore) rmSync(file, { force: true });
     }
     ({ key: nodeKey, created: keyCreated } = loadOrCreateNodeKey(ctx, config.dataDir));
@@ -149,6 +159,15 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
         onPageSize: (c) => {
           pageSizeNote = c;
         },
+        ...(worker
+          ? {
+              shared: {
+                consumeChallenge: (nonce: Uint8Array, issuedAt: number, expiresAt: number) => worker.bus.consumeChallenge(nonce, issuedAt, expiresAt),
+                leases: worker.index === 0,
+                reserveFile: `disk-reserve-w${worker.index}`,
+              },
+            }
+          : {}),
         onWriterDead: (e, restartInMs) => {
           metrics?.storeWriterDeaths.inc();
           // The error's name and code only: its message may quote SQLite text and file paths.
@@ -166,6 +185,11 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   }
   const limiter = new RateLimiter({ buckets: config.rateLimits });
   const metrics = options.metrics === false ? undefined : new NodeMetrics();
+  if (metrics && worker) {
+    // /metrics answers for the whole node: the primary gathers every worker's registry.
+    worker.bus.metricsJson = () => metrics.registry.getMetricsAsJSON();
+    metrics.renderWith(() => worker.bus.clusterMetrics());
+  }
   metrics?.storeWritable.set({ reason: 'none' }, 1);
   const onStoreHealth = (h: StoreHealth): void => {
     metrics?.storeWritable.reset();
@@ -185,7 +209,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     }
   };
   let bus: DeliveryBus;
-  if (config.natsUrl !== '') {
+  if (worker) {
+    bus = worker.bus;
+  } else if (config.natsUrl !== '') {
     const nats = new NatsDeliveryBus({
       servers: config.natsUrl,
       prefix: config.natsSubjectPrefix,
@@ -316,7 +342,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   await app.register(blobRoutes(services));
   await app.register(accountRoutes(services));
   await app.register(pushRoutes(services, push));
-  const linkRelay = bus instanceof NatsDeliveryBus ? new ClusterLinkRelay(ctx, bus) : new LocalLinkRelay(ctx);
+  const linkRelay = bus instanceof NatsDeliveryBus || bus instanceof IpcDeliveryBus ? new ClusterLinkRelay(ctx, bus) : new LocalLinkRelay(ctx);
   await app.register(linkRoutes(linkRelay));
   await app.register(webAppRoutes(config.webApp));
 
@@ -450,7 +476,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     if (newest !== undefined) metrics.backupLastSuccess.set(Math.floor(newest.createdAt.getTime() / 1000));
   }
   const backups: BackupSchedule | undefined =
-    config.backupIntervalMs === 0 || !sqliteStore
+    config.backupIntervalMs === 0 || !sqliteStore || (worker && worker.index !== 0)
       ? undefined
       : scheduleBackups({
           db: sqliteStore.database,
@@ -511,7 +537,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       });
       const address = app.server.address() as AddressInfo;
       const ml = config.metrics.listener;
-      if (metrics && ml) {
+      // A worker's metrics listener is its primary's (workers/primary.ts).
+      if (metrics && ml && !worker) {
         metricsServer = await startMetricsServer(metrics, { ...ml, token: config.metrics.token }).catch((e: unknown) => {
           throw listenError('metrics listener', ml.host, ml.port, e);
         });
@@ -523,7 +550,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
           dataDir: config.dataDir,
           // Never the DATABASE_URL: it may hold a password.
           database: clustered ? `postgres (schema ${config.databaseSchema})` : join(config.dataDir, DATABASE_FILE),
-          bus: config.natsUrl !== '' ? 'nats' : 'local',
+          bus: config.natsUrl !== '' ? 'nats' : worker ? 'ipc' : 'local',
+          ...(worker ? { worker: worker.index } : {}),
           nodeKey: toHex(nodeKey.publicKey),
           nodeKeyCreated: keyCreated,
           metrics: metricsServer ? `http://${metricsServer.address.address}:${metricsServer.address.port}/metrics` : config.metrics.onMainListener ? 'main listener (token)' : 'off',

@@ -18,7 +18,6 @@
  */
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { ErrorCode, ProtocolError } from '@meshwhisper/protocol';
-import type { NatsDeliveryBus } from '../mailbox/nats-bus.js';
 import type { LinkChannelStats } from './channels.js';
 import { LINK_CHANNEL_ID_BYTES, LinkChannels } from './channels.js';
 
@@ -51,6 +50,15 @@ export interface LinkRelay {
   close(id: Uint8Array, token: Uint8Array | undefined): Promise<void>;
   readonly stats: LinkChannelStats;
   dispose(): void;
+}
+
+/**
+ * Request/answer between the processes of a node: the NATS bus of a cluster, or the primary-brokered
+ * IPC bus of a multi-process SQLite node (workers/ipc-bus.ts).
+ */
+export interface RpcBus {
+  serve(topic: string, handler: (data: Uint8Array) => Promise<Uint8Array>): Promise<() => void>;
+  call(topic: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array | 'none' | 'unreachable'>;
 }
 
 /** One process: every channel is here. */
@@ -108,7 +116,7 @@ function bytes(v: unknown): Uint8Array {
   return new Uint8Array(Buffer.from(v, 'base64url'));
 }
 
-/** A cluster instance: channels it opened are here; others are asked for over NATS. */
+/** A cluster instance or a worker process: channels it opened are here; others are asked for over the bus. */
 export class ClusterLinkRelay implements LinkRelay {
   readonly channels: LinkChannels;
   readonly #unserve = new Map<string, () => void>();
@@ -116,7 +124,7 @@ export class ClusterLinkRelay implements LinkRelay {
 
   constructor(
     ctx: CryptoContext,
-    private readonly bus: NatsDeliveryBus,
+    private readonly bus: RpcBus,
   ) {
     this.channels = new LinkChannels(ctx, {}, (idHex) => {
       const stop = this.#unserve.get(idHex);

@@ -21,6 +21,7 @@ import type { RateLimiter } from '../rate-limit.js';
 import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { DeliveryBus } from './bus.js';
 import { LocalDeliveryBus } from './bus.js';
+import { IpcDeliveryBus } from '../workers/ipc-bus.js';
 
 export interface SendEvents {
   accepted?(cls: 'durable' | 'ephemeral', lane: 'token' | 'first_contact', seconds?: number): void;
@@ -268,8 +269,9 @@ export class SendService {
         else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope], live: false });
       }
       const bus = this.bus;
-      if (bus instanceof LocalDeliveryBus) {
-        // One process: the hub is called directly (no promise and microtask per mailbox).
+      if (bus instanceof LocalDeliveryBus || bus instanceof IpcDeliveryBus) {
+        // One process, or a worker of one (its bus answers "live?" from memory): the hub is called
+        // directly (no promise and microtask per mailbox).
         for (const [k, w] of woken) {
           try {
             w.live = bus.mailNow(k, w.envelopes);

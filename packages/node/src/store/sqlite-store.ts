@@ -88,6 +88,17 @@ export interface SqliteStoreOptions {
   readonly pageSizeConvertMaxBytes?: number;
   /** Called when the writer thread died (node.ts logs it and counts it); `restartInMs`: when a new one starts. */
   readonly onWriterDead?: (e: Error, restartInMs: number) => void;
+  /**
+   * A worker process of a multi-process node (docs/architecture.md §Process model): the database
+   * is shared with the other workers. The primary converted and migrated it before forking (no
+   * page-size conversion here), holds the used challenge nonces (`consumeChallenge`), and lets one
+   * worker (`leases`) run the sweeps; each worker keeps its own disk-full reserve file.
+   */
+  readonly shared?: {
+    readonly consumeChallenge: (nonce: Uint8Array, issuedAt: number, expiresAt: number) => Promise<boolean>;
+    readonly leases: boolean;
+    readonly reserveFile: string;
+  };
 }
 
 const isFull = (e: unknown): boolean => (e as { code?: string } | undefined)?.code === 'SQLITE_FULL' || (e as { code?: string } | undefined)?.code === 'ENOSPC';
@@ -109,6 +120,7 @@ export class SqliteNodeStore implements NodeStore {
   readonly #onHealth: ((h: StoreHealth) => void) | undefined;
   /** Challenge nonces used (hex → expiresAt). In memory: one process owns this store. */
   readonly #usedChallenges = new Map<string, number>();
+  readonly #shared: SqliteStoreOptions['shared'];
   #health: StoreHealth = { writable: true };
   #probedAt = -Infinity;
   #closed = false;
@@ -121,8 +133,9 @@ export class SqliteNodeStore implements NodeStore {
   #writerRestart: ReturnType<typeof setTimeout> | undefined;
 
   constructor(file: string, options: SqliteStoreOptions = {}) {
-    const conversion = convertPageSize(file, options.pageSizeConvertMaxBytes, options.reserveBytes ?? RESERVE_BYTES);
+    const conversion = options.shared ? undefined : convertPageSize(file, options.pageSizeConvertMaxBytes, options.reserveBytes ?? RESERVE_BYTES);
     if (conversion) options.onPageSize?.(conversion);
+    this.#shared = options.shared;
     this.#db = openDatabase(file);
     this.#mailbox = new SqliteMailbox(this.#db);
     this.#directory = new SqliteDirectory(this.#db);
@@ -133,7 +146,7 @@ export class SqliteNodeStore implements NodeStore {
     this.#now = options.now ?? Date.now;
     this.#openedAt = this.#now();
     this.#onHealth = options.onHealth;
-    this.#reserveFile = join(dirname(file), RESERVE_FILE);
+    this.#reserveFile = join(dirname(file), options.shared?.reserveFile ?? RESERVE_FILE);
     this.#reserveBytes = options.reserveBytes ?? RESERVE_BYTES;
     this.#probe = this.#db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.#ensureReserve();
@@ -478,6 +491,7 @@ export class SqliteNodeStore implements NodeStore {
 
   async consumeChallenge(nonce: Uint8Array, issuedAt: number, expiresAt: number): Promise<boolean> {
     if (this.#closed) throw new Error('store is closed');
+    if (this.#shared) return this.#shared.consumeChallenge(nonce, issuedAt, expiresAt);
     // Nonces used before this store opened are unknown to it: refuse the challenges of that time.
     if (issuedAt < this.#openedAt) return false;
     const key = Buffer.from(nonce.buffer, nonce.byteOffset, nonce.byteLength).toString('hex');
@@ -513,7 +527,8 @@ export class SqliteNodeStore implements NodeStore {
   }
 
   async tryLease(_job: string, _holder: string, _ttlMs: number): Promise<boolean> {
-    return !this.#closed; // one process owns a SQLite store
+    // One process owns a SQLite store; of a multi-process node's workers, the one the primary chose.
+    return !this.#closed && (this.#shared?.leases ?? true);
   }
 
   async close(): Promise<void> {

@@ -220,10 +220,14 @@ let closed = false;
 function checkpoint() {
   if (closed) return;
   try {
+    // Waits for readers (their snapshots end within milliseconds); writes use their own wait (immediate).
+    db.pragma('busy_timeout = 5000');
     const r = db.pragma('wal_checkpoint(TRUNCATE)');
     if (r[0]?.busy) scheduleCheckpoint(); // a reader held it (backup): try again
   } catch {
     scheduleCheckpoint();
+  } finally {
+    db.pragma('busy_timeout = 0');
   }
 }
 function scheduleCheckpoint() {
@@ -249,9 +253,35 @@ let scheduled = false;
 
 const errorOf = (e) => ({ code: typeof e?.code === 'string' ? e.code : undefined, message: e instanceof Error ? e.message : String(e) });
 
-/** Runs `fn` in one IMMEDIATE transaction (one wrapper, made once). */
+/**
+ * Runs `fn` in one IMMEDIATE transaction (one wrapper, made once). Several processes may share the
+ * database (WORKERS > 1): BEGIN IMMEDIATE then waits for the write lock. SQLite's own busy handler
+ * sleeps 1, 2, 5, 10… ms between attempts, far longer than another writer's commit holds the lock
+ * (about a millisecond); this loop retries every BUSY_SPIN_MS instead (the thread is the writer's:
+ * the event loop does not wait), for at most BUSY_WAIT_MS. A transaction that met BUSY was rolled
+ * back whole, and `fn` is re-run from the start.
+ */
 const tx = db.transaction((fn) => fn());
-const immediate = (fn) => tx.immediate(fn);
+const BUSY_SPIN_MS = 0.1;
+const BUSY_WAIT_MS = 10_000;
+const spin = new Int32Array(new SharedArrayBuffer(4));
+const isBusy = (e) => typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY');
+db.pragma('busy_timeout = 0');
+let busyWaits = 0;
+function immediate(fn) {
+  let waited = 0;
+  for (;;) {
+    try {
+      return tx.immediate(fn);
+    } catch (e) {
+      if (!isBusy(e) || waited >= BUSY_WAIT_MS) throw e;
+      busyWaits++;
+      const ms = Math.min(1, BUSY_SPIN_MS * 2 ** Math.min(4, Math.floor(waited / 5)));
+      Atomics.wait(spin, 0, 0, ms);
+      waited += ms;
+    }
+  }
+}
 
 function runGroup() {
   scheduled = false;
@@ -271,6 +301,7 @@ function runGroup() {
     closed = true;
     clearTimeout(checkpointTimer);
     try {
+      db.pragma('busy_timeout = 5000');
       db.pragma('wal_checkpoint(TRUNCATE)');
     } catch {
       /* the main connection checkpoints again on close */
