@@ -134,6 +134,7 @@ async function main(argv: readonly string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof NodeConfigError) console.error(`configuration error: ${e.message}`);
+  else if ((e as { code?: string }).code === 'MW_WORKER_START_FAILED') console.error(`meshwhisper-node failed to start: ${(e as Error).message}`);
   else if (process.argv[2] === 'migrate-to-postgres') console.error(`migrate-to-postgres failed${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}:`, e instanceof Error ? e.message : e);
   else console.error('meshwhisper-node failed to start:', e instanceof Error ? e.message : e);
   process.exit(1);

@@ -85,7 +85,8 @@ async function startChild(): Promise<number> {
 
 async function killChild(): Promise<void> {
   const p = child;
-  if (!p || p.exitCode !== null) return;
+  // Killed already (by the test, a moment ago): 'exit' has fired, and would not again.
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGKILL');
   await exited;

@@ -32,7 +32,8 @@ export interface IpcEndpoint {
 export function processEndpoint(): IpcEndpoint {
   return {
     send(message) {
-      if (process.connected) process.send!(message);
+      // The callback takes a send error (the primary just died: EPIPE) instead of an 'error' event on process.
+      if (process.connected) process.send!(message, undefined, undefined, () => undefined);
     },
     onMessage(handler) {
       process.on('message', handler);

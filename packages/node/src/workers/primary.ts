@@ -85,6 +85,16 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
   const pending = new Map<number, { resolve: (v: unknown) => void; timer: NodeJS.Timeout; index: number }>();
   let nextId = 1;
   let stopping = false;
+  /** Set once a worker listens: before that, a worker that dies failed to start (port taken, bad setting) and so would its replacement. */
+  let started = false;
+  let startFailed: ((code: number | null) => void) | undefined;
+  const firstListen = new Promise<void>((resolve, reject) => {
+    startFailed = (code) => reject(Object.assign(new Error(`a worker process failed to start (exit code ${code}); its error is above`), { code: 'MW_WORKER_START_FAILED' }));
+    cluster.once('listening', () => {
+      started = true;
+      resolve();
+    });
+  });
 
   const send = (index: number, m: IpcMessage): void => {
     const w = slots[index]?.worker;
@@ -250,6 +260,12 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
       slot.worker = undefined;
       forgetWorker(slot.index);
       if (stopping) return;
+      if (!started) {
+        stopping = true;
+        for (const s of slots) s.worker?.process.kill('SIGKILL');
+        startFailed?.(code);
+        return;
+      }
       const now = Date.now();
       slot.deaths = slot.deaths.filter((t) => now - t < RESTART_WINDOW_MS);
       const delay = Math.min(RESTART_MAX_MS, RESTART_MS * 2 ** slot.deaths.length);
@@ -263,6 +279,12 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
   };
   for (const s of slots) fork(s);
   log('info', { workers: config.workers, pid: process.pid }, `primary process started ${config.workers} workers`);
+  try {
+    await firstListen;
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
 
   const ml = config.metrics.listener;
   if (ml) {
