@@ -48,6 +48,7 @@ import {
 import type { BenchDevice } from './devices.js';
 import { makeDevice, registerDevice } from './devices.js';
 import { Histogram } from './hist.js';
+import { GenTrace, summarize } from './trace.js';
 import { F, decodeDeliver, decodeTop, encodeAck, encodeSend, selfCheck } from './wire.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
 import type { NodeProcess } from '../lib/node-process.js';
@@ -92,6 +93,9 @@ const NATS_URL = env['NATS_URL'] ?? '127.0.0.1:4222';
 const SKIP_NATS = env['SKIP_NATS'] === '1';
 const SKIP_NODE = env['SKIP_NODE'] === '1';
 const PROFILE = env['PROFILE'] === '1';
+/** TRACE=1: the node traces its send path (MW_LATENCY_TRACE, packages/node/src/latency-trace.ts); per phase a stage table and a per-second timeline. */
+const TRACE = env['TRACE'] === '1';
+const genTrace = TRACE ? new GenTrace() : undefined;
 /** PERF=1: `perf record` the node (on-CPU, with JIT symbols) during the fixed-load phase; report in bench/node/profile/. */
 const PERF = env['PERF'] === '1';
 const WATCHDOG_MS = num('WATCHDOG_S', QUICK ? 480 : 900) * 1000;
@@ -199,6 +203,8 @@ interface PhaseResult {
 }
 
 class Engine {
+  /** TRACE=1: the node's MW_LATENCY_TRACE file (undefined for NATS). */
+  traceFile: string | undefined;
   tag = 0;
   running = false;
   measuring = false;
@@ -229,6 +235,7 @@ class Engine {
   }
 
   issue(intendedMs = now()): void {
+    if (genTrace && this.measuring && this.mode === 'open') genTrace.stage('sendLag', now() - intendedMs);
     const s = this.#rr++ % this.n;
     const r = (s + 1 + Math.floor(Math.random() * (this.n - 1))) % this.n;
     this.outstanding++;
@@ -250,7 +257,9 @@ class Engine {
     this.outstanding--;
     if (this.measuring) {
       this.delivered++;
-      this.hist.record(now() - b.readDoubleLE(0));
+      const ms = now() - b.readDoubleLE(0);
+      this.hist.record(ms);
+      genTrace?.stage('e2e', ms);
     }
     if (this.mode === 'closed') this.refill();
   }
@@ -299,9 +308,12 @@ class Engine {
     const lag = monitorEventLoopDelay({ resolution: 5 });
     lag.enable();
     const m0 = now();
+    const w0 = Date.now();
     this.measuring = true;
     await sleep(MEASURE_S * 1000);
     this.measuring = false;
+    const w1 = Date.now();
+    if (genTrace) setTimeout(() => log(`TRACE ${mode} ${mode === 'open' ? `${rate}/s` : ''} (window ${new Date(w0).toISOString().slice(11, 19)}–${new Date(w1).toISOString().slice(11, 19)}):\n${summarize(this.traceFile, genTrace, w0, w1)}`), 1600);
     const secs = (now() - m0) / 1000;
     const cpuG = process.cpuUsage(cpuG0);
     const busy = (machineBusySeconds() - busy0) / secs;
@@ -511,8 +523,8 @@ async function startNode(existingDataDir?: string): Promise<NodeRun> {
   const run = await spawnNode({
     bin: target.bin,
     cwd: HERE,
-    env: { ...NODE_ENV, DATA_DIR: dataDir },
-    nodeArgs: [...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
+    env: { ...NODE_ENV, DATA_DIR: dataDir, ...(TRACE ? { MW_LATENCY_TRACE: `${dataDir}.trace.jsonl` } : {}) },
+    nodeArgs: [...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
     tsconfig: target.tsconfig,
   });
   return Object.assign(run, { dataDir }); // the same object: its warning counter keeps counting
@@ -599,6 +611,7 @@ async function benchNode(): Promise<NodeResults> {
         anon[s % ANON_CONNS]!.send(d.mailbox, payload, d.token);
       },
     });
+    if (TRACE) engine.traceFile = `${node.dataDir}.trace.jsonl`;
     for (const a of anon) a.onError = () => engine.lost();
     sockets.forEach((s) => (s.onEnvelope = (p) => engine.received(p)));
 
@@ -869,6 +882,7 @@ const watchdog = setTimeout(() => {
 
 async function main(): Promise<void> {
   selfCheck();
+  genTrace?.start();
   const c = cpus();
   log(`machine: ${c.length} × ${c[0]?.model ?? '?'}, node ${process.version}; QUICK=${QUICK ? 1 : 0} DEVICES=${DEVICES} WINDOW=${WINDOW} RATE=${RATE} LIGHT_RATE=${LIGHT_RATE} DRAIN=${DRAIN} ANON_CONNS=${ANON_CONNS}`);
   let b: NodeResults | undefined;

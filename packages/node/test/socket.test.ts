@@ -151,6 +151,38 @@ describe('store-and-forward delivery', () => {
   });
 });
 
+describe('frames written straight to the socket (issue 12: one write per connection per turn)', () => {
+  it('every WebSocket header length arrives intact, and many frames of one turn arrive complete and in order', async () => {
+    const { t, port } = await node({ FIRST_CONTACT_MAX_MESSAGES: '1000' });
+    const d = new TestDevice();
+    await d.register(t.node);
+    const c = await client(WsClient.device(port, d));
+    await c.nextKind('queueEmpty');
+    const a = await client(WsClient.connect(port, ANONYMOUS_SOCKET_PATH));
+    a.send({ body: { case: 'clientHello', value: { versions: [2] } } });
+    await a.nextKind('serverHello');
+    // Deliver frames under 126 bytes, under 64 KiB and over 64 KiB: the three header forms of RFC 6455.
+    const payloads = [10, 1000, 200_000].map((n, k) => new Uint8Array(n).map((_, i) => (i * 7 + k) & 0xff));
+    for (const payload of payloads) {
+      const rid = a.send({ body: { case: 'send', value: { mailboxId: d.mailbox, payload, class: EnvelopeClass.DURABLE } } });
+      expect((await a.next((f) => f.requestId === rid)).body.case).toBe('sendResult');
+      const f = await c.nextKind('deliver');
+      expect(f.body.value.envelopes.map((e) => Buffer.from(e.payload).equals(Buffer.from(payload)))).toEqual([true]);
+      c.ack(f.body.value.envelopes.map((e) => e.id));
+    }
+    // 200 sends in one go: their results (one group commit, one write) all arrive, in request order.
+    const rids = Array.from({ length: 200 }, (_, i) => a.send({ body: { case: 'send', value: { mailboxId: d.mailbox, payload: Uint8Array.of(i), class: EnvelopeClass.DURABLE } } }));
+    const results: number[] = [];
+    while (results.length < rids.length) {
+      const f = await a.next((x) => x.body.case === 'sendResult' && !results.includes(x.requestId));
+      results.push(f.requestId);
+    }
+    expect(results).toEqual(rids);
+    const got = await receive(c, 200);
+    expect(got.length).toBe(200);
+  });
+});
+
 describe('quota, delivery tokens and gap notices', () => {
   it('attack: a stranger’s tokenless flood can neither evict nor block mail that carries a delivery token', async () => {
     const { t, port } = await node({

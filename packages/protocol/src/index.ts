@@ -8,8 +8,8 @@ export * from './constants.js';
 export * from './errors.js';
 export { decodeFrame, encodeFrame, negotiateVersion, sendRequestProblem, sendBatchProblem, deviceAuthProblem } from './frame.js';
 export type { Decoded, DecodeFrameOptions, FrameInit, FrameKind } from './frame.js';
-export { encodeDeliverFrame, encodeSendResultFrame } from './fast-frames.js';
-export type { FastEnvelope } from './fast-frames.js';
+export { decodeFrameFast, encodeDeliverFrame, encodeSendResultFrame } from './fast-frames.js';
+export type { FastEnvelope, FrameBuffer } from './fast-frames.js';
 export { decodeBody, encodeBody } from './body.js';
 export {
   DEVICE_SOCKET_METHOD,

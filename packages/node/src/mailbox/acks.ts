@@ -9,6 +9,7 @@
  * to a crash before its commit just means the envelope is delivered again (clients deduplicate).
  */
 import type { NodeStore } from '../store/node-store.js';
+import { trace } from '../latency-trace.js';
 
 /** Most ack frames committed in one transaction: bounds the write lock's hold time. */
 export const MAX_ACK_GROUP = 1024;
@@ -50,8 +51,13 @@ export class AckCommitter {
 
   async #commit(batch: { mailbox: Uint8Array; ids: Uint8Array[]; seqs: number[] | undefined; done: Done }[]): Promise<void> {
     let counts: number[];
+    const t0 = trace ? performance.now() : 0;
     try {
       counts = await this.store.ack(batch);
+      if (trace) {
+        trace.stage('ack.writerRoundTrip', performance.now() - t0);
+        trace.stage('ack.groupSize', batch.length);
+      }
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
       for (const b of batch) b.done(err);

@@ -22,6 +22,7 @@ import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '.
 import type { DeliveryBus } from './bus.js';
 import { LocalDeliveryBus } from './bus.js';
 import { IpcDeliveryBus } from '../workers/ipc-bus.js';
+import { trace } from '../latency-trace.js';
 
 export interface SendEvents {
   accepted?(cls: 'durable' | 'ephemeral', lane: 'token' | 'first_contact', seconds?: number): void;
@@ -243,6 +244,12 @@ export class SendService {
       this.#queue.unshift(...batch.splice(cut));
     }
     if (batch.length === 0) return this.#checkIdle();
+    const tFlush = trace ? performance.now() : 0;
+    if (trace) {
+      for (const p of batch) trace.stage('send.queued', tFlush - p.started);
+      trace.stage('send.groupSize', batch.length);
+      trace.stage('send.commitsRunning', this.#committing);
+    }
     this.#scheduleMore();
     this.#inFlight++;
     this.#committing++;
@@ -257,6 +264,11 @@ export class SendService {
       } finally {
         this.#committing--;
         this.#scheduleMore();
+      }
+      const tDone = trace ? performance.now() : 0;
+      if (trace) {
+        trace.stage('send.writerRoundTrip', tDone - tFlush);
+        for (const p of batch) trace.stage('send.admitToCommitted', tDone - p.started);
       }
       // One wake per mailbox, carrying the committed envelopes (no re-read by the connection).
       const woken = new Map<string, { mailbox: Uint8Array; envelopes: StoredEnvelope[]; live: boolean }>();
@@ -289,6 +301,7 @@ export class SendService {
           }),
         );
       }
+      if (trace) trace.stage('send.wakeAll', performance.now() - tDone);
       for (let i = 0; i < batch.length; i++) {
         const r = results[i]!;
         const p = batch[i]!;
@@ -298,7 +311,8 @@ export class SendService {
         }
         if (r.evicted > 0) this.events.evicted?.(r.evicted);
         this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
-        p.resolve(create(SendResultSchema, { id: p.id, deliveredLive: woken.get(p.mailboxKey)?.live ?? false }));
+        // The message object create(SendResultSchema, …) would build, without its generic machinery.
+        p.resolve({ $typeName: 'meshwhisper.v1.SendResult', id: p.id, deliveredLive: woken.get(p.mailboxKey)?.live ?? false });
       }
     } finally {
       this.#inFlight--;

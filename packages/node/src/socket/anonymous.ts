@@ -9,7 +9,7 @@ import type { WebSocket } from 'ws';
 import type { SendService } from '../mailbox/send.js';
 import type { RateLimiter } from '../rate-limit.js';
 import type { FrameLog } from './connection.js';
-import { FrameConnection } from './connection.js';
+import { FrameConnection, WS_FRAME_BUFFER } from './connection.js';
 
 export class AnonymousConnection extends FrameConnection {
   #helloDone = false;
@@ -34,7 +34,7 @@ export class AnonymousConnection extends FrameConnection {
     if (frame.body.case !== 'send') throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, 'only send frames are accepted on the anonymous connection');
     const requestId = frame.requestId;
     this.sender.send(frame.body.value, this.clientKey).then(
-      (result) => this.sendBytes(encodeSendResultFrame(this.frameVersion, requestId, result.id, result.deliveredLive)),
+      (result) => this.sendFramed(encodeSendResultFrame(this.frameVersion, requestId, result.id, result.deliveredLive, WS_FRAME_BUFFER)),
       (e: unknown) => this.sendError(requestId, e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.INTERNAL, 'internal error')),
     );
   }

@@ -2,8 +2,8 @@
  * Shared plumbing of both WebSocket endpoints: binary-only frames, the safe decoder, per-frame
  * rate limiting, error frames, and version negotiation.
  */
-import type { Frame, FrameInit } from '@meshwhisper/protocol';
-import { ErrorCode, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, decodeFrame, encodeFrame, negotiateVersion } from '@meshwhisper/protocol';
+import type { Frame, FrameBuffer, FrameInit } from '@meshwhisper/protocol';
+import { ErrorCode, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, decodeFrameFast, encodeFrame, negotiateVersion } from '@meshwhisper/protocol';
 import type { RawData, WebSocket } from 'ws';
 import type { RateLimiter } from '../rate-limit.js';
 
@@ -29,12 +29,58 @@ export interface FrameLog {
   warn(obj: object, msg: string): void;
 }
 
+/** Room for the longest WebSocket frame header a server writes (2 + 8 bytes of length, no mask). */
+const WS_HEADROOM = 10;
+
+/**
+ * For the hot-path encoders (encodeDeliverFrame, encodeSendResultFrame): the frame is written after
+ * WS_HEADROOM bytes into a pooled, unzeroed Buffer, and the connection puts the WebSocket header in
+ * front of it — one buffer per frame, no header allocation, no typed-array backing store per frame.
+ */
+export const WS_FRAME_BUFFER: FrameBuffer = { headroom: WS_HEADROOM, alloc: (n) => Buffer.allocUnsafe(n) };
+
+/**
+ * Writes the header of an unmasked, final, binary WebSocket frame (RFC 6455 §5.2) of `len` payload
+ * bytes so that it ends at WS_HEADROOM; returns where the frame starts.
+ */
+function putWsHeader(buf: Uint8Array, len: number): number {
+  if (len < 126) {
+    buf[8] = 0x82;
+    buf[9] = len;
+    return 8;
+  }
+  if (len < 0x10000) {
+    buf[6] = 0x82;
+    buf[7] = 126;
+    buf[8] = len >>> 8;
+    buf[9] = len & 0xff;
+    return 6;
+  }
+  buf[0] = 0x82;
+  buf[1] = 127;
+  buf[2] = buf[3] = buf[4] = buf[5] = 0; // frames stay far below 2^32 bytes (MAX_FRAME_BYTES)
+  buf[6] = len >>> 24;
+  buf[7] = (len >>> 16) & 0xff;
+  buf[8] = (len >>> 8) & 0xff;
+  buf[9] = len & 0xff;
+  return 0;
+}
+
+/** Connections with frames waiting for the end of this turn (flushed by one nextTick for all). */
+let dirty: FrameConnection[] = [];
+function flushDirty(): void {
+  const list = dirty;
+  dirty = [];
+  for (const c of list) c.flushFrames();
+}
+
 export abstract class FrameConnection {
   protected version: number | undefined;
   #limitedInARow = 0;
   #closed = false;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
-  #corked = false;
+  /** WebSocket frames (header included) written in this turn, not yet handed to the socket. */
+  #out: Uint8Array[] = [];
 
   constructor(
     protected readonly ws: WebSocket,
@@ -78,31 +124,53 @@ export abstract class FrameConnection {
 
   send(init: FrameInit, cb?: (err?: Error) => void): void {
     if (this.closed) return;
-    this.#write(encodeFrame({ version: this.version ?? PROTOCOL_VERSION, ...init }), cb);
-  }
-
-  /** Writes an already encoded frame (the hot-path encoders in @meshwhisper/protocol's fast-frames.ts). */
-  sendBytes(bytes: Uint8Array): void {
-    if (this.closed) return;
-    this.#write(bytes);
+    const bytes = encodeFrame({ version: this.version ?? PROTOCOL_VERSION, ...init });
+    if (cb) {
+      // With a completion callback: through ws, after what is already queued (order is kept).
+      this.flushFrames();
+      this.ws.send(bytes, { binary: true }, cb);
+      return;
+    }
+    const buf = Buffer.allocUnsafe(WS_HEADROOM + bytes.length);
+    buf.set(bytes, WS_HEADROOM);
+    this.#queue(buf);
   }
 
   /**
-   * Frames written in one run of callbacks (e.g. every send result of a group commit) leave in one
-   * socket write: the socket is corked at the first frame and uncorked on the next tick, which
-   * runs after the current microtasks — no frame waits for I/O or a timer.
+   * Writes a frame encoded into WS_FRAME_BUFFER (WS_HEADROOM free bytes, then the frame) by the
+   * hot-path encoders in @meshwhisper/protocol's fast-frames.ts.
    */
-  #write(bytes: Uint8Array, cb?: (err?: Error) => void): void {
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-    if (socket && !this.#corked) {
-      this.#corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        socket.uncork();
-      });
+  sendFramed(buf: Uint8Array): void {
+    if (this.closed) return;
+    this.#queue(buf);
+  }
+
+  /**
+   * Frames written in one run of callbacks (e.g. every send result and delivery of a group commit)
+   * leave in ONE socket write per connection, straight to the socket (the WebSocket header is
+   * written here: ws's sender would allocate a header and write two buffers per frame), on the
+   * next tick — after the current microtasks, so no frame waits for I/O or a timer. The server
+   * runs without permessage-deflate, so ws never holds frames of its own that these could overtake;
+   * its control frames (pong, close) are whole frames between ours. close() flushes first.
+   */
+  #queue(buf: Uint8Array): void {
+    const start = putWsHeader(buf, buf.length - WS_HEADROOM);
+    const frame = start === 0 ? buf : buf.subarray(start);
+    if (this.#out.length === 0) {
+      dirty.push(this);
+      if (dirty.length === 1) process.nextTick(flushDirty);
     }
-    this.ws.send(bytes, { binary: true }, cb);
+    this.#out.push(frame);
+  }
+
+  /** Hands this turn's frames to the socket (one write). Called at the end of the turn, and before a close. */
+  flushFrames(): void {
+    const out = this.#out;
+    if (out.length === 0) return;
+    this.#out = [];
+    const socket = (this.ws as unknown as { _socket?: { write(b: Uint8Array): boolean } })._socket;
+    if (this.ws.readyState !== this.ws.OPEN || !socket) return;
+    socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
   }
 
   /** The version frames on this connection are written in. */
@@ -122,6 +190,7 @@ export abstract class FrameConnection {
 
   close(code: number, reason: string): void {
     if (this.#closed) return;
+    this.flushFrames(); // an error frame written just before must go out ahead of the close frame
     this.#closed = true;
     clearTimeout(this.#handshakeTimer);
     try {
@@ -164,7 +233,8 @@ export abstract class FrameConnection {
       return;
     }
     this.#limitedInARow = 0;
-    const d = decodeFrame(bytes, this.version === undefined ? {} : { version: this.version });
+    // send and ack frames (one per message) by hand; anything else, and every error, by decodeFrame.
+    const d = decodeFrameFast(bytes, this.version === undefined ? {} : { version: this.version });
     if (!d.ok) {
       // Oversize and undecodable frames end the connection: the stream can no longer be trusted.
       if (d.error.code === ErrorCode.TOO_LARGE) this.fail(0, d.error, CloseCode.TOO_BIG);

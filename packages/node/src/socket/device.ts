@@ -33,7 +33,7 @@ import type { RateLimiter } from '../rate-limit.js';
 import type { NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { AckCommitter } from '../mailbox/acks.js';
 import type { FrameLog } from './connection.js';
-import { CloseCode, FrameConnection } from './connection.js';
+import { CloseCode, FrameConnection, WS_FRAME_BUFFER } from './connection.js';
 
 /** Pause delivery while this many bytes wait in the socket's send buffer. */
 export const HIGH_WATER_BYTES = 1024 * 1024;
@@ -215,7 +215,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   #deliver(batch: readonly StoredEnvelope[]): void {
     for (const e of batch) this.#inFlight.set(idKey(e.id), e.seq);
     this.#lastSeq = batch[batch.length - 1]!.seq;
-    this.sendBytes(encodeDeliverFrame(this.frameVersion, batch)); // class DURABLE
+    this.sendFramed(encodeDeliverFrame(this.frameVersion, batch, WS_FRAME_BUFFER)); // class DURABLE
   }
 
   /**

@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import type { AckRequest, EnqueueItem, EnqueueOutcome, MailboxLimits } from './node-store.js';
 import { REFUSALS, packAcks, packEnqueue } from './writer-wire.js';
+import { trace } from '../latency-trace.js';
 
 interface Reply {
   readonly n: number;
@@ -17,6 +18,8 @@ interface Reply {
   /** The transaction hit a full disk (acks were retried on the released reserve). */
   readonly full?: boolean;
   readonly error?: { code: string | undefined; message: string };
+  /** MW_LATENCY_TRACE only: when the writer posted this reply (performance.timeOrigin + now()). */
+  readonly posted?: number;
 }
 
 export interface WriterOptions {
@@ -56,6 +59,7 @@ export class SqliteWriter {
 
   #onReply(r: Reply): void {
     if (r.n === 0) return this.#readyResolve();
+    if (trace && r.posted !== undefined) trace.stage('writer.replyHandoff', performance.timeOrigin + performance.now() - r.posted);
     const p = this.#pending.get(r.n);
     if (!p) return;
     this.#pending.delete(r.n);
@@ -92,7 +96,7 @@ export class SqliteWriter {
     return new Promise<Reply>((resolve, reject) => {
       if (this.#pending.size === 0) this.#worker.ref();
       this.#pending.set(n, { resolve, reject });
-      this.#worker.postMessage({ ...msg, n }, transfer);
+      this.#worker.postMessage(trace ? { ...msg, n, sent: performance.timeOrigin + performance.now() } : { ...msg, n }, transfer);
     });
   }
 

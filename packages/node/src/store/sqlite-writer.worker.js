@@ -12,12 +12,37 @@
 // Plain JavaScript on purpose: a worker thread must be loadable by plain Node from src/ (vitest,
 // tsx) and from dist/ (tsc copies it: allowJs). The byte layout of requests is in writer-wire.ts.
 // The quota logic mirrors the contract in node-store.ts (EnqueueItem / MailboxLimits).
-import { rmSync } from 'node:fs';
-import { setImmediate, setTimeout } from 'node:timers';
+import { appendFileSync, rmSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { setImmediate, setInterval, setTimeout } from 'node:timers';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
 const { file, reserveFile, forgetWithinMs, schemaVersion } = workerData;
+
+// ── latency tracing (bench/node TRACE=1; latency-trace.ts): durations only, one line a second ──
+const traceFile = process.env.MW_LATENCY_TRACE;
+const LOG_G = Math.log(1.02);
+let traceStages = new Map();
+function traceStage(name, ms) {
+  let h = traceStages.get(name);
+  if (!h) traceStages.set(name, (h = { n: 0, max: 0, b: {} }));
+  const k = Math.max(0, Math.floor(Math.log(Math.max(1, ms * 1000)) / LOG_G));
+  h.b[k] = (h.b[k] ?? 0) + 1;
+  h.n++;
+  if (ms > h.max) h.max = ms;
+}
+if (traceFile) {
+  setInterval(() => {
+    const line = { t: Date.now(), src: 'writer', stages: Object.fromEntries(traceStages) };
+    traceStages = new Map();
+    try {
+      appendFileSync(traceFile, `${JSON.stringify(line)}\n`);
+    } catch {
+      /* best effort */
+    }
+  }, 1000).unref();
+}
 
 const db = new Database(file, { fileMustExist: true });
 db.pragma('busy_timeout = 5000');
@@ -222,7 +247,9 @@ function checkpoint() {
   try {
     // Waits for readers (their snapshots end within milliseconds); writes use their own wait (immediate).
     db.pragma('busy_timeout = 5000');
+    const t0 = traceFile ? performance.now() : 0;
     const r = db.pragma('wal_checkpoint(TRUNCATE)');
+    if (traceFile) traceStage('writer.checkpointTruncate', performance.now() - t0);
     if (r[0]?.busy) scheduleCheckpoint(); // a reader held it (backup): try again
   } catch {
     scheduleCheckpoint();
@@ -296,7 +323,7 @@ function runGroup() {
     else if (q.t === 'c') scheduleCheckpoint();
     else if (q.t === 'close') closeReq = q;
   }
-  if (acks.length + sends.length > 0) commit(acks, sends);
+  if (acks.length + sends.length > 0) commit(acks, sends, group);
   if (closeReq) {
     closed = true;
     clearTimeout(checkpointTimer);
@@ -312,11 +339,13 @@ function runGroup() {
   }
 }
 
-function commit(acks, sends) {
+function commit(acks, sends, group) {
   const ackItems = acks.map((q) => readAcks(q.buf));
   const sendItems = sends.map((q) => readEnqueue(q.buf));
   let ackResults;
   let sendResults;
+  const t0 = traceFile ? performance.now() : 0;
+  if (traceFile) for (const q of group) traceStage('writer.queueWait', t0 - q.arrived);
   try {
     immediate(() => {
       ackResults = ackItems.map(applyAcks);
@@ -332,9 +361,14 @@ function commit(acks, sends) {
     }
     return commitOneByOne(acks, ackItems, sends, sendItems, isFull(e));
   }
+  if (traceFile) {
+    traceStage('writer.commit', performance.now() - t0);
+    traceStage(sends.length > 0 ? 'writer.commitWithSends' : 'writer.commitAcksOnly', performance.now() - t0);
+  }
   if (acks.some((_, i) => ackResults[i].some((c) => c > 0))) scheduleCheckpoint();
-  acks.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, counts: ackResults[i] }));
-  sends.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, res: sendResults[i] }, [sendResults[i].buffer]));
+  const posted = traceFile ? performance.timeOrigin + performance.now() : undefined;
+  acks.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, counts: ackResults[i], posted }));
+  sends.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, res: sendResults[i], posted }, [sendResults[i].buffer]));
 }
 
 /**
@@ -376,6 +410,10 @@ function commitOneByOne(acks, ackItems, sends, sendItems, full) {
 }
 
 parentPort.on('message', (q) => {
+  if (traceFile) {
+    q.arrived = performance.now();
+    if (q.sent !== undefined) traceStage('writer.requestHandoff', performance.timeOrigin + q.arrived - q.sent);
+  }
   queue.push(q);
   if (!scheduled) {
     scheduled = true;
