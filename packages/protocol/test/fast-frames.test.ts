@@ -132,14 +132,14 @@ describe('fast frame decoder (send, ack)', () => {
     expect(decodeFrameFast(big, { maxBytes: big.length - 1 })).toMatchObject({ ok: false, error: { code: ErrorCode.TOO_LARGE } });
   });
 
-  it('agrees with decodeFrame on ≥ 60k random and mutated send/ack frames (seeded)', () => {
+  it('agrees with decodeFrame on 40k random and mutated send/ack frames (seeded), each with and without a negotiated version', () => {
     const seed = Number(process.env.MW_FUZZ_SEED ?? Date.now() % 2 ** 31);
     console.log(`decodeFrameFast property test seed: ${seed} (rerun with MW_FUZZ_SEED=${seed})`);
     const rnd = prng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[rnd() % xs.length]!;
     let hot = 0;
     let total = 0;
-    for (let i = 0; i < 60_000; i++) {
+    for (let i = 0; i < 40_000; i++) {
       const base =
         rnd() % 2 === 0
           ? send(pick([0, 1, 300, 2 ** 28 - 1, 2 ** 28, 0xffffffff]), { mailbox: pick([32, 32, 32, 0, 31]), payload: pick([1, 40, 200]), cls: pick([1, 1, 2, 0, 3]), token: pick([0, 32, 32, 15, 16]) })
@@ -150,7 +150,7 @@ describe('fast frame decoder (send, ack)', () => {
         case 0: // untouched
           break;
         case 1: // one byte flipped anywhere (header, tags and lengths included)
-          f[rnd() % f.length] ^= 1 << rnd() % 8;
+          f[rnd() % f.length]! ^= 1 << rnd() % 8;
           break;
         case 2: // truncated
           m = f.subarray(0, rnd() % f.length);
@@ -168,7 +168,7 @@ describe('fast frame decoder (send, ack)', () => {
           f[rnd() % Math.min(8, f.length)] = rnd() & 0xff;
           break;
         case 6: // the body's own fields: a byte flipped near the start of the body
-          f[Math.min(f.length - 1, 4 + (rnd() % 12))] ^= 1 << rnd() % 8;
+          f[Math.min(f.length - 1, 4 + (rnd() % 12))]! ^= 1 << rnd() % 8;
           break;
         default: // random bytes of a plausible length
           m = new Uint8Array(1 + (rnd() % 64)).map(() => rnd() & 0xff);
@@ -186,5 +186,5 @@ describe('fast frame decoder (send, ack)', () => {
     }
     // The hand-written path must actually have been exercised (valid inputs are a good share of the mix).
     expect(hot).toBeGreaterThan(total / 20);
-  });
+  }, 180_000);
 });
