@@ -34,7 +34,8 @@ function traceStage(name, ms) {
 }
 if (traceFile) {
   setInterval(() => {
-    const line = { t: Date.now(), src: 'writer', stages: Object.fromEntries(traceStages) };
+    // busyWaits: BEGIN IMMEDIATE attempts that found another process's writer holding the lock (WORKERS > 1).
+    const line = { t: Date.now(), src: 'writer', stages: Object.fromEntries(traceStages), busyWaits };
     traceStages = new Map();
     try {
       appendFileSync(traceFile, `${JSON.stringify(line)}\n`);
