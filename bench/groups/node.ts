@@ -10,8 +10,13 @@
  * Receipts are held back (receiptDelay 10 min) so that only the measured traffic flows.
  *
  *   cd bench/groups && npm install && npm run bench:node          (SIZES=10,100,1000 to choose)
+ *
+ * PROFILE=<dir> also writes a V8 CPU profile of this process (all clients) per phase and size —
+ * <dir>/<N>-create.cpuprofile, -send (the steady-state messages), -pairwise, -kick, -rekey — for
+ * Chrome DevTools or `node --import tsx ../lib/profile-inclusive.ts <file>` (by call path) / `../lib/profile-summary.ts` (by area).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +27,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
 const SIZES = (process.env['SIZES'] ?? '10,100').split(',').map(Number);
 const MESSAGES = Number(process.env['MESSAGES'] ?? 5);
+const PROFILE = process.env['PROFILE'];
 const log = (...a: unknown[]): void => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
 
 const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'link', 'link-create'];
@@ -42,6 +48,25 @@ const selfCpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
+
+const inspector = PROFILE ? new Session() : undefined;
+if (inspector && PROFILE) {
+  mkdirSync(PROFILE, { recursive: true });
+  inspector.connect();
+  await inspector.post('Profiler.enable');
+}
+
+/** Runs `f` under the CPU profiler when PROFILE is set, writing <PROFILE>/<name>.cpuprofile. */
+async function profiled<T>(name: string, f: () => Promise<T>): Promise<T> {
+  if (!inspector || !PROFILE) return f();
+  await inspector.post('Profiler.start');
+  try {
+    return await f();
+  } finally {
+    const { profile } = await inspector.post('Profiler.stop');
+    writeFileSync(join(PROFILE, `${name}.cpuprofile`), JSON.stringify(profile));
+  }
+}
 
 /** Runs `f`; wall ms, this process's CPU ms (all clients) and the node's CPU ms. */
 async function measure<T>(f: () => Promise<T>): Promise<{ wall: number; cpu: number; nodeCpu: number; value: T }> {
@@ -64,11 +89,13 @@ try {
     const [admin, ...members] = clients as [MeshWhisper, ...MeshWhisper[]];
     const joined = Promise.all(members.map((c) => c.once('groupChange', (e) => e.change.type === 'joined', 600_000)));
     joined.catch(() => undefined); // awaited below; a timeout while create() still runs must not crash the run unhandled
-    const create = await measure(async () => {
-      const g = await admin.groups.create(`bench ${n}`, members.map((c) => c.accountKey));
-      await joined;
-      return g;
-    });
+    const create = await profiled(`${n}-create`, () =>
+      measure(async () => {
+        const g = await admin.groups.create(`bench ${n}`, members.map((c) => c.accountKey));
+        await joined;
+        return g;
+      }),
+    );
     const g = create.value;
     const to = { kind: 'group' as const, groupId: g.groupId };
     log(`N = ${n}: group created and joined in ${create.wall.toFixed(0)} ms`);
@@ -83,38 +110,46 @@ try {
     const all: number[] = [];
     let cpu = 0;
     let nodeCpu = 0;
-    for (let i = 0; i < MESSAGES; i++) {
-      const text = `m${i}`;
-      const m = await measure(async () => {
-        const got = allGet(members, text);
-        const t0 = performance.now();
-        await admin.sendText(to, text);
-        send.push(performance.now() - t0);
-        await got;
-      });
-      all.push(m.wall);
-      cpu += m.cpu;
-      nodeCpu += m.nodeCpu;
-    }
+    await profiled(`${n}-send`, async () => {
+      for (let i = 0; i < MESSAGES; i++) {
+        const text = `m${i}`;
+        const m = await measure(async () => {
+          const got = allGet(members, text);
+          const t0 = performance.now();
+          await admin.sendText(to, text);
+          send.push(performance.now() - t0);
+          await got;
+        });
+        all.push(m.wall);
+        cpu += m.cpu;
+        nodeCpu += m.nodeCpu;
+      }
+    });
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     // The same text as N−1 pairwise sends (sessions exist already: the key distributions set them up).
-    const pairwise = await measure(async () => {
-      const got = allGet(members, 'pairwise');
-      await Promise.all(members.map((c) => admin.sendText(c.mailboxId, 'pairwise')));
-      await got;
-    });
+    const pairwise = await profiled(`${n}-pairwise`, () =>
+      measure(async () => {
+        const got = allGet(members, 'pairwise');
+        await Promise.all(members.map((c) => admin.sendText(c.mailboxId, 'pairwise')));
+        await got;
+      }),
+    );
     // Removal: kick one member, then the next message (new key to N−2 devices first).
     const [gone, ...rest] = members as [MeshWhisper, ...MeshWhisper[]];
     const removed = Promise.all(rest.map((c) => c.once('groupChange', (e) => e.change.type === 'memberRemoved', 600_000)));
-    const kick = await measure(async () => {
-      await admin.groups.kick(g.groupId, gone.accountKey);
-      await removed;
-    });
-    const rekey = await measure(async () => {
-      const got = allGet(rest, 'after the kick');
-      await admin.sendText(to, 'after the kick');
-      await got;
-    });
+    const kick = await profiled(`${n}-kick`, () =>
+      measure(async () => {
+        await admin.groups.kick(g.groupId, gone.accountKey);
+        await removed;
+      }),
+    );
+    const rekey = await profiled(`${n}-rekey`, () =>
+      measure(async () => {
+        const got = allGet(rest, 'after the kick');
+        await admin.sendText(to, 'after the kick');
+        await got;
+      }),
+    );
     rows.push(
       `| ${n} | ${create.wall.toFixed(0)} | ${first.wall.toFixed(0)} | ${median(send).toFixed(1)} | ${median(all).toFixed(1)} | ${(cpu / MESSAGES).toFixed(1)} / ${(nodeCpu / MESSAGES).toFixed(1)} | ${pairwise.wall.toFixed(0)} (${pairwise.cpu.toFixed(0)} / ${pairwise.nodeCpu.toFixed(0)}) | ${kick.wall.toFixed(0)} | ${rekey.wall.toFixed(0)} (${rekey.cpu.toFixed(0)} / ${rekey.nodeCpu.toFixed(0)}) |`,
     );
@@ -122,6 +157,7 @@ try {
     await Promise.all(clients.map((c) => c.close()));
   }
 } finally {
+  inspector?.disconnect();
   node.child.kill('SIGTERM');
   rmSync(dataDir, { recursive: true, force: true });
 }
