@@ -44,9 +44,11 @@ export function u64be(n: number): Uint8Array {
 const enc = new TextEncoder();
 export const utf8 = (s: string): Uint8Array => enc.encode(s);
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
 export function toHex(b: Uint8Array): string {
   let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
+  for (let i = 0; i < b.length; i++) s += HEX[b[i]!]!;
   return s;
 }
 

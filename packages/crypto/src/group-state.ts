@@ -661,30 +661,48 @@ export class GroupLog extends _Redacted {
 
 /** Typed events from `before` to `after`, and whether any device left the group (then every remaining device rotates its sender key). */
 export function diffGroupStates(before: GroupState | undefined, after: GroupState): { events: GroupEvent[]; requiresRekey: boolean } {
+  // Both member lists are ascending by account and each member's devices ascending (stateOf): one
+  // merge pass, O(members + devices), no maps — every member device runs this for every change.
   const events: GroupEvent[] = [];
-  const old = new Map((before?.members ?? []).map((m) => [toHex(m.account), m]));
-  const now = new Map(after.members.map((m) => [toHex(m.account), m]));
+  const added: GroupEvent[] = [];
+  const old = before?.members ?? [];
+  const now = after.members;
   let requiresRekey = false;
   if (before && before.name !== after.name) events.push({ type: 'renamed', name: after.name });
   if (before && before.policy !== after.policy) events.push({ type: 'policyChanged', policy: after.policy });
-  for (const [k, m] of old) {
-    const n = now.get(k);
+  const addedMember = (n: GroupMemberState): void => {
+    added.push({ type: 'memberAdded', account: n.account });
+    if (n.admin && before) added.push({ type: 'adminGranted', account: n.account });
+  };
+  let j = 0;
+  for (const m of old) {
+    while (j < now.length && compareBytes(now[j]!.account, m.account) < 0) addedMember(now[j++]!);
+    const n = j < now.length && equalBytes(now[j]!.account, m.account) ? now[j++] : undefined;
     if (!n) {
       events.push({ type: 'memberRemoved', account: m.account });
       requiresRekey = true;
       continue;
     }
-    const nd = new Set(n.devices.map(toHex));
-    if (m.devices.some((d) => !nd.has(toHex(d)))) requiresRekey = true;
-    if (m.devices.length !== n.devices.length || m.devices.some((d) => !nd.has(toHex(d)))) events.push({ type: 'devicesChanged', account: m.account });
+    const d = compareDevices(m.devices, n.devices);
+    if (d.removed) requiresRekey = true;
+    if (d.changed) events.push({ type: 'devicesChanged', account: m.account });
     if (m.admin !== n.admin) events.push({ type: n.admin ? 'adminGranted' : 'adminRevoked', account: m.account });
   }
-  for (const [k, n] of now) {
-    if (old.has(k)) continue;
-    events.push({ type: 'memberAdded', account: n.account });
-    if (n.admin && before) events.push({ type: 'adminGranted', account: n.account });
-  }
+  while (j < now.length) addedMember(now[j++]!);
+  events.push(...added);
   return { events, requiresRekey };
+}
+
+/** Two ascending device lists: whether they differ, and whether a device of `a` is missing from `b`. */
+function compareDevices(a: readonly Uint8Array[], b: readonly Uint8Array[]): { changed: boolean; removed: boolean } {
+  if (a.length === b.length && a.every((d, i) => equalBytes(d, b[i]!))) return { changed: false, removed: false };
+  let j = 0;
+  for (const d of a) {
+    while (j < b.length && compareBytes(b[j]!, d) < 0) j++;
+    if (j >= b.length || !equalBytes(b[j]!, d)) return { changed: true, removed: true };
+    j++;
+  }
+  return { changed: true, removed: false };
 }
 
 /**

@@ -265,7 +265,11 @@ export async function installEntries(tx: StorageTx, entries: readonly ArchiveEnt
       }
       case 'group':
         // Checked (every operation re-verified) when the restored device rejoins; a log that does not load is skipped then.
-        if (v.value.groupId.length === 32 && v.value.log.length > 0) await tx.setItem(GroupTable.Log, toHex(v.value.groupId), v.value.log);
+        // No stamp (groups/store.ts GroupLogs): the log is decoded from its bytes until it is next saved.
+        if (v.value.groupId.length === 32 && v.value.log.length > 0) {
+          await tx.setItem(GroupTable.Log, toHex(v.value.groupId), v.value.log);
+          await tx.deleteItem(GroupTable.Stamp, toHex(v.value.groupId));
+        }
         break;
       default:
         break; // an entry kind of a newer app: nothing to install here

@@ -17,7 +17,6 @@ import type { ContactCard } from './contact-card.js';
 import { CONTACT_CARD_MAX_MAILBOX_IDS, encodeContactCard } from './contact-card.js';
 import { Contacts } from './contacts.js';
 import { Groups } from './groups/groups.js';
-import { loadLog } from './groups/store.js';
 import { DeviceLists } from './device-lists.js';
 import { DeviceIdentity, DeviceKeys, loadDeliveryToken, openIdentity } from './devices.js';
 import { Directory, checkAccountKey } from './directory.js';
@@ -258,7 +257,6 @@ export class MeshWhisper {
     const groups = this.#groups;
     const policy = opts.historyReplay ?? 'ask';
     if (policy !== 'ask' && policy !== 'always' && policy !== 'never') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, "historyReplay must be 'ask', 'always' or 'never'");
-    const device = identity.certificate.deviceSigningKey;
     this.#replay = new HistoryReplay({
       ctx,
       storage,
@@ -268,12 +266,7 @@ export class MeshWhisper {
       contacts: this.#contacts,
       log,
       policy,
-      group: async (store, groupId) => {
-        const held = await loadLog(ctx, store, groupId);
-        if (!held) return undefined;
-        const members = held.state.members;
-        return { isMember: members.some((m) => m.devices.some((d) => equalBytes(d, device))), accounts: members.map((m) => m.account) };
-      },
+      group: (store, groupId) => groups.membership(store, groupId),
     });
     this.#receiver = new ReceivePipeline({
       groups,
@@ -306,7 +299,7 @@ export class MeshWhisper {
     const identity = new DeviceIdentity(opened.identity);
     const account = opened.account;
     // Older client tables are migrated (one transaction); a newer layout is refused, never misread.
-    await ensureLayout(opts.storage);
+    await ensureLayout(opts.storage, ctx);
     const client = new MeshWhisper(opts, ctx, identity, account, opts.WebSocket ?? (await defaultWebSocket()));
     client.#deliveryToken = await loadDeliveryToken(ctx, opts.storage);
     try {
@@ -934,7 +927,7 @@ export class MeshWhisper {
     // No read receipts to a contact request: the sender learns nothing until the user accepts. In a
     // group this device is in, members get them (the sender sees who read: groups.receipts).
     const conversation = byMessage ? target.conversation : undefined;
-    const inGroup = conversation?.kind === 'group' && (await this.#groups.info(conversation.groupId))?.isMember === true;
+    const inGroup = conversation?.kind === 'group' && (await this.#groups.isMember(conversation.groupId));
     if (!inGroup && (await this.contactState(peer)) !== 'accepted') return;
     const ids = messageIds.map(fromHex);
     if (byMessage) {
@@ -958,7 +951,7 @@ export class MeshWhisper {
 
   /** markRead for a group read from history(): each message's sending device (the history's `from`) gets a receipt for its messages. */
   async #markGroupRead(conversation: Extract<ConversationId, { kind: 'group' }>, messageIds: string[]): Promise<void> {
-    if ((await this.#groups.info(conversation.groupId))?.isMember !== true) return;
+    if (!(await this.#groups.isMember(conversation.groupId))) return;
     const wanted = new Set(messageIds);
     const byDevice = new Map<string, Uint8Array[]>();
     for (const e of await this.history(conversation, { limit: GROUP_READ_LOOKBACK })) {

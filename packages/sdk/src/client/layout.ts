@@ -9,6 +9,8 @@
  *     mw.unconfirmed, as the bare Content keyed `${id}:${mailbox}`.)
  *   3: mw.receipt holds StoredReceipt records; mw.unconfirmed holds StoredUnconfirmed records keyed
  *     `${mailbox hex}/${id hex}`, with the age index mw.unconfirmed-age (so it can be bounded).
+ *   4: every group log (mw.group) has its stamp, the SHA-256 of its bytes (mw.group-stamp), so a
+ *     device knows without reading the log whether the one it decoded before is still current.
  *
  * Opening a layout-1 storage migrates it in ONE transaction (all or nothing); a layout newer than
  * this SDK is refused with MW_SDK_UNSUPPORTED_VERSION — never misread.
@@ -16,9 +18,11 @@
 import { fromHex, toHex } from '@meshwhisper/crypto';
 import { ContentSchema, SentState, StoredClientLayoutSchema, StoredSentStateSchema, StoredMessageSchema, StoredConversationSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { StoredConversation } from '@meshwhisper/protocol';
+import type { CryptoContext } from '@meshwhisper/crypto';
 import type { AppStore, ProtocolStorage } from '../storage/types.js';
 import { asStorageTx } from '../storage/types.js';
 import { encodeContact } from './contacts.js';
+import { GroupTable } from './groups/store.js';
 import { conversationKey, directConversation, toRef } from './conversation.js';
 import { SdkError, SdkErrorCode } from './errors.js';
 import { CONVERSATION_RECORD_VERSION, HISTORY_VERSION, HistoryTable } from './history.js';
@@ -29,7 +33,7 @@ import { Table } from './tables.js';
 import { encodeTimer } from './timers.js';
 import { keepUnconfirmed } from './unconfirmed.js';
 
-export const CLIENT_LAYOUT_VERSION = 3;
+export const CLIENT_LAYOUT_VERSION = 4;
 
 const MAX15 = 999_999_999_999_999;
 const pad = (n: number): string => String(Math.max(0, Math.floor(n))).padStart(15, '0');
@@ -37,7 +41,7 @@ const inv = (n: number): string => pad(MAX15 - n);
 const utf8 = new TextEncoder();
 
 /** Brings the storage to CLIENT_LAYOUT_VERSION (or refuses a newer one). Returns whether it migrated. */
-export async function ensureLayout(storage: ProtocolStorage): Promise<boolean> {
+export async function ensureLayout(storage: ProtocolStorage, ctx: CryptoContext): Promise<boolean> {
   return storage.transaction(async (tx) => {
     const stx = asStorageTx(tx);
     const marker = await stx.getItem(Table.Self, 'layout');
@@ -53,10 +57,12 @@ export async function ensureLayout(storage: ProtocolStorage): Promise<boolean> {
       }
       if (version === CLIENT_LAYOUT_VERSION) return false;
       if (version < 2) await migrateFrom1(stx);
+      if (version < 3) await migrateFrom2(stx);
     } else {
       await migrateFrom1(stx);
+      await migrateFrom2(stx);
     }
-    await migrateFrom2(stx);
+    await migrateFrom3(stx, ctx);
     await stx.setItem(Table.Self, 'layout', toBinary(StoredClientLayoutSchema, create(StoredClientLayoutSchema, { version: CLIENT_LAYOUT_VERSION })));
     return true;
   });
@@ -163,4 +169,9 @@ async function migrateFrom2(stx: AppStore): Promise<void> {
     }
     await keepUnconfirmed(stx, { mailboxId: fromHex(m[2]!), messageId: m[1]!, sentAt, content: value });
   }
+}
+
+async function migrateFrom3(stx: AppStore, ctx: CryptoContext): Promise<void> {
+  // Group logs get their stamp (groups/store.ts GroupLogs): the SHA-256 of the stored bytes.
+  for (const { key, value } of await stx.listItems(GroupTable.Log)) await stx.setItem(GroupTable.Stamp, key, ctx.backend.sha256(value));
 }

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fromHex, toHex } from '@meshwhisper/crypto';
+import { createContext, fromHex, toHex } from '@meshwhisper/crypto';
 import { ContentSchema, StoredClientLayoutSchema, StoredReceiptSchema, StoredUnconfirmedSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import { CLIENT_LAYOUT_VERSION, ensureLayout } from '../../src/client/layout.js';
 import { confirmUnconfirmed, keepUnconfirmed, pruneUnconfirmed, takeUnconfirmed } from '../../src/client/unconfirmed.js';
@@ -95,9 +95,9 @@ describe('layout 3: mw.receipt and mw.unconfirmed behind the layout marker', () 
     await s.close();
 
     const again = await openSqliteStorage({ path });
-    expect(await ensureLayout(again)).toBe(true);
+    expect(await ensureLayout(again, createContext())).toBe(true);
     expect(fromBinary(StoredClientLayoutSchema, (await again.getItem('mw.self', 'layout'))!).version).toBe(CLIENT_LAYOUT_VERSION);
-    expect(CLIENT_LAYOUT_VERSION).toBe(3);
+    expect(CLIENT_LAYOUT_VERSION).toBe(4);
     const r = fromBinary(StoredReceiptSchema, (await again.getItem('mw.receipt', `delivered:${toHex(mailbox(3))}`))!);
     expect([r.version, Number(r.dueAt), r.messageIds.map(toHex)]).toEqual([1, due, [id(7), id(8)]]);
     const t = await tables(again);
@@ -106,7 +106,7 @@ describe('layout 3: mw.receipt and mw.unconfirmed behind the layout marker', () 
     const u = fromBinary(StoredUnconfirmedSchema, (await again.getItem('mw.unconfirmed', t.main[0]!))!);
     expect([u.version, Number(u.sentAt)]).toEqual([1, NOW - DAY]);
     // Opening again changes nothing.
-    expect(await ensureLayout(again)).toBe(false);
+    expect(await ensureLayout(again, createContext())).toBe(false);
     await again.close();
   });
 });

@@ -169,6 +169,8 @@ interface Target {
 
 export class Groups {
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** The group logs, decoded once and kept across messages (store.ts GroupLogs). */
+  readonly #logs: db.GroupLogs;
 
   constructor(
     private readonly deps: {
@@ -187,7 +189,9 @@ export class Groups {
       readonly deliveryToken: () => Uint8Array;
       readonly isClosed: () => boolean;
     },
-  ) {}
+  ) {
+    this.#logs = new db.GroupLogs(deps.ctx);
+  }
 
   get #account(): Uint8Array {
     return this.deps.identity.certificate.accountKey;
@@ -213,6 +217,11 @@ export class Groups {
     return run;
   }
 
+  /** Whether this device is a member device in `state` (O(1) once the state is indexed). */
+  #isMember(state: GroupState): boolean {
+    return db.listsDevice(state, this.#account, this.#device);
+  }
+
   #info(state: GroupState): GroupInfo {
     const me = state.members.find((m) => equalBytes(m.account, this.#account));
     return {
@@ -233,15 +242,29 @@ export class Groups {
   /** The group's state on this device, or undefined if this device never was in it. */
   async info(groupId: Uint8Array): Promise<GroupInfo | undefined> {
     checkGroupId(groupId, 'groups.info');
-    const log = await db.loadLog(this.deps.ctx, this.deps.storage, groupId);
+    const log = await this.#logs.load(this.deps.storage, groupId);
     return log ? this.#info(log.state) : undefined;
+  }
+
+  /** Whether this device is a member device of the group (false for a group it does not hold). O(1) per call once the group's log is decoded. */
+  async isMember(groupId: Uint8Array): Promise<boolean> {
+    checkGroupId(groupId, 'groups.isMember');
+    const log = await this.#logs.load(this.deps.storage, groupId);
+    return log !== undefined && this.#isMember(log.state);
+  }
+
+  /** @internal For the history replay: whether this device is a member device, and the member accounts, as `store` holds them. */
+  async membership(store: AppStore, groupId: Uint8Array): Promise<{ isMember: boolean; accounts: Uint8Array[] } | undefined> {
+    const log = await this.#logs.load(store, groupId);
+    if (!log) return undefined;
+    return { isMember: this.#isMember(log.state), accounts: log.state.members.map((m) => m.account) };
   }
 
   /** Every group this device holds (including ones it was removed from or left: isMember false). */
   async list(): Promise<GroupInfo[]> {
     const out: GroupInfo[] = [];
     for (const id of await db.allGroupIds(this.deps.storage)) {
-      const log = await db.loadLog(this.deps.ctx, this.deps.storage, id);
+      const log = await this.#logs.load(this.deps.storage, id);
       if (log) out.push(this.#info(log.state));
     }
     return out;
@@ -258,7 +281,7 @@ export class Groups {
    */
   async receipts(groupId: Uint8Array, messageId: string): Promise<GroupReceipt[]> {
     checkGroupId(groupId, 'groups.receipts');
-    const log = await db.loadLog(this.deps.ctx, this.deps.storage, groupId);
+    const log = await this.#logs.load(this.deps.storage, groupId);
     if (!log) return [];
     const held = await db.receiptsOf(this.deps.storage, messageId);
     return log.state.members.filter((m) => !equalBytes(m.account, this.#account)).map((m) => ({ accountKey: m.account, state: held.get(toHex(m.account)) ?? 'sent' }));
@@ -321,7 +344,7 @@ export class Groups {
       throw e;
     }
     const log = created.log;
-    await db.saveLog(storage, log);
+    await this.#logs.save(storage, log);
     this.deps.emit('groupChange', { groupId: log.state.groupId, change: { type: 'joined', name } });
     await this.#fanOutUpdate(undefined, log, [created.operation]);
     return this.#info(log.state);
@@ -381,9 +404,9 @@ export class Groups {
    * the send goes on with the group as it is. Returns whether it changed the group.
    */
   async #followOwnDevices(groupId: Uint8Array): Promise<boolean> {
-    const { ctx, storage, lists, log } = this.deps;
+    const { storage, lists, log } = this.deps;
     try {
-      const held = await db.loadLog(ctx, storage, groupId);
+      const held = await this.#logs.load(storage, groupId);
       const me = held?.state.members.find((m) => equalBytes(m.account, this.#account));
       if (!held || !me || !me.devices.some((d) => equalBytes(d, this.#device))) return false;
       const list = await lists.current(this.#account);
@@ -425,11 +448,11 @@ export class Groups {
    * failure is logged and the others go on. Returns the groups rejoined.
    */
   async rejoinAfterRestore(account: AccountKeyPair): Promise<Uint8Array[]> {
-    const { ctx, storage, log } = this.deps;
+    const { storage, log } = this.deps;
     const done: Uint8Array[] = [];
     for (const groupId of await db.allGroupIds(storage)) {
       try {
-        const held = await db.loadLog(ctx, storage, groupId);
+        const held = await this.#logs.load(storage, groupId);
         if (!held) continue;
         const me = held.state.members.find((m) => equalBytes(m.account, this.#account));
         if (!me || me.devices.some((d) => equalBytes(d, this.#device))) continue; // not ours, or already rejoined
@@ -459,8 +482,8 @@ export class Groups {
       }
     });
     if (rejoins.length === 0) return;
-    const held = await db.loadLog(ctx, storage, update.groupId);
-    if (!held || !this.#info(held.state).isMember) return;
+    const held = await this.#logs.load(storage, update.groupId);
+    if (!held || !this.#isMember(held.state)) return;
     const full = held.operations();
     for (const r of rejoins) {
       if (!held.operationTookEffect(r.id)) continue;
@@ -478,7 +501,7 @@ export class Groups {
     return this.#serial(groupId, async () => {
       const done = await storage.transaction(async (tx) => {
         const stx = asStorageTx(tx);
-        const log = await db.loadLog(ctx, stx, groupId);
+        const log = await this.#logs.load(stx, groupId);
         if (!log) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'this device holds no such group');
         let r: ReturnType<typeof proposeGroupOperation>;
         try {
@@ -488,7 +511,7 @@ export class Groups {
           if (e instanceof CryptoError || e instanceof TypeError || e instanceof RangeError) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `${body.type}: ${e.message}`, undefined, { cause: e });
           throw e;
         }
-        await db.saveLog(stx, r.log);
+        await this.#logs.save(stx, r.log);
         if (r.requiresRekey) await this.#rekey(stx, log.state, r.log.state);
         return { before: log, after: r.log, operation: r.operation, events: r.events };
       });
@@ -505,7 +528,7 @@ export class Groups {
    */
   async #rekey(stx: AppStore, before: GroupState, after: GroupState): Promise<void> {
     const { ctx } = this.deps;
-    if (!this.#info(after).isMember) {
+    if (!this.#isMember(after)) {
       await stx.deleteItem(db.GroupTable.OwnKey, toHex(after.groupId));
       for (const m of before.members) for (const d of m.devices) await db.deleteRecord(stx, after.groupId, d);
       return;
@@ -686,9 +709,9 @@ export class Groups {
     // over, so the new key goes out first) or removed this device (GROUP_NOT_MEMBER, nothing kept).
     const rotated = new Error('sender key rotated meanwhile');
     const once = async (): Promise<{ id: string }> => {
-      const log = await db.loadLog(ctx, storage, groupId);
+      const log = await this.#logs.load(storage, groupId);
       if (!log) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'this device holds no such group');
-      if (!this.#info(log.state).isMember) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device is not a member of the group');
+      if (!this.#isMember(log.state)) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device is not a member of the group');
       const targets = this.#targets(log.state);
       const key = await this.#ownKey(groupId);
       // Peer certificates (sessions are set up here if needed; unlisted devices are refused).
@@ -743,8 +766,8 @@ export class Groups {
       let expiresAt = 0;
       await storage.transaction(async (tx) => {
         const stx = asStorageTx(tx);
-        const held = await db.loadLog(ctx, stx, groupId);
-        if (!held || !this.#info(held.state).isMember) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device was removed from the group while the message was being prepared; nothing was sent');
+        const held = await this.#logs.load(stx, groupId);
+        if (!held || !this.#isMember(held.state)) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device was removed from the group while the message was being prepared; nothing was sent');
         const own = await db.loadOwnKey(ctx, stx, groupId);
         if (!own || own.keyId !== key.keyId) throw rotated;
         const { key: next, message } = encryptGroupMessage(ctx, own, toBinary(ContentSchema, content));
@@ -791,9 +814,9 @@ export class Groups {
   async sendEphemeral(groupId: Uint8Array, body: ContentBody): Promise<void> {
     this.#checkOpen();
     const { ctx, storage, directory, transport } = this.deps;
-    const log = await db.loadLog(ctx, storage, groupId);
+    const log = await this.#logs.load(storage, groupId);
     if (!log) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'this device holds no such group');
-    if (!this.#info(log.state).isMember) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device is not a member of the group');
+    if (!this.#isMember(log.state)) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'this device is not a member of the group');
     const content = toBinary(ContentSchema, create(ContentSchema, { version: CONTENT_VERSION, messageId: ctx.random(16), sentAt: BigInt(ctx.now()), conversationId: groupId, deviceListEpoch: BigInt(await this.deps.lists.ownEpoch()), body }));
     await Promise.all(
       this.#targets(log.state).map(async (t) => {
@@ -814,16 +837,15 @@ export class Groups {
   /** The group conversation a content's conversation_id names, if this device is in it and `from` is a member device. */
   async resolveConversation(stx: AppStore, input: { conversationId: Uint8Array; from: DeviceCertificate }): Promise<ConversationId | undefined> {
     if (input.conversationId.length !== 32) return undefined;
-    const log = await db.loadLog(this.deps.ctx, stx, input.conversationId);
-    if (!log || !this.#info(log.state).isMember) return undefined;
+    const log = await this.#logs.load(stx, input.conversationId);
+    if (!log || !this.#isMember(log.state)) return undefined;
     if (!this.#lists(log.state, input.from)) return undefined;
     return { kind: 'group', groupId: input.conversationId };
   }
 
   /** Whether the state lists `from`'s device under `from`'s account. */
   #lists(state: GroupState, from: DeviceCertificate): boolean {
-    const m = state.members.find((x) => equalBytes(x.account, from.accountKey));
-    return m !== undefined && m.devices.some((d) => equalBytes(d, from.deviceSigningKey));
+    return db.listsDevice(state, from.accountKey, from.deviceSigningKey);
   }
 
   /**
@@ -836,8 +858,8 @@ export class Groups {
     const { ctx } = this.deps;
     const header = readGroupMessageHeader(message);
     if (!equalBytes(header.sender, from.deviceSigningKey)) throw new CryptoError(CryptoErrorCode.SENDER_MISMATCH, 'openGroupMessage', 'the group message names another device than the one that sealed it');
-    const log = await db.loadLog(ctx, stx, header.groupId);
-    if (!log || !this.#info(log.state).isMember) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'a group message for a group this device is not in; nothing was stored');
+    const log = await this.#logs.load(stx, header.groupId);
+    if (!log || !this.#isMember(log.state)) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'a group message for a group this device is not in; nothing was stored');
     if (!this.#lists(log.state, from)) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'a group message from a device that is not a member device of the group; nothing was stored');
     const record = await db.loadRecord(stx, header.groupId, header.sender);
     const { record: next, plaintext } = decryptGroupMessage(ctx, record, message);
@@ -870,8 +892,8 @@ export class Groups {
     }
     return storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
-      const log = await db.loadLog(ctx, stx, groupId);
-      if (!log || !this.#info(log.state).isMember || !this.#lists(log.state, from)) return false;
+      const log = await this.#logs.load(stx, groupId);
+      if (!log || !this.#isMember(log.state) || !this.#lists(log.state, from)) return false;
       await db.holdMessage(stx, groupId, from, message, ctx.now());
       return true;
     });
@@ -890,8 +912,8 @@ export class Groups {
   async applySenderKey(stx: AppStore, from: DeviceCertificate, sk: SenderKey): Promise<Uint8Array> {
     const { ctx } = this.deps;
     const d = decodeSenderKeyDistribution(sk.distribution);
-    const log = await db.loadLog(ctx, stx, d.groupId);
-    if (!log || !this.#info(log.state).isMember) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'a sender key for a group this device is not in');
+    const log = await this.#logs.load(stx, d.groupId);
+    if (!log || !this.#isMember(log.state)) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'a sender key for a group this device is not in');
     if (!this.#lists(log.state, from)) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'a sender key from a device that is not a member device of the group');
     const record = await db.loadRecord(stx, d.groupId, from.deviceSigningKey);
     const next = processSenderKeyDistribution(ctx, { groupId: d.groupId, sender: from.deviceSigningKey, distribution: sk.distribution, ...(record ? { record } : {}) });
@@ -907,7 +929,7 @@ export class Groups {
   async applyUpdate(stx: AppStore, from: DeviceCertificate, update: GroupUpdate): Promise<{ events: GroupEventPending[]; after?: () => Promise<void> }> {
     const { ctx } = this.deps;
     checkGroupId(update.groupId, 'groupUpdate');
-    let log = await db.loadLog(ctx, stx, update.groupId);
+    let log = await this.#logs.load(stx, update.groupId);
     const held = log;
     const before = log?.state;
     const ops = [...update.operations];
@@ -933,9 +955,9 @@ export class Groups {
       }
     }
     const after = log.state;
-    const meNow = this.#info(after).isMember;
+    const meNow = this.#isMember(after);
     if (!before && !meNow) return { events: [] }; // not about us: nothing stored
-    await db.saveLog(stx, log);
+    await this.#logs.save(stx, log);
     const diff = diffGroupStates(before, after);
     if (diff.requiresRekey && before) await this.#rekey(stx, before, after);
     const groupId = after.groupId;

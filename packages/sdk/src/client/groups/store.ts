@@ -4,13 +4,19 @@
  * which devices hold our current key, invitations, and per-member receipts of our group messages.
  * Values are the crypto layer's versioned storage formats or small versioned records.
  */
-import type { CryptoContext, DeviceCertificate, GroupLog, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
-import { ByteReader, ByteWriter, decodeDeviceCertificate, encodeDeviceCertificate, deserializeGroupLog, deserializeOwnSenderKey, deserializeSenderKeyRecord, fromHex, serializeGroupLog, serializeOwnSenderKey, serializeSenderKeyRecord, toHex } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceCertificate, GroupLog, GroupState, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
+import { ByteReader, ByteWriter, decodeDeviceCertificate, encodeDeviceCertificate, deserializeGroupLog, deserializeOwnSenderKey, deserializeSenderKeyRecord, equalBytes, fromHex, serializeGroupLog, serializeOwnSenderKey, serializeSenderKeyRecord, toHex } from '@meshwhisper/crypto';
 import type { AppStore } from '../../storage/types.js';
 
 export const GroupTable = {
   /** The group's log (serializeGroupLog), by group id hex. */
   Log: 'mw.group',
+  /**
+   * SHA-256 of the group's stored log bytes, by group id hex, written with every log (client layout
+   * 4): a device reads these 32 bytes, not the whole log, to know whether the log it decoded before
+   * is still the stored one (GroupLogs).
+   */
+  Stamp: 'mw.group-stamp',
   /** This device's sender key for the group (serializeOwnSenderKey), by group id hex. */
   OwnKey: 'mw.group-own-key',
   /** A member device's sender key record (serializeSenderKeyRecord), by `${group hex}/${device hex}`. */
@@ -36,13 +42,86 @@ export const GroupTable = {
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
-export async function loadLog(ctx: CryptoContext, store: AppStore, groupId: Uint8Array): Promise<GroupLog | undefined> {
-  const b = await store.getItem(GroupTable.Log, toHex(groupId));
-  return b ? deserializeGroupLog(ctx, b) : undefined;
+/** Stores a group's log bytes with their stamp (every writer of GroupTable.Log goes through here). */
+export async function saveLogBytes(ctx: CryptoContext, store: AppStore, groupId: Uint8Array, bytes: Uint8Array): Promise<Uint8Array> {
+  const stamp = ctx.backend.sha256(bytes);
+  await store.setItem(GroupTable.Log, toHex(groupId), bytes);
+  await store.setItem(GroupTable.Stamp, toHex(groupId), stamp);
+  return stamp;
 }
 
-export async function saveLog(store: AppStore, log: GroupLog): Promise<void> {
-  await store.setItem(GroupTable.Log, toHex(log.state.groupId), serializeGroupLog(log));
+/** Decoded logs kept per client at most (least recently used dropped beyond). */
+export const GROUP_LOG_CACHE_SIZE = 32;
+
+/** Who is in a group state, indexed: account hex → its device hexes. */
+export type MemberIndex = ReadonlyMap<string, ReadonlySet<string>>;
+const indexes = new WeakMap<GroupState, MemberIndex>();
+
+/** The member index of `state` (built once per state, O(members); lookups are then O(1)). */
+export function memberIndex(state: GroupState): MemberIndex {
+  let ix = indexes.get(state);
+  if (!ix) {
+    ix = new Map(state.members.map((m) => [toHex(m.account), new Set(m.devices.map(toHex))]));
+    indexes.set(state, ix);
+  }
+  return ix;
+}
+
+/** Whether `state` lists `device` under `account`. */
+export function listsDevice(state: GroupState, account: Uint8Array, device: Uint8Array): boolean {
+  return memberIndex(state).get(toHex(account))?.has(toHex(device)) === true;
+}
+
+/**
+ * The group logs of one client, decoded once and kept in memory across messages.
+ *
+ * Decoding a stored log re-verifies every operation and folds the whole state — O(members) and more
+ * (a 1,000-member create operation alone is ~66 KB and 1,000 entries). Done for every group message
+ * received, it made a group of N cost O(N²) per message across its members. Here a load reads the
+ * log's stamp (GroupTable.Stamp, 32 bytes) and returns the log decoded before if the stored stamp is
+ * still the one it was decoded from; otherwise it reads and decodes the bytes and keeps them only if
+ * they hash to the stored stamp (a read outside a transaction can interleave with a commit).
+ *
+ * Correct with any number of clients on one storage and with transactions that roll back: the stamp
+ * is the SHA-256 of the stored bytes, written in the same transaction as them, so an equal stamp
+ * means equal bytes, which decode to an equal log (GroupLog is immutable). A log saved in a
+ * transaction that rolls back leaves the older stamp stored, which no longer matches: the next load
+ * decodes again.
+ */
+export class GroupLogs {
+  readonly #entries = new Map<string, { stamp: Uint8Array; log: GroupLog }>();
+
+  constructor(private readonly ctx: CryptoContext) {}
+
+  async load(store: AppStore, groupId: Uint8Array): Promise<GroupLog | undefined> {
+    const k = toHex(groupId);
+    const stamp = await store.getItem(GroupTable.Stamp, k);
+    const held = this.#entries.get(k);
+    if (held && stamp && equalBytes(held.stamp, stamp)) {
+      this.#remember(k, held.stamp, held.log);
+      return held.log;
+    }
+    const bytes = await store.getItem(GroupTable.Log, k);
+    if (!bytes) {
+      this.#entries.delete(k);
+      return undefined;
+    }
+    const log = deserializeGroupLog(this.ctx, bytes);
+    if (stamp && equalBytes(stamp, this.ctx.backend.sha256(bytes))) this.#remember(k, stamp, log);
+    else this.#entries.delete(k);
+    return log;
+  }
+
+  async save(store: AppStore, log: GroupLog): Promise<void> {
+    const stamp = await saveLogBytes(this.ctx, store, log.state.groupId, serializeGroupLog(log));
+    this.#remember(toHex(log.state.groupId), stamp, log);
+  }
+
+  #remember(k: string, stamp: Uint8Array, log: GroupLog): void {
+    this.#entries.delete(k);
+    this.#entries.set(k, { stamp, log });
+    if (this.#entries.size > GROUP_LOG_CACHE_SIZE) this.#entries.delete(this.#entries.keys().next().value!);
+  }
 }
 
 export async function allGroupIds(store: AppStore): Promise<Uint8Array[]> {
