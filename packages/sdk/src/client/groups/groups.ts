@@ -320,14 +320,17 @@ export class Groups {
     this.#checkOpen();
     if (typeof name !== 'string' || name.length === 0) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'groups.create: a name is required');
     const { ctx, storage, identity } = this.deps;
-    const entries: GroupMemberEntry[] = [];
+    const accounts: Uint8Array[] = [];
     const seen = new Set([toHex(this.#account)]);
     for (const m of members) {
       const account = await this.#accountOf(m);
       if (seen.has(toHex(account))) continue;
       seen.add(toHex(account));
-      entries.push({ account, devices: await this.#devicesOf(account) });
+      accounts.push(account);
     }
+    // Each member's devices need its device list and the node's registrations (two requests for an
+    // account not seen before): a few at once, not one round trip after another for a large group.
+    const entries: GroupMemberEntry[] = await mapLimited(accounts, SESSION_SETUP_CONCURRENCY, async (account) => ({ account, devices: await this.#devicesOf(account) }));
     entries.sort((a, b) => byBytes(a.account, b.account));
     let created: { log: GroupLog; operation: Uint8Array };
     try {
