@@ -26,6 +26,8 @@ export interface ResolvedRecipient {
 export class Directory {
   /** Mailbox id (hex) → session address, see addressOf. */
   readonly #addresses = new Map<string, DeviceAddress>();
+  /** Session addresses already hashed into #addresses. */
+  readonly #scanned = new Set<string>();
 
   constructor(
     private readonly deps: {
@@ -120,7 +122,11 @@ export class Directory {
     const hex = toHex(mailboxId);
     const known = this.#addresses.get(hex);
     if (known) return known;
+    // Only the addresses not seen before are hashed: a fan-out to N new devices (a group's creation)
+    // misses N times, and hashing every session address on each miss made that O(N²).
     for (const address of await this.deps.storage.listSessionAddresses()) {
+      if (this.#scanned.has(address)) continue;
+      this.#scanned.add(address);
       const signing = fromHex(address.split(':')[1] ?? '');
       if (signing.length !== 32) continue;
       const m = toHex(mailboxIdOf(this.deps.ctx, signing));

@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { GroupLog } from '@meshwhisper/crypto';
-import { AccountKeyPair, DeviceKeyPair, createContext, createGroup, proposeGroupOperation, serializeGroupLog, toHex } from '@meshwhisper/crypto';
+import { AccountKeyPair, DeviceKeyPair, createContext, createGroup, equalBytes, proposeGroupOperation, serializeGroupLog, toHex } from '@meshwhisper/crypto';
 import { StoredClientLayoutSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
-import { GroupLogs, GroupTable, listsDevice } from '../../src/client/groups/store.js';
+import { GroupLogs, GroupTable, findMember, listsDevice, removedDevices } from '../../src/client/groups/store.js';
 import { CLIENT_LAYOUT_VERSION, ensureLayout } from '../../src/client/layout.js';
 import type { ProtocolStorage } from '../../src/index.js';
 import { memoryStorage, openSqliteStorage } from '../../src/index.js';
@@ -117,8 +117,8 @@ describe.each(kinds)('GroupLogs on %s storage', (_kind, open) => {
   });
 });
 
-describe('member index', () => {
-  it('lists exactly the devices the state lists under their account', () => {
+describe('member lookups', () => {
+  it('listsDevice: exactly the devices the state lists under their account', () => {
     const [l1] = logs();
     const st = l1!.state;
     expect(listsDevice(st, alice.account, alice.device.signingPublicKey)).toBe(true);
@@ -126,6 +126,25 @@ describe('member index', () => {
     expect(listsDevice(st, alice.account, bob.device.signingPublicKey)).toBe(false); // bob's device under alice's account
     expect(listsDevice(st, bob.account, alice.device.signingPublicKey)).toBe(false);
     expect(listsDevice(st, AccountKeyPair.generate(ctx).publicKey, bob.device.signingPublicKey)).toBe(false);
+  });
+
+  it('findMember finds every member of a 300-member state by binary search, and no one else', () => {
+    const others = Array.from({ length: 299 }, () => ({ account: AccountKeyPair.generate(ctx).publicKey, devices: [DeviceKeyPair.generate(ctx).signingPublicKey] }));
+    const st = createGroup(ctx, { signer: alice.device, account: alice.account, name: 'many', members: others }).log.state;
+    expect(st.members).toHaveLength(300);
+    for (const m of st.members) expect(findMember(st, m.account)).toBe(m);
+    for (let i = 0; i < 50; i++) expect(findMember(st, AccountKeyPair.generate(ctx).publicKey)).toBeUndefined();
+  });
+
+  it('removedDevices: a kicked member\'s devices; a device that moved to another account is not removed', () => {
+    const carol = { account: AccountKeyPair.generate(ctx).publicKey, device: DeviceKeyPair.generate(ctx) };
+    const g = createGroup(ctx, { signer: alice.device, account: alice.account, name: 'k', members: [{ account: bob.account, devices: [bob.device.signingPublicKey] }, { account: carol.account, devices: [carol.device.signingPublicKey] }] }).log;
+    const kicked = proposeGroupOperation(ctx, g, { signer: alice.device, account: alice.account, body: { type: 'kick', account: carol.account } }).log;
+    expect(removedDevices(g.state, kicked.state)).toEqual([carol.device.signingPublicKey]);
+    expect(removedDevices(kicked.state, g.state)).toEqual([]);
+    // Hand-made states: carol's device now listed under bob.
+    const moved = { ...kicked.state, members: kicked.state.members.map((m) => (equalBytes(m.account, bob.account) ? { ...m, devices: [...m.devices, carol.device.signingPublicKey] } : m)) };
+    expect(removedDevices(g.state, moved)).toEqual([]);
   });
 });
 

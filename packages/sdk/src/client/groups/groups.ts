@@ -538,8 +538,7 @@ export class Groups {
     }
     const own = await db.loadOwnKey(ctx, stx, after.groupId);
     if (own) await db.saveOwnKey(stx, rotateSenderKey(ctx, own));
-    const still = new Set(after.members.flatMap((m) => m.devices.map(toHex)));
-    for (const m of before.members) for (const d of m.devices) if (!still.has(toHex(d))) await db.deleteRecord(stx, after.groupId, d);
+    for (const d of db.removedDevices(before, after)) await db.deleteRecord(stx, after.groupId, d);
   }
 
   /**

@@ -4,7 +4,7 @@
  * which devices hold our current key, invitations, and per-member receipts of our group messages.
  * Values are the crypto layer's versioned storage formats or small versioned records.
  */
-import type { CryptoContext, DeviceCertificate, GroupLog, GroupState, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
+import type { CryptoContext, DeviceCertificate, GroupLog, GroupMemberState, GroupState, OwnSenderKey, SenderKeyRecord } from '@meshwhisper/crypto';
 import { ByteReader, ByteWriter, decodeDeviceCertificate, encodeDeviceCertificate, deserializeGroupLog, deserializeOwnSenderKey, deserializeSenderKeyRecord, equalBytes, fromHex, serializeGroupLog, serializeOwnSenderKey, serializeSenderKeyRecord, toHex } from '@meshwhisper/crypto';
 import type { AppStore } from '../../storage/types.js';
 
@@ -53,23 +53,40 @@ export async function saveLogBytes(ctx: CryptoContext, store: AppStore, groupId:
 /** Decoded logs kept per client at most (least recently used dropped beyond). */
 export const GROUP_LOG_CACHE_SIZE = 32;
 
-/** Who is in a group state, indexed: account hex → its device hexes. */
-export type MemberIndex = ReadonlyMap<string, ReadonlySet<string>>;
-const indexes = new WeakMap<GroupState, MemberIndex>();
+/** Bytewise order (GroupState keeps members ascending by account in it). */
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return a.length - b.length;
+}
 
-/** The member index of `state` (built once per state, O(members); lookups are then O(1)). */
-export function memberIndex(state: GroupState): MemberIndex {
-  let ix = indexes.get(state);
-  if (!ix) {
-    ix = new Map(state.members.map((m) => [toHex(m.account), new Set(m.devices.map(toHex))]));
-    indexes.set(state, ix);
+/** The member `account` of `state`, by binary search (members are ascending by account): O(log members), no allocation. */
+export function findMember(state: GroupState, account: Uint8Array): GroupMemberState | undefined {
+  const ms = state.members;
+  let lo = 0;
+  let hi = ms.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = compareBytes(ms[mid]!.account, account);
+    if (c === 0) return ms[mid];
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
   }
-  return ix;
+  return undefined;
 }
 
 /** Whether `state` lists `device` under `account`. */
 export function listsDevice(state: GroupState, account: Uint8Array, device: Uint8Array): boolean {
-  return memberIndex(state).get(toHex(account))?.has(toHex(device)) === true;
+  return findMember(state, account)?.devices.some((d) => equalBytes(d, device)) === true;
+}
+
+/** The devices `before` lists and `after` does not (under any account). */
+export function removedDevices(before: GroupState, after: GroupState): Uint8Array[] {
+  const gone: Uint8Array[] = [];
+  for (const m of before.members) for (const d of m.devices) if (!listsDevice(after, m.account, d)) gone.push(d);
+  // A device no longer under its account is checked against every member (never the case for a
+  // kick or a leave, the frequent removals: O(members) only for the devices actually gone).
+  return gone.filter((d) => !after.members.some((m) => m.devices.some((x) => equalBytes(x, d))));
 }
 
 /**
