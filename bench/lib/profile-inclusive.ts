@@ -2,7 +2,7 @@
  * Where the time goes in a V8 CPU profile (.cpuprofile, e.g. from bench/groups PROFILE=dir or
  * `node --cpu-prof`), by call path: the functions with the most self time and with the most
  * inclusive time (the function and everything it calls; counted once per sample however deep it
- * recurses), with their share of the sampled time. profile-summary.ts groups self time by area.
+ * recurses), with their share of the sampled time (the profiler's own work in node:inspector left out). profile-summary.ts groups self time by area.
  *
  *   node --import tsx bench/lib/profile-inclusive.ts <file.cpuprofile> [top=30]
  */
@@ -26,8 +26,15 @@ const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
 const byId = new Map(p.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+/** Samples inside node:inspector are the profiler's own work (bench/groups starts and stops it in-process): left out. */
+const inInspector = (id: number): boolean => {
+  for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) if (byId.get(x)!.callFrame.url === 'node:inspector') return true;
+  return false;
+};
 const perNode = new Map<number, number>();
-p.samples.forEach((s, i) => perNode.set(s, (perNode.get(s) ?? 0) + (p.timeDeltas[i] ?? 0)));
+p.samples.forEach((s, i) => {
+  if (!inInspector(s)) perNode.set(s, (perNode.get(s) ?? 0) + (p.timeDeltas[i] ?? 0));
+});
 const total = [...perNode.values()].reduce((a, b) => a + b, 0);
 const name = (n: ProfileNode): string => {
   const url = n.callFrame.url.replace(/^.*?\/(packages|node_modules|apps|bench)\//, '$1/').replace(/^file:\/\//, '');
