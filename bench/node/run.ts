@@ -65,6 +65,12 @@ const BIN = process.env['NODE_BIN'] ?? join(ROOT, 'packages/node/src/bin.ts');
  */
 const BASELINE = process.env['BASELINE'] ?? '';
 const env = process.env;
+/**
+ * WORKERS=1,2 (default): the node phases once per setting of the node's WORKERS (processes on one
+ * SQLite file; docs/architecture.md §Process model), a column each, in one run. A BASELINE runs
+ * with the first setting (a build from before WORKERS ignores it: one process).
+ */
+const WORKER_SETTINGS = (env['WORKERS'] ?? '1,2').split(',').map((w) => w.trim()).filter(Boolean);
 const QUICK = env['QUICK'] === '1';
 const num = (name: string, def: number): number => {
   const v = env[name];
@@ -134,9 +140,33 @@ async function pool<T>(items: readonly T[], n: number, fn: (t: T, i: number) => 
 }
 
 // ── process measurements (/proc) ──
+/** `pid` and its descendants (a WORKERS > 1 node: the primary and its worker processes). */
+function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(d));
+      children.set(ppid, list);
+    } catch {
+      /* gone */
+    }
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []));
+  return out;
+}
+/** RSS of the node: every process of it (one, or the primary and its workers). */
 function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : Number.NaN;
+  let sum = 0;
+  for (const p of processTree(pid)) {
+    const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+    sum += m ? Number(m[1]) : Number.NaN;
+  }
+  return sum;
 }
 async function rssSettled(pid: number): Promise<number> {
   const s: number[] = [];
@@ -189,8 +219,10 @@ interface PhaseResult {
   sendErrors: number;
   skippedOffered: number;
   nodeCpu: number | undefined;
-  /** The node's main (event-loop) thread alone; nodeCpu − this = its other threads (store writer, GC, I/O). */
+  /** The node's main (event-loop) thread alone; nodeCpu − this = its other threads (store writer, GC, I/O). With WORKERS > 1: every process's main thread. */
   nodeMainCpu: number | undefined;
+  /** Per node process (the primary first, then its workers): [whole process, main thread] cores' worth. */
+  nodeProcs: [number, number][];
   /** The measured window (now() clock). */
   measuredFrom: number;
   measuredTo: number;
@@ -300,8 +332,8 @@ class Engine {
     }
     await sleep(WARMUP_S * 1000);
     const issued0 = this.issued;
-    const cpuN0 = pids.node ? cpuSeconds(pids.node) : 0;
-    const cpuM0 = pids.node ? cpuSeconds(pids.node, pids.node) : 0;
+    const procs = pids.node ? processTree(pids.node) : [];
+    const cpuProc0 = procs.map((p) => [cpuSeconds(p), cpuSeconds(p, p)] as const);
     const cpuP0 = pids.peer ? cpuSeconds(pids.peer) : 0;
     const cpuG0 = process.cpuUsage();
     const busy0 = machineBusySeconds();
@@ -318,8 +350,15 @@ class Engine {
     const cpuG = process.cpuUsage(cpuG0);
     const busy = (machineBusySeconds() - busy0) / secs;
     lag.disable();
-    const nodeCpu = pids.node ? (cpuSeconds(pids.node) - cpuN0) / secs : undefined;
-    const nodeMainCpu = pids.node ? (cpuSeconds(pids.node, pids.node) - cpuM0) / secs : undefined;
+    const nodeProcs = procs.map((p, i): [number, number] => {
+      try {
+        return [(cpuSeconds(p) - cpuProc0[i]![0]) / secs, (cpuSeconds(p, p) - cpuProc0[i]![1]) / secs];
+      } catch {
+        return [Number.NaN, Number.NaN]; // the process died in the window
+      }
+    });
+    const nodeCpu = pids.node ? nodeProcs.reduce((a, x) => a + x[0], 0) : undefined;
+    const nodeMainCpu = pids.node ? nodeProcs.reduce((a, x) => a + x[1], 0) : undefined;
     const peerCpu = pids.peer ? (cpuSeconds(pids.peer) - cpuP0) / secs : undefined;
     const issuedInWindow = this.issued - issued0;
     this.running = false;
@@ -345,6 +384,7 @@ class Engine {
       skippedOffered: skipped,
       nodeCpu,
       nodeMainCpu,
+      nodeProcs,
       measuredFrom: m0,
       measuredTo: m0 + secs * 1000,
       genCpu: (cpuG.user + cpuG.system) / 1e6 / secs,
@@ -826,6 +866,14 @@ function fmtPhase(p: PhaseResult): string {
   return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
 }
 
+/** Per node process (primary first when WORKERS > 1): CPU µs per delivered message, whole process (main thread). */
+function perProcess(p: PhaseResult | undefined): string {
+  if (!p || p.deliveredPerS <= 0 || p.nodeProcs.length === 0) return 'n/a';
+  const us = (c: number): string => f0((c / p.deliveredPerS) * 1e6);
+  const name = (i: number): string => (p.nodeProcs.length === 1 ? 'process' : i === 0 ? 'primary' : `worker ${i}`);
+  return p.nodeProcs.map(([all, main], i) => `${name(i)} ${us(all)} (${us(main)})`).join(', ');
+}
+
 /** CPU time the server process spent per delivered message, in µs (contention-robust, unlike msgs/s). */
 function perMsg(p: PhaseResult | undefined, peer = false, mainThread = false): string {
   const cpu = peer ? p?.peerCpu : mainThread ? p?.nodeMainCpu : p?.nodeCpu;
@@ -850,23 +898,25 @@ function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
     `| CPU at ${f0(RATE)}/s: node / generator / nats-server | ${pct(n?.open.nodeCpu)} / ${pct(n?.open.genCpu)} | — / ${pct(s?.open.genCpu)} / ${pct(s?.open.peerCpu)} | | |`,
     `| load generator's own event-loop delay p99 (max load / ${f0(RATE)}/s), ms | ${f1(n?.closed.genLagP99)} / ${f1(n?.open.genLagP99)} | ${f1(s?.closed.genLagP99)} / ${f1(s?.open.genLagP99)} | | |`,
     `| node CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${perMsg(n?.closed)} / ${perMsg(n?.open)} | ${perMsg(s?.closed, true)} / ${perMsg(s?.open, true)} (server) | | |`,
-    `| … of which the node's main (event-loop) thread, µs | ${perMsg(n?.closed, false, true)} / ${perMsg(n?.open, false, true)} | | | |`,
+    `| … of which the node's main (event-loop) thread(s), µs | ${perMsg(n?.closed, false, true)} / ${perMsg(n?.open, false, true)} | | | |`,
+    `| … per process at max load: whole (main thread), µs | ${perProcess(n?.closed)} | | | |`,
+    `| … per process at ${f0(RATE)}/s: whole (main thread), µs | ${perProcess(n?.open)} | | | |`,
+    `| load generator CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${n ? f0((n.closed.genCpu / n.closed.deliveredPerS) * 1e6) : 'n/a'} / ${n ? f0((n.open.genCpu / n.open.deliveredPerS) * 1e6) : 'n/a'} | | | |`,
     `| CPU used by other work on the machine (max load / ${f0(RATE)}/s), of ${cpus().length} cores | ${pct(n?.closed.otherCpu)} / ${pct(n?.open.otherCpu)} | ${pct(s?.closed.otherCpu)} / ${pct(s?.open.otherCpu)} | | |`,
     `| not arrived ${SETTLE_MS / 1000} s after sending stopped / send errors | ${n ? `${n.closed.late + n.open.late} / ${n.closed.sendErrors + n.open.sendErrors + n.drain.errors}` : 'n/a'} | ${s ? `${s.closed.late + s.open.late} / 0` : 'n/a'} | | 0 |`,
   ];
   return rows.join('\n');
 }
 
-/** Inserts the baseline's node column (column 2 of `base`) after this checkout's in `current`. */
-function withBaseline(current: string, base: string, ref: string): string {
-  const b = base.split('\n');
+/** Inserts the node column (column 2) of `other` as column `at` of `current`, headed `label`. */
+function withColumn(current: string, other: string, label: string, at = 3): string {
+  const b = other.split('\n');
   return current
     .split('\n')
     .map((row, i) => {
       const cells = row.split('|');
-      const extra = i === 0 ? ` node before (${ref}) ` : (b[i]?.split('|')[2] ?? ' n/a ');
-      if (i === 0) cells[2] = ' node, this checkout ';
-      cells.splice(3, 0, extra);
+      const extra = i === 0 ? ` ${label} ` : i === 1 ? '---' : (b[i]?.split('|')[2] ?? ' n/a ');
+      cells.splice(at, 0, extra);
       return cells.join('|');
     })
     .join('\n');
@@ -898,10 +948,22 @@ async function main(): Promise<void> {
       rmSync(base.dir, { recursive: true, force: true });
     }
   }
-  const n = SKIP_NODE ? undefined : await benchNode();
+  const runs: { workers: string; n: NodeResults }[] = [];
+  if (!SKIP_NODE) {
+    for (const w of WORKER_SETTINGS) {
+      NODE_ENV.WORKERS = w;
+      log(`node phases with WORKERS=${w}`);
+      runs.push({ workers: w, n: await benchNode() });
+    }
+  }
+  const n = runs[0]?.n;
   const s = SKIP_NATS ? undefined : await benchNats();
+  let main = table(n, s);
+  if (runs.length > 0) main = main.replace('| MeshWhisper node (durable) |', `| node WORKERS=${runs[0]!.workers} (durable) |`);
+  for (let i = runs.length - 1; i >= 1; i--) main = withColumn(main, table(runs[i]!.n, s), `node WORKERS=${runs[i]!.workers}`);
+  if (b) main = withColumn(main, table(b, s), `node before (${BASELINE}), WORKERS=${WORKER_SETTINGS[0]}`);
   const out = [
-    b ? withBaseline(table(n, s), table(b, s), BASELINE) : table(n, s),
+    main,
     b ? `Baseline ${BASELINE}: envelopes per Deliver frame ${f2(b.envelopesPerDeliver[0])} / ${f2(b.envelopesPerDeliver[1])}; closed: ${fmtPhase(b.closed)}` : '',
     '',
     `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}; node env: ${Object.entries(NODE_ENV)
@@ -910,7 +972,7 @@ async function main(): Promise<void> {
       .join(' ')} RATE_LIMITS=<every bucket 1000000:10000000>`,
     n ? `Node: envelopes per Deliver frame (= per Ack = per ack transaction): ${f2(n.envelopesPerDeliver[0])} at max load, ${f2(n.envelopesPerDeliver[1])} at ${f0(RATE)}/s` : '',
     n ? `Node: setup ${f1(n.setupS)} s (generate + register ${DEVICES} devices); RSS ${f0(n.rssBaseKiB)} KiB → ${f0(n.rssConnKiB)} KiB with ${DEVICES} logins; drain from login ${f2(n.drain.drainFromLoginS)} s` : '',
-    n ? `Node closed: ${fmtPhase(n.closed)}\nNode open:   ${fmtPhase(n.open)}\nNode light:  ${fmtPhase(n.light)}` : '',
+    ...runs.map(({ workers, n: r }) => `Node WORKERS=${workers} closed: ${fmtPhase(r.closed)}\nNode WORKERS=${workers} open:   ${fmtPhase(r.open)}\nNode WORKERS=${workers} light:  ${fmtPhase(r.light)}\nNode WORKERS=${workers}: drain ${f2(r.drain.drainFromConnectS)} s, enqueue ${f0(r.drain.enqueuePerS)}/s; per process closed: ${perProcess(r.closed)}; open: ${perProcess(r.open)}`),
     s ? `NATS closed: ${fmtPhase(s.closed)}\nNATS open:   ${fmtPhase(s.open)}\nNATS light:  ${fmtPhase(s.light)}` : '',
     errorCodes.size ? `Error frames: ${[...errorCodes].map(([k, v]) => `${k}×${v}`).join(', ')}` : 'Error frames: none',
   ];

@@ -120,6 +120,10 @@ export class IpcDeliveryBus implements DeliveryBus, RpcBus {
         return;
       case 'w':
         this.#elsewhere.set(e[1], (this.#elsewhere.get(e[1]) ?? 0) + 1);
+        // Mail this worker committed for that mailbox before it learnt of the new connection was
+        // announced to nobody, and the connection's first read may have come before the commit:
+        // tell it to read once more (one store read per login and worker; `mailNow` sees the watch from now on).
+        this.#queue(['m', e[1], undefined]);
         return;
       case 'u': {
         const n = (this.#elsewhere.get(e[1]) ?? 1) - 1;

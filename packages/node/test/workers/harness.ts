@@ -19,6 +19,8 @@ export interface WorkersNode {
   readonly workerPids: Map<number, number>;
   /** Every JSON log line of the primary and the workers, parsed. */
   readonly logs: Record<string, unknown>[];
+  /** The same lines as text (with anything else they printed on stdout). */
+  readonly lines: string[];
   /** Resolves once `n` more worker "listening" lines than now were logged. */
   waitListening(n: number, timeoutMs?: number): Promise<void>;
   /** SIGTERM to the primary; resolves with its exit code. */
@@ -56,11 +58,13 @@ export async function startWorkersNode(options: WorkersNodeOptions = {}): Promis
   const stderr: string[] = [];
   createInterface({ input: primary.stderr! }).on('line', (l) => stderr.length < 50 && stderr.push(l));
   const logs: Record<string, unknown>[] = [];
+  const lines: string[] = [];
   const workerPids = new Map<number, number>();
   let listening = 0;
   let port = 0;
   const waiters: (() => void)[] = [];
   createInterface({ input: primary.stdout! }).on('line', (line) => {
+    lines.push(`${line}\n`);
     let j: Record<string, unknown>;
     try {
       j = JSON.parse(line) as Record<string, unknown>;
@@ -109,6 +113,7 @@ export async function startWorkersNode(options: WorkersNodeOptions = {}): Promis
     primary,
     workerPids,
     logs,
+    lines,
     waitListening,
     stop,
     async close() {

@@ -8,6 +8,11 @@
  * DATA_DIR) behind a round-robin load balancer: `url` is the balancer's, so every client's
  * requests and sockets are spread over the instances, and `node` is instance 1 (its store is the
  * shared one).
+ *
+ * With MW_E2E_TARGET=workers (set by the suites in packages/sdk/test/workers/), it starts the built
+ * `meshwhisper-node` with WORKERS=2 instead: a primary and two worker processes on one SQLite file,
+ * the port shared (node:cluster hands connections to the workers in turn, so senders and
+ * recipients sit on different workers). `node` is not in this process: touching it throws.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +24,8 @@ import type { CreateNodeOptions, MeshWhisperNode } from '@meshwhisper/node';
 import { it } from 'vitest';
 import { RoundRobinBalancer } from '../../../node/test/cluster/balancer.js';
 import { startCluster } from '../../../node/test/cluster/harness.js';
+import { buildNodeDist } from '../../../node/test/build-dist.js';
+import { startWorkersNode } from '../../../node/test/workers/harness.js';
 import type { MeshWhisper } from '../../src/index.js';
 import type { ProtocolStorage } from '../../src/storage/types.js';
 
@@ -28,10 +35,10 @@ const BUCKETS = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-f
 export const OPEN_RATE_LIMITS = BUCKETS.map((b) => `${b}=100000:1000000`).join(',');
 
 /** Which deployment the SDK end-to-end suites run against (see above). */
-export const E2E_TARGET: 'single' | 'cluster' = process.env.MW_E2E_TARGET === 'cluster' ? 'cluster' : 'single';
+export const E2E_TARGET: 'single' | 'cluster' | 'workers' = process.env.MW_E2E_TARGET === 'cluster' ? 'cluster' : process.env.MW_E2E_TARGET === 'workers' ? 'workers' : 'single';
 
-/** `it` for a case about the single SQLite node itself (its files, its restart): not run on the cluster target. */
-export const itSingleNode = E2E_TARGET === 'cluster' ? it.skip : it;
+/** `it` for a case about the single in-process SQLite node itself (its files, its restart): not run on the cluster or workers targets. */
+export const itSingleNode = E2E_TARGET === 'single' ? it : it.skip;
 
 export interface E2eNode {
   readonly node: MeshWhisperNode;
@@ -45,6 +52,7 @@ export interface E2eNode {
 /** `env` overrides the settings above; `options` are createNode's (e.g. `push` for a local push service). */
 export async function startE2eNode(env: Record<string, string> = {}, options: CreateNodeOptions = {}): Promise<E2eNode> {
   if (E2E_TARGET === 'cluster') return startE2eCluster(env, options);
+  if (E2E_TARGET === 'workers') return startE2eWorkers(env, options);
   const work = mkdtempSync(join(tmpdir(), 'mw-sdk-node-'));
   const dataDir = join(work, 'node');
   const logs: string[] = [];
@@ -72,6 +80,18 @@ export async function startE2eNode(env: Record<string, string> = {}, options: Cr
       rmSync(work, { recursive: true, force: true });
     },
   };
+}
+
+async function startE2eWorkers(env: Record<string, string>, options: CreateNodeOptions): Promise<E2eNode> {
+  if (Object.keys(options).length > 0) throw new Error('the workers target runs the node as processes: createNode options (push test CA, …) cannot reach it');
+  await buildNodeDist();
+  const n = await startWorkersNode({ workers: 2, env: { LOG_LEVEL: 'info', RATE_LIMITS: OPEN_RATE_LIMITS, USERNAME_NAMESPACES: 'test:signed', ...env } });
+  const notHere = new Proxy({} as MeshWhisperNode, {
+    get() {
+      throw new Error('MW_E2E_TARGET=workers: the node runs in other processes (use its HTTP API at `url`)');
+    },
+  });
+  return { node: notHere, url: n.url, dataDir: n.dataDir, logs: n.lines, close: () => n.close() };
 }
 
 async function startE2eCluster(env: Record<string, string>, options: CreateNodeOptions): Promise<E2eNode> {

@@ -1,0 +1,5 @@
+// Groups end to end — the scenarios of ../client/groups-e2e.test.js against the built node with WORKERS=2 (a primary and
+// two worker processes on one SQLite file): connections go to the workers in turn, so senders and
+// recipients sit on different workers. Cases about the in-process node itself are skipped (itSingleNode).
+import './target.js';
+import '../client/groups-e2e.test.js';
