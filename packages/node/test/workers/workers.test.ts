@@ -193,11 +193,22 @@ describe('WORKERS=2 under failure', () => {
       const victim = node.workerPids.get(1)!;
       // Four pipelined sender connections (both workers); worker 1 is SIGKILLed at a third of the acks.
       const lane = async (): Promise<void> => {
-        while (acked.size < TOTAL && toSend.length > 0) {
+        while (acked.size < TOTAL) {
+          if (toSend.length === 0) {
+            await new Promise((r) => setTimeout(r, 50)); // others' sends in flight may come back
+            continue;
+          }
           await new Promise<void>((resolve) => {
             const ws = new WebSocket(`ws://127.0.0.1:${node.port}${ANONYMOUS_SOCKET_PATH}`);
             const pending = new Map<number, number>();
             let rid = 1;
+            // As a real client does: a connection silent for 10 s (e.g. handed to the worker as it
+            // was killed, never opened) is abandoned and its sends retried on a new one.
+            let quiet = setTimeout(() => ws.terminate(), 10_000);
+            const heard = (): void => {
+              clearTimeout(quiet);
+              quiet = setTimeout(() => ws.terminate(), 10_000);
+            };
             const pump = (): void => {
               while (pending.size < 64 && toSend.length > 0) {
                 const idx = toSend.shift()!;
@@ -208,6 +219,7 @@ describe('WORKERS=2 under failure', () => {
             };
             ws.on('open', () => ws.send(encodeFrame({ requestId: 0, body: { case: 'clientHello', value: { versions: [2] } } })));
             ws.on('message', (data: Buffer) => {
+              heard();
               const d = decodeFrame(new Uint8Array(data));
               if (!d.ok) return;
               const f = d.value;
@@ -224,6 +236,7 @@ describe('WORKERS=2 under failure', () => {
               pump();
             });
             ws.on('close', () => {
+              clearTimeout(quiet);
               // In flight when the worker died: fate unknown, sent again (at-least-once).
               for (const idx of pending.values()) toSend.push(idx);
               pending.clear();
