@@ -7,6 +7,7 @@
 import cluster from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runBackupCli } from './backup.js';
 import { CONFIG_SCHEMA, NodeConfigError, loadConfig } from './config.js';
 import { DATABASE_FILE, createNode } from './node.js';
@@ -42,7 +43,7 @@ async function start(): Promise<void> {
   const workerIndex = cluster.isWorker ? Number(process.env[WORKER_ENV.index]) : undefined;
   if (workerIndex === undefined && config.store === 'sqlite' && config.workers > 1) {
     // The primary of a multi-process node (docs/architecture.md §Process model): it forks the workers, which run start() below.
-    return runPrimary(config, { databaseFile: join(config.dataDir, DATABASE_FILE), log: primaryLog });
+    return runPrimary(config, { databaseFile: join(config.dataDir, DATABASE_FILE), binFile: fileURLToPath(import.meta.url), log: primaryLog });
   }
   const worker = workerIndex !== undefined && Number.isInteger(workerIndex) ? { index: workerIndex, bus: new IpcDeliveryBus(processEndpoint()) } : undefined;
   const node = await createNode(config, worker ? { worker } : {});

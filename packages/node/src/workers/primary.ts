@@ -41,6 +41,11 @@ const STOP_SLACK_MS = 15_000;
 
 export interface PrimaryOptions {
   readonly databaseFile: string;
+  /**
+   * The script a worker runs: bin.js (or bin.ts under tsx). Not process.argv[1], node:cluster's
+   * default: `npm start` runs scripts/start.mjs, which builds and then imports bin.js.
+   */
+  readonly binFile: string;
   /** One JSON log line (stdout); the primary has no fastify logger. */
   readonly log: (level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string) => void;
 }
@@ -246,7 +251,7 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
     }
   };
 
-  cluster.setupPrimary({ serialization: 'advanced' });
+  cluster.setupPrimary({ serialization: 'advanced', exec: options.binFile, args: ['start'] });
 
   const fork = (slot: Slot): void => {
     const w = cluster.fork({ [WORKER_ENV.index]: String(slot.index) });
