@@ -606,6 +606,7 @@ async function benchNode(): Promise<NodeResults> {
     await pool(devices, 16, (d) => registerDevice(ctx, `http://127.0.0.1:${first.port}`, d));
   } catch (e) {
     await stopNode(first);
+    if (first.stderr.length > 0) log(`node warnings/stderr:\n${first.stderr.slice(0, 20).join('\n')}`);
     throw e;
   }
   const setupS = (now() - t0) / 1000;
