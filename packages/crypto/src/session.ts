@@ -791,6 +791,8 @@ export type ReceivedEnvelope = { readonly sender: DeviceCertificate } & (
       readonly error: CryptoError;
       /** A sealed decryption-error message to send to the sender (its mailbox), unless rate-limited or not reportable. */
       readonly report?: Uint8Array;
+      /** The failed message was an Ephemeral one (a signal: nothing to re-send, nothing lost). */
+      readonly ephemeral: boolean;
     }
 );
 
@@ -828,7 +830,7 @@ export async function receiveSealed(
       }
       report = await sealDecryptionError(ctx, store, sender, { reason: e.code, ...(baseKey ? { baseKey } : {}) });
     }
-    return { sender, kind: 'failed', error: e, ...(report ? { report } : {}) };
+    return { sender, kind: 'failed', error: e, ephemeral: message.type === MessageType.Ephemeral, ...(report ? { report } : {}) };
   }
 }
 

@@ -86,8 +86,15 @@ describe('ephemeral messages', () => {
     const r = await receiveSealed(ctx, bob.store, env);
     expect(r).toMatchObject({ kind: 'ephemeral' });
     const again = await receiveSealed(ctx, bob.store, env);
-    expect(again).toMatchObject({ kind: 'failed', error: { code: CryptoErrorCode.STALE_EPHEMERAL } });
+    expect(again).toMatchObject({ kind: 'failed', ephemeral: true, error: { code: CryptoErrorCode.STALE_EPHEMERAL } });
     expect((again as { report?: Uint8Array }).report).toBeUndefined();
+    // A signal under a session the receiver does not hold (its first durable message is on its way):
+    // failed, flagged ephemeral (the SDK drops it quietly), nothing to report.
+    const carol = await makeDevice(ctx, 'carol');
+    const c = await initiateSession(ctx, alice.store, await bundleOf(ctx, carol));
+    const unopened = await receiveSealed(ctx, carol.store, await sealEphemeral(ctx, alice.store, c, text('typing')));
+    expect(unopened).toMatchObject({ kind: 'failed', ephemeral: true, error: { code: CryptoErrorCode.UNKNOWN_SESSION } });
+    expect((unopened as { report?: Uint8Array }).report).toBeUndefined();
   });
 });
 

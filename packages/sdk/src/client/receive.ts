@@ -233,6 +233,13 @@ export class ReceivePipeline {
     const fromMailbox = mailboxIdOf(ctx, r.sender.deviceSigningKey);
     if (r.kind === 'group') return { outcome: await this.#openGroup(r.sender, r.message, fetched), sender: r.sender };
     if (r.kind === 'failed') {
+      // An ephemeral signal (typing, presence) under a session this device does not hold yet — its
+      // sender started one whose first durable message has not arrived — is lost by design: a
+      // signal, not a message, so nothing is reported (docs/protocol.md §6.5).
+      if (r.ephemeral && r.error.code === CryptoErrorCode.UNKNOWN_SESSION) {
+        this.deps.log.debug('receive.ephemeral-unopened', 'an ephemeral signal opened under no session held (its session has not reached this device yet); not shown');
+        return { outcome: { events: [] }, sender: r.sender };
+      }
       if (r.report) this.#sendReport(r.sender, fromMailbox, r.report);
       throw new ReceiveFailure(r.error, deviceAddress(r.sender));
     }
@@ -582,6 +589,13 @@ export class ReceivePipeline {
         }
         return out;
       }
+      // An invitation made, or answered, on another device of this account (docs/spec/groups.md
+      // §G6.3): nothing to file; an answered one is forgotten here too, so it is not answered twice.
+      case 'groupInvite':
+        return out;
+      case 'groupInviteAnswer':
+        await this.deps.groups?.forgetAnswered(stx, b.value);
+        return out;
       default:
         return refuse(`a copy of a sent message may not carry ${b.case ?? 'nothing'}`);
     }

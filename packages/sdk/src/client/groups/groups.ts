@@ -32,6 +32,7 @@ import {
   equalBytes,
   fromHex,
   generateSenderKey,
+  hasSession,
   mailboxIdOf,
   needsSenderKeyRotation,
   openGroup,
@@ -823,6 +824,10 @@ export class Groups {
     await Promise.all(
       this.#targets(log.state).map(async (t) => {
         try {
+          // A signal never starts a session: the member device could not open it before the
+          // session's first durable message (a sender key, a message) reached it.
+          const known = await directory.addressOf(t.mailbox);
+          if (!known || !(await hasSession(ctx, storage, known))) return;
           const address = await directory.sessionFor(t.mailbox, t.account);
           const payload = await sealEphemeral(ctx, storage, address, content);
           const token = await directory.peerToken(address);
@@ -1038,6 +1043,12 @@ export class Groups {
         await this.add(answer.groupId, account);
       },
     };
+  }
+
+  /** This account answered an invitation on another of its devices (the copy of its answer): this device forgets it too. */
+  async forgetAnswered(stx: AppStore, answer: GroupInviteAnswer): Promise<void> {
+    if (answer.groupId.length !== 32 || answer.inviteId.length !== 16) return;
+    await db.deleteInviteIn(stx, answer.groupId, answer.inviteId);
   }
 
   /** A receipt from `from` for messages this account sent: per-member state of group messages. */
