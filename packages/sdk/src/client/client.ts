@@ -414,6 +414,8 @@ export class MeshWhisper {
 
   /** Resolves with the next `event` (convenience for scripts and tests). */
   once<K extends keyof MeshWhisperEvents>(event: K, predicate: (v: MeshWhisperEvents[K]) => boolean = () => true, timeoutMs = 10_000): Promise<MeshWhisperEvents[K]> {
+    // Nothing will ever be emitted again: say so now rather than after the timeout.
+    if (this.#closed) return Promise.reject(new SdkError(SdkErrorCode.CLOSED, 'client is closed'));
     return this.#events.once(event, predicate, timeoutMs);
   }
 
@@ -433,7 +435,8 @@ export class MeshWhisper {
    * renews the certificates of the account's other devices that are due (docs/api.md §Devices).
    * Also done at create and on a schedule.
    */
-  publishKeys(): Promise<void> {
+  async publishKeys(): Promise<void> {
+    this.#checkOpen();
     return this.#keys.check();
   }
 
@@ -441,7 +444,8 @@ export class MeshWhisper {
    * Hands every queued envelope to the node. An envelope leaves the outbox only once the node has
    * durably accepted it, or the node said it can never be delivered. Returns how many were sent.
    */
-  flushOutbox(): Promise<number> {
+  async flushOutbox(): Promise<number> {
+    this.#checkOpen();
     return this.#outbox.flush();
   }
 
@@ -578,7 +582,8 @@ export class MeshWhisper {
     await unregisterPush(this.#api, this.#identity);
   }
   /** Which push services the node can ring, and its VAPID key (the browser's applicationServerKey). */
-  pushInfo(): Promise<PushInfo> {
+  async pushInfo(): Promise<PushInfo> {
+    this.#checkOpen();
     return pushInfo(this.#api);
   }
 
@@ -599,18 +604,21 @@ export class MeshWhisper {
   }
 
   /** Claims `username` in this client's namespace for this account (policy per namespace: docs/self-hosting.md). */
-  claimUsername(username: string): Promise<void> {
+  async claimUsername(username: string): Promise<void> {
+    this.#checkOpen();
     return this.#usernameOperation(username, UsernameAction.CLAIM);
   }
   /** Gives up `username`. */
-  releaseUsername(username: string): Promise<void> {
+  async releaseUsername(username: string): Promise<void> {
+    this.#checkOpen();
     return this.#usernameOperation(username, UsernameAction.RELEASE);
   }
   /**
    * Signs `username` over to another account, which must have consented: `consent` is what that
    * account's consentToUsernameTransfer returned (the node refuses a transfer without it).
    */
-  transferUsername(username: string, newOwnerAccountKey: Uint8Array, consent: Uint8Array): Promise<void> {
+  async transferUsername(username: string, newOwnerAccountKey: Uint8Array, consent: Uint8Array): Promise<void> {
+    this.#checkOpen();
     checkAccountKey(newOwnerAccountKey);
     if (!(consent instanceof Uint8Array) || consent.length === 0) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'transferUsername needs the receiving account’s consent (consentToUsernameTransfer)');
     return this.#usernameOperation(username, UsernameAction.TRANSFER, { newOwnerKey: newOwnerAccountKey, consent });
@@ -622,6 +630,7 @@ export class MeshWhisper {
    * most MAX_USERNAME_CONSENT_MS = 7 days) and, within that time, usable more than once.
    */
   consentToUsernameTransfer(username: string, fromAccountKey: Uint8Array, options: { validForMs?: number } = {}): Uint8Array {
+    this.#checkOpen();
     if (!this.account) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'this device does not hold the account key');
     checkAccountKey(fromAccountKey);
     if (typeof username !== 'string' || !USERNAME_PATTERN.test(username)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'username must be 1–64 of a-z 0-9 _ . - and start with a letter or digit');
@@ -639,11 +648,13 @@ export class MeshWhisper {
   }
   /** Resolves a username in this namespace. The node could lie: compare safety numbers before trusting it. */
   async lookupUsername(username: string): Promise<UsernameRecord> {
+    this.#checkOpen();
     const { namespace, accountKey, mailboxIds } = await this.#directory.lookupUsername(username);
     return { namespace, username, accountKey, mailboxIds };
   }
   /** Trusts the account key the directory now names for `username` (after comparing safety numbers). */
-  acceptIdentityChange(username: string): Promise<void> {
+  async acceptIdentityChange(username: string): Promise<void> {
+    this.#checkOpen();
     return this.#directory.acceptIdentityChange(username);
   }
 
@@ -772,7 +783,8 @@ export class MeshWhisper {
    * Sends a text message: to one device (mailbox id) or to every device of a username's account.
    * Resolves when the node has durably stored it for each device.
    */
-  sendText(to: Destination, text: string, options: TextOptions = {}): Promise<{ id: string }> {
+  async sendText(to: Destination, text: string, options: TextOptions = {}): Promise<{ id: string }> {
+    this.#checkOpen();
     if (typeof text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'text must be a string');
     const r = options.replyTo;
     return this.#sendTo(to, {
@@ -786,7 +798,8 @@ export class MeshWhisper {
   }
 
   /** Sends arbitrary bytes with a MIME type. */
-  sendBinary(to: Destination, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
+  async sendBinary(to: Destination, data: Uint8Array, mimeType = 'application/octet-stream'): Promise<{ id: string }> {
+    this.#checkOpen();
     return this.#sendTo(to, { case: 'binary', value: { data, mimeType } });
   }
 
@@ -807,39 +820,46 @@ export class MeshWhisper {
   }
 
   /** Downloads an attachment as a stream of verified plaintext; it errors with MW_SDK_MEDIA_CORRUPT on tampering. */
-  downloadFile(file: FileAttachment): Promise<ReadableStream<Uint8Array>> {
+  async downloadFile(file: FileAttachment): Promise<ReadableStream<Uint8Array>> {
+    this.#checkOpen();
     return downloadFile(this.#ctx, this.#api, file);
   }
 
   /** Downloads an attachment into memory (for small files). */
-  downloadFileBytes(file: FileAttachment): Promise<Uint8Array> {
+  async downloadFileBytes(file: FileAttachment): Promise<Uint8Array> {
+    this.#checkOpen();
     return downloadFileBytes(this.#ctx, this.#api, file);
   }
 
   /** Forwards a received text (marked as forwarded; its original author is not claimed). */
-  forward(to: Destination, message: Pick<IncomingMessage, 'text'>): Promise<{ id: string }> {
+  async forward(to: Destination, message: Pick<IncomingMessage, 'text'>): Promise<{ id: string }> {
+    this.#checkOpen();
     if (typeof message.text !== 'string') throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'only text messages can be forwarded this way');
     return this.sendText(to, message.text, { forwarded: true });
   }
 
   /** Adds (or, with `remove`, removes) an emoji reaction to a message. */
-  react(to: Destination, target: MessageRef, emoji: string, options: { remove?: boolean } = {}): Promise<{ id: string }> {
+  async react(to: Destination, target: MessageRef, emoji: string, options: { remove?: boolean } = {}): Promise<{ id: string }> {
+    this.#checkOpen();
     if (typeof emoji !== 'string' || emoji.length === 0 || emoji.length > 16) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'emoji must be 1–16 characters');
     return this.#sendTo(to, { case: 'reaction', value: { target: { author: target.author, messageId: messageIdBytes(target.id) }, emoji, remove: options.remove === true } });
   }
 
   /** Edits one of this account's own messages for the recipients. */
-  editMessage(to: Destination, id: string, text: string): Promise<{ id: string }> {
+  async editMessage(to: Destination, id: string, text: string): Promise<{ id: string }> {
+    this.#checkOpen();
     return this.#sendTo(to, { case: 'edit', value: { messageId: messageIdBytes(id), text } });
   }
 
   /** Deletes one of this account's own messages for everyone. Receivers honour it only for the author. */
-  deleteMessage(to: Destination, id: string): Promise<{ id: string }> {
+  async deleteMessage(to: Destination, id: string): Promise<{ id: string }> {
+    this.#checkOpen();
     return this.#sendTo(to, { case: 'delete', value: { messageId: messageIdBytes(id) } });
   }
 
   /** Ephemeral typing indicator (never stored by the node, never wakes a device). */
   async setTyping(to: Destination, typing: boolean): Promise<void> {
+    this.#checkOpen();
     const d = destination(to);
     if (d.group) return this.#groups.sendEphemeral(d.group, { case: 'typing', value: { typing } });
     await this.#sender.sendEphemeral(d.recipient, { case: 'typing', value: { typing } });
@@ -847,6 +867,7 @@ export class MeshWhisper {
 
   /** Ephemeral presence (online / last seen); does nothing when the client opted out (`sharePresence: false`). */
   async setPresence(to: Recipient, online: boolean): Promise<void> {
+    this.#checkOpen();
     if (!this.#sharePresence) return;
     await this.#sender.sendEphemeral(to, { case: 'presence', value: { online, lastSeen: BigInt(this.#ctx.now()) } });
   }
@@ -875,19 +896,20 @@ export class MeshWhisper {
    * new recovery key to show the user once (or, with `passphrase`, protects it with that instead;
    * with `recoveryKey`, joins the archive another device of the account set up).
    */
-  enableArchive(options: EnableArchiveOptions = {}): Promise<ArchiveEnabled> {
+  async enableArchive(options: EnableArchiveOptions = {}): Promise<ArchiveEnabled> {
     this.#checkOpen();
     return this.#archive.enable(options);
   }
 
   /** Stores a new archive version: this device's changes merged into the node's current version (compare-and-swap, retried on a race). */
-  backup(options: BackupOptions = {}): Promise<BackupResult> {
+  async backup(options: BackupOptions = {}): Promise<BackupResult> {
     this.#checkOpen();
     return this.#archive.backup(options);
   }
 
   /** Whether the archive is set up on this device, how it is protected, and the version it last saw. */
-  archiveStatus(): Promise<ArchiveStatus> {
+  async archiveStatus(): Promise<ArchiveStatus> {
+    this.#checkOpen();
     return this.#archive.status();
   }
 
@@ -897,13 +919,13 @@ export class MeshWhisper {
    * decides (MeshWhisperOptions.historyReplay); the answer arrives as `historyReplayed` events, the
    * messages merged into the history (marked `replayed`, nothing twice).
    */
-  requestHistoryReplay(peer: Uint8Array, options: { maxMessages?: number; groupId?: Uint8Array } = {}): Promise<{ requestId: string }> {
+  async requestHistoryReplay(peer: Uint8Array, options: { maxMessages?: number; groupId?: Uint8Array } = {}): Promise<{ requestId: string }> {
     this.#checkOpen();
     return this.#replay.request(peer, options);
   }
 
   /** Answers a `historyReplayRequest` event: `allow` replays the conversation to the asking device, otherwise it is told no. */
-  answerHistoryReplay(requestId: string, allow: boolean): Promise<void> {
+  async answerHistoryReplay(requestId: string, allow: boolean): Promise<void> {
     this.#checkOpen();
     return this.#replay.answer(requestId, allow);
   }
@@ -918,6 +940,7 @@ export class MeshWhisper {
    * the receipt is queued (stored); it goes out after a random delay (MeshWhisperOptions.receiptDelay).
    */
   async markRead(target: (Pick<IncomingMessage, 'fromMailboxId' | 'sender'> & { conversation?: ConversationId }) | ConversationId | Uint8Array, messageIds: string[]): Promise<void> {
+    this.#checkOpen();
     if (!Array.isArray(messageIds)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'markRead: messageIds must be an array of message ids');
     for (const id of messageIds) messageIdBytes(id);
     if (messageIds.length === 0) return;
@@ -964,11 +987,13 @@ export class MeshWhisper {
 
   /** The state of a message this device sent, or undefined for an unknown id. */
   async messageState(id: string): Promise<MessageState | undefined> {
+    this.#checkOpen();
     return (await this.messageStatus(id))?.state;
   }
 
   /** The state of a message this device sent and, for 'failed', why. */
-  messageStatus(id: string): Promise<{ state: MessageState; reason?: string } | undefined> {
+  async messageStatus(id: string): Promise<{ state: MessageState; reason?: string } | undefined> {
+    this.#checkOpen();
     return readStatus(this.#storage, id);
   }
 
@@ -1006,7 +1031,8 @@ export class MeshWhisper {
    * a peer's account key (the direct conversation). `limit` returns the newest `limit` entries;
    * `before` (a receivedAt) pages back. For long conversations prefer historyPage().
    */
-  history(conversation: ConversationId | Uint8Array, options: { limit?: number; before?: number } = {}): Promise<HistoryEntry[]> {
+  async history(conversation: ConversationId | Uint8Array, options: { limit?: number; before?: number } = {}): Promise<HistoryEntry[]> {
+    this.#checkOpen();
     const c = toConversation(conversation, 'history');
     if (options.limit !== undefined && !(Number.isSafeInteger(options.limit) && options.limit >= 0)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'history: limit must be a non-negative integer');
     return readHistory(this.#storage, c, { now: this.#ctx.now(), stateOf: readState, ...options });
@@ -1017,7 +1043,8 @@ export class MeshWhisper {
    * `cursor` (from the previous page) the `limit` before them. Reads only that page from storage.
    * `cursor` in the result is absent once the oldest message was returned.
    */
-  historyPage(conversation: ConversationId | Uint8Array, options: { limit?: number; cursor?: string } = {}): Promise<{ messages: Message[]; cursor?: string }> {
+  async historyPage(conversation: ConversationId | Uint8Array, options: { limit?: number; cursor?: string } = {}): Promise<{ messages: Message[]; cursor?: string }> {
+    this.#checkOpen();
     const c = toConversation(conversation, 'historyPage');
     const limit = options.limit ?? 50;
     if (!(Number.isSafeInteger(limit) && limit > 0)) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'historyPage: limit must be a positive integer');
@@ -1025,7 +1052,8 @@ export class MeshWhisper {
   }
 
   /** The conversation list: every conversation with stored messages, most recent first, with its newest message and unread count. */
-  conversationList(): Promise<ConversationSummary[]> {
+  async conversationList(): Promise<ConversationSummary[]> {
+    this.#checkOpen();
     return listConversations(this.#storage, { now: this.#ctx.now(), stateOf: readState });
   }
 
@@ -1034,6 +1062,7 @@ export class MeshWhisper {
    * `unread` event fires if it changed). Read receipts to the sender stay the app's choice (markRead).
    */
   async markConversationRead(conversation: ConversationId | Uint8Array): Promise<void> {
+    this.#checkOpen();
     const c = toConversation(conversation, 'markConversationRead');
     const { changed, ids } = await this.#storage.transaction((tx) => markRead(asStorageTx(tx), c));
     if (changed) this.#events.emit('unread', { conversation: c, unread: 0 });
@@ -1042,7 +1071,8 @@ export class MeshWhisper {
   }
 
   /** Account keys of the direct conversations with stored messages (conversationList() has groups, last messages and unread counts). */
-  conversations(): Promise<Uint8Array[]> {
+  async conversations(): Promise<Uint8Array[]> {
+    this.#checkOpen();
     return conversationPeers(this.#storage);
   }
 
@@ -1051,6 +1081,7 @@ export class MeshWhisper {
    * side may set it; it applies on both sides to every message sent from then on.
    */
   async setDisappearingTimer(to: Destination, seconds: number): Promise<void> {
+    this.#checkOpen();
     if (!Number.isInteger(seconds) || seconds < 0 || seconds > MAX_DISAPPEARING_SECONDS) {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `seconds must be an integer from 0 to ${MAX_DISAPPEARING_SECONDS}`);
     }
@@ -1060,21 +1091,25 @@ export class MeshWhisper {
 
   /** The disappearing-message timer (seconds, 0 = off) of a conversation (or of the direct conversation with this account). */
   async disappearingTimer(conversation: ConversationId | Uint8Array): Promise<number> {
+    this.#checkOpen();
     return (await this.#timers.record(this.#storage, toConversation(conversation, 'disappearingTimer'))).seconds;
   }
 
   /** The contact state of an account: 'accepted', 'request', or undefined (never in touch, or declined). */
-  contactState(accountKey: Uint8Array): Promise<ContactState | undefined> {
+  async contactState(accountKey: Uint8Array): Promise<ContactState | undefined> {
+    this.#checkOpen();
     return this.#contacts.state(accountKey);
   }
 
   /** Every account this device is in touch with, and its state. */
-  contacts(): Promise<{ accountKey: Uint8Array; state: ContactState }[]> {
+  async contacts(): Promise<{ accountKey: Uint8Array; state: ContactState }[]> {
+    this.#checkOpen();
     return this.#contacts.list();
   }
 
   /** Accepts a contact request: its messages stop being requests, read receipts, typing and presence flow. */
   async acceptContact(accountKey: Uint8Array): Promise<void> {
+    this.#checkOpen();
     await this.#contacts.accept(accountKey);
     await this.#syncContact(accountKey, ContactAction.ACCEPT);
   }
@@ -1089,6 +1124,7 @@ export class MeshWhisper {
    * its delivery token forgotten; with `block: true` it is also blocked.
    */
   async declineContact(accountKey: Uint8Array, options: { block?: boolean } = {}): Promise<void> {
+    this.#checkOpen();
     await this.#contacts.decline(accountKey, options);
     await this.#syncContact(accountKey, ContactAction.DECLINE);
     if (options.block) await this.#syncContact(accountKey, ContactAction.BLOCK);
@@ -1099,17 +1135,20 @@ export class MeshWhisper {
    * delivery token is forgotten, and sending to it fails with MW_SDK_BLOCKED until unblock().
    */
   async block(accountKey: Uint8Array): Promise<void> {
+    this.#checkOpen();
     await this.#contacts.block(accountKey);
     await this.#syncContact(accountKey, ContactAction.BLOCK);
   }
 
   async unblock(accountKey: Uint8Array): Promise<void> {
+    this.#checkOpen();
     checkAccountKey(accountKey);
     await this.#contacts.unblock(accountKey);
     await this.#syncContact(accountKey, ContactAction.UNBLOCK);
   }
 
-  isBlocked(accountKey: Uint8Array): Promise<boolean> {
+  async isBlocked(accountKey: Uint8Array): Promise<boolean> {
+    this.#checkOpen();
     return this.#contacts.isBlocked(accountKey);
   }
 
@@ -1120,17 +1159,20 @@ export class MeshWhisper {
    * as a QR code. Both people see the same digits; a mismatch means someone substituted a key.
    */
   safetyNumber(peerAccountKey: Uint8Array): { digits: string; groups: string[]; scannable: Uint8Array } {
+    this.#checkOpen();
     const sn = computeSafetyNumber(this.#ctx, { accountKey: this.accountKey }, { accountKey: peerAccountKey });
     return { digits: sn.digits, groups: safetyNumberGroups(sn.digits), scannable: sn.scannable };
   }
 
   /** The safety number's QR code as an SVG document (the other person scans it with verifySafetyNumber). */
   safetyNumberQrSvg(peerAccountKey: Uint8Array, options?: QrSvgOptions): string {
+    this.#checkOpen();
     return qrSvg(this.safetyNumber(peerAccountKey).scannable, options);
   }
 
   /** Checks a scanned safety-number QR payload against `peerAccountKey`: 'match' only if both sides agree. */
   verifySafetyNumber(peerAccountKey: Uint8Array, scanned: Uint8Array): ScannedSafetyNumberResult {
+    this.#checkOpen();
     return verifyScannedSafetyNumber(computeSafetyNumber(this.#ctx, { accountKey: this.accountKey }, { accountKey: peerAccountKey }), scanned);
   }
 
@@ -1139,6 +1181,7 @@ export class MeshWhisper {
    * (from the node's directory, else just this device).
    */
   async contactCard(options: { username?: string } = {}): Promise<ContactCard> {
+    this.#checkOpen();
     let mailboxIds = [this.mailboxId];
     try {
       mailboxIds = (await this.#transport.accountDevices(this.accountKey)).mailboxIds.slice(0, CONTACT_CARD_MAX_MAILBOX_IDS);
@@ -1150,6 +1193,7 @@ export class MeshWhisper {
 
   /** The contact card as a QR code (SVG document). */
   async contactQrSvg(options: { username?: string } & QrSvgOptions = {}): Promise<string> {
+    this.#checkOpen();
     return qrSvg(encodeContactCard(await this.contactCard(options)), options);
   }
 }

@@ -110,7 +110,7 @@ describe('a revoked device wipes itself', () => {
       expect(await wiped).toEqual({ reason: 'revoked', epoch: list.epoch });
       expect(existsSync(bFile)).toBe(false);
       expect(existsSync(`${bFile}-wal`)).toBe(false);
-      await expect(b.history(carol.accountKey)).rejects.toThrow(); // closed: nothing left to read
+      await expect(b.history(carol.accountKey)).rejects.toMatchObject({ code: 'MW_SDK_CLOSED' }); // closed: nothing left to read
     } finally {
       rmSync(work, { recursive: true, force: true });
     }

@@ -242,6 +242,7 @@ export class Groups {
 
   /** The group's state on this device, or undefined if this device never was in it. */
   async info(groupId: Uint8Array): Promise<GroupInfo | undefined> {
+    this.#checkOpen();
     checkGroupId(groupId, 'groups.info');
     const log = await this.#logs.load(this.deps.storage, groupId);
     return log ? this.#info(log.state) : undefined;
@@ -263,6 +264,7 @@ export class Groups {
 
   /** Every group this device holds (including ones it was removed from or left: isMember false). */
   async list(): Promise<GroupInfo[]> {
+    this.#checkOpen();
     const out: GroupInfo[] = [];
     for (const id of await db.allGroupIds(this.deps.storage)) {
       const log = await this.#logs.load(this.deps.storage, id);
@@ -273,6 +275,7 @@ export class Groups {
 
   /** Invitations received and not yet answered. */
   async invitations(): Promise<GroupInvitation[]> {
+    this.#checkOpen();
     return (await db.listInvitesIn(this.deps.storage)).map((i) => ({ groupId: i.groupId, inviteId: toHex(i.inviteId), inviter: i.inviter, name: i.name }));
   }
 
@@ -281,6 +284,7 @@ export class Groups {
    * ('sent' until a device of that member sends a receipt).
    */
   async receipts(groupId: Uint8Array, messageId: string): Promise<GroupReceipt[]> {
+    this.#checkOpen();
     checkGroupId(groupId, 'groups.receipts');
     const log = await this.#logs.load(this.deps.storage, groupId);
     if (!log) return [];
@@ -372,7 +376,8 @@ export class Groups {
     return this.#change(groupId, { type: 'leave' });
   }
 
-  rename(groupId: Uint8Array, name: string): Promise<GroupInfo> {
+  async rename(groupId: Uint8Array, name: string): Promise<GroupInfo> {
+    this.#checkOpen();
     if (typeof name !== 'string' || name.length === 0) throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'groups.rename: a name is required');
     return this.#change(groupId, { type: 'rename', name });
   }
@@ -394,6 +399,7 @@ export class Groups {
 
   /** Replaces this account's devices in the group by the ones its device list names now (after linking or revoking a device). */
   async syncDevices(groupId: Uint8Array): Promise<GroupInfo> {
+    this.#checkOpen();
     const devices = await this.#devicesOf(this.#account);
     return this.#change(groupId, { type: 'setDevices', devices });
   }
@@ -452,6 +458,7 @@ export class Groups {
    * failure is logged and the others go on. Returns the groups rejoined.
    */
   async rejoinAfterRestore(account: AccountKeyPair): Promise<Uint8Array[]> {
+    this.#checkOpen();
     const { storage, log } = this.deps;
     const done: Uint8Array[] = [];
     for (const groupId of await db.allGroupIds(storage)) {
@@ -637,6 +644,7 @@ export class Groups {
 
   /** Forgets an invitation or link this device made: answers to it are ignored from now on. */
   async revokeInvite(groupId: Uint8Array, inviteId: string): Promise<void> {
+    this.#checkOpen();
     await db.deleteInviteOut(this.deps.storage, groupId, fromHex(inviteId));
   }
 
