@@ -640,7 +640,8 @@ export class GroupLog extends _Redacted {
     const mine = (n: Node): boolean => equalBytes(n.op.authorDevice, device);
     const out: { operation: Uint8Array; account: Uint8Array; devices: Uint8Array[]; concurrent: Uint8Array[] }[] = [];
     const freshNodes = dag.nodes.filter(fresh);
-    if (freshNodes.length === 0) return out;
+    // Nothing new, or nothing of ours (a device that just joined): nothing to pass on.
+    if (freshNodes.length === 0 || !dag.nodes.some(mine)) return out;
     for (const a of dag.nodes) {
       const b = a.op.body;
       const devices = b.type === 'add' ? b.member.devices : b.type === 'setDevices' || b.type === 'rejoin' ? b.devices : undefined;
