@@ -250,6 +250,7 @@ export class Groups {
 
   /** Whether this device is a member device of the group (false for a group it does not hold). O(1) per call once the group's log is decoded. */
   async isMember(groupId: Uint8Array): Promise<boolean> {
+    this.#checkOpen();
     checkGroupId(groupId, 'groups.isMember');
     const log = await this.#logs.load(this.deps.storage, groupId);
     return log !== undefined && this.#isMember(log.state);
