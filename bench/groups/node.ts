@@ -35,7 +35,8 @@ const dataDir = mkdtempSync(join(tmpdir(), 'mw-bench-groups-'));
 const node = await spawnNode({
   bin: join(ROOT, 'packages/node/src/bin.ts'),
   cwd: HERE,
-  env: { PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info', WEB_APP: 'off', WS_MAX_CONNECTIONS_PER_ADDRESS: '0', RATE_LIMITS: BUCKETS.map((b) => `${b}=1000000:10000000`).join(','), USERNAME_NAMESPACES: 'bench:signed' },
+  // WORKERS=1: one node process, whose CPU /proc gives (the default, auto, forks workers the figure would miss).
+  env: { PORT: '0', HOST: '127.0.0.1', WORKERS: '1', DATA_DIR: dataDir, METRICS_PORT: 'off', LOG_LEVEL: 'info', WEB_APP: 'off', WS_MAX_CONNECTIONS_PER_ADDRESS: '0', RATE_LIMITS: BUCKETS.map((b) => `${b}=1000000:10000000`).join(','), USERNAME_NAMESPACES: 'bench:signed' },
   tsconfig: join(HERE, 'tsconfig.json'),
 });
 const url = `http://127.0.0.1:${node.port}`;

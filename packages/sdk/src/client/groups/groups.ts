@@ -353,7 +353,7 @@ export class Groups {
       throw e;
     }
     const log = created.log;
-    await this.#logs.save(storage, log);
+    await storage.transaction((tx) => this.#logs.save(asStorageTx(tx), log)); // the log and its stamp together
     this.deps.emit('groupChange', { groupId: log.state.groupId, change: { type: 'joined', name } });
     await this.#fanOutUpdate(undefined, log, [created.operation]);
     return this.#info(log.state);
