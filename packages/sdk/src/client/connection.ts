@@ -100,6 +100,9 @@ export class DeviceConnection {
     this.#ws = ws;
     ws.onopen = () => this.#send({ body: { case: 'clientHello', value: { versions: [...SUPPORTED_PROTOCOL_VERSIONS] } } });
     ws.onmessage = (ev) => {
+      // Closing: a frame that still comes in is neither handled (the storage closes next) nor
+      // acknowledged — the node delivers it again at the next start.
+      if (this.#closed) return;
       const bytes = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ev.data instanceof Uint8Array ? ev.data : undefined;
       if (!bytes) return;
       const d = decodeFrame(bytes);

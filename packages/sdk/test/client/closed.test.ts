@@ -4,12 +4,17 @@
  * fails with MW_SDK_CLOSED (thrown or rejected), whatever its arguments, never with a storage error
  * or a timeout. The exceptions, by design: close() and idle() (nothing to do), on() and iterate()
  * (an iterator that ends at once), and the getters (mailboxId, accountKey, … the identity in memory).
+ * And a frame that the socket still hands over after close() (during the closing handshake) is
+ * neither handled — it used to run into the closed storage and reach the app as an `undecryptable`
+ * MW_SDK_INTERNAL — nor acknowledged: the node delivers it at the next start.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeviceKeyPair, createContext, issueDeviceCertificate } from '@meshwhisper/crypto';
+import { WebSocket as NodeWebSocket } from 'ws';
+import { decodeFrame } from '@meshwhisper/protocol';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
 import type { E2eNode } from './test-node.js';
 import { startE2eNode } from './test-node.js';
@@ -86,5 +91,78 @@ describe('a closed or wiped client', () => {
     await expect(b.history(a.accountKey)).rejects.toMatchObject({ code: 'MW_SDK_CLOSED' });
     expect(await notClosed(b)).toEqual([]);
     await a.close();
+  });
+
+  it('a frame that reaches a closing client is not handled (no error for the app) nor acknowledged: it comes again at the next start', async () => {
+    const isDeliver = (ev: { data: unknown }): boolean => {
+      const d = decodeFrame(new Uint8Array(ev.data as ArrayBuffer));
+      return d.ok && d.value.body.case === 'deliver';
+    };
+    /** A `ws` socket that can hold incoming deliveries back and hand them over later (as a closing handshake may). */
+    class HoldingSocket {
+      hold = false;
+      readonly held: { data: unknown }[] = [];
+      readonly #ws: NodeWebSocket;
+      #listener: ((ev: { data: unknown }) => void) | null = null;
+      constructor(url: string) {
+        this.#ws = new NodeWebSocket(url);
+        this.#ws.onmessage = (ev) => (this.hold && isDeliver(ev) ? this.held.push(ev) : this.#listener?.(ev));
+        sockets.push(this);
+      }
+      get binaryType(): string {
+        return this.#ws.binaryType;
+      }
+      set binaryType(t: string) {
+        this.#ws.binaryType = t as NodeWebSocket['binaryType'];
+      }
+      get readyState(): number {
+        return this.#ws.readyState;
+      }
+      send(data: Uint8Array): void {
+        this.#ws.send(data);
+      }
+      close(code?: number, reason?: string): void {
+        this.#ws.close(code, reason);
+      }
+      set onopen(f: ((ev: unknown) => void) | null) {
+        this.#ws.onopen = f;
+      }
+      set onclose(f: ((ev: { code: number; reason: string }) => void) | null) {
+        this.#ws.onclose = f;
+      }
+      set onerror(f: ((ev: unknown) => void) | null) {
+        this.#ws.onerror = f;
+      }
+      set onmessage(f: ((ev: { data: unknown }) => void) | null) {
+        this.#listener = f;
+      }
+      release(): void {
+        for (const ev of this.held.splice(0)) this.#listener?.(ev);
+      }
+    }
+    const sockets: HoldingSocket[] = [];
+    const a = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await openSqliteStorage({ path: join(work, 'sender.sqlite') }), ...fast });
+    const bPath = join(work, 'closing.sqlite');
+    const b = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await openSqliteStorage({ path: bPath }), ...fast, WebSocket: HoldingSocket as never });
+    if (b.connectionState !== 'online') await b.once('connection', (s) => s === 'online', 15_000);
+    const reports: string[] = [];
+    b.on('undecryptable', (u) => reports.push(`${u.code}: ${u.message}`));
+    const socket = sockets.at(-1)!;
+    socket.hold = true;
+    await a.sendText({ accountKey: b.accountKey }, 'arrives while b closes');
+    for (const until = Date.now() + 15_000; socket.held.length === 0; ) {
+      if (Date.now() > until) throw new Error('the message never reached b');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await b.close();
+    socket.release(); // the frame comes in after close() (the storage is closed)
+    await new Promise((r) => setTimeout(r, 300));
+    expect(reports).toEqual([]);
+    // Not acknowledged: b, started again from its file, gets it.
+    const again = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await openSqliteStorage({ path: bPath }), ...fast, connect: false });
+    const got = again.once('message', (m) => m.text === 'arrives while b closes', 15_000);
+    again.connect();
+    await got;
+    await Promise.all([a.close(), again.close()]);
   });
 });

@@ -108,7 +108,7 @@ class Dev {
       return fetch(input, init);
     };
     const c = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: this.storage, receiptDelay: { minDelayMs: 0, maxDelayMs: 50 }, fetch: spy, ...options });
-    c.on('undecryptable', (u) => this.undecryptable.push(u.code));
+    c.on('undecryptable', (u) => this.undecryptable.push(u.code === 'MW_SDK_INTERNAL' ? `${u.code} (${u.message})` : u.code));
     c.on('message', (m) => {
       if (m.text?.startsWith('final ')) this.finals.push(m.id);
     });
