@@ -161,7 +161,7 @@ export const CONFIG_SCHEMA = {
     },
   ),
   // Cluster (docs/scale-out.md): several instances on one PostgreSQL database and one NATS.
-  store: setting<'sqlite' | 'postgres'>('STORE', 'sqlite', 'Where state lives: sqlite (one process, DATA_DIR/meshwhisper.sqlite3) or postgres (DATABASE_URL; several instances may share it — set NATS_URL too).', (raw) => {
+  store: setting<'sqlite' | 'postgres'>('STORE', 'sqlite', 'Where state lives: sqlite (one machine, DATA_DIR/meshwhisper.sqlite3; WORKERS processes) or postgres (DATABASE_URL; several instances may share it — set NATS_URL too).', (raw) => {
     const v = raw.trim().toLowerCase();
     if (v !== 'sqlite' && v !== 'postgres') throw new RangeError('must be sqlite or postgres');
     return v;
