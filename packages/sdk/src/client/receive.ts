@@ -281,6 +281,15 @@ export class ReceivePipeline {
         return outcome;
       });
     } catch (e) {
+      // For a group this device does not hold yet (its create or our add crossed this message on
+      // the way): reported now as before, and kept to open when the group arrives (§G6.6).
+      if (e instanceof SdkError && e.code === SdkErrorCode.UNKNOWN_CONVERSATION && !replaying) {
+        const kept = await groups.holdForUnknownGroup(from, message).catch((h: unknown) => {
+          this.deps.log.warn('receive.hold-failed', 'a group message for a group not held yet could not be kept', h);
+          return false;
+        });
+        if (kept) this.deps.log.debug('receive.group-pending', 'a group message for a group this device does not hold yet: kept until it arrives');
+      }
       if (e instanceof CryptoError) {
         // Before its key (the sender's copies crossed on the way): reported, and kept to open when
         // the key comes (the app then gets the message after all).
@@ -315,6 +324,48 @@ export class ReceivePipeline {
       for (const [event, value] of outcome.events) this.deps.emit(event, value as never);
       if (outcome.expires) this.deps.timers.schedule();
       if (outcome.deliveredId) await this.deps.receipts.add(mailboxIdOf(this.deps.ctx, h.from.deviceSigningKey), 'delivered', [outcome.deliveredId]);
+    }
+  }
+
+  /**
+   * Replays, in arrival order, what came for `groupId` before this device held it (sender keys,
+   * group messages, control operations of any member device): each is judged by the group's rules
+   * now — a sender key or message from a device that is not a member device is refused and dropped,
+   * as it would have been had the group come first. A message whose sender key is still missing
+   * moves to the held messages (opened when that key comes).
+   */
+  async #replayPending(groupId: Uint8Array): Promise<void> {
+    const groups = this.deps.groups!;
+    for (const item of await groups.pending(groupId)) {
+      if (item.kind === 'message') {
+        let outcome: Outcome | undefined;
+        try {
+          outcome = await this.#openGroup(item.from, item.payload, true);
+        } catch (e) {
+          const err = e instanceof ReceiveFailure ? e.error : e;
+          const quiet = err instanceof CryptoError && (err.code === CryptoErrorCode.DUPLICATE_MESSAGE || err.code === CryptoErrorCode.UNKNOWN_SENDER_KEY);
+          if (!quiet) this.deps.log.warn('receive.pending-refused', 'a group message kept until its group arrived was refused', err);
+        }
+        // Dropped after it was judged: a crash in between replays it once more, and the chain step
+        // (DUPLICATE_MESSAGE) and the history (same id) keep it shown once.
+        await groups.dropPending(item.key);
+        if (!outcome) continue;
+        for (const [event, value] of outcome.events) this.deps.emit(event, value as never);
+        if (outcome.expires) this.deps.timers.schedule();
+        if (outcome.deliveredId) await this.deps.receipts.add(mailboxIdOf(this.deps.ctx, item.from.deviceSigningKey), 'delivered', [outcome.deliveredId]);
+        continue;
+      }
+      let r: Awaited<ReturnType<Groups['replayPending']>>;
+      try {
+        r = await groups.replayPending(item);
+      } catch (e) {
+        this.deps.log.warn('receive.pending-refused', `a ${item.kind === 'key' ? 'sender key' : 'control operation'} kept until its group arrived was refused`, e);
+        await groups.dropPending(item.key);
+        continue;
+      }
+      for (const [event, value] of r.events) this.deps.emit(event, value as never);
+      if (item.kind === 'key') await this.#replayHeld(groupId, item.from);
+      if (r.after) await r.after().catch((e: unknown) => this.deps.log.warn('receive.after-failed', 'follow-up work of a replayed group operation failed', e));
     }
   }
 
@@ -473,18 +524,25 @@ export class ReceivePipeline {
       if (body.case === 'groupUpdate') {
         const r = await groups.applyUpdate(stx, from, body.value);
         events.push(...r.events);
+        if (r.held) {
+          this.deps.log.debug('receive.group-pending', 'control operations for a group this device does not hold yet: kept until it arrives');
+          return out;
+        }
         // A member restored from its archive rejoined from an older log: send it ours (§G6.5);
         // operations concurrent with an add go on to the devices it added (§G6.2).
         const update = body.value;
         out.after = async () => {
+          // The group just arrived: what came for it before (sender keys, messages, operations) now.
+          if (r.joined) await this.#replayPending(update.groupId);
           await groups.answerRejoin(update);
           await r.after?.();
         };
       }
       else if (body.case === 'senderKey') {
-        const groupId = await groups.applySenderKey(stx, from, body.value);
+        const { groupId, held } = await groups.applySenderKey(stx, from, body.value);
+        if (held) this.deps.log.debug('receive.group-pending', 'a sender key for a group this device does not hold yet: kept until it arrives');
         // Messages of this device that came before its key open now.
-        out.after = () => this.#replayHeld(groupId, from);
+        else out.after = () => this.#replayHeld(groupId, from);
       }
       else if (body.case === 'groupInvite') events.push(...(await groups.applyInvite(stx, from, body.value)));
       else if (body.case === 'groupInviteAnswer') {

@@ -47,7 +47,7 @@ import {
   toHex,
 } from '@meshwhisper/crypto';
 import type { Content, GroupInvite, GroupInviteAnswer, GroupUpdate, SenderKey } from '@meshwhisper/protocol';
-import { ContentSchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
+import { ContentSchema, GroupUpdateSchema, SenderKeySchema, create, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { AppStore, ProtocolStorage } from '../../storage/types.js';
 import { asStorageTx } from '../../storage/types.js';
 import { CONTENT_VERSION } from '../../constants.js';
@@ -924,17 +924,72 @@ export class Groups {
     return db.dropHeld(this.deps.storage, key);
   }
 
-  /** A sender key from `from` (pairwise): accepted only from a member device of a group this device is in. */
-  async applySenderKey(stx: AppStore, from: DeviceCertificate, sk: SenderKey): Promise<Uint8Array> {
+  /**
+   * A group message for a group this device does not hold at all (its create, or the add that makes
+   * this device a member, is still on its way over another pairwise session): kept (bounded, §G6.6)
+   * to be opened when the group arrives. Returns whether it was kept. A group this device holds —
+   * member or not — is judged now, never kept.
+   */
+  async holdForUnknownGroup(from: DeviceCertificate, message: Uint8Array): Promise<boolean> {
+    const { ctx, storage } = this.deps;
+    let groupId: Uint8Array;
+    try {
+      const h = readGroupMessageHeader(message);
+      if (!equalBytes(h.sender, from.deviceSigningKey)) return false;
+      groupId = h.groupId;
+    } catch {
+      return false;
+    }
+    return storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      if (await this.#logs.load(stx, groupId)) return false;
+      return db.holdPending(stx, 'message', groupId, from, message, ctx.now());
+    });
+  }
+
+  /** What was kept for `groupId` before this device held it (arrival order), to replay now that it does. */
+  pending(groupId: Uint8Array): Promise<db.PendingItem[]> {
+    return db.pendingFor(this.deps.storage, groupId, this.deps.ctx.now());
+  }
+
+  dropPending(key: string): Promise<void> {
+    return db.dropPending(this.deps.storage, key);
+  }
+
+  /**
+   * Replays one kept sender key or control operation (pending()) with every check of its first
+   * arrival's group rules, in one transaction with dropping it: applied exactly once, or refused
+   * (and dropped) exactly as it would have been had the group been here first.
+   */
+  async replayPending(item: db.PendingItem): Promise<{ events: GroupEventPending[]; after?: () => Promise<void> }> {
+    return this.deps.storage.transaction(async (tx) => {
+      const stx = asStorageTx(tx);
+      await db.dropPending(stx, item.key);
+      if (item.kind === 'key') {
+        const r = await this.applySenderKey(stx, item.from, fromBinary(SenderKeySchema, item.payload), false);
+        if (r.held) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'a kept sender key whose group this device still does not hold');
+        return { events: [] };
+      }
+      return this.applyUpdate(stx, item.from, fromBinary(GroupUpdateSchema, item.payload), false);
+    });
+  }
+
+  /**
+   * A sender key from `from` (pairwise): accepted only from a member device of a group this device
+   * is in. For a group this device does not hold at all, kept (in `stx`, with the ratchet step) until
+   * the group arrives: `held`.
+   */
+  async applySenderKey(stx: AppStore, from: DeviceCertificate, sk: SenderKey, keep = true): Promise<{ groupId: Uint8Array; held: boolean }> {
     const { ctx } = this.deps;
     const d = decodeSenderKeyDistribution(sk.distribution);
     const log = await this.#logs.load(stx, d.groupId);
+    if (!log && keep && (await db.holdPending(stx, 'key', d.groupId, from, toBinary(SenderKeySchema, sk), ctx.now()))) return { groupId: d.groupId, held: true };
     if (!log || !this.#isMember(log.state)) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'a sender key for a group this device is not in');
     if (!this.#lists(log.state, from)) throw new SdkError(SdkErrorCode.GROUP_NOT_MEMBER, 'a sender key from a device that is not a member device of the group');
     const record = await db.loadRecord(stx, d.groupId, from.deviceSigningKey);
     const next = processSenderKeyDistribution(ctx, { groupId: d.groupId, sender: from.deviceSigningKey, distribution: sk.distribution, ...(record ? { record } : {}) });
     await db.saveRecord(stx, d.groupId, from.deviceSigningKey, next);
-    return d.groupId;
+    return { groupId: d.groupId, held: false };
   }
 
   /**
@@ -942,7 +997,7 @@ export class Groups {
    * create operation, and kept only if its state lists this device (someone added us). Operations
    * that do not verify or are not allowed are skipped (logged); the rest fold into the state.
    */
-  async applyUpdate(stx: AppStore, from: DeviceCertificate, update: GroupUpdate): Promise<{ events: GroupEventPending[]; after?: () => Promise<void> }> {
+  async applyUpdate(stx: AppStore, from: DeviceCertificate, update: GroupUpdate, keep = true): Promise<{ events: GroupEventPending[]; after?: () => Promise<void>; joined?: boolean; held?: boolean }> {
     const { ctx } = this.deps;
     checkGroupId(update.groupId, 'groupUpdate');
     let log = await this.#logs.load(stx, update.groupId);
@@ -957,7 +1012,11 @@ export class Groups {
           return false;
         }
       });
-      if (root < 0) throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'control operations for a group this device does not hold, without its create operation');
+      if (root < 0) {
+        // Kept until the group arrives (its create comes over another session): replayed then.
+        if (keep && (await db.holdPending(stx, 'update', update.groupId, from, toBinary(GroupUpdateSchema, update), ctx.now()))) return { events: [], held: true };
+        throw new SdkError(SdkErrorCode.UNKNOWN_CONVERSATION, 'control operations for a group this device does not hold, without its create operation');
+      }
       log = openGroup(ctx, ops[root]!);
       if (!equalBytes(log.state.groupId, update.groupId)) throw new CryptoError(CryptoErrorCode.GROUP_MISMATCH, 'groupUpdate', 'operations for another group');
       ops.splice(root, 1);
@@ -979,7 +1038,8 @@ export class Groups {
     const groupId = after.groupId;
     const gossip = this.#gossip(held, log);
     const events: GroupEventPending[] = !before ? [['groupChange', { groupId, change: { type: 'joined', name: after.name } }]] : diff.events.map((e) => ['groupChange', { groupId, change: toChange(e) }] as const);
-    return gossip ? { events, after: gossip } : { events };
+    const joined = !before;
+    return gossip ? { events, after: gossip, joined } : { events, joined };
   }
 
   /**

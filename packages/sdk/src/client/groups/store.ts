@@ -35,6 +35,14 @@ export const GroupTable = {
    * `${group hex}/${device hex}/${sequence}` (at most HELD_PER_DEVICE per device, HELD_MAX_AGE_MS).
    */
   Held: 'mw.group-held',
+  /**
+   * What came for a group this device does not hold yet (its create or the add that makes this device
+   * a member is still on the way over another pairwise session): u8 version 1 ‖ u8 kind (1 sender
+   * key distribution, 2 group message, 3 control operations) ‖ u64 received at ‖ 32-byte group id ‖
+   * vec16 sender certificate ‖ payload, by `${device hex}/${sequence}` (at most HELD_PER_DEVICE per
+   * sender device, PENDING_MAX in all, HELD_MAX_AGE_MS). Replayed, oldest first, when the group arrives.
+   */
+  Pending: 'mw.group-pending',
   /** Invitations received: u8 version 1 ‖ inviter account (32) ‖ UTF-8 name, by `${group hex}/${invite id hex}`. */
   InviteIn: 'mw.group-invite-in',
 } as const;
@@ -293,4 +301,79 @@ export async function heldMessages(store: AppStore, groupId: Uint8Array, device:
 
 export async function dropHeld(store: AppStore, key: string): Promise<void> {
   await store.deleteItem(GroupTable.Held, key);
+}
+
+/** What a device may keep for groups it does not hold yet, in all (beyond, new items are refused, as before). */
+export const PENDING_MAX = 2000;
+
+export type PendingKind = 'key' | 'message' | 'update';
+const PENDING_KINDS: readonly PendingKind[] = ['key', 'message', 'update'];
+
+export interface PendingItem {
+  readonly key: string;
+  readonly kind: PendingKind;
+  readonly at: number;
+  readonly groupId: Uint8Array;
+  readonly from: DeviceCertificate;
+  readonly payload: Uint8Array;
+}
+
+/**
+ * Keeps `payload` (of `kind`) from `from` for the group `groupId` this device does not hold yet.
+ * Bounded: the oldest of the sender device beyond HELD_PER_DEVICE is dropped, anything older than
+ * HELD_MAX_AGE_MS is dropped, and nothing new is kept once PENDING_MAX items are. Returns whether it was kept.
+ */
+export async function holdPending(store: AppStore, kind: PendingKind, groupId: Uint8Array, from: DeviceCertificate, payload: Uint8Array, now: number): Promise<boolean> {
+  const prefix = toHex(from.deviceSigningKey) + '/';
+  const mine = await store.listItems(GroupTable.Pending, { prefix });
+  let kept = mine.length;
+  for (const [i, old] of mine.entries()) {
+    let at = 0;
+    try {
+      const r = new ByteReader(old.value, 'holdPending');
+      r.bytes(2);
+      at = r.u64();
+    } catch {
+      // unreadable: dropped below (received at 0)
+    }
+    if (i < mine.length - HELD_PER_DEVICE + 1 || now - at > HELD_MAX_AGE_MS) {
+      await store.deleteItem(GroupTable.Pending, old.key);
+      kept--;
+    }
+  }
+  if (kept >= HELD_PER_DEVICE) return false;
+  if ((await store.listItems(GroupTable.Pending, { limit: PENDING_MAX })).length >= PENDING_MAX) return false;
+  const seq = mine.length > 0 ? Number(mine.at(-1)!.key.slice(prefix.length)) + 1 : 0;
+  const v = new ByteWriter().u8(1).u8(PENDING_KINDS.indexOf(kind) + 1).u64(now).bytes(groupId).vec16(encodeDeviceCertificate(from)).bytes(payload).finish();
+  await store.setItem(GroupTable.Pending, prefix + String(seq).padStart(15, '0'), v);
+  return true;
+}
+
+/** The items kept for `groupId`, in arrival order (expired and unreadable ones are dropped). */
+export async function pendingFor(store: AppStore, groupId: Uint8Array, now: number): Promise<PendingItem[]> {
+  const out: PendingItem[] = [];
+  for (const { key, value } of await store.listItems(GroupTable.Pending)) {
+    try {
+      const r = new ByteReader(value, 'pendingFor');
+      if (r.u8() !== 1) throw new RangeError('version');
+      const kind = PENDING_KINDS[r.u8() - 1];
+      if (!kind) throw new RangeError('kind');
+      const at = r.u64();
+      const g = r.bytes(32);
+      if (now - at > HELD_MAX_AGE_MS) {
+        await store.deleteItem(GroupTable.Pending, key);
+        continue;
+      }
+      if (!equalBytes(g, groupId)) continue;
+      const from = decodeDeviceCertificate(r.vec16('certificate'));
+      out.push({ key, kind, at, groupId: g, from, payload: r.rest() });
+    } catch {
+      await store.deleteItem(GroupTable.Pending, key);
+    }
+  }
+  return out.sort((a, b) => a.at - b.at || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+export async function dropPending(store: AppStore, key: string): Promise<void> {
+  await store.deleteItem(GroupTable.Pending, key);
 }
