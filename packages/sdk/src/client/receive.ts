@@ -282,7 +282,7 @@ export class ReceivePipeline {
       });
     } catch (e) {
       // For a group this device does not hold yet (its create or our add crossed this message on
-      // the way): reported now as before, and kept to open when the group arrives (§G6.6).
+      // the way): reported now as before, and kept to open when the group arrives (§G6.2).
       if (e instanceof SdkError && e.code === SdkErrorCode.UNKNOWN_CONVERSATION && !replaying) {
         const kept = await groups.holdForUnknownGroup(from, message).catch((h: unknown) => {
           this.deps.log.warn('receive.hold-failed', 'a group message for a group not held yet could not be kept', h);
@@ -340,7 +340,14 @@ export class ReceivePipeline {
       if (item.kind === 'message') {
         let outcome: Outcome | undefined;
         try {
-          outcome = await this.#openGroup(item.from, item.payload, true);
+          try {
+            outcome = await this.#openGroup(item.from, item.payload, false);
+          } catch (e) {
+            // The sender's device list, as for any message (kept items may be days old): fetched, then judged.
+            if (!(e instanceof NeedDeviceList)) throw e;
+            await (e.refresh ? this.deps.lists.fetch(e.accountKey) : this.deps.lists.current(e.accountKey, e.epoch)).catch((f: unknown) => this.deps.log.warn('receive.device-list-refresh-failed', "the sender account's device list could not be fetched; the kept message is judged against the list held", f));
+            outcome = await this.#openGroup(item.from, item.payload, true);
+          }
         } catch (e) {
           const err = e instanceof ReceiveFailure ? e.error : e;
           const quiet = err instanceof CryptoError && (err.code === CryptoErrorCode.DUPLICATE_MESSAGE || err.code === CryptoErrorCode.UNKNOWN_SENDER_KEY);

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MessageType, createContext, encodeSenderKeyDistribution, encryptGroupMessage, generateSenderKey, mailboxIdOf, sealEnvelope, sealMessage, toHex } from '@meshwhisper/crypto';
+import { MessageType, createContext, encodeSenderKeyDistribution, encryptGroupMessage, generateSenderKey, sealEnvelope, sealMessage, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, ContentSchema, EnvelopeClass, SendBatchRequestSchema, SendRequestSchema, create, encodeBody, fromBinary, toBinary } from '@meshwhisper/protocol';
 import type { ProtocolStorage } from '../../src/index.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';

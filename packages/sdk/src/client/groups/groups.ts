@@ -926,7 +926,7 @@ export class Groups {
 
   /**
    * A group message for a group this device does not hold at all (its create, or the add that makes
-   * this device a member, is still on its way over another pairwise session): kept (bounded, §G6.6)
+   * this device a member, is still on its way over another pairwise session): kept (bounded, §G6.2 "Before the group")
    * to be opened when the group arrives. Returns whether it was kept. A group this device holds —
    * member or not — is judged now, never kept.
    */
