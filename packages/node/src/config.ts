@@ -152,8 +152,8 @@ export const CONFIG_SCHEMA = {
   // Processes of one SQLite node (docs/architecture.md §Process model).
   workers: setting(
     'WORKERS',
-    'auto',
-    'STORE=sqlite: processes serving the listener, all on the one database (node:cluster; a primary process holds the DATA_DIR lock, runs migrations and restarts a worker that dies). auto: the machine\'s available parallelism; 1: one process (no primary). Rate limits and WS_MAX_CONNECTIONS_PER_ADDRESS count per process (× WORKERS). STORE=postgres: always 1 per instance (run more instances).',
+    '1',
+    'STORE=sqlite: processes serving the listener, all on the one database (node:cluster; a primary process holds the DATA_DIR lock, runs migrations and restarts a worker that dies). 1: one process (no primary; its writer thread already uses a second core) — measured faster than 2 on a 2-core machine (docs/benchmarks.md); auto: the machine\'s available parallelism; N: N workers. Rate limits and WS_MAX_CONNECTIONS_PER_ADDRESS count per process (× WORKERS). STORE=postgres: always 1 per instance (run more instances).',
     (raw) => {
       const v = raw.trim().toLowerCase();
       if (v === 'auto' || v === '') return Math.max(1, Math.min(64, availableParallelism()));
