@@ -325,6 +325,12 @@ export class MeshWhisper {
     // Connect last: the socket's handshake needs network round trips, so nothing can be delivered
     // before the caller's code after `await create()` has registered its listeners.
     if (opts.connect !== false) client.#transport.start();
+    // Items kept for a group that arrived before the last stop, whose replay did not finish: after
+    // the caller registered its listeners (a timer, not a microtask).
+    setTimeout(() => {
+      if (client.#closed) return;
+      client.#receiver.resumePending().catch((e: unknown) => client.#log.warn('receive.pending-resume-failed', 'items kept for a group could not be replayed at start', e));
+    }, 0);
     return client;
   }
 

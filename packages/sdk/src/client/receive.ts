@@ -328,6 +328,16 @@ export class ReceivePipeline {
   }
 
   /**
+   * Replays what was kept for groups that arrived meanwhile but whose replay did not finish (the
+   * client stopped in between): called once after start.
+   */
+  async resumePending(): Promise<void> {
+    const groups = this.deps.groups;
+    if (!groups) return;
+    for (const groupId of await groups.pendingHeldGroups()) await this.#replayPending(groupId);
+  }
+
+  /**
    * Replays, in arrival order, what came for `groupId` before this device held it (sender keys,
    * group messages, control operations of any member device): each is judged by the group's rules
    * now — a sender key or message from a device that is not a member device is refused and dropped,

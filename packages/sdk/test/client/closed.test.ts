@@ -33,7 +33,7 @@ const fast = { receiptDelay: { minDelayMs: 0, maxDelayMs: 0 } };
 /** Not expected to fail on a closed client (see above). */
 const OPEN_ANYWAY = new Set(['constructor', 'close', 'idle', 'on', 'iterate']);
 /** client.groups members the receive pipeline and the client call (docs/api.md: "apps need not call it"), not app methods. */
-const PIPELINE = new Set(['constructor', 'answerRejoin', 'resolveConversation', 'openMessage', 'hold', 'held', 'dropHeld', 'holdForUnknownGroup', 'pending', 'dropPending', 'replayPending', 'applySenderKey', 'applyUpdate', 'applyInvite', 'applyInviteAnswer', 'forgetAnswered', 'noteReceipt', 'membership']);
+const PIPELINE = new Set(['constructor', 'answerRejoin', 'resolveConversation', 'openMessage', 'hold', 'held', 'dropHeld', 'holdForUnknownGroup', 'pending', 'pendingHeldGroups', 'dropPending', 'replayPending', 'applySenderKey', 'applyUpdate', 'applyInvite', 'applyInviteAnswer', 'forgetAnswered', 'noteReceipt', 'membership']);
 
 function methods(o: object, skip: ReadonlySet<string>): string[] {
   const proto = Object.getPrototypeOf(o) as object;

@@ -952,6 +952,19 @@ export class Groups {
     return db.pendingFor(this.deps.storage, groupId, this.deps.ctx.now());
   }
 
+  /**
+   * Groups this device holds (and is in) with kept items still waiting: a stop (or crash) after the
+   * group arrived and before their replay finished. Replayed at the next start.
+   */
+  async pendingHeldGroups(): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = [];
+    for (const hex of await db.pendingGroups(this.deps.storage)) {
+      const log = await this.#logs.load(this.deps.storage, fromHex(hex));
+      if (log && this.#isMember(log.state)) out.push(fromHex(hex));
+    }
+    return out;
+  }
+
   dropPending(key: string): Promise<void> {
     return db.dropPending(this.deps.storage, key);
   }

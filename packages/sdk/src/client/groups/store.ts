@@ -374,6 +374,13 @@ export async function pendingFor(store: AppStore, groupId: Uint8Array, now: numb
   return out.sort((a, b) => a.at - b.at || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
+/** The group ids anything is kept for (hex). */
+export async function pendingGroups(store: AppStore): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const { value } of await store.listItems(GroupTable.Pending)) if (value.length >= 42) out.add(toHex(value.subarray(10, 42)));
+  return out;
+}
+
 export async function dropPending(store: AppStore, key: string): Promise<void> {
   await store.deleteItem(GroupTable.Pending, key);
 }
