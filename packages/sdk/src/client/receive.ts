@@ -360,6 +360,11 @@ export class ReceivePipeline {
           }
         } catch (e) {
           const err = e instanceof ReceiveFailure ? e.error : e;
+          // Not a judgment (storage failed…): kept for the next start, not lost.
+          if (!(err instanceof CryptoError || err instanceof SdkError)) {
+            this.deps.log.warn('receive.pending-resume-failed', 'a group message kept until its group arrived could not be replayed now; kept for the next start', err);
+            continue;
+          }
           const quiet = err instanceof CryptoError && (err.code === CryptoErrorCode.DUPLICATE_MESSAGE || err.code === CryptoErrorCode.UNKNOWN_SENDER_KEY);
           if (!quiet) this.deps.log.warn('receive.pending-refused', 'a group message kept until its group arrived was refused', err);
         }
@@ -376,6 +381,11 @@ export class ReceivePipeline {
       try {
         r = await groups.replayPending(item);
       } catch (e) {
+        // The transaction rolled back: a judgment drops the item, anything else keeps it for the next start.
+        if (!(e instanceof CryptoError || e instanceof SdkError)) {
+          this.deps.log.warn('receive.pending-resume-failed', 'an item kept until its group arrived could not be replayed now; kept for the next start', e);
+          continue;
+        }
         this.deps.log.warn('receive.pending-refused', `a ${item.kind === 'key' ? 'sender key' : 'control operation'} kept until its group arrived was refused`, e);
         await groups.dropPending(item.key);
         continue;
