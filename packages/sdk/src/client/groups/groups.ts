@@ -898,14 +898,8 @@ export class Groups {
    */
   async hold(from: DeviceCertificate, message: Uint8Array): Promise<boolean> {
     const { ctx, storage } = this.deps;
-    let groupId: Uint8Array;
-    try {
-      const h = readGroupMessageHeader(message);
-      if (!equalBytes(h.sender, from.deviceSigningKey)) return false;
-      groupId = h.groupId;
-    } catch {
-      return false;
-    }
+    const groupId = groupOfSender(from, message);
+    if (!groupId) return false;
     return storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       const log = await this.#logs.load(stx, groupId);
@@ -932,14 +926,8 @@ export class Groups {
    */
   async holdForUnknownGroup(from: DeviceCertificate, message: Uint8Array): Promise<boolean> {
     const { ctx, storage } = this.deps;
-    let groupId: Uint8Array;
-    try {
-      const h = readGroupMessageHeader(message);
-      if (!equalBytes(h.sender, from.deviceSigningKey)) return false;
-      groupId = h.groupId;
-    } catch {
-      return false;
-    }
+    const groupId = groupOfSender(from, message);
+    if (!groupId) return false;
     return storage.transaction(async (tx) => {
       const stx = asStorageTx(tx);
       if (await this.#logs.load(stx, groupId)) return false;
@@ -1177,3 +1165,12 @@ function chunks(ops: readonly Uint8Array[]): Uint8Array[][] {
   return out;
 }
 
+/** The group a group message names, if its header parses and names `from` as its sender; else undefined. */
+function groupOfSender(from: DeviceCertificate, message: Uint8Array): Uint8Array | undefined {
+  try {
+    const h = readGroupMessageHeader(message);
+    return equalBytes(h.sender, from.deviceSigningKey) ? h.groupId : undefined;
+  } catch {
+    return undefined;
+  }
+}
