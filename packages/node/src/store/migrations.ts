@@ -219,4 +219,37 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE devices ADD COLUMN renewal_issued_at INTEGER;
     `,
   },
+  {
+    version: 9,
+    name: 'envelopes in reused storage slots, indexed by (mailbox, seq)',
+    sql: `
+      -- Until now envelopes lived in a WITHOUT ROWID table keyed by (mailbox, seq): each 1 KiB row
+      -- sat in the leaf of its mailbox, so a group commit of envelopes to N random mailboxes dirtied
+      -- about N table pages (8 KiB each) to insert them and as many again to delete them, and the
+      -- WAL — what every commit writes and fsyncs, and every checkpoint copies and truncates — grew
+      -- by ~8 KiB per envelope per statement. Now the row lives at a storage slot (the rowid) that
+      -- the store writer reuses, lowest free first (sqlite-writer.worker.js): envelopes written
+      -- together sit on the same few pages and are deleted together; only the small index entries
+      -- (mailbox, seq) → slot land in per-mailbox pages. A slot is a reused position, never a
+      -- counter: it counts nothing and orders nothing beyond "stored while that position was free"
+      -- (no AUTOINCREMENT, no global sequence; docs/threat-model.md).
+      CREATE TABLE messages_v9 (
+        slot INTEGER PRIMARY KEY,
+        mailbox BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        with_token INTEGER NOT NULL CHECK (with_token IN (0, 1)),
+        id BLOB NOT NULL,
+        payload BLOB NOT NULL
+      );
+      INSERT INTO messages_v9 (slot, mailbox, seq, received_at, with_token, id, payload)
+        SELECT row_number() OVER (ORDER BY mailbox, seq), mailbox, seq, received_at, with_token, id, payload FROM messages;
+      DROP TABLE messages;
+      ALTER TABLE messages_v9 RENAME TO messages;
+      CREATE UNIQUE INDEX messages_by_mailbox ON messages (mailbox, seq);
+      -- First-contact (tokenless) mail is rare: a partial index finds the oldest for eviction.
+      CREATE INDEX messages_tokenless ON messages (mailbox, seq) WHERE with_token = 0;
+      CREATE INDEX messages_by_time ON messages (received_at);
+    `,
+  },
 ];

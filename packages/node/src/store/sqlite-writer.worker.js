@@ -58,24 +58,90 @@ const st = {
   exists: db.prepare('SELECT 1 AS one FROM devices WHERE mailbox = ?'),
   token: db.prepare('SELECT 1 AS one FROM delivery_tokens WHERE mailbox = ? AND token_hash = ?'),
   stats: db.prepare('SELECT messages, bytes, tokenless, next_seq FROM mailbox_stats WHERE mailbox = ?'),
-  insert: db.prepare('INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token) VALUES (?, ?, ?, ?, ?, ?)'),
+  // A slot another connection filled since this thread last looked is skipped (no change), not an error.
+  insert: db.prepare(
+    'INSERT INTO messages (slot, mailbox, seq, received_at, with_token, id, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slot) DO NOTHING',
+  ),
   upsertStats: db.prepare(
     `INSERT INTO mailbox_stats (mailbox, messages, bytes, tokenless, next_seq) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (mailbox) DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes,
        tokenless = tokenless + excluded.tokenless, next_seq = max(next_seq, excluded.next_seq)`,
   ),
   dropEmptyStats: db.prepare('DELETE FROM mailbox_stats WHERE mailbox = ? AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0'),
-  oldest: db.prepare('SELECT seq, length(payload) AS size FROM messages WHERE mailbox = ? AND with_token = ? ORDER BY seq LIMIT 1'),
-  deleteSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ?'),
-  // By primary key when the connection knows the seq (the id must match), else by id: a scan of
+  // Eviction victims: the oldest first-contact envelope (partial index), else the oldest of all.
+  oldestTokenless: db.prepare('SELECT seq, slot, length(payload) AS size FROM messages WHERE mailbox = ? AND with_token = 0 ORDER BY seq LIMIT 1'),
+  oldest: db.prepare('SELECT seq, slot, length(payload) AS size FROM messages WHERE mailbox = ? ORDER BY seq LIMIT 1'),
+  deleteSlot: db.prepare('DELETE FROM messages WHERE slot = ?'),
+  // By (mailbox, seq) when the connection knows the seq (the id must match), else by id: a scan of
   // the mailbox, as no index on the random ids exists (migration 7).
-  deleteAckSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ? AND id = ? RETURNING length(payload) AS size, with_token'),
-  deleteAck: db.prepare('DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING length(payload) AS size, with_token'),
+  deleteAckSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ? AND id = ? RETURNING slot, length(payload) AS size, with_token'),
+  deleteAck: db.prepare('DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING slot, length(payload) AS size, with_token'),
   gapAdd: db.prepare(
     `INSERT INTO mailbox_stats (mailbox, gap_expired, gap_evicted) VALUES (?, 0, ?)
      ON CONFLICT (mailbox) DO UPDATE SET gap_evicted = gap_evicted + excluded.gap_evicted`,
   ),
+  slots: db.prepare('SELECT slot FROM messages ORDER BY slot').pluck(),
 };
+
+// ── storage slots (migration 9): where a new envelope's row goes ──
+// A bitmap of the slots in use, as far as this thread knows; a new envelope takes the lowest free
+// slot, so envelopes written together share pages and the pages freed by acks are filled again
+// first. Slots freed by other connections (expiry, deletions on the main connection, another
+// process's writer) are learnt at the next resync; a slot filled by another writer makes the
+// INSERT change nothing (ON CONFLICT DO NOTHING): it is marked used and the next one tried. A
+// transaction that rolls back leaves the bitmap pessimistic (slots marked used stay unused until
+// the next resync) or optimistic (a freed slot still holds its row: the INSERT skips it) — never wrong.
+const slots = {
+  bits: new Uint32Array(1024),
+  /** No free slot below this one. */
+  low: 1,
+  used(slot) {
+    return slot >>> 5 < this.bits.length && (this.bits[slot >>> 5] & (1 << (slot & 31))) !== 0;
+  },
+  mark(slot) {
+    const w = slot >>> 5;
+    if (w >= this.bits.length) {
+      let n = this.bits.length * 2;
+      while (n <= w) n *= 2;
+      const b = new Uint32Array(n);
+      b.set(this.bits);
+      this.bits = b;
+    }
+    this.bits[w] |= 1 << (slot & 31);
+  },
+  free(slot) {
+    if (!Number.isSafeInteger(slot) || slot < 1 || slot >>> 5 >= this.bits.length) return;
+    this.bits[slot >>> 5] &= ~(1 << (slot & 31));
+    if (slot < this.low) this.low = slot;
+  },
+  /** The lowest free slot (slot 0 is never used), marked used. */
+  take() {
+    let w = this.low >>> 5;
+    const bits = this.bits;
+    while (w < bits.length && bits[w] === 0xffffffff) w++;
+    let slot = w * 32;
+    if (w < bits.length) {
+      const inv = ~bits[w];
+      slot += 31 - Math.clz32(inv & -inv);
+    }
+    this.mark(slot);
+    this.low = slot + 1;
+    return slot;
+  },
+  /** Rebuilds the bitmap from the table (outside any transaction). */
+  resync() {
+    const bits = new Uint32Array(Math.max(1024, this.bits.length));
+    this.bits = bits;
+    this.mark(0);
+    for (const slot of st.slots.iterate()) this.mark(slot);
+    this.low = 1;
+  },
+};
+slots.resync();
+let lastResync = performance.now();
+/** Deletions on the main connection (expiry, device deletion) freed slots this thread does not know of. */
+const RESYNC_MIN_INTERVAL_MS = 60_000;
+let resyncWanted = false;
 
 const UNKNOWN_MAILBOX = -1;
 const BAD_TOKEN = -2;
@@ -152,17 +218,21 @@ function insertOne(e, s, limits, out, k) {
   }
   let evicted = 0;
   while (s.messages + 1 > limits.maxMessages || s.bytes + size > limits.maxBytes) {
-    const oldestTokenless = st.oldest.get(e.mailbox, 0);
-    const victim = oldestTokenless ?? st.oldest.get(e.mailbox, 1);
+    const oldestTokenless = st.oldestTokenless.get(e.mailbox);
+    const victim = oldestTokenless ?? st.oldest.get(e.mailbox);
     if (!victim) break;
-    st.deleteSeq.run(e.mailbox, victim.seq);
+    st.deleteSlot.run(victim.slot);
+    slots.free(victim.slot);
     s.messages--;
     s.bytes -= victim.size;
     evicted++;
     if (oldestTokenless !== undefined) s.tokenless--;
   }
   const seq = s.next_seq;
-  st.insert.run(e.mailbox, seq, e.id, e.payload, e.receivedAt, withToken ? 1 : 0);
+  for (;;) {
+    const slot = slots.take();
+    if (st.insert.run(slot, e.mailbox, seq, e.receivedAt, withToken ? 1 : 0, e.id, e.payload).changes === 1) break;
+  }
   s.evicted += evicted;
   s.messages++;
   s.bytes += size;
@@ -227,6 +297,7 @@ function applyAcks(requests) {
     for (let j = 0; j < ids.length; j++) {
       const r = seqs[j] > 0 ? st.deleteAckSeq.get(mailbox, seqs[j], ids[j]) : st.deleteAck.get(mailbox, ids[j]);
       if (!r) continue;
+      slots.free(r.slot);
       n++;
       bytes += r.size;
       if (r.with_token === 0) tokenless++;
@@ -321,8 +392,16 @@ function runGroup() {
   for (const q of group) {
     if (q.t === 'a') acks.push(q);
     else if (q.t === 'e') sends.push(q);
-    else if (q.t === 'c') scheduleCheckpoint();
+    else if (q.t === 'c') {
+      scheduleCheckpoint();
+      resyncWanted = true;
+    }
     else if (q.t === 'close') closeReq = q;
+  }
+  if (resyncWanted && performance.now() - lastResync >= RESYNC_MIN_INTERVAL_MS) {
+    resyncWanted = false;
+    lastResync = performance.now();
+    slots.resync();
   }
   if (acks.length + sends.length > 0) commit(acks, sends, group);
   if (closeReq) {

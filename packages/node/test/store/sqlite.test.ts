@@ -121,7 +121,7 @@ describe('SQLite specifics', () => {
       await s.enqueue([1, 2, 3, 4].map((i) => ({ id: new Uint8Array(16).fill(i), mailbox, payload: new Uint8Array([i]), receivedAt: 1, tokenHash: token })), limits);
       const [e1, e2, e3, e4] = await s.fetch(mailbox, 0, 100, 1e9);
       const indexes = s.database.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'").all() as { name: string }[];
-      expect(indexes.map((i) => i.name).sort()).toEqual(['messages_by_lane', 'messages_by_time']);
+      expect(indexes.map((i) => i.name).sort()).toEqual(['messages_by_mailbox', 'messages_by_time', 'messages_tokenless']);
       // e1's id under e2's seq, and e2's id under a seq that does not exist: nothing is deleted.
       expect(await s.ack([{ mailbox, ids: [e1!.id, e2!.id], seqs: [e2!.seq, 99] }])).toEqual([0]);
       expect(await s.ack([{ mailbox, ids: [e1!.id, e3!.id], seqs: [e1!.seq, e3!.seq] }])).toEqual([2]);
