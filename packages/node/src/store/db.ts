@@ -34,6 +34,19 @@ export const REQUIRED_PRAGMAS = {
 /** Page size of a newly created database (see above). */
 export const PAGE_SIZE = 8192;
 
+/**
+ * WAL frames per cycle: an automatic checkpoint runs once a commit leaves the WAL this long, and the
+ * next commit restarts the log from its first frame; journal_size_limit cuts the file back to that
+ * many frames at the restart. Set on every connection that writes: the store writer relies on it
+ * to know when a deletion's old page images have been overwritten (sqlite-writer.worker.js).
+ */
+export const WAL_CYCLE_FRAMES = 1000;
+
+/** journal_size_limit for WAL_CYCLE_FRAMES frames of `pageSize` (32-byte header, 24-byte frame headers). */
+export function walSizeLimit(pageSize: number): number {
+  return 32 + WAL_CYCLE_FRAMES * (pageSize + 24);
+}
+
 export interface OpenOptions {
   readonly migrations?: readonly Migration[];
   readonly readonly?: boolean;
@@ -51,6 +64,8 @@ export function openDatabase(file: string, options: OpenOptions = {}): Sqlite {
       db.pragma('secure_delete = ON');
       db.pragma('foreign_keys = ON');
       migrate(db, options.migrations ?? MIGRATIONS);
+      db.pragma(`wal_autocheckpoint = ${WAL_CYCLE_FRAMES}`);
+      db.pragma(`journal_size_limit = ${walSizeLimit(db.pragma('page_size', { simple: true }) as number)}`);
     }
     return db;
   } catch (e) {

@@ -22,7 +22,7 @@
 import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Sqlite } from './db.js';
-import { convertPageSize, openDatabase } from './db.js';
+import { WAL_CYCLE_FRAMES, convertPageSize, openDatabase } from './db.js';
 import type { PageSizeConversion } from './db.js';
 import { SqliteBlobs } from './blobs.js';
 import { SqliteDeviceLists } from './device-lists.js';
@@ -80,6 +80,8 @@ export interface SqliteStoreOptions {
   readonly now?: () => number;
   /** Bytes of the disk-full reserve (0: none). */
   readonly reserveBytes?: number;
+  /** Deleted data leaves every file within this (default FORGET_WITHIN_MS; tests lengthen it). */
+  readonly forgetWithinMs?: number;
   /** Called when the store's health changes (node.ts logs it and sets a metric). */
   readonly onHealth?: (h: StoreHealth) => void;
   /** Told whether an existing database with small pages was converted to PAGE_SIZE at open (node.ts logs it). */
@@ -117,6 +119,7 @@ export class SqliteNodeStore implements NodeStore {
   readonly #openedAt: number;
   readonly #reserveFile: string;
   readonly #reserveBytes: number;
+  readonly #forgetWithinMs: number;
   readonly #onHealth: ((h: StoreHealth) => void) | undefined;
   /** Challenge nonces used (hex → expiresAt). In memory: one process owns this store. */
   readonly #usedChallenges = new Map<string, number>();
@@ -148,6 +151,7 @@ export class SqliteNodeStore implements NodeStore {
     this.#onHealth = options.onHealth;
     this.#reserveFile = join(dirname(file), options.shared?.reserveFile ?? RESERVE_FILE);
     this.#reserveBytes = options.reserveBytes ?? RESERVE_BYTES;
+    this.#forgetWithinMs = options.forgetWithinMs ?? FORGET_WITHIN_MS;
     this.#probe = this.#db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.#ensureReserve();
     this.#file = file;
@@ -159,7 +163,8 @@ export class SqliteNodeStore implements NodeStore {
     const w: SqliteWriter = new SqliteWriter({
       file: this.#file,
       reserveFile: this.#reserveFile,
-      forgetWithinMs: FORGET_WITHIN_MS,
+      forgetWithinMs: this.#forgetWithinMs,
+      walCycleFrames: WAL_CYCLE_FRAMES,
       schemaVersion: this.#db.pragma('user_version', { simple: true }) as number,
       onFull: () => this.#setHealth({ writable: false, reason: 'disk-full' }),
       onDead: (e) => this.#writerDied(w, e),
@@ -193,6 +198,11 @@ export class SqliteNodeStore implements NodeStore {
       });
     }, delay);
     this.#writerRestart.unref();
+  }
+
+  /** How the writer thread made deleted data leave the WAL so far: cut it (TRUNCATE) or saw it overwritten. */
+  walForgetStats(): Promise<{ truncates: number; overwritten: number }> {
+    return this.#writer.forgetStats();
   }
 
   /** TEST ONLY: the writer thread dies as it would from a bug in its own code (SqliteWriter.crashForTest). */

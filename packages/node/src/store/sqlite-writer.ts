@@ -15,6 +15,7 @@ interface Reply {
   readonly ready?: boolean;
   readonly res?: Float64Array;
   readonly counts?: number[];
+  readonly forget?: { truncates: number; overwritten: number };
   /** The transaction hit a full disk (acks were retried on the released reserve). */
   readonly full?: boolean;
   readonly error?: { code: string | undefined; message: string };
@@ -26,6 +27,8 @@ export interface WriterOptions {
   readonly file: string;
   readonly reserveFile: string;
   readonly forgetWithinMs: number;
+  /** wal_autocheckpoint / journal_size_limit in frames (db.ts WAL_CYCLE_FRAMES). */
+  readonly walCycleFrames: number;
   readonly schemaVersion: number;
   /** The worker met a full disk (it released the reserve so that acks could commit). */
   readonly onFull: () => void;
@@ -46,7 +49,7 @@ export class SqliteWriter {
   constructor(private readonly options: WriterOptions) {
     // src/ (vitest, tsx) and dist/ both hold the worker as plain JavaScript (allowJs copies it).
     this.#worker = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), {
-      workerData: { file: options.file, reserveFile: options.reserveFile, forgetWithinMs: options.forgetWithinMs, schemaVersion: options.schemaVersion },
+      workerData: { file: options.file, reserveFile: options.reserveFile, forgetWithinMs: options.forgetWithinMs, walCycleFrames: options.walCycleFrames, schemaVersion: options.schemaVersion },
       // No loader hooks (tsx) in the writer: it is plain JavaScript and starts faster without them.
       // A CPU profile of the node (bench/node PROFILE=1) profiles the writer too.
       execArgv: process.execArgv.filter((a) => a.startsWith('--cpu-prof')),
@@ -115,6 +118,12 @@ export class SqliteWriter {
   async ack(requests: readonly AckRequest[]): Promise<number[]> {
     const buf = packAcks(requests);
     return (await this.#call({ t: 'a', buf }, [buf])).counts!;
+  }
+
+  /** Counters of the writer's forgetting (sqlite-writer.worker.js). */
+  async forgetStats(): Promise<{ truncates: number; overwritten: number }> {
+    const r = await this.#call({ t: 's' });
+    return r.forget!;
   }
 
   /** Asks the writer to checkpoint (TRUNCATE) within forgetWithinMs: a deletion on the main connection. */

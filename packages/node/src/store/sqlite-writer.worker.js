@@ -12,13 +12,13 @@
 // Plain JavaScript on purpose: a worker thread must be loadable by plain Node from src/ (vitest,
 // tsx) and from dist/ (tsc copies it: allowJs). The byte layout of requests is in writer-wire.ts.
 // The quota logic mirrors the contract in node-store.ts (EnqueueItem / MailboxLimits).
-import { appendFileSync, rmSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setImmediate, setInterval, setTimeout } from 'node:timers';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
-const { file, reserveFile, forgetWithinMs, schemaVersion } = workerData;
+const { file, reserveFile, forgetWithinMs, walCycleFrames, schemaVersion } = workerData;
 
 // ── latency tracing (bench/node TRACE=1; latency-trace.ts): durations only, one line a second ──
 const traceFile = process.env.MW_LATENCY_TRACE;
@@ -51,6 +51,9 @@ db.pragma('journal_mode = WAL');
 db.pragma('synchronous = FULL');
 db.pragma('secure_delete = ON');
 db.pragma('foreign_keys = ON');
+// Same WAL cycle as every other writing connection (db.ts WAL_CYCLE_FRAMES; forgetting below relies on it).
+db.pragma(`wal_autocheckpoint = ${walCycleFrames}`);
+db.pragma(`journal_size_limit = ${32 + walCycleFrames * (db.pragma('page_size', { simple: true }) + 24)}`);
 db.pragma('temp_store = MEMORY'); // statement journals and RETURNING tables never touch /var/tmp (db.ts)
 if (db.pragma('user_version', { simple: true }) !== schemaVersion) throw new Error('writer: database schema differs from the main connection');
 
@@ -311,9 +314,66 @@ function applyAcks(requests) {
   return counts;
 }
 
-// ── checkpoints: deleted data leaves the WAL within forgetWithinMs ──
+// ── forgetting: deleted data leaves the WAL within forgetWithinMs ──
+// A deleted row's earlier page images stay in WAL frames until those frames are overwritten or
+// the file is cut. Cutting it (checkpoint TRUNCATE) stalls this thread for the backfill, the
+// ftruncate and their fsyncs (5–20 ms under load, every second: the p99 of a busy node). Under
+// load the WAL is overwritten anyway: every WAL_CYCLE_FRAMES frames an automatic checkpoint lets
+// the next commit restart the log from its first frame (a new cycle; its salt-1 in the WAL header
+// is the previous one's plus one, whichever connection restarts it), and journal_size_limit cuts
+// the file back to WAL_CYCLE_FRAMES frames at that restart. So once salt-1 has moved on by two
+// since a deletion committed, one whole cycle — at least WAL_CYCLE_FRAMES frames from the start
+// of the file — was written after it, the tail beyond was cut, and no frame older than the
+// deletion is left. A deletion that has not seen that by its deadline gets the TRUNCATE, as before.
+// (Explicit checkpoints elsewhere are TRUNCATEs: a file cut to zero is trivially clean.)
+const WAL_HEADER = Buffer.alloc(32);
+/** salt-1 of the WAL file's current cycle, or undefined when the file is empty or unreadable. */
+function walSalt() {
+  let fd;
+  try {
+    fd = openSync(`${file}-wal`, 'r');
+    if (readSync(fd, WAL_HEADER, 0, 32, 0) < 32) return undefined;
+    const magic = WAL_HEADER.readUInt32BE(0);
+    if (magic !== 0x377f0682 && magic !== 0x377f0683) return undefined;
+    return WAL_HEADER.readUInt32BE(16);
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+/** Deletions not yet known to be gone from the WAL: one entry per cycle (salt), oldest first. */
+let forgets = [];
+/** Deletion deadlines met by a TRUNCATE / found already overwritten. */
+const forgetStats = { truncates: 0, overwritten: 0 };
 let checkpointTimer;
 let closed = false;
+/** A deletion committed (or the main connection reports one): it must be gone by now + forgetWithinMs. */
+function deletionCommitted() {
+  if (closed) return;
+  const salt = walSalt();
+  const last = forgets[forgets.length - 1];
+  if (last && last.salt === salt && salt !== undefined) return; // same cycle: the earlier deadline binds
+  forgets.push({ salt, deadline: performance.now() + forgetWithinMs });
+  armForgetTimer();
+}
+function armForgetTimer() {
+  if (checkpointTimer || closed || forgets.length === 0) return;
+  checkpointTimer = setTimeout(() => {
+    checkpointTimer = undefined;
+    forgetDue();
+  }, Math.max(0, forgets[0].deadline - performance.now()));
+}
+function forgetDue() {
+  if (closed) return;
+  const now = walSalt();
+  // Overwritten: a whole cycle began and ended after the deletion (or the file is empty).
+  const before = forgets.length;
+  forgets = forgets.filter((f) => now !== undefined && (f.salt === undefined || ((now - f.salt) >>> 0) < 2));
+  forgetStats.overwritten += before - forgets.length;
+  if (forgets.length > 0 && forgets[0].deadline <= performance.now()) checkpoint();
+  armForgetTimer();
+}
 function checkpoint() {
   if (closed) return;
   try {
@@ -322,19 +382,20 @@ function checkpoint() {
     const t0 = traceFile ? performance.now() : 0;
     const r = db.pragma('wal_checkpoint(TRUNCATE)');
     if (traceFile) traceStage('writer.checkpointTruncate', performance.now() - t0);
-    if (r[0]?.busy) scheduleCheckpoint(); // a reader held it (backup): try again
+    if (r[0]?.busy) retryCheckpoint(); // a reader held it (backup): try again
+    else {
+      forgets = [];
+      forgetStats.truncates++;
+    }
   } catch {
-    scheduleCheckpoint();
+    retryCheckpoint();
   } finally {
     db.pragma('busy_timeout = 0');
   }
 }
-function scheduleCheckpoint() {
-  if (checkpointTimer || closed) return;
-  checkpointTimer = setTimeout(() => {
-    checkpointTimer = undefined;
-    checkpoint();
-  }, forgetWithinMs);
+function retryCheckpoint() {
+  if (forgets.length === 0) forgets.push({ salt: undefined, deadline: 0 });
+  for (const f of forgets) f.deadline = Math.min(f.deadline, performance.now() + forgetWithinMs);
 }
 
 function releaseReserve() {
@@ -393,10 +454,11 @@ function runGroup() {
     if (q.t === 'a') acks.push(q);
     else if (q.t === 'e') sends.push(q);
     else if (q.t === 'c') {
-      scheduleCheckpoint();
+      deletionCommitted();
       resyncWanted = true;
     }
     else if (q.t === 'close') closeReq = q;
+    else if (q.t === 's') parentPort.postMessage({ n: q.n, ok: true, forget: { ...forgetStats } });
   }
   if (resyncWanted && performance.now() - lastResync >= RESYNC_MIN_INTERVAL_MS) {
     resyncWanted = false;
@@ -445,7 +507,7 @@ function commit(acks, sends, group) {
     traceStage('writer.commit', performance.now() - t0);
     traceStage(sends.length > 0 ? 'writer.commitWithSends' : 'writer.commitAcksOnly', performance.now() - t0);
   }
-  if (acks.some((_, i) => ackResults[i].some((c) => c > 0))) scheduleCheckpoint();
+  if (acks.some((_, i) => ackResults[i].some((c) => c > 0)) || sendResults.some((r) => r.some((x, j) => j % 2 === 1 && x > 0))) deletionCommitted();
   const posted = traceFile ? performance.timeOrigin + performance.now() : undefined;
   acks.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, counts: ackResults[i], posted }));
   sends.forEach((q, i) => parentPort.postMessage({ n: q.n, ok: true, res: sendResults[i], posted }, [sendResults[i].buffer]));
@@ -464,7 +526,7 @@ function commitOneByOne(acks, ackItems, sends, sendItems, full) {
   acks.forEach((q, i) => {
     try {
       const counts = immediate(() => applyAcks(ackItems[i]));
-      if (counts.some((c) => c > 0)) scheduleCheckpoint();
+      if (counts.some((c) => c > 0)) deletionCommitted();
       parentPort.postMessage({ n: q.n, ok: true, counts, full: full || undefined, freed: freed || undefined });
     } catch (e) {
       parentPort.postMessage({ n: q.n, ok: false, error: errorOf(e) });

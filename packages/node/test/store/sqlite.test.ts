@@ -1,14 +1,16 @@
 // The SQLite NodeStore: the conformance suite on real files, plus what only SQLite has — pragmas,
 // migrations, the raw files.
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../src/store/migrations.js';
-import { PAGE_SIZE, REQUIRED_PRAGMAS, openDatabase, pragmasInForce } from '../../src/store/db.js';
+import { PAGE_SIZE, REQUIRED_PRAGMAS, openDatabase, pragmasInForce, walSizeLimit } from '../../src/store/db.js';
 import { SqliteNodeStore } from '../../src/store/sqlite-store.js';
 import { storeConformance } from './conformance.js';
+import type { EnqueueItem } from '../../src/store/node-store.js';
 
 const FILE = 'db.sqlite3';
 
@@ -75,6 +77,136 @@ describe('SQLite specifics', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('migration 9 moves stored envelopes into slots: same mailboxes, seqs, ids, payloads and lanes, still delivered in order', async () => {
+    const dir = tmp();
+    try {
+      const db = openDatabase(join(dir, FILE), { migrations: MIGRATIONS.slice(0, 8) });
+      const insert = db.prepare('INSERT INTO messages (mailbox, seq, id, payload, received_at, with_token) VALUES (?, ?, ?, ?, ?, ?)');
+      const a = Buffer.alloc(32, 1);
+      const b = Buffer.alloc(32, 2);
+      for (let i = 1; i <= 5; i++) insert.run(i % 2 ? a : b, i, Buffer.alloc(16, i), Buffer.from([i]), 1000 + i, i === 3 ? 0 : 1);
+      db.close();
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      expect((await s.fetch(a, 0, 10, 1e9)).map((e) => [e.seq, e.id[0], e.payload[0], e.receivedAt])).toEqual([[1, 1, 1, 1001], [3, 3, 3, 1003], [5, 5, 5, 1005]]);
+      expect((await s.fetch(b, 0, 10, 1e9)).map((e) => [e.seq, e.payload[0]])).toEqual([[2, 2], [4, 4]]);
+      const rows = s.database.prepare('SELECT slot, seq, with_token FROM messages ORDER BY slot').all();
+      expect(rows).toEqual([
+        { slot: 1, seq: 1, with_token: 1 },
+        { slot: 2, seq: 3, with_token: 0 },
+        { slot: 3, seq: 5, with_token: 1 },
+        { slot: 4, seq: 2, with_token: 1 },
+        { slot: 5, seq: 4, with_token: 1 },
+      ]);
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('storage slots: acked envelopes free their slots, new ones take the lowest free slot, and a slot filled behind the writer is skipped', async () => {
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      const mailbox = new Uint8Array(32).fill(3);
+      const token = new Uint8Array(32).fill(4);
+      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
+      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
+      await s.setDeliveryTokens(mailbox, [token]);
+      const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
+      const item = (i: number): EnqueueItem => ({ id: new Uint8Array(16).fill(i), mailbox, payload: new Uint8Array([i]), receivedAt: 1, tokenHash: token });
+      const slotOf = (): Record<number, number> => Object.fromEntries((s.database.prepare('SELECT seq, slot FROM messages').all() as { seq: number; slot: number }[]).map((r) => [r.seq, r.slot]));
+      await s.enqueue([1, 2, 3, 4, 5].map(item), limits);
+      expect(slotOf()).toEqual({ 1: 1, 2: 2, 3: 3, 4: 4, 5: 5 });
+      const stored = await s.fetch(mailbox, 0, 10, 1e9);
+      // Acking seqs 2 and 4 frees slots 2 and 4: the next two envelopes take them, the third slot 6.
+      expect(await s.ack([{ mailbox, ids: [stored[1]!.id, stored[3]!.id], seqs: [2, 4] }])).toEqual([2]);
+      await s.enqueue([6, 7, 8].map(item), limits);
+      expect(slotOf()).toEqual({ 1: 1, 3: 3, 5: 5, 6: 2, 7: 4, 8: 6 });
+      // Another connection (here the main one) fills slot 7 behind the writer's back: the writer skips it.
+      s.database.prepare('INSERT INTO messages (slot, mailbox, seq, received_at, with_token, id, payload) VALUES (7, ?, 1000, 1, 1, ?, ?)').run(Buffer.alloc(32, 9), Buffer.alloc(16, 9), Buffer.from([9]));
+      const [r9] = await s.enqueue([item(9)], limits);
+      expect(r9).toMatchObject({ ok: true, envelope: { seq: 9 } });
+      expect(slotOf()).toMatchObject({ 9: 8, 1000: 7 });
+      expect((await s.fetch(mailbox, 0, 20, 1e9)).map((e) => e.payload[0])).toEqual([1, 3, 5, 6, 7, 8, 9]);
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('forgetting without a stall: an acked envelope is gone from every file once two WAL cycles have passed, and its deadline then needs no TRUNCATE', async () => {
+    const dir = tmp();
+    try {
+      // A deadline far enough away for a slow machine to write two WAL cycles (16 MiB) before it.
+      const forgetWithinMs = 10_000;
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, forgetWithinMs });
+      const limits = { maxMessages: 1e6, maxBytes: 1e9, firstContactMaxMessages: 10 };
+      const boxes = Array.from({ length: 50 }, (_, i) => ({ mailbox: new Uint8Array(32).fill(i + 1), token: new Uint8Array(32).fill(100 + i) }));
+      for (const b of boxes) {
+        await s.publishDeviceList({ accountKey: b.mailbox, epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [b.mailbox], now: 1 });
+        await s.publishKeys({ mailbox: b.mailbox, accountKey: b.mailbox, certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
+        await s.setDeliveryTokens(b.mailbox, [b.token]);
+      }
+      // The set-up's own deletions (none that leave rows behind: it only inserts) need no TRUNCATE later.
+      const marker = new Uint8Array(randomBytes(1024));
+      const [m] = await s.enqueue([{ id: new Uint8Array(randomBytes(16)), mailbox: boxes[0]!.mailbox, payload: marker, receivedAt: 1, tokenHash: boxes[0]!.token }], limits);
+      if (!m?.ok) throw new Error('marker not stored');
+      const found = (): string[] => readdirSync(dir).filter((f) => readFileSync(join(dir, f)).indexOf(Buffer.from(marker.subarray(0, 64))) >= 0);
+      expect(found().length).toBeGreaterThan(0);
+      const before = await s.walForgetStats();
+      expect(await s.ack([{ mailbox: boxes[0]!.mailbox, ids: [m.envelope.id], seqs: [m.envelope.seq] }])).toEqual([1]);
+      const ackedAt = Date.now();
+      const salt = (): number => readFileSync(join(dir, `${FILE}-wal`)).readUInt32BE(16);
+      const salt0 = salt();
+      // Only sends now (no deletion of their own): the ack is the one deletion whose deadline runs.
+      const payload = new Uint8Array(randomBytes(4000));
+      while (((salt() - salt0) >>> 0) < 2) {
+        await s.enqueue(boxes.map((b) => ({ id: new Uint8Array(randomBytes(16)), mailbox: b.mailbox, payload, receivedAt: 1, tokenHash: b.token })), limits);
+      }
+      // Two cycles of at least WAL_CYCLE_FRAMES frames overwrote the file from its start, the tail beyond was cut.
+      expect(statSync(join(dir, `${FILE}-wal`)).size).toBeLessThanOrEqual(walSizeLimit(PAGE_SIZE) + 64 * (PAGE_SIZE + 24));
+      expect(found()).toEqual([]);
+      expect(Date.now() - ackedAt).toBeLessThan(forgetWithinMs); // else the deadline came first: the test says nothing
+      // At the deadline the writer sees that and does not cut the WAL.
+      let after = await s.walForgetStats();
+      while (after.truncates + after.overwritten === before.truncates + before.overwritten && Date.now() - ackedAt < forgetWithinMs + 5000) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await s.walForgetStats();
+      }
+      expect(after.truncates - before.truncates).toBe(0);
+      expect(after.overwritten - before.overwritten).toBeGreaterThanOrEqual(1);
+      expect(statSync(join(dir, `${FILE}-wal`)).size).toBeGreaterThan(0);
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('forgetting: an acked envelope on a quiet store is cut from the WAL by TRUNCATE at its deadline', async () => {
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, forgetWithinMs: 300 });
+      const mailbox = new Uint8Array(32).fill(3);
+      const token = new Uint8Array(32).fill(4);
+      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
+      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
+      await s.setDeliveryTokens(mailbox, [token]);
+      await new Promise((r) => setTimeout(r, 500));
+      const marker = new Uint8Array(randomBytes(1024));
+      const [m] = await s.enqueue([{ id: new Uint8Array(randomBytes(16)), mailbox, payload: marker, receivedAt: 1, tokenHash: token }], { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 });
+      if (!m?.ok) throw new Error('marker not stored');
+      const before = await s.walForgetStats();
+      expect(await s.ack([{ mailbox, ids: [m.envelope.id], seqs: [m.envelope.seq] }])).toEqual([1]);
+      await new Promise((r) => setTimeout(r, 900));
+      expect((await s.walForgetStats()).truncates - before.truncates).toBe(1);
+      expect(statSync(join(dir, `${FILE}-wal`)).size).toBe(0);
+      expect(readdirSync(dir).filter((f) => readFileSync(join(dir, f)).indexOf(Buffer.from(marker.subarray(0, 64))) >= 0)).toEqual([]);
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writer thread: calls that meet in one group commit; a call the database refuses fails alone, its neighbours commit', async () => {
     const dir = tmp();
     try {
