@@ -6,6 +6,7 @@ import type { Frame, FrameBuffer, FrameInit } from '@meshwhisper/protocol';
 import { ErrorCode, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, decodeFrameFast, encodeFrame, negotiateVersion } from '@meshwhisper/protocol';
 import type { RawData, WebSocket } from 'ws';
 import type { RateLimiter } from '../rate-limit.js';
+import { readBinaryFrames } from './ws-frames.js';
 
 /** WebSocket close codes we use (4000–4999 are application codes). */
 export const CloseCode = {
@@ -89,6 +90,8 @@ export abstract class FrameConnection {
     protected readonly log: FrameLog,
   ) {
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
+    // Whole binary frames are read off the socket's bytes here (ws-frames.ts); ws emits the rest.
+    readBinaryFrames(ws, (bytes) => this.#onBinary(bytes));
     ws.on('close', () => {
       this.#closed = true;
       clearTimeout(this.#handshakeTimer);
@@ -222,7 +225,11 @@ export abstract class FrameConnection {
       this.fail(0, new ProtocolError(ErrorCode.MALFORMED, 'frames must be binary protobuf'), CloseCode.UNSUPPORTED_DATA);
       return;
     }
-    const bytes = toUint8(data);
+    this.#onBinary(toUint8(data));
+  }
+
+  #onBinary(bytes: Uint8Array): void {
+    if (this.closed) return;
     const decision = this.limiter.take('ws-frame', this.clientKey);
     if (!decision.allowed) {
       if (++this.#limitedInARow > MAX_RATE_LIMITED_FRAMES) {
