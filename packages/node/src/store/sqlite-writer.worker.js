@@ -58,9 +58,14 @@ db.pragma('temp_store = MEMORY'); // statement journals and RETURNING tables nev
 if (db.pragma('user_version', { simple: true }) !== schemaVersion) throw new Error('writer: database schema differs from the main connection');
 
 const st = {
-  exists: db.prepare('SELECT 1 AS one FROM devices WHERE mailbox = ?'),
   token: db.prepare('SELECT 1 AS one FROM delivery_tokens WHERE mailbox = ? AND token_hash = ?'),
-  stats: db.prepare('SELECT messages, bytes, tokenless, next_seq FROM mailbox_stats WHERE mailbox = ?'),
+  // The first envelope of a group for a mailbox: does the device exist, its counters, and is the
+  // token valid — one statement instead of three (the token: an empty hash for tokenless mail).
+  lookup: db.prepare(
+    `SELECT s.messages, s.bytes, s.tokenless, s.next_seq,
+       EXISTS (SELECT 1 FROM delivery_tokens t WHERE t.mailbox = d.mailbox AND t.token_hash = ?) AS tok
+     FROM devices d LEFT JOIN mailbox_stats s ON s.mailbox = d.mailbox WHERE d.mailbox = ?`,
+  ).raw(),
   // A slot another connection filled since this thread last looked is skipped (no change), not an error.
   insert: db.prepare(
     'INSERT INTO messages (slot, mailbox, seq, received_at, with_token, id, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slot) DO NOTHING',
@@ -70,15 +75,17 @@ const st = {
      ON CONFLICT (mailbox) DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes,
        tokenless = tokenless + excluded.tokenless, next_seq = max(next_seq, excluded.next_seq)`,
   ),
-  dropEmptyStats: db.prepare('DELETE FROM mailbox_stats WHERE mailbox = ? AND messages <= 0 AND gap_expired <= 0 AND gap_evicted <= 0'),
+  // Acks: the counters go down in one statement; a drained mailbox keeps no row (mailbox.ts).
+  ackStats: db.prepare('UPDATE mailbox_stats SET messages = messages - ?, bytes = bytes - ?, tokenless = tokenless - ? WHERE mailbox = ? RETURNING messages, gap_expired, gap_evicted').raw(),
+  deleteStats: db.prepare('DELETE FROM mailbox_stats WHERE mailbox = ?'),
   // Eviction victims: the oldest first-contact envelope (partial index), else the oldest of all.
   oldestTokenless: db.prepare('SELECT seq, slot, length(payload) AS size FROM messages WHERE mailbox = ? AND with_token = 0 ORDER BY seq LIMIT 1'),
   oldest: db.prepare('SELECT seq, slot, length(payload) AS size FROM messages WHERE mailbox = ? ORDER BY seq LIMIT 1'),
   deleteSlot: db.prepare('DELETE FROM messages WHERE slot = ?'),
   // By (mailbox, seq) when the connection knows the seq (the id must match), else by id: a scan of
   // the mailbox, as no index on the random ids exists (migration 7).
-  deleteAckSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ? AND id = ? RETURNING slot, length(payload) AS size, with_token'),
-  deleteAck: db.prepare('DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING slot, length(payload) AS size, with_token'),
+  deleteAckSeq: db.prepare('DELETE FROM messages WHERE mailbox = ? AND seq = ? AND id = ? RETURNING slot, length(payload) AS size, with_token').raw(),
+  deleteAck: db.prepare('DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING slot, length(payload) AS size, with_token').raw(),
   gapAdd: db.prepare(
     `INSERT INTO mailbox_stats (mailbox, gap_expired, gap_evicted) VALUES (?, 0, ?)
      ON CONFLICT (mailbox) DO UPDATE SET gap_evicted = gap_evicted + excluded.gap_evicted`,
@@ -146,6 +153,7 @@ let lastResync = performance.now();
 const RESYNC_MIN_INTERVAL_MS = 60_000;
 let resyncWanted = false;
 
+const NO_TOKEN = new Uint8Array(0);
 const UNKNOWN_MAILBOX = -1;
 const BAD_TOKEN = -2;
 const LANE_FULL = -3;
@@ -254,11 +262,13 @@ function applyEnqueue(items, limits, known) {
     const key = keyOf(it.mailbox);
     let m = known.get(key);
     if (m === undefined) {
-      if (st.exists.get(it.mailbox) === undefined) m = null;
+      const r = st.lookup.get(it.tokenHash ?? NO_TOKEN, it.mailbox);
+      if (r === undefined) m = null;
       else {
-        const r = st.stats.get(it.mailbox);
-        const s = r ? { messages: r.messages, bytes: r.bytes, tokenless: r.tokenless, next_seq: r.next_seq } : { messages: 0, bytes: 0, tokenless: 0, next_seq: 1 };
+        // r: [messages, bytes, tokenless, next_seq, tok] (raw rows: no per-row object with named properties)
+        const s = r[3] !== null ? { messages: r[0], bytes: r[1], tokenless: r[2], next_seq: r[3] } : { messages: 0, bytes: 0, tokenless: 0, next_seq: 1 };
         m = { mailbox: it.mailbox, tokens: new Map(), start: { ...s }, s: { ...s, evicted: 0 } };
+        if (it.tokenHash !== undefined) m.tokens.set(keyOf(it.tokenHash), r[4] === 1);
       }
       known.set(key, m);
     }
@@ -300,14 +310,14 @@ function applyAcks(requests) {
     for (let j = 0; j < ids.length; j++) {
       const r = seqs[j] > 0 ? st.deleteAckSeq.get(mailbox, seqs[j], ids[j]) : st.deleteAck.get(mailbox, ids[j]);
       if (!r) continue;
-      slots.free(r.slot);
+      slots.free(r[0]); // [slot, size, with_token]
       n++;
-      bytes += r.size;
-      if (r.with_token === 0) tokenless++;
+      bytes += r[1];
+      if (r[2] === 0) tokenless++;
     }
     if (n > 0) {
-      st.upsertStats.run(mailbox, -n, -bytes, -tokenless, 1);
-      st.dropEmptyStats.run(mailbox);
+      const r = st.ackStats.get(n, bytes, tokenless, mailbox);
+      if (r !== undefined && r[0] <= 0 && r[1] <= 0 && r[2] <= 0) st.deleteStats.run(mailbox); // [messages, gap_expired, gap_evicted]
     }
     counts[i] = n;
   }
