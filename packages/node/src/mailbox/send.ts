@@ -16,7 +16,7 @@ import { hash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { hexKey } from '../hex.js';
 import type { SendRequest, SendResult } from '@meshwhisper/protocol';
-import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, SendResultSchema, create, sendRequestProblem } from '@meshwhisper/protocol';
+import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, create, sendRequestProblem } from '@meshwhisper/protocol';
 import type { RateLimiter } from '../rate-limit.js';
 import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { DeliveryBus } from './bus.js';
@@ -68,6 +68,32 @@ class IdSource {
   }
 }
 
+/**
+ * Where a send's answer goes. The anonymous WebSocket (one send per frame) is its own sink: no
+ * promise, closure or SendResult object per message; `tag` is its request id.
+ */
+export interface SendSink {
+  /** Accepted: a durable envelope committed (fsynced), or an ephemeral one handed over or dropped. */
+  sent(tag: number, id: Uint8Array, deliveredLive: boolean): void;
+  /** Refused: a ProtocolError (or an unexpected error). */
+  refused(tag: number, error: unknown): void;
+}
+
+/** The sink of a promise-returning send (HTTP and batch sends). */
+class PromiseSink implements SendSink {
+  constructor(
+    private readonly resolve: (r: SendResult) => void,
+    private readonly reject: (e: unknown) => void,
+  ) {}
+  sent(_tag: number, id: Uint8Array, deliveredLive: boolean): void {
+    // The message object create(SendResultSchema, …) would build, without its generic machinery.
+    this.resolve({ $typeName: 'meshwhisper.v1.SendResult', id, deliveredLive });
+  }
+  refused(_tag: number, error: unknown): void {
+    this.reject(error);
+  }
+}
+
 interface Pending {
   readonly id: Uint8Array;
   readonly mailbox: Uint8Array;
@@ -79,12 +105,14 @@ interface Pending {
   readonly started: number;
   /** The batch request this envelope came in (it commits with the rest of it), if any. */
   readonly unit: object | undefined;
-  readonly resolve: (r: SendResult) => void;
-  readonly reject: (e: unknown) => void;
+  readonly sink: SendSink;
+  readonly tag: number;
 }
 
 /** One item's answer in a batch: the SendResult, or the typed refusal (a ProtocolError). */
 export type BatchOutcome = { readonly ok: true; readonly result: SendResult } | { readonly ok: false; readonly error: unknown };
+
+type Admitted = { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: 'token' | 'first_contact' };
 
 export class SendService {
   #closed = false;
@@ -117,7 +145,30 @@ export class SendService {
    * returned only after the transaction holding it has committed (fsynced).
    */
   send(req: SendRequest, clientKey: string): Promise<SendResult> {
-    return this.#admit(req, clientKey);
+    return new Promise<SendResult>((resolve, reject) => this.sendTo(req, clientKey, new PromiseSink(resolve, reject), 0));
+  }
+
+  /**
+   * `send` for a caller that is its own SendSink (the anonymous WebSocket): the answer goes to
+   * `sink` with `tag` — a refusal found without I/O (rate limit, shutdown) before this returns.
+   */
+  sendTo(req: SendRequest, clientKey: string, sink: SendSink, tag: number): void {
+    let admitted: Admitted;
+    try {
+      admitted = this.#admitNow(req, clientKey);
+    } catch (e) {
+      sink.refused(tag, e);
+      return;
+    }
+    if (req.class === EnvelopeClass.EPHEMERAL) {
+      this.#ephemeral(req, admitted).then(
+        (live) => sink.sent(tag, new Uint8Array(0), live), // ephemeral envelopes are not stored: no id
+        (e: unknown) => sink.refused(tag, e),
+      );
+      return;
+    }
+    this.#enqueue(req, admitted, undefined, sink, tag);
+    this.#kick();
   }
 
   /**
@@ -139,7 +190,13 @@ export class SendService {
         continue;
       }
       try {
-        out.push(this.#enqueue(req, this.#admitNow(req, clientKey), unit).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })));
+        const admitted = this.#admitNow(req, clientKey);
+        out.push(
+          new Promise<SendResult>((resolve, reject) => this.#enqueue(req, admitted, unit, new PromiseSink(resolve, reject), 0)).then(
+            (result) => ({ ok: true as const, result }),
+            (error: unknown) => ({ ok: false as const, error }),
+          ),
+        );
         queued++;
       } catch (error) {
         out.push({ ok: false, error });
@@ -150,7 +207,7 @@ export class SendService {
   }
 
   /** The checks that cost no I/O (shutting down, rate limits); throws the refusal. */
-  #admitNow(req: SendRequest, clientKey: string): { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: 'token' | 'first_contact' } {
+  #admitNow(req: SendRequest, clientKey: string): Admitted {
     if (this.#closed) throw new ProtocolError(ErrorCode.UNAVAILABLE, 'node is shutting down', 1000);
     const mailboxKey = hexKey(req.mailboxId);
     const withToken = req.deliveryToken.length > 0;
@@ -170,37 +227,29 @@ export class SendService {
     return { mailboxKey, tokenHash, lane: withToken ? 'token' : 'first_contact' };
   }
 
-  async #admit(req: SendRequest, clientKey: string): Promise<SendResult> {
-    const admitted = this.#admitNow(req, clientKey);
-    const { mailboxKey, tokenHash, lane } = admitted;
-    if (req.class === EnvelopeClass.EPHEMERAL) {
-      const r = await this.store.checkRecipient(req.mailboxId, tokenHash);
-      if (r !== 'ok') throw this.#refusal(r);
-      const delivered = await this.bus.publishSignal(mailboxKey, create(EnvelopeSchema, { payload: req.payload, receivedAt: BigInt(this.ctx.now()), class: EnvelopeClass.EPHEMERAL }));
-      this.events.accepted?.('ephemeral', lane);
-      return create(SendResultSchema, { deliveredLive: delivered });
-    }
-    const p = this.#enqueue(req, admitted, undefined);
-    this.#kick();
-    return p;
+  /** An ephemeral envelope: checked against the recipient, handed to a live connection or dropped; never stored. */
+  async #ephemeral(req: SendRequest, admitted: Admitted): Promise<boolean> {
+    const r = await this.store.checkRecipient(req.mailboxId, admitted.tokenHash);
+    if (r !== 'ok') throw this.#refusal(r);
+    const delivered = await this.bus.publishSignal(admitted.mailboxKey, create(EnvelopeSchema, { payload: req.payload, receivedAt: BigInt(this.ctx.now()), class: EnvelopeClass.EPHEMERAL }));
+    this.events.accepted?.('ephemeral', admitted.lane);
+    return delivered;
   }
 
   /** Queues a durable envelope for the next group commit (`unit`: the batch it must not be split from). */
-  #enqueue(req: SendRequest, admitted: { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: 'token' | 'first_contact' }, unit: object | undefined): Promise<SendResult> {
-    return new Promise<SendResult>((resolve, reject) => {
-      this.#queue.push({
-        id: this.#ids.next(),
-        mailbox: req.mailboxId,
-        mailboxKey: admitted.mailboxKey,
-        payload: req.payload,
-        receivedAt: this.ctx.now(),
-        tokenHash: admitted.tokenHash,
-        lane: admitted.lane,
-        started: performance.now(),
-        unit,
-        resolve,
-        reject,
-      });
+  #enqueue(req: SendRequest, admitted: Admitted, unit: object | undefined, sink: SendSink, tag: number): void {
+    this.#queue.push({
+      id: this.#ids.next(),
+      mailbox: req.mailboxId,
+      mailboxKey: admitted.mailboxKey,
+      payload: req.payload,
+      receivedAt: this.ctx.now(),
+      tokenHash: admitted.tokenHash,
+      lane: admitted.lane,
+      started: performance.now(),
+      unit,
+      sink,
+      tag,
     });
   }
 
@@ -258,7 +307,7 @@ export class SendService {
       try {
         results = await this.store.enqueue(batch, this.limits);
       } catch (e) {
-        for (const p of batch) p.reject(new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
+        for (const p of batch) p.sink.refused(p.tag, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
         this.events.storageFailed?.(e);
         return;
       } finally {
@@ -306,13 +355,12 @@ export class SendService {
         const r = results[i]!;
         const p = batch[i]!;
         if (!r.ok) {
-          p.reject(this.#refusal(r.reason));
+          p.sink.refused(p.tag, this.#refusal(r.reason));
           continue;
         }
         if (r.evicted > 0) this.events.evicted?.(r.evicted);
         this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
-        // The message object create(SendResultSchema, …) would build, without its generic machinery.
-        p.resolve({ $typeName: 'meshwhisper.v1.SendResult', id: p.id, deliveredLive: woken.get(p.mailboxKey)?.live ?? false });
+        p.sink.sent(p.tag, p.id, woken.get(p.mailboxKey)?.live ?? false);
       }
     } finally {
       this.#inFlight--;

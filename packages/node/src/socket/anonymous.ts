@@ -6,12 +6,12 @@
 import type { Frame } from '@meshwhisper/protocol';
 import { ErrorCode, MAX_FRAME_BYTES, ProtocolError, encodeSendResultFrame } from '@meshwhisper/protocol';
 import type { WebSocket } from 'ws';
-import type { SendService } from '../mailbox/send.js';
+import type { SendService, SendSink } from '../mailbox/send.js';
 import type { RateLimiter } from '../rate-limit.js';
 import type { FrameLog } from './connection.js';
 import { FrameConnection, WS_FRAME_BUFFER } from './connection.js';
 
-export class AnonymousConnection extends FrameConnection {
+export class AnonymousConnection extends FrameConnection implements SendSink {
   #helloDone = false;
   constructor(
     ws: WebSocket,
@@ -32,11 +32,16 @@ export class AnonymousConnection extends FrameConnection {
       return;
     }
     if (frame.body.case !== 'send') throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, 'only send frames are accepted on the anonymous connection');
-    const requestId = frame.requestId;
-    this.sender.send(frame.body.value, this.clientKey).then(
-      (result) => this.sendFramed(encodeSendResultFrame(this.frameVersion, requestId, result.id, result.deliveredLive, WS_FRAME_BUFFER)),
-      (e: unknown) => this.sendError(requestId, e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.INTERNAL, 'internal error')),
-    );
+    // The answer comes back through sent()/refused() with the request id (no promise per send).
+    this.sender.sendTo(frame.body.value, this.clientKey, this, frame.requestId);
+  }
+
+  sent(requestId: number, id: Uint8Array, deliveredLive: boolean): void {
+    this.sendFramed(encodeSendResultFrame(this.frameVersion, requestId, id, deliveredLive, WS_FRAME_BUFFER));
+  }
+
+  refused(requestId: number, e: unknown): void {
+    this.sendError(requestId, e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.INTERNAL, 'internal error'));
   }
 
   protected onClosed(): void {}
