@@ -151,9 +151,13 @@ export interface BucketTake {
 }
 
 interface Entry {
+  readonly id: string;
   tokens: number;
   /** Clock reading (ms) at which `tokens` was computed. */
   at: number;
+  /** Neighbours in recency order (older, newer). */
+  older: Entry | undefined;
+  newer: Entry | undefined;
 }
 
 function validateSpec(name: string, spec: BucketSpec): void {
@@ -171,8 +175,14 @@ export class RateLimiter {
   readonly #now: () => number;
   readonly #maxKeys: number;
   readonly #sweepIntervalMs: number;
-  /** Insertion order is recency order: every touch re-inserts, so the first entry is the LRU one. */
   readonly #entries = new Map<string, Entry>();
+  /**
+   * Recency order, least recently used first, as a list through the entries: every touch moves an
+   * entry to the end in O(1). (It was the Map's insertion order, kept by delete + set on every take:
+   * V8 makes that cost grow with the Map — 0.25 µs at 100 keys, 2 µs at 3,000, 68 µs at 100,000.)
+   */
+  #lru: Entry | undefined;
+  #mru: Entry | undefined;
   #lastSweep: number;
 
   constructor(options: RateLimiterOptions = {}) {
@@ -214,14 +224,13 @@ export class RateLimiter {
     const allowed = tokens >= cost;
     const left = allowed ? tokens - cost : tokens;
     if (entry === undefined) {
-      this.#entries.set(id, { tokens: left, at: now });
+      this.#insert(id, left, now);
       this.#enforceCap();
     } else {
-      // Re-insert to mark as most recently used (denied keys too: see takeAll).
-      this.#entries.delete(id);
+      // Mark as most recently used (denied keys too: see takeAll).
       entry.tokens = left;
       entry.at = now;
-      this.#entries.set(id, entry);
+      this.#touch(entry);
     }
     return allowed
       ? { allowed, remaining: Math.floor(left), retryAfterMs: 0, bucket }
@@ -257,10 +266,7 @@ export class RateLimiter {
     if (denied !== undefined) {
       // A denied key is still an active key: refresh its recency (state unchanged, re-based to
       // now) so that the LRU cap evicts idle clients before a client that is flooding.
-      for (const p of planned) {
-        this.#entries.delete(p.id);
-        this.#entries.set(p.id, { tokens: p.tokens, at: now });
-      }
+      for (const p of planned) this.#store(p.id, p.tokens, now);
       this.#enforceCap();
       return denied;
     }
@@ -268,8 +274,7 @@ export class RateLimiter {
     let bucket = '';
     for (const p of planned) {
       const left = p.tokens - p.cost;
-      this.#entries.delete(p.id);
-      this.#entries.set(p.id, { tokens: left, at: now });
+      this.#store(p.id, left, now);
       if (left < remaining) {
         remaining = left;
         bucket = p.bucket;
@@ -291,12 +296,14 @@ export class RateLimiter {
     const now = this.#now();
     this.#lastSweep = now;
     let dropped = 0;
-    for (const [id, entry] of this.#entries) {
-      const spec = this.#specs.get(id.slice(0, id.indexOf('\u0000')));
+    for (let entry = this.#lru; entry !== undefined; ) {
+      const next = entry.newer;
+      const spec = this.#specs.get(entry.id.slice(0, entry.id.indexOf('\u0000')));
       if (spec === undefined || entry.tokens + ((now - entry.at) * spec.rate) / 1000 >= spec.burst) {
-        this.#entries.delete(id);
+        this.#remove(entry);
         dropped++;
       }
+      entry = next;
     }
     return dropped;
   }
@@ -324,11 +331,46 @@ export class RateLimiter {
   }
 
   #enforceCap(): void {
-    while (this.#entries.size > this.#maxKeys) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done === true) return;
-      this.#entries.delete(oldest.value);
-    }
+    while (this.#entries.size > this.#maxKeys && this.#lru !== undefined) this.#remove(this.#lru);
+  }
+
+  /** Sets an entry's state and makes it the most recently used (creating it if needed). */
+  #store(id: string, tokens: number, at: number): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined) return this.#insert(id, tokens, at);
+    entry.tokens = tokens;
+    entry.at = at;
+    this.#touch(entry);
+  }
+
+  #insert(id: string, tokens: number, at: number): void {
+    const entry: Entry = { id, tokens, at, older: this.#mru, newer: undefined };
+    if (this.#mru) this.#mru.newer = entry;
+    else this.#lru = entry;
+    this.#mru = entry;
+    this.#entries.set(id, entry);
+  }
+
+  #touch(entry: Entry): void {
+    if (entry === this.#mru) return;
+    // Unlink (it has a newer neighbour, since it is not the most recent)…
+    entry.newer!.older = entry.older;
+    if (entry.older) entry.older.newer = entry.newer;
+    else this.#lru = entry.newer;
+    // …and append.
+    entry.older = this.#mru;
+    entry.newer = undefined;
+    this.#mru!.newer = entry;
+    this.#mru = entry;
+  }
+
+  #remove(entry: Entry): void {
+    if (entry.older) entry.older.newer = entry.newer;
+    else this.#lru = entry.newer;
+    if (entry.newer) entry.newer.older = entry.older;
+    else this.#mru = entry.older;
+    entry.older = entry.newer = undefined;
+    this.#entries.delete(entry.id);
   }
 }
 

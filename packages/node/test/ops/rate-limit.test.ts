@@ -216,6 +216,43 @@ describe('bounded memory', () => {
     expect(rl.take('b', 'drained', 2).allowed).toBe(false);
   });
 
+  it('property: eviction and sweeping follow exact LRU order (a model keeping recency as Map insertion order)', () => {
+    // The model is the limiter's former bookkeeping (delete + set on every touch), on one bucket.
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.record({ dt: fc.integer({ min: 0, max: 1500 }), key: fc.integer({ min: 0, max: 9 }), cost: fc.integer({ min: 0, max: 3 }), all: fc.boolean() }), { maxLength: 200 }),
+        (maxKeys, steps) => {
+          const spec = { rate: 1, burst: 3 };
+          const clock = manualClock(0);
+          const rl = new RateLimiter({ buckets: { b: spec }, now: clock.now, maxTrackedKeys: maxKeys, sweepIntervalMs: 1000 });
+          const model = new Map<string, { tokens: number; at: number }>();
+          let lastSweep = 0;
+          for (const s of steps) {
+            clock.advance(s.dt);
+            const now = clock.now();
+            if (now - lastSweep >= 1000) {
+              lastSweep = now;
+              for (const [k, e] of model) if (e.tokens + ((now - e.at) * spec.rate) / 1000 >= spec.burst) model.delete(k);
+            }
+            const key = `k${s.key}`;
+            const e = model.get(key);
+            const tokens = e === undefined ? spec.burst : Math.min(spec.burst, e.tokens + ((now - e.at) * spec.rate) / 1000);
+            const allowed = tokens >= s.cost;
+            model.delete(key);
+            model.set(key, { tokens: allowed ? tokens - s.cost : tokens, at: now });
+            while (model.size > maxKeys) model.delete(model.keys().next().value!);
+            const d = s.all ? rl.takeAll([{ bucket: 'b', key, cost: s.cost }]) : rl.take('b', key, s.cost);
+            expect(d.allowed).toBe(allowed);
+            expect(d.remaining).toBe(Math.floor(allowed ? tokens - s.cost : tokens));
+            expect(rl.trackedKeys).toBe(model.size);
+          }
+        },
+      ),
+      { seed: SEED, numRuns: RUNS * 5 },
+    );
+  });
+
   it('never tracks more than maxTrackedKeys and forgets the least recently used first', () => {
     const clock = manualClock();
     const rl = new RateLimiter({ buckets: { b: { rate: 0.001, burst: 1 } }, now: clock.now, maxTrackedKeys: 100 });
