@@ -14,6 +14,7 @@ import { DATABASE_FILE, createNode } from './node.js';
 import { IpcDeliveryBus, processEndpoint } from './workers/ipc-bus.js';
 import { runPrimary } from './workers/primary.js';
 import { WORKER_ENV } from './workers/wire.js';
+import { applyV8Flags } from './v8-flags.js';
 
 const USAGE = `usage: meshwhisper-node [start | help]
        meshwhisper-node backup [--db FILE] [--dir DIR] [--keep N]
@@ -39,6 +40,7 @@ ${Object.values(CONFIG_SCHEMA)
 `;
 
 async function start(): Promise<void> {
+  applyV8Flags(); // every process of the node (a WORKERS primary's workers run start() too)
   const config = loadConfig();
   const workerIndex = cluster.isWorker ? Number(process.env[WORKER_ENV.index]) : undefined;
   if (workerIndex === undefined && config.store === 'sqlite' && config.workers > 1) {
