@@ -1,6 +1,7 @@
 // Device and anonymous connections over real sockets: delivery, acks, backpressure, gap notices,
 // delivery tokens, and the attack tests of issue 3 that concern the WebSocket.
 import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { DeviceKeyPair, createContext, toHex } from '@meshwhisper/crypto';
 import { manualClock } from '@meshwhisper/crypto/testing';
@@ -19,6 +20,7 @@ import {
   signDeviceAuth,
 } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
+import { idKey } from '../src/socket/device.js';
 import { TestDevice, ctx, generousLimits, proto, startTestNode } from './helpers.js';
 import type { TestNode } from './helpers.js';
 import { WsClient } from './ws-client.js';
@@ -381,5 +383,18 @@ describe('frame fuzz over a real socket', () => {
     expect((await t.node.app.inject('/ready')).statusCode).toBe(200);
     const c = await client(WsClient.device(port, d));
     await c.nextKind('queueEmpty');
+  });
+});
+
+describe('idKey (the in-flight key of an envelope id)', () => {
+  it('is the id as latin1 for 16-byte ids, and never equal for ids of other lengths', () => {
+    for (let i = 0; i < 1000; i++) {
+      const id = randomBytes(16);
+      expect(idKey(new Uint8Array(id.buffer, id.byteOffset, 16))).toBe(id.toString('latin1'));
+    }
+    const id = Uint8Array.of(...randomBytes(15), 0);
+    expect(idKey(id.subarray(0, 15))).not.toBe(idKey(id));
+    expect(idKey(id.subarray(0, 15))).toBe(Buffer.from(id.subarray(0, 15)).toString('latin1'));
+    expect(idKey(new Uint8Array(0))).toBe('');
   });
 });

