@@ -34,7 +34,6 @@ import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AckPolicy, StorageType, connect as natsConnect } from 'nats';
 import type { NatsConnection } from 'nats';
-import WebSocket from 'ws';
 import { createContext } from '../../packages/crypto/src/index.js';
 import {
   DEVICE_SOCKET_METHOD,
@@ -49,7 +48,10 @@ import type { BenchDevice } from './devices.js';
 import { makeDevice, registerDevice } from './devices.js';
 import { Histogram } from './hist.js';
 import { GenTrace, summarize } from './trace.js';
-import { F, decodeDeliver, decodeTop, encodeAck, encodeSend, selfCheck } from './wire.js';
+import type { SendTemplate } from './wire.js';
+import { F, ackDeliver, readTop, selfCheck, sendFrame, sendTemplate, top } from './wire.js';
+import { WsClient, terminateAll } from './rfc6455.js';
+import { checkFraming } from './rfc6455-check.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
 import type { NodeProcess } from '../lib/node-process.js';
 import { spawnNode } from '../lib/node-process.js';
@@ -99,6 +101,8 @@ const NATS_URL = env['NATS_URL'] ?? '127.0.0.1:4222';
 const SKIP_NATS = env['SKIP_NATS'] === '1';
 const SKIP_NODE = env['SKIP_NODE'] === '1';
 const PROFILE = env['PROFILE'] === '1';
+/** The generator itself runs under `node --cpu-prof`: print each phase's window in its profile (performance.now() counts from process start, as the profile does). */
+const GEN_PROFILED = process.execArgv.some((a) => a.startsWith('--cpu-prof'));
 /** TRACE=1: the node traces its send path (MW_LATENCY_TRACE, packages/node/src/latency-trace.ts); per phase a stage table and a per-second timeline. */
 const TRACE = env['TRACE'] === '1';
 const genTrace = TRACE ? new GenTrace() : undefined;
@@ -202,8 +206,8 @@ function findProcess(comm: string): number | undefined {
 
 // ── the load engine, shared by both transports ──
 interface Transport {
-  /** Sends `payload` from device s to device r. */
-  send(s: number, r: number, payload: Uint8Array): void;
+  /** Sends a payload (Engine.payload(intendedMs, tag) or the same bytes) from device s to device r. */
+  send(s: number, r: number, intendedMs: number, tag: number): void;
 }
 
 interface PhaseResult {
@@ -249,18 +253,19 @@ class Engine {
   mode: 'closed' | 'open' = 'closed';
   window = WINDOW;
   #rr = 0;
-  readonly #template = new Uint8Array(PAYLOAD_BYTES);
+  /** What every payload carries (random), but for its first 12 bytes. */
+  readonly template = new Uint8Array(PAYLOAD_BYTES);
   constructor(
     readonly n: number,
     readonly transport: Transport,
   ) {
     // Sealed envelopes look random; the first 12 bytes carry the intended send time and the phase tag.
-    ctx.backend.randomBytes(PAYLOAD_BYTES).forEach((b, i) => (this.#template[i] = b));
+    ctx.backend.randomBytes(PAYLOAD_BYTES).forEach((b, i) => (this.template[i] = b));
   }
 
   payload(intendedMs: number, tag: number): Uint8Array {
     const p = Buffer.allocUnsafe(PAYLOAD_BYTES);
-    p.set(this.#template);
+    p.set(this.template);
     p.writeDoubleLE(intendedMs, 0);
     p.writeUInt32LE(tag, 8);
     return p;
@@ -272,24 +277,23 @@ class Engine {
     const r = (s + 1 + Math.floor(Math.random() * (this.n - 1))) % this.n;
     this.outstanding++;
     this.issued++;
-    this.transport.send(s, r, this.payload(intendedMs, this.tag));
+    this.transport.send(s, r, intendedMs, this.tag);
   }
 
   refill(): void {
     while (this.running && this.mode === 'closed' && this.outstanding < this.window) this.issue();
   }
 
-  /** A payload arrived at its recipient. */
-  received(payload: Uint8Array): void {
-    const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-    if (b.length < 12 || b.readUInt32LE(8) !== this.tag) {
+  /** A payload, b[start, end), arrived at its recipient. */
+  received(b: Buffer, start: number, end: number): void {
+    if (end - start < 12 || b.readUInt32LE(start + 8) !== this.tag) {
       this.stale++;
       return;
     }
     this.outstanding--;
     if (this.measuring) {
       this.delivered++;
-      const ms = now() - b.readDoubleLE(0);
+      const ms = now() - b.readDoubleLE(start);
       this.hist.record(ms);
       genTrace?.stage('e2e', ms);
     }
@@ -398,93 +402,95 @@ class Engine {
 // ── MeshWhisper node side ──
 type Device = BenchDevice;
 
-function openSocket(port: number, path: string): Promise<WebSocket> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+/**
+ * A WebSocket to the node: rfc6455.ts (hand-written, all-zero masking key, one socket write per
+ * socket per turn), so that the generator takes as little CPU as it can from the node it shares the
+ * machine with.
+ */
+function openSocket(port: number, path: string): Promise<WsClient> {
+  return WsClient.connect('127.0.0.1', port, path);
+}
+
+/** Frames that arrived after the last nextFrame() and before the socket's handler was installed (handleWith). */
+const held = new WeakMap<WsClient, Buffer[]>();
+
+/** Next library-decoded frame on `ws` (setup path only: before the hot handler is installed). */
+function nextFrame(ws: WsClient, timeoutMs = 20_000): Promise<ReturnType<typeof decodeFrame>> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`connect ${path}: timeout`)), 20_000);
-    ws.once('open', () => {
+    const t = setTimeout(() => reject(new Error(`${ws.label}: frame: timeout`)), timeoutMs);
+    ws.reader.onMessage = (b, start, end) => {
       clearTimeout(t);
-      resolve(ws);
-    });
-    ws.once('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
+      // Frames right behind this one (e.g. the first Deliver behind Authenticated) wait for handleWith.
+      const q: Buffer[] = [];
+      held.set(ws, q);
+      ws.reader.onMessage = (b2, s2, e2) => q.push(Buffer.from(b2.subarray(s2, e2)));
+      resolve(decodeFrame(new Uint8Array(b.subarray(start, end))));
+    };
   });
 }
 
-/** Next library-decoded frame on `ws` (setup path only). */
-function nextFrame(ws: WebSocket, timeoutMs = 20_000): Promise<ReturnType<typeof decodeFrame>> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('frame: timeout')), timeoutMs);
-    ws.once('message', (data: Buffer) => {
-      clearTimeout(t);
-      resolve(decodeFrame(new Uint8Array(data)));
-    });
-  });
+/** Installs the socket's frame handler, after handing it the frames held since the last nextFrame(). */
+function handleWith(ws: WsClient, handler: (b: Buffer, start: number, end: number) => void): void {
+  ws.reader.onMessage = handler;
+  for (const m of held.get(ws) ?? []) handler(m, 0, m.length);
+  held.delete(ws);
 }
 
 const errorCodes = new Map<string, number>();
 /** Deliver frames and envelopes received (all devices): envelopes per frame = envelopes per Ack = per ack transaction. */
 const deliverStats = { frames: 0, envelopes: 0 };
-function countError(body: Uint8Array): void {
-  let code = 'unknown';
-  try {
-    const m = /MW_[A-Z_]+/.exec(Buffer.from(body).toString('latin1'));
-    if (m) code = m[0];
-  } catch {
-    /* keep unknown */
-  }
+function countError(b: Buffer, start: number, end: number): void {
+  const m = /MW_[A-Z_]+/.exec(b.toString('latin1', start, end));
+  const code = m ? m[0] : 'unknown';
   errorCodes.set(code, (errorCodes.get(code) ?? 0) + 1);
 }
 
-/** A logged-in device connection; `onDeliver` sees every envelope, acks are sent per Deliver frame. */
+/** A logged-in device connection; `onEnvelope` sees every envelope's payload, acks are sent per Deliver frame. */
 class DeviceSocket {
-  ws!: WebSocket;
+  ws!: WsClient;
   okWaiters = new Map<number, () => void>();
   queueEmpty = false;
-  onEnvelope: (payload: Uint8Array) => void = () => {};
+  onEnvelope: (b: Buffer, start: number, end: number) => void = () => {};
   ackRequestId: () => number = () => 0;
 
-  static async login(port: number, d: Device): Promise<DeviceSocket> {
+  /** `prepare` runs before any frame after Authenticated is handled (e.g. to set onEnvelope). */
+  static async login(port: number, d: Device, prepare?: (s: DeviceSocket) => void): Promise<DeviceSocket> {
     const s = new DeviceSocket();
     const ws = await openSocket(port, DEVICE_SOCKET_PATH);
     s.ws = ws;
+    const helloP = nextFrame(ws);
     ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 1, body: { case: 'clientHello', value: { versions: [PROTOCOL_VERSION] } } }));
-    const hello = await nextFrame(ws);
+    const hello = await helloP;
     if (!hello.ok || hello.value.body.case !== 'serverHello') throw new Error('device: no serverHello');
     const auth = signDeviceAuth(ctx, d.device, d.certificate, hello.value.body.value.challenge, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
+    const okP = nextFrame(ws);
     ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 2, body: { case: 'authenticate', value: auth } }));
-    const ok = await nextFrame(ws);
+    const ok = await okP;
     if (!ok.ok || ok.value.body.case !== 'authenticated') throw new Error(`device: not authenticated (${ok.ok ? ok.value.body.case : ok.error.code})`);
-    ws.on('message', (data: Buffer) => s.#onMessage(data));
+    prepare?.(s);
+    handleWith(ws, (b, start, end) => s.#onMessage(b, start, end));
     return s;
   }
 
-  #onMessage(data: Buffer): void {
-    const top = decodeTop(data);
-    switch (top.field) {
+  #onMessage(b: Buffer, start: number, end: number): void {
+    switch (readTop(b, start, end)) {
       case F.deliver: {
-        const envs = decodeDeliver(top.body);
         deliverStats.frames++;
-        deliverStats.envelopes += envs.length;
-        const ids: Uint8Array[] = [];
-        for (const e of envs) {
-          if (e.id.length === 16) ids.push(e.id);
-          this.onEnvelope(e.payload);
-        }
-        if (ids.length > 0) this.ws.send(encodeAck(this.ackRequestId(), ids));
+        const ack = ackDeliver(b, top.start, top.end, this.onEnvelope, this.ackRequestId, deliverStats);
+        if (ack) this.ws.sendFrame(ack);
         return;
       }
-      case F.ok:
-        this.okWaiters.get(top.requestId)?.();
-        this.okWaiters.delete(top.requestId);
+      case F.ok: {
+        const id = top.requestId;
+        this.okWaiters.get(id)?.();
+        this.okWaiters.delete(id);
         return;
+      }
       case F.queueEmpty:
         this.queueEmpty = true;
         return;
       case F.error:
-        countError(top.body);
+        countError(b, top.start, top.end);
         return;
       default:
         return;
@@ -498,17 +504,13 @@ class DeviceSocket {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
-      this.ws.once('close', () => resolve());
-      this.ws.close();
-    });
+    return this.ws.close();
   }
 }
 
 /** An anonymous sending connection; send results and errors are reported to the callbacks. */
 class AnonSocket {
-  ws!: WebSocket;
+  ws!: WsClient;
   #nextId = 1;
   onResult: (requestId: number) => void = () => {};
   onError: (requestId: number) => void = () => {};
@@ -517,24 +519,26 @@ class AnonSocket {
     const s = new AnonSocket();
     const ws = await openSocket(port, '/v1/anonymous');
     s.ws = ws;
+    const helloP = nextFrame(ws);
     ws.send(encodeFrame({ version: PROTOCOL_VERSION, requestId: 1, body: { case: 'clientHello', value: { versions: [PROTOCOL_VERSION] } } }));
-    const hello = await nextFrame(ws);
+    const hello = await helloP;
     if (!hello.ok || hello.value.body.case !== 'serverHello') throw new Error('anonymous: no serverHello');
-    ws.on('message', (data: Buffer) => {
-      const top = decodeTop(data);
-      if (top.field === F.sendResult) s.onResult(top.requestId);
-      else if (top.field === F.error) {
-        countError(top.body);
+    handleWith(ws, (b, start, end) => {
+      const field = readTop(b, start, end);
+      if (field === F.sendResult) s.onResult(top.requestId);
+      else if (field === F.error) {
+        countError(b, top.start, top.end);
         s.onError(top.requestId);
       }
     });
     return s;
   }
 
-  send(mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): number {
+  /** Sends the payload of `t` stamped with `intendedMs` and `tag`; returns the request id. */
+  send(t: SendTemplate, intendedMs: number, tag: number): number {
     const id = this.#nextId++;
     if (this.#nextId > 0x7fffffff) this.#nextId = 1;
-    this.ws.send(encodeSend(id, mailbox, payload, token));
+    this.ws.sendFrame(sendFrame(id, t, intendedMs, tag));
     return id;
   }
 }
@@ -618,6 +622,7 @@ async function benchNode(): Promise<NodeResults> {
   /** PROFILE=1: where a phase lies in the node's profiles (seconds since it started), for FROM_S/TO_S of profile-summary.ts. */
   const window = (name: string, p: PhaseResult): void => {
     if (PROFILE) log(`profile window of ${name}: FROM_S=${((p.measuredFrom - nodeStarted) / 1000).toFixed(1)} TO_S=${((p.measuredTo - nodeStarted) / 1000).toFixed(1)} (±0.5 s)`);
+    if (GEN_PROFILED) log(`generator profile window of ${name}: FROM_S=${(p.measuredFrom / 1000).toFixed(1)} TO_S=${(p.measuredTo / 1000).toFixed(1)} (±0.5 s)`);
   };
   const pid = node.child.pid!;
   try {
@@ -646,15 +651,14 @@ async function benchNode(): Promise<NodeResults> {
       anon[i] = await AnonSocket.open(node.port);
     });
 
-    const engine = new Engine(DEVICES, {
-      send: (s, r, payload) => {
-        const d = devices[r]!;
-        anon[s % ANON_CONNS]!.send(d.mailbox, payload, d.token);
-      },
-    });
+    // Each recipient's SendRequest, but for the 12 stamped bytes, built once (wire.ts sendTemplate).
+    let templates: SendTemplate[] = [];
+    const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => anon[s % ANON_CONNS]!.send(templates[r]!, intendedMs, tag) });
+    templates = devices.map((d) => sendTemplate(d.mailbox, d.token, engine.template));
     if (TRACE) engine.traceFile = `${node.dataDir}.trace.jsonl`;
     for (const a of anon) a.onError = () => engine.lost();
-    sockets.forEach((s) => (s.onEnvelope = (p) => engine.received(p)));
+    const onEnvelope = (b: Buffer, start: number, end: number): void => engine.received(b, start, end);
+    for (const s of sockets) s.onEnvelope = onEnvelope;
 
     log(`node: closed loop, ${WINDOW} in flight, ${WARMUP_S}+${MEASURE_S} s`);
     const ds0 = { ...deliverStats };
@@ -698,7 +702,7 @@ async function benchNode(): Promise<NodeResults> {
     const pump = (): void => {
       while (issued < DRAIN && issued - accepted - refused < ENQ_WINDOW) {
         const k = issued % ANON_CONNS;
-        pending[k]!.add(anon[k]!.send(target.mailbox, engine.payload(now(), drainTag), target.token));
+        pending[k]!.add(anon[k]!.send(templates[0]!, now(), drainTag));
         issued++;
       }
     };
@@ -722,14 +726,16 @@ async function benchNode(): Promise<NodeResults> {
     let got = 0;
     let finalOk = false;
     const c0 = now();
-    const s0 = await DeviceSocket.login(node.port, target);
-    const l0 = now();
-    s0.onEnvelope = (p) => {
-      if (Buffer.from(p.buffer, p.byteOffset, p.byteLength).readUInt32LE(8) === drainTag) got++;
-    };
-    // The last Ack asks for an Ok: acks are applied in order, so its Ok means every deletion committed.
-    s0.ackRequestId = () => (got >= accepted && !finalOk ? 424242 : 0);
-    s0.okWaiters.set(424242, () => (finalOk = true));
+    let l0 = 0;
+    const s0 = await DeviceSocket.login(node.port, target, (s) => {
+      l0 = now();
+      s.onEnvelope = (b, start, end) => {
+        if (end - start >= 12 && b.readUInt32LE(start + 8) === drainTag) got++;
+      };
+      // The last Ack asks for an Ok: acks are applied in order, so its Ok means every deletion committed.
+      s.ackRequestId = () => (got >= accepted && !finalOk ? 424242 : 0);
+      s.okWaiters.set(424242, () => (finalOk = true));
+    });
     await waitFor(`${accepted} queued envelopes to be delivered and acked`, () => finalOk, 120_000, 1);
     const c1 = now();
     log(`drain: ${got} delivered and acked in ${((c1 - c0) / 1000).toFixed(2)} s from connect`);
@@ -750,6 +756,7 @@ async function benchNode(): Promise<NodeResults> {
       envelopesPerDeliver: [perFrameClosed, perFrameOpen],
     };
   } finally {
+    terminateAll();
     await stopNode(node);
     active = undefined;
     if (node.warnings > 0 || node.stderr.length > 0) log(`node warnings/stderr (${node.warnings} warn+):\n${node.stderr.slice(0, 20).join('\n')}`);
@@ -774,10 +781,15 @@ async function benchNats(): Promise<NatsResults> {
   log(`NATS ${NATS_URL}: connecting ${DEVICES} clients, one subject each`);
   const conns: NatsConnection[] = new Array(DEVICES);
   const subjects = Array.from({ length: DEVICES }, (_x, i) => `mwbench.${runId}.${i}`);
-  const engine = new Engine(DEVICES, { send: (s, r, payload) => conns[s]!.publish(subjects[r]!, payload) });
+  const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => conns[s]!.publish(subjects[r]!, engine.payload(intendedMs, tag)) });
   await pool(Array.from({ length: DEVICES }), 32, async (_x, i) => {
     const nc = await natsConnect({ servers: NATS_URL, name: `mw-bench-${i}`, noEcho: false, maxReconnectAttempts: 0, timeout: 20_000 });
-    nc.subscribe(subjects[i]!, { callback: (_err, msg) => engine.received(msg.data) });
+    nc.subscribe(subjects[i]!, {
+      callback: (_err, msg) => {
+        const d = msg.data;
+        engine.received(Buffer.from(d.buffer, d.byteOffset, d.byteLength), 0, d.byteLength);
+      },
+    });
     conns[i] = nc;
   });
   await Promise.all(conns.map((c) => c.flush()));
@@ -931,8 +943,18 @@ const watchdog = setTimeout(() => {
   process.exit(2);
 }, WATCHDOG_MS);
 
+// The hand-written WebSocket client throws from its socket handlers on anything unexpected (a
+// protocol error, a close from the node): stop the run loudly, and leave no node process behind.
+process.on('uncaughtException', (e) => {
+  console.error('bench failed:', e.stack ?? e.message);
+  if (active?.child.exitCode === null) active.child.kill('SIGKILL');
+  if (active) rmSync(active.dataDir, { recursive: true, force: true });
+  process.exit(1);
+});
+
 async function main(): Promise<void> {
   selfCheck();
+  await checkFraming();
   genTrace?.start();
   const c = cpus();
   log(`machine: ${c.length} × ${c[0]?.model ?? '?'}, node ${process.version}; QUICK=${QUICK ? 1 : 0} DEVICES=${DEVICES} WINDOW=${WINDOW} RATE=${RATE} LIGHT_RATE=${LIGHT_RATE} DRAIN=${DRAIN} ANON_CONNS=${ANON_CONNS}`);
