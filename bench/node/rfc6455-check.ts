@@ -83,11 +83,16 @@ export async function checkFraming(): Promise<void> {
   const chunkings: [string, number[]][] = [['one chunk', [stream.length]]];
   for (const c of [1, 2, 3, 5, 7, 13, 17, 1000, 65_536]) chunkings.push([`chunks of ${c}`, Array.from({ length: Math.ceil(stream.length / c) }, () => c)]);
   for (let at = 1; at < 300; at++) chunkings.push([`split at ${at}`, [at, stream.length - at]]);
+  // Each chunk at the start of one reused buffer, scribbled over after push (as WsClient's shared read buffer is).
+  const scratch = Buffer.allocUnsafe(stream.length);
   for (const [how, lens] of chunkings) {
     const [r, seen] = reader();
     let off = 0;
     for (const l of lens) {
-      r.push(stream.subarray(off, Math.min(stream.length, off + l)));
+      const n = stream.copy(scratch, 0, off, Math.min(stream.length, off + l));
+      scratch.fill(0xee, n, Math.min(scratch.length, n + 64)); // bytes past the read's length are not the stream's
+      r.push(scratch, n);
+      scratch.fill(0xee, 0, n);
       off += l;
     }
     verify(seen, how);
@@ -161,14 +166,14 @@ async function checkLive(): Promise<void> {
     const c2 = await WsClient.connect('127.0.0.1', port, '/v1/anonymous');
     const [s2] = await serverSide2;
     const threw = new Promise<string>((resolve) => {
-      c2.socket.removeAllListeners('data');
-      c2.socket.on('data', (d: Buffer) => {
+      const read = c2._read.bind(c2);
+      c2._read = (d: Buffer, len?: number): void => {
         try {
-          c2.reader.push(d);
+          read(d, len);
         } catch (e) {
           resolve(e instanceof WebSocketProtocolError ? e.message : `other: ${String(e)}`);
         }
-      });
+      };
     });
     const s2closed = once(s2, 'close') as Promise<[number, Buffer]>;
     s2.close(4002, 'going');

@@ -231,6 +231,8 @@ interface PhaseResult {
   measuredFrom: number;
   measuredTo: number;
   genCpu: number;
+  /** Of genCpu, the part spent in the kernel (system time: the socket reads and writes, TCP over loopback included). */
+  genSysCpu: number;
   peerCpu: number | undefined;
   /** p99 event-loop delay of this generator during the window, ms: how late it itself could send or read. */
   genLagP99: number;
@@ -392,6 +394,7 @@ class Engine {
       measuredFrom: m0,
       measuredTo: m0 + secs * 1000,
       genCpu: (cpuG.user + cpuG.system) / 1e6 / secs,
+      genSysCpu: cpuG.system / 1e6 / secs,
       peerCpu,
       genLagP99: lag.percentile(99) / 1e6,
       otherCpu: Math.max(0, busy - (nodeCpu ?? 0) - (peerCpu ?? 0) - (cpuG.user + cpuG.system) / 1e6 / secs),
@@ -876,7 +879,7 @@ const f2 = (n: number | undefined): string => (n === undefined || Number.isNaN(n
 const pct = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : `${Math.round(n * 100)} %`);
 
 function fmtPhase(p: PhaseResult): string {
-  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
+  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
 }
 
 /** Per node process (primary first when WORKERS > 1): CPU µs per delivered message, whole process (main thread). */
@@ -885,6 +888,11 @@ function perProcess(p: PhaseResult | undefined): string {
   const us = (c: number): string => f0((c / p.deliveredPerS) * 1e6);
   const name = (i: number): string => (p.nodeProcs.length === 1 ? 'process' : i === 0 ? 'primary' : `worker ${i}`);
   return p.nodeProcs.map(([all, main], i) => `${name(i)} ${us(all)} (${us(main)})`).join(', ');
+}
+
+/** CPU time the load generator spent per delivered message (or its kernel part), in µs. */
+function genPerMsg(p: PhaseResult | undefined, kernel = false): string {
+  return p && p.deliveredPerS > 0 ? f0(((kernel ? p.genSysCpu : p.genCpu) / p.deliveredPerS) * 1e6) : 'n/a';
 }
 
 /** CPU time the server process spent per delivered message, in µs (contention-robust, unlike msgs/s). */
@@ -914,7 +922,8 @@ function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
     `| … of which the node's main (event-loop) thread(s), µs | ${perMsg(n?.closed, false, true)} / ${perMsg(n?.open, false, true)} | | | |`,
     `| … per process at max load: whole (main thread), µs | ${perProcess(n?.closed)} | | | |`,
     `| … per process at ${f0(RATE)}/s: whole (main thread), µs | ${perProcess(n?.open)} | | | |`,
-    `| load generator CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${n ? f0((n.closed.genCpu / n.closed.deliveredPerS) * 1e6) : 'n/a'} / ${n ? f0((n.open.genCpu / n.open.deliveredPerS) * 1e6) : 'n/a'} | | | |`,
+    `| load generator CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${genPerMsg(n?.closed)} / ${genPerMsg(n?.open)} | ${genPerMsg(s?.closed)} / ${genPerMsg(s?.open)} | | |`,
+    `| … of which in the kernel (socket reads and writes), µs | ${genPerMsg(n?.closed, true)} / ${genPerMsg(n?.open, true)} | ${genPerMsg(s?.closed, true)} / ${genPerMsg(s?.open, true)} | | |`,
     `| CPU used by other work on the machine (max load / ${f0(RATE)}/s), of ${cpus().length} cores | ${pct(n?.closed.otherCpu)} / ${pct(n?.open.otherCpu)} | ${pct(s?.closed.otherCpu)} / ${pct(s?.open.otherCpu)} | | |`,
     `| not arrived ${SETTLE_MS / 1000} s after sending stopped / send errors | ${n ? `${n.closed.late + n.open.late} / ${n.closed.sendErrors + n.open.sendErrors + n.drain.errors}` : 'n/a'} | ${s ? `${s.closed.late + s.open.late} / 0` : 'n/a'} | | 0 |`,
   ];

@@ -6,7 +6,7 @@
  * everything else (hello, authenticate, errors) goes through the library.
  */
 import { EnvelopeClass, PROTOCOL_VERSION, decodeFrame, encodeFrame } from '@meshwhisper/protocol';
-import { MASK_BYTE, clientHeaderLength, maskInPlace, putClientHeader } from './rfc6455.js';
+import { MASK_BYTE, clientHeaderLength, frameBuffer, maskInPlace, putClientHeader } from './rfc6455.js';
 
 /** Frame body field numbers (packages/protocol/proto/meshwhisper/v1/frame.proto). */
 export const F = { error: 14, ok: 15, deliver: 20, ack: 21, gapNotice: 22, queueEmpty: 23, send: 25, sendResult: 26 } as const;
@@ -346,12 +346,13 @@ function putFrameHead(buf: Buffer, o: number, requestId: number, tag: number, bo
 
 /**
  * One client WebSocket frame carrying Frame{ version, request_id, send: t } whose payload starts
- * with `intendedMs` (float64 LE) and `tag` (uint32 LE).
+ * with `intendedMs` (float64 LE) and `tag` (uint32 LE); in the output slab (rfc6455.ts frameBuffer):
+ * send it in this turn.
  */
 export function sendFrame(requestId: number, t: SendTemplate, intendedMs: number, tag: number): Buffer {
   const bodyLen = t.body.length;
   const len = frameLength(requestId, SEND_TAG, bodyLen);
-  const buf = Buffer.allocUnsafe(clientHeaderLength(len) + len);
+  const buf = frameBuffer(clientHeaderLength(len) + len);
   const head = putClientHeader(buf, 0, len);
   const o = putFrameHead(buf, head, requestId, SEND_TAG, bodyLen);
   maskInPlace(buf, head, o);
@@ -395,7 +396,7 @@ let idAt = new Int32Array(1024);
  * Deliver{ repeated Envelope{ id, payload, received_at, class } } in buf[start, end): calls
  * `onEnvelope(buf, payloadStart, payloadEnd)` for each envelope, in order, then returns one client
  * WebSocket frame carrying Frame{ version, request_id: ackRequestId(), ack: Ack{ ids } } for every
- * 16-byte id (undefined if there are none). Counts the envelopes into `stats.envelopes`.
+ * 16-byte id (undefined if there are none), in the output slab like sendFrame's. Counts the envelopes into `stats.envelopes`.
  */
 export function ackDeliver(buf: Buffer, start: number, end: number, onEnvelope: (buf: Buffer, start: number, end: number) => void, ackRequestId: () => number, stats: { envelopes: number }): Buffer | undefined {
   let n = 0;
@@ -442,7 +443,7 @@ export function ackDeliver(buf: Buffer, start: number, end: number, onEnvelope: 
   const requestId = ackRequestId();
   const bodyLen = n * 18;
   const len = frameLength(requestId, ACK_TAG, bodyLen);
-  const out = Buffer.allocUnsafe(clientHeaderLength(len) + len);
+  const out = frameBuffer(clientHeaderLength(len) + len);
   const head = putClientHeader(out, 0, len);
   let o = putFrameHead(out, head, requestId, ACK_TAG, bodyLen);
   for (let i = 0; i < n; i++) {
