@@ -17,8 +17,9 @@
  *   unpredictable key per frame to protect intermediaries that cache by content from a hostile
  *   script in a browser; the benchmark runs over loopback with no intermediary and no script.
  * - Writes are batched: every frame queued for a socket during one turn of the event loop (one I/O
- *   callback, one timer tick) goes out in ONE socket write, at a single process.nextTick for all
- *   sockets with something queued (several frames: cork/uncork, i.e. one writev).
+ *   callback, one timer tick) goes out in ONE socket write (several frames: cork/uncork, i.e. one
+ *   writev), for all sockets with something queued at once: at the end of the read that caused
+ *   them, or at a single process.nextTick otherwise (e.g. a timer's sends).
  * - Server frames (§5.2) are parsed by hand: several per read or split across reads, 7-, 16- and
  *   64-bit lengths; binary messages, fragmented ones reassembled (§5.4); ping answered with a pong
  *   carrying its payload, pong ignored, close answered with a close (§5.5). Anything else — a masked
@@ -217,6 +218,8 @@ export class FrameReader {
 const dirty: WsClient[] = [];
 let dirtyCount = 0;
 let flushScheduled = false;
+/** A read is being handled: it flushes when done (see WsClient.connect). */
+let inRead = false;
 function flushAll(): void {
   flushScheduled = false;
   let pending = false;
@@ -330,8 +333,17 @@ export class WsClient {
         onread: {
           buffer: readBuffer,
           callback: (n: number): boolean => {
-            if (ws) ws._read(readBuffer, n);
-            else onData(readBuffer.subarray(0, n));
+            if (!ws) onData(readBuffer.subarray(0, n));
+            else {
+              // The frames this read makes us send go out when it has been handled (no tick needed).
+              inRead = true;
+              try {
+                ws._read(readBuffer, n);
+              } finally {
+                inRead = false;
+              }
+              if (dirtyCount > 0) flushAll();
+            }
             return true;
           },
         },
@@ -395,7 +407,7 @@ export class WsClient {
     }
     this.#first = frame;
     dirty[dirtyCount++] = this;
-    if (!flushScheduled) {
+    if (!flushScheduled && !inRead) {
       flushScheduled = true;
       process.nextTick(flushAll);
     }
