@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import * as wsModule from 'ws';
 import type WebSocket from 'ws';
 import { WebSocketServer } from 'ws';
-import { FrameReader, WebSocketProtocolError, WsClient, clientFrame } from './rfc6455.js';
+import { FrameReader, WebSocketProtocolError, WsClient, clientFrame, clientHeaderLength, frameBuffer, maskInPlace, putClientHeader } from './rfc6455.js';
 
 // ws's frame codec (not in its type definitions): Sender.frame(data, options) → [header, payload].
 type WsFrameOptions = { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean };
@@ -156,6 +156,28 @@ async function checkLive(): Promise<void> {
     for (let i = 0; i < 200 && (fromClient.length < 3 || fromServer.length < 2); i++) await new Promise((r) => setTimeout(r, 5));
     if (fromClient.length !== 3 || !fromClient[1]!.equals(big) || fromClient[2]!.toString() !== 'c') throw new Error('live: server got other messages');
     if (fromServer.length !== 2 || !fromServer[0]!.equals(big) || fromServer[1]!.toString() !== 'z') throw new Error('live: client got other messages');
+    // Frames in the output slab while the server does not read: writes stay pending, and the
+    // slab must not be rewound under them (every frame arrives intact).
+    fromClient.length = 0;
+    s.pause();
+    const N = 4000;
+    for (let i = 0; i < N; i++) {
+      const len = 1500;
+      const f = frameBuffer(clientHeaderLength(len) + len);
+      const at = putClientHeader(f, 0, len);
+      f.fill(i & 0xff, at);
+      f.writeUInt32LE(i, at);
+      maskInPlace(f, at, f.length);
+      c.sendFrame(f);
+      if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    s.resume();
+    for (let i = 0; i < 400 && fromClient.length < N; i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < N; i++) {
+      const m = fromClient[i];
+      if (!m || m.length !== 1500 || m.readUInt32LE(0) !== i || m[1499] !== (i & 0xff)) throw new Error(`live: slab frame ${i} of ${N} arrived damaged or not at all (${fromClient.length} arrived)`);
+    }
     const closed = once(s, 'close') as Promise<[number, Buffer]>;
     await c.close(4001);
     const [code] = await closed;
@@ -191,5 +213,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   await checkFraming();
   console.log('framing: FrameReader and clientFrame agree with ws');
   await checkLive();
-  console.log('live: handshake, messages both ways, ping/pong, client close, server close');
+  console.log('live: handshake, messages both ways, ping/pong, slab frames behind a server that does not read, client close, server close');
 }

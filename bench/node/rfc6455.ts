@@ -225,10 +225,11 @@ function flushAll(): void {
   let pending = false;
   for (let i = 0; i < dirtyCount; i++) pending = dirty[i]!._flush() || pending;
   dirtyCount = 0;
-  // Every write of this turn went to the kernel at once: the slab's bytes are free again. Otherwise
-  // a write still holds part of it: leave it to that write and take a new one.
-  if (pending) slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-  slabAt = 0;
+  // Every write of this slab went to the kernel at once: its bytes are free again. Otherwise a
+  // write still holds part of it (a socket the node does not read fast enough): the slab is no
+  // longer rewound, and is left to that write once full (frameBuffer).
+  if (pending) slabPinned = true;
+  if (!slabPinned) slabAt = 0;
 }
 
 /**
@@ -239,6 +240,8 @@ function flushAll(): void {
 const SLAB_BYTES = 1024 * 1024;
 let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
 let slabAt = 0;
+/** A write still holds part of the slab: do not rewind it. */
+let slabPinned = false;
 
 /**
  * Room for one frame of `len` bytes, valid until it is sent (sendFrame) in this same turn: a view
@@ -247,9 +250,10 @@ let slabAt = 0;
 export function frameBuffer(len: number): Buffer {
   if (len > SLAB_BYTES) return Buffer.allocUnsafeSlow(len);
   if (slabAt + len > SLAB_BYTES) {
-    // Frames queued in this turn keep the old slab alive through their views.
+    // Frames queued in this turn, and pending writes, keep the old slab alive through their views.
     slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
     slabAt = 0;
+    slabPinned = false;
   }
   const b = slab.subarray(slabAt, slabAt + len);
   slabAt += len;
