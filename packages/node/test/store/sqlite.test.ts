@@ -207,6 +207,38 @@ describe('SQLite specifics', () => {
     }
   });
 
+  it('an ack of consecutive seqs is one range deletion; if a seq in the range holds another id, nothing of the range is deleted by it and the ack goes envelope by envelope', async () => {
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      const mailbox = new Uint8Array(32).fill(3);
+      const token = new Uint8Array(32).fill(4);
+      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
+      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
+      await s.setDeliveryTokens(mailbox, [token]);
+      const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
+      await s.enqueue(Array.from({ length: 12 }, (_, i) => ({ id: new Uint8Array(16).fill(i + 1), mailbox, payload: new Uint8Array([i + 1, 0, 0]), receivedAt: 1, tokenHash: token })), limits);
+      const e = await s.fetch(mailbox, 0, 100, 1e9);
+      // Seqs 1–5 in one ack: all deleted, the counters follow (bytes: 3 per envelope).
+      expect(await s.ack([{ mailbox, ids: e.slice(0, 5).map((x) => x.id), seqs: e.slice(0, 5).map((x) => x.seq) }])).toEqual([5]);
+      expect(await s.mailboxStats(mailbox)).toMatchObject({ messages: 7, bytes: 21 });
+      // Seq 8 now holds another id (as after a counter restart): the ack of seqs 6–10 deletes 6, 7, 9, 10 only.
+      s.database.prepare('UPDATE messages SET id = ? WHERE mailbox = ? AND seq = 8').run(Buffer.alloc(16, 99), mailbox);
+      expect(await s.ack([{ mailbox, ids: e.slice(5, 10).map((x) => x.id), seqs: e.slice(5, 10).map((x) => x.seq) }])).toEqual([4]);
+      expect((await s.fetch(mailbox, 0, 100, 1e9)).map((x) => x.seq)).toEqual([8, 11, 12]);
+      // An already deleted envelope in the range (acked twice): only the others go.
+      expect(await s.ack([{ mailbox, ids: [e[8]!.id, e[9]!.id, e[10]!.id, e[11]!.id], seqs: [9, 10, 11, 12] }])).toEqual([2]);
+      expect((await s.fetch(mailbox, 0, 100, 1e9)).map((x) => x.seq)).toEqual([8]);
+      expect(await s.mailboxStats(mailbox)).toMatchObject({ messages: 1, bytes: 3 });
+      // Freed slots are reused: the next envelope takes slot 1.
+      await s.enqueue([{ id: new Uint8Array(16).fill(50), mailbox, payload: new Uint8Array([50]), receivedAt: 1, tokenHash: token }], limits);
+      expect(s.database.prepare('SELECT slot FROM messages WHERE seq = 13').get()).toEqual({ slot: 1 });
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writer thread: calls that meet in one group commit; a call the database refuses fails alone, its neighbours commit', async () => {
     const dir = tmp();
     try {
