@@ -104,7 +104,7 @@ export const CONFIG_SCHEMA = {
     'Seconds a new WebSocket has to finish its handshake (clientHello; on /v1/device also authenticate); then it is closed with code 4005.',
     (raw) => int(1, 600)(raw) * 1000,
   ),
-  deliveryWindow: setting('DELIVERY_WINDOW', '4096', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
+  deliveryWindow: setting('DELIVERY_WINDOW', '16384', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes a device may upload per MEDIA_TTL window (so at most twice this is stored for it at once); the media record itself names no device.', int(1, 2 ** 44)),
   mediaTtlMs: setting('MEDIA_TTL_DAYS', '30', 'Days a media blob is kept.', (raw) => int(1, 3650)(raw) * DAY),
