@@ -15,6 +15,7 @@ import {
   fromBinary,
 } from '@meshwhisper/protocol';
 import type { SendBatchResult } from '@meshwhisper/protocol';
+import { MAX_GROUP_COMMIT } from '../src/mailbox/send.js';
 import { TestDevice, generousLimits, proto, startTestNode } from './helpers.js';
 import type { TestNode } from './helpers.js';
 
@@ -44,7 +45,7 @@ function outcomes(res: { statusCode: number; rawPayload: Buffer }): (string | 'o
 const durable = (mailboxId: Uint8Array, n: number, extra: { payload?: Uint8Array; class?: EnvelopeClass; deliveryToken?: Uint8Array } = {}): Item => ({ mailboxId, payload: new TextEncoder().encode(`m${n}`), class: EnvelopeClass.DURABLE, ...extra });
 
 async function stored(t: TestNode, mailbox: Uint8Array): Promise<string[]> {
-  return (await t.node.services.store.fetch(mailbox, 0, 1000, 10_000_000)).map((e) => new TextDecoder().decode(e.payload));
+  return (await t.node.services.store.fetch(mailbox, 0, 10_000, 100_000_000)).map((e) => new TextDecoder().decode(e.payload));
 }
 
 /** Counts the store's enqueue calls (group commits) while delegating to the real store. */
@@ -155,18 +156,19 @@ describe('POST /v1/send/batch', () => {
   });
 
   it('never cuts a batch between two group commits, whatever else is queued', async () => {
-    const t = await start({ FIRST_CONTACT_MAX_MESSAGES: '1000' });
+    const t = await start({ FIRST_CONTACT_MAX_MESSAGES: '5000' });
     const d = new TestDevice();
     await d.register(t.node);
     const commits = countCommits(t);
-    // 500 single sends and then a batch of 20 in the same turn: the batch straddles the
-    // 512-envelope group limit; it must move to the next group whole.
+    // MAX_GROUP_COMMIT − 12 single sends and then a batch of 20 in the same turn: the batch
+    // straddles the group limit; it must move to the next group whole.
     const sender = t.node.services.sender;
-    const singles = Array.from({ length: 500 }, (_, i) => sender.send(create(SendRequestSchema, durable(d.mailbox, 1000 + i)), 'client'));
+    const n = MAX_GROUP_COMMIT - 12;
+    const singles = Array.from({ length: n }, (_, i) => sender.send(create(SendRequestSchema, durable(d.mailbox, 10_000 + i)), 'client'));
     const b = sender.sendBatch(Array.from({ length: 20 }, (_, i) => create(SendRequestSchema, durable(d.mailbox, i))), 'client');
     await Promise.all(singles);
     expect((await b).every((o) => o.ok)).toBe(true);
-    expect(commits.sizes).toEqual([500, 20]);
-    expect((await stored(t, d.mailbox)).length).toBe(520);
+    expect(commits.sizes).toEqual([n, 20]);
+    expect((await stored(t, d.mailbox)).length).toBe(n + 20);
   });
 });
