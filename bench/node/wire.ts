@@ -20,7 +20,7 @@ function varintLen(n: number): number {
   return len;
 }
 
-function putVarint(buf: Buffer, off: number, n: number): number {
+function putVarint(buf: Uint8Array, off: number, n: number): number {
   while (n >= 0x80) {
     buf[off++] = (n & 0x7f) | 0x80;
     n = Math.floor(n / 128);
@@ -59,17 +59,20 @@ function frameHeader(requestId: number, bodyField: number, bodyLen: number): Buf
   return buf;
 }
 
-/** Frame{ version PROTOCOL_VERSION, request_id, send: SendRequest{ mailbox_id, payload, class DURABLE, delivery_token } }. */
-export function encodeSend(requestId: number, mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): Buffer {
-  const bodyLen = 2 + mailbox.length + 1 + varintLen(payload.length) + payload.length + 2 + (token.length ? 2 + token.length : 0);
-  const buf = frameHeader(requestId, F.send, bodyLen);
-  let o = buf.length - bodyLen;
+/** Length of a SendRequest body { mailbox_id, payload, class DURABLE, delivery_token } (mailbox and token < 128 bytes). */
+function sendBodyLength(mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): number {
+  return 2 + mailbox.length + 1 + varintLen(payload.length) + payload.length + 2 + (token.length ? 2 + token.length : 0);
+}
+
+/** Writes that body at `o`; returns where the payload starts. */
+function writeSendBody(buf: Uint8Array, o: number, mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): number {
   buf[o++] = 0x0a;
   buf[o++] = mailbox.length;
   buf.set(mailbox, o);
   o += mailbox.length;
   buf[o++] = 0x12;
   o = putVarint(buf, o, payload.length);
+  const payloadAt = o;
   buf.set(payload, o);
   o += payload.length;
   buf[o++] = 0x18;
@@ -79,6 +82,14 @@ export function encodeSend(requestId: number, mailbox: Uint8Array, payload: Uint
     buf[o++] = token.length;
     buf.set(token, o);
   }
+  return payloadAt;
+}
+
+/** Frame{ version PROTOCOL_VERSION, request_id, send: SendRequest{ mailbox_id, payload, class DURABLE, delivery_token } }. */
+export function encodeSend(requestId: number, mailbox: Uint8Array, payload: Uint8Array, token: Uint8Array): Buffer {
+  const bodyLen = sendBodyLength(mailbox, payload, token);
+  const buf = frameHeader(requestId, F.send, bodyLen);
+  writeSendBody(buf, buf.length - bodyLen, mailbox, payload, token);
   return buf;
 }
 
@@ -305,25 +316,9 @@ export interface SendTemplate {
 
 export function sendTemplate(mailbox: Uint8Array, token: Uint8Array, payload: Uint8Array): SendTemplate {
   if (mailbox.length > 127 || token.length > 127) throw new RangeError('sendTemplate: mailbox and token must be under 128 bytes');
-  const bodyLen = 2 + mailbox.length + 1 + varintLen(payload.length) + payload.length + 2 + (token.length ? 2 + token.length : 0);
+  const bodyLen = sendBodyLength(mailbox, payload, token);
   const body = Buffer.allocUnsafe(bodyLen);
-  let o = 0;
-  body[o++] = 0x0a;
-  body[o++] = mailbox.length;
-  body.set(mailbox, o);
-  o += mailbox.length;
-  body[o++] = 0x12;
-  o = putVarint(body, o, payload.length);
-  const payloadAt = o;
-  body.set(payload, o);
-  o += payload.length;
-  body[o++] = 0x18;
-  body[o++] = EnvelopeClass.DURABLE;
-  if (token.length) {
-    body[o++] = 0x22;
-    body[o++] = token.length;
-    body.set(token, o);
-  }
+  const payloadAt = writeSendBody(body, 0, mailbox, payload, token);
   maskInPlace(body, 0, bodyLen);
   return { body, payloadAt };
 }
