@@ -21,6 +21,20 @@ storeConformance({
   destroy: async (dir) => rmSync(dir, { recursive: true, force: true }),
 });
 
+/**
+ * A device with mailbox fill(n), delivery token fill(n + 1), listed by its account (key fill(n + 2)).
+ * Fills must differ by at least 3 between devices of one store.
+ */
+async function addDevice(s: SqliteNodeStore, n: number): Promise<{ mailbox: Uint8Array; token: Uint8Array }> {
+  const mailbox = new Uint8Array(32).fill(n);
+  const token = new Uint8Array(32).fill(n + 1);
+  const accountKey = new Uint8Array(32).fill(n + 2);
+  await s.publishDeviceList({ accountKey, epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
+  await s.publishKeys({ mailbox, accountKey, certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
+  await s.setDeliveryTokens(mailbox, [token]);
+  return { mailbox, token };
+}
+
 describe('SQLite specifics', () => {
   const tmp = (): string => mkdtempSync(join(tmpdir(), 'mw-store-'));
 
@@ -107,11 +121,7 @@ describe('SQLite specifics', () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
-      const mailbox = new Uint8Array(32).fill(3);
-      const token = new Uint8Array(32).fill(4);
-      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
-      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-      await s.setDeliveryTokens(mailbox, [token]);
+      const { mailbox, token } = await addDevice(s, 3);
       const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
       const item = (i: number): EnqueueItem => ({ id: new Uint8Array(16).fill(i), mailbox, payload: new Uint8Array([i]), receivedAt: 1, tokenHash: token });
       const slotOf = (): Record<number, number> => Object.fromEntries((s.database.prepare('SELECT seq, slot FROM messages').all() as { seq: number; slot: number }[]).map((r) => [r.seq, r.slot]));
@@ -141,12 +151,8 @@ describe('SQLite specifics', () => {
       const forgetWithinMs = 10_000;
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, forgetWithinMs });
       const limits = { maxMessages: 1e6, maxBytes: 1e9, firstContactMaxMessages: 10 };
-      const boxes = Array.from({ length: 50 }, (_, i) => ({ mailbox: new Uint8Array(32).fill(i + 1), token: new Uint8Array(32).fill(100 + i) }));
-      for (const b of boxes) {
-        await s.publishDeviceList({ accountKey: b.mailbox, epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [b.mailbox], now: 1 });
-        await s.publishKeys({ mailbox: b.mailbox, accountKey: b.mailbox, certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-        await s.setDeliveryTokens(b.mailbox, [b.token]);
-      }
+      const boxes: { mailbox: Uint8Array; token: Uint8Array }[] = [];
+      for (let i = 0; i < 50; i++) boxes.push(await addDevice(s, 3 * i + 1));
       // The set-up's own deletions (none that leave rows behind: it only inserts) need no TRUNCATE later.
       const marker = new Uint8Array(randomBytes(1024));
       const [m] = await s.enqueue([{ id: new Uint8Array(randomBytes(16)), mailbox: boxes[0]!.mailbox, payload: marker, receivedAt: 1, tokenHash: boxes[0]!.token }], limits);
@@ -186,11 +192,7 @@ describe('SQLite specifics', () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, forgetWithinMs: 300 });
-      const mailbox = new Uint8Array(32).fill(3);
-      const token = new Uint8Array(32).fill(4);
-      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
-      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-      await s.setDeliveryTokens(mailbox, [token]);
+      const { mailbox, token } = await addDevice(s, 3);
       await new Promise((r) => setTimeout(r, 500));
       const marker = new Uint8Array(randomBytes(1024));
       const [m] = await s.enqueue([{ id: new Uint8Array(randomBytes(16)), mailbox, payload: marker, receivedAt: 1, tokenHash: token }], { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 });
@@ -211,11 +213,7 @@ describe('SQLite specifics', () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
-      const mailbox = new Uint8Array(32).fill(3);
-      const token = new Uint8Array(32).fill(4);
-      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
-      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-      await s.setDeliveryTokens(mailbox, [token]);
+      const { mailbox, token } = await addDevice(s, 3);
       const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
       await s.enqueue(Array.from({ length: 12 }, (_, i) => ({ id: new Uint8Array(16).fill(i + 1), mailbox, payload: new Uint8Array([i + 1, 0, 0]), receivedAt: 1, tokenHash: token })), limits);
       const e = await s.fetch(mailbox, 0, 100, 1e9);
@@ -243,11 +241,7 @@ describe('SQLite specifics', () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
-      const mailbox = new Uint8Array(32).fill(3);
-      const token = new Uint8Array(32).fill(4);
-      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
-      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-      await s.setDeliveryTokens(mailbox, [token]);
+      const { mailbox, token } = await addDevice(s, 3);
       const item = (id: number) => ({ id: new Uint8Array(16).fill(id), mailbox, payload: new Uint8Array([id]), receivedAt: 1, tokenHash: token });
       const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
       // Posted in one tick: they reach the writer together. The middle call holds an envelope the
@@ -276,11 +270,7 @@ describe('SQLite specifics', () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
-      const mailbox = new Uint8Array(32).fill(3);
-      const token = new Uint8Array(32).fill(4);
-      await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
-      await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-      await s.setDeliveryTokens(mailbox, [token]);
+      const { mailbox, token } = await addDevice(s, 3);
       const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
       await s.enqueue([1, 2, 3, 4].map((i) => ({ id: new Uint8Array(16).fill(i), mailbox, payload: new Uint8Array([i]), receivedAt: 1, tokenHash: token })), limits);
       const [e1, e2, e3, e4] = await s.fetch(mailbox, 0, 100, 1e9);
@@ -309,11 +299,7 @@ describe('SQLite: an existing database with 4 KiB pages', () => {
     raw.close();
     const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, pageSizeConvertMaxBytes: 0 });
     expect(s.database.pragma('page_size', { simple: true })).toBe(4096);
-    const mailbox = new Uint8Array(32).fill(3);
-    const token = new Uint8Array(32).fill(4);
-    await s.publishDeviceList({ accountKey: new Uint8Array(32).fill(5), epoch: 1, encoded: new Uint8Array(60), expectedEpoch: undefined, listedMailboxes: [mailbox], now: 1 });
-    await s.publishKeys({ mailbox, accountKey: new Uint8Array(32).fill(5), certificate: new Uint8Array(40), issuedAt: 1, signedPreKey: undefined, lastResortKemPreKey: undefined, oneTimePreKeys: [], kemPreKeys: [], now: 1, deviceListEpoch: 1 });
-    await s.setDeliveryTokens(mailbox, [token]);
+    const { mailbox, token } = await addDevice(s, 3);
     const limits = { maxMessages: 1000, maxBytes: 1e8, firstContactMaxMessages: 10 };
     const out = await s.enqueue(Array.from({ length: 300 }, (_, i) => ({ id: new Uint8Array(16).fill(i % 256), mailbox, payload: new Uint8Array(1024).fill(i % 256), receivedAt: 1, tokenHash: token })), limits);
     await s.close();
