@@ -29,7 +29,7 @@ import {
 } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
 import { buildNodeDist } from './build-dist.js';
-import { TestDevice, ctx, generousLimits } from './helpers.js';
+import { TestDevice, ctx, generousLimits, xorshift32 } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -38,16 +38,10 @@ const TOTAL = Number(process.env.MW_DURABILITY_MESSAGES ?? 10_000);
 const KILLS = 3;
 const SEED = Number(process.env.MW_DURABILITY_SEED ?? Date.now() % 2 ** 31);
 
+/** Uniform in [0, 1), reproducible from `seed`. */
 function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32;
 }
 
 let dataDir: string;

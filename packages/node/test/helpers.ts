@@ -195,6 +195,19 @@ export class TestDevice {
 
 export const proto = { 'content-type': CONTENT_TYPE_PROTOBUF };
 
+/** xorshift32: a reproducible stream of uint32 values from `seed` (seeded fuzzing and kill points). */
+export function xorshift32(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
 /** Buckets opened wide so functional tests are not throttled; attack tests override specific ones. */
 export function generousLimits(except: readonly string[] = []): string {
   const names = ['http', 'ws-upgrade', 'ws-frame', 'auth', 'send-token', 'send-first-contact', 'send-first-contact-target', 'prekey-claim', 'prekey-claim-target', 'directory-write', 'username-lookup', 'username-write', 'blob-upload', 'blob-download', 'archive', 'link', 'link-create', 'ready'];

@@ -21,7 +21,7 @@ import {
 } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
 import { idKey } from '../src/socket/device.js';
-import { TestDevice, ctx, generousLimits, proto, startTestNode } from './helpers.js';
+import { TestDevice, ctx, generousLimits, proto, startTestNode, xorshift32 } from './helpers.js';
 import type { TestNode } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
@@ -355,15 +355,7 @@ describe('frame fuzz over a real socket', () => {
   it('random and mutated frames only ever produce typed error frames; the node keeps serving', async () => {
     const seed = Number(process.env.MW_FUZZ_SEED ?? Date.now() % 2 ** 31);
     console.log(`socket fuzz seed: ${seed} (rerun with MW_FUZZ_SEED=${seed})`);
-    let s = seed >>> 0 || 1;
-    const rnd = (): number => {
-      s ^= s << 13;
-      s >>>= 0;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      s >>>= 0;
-      return s;
-    };
+    const rnd = xorshift32(seed);
     const { t, port } = await node();
     const d = new TestDevice();
     await d.register(t.node);

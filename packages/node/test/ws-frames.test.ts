@@ -8,21 +8,9 @@ import { EnvelopeClass, encodeFrame } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
 import WebSocket, { WebSocketServer } from 'ws';
 import { FrameSplitter, readBinaryFrames, unmask } from '../src/socket/ws-frames.js';
-import { TestDevice, generousLimits, startTestNode } from './helpers.js';
+import { TestDevice, generousLimits, startTestNode, xorshift32 } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
-/** xorshift32: reproducible chunkings and frames (MW_FUZZ_SEED reruns one). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 /** A client frame (RFC 6455 §5.2): masked unless `unmasked`, with the header fields given. */
 function clientFrame(opcode: number, payload: Uint8Array, o: { fin?: boolean; rsv?: number; unmasked?: boolean; lenForm?: 7 | 16 | 64 } = {}): Buffer {
@@ -65,7 +53,7 @@ function split(stream: Buffer, cuts: number[], maxPayload: number): Event[] {
 
 describe('unmask (RFC 6455 §5.3) a word at a time', () => {
   it('equals the byte-wise XOR at every offset and length', () => {
-    const r = rng(7);
+    const r = xorshift32(7);
     for (let n = 0; n < 2000; n++) {
       const len = n < 200 ? n : r() % 5000;
       const buf = randomBytes(len + 20);
@@ -85,7 +73,7 @@ describe('FrameSplitter: whole binary frames here, everything else to ws, in str
   const seed = Number(process.env.MW_FUZZ_SEED ?? Date.now() % 2 ** 31);
 
   it(`matches the model for random streams under random chunkings (seed ${seed})`, () => {
-    const r = rng(seed);
+    const r = xorshift32(seed);
     const maxPayload = 70_000;
     for (let round = 0; round < 300; round++) {
       const parts: Buffer[] = [];
