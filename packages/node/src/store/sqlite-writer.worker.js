@@ -107,9 +107,6 @@ const slots = {
   bits: new Uint32Array(1024),
   /** No free slot below this one. */
   low: 1,
-  used(slot) {
-    return slot >>> 5 < this.bits.length && (this.bits[slot >>> 5] & (1 << (slot & 31))) !== 0;
-  },
   mark(slot) {
     const w = slot >>> 5;
     if (w >= this.bits.length) {
@@ -381,19 +378,32 @@ function applyAcks(requests) {
 // (Explicit checkpoints elsewhere are TRUNCATEs: a file cut to zero is trivially clean.)
 const WAL_HEADER = Buffer.alloc(32);
 /** salt-1 of the WAL file's current cycle, or undefined when the file is empty or unreadable. */
+// The WAL file stays while this connection is open (SQLite deletes it with the last connection;
+// TRUNCATE keeps the file), so one descriptor serves every read: one pread per deletion commit.
+// SQLite takes no locks on -wal (its locks are on the database and -shm), so this descriptor
+// cannot release one of SQLite's POSIX locks when it is closed. (A writer thread that dies leaks it: one
+// descriptor per restart of the thread.)
+let walFd;
 function walSalt() {
-  let fd;
   try {
-    fd = openSync(`${file}-wal`, 'r');
-    if (readSync(fd, WAL_HEADER, 0, 32, 0) < 32) return undefined;
+    walFd ??= openSync(`${file}-wal`, 'r');
+    if (readSync(walFd, WAL_HEADER, 0, 32, 0) < 32) return undefined;
     const magic = WAL_HEADER.readUInt32BE(0);
     if (magic !== 0x377f0682 && magic !== 0x377f0683) return undefined;
     return WAL_HEADER.readUInt32BE(16);
   } catch {
+    closeWalFd(); // opened again at the next read
     return undefined;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
+}
+function closeWalFd() {
+  if (walFd === undefined) return;
+  try {
+    closeSync(walFd);
+  } catch {
+    /* already closed */
+  }
+  walFd = undefined;
 }
 /** Deletions not yet known to be gone from the WAL: one entry per cycle (salt), oldest first. */
 let forgets = [];
@@ -528,6 +538,7 @@ function runGroup() {
     } catch {
       /* the main connection checkpoints again on close */
     }
+    closeWalFd();
     db.close();
     parentPort.postMessage({ n: closeReq.n, ok: true });
     parentPort.close();
