@@ -377,13 +377,13 @@ function applyAcks(requests) {
 // deletion is left. A deletion that has not seen that by its deadline gets the TRUNCATE, as before.
 // (Explicit checkpoints elsewhere are TRUNCATEs: a file cut to zero is trivially clean.)
 const WAL_HEADER = Buffer.alloc(32);
-/** salt-1 of the WAL file's current cycle, or undefined when the file is empty or unreadable. */
 // The WAL file stays while this connection is open (SQLite deletes it with the last connection;
 // TRUNCATE keeps the file), so one descriptor serves every read: one pread per deletion commit.
 // SQLite takes no locks on -wal (its locks are on the database and -shm), so this descriptor
 // cannot release one of SQLite's POSIX locks when it is closed. (A writer thread that dies leaks it: one
 // descriptor per restart of the thread.)
 let walFd;
+/** salt-1 of the WAL file's current cycle, or undefined when the file is empty or unreadable. */
 function walSalt() {
   try {
     walFd ??= openSync(`${file}-wal`, 'r');
