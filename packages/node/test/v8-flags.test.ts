@@ -28,8 +28,9 @@ describe('V8 flags of the node process', () => {
     expect(with_.every((t) => t === 0)).toBe(true);
   });
 
-  it('leaves the setting alone when the command line or NODE_OPTIONS names it', () => {
-    expect(applyV8Flags(['--parallel-scavenge'], '')).toEqual([]);
-    expect(applyV8Flags([], '--max-old-space-size=512 --no-parallel_scavenge')).toEqual([]);
+  it('leaves a setting alone when the command line or NODE_OPTIONS names it', () => {
+    expect(applyV8Flags(['--parallel-scavenge', '--allocation-site-pretenuring'], '')).toEqual([]);
+    expect(applyV8Flags([], '--max-old-space-size=512 --no-parallel_scavenge --no-allocation_site_pretenuring')).toEqual([]);
+    expect(applyV8Flags(['--parallel-scavenge'], '')).toEqual(['--no-allocation-site-pretenuring']);
   });
 });
