@@ -26,4 +26,5 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
-CMD ["node", "packages/node/dist/bin.js"]
+# One V8 helper thread for background GC work (docs/self-hosting.md §The V8 garbage collector).
+CMD ["node", "--v8-pool-size=1", "packages/node/dist/bin.js"]
