@@ -9,9 +9,8 @@
  * mail is pushed as it commits. Envelopes are deleted only when the device acknowledges them; if
  * the connection drops, unacknowledged envelopes stay stored and are delivered again next time.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
-import { toHex } from '@meshwhisper/crypto';
 import type { Envelope, Frame } from '@meshwhisper/protocol';
 import {
   DEVICE_SOCKET_METHOD,
@@ -29,6 +28,7 @@ import type { ChallengeIssuer } from '../auth.js';
 import { verifyDeviceAuth } from '../auth.js';
 import type { DeliveryHub, LiveSession } from '../mailbox/hub.js';
 import { deliveryTokenHash } from '../mailbox/send.js';
+import { hexKey } from '../hex.js';
 import type { RateLimiter } from '../rate-limit.js';
 import type { NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { AckCommitter } from '../mailbox/acks.js';
@@ -74,7 +74,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   #state: State = 'hello';
   #mailbox: Uint8Array | undefined;
   mailboxKey = '';
-  readonly sessionId = randomUUID();
+  // Opaque, compared on login elsewhere (hub.ts); hex from Buffer is one flat string (randomUUID() is a rope of ~20 pieces, kept per connection).
+  readonly sessionId = randomBytes(16).toString('hex');
   /** Ids (idKey) sent and not yet acknowledged → their seq (acks delete by (mailbox, seq)). */
   readonly #inFlight = new Map<string, number>();
   /** Highest seq delivered on this connection (the fetch cursor). */
@@ -129,7 +130,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     try {
       const device = await verifyDeviceAuth(ctx, issuer, store, frame.body.value, requestDigest(ctx, DEVICE_SOCKET_METHOD, DEVICE_SOCKET_PATH));
       this.#mailbox = device.mailbox;
-      this.mailboxKey = toHex(device.mailbox);
+      this.mailboxKey = hexKey(device.mailbox); // one flat string (toHex builds a rope of 32 pieces, kept per connection)
     } catch (e) {
       const err = e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.AUTH_INVALID, 'authentication failed');
       this.deps.events?.authFailed?.(err.code);
