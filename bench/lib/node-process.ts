@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 export interface NodeProcess {
@@ -42,7 +43,8 @@ export async function spawnNode(options: { bin: string; cwd: string; env: Record
           if (run.stderr.length < 50) run.stderr.push(line);
         }
       } catch {
-        /* not JSON */
+        // not JSON (e.g. V8's --trace-gc lines): kept in NODE_STDOUT_FILE when set
+        if (process.env['NODE_STDOUT_FILE']) appendFileSync(process.env['NODE_STDOUT_FILE'], line + '\n');
       }
     });
   });

@@ -90,6 +90,8 @@ const WINDOW = num('WINDOW', 2000);
 const RATE = num('RATE', 10_000);
 /** A second fixed load the node can sustain on this machine: latency without overload. */
 const LIGHT_RATE = num('LIGHT_RATE', 1000);
+/** OPEN_REPEAT=n: the fixed-load phase n times in a row, each printed (the table keeps the first): its run-to-run spread in one node. */
+const OPEN_REPEAT = num('OPEN_REPEAT', 1);
 const DRAIN = num('DRAIN', QUICK ? 20_000 : 100_000);
 /** Open loop gives up (and says so) beyond this many envelopes in flight: the node is not keeping up. */
 const OPEN_LOOP_MAX_IN_FLIGHT = Math.max(5000, RATE * 2);
@@ -571,7 +573,8 @@ async function startNode(existingDataDir?: string): Promise<NodeRun> {
     bin: target.bin,
     cwd: HERE,
     env: { ...NODE_ENV, DATA_DIR: dataDir, ...(TRACE ? { MW_LATENCY_TRACE: `${dataDir}.trace.jsonl` } : {}) },
-    nodeArgs: [...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
+    // `--v8-pool-size=1` as the node's start commands pass it (npm start, Dockerfile); NODE_FLAGS come after and win.
+    nodeArgs: ['--v8-pool-size=1', ...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
     tsconfig: target.tsconfig,
   });
   return Object.assign(run, { dataDir }); // the same object: its warning counter keeps counting
@@ -681,6 +684,10 @@ async function benchNode(): Promise<NodeResults> {
     log('node open loop:', fmtPhase(open));
     window('open', open);
     if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
+    for (let i = 2; i <= OPEN_REPEAT; i++) {
+      await waitFor('the previous phase to settle', () => engine.outstanding <= 0, 60_000, 20).catch(() => undefined);
+      log(`node open loop, repeat ${i} of ${OPEN_REPEAT}:`, fmtPhase(await engine.phase('open', RATE, { node: pid })));
+    }
     await waitFor('the overload backlog to drain', () => engine.outstanding <= 0, 60_000, 20).catch(() => log(`${engine.outstanding} envelopes of the ${RATE}/s phase still in flight`));
     log(`node: open loop at ${LIGHT_RATE} msgs/s`);
     const light = await engine.phase('open', LIGHT_RATE, { node: pid });
