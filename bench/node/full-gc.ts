@@ -1,9 +1,11 @@
 /**
- * A full garbage collection in another Node process, for memory readings that do not depend on
- * when V8 last collected: SIGUSR1 opens that process's inspector on 127.0.0.1:<port> (Node's own
+ * A full garbage collection in other Node processes, for memory readings that do not depend on
+ * when V8 last collected: SIGUSR1 opens a process's inspector on 127.0.0.1:<port> (Node's own
  * signal; nothing in the node's code), the DevTools protocol's `HeapProfiler.collectGarbage`
- * collects, and the session stays open until `close()`, so that readings taken through one session
- * carry the same inspector overhead. `close()` also shuts the inspector again.
+ * collects, and `close()` shuts the inspector again (so that the next process can take the port).
+ * `fullGc(pids)` does that for each process in turn (a WORKERS node is a primary and its workers);
+ * call it before each of the readings that are compared, so that both carry the inspector's
+ * leftovers alike.
  */
 import WebSocket from 'ws';
 import { sleep } from '../lib/util.js';
@@ -62,5 +64,23 @@ export class RemoteGc {
     // Node 20.16+: process.getBuiltinModule works from an inspector expression in an ES module app.
     await this.#call('Runtime.evaluate', { expression: "setImmediate(() => process.getBuiltinModule('node:inspector').close())" }).catch(() => undefined);
     this.ws.close();
+  }
+}
+
+/** A full GC in each of these Node processes, one after the other. */
+export async function fullGc(pids: readonly number[]): Promise<void> {
+  for (const pid of pids) {
+    const gc = await RemoteGc.attach(pid);
+    try {
+      await gc.collect();
+    } finally {
+      await gc.close();
+    }
+    // The inspector closes on the node's next turn: wait until the port is free for the next one.
+    for (let i = 0; i < 50; i++) {
+      const open = await fetch('http://127.0.0.1:9229/json/version').then(() => true, () => false);
+      if (!open) break;
+      await sleep(100);
+    }
   }
 }

@@ -55,7 +55,7 @@ import { checkFraming } from './rfc6455-check.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
 import type { NodeProcess } from '../lib/node-process.js';
 import { spawnNode } from '../lib/node-process.js';
-import { RemoteGc } from './full-gc.js';
+import { fullGc } from './full-gc.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -635,10 +635,9 @@ async function benchNode(): Promise<NodeResults> {
   try {
     log(`node restarted: pid ${pid} on port ${node.port}`);
     await sleep(RSS_SETTLE_S * 1000);
-    // Both readings follow a full GC (through the node's inspector, opened by SIGUSR1 and kept open
-    // until the second reading): the difference no longer depends on when V8 last collected.
-    const remoteGc = await RemoteGc.attach(pid);
-    await remoteGc.collect();
+    // Both readings follow a full GC in every process of the node (bench/node/full-gc.ts): the
+    // difference no longer depends on when V8 last collected.
+    await fullGc(processTree(pid));
     await sleep(1000);
     const rssBase = await rssSettled(pid);
     log(`node RSS before logins: ${rssBase} KiB; logging ${DEVICES} devices in`);
@@ -652,10 +651,9 @@ async function benchNode(): Promise<NodeResults> {
       await sleep(3000);
       trail.push(rssKiB(pid));
     }
-    await remoteGc.collect();
+    await fullGc(processTree(pid));
     await sleep(1000);
     const rssConn = await rssSettled(pid);
-    await remoteGc.close();
     log(`node RSS every 3 s after the logins: ${trail.join(', ')} KiB`);
     log(`node RSS with ${DEVICES} idle authenticated connections: ${rssConn} KiB`);
 
