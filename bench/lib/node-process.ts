@@ -14,6 +14,8 @@ export interface NodeProcess {
   stderr: string[];
   /** Log lines at level warn or above. */
   warnings: number;
+  /** Called with every stderr line of the node (and of its WORKERS processes, which share it). */
+  stderrListeners: Set<(line: string) => void>;
 }
 
 export async function spawnNode(options: { bin: string; cwd: string; env: Record<string, string>; nodeArgs?: string[]; tsconfig: string }): Promise<NodeProcess> {
@@ -22,9 +24,10 @@ export async function spawnNode(options: { bin: string; cwd: string; env: Record
     env: { ...process.env, ...options.env, TSX_TSCONFIG_PATH: options.tsconfig },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const run: NodeProcess = { child, port: 0, stderr: [], warnings: 0 };
+  const run: NodeProcess = { child, port: 0, stderr: [], warnings: 0, stderrListeners: new Set() };
   createInterface({ input: child.stderr! }).on('line', (l) => {
     if (run.stderr.length < 50) run.stderr.push(l);
+    for (const f of run.stderrListeners) f(l);
   });
   run.port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => {

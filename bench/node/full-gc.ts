@@ -1,86 +1,97 @@
 /**
- * A full garbage collection in other Node processes, for memory readings that do not depend on
- * when V8 last collected: SIGUSR1 opens a process's inspector on 127.0.0.1:<port> (Node's own
- * signal; nothing in the node's code), the DevTools protocol's `HeapProfiler.collectGarbage`
- * collects, and `close()` shuts the inspector again (so that the next process can take the port).
- * `fullGc(pids)` does that for each process in turn (a WORKERS node is a primary and its workers);
- * call it before each of the readings that are compared, so that both carry the inspector's
- * leftovers alike.
+ * Full garbage collections in the processes of a running node, for memory readings that do not
+ * depend on when V8 last collected. SIGUSR1 (Node's own signal; nothing in the node's code) opens a
+ * process's inspector, on the loopback port of the node's `--inspect-port` (run.ts picks free ones; a
+ * WORKERS primary gives its workers the next ports), read from the "Debugger listening on" line the
+ * process prints. The DevTools protocol's `HeapProfiler.collectGarbage` collects. Sessions are kept
+ * for later readings; `detach()` closes them and leaves the inspectors listening: closing an
+ * inspector from inside the process (`inspector.close()`) crashed Node 20.20 with SIGSEGV in about
+ * half of the bench runs that did it.
  */
 import WebSocket from 'ws';
-import { sleep } from '../lib/util.js';
+import type { NodeProcess } from '../lib/node-process.js';
 
-export class RemoteGc {
+class Session {
   #id = 0;
-  readonly #pending = new Map<number, (r: { error?: { message: string } }) => void>();
+  readonly #pending = new Map<number, (r: { error?: { message: string }; result?: { result?: { value?: unknown } } }) => void>();
 
-  private constructor(private readonly ws: WebSocket) {
+  constructor(readonly ws: WebSocket) {
     ws.on('message', (d) => {
       const m = JSON.parse(String(d)) as { id?: number; error?: { message: string } };
       if (m.id !== undefined) this.#pending.get(m.id)?.(m);
     });
   }
 
-  static async attach(pid: number, port = 9229): Promise<RemoteGc> {
-    process.kill(pid, 'SIGUSR1');
-    let url: string | undefined;
-    for (let i = 0; i < 100 && url === undefined; i++) {
-      await sleep(100);
-      try {
-        const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
-        url = list[0]?.webSocketDebuggerUrl;
-      } catch {
-        /* not listening yet */
-      }
-    }
-    if (url === undefined) throw new Error(`the inspector of pid ${pid} did not open on 127.0.0.1:${port}`);
+  static async connect(url: string): Promise<Session> {
     const ws = new WebSocket(url);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
     });
-    return new RemoteGc(ws);
+    return new Session(ws);
   }
 
-  #call(method: string, params: Record<string, unknown> = {}): Promise<void> {
+  call(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
     const id = ++this.#id;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, (r) => {
         this.#pending.delete(id);
         if (r.error) reject(new Error(`${method}: ${r.error.message}`));
-        else resolve();
+        else resolve(r.result?.result?.value);
       });
       this.ws.send(JSON.stringify({ id, method, params }));
     });
   }
-
-  /** Two full collections (the second frees what finalizers of the first released). */
-  async collect(): Promise<void> {
-    await this.#call('HeapProfiler.collectGarbage');
-    await this.#call('HeapProfiler.collectGarbage');
-  }
-
-  async close(): Promise<void> {
-    // Node 20.16+: process.getBuiltinModule works from an inspector expression in an ES module app.
-    await this.#call('Runtime.evaluate', { expression: "setImmediate(() => process.getBuiltinModule('node:inspector').close())" }).catch(() => undefined);
-    this.ws.close();
-  }
 }
 
-/** A full GC in each of these Node processes, one after the other. */
-export async function fullGc(pids: readonly number[]): Promise<void> {
-  for (const pid of pids) {
-    const gc = await RemoteGc.attach(pid);
-    try {
-      await gc.collect();
-    } finally {
-      await gc.close();
+export class NodeGc {
+  readonly #sessions = new Map<number, Session>();
+  /** Inspector addresses printed by the node's processes and not yet connected to. */
+  readonly #urls: string[] = [];
+  readonly #onLine = (line: string): void => {
+    const m = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/\S+)/.exec(line);
+    if (m) this.#urls.push(m[1]!);
+  };
+
+  constructor(private readonly node: NodeProcess) {
+    node.stderrListeners.add(this.#onLine);
+  }
+
+  /** Two full collections (the second frees what finalizers of the first released) in each of these processes, one after the other. */
+  async collect(pids: readonly number[]): Promise<void> {
+    for (const pid of pids) {
+      const s = this.#sessions.get(pid) ?? (await this.#open(pid));
+      await s.call('HeapProfiler.collectGarbage');
+      await s.call('HeapProfiler.collectGarbage');
     }
-    // The inspector closes on the node's next turn: wait until the port is free for the next one.
-    for (let i = 0; i < 50; i++) {
-      const open = await fetch('http://127.0.0.1:9229/json/version').then(() => true, () => false);
-      if (!open) break;
-      await sleep(100);
+  }
+
+  /**
+   * The session of `pid`. A WORKERS primary opens its workers' inspectors together with its own,
+   * so every printed address is connected to and asked for its process id.
+   */
+  async #open(pid: number): Promise<Session> {
+    let signalled = false;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      for (const url of this.#urls.splice(0)) {
+        const s = await Session.connect(url);
+        this.#sessions.set(Number(await s.call('Runtime.evaluate', { expression: 'process.pid', returnByValue: true })), s);
+      }
+      const s = this.#sessions.get(pid);
+      if (s) return s;
+      if (!signalled) {
+        process.kill(pid, 'SIGUSR1');
+        signalled = true;
+      }
+      if (Date.now() > deadline) throw new Error(`the inspector of pid ${pid} did not open (is its --inspect-port free?)`);
+      await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  detach(): void {
+    this.node.stderrListeners.delete(this.#onLine);
+    for (const s of this.#sessions.values()) s.ws.close();
+    this.#sessions.clear();
   }
 }

@@ -32,6 +32,8 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { AckPolicy, StorageType, connect as natsConnect } from 'nats';
 import type { NatsConnection } from 'nats';
 import { createContext } from '../../packages/crypto/src/index.js';
@@ -55,7 +57,7 @@ import { checkFraming } from './rfc6455-check.js';
 import { log, now, sleep, waitFor } from '../lib/util.js';
 import type { NodeProcess } from '../lib/node-process.js';
 import { spawnNode } from '../lib/node-process.js';
-import { fullGc } from './full-gc.js';
+import { NodeGc } from './full-gc.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -567,6 +569,26 @@ function materializeBaseline(ref: string): { dir: string; bin: string; tsconfig:
   return { dir, bin: join(dir, 'packages/node/src/bin.ts'), tsconfig: join(dir, 'bench/node/tsconfig.json') };
 }
 
+/** A loopback port p such that p … p + n − 1 are all free now (inspector ports of a node and its workers). */
+async function freePortRun(n: number): Promise<number> {
+  const tryListen = (port: number): Promise<number | undefined> =>
+    new Promise((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(undefined));
+      srv.listen(port, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+  for (;;) {
+    const base = await tryListen(0);
+    if (base === undefined || base + n > 65535) continue;
+    let ok = true;
+    for (let i = 1; i < n && ok; i++) ok = (await tryListen(base + i)) !== undefined;
+    if (ok) return base;
+  }
+}
+
 async function startNode(existingDataDir?: string): Promise<NodeRun> {
   const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), 'mw-bench-node-'));
   const profDir = join(HERE, 'profile');
@@ -575,7 +597,9 @@ async function startNode(existingDataDir?: string): Promise<NodeRun> {
     cwd: HERE,
     env: { ...NODE_ENV, DATA_DIR: dataDir, ...(TRACE ? { MW_LATENCY_TRACE: `${dataDir}.trace.jsonl` } : {}) },
     // `--v8-pool-size=1` as the node's start commands pass it (npm start, Dockerfile); NODE_FLAGS come after and win.
-    nodeArgs: ['--v8-pool-size=1', ...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
+    // `--inspect-port`: where SIGUSR1 opens each process's inspector (full-gc.ts; not open otherwise;
+    // a WORKERS primary gives its workers the next ports).
+    nodeArgs: ['--v8-pool-size=1', `--inspect-port=${await freePortRun(9)}`, ...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
     tsconfig: target.tsconfig,
   });
   return Object.assign(run, { dataDir }); // the same object: its warning counter keeps counting
@@ -637,7 +661,8 @@ async function benchNode(): Promise<NodeResults> {
     await sleep(RSS_SETTLE_S * 1000);
     // Both readings follow a full GC in every process of the node (bench/node/full-gc.ts): the
     // difference no longer depends on when V8 last collected.
-    await fullGc(processTree(pid));
+    const nodeGc = new NodeGc(node);
+    await nodeGc.collect(processTree(pid));
     await sleep(1000);
     const rssBase = await rssSettled(pid);
     log(`node RSS before logins: ${rssBase} KiB; logging ${DEVICES} devices in`);
@@ -651,9 +676,10 @@ async function benchNode(): Promise<NodeResults> {
       await sleep(3000);
       trail.push(rssKiB(pid));
     }
-    await fullGc(processTree(pid));
+    await nodeGc.collect(processTree(pid));
     await sleep(1000);
     const rssConn = await rssSettled(pid);
+    nodeGc.detach();
     log(`node RSS every 3 s after the logins: ${trail.join(', ')} KiB`);
     log(`node RSS with ${DEVICES} idle authenticated connections: ${rssConn} KiB`);
 
