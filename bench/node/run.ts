@@ -95,6 +95,8 @@ const RATE = num('RATE', 10_000);
 const LIGHT_RATE = num('LIGHT_RATE', 1000);
 /** OPEN_REPEAT=n: the fixed-load phase n times in a row, each printed (the table keeps the first): its run-to-run spread in one node. */
 const OPEN_REPEAT = num('OPEN_REPEAT', 1);
+/** RSS_GC=0: read the idle-connection RSS without the full GCs before it (full-gc.ts; the node's inspector then never opens). */
+const RSS_GC = env['RSS_GC'] !== '0';
 const DRAIN = num('DRAIN', QUICK ? 20_000 : 100_000);
 /** Open loop gives up (and says so) beyond this many envelopes in flight: the node is not keeping up. */
 const OPEN_LOOP_MAX_IN_FLIGHT = Math.max(5000, RATE * 2);
@@ -647,6 +649,44 @@ async function benchNode(): Promise<NodeResults> {
   const setupS = (now() - t0) / 1000;
   // Restart on the same DATA_DIR, so the RSS baseline is a fresh node without the registration's garbage.
   await stopNode(first, true);
+  // RSS per idle connection, on a node of its own: both readings follow full GCs through the
+  // node's inspector (full-gc.ts); that node then stops, so that the measured phases run on a node
+  // whose inspector never opened.
+  let rssBase: number;
+  let rssConn: number;
+  {
+    const m = await startNode(first.dataDir);
+    active = m;
+    const mpid = m.child.pid!;
+    try {
+      log(`node restarted for the memory reading: pid ${mpid} on port ${m.port}`);
+      await sleep(RSS_SETTLE_S * 1000);
+      const nodeGc = RSS_GC ? new NodeGc(m) : undefined;
+      await nodeGc?.collect(processTree(mpid));
+      await sleep(1000);
+      rssBase = await rssSettled(mpid);
+      log(`node RSS before logins: ${rssBase} KiB; logging ${DEVICES} devices in`);
+      const ms: DeviceSocket[] = new Array(DEVICES);
+      await pool(devices, 32, async (d, i) => {
+        ms[i] = await DeviceSocket.login(m.port, d);
+      });
+      // V8's memory reducer collects the logins' garbage once the node has been idle for a few seconds.
+      const trail: number[] = [];
+      for (let i = 0; i < RSS_SETTLE_S; i += 3) {
+        await sleep(3000);
+        trail.push(rssKiB(mpid));
+      }
+      await nodeGc?.collect(processTree(mpid));
+      await sleep(1000);
+      rssConn = await rssSettled(mpid);
+      nodeGc?.detach();
+      log(`node RSS every 3 s after the logins: ${trail.join(', ')} KiB`);
+      log(`node RSS with ${DEVICES} idle authenticated connections: ${rssConn} KiB`);
+      await pool(ms, 32, (s) => s.close());
+    } finally {
+      await stopNode(m, true);
+    }
+  }
   const nodeStarted = now();
   const node = await startNode(first.dataDir);
   active = node;
@@ -657,31 +697,11 @@ async function benchNode(): Promise<NodeResults> {
   };
   const pid = node.child.pid!;
   try {
-    log(`node restarted: pid ${pid} on port ${node.port}`);
-    await sleep(RSS_SETTLE_S * 1000);
-    // Both readings follow a full GC in every process of the node (bench/node/full-gc.ts): the
-    // difference no longer depends on when V8 last collected.
-    const nodeGc = new NodeGc(node);
-    await nodeGc.collect(processTree(pid));
-    await sleep(1000);
-    const rssBase = await rssSettled(pid);
-    log(`node RSS before logins: ${rssBase} KiB; logging ${DEVICES} devices in`);
+    log(`node restarted for the measured phases: pid ${pid} on port ${node.port}`);
     const sockets: DeviceSocket[] = new Array(DEVICES);
     await pool(devices, 32, async (d, i) => {
       sockets[i] = await DeviceSocket.login(node.port, d);
     });
-    // V8's memory reducer collects the logins' garbage once the node has been idle for a few seconds.
-    const trail: number[] = [];
-    for (let i = 0; i < RSS_SETTLE_S; i += 3) {
-      await sleep(3000);
-      trail.push(rssKiB(pid));
-    }
-    await nodeGc.collect(processTree(pid));
-    await sleep(1000);
-    const rssConn = await rssSettled(pid);
-    nodeGc.detach();
-    log(`node RSS every 3 s after the logins: ${trail.join(', ')} KiB`);
-    log(`node RSS with ${DEVICES} idle authenticated connections: ${rssConn} KiB`);
 
     await pool(sockets, 32, (s, i) => s.setToken(devices[i]!.token));
     log(`opening ${ANON_CONNS} anonymous sending connections`);
