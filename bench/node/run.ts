@@ -591,9 +591,11 @@ async function freePortRun(n: number): Promise<number> {
   }
 }
 
-async function startNode(existingDataDir?: string): Promise<NodeRun> {
+/** `inspectable`: the node gets free inspector ports, for full-gc.ts (no other node needs one). */
+async function startNode(existingDataDir?: string, inspectable = false): Promise<NodeRun> {
   const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), 'mw-bench-node-'));
   const profDir = join(HERE, 'profile');
+  const inspect = inspectable ? [`--inspect-port=${await freePortRun(9)}`] : [];
   const run = await spawnNode({
     bin: target.bin,
     cwd: HERE,
@@ -601,7 +603,7 @@ async function startNode(existingDataDir?: string): Promise<NodeRun> {
     // `--v8-pool-size=1` as the node's start commands pass it (npm start, Dockerfile); NODE_FLAGS come after and win.
     // `--inspect-port`: where SIGUSR1 opens each process's inspector (full-gc.ts; not open otherwise;
     // a WORKERS primary gives its workers the next ports).
-    nodeArgs: ['--v8-pool-size=1', `--inspect-port=${await freePortRun(9)}`, ...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
+    nodeArgs: ['--v8-pool-size=1', ...inspect, ...(env['NODE_FLAGS'] ? env['NODE_FLAGS'].split(/\s+/).filter(Boolean) : []), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(PERF ? ['--perf-basic-prof-only-functions'] : [])],
     tsconfig: target.tsconfig,
   });
   return Object.assign(run, { dataDir }); // the same object: its warning counter keeps counting
@@ -647,6 +649,14 @@ async function benchNode(): Promise<NodeResults> {
     throw e;
   }
   const setupS = (now() - t0) / 1000;
+  /** Every device logged in to the node on `port`, 32 at a time. */
+  const loginAll = async (port: number): Promise<DeviceSocket[]> => {
+    const out: DeviceSocket[] = new Array(DEVICES);
+    await pool(devices, 32, async (d, i) => {
+      out[i] = await DeviceSocket.login(port, d);
+    });
+    return out;
+  };
   // Restart on the same DATA_DIR, so the RSS baseline is a fresh node without the registration's garbage.
   await stopNode(first, true);
   // RSS per idle connection, on a node of its own: both readings follow full GCs through the
@@ -655,7 +665,7 @@ async function benchNode(): Promise<NodeResults> {
   let rssBase: number;
   let rssConn: number;
   {
-    const m = await startNode(first.dataDir);
+    const m = await startNode(first.dataDir, RSS_GC);
     active = m;
     const mpid = m.child.pid!;
     try {
@@ -666,10 +676,7 @@ async function benchNode(): Promise<NodeResults> {
       await sleep(1000);
       rssBase = await rssSettled(mpid);
       log(`node RSS before logins: ${rssBase} KiB; logging ${DEVICES} devices in`);
-      const ms: DeviceSocket[] = new Array(DEVICES);
-      await pool(devices, 32, async (d, i) => {
-        ms[i] = await DeviceSocket.login(m.port, d);
-      });
+      const ms = await loginAll(m.port);
       // V8's memory reducer collects the logins' garbage once the node has been idle for a few seconds.
       const trail: number[] = [];
       for (let i = 0; i < RSS_SETTLE_S; i += 3) {
@@ -698,10 +705,7 @@ async function benchNode(): Promise<NodeResults> {
   const pid = node.child.pid!;
   try {
     log(`node restarted for the measured phases: pid ${pid} on port ${node.port}`);
-    const sockets: DeviceSocket[] = new Array(DEVICES);
-    await pool(devices, 32, async (d, i) => {
-      sockets[i] = await DeviceSocket.login(node.port, d);
-    });
+    const sockets = await loginAll(node.port);
 
     await pool(sockets, 32, (s, i) => s.setToken(devices[i]!.token));
     log(`opening ${ANON_CONNS} anonymous sending connections`);
