@@ -167,6 +167,38 @@ export function storeConformance(factory: NodeStoreFactory, options: Conformance
         expect(await s.mailboxStats(boxes[1]!.mailbox)).toMatchObject({ gapExpired: 0, gapEvicted: 0 });
       });
 
+      it('sends follow every other write to the mailbox: tokens replaced, envelopes expired, gaps cleared, a drain, another instance, the device deleted', async () => {
+        // A store may remember what it learnt of a mailbox between calls (SQLite's writer thread
+        // does); every answer below would differ if it acted on something stale.
+        const limits = { maxMessages: 3, maxBytes: 1e9, firstContactMaxMessages: 1 };
+        const { mailbox, tokenHash } = await device();
+        expect(ok((await s.enqueue([item(mailbox, tokenHash)], limits))[0]!).seq).toBe(1);
+        // Tokens replaced: the old token is refused, the new one accepted.
+        const token2 = bytes(32);
+        await s.setDeliveryTokens(mailbox, [token2]);
+        expect(await s.enqueue([item(mailbox, tokenHash)], limits)).toEqual([{ ok: false, reason: 'bad-token' }]);
+        expect(ok((await s.enqueue([item(mailbox, token2)], limits))[0]!).seq).toBe(2);
+        // Both expire: three more fit without evicting anything (stale counters would say 2 are stored).
+        clock += 10_000;
+        expect(await s.expireEnvelopes(clock - 5_000, 10)).toEqual({ envelopes: 2, mailboxes: 1 });
+        const three = (await s.enqueue([item(mailbox, token2), item(mailbox, token2), item(mailbox, token2)], limits)).map(ok);
+        expect(three.map((e) => e.seq)).toEqual([3, 4, 5]);
+        expect(await s.mailboxStats(mailbox)).toMatchObject({ messages: 3, gapExpired: 2, gapEvicted: 0 });
+        // Gaps cleared, then drained by an ack: the mailbox starts again from seq 1, as a new one does.
+        await s.clearGap(mailbox, 2, 0);
+        expect(await s.ack([{ mailbox, ids: three.map((e) => e.id), seqs: three.map((e) => e.seq) }])).toEqual([3]);
+        expect(await s.mailboxStats(mailbox)).toMatchObject({ messages: 0, bytes: 0, tokenless: 0, gapExpired: 0, gapEvicted: 0 });
+        expect(ok((await s.enqueue([item(mailbox, token2)], limits))[0]!).seq).toBe(1);
+        // Another instance on the same storage fills the mailbox: this one sees it (the next send evicts).
+        const other = await open();
+        expect((await other.enqueue([item(mailbox, token2), item(mailbox, token2)], limits)).map((o) => ok(o).seq)).toEqual([2, 3]);
+        const [next] = await s.enqueue([item(mailbox, token2)], limits);
+        expect(next).toMatchObject({ ok: true, envelope: { seq: 4 }, evicted: 1 });
+        // The device deleted: its mailbox is unknown.
+        await s.deleteDevices([mailbox]);
+        expect(await s.enqueue([item(mailbox, token2)], limits)).toEqual([{ ok: false, reason: 'unknown-mailbox' }]);
+      });
+
       it('crash point: a group commit that fails as a whole leaves nothing behind', async () => {
         const a = await device();
         const before = ok((await s.enqueue([item(a.mailbox, a.tokenHash)], LIMITS))[0]!);
