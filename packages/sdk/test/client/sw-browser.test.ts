@@ -146,7 +146,8 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
       shown = await call((api) => api.notifications(), null);
       if (shown.length === 0) await settle(50);
     }
-    expect(shown).toContainEqual({ title: '1 new message', body: 'hello, sleeping page', tag: 'sw-e2e' });
+    // On failure, say what became of the worker's showNotification calls ("never shown" vs "shown, then gone").
+    expect(shown, `registration.showNotification calls: ${JSON.stringify(await call((api) => api.shownLog(), null))}`).toContainEqual({ title: '1 new message', body: 'hello, sleeping page', tag: 'sw-e2e' });
     expect(push!.wakes).toHaveLength(0); // exactly one wake for that mail
   });
 

@@ -28,6 +28,30 @@ const sw = self as unknown as SwGlobal;
 
 sw.addEventListener('install', () => void sw.skipWaiting());
 
+/** What became of each showNotification call (a diagnostic for the test: "never shown" vs "shown, then gone"). */
+export interface SwShownRecord {
+  readonly kind: 'shown';
+  readonly title: string;
+  readonly ok: boolean;
+  readonly error?: string;
+  /** ms from the worker's start to the call's end. */
+  readonly at: number;
+}
+const registration = (sw as unknown as { registration: { showNotification(title: string, options?: NotificationOptions): Promise<void> } }).registration;
+const showNotification = registration.showNotification.bind(registration);
+registration.showNotification = async (title, options) => {
+  const post = async (r: Omit<SwShownRecord, 'kind' | 'at'>): Promise<void> => {
+    for (const c of await sw.clients.matchAll({ includeUncontrolled: true, type: 'window' })) c.postMessage({ kind: 'shown', at: Math.round(performance.now()), ...r });
+  };
+  try {
+    await showNotification(title, options);
+  } catch (e) {
+    await post({ title, ok: false, error: String(e) });
+    throw e;
+  }
+  await post({ title, ok: true });
+};
+
 installPushHandler(sw, {
   node: sw.location.origin,
   namespace: 'sw-e2e',

@@ -4,7 +4,7 @@
  * `@meshwhisper/sdk/service-worker` (push-sw.ts), whose reports arrive here by postMessage.
  */
 import { MeshWhisper, openIndexedDbStorage } from '../../../src/index.js';
-import type { SwReport } from './push-sw.js';
+import type { SwReport, SwShownRecord } from './push-sw.js';
 
 export interface SwPageApi {
   /** Creates (or opens) the device in IndexedDB `db`, registers `subscription` as its push endpoint, and closes it: offline. */
@@ -15,12 +15,18 @@ export interface SwPageApi {
   reports(count: number, ms: number): Promise<SwReport[]>;
   /** The notifications the worker shows (registration.getNotifications()). */
   notifications(): Promise<{ title: string; body: string; tag: string }[]>;
+  /** Every showNotification call of the worker so far and how it ended (for failure messages). */
+  shownLog(): Promise<SwShownRecord[]>;
 }
 
 const hex = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const reports: SwReport[] = [];
-navigator.serviceWorker.addEventListener('message', (e: MessageEvent<SwReport>) => void reports.push(e.data));
+const shown: SwShownRecord[] = [];
+navigator.serviceWorker.addEventListener('message', (e: MessageEvent<SwReport | SwShownRecord>) => {
+  if ('kind' in e.data && e.data.kind === 'shown') shown.push(e.data);
+  else reports.push(e.data as SwReport);
+});
 navigator.serviceWorker.startMessages();
 
 const api: SwPageApi = {
@@ -45,6 +51,9 @@ const api: SwPageApi = {
     const end = Date.now() + ms;
     while (reports.length < count && Date.now() < end) await sleep(20);
     return reports.splice(0, reports.length);
+  },
+  async shownLog() {
+    return shown.slice();
   },
   async notifications() {
     const reg = await navigator.serviceWorker.ready;
