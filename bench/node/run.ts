@@ -841,19 +841,31 @@ interface NatsResults {
   serverPid: number | undefined;
 }
 
+/** DEVICES connections to the NATS server at `url`, client i subscribed to `subjects[i]` (payloads to `onMessage`), flushed. */
+async function connectSubscribers(url: string, subjects: readonly string[], onMessage: (data: Uint8Array) => void): Promise<NatsConnection[]> {
+  const conns: NatsConnection[] = new Array(subjects.length);
+  await pool(subjects, 32, async (subject, i) => {
+    const nc = await natsConnect({ servers: url, name: `mw-bench-${i}`, noEcho: false, maxReconnectAttempts: 0, timeout: 20_000 });
+    nc.subscribe(subject, { callback: (_err, msg) => onMessage(msg.data) });
+    conns[i] = nc;
+  });
+  await Promise.all(conns.map((c) => c.flush()));
+  return conns;
+}
+
 /**
  * NATS server's memory per idle connection with one subscription, read on a nats-server of its
  * own (the shared one's RSS carries whatever earlier runs and JetStream left, and Go returns freed
  * memory to the OS lazily: the difference on it read 0.0 and −145 KB). GOGC=10 keeps the garbage
  * under 10 % of the live heap and GODEBUG=madvdontneed=1 returns freed pages at once — the
- * counterpart of the full GC before the node's reading. NaN when no nats-server binary is installed.
+ * counterpart of the full GC before the node's reading. Undefined when no nats-server binary is installed.
  */
-async function natsRssPerConnKB(): Promise<number> {
+async function natsRssPerConnKB(): Promise<number | undefined> {
   const bin = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((b) => existsSync(b));
-  if (!bin) return Number.NaN;
+  if (!bin) return undefined;
   const port = await freePortRun(1);
   const server = spawn(bin, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore', env: { ...process.env, GOGC: '10', GODEBUG: 'madvdontneed=1' } });
-  const conns: NatsConnection[] = [];
+  let conns: NatsConnection[] = [];
   try {
     const url = `127.0.0.1:${port}`;
     for (let t = 0; ; t++) {
@@ -867,12 +879,7 @@ async function natsRssPerConnKB(): Promise<number> {
     }
     await sleep(2000);
     const base = await rssSettled(server.pid!);
-    await pool(Array.from({ length: DEVICES }), 32, async (_x, i) => {
-      const nc = await natsConnect({ servers: url, name: `mw-bench-rss-${i}`, maxReconnectAttempts: 0, timeout: 20_000 });
-      nc.subscribe(`mwbench.rss.${i}`, { callback: () => undefined });
-      conns.push(nc);
-    });
-    await Promise.all(conns.map((c) => c.flush()));
+    conns = await connectSubscribers(url, Array.from({ length: DEVICES }, (_x, i) => `mwbench.rss.${i}`), () => undefined);
     await sleep(RSS_SETTLE_S * 1000);
     const withConns = await rssSettled(server.pid!);
     log(`NATS (own nats-server for the memory reading, GOGC=10): RSS ${base} KiB → ${withConns} KiB with ${DEVICES} connections`);
@@ -888,23 +895,12 @@ async function benchNats(): Promise<NatsResults> {
   const runId = ctx.random(4).reduce((s, b) => s + b.toString(16).padStart(2, '0'), '');
   const rssPerConnKB = await natsRssPerConnKB().catch((e: unknown) => {
     log(`NATS memory reading failed: ${e instanceof Error ? e.message : String(e)}`);
-    return Number.NaN;
+    return undefined;
   });
   log(`NATS ${NATS_URL}: connecting ${DEVICES} clients, one subject each`);
-  const conns: NatsConnection[] = new Array(DEVICES);
   const subjects = Array.from({ length: DEVICES }, (_x, i) => `mwbench.${runId}.${i}`);
   const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => conns[s]!.publish(subjects[r]!, engine.payload(intendedMs, tag)) });
-  await pool(Array.from({ length: DEVICES }), 32, async (_x, i) => {
-    const nc = await natsConnect({ servers: NATS_URL, name: `mw-bench-${i}`, noEcho: false, maxReconnectAttempts: 0, timeout: 20_000 });
-    nc.subscribe(subjects[i]!, {
-      callback: (_err, msg) => {
-        const d = msg.data;
-        engine.received(Buffer.from(d.buffer, d.byteOffset, d.byteLength), 0, d.byteLength);
-      },
-    });
-    conns[i] = nc;
-  });
-  await Promise.all(conns.map((c) => c.flush()));
+  const conns = await connectSubscribers(NATS_URL, subjects, (d) => engine.received(Buffer.from(d.buffer, d.byteOffset, d.byteLength), 0, d.byteLength));
   await sleep(3000);
   try {
     log(`NATS: closed loop, ${WINDOW} in flight`);
@@ -920,7 +916,7 @@ async function benchNats(): Promise<NatsResults> {
       log(`JetStream drain failed: ${e instanceof Error ? e.message : String(e)}`);
       return undefined;
     });
-    return { rssPerConnKB: Number.isNaN(rssPerConnKB) ? undefined : rssPerConnKB, jetstream, closed, open, light, serverPid };
+    return { rssPerConnKB, jetstream, closed, open, light, serverPid };
   } finally {
     await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
   }
