@@ -23,7 +23,7 @@ import { bundleForBrowser, CHROMIUM, pageApiCaller, requireChromium, skipWithout
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE } from '../../src/service-worker.js';
 import { MeshWhisper, openSqliteStorage } from '../../src/index.js';
-import type { SwReport } from './browser/push-sw.js';
+import type { SwReport, SwShownRecord } from './browser/push-sw.js';
 import type { SameOriginProxy } from './browser/same-origin-proxy.js';
 import { sameOriginProxy } from './browser/same-origin-proxy.js';
 import type { SwPageApi } from './browser/sw-page.js';
@@ -141,6 +141,17 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
     expect(report).toEqual<SwReport>({ texts: ['hello, sleeping page'], from: [nodeClient!.address], undecryptable: 0, timedOut: false });
     // The worker shows its notification after the app callback; on a loaded machine that took
     // longer than the 100 × 50 ms this loop used to allow. Wait on the condition, up to 30 s.
+    // First the worker's own record: the browser's showNotification resolved (Chromium resolves
+    // once the notification is displayed) with exactly this content…
+    const want = { kind: 'shown', ok: true, title: '1 new message', body: 'hello, sleeping page', tag: 'sw-e2e' };
+    let log: SwShownRecord[] = [];
+    const isWanted = (r: SwShownRecord): boolean => r.kind === want.kind && r.ok && r.title === want.title && r.body === want.body && r.tag === want.tag;
+    for (const deadline = Date.now() + 30_000; !log.some(isWanted) && Date.now() < deadline; ) {
+      log = await call((api) => api.shownLog(), null);
+      await settle(50);
+    }
+    expect(log.map(({ at: _at, ...r }) => r)).toContainEqual(want);
+    // …then the browser's list of what is on screen (the app asks for requireInteraction: push-sw.ts).
     let shown: { title: string; body: string; tag: string }[] = [];
     for (const deadline = Date.now() + 30_000; shown.length === 0 && Date.now() < deadline; ) {
       shown = await call((api) => api.notifications(), null);
@@ -162,7 +173,8 @@ describe.skipIf(skip)('service worker push wake in headless Chromium, through a 
       shown = await call((api) => api.notifications(), null);
       await settle(50);
     }
-    expect(shown).toContainEqual({ title: GENERIC_NOTIFICATION_TITLE, body: '', tag: GENERIC_NOTIFICATION_TAG });
+    expect(shown, `registration.showNotification calls: ${JSON.stringify(await call((api) => api.shownLog(), null))}`).toContainEqual({ title: GENERIC_NOTIFICATION_TITLE, body: '', tag: GENERIC_NOTIFICATION_TAG });
+    expect((await call((api) => api.shownLog(), null)).map(({ at: _at, ...r }) => r)).toContainEqual({ kind: 'shown', ok: true, title: GENERIC_NOTIFICATION_TITLE, tag: GENERIC_NOTIFICATION_TAG });
     expect(pageErrors).toEqual([]);
   });
 });

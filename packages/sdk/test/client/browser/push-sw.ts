@@ -30,8 +30,11 @@ sw.addEventListener('install', () => void sw.skipWaiting());
 
 /** What became of each showNotification call (a diagnostic for the test: "never shown" vs "shown, then gone"). */
 export interface SwShownRecord {
-  readonly kind: 'shown';
+  /** 'shown': a showNotification call ended; 'closed': the browser fired notificationclose (closed without a click). */
+  readonly kind: 'shown' | 'closed';
   readonly title: string;
+  readonly tag?: string;
+  readonly body?: string;
   readonly ok: boolean;
   readonly error?: string;
   /** ms from the worker's start to the call's end. */
@@ -40,7 +43,7 @@ export interface SwShownRecord {
 const registration = (sw as unknown as { registration: { showNotification(title: string, options?: NotificationOptions): Promise<void> } }).registration;
 const showNotification = registration.showNotification.bind(registration);
 registration.showNotification = async (title, options) => {
-  const post = async (r: Omit<SwShownRecord, 'kind' | 'at'>): Promise<void> => {
+  const post = async (r: Omit<SwShownRecord, 'kind' | 'at' | 'tag' | 'body'> & { readonly tag?: string | undefined; readonly body?: string | undefined }): Promise<void> => {
     for (const c of await sw.clients.matchAll({ includeUncontrolled: true, type: 'window' })) c.postMessage({ kind: 'shown', at: Math.round(performance.now()), ...r });
   };
   try {
@@ -49,8 +52,14 @@ registration.showNotification = async (title, options) => {
     await post({ title, ok: false, error: String(e) });
     throw e;
   }
-  await post({ title, ok: true });
+  await post({ title, tag: options?.tag, body: options?.body, ok: true });
 };
+// A notification that leaves getNotifications() without anyone closing it: did the browser close it?
+sw.addEventListener('notificationclose', (event: { notification: { title: string; tag: string } }) => {
+  void sw.clients.matchAll({ includeUncontrolled: true, type: 'window' }).then((cs) => {
+    for (const c of cs) c.postMessage({ kind: 'closed', at: Math.round(performance.now()), title: event.notification.title, tag: event.notification.tag, ok: true } satisfies SwShownRecord);
+  });
+});
 
 installPushHandler(sw, {
   node: sw.location.origin,
@@ -67,6 +76,10 @@ installPushHandler(sw, {
     };
     for (const c of await sw.clients.matchAll({ includeUncontrolled: true, type: 'window' })) c.postMessage(report);
     if (messages.some((m) => m.text === 'make the callback throw')) throw new Error('app bug');
-    return { title: `${messages.length} new message${messages.length === 1 ? '' : 's'}`, options: { body: report.texts.join('\n'), tag: 'sw-e2e' } };
+    // requireInteraction: the notification stays until the user acts on it, as a messenger's should.
+    // Without it headless Chromium drops a notification from getNotifications() on its own once its
+    // popup times out (~25 s after showing it here, with no notificationclose event), which a slow
+    // machine could reach before the test looks.
+    return { title: `${messages.length} new message${messages.length === 1 ? '' : 's'}`, options: { body: report.texts.join('\n'), tag: 'sw-e2e', requireInteraction: true } };
   },
 });

@@ -24,7 +24,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const reports: SwReport[] = [];
 const shown: SwShownRecord[] = [];
 navigator.serviceWorker.addEventListener('message', (e: MessageEvent<SwReport | SwShownRecord>) => {
-  if ('kind' in e.data && e.data.kind === 'shown') shown.push(e.data);
+  if ('kind' in e.data) shown.push(e.data);
   else reports.push(e.data as SwReport);
 });
 navigator.serviceWorker.startMessages();
