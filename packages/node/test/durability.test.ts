@@ -11,25 +11,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { encodeDeviceList } from '@meshwhisper/crypto';
-import {
-  AUTH_HEADER,
-  CONTENT_TYPE_PROTOBUF,
-  ChallengeSchema,
-  EnvelopeClass,
-  KeyUploadSchema,
-  PublishDeviceListSchema,
-  decodeFrame,
-  encodeBody,
-  encodeDeviceAuthHeader,
-  encodeFrame,
-  fromBinary,
-  requestDigest,
-  signDeviceAuth,
-} from '@meshwhisper/protocol';
+import { EnvelopeClass, decodeFrame, encodeFrame } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
 import { buildNodeDist } from './build-dist.js';
-import { TestDevice, ctx, generousLimits, xorshift32 } from './helpers.js';
+import { TestDevice, generousLimits, registerOverHttp, xorshift32 } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -86,18 +71,6 @@ async function killChild(): Promise<void> {
   await exited;
 }
 
-async function register(port: number, d: TestDevice): Promise<void> {
-  const base = `http://127.0.0.1:${port}`;
-  const list = encodeBody(PublishDeviceListSchema, { deviceList: encodeDeviceList(d.listed()) });
-  const listed = await fetch(`${base}/v1/device-list`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF }, body: Buffer.from(list) });
-  if (listed.status !== 200) throw new Error(`device list: ${listed.status} ${await listed.text()}`);
-  const body = encodeBody(KeyUploadSchema, d.keyUpload(1));
-  const ch = fromBinary(ChallengeSchema, new Uint8Array(await (await fetch(`${base}/v1/auth/challenge`)).arrayBuffer())).challenge;
-  const header = encodeDeviceAuthHeader(signDeviceAuth(ctx, d.device, d.certificateBytes, ch, requestDigest(ctx, 'PUT', '/v1/keys', body)));
-  const res = await fetch(`${base}/v1/keys`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF, [AUTH_HEADER]: header }, body: Buffer.from(body) });
-  if (res.status !== 200) throw new Error(`register: ${res.status} ${await res.text()}`);
-}
-
 beforeAll(async () => {
   // The child runs the built node (dist/), like `npm start` (one build at a time across test files).
   await buildNodeDist();
@@ -118,7 +91,7 @@ describe('durability (kill -9)', () => {
 
     let port = await startChild();
     const recipient = new TestDevice();
-    await register(port, recipient);
+    await registerOverHttp(`http://127.0.0.1:${port}`, recipient);
 
     const acked = new Set<number>();
     const toSend: number[] = Array.from({ length: TOTAL }, (_, i) => i);

@@ -111,6 +111,16 @@ export async function enlistOverHttp(base: string, d: TestDevice): Promise<void>
   if (res.status !== 200) throw new Error(`device list: ${res.status} ${await res.text()}`);
 }
 
+/** Enlists `d` (enlistOverHttp), then uploads its keys with a signed PUT /v1/keys: a registered device, over a real socket. */
+export async function registerOverHttp(base: string, d: TestDevice): Promise<void> {
+  await enlistOverHttp(base, d);
+  const body = encodeBody(KeyUploadSchema, d.keyUpload(1));
+  const ch = fromBinary(ChallengeSchema, new Uint8Array(await (await fetch(`${base}/v1/auth/challenge`)).arrayBuffer())).challenge;
+  const header = encodeDeviceAuthHeader(signDeviceAuth(ctx, d.device, d.certificateBytes, ch, requestDigest(ctx, 'PUT', '/v1/keys', body)));
+  const res = await fetch(`${base}/v1/keys`, { method: 'PUT', headers: { 'content-type': CONTENT_TYPE_PROTOBUF, [AUTH_HEADER]: header }, body: Buffer.from(body) });
+  if (res.status !== 200) throw new Error(`register: ${res.status} ${await res.text()}`);
+}
+
 export class TestDevice {
   readonly certificate: DeviceCertificate;
   readonly certificateBytes: Uint8Array;
