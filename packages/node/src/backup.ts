@@ -394,8 +394,14 @@ async function restoreLocked(backupFile: string, target: string, force: boolean,
 
 // ── Schedule ────────────────────────────────────────────────────────────────────────────────
 
+/** What can take a hot backup of itself: the SQLite store (SqliteNodeStore.hotBackup), which owns its database handle. */
+export interface BackupSource {
+  hotBackup(options: BackupOptions): Promise<BackupResult>;
+}
+
 export interface BackupScheduleOptions extends BackupOptions {
-  readonly db: Database.Database;
+  /** What to back up: a store that backs itself up (what the node passes), or a better-sqlite3 handle. */
+  readonly db: Database.Database | BackupSource;
   /** Time between backups (default daily). */
   readonly intervalMs?: number;
   /** Called after every scheduled or on-demand run; never throws into the timer. */
@@ -430,7 +436,8 @@ export function scheduleBackups(options: BackupScheduleOptions): BackupSchedule 
 
   const run = (): Promise<BackupResult> => {
     if (running !== undefined) return running;
-    const p = backupDatabase(options.db, options).then(
+    const source = options.db;
+    const p = ('hotBackup' in source ? source.hotBackup(options) : backupDatabase(source, options)).then(
       (backup) => {
         options.onResult?.({ ok: true, backup });
         return backup;

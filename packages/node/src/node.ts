@@ -479,7 +479,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     config.backupIntervalMs === 0 || !sqliteStore || (worker && worker.index !== 0)
       ? undefined
       : scheduleBackups({
-          db: sqliteStore.database,
+          db: sqliteStore,
           dir: config.backupDir,
           retention: config.backupRetention,
           intervalMs: config.backupIntervalMs,

@@ -21,6 +21,8 @@
  */
 import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { backupDatabase } from '../backup.js';
+import type { BackupOptions, BackupResult, BackupSource } from '../backup.js';
 import type { Sqlite } from './db.js';
 import { WAL_CYCLE_FRAMES, convertPageSize, openDatabase } from './db.js';
 import type { PageSizeConversion } from './db.js';
@@ -105,7 +107,7 @@ export interface SqliteStoreOptions {
 
 const isFull = (e: unknown): boolean => (e as { code?: string } | undefined)?.code === 'SQLITE_FULL' || (e as { code?: string } | undefined)?.code === 'ENOSPC';
 
-export class SqliteNodeStore implements NodeStore {
+export class SqliteNodeStore implements NodeStore, BackupSource {
   readonly kind = 'sqlite';
   readonly forgetWithinMs = FORGET_WITHIN_MS;
   readonly #db: Sqlite;
@@ -210,7 +212,17 @@ export class SqliteNodeStore implements NodeStore {
     this.#writer.crashForTest();
   }
 
-  /** The better-sqlite3 handle, for the SQLite-only hot backup (backup.ts). Nothing else may use it. */
+  /**
+   * A hot backup of the live database (backup.ts: SQLite's online backup API on this store's own
+   * connection, verified, published atomically, older ones pruned). The node's backup schedule
+   * calls this: the store alone touches the database handle.
+   */
+  hotBackup(options: BackupOptions): Promise<BackupResult> {
+    if (this.#closed) return Promise.reject(new Error('store is closed'));
+    return backupDatabase(this.#db, options);
+  }
+
+  /** TEST ONLY: the better-sqlite3 handle, for tests that inspect or damage the file's contents. The node's code never uses it. */
   get database(): Sqlite {
     return this.#db;
   }
