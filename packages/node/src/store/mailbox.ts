@@ -37,9 +37,11 @@ export class SqliteMailbox {
   readonly #totals;
 
   constructor(private readonly db: Sqlite) {
-    this.#batch = db.prepare<[Uint8Array, number, number], { seq: number; id: Buffer; payload: Buffer; received_at: number }>(
-      'SELECT seq, id, payload, received_at FROM messages WHERE mailbox = ? AND seq > ? ORDER BY seq LIMIT ?',
-    );
+    // Raw rows ([seq, id, payload, received_at]), all at once: no object with named properties and
+    // no iterator step per row (a drain reads ~930 rows per call).
+    this.#batch = db
+      .prepare<[Uint8Array, number, number], [number, Buffer, Buffer, number]>('SELECT seq, id, payload, received_at FROM messages WHERE mailbox = ? AND seq > ? ORDER BY seq LIMIT ?')
+      .raw();
     this.#stats = db.prepare<[Uint8Array], StatsRow>('SELECT messages, bytes, tokenless, gap_expired, gap_evicted, next_seq FROM mailbox_stats WHERE mailbox = ?');
     this.#token = db.prepare<[Uint8Array, Uint8Array], { one: number }>('SELECT 1 AS one FROM delivery_tokens WHERE mailbox = ? AND token_hash = ?');
     this.#upsertStats = db.prepare(
@@ -70,10 +72,10 @@ export class SqliteMailbox {
   fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): StoredEnvelope[] {
     const out: StoredEnvelope[] = [];
     let bytes = 0;
-    for (const r of this.#batch.iterate(mailbox, afterSeq, limit)) {
-      if (out.length > 0 && bytes + r.payload.length > maxBytes) break;
-      bytes += r.payload.length;
-      out.push({ seq: r.seq, id: toBytes(r.id), payload: toBytes(r.payload), receivedAt: r.received_at });
+    for (const [seq, id, payload, receivedAt] of this.#batch.all(mailbox, afterSeq, limit)) {
+      if (out.length > 0 && bytes + payload.length > maxBytes) break;
+      bytes += payload.length;
+      out.push({ seq, id: toBytes(id), payload: toBytes(payload), receivedAt });
     }
     return out;
   }
