@@ -8,17 +8,17 @@
 // and so at least SLOW_MS after the request. An answer given before the sync would arrive early.
 // A request that needs no durable write (GET /health) is answered without the delay, so the shim
 // slows syncs only.
-import { execFileSync, spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EnvelopeClass } from '@meshwhisper/protocol';
-import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
-import { buildNodeDist, nodeBin } from './build-dist.js';
-import { TestDevice, generousLimits, registerOverHttp } from './helpers.js';
+import { ANONYMOUS_SOCKET_PATH, DATABASE_FILE } from '../src/node.js';
+import { buildNodeDist } from './build-dist.js';
+import { TestDevice, registerOverHttp } from './helpers.js';
+import { startWorkersNode } from './workers/harness.js';
+import type { WorkersNode } from './workers/harness.js';
 import { WsClient } from './ws-client.js';
 
 const SLOW_MS = 300;
@@ -62,25 +62,20 @@ static void slow(void) {
   nanosleep(&d, NULL);
 }
 
-int fdatasync(int fd) {
-  static int (*real)(int);
-  if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+/* Runs the real call, holds its return, logs it. */
+static int timed(const char *call, int (**real)(int), int fd) {
+  if (!*real) *real = (int (*)(int))dlsym(RTLD_NEXT, call);
   long long start = now_ns();
-  int r = real(fd);
+  int r = (*real)(fd);
   slow();
-  note("fdatasync", fd, start, now_ns());
+  note(call, fd, start, now_ns());
   return r;
 }
 
-int fsync(int fd) {
-  static int (*real)(int);
-  if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-  long long start = now_ns();
-  int r = real(fd);
-  slow();
-  note("fsync", fd, start, now_ns());
-  return r;
-}
+static int (*real_fdatasync)(int);
+static int (*real_fsync)(int);
+int fdatasync(int fd) { return timed("fdatasync", &real_fdatasync, fd); }
+int fsync(int fd) { return timed("fsync", &real_fsync, fd); }
 `;
 
 interface SyncCall {
@@ -91,8 +86,7 @@ interface SyncCall {
 }
 
 let work: string;
-let shim: string | undefined;
-let child: ChildProcess | undefined;
+let node: WorkersNode | undefined;
 let port = 0;
 let dbFile = '';
 
@@ -127,48 +121,18 @@ beforeAll(async () => {
   if (!compiler) throw new Error('no C compiler (cc or gcc) on PATH: this test builds its LD_PRELOAD shim with one');
   work = mkdtempSync(join(tmpdir(), 'mw-fsync-'));
   writeFileSync(join(work, 'shim.c'), SHIM_C);
-  shim = join(work, 'shim.so');
+  const shim = join(work, 'shim.so');
   execFileSync(compiler, ['-shared', '-fPIC', '-O1', '-o', shim, join(work, 'shim.c'), '-ldl']);
   await buildNodeDist();
-  const dataDir = join(work, 'data');
-  const p = spawn(process.execPath, [nodeBin], {
-    env: {
-      ...process.env,
-      LD_PRELOAD: shim,
-      MW_SYNC_LOG: join(work, 'sync.log'),
-      MW_SYNC_DELAY_MS: String(SLOW_MS),
-      DATA_DIR: dataDir,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      METRICS_PORT: 'off',
-      WEB_APP: 'off',
-      LOG_LEVEL: 'info',
-      RATE_LIMITS: generousLimits(),
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  child = p;
-  const lines = createInterface({ input: p.stdout! });
-  [port, dbFile] = await new Promise<[number, string]>((resolve, reject) => {
-    p.once('exit', (code) => reject(new Error(`node exited early (${code})`)));
-    lines.on('line', (line) => {
-      try {
-        const j = JSON.parse(line) as { msg?: string; listen?: string; database?: string };
-        // The shim names files as /proc/self/fd shows them: fully resolved.
-        if (j.msg === 'MeshWhisper node listening' && j.listen && j.database) resolve([Number(new URL(j.listen).port), realpathSync(j.database)]);
-      } catch {
-        /* not JSON */
-      }
-    });
-  });
+  // One process (WORKERS=1), started as operators start it.
+  node = await startWorkersNode({ workers: 1, env: { LD_PRELOAD: shim, MW_SYNC_LOG: join(work, 'sync.log'), MW_SYNC_DELAY_MS: String(SLOW_MS) } });
+  port = node.port;
+  // The shim names files as /proc/self/fd shows them: fully resolved.
+  dbFile = realpathSync(join(node.dataDir, DATABASE_FILE));
 }, 180_000);
 
 afterAll(async () => {
-  if (child && child.exitCode === null && child.signalCode === null) {
-    const exited = new Promise((r) => child!.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
-  }
+  await node?.close();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
