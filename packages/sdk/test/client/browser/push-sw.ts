@@ -33,8 +33,8 @@ export interface SwShownRecord {
   /** 'shown': a showNotification call ended; 'closed': the browser fired notificationclose (closed without a click). */
   readonly kind: 'shown' | 'closed';
   readonly title: string;
-  readonly tag?: string;
-  readonly body?: string;
+  readonly tag?: string | undefined;
+  readonly body?: string | undefined;
   readonly ok: boolean;
   readonly error?: string;
   /** ms from the worker's start to the call's end. */
@@ -43,7 +43,7 @@ export interface SwShownRecord {
 const registration = (sw as unknown as { registration: { showNotification(title: string, options?: NotificationOptions): Promise<void> } }).registration;
 const showNotification = registration.showNotification.bind(registration);
 registration.showNotification = async (title, options) => {
-  const post = async (r: Omit<SwShownRecord, 'kind' | 'at' | 'tag' | 'body'> & { readonly tag?: string | undefined; readonly body?: string | undefined }): Promise<void> => {
+  const post = async (r: Omit<SwShownRecord, 'kind' | 'at'>): Promise<void> => {
     for (const c of await sw.clients.matchAll({ includeUncontrolled: true, type: 'window' })) c.postMessage({ kind: 'shown', at: Math.round(performance.now()), ...r });
   };
   try {
