@@ -37,8 +37,9 @@ export class SqliteMailbox {
   readonly #totals;
 
   constructor(private readonly db: Sqlite) {
-    // Raw rows ([seq, id, payload, received_at]), all at once: no object with named properties and
-    // no iterator step per row (a drain reads ~930 rows per call).
+    // Raw rows ([seq, id, payload, received_at]): no object with named properties per row (a drain
+    // reads ~930 rows per call). Iterated, not all(): the byte bound stops the read, and with
+    // envelopes of up to 256 KiB, `limit` rows could be hundreds of megabytes.
     this.#batch = db
       .prepare<[Uint8Array, number, number], [number, Buffer, Buffer, number]>('SELECT seq, id, payload, received_at FROM messages WHERE mailbox = ? AND seq > ? ORDER BY seq LIMIT ?')
       .raw();
@@ -72,7 +73,7 @@ export class SqliteMailbox {
   fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): StoredEnvelope[] {
     const out: StoredEnvelope[] = [];
     let bytes = 0;
-    for (const [seq, id, payload, receivedAt] of this.#batch.all(mailbox, afterSeq, limit)) {
+    for (const [seq, id, payload, receivedAt] of this.#batch.iterate(mailbox, afterSeq, limit)) {
       if (out.length > 0 && bytes + payload.length > maxBytes) break;
       bytes += payload.length;
       out.push({ seq, id: toBytes(id), payload: toBytes(payload), receivedAt });
