@@ -104,6 +104,12 @@ export const CONFIG_SCHEMA = {
     'Seconds a new WebSocket has to finish its handshake (clientHello; on /v1/device also authenticate); then it is closed with code 4005.',
     (raw) => int(1, 600)(raw) * 1000,
   ),
+  wsPingIntervalMs: setting(
+    'WS_PING_INTERVAL_SECONDS',
+    '30',
+    'Seconds between WebSocket pings to each connection; one that has not answered the previous ping by the next is closed (its stored mail stays). The pings are spread over the interval. Keep it below the idle timeout of any proxy or NAT in front of the node.',
+    (raw) => int(1, 3600)(raw) * 1000,
+  ),
   deliveryWindow: setting('DELIVERY_WINDOW', '16384', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes a device may upload per MEDIA_TTL window (so at most twice this is stored for it at once); the media record itself names no device.', int(1, 2 ** 44)),

@@ -50,6 +50,7 @@ import type { NodeServices } from './services.js';
 import { AnonymousConnection } from './socket/anonymous.js';
 import { WS_MAX_PAYLOAD } from './socket/connection.js';
 import { DeviceConnection } from './socket/device.js';
+import { Heartbeat } from './socket/heartbeat.js';
 import { lockDataDir, secureDirectory, secureFile } from './store/data-dir.js';
 import { SqliteNodeStore } from './store/sqlite-store.js';
 import { PgNodeStore } from './store/pg-store.js';
@@ -59,12 +60,6 @@ import type { PageSizeConversion } from './store/db.js';
 /** The SQLite database file inside DATA_DIR. */
 export const DATABASE_FILE = 'meshwhisper.sqlite3';
 export const ANONYMOUS_SOCKET_PATH = '/v1/anonymous';
-/**
- * WebSocket heartbeat: a connection that has not answered the previous ping when the next one is
- * due is dead (NAT timeout, vanished phone) and is terminated, freeing its slot; its unacked
- * envelopes stay stored.
- */
-export const PING_INTERVAL_MS = 30_000;
 /** Mailboxes expired per sweep transaction: bounds how long one sweep holds the write lock. */
 const EXPIRE_BATCH = 1000;
 /**
@@ -350,7 +345,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
   const frameLog = { warn: (obj: object, msg: string) => app.log.warn(obj, msg) };
   const deliveryWindow = config.deliveryWindow;
-  const alive = new WeakSet<WebSocket>();
+  // Every socket pinged once per WS_PING_INTERVAL_SECONDS, a slice of them at a time (socket/heartbeat.ts).
+  const heartbeat = new Heartbeat<WebSocket>(config.wsPingIntervalMs);
+  heartbeat.start();
   const acks = new AckCommitter(store);
   /** Open WebSocket connections per client key (WS_MAX_CONNECTIONS_PER_ADDRESS). */
   const openPerAddress = new Map<string, number>();
@@ -393,8 +390,9 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
         if (n <= 0) openPerAddress.delete(key);
         else openPerAddress.set(key, n);
       });
-      alive.add(ws);
-      ws.on('pong', () => alive.add(ws));
+      heartbeat.add(ws);
+      ws.on('pong', () => heartbeat.answered(ws));
+      ws.once('close', () => heartbeat.remove(ws));
       const kind = path === DEVICE_SOCKET_PATH ? 'device' : 'anonymous';
       metrics?.connectionOpened(kind);
       ws.once('close', () => metrics?.connectionClosed(kind));
@@ -419,17 +417,6 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     });
   });
 
-  const heartbeat = setInterval(() => {
-    for (const ws of wss.clients) {
-      if (!alive.has(ws)) {
-        ws.terminate();
-        continue;
-      }
-      alive.delete(ws);
-      ws.ping();
-    }
-  }, PING_INTERVAL_MS);
-  heartbeat.unref();
 
   // ── Sweeper ──
   // Unique per instance (several instances may share a pid namespace, or one process in tests).
@@ -503,7 +490,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     (closing ??= (async () => {
       shuttingDown = true;
       clearInterval(timer);
-      clearInterval(heartbeat);
+      heartbeat.stop();
       // No new backup from now on; one already running finishes before the database closes.
       const backupsStopped = backups?.stop();
       await sender.close();

@@ -11,7 +11,11 @@ export class WsClient {
   closed: { code: number; reason: string } | undefined;
   #nextId = 1;
 
-  private constructor(readonly ws: WebSocket) {
+  /** `pings`: when each WebSocket ping from the node arrived (performance.now()), recorded from before the upgrade completed. */
+  private constructor(
+    readonly ws: WebSocket,
+    readonly pings: number[] = [],
+  ) {
     ws.on('message', (data: Buffer) => {
       const d = decodeFrame(new Uint8Array(data));
       if (!d.ok) throw new Error(`client got undecodable frame: ${d.error.message}`);
@@ -24,13 +28,17 @@ export class WsClient {
     });
   }
 
-  static async connect(port: number, path: string): Promise<WsClient> {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { maxPayload: 4 * 1024 * 1024 });
+  /** `autoPong: false`: the client never answers the node's pings (a dead peer, as the heartbeat sees it). */
+  static async connect(port: number, path: string, options: { autoPong?: boolean } = {}): Promise<WsClient> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { maxPayload: 4 * 1024 * 1024, autoPong: options.autoPong ?? true });
+    // Listening before 'open': a ping right behind the 101 response is parsed in the same turn as 'open'.
+    const pings: number[] = [];
+    ws.on('ping', () => pings.push(performance.now()));
     await new Promise<void>((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('error', reject);
     });
-    return new WsClient(ws);
+    return new WsClient(ws, pings);
   }
 
   #notify(): void {
