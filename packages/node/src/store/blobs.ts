@@ -22,6 +22,7 @@ export class SqliteBlobs {
   readonly #charge;
   readonly #insertMedia;
   readonly #expired;
+  readonly #anyToExpire;
   readonly #deleteMedia;
   readonly #dropBudgets;
   readonly #dropBudgetOf;
@@ -41,6 +42,9 @@ export class SqliteBlobs {
     this.#expired = db.prepare<[number, number], { id: string }>('SELECT id FROM media WHERE expires_at <= ? LIMIT ?');
     this.#deleteMedia = db.prepare('DELETE FROM media WHERE id = ?');
     this.#dropBudgets = db.prepare('DELETE FROM media_budget WHERE budget_window < ?');
+    this.#anyToExpire = db
+      .prepare<[number, number], number>('SELECT EXISTS (SELECT 1 FROM media WHERE expires_at <= ?) OR EXISTS (SELECT 1 FROM media_budget WHERE budget_window < ?)')
+      .pluck();
     this.#dropBudgetOf = db.prepare('DELETE FROM media_budget WHERE mailbox = ?');
     this.#byKey = db.prepare<[Uint8Array], ArchiveDbRow>('SELECT account_key, archive_key, size, updated_at, version, blob_name FROM archives WHERE archive_key = ?');
     this.#keySource = db.prepare<[Uint8Array], { key_source: Buffer | null }>('SELECT key_source FROM archives WHERE account_key = ?');
@@ -64,6 +68,10 @@ export class SqliteBlobs {
     this.#charge.run(m.uploader, m.window, m.size);
     this.#insertMedia.run(m.id, m.size, m.expiresAt);
     return true;
+  }
+  /** Would expireMedia delete anything? A plain read: no write lock. */
+  anyMediaToExpire(now: number, oldestWindow: number): boolean {
+    return this.#anyToExpire.get(now, oldestWindow) === 1;
   }
   expireMedia(now: number, oldestWindow: number, limit: number): string[] {
     const ids = this.#expired.all(now, limit).map((r) => r.id);

@@ -28,6 +28,7 @@ export class SqliteMailbox {
   readonly #dropEmptyStats;
   readonly #expiring;
   readonly #deleteExpired;
+  readonly #anyExpired;
   readonly #gapAdd;
   readonly #gapClear;
   readonly #deleteTokens;
@@ -57,6 +58,7 @@ export class SqliteMailbox {
        FROM messages WHERE received_at < ? GROUP BY mailbox LIMIT ?`,
     );
     this.#deleteExpired = db.prepare('DELETE FROM messages WHERE mailbox = ? AND received_at < ?');
+    this.#anyExpired = db.prepare<[number], number>('SELECT 1 FROM messages WHERE received_at < ? LIMIT 1').pluck();
     this.#gapAdd = db.prepare(
       `INSERT INTO mailbox_stats (mailbox, gap_expired, gap_evicted) VALUES (?, ?, ?)
        ON CONFLICT (mailbox) DO UPDATE SET gap_expired = gap_expired + excluded.gap_expired, gap_evicted = gap_evicted + excluded.gap_evicted`,
@@ -88,6 +90,11 @@ export class SqliteMailbox {
 
   hasTokenHash(mailbox: Uint8Array, tokenHash: Uint8Array): boolean {
     return this.#token.get(mailbox, tokenHash) !== undefined;
+  }
+
+  /** Is any envelope older than `before`? A plain read (messages_by_time): no write lock, no transaction of its own. */
+  anyExpired(before: number): boolean {
+    return this.#anyExpired.get(before) !== undefined;
   }
 
   expire(before: number, maxMailboxes: number): { envelopes: number; mailboxes: number } {

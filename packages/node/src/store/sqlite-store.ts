@@ -348,6 +348,12 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   }
 
   async expireEnvelopes(before: number, maxMailboxes: number): Promise<{ envelopes: number; mailboxes: number }> {
+    // The sweep runs every minute and almost always finds nothing: a read first. The write
+    // transaction below takes SQLite's write lock on the event loop, waiting (SQLite's busy
+    // handler sleeps 1, 2, 5, 10… ms) while the writer thread commits, and tells the writer that
+    // something was deleted (a forget deadline, a slot resync) — for nothing, if nothing expired.
+    if (this.#closed) throw new Error('store is closed');
+    if (!this.#mailbox.anyExpired(before)) return { envelopes: 0, mailboxes: 0 };
     return this.#deleting(() => this.#mailbox.expire(before, maxMailboxes));
   }
 
@@ -458,6 +464,8 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   }
 
   async expireMedia(now: number, oldestWindow: number, limit: number): Promise<string[]> {
+    if (this.#closed) throw new Error('store is closed');
+    if (!this.#blobs.anyMediaToExpire(now, oldestWindow)) return []; // a read first (expireEnvelopes)
     return this.#deleting(() => this.#blobs.expireMedia(now, oldestWindow, limit));
   }
 

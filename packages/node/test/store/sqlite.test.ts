@@ -117,6 +117,35 @@ describe('SQLite specifics', () => {
     }
   });
 
+  it('a sweep that finds nothing to expire takes no write lock (it would wait on the event loop for the writer thread)', async () => {
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      const { mailbox, token } = await addDevice(s, 3);
+      const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
+      await s.enqueue([{ id: new Uint8Array(16).fill(1), mailbox, payload: new Uint8Array([1]), receivedAt: 5000, tokenHash: token }], limits);
+      // Another connection holds the write lock, as the writer thread does during each of its commits.
+      const other = new Database(join(dir, FILE));
+      other.pragma('busy_timeout = 0');
+      other.prepare('BEGIN IMMEDIATE').run();
+      try {
+        const t0 = performance.now();
+        expect(await s.expireEnvelopes(4000, 1000)).toEqual({ envelopes: 0, mailboxes: 0 });
+        expect(await s.expireMedia(4000, 0, 1000)).toEqual([]);
+        expect(performance.now() - t0).toBeLessThan(1000); // with a write transaction: busy_timeout (5 s), then SQLITE_BUSY
+      } finally {
+        other.prepare('ROLLBACK').run();
+        other.close();
+      }
+      // With something to expire it still expires (the write path, lock free again).
+      expect(await s.expireEnvelopes(6000, 1000)).toEqual({ envelopes: 1, mailboxes: 1 });
+      expect(await s.fetch(mailbox, 0, 10, 1e9)).toEqual([]);
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('storage slots: acked envelopes free their slots, new ones take the lowest free slot, and a slot filled behind the writer is skipped', async () => {
     const dir = tmp();
     try {
