@@ -3,7 +3,8 @@
 // (compiled here with the machine's C compiler) that wraps libc's fsync and fdatasync — the calls
 // SQLite (inside better-sqlite3) and libuv make — logs each call's start and end on the wall
 // clock with the file it synced, and holds every return for SLOW_MS more, as a slow disk would.
-// Then every answer that says "stored" (a send's sendResult, an ack's ok) must arrive after a
+// Then every answer that says "stored" (a send's sendResult, an ack's ok, the ok to a write on the
+// store's main connection such as new delivery tokens) must arrive after a
 // sync of the database's WAL that began after the request was sent and ended before the answer —
 // and so at least SLOW_MS after the request. An answer given before the sync would arrive early.
 // A request that needs no durable write (GET /health) is answered without the delay, so the shim
@@ -179,6 +180,20 @@ describe('answers that say "stored" follow an fsync of the WAL (LD_PRELOAD shim,
     expect(answer.body.case).toBe('ok');
     expect(answered - sent).toBeGreaterThanOrEqual(SLOW_MS - 1);
     expect(walSyncsBetween(sent, answered).length, JSON.stringify(syncLog().slice(-4))).toBeGreaterThan(0);
+    c.close();
+  }, 60_000);
+
+  it('a write on the main connection (new delivery tokens) is answered only after a WAL sync that began after it was sent', async () => {
+    const c = await WsClient.device(port, recipient);
+    for (let i = 0; i < 3; i++) {
+      const sent = Date.now();
+      const rid = c.send({ body: { case: 'setDeliveryTokens', value: { tokens: [new Uint8Array(32).fill(i + 1)] } } });
+      const answer = await c.next((f) => f.requestId === rid, 10_000);
+      const answered = Date.now();
+      expect(answer.body.case).toBe('ok');
+      expect(answered - sent).toBeGreaterThanOrEqual(SLOW_MS - 1);
+      expect(walSyncsBetween(sent, answered).length, JSON.stringify(syncLog().slice(-4))).toBeGreaterThan(0);
+    }
     c.close();
   }, 60_000);
 });

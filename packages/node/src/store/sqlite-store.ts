@@ -76,6 +76,12 @@ export const RESERVE_FILE = 'disk-reserve';
  */
 export const WRITER_RESTART_MS = HEALTH_PROBE_INTERVAL_MS;
 export const WRITER_RESTART_MAX_MS = 60_000;
+/** The main connection's busy_timeout (db.ts sets it at open): for reads; its writes do not sleep (#tx). */
+const BUSY_TIMEOUT_MS = 5000;
+/** Longest a main-connection write waits for SQLite's write lock before it fails with SQLITE_BUSY. */
+export const MAIN_LOCK_WAIT_MS = BUSY_TIMEOUT_MS;
+/** A main-connection write that found the lock taken tries again after the writer's yield notice, or after this long. */
+const MAIN_LOCK_RETRY_MS = 2;
 
 export interface SqliteStoreOptions {
   /** Clock (tests inject one). */
@@ -105,6 +111,10 @@ export interface SqliteStoreOptions {
   };
 }
 
+const isBusy = (e: unknown): boolean => {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+};
 const isFull = (e: unknown): boolean => (e as { code?: string } | undefined)?.code === 'SQLITE_FULL' || (e as { code?: string } | undefined)?.code === 'ENOSPC';
 
 export class SqliteNodeStore implements NodeStore, BackupSource {
@@ -129,6 +139,9 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   #health: StoreHealth = { writable: true };
   #probedAt = -Infinity;
   #closed = false;
+  /** Main-connection transactions waiting (#tx), and the tail of their queue. */
+  #mainQueue = 0;
+  #mainTail: Promise<void> = Promise.resolve();
   readonly #probe;
   readonly #file: string;
   readonly #onWriterDead: ((e: Error, restartInMs: number) => void) | undefined;
@@ -227,25 +240,80 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     return this.#db;
   }
 
-  #tx<T>(fn: () => T): T {
-    if (this.#closed) throw new Error('store is closed');
+  /**
+   * One IMMEDIATE transaction on the main connection (the writes other than sends and acks).
+   *
+   * SQLite's write lock is often held by the writer thread (a group commit and its fsync, up to
+   * milliseconds under load). The connection's busy handler would wait for it by sleeping — on
+   * the event loop, stopping every socket of the node (measured with bench/node/main-write.ts:
+   * 1.6–1.7 ms per write at the median while the writer was busy). So the BEGIN does not wait:
+   * on SQLITE_BUSY the call asks the writer thread to hold back its next transaction and waits
+   * asynchronously for it (SqliteWriter.lockWanted), then tries again, for at most
+   * MAIN_LOCK_WAIT_MS (the busy_timeout it replaces). Calls run in the order they were made
+   * (a queue), as they did when each ran to completion at once: two token updates from one device
+   * keep their order. The transaction itself and its COMMIT (fsync, synchronous=FULL) still run on
+   * the event loop: a change is visible to readers only once it is on disk.
+   */
+  #tx<T>(fn: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error('store is closed'));
+    if (this.#mainQueue === 0) {
+      // Nothing queued: try at once (the common case: no lock wait, answered in this turn).
+      try {
+        return Promise.resolve(this.#txNow(fn));
+      } catch (e) {
+        if (!isBusy(e)) return Promise.reject(e);
+      }
+    }
+    this.#mainQueue++;
+    const run = this.#mainTail.then(() => this.#txWaiting(fn));
+    this.#mainTail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run.finally(() => this.#mainQueue--);
+  }
+
+  async #txWaiting<T>(fn: () => T): Promise<T> {
+    const started = performance.now();
+    let asked = false;
+    try {
+      for (;;) {
+        if (this.#closed) throw new Error('store is closed');
+        try {
+          return this.#txNow(fn);
+        } catch (e) {
+          if (!isBusy(e) || performance.now() - started >= MAIN_LOCK_WAIT_MS) throw e;
+        }
+        asked = true;
+        await this.#writer.lockWanted(MAIN_LOCK_RETRY_MS);
+      }
+    } finally {
+      if (asked) this.#writer.mainDone();
+    }
+  }
+
+  /** The transaction now, or SQLITE_BUSY at once if another connection holds the write lock. */
+  #txNow<T>(fn: () => T): T {
+    this.#db.pragma('busy_timeout = 0');
     try {
       return this.#db.transaction(fn).immediate();
     } catch (e) {
       if (isFull(e)) this.#setHealth({ writable: false, reason: 'disk-full' });
       throw e;
+    } finally {
+      this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     }
   }
 
   /** A deletion that must commit even on a full disk: on SQLITE_FULL, release the reserve and retry once. */
-  #deleting<T>(fn: () => T, checkpointNow = false): T {
+  async #deleting<T>(fn: () => T, checkpointNow = false): Promise<T> {
     let result: T;
     try {
-      result = this.#tx(fn);
+      result = await this.#tx(fn);
     } catch (e) {
       if (!isFull(e) || !this.#releaseReserve()) throw e;
       this.#checkpoint();
-      result = this.#tx(fn);
+      result = await this.#tx(fn);
     }
     if (checkpointNow) this.#checkpoint();
     else this.#scheduleCheckpoint();
@@ -334,11 +402,11 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   }
 
   async clearGap(mailbox: Uint8Array, expired: number, evicted: number): Promise<void> {
-    this.#deleting(() => this.#mailbox.clearGap(mailbox, expired, evicted));
+    await this.#deleting(() => this.#mailbox.clearGap(mailbox, expired, evicted));
   }
 
   async setDeliveryTokens(mailbox: Uint8Array, hashes: readonly Uint8Array[]): Promise<void> {
-    this.#deleting(() => this.#mailbox.setTokenHashes(mailbox, hashes));
+    await this.#deleting(() => this.#mailbox.setTokenHashes(mailbox, hashes));
   }
 
   async checkRecipient(mailbox: Uint8Array, tokenHash: Uint8Array | undefined): Promise<'ok' | 'unknown-mailbox' | 'bad-token'> {
@@ -407,7 +475,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   }
 
   async deleteDevices(mailboxes: readonly Uint8Array[]): Promise<void> {
-    this.#deleting(() => this.#deleteDevicesTx(mailboxes), true);
+    await this.#deleting(() => this.#deleteDevicesTx(mailboxes), true);
   }
 
   async deleteAccount(accountKey: Uint8Array): Promise<Uint8Array[]> {
@@ -547,7 +615,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     let h: StoreHealth;
     try {
       if (!this.#health.writable && this.#health.reason === 'disk-full' && !this.#ensureReserve()) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
-      this.#tx(() => this.#probe.run(String(Date.now())));
+      await this.#tx(() => this.#probe.run(String(Date.now())));
       h = { writable: true };
     } catch (e) {
       h = { writable: false, reason: isFull(e) ? 'disk-full' : (e as { code?: string }).code === 'SQLITE_READONLY' ? 'read-only' : 'io-error' };

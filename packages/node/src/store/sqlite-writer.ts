@@ -9,6 +9,9 @@ import type { AckRequest, EnqueueItem, EnqueueOutcome, MailboxLimits } from './n
 import { REFUSALS, packAcks, packEnqueue } from './writer-wire.js';
 import { trace } from '../latency-trace.js';
 
+/** Reply number of the thread's notice "holding back for the main connection" (lockWanted). */
+const YIELD_NOTICE = -3;
+
 interface Reply {
   readonly n: number;
   readonly ok: boolean;
@@ -36,8 +39,22 @@ export interface WriterOptions {
   readonly onDead?: (e: Error) => void;
 }
 
+/**
+ * The most the thread holds back its next transaction for a main-connection write that waits for
+ * the write lock (SqliteNodeStore's main-connection writes: tokens, keys, usernames, deletions…).
+ */
+export const MAIN_YIELD_MAX_MS = 20;
+
 export class SqliteWriter {
   readonly #worker: Worker;
+  /**
+   * Shared with the thread: 1 while a main-connection write waits for SQLite's write lock. The
+   * thread then posts a yield notice and holds back its next transaction (≤ MAIN_YIELD_MAX_MS)
+   * until mainDone(), so that the main connection gets the lock between two of its commits
+   * instead of being starved by back-to-back group commits.
+   */
+  readonly #mainWaits = new Int32Array(new SharedArrayBuffer(4));
+  #yieldWaiters: (() => void)[] = [];
   readonly #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   #next = 1;
   #dead: Error | undefined;
@@ -49,7 +66,15 @@ export class SqliteWriter {
   constructor(private readonly options: WriterOptions) {
     // src/ (vitest, tsx) and dist/ both hold the worker as plain JavaScript (allowJs copies it).
     this.#worker = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), {
-      workerData: { file: options.file, reserveFile: options.reserveFile, forgetWithinMs: options.forgetWithinMs, walCycleFrames: options.walCycleFrames, schemaVersion: options.schemaVersion },
+      workerData: {
+        file: options.file,
+        reserveFile: options.reserveFile,
+        forgetWithinMs: options.forgetWithinMs,
+        walCycleFrames: options.walCycleFrames,
+        schemaVersion: options.schemaVersion,
+        mainWaits: this.#mainWaits,
+        mainYieldMaxMs: MAIN_YIELD_MAX_MS,
+      },
       // No loader hooks (tsx) in the writer: it is plain JavaScript and starts faster without them.
       // A CPU profile of the node (bench/node PROFILE=1) profiles the writer too.
       execArgv: process.execArgv.filter((a) => a.startsWith('--cpu-prof')),
@@ -62,6 +87,7 @@ export class SqliteWriter {
 
   #onReply(r: Reply): void {
     if (r.n === 0) return this.#readyResolve();
+    if (r.n === YIELD_NOTICE) return this.#wakeYieldWaiters();
     if (trace && r.posted !== undefined) trace.stage('writer.replyHandoff', performance.timeOrigin + performance.now() - r.posted);
     const p = this.#pending.get(r.n);
     if (!p) return;
@@ -124,6 +150,39 @@ export class SqliteWriter {
   async forgetStats(): Promise<{ truncates: number; overwritten: number }> {
     const r = await this.#call({ t: 's' });
     return r.forget!;
+  }
+
+  /**
+   * A main-connection write found the write lock taken: the thread holds back its next transaction
+   * for it. Resolves when the thread says it is holding back (its current commit is done), or after
+   * `ms` (the lock may be another process's or connection's, or the thread may be idle or dead).
+   * The caller then tries again, and calls mainDone() when it has committed or given up.
+   */
+  lockWanted(ms: number): Promise<void> {
+    Atomics.store(this.#mainWaits, 0, 1);
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#yieldWaiters = this.#yieldWaiters.filter((w) => w !== done);
+        resolve();
+      }, ms);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#yieldWaiters.push(done);
+    });
+  }
+
+  /** The main connection's write is done (or gave up): the thread goes on. */
+  mainDone(): void {
+    Atomics.store(this.#mainWaits, 0, 0);
+    Atomics.notify(this.#mainWaits, 0);
+  }
+
+  #wakeYieldWaiters(): void {
+    const w = this.#yieldWaiters;
+    this.#yieldWaiters = [];
+    for (const f of w) f();
   }
 
   /** Asks the writer to checkpoint (TRUNCATE) within forgetWithinMs: a deletion on the main connection. */
