@@ -7,11 +7,11 @@
  *
  * The connections are spread over groups (slices), and one slice is visited every HEARTBEAT_TICK_MS,
  * so each tick writes to 1/(interval ÷ tick) of the sockets: 1/300 with the default 30 s. A ping
- * is one socket write (a syscall: measured 8.9–9.4 µs per ping on loopback, 2,000 and 9,000
- * sockets, docs/benchmarks.md): visiting every socket in one turn, as the node did before, stopped
- * its event loop for 16–28 ms with 2,000 connections and 81–104 ms with 9,000 every interval (about
- * a second with 100,000), and the pongs came back in one burst as well. Now a tick pings ~7 of
- * 2,000 sockets, ~330 of 100,000 (~3 ms).
+ * is one socket write (a syscall: measured 8.9–12.4 µs per ping on loopback with 2,000 and 9,000
+ * sockets, bench/node/heartbeat.ts): visiting every socket in one turn, as the node did before,
+ * stopped its event loop for 16–39 ms with 2,000 connections and 81–115 ms with 9,000 every
+ * interval (about a second with 100,000), and the pongs came back in one burst as well. Now a tick
+ * pings ~7 of 2,000 sockets (0.2 ms), ~330 of 100,000 (~3–4 ms).
  */
 
 /** What the heartbeat needs of a socket (ws's WebSocket). */
