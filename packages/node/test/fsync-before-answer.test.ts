@@ -108,6 +108,15 @@ function walSyncsBetween(sentMs: number, answeredMs: number): SyncCall[] {
   return syncLog().filter((s) => s.path === `${dbFile}-wal` && s.startMs >= sentMs && s.endMs <= answeredMs);
 }
 
+/** The answer to request `rid`, sent at `sent`: it must be `kind`, and come after a WAL sync that began after the request (so at least SLOW_MS late). */
+async function expectAnsweredAfterSync(c: WsClient, rid: number, sent: number, kind: 'sendResult' | 'ok'): Promise<void> {
+  const answer = await c.next((f) => f.requestId === rid, 10_000);
+  const answered = Date.now();
+  expect(answer.body.case).toBe(kind);
+  expect(answered - sent).toBeGreaterThanOrEqual(SLOW_MS - 1);
+  expect(walSyncsBetween(sent, answered).length, `request ${rid}: no WAL sync between ${sent} and ${answered}: ${JSON.stringify(syncLog().slice(-4))}`).toBeGreaterThan(0);
+}
+
 const compiler = ['cc', 'gcc'].find((c) => {
   try {
     execFileSync(c, ['--version'], { stdio: 'ignore' });
@@ -156,11 +165,7 @@ describe('answers that say "stored" follow an fsync of the WAL (LD_PRELOAD shim,
     for (let i = 0; i < 4; i++) {
       const sent = Date.now();
       const rid = c.send({ body: { case: 'send', value: { mailboxId: recipient.mailbox, payload: new TextEncoder().encode(`m-${i}`), class: EnvelopeClass.DURABLE } } });
-      const answer = await c.next((f) => f.requestId === rid, 10_000);
-      const answered = Date.now();
-      expect(answer.body.case).toBe('sendResult');
-      expect(answered - sent).toBeGreaterThanOrEqual(SLOW_MS - 1);
-      expect(walSyncsBetween(sent, answered).length, `send ${i}: no WAL sync between ${sent} and ${answered}: ${JSON.stringify(syncLog().slice(-4))}`).toBeGreaterThan(0);
+      await expectAnsweredAfterSync(c, rid, sent, 'sendResult');
     }
     c.close();
   }, 60_000);
@@ -175,11 +180,7 @@ describe('answers that say "stored" follow an fsync of the WAL (LD_PRELOAD shim,
     const sent = Date.now();
     const rid = 77;
     c.ack(ids, rid);
-    const answer = await c.next((f) => f.requestId === rid, 10_000);
-    const answered = Date.now();
-    expect(answer.body.case).toBe('ok');
-    expect(answered - sent).toBeGreaterThanOrEqual(SLOW_MS - 1);
-    expect(walSyncsBetween(sent, answered).length, JSON.stringify(syncLog().slice(-4))).toBeGreaterThan(0);
+    await expectAnsweredAfterSync(c, rid, sent, 'ok');
     c.close();
   }, 60_000);
 
@@ -188,11 +189,7 @@ describe('answers that say "stored" follow an fsync of the WAL (LD_PRELOAD shim,
     for (let i = 0; i < 3; i++) {
       const sent = Date.now();
       const rid = c.send({ body: { case: 'setDeliveryTokens', value: { tokens: [new Uint8Array(32).fill(i + 1)] } } });
-      const answer = await c.next((f) => f.requestId === rid, 10_000);
-      const answered = Date.now();
-      expect(answer.body.case).toBe('ok');
-      expect(answered - sent).toBeGreaterThanOrEqual(SLOW_MS - 1);
-      expect(walSyncsBetween(sent, answered).length, JSON.stringify(syncLog().slice(-4))).toBeGreaterThan(0);
+      await expectAnsweredAfterSync(c, rid, sent, 'ok');
     }
     c.close();
   }, 60_000);
