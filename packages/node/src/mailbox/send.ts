@@ -134,11 +134,6 @@ export class SendService {
   #idle: (() => void)[] = [];
   readonly #ids = new IdSource();
 
-  /** When the last durable group went to the store (performance.now()). */
-  lastGroupAt = -Infinity;
-  /** Called as a durable group goes to the store, just before it (node.ts: queued acks go along, AckCommitter.carry). */
-  beforeCommit: (() => void) | undefined;
-
   constructor(
     private readonly ctx: CryptoContext,
     private readonly store: NodeStore,
@@ -329,8 +324,6 @@ export class SendService {
     this.#scheduleMore();
     this.#inFlight++;
     this.#committing++;
-    this.lastGroupAt = performance.now();
-    this.beforeCommit?.();
     try {
       let results: EnqueueOutcome[];
       try {
