@@ -417,7 +417,6 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
     });
   });
 
-
   // ── Sweeper ──
   // Unique per instance (several instances may share a pid namespace, or one process in tests).
   const sweepHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;

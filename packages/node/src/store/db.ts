@@ -31,6 +31,9 @@ export const REQUIRED_PRAGMAS = {
   temp_store: 2, // MEMORY
 } as const;
 
+/** busy_timeout of every connection the node opens (ms): how long a statement waits for a lock SQLite holds elsewhere. */
+export const BUSY_TIMEOUT_MS = 5000;
+
 /** Page size of a newly created database (see above). */
 export const PAGE_SIZE = 8192;
 
@@ -55,7 +58,7 @@ export interface OpenOptions {
 export function openDatabase(file: string, options: OpenOptions = {}): Sqlite {
   const db = new Database(file, { readonly: options.readonly ?? false });
   try {
-    db.pragma('busy_timeout = 5000');
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     db.pragma('temp_store = MEMORY');
     if (!options.readonly) {
       if ((db.pragma('page_count', { simple: true }) as number) === 0) db.pragma(`page_size = ${PAGE_SIZE}`);
@@ -131,7 +134,7 @@ export function convertPageSize(file: string, maxBytes = PAGE_SIZE_CONVERT_MAX_B
   let bytes: number;
   const started = performance.now();
   try {
-    db.pragma('busy_timeout = 5000');
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     from = db.pragma('page_size', { simple: true }) as number;
     const pages = db.pragma('page_count', { simple: true }) as number;
     if (from >= PAGE_SIZE || pages === 0) return undefined;

@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { backupDatabase } from '../backup.js';
 import type { BackupOptions, BackupResult, BackupSource } from '../backup.js';
 import type { Sqlite } from './db.js';
-import { WAL_CYCLE_FRAMES, convertPageSize, openDatabase } from './db.js';
+import { BUSY_TIMEOUT_MS, WAL_CYCLE_FRAMES, convertPageSize, openDatabase } from './db.js';
 import type { PageSizeConversion } from './db.js';
 import { SqliteBlobs } from './blobs.js';
 import { SqliteDeviceLists } from './device-lists.js';
@@ -76,9 +76,7 @@ export const RESERVE_FILE = 'disk-reserve';
  */
 export const WRITER_RESTART_MS = HEALTH_PROBE_INTERVAL_MS;
 export const WRITER_RESTART_MAX_MS = 60_000;
-/** The main connection's busy_timeout (db.ts sets it at open): for reads; its writes do not sleep (#tx). */
-const BUSY_TIMEOUT_MS = 5000;
-/** Longest a main-connection write waits for SQLite's write lock before it fails with SQLITE_BUSY. */
+/** Longest a main-connection write waits for SQLite's write lock before it fails with SQLITE_BUSY (the main connection's busy_timeout, db.ts, which its reads keep and its writes do not use: #tx). */
 export const MAIN_LOCK_WAIT_MS = BUSY_TIMEOUT_MS;
 /** A main-connection write that found the lock taken tries again after the writer's yield notice, or after this long. */
 const MAIN_LOCK_RETRY_MS = 2;

@@ -74,6 +74,7 @@ export class SqliteWriter {
         schemaVersion: options.schemaVersion,
         mainWaits: this.#mainWaits,
         mainYieldMaxMs: MAIN_YIELD_MAX_MS,
+        yieldNotice: YIELD_NOTICE,
       },
       // No loader hooks (tsx) in the writer: it is plain JavaScript and starts faster without them.
       // A CPU profile of the node (bench/node PROFILE=1) profiles the writer too.

@@ -18,7 +18,7 @@ import { setImmediate, setInterval, setTimeout } from 'node:timers';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
-const { file, reserveFile, forgetWithinMs, walCycleFrames, schemaVersion, mainWaits, mainYieldMaxMs } = workerData;
+const { file, reserveFile, forgetWithinMs, walCycleFrames, schemaVersion, mainWaits, mainYieldMaxMs, yieldNotice } = workerData;
 
 // ── latency tracing (bench/node TRACE=1; latency-trace.ts): durations only, one line a second ──
 const traceFile = process.env.MW_LATENCY_TRACE;
@@ -495,7 +495,7 @@ function immediate(fn) {
   // A main-connection write waits for the lock (SqliteWriter.lockWanted): say so, and hold back
   // until it is done (mainDone) or MAIN_YIELD_MAX_MS passed — it then takes the lock first.
   if (mainWaits !== undefined && Atomics.load(mainWaits, 0) === 1) {
-    parentPort.postMessage({ n: -3, ok: true });
+    parentPort.postMessage({ n: yieldNotice, ok: true });
     Atomics.wait(mainWaits, 0, 1, mainYieldMaxMs);
   }
   let waited = 0;
