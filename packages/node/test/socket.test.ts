@@ -239,6 +239,32 @@ describe('quota, delivery tokens and gap notices', () => {
     const gap = await c.nextKind('gapNotice');
     expect(gap.body.value).toMatchObject({ expired: 2 });
   });
+
+  it('at login the gap notice comes before the queue: before the first delivery and before queueEmpty, however slow the counters read', async () => {
+    // The SDK reconciles the node's count with the gaps its sessions saw when the queue is drained
+    // (queueEmpty): a notice after it would be missed there. On PostgreSQL the counters and the
+    // first batch are two queries that may finish in either order; a slow counters read here.
+    const clock = manualClock(Date.now());
+    const { t, port } = await node({ RETENTION_DAYS: '1' }, { ctx: createContext({ now: clock.now }) });
+    const d = new TestDevice();
+    await d.register(t.node);
+    await send(t, d.mailbox, Uint8Array.of(1));
+    await send(t, d.mailbox, Uint8Array.of(2));
+    clock.advance(2 * 24 * 3600 * 1000);
+    await t.node.sweep();
+    await send(t, d.mailbox, Uint8Array.of(3));
+    const store = t.node.services.store;
+    const stats = store.mailboxStats.bind(store);
+    store.mailboxStats = async (m) => {
+      await new Promise((r) => setTimeout(r, 50));
+      return stats(m);
+    };
+    const c = await client(WsClient.device(port, d));
+    const kinds = () => c.frames.map((f) => f.body.case).filter((k) => k === 'gapNotice' || k === 'deliver' || k === 'queueEmpty');
+    await expect.poll(() => kinds().length).toBe(3);
+    expect(kinds()).toEqual(['gapNotice', 'deliver', 'queueEmpty']);
+    expect(c.frames.find((f) => f.body.case === 'gapNotice')!.body.value).toMatchObject({ expired: 2, evicted: 0 });
+  });
 });
 
 describe('connection attacks', () => {

@@ -86,6 +86,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   #bufferTimer: ReturnType<typeof setTimeout> | undefined;
   #fetching = false;
   #wakeAgain = false;
+  /** The login's gap counters were read (and a notice sent if due): deliveries may start. */
+  #gapChecked = false;
   /** Frames that arrived while the authentication was being checked: handled after it. */
   #held: Frame[] = [];
   /** Gap counts announced and awaiting the device's Ok (request id → counts). */
@@ -143,8 +145,15 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     this.deps.events?.authenticated?.();
     this.send({ requestId: frame.requestId, body: { case: 'authenticated', value: { mailboxId: this.#mailbox } } });
     hub.attach(this);
-    this.checkGap();
-    this.wake();
+    // The gap notice goes before the queue: the SDK reconciles the node's counts with the gaps its
+    // sessions saw when the queue is drained (queueEmpty). So the first delivery waits for the
+    // counters (on PostgreSQL they and the first batch would be two queries finishing in any order).
+    this.#background(
+      this.#gapCheck().finally(() => {
+        this.#gapChecked = true;
+        this.wake();
+      }),
+    );
     for (const f of this.#held.splice(0)) this.dispatch(f);
   }
 
@@ -235,7 +244,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
    * store is asked for what comes after the cursor.
    */
   wake(envelopes?: readonly StoredEnvelope[]): void {
-    if (this.#state !== 'ready' || this.closed) return;
+    // Before the login's gap check nothing is delivered; the wake that follows it reads the store.
+    if (this.#state !== 'ready' || this.closed || !this.#gapChecked) return;
     if (this.#fetching) {
       this.#wakeAgain = true;
       return;
@@ -301,25 +311,28 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     return true;
   }
 
+  /** The gap counters may have changed (eviction, expiry): announce what is new. */
   checkGap(): void {
-    if (this.#state !== 'ready' || this.closed) return;
-    this.#background(
-      this.deps.store.mailboxStats(this.#mailbox!).then((s) => {
-        if (this.closed) return;
-        let expired = s.gapExpired;
-        let evicted = s.gapEvicted;
-        for (const g of this.#gapPending.values()) {
-          expired -= g.expired;
-          evicted -= g.evicted;
-        }
-        if (expired <= 0 && evicted <= 0) return;
-        const requestId = this.#nextRequestId++;
-        const gap = { expired: Math.max(0, expired), evicted: Math.max(0, evicted) };
-        this.#gapPending.set(requestId, gap);
-        this.send({ requestId, body: { case: 'gapNotice', value: gap } });
-      }),
-    );
+    this.#background(this.#gapCheck());
   }
+
+  async #gapCheck(): Promise<void> {
+    if (this.#state !== 'ready' || this.closed) return;
+    const s = await this.deps.store.mailboxStats(this.#mailbox!);
+    if (this.closed) return;
+    let expired = s.gapExpired;
+    let evicted = s.gapEvicted;
+    for (const g of this.#gapPending.values()) {
+      expired -= g.expired;
+      evicted -= g.evicted;
+    }
+    if (expired <= 0 && evicted <= 0) return;
+    const requestId = this.#nextRequestId++;
+    const gap = { expired: Math.max(0, expired), evicted: Math.max(0, evicted) };
+    this.#gapPending.set(requestId, gap);
+    this.send({ requestId, body: { case: 'gapNotice', value: gap } });
+  }
+
 
   protected onClosed(): void {
     clearTimeout(this.#bufferTimer);
