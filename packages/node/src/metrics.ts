@@ -90,11 +90,30 @@ export class NodeMetrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
-  readonly envelopesAccepted = new Counter({
+  /**
+   * Counts of the two per-message counters, by label index, folded into prom-client when it reads
+   * them (its `collect` hook: every scrape, get() and getMetricsAsJSON()). prom-client's inc() with
+   * labels builds and hashes a label key on every call; at 10,000 msgs/s that was ~4 % of the event
+   * loop's allocations.
+   */
+  readonly #accepted = new Float64Array(ENVELOPE_CLASSES.length * SEND_LANES.length);
+  readonly #delivered = new Float64Array(ENVELOPE_CLASSES.length);
+  readonly envelopesAccepted: Counter<'class' | 'lane'> = new Counter({
     name: 'meshwhisper_envelopes_accepted_total',
     help: 'Envelopes accepted from senders (durable ones after commit), by class and admission lane',
     labelNames: ['class', 'lane'] as const,
     registers: [this.registry],
+    collect: () => {
+      const a = this.#accepted;
+      for (let c = 0; c < ENVELOPE_CLASSES.length; c++) {
+        for (let l = 0; l < SEND_LANES.length; l++) {
+          const n = a[c * SEND_LANES.length + l]!;
+          if (n === 0) continue;
+          a[c * SEND_LANES.length + l] = 0;
+          this.envelopesAccepted.inc({ class: ENVELOPE_CLASSES[c]!, lane: SEND_LANES[l]! }, n);
+        }
+      }
+    },
   });
   readonly envelopesRejected = new Counter({
     name: 'meshwhisper_envelopes_rejected_total',
@@ -102,11 +121,20 @@ export class NodeMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
-  readonly envelopesDelivered = new Counter({
+  readonly envelopesDelivered: Counter<'class'> = new Counter({
     name: 'meshwhisper_envelopes_delivered_total',
     help: 'Envelopes acknowledged by the recipient device (durable) or handed to a live connection (ephemeral)',
     labelNames: ['class'] as const,
     registers: [this.registry],
+    collect: () => {
+      const d = this.#delivered;
+      for (let c = 0; c < ENVELOPE_CLASSES.length; c++) {
+        const n = d[c]!;
+        if (n === 0) continue;
+        d[c] = 0;
+        this.envelopesDelivered.inc({ class: ENVELOPE_CLASSES[c]! }, n);
+      }
+    },
   });
   readonly envelopesExpired = new Counter({
     name: 'meshwhisper_envelopes_expired_total',
@@ -252,14 +280,19 @@ export class NodeMetrics {
     this.connectionsOpen.dec({ kind: oneOf(CONNECTION_KINDS, kind, 'anonymous') });
   }
   envelopeAccepted(cls: EnvelopeClass, lane: SendLane, sendSeconds?: number): void {
-    this.envelopesAccepted.inc({ class: oneOf(ENVELOPE_CLASSES, cls, 'durable'), lane: oneOf(SEND_LANES, lane, 'first_contact') });
+    const c = ENVELOPE_CLASSES.indexOf(cls);
+    const l = SEND_LANES.indexOf(lane);
+    const i = (c < 0 ? 0 : c) * SEND_LANES.length + (l < 0 ? 1 : l); // unknown: 'durable', 'first_contact' (as oneOf)
+    this.#accepted[i] = this.#accepted[i]! + 1;
     if (sendSeconds !== undefined) this.sendDuration.observe(sendSeconds);
   }
   envelopeRejected(reason: RejectReason): void {
     this.envelopesRejected.inc({ reason: oneOf(REJECT_REASONS, reason, 'other') });
   }
   envelopesDeliveredCount(cls: EnvelopeClass, count = 1): void {
-    this.envelopesDelivered.inc({ class: oneOf(ENVELOPE_CLASSES, cls, 'durable') }, count);
+    const c = ENVELOPE_CLASSES.indexOf(cls);
+    const i = c < 0 ? 0 : c;
+    this.#delivered[i] = this.#delivered[i]! + count;
   }
   authFailed(reason: AuthFailureReason): void {
     this.authFailures.inc({ reason: oneOf(AUTH_FAILURE_REASONS, reason, 'other') });

@@ -54,4 +54,32 @@ describe('ack group commit', () => {
     await failing.flush();
     expect(errors[0]).toBeInstanceOf(Error);
   });
+
+  it('flush() waits for the commits started before it, not for later ones', async () => {
+    // A store whose acks finish only when the test says so, in any order.
+    const gates: (() => void)[] = [];
+    const store = { ack: (reqs: readonly AckRequest[]) => new Promise<number[]>((resolve) => gates.push(() => resolve(reqs.map(() => 1)))) };
+    const acks = new AckCommitter(store);
+    const done: string[] = [];
+    acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => done.push('a'));
+    await new Promise((r) => setImmediate(r)); // commit 1 running
+    acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => done.push('b'));
+    let flushed = false;
+    const f = acks.flush().then(() => (flushed = true)); // commits 1 and 2 running
+    acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => done.push('c'));
+    await new Promise((r) => setImmediate(r)); // commit 3 running, started after the flush
+    expect(gates).toHaveLength(3);
+    gates[1]!();
+    await new Promise((r) => setImmediate(r));
+    expect(flushed).toBe(false); // commit 1 still runs
+    gates[0]!();
+    await f;
+    expect(done).toEqual(['b', 'a']); // every callback of the awaited commits ran first; commit 3 not awaited
+    expect(await Promise.race([acks.flush().then(() => 'flushed'), new Promise((r) => setTimeout(() => r('waiting'), 20))])).toBe('waiting');
+    gates[2]!();
+    await acks.flush();
+    expect(done).toEqual(['b', 'a', 'c']);
+    await new AckCommitter(store).flush(); // nothing running: at once
+  });
 });
+

@@ -58,6 +58,28 @@ describe('metrics exposition', () => {
     expect((await m.render()).includes('meshwhisper_envelopes_accepted_total')).toBe(true);
   });
 
+  it('per-message counters (kept as plain numbers, folded in when read) add up across reads, each label on its own', async () => {
+    const m = new NodeMetrics();
+    m.envelopeAccepted('durable', 'token');
+    m.envelopeAccepted('ephemeral', 'first_contact');
+    m.envelopesDeliveredCount('durable', 2);
+    let text = await m.render();
+    expect(text).toContain('meshwhisper_envelopes_accepted_total{class="durable",lane="token"} 1');
+    expect(text).toContain('meshwhisper_envelopes_accepted_total{class="ephemeral",lane="first_contact"} 1');
+    expect(text).toContain('meshwhisper_envelopes_delivered_total{class="durable"} 2');
+    for (let i = 0; i < 5; i++) m.envelopeAccepted('durable', 'token');
+    m.envelopesDeliveredCount('durable', 3);
+    m.envelopesDeliveredCount('ephemeral');
+    text = await m.render();
+    expect(text).toContain('meshwhisper_envelopes_accepted_total{class="durable",lane="token"} 6');
+    expect(text).toContain('meshwhisper_envelopes_accepted_total{class="ephemeral",lane="first_contact"} 1');
+    expect(text).toContain('meshwhisper_envelopes_delivered_total{class="durable"} 5');
+    expect(text).toContain('meshwhisper_envelopes_delivered_total{class="ephemeral"} 1');
+    // A read without new counts changes none of them (nothing folded twice).
+    const again = await m.render();
+    for (const line of text.split('\n').filter((l) => l.startsWith('meshwhisper_envelopes_'))) expect(again).toContain(line);
+  });
+
   it('renders every family with the expected values', async () => {
     const text = await (await exercised()).render();
     expect(text).toContain('meshwhisper_envelopes_accepted_total{class="durable",lane="token"} 1');
