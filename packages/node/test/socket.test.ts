@@ -225,7 +225,8 @@ describe('quota, delivery tokens and gap notices', () => {
     await expect.poll(() => t.node.services.store.mailboxStats(d.mailbox)).toMatchObject({ gapEvicted: 0, messages: 0 });
   });
 
-  it('expired envelopes are deleted by the sweeper and announced as a gap', async () => {
+  /** A node with RETENTION_DAYS=1 and a device whose two envelopes expired (swept: a gap of 2). */
+  async function twoExpired(): Promise<{ t: TestNode; port: number; d: TestDevice }> {
     const clock = manualClock(Date.now());
     const { t, port } = await node({ RETENTION_DAYS: '1' }, { ctx: createContext({ now: clock.now }) });
     const d = new TestDevice();
@@ -234,6 +235,11 @@ describe('quota, delivery tokens and gap notices', () => {
     await send(t, d.mailbox, Uint8Array.of(2));
     clock.advance(2 * 24 * 3600 * 1000);
     await t.node.sweep();
+    return { t, port, d };
+  }
+
+  it('expired envelopes are deleted by the sweeper and announced as a gap', async () => {
+    const { port, d } = await twoExpired();
     const c = await client(WsClient.device(port, d));
     // the device's auth challenge is issued by the node clock, which moved with us
     const gap = await c.nextKind('gapNotice');
@@ -244,14 +250,7 @@ describe('quota, delivery tokens and gap notices', () => {
     // The SDK reconciles the node's count with the gaps its sessions saw when the queue is drained
     // (queueEmpty): a notice after it would be missed there. On PostgreSQL the counters and the
     // first batch are two queries that may finish in either order; a slow counters read here.
-    const clock = manualClock(Date.now());
-    const { t, port } = await node({ RETENTION_DAYS: '1' }, { ctx: createContext({ now: clock.now }) });
-    const d = new TestDevice();
-    await d.register(t.node);
-    await send(t, d.mailbox, Uint8Array.of(1));
-    await send(t, d.mailbox, Uint8Array.of(2));
-    clock.advance(2 * 24 * 3600 * 1000);
-    await t.node.sweep();
+    const { t, port, d } = await twoExpired();
     await send(t, d.mailbox, Uint8Array.of(3));
     const store = t.node.services.store;
     const stats = store.mailboxStats.bind(store);
