@@ -60,6 +60,11 @@ export type BackupResult = (typeof BACKUP_RESULTS)[number];
 function oneOf<T extends string>(allowed: readonly T[], value: string, fallback: T): T {
   return (allowed as readonly string[]).includes(value) ? (value as T) : fallback;
 }
+/** The index of `value` in `allowed`, or of `fallback` (oneOf, as an index into per-label counts). */
+function indexOf<T extends string>(allowed: readonly T[], value: string, fallback: T): number {
+  const i = (allowed as readonly string[]).indexOf(value);
+  return i >= 0 ? i : allowed.indexOf(fallback);
+}
 
 /** Seconds buckets for a durable send (fsync-bound: sub-millisecond to a slow disk's tens of ms). */
 const SEND_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -280,9 +285,7 @@ export class NodeMetrics {
     this.connectionsOpen.dec({ kind: oneOf(CONNECTION_KINDS, kind, 'anonymous') });
   }
   envelopeAccepted(cls: EnvelopeClass, lane: SendLane, sendSeconds?: number): void {
-    const c = ENVELOPE_CLASSES.indexOf(cls);
-    const l = SEND_LANES.indexOf(lane);
-    const i = (c < 0 ? 0 : c) * SEND_LANES.length + (l < 0 ? 1 : l); // unknown: 'durable', 'first_contact' (as oneOf)
+    const i = indexOf(ENVELOPE_CLASSES, cls, 'durable') * SEND_LANES.length + indexOf(SEND_LANES, lane, 'first_contact');
     this.#accepted[i] = this.#accepted[i]! + 1;
     if (sendSeconds !== undefined) this.sendDuration.observe(sendSeconds);
   }
@@ -290,8 +293,7 @@ export class NodeMetrics {
     this.envelopesRejected.inc({ reason: oneOf(REJECT_REASONS, reason, 'other') });
   }
   envelopesDeliveredCount(cls: EnvelopeClass, count = 1): void {
-    const c = ENVELOPE_CLASSES.indexOf(cls);
-    const i = c < 0 ? 0 : c;
+    const i = indexOf(ENVELOPE_CLASSES, cls, 'durable');
     this.#delivered[i] = this.#delivered[i]! + count;
   }
   authFailed(reason: AuthFailureReason): void {

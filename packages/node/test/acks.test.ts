@@ -82,4 +82,3 @@ describe('ack group commit', () => {
     await new AckCommitter(store).flush(); // nothing running: at once
   });
 });
-

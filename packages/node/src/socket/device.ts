@@ -333,7 +333,6 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     this.send({ requestId, body: { case: 'gapNotice', value: gap } });
   }
 
-
   protected onClosed(): void {
     clearTimeout(this.#bufferTimer);
     if (this.#mailbox) this.deps.hub.detach(this);
