@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver, constants, monitorEventLoopDelay } from 'node:perf_hooks';
+import { loopDelay } from '../../packages/node/src/latency-trace.js';
 
 const LOG_G = Math.log(1.02);
 const bucketOf = (ms: number): number => Math.max(0, Math.floor(Math.log(Math.max(1, ms * 1000)) / LOG_G));
@@ -88,7 +89,7 @@ export class GenTrace {
       src: 'gen',
       stages: Object.fromEntries(this.#stages),
       gc: Object.fromEntries(this.#gc),
-      loop: { p50: this.#loop.percentile(50) / 1e6, p99: this.#loop.percentile(99) / 1e6, max: this.#loop.max / 1e6 },
+      loop: loopDelay(this.#loop),
     });
     this.#stages = new Map();
     this.#gc = new Map();
