@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { SqliteNodeStore } from '../../packages/node/src/store/sqlite-store.js';
 import type { EnqueueItem } from '../../packages/node/src/store/node-store.js';
+import { loopDelay } from '../../packages/node/src/latency-trace.js';
 const LIMITS = { maxMessages: 1_000_000, maxBytes: 1 << 30, firstContactMaxMessages: 1000 };
 const dir = mkdtempSync(join(tmpdir(), 'mw-main-write-'));
 const store = new SqliteNodeStore(join(dir, 'db.sqlite3'), { reserveBytes: 0 });
@@ -61,7 +62,8 @@ async function measure(label: string, writes: boolean, ms = 3000): Promise<void>
   }
   h.disable();
   const q = (a: number[], f: number): string => [...a].sort((x, y) => x - y)[Math.floor(f * (a.length - 1))]!.toFixed(2);
-  const lag = `event-loop delay p50 ${(h.percentile(50) / 1e6 - 1).toFixed(2)} / p99 ${(h.percentile(99) / 1e6 - 1).toFixed(2)} / max ${(h.max / 1e6 - 1).toFixed(2)} ms`;
+  const d = loopDelay(h, 1);
+  const lag = `event-loop delay p50 ${d.p50.toFixed(2)} / p99 ${d.p99.toFixed(2)} / max ${d.max.toFixed(2)} ms`;
   console.log(writes ? `${label}: ${held.length} writes; call held the loop p50 ${q(held, 0.5)} / p99 ${q(held, 0.99)} / max ${q(held, 1)} ms, resolved after p50 ${q(total, 0.5)} / p99 ${q(total, 0.99)} ms; ${lag}` : `${label}: ${lag}`);
 }
 await measure('writer idle, main writes', true);

@@ -58,6 +58,7 @@ import { log, now, sleep, waitFor } from '../lib/util.js';
 import type { NodeProcess } from '../lib/node-process.js';
 import { spawnNode } from '../lib/node-process.js';
 import { NodeGc } from './full-gc.js';
+import { loopDelay } from '../../packages/node/src/latency-trace.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** Sampling interval (ms) of the generator's event-loop delay monitor. */
@@ -405,8 +406,7 @@ class Engine {
       genCpu: (cpuG.user + cpuG.system) / 1e6 / secs,
       genSysCpu: cpuG.system / 1e6 / secs,
       peerCpu,
-      // The histogram holds whole timer intervals (an idle loop reads ~5.2 ms): the delay is what exceeds it.
-      genLagP99: Math.max(0, lag.percentile(99) / 1e6 - LAG_RESOLUTION_MS),
+      genLagP99: loopDelay(lag, LAG_RESOLUTION_MS).p99,
       otherCpu: Math.max(0, busy - (nodeCpu ?? 0) - (peerCpu ?? 0) - (cpuG.user + cpuG.system) / 1e6 / secs),
     };
   }

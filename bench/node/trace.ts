@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver, constants, monitorEventLoopDelay } from 'node:perf_hooks';
-import { loopDelay } from '../../packages/node/src/latency-trace.js';
+import { LOOP_RESOLUTION_MS, loopDelay } from '../../packages/node/src/latency-trace.js';
 
 const LOG_G = Math.log(1.02);
 const bucketOf = (ms: number): number => Math.max(0, Math.floor(Math.log(Math.max(1, ms * 1000)) / LOG_G));
@@ -50,7 +50,7 @@ export class GenTrace {
   lines: Line[] = [];
   #stages = new Map<string, SparseJson>();
   #gc = new Map<string, SparseJson>();
-  readonly #loop = monitorEventLoopDelay({ resolution: 1 });
+  readonly #loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
   #timer: NodeJS.Timeout | undefined;
   #obs: PerformanceObserver | undefined;
 

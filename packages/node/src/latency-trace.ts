@@ -31,8 +31,8 @@ class Sparse {
   }
 }
 
-/** Resolution (ms) of the event-loop delay monitors of a trace. */
-const LOOP_RESOLUTION_MS = 1;
+/** Resolution (ms) of the event-loop delay monitors of a trace (the node's and bench/node's generator's). */
+export const LOOP_RESOLUTION_MS = 1;
 
 /**
  * p50 / p99 / max of an event-loop delay histogram, in ms beyond its sampling interval: the
