@@ -150,8 +150,16 @@ export interface BucketTake {
   readonly cost?: number;
 }
 
+/** One configured bucket kind: its spec and its tracked keys. */
+interface Bucket {
+  readonly name: string;
+  readonly spec: BucketSpec;
+  readonly keys: Map<string, Entry>;
+}
+
 interface Entry {
-  readonly id: string;
+  readonly bucket: Bucket;
+  readonly key: string;
   tokens: number;
   /** Clock reading (ms) at which `tokens` was computed. */
   at: number;
@@ -171,11 +179,16 @@ function validateSpec(name: string, spec: BucketSpec): void {
 
 /** Token buckets for any number of named bucket kinds, keyed by opaque strings. */
 export class RateLimiter {
-  readonly #specs: ReadonlyMap<string, BucketSpec>;
+  /**
+   * The tracked keys of each bucket kind, one Map per bucket: a lookup hashes the caller's key
+   * string itself (a connection's address string keeps its hash), where a single Map keyed by
+   * `bucket + '\0' + key` built and hashed a new string on every frame.
+   */
+  readonly #buckets: ReadonlyMap<string, Bucket>;
   readonly #now: () => number;
   readonly #maxKeys: number;
   readonly #sweepIntervalMs: number;
-  readonly #entries = new Map<string, Entry>();
+  #size = 0;
   /**
    * Recency order, least recently used first, as a list through the entries: every touch moves an
    * entry to the end in O(1). (It was the Map's insertion order, kept by delete + set on every take:
@@ -186,12 +199,12 @@ export class RateLimiter {
   #lastSweep: number;
 
   constructor(options: RateLimiterOptions = {}) {
-    const specs = new Map<string, BucketSpec>();
+    const buckets = new Map<string, Bucket>();
     for (const [name, spec] of Object.entries(options.buckets ?? DEFAULT_BUCKETS)) {
       validateSpec(name, spec);
-      specs.set(name, { rate: spec.rate, burst: spec.burst });
+      buckets.set(name, { name, spec: { rate: spec.rate, burst: spec.burst }, keys: new Map() });
     }
-    this.#specs = specs;
+    this.#buckets = buckets;
     this.#now = options.now ?? (() => performance.now());
     this.#maxKeys = options.maxTrackedKeys ?? DEFAULT_MAX_TRACKED_KEYS;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
@@ -203,38 +216,42 @@ export class RateLimiter {
 
   /** The spec of a bucket, or undefined if it is not configured. */
   spec(bucket: string): BucketSpec | undefined {
-    return this.#specs.get(bucket);
+    return this.#buckets.get(bucket)?.spec;
   }
 
   /** Number of (bucket, key) pairs currently tracked (for tests and a metrics gauge). */
   get trackedKeys(): number {
-    return this.#entries.size;
+    return this.#size;
   }
 
   /** Spend `cost` tokens from `bucket` for `key`, if it holds them. */
   take(bucket: string, key: string, cost = 1): RateLimitDecision {
-    // The per-frame hot path: same semantics as takeAll([{ bucket, key, cost }]), no allocations
-    // beyond the decision (and the entry of a new key).
+    const b = this.#checked(bucket, cost);
+    const tokens = this.#spend(b, key, cost);
+    return tokens >= cost
+      ? { allowed: true, remaining: Math.floor(tokens - cost), retryAfterMs: 0, bucket }
+      : { allowed: false, remaining: Math.floor(tokens), retryAfterMs: retryAfterMsOf(b.spec, tokens, cost), bucket };
+  }
+
+  /**
+   * Spends `cost` from the key's bucket if it holds that much, and marks the key most recently used
+   * either way (denied keys too: see takeAll). Returns the tokens before the spend.
+   */
+  #spend(b: Bucket, key: string, cost: number): number {
     const now = this.#now();
     this.#maybeSweep(now);
-    const spec = this.#checkedSpec(bucket, cost);
-    const id = `${bucket}\u0000${key}`;
-    const entry = this.#entries.get(id);
-    const tokens = this.#tokensAt(entry, spec, now);
-    const allowed = tokens >= cost;
-    const left = allowed ? tokens - cost : tokens;
+    const entry = b.keys.get(key);
+    const tokens = this.#tokensAt(entry, b.spec, now);
+    const left = tokens >= cost ? tokens - cost : tokens;
     if (entry === undefined) {
-      this.#insert(id, left, now);
+      this.#insert(b, key, left, now);
       this.#enforceCap();
     } else {
-      // Mark as most recently used (denied keys too: see takeAll).
       entry.tokens = left;
       entry.at = now;
       this.#touch(entry);
     }
-    return allowed
-      ? { allowed, remaining: Math.floor(left), retryAfterMs: 0, bucket }
-      : { allowed, remaining: Math.floor(tokens), retryAfterMs: Math.ceil(((cost - tokens) / spec.rate) * 1000), bucket };
+    return tokens;
   }
 
   /**
@@ -245,28 +262,27 @@ export class RateLimiter {
     const now = this.#now();
     this.#maybeSweep(now);
     // The same (bucket, key) named twice is charged the sum of its costs, once.
-    const byId = new Map<string, { id: string; tokens: number; spec: BucketSpec; cost: number; bucket: string }>();
+    const planned: { b: Bucket; key: string; tokens: number; cost: number }[] = [];
     for (const t of takes) {
-      const id = `${t.bucket}\u0000${t.key}`;
-      const prev = byId.get(id);
+      const prev = planned.find((p) => p.b.name === t.bucket && p.key === t.key);
       const cost = (prev?.cost ?? 0) + (t.cost ?? 1);
-      const spec = this.#checkedSpec(t.bucket, cost);
-      byId.set(id, { id, tokens: prev?.tokens ?? this.#tokensAt(this.#entries.get(id), spec, now), spec, cost, bucket: t.bucket });
+      const b = this.#checked(t.bucket, cost);
+      if (prev) prev.cost = cost;
+      else planned.push({ b, key: t.key, tokens: this.#tokensAt(b.keys.get(t.key), b.spec, now), cost });
     }
-    const planned = [...byId.values()];
     let denied: RateLimitDecision | undefined;
     for (const p of planned) {
       if (p.tokens < p.cost) {
-        const retryAfterMs = Math.ceil(((p.cost - p.tokens) / p.spec.rate) * 1000);
+        const retryAfterMs = retryAfterMsOf(p.b.spec, p.tokens, p.cost);
         if (denied === undefined || retryAfterMs > denied.retryAfterMs) {
-          denied = { allowed: false, remaining: Math.floor(p.tokens), retryAfterMs, bucket: p.bucket };
+          denied = { allowed: false, remaining: Math.floor(p.tokens), retryAfterMs, bucket: p.b.name };
         }
       }
     }
     if (denied !== undefined) {
       // A denied key is still an active key: refresh its recency (state unchanged, re-based to
       // now) so that the LRU cap evicts idle clients before a client that is flooding.
-      for (const p of planned) this.#store(p.id, p.tokens, now);
+      for (const p of planned) this.#store(p.b, p.key, p.tokens, now);
       this.#enforceCap();
       return denied;
     }
@@ -274,10 +290,10 @@ export class RateLimiter {
     let bucket = '';
     for (const p of planned) {
       const left = p.tokens - p.cost;
-      this.#store(p.id, left, now);
+      this.#store(p.b, p.key, left, now);
       if (left < remaining) {
         remaining = left;
-        bucket = p.bucket;
+        bucket = p.b.name;
       }
     }
     this.#enforceCap();
@@ -298,8 +314,8 @@ export class RateLimiter {
     let dropped = 0;
     for (let entry = this.#lru; entry !== undefined; ) {
       const next = entry.newer;
-      const spec = this.#specs.get(entry.id.slice(0, entry.id.indexOf('\u0000')));
-      if (spec === undefined || entry.tokens + ((now - entry.at) * spec.rate) / 1000 >= spec.burst) {
+      const { spec } = entry.bucket;
+      if (entry.tokens + ((now - entry.at) * spec.rate) / 1000 >= spec.burst) {
         this.#remove(entry);
         dropped++;
       }
@@ -308,15 +324,15 @@ export class RateLimiter {
     return dropped;
   }
 
-  #checkedSpec(bucket: string, cost: number): BucketSpec {
-    const spec = this.#specs.get(bucket);
-    if (spec === undefined) {
+  #checked(bucket: string, cost: number): Bucket {
+    const b = this.#buckets.get(bucket);
+    if (b === undefined) {
       throw new RateLimitError(RateLimitErrorCode.INVALID_REQUEST, `unknown rate-limit bucket ${JSON.stringify(bucket)}`);
     }
-    if (!Number.isFinite(cost) || cost < 0 || cost > spec.burst) {
-      throw new RateLimitError(RateLimitErrorCode.INVALID_REQUEST, `bucket ${bucket}: cost ${cost} is outside [0, burst=${spec.burst}]`);
+    if (!Number.isFinite(cost) || cost < 0 || cost > b.spec.burst) {
+      throw new RateLimitError(RateLimitErrorCode.INVALID_REQUEST, `bucket ${bucket}: cost ${cost} is outside [0, burst=${b.spec.burst}]`);
     }
-    return spec;
+    return b;
   }
 
   #tokensAt(entry: Entry | undefined, spec: BucketSpec, now: number): number {
@@ -331,24 +347,25 @@ export class RateLimiter {
   }
 
   #enforceCap(): void {
-    while (this.#entries.size > this.#maxKeys && this.#lru !== undefined) this.#remove(this.#lru);
+    while (this.#size > this.#maxKeys && this.#lru !== undefined) this.#remove(this.#lru);
   }
 
   /** Sets an entry's state and makes it the most recently used (creating it if needed). */
-  #store(id: string, tokens: number, at: number): void {
-    const entry = this.#entries.get(id);
-    if (entry === undefined) return this.#insert(id, tokens, at);
+  #store(b: Bucket, key: string, tokens: number, at: number): void {
+    const entry = b.keys.get(key);
+    if (entry === undefined) return this.#insert(b, key, tokens, at);
     entry.tokens = tokens;
     entry.at = at;
     this.#touch(entry);
   }
 
-  #insert(id: string, tokens: number, at: number): void {
-    const entry: Entry = { id, tokens, at, older: this.#mru, newer: undefined };
+  #insert(bucket: Bucket, key: string, tokens: number, at: number): void {
+    const entry: Entry = { bucket, key, tokens, at, older: this.#mru, newer: undefined };
     if (this.#mru) this.#mru.newer = entry;
     else this.#lru = entry;
     this.#mru = entry;
-    this.#entries.set(id, entry);
+    bucket.keys.set(key, entry);
+    this.#size++;
   }
 
   #touch(entry: Entry): void {
@@ -370,8 +387,13 @@ export class RateLimiter {
     if (entry.newer) entry.newer.older = entry.older;
     else this.#mru = entry.older;
     entry.older = entry.newer = undefined;
-    this.#entries.delete(entry.id);
+    if (entry.bucket.keys.delete(entry.key)) this.#size--;
   }
+}
+
+/** Milliseconds until a bucket holding `tokens` holds `cost` (tokens < cost: at least 1). */
+function retryAfterMsOf(spec: BucketSpec, tokens: number, cost: number): number {
+  return Math.ceil(((cost - tokens) / spec.rate) * 1000);
 }
 
 export function retryAfterSeconds(retryAfterMs: number): number {

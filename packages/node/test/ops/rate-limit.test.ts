@@ -181,6 +181,15 @@ describe('token bucket math', () => {
     );
   });
 
+  it('a key that contains the old composite separator does not reach another bucket or key', () => {
+    // Keys used to be stored as `${bucket}\0${key}` in one Map; they are now per bucket.
+    const rl = new RateLimiter({ buckets: { a: { rate: 0.001, burst: 1 }, 'a\u0000b': { rate: 0.001, burst: 1 } } });
+    expect(rl.take('a', 'b\u0000c').allowed).toBe(true);
+    expect(rl.take('a\u0000b', 'c').allowed).toBe(true);
+    expect(rl.take('a', 'b\u0000c').allowed).toBe(false);
+    expect(rl.trackedKeys).toBe(2);
+  });
+
   it('property: a denied request passes after waiting retryAfterMs', () => {
     fc.assert(
       fc.property(
@@ -216,33 +225,45 @@ describe('bounded memory', () => {
     expect(rl.take('b', 'drained', 2).allowed).toBe(false);
   });
 
-  it('property: eviction and sweeping follow exact LRU order (a model keeping recency as Map insertion order)', () => {
-    // The model is the limiter's former bookkeeping (delete + set on every touch), on one bucket.
+  it('property: eviction and sweeping follow exact LRU order across bucket kinds (a model keeping recency as Map insertion order)', () => {
+    // The model is the limiter's former bookkeeping (delete + set on every touch, one Map for all buckets).
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 6 }),
-        fc.array(fc.record({ dt: fc.integer({ min: 0, max: 1500 }), key: fc.integer({ min: 0, max: 9 }), cost: fc.integer({ min: 0, max: 3 }), all: fc.boolean() }), { maxLength: 200 }),
+        fc.array(
+          fc.record({
+            dt: fc.integer({ min: 0, max: 1500 }),
+            bucket: fc.constantFrom('b', 'c'),
+            key: fc.integer({ min: 0, max: 9 }),
+            cost: fc.integer({ min: 0, max: 3 }),
+            all: fc.boolean(),
+          }),
+          { maxLength: 200 },
+        ),
         (maxKeys, steps) => {
-          const spec = { rate: 1, burst: 3 };
+          // Two bucket kinds share one recency list and one cap.
+          const specs = { b: { rate: 1, burst: 3 }, c: { rate: 2, burst: 3 } };
           const clock = manualClock(0);
-          const rl = new RateLimiter({ buckets: { b: spec }, now: clock.now, maxTrackedKeys: maxKeys, sweepIntervalMs: 1000 });
-          const model = new Map<string, { tokens: number; at: number }>();
+          const rl = new RateLimiter({ buckets: specs, now: clock.now, maxTrackedKeys: maxKeys, sweepIntervalMs: 1000 });
+          const model = new Map<string, { tokens: number; at: number; bucket: 'b' | 'c' }>();
           let lastSweep = 0;
           for (const s of steps) {
             clock.advance(s.dt);
             const now = clock.now();
             if (now - lastSweep >= 1000) {
               lastSweep = now;
-              for (const [k, e] of model) if (e.tokens + ((now - e.at) * spec.rate) / 1000 >= spec.burst) model.delete(k);
+              for (const [k, e] of model) if (e.tokens + ((now - e.at) * specs[e.bucket].rate) / 1000 >= specs[e.bucket].burst) model.delete(k);
             }
+            const spec = specs[s.bucket];
             const key = `k${s.key}`;
-            const e = model.get(key);
+            const id = `${s.bucket}/${key}`;
+            const e = model.get(id);
             const tokens = e === undefined ? spec.burst : Math.min(spec.burst, e.tokens + ((now - e.at) * spec.rate) / 1000);
             const allowed = tokens >= s.cost;
-            model.delete(key);
-            model.set(key, { tokens: allowed ? tokens - s.cost : tokens, at: now });
+            model.delete(id);
+            model.set(id, { tokens: allowed ? tokens - s.cost : tokens, at: now, bucket: s.bucket });
             while (model.size > maxKeys) model.delete(model.keys().next().value!);
-            const d = s.all ? rl.takeAll([{ bucket: 'b', key, cost: s.cost }]) : rl.take('b', key, s.cost);
+            const d = s.all ? rl.takeAll([{ bucket: s.bucket, key, cost: s.cost }]) : rl.take(s.bucket, key, s.cost);
             expect(d.allowed).toBe(allowed);
             expect(d.remaining).toBe(Math.floor(allowed ? tokens - s.cost : tokens));
             expect(rl.trackedKeys).toBe(model.size);
