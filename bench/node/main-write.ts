@@ -3,8 +3,9 @@
  * which a device sends after each login; registrations, prekey claims and the sweep's deletions
  * take the same path — with the writer thread idle, then busy with sends and acks (two pumps of
  * 10-envelope groups to 200 mailboxes, each acked right after: about what ~10,000 msgs/s gives it).
- * The main connection's write waits for SQLite's write lock (SQLite's busy handler sleeps) and
- * fsyncs on the event loop; the hot-path writes (sends, acks) do neither (sqlite-writer.worker.js).
+ * The main connection's write does not wait for SQLite's write lock on the event loop (it asks the
+ * writer thread to hold back, and retries) and does not fsync there: the writer thread fsyncs the
+ * WAL before the call resolves (sqlite-store.ts #tx). "Held the loop" is the call's synchronous part.
  *
  *   cd bench/node && node --import tsx ./main-write.ts
  */

@@ -147,6 +147,15 @@ export class SqliteWriter {
     return (await this.#call({ t: 'a', buf }, [buf])).counts!;
   }
 
+  /**
+   * Resolves once every commit made before the call — on any connection — is on disk: the thread
+   * fsyncs the WAL file (after the group commit it may be running). The main connection commits
+   * with synchronous=NORMAL and waits for this instead of fsyncing on the event loop.
+   */
+  async sync(): Promise<void> {
+    await this.#call({ t: 'y' });
+  }
+
   /** Counters of the writer's forgetting (sqlite-writer.worker.js). */
   async forgetStats(): Promise<{ truncates: number; overwritten: number }> {
     const r = await this.#call({ t: 's' });

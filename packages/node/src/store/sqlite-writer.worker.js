@@ -12,7 +12,7 @@
 // Plain JavaScript on purpose: a worker thread must be loadable by plain Node from src/ (vitest,
 // tsx) and from dist/ (tsc copies it: allowJs). The byte layout of requests is in writer-wire.ts.
 // The quota logic mirrors the contract in node-store.ts (EnqueueItem / MailboxLimits).
-import { appendFileSync, closeSync, openSync, readSync, rmSync } from 'node:fs';
+import { appendFileSync, closeSync, fsyncSync, openSync, readSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setImmediate, setInterval, setTimeout } from 'node:timers';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -396,6 +396,23 @@ function walSalt() {
     return undefined;
   }
 }
+/**
+ * Makes every commit so far durable: fsync of the WAL file (SqliteWriter.sync). The main connection
+ * commits with synchronous=NORMAL — its COMMIT writes its frames but does not fsync — and its
+ * caller is answered only after this (sqlite-store.ts #tx). Frames that a checkpoint has copied to the
+ * database file meanwhile are durable there: a checkpoint fsyncs the WAL before and the database after.
+ */
+function syncWal() {
+  // Not retried on a failed fsync (a second one can succeed after the data was lost): the error
+  // goes to the callers. A descriptor that will not open is dropped, so the next sync opens anew.
+  try {
+    walFd ??= openSync(`${file}-wal`, 'r');
+  } catch (e) {
+    walFd = undefined;
+    throw e;
+  }
+  fsyncSync(walFd);
+}
 function closeWalFd() {
   if (walFd === undefined) return;
   try {
@@ -518,10 +535,12 @@ function runGroup() {
   queue = [];
   const acks = [];
   const sends = [];
+  const syncs = [];
   let closeReq;
   for (const q of group) {
     if (q.t === 'a') acks.push(q);
     else if (q.t === 'e') sends.push(q);
+    else if (q.t === 'y') syncs.push(q);
     else if (q.t === 'c') {
       deletionCommitted();
       resyncWanted = true;
@@ -535,6 +554,18 @@ function runGroup() {
     slots.resync();
   }
   if (acks.length + sends.length > 0) commit(acks, sends, group);
+  if (syncs.length > 0) {
+    // One fsync for every main-connection commit that asked before this group began. (A commit of
+    // this group fsynced the WAL too, but it may have written nothing; one more sync is cheap and
+    // main-connection writes are rare.)
+    let error;
+    try {
+      syncWal();
+    } catch (e) {
+      error = errorOf(e);
+    }
+    for (const q of syncs) parentPort.postMessage(error ? { n: q.n, ok: false, error } : { n: q.n, ok: true });
+  }
   if (closeReq) {
     closed = true;
     clearTimeout(checkpointTimer);

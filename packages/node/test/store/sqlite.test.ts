@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { PAGE_SIZE, REQUIRED_PRAGMAS, openDatabase, pragmasInForce, walSizeLimit } from '../../src/store/db.js';
-import { SqliteNodeStore } from '../../src/store/sqlite-store.js';
+import { MAIN_CONNECTION_SYNCHRONOUS, SqliteNodeStore } from '../../src/store/sqlite-store.js';
 import { storeConformance } from './conformance.js';
 import type { EnqueueItem } from '../../src/store/node-store.js';
 
@@ -38,11 +38,12 @@ async function addDevice(s: SqliteNodeStore, n: number): Promise<{ mailbox: Uint
 describe('SQLite specifics', () => {
   const tmp = (): string => mkdtempSync(join(tmpdir(), 'mw-store-'));
 
-  it('has WAL, synchronous=FULL, secure_delete, foreign keys and in-memory temp storage in force, also after reopening', async () => {
+  it('has WAL, synchronous=FULL (NORMAL + a writer-thread fsync on the main connection), secure_delete, foreign keys and in-memory temp storage in force, also after reopening', async () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
-      expect(pragmasInForce(s.database)).toEqual(REQUIRED_PRAGMAS);
+      // The main connection's commits are fsynced by the writer thread (synchronous=NORMAL here).
+      expect(pragmasInForce(s.database)).toEqual({ ...REQUIRED_PRAGMAS, synchronous: MAIN_CONNECTION_SYNCHRONOUS });
       expect(s.database.pragma('page_size', { simple: true })).toBe(PAGE_SIZE); // a new database: 1 KiB envelopes fit a leaf
       await s.close();
       const again = openDatabase(join(dir, FILE));
@@ -50,6 +51,27 @@ describe('SQLite specifics', () => {
       expect(again.pragma('user_version', { simple: true })).toBe(MIGRATIONS.at(-1)!.version);
       expect(again.pragma('integrity_check', { simple: true })).toBe('ok');
       again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('main-connection writes resolve after a WAL fsync by the writer thread; with the thread dead, the event loop fsyncs', async () => {
+    // The order "fsync, then answer" is checked from outside the process in fsync-before-answer.test.ts.
+    const dir = tmp();
+    try {
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
+      const a = await addDevice(s, 1);
+      s.crashWriterForTest();
+      await expect.poll(async () => await s.health(), { timeout: 10_000 }).toEqual({ writable: false, reason: 'writer-failed' });
+      // The writer is down (it restarts later): a write on the main connection still commits and is synced.
+      const b = await addDevice(s, 4);
+      await s.setDeliveryTokens(a.mailbox, [new Uint8Array(32).fill(9)]);
+      const again = new Database(join(dir, FILE), { readonly: true });
+      const tokens = (m: Uint8Array): number => (again.prepare('SELECT count(*) AS n FROM delivery_tokens WHERE mailbox = ?').get(m) as { n: number }).n;
+      expect([tokens(a.mailbox), tokens(b.mailbox)]).toEqual([1, 1]);
+      again.close();
+      await s.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -424,7 +446,7 @@ describe('SQLite: an existing database with 4 KiB pages', () => {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, onPageSize: (c) => reports.push(c) });
       expect(s.database.pragma('page_size', { simple: true })).toBe(PAGE_SIZE);
       expect(s.database.pragma('integrity_check', { simple: true })).toBe('ok');
-      expect(pragmasInForce(s.database)).toEqual(REQUIRED_PRAGMAS);
+      expect(pragmasInForce(s.database)).toEqual({ ...REQUIRED_PRAGMAS, synchronous: MAIN_CONNECTION_SYNCHRONOUS });
       expect(reports).toEqual([expect.objectContaining({ converted: true, from: 4096, to: PAGE_SIZE })]);
       expect(statSync(join(dir, FILE)).mode & 0o777).toBe(0o600);
       expect(readdirSync(dir).filter((f) => f.includes('page-size-tmp'))).toEqual([]);
