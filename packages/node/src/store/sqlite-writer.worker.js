@@ -403,14 +403,9 @@ function walSalt() {
  * database file meanwhile are durable there: a checkpoint fsyncs the WAL before and the database after.
  */
 function syncWal() {
-  // Not retried on a failed fsync (a second one can succeed after the data was lost): the error
-  // goes to the callers. A descriptor that will not open is dropped, so the next sync opens anew.
-  try {
-    walFd ??= openSync(`${file}-wal`, 'r');
-  } catch (e) {
-    walFd = undefined;
-    throw e;
-  }
+  // A failed fsync is not retried (a second one can succeed after the data was lost): the error
+  // goes to the callers.
+  walFd ??= openSync(`${file}-wal`, 'r');
   fsyncSync(walFd);
 }
 function closeWalFd() {
