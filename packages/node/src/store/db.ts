@@ -77,6 +77,16 @@ export function openDatabase(file: string, options: OpenOptions = {}): Sqlite {
   }
 }
 
+/** fsync of a file or directory by path (its data and metadata on disk; throws what open or fsync throws). */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Applies every migration newer than PRAGMA user_version, each in its own transaction. */
 export function migrate(db: Sqlite, migrations: readonly Migration[] = MIGRATIONS): number {
   let current = db.pragma('user_version', { simple: true }) as number;
@@ -155,12 +165,7 @@ export function convertPageSize(file: string, maxBytes = PAGE_SIZE_CONVERT_MAX_B
   }
   try {
     chmodSync(tmp, 0o600);
-    const fd = openSync(tmp, 'r+');
-    try {
-      fsyncSync(fd); // VACUUM INTO does not fsync its output
-    } finally {
-      closeSync(fd);
-    }
+    fsyncPath(tmp); // VACUUM INTO does not fsync its output
     const check = new Database(tmp, { fileMustExist: true });
     try {
       if (check.pragma('page_size', { simple: true }) !== PAGE_SIZE || check.pragma('quick_check', { simple: true }) !== 'ok') throw new Error('page-size conversion: the copy did not check out');
@@ -175,12 +180,7 @@ export function convertPageSize(file: string, maxBytes = PAGE_SIZE_CONVERT_MAX_B
       return { converted: false, from, reason: 'wal-kept' };
     }
     renameSync(tmp, file);
-    const dir = openSync(dirname(file), 'r');
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
+    fsyncPath(dirname(file));
   } catch {
     rmSync(tmp, { force: true });
     if (existsSync(file)) return { converted: false, from, reason: 'failed' };

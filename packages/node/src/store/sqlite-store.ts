@@ -25,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { backupDatabase } from '../backup.js';
 import type { BackupOptions, BackupResult, BackupSource } from '../backup.js';
 import type { Sqlite } from './db.js';
-import { BUSY_TIMEOUT_MS, WAL_CYCLE_FRAMES, convertPageSize, openDatabase } from './db.js';
+import { BUSY_TIMEOUT_MS, WAL_CYCLE_FRAMES, convertPageSize, fsyncPath, openDatabase } from './db.js';
 import type { PageSizeConversion } from './db.js';
 import { SqliteBlobs } from './blobs.js';
 import { SqliteDeviceLists } from './device-lists.js';
@@ -289,10 +289,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
       () => undefined,
     );
     // The queue orders the transactions; their fsyncs overlap with the next one.
-    return run.finally(() => this.#mainQueue--).then(async (result) => {
-      await this.#durable();
-      return result;
-    });
+    return run.finally(() => this.#mainQueue--).then((result) => this.#durable().then(() => result));
   }
 
   /**
@@ -310,23 +307,8 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
         // The thread died before it answered: below.
       }
     }
-    this.#syncHere();
-  }
-
-  /** fsync of the WAL (the database file if there is no WAL) on the event loop. */
-  #syncHere(): void {
-    let fd: number;
-    try {
-      fd = openSync(`${this.#file}-wal`, 'r');
-    } catch (e) {
-      if ((e as { code?: string }).code !== 'ENOENT') throw e;
-      fd = openSync(this.#file, 'r');
-    }
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    // The WAL exists while a connection is open (SQLite removes it with the last one).
+    fsyncPath(`${this.#file}-wal`);
   }
 
   async #txWaiting<T>(fn: () => T): Promise<T> {
