@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AckCommitter, MAX_ACK_GROUP } from '../src/mailbox/acks.js';
+import { ACK_CARRY_MAX_IDS, ACK_CARRY_MS, AckCommitter, MAX_ACK_GROUP } from '../src/mailbox/acks.js';
 import type { AckRequest } from '../src/store/node-store.js';
 import { SqliteNodeStore } from '../src/store/sqlite-store.js';
 
@@ -80,5 +80,62 @@ describe('ack group commit', () => {
     await acks.flush();
     expect(done).toEqual(['b', 'a', 'c']);
     await new AckCommitter(store).flush(); // nothing running: at once
+  });
+
+  it('while sends flow, a small group waits for the next send group and goes just before it', async () => {
+    const { store, calls } = countingStore();
+    const acks = new AckCommitter(store, () => true);
+    const results: number[] = [];
+    for (let i = 0; i < 3; i++) acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, (n) => results.push(n as number));
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toEqual([]); // waiting for a carrier
+    acks.carry(); // SendService hands a group to the store
+    expect(calls).toEqual([3]); // handed over in the same turn, before the send group
+    await acks.flush();
+    expect(results).toEqual([0, 0, 0]);
+    acks.carry(); // nothing queued: nothing committed
+    expect(calls).toEqual([3]);
+    // The carried group's timer is gone: a new group waits its own ACK_CARRY_MS, not the rest of the old one.
+    acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toEqual([3]);
+    await acks.flush();
+    expect(calls).toEqual([3, 1]);
+  });
+
+  it('without a carrier within ACK_CARRY_MS the group commits on its own', async () => {
+    const { store, calls } = countingStore();
+    const acks = new AckCommitter(store, () => true);
+    const results: number[] = [];
+    acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, (n) => results.push(n as number));
+    const t0 = performance.now();
+    while (calls.length === 0 && performance.now() - t0 < 5_000) await new Promise((r) => setTimeout(r, 1));
+    expect(calls).toEqual([1]);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(ACK_CARRY_MS - 1); // timers may fire up to 1 ms early on the ms grid
+    await acks.flush();
+    expect(results).toEqual([0]);
+  });
+
+  it('without sends (a drain, an idle node), or once large, a group does not wait', async () => {
+    const idle = countingStore();
+    const a = new AckCommitter(idle.store, () => false);
+    a.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
+    await new Promise((r) => setImmediate(r));
+    expect(idle.calls).toEqual([1]);
+    await a.flush();
+    const busy = countingStore();
+    const b = new AckCommitter(busy.store, () => true);
+    b.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined); // waits for a carrier…
+    b.add(new Uint8Array(32), Array.from({ length: ACK_CARRY_MAX_IDS }, () => new Uint8Array(16)), undefined, () => undefined); // …until the group is large
+    await new Promise((r) => setImmediate(r));
+    expect(busy.calls).toEqual([ACK_CARRY_MAX_IDS + 1]);
+    await b.flush();
+    // The default (no predicate, e.g. PostgreSQL): never waits.
+    const pg = countingStore();
+    const c = new AckCommitter(pg.store);
+    c.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
+    await new Promise((r) => setImmediate(r));
+    expect(pg.calls).toEqual([1]);
+    await c.flush();
   });
 });

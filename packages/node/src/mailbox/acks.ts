@@ -13,6 +13,16 @@ import { trace } from '../latency-trace.js';
 
 /** Most ack frames committed in one transaction: bounds the write lock's hold time. */
 export const MAX_ACK_GROUP = 1024;
+/**
+ * While durable sends flow, a small ack group waits up to this long for the next send group, which
+ * takes it along (`carry()`, called by SendService as it hands a group to the store). On a store
+ * whose acks then share the send group's transaction (NodeStore.acksShareSendCommits: SQLite) that
+ * is one commit and one fsync for both instead of two. Without sends (a drain, an idle node) acks
+ * commit at once, as before.
+ */
+export const ACK_CARRY_MS = 3;
+/** An ack group holding this many ids does not wait for a send group. */
+export const ACK_CARRY_MAX_IDS = 256;
 
 type Done = (result: number | Error) => void;
 type Pending = { mailbox: Uint8Array; ids: Uint8Array[]; seqs: number[] | undefined; done: Done };
@@ -30,8 +40,24 @@ export class AckCommitter {
   /** flush() callers: each waits for the `remaining` commits that were running when it was called (ids < upTo). */
   readonly #waiters: { upTo: number; remaining: number; resolve: () => void }[] = [];
   readonly #onImmediate = (): void => this.#commitPending();
+  /** Ids in #pending (a large group does not wait for a carrier). */
+  #pendingIds = 0;
+  /** The ACK_CARRY_MS timer of a group waiting for a send group to carry it. */
+  #carryTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly store: Pick<NodeStore, 'ack'>) {}
+  /**
+   * `sendsFlowing`: whether durable send groups are going to the store now, so that one will carry
+   * the acks along within ACK_CARRY_MS (never, by default: every group commits in the next turn).
+   */
+  constructor(
+    private readonly store: Pick<NodeStore, 'ack'>,
+    private readonly sendsFlowing: () => boolean = () => false,
+  ) {}
+
+  /** A durable send group is going to the store now: the queued acks go just before it. */
+  carry(): void {
+    if (this.#pending.length > 0) this.#commitPending();
+  }
 
   /**
    * Queues the deletion; `done` gets the number deleted (or the error) once the group committed.
@@ -39,10 +65,21 @@ export class AckCommitter {
    */
   add(mailbox: Uint8Array, ids: Uint8Array[], seqs: number[] | undefined, done: Done): void {
     this.#pending.push({ mailbox, ids, seqs, done });
-    if (this.#pending.length >= MAX_ACK_GROUP) this.#commitPending();
-    else if (!this.#scheduled) {
+    this.#pendingIds += ids.length;
+    if (this.#pending.length >= MAX_ACK_GROUP) {
+      this.#commitPending();
+      return;
+    }
+    if (this.#carryTimer !== undefined && this.#pendingIds >= ACK_CARRY_MAX_IDS) {
+      // Grown too large to wait for a carrier: commit in the next turn instead.
+      clearTimeout(this.#carryTimer);
+      this.#carryTimer = undefined;
+      this.#scheduled = false;
+    }
+    if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(this.#onImmediate);
+      if (this.#pendingIds < ACK_CARRY_MAX_IDS && this.sendsFlowing()) this.#carryTimer = setTimeout(this.#onImmediate, ACK_CARRY_MS);
+      else setImmediate(this.#onImmediate);
     }
   }
 
@@ -54,10 +91,17 @@ export class AckCommitter {
   }
 
   #commitPending(): void {
+    // A setImmediate still queued finds nothing (or a later group) and is harmless; a carry timer
+    // is cleared so that it cannot cut a later group's wait short.
     this.#scheduled = false;
+    if (this.#carryTimer !== undefined) {
+      clearTimeout(this.#carryTimer);
+      this.#carryTimer = undefined;
+    }
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
+    this.#pendingIds = 0;
     void this.#commit(batch, this.#started++);
   }
 

@@ -133,6 +133,10 @@ export class SendService {
   #committing = 0;
   #idle: (() => void)[] = [];
   readonly #ids = new IdSource();
+  /** When the last durable group went to the store (performance.now()): whether sends flow. */
+  lastGroupAt = -Infinity;
+  /** Called as a durable group goes to the store, just before it (node.ts: queued acks go first, AckCommitter.carry). */
+  beforeCommit: (() => void) | undefined;
 
   constructor(
     private readonly ctx: CryptoContext,
@@ -324,9 +328,11 @@ export class SendService {
     this.#scheduleMore();
     this.#inFlight++;
     this.#committing++;
+    this.lastGroupAt = performance.now();
     try {
       let results: EnqueueOutcome[];
       try {
+        this.beforeCommit?.();
         results = await this.store.enqueue(batch, this.limits);
       } catch (e) {
         for (const p of batch) p.sink.refused(p.tag, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));

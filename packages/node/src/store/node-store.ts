@@ -233,6 +233,13 @@ export interface NodeStore {
   readonly kind: string;
   /** Upper bound (ms) within which deleted or acknowledged data leaves every file the store owns. */
   readonly forgetWithinMs: number;
+  /**
+   * True when an `ack` call made just before an `enqueue` call (same event-loop turn) commits in the
+   * same transaction as that enqueue: one commit and one fsync for both (SQLite: both reach the
+   * writer thread together). The node then lets small ack groups wait briefly for the next send group
+   * while sends flow (mailbox/acks.ts, ACK_CARRY_MS). False (or absent): acks are never held back.
+   */
+  readonly acksShareSendCommits?: boolean;
 
   // ── Mailboxes ──
   /**

@@ -123,6 +123,8 @@ const isFull = (e: unknown): boolean => (e as { code?: string } | undefined)?.co
 
 export class SqliteNodeStore implements NodeStore, BackupSource {
   readonly kind = 'sqlite';
+  /** An ack group handed over just before a send group joins its writer-thread transaction (sqlite-writer.worker.js, runGroup). */
+  readonly acksShareSendCommits = true;
   readonly forgetWithinMs = FORGET_WITHIN_MS;
   readonly #db: Sqlite;
   readonly #mailbox: SqliteMailbox;

@@ -398,6 +398,45 @@ describe('SQLite specifics', () => {
     }
   });
 
+  it('an ack handed over just before an enqueue (one turn) commits in the enqueue\'s transaction: one commit, not two (acksShareSendCommits)', async () => {
+    const dir = tmp();
+    try {
+      // A deadline far away: no TRUNCATE empties the WAL while its commits are counted.
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, forgetWithinMs: 600_000 });
+      expect(s.acksShareSendCommits).toBe(true);
+      const { mailbox, token } = await addDevice(s, 3);
+      const limits = { maxMessages: 100, maxBytes: 1e6, firstContactMaxMessages: 10 };
+      const item = (i: number): EnqueueItem => ({ id: new Uint8Array(16).fill(i), mailbox, payload: new Uint8Array(100).fill(i), receivedAt: 1, tokenHash: token });
+      // Commit frames of the WAL's current cycle (a frame whose "database size after commit" is set).
+      const commits = (): number => {
+        const wal = readFileSync(join(dir, `${FILE}-wal`));
+        const pageSize = wal.readUInt32BE(8);
+        let n = 0;
+        for (let off = 32; off + 24 + pageSize <= wal.length; off += 24 + pageSize) {
+          if (wal.readUInt32BE(off + 8) !== wal.readUInt32BE(16) || wal.readUInt32BE(off + 12) !== wal.readUInt32BE(20)) break;
+          if (wal.readUInt32BE(off + 4) !== 0) n++;
+        }
+        return n;
+      };
+      await s.enqueue([item(1), item(2)], limits);
+      const [e1, e2] = await s.fetch(mailbox, 0, 10, 1e9);
+      const c0 = commits();
+      // Same turn, ack first: both reach the writer thread together and commit once.
+      const [acked, sent] = await Promise.all([s.ack([{ mailbox, ids: [e1!.id], seqs: [e1!.seq] }]), s.enqueue([item(3)], limits)]);
+      expect(acked).toEqual([1]);
+      expect(sent[0]!.ok).toBe(true);
+      expect(commits() - c0).toBe(1);
+      // The control: an ack awaited on its own, then an enqueue — two commits.
+      expect(await s.ack([{ mailbox, ids: [e2!.id], seqs: [e2!.seq] }])).toEqual([1]);
+      await s.enqueue([item(4)], limits);
+      expect(commits() - c0).toBe(3);
+      expect((await s.fetch(mailbox, 0, 10, 1e9)).map((e) => e.payload[0])).toEqual([3, 4]);
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('acks find rows by (mailbox, seq) — no index on the random ids — and a seq that holds another id deletes nothing', async () => {
     const dir = tmp();
     try {
