@@ -118,6 +118,12 @@ const TRACE = env['TRACE'] === '1';
 const genTrace = TRACE ? new GenTrace() : undefined;
 /** PERF=1: `perf record` the node (on-CPU, with JIT symbols) during the fixed-load phase; report in bench/node/profile/. */
 const PERF = env['PERF'] === '1';
+/**
+ * FSYNC_DELAY_US=<µs>: the node under test (not the generator) runs with slow-fsync.c preloaded,
+ * compiled here with the machine's C compiler: each fsync/fdatasync returns that much later, as on
+ * a slower disk (network-attached storage). Every column of the run gets it.
+ */
+const FSYNC_DELAY_US = num('FSYNC_DELAY_US', 0);
 const WATCHDOG_MS = num('WATCHDOG_S', QUICK ? 480 : 900) * 1000;
 /**
  * Rate limits raised so that the benchmark measures throughput, not the limiter: every bucket
@@ -137,6 +143,15 @@ const NODE_ENV: Record<string, string> = {
   MAILBOX_MAX_MESSAGES: String(Math.max(10_000, DRAIN * 2)),
   MAILBOX_MAX_BYTES: String(1024 * 1024 * 1024),
 };
+
+if (FSYNC_DELAY_US > 0) {
+  const dir = mkdtempSync(join(tmpdir(), 'mw-bench-fsync-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const so = join(dir, 'slow-fsync.so');
+  execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', so, join(HERE, 'slow-fsync.c'), '-ldl'], { stdio: 'inherit' });
+  NODE_ENV.LD_PRELOAD = so;
+  NODE_ENV.MW_BENCH_FSYNC_DELAY_US = String(Math.round(FSYNC_DELAY_US));
+}
 
 const ctx = createContext();
 
