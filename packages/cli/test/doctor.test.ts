@@ -15,6 +15,7 @@ import { loadNodeEnv } from '../src/node-env.js';
 import { generateVapidKeys } from '../src/vapid.js';
 import { check, cli, doctorJson, freePort, removeDir, startNode, tempDir, writeEnv, writePushCredentials } from './helpers.js';
 import type { RunningNode } from './helpers.js';
+import { ownConnectionHeaders } from '../../node/test/cluster/balancer.js';
 
 const METRICS_TOKEN = 'doctor-test-token-0123456789abcdef0123';
 
@@ -232,7 +233,7 @@ describe('doctor against broken set-ups', () => {
     const proxy = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
       const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !HOP_BY_HOP.includes(k) && !k.startsWith('sec-websocket-')));
       const upstream = httpRequest({ host: '127.0.0.1', port: node.port, method: req.method, path: req.url, headers }, (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
+        res.writeHead(up.statusCode ?? 502, ownConnectionHeaders(up.headers));
         up.pipe(res);
       });
       upstream.on('error', () => {

@@ -3,11 +3,24 @@
 // http mode), so one client's consecutive requests reach different instances. `down(i)` takes an
 // instance out of the rotation (a failed health check); connections already tunnelled stay as they are.
 import { request as httpRequest } from 'node:http';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import { connect as tcpConnect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+
+/**
+ * An upstream response's headers for a test proxy's own client: without the upstream's connection
+ * terms (`Connection`, `Keep-Alive`), which describe the proxy's connection to the upstream, not the
+ * client's to the proxy (HAProxy and nginx answer with their own). Forwarding the node's
+ * `Keep-Alive: timeout=72` made clients keep idle connections that the proxy's Node server closes
+ * after 5 s; a request sent on one just as it closed failed with "other side closed" (a CI run of
+ * the cluster archive test).
+ */
+export function ownConnectionHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;
+  return rest;
+}
 
 export interface Routed {
   readonly method: string;
@@ -78,7 +91,7 @@ export class RoundRobinBalancer {
       return;
     }
     const up = httpRequest({ host: '127.0.0.1', port: this.#ports[i], method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
+      res.writeHead(r.statusCode ?? 502, ownConnectionHeaders(r.headers));
       r.pipe(res);
     });
     up.on('error', () => {

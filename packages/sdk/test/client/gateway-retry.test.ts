@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { E2eNode } from './test-node.js';
 import { startE2eNode } from './test-node.js';
 import { MeshWhisper, memoryStorage } from '../../src/index.js';
+import { ownConnectionHeaders } from '../../../node/test/cluster/balancer.js';
 
 let t: E2eNode;
 let proxy: Server;
@@ -30,7 +31,7 @@ beforeAll(async () => {
         r.on('end', () => res.writeHead(502).end());
         return;
       }
-      res.writeHead(r.statusCode ?? 502, r.headers);
+      res.writeHead(r.statusCode ?? 502, ownConnectionHeaders(r.headers));
       r.pipe(res);
     });
     up.on('error', () => res.writeHead(502).end());

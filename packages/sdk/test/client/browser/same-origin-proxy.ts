@@ -9,6 +9,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { ownConnectionHeaders } from '../../../../node/test/cluster/balancer.js';
 
 export interface SameOriginProxy {
   readonly url: string;
@@ -26,7 +27,7 @@ export async function sameOriginProxy(nodePort: number, files: Record<string, [s
     if (f) return void res.writeHead(200, { 'content-type': f[0], 'cache-control': 'no-store' }).end(f[1]);
     if (req.url === '/favicon.ico') return void res.writeHead(204).end();
     const up = httpRequest({ host: '127.0.0.1', port: nodePort, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
+      res.writeHead(r.statusCode ?? 502, ownConnectionHeaders(r.headers));
       r.pipe(res);
     });
     up.on('error', () => res.destroy());
