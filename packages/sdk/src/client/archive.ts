@@ -63,6 +63,7 @@ import { SdkError, SdkErrorCode } from './errors.js';
 import { keepGrantedList } from './link.js';
 import type { Log } from './log.js';
 import type { NodeApi } from './node-api.js';
+import { retryBrokenConnection } from './node-api.js';
 import { Table } from './tables.js';
 
 /** App table of the archive state (StoredArchiveState under 'state'). */
@@ -187,7 +188,7 @@ async function request(api: NodeApi, method: string, init: RequestInit): Promise
 
 /** The node's current archive: its version and blob (version 0, no blob: nothing stored yet). */
 async function fetchArchive(ctx: CryptoContext, api: NodeApi, access: ArchiveAccessKeyPair): Promise<{ version: number; blob: Uint8Array | undefined }> {
-  const res = await request(api, 'GET', { headers: { [AUTH_HEADER]: await archiveAuth(ctx, api, access, 'GET') } });
+  const res = await retryBrokenConnection('GET', async () => request(api, 'GET', { headers: { [AUTH_HEADER]: await archiveAuth(ctx, api, access, 'GET') } }));
   if (res.status === 404) {
     await res.body?.cancel();
     return { version: 0, blob: undefined };

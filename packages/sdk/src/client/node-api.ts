@@ -12,6 +12,33 @@ import { SdkError, SdkErrorCode } from './errors.js';
 const RETRIES = 3;
 const MAX_RETRY_WAIT_MS = 10_000;
 
+/** What a connection that broke under a request looks like in Node's fetch (undici), by `cause.code`. */
+const BROKEN_CONNECTION = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+
+/**
+ * Sends `attempt()`; a GET or HEAD whose connection broke under it (the server or a proxy closed a
+ * reused keep-alive connection just as the request went out: "other side closed") is sent once more
+ * at once, with fresh headers (`attempt` builds them; a challenge is single-use). Browsers retry that
+ * case themselves; Node's fetch does not. Other failures, and other methods, are left as they are.
+ */
+export async function retryBrokenConnection(method: string, attempt: () => Promise<Response>): Promise<Response> {
+  try {
+    return await attempt();
+  } catch (e) {
+    if ((method !== 'GET' && method !== 'HEAD') || !brokenConnection(e)) throw e;
+    return attempt();
+  }
+}
+
+function brokenConnection(e: unknown): boolean {
+  // SdkError(UNREACHABLE) ← TypeError('fetch failed') ← the socket error with its code.
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 4; c = c.cause, depth++) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === 'string' && BROKEN_CONNECTION.has(code)) return true;
+  }
+  return false;
+}
+
 export class NodeApi {
   constructor(
     private readonly ctx: CryptoContext,
@@ -27,7 +54,7 @@ export class NodeApi {
   private async raw(method: string, path: string, request: { body: Uint8Array | undefined; makeHeaders: () => Promise<Record<string, string>> }): Promise<Response> {
     const { body, makeHeaders } = request;
     for (let attempt = 0; ; attempt++) {
-      const res = await this.once(method, path, { body, headers: await makeHeaders() });
+      const res = await retryBrokenConnection(method, async () => this.once(method, path, { body, headers: await makeHeaders() }));
       if ((res.status !== 429 && res.status !== 503) || attempt >= RETRIES) return this.check(method, path, res);
       const after = Number(res.headers.get('retry-after'));
       await res.body?.cancel();
