@@ -60,8 +60,6 @@ import type { PageSizeConversion } from './store/db.js';
 /** The SQLite database file inside DATA_DIR. */
 export const DATABASE_FILE = 'meshwhisper.sqlite3';
 export const ANONYMOUS_SOCKET_PATH = '/v1/anonymous';
-/** Sends count as flowing (small ack groups wait for a send group to carry them) this long after the last durable group. */
-const SENDS_FLOWING_MS = 10;
 /** Mailboxes expired per sweep transaction: bounds how long one sweep holds the write lock. */
 const EXPIRE_BATCH = 1000;
 /**
@@ -352,8 +350,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   heartbeat.start();
   // On SQLite, while sends flow, small ack groups ride in the next send group's transaction (one
   // fsync for both; mailbox/acks.ts, ACK_CARRY_MS). Other stores commit acks at once.
-  const acks = store.acksShareSendCommits ? new AckCommitter(store, () => performance.now() - sender.lastGroupAt < SENDS_FLOWING_MS) : new AckCommitter(store);
-  if (store.acksShareSendCommits) sender.beforeCommit = () => acks.carry();
+  const acks = new AckCommitter(store, { carried: store.acksShareSendCommits === true });
+  sender.beforeCommit = () => acks.carry();
   /** Open WebSocket connections per client key (WS_MAX_CONNECTIONS_PER_ADDRESS). */
   const openPerAddress = new Map<string, number>();
   /** An upgrade refused in the documented error shape (never ws's own text/html body). */

@@ -84,7 +84,8 @@ describe('ack group commit', () => {
 
   it('while sends flow, a small group waits for the next send group and goes just before it', async () => {
     const { store, calls } = countingStore();
-    const acks = new AckCommitter(store, () => true);
+    const acks = new AckCommitter(store, { carried: true });
+    acks.carry(); // a send group went to the store: sends flow
     const results: number[] = [];
     for (let i = 0; i < 3; i++) acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, (n) => results.push(n as number));
     await new Promise((r) => setImmediate(r));
@@ -105,7 +106,8 @@ describe('ack group commit', () => {
 
   it('without a carrier within ACK_CARRY_MS the group commits on its own', async () => {
     const { store, calls } = countingStore();
-    const acks = new AckCommitter(store, () => true);
+    const acks = new AckCommitter(store, { carried: true });
+    acks.carry(); // sends flow
     const results: number[] = [];
     acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, (n) => results.push(n as number));
     const t0 = performance.now();
@@ -118,21 +120,23 @@ describe('ack group commit', () => {
 
   it('without sends (a drain, an idle node), or once large, a group does not wait', async () => {
     const idle = countingStore();
-    const a = new AckCommitter(idle.store, () => false);
+    const a = new AckCommitter(idle.store, { carried: true }); // no send group has gone to the store
     a.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
     await new Promise((r) => setImmediate(r));
     expect(idle.calls).toEqual([1]);
     await a.flush();
     const busy = countingStore();
-    const b = new AckCommitter(busy.store, () => true);
+    const b = new AckCommitter(busy.store, { carried: true });
+    b.carry(); // sends flow
     b.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined); // waits for a carrier…
     b.add(new Uint8Array(32), Array.from({ length: ACK_CARRY_MAX_IDS }, () => new Uint8Array(16)), undefined, () => undefined); // …until the group is large
     await new Promise((r) => setImmediate(r));
     expect(busy.calls).toEqual([ACK_CARRY_MAX_IDS + 1]);
     await b.flush();
-    // The default (no predicate, e.g. PostgreSQL): never waits.
+    // The default (a store that does not commit acks with sends, e.g. PostgreSQL): never waits.
     const pg = countingStore();
     const c = new AckCommitter(pg.store);
+    c.carry();
     c.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
     await new Promise((r) => setImmediate(r));
     expect(pg.calls).toEqual([1]);

@@ -23,6 +23,8 @@ export const MAX_ACK_GROUP = 1024;
 export const ACK_CARRY_MS = 3;
 /** An ack group holding this many ids does not wait for a send group. */
 export const ACK_CARRY_MAX_IDS = 256;
+/** Sends count as flowing (a small group waits for a carrier) this long after the last `carry()`. */
+export const SENDS_FLOWING_MS = 10;
 
 type Done = (result: number | Error) => void;
 type Pending = { mailbox: Uint8Array; ids: Uint8Array[]; seqs: number[] | undefined; done: Done };
@@ -44,18 +46,23 @@ export class AckCommitter {
   #pendingIds = 0;
   /** The ACK_CARRY_MS timer of a group waiting for a send group to carry it. */
   #carryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last send group went to the store (`carry()`); -Infinity: never. */
+  #lastCarry = -Infinity;
 
   /**
-   * `sendsFlowing`: whether durable send groups are going to the store now, so that one will carry
-   * the acks along within ACK_CARRY_MS (never, by default: every group commits in the next turn).
+   * `carried`: the store commits acks handed over just before a send group with that group
+   * (NodeStore.acksShareSendCommits), so while sends flow a small group waits up to ACK_CARRY_MS
+   * for one. Without it (the default) every group commits in the next turn.
    */
   constructor(
     private readonly store: Pick<NodeStore, 'ack'>,
-    private readonly sendsFlowing: () => boolean = () => false,
+    private readonly options: { readonly carried?: boolean } = {},
   ) {}
 
-  /** A durable send group is going to the store now: the queued acks go just before it. */
+  /** A durable send group is going to the store now (SendService): the queued acks go just before it. */
   carry(): void {
+    if (!this.options.carried) return;
+    this.#lastCarry = performance.now();
     if (this.#pending.length > 0) this.#commitPending();
   }
 
@@ -78,7 +85,7 @@ export class AckCommitter {
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
-      if (this.#pendingIds < ACK_CARRY_MAX_IDS && this.sendsFlowing()) this.#carryTimer = setTimeout(this.#onImmediate, ACK_CARRY_MS);
+      if (this.#pendingIds < ACK_CARRY_MAX_IDS && performance.now() - this.#lastCarry < SENDS_FLOWING_MS) this.#carryTimer = setTimeout(this.#onImmediate, ACK_CARRY_MS);
       else setImmediate(this.#onImmediate);
     }
   }

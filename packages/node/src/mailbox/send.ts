@@ -133,8 +133,6 @@ export class SendService {
   #committing = 0;
   #idle: (() => void)[] = [];
   readonly #ids = new IdSource();
-  /** When the last durable group went to the store (performance.now()): whether sends flow. */
-  lastGroupAt = -Infinity;
   /** Called as a durable group goes to the store, just before it (node.ts: queued acks go first, AckCommitter.carry). */
   beforeCommit: (() => void) | undefined;
 
@@ -328,7 +326,6 @@ export class SendService {
     this.#scheduleMore();
     this.#inFlight++;
     this.#committing++;
-    this.lastGroupAt = performance.now();
     try {
       let results: EnqueueOutcome[];
       try {
