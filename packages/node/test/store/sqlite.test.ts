@@ -341,7 +341,7 @@ describe('SQLite specifics', () => {
     }
   });
 
-  it('an ack of consecutive seqs is one range deletion; if a seq in the range holds another id, nothing of the range is deleted by it and the ack goes envelope by envelope', async () => {
+  it('an ack of consecutive seqs is one range deletion of exactly the rows whose seq holds the acked id (as envelope by envelope)', async () => {
     const dir = tmp();
     try {
       const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0 });
@@ -363,6 +363,12 @@ describe('SQLite specifics', () => {
       // Freed slots are reused: the next envelope takes slot 1.
       await s.enqueue([{ id: new Uint8Array(16).fill(50), mailbox, payload: new Uint8Array([50]), receivedAt: 1, tokenHash: token }], limits);
       expect(s.database.prepare('SELECT slot FROM messages WHERE seq = 13').get()).toEqual({ slot: 1 });
+      // Ids of another length (not the node's) in a consecutive ack: envelope by envelope, same result.
+      await s.enqueue(Array.from({ length: 5 }, (_, i) => ({ id: new Uint8Array(8 + i).fill(60 + i), mailbox, payload: new Uint8Array([60]), receivedAt: 1, tokenHash: token })), limits);
+      const odd = (await s.fetch(mailbox, 13, 100, 1e9)).slice(0, 4);
+      expect(odd.map((x) => x.seq)).toEqual([14, 15, 16, 17]);
+      expect(await s.ack([{ mailbox, ids: [odd[0]!.id, odd[1]!.id, new Uint8Array(10).fill(1), odd[3]!.id], seqs: [14, 15, 16, 17] }])).toEqual([3]);
+      expect((await s.fetch(mailbox, 0, 100, 1e9)).map((x) => x.seq)).toEqual([8, 13, 16, 18]);
       await s.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
