@@ -106,6 +106,42 @@ describe('store-and-forward delivery', () => {
     expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
   });
 
+  it('a backlog leaves batch by batch: the first Deliver is on the wire before the rest is read (the event loop turns between batches)', async () => {
+    // SQLite answers fetch() without I/O: a pump that only awaited it read the whole window
+    // (DELIVERY_WINDOW envelopes) in one run of microtasks before its first frame left.
+    const { t, port } = await node({ FIRST_CONTACT_MAX_MESSAGES: '10000' });
+    const d = new TestDevice();
+    await d.register(t.node);
+    const store = t.node.services.store;
+    const limits = { maxMessages: 100_000, maxBytes: 1 << 30, firstContactMaxMessages: 10_000 };
+    const payload = new Uint8Array(64);
+    for (let i = 0; i < 5; i++) {
+      const r = await store.enqueue(Array.from({ length: 1000 }, () => ({ id: new Uint8Array(randomBytes(16)), mailbox: d.mailbox, payload, receivedAt: Date.now(), tokenHash: undefined })), limits);
+      expect(r.every((x) => x.ok)).toBe(true);
+    }
+    let fetches = 0;
+    const fetch = store.fetch.bind(store);
+    store.fetch = (...args) => {
+      fetches++;
+      return fetch(...args);
+    };
+    const c = await client(WsClient.device(port, d));
+    const first = await c.nextKind('deliver');
+    const seenAt = fetches;
+    // 5,000 envelopes are five batches (MAX_DELIVER_BATCH): at most the next one was read by then.
+    expect(first.body.value.envelopes.length).toBe(1024);
+    expect(seenAt).toBeLessThanOrEqual(2);
+    let n = first.body.value.envelopes.length;
+    c.ack(first.body.value.envelopes.map((e) => e.id));
+    while (n < 5000) {
+      const f = await c.nextKind('deliver');
+      n += f.body.value.envelopes.length;
+      c.ack(f.body.value.envelopes.map((e) => e.id));
+    }
+    await c.nextKind('queueEmpty');
+    expect(n).toBe(5000);
+  });
+
   it('backpressure: at most DELIVERY_WINDOW envelopes are outstanding until acked', async () => {
     const { t, port } = await node({ DELIVERY_WINDOW: '10' });
     const d = new TestDevice();

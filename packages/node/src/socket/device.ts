@@ -37,6 +37,8 @@ import { CloseCode, FrameConnection, WS_FRAME_BUFFER } from './connection.js';
 
 /** Pause delivery while this many bytes wait in the socket's send buffer. */
 export const HIGH_WATER_BYTES = 1024 * 1024;
+/** The next turn of the event loop, after its I/O (setImmediate). */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 /** Payload bytes per Deliver frame, leaving room for framing under MAX_FRAME_BYTES. */
 const BATCH_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64 * 1024;
 
@@ -297,6 +299,14 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
           }
           break;
         }
+        // More to read: first let this batch leave and the event loop turn. A store that answers
+        // without I/O (SQLite reads synchronously) would otherwise keep this loop in one run of
+        // microtasks until the window was full: up to DELIVERY_WINDOW envelopes read, and held
+        // in memory, before the first byte went out (the frames leave at the end of the turn,
+        // connection.ts), the socket's buffer never showing the backlog the window check reads,
+        // and every other connection waiting for all of it.
+        await nextTurn();
+        if (this.closed) return;
       }
     } catch (e) {
       this.log.warn({ err: e instanceof Error ? e.name : 'unknown' }, 'fetch failed');
