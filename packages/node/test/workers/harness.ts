@@ -21,6 +21,8 @@ export interface WorkersNode {
   readonly logs: Record<string, unknown>[];
   /** The same lines as text (with anything else they printed on stdout). */
   readonly lines: string[];
+  /** The first 50 lines the processes printed on stderr. */
+  readonly stderr: string[];
   /** Resolves once `n` more worker "listening" lines than now were logged. */
   waitListening(n: number, timeoutMs?: number): Promise<void>;
   /** SIGTERM to the primary; resolves with its exit code. */
@@ -114,6 +116,7 @@ export async function startWorkersNode(options: WorkersNodeOptions = {}): Promis
     workerPids,
     logs,
     lines,
+    stderr,
     waitListening,
     stop,
     async close() {
