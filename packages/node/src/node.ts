@@ -172,6 +172,13 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
             `the store's writer thread died: sends and acks are refused (MW_UNAVAILABLE, retriable) and /ready answers 503 until a new one starts in ${Math.round(restartInMs / 1000)} s; if this repeats, report it with the log`,
           );
         },
+        onReaderDead: (e) => {
+          const cause = (e as { code?: unknown }).code;
+          app.log.error(
+            { err: e.name, ...(typeof cause === 'string' ? { code: cause } : {}) },
+            "the store's reader thread died: stored mail is now read on the event loop (delivery goes on, slower under drains) until the node restarts; report it with the log",
+          );
+        },
       });
     }
   } catch (e) {

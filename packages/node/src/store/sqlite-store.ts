@@ -33,6 +33,7 @@ import { SqliteDirectory } from './directory.js';
 import { SqliteMailbox } from './mailbox.js';
 import { SqlitePush } from './push.js';
 import { SqliteUsernames } from './usernames.js';
+import { SqliteReader } from './sqlite-reader.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type {
   AckRequest,
@@ -102,6 +103,8 @@ export interface SqliteStoreOptions {
   readonly pageSizeConvertMaxBytes?: number;
   /** Called when the writer thread died (node.ts logs it and counts it); `restartInMs`: when a new one starts. */
   readonly onWriterDead?: (e: Error, restartInMs: number) => void;
+  /** Called when the reader thread died (node.ts logs it); fetches then run on the main connection. */
+  readonly onReaderDead?: (e: Error) => void;
   /**
    * A worker process of a multi-process node (docs/architecture.md §Process model): the database
    * is shared with the other workers. The primary converted and migrated it before forking (no
@@ -152,6 +155,8 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   readonly #file: string;
   readonly #onWriterDead: ((e: Error, restartInMs: number) => void) | undefined;
   #writer: SqliteWriter;
+  /** The delivery pump's reads (fetch), off the event loop; once it died, fetches read on the main connection. */
+  readonly #reader: SqliteReader;
   /** Deaths of the writer thread since the last call it answered (the restart backs off). */
   #writerDeaths = 0;
   #writerRestart: ReturnType<typeof setTimeout> | undefined;
@@ -181,6 +186,13 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     this.#file = file;
     this.#onWriterDead = options.onWriterDead;
     this.#writer = this.#startWriter();
+    this.#reader = new SqliteReader({
+      file,
+      schemaVersion: this.#db.pragma('user_version', { simple: true }) as number,
+      onDead: (e) => {
+        if (!this.#closed) options.onReaderDead?.(e);
+      },
+    });
   }
 
   #startWriter(): SqliteWriter {
@@ -429,7 +441,22 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
 
   async fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): Promise<StoredEnvelope[]> {
     if (this.#closed) throw new Error('store is closed');
+    if (this.#reader.alive) {
+      try {
+        // A copy of the 32 bytes: postMessage would clone the whole buffer a view of it lies in.
+        return await this.#reader.fetch(mailbox.slice(), afterSeq, limit, maxBytes);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'READER_DEAD') throw e;
+        if (this.#closed) throw new Error('store is closed');
+        // The thread died before it answered: read here (below).
+      }
+    }
     return this.#mailbox.fetch(mailbox, afterSeq, limit, maxBytes);
+  }
+
+  /** TEST ONLY: the reader thread dies as it would from a bug in its own code; fetches then read on the main connection. */
+  crashReaderForTest(): void {
+    this.#reader.crashForTest();
   }
 
   async ack(requests: readonly AckRequest[]): Promise<number[]> {
@@ -675,6 +702,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#writerRestart);
+    await this.#reader.close();
     await this.#writer.close(); // commits what it holds, then checkpoints
     try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)');

@@ -375,6 +375,45 @@ describe('SQLite specifics', () => {
     }
   });
 
+  it('reader thread: fetch reads off the event loop, sees what just committed on any connection, and after the thread died reads on the main connection', async () => {
+    const dir = tmp();
+    try {
+      const deaths: Error[] = [];
+      const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, onReaderDead: (e) => deaths.push(e) });
+      const { mailbox, token } = await addDevice(s, 3);
+      const limits = { maxMessages: 5000, maxBytes: 1e9, firstContactMaxMessages: 10 };
+      const payload = (i: number) => new Uint8Array(1000).fill(i % 251);
+      await s.enqueue(Array.from({ length: 1200 }, (_, i) => ({ id: new Uint8Array(16).fill(i % 256), mailbox, payload: payload(i), receivedAt: 1000 + i, tokenHash: token })), limits);
+      // The read is not done on the event loop: a turn of it passes before the answer (on the main
+      // connection the answer came first, in the same turn).
+      let turned = false;
+      setImmediate(() => (turned = true));
+      const batch = await s.fetch(mailbox, 0, 1024, 512 * 1000);
+      expect(turned).toBe(true);
+      // The contract: `limit` and the byte bound (the 513th would pass 512,000 bytes), oldest first, every field.
+      expect(batch.length).toBe(512);
+      expect(batch.map((e) => e.seq)).toEqual(Array.from({ length: 512 }, (_, i) => i + 1));
+      expect(batch[7]).toEqual({ seq: 8, id: new Uint8Array(16).fill(7), payload: payload(7), receivedAt: 1007 });
+      expect(await s.fetch(mailbox, 1190, 1024, 1e9)).toHaveLength(10);
+      expect(await s.fetch(mailbox, 0, 1, 1)).toHaveLength(1); // at least one, whatever the bound
+      // A write on the main connection just before (the device's queue deleted) is seen.
+      await s.deleteDevices([mailbox]);
+      expect(await s.fetch(mailbox, 0, 1024, 1e9)).toEqual([]);
+      const other = await addDevice(s, 9);
+      await s.enqueue([{ id: new Uint8Array(16).fill(1), mailbox: other.mailbox, payload: payload(1), receivedAt: 1, tokenHash: other.token }], limits);
+      const viaThread = await s.fetch(other.mailbox, 0, 10, 1e9);
+      s.crashReaderForTest();
+      await expect.poll(() => deaths.length).toBe(1);
+      turned = false;
+      setImmediate(() => (turned = true));
+      expect(await s.fetch(other.mailbox, 0, 10, 1e9)).toEqual(viaThread);
+      expect(turned).toBe(false); // read on the main connection now
+      await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writer thread: calls that meet in one group commit; a call the database refuses fails alone, its neighbours commit', async () => {
     const dir = tmp();
     try {
