@@ -447,7 +447,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
         return await this.#reader.fetch(mailbox.slice(), afterSeq, limit, maxBytes);
       } catch (e) {
         if ((e as { code?: string }).code !== 'READER_DEAD') throw e;
-        if (this.#closed) throw new Error('store is closed');
+        if (this.#closed) throw new Error('store is closed', { cause: e });
         // The thread died before it answered: read here (below).
       }
     }
