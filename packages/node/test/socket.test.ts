@@ -107,8 +107,9 @@ describe('store-and-forward delivery', () => {
   });
 
   it('a backlog leaves batch by batch: the first Deliver is on the wire before the rest is read (the event loop turns between batches)', async () => {
-    // SQLite answers fetch() without I/O: a pump that only awaited it read the whole window
-    // (DELIVERY_WINDOW envelopes) in one run of microtasks before its first frame left.
+    // A store that answers fetch() without I/O (SQLite on the event loop, before the reader thread
+    // and again if it died): a pump that only awaited it read the whole window (DELIVERY_WINDOW
+    // envelopes) in one run of microtasks before its first frame left.
     const { t, port } = await node({ FIRST_CONTACT_MAX_MESSAGES: '10000' });
     const d = new TestDevice();
     await d.register(t.node);
@@ -119,15 +120,19 @@ describe('store-and-forward delivery', () => {
       const r = await store.enqueue(Array.from({ length: 1000 }, () => ({ id: new Uint8Array(randomBytes(16)), mailbox: d.mailbox, payload, receivedAt: Date.now(), tokenHash: undefined })), limits);
       expect(r.every((x) => x.ok)).toBe(true);
     }
-    let fetches = 0;
     const fetch = store.fetch.bind(store);
-    store.fetch = (...args) => {
+    const stored = await fetch(d.mailbox, 0, 10_000, 1e9);
+    expect(stored).toHaveLength(5000);
+    // The same rows, answered without I/O.
+    let fetches = 0;
+    store.fetch = async (mailbox, afterSeq, limit) => {
       fetches++;
-      return fetch(...args);
+      return stored.filter((e) => e.seq > afterSeq).slice(0, limit);
     };
     const c = await client(WsClient.device(port, d));
     const first = await c.nextKind('deliver');
     const seenAt = fetches;
+    store.fetch = fetch;
     // 5,000 envelopes are five batches (MAX_DELIVER_BATCH): at most the next one was read by then.
     expect(first.body.value.envelopes.length).toBe(1024);
     expect(seenAt).toBeLessThanOrEqual(2);

@@ -300,11 +300,12 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
           break;
         }
         // More to read: first let this batch leave and the event loop turn. A store that answers
-        // without I/O (SQLite reads synchronously) would otherwise keep this loop in one run of
-        // microtasks until the window was full: up to DELIVERY_WINDOW envelopes read, and held
-        // in memory, before the first byte went out (the frames leave at the end of the turn,
-        // connection.ts), the socket's buffer never showing the backlog the window check reads,
-        // and every other connection waiting for all of it.
+        // without I/O (SQLite read on the event loop before its reader thread, and does again if
+        // that thread died) would otherwise keep this loop in one run of microtasks until the
+        // window was full: up to DELIVERY_WINDOW envelopes read, and held in memory, before the
+        // first byte went out (the frames leave at the end of the turn, connection.ts), the
+        // socket's buffer never showing the backlog the window check reads, and every other
+        // connection waiting for all of it.
         await nextTurn();
         if (this.closed) return;
       }
