@@ -17,6 +17,7 @@
  */
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
+import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { AggregatorRegistry } from 'prom-client';
@@ -55,6 +56,24 @@ interface Slot {
   worker: Worker | undefined;
   deaths: number[];
   restartTimer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Sends a message to a worker process without risking the primary. A worker can die between the
+ * check that its channel is up and the write (kill -9, out of memory, a stop): the write then
+ * fails (EPIPE), and without a callback Node reports that as an 'error' event of the worker — one
+ * nobody listens to, so an uncaught exception that took the primary, and every worker with it,
+ * down (a CI run: exit code 1 at a clean stop after a kill -9). The failure goes to `failed`
+ * instead; the worker's 'exit' handler cleans up after it.
+ */
+export function sendToWorker(child: Pick<ChildProcess, 'connected' | 'send'>, m: IpcMessage, failed?: () => void): void {
+  if (!child.connected) {
+    failed?.();
+    return;
+  }
+  child.send(m, (err) => {
+    if (err) failed?.();
+  });
 }
 
 export async function runPrimary(config: NodeConfig, options: PrimaryOptions): Promise<void> {
@@ -103,7 +122,7 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
 
   const send = (index: number, m: IpcMessage): void => {
     const w = slots[index]?.worker;
-    if (w?.isConnected()) w.send(m);
+    if (w) sendToWorker(w.process, m);
   };
   const ask = (index: number, req: PrimaryRequest, timeoutMs: number): Promise<unknown> =>
     new Promise((resolve) => {
@@ -115,7 +134,11 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
         resolve(undefined);
       }, timeoutMs);
       pending.set(id, { resolve, timer, index });
-      w.send({ mw: 'req', id, req } satisfies IpcMessage);
+      sendToWorker(w.process, { mw: 'req', id, req }, () => {
+        // The worker died under the request: no answer will come.
+        if (pending.delete(id)) clearTimeout(timer);
+        resolve(undefined);
+      });
     });
 
   const forgetOld = (): void => {
@@ -258,7 +281,9 @@ export async function runPrimary(config: NodeConfig, options: PrimaryOptions): P
     slot.worker = w;
     const entries: [string, number][] = [];
     for (const [key, set] of watch) for (const i of set) if (i !== slot.index) entries.push([key, i]);
-    w.send({ mw: 'watched', entries } satisfies IpcMessage);
+    // Anything else the worker's process reports (a failed kill…) is logged, never an uncaught 'error'.
+    w.on('error', (e: Error) => log('warn', { worker: slot.index, err: e.name, code: (e as { code?: unknown }).code }, 'worker process error'));
+    sendToWorker(w.process, { mw: 'watched', entries });
     w.on('message', (m: unknown) => onMessage(slot.index, m));
     w.on('exit', (code, signal) => {
       if (slot.worker !== w) return;
