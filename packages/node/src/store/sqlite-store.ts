@@ -155,8 +155,13 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   readonly #file: string;
   readonly #onWriterDead: ((e: Error, restartInMs: number) => void) | undefined;
   #writer: SqliteWriter;
-  /** The delivery pump's reads (fetch), off the event loop; once it died, fetches read on the main connection. */
-  readonly #reader: SqliteReader;
+  /**
+   * The delivery pump's reads (fetch), off the event loop; started by the first fetch (a store that
+   * never delivers, e.g. a test's or a tool's, starts no thread). Once it died, fetches read on the
+   * main connection.
+   */
+  #reader: SqliteReader | undefined;
+  readonly #onReaderDead: ((e: Error) => void) | undefined;
   /** Deaths of the writer thread since the last call it answered (the restart backs off). */
   #writerDeaths = 0;
   #writerRestart: ReturnType<typeof setTimeout> | undefined;
@@ -186,11 +191,15 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     this.#file = file;
     this.#onWriterDead = options.onWriterDead;
     this.#writer = this.#startWriter();
-    this.#reader = new SqliteReader({
-      file,
+    this.#onReaderDead = options.onReaderDead;
+  }
+
+  #startReader(): SqliteReader {
+    return new SqliteReader({
+      file: this.#file,
       schemaVersion: this.#db.pragma('user_version', { simple: true }) as number,
       onDead: (e) => {
-        if (!this.#closed) options.onReaderDead?.(e);
+        if (!this.#closed) this.#onReaderDead?.(e);
       },
     });
   }
@@ -441,10 +450,11 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
 
   async fetch(mailbox: Uint8Array, afterSeq: number, limit: number, maxBytes: number): Promise<StoredEnvelope[]> {
     if (this.#closed) throw new Error('store is closed');
-    if (this.#reader.alive) {
+    const reader = (this.#reader ??= this.#startReader());
+    if (reader.alive) {
       try {
         // A copy of the 32 bytes: postMessage would clone the whole buffer a view of it lies in.
-        return await this.#reader.fetch(mailbox.slice(), afterSeq, limit, maxBytes);
+        return await reader.fetch(mailbox.slice(), afterSeq, limit, maxBytes);
       } catch (e) {
         if ((e as { code?: string }).code !== 'READER_DEAD') throw e;
         if (this.#closed) throw new Error('store is closed', { cause: e });
@@ -456,7 +466,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
 
   /** TEST ONLY: the reader thread dies as it would from a bug in its own code; fetches then read on the main connection. */
   crashReaderForTest(): void {
-    this.#reader.crashForTest();
+    (this.#reader ??= this.#startReader()).crashForTest();
   }
 
   async ack(requests: readonly AckRequest[]): Promise<number[]> {
@@ -702,7 +712,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#writerRestart);
-    await this.#reader.close();
+    await this.#reader?.close();
     await this.#writer.close(); // commits what it holds, then checkpoints
     try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)');
