@@ -10,6 +10,7 @@
  *   what to show: the sender's name and text, never more than the lock screen needs.
  */
 import { installPushHandler } from '@meshwhisper/sdk/service-worker';
+import type { PushWakeResult } from '@meshwhisper/sdk/service-worker';
 import type { IncomingMessage } from '@meshwhisper/sdk';
 import { openIndexedDbStorage } from '@meshwhisper/sdk';
 import { DB_NAME, NAMESPACE, NAMES_TABLE, PROFILE_MIME } from './lib/constants.js';
@@ -102,7 +103,11 @@ installPushHandler(sw as never, {
   node: location.origin,
   namespace: NAMESPACE,
   openStorage: () => openIndexedDbStorage({ name: DB_NAME }),
-  async showNotification(messages: IncomingMessage[]) {
+  async showNotification(messages: IncomingMessage[], wake: PushWakeResult) {
+    // One line per wake for whoever debugs the worker (DevTools; warn: the lint allows warn and error
+    // only): counts and an error code, never content.
+    const code = (wake.error as { code?: unknown } | undefined)?.code;
+    console.warn(`prudence: wake: ${messages.length} message(s), ${wake.undecryptable.length} undecryptable${wake.timedOut ? ', timed out' : ''}${wake.error === undefined ? '' : `, failed (${typeof code === 'string' ? code : 'error'})`}`);
     // The messages are already in the history (the SDK stored them with the ratchet step): open
     // pages only need to re-read it.
     for (const c of await sw.clients.matchAll({ type: 'window', includeUncontrolled: true })) c.postMessage({ type: 'prudence:wake', count: messages.length });

@@ -11,10 +11,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import type { Browser, CDPSession } from 'playwright-core';
+import type { Browser, CDPSession, Worker } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
-import { SW_PUSH_TIMEOUT_MS } from '@meshwhisper/sdk/service-worker';
+import { SW_CLOSE_GRACE_MS, SW_PUSH_TIMEOUT_MS } from '@meshwhisper/sdk/service-worker';
 import type { E2eNode } from '../../../packages/sdk/test/client/test-node.js';
 import type { Person } from './harness.js';
 import {
@@ -356,9 +356,22 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
   });
 
   it('a push wake reaches bob’s service worker: it fetches, decrypts, and notifies with the text', async () => {
-    // The worker may take up to SW_PUSH_TIMEOUT_MS to fetch and as long again for the app's callback:
-    // the test waits longer than that worst case (a loaded CI machine reaches it), never less.
-    const wakeBudget = 2 * SW_PUSH_TIMEOUT_MS + 15_000;
+    // The worker may take up to SW_PUSH_TIMEOUT_MS to fetch, SW_CLOSE_GRACE_MS to close and
+    // SW_PUSH_TIMEOUT_MS again for the app's callback: the test waits longer than that worst case (a
+    // loaded CI machine reaches it), never less.
+    const wakeBudget = 2 * SW_PUSH_TIMEOUT_MS + SW_CLOSE_GRACE_MS + 15_000;
+    const t0 = Date.now();
+    // What the browser and the worker did, printed if no notification comes: the worker's running
+    // states (DevTools) and its console (Prudence's worker logs each wake's outcome).
+    const trace: string[] = [];
+    const note = (line: string): void => void trace.push(`+${Date.now() - t0} ms ${line}`);
+    const listen = (w: Worker): void => {
+      note(`worker attached: ${w.url()}`);
+      w.on('console', (m) => note(`worker console.${m.type()}: ${m.text()}`));
+      w.on('close', () => note('worker closed'));
+    };
+    bob.context.serviceWorkers().forEach(listen);
+    bob.context.on('serviceworker', listen);
     await bob.page.close();
     // A blank page gives a DevTools session without starting the app (which would fetch the mail itself).
     const blank = await bob.context.newPage();
@@ -367,18 +380,39 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string; isDeleted: boolean }[] }) => {
       for (const r of e.registrations) if (!r.isDeleted) registrations.set(r.scopeURL, r.registrationId);
     });
+    cdp.on('ServiceWorker.workerVersionUpdated', (e: { versions: { versionId: string; runningStatus: string; status: string }[] }) => {
+      for (const v of e.versions) note(`version ${v.versionId}: ${v.status}, ${v.runningStatus}`);
+    });
     await cdp.send('ServiceWorker.enable');
     await expect.poll(() => registrations.get(`${url}/`), { timeout: 30_000 }).toBeDefined();
     await openChat(alice, 'bob');
     await send(alice, 'wake up, bob');
     await expect.poll(() => stateOf(alice, 'wake up, bob'), { timeout: 30_000 }).toBe('sent');
+    note('push delivered');
     await cdp.send('ServiceWorker.deliverPushMessage', { origin: url, registrationId: registrations.get(`${url}/`)!, data: PUSH_WAKE_PAYLOAD });
-    // Asks whichever worker is running now (the browser may have stopped the idle one and started another for the push).
+    // Asks whichever worker runs now (the browser may have stopped the idle one and started another
+    // for the push), each time afresh, and never waits on one ask: a worker stopped under an
+    // evaluation may never answer it, and the next ask goes to its successor.
     const notifications = async (): Promise<string[]> => {
-      const worker = bob.context.serviceWorkers().find((w) => w.url() === `${url}/sw.js`) ?? (await bob.context.waitForEvent('serviceworker'));
-      return worker.evaluate(async () => (await (self as unknown as { registration: ServiceWorkerRegistration }).registration.getNotifications()).map((n) => `${n.title}|${n.body}`));
+      const worker = bob.context.serviceWorkers().findLast((w) => w.url() === `${url}/sw.js`);
+      if (!worker) return ['(no worker running)'];
+      const ask = worker.evaluate(async () => (await (self as unknown as { registration: ServiceWorkerRegistration }).registration.getNotifications()).map((n) => `${n.title}|${n.body}`));
+      ask.catch(() => undefined);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const silence = new Promise<string[]>((resolve) => (timer = setTimeout(() => resolve(['(the worker did not answer within 5 s)']), 5_000)));
+      try {
+        return await Promise.race([ask, silence]);
+      } finally {
+        clearTimeout(timer);
+      }
     };
-    await expect.poll(notifications, { timeout: wakeBudget }).toContain('Prudence: alice|wake up, bob');
+    try {
+      await expect.poll(notifications, { timeout: wakeBudget, interval: 250 }).toContain('Prudence: alice|wake up, bob');
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\nwhat the worker did:\n${trace.join('\n')}`, { cause: e });
+    } finally {
+      bob.context.off('serviceworker', listen);
+    }
     await blank.close();
     // The worker stored what it decrypted: the app shows it (and its delivery receipt, if the worker
     // closed before sending it, goes out from the outbox now).

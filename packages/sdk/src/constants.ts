@@ -56,6 +56,14 @@ export const APP_VALUE_MAX_BYTES = 1024 * 1024;
 export const SW_PUSH_TIMEOUT_MS = 20_000;
 
 /**
+ * How long a woken service worker waits for its client to close (after fetching, before the app's
+ * callback). Closing normally takes milliseconds; it waits for what is in flight (an outbox request,
+ * a storage transaction), and one that never finishes must not keep the notification from showing.
+ * The longest a wake takes until its notification is therefore 2 × SW_PUSH_TIMEOUT_MS + this.
+ */
+export const SW_CLOSE_GRACE_MS = 5_000;
+
+/**
  * The notification shown when the app's callback fails, returns nothing, or nothing could be
  * fetched: browsers require a visible notification for every push (userVisibleOnly). Its tag makes
  * repeated generic notifications replace each other instead of piling up.

@@ -16,10 +16,10 @@ import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import type { IncomingMessage, UndecryptableMessage } from './client/types.js';
 import { MeshWhisper } from './client/client.js';
 import type { WebSocketConstructor } from './client/connection.js';
-import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE, SW_PUSH_TIMEOUT_MS } from './constants.js';
+import { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE, SW_CLOSE_GRACE_MS, SW_PUSH_TIMEOUT_MS } from './constants.js';
 import type { ProtocolStorage } from './storage/types.js';
 
-export { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE, SW_PUSH_TIMEOUT_MS } from './constants.js';
+export { GENERIC_NOTIFICATION_TAG, GENERIC_NOTIFICATION_TITLE, SW_CLOSE_GRACE_MS, SW_PUSH_TIMEOUT_MS } from './constants.js';
 export { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 
 /** The parts of a service worker PushEvent used here (structural: no WebWorker lib needed). */
@@ -165,7 +165,11 @@ export async function fetchWhileWoken(options: Omit<PushHandlerOptions, 'showNot
     limit.cancel();
     work.catch(() => undefined); // after a timeout it may still fail; nobody waits for it
     // Closing before reading `messages`: every message emitted (hence acknowledged) is in the list.
-    await stop();
+    // Bounded too: closing waits for what is in flight (an outbox request with no answer, a storage
+    // transaction), and a close that never ends must not keep the notification from showing.
+    const grace = timeoutAfter(SW_CLOSE_GRACE_MS);
+    await Promise.race([stop(), grace.promise]);
+    grace.cancel();
   }
   return { messages: messages.slice(), undecryptable: undecryptable.slice(), ...(error !== undefined ? { error } : {}), timedOut };
 }

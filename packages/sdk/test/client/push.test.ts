@@ -16,7 +16,8 @@ import { PUSH_WAKE_PAYLOAD } from '@meshwhisper/protocol';
 import { MeshWhisper, SdkError, SdkErrorCode, memoryStorage, openSqliteStorage } from '../../src/index.js';
 import { pushRegistrationMessage } from '../../src/client/push.js';
 import type { NotificationSpec } from '../../src/service-worker.js';
-import { GENERIC_NOTIFICATION_TITLE, fetchWhileWoken, wakeAndNotify } from '../../src/service-worker.js';
+import { GENERIC_NOTIFICATION_TITLE, SW_CLOSE_GRACE_MS, fetchWhileWoken, wakeAndNotify } from '../../src/service-worker.js';
+import type { ProtocolStorage } from '../../src/storage/types.js';
 import type { PushEndpoint } from './webpush-endpoint.js';
 import { b64url, decryptWebPush, settle, startPushEndpoint, subscription as subscriptionAt } from './webpush-endpoint.js';
 import type { E2eNode } from './test-node.js';
@@ -146,6 +147,50 @@ describe('push through the SDK against a real node and a local Web Push endpoint
     expect(after.messages.map((m) => m.text)).toEqual(['nobody rings for this', 'and now it rings']);
     await alice.close();
   });
+
+  it('a close that never ends (a storage transaction that never settles) does not keep the notification away: shown after SW_CLOSE_GRACE_MS with the messages', async () => {
+    const alice = await MeshWhisper.create({ node: url, namespace: 'push', storage: await memoryStorage() });
+    const bobDb = join(work, 'bob-hang.db');
+    const bob = await MeshWhisper.create({ node: url, namespace: 'push', storage: await openSqliteStorage({ path: bobDb }), connect: false });
+    const bobMailbox = bob.mailboxId;
+    await bob.close();
+    await alice.sendText(bobMailbox, 'read me even if closing hangs');
+    let closeCalls = 0;
+    // The storage the worker opens: everything works except close(), which never settles.
+    const hangingClose = async (): Promise<ProtocolStorage> => {
+      const real = await openSqliteStorage({ path: bobDb });
+      return new Proxy(real, {
+        get(target, key, receiver) {
+          if (key === 'close') {
+            return () => {
+              closeCalls++;
+              return new Promise<void>(() => undefined);
+            };
+          }
+          const v = Reflect.get(target, key, receiver) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    };
+    const shown: NotificationSpec[] = [];
+    const t0 = Date.now();
+    const wake = await wakeAndNotify({
+      node: url,
+      namespace: 'push',
+      openStorage: hangingClose,
+      registration: { showNotification: async (title, options) => void shown.push({ title, ...(options ? { options } : {}) }) },
+      showNotification: (messages) => ({ title: messages.map((m) => m.text).join(' / ') }),
+      timeoutMs: 15_000,
+    });
+    const took = Date.now() - t0;
+    expect(closeCalls).toBe(1);
+    expect(wake).toMatchObject({ timedOut: false });
+    expect(shown).toEqual([{ title: 'read me even if closing hangs' }]);
+    // It waited the grace period for the close, and not much more (fetching is quick here).
+    expect(took).toBeGreaterThanOrEqual(SW_CLOSE_GRACE_MS);
+    expect(took).toBeLessThan(SW_CLOSE_GRACE_MS + 15_000);
+    await alice.close();
+  }, 60_000);
 
   it('a PushSubscription object (getKey) registers like its JSON', async () => {
     const c = await MeshWhisper.create({ node: url, namespace: 'push', storage: await memoryStorage(), connect: false });
