@@ -4,24 +4,22 @@
  * worker on its own connection (group commit, fsync off the event loop) and answered after the
  * commit. The worker keeps the process alive only while a call is outstanding.
  */
-import { Worker } from 'node:worker_threads';
 import type { AckRequest, EnqueueItem, EnqueueOutcome, MailboxLimits } from './node-store.js';
 import { REFUSALS, packAcks, packEnqueue } from './writer-wire.js';
 import { trace } from '../latency-trace.js';
+import { StoreThread } from './store-thread.js';
+import type { ThreadReply } from './store-thread.js';
 
 /** Reply number of the thread's notice "holding back for the main connection" (lockWanted). */
 const YIELD_NOTICE = -3;
 
-interface Reply {
-  readonly n: number;
-  readonly ok: boolean;
+interface Reply extends ThreadReply {
   readonly ready?: boolean;
   readonly res?: Float64Array;
   readonly counts?: number[];
   readonly forget?: { truncates: number; overwritten: number };
   /** The transaction hit a full disk (acks were retried on the released reserve). */
   readonly full?: boolean;
-  readonly error?: { code: string | undefined; message: string };
   /** MW_LATENCY_TRACE only: when the writer posted this reply (performance.timeOrigin + now()). */
   readonly posted?: number;
 }
@@ -45,71 +43,58 @@ export interface WriterOptions {
  */
 export const MAIN_YIELD_MAX_MS = 20;
 
-export class SqliteWriter {
-  readonly #worker: Worker;
+export class SqliteWriter extends StoreThread<Reply> {
   /**
    * Shared with the thread: 1 while a main-connection write waits for SQLite's write lock. The
    * thread then posts a yield notice and holds back its next transaction (≤ MAIN_YIELD_MAX_MS)
    * until mainDone(), so that the main connection gets the lock between two of its commits
    * instead of being starved by back-to-back group commits.
    */
-  readonly #mainWaits = new Int32Array(new SharedArrayBuffer(4));
+  readonly #mainWaits: Int32Array;
   #yieldWaiters: (() => void)[] = [];
-  readonly #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  #next = 1;
-  #dead: Error | undefined;
-  #closing = false;
+  readonly #onFull: () => void;
   #readyResolve!: () => void;
   /** Resolves when the thread has opened its connection and takes calls. */
   readonly ready = new Promise<void>((resolve) => (this.#readyResolve = resolve));
 
-  constructor(private readonly options: WriterOptions) {
-    // src/ (vitest, tsx) and dist/ both hold the worker as plain JavaScript (allowJs copies it).
-    this.#worker = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), {
+  constructor(options: WriterOptions) {
+    const mainWaits = new Int32Array(new SharedArrayBuffer(4));
+    super({
+      // src/ (vitest, tsx) and dist/ both hold the worker as plain JavaScript (allowJs copies it).
+      script: new URL('./sqlite-writer.worker.js', import.meta.url),
       workerData: {
         file: options.file,
         reserveFile: options.reserveFile,
         forgetWithinMs: options.forgetWithinMs,
         walCycleFrames: options.walCycleFrames,
         schemaVersion: options.schemaVersion,
-        mainWaits: this.#mainWaits,
+        mainWaits,
         mainYieldMaxMs: MAIN_YIELD_MAX_MS,
         yieldNotice: YIELD_NOTICE,
       },
-      // No loader hooks (tsx) in the writer: it is plain JavaScript and starts faster without them.
-      // A CPU profile of the node (bench/node PROFILE=1) profiles the writer too.
-      execArgv: process.execArgv.filter((a) => a.startsWith('--cpu-prof')),
+      name: 'store writer',
+      deadCode: 'WRITER_DEAD',
+      onDead: options.onDead,
     });
-    this.#worker.unref();
-    this.#worker.on('message', (r: Reply) => this.#onReply(r));
-    this.#worker.on('error', (e) => this.#fail(e));
-    this.#worker.on('exit', (code) => this.#fail(new Error(`store writer thread exited (code ${code})`)));
+    this.#mainWaits = mainWaits;
+    this.#onFull = options.onFull;
   }
 
-  #onReply(r: Reply): void {
-    if (r.n === 0) return this.#readyResolve();
-    if (r.n === YIELD_NOTICE) return this.#wakeYieldWaiters();
+  protected override notice(r: Reply): boolean {
+    if (r.n === 0) {
+      this.#readyResolve();
+      return true;
+    }
+    if (r.n === YIELD_NOTICE) {
+      this.#wakeYieldWaiters();
+      return true;
+    }
     if (trace && r.posted !== undefined) trace.stage('writer.replyHandoff', performance.timeOrigin + performance.now() - r.posted);
-    const p = this.#pending.get(r.n);
-    if (!p) return;
-    this.#pending.delete(r.n);
-    if (this.#pending.size === 0) this.#worker.unref();
-    if (r.full) this.options.onFull();
-    if (r.ok) p.resolve(r);
-    else p.reject(Object.assign(new Error(r.error?.message ?? 'store writer failed'), { code: r.error?.code }));
+    return false;
   }
 
-  #fail(e: Error): void {
-    const first = this.#dead === undefined;
-    this.#dead ??= Object.assign(new Error('store writer thread is not running'), { code: 'WRITER_DEAD', cause: e });
-    for (const p of this.#pending.values()) p.reject(this.#dead);
-    this.#pending.clear();
-    if (first && !this.#closing) this.options.onDead?.(e);
-  }
-
-  /** False once the thread died or was closed. */
-  get alive(): boolean {
-    return this.#dead === undefined;
+  protected override answered(r: Reply): void {
+    if (r.full) this.#onFull();
   }
 
   /**
@@ -117,17 +102,11 @@ export class SqliteWriter {
    * for a bug in the writer — so that it dies as it would then (tests of /ready and the restart).
    */
   crashForTest(): void {
-    this.#worker.postMessage({ t: 'e', n: -2, buf: null });
+    this.post({ t: 'e', n: -2, buf: null });
   }
 
   #call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Reply> {
-    if (this.#dead) return Promise.reject(this.#dead);
-    const n = this.#next++;
-    return new Promise<Reply>((resolve, reject) => {
-      if (this.#pending.size === 0) this.#worker.ref();
-      this.#pending.set(n, { resolve, reject });
-      this.#worker.postMessage(trace ? { ...msg, n, sent: performance.timeOrigin + performance.now() } : { ...msg, n }, transfer);
-    });
+    return this.call(trace ? { ...msg, sent: performance.timeOrigin + performance.now() } : msg, transfer);
   }
 
   async enqueue(items: readonly EnqueueItem[], limits: MailboxLimits): Promise<EnqueueOutcome[]> {
@@ -197,22 +176,11 @@ export class SqliteWriter {
 
   /** Asks the writer to checkpoint (TRUNCATE) within forgetWithinMs: a deletion on the main connection. */
   scheduleCheckpoint(): void {
-    if (!this.#dead) this.#worker.postMessage({ t: 'c', n: -1 });
+    this.post({ t: 'c', n: -1 });
   }
 
   /** Commits what is queued, checkpoints, closes the writer's connection; the thread then exits. */
-  async close(): Promise<void> {
-    this.#closing = true;
-    if (this.#dead) {
-      await this.#worker.terminate();
-      return;
-    }
-    try {
-      await this.#call({ t: 'close' });
-    } catch {
-      /* already gone */
-    }
-    this.#dead = new Error('store is closed');
-    await this.#worker.terminate();
+  override close(): Promise<void> {
+    return super.close();
   }
 }
