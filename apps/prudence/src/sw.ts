@@ -104,8 +104,9 @@ installPushHandler(sw as never, {
   namespace: NAMESPACE,
   openStorage: () => openIndexedDbStorage({ name: DB_NAME }),
   async showNotification(messages: IncomingMessage[], wake: PushWakeResult) {
-    // One line per wake for whoever debugs the worker (DevTools; warn: the lint allows warn and error
-    // only): counts and an error code, never content.
+    // One line per wake, so that a wake without its notification can be told apart from a push that
+    // never reached the worker (DevTools, the e2e test's trace): counts and an error code, never
+    // content. A warning because the project's lint keeps the console to warnings and errors.
     const code = (wake.error as { code?: unknown } | undefined)?.code;
     console.warn(`prudence: wake: ${messages.length} message(s), ${wake.undecryptable.length} undecryptable${wake.timedOut ? ', timed out' : ''}${wake.error === undefined ? '' : `, failed (${typeof code === 'string' ? code : 'error'})`}`);
     // The messages are already in the history (the SDK stored them with the ratchet step): open

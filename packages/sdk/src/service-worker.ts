@@ -166,7 +166,8 @@ export async function fetchWhileWoken(options: Omit<PushHandlerOptions, 'showNot
     work.catch(() => undefined); // after a timeout it may still fail; nobody waits for it
     // Closing before reading `messages`: every message emitted (hence acknowledged) is in the list.
     // Bounded too: closing waits for what is in flight (an outbox request with no answer, a storage
-    // transaction), and a close that never ends must not keep the notification from showing.
+    // transaction), and a close that never ends must not keep the notification from showing. A
+    // message emitted after the grace is stored (the history has it) but not in this notification.
     const grace = timeoutAfter(SW_CLOSE_GRACE_MS);
     await Promise.race([stop(), grace.promise]);
     grace.cancel();
