@@ -56,6 +56,15 @@ export const APP_VALUE_MAX_BYTES = 1024 * 1024;
 export const SW_PUSH_TIMEOUT_MS = 20_000;
 
 /**
+ * How long one HTTP request to the node may wait for its whole answer (MeshWhisperOptions
+ * `requestTimeoutMs`) before it fails with MW_SDK_UNREACHABLE, like a request whose connection
+ * failed. Without a bound, a node or network path that stops answering held the request until the
+ * platform gave up, if ever: an outbox flush waiting on it sent nothing else meanwhile. Media and
+ * archive transfers stream and are not bounded by it.
+ */
+export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
+
+/**
  * How long a woken service worker waits for its client to close (after fetching, before the app's
  * callback). Closing normally takes milliseconds; it waits for what is in flight (an outbox request,
  * a storage transaction), and one that never finishes must not keep the notification from showing.

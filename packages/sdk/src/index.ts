@@ -36,6 +36,7 @@ export { qrMatrix, qrSvg, QR_DEFAULT_MARGIN, QR_DEFAULT_MODULE_SIZE } from './cl
 export type { QrMatrix, QrOptions, QrSvgOptions, QrErrorCorrection } from './client/qr.js';
 export type { AcceptLinkOptions, CreateLinkOfferOptions, LinkAccepted, LinkOfferHandle, LinkedDevice } from './client/link.js';
 export { DEFAULT_MAX_DEVICES } from './constants.js';
+export { HTTP_REQUEST_TIMEOUT_MS } from './constants.js';
 export type { ArchiveEnabled, ArchiveStatus, BackupOptions, BackupResult, EnableArchiveOptions, RestoreOptions, RestoredDevice } from './client/archive.js';
 export { checkArchivePassphrase } from './client/archive.js';
 export { ARCHIVE_PASSPHRASE_MIN_LENGTH, ARCHIVE_PASSPHRASE_MIN_DISTINCT } from './constants.js';

@@ -149,7 +149,7 @@ export class MeshWhisper {
     const events = (this.#events = new EventHub(log, isClosed));
     const emit = events.emit;
     const gaps = new Gaps(emit);
-    this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis));
+    this.#api = new NodeApi(ctx, opts.node, opts.fetch ?? globalThis.fetch.bind(globalThis), opts.requestTimeoutMs);
     this.#lists = new DeviceLists({ ctx, storage, api: this.#api, emit, self: identity.certificate, account });
     this.#transport = new NodeTransport(this.#api, {
       ctx,
@@ -345,7 +345,7 @@ export class MeshWhisper {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'MeshWhisper.createLinkOffer: node, namespace and storage are required');
     }
     const ctx = options.crypto ?? createContext();
-    const api = new NodeApi(ctx, options.node, options.fetch ?? globalThis.fetch.bind(globalThis));
+    const api = new NodeApi(ctx, options.node, options.fetch ?? globalThis.fetch.bind(globalThis), options.requestTimeoutMs);
     const { deviceName, onIntroduced, ...createOptions } = options;
     return startLinkOffer(
       { ctx, api, storage: options.storage, nodeUrl: options.node, log: makeLog(options.logger) },
@@ -372,7 +372,7 @@ export class MeshWhisper {
       throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, 'MeshWhisper.restoreFromArchive: node, namespace and storage are required');
     }
     const ctx = options.crypto ?? createContext();
-    const api = new NodeApi(ctx, options.node, options.fetch ?? globalThis.fetch.bind(globalThis));
+    const api = new NodeApi(ctx, options.node, options.fetch ?? globalThis.fetch.bind(globalThis), options.requestTimeoutMs);
     const createOptions: MeshWhisperOptions & Partial<RestoreOptions> = { ...options };
     for (const k of ['recoveryKey', 'passphrase', 'accountKey', 'username', 'revokeOtherDevices', 'onProgress'] as const) delete createOptions[k];
     return restoreFromArchive(

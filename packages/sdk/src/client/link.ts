@@ -208,7 +208,7 @@ class Relay {
       if (this.#peerClosed) throw linkFailed('the other device closed the link before it finished');
       const left = deadline - now();
       if (left <= 0) throw new SdkError(SdkErrorCode.LINK_EXPIRED, 'the link timed out: show a new QR code');
-      const r = await this.api.call('GET', `${this.#path}/messages?after=${this.#after}&wait=${Math.min(left, LINK_POLL_MS)}`, { reply: LinkChannelMessagesSchema, headers: this.#headers });
+      const r = await this.api.call('GET', `${this.#path}/messages?after=${this.#after}&wait=${Math.min(left, LINK_POLL_MS, pollWithin(this.api.requestTimeoutMs))}`, { reply: LinkChannelMessagesSchema, headers: this.#headers });
       this.#buffer.push(...r.messages);
       this.#after = r.last;
       this.#peerClosed = r.closed;
@@ -219,6 +219,11 @@ class Relay {
   async close(log: Log): Promise<void> {
     await this.api.callEmpty('DELETE', this.#path, { headers: this.#headers }).catch((e: unknown) => log.warn('link.close-failed', 'the link channel could not be closed; the node forgets it at expiry', e));
   }
+}
+
+/** The longest wait to ask of a long poll: two thirds of the request timeout (20 s with the default 30 s), leaving the rest for the answer. */
+function pollWithin(requestTimeoutMs: number): number {
+  return Math.floor((requestTimeoutMs * 2) / 3);
 }
 
 function decodeMessage(bytes: Uint8Array): LinkMessage {

@@ -7,10 +7,13 @@ import { encodeDeviceCertificate } from '@meshwhisper/crypto';
 import type { DescMessage, MessageInitShape, MessageShape } from '@bufbuild/protobuf';
 import { AUTH_HEADER, CONTENT_TYPE_PROTOBUF, ChallengeSchema, decodeBody, encodeBody, encodeDeviceAuthHeader, requestDigest, signDeviceAuth } from '@meshwhisper/protocol';
 import { SdkError, SdkErrorCode } from './errors.js';
+import { HTTP_REQUEST_TIMEOUT_MS } from '../constants.js';
 
 /** Retries of a request the node refused with 429/503, and the longest wait honoured. */
 const RETRIES = 3;
 const MAX_RETRY_WAIT_MS = 10_000;
+/** The longest delay a timer takes (2^31 − 1 ms, ~24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** What a connection that broke under a request looks like in Node's fetch (undici), by `cause.code`. */
 const BROKEN_CONNECTION = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
@@ -45,7 +48,13 @@ export class NodeApi {
     readonly baseUrl: string,
     /** Also used directly for streamed media bodies (client/media.ts). */
     readonly fetchImpl: typeof fetch,
-  ) {}
+    /** How long one request may wait for the node's whole answer (HTTP_REQUEST_TIMEOUT_MS by default). */
+    readonly requestTimeoutMs: number = HTTP_REQUEST_TIMEOUT_MS,
+  ) {
+    if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 || requestTimeoutMs > MAX_TIMER_MS) {
+      throw new SdkError(SdkErrorCode.INVALID_ARGUMENT, `requestTimeoutMs must be an integer number of milliseconds in [1, ${MAX_TIMER_MS}]`);
+    }
+  }
 
   /**
    * One request; a 429 or 503 is retried (at most RETRIES times) after the Retry-After the node
@@ -70,11 +79,21 @@ export class NodeApi {
         method,
         headers: { ...(body ? { 'content-type': CONTENT_TYPE_PROTOBUF } : {}), ...headers },
         ...(body ? { body: body as BodyInit } : {}),
+        // Covers the answer's body too: a node (or a path to it) that stops answering mid-way
+        // fails the request instead of holding its caller — the outbox, a woken service worker — forever.
+        signal: AbortSignal.timeout(this.requestTimeoutMs),
       });
     } catch (cause) {
-      throw new SdkError(SdkErrorCode.UNREACHABLE, `${method} ${path}: node unreachable`, undefined, { cause });
+      throw this.unreachable(method, path, cause);
     }
     return res;
+  }
+
+  /** MW_SDK_UNREACHABLE for a request that failed on the way or got no (whole) answer in time. */
+  unreachable(method: string, path: string, cause: unknown): SdkError {
+    const timedOut = (cause as { name?: unknown } | null)?.name === 'TimeoutError';
+    const why = timedOut ? `no answer from the node within ${this.requestTimeoutMs / 1000} s` : 'node unreachable';
+    return new SdkError(SdkErrorCode.UNREACHABLE, `${method} ${path}: ${why}`, undefined, { cause });
   }
 
   /** Maps a non-2xx reply to SdkError NODE_ERROR with the node's MW_… code. */
@@ -112,7 +131,13 @@ export class NodeApi {
       body,
       makeHeaders: async (): Promise<Record<string, string>> => ({ ...headers, ...(auth ? { [AUTH_HEADER]: await this.authHeader(auth, { method, path, body }) } : {}) }),
     });
-    const d = decodeBody(options.reply, new Uint8Array(await res.arrayBuffer()));
+    let bytes: ArrayBuffer;
+    try {
+      bytes = await res.arrayBuffer();
+    } catch (cause) {
+      throw this.unreachable(method, path, cause);
+    }
+    const d = decodeBody(options.reply, new Uint8Array(bytes));
     if (!d.ok) throw new SdkError(SdkErrorCode.PROTOCOL, `${method} ${path}: ${d.error.message}`);
     return d.value;
   }

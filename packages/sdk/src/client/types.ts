@@ -67,6 +67,12 @@ export interface MeshWhisperOptions {
   readonly WebSocket?: WebSocketConstructor;
   /** fetch implementation (default: globalThis.fetch). */
   readonly fetch?: typeof fetch;
+  /**
+   * How long one request to the node may wait for its answer before it fails with
+   * MW_SDK_UNREACHABLE (default HTTP_REQUEST_TIMEOUT_MS, 30 s). Media and archive transfers are not
+   * bounded by it.
+   */
+  readonly requestTimeoutMs?: number;
   /** Connect the device socket at once (default true). */
   readonly connect?: boolean;
   /** Share presence (online / last seen) with contacts (default true; false = opt out). */

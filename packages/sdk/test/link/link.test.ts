@@ -133,6 +133,24 @@ describe('linking a second device', () => {
     expect((await b.history(carol.accountKey)).find((m) => m.text === 'read me')?.unread).toBeFalsy();
   });
 
+  it('a short requestTimeoutMs: the waiting device long-polls within it (two thirds of it) and the link completes', async () => {
+    const a = await client();
+    const waits: number[] = [];
+    const recording: typeof fetch = (input, init) => {
+      const m = /[?&]wait=(\d+)/.exec(String(input instanceof Request ? input.url : input));
+      if (m) waits.push(Number(m[1]));
+      return fetch(input, init);
+    };
+    const offer = await MeshWhisper.createLinkOffer({ node: url, namespace: 'test', storage: await memoryStorage(), deviceName: 'tablet', ...fast, fetch: recording, requestTimeoutMs: 1_500 });
+    // Nobody scans for a while: the device polls, each poll asking for at most 1 s.
+    await new Promise((r) => setTimeout(r, 2_500));
+    const [, linked] = await Promise.all([a.acceptLinkOffer(offer.payload, { deviceName: 'phone' }), offer.completed]);
+    open.push(linked.client);
+    expect(waits.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...waits)).toBeLessThanOrEqual(1_000);
+    expect(toHex(linked.client.accountKey)).toBe(toHex(a.accountKey));
+  });
+
   it('refuses: an offer used twice, a device beyond the limit, a device without the account key, bytes that are no offer; cancel() ends a waiting offer', async () => {
     const a = await client();
     const offer = await MeshWhisper.createLinkOffer({ node: url, namespace: 'test', storage: await memoryStorage(), ...fast });
