@@ -16,8 +16,8 @@ afterEach(async () => {
   for (const f of cleanup.splice(0)) await f();
 });
 
-/** `silent`: reads each request and never answers; `stalls`: sends the headers and half the body, then nothing. */
-async function start(mode: 'silent' | 'stalls'): Promise<{ url: string; requests: () => number }> {
+/** `silent`: reads each request and never answers; `stalls`: sends the headers and half the body, then nothing; `answers`: a whole challenge at once. */
+async function start(mode: 'silent' | 'stalls' | 'answers'): Promise<{ url: string; requests: () => number }> {
   let requests = 0;
   const server: Server = createServer((req, res) => {
     requests++;
@@ -25,6 +25,7 @@ async function start(mode: 'silent' | 'stalls'): Promise<{ url: string; requests
     if (mode === 'silent') return;
     const body = encodeBody(ChallengeSchema, { challenge: new Uint8Array(32).fill(7) });
     res.writeHead(200, { 'content-type': CONTENT_TYPE_PROTOBUF, 'content-length': String(body.length) });
+    if (mode === 'answers') return void res.end(body);
     res.write(body.subarray(0, body.length >> 1));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -64,6 +65,20 @@ describe('a node that stops answering', () => {
     const e = await failure(api.challenge());
     expect(e.code).toBe(SdkErrorCode.UNREACHABLE);
     expect(e.message).toContain('no answer from the node within 0.3 s');
+  });
+
+  it('an answered request stops its timer: nothing is aborted after the timeout has passed', async () => {
+    const { url } = await start('answers');
+    const signals: AbortSignal[] = [];
+    const watching: typeof fetch = (input, init) => {
+      if (init?.signal) signals.push(init.signal);
+      return fetch(input, init);
+    };
+    const api = new NodeApi(createContext(), url, watching, 200);
+    for (let i = 0; i < 5; i++) expect((await api.challenge()).length).toBe(32);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(signals).toHaveLength(5);
+    expect(signals.filter((s) => s.aborted)).toHaveLength(0);
   });
 
   it('MeshWhisper.create against a silent node rejects with MW_SDK_UNREACHABLE instead of hanging', async () => {
