@@ -178,9 +178,4 @@ export class SqliteWriter extends StoreThread<Reply> {
   scheduleCheckpoint(): void {
     this.post({ t: 'c', n: -1 });
   }
-
-  /** Commits what is queued, checkpoints, closes the writer's connection; the thread then exits. */
-  override close(): Promise<void> {
-    return super.close();
-  }
 }

@@ -94,7 +94,10 @@ export abstract class StoreThread<R extends ThreadReply> {
     if (!this.#dead) this.#worker.postMessage(msg);
   }
 
-  /** Asks the thread to finish (`{ t: 'close' }`: it commits or answers what it holds, then closes its connection) and ends it. */
+  /**
+   * Asks the thread to finish (`{ t: 'close' }`: it commits or answers what it holds — the writer
+   * also checkpoints — then closes its connection) and ends it.
+   */
   async close(): Promise<void> {
     this.#closing = true;
     if (!this.#dead) {

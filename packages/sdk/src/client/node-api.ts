@@ -95,7 +95,7 @@ export class NodeApi {
       });
     } catch (cause) {
       clearTimeout(timer);
-      throw this.unreachable(method, path, cause);
+      throw this.#unreachable(method, path, cause);
     }
     this.#timers.set(res, timer);
     return res;
@@ -108,7 +108,7 @@ export class NodeApi {
   }
 
   /** MW_SDK_UNREACHABLE for a request that failed on the way or got no (whole) answer in time. */
-  unreachable(method: string, path: string, cause: unknown): SdkError {
+  #unreachable(method: string, path: string, cause: unknown): SdkError {
     const timedOut = (cause as { name?: unknown } | null)?.name === 'TimeoutError';
     const why = timedOut ? `no answer from the node within ${this.requestTimeoutMs / 1000} s` : 'node unreachable';
     return new SdkError(SdkErrorCode.UNREACHABLE, `${method} ${path}: ${why}`, undefined, { cause });
@@ -155,7 +155,7 @@ export class NodeApi {
     try {
       bytes = await res.arrayBuffer();
     } catch (cause) {
-      throw this.unreachable(method, path, cause);
+      throw this.#unreachable(method, path, cause);
     } finally {
       this.#answered(res);
     }
