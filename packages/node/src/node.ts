@@ -269,6 +269,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       storageFailed: (e) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'group commit failed'),
       storedOffline: (mailbox) => push.waker.notify(mailbox),
     },
+    hub,
   );
   let shuttingDown = false;
   const services: NodeServices = { ctx, config, nodeKey, store, hub, issuer, limiter, sender, metrics, mediaDir, archiveDir, tmpDir, shuttingDown: () => shuttingDown };

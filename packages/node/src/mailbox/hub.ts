@@ -4,7 +4,7 @@
  * or in another process (through the DeliveryBus); only the holder of the device key can log
  * in, so nobody else can take a mailbox's live delivery over.
  */
-import type { Envelope } from '@meshwhisper/protocol';
+import type { Envelope, FastEnvelope } from '@meshwhisper/protocol';
 import type { StoredEnvelope } from '../store/node-store.js';
 import type { BusSubscriber, DeliveryBus } from './bus.js';
 
@@ -17,13 +17,47 @@ export interface LiveSession {
   wake(envelopes?: readonly StoredEnvelope[]): void;
   /** Hand over an ephemeral signal now or drop it; true if written to the connection. */
   signal(envelope: Envelope): boolean;
+  /**
+   * A durable envelope whose group commit has not finished: deliver it now if this connection
+   * may take it ahead (AheadDelivery.ahead). AHEAD_SENT if it did, else its token epoch (≥ 0).
+   */
+  ahead(envelope: FastEnvelope, tokenKey: string): number;
+  /** An envelope delivered ahead was refused by its commit (or the commit failed): it is not stored. */
+  aheadDropped(id: Uint8Array): void;
+  /** A commit accepted the delivery token `tokenKey` of a send admitted at token epoch `epoch`. */
+  tokenAccepted(tokenKey: string, epoch: number): void;
   /** Gap counters may have changed (sweeper). */
   checkGap(): void;
   /** Replaced by a newer login, the device was deleted, or the node is shutting down. */
   close(code: number, reason: string): void;
 }
 
-export class DeliveryHub implements BusSubscriber {
+/** `ahead()`: the envelope was written to the recipient's connection. */
+export const AHEAD_SENT = -1;
+/** `ahead()`: no live connection for the mailbox in this process. */
+export const AHEAD_NO_SESSION = -2;
+
+/**
+ * Delivery ahead of the commit (docs/spec/node-protocol.md §Device connection): a durable
+ * envelope for a device that is connected to this process, caught up and below its window goes to
+ * it as soon as its send is admitted, while its group commit runs. The sender is still answered
+ * only after the commit (nothing is acknowledged before it is on disk); the device's ack of such
+ * an envelope waits for that commit. Only token-lane sends whose delivery token a commit has
+ * accepted for that mailbox since its last token change are delivered ahead, so a send the commit
+ * would refuse for its token never reaches the device; a token-lane send is never refused for
+ * quota (it evicts). What is left — the commit fails (disk full, I/O error), the mailbox was
+ * deleted meanwhile, a token revoked in between — reaches the device without being stored: its
+ * sender is told UNAVAILABLE (or the refusal) and sends again, and the device drops the second
+ * copy by the message id inside the sealed envelope, as after any resend.
+ */
+export interface AheadDelivery {
+  /** AHEAD_SENT, AHEAD_NO_SESSION, or the live connection's token epoch (it did not take the envelope). */
+  ahead(mailboxKey: string, envelope: FastEnvelope, tokenKey: string): number;
+  aheadDropped(mailboxKey: string, id: Uint8Array): void;
+  tokenAccepted(mailboxKey: string, tokenKey: string, epoch: number): void;
+}
+
+export class DeliveryHub implements BusSubscriber, AheadDelivery {
   readonly #live = new Map<string, LiveSession>();
   readonly #unsubscribe: () => void;
 
@@ -58,6 +92,19 @@ export class DeliveryHub implements BusSubscriber {
 
   signal(mailboxKey: string, envelope: Envelope): boolean {
     return this.#live.get(mailboxKey)?.signal(envelope) ?? false;
+  }
+
+  // ── AheadDelivery ──
+  ahead(mailboxKey: string, envelope: FastEnvelope, tokenKey: string): number {
+    return this.#live.get(mailboxKey)?.ahead(envelope, tokenKey) ?? AHEAD_NO_SESSION;
+  }
+
+  aheadDropped(mailboxKey: string, id: Uint8Array): void {
+    this.#live.get(mailboxKey)?.aheadDropped(id);
+  }
+
+  tokenAccepted(mailboxKey: string, tokenKey: string, epoch: number): void {
+    this.#live.get(mailboxKey)?.tokenAccepted(tokenKey, epoch);
   }
 
   login(mailboxKey: string, sessionId: string): void {

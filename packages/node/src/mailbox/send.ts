@@ -21,6 +21,8 @@ import type { RateLimiter } from '../rate-limit.js';
 import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { DeliveryBus } from './bus.js';
 import { LocalDeliveryBus } from './bus.js';
+import type { AheadDelivery } from './hub.js';
+import { AHEAD_NO_SESSION, AHEAD_SENT } from './hub.js';
 import { IpcDeliveryBus } from '../workers/ipc-bus.js';
 import { trace } from '../latency-trace.js';
 
@@ -57,6 +59,12 @@ export function deliveryTokenHash(_ctx: CryptoContext, token: Uint8Array): Uint8
   // node:crypto (OpenSSL), not the portable backend: this runs once per send on the hot path. The
   // one-shot hash() makes no Hash object (measured 0.7 vs 1.0–1.35 µs per call).
   return hash('sha256', token, 'buffer');
+}
+
+/** A token hash as one flat latin1 string (the set key of AheadDelivery; a 32-byte hash without a Buffer object). */
+function tokenKey32(h: Uint8Array): string {
+  if (h.length !== 32) return Buffer.from(h.buffer, h.byteOffset, h.byteLength).toString('latin1');
+  return String.fromCharCode(h[0]!, h[1]!, h[2]!, h[3]!, h[4]!, h[5]!, h[6]!, h[7]!, h[8]!, h[9]!, h[10]!, h[11]!, h[12]!, h[13]!, h[14]!, h[15]!, h[16]!, h[17]!, h[18]!, h[19]!, h[20]!, h[21]!, h[22]!, h[23]!, h[24]!, h[25]!, h[26]!, h[27]!, h[28]!, h[29]!, h[30]!, h[31]!);
 }
 
 /**
@@ -113,6 +121,10 @@ interface Pending {
   readonly started: number;
   /** The batch request this envelope came in (it commits with the rest of it), if any. */
   readonly unit: object | undefined;
+  /** The token hash as AheadDelivery names it (token lane only). */
+  readonly tokenKey: string | undefined;
+  /** What AheadDelivery.ahead answered: AHEAD_SENT, AHEAD_NO_SESSION or the connection's token epoch. */
+  readonly ahead: number;
   readonly sink: SendSink;
   readonly tag: number;
 }
@@ -143,6 +155,8 @@ export class SendService {
     private readonly limiter: RateLimiter,
     private readonly limits: MailboxLimits,
     private readonly events: SendEvents = {},
+    /** Live connections of this process that may take a durable envelope before its commit (mailbox/hub.ts). */
+    private readonly aheadTo?: AheadDelivery,
   ) {}
 
   /** After this, every new send fails with UNAVAILABLE; resolves when queued sends have committed. */
@@ -251,16 +265,25 @@ export class SendService {
   /** Queues a durable envelope for the next group commit (`unit`: the batch it must not be split from). */
   #enqueue(req: SendRequest, admitted: Admitted, unit: object | undefined, sink: SendSink, tag: number): void {
     this.#queuedBytes += req.payload.length;
+    const id = this.#ids.next();
+    const receivedAt = this.ctx.now();
+    const tokenHash = admitted.tokenHash;
+    const tokenKey = tokenHash && this.aheadTo ? tokenKey32(tokenHash) : undefined;
+    // The recipient's live connection may take it now, before the commit (hub.ts AheadDelivery).
+    const ahead = tokenKey !== undefined ? this.aheadTo!.ahead(admitted.mailboxKey, { id, payload: req.payload, receivedAt }, tokenKey) : AHEAD_NO_SESSION;
+    if (trace) trace.stage(ahead === AHEAD_SENT ? 'send.aheadSent' : ahead === AHEAD_NO_SESSION ? 'send.aheadNoSession' : 'send.aheadNotTaken', 0);
     this.#queue.push({
-      id: this.#ids.next(),
+      id,
       mailbox: req.mailboxId,
       mailboxKey: admitted.mailboxKey,
       payload: req.payload,
-      receivedAt: this.ctx.now(),
-      tokenHash: admitted.tokenHash,
+      receivedAt,
+      tokenHash,
       lane: admitted.lane,
       started: performance.now(),
       unit,
+      tokenKey,
+      ahead,
       sink,
       tag,
     });
@@ -332,7 +355,10 @@ export class SendService {
         this.beforeCommit?.();
         results = await this.store.enqueue(batch, this.limits);
       } catch (e) {
-        for (const p of batch) p.sink.refused(p.tag, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
+        for (const p of batch) {
+          if (p.ahead === AHEAD_SENT) this.aheadTo!.aheadDropped(p.mailboxKey, p.id);
+          p.sink.refused(p.tag, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
+        }
         this.events.storageFailed?.(e);
         return;
       } finally {
@@ -380,12 +406,15 @@ export class SendService {
         const r = results[i]!;
         const p = batch[i]!;
         if (!r.ok) {
+          if (p.ahead === AHEAD_SENT) this.aheadTo!.aheadDropped(p.mailboxKey, p.id);
           p.sink.refused(p.tag, this.#refusal(r.reason));
           continue;
         }
+        // A token this commit accepted: the connection may take that sender's next envelopes ahead.
+        if (p.ahead >= 0) this.aheadTo!.tokenAccepted(p.mailboxKey, p.tokenKey!, p.ahead);
         if (r.evicted > 0) this.events.evicted?.(r.evicted);
         this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
-        p.sink.sent(p.tag, p.id, woken.get(p.mailboxKey)?.live ?? false);
+        p.sink.sent(p.tag, p.id, p.ahead === AHEAD_SENT || (woken.get(p.mailboxKey)?.live ?? false));
       }
     } finally {
       this.#inFlight--;

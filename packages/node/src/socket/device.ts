@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
-import type { Envelope, Frame } from '@meshwhisper/protocol';
+import type { Envelope, FastEnvelope, Frame } from '@meshwhisper/protocol';
 import {
   DEVICE_SOCKET_METHOD,
   DEVICE_SOCKET_PATH,
@@ -27,6 +27,7 @@ import type { WebSocket } from 'ws';
 import type { ChallengeIssuer } from '../auth.js';
 import { verifyDeviceAuth } from '../auth.js';
 import type { DeliveryHub, LiveSession } from '../mailbox/hub.js';
+import { AHEAD_SENT } from '../mailbox/hub.js';
 import { deliveryTokenHash } from '../mailbox/send.js';
 import { hexKey } from '../hex.js';
 import type { RateLimiter } from '../rate-limit.js';
@@ -41,6 +42,12 @@ export const HIGH_WATER_BYTES = 1024 * 1024;
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 /** Payload bytes per Deliver frame, leaving room for framing under MAX_FRAME_BYTES. */
 const BATCH_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64 * 1024;
+/** The in-flight "seq" of an envelope delivered ahead of its commit: its seq comes with the commit. */
+const AHEAD = -1;
+/** Delivery tokens a connection remembers as accepted by a commit (the set starts again when full). */
+const MAX_TOKENS_SEEN = 1024;
+/** Ack frames held for envelopes delivered ahead of their commit; beyond it such ids are ignored (delivered again later). */
+const MAX_HELD_ACKS = 1024;
 
 export interface DeviceConnectionDeps {
   readonly ctx: CryptoContext;
@@ -78,8 +85,18 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   mailboxKey = '';
   // Opaque, compared on login elsewhere (hub.ts); hex from Buffer is one flat string (randomUUID() is a rope of ~20 pieces, kept per connection).
   readonly sessionId = randomBytes(16).toString('hex');
-  /** Ids (idKey) sent and not yet acknowledged → their seq (acks delete by (mailbox, seq)). */
+  /** Ids (idKey) sent and not yet acknowledged → their seq (acks delete by (mailbox, seq)), AHEAD until their commit. */
   readonly #inFlight = new Map<string, number>();
+  /** Entries of #inFlight that are AHEAD. */
+  #ahead = 0;
+  /** Ack frames naming an envelope still AHEAD: handled again as such envelopes commit (or are dropped). */
+  #heldAcks: { requestId: number; ids: readonly Uint8Array[] }[] = [];
+  /** Delivery tokens (hash, latin1) that a commit accepted for this mailbox since the last token change (made at the first: an idle connection holds no set). */
+  #tokensSeen: Set<string> | undefined;
+  /** Incremented when a token change starts and when it ends: a commit's acceptance counts only if none happened since its send was admitted. */
+  #tokenEpoch = 0;
+  /** Token changes in progress (no token is remembered meanwhile). */
+  #tokenWrites = 0;
   /** Highest seq delivered on this connection (the fetch cursor). */
   #lastSeq = 0;
   #initialDrainDone = false;
@@ -162,37 +179,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   #ready(frame: Frame): void {
     const mailbox = this.#mailbox!;
     switch (frame.body.case) {
-      case 'ack': {
-        // Only ids delivered on this connection are deleted (found by seq, no id lookup). Another
-        // id — delivered on an earlier connection of this device, or none of its own — is
-        // ignored: an envelope still stored is delivered again here and acknowledged then.
-        const ids: Uint8Array[] = [];
-        const seqs: number[] = [];
-        const keys: string[] = [];
-        for (const id of frame.body.value.ids) {
-          const key = idKey(id);
-          const seq = this.#inFlight.get(key);
-          if (seq === undefined) continue;
-          ids.push(id);
-          seqs.push(seq);
-          keys.push(key);
-        }
-        const requestId = frame.requestId;
-        this.deps.acks.add(mailbox, ids, seqs, (n) => {
-          if (n instanceof Error) {
-            this.log.warn({ err: n.name }, 'ack commit failed');
-            if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
-            return;
-          }
-          for (const key of keys) this.#inFlight.delete(key);
-          if (n > 0) this.deps.events?.delivered?.(n);
-          if (this.closed) return;
-          if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
-          // Room in the window: read more only if something may be waiting (no empty SELECT per ack).
-          if (this.#behind) this.wake();
-        });
-        return;
-      }
+      case 'ack':
+        return this.#ack(mailbox, frame.requestId, frame.body.value.ids);
       case 'ok': {
         const gap = this.#gapPending.get(frame.requestId);
         if (gap) {
@@ -204,15 +192,111 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       case 'setDeliveryTokens': {
         const hashes = frame.body.value.tokens.map((t) => deliveryTokenHash(this.deps.ctx, t));
         const requestId = frame.requestId;
-        this.deps.store.setDeliveryTokens(mailbox, hashes).then(
-          () => this.send({ requestId, body: { case: 'ok', value: {} } }),
-          () => this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000)),
-        );
+        // Nothing is delivered ahead on a remembered token from now until the new set is stored
+        // and a commit accepts a token again (the epoch keeps acceptances of earlier sends out).
+        this.#tokensSeen = undefined;
+        this.#tokenEpoch++;
+        this.#tokenWrites++;
+        this.deps.store
+          .setDeliveryTokens(mailbox, hashes)
+          .finally(() => {
+            this.#tokenEpoch++;
+            this.#tokenWrites--;
+          })
+          .then(
+            () => this.send({ requestId, body: { case: 'ok', value: {} } }),
+            () => this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000)),
+          );
         return;
       }
       default:
         throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body.case ?? 'empty'} is not accepted on an authenticated device connection`);
     }
+  }
+
+  /**
+   * Only ids delivered on this connection are deleted (found by seq, no id lookup). Another id —
+   * delivered on an earlier connection of this device, or none of its own — is ignored: an
+   * envelope still stored is delivered again here and acknowledged then. An ack naming an
+   * envelope delivered ahead of its commit is held until that commit (its seq) is known.
+   */
+  #ack(mailbox: Uint8Array, requestId: number, ackIds: readonly Uint8Array[]): void {
+    const ids: Uint8Array[] = [];
+    const seqs: number[] = [];
+    const keys: string[] = [];
+    for (const id of ackIds) {
+      const key = idKey(id);
+      const seq = this.#inFlight.get(key);
+      if (seq === undefined) continue;
+      if (seq === AHEAD && this.#heldAcks.length < MAX_HELD_ACKS) {
+        this.#heldAcks.push({ requestId, ids: ackIds });
+        return;
+      }
+      if (seq === AHEAD) continue;
+      ids.push(id);
+      seqs.push(seq);
+      keys.push(key);
+    }
+    this.deps.acks.add(mailbox, ids, seqs, (n) => {
+      if (n instanceof Error) {
+        this.log.warn({ err: n.name }, 'ack commit failed');
+        if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
+        return;
+      }
+      for (const key of keys) this.#inFlight.delete(key);
+      if (n > 0) this.deps.events?.delivered?.(n);
+      if (this.closed) return;
+      if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
+      // Room in the window: read more only if something may be waiting (no empty SELECT per ack).
+      if (this.#behind) this.wake();
+    });
+  }
+
+  /** Acks held for envelopes that were AHEAD, handled again now that some of those committed or were dropped. */
+  #releaseAcks(): void {
+    if (this.#heldAcks.length === 0 || this.closed) return;
+    const held = this.#heldAcks;
+    this.#heldAcks = [];
+    for (const a of held) this.#ack(this.#mailbox!, a.requestId, a.ids);
+  }
+
+  // ── Delivery ahead of the commit (mailbox/hub.ts AheadDelivery) ──
+
+  ahead(envelope: FastEnvelope, tokenKey: string): number {
+    if (
+      this.#tokenWrites > 0 ||
+      this.#tokensSeen?.has(tokenKey) !== true ||
+      // Caught up, not reading the store, and the window and the socket buffer have room: the
+      // envelope is the next one the device would get once committed anyway.
+      this.#state !== 'ready' ||
+      this.closed ||
+      !this.#gapChecked ||
+      !this.#initialDrainDone ||
+      this.#behind ||
+      this.#fetching ||
+      this.#inFlight.size >= this.deps.deliveryWindow ||
+      this.ws.bufferedAmount >= HIGH_WATER_BYTES
+    )
+      return this.#tokenEpoch;
+    this.#inFlight.set(idKey(envelope.id), AHEAD);
+    this.#ahead++;
+    this.sendFramed(encodeDeliverFrame(this.frameVersion, [envelope], WS_FRAME_BUFFER));
+    return AHEAD_SENT;
+  }
+
+  aheadDropped(id: Uint8Array): void {
+    const key = idKey(id);
+    if (this.#inFlight.get(key) !== AHEAD) return;
+    this.#inFlight.delete(key);
+    this.#ahead--;
+    this.#releaseAcks();
+  }
+
+  tokenAccepted(tokenKey: string, epoch: number): void {
+    if (epoch !== this.#tokenEpoch || this.#tokenWrites > 0) return;
+    const seen = (this.#tokensSeen ??= new Set());
+    if (seen.size >= MAX_TOKENS_SEEN) seen.clear();
+    seen.add(tokenKey);
   }
 
   #background(p: Promise<unknown>): void {
@@ -232,10 +316,44 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     return Math.max(0, Math.min(MAX_DELIVER_BATCH, this.deps.deliveryWindow - this.#inFlight.size));
   }
 
+  /** Sends `batch` (seq order) but for the envelopes already in flight here (delivered ahead of their commit): those take their seq. */
   #deliver(batch: readonly StoredEnvelope[]): void {
-    for (const e of batch) this.#inFlight.set(idKey(e.id), e.seq);
     this.#lastSeq = batch[batch.length - 1]!.seq;
-    this.sendFramed(encodeDeliverFrame(this.frameVersion, batch, WS_FRAME_BUFFER)); // class DURABLE
+    let rest: StoredEnvelope[] | undefined;
+    let settled = false;
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i]!;
+      const key = idKey(e.id);
+      const had = this.#inFlight.get(key);
+      if (had === undefined) {
+        this.#inFlight.set(key, e.seq);
+        rest?.push(e);
+        continue;
+      }
+      if (had === AHEAD) {
+        this.#inFlight.set(key, e.seq);
+        this.#ahead--;
+        settled = true;
+      }
+      rest ??= batch.slice(0, i);
+    }
+    const out = rest ?? batch;
+    if (out.length > 0) this.sendFramed(encodeDeliverFrame(this.frameVersion, out, WS_FRAME_BUFFER)); // class DURABLE
+    if (settled) this.#releaseAcks();
+  }
+
+  /** Committed envelopes that went ahead take their seq (whatever the window or the cursor): returns how many. */
+  #settle(envelopes: readonly StoredEnvelope[]): number {
+    let n = 0;
+    for (const e of envelopes) {
+      const key = idKey(e.id);
+      if (this.#inFlight.get(key) !== AHEAD) continue;
+      this.#inFlight.set(key, e.seq);
+      this.#ahead--;
+      n++;
+    }
+    if (n > 0) this.#releaseAcks();
+    return n;
   }
 
   /**
@@ -248,16 +366,29 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   wake(envelopes?: readonly StoredEnvelope[]): void {
     // Before the login's gap check nothing is delivered; the wake that follows it reads the store.
     if (this.#state !== 'ready' || this.closed || !this.#gapChecked) return;
+    // Envelopes delivered ahead take their seq first, whatever follows: acks held for them go on.
+    const settled = envelopes && this.#ahead > 0 ? this.#settle(envelopes) : 0;
     if (this.#fetching) {
       this.#wakeAgain = true;
       return;
     }
     const first = envelopes?.[0]?.seq;
     if (envelopes && first !== undefined && !this.#behind && this.#initialDrainDone && (first === this.#lastSeq + 1 || first === 1)) {
+      if (settled === envelopes.length) {
+        this.#lastSeq = envelopes[envelopes.length - 1]!.seq; // all of them went ahead
+        return;
+      }
       const room = this.#room();
-      if (room >= envelopes.length) return this.#deliver(envelopes);
-      if (room > 0) this.#deliver(envelopes.slice(0, room));
-      this.#behind = true; // the rest is fetched when acks make room
+      if (room >= envelopes.length - settled) return this.#deliver(envelopes);
+      // As many as the window takes (those already in flight take no room); the rest is fetched when acks make room.
+      let k = 0;
+      for (let fresh = 0; k < envelopes.length; k++) {
+        if (this.#inFlight.has(idKey(envelopes[k]!.id))) continue;
+        if (fresh === room) break;
+        fresh++;
+      }
+      if (k > 0) this.#deliver(envelopes.slice(0, k));
+      this.#behind = true;
       return;
     }
     this.#behind = true;
@@ -274,7 +405,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
         if (room === 0) break;
         // Nothing in flight: everything this connection delivered is acknowledged and deleted, so
         // reading from the start is exact (and survives a mailbox whose counter restarted).
-        if (this.#inFlight.size === 0) this.#lastSeq = 0;
+        // (Envelopes delivered ahead are not stored yet, or are read again here and take their seq.)
+        if (this.#inFlight.size === this.#ahead) this.#lastSeq = 0;
         const batch = await this.deps.store.fetch(mailbox, this.#lastSeq, room, BATCH_PAYLOAD_BYTES);
         if (this.closed) return;
         // Fewer than asked for: nothing more is stored after this batch (until new mail, which
@@ -348,6 +480,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     clearTimeout(this.#bufferTimer);
     if (this.#mailbox) this.deps.hub.detach(this);
     this.#inFlight.clear();
+    this.#ahead = 0;
+    this.#heldAcks = [];
     this.#held = [];
   }
 }

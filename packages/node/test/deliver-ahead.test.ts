@@ -1,0 +1,286 @@
+// Delivery ahead of the commit (mailbox/hub.ts AheadDelivery, docs/spec/node-protocol.md §3): a
+// live, caught-up device gets a durable envelope while its group commit runs; the sender is still
+// answered only after the commit, and the device's ack of it waits for that commit. Real node,
+// real sockets, the real SQLite store; the commit is held (or failed) by a gate in front of
+// store.enqueue, which then calls the real one.
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AddressInfo } from 'node:net';
+import { EnvelopeClass, ErrorCode, SendRequestSchema, SendResultSchema, encodeBody, fromBinary } from '@meshwhisper/protocol';
+import type { NodeStore } from '../src/store/node-store.js';
+import { TestDevice, generousLimits, proto, startTestNode } from './helpers.js';
+import type { TestNode } from './helpers.js';
+import { WsClient } from './ws-client.js';
+
+const open: { close(): unknown }[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0).reverse()) await o.close();
+});
+
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+const untext = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * store.enqueue behind a gate: while closed, each group commit waits (`held` counts them); `open()`
+ * lets them go to the real store, `fail()` makes them fail as a full disk would.
+ */
+class CommitGate {
+  #waiting: { go: () => void; stop: (e: Error) => void }[] = [];
+  closed = false;
+  held = 0;
+  constructor(store: NodeStore) {
+    const real = store.enqueue.bind(store);
+    store.enqueue = async (items, limits) => {
+      if (this.closed) {
+        this.held++;
+        await new Promise<void>((go, stop) => this.#waiting.push({ go, stop }));
+      }
+      return real(items, limits);
+    };
+  }
+  close(): void {
+    this.closed = true;
+  }
+  open(): void {
+    this.closed = false;
+    for (const w of this.#waiting.splice(0)) w.go();
+  }
+  fail(): void {
+    this.closed = false;
+    for (const w of this.#waiting.splice(0)) w.stop(Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' }));
+  }
+}
+
+async function setup(env: Record<string, string> = {}): Promise<{ t: TestNode; d: TestDevice; c: WsClient; token: Uint8Array; gate: CommitGate; port: number }> {
+  const t = await startTestNode({ RATE_LIMITS: generousLimits(), ...env });
+  open.push(t);
+  const addr: AddressInfo = await t.node.listen();
+  const port = addr.port;
+  const d = new TestDevice();
+  await d.register(t.node);
+  const c = await device(port, d);
+  await c.nextKind('queueEmpty');
+  const token = new Uint8Array(32).fill(0x5a);
+  await setTokens(c, [token]);
+  const gate = new CommitGate(t.node.services.store);
+  open.push({ close: () => gate.open() }); // before the node closes (it waits for queued sends)
+  return { t, d, c, token, gate, port };
+}
+
+async function device(port: number, d: TestDevice): Promise<WsClient> {
+  const c = await WsClient.device(port, d);
+  open.push({ close: () => c.terminate() });
+  return c;
+}
+
+async function setTokens(c: WsClient, tokens: Uint8Array[]): Promise<void> {
+  const rid = c.send({ body: { case: 'setDeliveryTokens', value: { tokens } } });
+  expect((await c.next((f) => f.requestId === rid)).body.case).toBe('ok');
+}
+
+/** POST /v1/send; `answered` turns true when the node has answered. */
+function send(t: TestNode, mailbox: Uint8Array, payload: string, token?: Uint8Array): { answered: boolean; result: Promise<{ status: number; body: Buffer }> } {
+  const s = {
+    answered: false,
+    result: t.node.app
+      .inject({
+        method: 'POST',
+        url: '/v1/send',
+        headers: proto,
+        payload: Buffer.from(encodeBody(SendRequestSchema, { mailboxId: mailbox, payload: text(payload), class: EnvelopeClass.DURABLE, ...(token ? { deliveryToken: token } : {}) })),
+      })
+      .then((r) => {
+        s.answered = true;
+        return { status: r.statusCode, body: r.rawPayload };
+      }),
+  };
+  return s;
+}
+
+/** The next deliver frame's payloads and ids. */
+async function delivered(c: WsClient, timeoutMs = 5000): Promise<{ payloads: string[]; ids: Uint8Array[] }> {
+  const f = await c.nextKind('deliver', timeoutMs);
+  return { payloads: f.body.value.envelopes.map((e) => untext(e.payload)), ids: f.body.value.envelopes.map((e) => e.id) };
+}
+
+/** No frame of `kind` arrives within `ms`. */
+async function none(c: WsClient, kind: 'deliver' | 'ok', ms = 300): Promise<void> {
+  await expect(c.nextKind(kind, ms)).rejects.toThrow(/timeout/);
+}
+
+/** One send whose commit runs unheld: afterwards the node knows the token is good for this mailbox. */
+async function warmToken(t: TestNode, d: TestDevice, c: WsClient, token: Uint8Array): Promise<void> {
+  const s = send(t, d.mailbox, 'warm-up', token);
+  expect((await s.result).status).toBe(200);
+  const got = await delivered(c);
+  expect(got.payloads).toEqual(['warm-up']);
+  c.ack(got.ids, 4242);
+  await c.next((f) => f.requestId === 4242);
+}
+
+describe('delivery ahead of the commit', () => {
+  it('a caught-up device gets the envelope while its commit runs; the sender is answered after the commit; the device’s ack waits for it, then deletes', async () => {
+    // A window of 1: the envelope that went ahead fills it, and its commit must still settle it.
+    const { t, d, c, token, gate, port } = await setup({ DELIVERY_WINDOW: '1' });
+    await warmToken(t, d, c, token);
+
+    gate.close();
+    const s = send(t, d.mailbox, 'm1', token);
+    const got = await delivered(c);
+    expect(got.payloads).toEqual(['m1']);
+    expect(s.answered).toBe(false);
+    await expect.poll(() => gate.held).toBe(1); // its commit is held
+    expect(s.answered).toBe(false);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+
+    c.ack(got.ids, 77);
+    await none(c, 'ok'); // the ack waits for the commit
+
+    gate.open();
+    const r = await s.result;
+    expect(r.status).toBe(200);
+    const result = fromBinary(SendResultSchema, r.body);
+    expect(result.deliveredLive).toBe(true);
+    expect(Buffer.from(result.id).equals(Buffer.from(got.ids[0]!))).toBe(true);
+    expect((await c.next((f) => f.requestId === 77)).body.case).toBe('ok');
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+    await none(c, 'deliver'); // the commit's wake does not send it again
+
+    // Nothing is left to deliver at the next login.
+    c.close();
+    await c.waitClosed();
+    const c2 = await device(port, d);
+    const next = await c2.next((f) => f.body.case === 'queueEmpty' || f.body.case === 'deliver');
+    expect(next.body.case).toBe('queueEmpty');
+  });
+
+  it('an envelope that went ahead and is not acknowledged stays stored and comes again at the next login', async () => {
+    const { t, d, c, token, gate, port } = await setup();
+    await warmToken(t, d, c, token);
+    gate.close();
+    const s = send(t, d.mailbox, 'kept', token);
+    expect((await delivered(c)).payloads).toEqual(['kept']);
+    gate.open();
+    expect((await s.result).status).toBe(200);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(1);
+    c.terminate();
+    await c.waitClosed();
+    const c2 = await device(port, d);
+    expect((await delivered(c2)).payloads).toEqual(['kept']);
+  });
+
+  it('only on a token a commit accepted since the last token change: the first send, and the first after new tokens, wait for their commit; a revoked token never reaches the device', async () => {
+    const { t, d, c, token, gate } = await setup();
+    gate.close();
+    const first = send(t, d.mailbox, 'first', token);
+    await none(c, 'deliver'); // the token is not known good yet
+    gate.open();
+    expect((await first.result).status).toBe(200);
+    const a = await delivered(c);
+    expect(a.payloads).toEqual(['first']);
+    c.ack(a.ids);
+
+    gate.close();
+    const second = send(t, d.mailbox, 'second', token);
+    expect((await delivered(c)).payloads).toEqual(['second']); // ahead now
+    gate.open();
+    expect((await second.result).status).toBe(200);
+
+    const token2 = new Uint8Array(32).fill(0x77);
+    await setTokens(c, [token2]);
+    gate.close();
+    const third = send(t, d.mailbox, 'third', token2);
+    const revoked = send(t, d.mailbox, 'revoked', token);
+    await none(c, 'deliver'); // new tokens: none is known good until a commit accepts one
+    gate.open();
+    expect((await third.result).status).toBe(200);
+    const r = await revoked.result;
+    expect(r.status).toBe(403);
+    expect((JSON.parse(r.body.toString()) as { error: { code: string } }).error.code).toBe(ErrorCode.FORBIDDEN);
+    expect((await delivered(c)).payloads).toEqual(['third']);
+    await none(c, 'deliver'); // 'revoked' never arrives
+
+    gate.close();
+    const fourth = send(t, d.mailbox, 'fourth', token2);
+    expect((await delivered(c)).payloads).toEqual(['fourth']);
+    gate.open();
+    expect((await fourth.result).status).toBe(200);
+  });
+
+  it('first-contact (tokenless) sends never go ahead', async () => {
+    const { t, d, c, token, gate } = await setup();
+    await warmToken(t, d, c, token);
+    gate.close();
+    const s = send(t, d.mailbox, 'stranger');
+    await none(c, 'deliver');
+    gate.open();
+    expect((await s.result).status).toBe(200);
+    expect((await delivered(c)).payloads).toEqual(['stranger']);
+  });
+
+  it('a commit that fails after its envelope went ahead: the sender gets UNAVAILABLE, the device’s ack of it is answered, nothing is stored and the window is not leaked', async () => {
+    const { t, d, c, token, gate } = await setup({ DELIVERY_WINDOW: '1' });
+    await warmToken(t, d, c, token);
+    gate.close();
+    const s = send(t, d.mailbox, 'doomed', token);
+    const got = await delivered(c);
+    expect(got.payloads).toEqual(['doomed']);
+    c.ack(got.ids, 31);
+    await expect.poll(() => gate.held).toBe(1);
+    gate.fail();
+    const r = await s.result;
+    expect(r.status).toBe(503);
+    expect((JSON.parse(r.body.toString()) as { error: { code: string } }).error.code).toBe(ErrorCode.UNAVAILABLE);
+    expect((await c.next((f) => f.requestId === 31)).body.case).toBe('ok');
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+    // A window of 1: if the failed envelope still took its place, none of these would arrive.
+    for (const m of ['a', 'b', 'c', 'd']) {
+      expect((await send(t, d.mailbox, m, token).result).status).toBe(200);
+      const x = await delivered(c);
+      expect(x.payloads).toEqual([m]);
+      c.ack(x.ids, 50);
+      await c.next((f) => f.requestId === 50);
+    }
+  });
+
+  it('a commit that refuses an envelope that went ahead (its token revoked meanwhile): the sender is told, the held ack is answered, nothing is stored', async () => {
+    const { t, d, c, token, gate } = await setup();
+    await warmToken(t, d, c, token);
+    gate.close();
+    const s = send(t, d.mailbox, 'raced', token);
+    const got = await delivered(c);
+    expect(got.payloads).toEqual(['raced']);
+    c.ack(got.ids, 9);
+    await setTokens(c, [new Uint8Array(32).fill(1)]); // revoked before the commit
+    gate.open();
+    expect((await s.result).status).toBe(403);
+    expect((await c.next((f) => f.requestId === 9)).body.case).toBe('ok');
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+  });
+
+  it('a device with a backlog (not caught up) gets nothing ahead: stored mail first, in order', async () => {
+    const { t, d, c, token, gate, port } = await setup({ DELIVERY_WINDOW: '2' });
+    await warmToken(t, d, c, token);
+    // Four stored while the device is away; it comes back and reads two (its window).
+    c.close();
+    await c.waitClosed();
+    for (const m of ['s1', 's2', 's3', 's4']) expect((await send(t, d.mailbox, m, token).result).status).toBe(200);
+    const c2 = await device(port, d);
+    const b1 = await delivered(c2);
+    expect(b1.payloads).toEqual(['s1', 's2']);
+    // A commit accepts the token for the new connection (its envelope waits behind the backlog).
+    expect((await send(t, d.mailbox, 's5', token).result).status).toBe(200);
+    gate.close();
+    const late = send(t, d.mailbox, 'live', token);
+    await none(c2, 'deliver'); // behind: nothing goes ahead of s3…s5
+    gate.open();
+    expect((await late.result).status).toBe(200);
+    const seen: string[] = [];
+    c2.ack(b1.ids);
+    while (seen.length < 4) {
+      const x = await delivered(c2);
+      seen.push(...x.payloads);
+      c2.ack(x.ids);
+    }
+    expect(seen).toEqual(['s3', 's4', 's5', 'live']);
+  });
+});
