@@ -1,0 +1,78 @@
+// The node may hand a durable envelope to a connected recipient before its commit (node
+// docs/spec/node-protocol.md §3, "Delivery ahead of the commit"). If that commit then fails, the
+// recipient already holds a copy that the node never stored, while the sender is told
+// MW_UNAVAILABLE and resends the same sealed bytes: the recipient must show the message once and
+// report nothing undecryptable. Real node, real sockets; the node's store fails one commit.
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import type { NodeStore } from '@meshwhisper/node';
+import type { E2eNode } from './test-node.js';
+import { itSingleNode, startE2eNode } from './test-node.js';
+import { MeshWhisper, memoryStorage } from '../../src/index.js';
+
+let t: E2eNode;
+beforeAll(async () => {
+  t = await startE2eNode();
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
+describe('a copy delivered ahead of a commit that then failed', () => {
+  itSingleNode('the recipient shows the message once (from the copy that went ahead); the sender resends after MW_UNAVAILABLE; nothing is undecryptable', async () => {
+    const alice = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
+    const store = t.node.services.store as NodeStore;
+    const real = store.enqueue.bind(store);
+    try {
+      for (const c of [alice, bob]) if (c.connectionState !== 'online') await c.once('connection', (s) => s === 'online', 10_000);
+      // A conversation both ways, so that alice holds bob's delivery token and the node has accepted it.
+      let got = bob.once('message', undefined, 10_000);
+      await alice.sendText(bob.mailboxId, 'hello');
+      await got;
+      const back = alice.once('message', undefined, 10_000);
+      await bob.sendText(alice.mailboxId, 'hi');
+      await back;
+      got = bob.once('message', undefined, 10_000);
+      await alice.sendText(bob.mailboxId, 'one');
+      expect((await got).text).toBe('one');
+
+      // The next commit holding an envelope for bob fails as a full disk would; later ones go through.
+      const events: string[] = [];
+      let armed = true;
+      store.enqueue = async (items, limits) => {
+        const forBob = items.some((i) => sameBytes(i.mailbox, bob.mailboxId));
+        if (forBob && armed) {
+          armed = false;
+          // Let the copy that went ahead reach bob first, then fail the commit.
+          await new Promise((r) => setTimeout(r, 300));
+          events.push('commit failed');
+          throw Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' });
+        }
+        if (forBob) events.push('commit');
+        return real(items, limits);
+      };
+      const shown: string[] = [];
+      const undecryptable: string[] = [];
+      bob.on('message', (m) => {
+        shown.push(m.text ?? '');
+        events.push(`shown ${m.text}`);
+      });
+      bob.on('undecryptable', (e) => undecryptable.push(e.code));
+      const sent = await alice.sendText(bob.mailboxId, 'two');
+      expect(sent.id).toBeTruthy();
+      await expect.poll(() => events.includes('commit'), { timeout: 15_000 }).toBe(true);
+      await bob.idle();
+      await new Promise((r) => setTimeout(r, 500));
+      await bob.idle();
+      expect(shown).toEqual(['two']);
+      expect(undecryptable).toEqual([]);
+      // Shown from the copy that went ahead: before its commit failed and before the resend committed.
+      expect(events.slice(0, 3)).toEqual(['shown two', 'commit failed', 'commit']);
+    } finally {
+      store.enqueue = real;
+      await Promise.all([alice.close(), bob.close()]);
+    }
+  }, 60_000);
+});
