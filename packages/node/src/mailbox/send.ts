@@ -124,7 +124,7 @@ interface Pending {
   /** The token hash as AheadDelivery names it (token lane only). */
   readonly tokenKey: string | undefined;
   /** What AheadDelivery.ahead answered: AHEAD_SENT, AHEAD_NO_SESSION or the connection's token epoch. */
-  readonly ahead: number;
+  ahead: number;
   readonly sink: SendSink;
   readonly tag: number;
 }
@@ -265,28 +265,28 @@ export class SendService {
   /** Queues a durable envelope for the next group commit (`unit`: the batch it must not be split from). */
   #enqueue(req: SendRequest, admitted: Admitted, unit: object | undefined, sink: SendSink, tag: number): void {
     this.#queuedBytes += req.payload.length;
-    const id = this.#ids.next();
-    const receivedAt = this.ctx.now();
     const tokenHash = admitted.tokenHash;
     const tokenKey = tokenHash && this.aheadTo ? tokenKey32(tokenHash) : undefined;
-    // The recipient's live connection may take it now, before the commit (hub.ts AheadDelivery).
-    const ahead = tokenKey !== undefined ? this.aheadTo!.ahead(admitted.mailboxKey, { id, payload: req.payload, receivedAt }, tokenKey) : AHEAD_NO_SESSION;
-    if (trace) trace.stage(ahead === AHEAD_SENT ? 'send.aheadSent' : ahead === AHEAD_NO_SESSION ? 'send.aheadNoSession' : 'send.aheadNotTaken', 0);
-    this.#queue.push({
-      id,
+    const p: Pending = {
+      id: this.#ids.next(),
       mailbox: req.mailboxId,
       mailboxKey: admitted.mailboxKey,
       payload: req.payload,
-      receivedAt,
+      receivedAt: this.ctx.now(),
       tokenHash,
       lane: admitted.lane,
       started: performance.now(),
       unit,
       tokenKey,
-      ahead,
+      ahead: AHEAD_NO_SESSION,
       sink,
       tag,
-    });
+    };
+    // The recipient's live connection may take it now, before the commit (hub.ts AheadDelivery;
+    // it holds `p` as the envelope: id, payload, receivedAt).
+    if (tokenKey !== undefined) p.ahead = this.aheadTo!.ahead(admitted.mailboxKey, p, tokenKey);
+    if (trace) trace.stage(p.ahead === AHEAD_SENT ? 'send.aheadSent' : p.ahead === AHEAD_NO_SESSION ? 'send.aheadNoSession' : 'send.aheadNotTaken', 0);
+    this.#queue.push(p);
   }
 
   /** Starts a group commit now when the queue holds a full group, else on the next turn. */

@@ -89,6 +89,10 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   readonly #inFlight = new Map<string, number>();
   /** Entries of #inFlight that are AHEAD. */
   #ahead = 0;
+  /** Envelopes taken ahead in this turn, written together when the turn's I/O is done (#flushAheadAll). */
+  #aheadOut: FastEnvelope[] | undefined;
+  /** Connections with envelopes in #aheadOut (one setImmediate for all). */
+  static #aheadDirty: DeviceConnection[] = [];
   /** Ack frames naming an envelope still AHEAD: handled again as such envelopes commit (or are dropped). */
   #heldAcks: { requestId: number; ids: readonly Uint8Array[] }[] = [];
   /** Delivery tokens (hash, latin1) that a commit accepted for this mailbox since the last token change (made at the first: an idle connection holds no set). */
@@ -280,8 +284,40 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       return this.#tokenEpoch;
     this.#inFlight.set(idKey(envelope.id), AHEAD);
     this.#ahead++;
-    this.sendFramed(encodeDeliverFrame(this.frameVersion, [envelope], WS_FRAME_BUFFER));
+    // Written once this turn's I/O has been read: what several senders sent this device in one
+    // turn leaves in one Deliver frame (and comes back in one ack), as a commit's envelopes do.
+    const out = this.#aheadOut;
+    if (out !== undefined) out.push(envelope);
+    else {
+      this.#aheadOut = [envelope];
+      if (DeviceConnection.#aheadDirty.push(this) === 1) setImmediate(DeviceConnection.#flushAheadAll);
+    }
     return AHEAD_SENT;
+  }
+
+  static #flushAheadAll(this: void): void {
+    const list = DeviceConnection.#aheadDirty;
+    DeviceConnection.#aheadDirty = [];
+    for (const c of list) c.#flushAhead();
+  }
+
+  #flushAhead(): void {
+    const out = this.#aheadOut;
+    this.#aheadOut = undefined;
+    // Closed meanwhile: they are stored (or their commit fails) and come again at the next login.
+    if (out === undefined || this.closed) return;
+    let from = 0;
+    let bytes = 0;
+    for (let i = 0; i < out.length; i++) {
+      const size = out[i]!.payload.length;
+      if (i > from && (i - from >= MAX_DELIVER_BATCH || bytes + size > BATCH_PAYLOAD_BYTES)) {
+        this.sendFramed(encodeDeliverFrame(this.frameVersion, out.slice(from, i), WS_FRAME_BUFFER));
+        from = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    this.sendFramed(encodeDeliverFrame(this.frameVersion, from === 0 ? out : out.slice(from), WS_FRAME_BUFFER));
   }
 
   aheadDropped(id: Uint8Array): void {
@@ -481,6 +517,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     if (this.#mailbox) this.deps.hub.detach(this);
     this.#inFlight.clear();
     this.#ahead = 0;
+    this.#aheadOut = undefined;
     this.#heldAcks = [];
     this.#held = [];
   }
