@@ -117,6 +117,16 @@ async function warmToken(t: TestNode, d: TestDevice, c: WsClient, token: Uint8Ar
   await c.next((f) => f.requestId === 4242);
 }
 
+/** With the commit held, `payload` goes ahead to the device, which acks it (request id `rid`): the ack is held too. */
+async function aheadAndAcked(t: TestNode, d: TestDevice, c: WsClient, token: Uint8Array, gate: CommitGate, payload: string, rid: number): Promise<ReturnType<typeof send>> {
+  gate.close();
+  const s = send(t, d.mailbox, payload, token);
+  const got = await delivered(c);
+  expect(got.payloads).toEqual([payload]);
+  c.ack(got.ids, rid);
+  return s;
+}
+
 describe('delivery ahead of the commit', () => {
   it('a caught-up device gets the envelope while its commit runs; the sender is answered after the commit; the device’s ack waits for it, then deletes', async () => {
     // A window of 1: the envelope that went ahead fills it, and its commit must still settle it.
@@ -220,11 +230,7 @@ describe('delivery ahead of the commit', () => {
   it('a commit that fails after its envelope went ahead: the sender gets UNAVAILABLE, the device’s ack of it is answered, nothing is stored and the window is not leaked', async () => {
     const { t, d, c, token, gate } = await setup({ DELIVERY_WINDOW: '1' });
     await warmToken(t, d, c, token);
-    gate.close();
-    const s = send(t, d.mailbox, 'doomed', token);
-    const got = await delivered(c);
-    expect(got.payloads).toEqual(['doomed']);
-    c.ack(got.ids, 31);
+    const s = await aheadAndAcked(t, d, c, token, gate, 'doomed', 31);
     await expect.poll(() => gate.held).toBe(1);
     gate.fail();
     const r = await s.result;
@@ -245,11 +251,7 @@ describe('delivery ahead of the commit', () => {
   it('a commit that refuses an envelope that went ahead (its token revoked meanwhile): the sender is told, the held ack is answered, nothing is stored', async () => {
     const { t, d, c, token, gate } = await setup();
     await warmToken(t, d, c, token);
-    gate.close();
-    const s = send(t, d.mailbox, 'raced', token);
-    const got = await delivered(c);
-    expect(got.payloads).toEqual(['raced']);
-    c.ack(got.ids, 9);
+    const s = await aheadAndAcked(t, d, c, token, gate, 'raced', 9);
     await setTokens(c, [new Uint8Array(32).fill(1)]); // revoked before the commit
     gate.open();
     expect((await s.result).status).toBe(403);
