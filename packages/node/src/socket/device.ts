@@ -232,11 +232,11 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       const key = idKey(id);
       const seq = this.#inFlight.get(key);
       if (seq === undefined) continue;
-      if (seq === AHEAD && this.#heldAcks.length < MAX_HELD_ACKS) {
+      if (seq === AHEAD) {
+        if (this.#heldAcks.length >= MAX_HELD_ACKS) continue;
         this.#heldAcks.push({ requestId, ids: ackIds });
         return;
       }
-      if (seq === AHEAD) continue;
       ids.push(id);
       seqs.push(seq);
       keys.push(key);
@@ -352,30 +352,22 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     return Math.max(0, Math.min(MAX_DELIVER_BATCH, this.deps.deliveryWindow - this.#inFlight.size));
   }
 
-  /** Sends `batch` (seq order) but for the envelopes already in flight here (delivered ahead of their commit): those take their seq. */
+  /** Sends `batch` (seq order) but for the envelopes already in flight here (delivered ahead of their commit, settled first). */
   #deliver(batch: readonly StoredEnvelope[]): void {
     this.#lastSeq = batch[batch.length - 1]!.seq;
     let rest: StoredEnvelope[] | undefined;
-    let settled = false;
     for (let i = 0; i < batch.length; i++) {
       const e = batch[i]!;
       const key = idKey(e.id);
-      const had = this.#inFlight.get(key);
-      if (had === undefined) {
-        this.#inFlight.set(key, e.seq);
-        rest?.push(e);
+      if (this.#inFlight.has(key)) {
+        rest ??= batch.slice(0, i);
         continue;
       }
-      if (had === AHEAD) {
-        this.#inFlight.set(key, e.seq);
-        this.#ahead--;
-        settled = true;
-      }
-      rest ??= batch.slice(0, i);
+      this.#inFlight.set(key, e.seq);
+      rest?.push(e);
     }
     const out = rest ?? batch;
     if (out.length > 0) this.sendFramed(encodeDeliverFrame(this.frameVersion, out, WS_FRAME_BUFFER)); // class DURABLE
-    if (settled) this.#releaseAcks();
   }
 
   /** Committed envelopes that went ahead take their seq (whatever the window or the cursor): returns how many. */
@@ -458,6 +450,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
           if (!this.#wakeAgain) break;
           continue;
         }
+        if (this.#ahead > 0) this.#settle(batch);
         this.#deliver(batch);
         if (!this.#behind && !this.#wakeAgain) {
           // Caught up (a short batch): no empty SELECT needed to prove it.
