@@ -163,6 +163,36 @@ describe('delivery ahead of the commit', () => {
     expect(next.body.case).toBe('queueEmpty');
   });
 
+  it('an ack without a request id (the SDK\'s) of an envelope that went ahead is committed with that envelope\'s commit; after a failed commit it frees the window', async () => {
+    const { t, d, c, token, gate } = await setup({ DELIVERY_WINDOW: '1' });
+    await warmToken(t, d, c, token);
+    gate.close();
+    const s = send(t, d.mailbox, 'm1', token);
+    const got = await delivered(c);
+    c.ack(got.ids); // request id 0: no Ok, nothing to hold but a mark on the envelope
+    await expect.poll(() => gate.held).toBe(1);
+    gate.open();
+    expect((await s.result).status).toBe(200);
+    // Deleted once committed, and the window of 1 is free again: the next envelope arrives.
+    await expect.poll(async () => (await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+    const m2 = send(t, d.mailbox, 'm2', token);
+    const got2 = await delivered(c);
+    expect(got2.payloads).toEqual(['m2']);
+    expect((await m2.result).status).toBe(200);
+    c.ack(got2.ids);
+    await expect.poll(async () => (await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+
+    // The same ack, and the commit fails: nothing stored, and the window is not leaked.
+    gate.close();
+    const doomed = send(t, d.mailbox, 'doomed', token);
+    c.ack((await delivered(c)).ids);
+    await expect.poll(() => gate.held).toBe(2); // held counts every commit the gate has held
+    gate.fail();
+    expect((await doomed.result).status).toBe(503);
+    expect((await send(t, d.mailbox, 'after', token).result).status).toBe(200);
+    expect((await delivered(c)).payloads).toEqual(['after']);
+  });
+
   it('an envelope that went ahead and is not acknowledged stays stored and comes again at the next login', async () => {
     const { t, d, c, token, gate, port } = await setup();
     await warmToken(t, d, c, token);

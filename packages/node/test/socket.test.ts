@@ -20,7 +20,6 @@ import {
   signDeviceAuth,
 } from '@meshwhisper/protocol';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
-import { idKey } from '../src/socket/device.js';
 import { TestDevice, ctx, generousLimits, proto, startTestNode, xorshift32 } from './helpers.js';
 import type { TestNode } from './helpers.js';
 import { WsClient } from './ws-client.js';
@@ -441,18 +440,5 @@ describe('frame fuzz over a real socket', () => {
     expect((await t.node.app.inject('/ready')).statusCode).toBe(200);
     const c = await client(WsClient.device(port, d));
     await c.nextKind('queueEmpty');
-  });
-});
-
-describe('idKey (the in-flight key of an envelope id)', () => {
-  it('is the id as latin1 for 16-byte ids, and never equal for ids of other lengths', () => {
-    for (let i = 0; i < 1000; i++) {
-      const id = randomBytes(16);
-      expect(idKey(new Uint8Array(id.buffer, id.byteOffset, 16))).toBe(id.toString('latin1'));
-    }
-    const id = Uint8Array.of(...randomBytes(15), 0);
-    expect(idKey(id.subarray(0, 15))).not.toBe(idKey(id));
-    expect(idKey(id.subarray(0, 15))).toBe(Buffer.from(id.subarray(0, 15)).toString('latin1'));
-    expect(idKey(new Uint8Array(0))).toBe('');
   });
 });

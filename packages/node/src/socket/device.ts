@@ -35,6 +35,7 @@ import type { NodeStore, StoredEnvelope } from '../store/node-store.js';
 import type { AckCommitter } from '../mailbox/acks.js';
 import type { FrameLog } from './connection.js';
 import { CloseCode, FrameConnection, WS_FRAME_BUFFER } from './connection.js';
+import { InFlightTable, NOT_SETTLED, SETTLED_ACKED } from './in-flight.js';
 
 /** Pause delivery while this many bytes wait in the socket's send buffer. */
 export const HIGH_WATER_BYTES = 1024 * 1024;
@@ -46,7 +47,7 @@ const BATCH_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64 * 1024;
 const AHEAD = -1;
 /** Delivery tokens a connection remembers as accepted by a commit (the set starts again when full). */
 const MAX_TOKENS_SEEN = 1024;
-/** Ack frames held for envelopes delivered ahead of their commit; beyond it such ids are ignored (delivered again later). */
+/** Ack frames with a request id held for envelopes delivered ahead of their commit; beyond it such ids are ignored (delivered again later). */
 const MAX_HELD_ACKS = 1024;
 
 export interface DeviceConnectionDeps {
@@ -67,33 +68,26 @@ export interface DeviceConnectionDeps {
 
 type State = 'hello' | 'auth' | 'authenticating' | 'ready';
 
-/**
- * In-flight set key of an envelope id: its bytes as a latin1 string. A 16-byte id (every id the
- * node assigns) is read with String.fromCharCode — no Buffer object and no native call: 90 vs
- * 220 ns per key + Map set + get, twice per message (delivery, ack). Other lengths (a client may
- * ack anything) take the general path, so no two different ids share a key.
- */
-export const idKey = (id: Uint8Array): string =>
-  id.length === 16
-    ? String.fromCharCode(id[0]!, id[1]!, id[2]!, id[3]!, id[4]!, id[5]!, id[6]!, id[7]!, id[8]!, id[9]!, id[10]!, id[11]!, id[12]!, id[13]!, id[14]!, id[15]!)
-    : Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
-
-
 export class DeviceConnection extends FrameConnection implements LiveSession {
   #state: State = 'hello';
   #mailbox: Uint8Array | undefined;
   mailboxKey = '';
   // Opaque, compared on login elsewhere (hub.ts); hex from Buffer is one flat string (randomUUID() is a rope of ~20 pieces, kept per connection).
   readonly sessionId = randomBytes(16).toString('hex');
-  /** Ids (idKey) sent and not yet acknowledged → their seq (acks delete by (mailbox, seq)), AHEAD until their commit. */
-  readonly #inFlight = new Map<string, number>();
+  /** Ids sent and not yet acknowledged → their seq (acks delete by (mailbox, seq)), AHEAD until their commit. */
+  readonly #inFlight = new InFlightTable();
   /** Entries of #inFlight that are AHEAD. */
   #ahead = 0;
   /** Envelopes taken ahead in this turn, written together when the turn's I/O is done (#flushAheadAll). */
   #aheadOut: FastEnvelope[] | undefined;
   /** Connections with envelopes in #aheadOut (one setImmediate for all). */
   static #aheadDirty: DeviceConnection[] = [];
-  /** Ack frames naming an envelope still AHEAD: handled again as such envelopes commit (or are dropped). */
+  /**
+   * Ack frames with a request id naming an envelope still AHEAD: handled again as such envelopes
+   * commit (or are dropped), so that the Ok follows the deletion of all their ids. (An ack without
+   * a request id — the SDK's — marks such an envelope in #inFlight instead: it is deleted with its
+   * commit's settlement, #settle.)
+   */
   #heldAcks: { requestId: number; ids: readonly Uint8Array[] }[] = [];
   /** Delivery tokens (hash, latin1) that a commit accepted for this mailbox since the last token change (made at the first: an idle connection holds no set). */
   #tokensSeen: Set<string> | undefined;
@@ -222,32 +216,40 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
    * Only ids delivered on this connection are deleted (found by seq, no id lookup). Another id —
    * delivered on an earlier connection of this device, or none of its own — is ignored: an
    * envelope still stored is delivered again here and acknowledged then. An ack naming an
-   * envelope delivered ahead of its commit is held until that commit (its seq) is known.
+   * envelope delivered ahead of its commit waits for that commit (its seq): marked in #inFlight
+   * when the ack has no request id, otherwise held whole (#heldAcks) so that its Ok comes last.
    */
   #ack(mailbox: Uint8Array, requestId: number, ackIds: readonly Uint8Array[]): void {
     const ids: Uint8Array[] = [];
     const seqs: number[] = [];
-    const keys: string[] = [];
     for (const id of ackIds) {
-      const key = idKey(id);
-      const seq = this.#inFlight.get(key);
+      const seq = this.#inFlight.get(id);
       if (seq === undefined) continue;
       if (seq === AHEAD) {
+        if (requestId === 0) {
+          this.#inFlight.markAcked(id, AHEAD);
+          continue;
+        }
         if (this.#heldAcks.length >= MAX_HELD_ACKS) continue;
         this.#heldAcks.push({ requestId, ids: ackIds });
         return;
       }
       ids.push(id);
       seqs.push(seq);
-      keys.push(key);
     }
+    // Nothing of this connection's and no Ok to send: no commit either.
+    if (ids.length === 0 && requestId === 0) return;
+    this.#commitAcks(mailbox, requestId, ids, seqs);
+  }
+
+  #commitAcks(mailbox: Uint8Array, requestId: number, ids: Uint8Array[], seqs: number[]): void {
     this.deps.acks.add(mailbox, ids, seqs, (n) => {
       if (n instanceof Error) {
         this.log.warn({ err: n.name }, 'ack commit failed');
         if (!this.closed) this.sendError(requestId, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; ack again', 1000));
         return;
       }
-      for (const key of keys) this.#inFlight.delete(key);
+      for (const id of ids) this.#inFlight.delete(id);
       if (n > 0) this.deps.events?.delivered?.(n);
       if (this.closed) return;
       if (requestId !== 0) this.send({ requestId, body: { case: 'ok', value: {} } });
@@ -282,7 +284,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.ws.bufferedAmount >= HIGH_WATER_BYTES
     )
       return this.#tokenEpoch;
-    this.#inFlight.set(idKey(envelope.id), AHEAD);
+    this.#inFlight.set(envelope.id, AHEAD);
     this.#ahead++;
     // Written once this turn's I/O has been read: what several senders sent this device in one
     // turn leaves in one Deliver frame (and comes back in one ack), as a commit's envelopes do.
@@ -321,9 +323,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
   }
 
   aheadDropped(id: Uint8Array): void {
-    const key = idKey(id);
-    if (this.#inFlight.get(key) !== AHEAD) return;
-    this.#inFlight.delete(key);
+    if (this.#inFlight.get(id) !== AHEAD) return;
+    this.#inFlight.delete(id);
     this.#ahead--;
     this.#releaseAcks();
   }
@@ -358,28 +359,35 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
     let rest: StoredEnvelope[] | undefined;
     for (let i = 0; i < batch.length; i++) {
       const e = batch[i]!;
-      const key = idKey(e.id);
-      if (this.#inFlight.has(key)) {
+      if (!this.#inFlight.add(e.id, e.seq)) {
         rest ??= batch.slice(0, i);
         continue;
       }
-      this.#inFlight.set(key, e.seq);
       rest?.push(e);
     }
     const out = rest ?? batch;
     if (out.length > 0) this.sendFramed(encodeDeliverFrame(this.frameVersion, out, WS_FRAME_BUFFER)); // class DURABLE
   }
 
-  /** Committed envelopes that went ahead take their seq (whatever the window or the cursor): returns how many. */
+  /**
+   * Committed envelopes that went ahead take their seq (whatever the window or the cursor), and
+   * those the device acknowledged meanwhile go to the ack commit: returns how many settled.
+   */
   #settle(envelopes: readonly StoredEnvelope[]): number {
     let n = 0;
+    let ackIds: Uint8Array[] | undefined;
+    let ackSeqs: number[] | undefined;
     for (const e of envelopes) {
-      const key = idKey(e.id);
-      if (this.#inFlight.get(key) !== AHEAD) continue;
-      this.#inFlight.set(key, e.seq);
+      const r = this.#inFlight.settle(e.id, AHEAD, e.seq);
+      if (r === NOT_SETTLED) continue;
       this.#ahead--;
       n++;
+      if (r === SETTLED_ACKED) {
+        (ackIds ??= []).push(e.id);
+        (ackSeqs ??= []).push(e.seq);
+      }
     }
+    if (ackIds !== undefined) this.#commitAcks(this.#mailbox!, 0, ackIds, ackSeqs!);
     if (n > 0) this.#releaseAcks();
     return n;
   }
@@ -411,7 +419,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       // As many as the window takes (those already in flight take no room); the rest is fetched when acks make room.
       let k = 0;
       for (let fresh = 0; k < envelopes.length; k++) {
-        if (this.#inFlight.has(idKey(envelopes[k]!.id))) continue;
+        if (this.#inFlight.has(envelopes[k]!.id)) continue;
         if (fresh === room) break;
         fresh++;
       }
