@@ -52,6 +52,11 @@ export interface MailboxLimits {
 
 /** One durable envelope to store. `tokenHash` (SHA-256 of the delivery token) selects the token lane. */
 export interface EnqueueItem {
+  /**
+   * MESSAGE_ID_LENGTH (16) bytes, the node's own CSPRNG draw (mailbox/send.ts). Acks can name only
+   * such ids (the protocol refuses others), and a device connection's in-flight table is keyed by
+   * them (socket/in-flight.ts).
+   */
   readonly id: Uint8Array;
   readonly mailbox: Uint8Array;
   readonly payload: Uint8Array;
