@@ -91,32 +91,21 @@ export class InFlightTable {
   #put(id: Uint8Array, seq: number, replace: boolean): boolean {
     if (id.length !== ID_BYTES) throw new RangeError(`in-flight ids are ${ID_BYTES} bytes, not ${id.length}`);
     if ((this.#size + 1) * 2 > this.#mask + 1) this.#resize(this.#mask < 0 ? MIN_SLOTS : (this.#mask + 1) * 2);
-    const w0 = word(id, 0);
-    const w1 = word(id, 4);
-    const w2 = word(id, 8);
-    const w3 = word(id, 12);
-    const words = this.#words;
-    const state = this.#state;
-    const mask = this.#mask;
-    for (let i = hash(w0, w1, w2, w3) & mask; ; i = (i + 1) & mask) {
-      if (state[i] === EMPTY) {
-        const o = i * 4;
-        words[o] = w0;
-        words[o + 1] = w1;
-        words[o + 2] = w2;
-        words[o + 3] = w3;
-        state[i] = LIVE;
-        this.#seqs[i] = seq;
-        this.#size++;
-        return true;
-      }
-      const o = i * 4;
-      if (words[o] === w0 && words[o + 1] === w1 && words[o + 2] === w2 && words[o + 3] === w3) {
-        if (!replace) return false;
-        this.#seqs[i] = seq;
-        return true;
-      }
+    const i = this.#slot(id);
+    if (i >= 0) {
+      if (replace) this.#seqs[i] = seq;
+      return replace;
     }
+    const free = ~i;
+    const o = free * 4;
+    this.#words[o] = word(id, 0);
+    this.#words[o + 1] = word(id, 4);
+    this.#words[o + 2] = word(id, 8);
+    this.#words[o + 3] = word(id, 12);
+    this.#state[free] = LIVE;
+    this.#seqs[free] = seq;
+    this.#size++;
+    return true;
   }
 
   /** Removes `id`; false when it was not in flight. */
@@ -155,6 +144,12 @@ export class InFlightTable {
 
   #find(id: Uint8Array): number {
     if (this.#size === 0 || id.length !== ID_BYTES) return -1;
+    const i = this.#slot(id);
+    return i < 0 ? -1 : i;
+  }
+
+  /** The slot holding `id` (16 bytes; arrays allocated), or the complement (~slot, negative) of the empty slot that ends its probe run. */
+  #slot(id: Uint8Array): number {
     const w0 = word(id, 0);
     const w1 = word(id, 4);
     const w2 = word(id, 8);
@@ -163,7 +158,7 @@ export class InFlightTable {
     const state = this.#state;
     const mask = this.#mask;
     for (let i = hash(w0, w1, w2, w3) & mask; ; i = (i + 1) & mask) {
-      if (state[i] === EMPTY) return -1;
+      if (state[i] === EMPTY) return ~i;
       const o = i * 4;
       if (words[o] === w0 && words[o + 1] === w1 && words[o + 2] === w2 && words[o + 3] === w3) return i;
     }
