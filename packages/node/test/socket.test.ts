@@ -160,6 +160,37 @@ describe('store-and-forward delivery', () => {
     expect(got.length).toBe(50);
   });
 
+  it('attack: acks naming crafted ids (random, repeated, another device\'s) delete nothing of anyone\'s, and the device\'s own delivery and window go on', async () => {
+    const { t, port } = await node({ DELIVERY_WINDOW: '3' });
+    const [a, b] = [new TestDevice(), new TestDevice()];
+    await a.register(t.node);
+    await b.register(t.node);
+    // B's envelope, delivered to B and not acknowledged: its id is known to B only, but say A learns it.
+    expect((await send(t, b.mailbox, new TextEncoder().encode('for-b'))).statusCode).toBe(200);
+    const cb = await client(WsClient.device(port, b));
+    const bId = (await cb.nextKind('deliver')).body.value.envelopes[0]!.id;
+    const ca = await client(WsClient.device(port, a));
+    await ca.nextKind('queueEmpty');
+    // 40 ack frames of 1,024 ids: random ones, B's id, and the same ids again.
+    const crafted = Array.from({ length: 1023 }, () => new Uint8Array(randomBytes(16)));
+    for (let i = 0; i < 40; i++) ca.ack([bId, ...crafted], i === 39 ? 99 : 0);
+    expect((await ca.next((f) => f.requestId === 99)).body.case).toBe('ok');
+    expect((await t.node.services.store.mailboxStats(b.mailbox)).messages).toBe(1);
+    // A's own mail, through a window of 3, with its acks mixed with crafted ids: all of it arrives and is deleted.
+    for (let i = 0; i < 10; i++) expect((await send(t, a.mailbox, new TextEncoder().encode(`a${i}`))).statusCode).toBe(200);
+    const seen: string[] = [];
+    while (seen.length < 10) {
+      const f = await ca.nextKind('deliver');
+      expect(f.body.value.envelopes.length).toBeLessThanOrEqual(3);
+      for (const e of f.body.value.envelopes) seen.push(new TextDecoder().decode(e.payload));
+      const own = f.body.value.envelopes.map((e) => e.id);
+      ca.ack([...crafted.slice(0, 50), ...own, bId, ...own]);
+    }
+    expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => `a${i}`));
+    await expect.poll(async () => (await t.node.services.store.mailboxStats(a.mailbox)).messages).toBe(0);
+    expect((await t.node.services.store.mailboxStats(b.mailbox)).messages).toBe(1);
+  });
+
   it('ephemeral signals reach only a live connection and are never stored', async () => {
     const { t, port } = await node();
     const d = new TestDevice();
