@@ -248,7 +248,10 @@ describe.skipIf(skip)('Prudence in headless Chromium, through a real node', () =
     expect(up.length, JSON.stringify(up)).toBeGreaterThan(0);
     expect(up.some((v) => v > 0 && v < 1), JSON.stringify(up)).toBe(true);
     await bob.page.locator('.message.incoming [data-testid="thumbnail"]').waitFor({ timeout: 30_000 });
-    const thumbOk = await bob.page.locator('.message.incoming [data-testid="thumbnail"]').evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0);
+    // In the DOM is not yet decoded: wait for the decode (a broken image rejects it, and fails here).
+    const thumbOk = await bob.page
+      .locator('.message.incoming [data-testid="thumbnail"]')
+      .evaluate((img: HTMLImageElement) => img.decode().then(() => img.naturalWidth > 0, () => false));
     expect(thumbOk).toBe(true);
     await watchProgress(bob, 'download-progress');
     const download = bob.page.waitForEvent('download');
