@@ -284,7 +284,7 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.ws.bufferedAmount >= HIGH_WATER_BYTES
     )
       return this.#tokenEpoch;
-    this.#inFlight.set(envelope.id, AHEAD);
+    this.#inFlight.add(envelope.id, AHEAD); // a new envelope: never in flight yet
     this.#ahead++;
     // Written once this turn's I/O has been read: what several senders sent this device in one
     // turn leaves in one Deliver frame (and comes back in one ack), as a commit's envelopes do.

@@ -78,24 +78,12 @@ export class InFlightTable {
     return this.#find(id) >= 0;
   }
 
-  /** Adds `id` with `seq` unless it is in flight already (then: false, and nothing changes). */
+  /** Adds `id` with `seq` unless it is in flight already (then: false, and nothing changes). A seq changes only through `settle`. */
   add(id: Uint8Array, seq: number): boolean {
-    return this.#put(id, seq, false);
-  }
-
-  /** Adds `id` or replaces its seq (an entry's acknowledged mark is kept). */
-  set(id: Uint8Array, seq: number): void {
-    this.#put(id, seq, true);
-  }
-
-  #put(id: Uint8Array, seq: number, replace: boolean): boolean {
     if (id.length !== ID_BYTES) throw new RangeError(`in-flight ids are ${ID_BYTES} bytes, not ${id.length}`);
     if ((this.#size + 1) * 2 > this.#mask + 1) this.#resize(this.#mask < 0 ? MIN_SLOTS : (this.#mask + 1) * 2);
     const i = this.#slot(id);
-    if (i >= 0) {
-      if (replace) this.#seqs[i] = seq;
-      return replace;
-    }
+    if (i >= 0) return false;
     const free = ~i;
     const o = free * 4;
     this.#words[o] = word(id, 0);
