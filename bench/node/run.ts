@@ -248,6 +248,9 @@ interface PhaseResult {
   p99: number;
   p999: number;
   max: number;
+  /** Node only: a send's intended time → its sender's answer (sendResult: after the commit), p50 / p99, ms (NaN: none). */
+  answerP50: number;
+  answerP99: number;
   late: number;
   sendErrors: number;
   skippedOffered: number;
@@ -281,6 +284,8 @@ class Engine {
   stale = 0;
   sendErrors = 0;
   hist = new Histogram();
+  /** Intended send time → the sender's answer (node: sendResult, sent after the commit). */
+  answers = new Histogram();
   mode: 'closed' | 'open' = 'closed';
   window = WINDOW;
   #rr = 0;
@@ -331,6 +336,11 @@ class Engine {
     if (this.mode === 'closed') this.refill();
   }
 
+  /** A send was answered (sendResult) at its sender. */
+  answered(intendedMs: number): void {
+    if (this.measuring) this.answers.record(now() - intendedMs);
+  }
+
   /** A send was refused (error frame): it will never arrive. */
   lost(): void {
     this.sendErrors++;
@@ -345,6 +355,7 @@ class Engine {
     this.delivered = 0;
     this.sendErrors = 0;
     this.hist = new Histogram();
+    this.answers = new Histogram();
     this.running = true;
     let skipped = 0;
     let timer: NodeJS.Timeout | undefined;
@@ -400,6 +411,7 @@ class Engine {
     if (timer) clearInterval(timer);
     const delivered = this.delivered;
     const h = this.hist;
+    const a = this.answers;
     try {
       await waitFor('in-flight envelopes to arrive', () => this.outstanding <= 0, SETTLE_MS, 20);
     } catch {
@@ -414,6 +426,8 @@ class Engine {
       p99: h.quantile(0.99),
       p999: h.quantile(0.999),
       max: h.max,
+      answerP50: a.quantile(0.5),
+      answerP99: a.quantile(0.99),
       late: Math.max(0, this.outstanding),
       sendErrors: this.sendErrors,
       skippedOffered: skipped,
@@ -544,6 +558,8 @@ class DeviceSocket {
 class AnonSocket {
   ws!: WsClient;
   #nextId = 1;
+  /** Intended send time by request id (mod 2^16: far more than are ever outstanding on one socket). */
+  readonly sentAt = new Float64Array(1 << 16);
   onResult: (requestId: number) => void = () => {};
   onError: (requestId: number) => void = () => {};
 
@@ -570,6 +586,7 @@ class AnonSocket {
   send(t: SendTemplate, intendedMs: number, tag: number): number {
     const id = this.#nextId++;
     if (this.#nextId > 0x7fffffff) this.#nextId = 1;
+    this.sentAt[id & 0xffff] = intendedMs;
     this.ws.sendFrame(sendFrame(id, t, intendedMs, tag));
     return id;
   }
@@ -755,7 +772,10 @@ async function benchNode(): Promise<NodeResults> {
     const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => anon[s % ANON_CONNS]!.send(templates[r]!, intendedMs, tag) });
     templates = devices.map((d) => sendTemplate(d.mailbox, d.token, engine.template));
     if (TRACE) engine.traceFile = `${node.dataDir}.trace.jsonl`;
-    for (const a of anon) a.onError = () => engine.lost();
+    for (const a of anon) {
+      a.onError = () => engine.lost();
+      a.onResult = (id) => engine.answered(a.sentAt[id & 0xffff]!);
+    }
     const onEnvelope = (b: Buffer, start: number, end: number): void => engine.received(b, start, end);
     for (const s of sockets) s.onEnvelope = onEnvelope;
 
@@ -1028,7 +1048,7 @@ const f2 = (n: number | undefined): string => (n === undefined || Number.isNaN(n
 const pct = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : `${Math.round(n * 100)} %`);
 
 function fmtPhase(p: PhaseResult): string {
-  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
+  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, ${Number.isNaN(p.answerP50) ? '' : `sender answered p50 ${f2(p.answerP50)} / p99 ${f2(p.answerP99)} ms, `}late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
 }
 
 /** Per node process (primary first when WORKERS > 1): CPU µs per delivered message, whole process (main thread). */
@@ -1059,8 +1079,10 @@ function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
     `| send→receive p50 / p99 at max load, ms | ${f2(n?.closed.p50)} / ${f2(n?.closed.p99)} | ${f2(s?.closed.p50)} / ${f2(s?.closed.p99)} | | |`,
     `| offered → delivered msgs/s at fixed ${f0(RATE)}/s | ${f0(n?.open.offeredPerS)} → ${f0(n?.open.deliveredPerS)} | ${f0(s?.open.offeredPerS)} → ${f0(s?.open.deliveredPerS)} | | |`,
     `| send→receive p50 / p99 / p99.9 at ${f0(RATE)}/s, ms | ${f2(n?.open.p50)} / ${f2(n?.open.p99)} / ${f2(n?.open.p999)} | ${f2(s?.open.p50)} / ${f2(s?.open.p99)} / ${f2(s?.open.p999)} | p99 ×${n && s ? (n.open.p99 / s.open.p99).toFixed(1) : 'n/a'} | 100 % delivered, p99 < 10 ms |`,
+    `| send→sender's answer (after the commit) p50 / p99 at ${f0(RATE)}/s, ms | ${f2(n?.open.answerP50)} / ${f2(n?.open.answerP99)} | (core NATS: no answer) | | |`,
     `| offered → delivered msgs/s at fixed ${f0(LIGHT_RATE)}/s | ${f0(n?.light.offeredPerS)} → ${f0(n?.light.deliveredPerS)} | ${f0(s?.light.offeredPerS)} → ${f0(s?.light.deliveredPerS)} | | |`,
     `| send→receive p50 / p99 / p99.9 at ${f0(LIGHT_RATE)}/s, ms | ${f2(n?.light.p50)} / ${f2(n?.light.p99)} / ${f2(n?.light.p999)} | ${f2(s?.light.p50)} / ${f2(s?.light.p99)} / ${f2(s?.light.p999)} | | |`,
+    `| send→sender's answer p50 / p99 at ${f0(LIGHT_RATE)}/s, ms | ${f2(n?.light.answerP50)} / ${f2(n?.light.answerP99)} | | | |`,
     `| RSS per idle authenticated connection, KB | ${f1(n?.rssPerConnKB)} | ${f1(s?.rssPerConnKB)} (own server, GOGC=10) | | < 20 KB |`,
     `| drain ${f0(n?.drain.n)} queued to one device (connect → last ack committed), s | ${f2(n?.drain.drainFromConnectS)} | JetStream: ${f2(s?.jetstream?.drainS)} (${f0(s?.jetstream?.n)}) | | ≤ 1.5 s |`,
     `| enqueue of those ${f0(n?.drain.n)} into one offline mailbox, msgs/s | ${f0(n?.drain.enqueuePerS)} | JetStream: ${f0(s?.jetstream?.enqueuePerS)} (not fsynced per message) | | ≥ 28,000 |`,

@@ -270,6 +270,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       storedOffline: (mailbox) => push.waker.notify(mailbox),
     },
     hub,
+    { commitIntervalMs: config.commitIntervalMs },
   );
   let shuttingDown = false;
   const services: NodeServices = { ctx, config, nodeKey, store, hub, issuer, limiter, sender, metrics, mediaDir, archiveDir, tmpDir, shuttingDown: () => shuttingDown };
@@ -358,7 +359,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   heartbeat.start();
   // On SQLite, while sends flow, small ack groups ride in the next send group's transaction (one
   // fsync for both; mailbox/acks.ts, ACK_CARRY_MS). Other stores commit acks at once.
-  const acks = new AckCommitter(store, { carried: store.acksShareSendCommits === true });
+  const acks = new AckCommitter(store, { carried: store.acksShareSendCommits === true, commitIntervalMs: config.commitIntervalMs });
   sender.beforeCommit = () => acks.carry();
   /** Open WebSocket connections per client key (WS_MAX_CONNECTIONS_PER_ADDRESS). */
   const openPerAddress = new Map<string, number>();

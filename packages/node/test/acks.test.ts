@@ -142,4 +142,20 @@ describe('ack group commit', () => {
     expect(pg.calls).toEqual([1]);
     await c.flush();
   });
+
+  it('with a send commit interval, a small group waits that long (+1 ms) for a carrier, and sends count as flowing for twice it', async () => {
+    const INTERVAL = 60;
+    const { store, calls } = countingStore();
+    const acks = new AckCommitter(store, { carried: true, commitIntervalMs: INTERVAL });
+    acks.carry(); // a send group went to the store
+    await new Promise((r) => setTimeout(r, 30)); // longer than SENDS_FLOWING_MS, shorter than 2 × INTERVAL: still flowing
+    const t0 = performance.now();
+    acks.add(new Uint8Array(32), [new Uint8Array(16)], undefined, () => undefined);
+    await new Promise((r) => setTimeout(r, ACK_CARRY_MS + 10));
+    expect(calls).toEqual([]); // past ACK_CARRY_MS, still waiting for the next send group
+    while (calls.length === 0 && performance.now() - t0 < 5_000) await new Promise((r) => setTimeout(r, 1));
+    expect(calls).toEqual([1]); // no carrier came: it went on its own…
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(INTERVAL); // …after the interval + 1 ms (timers may fire up to 1 ms early)
+    await acks.flush();
+  });
 });

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { EnvelopeClass, MAX_ENVELOPE_SIZE } from '@meshwhisper/protocol';
 import type { SendRequest } from '@meshwhisper/protocol';
 import { LocalDeliveryBus } from '../src/mailbox/bus.js';
-import { MAX_GROUP_BYTES, MAX_GROUP_COMMIT, SendService } from '../src/mailbox/send.js';
+import { COMMIT_INTERVAL_MIN_GROUP, MAX_GROUP_BYTES, MAX_GROUP_COMMIT, SendService } from '../src/mailbox/send.js';
 import { DEFAULT_BUCKETS, RateLimiter } from '../src/rate-limit.js';
 import type { EnqueueItem, EnqueueOutcome, NodeStore } from '../src/store/node-store.js';
 import { ctx } from './helpers.js';
@@ -52,6 +52,90 @@ describe('group commit bounds', () => {
     const out = await s.sendBatch(items, 'c');
     expect(out.filter((o) => !o.ok).map((o) => String((o as { error: unknown }).error))).toEqual([]);
     expect(groups).toEqual([{ n: 40, bytes: 40 * MAX_ENVELOPE_SIZE }]);
+    await s.close();
+  });
+});
+
+describe('commit interval (COMMIT_INTERVAL_MS)', () => {
+  /** A store that records when each group arrived and commits it after a macrotask. */
+  function timedStore(): { store: NodeStore; groups: { n: number; at: number }[] } {
+    const groups: { n: number; at: number }[] = [];
+    const store = {
+      async enqueue(items: readonly EnqueueItem[]): Promise<EnqueueOutcome[]> {
+        groups.push({ n: items.length, at: performance.now() });
+        await new Promise((r) => setTimeout(r, 1));
+        return items.map((item, k) => ({ ok: true, envelope: { seq: k + 1, id: item.id, payload: item.payload, receivedAt: item.receivedAt }, evicted: 0 }));
+      },
+    } as unknown as NodeStore;
+    return { store, groups };
+  }
+  const INTERVAL = 250;
+  const service = (store: NodeStore, commitIntervalMs: number): SendService =>
+    new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets: generous }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 }, {}, undefined, { commitIntervalMs });
+  const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  it('a client sending one envelope at a time never waits for it', async () => {
+    const { store, groups } = timedStore();
+    const s = service(store, INTERVAL);
+    const t0 = performance.now();
+    for (let i = 0; i < 6; i++) await s.send(req(100), 'c');
+    expect(groups.map((g) => g.n)).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(performance.now() - t0).toBeLessThan(INTERVAL); // 6 sends, not 6 intervals
+    await s.close();
+  });
+
+  it('under load the next group starts an interval after the previous one, and takes everything sent meanwhile', async () => {
+    const { store, groups } = timedStore();
+    const s = service(store, INTERVAL);
+    const first = Array.from({ length: COMMIT_INTERVAL_MIN_GROUP }, () => s.send(req(100), 'c')); // one turn: one group, large enough to mean load
+    await nextTurn();
+    expect(groups.map((g) => g.n)).toEqual([COMMIT_INTERVAL_MIN_GROUP]);
+    await Promise.all(first);
+    // Five more sends, each in its own turn, after the first group committed.
+    const later: Promise<unknown>[] = [];
+    for (let i = 0; i < 5; i++) {
+      later.push(s.send(req(100), 'c'));
+      await nextTurn();
+    }
+    expect(groups).toHaveLength(1); // held for the interval
+    await Promise.all(later);
+    expect(groups.map((g) => g.n)).toEqual([COMMIT_INTERVAL_MIN_GROUP, 5]);
+    expect(groups[1]!.at - groups[0]!.at).toBeGreaterThanOrEqual(INTERVAL - 2); // timers may fire up to 1 ms early
+    // The group of 5 is below the bound: the next send goes at once.
+    const t = performance.now();
+    await s.send(req(100), 'c');
+    expect(groups.map((g) => g.n)).toEqual([COMMIT_INTERVAL_MIN_GROUP, 5, 1]);
+    expect(groups[2]!.at - t).toBeLessThan(INTERVAL / 2);
+    await s.close();
+  });
+
+  it('a full group does not wait, and close() sends what the interval holds at once', async () => {
+    const { store, groups } = timedStore();
+    const s = service(store, INTERVAL);
+    await Promise.all(Array.from({ length: COMMIT_INTERVAL_MIN_GROUP }, () => s.send(req(100), 'c')));
+    const t = performance.now();
+    await Promise.all(Array.from({ length: MAX_GROUP_COMMIT }, () => s.send(req(10), 'c')));
+    expect(groups.map((g) => g.n)).toEqual([COMMIT_INTERVAL_MIN_GROUP, MAX_GROUP_COMMIT]);
+    expect(groups[1]!.at - t).toBeLessThan(INTERVAL / 2);
+    // Held by the interval (the last group was full), then the service closes.
+    const held = s.send(req(100), 'c');
+    await nextTurn();
+    expect(groups).toHaveLength(2);
+    const c0 = performance.now();
+    await s.close();
+    await held;
+    expect(groups.map((g) => g.n)).toEqual([COMMIT_INTERVAL_MIN_GROUP, MAX_GROUP_COMMIT, 1]);
+    expect(performance.now() - c0).toBeLessThan(INTERVAL / 2);
+  });
+
+  it('0 turns it off: under load a group starts as soon as a commit slot is free', async () => {
+    const { store, groups } = timedStore();
+    const s = service(store, 0);
+    await Promise.all(Array.from({ length: COMMIT_INTERVAL_MIN_GROUP }, () => s.send(req(100), 'c')));
+    const t = performance.now();
+    await s.send(req(100), 'c');
+    expect(groups.map((g) => g.n)).toEqual([COMMIT_INTERVAL_MIN_GROUP, 1]);
+    expect(groups[1]!.at - t).toBeLessThan(INTERVAL / 2);
     await s.close();
   });
 });

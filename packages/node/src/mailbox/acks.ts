@@ -18,12 +18,13 @@ export const MAX_ACK_GROUP = 1024;
  * takes it along (`carry()`, called by SendService as it hands a group to the store). On a store
  * whose acks then share the send group's transaction (NodeStore.acksShareSendCommits: SQLite) that
  * is one commit and one fsync for both instead of two. Without sends (a drain, an idle node) acks
- * commit at once, as before.
+ * commit at once, as before. With a send commit interval (COMMIT_INTERVAL_MS) the wait is that
+ * interval + 1 ms when longer.
  */
 export const ACK_CARRY_MS = 3;
 /** An ack group holding this many ids does not wait for a send group. */
 export const ACK_CARRY_MAX_IDS = 256;
-/** Sends count as flowing (a small group waits for a carrier) this long after the last `carry()`. */
+/** Sends count as flowing (a small group waits for a carrier) this long after the last `carry()` (longer with a commit interval). */
 export const SENDS_FLOWING_MS = 10;
 
 type Done = (result: number | Error) => void;
@@ -56,8 +57,23 @@ export class AckCommitter {
    */
   constructor(
     private readonly store: Pick<NodeStore, 'ack'>,
-    private readonly options: { readonly carried?: boolean } = {},
-  ) {}
+    private readonly options: {
+      readonly carried?: boolean;
+      /**
+       * The send side's COMMIT_INTERVAL_MS (SendOptions): send groups may come that far apart
+       * under load, so a small ack group waits up to that long (+1 ms) for one, and sends count
+       * as flowing for twice that long.
+       */
+      readonly commitIntervalMs?: number;
+    } = {},
+  ) {
+    const interval = options.commitIntervalMs ?? 0;
+    this.#carryMs = Math.max(ACK_CARRY_MS, interval + 1);
+    this.#flowingMs = Math.max(SENDS_FLOWING_MS, 2 * interval);
+  }
+
+  readonly #carryMs: number;
+  readonly #flowingMs: number;
 
   /** A durable send group is going to the store now (SendService): the queued acks go just before it. */
   carry(): void {
@@ -85,7 +101,7 @@ export class AckCommitter {
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
-      if (this.#pendingIds < ACK_CARRY_MAX_IDS && performance.now() - this.#lastCarry < SENDS_FLOWING_MS) this.#carryTimer = setTimeout(this.#onImmediate, ACK_CARRY_MS);
+      if (this.#pendingIds < ACK_CARRY_MAX_IDS && performance.now() - this.#lastCarry < this.#flowingMs) this.#carryTimer = setTimeout(this.#onImmediate, this.#carryMs);
       else setImmediate(this.#onImmediate);
     }
   }
