@@ -17,20 +17,37 @@
  * without, and the p99 of eight 8-second windows fell from a median of 48 to 29 ms
  * (docs/benchmarks.md).
  *
+ * `--heap-growing-percent=100`: after each full (mark-compact) GC, V8 sets the old generation's
+ * next limit at its live size times a factor it derives from how fast the program fills the old
+ * generation relative to how fast V8 marks it, aiming at 3 % of the time spent marking. A node at
+ * a steady 10,000 msgs/s promotes little (~1–2 MB/s) against a marker that does ~1 MB per ms, so
+ * V8 chose its floor, 1.1: with ~40 MB live, marking restarted after ~4 MB of growth and a
+ * mark-compact pause (4–12 ms, mostly evacuating the young generation) came every 0.8–1.7 s, one
+ * continuous marking cycle after another. With a fixed factor of 2 the old generation may grow by
+ * its live size first: in bench/node at 10,000 msgs/s, 1 mark-compact per 10-s window instead of
+ * 9–13, and a p99 about half as large (docs/benchmarks.md, thirteenth session). The cost: the old
+ * generation may reach twice its live size before it is collected (memory), and under saturation,
+ * where V8 would choose a factor near its ceiling of 4, full GCs come 2–2.5× as often (8–10
+ * instead of 4 in 10 s, throughput unchanged within run-to-run spread).
+ *
  * An operator who wants a default back names it in NODE_OPTIONS or on the command line
- * (`--parallel-scavenge`, `--allocation-site-pretenuring`): an explicit choice wins.
+ * (`--parallel-scavenge`, `--allocation-site-pretenuring`, `--heap-growing-percent=0` for V8's
+ * dynamic factor): an explicit choice wins.
  */
 import { setFlagsFromString } from 'node:v8';
 
-export const V8_FLAGS = ['--no-parallel-scavenge', '--no-allocation-site-pretenuring'] as const;
+export const V8_FLAGS = ['--no-parallel-scavenge', '--no-allocation-site-pretenuring', '--heap-growing-percent=100'] as const;
+
+/** A V8 flag's name without `--`, `no-` and `=value`, with `-` for `_` (V8 accepts both). */
+const flagName = (flag: string): string => flag.replace(/^--(no-)?/, '').replaceAll('_', '-').split('=')[0]!;
 
 /** Applies V8_FLAGS unless the command line or NODE_OPTIONS names the same setting; returns what was applied. */
 export function applyV8Flags(execArgv: readonly string[] = process.execArgv, nodeOptions: string = process.env['NODE_OPTIONS'] ?? ''): string[] {
   const given = [...execArgv, ...nodeOptions.split(/\s+/)];
   const applied: string[] = [];
   for (const flag of V8_FLAGS) {
-    const name = flag.replace(/^--(no-)?/, '').replaceAll('_', '-');
-    if (given.some((g) => g.replace(/^--(no-)?/, '').replaceAll('_', '-').split('=')[0] === name)) continue;
+    const name = flagName(flag);
+    if (given.some((g) => flagName(g) === name)) continue;
     setFlagsFromString(flag);
     applied.push(flag);
   }

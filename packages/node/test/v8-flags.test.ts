@@ -1,5 +1,5 @@
-// The node process turns off V8's parallel scavenging and allocation-site pretenuring at start
-// (src/v8-flags.ts). This checks that each setting really takes effect at run time in this Node
+// The node process turns off V8's parallel scavenging and allocation-site pretenuring and fixes the
+// old generation's growing factor at start (src/v8-flags.ts). This checks that each setting really takes effect at run time in this Node
 // (V8's --trace-gc-nvp lines show it) and that an operator's explicit choice wins.
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
@@ -49,9 +49,31 @@ describe('V8 flags of the node process', () => {
     expect(decisions(true)).toEqual({ tenure: 0, lines: 0 });
   });
 
+  it('fixes the old generation growing factor at 2 at run time', () => {
+    // --trace-gc-verbose prints the factor of each new old-generation limit; this program, left to
+    // V8, gets its dynamic factor (4.0 here: it fills the old generation fast).
+    const factors = (apply: boolean): string[] => {
+      const script = `
+        const { setFlagsFromString } = await import('node:v8');
+        if (${apply}) for (const f of ${JSON.stringify(V8_FLAGS)}) setFlagsFromString(f);
+        const live = []; for (let i = 0; i < 3e5; i++) live.push({ a: i, b: [i] });
+        let keep = [];
+        for (let i = 0; i < 2e6; i++) { keep.push({ a: i }); if (keep.length > 50000) keep = []; }`;
+      const r = spawnSync(process.execPath, ['--trace-gc-verbose', '--input-type=module', '-e', script], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return [...(r.stdout + r.stderr).matchAll(/\[HeapController\] Limit: .*\(([\d.]+)\)/g)].map((m) => m[1]!);
+    };
+    const dynamic = factors(false);
+    const fixed = factors(true);
+    expect(dynamic.length).toBeGreaterThan(0);
+    expect(dynamic.some((f) => f !== '2.0')).toBe(true); // the trace can tell the two apart
+    expect(fixed.length).toBeGreaterThan(0);
+    expect(new Set(fixed)).toEqual(new Set(['2.0']));
+  });
+
   it('leaves a setting alone when the command line or NODE_OPTIONS names it', () => {
-    expect(applyV8Flags(['--parallel-scavenge', '--allocation-site-pretenuring'], '')).toEqual([]);
-    expect(applyV8Flags([], '--max-old-space-size=512 --no-parallel_scavenge --no-allocation_site_pretenuring')).toEqual([]);
-    expect(applyV8Flags(['--parallel-scavenge'], '')).toEqual(['--no-allocation-site-pretenuring']);
+    expect(applyV8Flags(['--parallel-scavenge', '--allocation-site-pretenuring', '--heap-growing-percent=0'], '')).toEqual([]);
+    expect(applyV8Flags([], '--max-old-space-size=512 --no-parallel_scavenge --no-allocation_site_pretenuring --heap_growing_percent=50')).toEqual([]);
+    expect(applyV8Flags(['--parallel-scavenge'], '')).toEqual(['--no-allocation-site-pretenuring', '--heap-growing-percent=100']);
   });
 });
