@@ -66,7 +66,7 @@ export interface SendOptions {
    * Under load (the previous group held COMMIT_INTERVAL_MIN_GROUP or more), a group commit starts
    * no sooner than this many ms after the previous one started, unless a full group is waiting:
    * more envelopes per transaction, fsync and writer hand-off, so less CPU per message (config
-   * COMMIT_INTERVAL_MS; docs/architecture.md §Group commit). 0: a group starts as soon as a commit
+   * COMMIT_INTERVAL_MS; docs/architecture.md, "Commit interval"). 0: a group starts as soon as a commit
    * slot is free.
    */
   readonly commitIntervalMs?: number;
