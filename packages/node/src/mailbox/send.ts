@@ -193,11 +193,10 @@ export class SendService {
   /** After this, every new send fails with UNAVAILABLE; resolves when queued sends have committed. */
   async close(): Promise<void> {
     this.#closed = true;
-    // Sends held for the commit interval go now.
+    // Sends held for the commit interval go now (#flush does not hold them once closed).
     if (this.#intervalTimer !== undefined) {
       clearTimeout(this.#intervalTimer);
-      this.#intervalTimer = undefined;
-      void this.#flush();
+      this.#onInterval();
     }
     if (this.#queue.length === 0 && this.#inFlight === 0) return;
     await new Promise<void>((resolve) => this.#idle.push(resolve));
