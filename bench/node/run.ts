@@ -17,8 +17,9 @@
  *      registrations (fresh baseline; one device logs in and out first, so that what the first
  *      login starts once for the node is in the baseline), then (RSS with DEVICES idle logins −
  *      before) ÷ DEVICES
- *   2. max throughput, closed loop: WINDOW envelopes in flight end to end (sent, not yet received);
- *      every receipt releases the next send from the next device to a random other device
+ *   2. max throughput, closed loop: WINDOW envelopes in flight end to end (sent, and not yet both
+ *      received and — node — answered to its sender, which happens after the commit's fsync);
+ *      every completion releases the next send from the next device to a random other device
  *   3. fixed offered load RATE msgs/s, open loop; latency measured from the INTENDED send time
  *      (so a stalled generator or node cannot hide queueing: no coordinated omission)
  *   3b. the same at LIGHT_RATE msgs/s (default 1,000): latency when the node is not overloaded
@@ -237,6 +238,11 @@ function findProcess(comm: string): number | undefined {
 interface Transport {
   /** Sends a payload (Engine.payload(intendedMs, tag) or the same bytes) from device s to device r. */
   send(s: number, r: number, intendedMs: number, tag: number): void;
+  /**
+   * Every send is answered at its sender (the node's sendResult, after its commit's fsync; core
+   * NATS answers nothing): a send is then in flight until it has both arrived and been answered.
+   */
+  readonly answers: boolean;
 }
 
 interface PhaseResult {
@@ -248,6 +254,8 @@ interface PhaseResult {
   p99: number;
   p999: number;
   max: number;
+  /** Node only: sends answered (committed) in the window, per second; NaN for a transport without answers. */
+  answeredPerS: number;
   /** Node only: a send's intended time → its sender's answer (sendResult: after the commit), p50 / p99, ms (NaN: none). */
   answerP50: number;
   answerP99: number;
@@ -278,7 +286,12 @@ class Engine {
   tag = 0;
   running = false;
   measuring = false;
+  /** Sent in this phase, not yet arrived at its recipient. */
   outstanding = 0;
+  /** Sent in this phase, not yet answered at its sender (transport.answers only). */
+  unanswered = 0;
+  /** Answers of this phase in the measured window. */
+  answeredInWindow = 0;
   issued = 0;
   delivered = 0;
   stale = 0;
@@ -312,12 +325,23 @@ class Engine {
     const s = this.#rr++ % this.n;
     const r = (s + 1 + Math.floor(Math.random() * (this.n - 1))) % this.n;
     this.outstanding++;
+    if (this.transport.answers) this.unanswered++;
     this.issued++;
     this.transport.send(s, r, intendedMs, this.tag);
   }
 
+  /**
+   * Closed loop: WINDOW sends in flight, a send being in flight until it has arrived AND (node) its
+   * sender was answered — so the loop runs at the rate the node makes sends durable, not only at the
+   * rate it delivers them ahead of their commits.
+   */
   refill(): void {
-    while (this.running && this.mode === 'closed' && this.outstanding < this.window) this.issue();
+    while (this.running && this.mode === 'closed' && Math.max(this.outstanding, this.unanswered) < this.window) this.issue();
+  }
+
+  /** Nothing of this phase is in flight any more. */
+  settled(): boolean {
+    return this.outstanding <= 0 && this.unanswered <= 0;
   }
 
   /** A payload, b[start, end), arrived at its recipient. */
@@ -336,15 +360,23 @@ class Engine {
     if (this.mode === 'closed') this.refill();
   }
 
-  /** A send was answered (sendResult) at its sender. */
-  answered(intendedMs: number): void {
-    if (this.measuring) this.answers.record(now() - intendedMs);
+  /** A send of phase `tag` was answered (sendResult) at its sender. */
+  answered(intendedMs: number, tag: number): void {
+    if (tag !== this.tag) return;
+    this.unanswered--;
+    if (this.measuring) {
+      this.answeredInWindow++;
+      this.answers.record(now() - intendedMs);
+    }
+    if (this.mode === 'closed') this.refill();
   }
 
-  /** A send was refused (error frame): it will never arrive. */
-  lost(): void {
+  /** A send of phase `tag` was refused (error frame): it will never arrive. */
+  lost(tag: number): void {
+    if (tag !== this.tag) return;
     this.sendErrors++;
     this.outstanding--;
+    if (this.transport.answers) this.unanswered--;
     if (this.mode === 'closed') this.refill();
   }
 
@@ -352,6 +384,8 @@ class Engine {
     this.tag++;
     this.mode = mode;
     this.outstanding = 0;
+    this.unanswered = 0;
+    this.answeredInWindow = 0;
     this.delivered = 0;
     this.sendErrors = 0;
     this.hist = new Histogram();
@@ -410,10 +444,11 @@ class Engine {
     this.running = false;
     if (timer) clearInterval(timer);
     const delivered = this.delivered;
+    const answeredInWindow = this.answeredInWindow;
     const h = this.hist;
     const a = this.answers;
     try {
-      await waitFor('in-flight envelopes to arrive', () => this.outstanding <= 0, SETTLE_MS, 20);
+      await waitFor('in-flight envelopes to arrive and be answered', () => this.settled(), SETTLE_MS, 20);
     } catch {
       /* reported as late */
     }
@@ -421,6 +456,7 @@ class Engine {
       mode,
       offeredPerS: issuedInWindow / secs,
       deliveredPerS: delivered / secs,
+      answeredPerS: this.transport.answers ? answeredInWindow / secs : Number.NaN,
       delivered,
       p50: h.quantile(0.5),
       p99: h.quantile(0.99),
@@ -428,7 +464,7 @@ class Engine {
       max: h.max,
       answerP50: a.quantile(0.5),
       answerP99: a.quantile(0.99),
-      late: Math.max(0, this.outstanding),
+      late: Math.max(0, this.outstanding, this.unanswered),
       sendErrors: this.sendErrors,
       skippedOffered: skipped,
       nodeCpu,
@@ -560,6 +596,8 @@ class AnonSocket {
   #nextId = 1;
   /** Intended send time by request id (mod 2^16: far more than are ever outstanding on one socket). */
   readonly sentAt = new Float64Array(1 << 16);
+  /** The phase tag of each send, by request id (as sentAt). */
+  readonly sentTag = new Uint32Array(1 << 16);
   onResult: (requestId: number) => void = () => {};
   onError: (requestId: number) => void = () => {};
 
@@ -587,6 +625,7 @@ class AnonSocket {
     const id = this.#nextId++;
     if (this.#nextId > 0x7fffffff) this.#nextId = 1;
     this.sentAt[id & 0xffff] = intendedMs;
+    this.sentTag[id & 0xffff] = tag;
     this.ws.sendFrame(sendFrame(id, t, intendedMs, tag));
     return id;
   }
@@ -769,12 +808,12 @@ async function benchNode(): Promise<NodeResults> {
 
     // Each recipient's SendRequest, but for the 12 stamped bytes, built once (wire.ts sendTemplate).
     let templates: SendTemplate[] = [];
-    const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => anon[s % ANON_CONNS]!.send(templates[r]!, intendedMs, tag) });
+    const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => anon[s % ANON_CONNS]!.send(templates[r]!, intendedMs, tag), answers: true });
     templates = devices.map((d) => sendTemplate(d.mailbox, d.token, engine.template));
     if (TRACE) engine.traceFile = `${node.dataDir}.trace.jsonl`;
     for (const a of anon) {
-      a.onError = () => engine.lost();
-      a.onResult = (id) => engine.answered(a.sentAt[id & 0xffff]!);
+      a.onError = (id) => engine.lost(a.sentTag[id & 0xffff]!);
+      a.onResult = (id) => engine.answered(a.sentAt[id & 0xffff]!, a.sentTag[id & 0xffff]!);
     }
     const onEnvelope = (b: Buffer, start: number, end: number): void => engine.received(b, start, end);
     for (const s of sockets) s.onEnvelope = onEnvelope;
@@ -798,10 +837,10 @@ async function benchNode(): Promise<NodeResults> {
     window('open', open);
     if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
     for (let i = 2; i <= OPEN_REPEAT; i++) {
-      await waitFor('the previous phase to settle', () => engine.outstanding <= 0, 60_000, 20).catch(() => undefined);
+      await waitFor('the previous phase to settle', () => engine.settled(), 60_000, 20).catch(() => undefined);
       log(`node open loop, repeat ${i} of ${OPEN_REPEAT}:`, fmtPhase(await engine.phase('open', RATE, { node: pid })));
     }
-    await waitFor('the overload backlog to drain', () => engine.outstanding <= 0, 60_000, 20).catch(() => log(`${engine.outstanding} envelopes of the ${RATE}/s phase still in flight`));
+    await waitFor('the overload backlog to drain', () => engine.settled(), 60_000, 20).catch(() => log(`${engine.outstanding} envelopes of the ${RATE}/s phase still in flight, ${engine.unanswered} unanswered`));
     log(`node: open loop at ${LIGHT_RATE} msgs/s`);
     const light = await engine.phase('open', LIGHT_RATE, { node: pid });
     log('node light load:', fmtPhase(light));
@@ -814,7 +853,7 @@ async function benchNode(): Promise<NodeResults> {
       log(`drain: device 0 goes offline; queueing ${DRAIN} envelopes for it`);
       const target = devices[0]!;
       // Let the previous phase's stragglers arrive first, so they do not share the node with the drain.
-      await waitFor('previous phase to settle', () => engine.outstanding <= 0, 60_000, 20).catch(() => log(`drain: ${engine.outstanding} envelopes of the previous phase still in flight`));
+      await waitFor('previous phase to settle', () => engine.settled(), 60_000, 20).catch(() => log(`drain: ${engine.outstanding} envelopes of the previous phase still in flight, ${engine.unanswered} unanswered`));
       await target0.close();
       await sleep(500);
       engine.tag++;
@@ -964,7 +1003,7 @@ async function benchNats(): Promise<NatsResults> {
   });
   log(`NATS ${NATS_URL}: connecting ${DEVICES} clients, one subject each`);
   const subjects = Array.from({ length: DEVICES }, (_x, i) => `mwbench.${runId}.${i}`);
-  const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => conns[s]!.publish(subjects[r]!, engine.payload(intendedMs, tag)) });
+  const engine = new Engine(DEVICES, { send: (s, r, intendedMs, tag) => conns[s]!.publish(subjects[r]!, engine.payload(intendedMs, tag)), answers: false });
   const conns = await connectSubscribers(NATS_URL, subjects, (d) => engine.received(Buffer.from(d.buffer, d.byteOffset, d.byteLength), 0, d.byteLength));
   await sleep(3000);
   try {
@@ -1048,7 +1087,7 @@ const f2 = (n: number | undefined): string => (n === undefined || Number.isNaN(n
 const pct = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : `${Math.round(n * 100)} %`);
 
 function fmtPhase(p: PhaseResult): string {
-  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, ${Number.isNaN(p.answerP50) ? '' : `sender answered p50 ${f2(p.answerP50)} / p99 ${f2(p.answerP99)} ms, `}late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
+  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, ${Number.isNaN(p.answeredPerS) ? '' : `answered ${f0(p.answeredPerS)}/s, `}${Number.isNaN(p.answerP50) ? '' : `sender answered p50 ${f2(p.answerP50)} / p99 ${f2(p.answerP99)} ms, `}late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
 }
 
 /** Per node process (primary first when WORKERS > 1): CPU µs per delivered message, whole process (main thread). */
@@ -1075,7 +1114,9 @@ function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
   const rows: string[] = [
     '| metric | MeshWhisper node (durable) | NATS core (non-durable) | node / NATS | target |',
     '|---|---|---|---|---|',
-    `| delivered msgs/s, closed loop (${WINDOW} in flight) | ${f0(n?.closed.deliveredPerS)} | ${f0(s?.closed.deliveredPerS)} | ${ratio(n?.closed.deliveredPerS, s?.closed.deliveredPerS)} | ≥ 20,000 |`,
+    `| delivered msgs/s, closed loop (${WINDOW} in flight: sent, not yet both arrived and answered) | ${f0(n?.closed.deliveredPerS)} | ${f0(s?.closed.deliveredPerS)} | ${ratio(n?.closed.deliveredPerS, s?.closed.deliveredPerS)} | ≥ 20,000 |`,
+    `| … answered (committed, fsynced) msgs/s in the same window | ${f0(n?.closed.answeredPerS)} | (core NATS: no answer) | | ≥ 20,000 |`,
+    `| send→sender's answer p50 / p99 at max load, ms | ${f2(n?.closed.answerP50)} / ${f2(n?.closed.answerP99)} | | | |`,
     `| send→receive p50 / p99 at max load, ms | ${f2(n?.closed.p50)} / ${f2(n?.closed.p99)} | ${f2(s?.closed.p50)} / ${f2(s?.closed.p99)} | | |`,
     `| offered → delivered msgs/s at fixed ${f0(RATE)}/s | ${f0(n?.open.offeredPerS)} → ${f0(n?.open.deliveredPerS)} | ${f0(s?.open.offeredPerS)} → ${f0(s?.open.deliveredPerS)} | | |`,
     `| send→receive p50 / p99 / p99.9 at ${f0(RATE)}/s, ms | ${f2(n?.open.p50)} / ${f2(n?.open.p99)} / ${f2(n?.open.p999)} | ${f2(s?.open.p50)} / ${f2(s?.open.p99)} / ${f2(s?.open.p999)} | p99 ×${n && s ? (n.open.p99 / s.open.p99).toFixed(1) : 'n/a'} | 100 % delivered, p99 < 10 ms |`,
