@@ -47,7 +47,7 @@ export type EnvelopeClass = (typeof ENVELOPE_CLASSES)[number];
 /** How a send was admitted: with a delivery token, or through the first-contact lane. */
 export const SEND_LANES = ['token', 'first_contact'] as const;
 export type SendLane = (typeof SEND_LANES)[number];
-export const REJECT_REASONS = ['too_large', 'malformed', 'quota', 'bad_token', 'rate_limited', 'unknown_mailbox', 'other'] as const;
+export const REJECT_REASONS = ['too_large', 'malformed', 'quota', 'bad_token', 'rate_limited', 'unknown_mailbox', 'busy', 'other'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 export const AUTH_FAILURE_REASONS = ['bad_signature', 'stale', 'replayed', 'wrong_node', 'unknown_device', 'malformed', 'other'] as const;
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
@@ -144,6 +144,11 @@ export class NodeMetrics {
   readonly envelopesExpired = new Counter({
     name: 'meshwhisper_envelopes_expired_total',
     help: 'Stored envelopes deleted unread because their retention period ended',
+    registers: [this.registry],
+  });
+  readonly sendCongestion = new Counter({
+    name: 'meshwhisper_send_congestion_total',
+    help: 'Times the backlog of durable sends waiting for their commit reached its high mark (sending WebSockets paused their reads until it was down to half)',
     registers: [this.registry],
   });
   readonly envelopesEvicted = new Counter({

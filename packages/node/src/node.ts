@@ -266,6 +266,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       accepted: (cls, lane, seconds) => metrics?.envelopeAccepted(cls, lane, seconds),
       rejected: (reason) => metrics?.envelopeRejected(reason),
       evicted: (n) => metrics?.envelopesEvicted.inc(n),
+      congested: () => metrics?.sendCongestion.inc(),
       storageFailed: (e) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'group commit failed'),
       storedOffline: (mailbox) => push.waker.notify(mailbox),
     },

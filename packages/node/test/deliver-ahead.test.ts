@@ -6,8 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AddressInfo } from 'node:net';
 import { EnvelopeClass, ErrorCode, SendRequestSchema, SendResultSchema, encodeBody, fromBinary } from '@meshwhisper/protocol';
-import type { NodeStore } from '../src/store/node-store.js';
-import { TestDevice, generousLimits, proto, startTestNode } from './helpers.js';
+import { CommitGate, TestDevice, generousLimits, proto, startTestNode } from './helpers.js';
 import type { TestNode } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
@@ -18,37 +17,6 @@ afterEach(async () => {
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const untext = (b: Uint8Array): string => new TextDecoder().decode(b);
-
-/**
- * store.enqueue behind a gate: while closed, each group commit waits (`held` counts them); `open()`
- * lets them go to the real store, `fail()` makes them fail as a full disk would.
- */
-class CommitGate {
-  #waiting: { go: () => void; stop: (e: Error) => void }[] = [];
-  closed = false;
-  held = 0;
-  constructor(store: NodeStore) {
-    const real = store.enqueue.bind(store);
-    store.enqueue = async (items, limits) => {
-      if (this.closed) {
-        this.held++;
-        await new Promise<void>((go, stop) => this.#waiting.push({ go, stop }));
-      }
-      return real(items, limits);
-    };
-  }
-  close(): void {
-    this.closed = true;
-  }
-  open(): void {
-    this.closed = false;
-    for (const w of this.#waiting.splice(0)) w.go();
-  }
-  fail(): void {
-    this.closed = false;
-    for (const w of this.#waiting.splice(0)) w.stop(Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' }));
-  }
-}
 
 async function setup(env: Record<string, string> = {}): Promise<{ t: TestNode; d: TestDevice; c: WsClient; token: Uint8Array; gate: CommitGate; port: number }> {
   const t = await startTestNode({ RATE_LIMITS: generousLimits(), ...env });

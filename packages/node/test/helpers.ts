@@ -44,6 +44,7 @@ import { createNode } from '../src/node.js';
 import type { MeshWhisperNode } from '../src/node.js';
 import { SqliteNodeStore } from '../src/store/sqlite-store.js';
 import type { Sqlite } from '../src/store/db.js';
+import type { NodeStore } from '../src/store/node-store.js';
 
 export const ctx: CryptoContext = createContext();
 
@@ -229,4 +230,35 @@ export function sqliteOf(node: MeshWhisperNode): Sqlite {
   const store = node.services.store;
   if (!(store instanceof SqliteNodeStore)) throw new TypeError('sqliteOf: the node does not use the SQLite store');
   return store.database;
+}
+
+/**
+ * store.enqueue behind a gate: while closed, each group commit waits (`held` counts them); `open()`
+ * lets them go to the real store, `fail()` makes them fail as a full disk would.
+ */
+export class CommitGate {
+  #waiting: { go: () => void; stop: (e: Error) => void }[] = [];
+  closed = false;
+  held = 0;
+  constructor(store: NodeStore) {
+    const real = store.enqueue.bind(store);
+    store.enqueue = async (items, limits) => {
+      if (this.closed) {
+        this.held++;
+        await new Promise<void>((go, stop) => this.#waiting.push({ go, stop }));
+      }
+      return real(items, limits);
+    };
+  }
+  close(): void {
+    this.closed = true;
+  }
+  open(): void {
+    this.closed = false;
+    for (const w of this.#waiting.splice(0)) w.go();
+  }
+  fail(): void {
+    this.closed = false;
+    for (const w of this.#waiting.splice(0)) w.stop(Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' }));
+  }
 }

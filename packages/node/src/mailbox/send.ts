@@ -28,7 +28,9 @@ import { trace } from '../latency-trace.js';
 
 export interface SendEvents {
   accepted?(cls: 'durable' | 'ephemeral', lane: 'token' | 'first_contact', seconds?: number): void;
-  rejected?(reason: 'quota' | 'bad_token' | 'rate_limited' | 'unknown_mailbox' | 'other'): void;
+  rejected?(reason: 'quota' | 'bad_token' | 'rate_limited' | 'unknown_mailbox' | 'busy' | 'other'): void;
+  /** The backlog of durable sends waiting for their commit reached SEND_BACKLOG_HIGH: sending connections pause their reads. */
+  congested?(): void;
   evicted?(n: number): void;
   /** A group commit failed as a whole (disk full, I/O error): every sender in it got UNAVAILABLE. */
   storageFailed?(error: unknown): void;
@@ -60,6 +62,24 @@ export const MAX_COMMITS_IN_FLIGHT = 2;
  * nothing waits.
  */
 export const COMMIT_INTERVAL_MIN_GROUP = 8;
+
+/**
+ * Backpressure: durable sends accepted and not yet answered (queued or in a commit) — the node's
+ * backlog in front of the disk. Delivery ahead of the commit lets a node take sends faster than
+ * its disk commits them (a slow or stalled disk, an overload); without a bound that backlog, and
+ * the memory it holds, would grow for as long as the overload lasts. At SEND_BACKLOG_HIGH
+ * envelopes or SEND_BACKLOG_HIGH_BYTES of payload the service is `congested`: anonymous
+ * WebSockets stop reading (TCP pushes back on their senders) until the backlog is down to half.
+ * Sends that still arrive — frames already read, HTTP sends — are accepted up to
+ * SEND_BACKLOG_MAX / SEND_BACKLOG_MAX_BYTES and refused beyond with UNAVAILABLE (retry), never
+ * dropped unanswered.
+ */
+export const SEND_BACKLOG_HIGH = 4 * MAX_GROUP_COMMIT;
+export const SEND_BACKLOG_HIGH_BYTES = 4 * MAX_GROUP_BYTES;
+export const SEND_BACKLOG_MAX = 4 * SEND_BACKLOG_HIGH;
+export const SEND_BACKLOG_MAX_BYTES = 4 * SEND_BACKLOG_HIGH_BYTES;
+/** How long a sender refused for a full backlog is asked to wait (retryAfterMs). */
+export const SEND_BACKLOG_RETRY_MS = 200;
 
 export interface SendOptions {
   /**
@@ -173,6 +193,12 @@ export class SendService {
   readonly #commitIntervalMs: number;
   #idle: (() => void)[] = [];
   readonly #ids = new IdSource();
+  /** Durable sends accepted and not yet answered (queued or committing), and their payload bytes. */
+  #backlog = 0;
+  #backlogBytes = 0;
+  #congested = false;
+  /** Called once the backlog is down to half its high mark (whenRelieved). */
+  #relief: (() => void)[] = [];
   /** Called as a durable group goes to the store, just before it (node.ts: queued acks go first, AckCommitter.carry). */
   beforeCommit: (() => void) | undefined;
 
@@ -188,6 +214,25 @@ export class SendService {
     options: SendOptions = {},
   ) {
     this.#commitIntervalMs = options.commitIntervalMs ?? 0;
+  }
+
+  /** Durable sends accepted and not yet answered: queued for, or in, a group commit. */
+  get backlog(): number {
+    return this.#backlog;
+  }
+
+  /**
+   * The backlog reached its high mark (SEND_BACKLOG_HIGH envelopes or SEND_BACKLOG_HIGH_BYTES):
+   * a connection that can stop reading should, until whenRelieved() calls it back.
+   */
+  get congested(): boolean {
+    return this.#congested;
+  }
+
+  /** `fn` runs once the service is not congested (at once, on a later turn, if it is not now). */
+  whenRelieved(fn: () => void): void {
+    if (this.#congested) this.#relief.push(fn);
+    else queueMicrotask(fn);
   }
 
   /** After this, every new send fails with UNAVAILABLE; resolves when queued sends have committed. */
@@ -271,6 +316,10 @@ export class SendService {
   /** The checks that cost no I/O (shutting down, rate limits); throws the refusal. */
   #admitNow(req: SendRequest, clientKey: string): Admitted {
     if (this.#closed) throw new ProtocolError(ErrorCode.UNAVAILABLE, 'node is shutting down', 1000);
+    if (this.#backlog >= SEND_BACKLOG_MAX || this.#backlogBytes >= SEND_BACKLOG_MAX_BYTES) {
+      this.events.rejected?.('busy');
+      throw new ProtocolError(ErrorCode.UNAVAILABLE, 'node is busy: too many sends are waiting for the disk; retry', SEND_BACKLOG_RETRY_MS);
+    }
     const mailboxKey = hexKey(req.mailboxId);
     const withToken = req.deliveryToken.length > 0;
     // Rate limits first: they cost no I/O. The recipient and token are checked by the store, in
@@ -301,6 +350,12 @@ export class SendService {
   /** Queues a durable envelope for the next group commit (`unit`: the batch it must not be split from). */
   #enqueue(req: SendRequest, admitted: Admitted, unit: object | undefined, sink: SendSink, tag: number): void {
     this.#queuedBytes += req.payload.length;
+    this.#backlog++;
+    this.#backlogBytes += req.payload.length;
+    if (!this.#congested && (this.#backlog >= SEND_BACKLOG_HIGH || this.#backlogBytes >= SEND_BACKLOG_HIGH_BYTES)) {
+      this.#congested = true;
+      this.events.congested?.();
+    }
     const tokenHash = admitted.tokenHash;
     const tokenKey = tokenHash && this.aheadTo ? tokenKey32(tokenHash) : undefined;
     const p: Pending = {
@@ -402,75 +457,90 @@ export class SendService {
     this.#inFlight++;
     this.#committing++;
     try {
-      let results: EnqueueOutcome[];
-      try {
-        this.beforeCommit?.();
-        results = await this.store.enqueue(batch, this.limits);
-      } catch (e) {
-        for (const p of batch) {
-          if (p.ahead === AHEAD_SENT) this.aheadTo!.aheadDropped(p.mailboxKey, p.id);
-          p.sink.refused(p.tag, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
-        }
-        this.events.storageFailed?.(e);
-        return;
-      } finally {
-        this.#committing--;
-        this.#scheduleMore();
-      }
-      const tDone = trace ? performance.now() : 0;
-      if (trace) {
-        trace.stage('send.writerRoundTrip', tDone - tFlush);
-        for (const p of batch) trace.stage('send.admitToCommitted', tDone - p.started);
-      }
-      // One wake per mailbox, carrying the committed envelopes (no re-read by the connection).
-      const woken = new Map<string, { mailbox: Uint8Array; envelopes: StoredEnvelope[]; live: boolean }>();
-      for (let i = 0; i < batch.length; i++) {
-        const r = results[i]!;
-        if (!r.ok) continue;
-        const p = batch[i]!;
-        const w = woken.get(p.mailboxKey);
-        if (w) w.envelopes.push(r.envelope);
-        else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope], live: false });
-      }
-      const bus = this.bus;
-      if (bus instanceof LocalDeliveryBus || bus instanceof IpcDeliveryBus) {
-        // One process, or a worker of one (its bus answers "live?" from memory): the hub is called
-        // directly (no promise and microtask per mailbox).
-        for (const [k, w] of woken) {
-          try {
-            w.live = bus.mailNow(k, w.envelopes);
-          } catch {
-            w.live = false;
-          }
-          if (!w.live) this.events.storedOffline?.(w.mailbox);
-        }
-      } else {
-        // In a cluster each wake is a NATS round trip: ask for every mailbox at once.
-        await Promise.all(
-          [...woken].map(async ([k, w]) => {
-            w.live = await bus.publishMail(k, w.envelopes).catch(() => false);
-            if (!w.live) this.events.storedOffline?.(w.mailbox);
-          }),
-        );
-      }
-      if (trace) trace.stage('send.wakeAll', performance.now() - tDone);
-      for (let i = 0; i < batch.length; i++) {
-        const r = results[i]!;
-        const p = batch[i]!;
-        if (!r.ok) {
-          if (p.ahead === AHEAD_SENT) this.aheadTo!.aheadDropped(p.mailboxKey, p.id);
-          p.sink.refused(p.tag, this.#refusal(r.reason));
-          continue;
-        }
-        // A token this commit accepted: the connection may take that sender's next envelopes ahead.
-        if (p.ahead >= 0) this.aheadTo!.tokenAccepted(p.mailboxKey, p.tokenKey!, p.ahead);
-        if (r.evicted > 0) this.events.evicted?.(r.evicted);
-        this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
-        p.sink.sent(p.tag, p.id, p.ahead === AHEAD_SENT || (woken.get(p.mailboxKey)?.live ?? false));
-      }
+      await this.#commit(batch, tFlush);
     } finally {
+      this.#backlog -= batch.length;
+      this.#backlogBytes -= batch.reduce((a, p) => a + p.payload.length, 0);
       this.#inFlight--;
+      this.#relieve();
       this.#checkIdle();
+    }
+  }
+
+  /** Ends congestion once the backlog is down to half its high marks, and calls whoever waits for that. */
+  #relieve(): void {
+    if (!this.#congested || this.#backlog > SEND_BACKLOG_HIGH / 2 || this.#backlogBytes > SEND_BACKLOG_HIGH_BYTES / 2) return;
+    this.#congested = false;
+    for (const f of this.#relief.splice(0)) f();
+  }
+
+  /** One group's commit, and every answer of it (#flush accounts for it). */
+  async #commit(batch: Pending[], tFlush: number): Promise<void> {
+    let results: EnqueueOutcome[];
+    try {
+      this.beforeCommit?.();
+      results = await this.store.enqueue(batch, this.limits);
+    } catch (e) {
+      for (const p of batch) {
+        if (p.ahead === AHEAD_SENT) this.aheadTo!.aheadDropped(p.mailboxKey, p.id);
+        p.sink.refused(p.tag, new ProtocolError(ErrorCode.UNAVAILABLE, 'storage failed; retry', 1000));
+      }
+      this.events.storageFailed?.(e);
+      return;
+    } finally {
+      this.#committing--;
+      this.#scheduleMore();
+    }
+    const tDone = trace ? performance.now() : 0;
+    if (trace) {
+      trace.stage('send.writerRoundTrip', tDone - tFlush);
+      for (const p of batch) trace.stage('send.admitToCommitted', tDone - p.started);
+    }
+    // One wake per mailbox, carrying the committed envelopes (no re-read by the connection).
+    const woken = new Map<string, { mailbox: Uint8Array; envelopes: StoredEnvelope[]; live: boolean }>();
+    for (let i = 0; i < batch.length; i++) {
+      const r = results[i]!;
+      if (!r.ok) continue;
+      const p = batch[i]!;
+      const w = woken.get(p.mailboxKey);
+      if (w) w.envelopes.push(r.envelope);
+      else woken.set(p.mailboxKey, { mailbox: p.mailbox, envelopes: [r.envelope], live: false });
+    }
+    const bus = this.bus;
+    if (bus instanceof LocalDeliveryBus || bus instanceof IpcDeliveryBus) {
+      // One process, or a worker of one (its bus answers "live?" from memory): the hub is called
+      // directly (no promise and microtask per mailbox).
+      for (const [k, w] of woken) {
+        try {
+          w.live = bus.mailNow(k, w.envelopes);
+        } catch {
+          w.live = false;
+        }
+        if (!w.live) this.events.storedOffline?.(w.mailbox);
+      }
+    } else {
+      // In a cluster each wake is a NATS round trip: ask for every mailbox at once.
+      await Promise.all(
+        [...woken].map(async ([k, w]) => {
+          w.live = await bus.publishMail(k, w.envelopes).catch(() => false);
+          if (!w.live) this.events.storedOffline?.(w.mailbox);
+        }),
+      );
+    }
+    if (trace) trace.stage('send.wakeAll', performance.now() - tDone);
+    for (let i = 0; i < batch.length; i++) {
+      const r = results[i]!;
+      const p = batch[i]!;
+      if (!r.ok) {
+        if (p.ahead === AHEAD_SENT) this.aheadTo!.aheadDropped(p.mailboxKey, p.id);
+        p.sink.refused(p.tag, this.#refusal(r.reason));
+        continue;
+      }
+      // A token this commit accepted: the connection may take that sender's next envelopes ahead.
+      if (p.ahead >= 0) this.aheadTo!.tokenAccepted(p.mailboxKey, p.tokenKey!, p.ahead);
+      if (r.evicted > 0) this.events.evicted?.(r.evicted);
+      this.events.accepted?.('durable', p.lane, (performance.now() - p.started) / 1000);
+      p.sink.sent(p.tag, p.id, p.ahead === AHEAD_SENT || (woken.get(p.mailboxKey)?.live ?? false));
     }
   }
 

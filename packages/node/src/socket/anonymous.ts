@@ -13,6 +13,12 @@ import { FrameConnection, WS_FRAME_BUFFER } from './connection.js';
 
 export class AnonymousConnection extends FrameConnection implements SendSink {
   #helloDone = false;
+  /** Reads are paused until the send backlog is relieved (SendService.congested). */
+  #paused = false;
+  readonly #resume = (): void => {
+    this.#paused = false;
+    if (!this.closed) this.ws.resume();
+  };
   constructor(
     ws: WebSocket,
     clientKey: string,
@@ -34,6 +40,14 @@ export class AnonymousConnection extends FrameConnection implements SendSink {
     if (frame.body.case !== 'send') throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, 'only send frames are accepted on the anonymous connection');
     // The answer comes back through sent()/refused() with the request id (no promise per send).
     this.sender.sendTo(frame.body.value, this.clientKey, this, frame.requestId);
+    // Backpressure: while the node's backlog in front of the disk is at its high mark, this socket
+    // reads nothing more (TCP flow control holds the sender back); the frames of the chunk already
+    // read are still handled and answered. Nothing is dropped.
+    if (this.sender.congested && !this.#paused) {
+      this.#paused = true;
+      this.ws.pause();
+      this.sender.whenRelieved(this.#resume);
+    }
   }
 
   sent(requestId: number, id: Uint8Array, deliveredLive: boolean): void {
