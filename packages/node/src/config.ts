@@ -116,6 +116,12 @@ export const CONFIG_SCHEMA = {
     'Under load (a group commit of 8 or more durable sends), the next group commit starts at least this many milliseconds after the previous one started, so that more envelopes share one transaction and fsync: less CPU per message. A sender then waits up to this much longer for its answer; a recipient connected to the same process gets its copy before the commit anyway. 0: each group commits as soon as the previous commit allows.',
     int(0, 1000),
   ),
+  storeWriterNice: setting(
+    'STORE_WRITER_NICE',
+    '10',
+    'STORE=sqlite on Linux: how much the store writer thread raises its own nice value above the process\'s (0–19), so that when more threads are runnable than there are cores the event loop gets the core first (its delays are every message\'s latency; the writer\'s work is batched). 0: the writer runs at the event loop\'s priority.',
+    int(0, 19),
+  ),
   deliveryWindow: setting('DELIVERY_WINDOW', '16384', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes a device may upload per MEDIA_TTL window (so at most twice this is stored for it at once); the media record itself names no device.', int(1, 2 ** 44)),

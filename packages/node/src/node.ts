@@ -150,6 +150,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       secureFile(databaseFile); // SQLite creates -wal and -shm with the database file's mode
       store = sqliteStore = new SqliteNodeStore(databaseFile, {
         now: () => ctx.now(),
+        writerNice: config.storeWriterNice,
         onHealth: (h) => onStoreHealth(h),
         onPageSize: (c) => {
           pageSizeNote = c;

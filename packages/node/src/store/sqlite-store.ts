@@ -95,6 +95,8 @@ export interface SqliteStoreOptions {
   readonly reserveBytes?: number;
   /** Deleted data leaves every file within this (default FORGET_WITHIN_MS; tests lengthen it). */
   readonly forgetWithinMs?: number;
+  /** How much the writer thread raises its nice value above the process's (config STORE_WRITER_NICE; default 0). */
+  readonly writerNice?: number;
   /** Called when the store's health changes (node.ts logs it and sets a metric). */
   readonly onHealth?: (h: StoreHealth) => void;
   /** Told whether an existing database with small pages was converted to PAGE_SIZE at open (node.ts logs it). */
@@ -141,6 +143,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
   readonly #reserveFile: string;
   readonly #reserveBytes: number;
   readonly #forgetWithinMs: number;
+  readonly #writerNice: number;
   readonly #onHealth: ((h: StoreHealth) => void) | undefined;
   /** Challenge nonces used (hex → expiresAt). In memory: one process owns this store. */
   readonly #usedChallenges = new Map<string, number>();
@@ -186,12 +189,18 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
     this.#reserveFile = join(dirname(file), options.shared?.reserveFile ?? RESERVE_FILE);
     this.#reserveBytes = options.reserveBytes ?? RESERVE_BYTES;
     this.#forgetWithinMs = options.forgetWithinMs ?? FORGET_WITHIN_MS;
+    this.#writerNice = options.writerNice ?? 0;
     this.#probe = this.#db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.#ensureReserve();
     this.#file = file;
     this.#onWriterDead = options.onWriterDead;
     this.#writer = this.#startWriter();
     this.#onReaderDead = options.onReaderDead;
+  }
+
+  /** The writer thread's nice value once it is running (STORE_WRITER_NICE); undefined before, or where threads cannot be told apart (not Linux). */
+  get writerNice(): number | undefined {
+    return this.#writer.nice;
   }
 
   #startReader(): SqliteReader {
@@ -210,6 +219,7 @@ export class SqliteNodeStore implements NodeStore, BackupSource {
       reserveFile: this.#reserveFile,
       forgetWithinMs: this.#forgetWithinMs,
       walCycleFrames: WAL_CYCLE_FRAMES,
+      nice: this.#writerNice,
       schemaVersion: this.#db.pragma('user_version', { simple: true }) as number,
       onFull: () => this.#setHealth({ writable: false, reason: 'disk-full' }),
       onDead: (e) => this.#writerDied(w, e),

@@ -15,6 +15,8 @@ const YIELD_NOTICE = -3;
 
 interface Reply extends ThreadReply {
   readonly ready?: boolean;
+  /** With `ready`: the thread's nice value after it lowered its priority (undefined: not Linux, or it failed). */
+  readonly nice?: number;
   readonly res?: Float64Array;
   readonly counts?: number[];
   readonly forget?: { truncates: number; overwritten: number };
@@ -30,6 +32,8 @@ export interface WriterOptions {
   readonly forgetWithinMs: number;
   /** wal_autocheckpoint / journal_size_limit in frames (db.ts WAL_CYCLE_FRAMES). */
   readonly walCycleFrames: number;
+  /** How much the thread raises its own nice value (config STORE_WRITER_NICE; 0: it runs as the event loop does). */
+  readonly nice?: number;
   readonly schemaVersion: number;
   /** The worker met a full disk (it released the reserve so that acks could commit). */
   readonly onFull: () => void;
@@ -56,6 +60,8 @@ export class SqliteWriter extends StoreThread<Reply> {
   #readyResolve!: () => void;
   /** Resolves when the thread has opened its connection and takes calls. */
   readonly ready = new Promise<void>((resolve) => (this.#readyResolve = resolve));
+  /** The thread's nice value once ready (undefined before, or where it cannot be read: not Linux). */
+  nice: number | undefined;
 
   constructor(options: WriterOptions) {
     const mainWaits = new Int32Array(new SharedArrayBuffer(4));
@@ -67,6 +73,7 @@ export class SqliteWriter extends StoreThread<Reply> {
         reserveFile: options.reserveFile,
         forgetWithinMs: options.forgetWithinMs,
         walCycleFrames: options.walCycleFrames,
+        nice: options.nice ?? 0,
         schemaVersion: options.schemaVersion,
         mainWaits,
         mainYieldMaxMs: MAIN_YIELD_MAX_MS,
@@ -82,6 +89,7 @@ export class SqliteWriter extends StoreThread<Reply> {
 
   protected override notice(r: Reply): boolean {
     if (r.n === 0) {
+      this.nice = r.nice;
       this.#readyResolve();
       return true;
     }

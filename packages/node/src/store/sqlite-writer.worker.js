@@ -12,13 +12,33 @@
 // Plain JavaScript on purpose: a worker thread must be loadable by plain Node from src/ (vitest,
 // tsx) and from dist/ (tsc copies it: allowJs). The byte layout of requests is in writer-wire.ts.
 // The quota logic mirrors the contract in node-store.ts (EnqueueItem / MailboxLimits).
-import { appendFileSync, closeSync, fsyncSync, openSync, readSync, rmSync } from 'node:fs';
+import { appendFileSync, closeSync, fsyncSync, openSync, readSync, readlinkSync, rmSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setImmediate, setInterval, setTimeout } from 'node:timers';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
-const { file, reserveFile, forgetWithinMs, walCycleFrames, schemaVersion, mainWaits, mainYieldMaxMs, yieldNotice } = workerData;
+const { file, reserveFile, forgetWithinMs, walCycleFrames, schemaVersion, mainWaits, mainYieldMaxMs, yieldNotice, nice } = workerData;
+
+// ── scheduling: the event loop first (STORE_WRITER_NICE) ──
+// Linux schedules each thread as a task with its own nice value. This thread's work is batched and
+// waits for fsync anyway, while the event loop's delays are every message's latency: so when
+// more threads are runnable than there are cores, the event loop (and whatever else runs at the
+// process's priority) should get the core first. Raising one's own nice value needs no privilege.
+// Returns the thread's nice value now, or undefined where threads cannot be told apart
+// (no /proc/thread-self: not Linux) or the call failed.
+function lowerPriority(by) {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (!Number.isInteger(tid) || tid <= 0) return undefined;
+    if (by > 0) setPriority(tid, Math.min(19, getPriority(tid) + by));
+    return getPriority(tid);
+  } catch {
+    return undefined;
+  }
+}
+const niceNow = lowerPriority(nice);
 
 // ── latency tracing (bench/node TRACE=1; latency-trace.ts): durations only, one line a second ──
 const traceFile = process.env.MW_LATENCY_TRACE;
@@ -642,4 +662,4 @@ parentPort.on('message', (q) => {
     setImmediate(runGroup);
   }
 });
-parentPort.postMessage({ n: 0, ok: true, ready: true });
+parentPort.postMessage({ n: 0, ok: true, ready: true, nice: niceNow });

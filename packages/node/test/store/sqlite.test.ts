@@ -3,7 +3,7 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../src/store/migrations.js';
@@ -51,6 +51,32 @@ describe('SQLite specifics', () => {
       expect(again.pragma('user_version', { simple: true })).toBe(MIGRATIONS.at(-1)!.version);
       expect(again.pragma('integrity_check', { simple: true })).toBe('ok');
       again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(existsSync('/proc/thread-self'))('the writer thread raises its own nice value by writerNice (STORE_WRITER_NICE), and only its own', async () => {
+    const base = getPriority(0); // this thread's nice value (getpriority of the calling thread on Linux)
+    const threadNices = (): number[] =>
+      readdirSync('/proc/self/task').flatMap((t) => {
+        try {
+          const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+          return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])]; // field 19: nice
+        } catch {
+          return []; // the thread ended meanwhile
+        }
+      });
+    const dir = tmp();
+    try {
+      for (const by of [10, 0]) {
+        const s = new SqliteNodeStore(join(dir, FILE), { reserveBytes: 0, writerNice: by });
+        for (let i = 0; i < 200 && s.writerNice === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(s.writerNice).toBe(Math.min(19, base + by));
+        if (by > 0) expect(threadNices().filter((n) => n === Math.min(19, base + by))).toHaveLength(1);
+        expect(getPriority(0)).toBe(base);
+        await s.close();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
