@@ -13,6 +13,7 @@ import { WsClient } from './ws-client.js';
 class Peer implements Pingable {
   pings = 0;
   terminated = false;
+  isPaused = false;
   constructor(readonly answers: boolean) {}
   ping(): void {
     this.pings++;
@@ -62,6 +63,22 @@ describe('Heartbeat (one slice per tick)', () => {
     expect(hb.size).toBe(1);
     run(hb, [silent, live], 20);
     expect(silent.pings).toBe(1); // never pinged again
+  });
+
+  it('a socket the node paused (send backpressure) is neither pinged nor terminated, and gets a whole interval once resumed', () => {
+    const hb = new Heartbeat<Peer>(1000, 10);
+    const paused = new Peer(false);
+    hb.add(paused);
+    paused.isPaused = true;
+    run(hb, [paused], 50); // five intervals without an answer
+    expect(paused.pings).toBe(0);
+    expect(paused.terminated).toBe(false);
+    paused.isPaused = false;
+    run(hb, [paused], 10); // pinged once, not yet judged
+    expect(paused.pings).toBe(1);
+    expect(paused.terminated).toBe(false);
+    run(hb, [paused], 10); // that ping went unanswered for a whole interval
+    expect(paused.terminated).toBe(true);
   });
 
   it('a removed (closed) socket is neither pinged nor terminated', () => {

@@ -18,6 +18,11 @@
 export interface Pingable {
   ping(): void;
   terminate(): void;
+  /**
+   * The node paused reading this socket (ws's isPaused: send backpressure, mailbox/send.ts): its
+   * pong cannot be read, so it is neither pinged nor judged until it is resumed.
+   */
+  readonly isPaused?: boolean;
 }
 
 /** One slice of the connections is visited this often (ms). */
@@ -87,6 +92,10 @@ export class Heartbeat<S extends Pingable> {
     let pinged = 0;
     let terminated = 0;
     for (const s of slice) {
+      if (s.isPaused === true) {
+        this.#answered.add(s); // a whole interval to answer once it reads again
+        continue;
+      }
       if (!this.#answered.has(s)) {
         this.remove(s);
         s.terminate();
