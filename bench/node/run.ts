@@ -1137,7 +1137,7 @@ function table(n: NodeResults | undefined, s: NatsResults | undefined): string {
     `| load generator CPU per delivered message (max load / ${f0(RATE)}/s), µs | ${genPerMsg(n?.closed)} / ${genPerMsg(n?.open)} | ${genPerMsg(s?.closed)} / ${genPerMsg(s?.open)} | | |`,
     `| … of which in the kernel (socket reads and writes), µs | ${genPerMsg(n?.closed, true)} / ${genPerMsg(n?.open, true)} | ${genPerMsg(s?.closed, true)} / ${genPerMsg(s?.open, true)} | | |`,
     `| CPU used by other work on the machine (max load / ${f0(RATE)}/s), of ${cpus().length} cores | ${pct(n?.closed.otherCpu)} / ${pct(n?.open.otherCpu)} | ${pct(s?.closed.otherCpu)} / ${pct(s?.open.otherCpu)} | | |`,
-    `| not arrived ${SETTLE_MS / 1000} s after sending stopped / send errors | ${n ? `${n.closed.late + n.open.late} / ${n.closed.sendErrors + n.open.sendErrors + n.drain.errors}` : 'n/a'} | ${s ? `${s.closed.late + s.open.late} / 0` : 'n/a'} | | 0 |`,
+    `| not arrived (node: or not answered) ${SETTLE_MS / 1000} s after sending stopped / send errors | ${n ? `${n.closed.late + n.open.late} / ${n.closed.sendErrors + n.open.sendErrors + n.drain.errors}` : 'n/a'} | ${s ? `${s.closed.late + s.open.late} / 0` : 'n/a'} | | 0 |`,
   ];
   return rows.join('\n');
 }
