@@ -29,6 +29,7 @@ import {
   AUTH_HEADER,
   CONTENT_TYPE_PROTOBUF,
   ChallengeSchema,
+  EnvelopeClass,
   AccountDeletionRequestSchema,
   KeyUploadSchema,
   PublishDeviceListSchema,
@@ -38,6 +39,7 @@ import {
   requestDigest,
   signDeviceAuth,
 } from '@meshwhisper/protocol';
+import type { SendRequest } from '@meshwhisper/protocol';
 import { loadConfig } from '../src/config.js';
 import type { NodeConfig } from '../src/config.js';
 import { createNode } from '../src/node.js';
@@ -45,6 +47,10 @@ import type { MeshWhisperNode } from '../src/node.js';
 import { SqliteNodeStore } from '../src/store/sqlite-store.js';
 import type { Sqlite } from '../src/store/db.js';
 import type { NodeStore } from '../src/store/node-store.js';
+import { LocalDeliveryBus } from '../src/mailbox/bus.js';
+import { SendService } from '../src/mailbox/send.js';
+import type { SendEvents, SendOptions } from '../src/mailbox/send.js';
+import { DEFAULT_BUCKETS, RateLimiter } from '../src/rate-limit.js';
 
 export const ctx: CryptoContext = createContext();
 
@@ -261,4 +267,15 @@ export class CommitGate {
     this.closed = false;
     for (const w of this.#waiting.splice(0)) w.stop(Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' }));
   }
+}
+
+/** A SendService on `store` alone (no node), with rate limits and quotas that never refuse: unit tests of its grouping and backlog. */
+export function looseSendService(store: NodeStore, events: SendEvents = {}, options: SendOptions = {}): SendService {
+  const buckets = Object.fromEntries(Object.keys(DEFAULT_BUCKETS).map((b) => [b, { rate: 1e9, burst: 1e9 }]));
+  return new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 }, events, undefined, options);
+}
+
+/** A durable token-lane SendRequest with a `size`-byte payload, for looseSendService. */
+export function durableRequest(size: number): SendRequest {
+  return { mailboxId: new Uint8Array(32).fill(1), payload: new Uint8Array(size), class: EnvelopeClass.DURABLE, deliveryToken: new Uint8Array(32).fill(2) } as SendRequest;
 }

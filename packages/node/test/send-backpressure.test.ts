@@ -6,12 +6,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AddressInfo } from 'node:net';
 import { EnvelopeClass, ErrorCode, ProtocolError } from '@meshwhisper/protocol';
 import type { SendRequest } from '@meshwhisper/protocol';
-import { LocalDeliveryBus } from '../src/mailbox/bus.js';
 import { ANONYMOUS_SOCKET_PATH } from '../src/node.js';
-import { SEND_BACKLOG_HIGH, SEND_BACKLOG_MAX, SEND_BACKLOG_RETRY_MS, SendService } from '../src/mailbox/send.js';
-import { DEFAULT_BUCKETS, RateLimiter } from '../src/rate-limit.js';
+import { SEND_BACKLOG_HIGH, SEND_BACKLOG_MAX, SEND_BACKLOG_RETRY_MS } from '../src/mailbox/send.js';
 import type { EnqueueItem, EnqueueOutcome, NodeStore } from '../src/store/node-store.js';
-import { CommitGate, TestDevice, ctx, generousLimits, startTestNode } from './helpers.js';
+import { CommitGate, TestDevice, durableRequest, generousLimits, looseSendService, startTestNode } from './helpers.js';
 import { WsClient } from './ws-client.js';
 
 const open: { close(): unknown }[] = [];
@@ -28,16 +26,14 @@ function instantStore(): NodeStore {
   } as unknown as NodeStore;
 }
 
-const generous = Object.fromEntries(Object.keys(DEFAULT_BUCKETS).map((b) => [b, { rate: 1e9, burst: 1e9 }]));
-const req = (): SendRequest =>
-  ({ mailboxId: new Uint8Array(32).fill(1), payload: new Uint8Array(16), class: EnvelopeClass.DURABLE, deliveryToken: new Uint8Array(32).fill(2) }) as SendRequest;
+const req = (): SendRequest => durableRequest(16);
 
 describe('the send backlog', () => {
   it('is congested at its high mark, relieved at half of it, and refuses UNAVAILABLE (retry) at its maximum — answering everything it accepted', async () => {
     const store = instantStore();
     const gate = new CommitGate(store);
     let congestions = 0;
-    const s = new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets: generous }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 }, { congested: () => congestions++ });
+    const s = looseSendService(store, { congested: () => congestions++ });
     gate.close();
     const accepted: Promise<unknown>[] = [];
     for (let i = 0; i < SEND_BACKLOG_HIGH - 1; i++) accepted.push(s.send(req(), 'c'));

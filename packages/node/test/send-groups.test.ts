@@ -2,13 +2,11 @@
 // MAX_GROUP_BYTES of payload per store.enqueue call — except that a batch request is never split —
 // and every sender answered after its group committed.
 import { describe, expect, it } from 'vitest';
-import { EnvelopeClass, MAX_ENVELOPE_SIZE } from '@meshwhisper/protocol';
-import type { SendRequest } from '@meshwhisper/protocol';
-import { LocalDeliveryBus } from '../src/mailbox/bus.js';
-import { COMMIT_INTERVAL_MIN_GROUP, MAX_GROUP_BYTES, MAX_GROUP_COMMIT, SendService } from '../src/mailbox/send.js';
-import { DEFAULT_BUCKETS, RateLimiter } from '../src/rate-limit.js';
+import { MAX_ENVELOPE_SIZE } from '@meshwhisper/protocol';
+import { COMMIT_INTERVAL_MIN_GROUP, MAX_GROUP_BYTES, MAX_GROUP_COMMIT } from '../src/mailbox/send.js';
+import type { SendService } from '../src/mailbox/send.js';
 import type { EnqueueItem, EnqueueOutcome, NodeStore } from '../src/store/node-store.js';
-import { ctx } from './helpers.js';
+import { durableRequest, looseSendService } from './helpers.js';
 
 /** A store whose enqueue records each group (count, bytes; and when it arrived, in `startedAt`) and commits it after a macrotask. */
 function recordingStore(): { store: NodeStore; groups: { n: number; bytes: number }[]; startedAt: number[] } {
@@ -25,14 +23,12 @@ function recordingStore(): { store: NodeStore; groups: { n: number; bytes: numbe
   return { store, groups, startedAt };
 }
 
-const generous = Object.fromEntries(Object.keys(DEFAULT_BUCKETS).map((b) => [b, { rate: 1e9, burst: 1e9 }]));
-const req = (size: number): SendRequest =>
-  ({ mailboxId: new Uint8Array(32).fill(1), payload: new Uint8Array(size), class: EnvelopeClass.DURABLE, deliveryToken: new Uint8Array(32).fill(2) }) as SendRequest;
+const req = durableRequest;
 
 describe('group commit bounds', () => {
   it('splits a burst by envelope count and by payload bytes, and answers every sender', async () => {
     const { store, groups } = recordingStore();
-    const s = new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets: generous }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 });
+    const s = looseSendService(store);
     // 1. Small envelopes: the count bound.
     const small = await Promise.all(Array.from({ length: MAX_GROUP_COMMIT + 10 }, () => s.send(req(100), 'c')));
     expect(small).toHaveLength(MAX_GROUP_COMMIT + 10);
@@ -49,7 +45,7 @@ describe('group commit bounds', () => {
 
   it('never splits a batch request, even one larger than the byte bound', async () => {
     const { store, groups } = recordingStore();
-    const s = new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets: generous }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 });
+    const s = looseSendService(store);
     const items = Array.from({ length: 40 }, () => req(MAX_ENVELOPE_SIZE)); // 10 MiB > MAX_GROUP_BYTES
     const out = await s.sendBatch(items, 'c');
     expect(out.filter((o) => !o.ok).map((o) => String((o as { error: unknown }).error))).toEqual([]);
@@ -61,7 +57,7 @@ describe('group commit bounds', () => {
 describe('commit interval (COMMIT_INTERVAL_MS)', () => {
   const INTERVAL = 250;
   const service = (store: NodeStore, commitIntervalMs: number): SendService =>
-    new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets: generous }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 }, {}, undefined, { commitIntervalMs });
+    looseSendService(store, {}, { commitIntervalMs });
   const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
   it('a client sending one envelope at a time never waits for it', async () => {

@@ -441,7 +441,10 @@ export class SendService {
       let cut = batch.length;
       while (batch[cut - 1]!.unit === last) cut--;
       const back = batch.splice(cut);
-      for (const p of back) this.#queuedBytes += p.payload.length;
+      for (const p of back) {
+        this.#queuedBytes += p.payload.length;
+        bytes -= p.payload.length;
+      }
       this.#queue.unshift(...back);
     }
     if (batch.length === 0) return this.#checkIdle();
@@ -460,7 +463,7 @@ export class SendService {
       await this.#commit(batch, tFlush);
     } finally {
       this.#backlog -= batch.length;
-      this.#backlogBytes -= batch.reduce((a, p) => a + p.payload.length, 0);
+      this.#backlogBytes -= bytes;
       this.#inFlight--;
       this.#relieve();
       this.#checkIdle();
