@@ -114,13 +114,13 @@ export class Recorder {
 export interface LocalServer {
   readonly url: string;
   readonly recorder: Recorder;
-  /** Decides the reply to each request (default 201 for HTTPS/1.1, 200 for HTTP/2). */
-  respond: (c: Captured) => Reply;
+  /** Decides the reply to each request (default 201 for HTTPS/1.1, 200 for HTTP/2); may hold it back. */
+  respond: (c: Captured) => Reply | Promise<Reply>;
   close(): Promise<void>;
 }
 
 /** A local HTTPS/1.1 server (Web Push endpoint, Google token and FCM send endpoints). */
-export async function httpsServer(tls: TlsMaterial, respond: (c: Captured) => Reply = () => ({ status: 201 })): Promise<LocalServer> {
+export async function httpsServer(tls: TlsMaterial, respond: LocalServer['respond'] = () => ({ status: 201 })): Promise<LocalServer> {
   const recorder = new Recorder();
   const state: LocalServer = {
     url: '',
@@ -134,9 +134,10 @@ export async function httpsServer(tls: TlsMaterial, respond: (c: Captured) => Re
     req.on('end', () => {
       const c: Captured = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) };
       recorder.add(c);
-      const r = state.respond(c);
-      res.writeHead(r.status, r.headers ?? {});
-      res.end(r.body ?? '');
+      void Promise.resolve(state.respond(c)).then((r) => {
+        res.writeHead(r.status, r.headers ?? {});
+        res.end(r.body ?? '');
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -152,7 +153,7 @@ export async function httpsServer(tls: TlsMaterial, respond: (c: Captured) => Re
 }
 
 /** A local HTTP/2 TLS server (the APNs provider API). */
-export async function http2Server(tls: TlsMaterial, respond: (c: Captured) => Reply = () => ({ status: 200 })): Promise<LocalServer> {
+export async function http2Server(tls: TlsMaterial, respond: LocalServer['respond'] = () => ({ status: 200 })): Promise<LocalServer> {
   const recorder = new Recorder();
   const state: LocalServer = { url: '', recorder, respond, close: async () => undefined };
   const server = createSecureServer({ key: tls.key, cert: tls.cert });
@@ -167,9 +168,10 @@ export async function http2Server(tls: TlsMaterial, respond: (c: Captured) => Re
     stream.on('end', () => {
       const c: Captured = { method: String(headers[':method']), path: String(headers[':path']), headers, body: Buffer.concat(chunks) };
       recorder.add(c);
-      const r = state.respond(c);
-      stream.respond({ ':status': r.status, ...(r.headers ?? {}) });
-      stream.end(r.body ?? '');
+      void Promise.resolve(state.respond(c)).then((r) => {
+        stream.respond({ ':status': r.status, ...(r.headers ?? {}) });
+        stream.end(r.body ?? '');
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -77,8 +77,10 @@ describe('coalescing', () => {
     const d = await deviceWithPush(t.node, subscription('/slow'));
     let n = 0;
     const during: Promise<unknown>[] = [];
-    server.respond = () => {
-      if (++n > 1) return { status: 201 };
+    server.respond = async () => {
+      // The retry is answered only once the mail sent during the first attempt is committed, so
+      // that mail reaches the scheduler while the wake is still busy (not after it succeeded).
+      if (++n > 1) return Promise.all(during).then(() => ({ status: 201 }));
       // While the first attempt is answered 503 (and then waits for its retry), the window ends
       // and more mail arrives: it must not start a second wake.
       clock.advance(COALESCE_MS + 1);
