@@ -10,6 +10,8 @@ import { createInterface } from 'node:readline';
 export interface NodeProcess {
   child: ChildProcess;
   port: number;
+  /** The node's Prometheus endpoint, from its start line ('' when metrics are off). */
+  metricsUrl: string;
   /** First 50 stderr lines and warning-level log lines. */
   stderr: string[];
   /** Log lines at level warn or above. */
@@ -24,7 +26,7 @@ export async function spawnNode(options: { bin: string; cwd: string; env: Record
     env: { ...process.env, ...options.env, TSX_TSCONFIG_PATH: options.tsconfig },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const run: NodeProcess = { child, port: 0, stderr: [], warnings: 0, stderrListeners: new Set() };
+  const run: NodeProcess = { child, port: 0, metricsUrl: '', stderr: [], warnings: 0, stderrListeners: new Set() };
   createInterface({ input: child.stderr! }).on('line', (l) => {
     if (run.stderr.length < 50) run.stderr.push(l);
     for (const f of run.stderrListeners) f(l);
@@ -37,9 +39,10 @@ export async function spawnNode(options: { bin: string; cwd: string; env: Record
     child.once('exit', (code) => reject(new Error(`node exited (${code}): ${run.stderr.join('\n')}`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
-        const j = JSON.parse(line) as { msg?: string; listen?: string; level?: number };
+        const j = JSON.parse(line) as { msg?: string; listen?: string; level?: number; metrics?: string };
         if (j.msg === 'MeshWhisper node listening' && j.listen) {
           clearTimeout(t);
+          if (j.metrics?.startsWith('http')) run.metricsUrl = j.metrics;
           resolve(Number(new URL(j.listen).port));
         } else if ((j.level ?? 0) >= 40) {
           run.warnings++;

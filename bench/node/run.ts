@@ -709,7 +709,24 @@ interface NodeResults {
   anonConns: number;
   /** Envelopes per Deliver frame (so per Ack, per ack transaction) in the closed and open phases. */
   envelopesPerDeliver: [number, number];
+  /** Share of the durable sends accepted in the closed and open phases (warm-up included) that were never written: acknowledged by their device before their commit (NaN: a build without the metric). */
+  neverWritten: [number, number];
 }
+
+/** The node's counters of durable sends accepted and of those never written (meshwhisper_envelopes_unstored_total); NaN when not exported. */
+async function writeCounters(run: NodeRun): Promise<{ accepted: number; unstored: number }> {
+  if (!run.metricsUrl) return { accepted: NaN, unstored: NaN };
+  const text = await (await fetch(run.metricsUrl)).text();
+  let accepted = 0;
+  let unstored = NaN;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('meshwhisper_envelopes_accepted_total{') && line.includes('class="durable"')) accepted += Number(line.slice(line.lastIndexOf(' ') + 1));
+    else if (line.startsWith('meshwhisper_envelopes_unstored_total ')) unstored = Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return { accepted, unstored };
+}
+
+const shareOf = (a: { accepted: number; unstored: number }, b: { accepted: number; unstored: number }): number => (b.unstored - a.unstored) / (b.accepted - a.accepted);
 
 async function benchNode(): Promise<NodeResults> {
   const t0 = now();
@@ -820,7 +837,9 @@ async function benchNode(): Promise<NodeResults> {
 
     log(`node: closed loop, ${WINDOW} in flight, ${WARMUP_S}+${MEASURE_S} s`);
     const ds0 = { ...deliverStats };
+    const wc0 = await writeCounters(node);
     const closed = await engine.phase('closed', 0, { node: pid });
+    const wc1 = await writeCounters(node);
     const perFrameClosed = (deliverStats.envelopes - ds0.envelopes) / Math.max(1, deliverStats.frames - ds0.frames);
     log('node closed loop:', fmtPhase(closed));
     window('closed', closed);
@@ -831,7 +850,9 @@ async function benchNode(): Promise<NodeResults> {
       perf = spawn('perf', ['record', '-F', '499', '-g', '-p', String(pid), '-o', join(HERE, 'profile', 'perf.data'), '--', 'sleep', String(WARMUP_S + MEASURE_S)], { stdio: 'ignore' });
     }
     const ds1 = { ...deliverStats };
+    const wc2 = await writeCounters(node);
     const open = await engine.phase('open', RATE, { node: pid });
+    const wc3 = await writeCounters(node);
     const perFrameOpen = (deliverStats.envelopes - ds1.envelopes) / Math.max(1, deliverStats.frames - ds1.frames);
     log('node open loop:', fmtPhase(open));
     window('open', open);
@@ -925,6 +946,7 @@ async function benchNode(): Promise<NodeResults> {
       drain,
       anonConns: ANON_CONNS,
       envelopesPerDeliver: [perFrameClosed, perFrameOpen],
+      neverWritten: [shareOf(wc0, wc1), shareOf(wc2, wc3)],
     };
   } finally {
     terminateAll();
@@ -1208,13 +1230,14 @@ async function main(): Promise<void> {
   if (b) main = withColumn(main, table(b, s), `node before (${BASELINE}), WORKERS=${WORKER_SETTINGS[0]}`);
   const out = [
     main,
-    b ? `Baseline ${BASELINE}: envelopes per Deliver frame ${f2(b.envelopesPerDeliver[0])} / ${f2(b.envelopesPerDeliver[1])}; closed: ${fmtPhase(b.closed)}` : '',
+    b ? `Baseline ${BASELINE}: envelopes per Deliver frame ${f2(b.envelopesPerDeliver[0])} / ${f2(b.envelopesPerDeliver[1])}; never written ${pct(b.neverWritten[0])} / ${pct(b.neverWritten[1])}; closed: ${fmtPhase(b.closed)}` : '',
     '',
     `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}; node env: ${Object.entries(NODE_ENV)
       .filter(([k]) => k !== 'RATE_LIMITS')
       .map(([k, v]) => `${k}=${v}`)
       .join(' ')} RATE_LIMITS=<every bucket 1000000:10000000>`,
     n ? `Node: envelopes per Deliver frame (= per Ack = per ack transaction): ${f2(n.envelopesPerDeliver[0])} at max load, ${f2(n.envelopesPerDeliver[1])} at ${f0(RATE)}/s` : '',
+    n ? `Node: durable sends never written (acknowledged by their device before their commit started; warm-up included): ${pct(n.neverWritten[0])} at max load, ${pct(n.neverWritten[1])} at ${f0(RATE)}/s` : '',
     n ? `Node: setup ${f1(n.setupS)} s (generate + register ${DEVICES} devices); RSS ${f0(n.rssBaseKiB)} KiB → ${f0(n.rssConnKiB)} KiB with ${DEVICES} logins; drain from login ${f2(n.drain.drainFromLoginS)} s` : '',
     ...runs.map(({ workers, n: r }) => `Node WORKERS=${workers} closed: ${fmtPhase(r.closed)}\nNode WORKERS=${workers} open:   ${fmtPhase(r.open)}\nNode WORKERS=${workers} light:  ${fmtPhase(r.light)}\nNode WORKERS=${workers}: drain ${f2(r.drain.drainFromConnectS)} s, enqueue ${f0(r.drain.enqueuePerS)}/s; per process closed: ${perProcess(r.closed)}; open: ${perProcess(r.open)}`),
     s ? `NATS closed: ${fmtPhase(s.closed)}\nNATS open:   ${fmtPhase(s.open)}\nNATS light:  ${fmtPhase(s.light)}` : '',

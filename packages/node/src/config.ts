@@ -122,6 +122,12 @@ export const CONFIG_SCHEMA = {
     'STORE=sqlite on Linux: how much the store writer thread raises its own nice value above the process\'s (0–19), so that when more threads are runnable than there are cores the event loop gets the core first (its delays are every message\'s latency; the writer\'s work is batched). 0: the writer runs at the event loop\'s priority.',
     int(0, 19),
   ),
+  writeAckedAhead: setting(
+    'WRITE_ACKED_AHEAD',
+    'false',
+    'false: a durable envelope that reached its recipient ahead of its group commit, and that the device acknowledged before that commit started, is never written to disk; its sender is answered at the acknowledgement (the device has it). true: every durable envelope is written, and deleted again by its acknowledgement after the commit.',
+    bool,
+  ),
   deliveryWindow: setting('DELIVERY_WINDOW', '16384', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes a device may upload per MEDIA_TTL window (so at most twice this is stored for it at once); the media record itself names no device.', int(1, 2 ** 44)),

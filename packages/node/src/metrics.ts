@@ -151,6 +151,11 @@ export class NodeMetrics {
     help: 'Times the backlog of durable sends waiting for their commit reached its high mark (sending WebSockets paused their reads until it was down to half)',
     registers: [this.registry],
   });
+  readonly envelopesUnstored = new Counter({
+    name: 'meshwhisper_envelopes_unstored_total',
+    help: 'Durable envelopes delivered ahead of their group commit and acknowledged by their device before that commit started: the sender was answered and the envelope never written (WRITE_ACKED_AHEAD=false)',
+    registers: [this.registry],
+  });
   readonly envelopesEvicted = new Counter({
     name: 'meshwhisper_envelopes_evicted_total',
     help: 'Stored envelopes deleted unread to keep a mailbox within its quota',

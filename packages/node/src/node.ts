@@ -15,6 +15,7 @@ import type { WebSocket } from 'ws';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { createContext, toHex } from '@meshwhisper/crypto';
 import { CONTENT_TYPE_PROTOBUF, DEVICE_SOCKET_PATH, ErrorCode, MAX_HTTP_BODY_BYTES, httpErrorBody } from '@meshwhisper/protocol';
+import type { FastEnvelope } from '@meshwhisper/protocol';
 import { ChallengeIssuer } from './auth.js';
 import { registerCors, upgradeOriginAllowed } from './cors.js';
 import { listBackups, scheduleBackups } from './backup.js';
@@ -270,6 +271,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       congested: () => metrics?.sendCongestion.inc(),
       storageFailed: (e) => app.log.error({ err: e instanceof Error ? e.message : 'unknown' }, 'group commit failed'),
       storedOffline: (mailbox) => push.waker.notify(mailbox),
+      unstored: () => metrics?.envelopesUnstored.inc(),
     },
     hub,
     { commitIntervalMs: config.commitIntervalMs },
@@ -356,6 +358,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
   const frameLog = { warn: (obj: object, msg: string) => app.log.warn(obj, msg) };
   const deliveryWindow = config.deliveryWindow;
+  // Delivered ahead and acknowledged before the group commit started: answered, never written (WRITE_ACKED_AHEAD).
+  const retractAcked = config.writeAckedAhead ? undefined : (envelope: FastEnvelope): boolean => sender.retractAcked(envelope);
   // Every socket pinged once per WS_PING_INTERVAL_SECONDS, a slice of them at a time (socket/heartbeat.ts).
   const heartbeat = new Heartbeat<WebSocket>(config.wsPingIntervalMs);
   heartbeat.start();
@@ -419,6 +423,7 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
           limiter,
           deliveryWindow,
           acks,
+          retractAcked,
           events: {
             authFailed: (code) => metrics?.authFailed(authReason(code)),
             delivered: (n) => metrics?.envelopesDeliveredCount('durable', n),

@@ -19,7 +19,7 @@ const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const untext = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 async function setup(env: Record<string, string> = {}): Promise<{ t: TestNode; d: TestDevice; c: WsClient; token: Uint8Array; gate: CommitGate; port: number }> {
-  const t = await startTestNode({ RATE_LIMITS: generousLimits(), ...env });
+  const t = await startTestNode({ RATE_LIMITS: generousLimits(), ...env }, {}, { metrics: true });
   open.push(t);
   const addr: AddressInfo = await t.node.listen();
   const port = addr.port;
@@ -282,5 +282,87 @@ describe('delivery ahead of the commit', () => {
       c2.ack(x.ids);
     }
     expect(seen).toEqual(['s3', 's4', 's5', 'live']);
+  });
+});
+
+/** Records the payloads handed to store.enqueue (wrapping what is there, e.g. a CommitGate: recorded as a group goes to the store). */
+function recordEnqueued(t: TestNode): string[] {
+  const store = t.node.services.store;
+  const seen: string[] = [];
+  const inner = store.enqueue.bind(store);
+  store.enqueue = (items, limits) => {
+    for (const i of items) seen.push(untext(i.payload));
+    return inner(items, limits);
+  };
+  return seen;
+}
+
+/** Two sends to another mailbox whose commits the gate holds: MAX_COMMITS_IN_FLIGHT (2) are running, so later sends wait in the queue. */
+async function holdBothCommitSlots(t: TestNode, gate: CommitGate): Promise<Promise<{ status: number }>[]> {
+  const other = new TestDevice();
+  await other.register(t.node);
+  gate.close();
+  const first = send(t, other.mailbox, 'held-1');
+  await expect.poll(() => gate.held).toBe(1);
+  const second = send(t, other.mailbox, 'held-2');
+  await expect.poll(() => gate.held).toBe(2);
+  return [first.result, second.result];
+}
+
+const unstoredCount = async (t: TestNode): Promise<number> => (await t.node.services.metrics!.envelopesUnstored.get()).values[0]?.value ?? 0;
+
+describe('an envelope acknowledged before its group commit started (WRITE_ACKED_AHEAD)', () => {
+  it('is never written: its sender is answered at the device’s ack (delivered live), while commits are still held; the device gets it once', async () => {
+    const { t, d, c, token, gate } = await setup();
+    await warmToken(t, d, c, token);
+    const enqueued = recordEnqueued(t);
+    const held = await holdBothCommitSlots(t, gate);
+
+    const s = send(t, d.mailbox, 'acked-first', token);
+    const got = await delivered(c);
+    expect(got.payloads).toEqual(['acked-first']);
+    expect(s.answered).toBe(false);
+    c.ack(got.ids); // no request id: the SDK's ack
+    const r = await s.result; // with both commits still held
+    expect(gate.held).toBe(2);
+    expect(r.status).toBe(200);
+    const result = fromBinary(SendResultSchema, r.body);
+    expect(result.deliveredLive).toBe(true);
+    expect(Buffer.from(result.id).equals(Buffer.from(got.ids[0]!))).toBe(true);
+    expect(await unstoredCount(t)).toBe(1);
+
+    gate.open();
+    expect((await Promise.all(held)).map((h) => h.status)).toEqual([200, 200]);
+    await expect.poll(() => t.node.services.sender.backlog).toBe(0);
+    expect(enqueued).toEqual(['held-1', 'held-2']); // never handed to the store
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0);
+    await none(c, 'deliver'); // and not delivered again
+    // The connection's window is free: the next send goes ahead and is acknowledged the usual way.
+    const next = send(t, d.mailbox, 'next', token);
+    const again = await delivered(c);
+    expect(again.payloads).toEqual(['next']);
+    expect((await next.result).status).toBe(200);
+  });
+
+  it('an ack with a request id still waits for the commit (its ok follows a deletion), and WRITE_ACKED_AHEAD=true writes every envelope', async () => {
+    for (const env of [{}, { WRITE_ACKED_AHEAD: 'true' }] as Record<string, string>[]) {
+      const { t, d, c, token, gate } = await setup(env);
+      await warmToken(t, d, c, token);
+      const enqueued = recordEnqueued(t);
+      const held = await holdBothCommitSlots(t, gate);
+      const s = send(t, d.mailbox, 'written', token);
+      const got = await delivered(c);
+      const withId = 'WRITE_ACKED_AHEAD' in env ? 0 : 31;
+      c.ack(got.ids, withId);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(s.answered).toBe(false); // the commits are held
+      gate.open();
+      expect((await s.result).status).toBe(200);
+      if (withId !== 0) expect((await c.next((f) => f.requestId === withId)).body.case).toBe('ok');
+      expect((await Promise.all(held)).map((h) => h.status)).toEqual([200, 200]);
+      expect(enqueued).toContain('written');
+      await expect.poll(async () => (await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0); // deleted by the ack
+      expect(await unstoredCount(t)).toBe(0);
+    }
   });
 });

@@ -62,7 +62,7 @@ export interface TestNode {
 }
 
 /** A node on a fresh temporary DATA_DIR, logs captured, metrics off. */
-export async function startTestNode(env: Record<string, string> = {}, overrides: Partial<NodeConfig> = {}, options: { ctx?: CryptoContext; dataDir?: string } = {}): Promise<TestNode> {
+export async function startTestNode(env: Record<string, string> = {}, overrides: Partial<NodeConfig> = {}, options: { ctx?: CryptoContext; dataDir?: string; /** NodeMetrics on (read through node.services.metrics; METRICS_PORT stays off). */ metrics?: boolean } = {}): Promise<TestNode> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'mw-node-'));
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', METRICS_PORT: 'off', ...env }, overrides);
   const logs: string[] = [];
@@ -72,7 +72,7 @@ export async function startTestNode(env: Record<string, string> = {}, overrides:
       cb();
     },
   });
-  const node = await createNode(config, { logStream, metrics: false, ...(options.ctx ? { ctx: options.ctx } : {}) });
+  const node = await createNode(config, { logStream, metrics: options.metrics ?? false, ...(options.ctx ? { ctx: options.ctx } : {}) });
   await node.app.ready();
   return {
     node,

@@ -13,10 +13,10 @@ const viewOf = (bytes: Uint8Array): Uint8Array => {
 };
 
 describe('InFlightTable (a device connection\'s unacknowledged envelopes)', () => {
-  it('agrees with a Map under random adds, deletes, settlements and acks, across growth, wrap-around and shrink', () => {
+  it('agrees with a Map under random adds, deletes, settlements and acks, across growth, wrap-around and shrink (seqs, marks and attached refs)', () => {
     const rand = xorshift32(0x1f2e3d4c);
     const t = new InFlightTable();
-    const model = new Map<string, { seq: number; acked: boolean }>();
+    const model = new Map<string, { seq: number; acked: boolean; ref: object | undefined }>();
     const pool = Array.from({ length: 3000 }, () => new Uint8Array(randomBytes(16)));
     let checks = 0;
     let largest = 0;
@@ -29,9 +29,11 @@ describe('InFlightTable (a device connection\'s unacknowledged envelopes)', () =
       const op = rand() % 10;
       if (op < (growing ? 6 : 3)) {
         const seq = rand() % 3 === 0 ? AHEAD : 1 + (rand() % 1_000_000);
-        const added = t.add(id, seq);
+        // An AHEAD entry carries its send (device.ts: retractAcked), as a fresh object.
+        const ref = seq === AHEAD ? { key } : undefined;
+        const added = t.add(id, seq, ref);
         expect(added).toBe(!model.has(key));
-        if (added) model.set(key, { seq, acked: false });
+        if (added) model.set(key, { seq, acked: false, ref });
       } else if (op < 8) {
         expect(t.delete(id)).toBe(model.delete(key));
       } else if (op < 9) {
@@ -48,6 +50,7 @@ describe('InFlightTable (a device connection\'s unacknowledged envelopes)', () =
           expect(r).toBe(m.acked ? SETTLED_ACKED : SETTLED);
           m.seq = seq;
           m.acked = false;
+          m.ref = undefined; // dropped as the entry settles
         }
       }
       expect(t.size).toBe(model.size);
@@ -61,7 +64,7 @@ describe('InFlightTable (a device connection\'s unacknowledged envelopes)', () =
       if (step % 499 === 0) {
         // Plain comparisons (a vitest expect per id would dominate the run time).
         let wrong = 0;
-        for (const p of pool) if (t.get(p) !== model.get(hexOf(p))?.seq || t.has(viewOf(p)) !== model.has(hexOf(p))) wrong++;
+        for (const p of pool) if (t.get(p) !== model.get(hexOf(p))?.seq || t.has(viewOf(p)) !== model.has(hexOf(p)) || t.ref(p) !== model.get(hexOf(p))?.ref) wrong++;
         expect(wrong).toBe(0);
         checks++;
       }

@@ -15,7 +15,7 @@
 import { hash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
 import { hexKey } from '../hex.js';
-import type { SendRequest, SendResult } from '@meshwhisper/protocol';
+import type { FastEnvelope, SendRequest, SendResult } from '@meshwhisper/protocol';
 import { EnvelopeClass, EnvelopeSchema, ErrorCode, MESSAGE_ID_LENGTH, ProtocolError, create, sendRequestProblem } from '@meshwhisper/protocol';
 import type { RateLimiter } from '../rate-limit.js';
 import type { EnqueueOutcome, MailboxLimits, NodeStore, StoredEnvelope } from '../store/node-store.js';
@@ -36,6 +36,8 @@ export interface SendEvents {
   storageFailed?(error: unknown): void;
   /** Durable mail was committed for a mailbox with no live connection (push wake); never for ephemeral sends. */
   storedOffline?(mailbox: Uint8Array): void;
+  /** A durable envelope delivered ahead was acknowledged by its recipient before its group commit started: answered, never written (retractAcked). */
+  unstored?(): void;
 }
 
 /**
@@ -163,9 +165,18 @@ interface Pending {
   readonly tokenKey: string | undefined;
   /** What AheadDelivery.ahead answered: AHEAD_SENT, AHEAD_NO_SESSION or the connection's token epoch. */
   ahead: number;
+  /** QUEUED, TAKEN or RETRACTED. */
+  state: number;
   readonly sink: SendSink;
   readonly tag: number;
 }
+
+/** Pending.state: waiting in the queue for a group commit. */
+const QUEUED = 0;
+/** Pending.state: taken into a group commit. */
+const TAKEN = 1;
+/** Pending.state: acknowledged by its recipient while queued (retractAcked): answered, left out of every group. */
+const RETRACTED = 2;
 
 /** One item's answer in a batch: the SendResult, or the typed refusal (a ProtocolError). */
 export type BatchOutcome = { readonly ok: true; readonly result: SendResult } | { readonly ok: false; readonly error: unknown };
@@ -175,8 +186,10 @@ type Admitted = { mailboxKey: string; tokenHash: Uint8Array | undefined; lane: '
 export class SendService {
   #closed = false;
   #queue: Pending[] = [];
-  /** Payload bytes in #queue. */
+  /** Payload bytes in #queue (RETRACTED entries not counted). */
   #queuedBytes = 0;
+  /** RETRACTED entries still in #queue (#flush leaves them out). */
+  #retractedQueued = 0;
   #scheduled = false;
   #inFlight = 0;
   /** Group commits whose store.enqueue has not returned yet (at most MAX_COMMITS_IN_FLIGHT). */
@@ -370,6 +383,7 @@ export class SendService {
       unit,
       tokenKey,
       ahead: AHEAD_NO_SESSION,
+      state: QUEUED,
       sink,
       tag,
     };
@@ -380,9 +394,37 @@ export class SendService {
     this.#queue.push(p);
   }
 
+  /**
+   * The recipient's live connection took `envelope` ahead of its commit (AheadDelivery.ahead) and
+   * the device has now acknowledged it with an ack that needs no answer. If the envelope is still
+   * waiting for its group commit, it is never written: its sender is answered now (delivered live)
+   * and the envelope leaves the queue. The node keeps an envelope only until its device
+   * acknowledges it, so writing it and deleting it again in the next transaction would keep
+   * nothing: what the sender's answer promises — the envelope is not lost — holds because the
+   * device has it. False (the caller applies the ack after the commit, as before) when the
+   * envelope is already in a commit, or came in a batch request (answered with its batch's commit).
+   */
+  retractAcked(envelope: FastEnvelope): boolean {
+    const p = envelope as Partial<Pending>;
+    if (p.state !== QUEUED || p.unit !== undefined) return false;
+    p.state = RETRACTED;
+    this.#retractedQueued++;
+    const size = p.payload!.length;
+    this.#queuedBytes -= size;
+    this.#backlog--;
+    this.#backlogBytes -= size;
+    const seconds = (performance.now() - p.started!) / 1000;
+    if (trace) trace.stage('send.ackedBeforeCommit', seconds * 1000);
+    this.events.unstored?.();
+    this.events.accepted?.('durable', p.lane!, seconds);
+    p.sink!.sent(p.tag!, p.id!, true);
+    this.#relieve();
+    return true;
+  }
+
   /** Starts a group commit now when the queue holds a full group, else on the next turn. */
   #kick(): void {
-    if (this.#queue.length >= MAX_GROUP_COMMIT || this.#queuedBytes >= MAX_GROUP_BYTES) void this.#flush();
+    if (this.#queue.length - this.#retractedQueued >= MAX_GROUP_COMMIT || this.#queuedBytes >= MAX_GROUP_BYTES) void this.#flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => void this.#flush());
@@ -410,7 +452,7 @@ export class SendService {
     this.#scheduled = false;
     // Enough commits are running: the first to finish starts the next group (#committed).
     if (this.#committing >= MAX_COMMITS_IN_FLIGHT) return;
-    if (this.#lastGroupSize >= COMMIT_INTERVAL_MIN_GROUP && this.#queue.length < MAX_GROUP_COMMIT && this.#queuedBytes < MAX_GROUP_BYTES && !this.#closed) {
+    if (this.#lastGroupSize >= COMMIT_INTERVAL_MIN_GROUP && this.#queue.length - this.#retractedQueued < MAX_GROUP_COMMIT && this.#queuedBytes < MAX_GROUP_BYTES && !this.#closed) {
       // Under load: this group waits for the rest of the interval (a full group does not).
       const wait = this.#lastGroupAt + this.#commitIntervalMs - performance.now();
       if (wait >= 0.5) {
@@ -426,14 +468,25 @@ export class SendService {
     }
     let n = 0;
     let bytes = 0;
+    let retracted = 0;
     for (const q = this.#queue; n < q.length && n < MAX_GROUP_COMMIT; n++) {
       const p = q[n]!;
+      if (p.state === RETRACTED) {
+        retracted++;
+        continue;
+      }
       // The byte bound never cuts the batch request the group starts with (a batch is one group).
       if (n > 0 && bytes + p.payload.length > MAX_GROUP_BYTES && (p.unit === undefined || p.unit !== q[0]!.unit)) break;
       bytes += p.payload.length;
+      p.state = TAKEN;
     }
-    const batch = this.#queue.splice(0, n);
+    let batch = this.#queue.splice(0, n);
     this.#queuedBytes -= bytes;
+    if (retracted > 0) {
+      // Answered by their recipients' acks (retractAcked): not written.
+      this.#retractedQueued -= retracted;
+      batch = batch.filter((p) => p.state !== RETRACTED);
+    }
     // Never cut a batch request in two (it is bounded far below MAX_GROUP_COMMIT): its tail waits
     // for the next group with the rest of it.
     const last = batch.at(-1)?.unit;
@@ -442,12 +495,16 @@ export class SendService {
       while (batch[cut - 1]!.unit === last) cut--;
       const back = batch.splice(cut);
       for (const p of back) {
+        p.state = QUEUED;
         this.#queuedBytes += p.payload.length;
         bytes -= p.payload.length;
       }
       this.#queue.unshift(...back);
     }
-    if (batch.length === 0) return this.#checkIdle();
+    if (batch.length === 0) {
+      this.#scheduleMore(); // the queue may hold more beyond a group of retracted entries
+      return this.#checkIdle();
+    }
     this.#lastGroupAt = performance.now();
     this.#lastGroupSize = batch.length;
     const tFlush = trace ? performance.now() : 0;

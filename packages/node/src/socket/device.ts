@@ -59,6 +59,12 @@ export interface DeviceConnectionDeps {
   readonly deliveryWindow: number;
   /** Group commit for acks (shared by every connection of the node). */
   readonly acks: AckCommitter;
+  /**
+   * SendService.retractAcked: an envelope delivered ahead that the device acknowledged (ack
+   * without a request id) before its group commit started is answered and never written; true if
+   * so. Absent (WRITE_ACKED_AHEAD=true): such acks wait for the commit.
+   */
+  readonly retractAcked?: (envelope: FastEnvelope) => boolean;
   readonly events?: {
     authenticated?(): void;
     authFailed?(code: string): void;
@@ -217,16 +223,27 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
    * delivered on an earlier connection of this device, or none of its own — is ignored: an
    * envelope still stored is delivered again here and acknowledged then. An ack naming an
    * envelope delivered ahead of its commit waits for that commit (its seq): marked in #inFlight
-   * when the ack has no request id, otherwise held whole (#heldAcks) so that its Ok comes last.
+   * when the ack has no request id, otherwise held whole (#heldAcks) so that its Ok comes last. An
+   * ack without a request id of such an envelope whose commit has not started yet ends it instead:
+   * it is never written (deps.retractAcked), and settles here as if its deletion had committed.
    */
   #ack(mailbox: Uint8Array, requestId: number, ackIds: readonly Uint8Array[]): void {
     const ids: Uint8Array[] = [];
     const seqs: number[] = [];
+    let unstored = 0;
     for (const id of ackIds) {
       const seq = this.#inFlight.get(id);
       if (seq === undefined) continue;
       if (seq === AHEAD) {
         if (requestId === 0) {
+          // Not committed yet: if its group commit has not started either, it is never written.
+          const ref = this.deps.retractAcked && this.#inFlight.ref(id);
+          if (ref && this.deps.retractAcked!(ref as FastEnvelope)) {
+            this.#inFlight.delete(id);
+            this.#ahead--;
+            unstored++;
+            continue;
+          }
           this.#inFlight.markAcked(id, AHEAD);
           continue;
         }
@@ -236,6 +253,11 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       }
       ids.push(id);
       seqs.push(seq);
+    }
+    if (unstored > 0) {
+      this.deps.events?.delivered?.(unstored);
+      this.#releaseAcks();
+      if (this.#behind) this.wake(); // room in the window
     }
     // Nothing of this connection's and no Ok to send: no commit either.
     if (ids.length === 0 && requestId === 0) return;
@@ -284,7 +306,8 @@ export class DeviceConnection extends FrameConnection implements LiveSession {
       this.ws.bufferedAmount >= HIGH_WATER_BYTES
     )
       return this.#tokenEpoch;
-    this.#inFlight.add(envelope.id, AHEAD); // a new envelope: never in flight yet
+    // A new envelope: never in flight yet. The send is kept with it while AHEAD (retractAcked).
+    this.#inFlight.add(envelope.id, AHEAD, this.deps.retractAcked ? envelope : undefined);
     this.#ahead++;
     // Written once this turn's I/O has been read: what several senders sent this device in one
     // turn leaves in one Deliver frame (and comes back in one ack), as a commit's envelopes do.

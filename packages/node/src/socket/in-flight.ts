@@ -1,7 +1,7 @@
 /**
  * What a device connection has sent and the device has not acknowledged yet: envelope id → seq
  * (AHEAD until the envelope's commit gives it one), and for an AHEAD envelope whether the device
- * already acknowledged it (socket/device.ts).
+ * already acknowledged it and the send it came from (socket/device.ts).
  *
  * Why not a `Map<string, number>`, as before: this table is on every delivery and every ack, and at
  * 10,000 msgs/s a connection's map churned between zero and a few entries. V8 re-makes a churned
@@ -60,6 +60,8 @@ export class InFlightTable {
   #words = new Int32Array(0);
   #seqs = new Float64Array(0);
   #state = new Uint8Array(0);
+  /** Per slot, what the caller attached to an entry with `add` (the send of an AHEAD envelope), dropped when it settles. */
+  #refs: (object | undefined)[] = [];
   /** Slots − 1 (slots are a power of two); −1 while no arrays are allocated. */
   #mask = -1;
   #size = 0;
@@ -78,8 +80,11 @@ export class InFlightTable {
     return this.#find(id) >= 0;
   }
 
-  /** Adds `id` with `seq` unless it is in flight already (then: false, and nothing changes). A seq changes only through `settle`. */
-  add(id: Uint8Array, seq: number): boolean {
+  /**
+   * Adds `id` with `seq` unless it is in flight already (then: false, and nothing changes). A seq
+   * changes only through `settle`. `ref` stays attached to the entry until it settles or is removed.
+   */
+  add(id: Uint8Array, seq: number, ref?: object): boolean {
     if (id.length !== ID_BYTES) throw new RangeError(`in-flight ids are ${ID_BYTES} bytes, not ${id.length}`);
     if ((this.#size + 1) * 2 > this.#mask + 1) this.#resize(this.#mask < 0 ? MIN_SLOTS : (this.#mask + 1) * 2);
     const i = this.#slot(id);
@@ -92,6 +97,7 @@ export class InFlightTable {
     this.#words[o + 3] = word(id, 12);
     this.#state[free] = LIVE;
     this.#seqs[free] = seq;
+    this.#refs[free] = ref;
     this.#size++;
     return true;
   }
@@ -102,6 +108,12 @@ export class InFlightTable {
     if (i < 0) return false;
     this.#removeAt(i);
     return true;
+  }
+
+  /** What `add` attached to `id`'s entry (until it settles), or undefined. */
+  ref(id: Uint8Array): object | undefined {
+    const i = this.#find(id);
+    return i < 0 ? undefined : this.#refs[i];
   }
 
   /** Marks an entry acknowledged by the device while its seq is still `ahead`; false when `id` is not in flight with that seq. */
@@ -117,6 +129,7 @@ export class InFlightTable {
     const i = this.#find(id);
     if (i < 0 || this.#seqs[i] !== ahead) return NOT_SETTLED;
     this.#seqs[i] = seq;
+    this.#refs[i] = undefined;
     if (this.#state[i] !== LIVE_ACKED) return SETTLED;
     this.#state[i] = LIVE;
     return SETTLED_ACKED;
@@ -126,6 +139,7 @@ export class InFlightTable {
     this.#words = new Int32Array(0);
     this.#seqs = new Float64Array(0);
     this.#state = new Uint8Array(0);
+    this.#refs = [];
     this.#mask = -1;
     this.#size = 0;
   }
@@ -157,6 +171,7 @@ export class InFlightTable {
     const words = this.#words;
     const state = this.#state;
     const seqs = this.#seqs;
+    const refs = this.#refs;
     const mask = this.#mask;
     for (let j = (hole + 1) & mask; state[j] !== EMPTY; j = (j + 1) & mask) {
       const o = j * 4;
@@ -170,9 +185,11 @@ export class InFlightTable {
       words[h + 3] = words[o + 3]!;
       state[hole] = state[j]!;
       seqs[hole] = seqs[j]!;
+      refs[hole] = refs[j];
       hole = j;
     }
     state[hole] = EMPTY;
+    refs[hole] = undefined;
     if (--this.#size === 0 && this.#mask + 1 >= SHRINK_FROM_SLOTS) this.clear();
   }
 
@@ -180,10 +197,12 @@ export class InFlightTable {
     const words = this.#words;
     const state = this.#state;
     const seqs = this.#seqs;
+    const refs = this.#refs;
     const old = this.#mask + 1;
     this.#words = new Int32Array(slots * 4);
     this.#seqs = new Float64Array(slots);
     this.#state = new Uint8Array(slots);
+    this.#refs = new Array<object | undefined>(slots).fill(undefined);
     this.#mask = slots - 1;
     const mask = this.#mask;
     for (let j = 0; j < old; j++) {
@@ -198,6 +217,7 @@ export class InFlightTable {
       this.#words[n + 3] = words[o + 3]!;
       this.#state[i] = state[j]!;
       this.#seqs[i] = seqs[j]!;
+      this.#refs[i] = refs[j];
     }
   }
 }
