@@ -50,6 +50,7 @@ import type { NodeStore } from '../src/store/node-store.js';
 import { LocalDeliveryBus } from '../src/mailbox/bus.js';
 import { SendService } from '../src/mailbox/send.js';
 import type { SendEvents, SendOptions } from '../src/mailbox/send.js';
+import type { AheadDelivery } from '../src/mailbox/hub.js';
 import { DEFAULT_BUCKETS, RateLimiter } from '../src/rate-limit.js';
 
 export const ctx: CryptoContext = createContext();
@@ -269,10 +270,10 @@ export class CommitGate {
   }
 }
 
-/** A SendService on `store` alone (no node), with rate limits and quotas that never refuse: unit tests of its grouping and backlog. */
-export function looseSendService(store: NodeStore, events: SendEvents = {}, options: SendOptions = {}): SendService {
+/** A SendService on `store` alone (no node), with rate limits and quotas that never refuse: unit tests of its grouping, backlog and delivery ahead (`aheadTo`). */
+export function looseSendService(store: NodeStore, events: SendEvents = {}, options: SendOptions = {}, aheadTo?: AheadDelivery): SendService {
   const buckets = Object.fromEntries(Object.keys(DEFAULT_BUCKETS).map((b) => [b, { rate: 1e9, burst: 1e9 }]));
-  return new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 }, events, undefined, options);
+  return new SendService(ctx, store, new LocalDeliveryBus(), new RateLimiter({ buckets }), { maxMessages: 1e9, maxBytes: 1e12, firstContactMaxMessages: 10 }, events, aheadTo, options);
 }
 
 /** A durable token-lane SendRequest with a `size`-byte payload, for looseSendService. */
