@@ -10,7 +10,9 @@
  *
  * Durability (group commit): durable envelopes accepted in the same event-loop turn are written
  * in one transaction — one fsync with synchronous=FULL — and no sender is answered before that
- * transaction has committed.
+ * transaction has committed, unless its recipient's device acknowledged the envelope (delivered
+ * ahead) before its group commit started: then it is answered at that ack and never written
+ * (retractAcked).
  */
 import { hash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';

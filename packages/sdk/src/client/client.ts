@@ -787,7 +787,8 @@ export class MeshWhisper {
 
   /**
    * Sends a text message: to one device (mailbox id) or to every device of a username's account.
-   * Resolves when the node has durably stored it for each device.
+   * Resolves when the node has durably stored it for each device (or the device acknowledged it
+   * before the node's commit, which then never writes it).
    */
   async sendText(to: Destination, text: string, options: TextOptions = {}): Promise<{ id: string }> {
     this.#checkOpen();
