@@ -67,6 +67,32 @@ describe('SendService.retractAcked', () => {
     expect(s.retractAcked(offered.get(4)!)).toBe(false); // committed
   });
 
+  it('a batch request behind a retracted send is still one group, even over MAX_GROUP_BYTES', async () => {
+    const groups: number[] = [];
+    const inner = recordingStore();
+    const store = {
+      enqueue: (items: readonly EnqueueItem[], limits: unknown) => (groups.push(items.length), (inner.store.enqueue as (i: readonly EnqueueItem[], l: unknown) => Promise<EnqueueOutcome[]>)(items, limits)),
+    } as unknown as NodeStore;
+    const gate = new CommitGate(store);
+    const offered: FastEnvelope[] = [];
+    const s = looseSendService(store, {}, {}, { ahead: (_k, e) => (offered.push(e), AHEAD_SENT), aheadDropped: () => undefined, tokenAccepted: () => undefined });
+    gate.close();
+    const held = [s.send(durableRequest(1), 'c')];
+    await expect.poll(() => gate.held).toBe(1);
+    held.push(s.send(durableRequest(1), 'c'));
+    await expect.poll(() => gate.held).toBe(2);
+    // Queued: one single send (then retracted), then 40 batch items of 256 KiB = 10 MiB > MAX_GROUP_BYTES (8 MiB).
+    const single = s.send(durableRequest(3), 'c');
+    const batch = s.sendBatch(Array.from({ length: 40 }, () => durableRequest(256 * 1024)), 'c');
+    await nextTurn();
+    expect(s.retractAcked(offered[2]!)).toBe(true);
+    await single;
+    gate.open();
+    await Promise.all(held);
+    expect((await batch).every((o) => o.ok)).toBe(true);
+    expect(groups).toEqual([1, 1, 40]);
+  });
+
   it('a queue of nothing but retracted sends drains, and the service goes idle (close resolves)', async () => {
     const { store, sizes } = recordingStore();
     const gate = new CommitGate(store);

@@ -40,11 +40,12 @@ export const AHEAD_NO_SESSION = -2;
 /**
  * Delivery ahead of the commit (docs/spec/node-protocol.md §Device connection): a durable
  * envelope for a device that is connected to this process, caught up and below its window goes to
- * it as soon as its send is admitted, while its group commit runs. The sender is still answered
- * only after the commit (nothing is acknowledged before it is on disk); the device's ack of such
- * an envelope waits for that commit — unless the ack comes before the commit has started and
- * needs no answer: then the envelope is never written and its sender is answered at the ack
- * (SendService.retractAcked; the connection holds `envelope`, which is the send, for that). Only token-lane sends whose delivery token a commit has
+ * it as soon as its send is admitted, while its group commit runs. The sender is answered after
+ * the commit, and the device's ack of such an envelope waits for that commit — unless the ack
+ * comes before the commit has started and needs no answer: then the envelope is never written and
+ * its sender is answered at the ack (SendService.retractAcked; the connection holds `envelope`,
+ * which is the send, for that). Either way nothing is acknowledged to a sender before it is on
+ * disk or acknowledged by its device. Only token-lane sends whose delivery token a commit has
  * accepted for that mailbox since its last token change are delivered ahead, so a send the commit
  * would refuse for its token never reaches the device; a token-lane send is never refused for
  * quota (it evicts). What is left — the commit fails (disk full, I/O error), the mailbox was

@@ -471,6 +471,8 @@ export class SendService {
     let n = 0;
     let bytes = 0;
     let retracted = 0;
+    /** The batch request the group starts with (its first entry that is not RETRACTED), if any. */
+    let firstUnit: object | undefined;
     for (const q = this.#queue; n < q.length && n < MAX_GROUP_COMMIT; n++) {
       const p = q[n]!;
       if (p.state === RETRACTED) {
@@ -478,7 +480,8 @@ export class SendService {
         continue;
       }
       // The byte bound never cuts the batch request the group starts with (a batch is one group).
-      if (n > 0 && bytes + p.payload.length > MAX_GROUP_BYTES && (p.unit === undefined || p.unit !== q[0]!.unit)) break;
+      if (n > retracted && bytes + p.payload.length > MAX_GROUP_BYTES && (p.unit === undefined || p.unit !== firstUnit)) break;
+      if (n === retracted) firstUnit = p.unit;
       bytes += p.payload.length;
       p.state = TAKEN;
     }

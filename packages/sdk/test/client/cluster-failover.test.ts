@@ -127,25 +127,32 @@ describe('kill -9 of an instance under load, SDK clients', () => {
     };
     await Promise.all(clients.map((_, k) => sender(k)));
     await killed;
+    // Said with every assertion below, so that a failure in CI can be read without a rerun.
+    const context = (): string => JSON.stringify({ victim, socketsOnVictim, gatewayErrors: balancer.gatewayErrors, acked, rejected: rejected.map(String), states: states.map((s) => s.join('>')) });
     expect(victim).toBeGreaterThanOrEqual(0);
     expect(socketsOnVictim).toBeGreaterThan(0);
     if (process.env.MW_DEBUG_FAILOVER) console.log({ victim, socketsOnVictim, gatewayErrors: balancer.gatewayErrors, rejected: rejected.map(String) });
-    expect(rejected).toEqual([]);
-    expect(acked).toBe(CLIENTS * PER_SENDER);
+    expect(rejected, context()).toEqual([]);
+    expect(acked, context()).toBe(CLIENTS * PER_SENDER);
 
     // The killed instance's clients noticed and came back online through the others.
-    await until('every client online again', () => clients.every((c) => c.connectionState === 'online'));
+    await until('every client online again', () => clients.every((c) => c.connectionState === 'online')).catch((e: unknown) => {
+      throw new Error(`${String(e)}: ${context()}`);
+    });
     const reconnected = states.filter((s) => s.some((x) => x !== 'online') && s.at(-1) === 'online').length;
-    expect(reconnected).toBeGreaterThanOrEqual(socketsOnVictim);
-    expect(balancer.openTunnels(victim)).toBe(0);
+    expect(reconnected, context()).toBeGreaterThanOrEqual(socketsOnVictim);
+    expect(balancer.openTunnels(victim), context()).toBe(0);
 
     // Every acknowledged message arrived…
-    await until('every acknowledged message delivered', () => acknowledged.every((ids, k) => [...ids].every((id) => seen[k]!.has(id))), 90_000);
+    await until('every acknowledged message delivered', () => acknowledged.every((ids, k) => [...ids].every((id) => seen[k]!.has(id))), 90_000).catch((e: unknown) => {
+      const missing = acknowledged.map((ids, k) => [...ids].filter((id) => !seen[k]!.has(id)).length);
+      throw new Error(`${String(e)}: missing per client ${JSON.stringify(missing)}; ${context()}`);
+    });
     // …and a little more time for a duplicate to show up (none may): every client's queue drains.
     await Promise.all(clients.map((c) => c.idle()));
     for (let k = 0; k < CLIENTS; k++) {
       const twice = [...seen[k]!].filter(([, n]) => n > 1);
-      expect(twice).toEqual([]);
+      expect(twice, context()).toEqual([]);
       // The app's history: each message exactly once.
       const from = clients[(k + CLIENTS - 1) % CLIENTS]!;
       const history = await clients[k]!.history(from.accountKey, { limit: 1000 });
