@@ -2,9 +2,12 @@
 // docs/spec/node-protocol.md §3, "Delivery ahead of the commit"). If that commit then fails, the
 // recipient already holds a copy that the node never stored, while the sender is told
 // MW_UNAVAILABLE and resends the same sealed bytes: the recipient must show the message once and
-// report nothing undecryptable. Real node, real sockets; the node's store fails one commit.
+// report nothing undecryptable. And if the recipient acknowledges the copy before its commit has
+// even started, the node never writes it and the sender's sendText resolves at that ack — even
+// while the node's disk is stalled. Real node, real sockets; the node's store fails or holds commits.
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import type { NodeStore } from '@meshwhisper/node';
+import { CONTENT_TYPE_PROTOBUF, EnvelopeClass, SendRequestSchema, encodeBody } from '@meshwhisper/protocol';
 import type { E2eNode } from './test-node.js';
 import { itSingleNode, startE2eNode } from './test-node.js';
 import { MeshWhisper, memoryStorage } from '../../src/index.js';
@@ -73,6 +76,71 @@ describe('a copy delivered ahead of a commit that then failed', () => {
     } finally {
       store.enqueue = real;
       await Promise.all([alice.close(), bob.close()]);
+    }
+  }, 60_000);
+});
+
+describe('a copy the recipient acknowledged before its commit started (WRITE_ACKED_AHEAD=false)', () => {
+  itSingleNode('is never written, and the sender’s sendText resolves at the recipient’s ack while the node’s commits are stalled', async () => {
+    // Receipts held back past the test: the only durable sends during the stall are the test's own.
+    const quiet = { receiptDelay: { minDelayMs: 600_000, maxDelayMs: 600_000 } };
+    const alice = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), ...quiet });
+    const bob = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), ...quiet });
+    const carol = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage(), ...quiet });
+    const store = t.node.services.store as NodeStore;
+    const real = store.enqueue.bind(store);
+    let release = (): void => undefined;
+    try {
+      for (const c of [alice, bob]) if (c.connectionState !== 'online') await c.once('connection', (s) => s === 'online', 10_000);
+      // A conversation both ways: alice holds bob's delivery token and the node has accepted it.
+      let got = bob.once('message', undefined, 10_000);
+      await alice.sendText(bob.mailboxId, 'hello');
+      await got;
+      const back = alice.once('message', undefined, 10_000);
+      await bob.sendText(alice.mailboxId, 'hi');
+      await back;
+      // One send on that token commits: from now on bob's connection takes alice's sends ahead.
+      got = bob.once('message', undefined, 10_000);
+      await alice.sendText(bob.mailboxId, 'one');
+      expect((await got).text).toBe('one');
+
+      // The disk stalls: every commit waits. Two sends to carol take both commit slots, so the
+      // next group cannot start.
+      const stalled = new Promise<void>((resolve) => (release = resolve));
+      let held = 0;
+      const written: Uint8Array[] = [];
+      store.enqueue = async (items, limits) => {
+        for (const i of items) written.push(i.mailbox);
+        held++;
+        await stalled;
+        return real(items, limits);
+      };
+      const raw = (): Promise<Response> =>
+        fetch(new URL('/v1/send', t.url), {
+          method: 'POST',
+          headers: { 'content-type': CONTENT_TYPE_PROTOBUF },
+          body: encodeBody(SendRequestSchema, { mailboxId: carol.mailboxId, payload: new Uint8Array(64), class: EnvelopeClass.DURABLE }) as BodyInit,
+        });
+      const blockers = [raw()];
+      await expect.poll(() => held).toBeGreaterThanOrEqual(1);
+      blockers.push(raw());
+      await expect.poll(() => held).toBeGreaterThanOrEqual(2);
+
+      got = bob.once('message', (m) => m.text === 'two', 10_000);
+      const sent = await alice.sendText(bob.mailboxId, 'two'); // resolves although nothing can commit
+      expect((await got).text).toBe('two');
+      expect(sent.id).toBeTruthy();
+
+      release();
+      expect((await Promise.all(blockers)).map((r) => r.status)).toEqual([200, 200]);
+      await bob.idle();
+      // Carol's envelopes reached the store; bob's never did.
+      expect(written.filter((m) => sameBytes(m, carol.mailboxId))).toHaveLength(2);
+      expect(written.filter((m) => sameBytes(m, bob.mailboxId))).toEqual([]);
+    } finally {
+      release();
+      store.enqueue = real;
+      await Promise.all([alice.close(), bob.close(), carol.close()]);
     }
   }, 60_000);
 });
