@@ -22,6 +22,23 @@ afterAll(async () => {
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
+/**
+ * Both online, then a conversation both ways (alice holds bob's delivery token) and one more send
+ * on that token, which commits: from then on bob's connection takes alice's sends ahead of their commit.
+ */
+async function aheadReady(alice: MeshWhisper, bob: MeshWhisper): Promise<void> {
+  for (const c of [alice, bob]) if (c.connectionState !== 'online') await c.once('connection', (s) => s === 'online', 10_000);
+  let got = bob.once('message', undefined, 10_000);
+  await alice.sendText(bob.mailboxId, 'hello');
+  await got;
+  const back = alice.once('message', undefined, 10_000);
+  await bob.sendText(alice.mailboxId, 'hi');
+  await back;
+  got = bob.once('message', undefined, 10_000);
+  await alice.sendText(bob.mailboxId, 'one');
+  expect((await got).text).toBe('one');
+}
+
 describe('a copy delivered ahead of a commit that then failed', () => {
   itSingleNode('the recipient shows the message once (from the copy that went ahead); the sender resends after MW_UNAVAILABLE; nothing is undecryptable', async () => {
     const alice = await MeshWhisper.create({ node: t.url, namespace: 'test', storage: await memoryStorage() });
@@ -29,17 +46,7 @@ describe('a copy delivered ahead of a commit that then failed', () => {
     const store = t.node.services.store as NodeStore;
     const real = store.enqueue.bind(store);
     try {
-      for (const c of [alice, bob]) if (c.connectionState !== 'online') await c.once('connection', (s) => s === 'online', 10_000);
-      // A conversation both ways, so that alice holds bob's delivery token and the node has accepted it.
-      let got = bob.once('message', undefined, 10_000);
-      await alice.sendText(bob.mailboxId, 'hello');
-      await got;
-      const back = alice.once('message', undefined, 10_000);
-      await bob.sendText(alice.mailboxId, 'hi');
-      await back;
-      got = bob.once('message', undefined, 10_000);
-      await alice.sendText(bob.mailboxId, 'one');
-      expect((await got).text).toBe('one');
+      await aheadReady(alice, bob);
 
       // The next commit holding an envelope for bob fails as a full disk would; later ones go through.
       const events: string[] = [];
@@ -91,18 +98,7 @@ describe('a copy the recipient acknowledged before its commit started (WRITE_ACK
     const real = store.enqueue.bind(store);
     let release = (): void => undefined;
     try {
-      for (const c of [alice, bob]) if (c.connectionState !== 'online') await c.once('connection', (s) => s === 'online', 10_000);
-      // A conversation both ways: alice holds bob's delivery token and the node has accepted it.
-      let got = bob.once('message', undefined, 10_000);
-      await alice.sendText(bob.mailboxId, 'hello');
-      await got;
-      const back = alice.once('message', undefined, 10_000);
-      await bob.sendText(alice.mailboxId, 'hi');
-      await back;
-      // One send on that token commits: from now on bob's connection takes alice's sends ahead.
-      got = bob.once('message', undefined, 10_000);
-      await alice.sendText(bob.mailboxId, 'one');
-      expect((await got).text).toBe('one');
+      await aheadReady(alice, bob);
 
       // The disk stalls: every commit waits. Two sends to carol take both commit slots, so the
       // next group cannot start.
@@ -126,7 +122,7 @@ describe('a copy the recipient acknowledged before its commit started (WRITE_ACK
       blockers.push(raw());
       await expect.poll(() => held).toBeGreaterThanOrEqual(2);
 
-      got = bob.once('message', (m) => m.text === 'two', 10_000);
+      const got = bob.once('message', (m) => m.text === 'two', 10_000);
       const sent = await alice.sendText(bob.mailboxId, 'two'); // resolves although nothing can commit
       expect((await got).text).toBe('two');
       expect(sent.id).toBeTruthy();
