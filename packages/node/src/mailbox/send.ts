@@ -407,19 +407,20 @@ export class SendService {
    * envelope is already in a commit, or came in a batch request (answered with its batch's commit).
    */
   retractAcked(envelope: FastEnvelope): boolean {
-    const p = envelope as Partial<Pending>;
+    // Every envelope offered ahead is a Pending of this service; anything else has no state and is refused.
+    const p = envelope as Pending;
     if (p.state !== QUEUED || p.unit !== undefined) return false;
     p.state = RETRACTED;
     this.#retractedQueued++;
-    const size = p.payload!.length;
+    const size = p.payload.length;
     this.#queuedBytes -= size;
     this.#backlog--;
     this.#backlogBytes -= size;
-    const seconds = (performance.now() - p.started!) / 1000;
+    const seconds = (performance.now() - p.started) / 1000;
     if (trace) trace.stage('send.ackedBeforeCommit', seconds * 1000);
     this.events.unstored?.();
-    this.events.accepted?.('durable', p.lane!, seconds);
-    p.sink!.sent(p.tag!, p.id!, true);
+    this.events.accepted?.('durable', p.lane, seconds);
+    p.sink.sent(p.tag, p.id, true);
     this.#relieve();
     return true;
   }
