@@ -32,7 +32,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, symlinkSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, setPriority, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -102,6 +102,15 @@ const RATE = num('RATE', 10_000);
 const LIGHT_RATE = num('LIGHT_RATE', 1000);
 /** OPEN_REPEAT=n: the fixed-load phase n times in a row, each printed (the table keeps the first): its run-to-run spread in one node. */
 const OPEN_REPEAT = num('OPEN_REPEAT', 1);
+/**
+ * GEN_NICE=n: a diagnostic, not a measurement of the targets. The generator's main thread runs each
+ * phase at nice n (restored to 0 after the phase, so processes it starts later do not inherit it):
+ * the node under test and its clients share two cores here, and this shows how much of a tail is
+ * the generator taking the core the node's event loop wants, or (negative) the generator waiting for it.
+ * Needs root below 0, or to lower it back to 0.
+ */
+const GEN_NICE = Number(env['GEN_NICE'] ?? 0);
+if (!Number.isInteger(GEN_NICE) || GEN_NICE < -20 || GEN_NICE > 19) throw new RangeError('GEN_NICE must be an integer from -20 to 19');
 /** RSS_GC=0: read the idle-connection RSS without the full GCs before it (full-gc.ts; the node's inspector then never opens). */
 const RSS_GC = env['RSS_GC'] !== '0';
 const DRAIN = num('DRAIN', QUICK ? 20_000 : 100_000);
@@ -275,6 +284,8 @@ interface PhaseResult {
   /** Of genCpu, the part spent in the kernel (system time: the socket reads and writes, TCP over loopback included). */
   genSysCpu: number;
   peerCpu: number | undefined;
+  /** Completions (node: answers, NATS: arrivals) in each whole second of the window. */
+  perSecond: number[];
   /** p99 event-loop delay of this generator during the window, ms: how late it itself could send or read. */
   genLagP99: number;
   /** Cores' worth of CPU used by everything else on the machine (other engineers' work) during the window. */
@@ -293,6 +304,9 @@ class Engine {
   unanswered = 0;
   /** Answers of this phase in the measured window. */
   answeredInWindow = 0;
+  /** Completions (node: answers; NATS: arrivals) in each whole second of the measured window: whether a rate holds or decays within it. */
+  perSecond: number[] = [];
+  #windowStart = 0;
   issued = 0;
   delivered = 0;
   stale = 0;
@@ -340,6 +354,11 @@ class Engine {
     while (this.running && this.mode === 'closed' && Math.max(this.outstanding, this.unanswered) < this.window) this.issue();
   }
 
+  #countSecond(t: number): void {
+    const i = Math.floor((t - this.#windowStart) / 1000);
+    this.perSecond[i] = (this.perSecond[i] ?? 0) + 1;
+  }
+
   /** Nothing of this phase is in flight any more. */
   settled(): boolean {
     return this.outstanding <= 0 && this.unanswered <= 0;
@@ -354,7 +373,9 @@ class Engine {
     this.outstanding--;
     if (this.measuring) {
       this.delivered++;
-      const ms = now() - b.readDoubleLE(start);
+      const t = now();
+      if (!this.transport.answers) this.#countSecond(t);
+      const ms = t - b.readDoubleLE(start);
       this.hist.record(ms);
       genTrace?.stage('e2e', ms);
     }
@@ -367,7 +388,9 @@ class Engine {
     this.unanswered--;
     if (this.measuring) {
       this.answeredInWindow++;
-      this.answers.record(now() - intendedMs);
+      const t = now();
+      this.#countSecond(t);
+      this.answers.record(t - intendedMs);
     }
     if (this.mode === 'closed') this.refill();
   }
@@ -392,6 +415,7 @@ class Engine {
     this.hist = new Histogram();
     this.answers = new Histogram();
     this.running = true;
+    if (GEN_NICE !== 0) setPriority(0, GEN_NICE);
     let skipped = 0;
     let timer: NodeJS.Timeout | undefined;
     const t0 = now();
@@ -422,6 +446,8 @@ class Engine {
     lag.enable();
     const m0 = now();
     const w0 = Date.now();
+    this.perSecond = [];
+    this.#windowStart = m0;
     this.measuring = true;
     await sleep(MEASURE_S * 1000);
     this.measuring = false;
@@ -444,6 +470,7 @@ class Engine {
     const issuedInWindow = this.issued - issued0;
     this.running = false;
     if (timer) clearInterval(timer);
+    if (GEN_NICE !== 0) setPriority(0, 0);
     const delivered = this.delivered;
     const answeredInWindow = this.answeredInWindow;
     const h = this.hist;
@@ -477,6 +504,7 @@ class Engine {
       genSysCpu: cpuG.system / 1e6 / secs,
       peerCpu,
       genLagP99: loopDelay(lag, LAG_RESOLUTION_MS).p99,
+      perSecond: Array.from({ length: Math.floor(secs) }, (_x, i) => this.perSecond[i] ?? 0),
       otherCpu: Math.max(0, busy - (nodeCpu ?? 0) - (peerCpu ?? 0) - (cpuG.user + cpuG.system) / 1e6 / secs),
     };
   }
@@ -1110,7 +1138,7 @@ const f2 = (n: number | undefined): string => (n === undefined || Number.isNaN(n
 const pct = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : `${Math.round(n * 100)} %`);
 
 function fmtPhase(p: PhaseResult): string {
-  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, ${Number.isNaN(p.answeredPerS) ? '' : `answered ${f0(p.answeredPerS)}/s, `}${Number.isNaN(p.answerP50) ? '' : `sender answered p50 ${f2(p.answerP50)} / p99 ${f2(p.answerP99)} ms, `}late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}`;
+  return `offered ${f0(p.offeredPerS)}/s, delivered ${f0(p.deliveredPerS)}/s, p50 ${f2(p.p50)} ms, p99 ${f2(p.p99)} ms, p99.9 ${f2(p.p999)} ms, max ${f1(p.max)} ms, ${Number.isNaN(p.answeredPerS) ? '' : `answered ${f0(p.answeredPerS)}/s, `}${Number.isNaN(p.answerP50) ? '' : `sender answered p50 ${f2(p.answerP50)} / p99 ${f2(p.answerP99)} ms, `}late ${p.late}, errors ${p.sendErrors}, skipped ${p.skippedOffered}, generator loop delay p99 ${f1(p.genLagP99)} ms, cpu node ${pct(p.nodeCpu)} (main thread ${pct(p.nodeMainCpu)}) gen ${pct(p.genCpu)} (kernel ${pct(p.genSysCpu)}) peer ${pct(p.peerCpu)} other work ${pct(p.otherCpu)}${p.mode === 'closed' ? `; per second, thousands: ${p.perSecond.map((n) => (n / 1000).toFixed(1)).join(' ')}` : ''}`;
 }
 
 /** Per node process (primary first when WORKERS > 1): CPU µs per delivered message, whole process (main thread). */
@@ -1233,7 +1261,7 @@ async function main(): Promise<void> {
     main,
     b ? `Baseline ${BASELINE}: envelopes per Deliver frame ${f2(b.envelopesPerDeliver[0])} / ${f2(b.envelopesPerDeliver[1])}; never written ${pct(b.neverWritten[0])} / ${pct(b.neverWritten[1])}; closed: ${fmtPhase(b.closed)}` : '',
     '',
-    `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}; node env: ${Object.entries(NODE_ENV)
+    `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}${GEN_NICE !== 0 ? `, GEN_NICE=${GEN_NICE} (diagnostic: the generator yields during phases)` : ""}; node env: ${Object.entries(NODE_ENV)
       .filter(([k]) => k !== 'RATE_LIMITS')
       .map(([k, v]) => `${k}=${v}`)
       .join(' ')} RATE_LIMITS=<every bucket 1000000:10000000>`,
