@@ -504,7 +504,8 @@ class Engine {
       genSysCpu: cpuG.system / 1e6 / secs,
       peerCpu,
       genLagP99: loopDelay(lag, LAG_RESOLUTION_MS).p99,
-      perSecond: Array.from({ length: Math.floor(secs) }, (_x, i) => this.perSecond[i] ?? 0),
+      // Whole seconds only (a timer may end the window a fraction of a millisecond early: 14.9995 s is 15).
+      perSecond: Array.from({ length: Math.floor(secs + 0.01) }, (_x, i) => this.perSecond[i] ?? 0),
       otherCpu: Math.max(0, busy - (nodeCpu ?? 0) - (peerCpu ?? 0) - (cpuG.user + cpuG.system) / 1e6 / secs),
     };
   }
@@ -1261,7 +1262,7 @@ async function main(): Promise<void> {
     main,
     b ? `Baseline ${BASELINE}: envelopes per Deliver frame ${f2(b.envelopesPerDeliver[0])} / ${f2(b.envelopesPerDeliver[1])}; never written ${pct(b.neverWritten[0])} / ${pct(b.neverWritten[1])}; closed: ${fmtPhase(b.closed)}` : '',
     '',
-    `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}${GEN_NICE !== 0 ? `, GEN_NICE=${GEN_NICE} (diagnostic: the generator yields during phases)` : ""}; node env: ${Object.entries(NODE_ENV)
+    `Settings: DEVICES=${DEVICES}, payload ${PAYLOAD_BYTES} B, ANON_CONNS=${ANON_CONNS}, WINDOW=${WINDOW}, RATE=${RATE}, LIGHT_RATE=${LIGHT_RATE}, warm-up ${WARMUP_S} s + ${MEASURE_S} s measured per phase, DRAIN=${DRAIN}${GEN_NICE !== 0 ? `, GEN_NICE=${GEN_NICE} (diagnostic: the generator's nice value during phases)` : ''}; node env: ${Object.entries(NODE_ENV)
       .filter(([k]) => k !== 'RATE_LIMITS')
       .map(([k, v]) => `${k}=${v}`)
       .join(' ')} RATE_LIMITS=<every bucket 1000000:10000000>`,
