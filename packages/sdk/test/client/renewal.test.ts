@@ -140,8 +140,8 @@ describe('certificate renewal', () => {
     // node's answer to Bob's post arrives, and a post still unanswered when Bob closes stays in his
     // outbox. His next client, 200 days on, would post that envelope again, sealed under the old
     // certificate, and Alice would report the copy as undecryptable (MW_CRYPTO_CERTIFICATE_EXPIRED):
-    // seen in about one run in five on the cluster (sdk/test/cluster/renewal.test.ts); here the
-    // outbox held the receipt in 2 of 10 runs at this point. flushOutbox waits for that answer.
+    // 6 of 20 runs of the cluster variant (sdk/test/cluster/renewal.test.ts) alone failed so, and at
+    // this point Bob's outbox still held the receipt in 2 of 10. flushOutbox waits for that answer.
     await bob.flushOutbox();
     await bob.close();
     // 200 days later: Bob's certificate expired 110 days ago; Alice's was renewed as she went on.
