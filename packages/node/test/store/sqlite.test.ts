@@ -489,19 +489,33 @@ describe('SQLite specifics', () => {
         }
         return n;
       };
+      // Same turn, ack first: both reach the writer thread together and commit once. Whether the
+      // writer thread wakes between the two hand-offs is the scheduler's choice (on a busy machine
+      // it sometimes does: then two commits, correctly), so up to five tries, and one shared
+      // commit must be seen; a store whose acks never share a send's commit shows two every time.
+      const perTry: number[] = [];
+      for (let t = 0; t < 5 && perTry.at(-1) !== 1; t++) {
+        await s.enqueue([item(10 + t)], limits);
+        const [e] = await s.fetch(mailbox, 0, 1, 1e9);
+        const before = commits();
+        const [acked, sent] = await Promise.all([s.ack([{ mailbox, ids: [e!.id], seqs: [e!.seq] }]), s.enqueue([item(20 + t)], limits)]);
+        expect(acked).toEqual([1]);
+        expect(sent[0]!.ok).toBe(true);
+        perTry.push(commits() - before);
+        // Leave the mailbox empty for the next try.
+        const [left] = await s.fetch(mailbox, 0, 1, 1e9);
+        expect(await s.ack([{ mailbox, ids: [left!.id], seqs: [left!.seq] }])).toEqual([1]);
+      }
+      expect(perTry.at(-1), `commits per try: ${perTry.join(', ')}`).toBe(1);
+      expect(perTry.every((n) => n === 1 || n === 2)).toBe(true);
       await s.enqueue([item(1), item(2)], limits);
-      const [e1, e2] = await s.fetch(mailbox, 0, 10, 1e9);
+      const [e1] = await s.fetch(mailbox, 0, 10, 1e9);
       const c0 = commits();
-      // Same turn, ack first: both reach the writer thread together and commit once.
-      const [acked, sent] = await Promise.all([s.ack([{ mailbox, ids: [e1!.id], seqs: [e1!.seq] }]), s.enqueue([item(3)], limits)]);
-      expect(acked).toEqual([1]);
-      expect(sent[0]!.ok).toBe(true);
-      expect(commits() - c0).toBe(1);
       // The control: an ack awaited on its own, then an enqueue — two commits.
-      expect(await s.ack([{ mailbox, ids: [e2!.id], seqs: [e2!.seq] }])).toEqual([1]);
+      expect(await s.ack([{ mailbox, ids: [e1!.id], seqs: [e1!.seq] }])).toEqual([1]);
       await s.enqueue([item(4)], limits);
-      expect(commits() - c0).toBe(3);
-      expect((await s.fetch(mailbox, 0, 10, 1e9)).map((e) => e.payload[0])).toEqual([3, 4]);
+      expect(commits() - c0).toBe(2);
+      expect((await s.fetch(mailbox, 0, 10, 1e9)).map((e) => e.payload[0])).toEqual([2, 4]);
       await s.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
