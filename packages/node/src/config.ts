@@ -128,6 +128,12 @@ export const CONFIG_SCHEMA = {
     'false: a durable envelope that reached its recipient ahead of its group commit, and that the device acknowledged before that commit started, is never written to disk; its sender is answered at the acknowledgement (the device has it). true: every durable envelope is written, and deleted again by its acknowledgement after the commit.',
     bool,
   ),
+  aheadHoldMs: setting(
+    'AHEAD_HOLD_MS',
+    '40',
+    'With WRITE_ACKED_AHEAD=false: a durable envelope that reached its recipient\'s live connection ahead of its group commit waits up to this many milliseconds for the device\'s acknowledgement before it is written; acknowledged in time, it is never written to disk and its sender is answered then. Otherwise it is written, and its sender answered, at most this much later than without the hold. Envelopes for a recipient that is not connected are never held. 0: nothing is held.',
+    int(0, 200),
+  ),
   deliveryWindow: setting('DELIVERY_WINDOW', '16384', 'Envelopes sent to a device and not yet acknowledged; delivery pauses at this bound (backpressure).', int(1, 100_000)),
   mediaMaxBytes: setting('MEDIA_MAX_BYTES', String(100 * MB), 'Largest media blob.', int(1, 2 ** 40)),
   mediaQuotaBytes: setting('MEDIA_QUOTA_BYTES', String(1024 * MB), 'Media bytes a device may upload per MEDIA_TTL window (so at most twice this is stored for it at once); the media record itself names no device.', int(1, 2 ** 44)),

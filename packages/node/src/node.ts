@@ -274,7 +274,8 @@ export async function createNode(config: NodeConfig, options: CreateNodeOptions 
       unstored: () => metrics?.envelopesUnstored.inc(),
     },
     hub,
-    { commitIntervalMs: config.commitIntervalMs },
+    // Held sends only pay off when an ack can retract them (WRITE_ACKED_AHEAD=false).
+    { commitIntervalMs: config.commitIntervalMs, aheadHoldMs: config.writeAckedAhead ? 0 : config.aheadHoldMs },
   );
   let shuttingDown = false;
   const services: NodeServices = { ctx, config, nodeKey, store, hub, issuer, limiter, sender, metrics, mediaDir, archiveDir, tmpDir, shuttingDown: () => shuttingDown };

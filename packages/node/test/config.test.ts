@@ -22,6 +22,8 @@ describe('config', () => {
     expect(() => loadConfig({ PORT: '70000' })).toThrow(/PORT/);
     expect(() => loadConfig({ USERNAME_NAMESPACES: 'x:anything' })).toThrow(/USERNAME_NAMESPACES/);
     expect(() => loadConfig({ RATE_LIMITS: 'nope=1:1' })).toThrow(/RATE_LIMITS/);
+    expect(() => loadConfig({ AHEAD_HOLD_MS: '201' })).toThrow(/AHEAD_HOLD_MS/);
+    expect(loadConfig({}).aheadHoldMs).toBe(40);
     expect(() => loadConfig({ METRICS_TOKEN: 'short' })).toThrow(/METRICS/);
   });
 

@@ -132,7 +132,9 @@ describe('delivery ahead of the commit', () => {
   });
 
   it('an ack without a request id (the SDK\'s) of an envelope that went ahead is committed with that envelope\'s commit; after a failed commit it frees the window', async () => {
-    const { t, d, c, token, gate } = await setup({ DELIVERY_WINDOW: '1' });
+    // AHEAD_HOLD_MS=0: the commit starts at once, so the ack finds the envelope in it (with a hold,
+    // the ack would come first and retract it: 'held for the ack', below).
+    const { t, d, c, token, gate } = await setup({ DELIVERY_WINDOW: '1', AHEAD_HOLD_MS: '0' });
     await warmToken(t, d, c, token);
     gate.close();
     const s = send(t, d.mailbox, 'm1', token);
@@ -364,5 +366,32 @@ describe('an envelope acknowledged before its group commit started (WRITE_ACKED_
       await expect.poll(async () => (await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(0); // deleted by the ack
       expect(await unstoredCount(t)).toBe(0);
     }
+  });
+});
+
+describe('held for the ack (AHEAD_HOLD_MS)', () => {
+  it('one send at a time to a connected device that acks: none is written, each sender is answered at the ack; a device that does not ack gets its envelope stored after the hold', async () => {
+    // 200 ms (the maximum) so that a slow test machine still acks within the hold.
+    const { t, d, c, token } = await setup({ AHEAD_HOLD_MS: '200' });
+    await warmToken(t, d, c, token);
+    const enqueued = recordEnqueued(t);
+    for (let i = 0; i < 10; i++) {
+      const s = send(t, d.mailbox, `m${i}`, token);
+      const got = await delivered(c);
+      expect(got.payloads).toEqual([`m${i}`]);
+      c.ack(got.ids); // the SDK's ack, without a request id
+      const r = await s.result;
+      expect(r.status).toBe(200);
+      expect(fromBinary(SendResultSchema, r.body).deliveredLive).toBe(true);
+    }
+    expect(enqueued).toEqual([]); // without the hold, each would race its own group commit
+    expect(await unstoredCount(t)).toBe(10);
+
+    const s = send(t, d.mailbox, 'not acked', token);
+    expect((await delivered(c)).payloads).toEqual(['not acked']);
+    expect((await s.result).status).toBe(200); // after its hold, with its commit
+    expect(enqueued).toEqual(['not acked']);
+    expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(1);
+    await none(c, 'deliver'); // not delivered again by its commit
   });
 });

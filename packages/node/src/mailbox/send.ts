@@ -12,7 +12,8 @@
  * in one transaction — one fsync with synchronous=FULL — and no sender is answered before that
  * transaction has committed, unless its recipient's device acknowledged the envelope (delivered
  * ahead) before its group commit started: then it is answered at that ack and never written
- * (retractAcked).
+ * (retractAcked). Such a send waits up to aheadHoldMs for that ack before a group takes it
+ * (SendOptions; #flush keeps each mailbox's envelopes in admission order).
  */
 import { hash, randomFillSync } from 'node:crypto';
 import type { CryptoContext } from '@meshwhisper/crypto';
@@ -94,6 +95,15 @@ export interface SendOptions {
    * slot is free.
    */
   readonly commitIntervalMs?: number;
+  /**
+   * A durable send that went ahead to its recipient's live connection (and is not part of a batch
+   * request) waits up to this many ms in the queue for that device's acknowledgement before it
+   * joins a group commit: acknowledged in time, it is answered then and never written
+   * (retractAcked); otherwise it is written as any other send, at most this much later. Sends that
+   * did not go ahead are not held, and one of them pulls every held send to the same mailbox into
+   * its group, in front of it (config AHEAD_HOLD_MS; docs/architecture.md). 0: nothing is held.
+   */
+  readonly aheadHoldMs?: number;
 }
 
 /** SHA-256 of a delivery token: what the node stores and compares. */
@@ -192,6 +202,12 @@ export class SendService {
   #queuedBytes = 0;
   /** RETRACTED entries still in #queue (#flush leaves them out). */
   #retractedQueued = 0;
+  /**
+   * Entries the last group cut held back (aheadHoldMs), still in #queue: not counted towards a
+   * full group. An estimate between cuts (a hold may end, or its send be retracted, meanwhile).
+   */
+  #heldQueued = 0;
+  #heldQueuedBytes = 0;
   #scheduled = false;
   #inFlight = 0;
   /** Group commits whose store.enqueue has not returned yet (at most MAX_COMMITS_IN_FLIGHT). */
@@ -206,6 +222,13 @@ export class SendService {
     void this.#flush();
   };
   readonly #commitIntervalMs: number;
+  readonly #aheadHoldMs: number;
+  /** The flush due when the oldest held send's hold ends (aheadHoldMs). */
+  #holdTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #onHoldEnd = (): void => {
+    this.#holdTimer = undefined;
+    void this.#flush();
+  };
   #idle: (() => void)[] = [];
   readonly #ids = new IdSource();
   /** Durable sends accepted and not yet answered (queued or committing), and their payload bytes. */
@@ -229,6 +252,7 @@ export class SendService {
     options: SendOptions = {},
   ) {
     this.#commitIntervalMs = options.commitIntervalMs ?? 0;
+    this.#aheadHoldMs = options.aheadHoldMs ?? 0;
   }
 
   /** Durable sends accepted and not yet answered: queued for, or in, a group commit. */
@@ -257,6 +281,11 @@ export class SendService {
     if (this.#intervalTimer !== undefined) {
       clearTimeout(this.#intervalTimer);
       this.#onInterval();
+    }
+    // So do held sends (#flush holds nothing once closed).
+    if (this.#holdTimer !== undefined) {
+      clearTimeout(this.#holdTimer);
+      this.#onHoldEnd();
     }
     if (this.#queue.length === 0 && this.#inFlight === 0) return;
     await new Promise<void>((resolve) => this.#idle.push(resolve));
@@ -427,7 +456,7 @@ export class SendService {
 
   /** Starts a group commit now when the queue holds a full group, else on the next turn. */
   #kick(): void {
-    if (this.#queue.length - this.#retractedQueued >= MAX_GROUP_COMMIT || this.#queuedBytes >= MAX_GROUP_BYTES) void this.#flush();
+    if (this.#queue.length - this.#retractedQueued - this.#heldQueued >= MAX_GROUP_COMMIT || this.#queuedBytes - this.#heldQueuedBytes >= MAX_GROUP_BYTES) void this.#flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => void this.#flush());
@@ -455,7 +484,7 @@ export class SendService {
     this.#scheduled = false;
     // Enough commits are running: the first to finish starts the next group (#committed).
     if (this.#committing >= MAX_COMMITS_IN_FLIGHT) return;
-    if (this.#lastGroupSize >= COMMIT_INTERVAL_MIN_GROUP && this.#queue.length - this.#retractedQueued < MAX_GROUP_COMMIT && this.#queuedBytes < MAX_GROUP_BYTES && !this.#closed) {
+    if (this.#lastGroupSize >= COMMIT_INTERVAL_MIN_GROUP && this.#queue.length - this.#retractedQueued - this.#heldQueued < MAX_GROUP_COMMIT && this.#queuedBytes - this.#heldQueuedBytes < MAX_GROUP_BYTES && !this.#closed) {
       // Under load: this group waits for the rest of the interval (a full group does not).
       const wait = this.#lastGroupAt + this.#commitIntervalMs - performance.now();
       if (wait >= 0.5) {
@@ -469,46 +498,90 @@ export class SendService {
       clearTimeout(this.#intervalTimer);
       this.#intervalTimer = undefined;
     }
-    let n = 0;
+    const hold = this.#closed ? 0 : this.#aheadHoldMs;
+    const now = hold > 0 ? performance.now() : 0;
+    const q = this.#queue;
+    const batch: Pending[] = [];
     let bytes = 0;
     let retracted = 0;
-    /** The batch request the group starts with (its first entry that is not RETRACTED), if any. */
-    let firstUnit: object | undefined;
-    for (const q = this.#queue; n < q.length && n < MAX_GROUP_COMMIT; n++) {
-      const p = q[n]!;
+    /**
+     * Sends held back by this scan (aheadHoldMs), by mailbox, until a later send to the same
+     * mailbox that is not held takes them into the group in front of it: the store numbers a
+     * mailbox's envelopes in the order they reach it, and that must stay their admission order.
+     */
+    let held: Map<string, Pending[]> | undefined;
+    let heldCount = 0;
+    let i = 0;
+    while (i < q.length && batch.length < MAX_GROUP_COMMIT) {
+      const p = q[i]!;
       if (p.state === RETRACTED) {
         retracted++;
+        i++;
         continue;
       }
-      // The byte bound never cuts the batch request the group starts with (a batch is one group).
-      if (n > retracted && bytes + p.payload.length > MAX_GROUP_BYTES && (p.unit === undefined || p.unit !== firstUnit)) break;
-      if (n === retracted) firstUnit = p.unit;
-      bytes += p.payload.length;
-      p.state = TAKEN;
-    }
-    let batch = this.#queue.splice(0, n);
-    this.#queuedBytes -= bytes;
-    if (retracted > 0) {
-      // Answered by their recipients' acks (retractAcked): not written.
-      this.#retractedQueued -= retracted;
-      batch = batch.filter((p) => p.state !== RETRACTED);
-    }
-    // Never cut a batch request in two (it is bounded far below MAX_GROUP_COMMIT): its tail waits
-    // for the next group with the rest of it.
-    const last = batch.at(-1)?.unit;
-    if (last && this.#queue[0]?.unit === last && batch[0]!.unit !== last) {
-      let cut = batch.length;
-      while (batch[cut - 1]!.unit === last) cut--;
-      const back = batch.splice(cut);
-      for (const p of back) {
-        p.state = QUEUED;
-        this.#queuedBytes += p.payload.length;
-        bytes -= p.payload.length;
+      if (hold > 0 && p.ahead === AHEAD_SENT && p.unit === undefined && now - p.started < hold) {
+        const list = (held ??= new Map<string, Pending[]>()).get(p.mailboxKey);
+        if (list) list.push(p);
+        else held.set(p.mailboxKey, [p]);
+        heldCount++;
+        i++;
+        continue;
       }
-      this.#queue.unshift(...back);
+      // A batch request is taken whole or not at all: never split between two groups (it is
+      // bounded far below both group bounds; the first in a group is taken even over them).
+      let j = i + 1;
+      if (p.unit !== undefined) while (j < q.length && q[j]!.unit === p.unit) j++;
+      let size = 0;
+      for (let k = i; k < j; k++) {
+        const x = q[k]!;
+        size += x.payload.length;
+        const before = held?.get(x.mailboxKey);
+        if (before) for (const h of before) size += h.payload.length;
+      }
+      if (batch.length > 0 && (bytes + size > MAX_GROUP_BYTES || (j - i > 1 && batch.length + (j - i) > MAX_GROUP_COMMIT))) break;
+      for (let k = i; k < j; k++) {
+        const x = q[k]!;
+        const before = held?.get(x.mailboxKey);
+        if (before) {
+          held!.delete(x.mailboxKey);
+          heldCount -= before.length;
+          for (const h of before) {
+            h.state = TAKEN;
+            batch.push(h);
+          }
+        }
+        x.state = TAKEN;
+        batch.push(x);
+      }
+      bytes += size;
+      i = j;
+    }
+    this.#queuedBytes -= bytes;
+    this.#retractedQueued -= retracted; // answered by their recipients' acks (retractAcked): not written
+    this.#heldQueued = heldCount;
+    this.#heldQueuedBytes = 0;
+    let oldestHeld: Pending | undefined;
+    if (heldCount === 0) q.splice(0, i);
+    else {
+      // The held sends stay in front of the rest, in their order.
+      const rest: Pending[] = [];
+      for (let k = 0; k < i; k++) {
+        const p = q[k]!;
+        if (p.state !== QUEUED) continue;
+        rest.push(p);
+        this.#heldQueuedBytes += p.payload.length;
+      }
+      oldestHeld = rest[0];
+      for (let k = i; k < q.length; k++) rest.push(q[k]!);
+      this.#queue = rest;
+      if (trace) trace.stage('send.heldAtCut', heldCount);
+    }
+    if (oldestHeld !== undefined && this.#holdTimer === undefined) {
+      // Its hold ends first (the queue is in admission order); a flush then takes it.
+      this.#holdTimer = setTimeout(this.#onHoldEnd, Math.max(1, oldestHeld.started + hold - now));
     }
     if (batch.length === 0) {
-      this.#scheduleMore(); // the queue may hold more beyond a group of retracted entries
+      // Nothing to commit: the queue holds only held sends (their timer is set) or nothing.
       return this.#checkIdle();
     }
     this.#lastGroupAt = performance.now();

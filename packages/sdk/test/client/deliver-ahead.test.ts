@@ -14,7 +14,10 @@ import { MeshWhisper, memoryStorage } from '../../src/index.js';
 
 let t: E2eNode;
 beforeAll(async () => {
-  t = await startE2eNode();
+  // AHEAD_HOLD_MS=0: the first test needs the commit of a copy that went ahead to start (and fail)
+  // before the recipient's ack, which the default hold of 40 ms would let win (node
+  // docs/architecture.md, "Held for the ack"); the second stalls every commit anyway.
+  t = await startE2eNode({ AHEAD_HOLD_MS: '0' });
 });
 afterAll(async () => {
   await t?.close();
