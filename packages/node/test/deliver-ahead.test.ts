@@ -394,4 +394,24 @@ describe('held for the ack (AHEAD_HOLD_MS)', () => {
     expect((await t.node.services.store.mailboxStats(d.mailbox)).messages).toBe(1);
     await none(c, 'deliver'); // not delivered again by its commit
   });
+
+  it('the device disconnects while a send is held: the next send, which cannot go ahead, is stored after it — the device gets both in the order they were sent', async () => {
+    const { t, d, c, token, port } = await setup({ AHEAD_HOLD_MS: '200' });
+    await warmToken(t, d, c, token);
+    const enqueued = recordEnqueued(t);
+    const held = send(t, d.mailbox, 'held', token);
+    expect((await delivered(c)).payloads).toEqual(['held']); // went ahead; not acked
+    c.terminate();
+    await expect.poll(() => t.node.services.hub.size).toBe(0);
+    // Not connected now: this one is not held, and takes 'held' into its group in front of it
+    // (without that rule it would be stored first and 'held' ~200 ms later, after it).
+    const after = send(t, d.mailbox, 'after', token);
+    expect((await after.result).status).toBe(200);
+    expect((await held.result).status).toBe(200);
+    expect(enqueued).toEqual(['held', 'after']);
+    const again = await device(port, d);
+    const got: string[] = [];
+    while (got.length < 2) got.push(...(await delivered(again)).payloads);
+    expect(got).toEqual(['held', 'after']);
+  });
 });
