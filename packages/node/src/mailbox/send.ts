@@ -456,11 +456,16 @@ export class SendService {
 
   /** Starts a group commit now when the queue holds a full group, else on the next turn. */
   #kick(): void {
-    if (this.#queue.length - this.#retractedQueued - this.#heldQueued >= MAX_GROUP_COMMIT || this.#queuedBytes - this.#heldQueuedBytes >= MAX_GROUP_BYTES) void this.#flush();
+    if (this.#fullGroupWaiting()) void this.#flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => void this.#flush());
     }
+  }
+
+  /** The queue holds a full group (by count or bytes) besides retracted and held entries. */
+  #fullGroupWaiting(): boolean {
+    return this.#queue.length - this.#retractedQueued - this.#heldQueued >= MAX_GROUP_COMMIT || this.#queuedBytes - this.#heldQueuedBytes >= MAX_GROUP_BYTES;
   }
 
   #refusal(reason: Exclude<EnqueueOutcome, { ok: true }>['reason']): ProtocolError {
@@ -484,7 +489,7 @@ export class SendService {
     this.#scheduled = false;
     // Enough commits are running: the first to finish starts the next group (#committed).
     if (this.#committing >= MAX_COMMITS_IN_FLIGHT) return;
-    if (this.#lastGroupSize >= COMMIT_INTERVAL_MIN_GROUP && this.#queue.length - this.#retractedQueued - this.#heldQueued < MAX_GROUP_COMMIT && this.#queuedBytes - this.#heldQueuedBytes < MAX_GROUP_BYTES && !this.#closed) {
+    if (this.#lastGroupSize >= COMMIT_INTERVAL_MIN_GROUP && !this.#fullGroupWaiting() && !this.#closed) {
       // Under load: this group waits for the rest of the interval (a full group does not).
       const wait = this.#lastGroupAt + this.#commitIntervalMs - performance.now();
       if (wait >= 0.5) {
@@ -560,7 +565,6 @@ export class SendService {
     this.#retractedQueued -= retracted; // answered by their recipients' acks (retractAcked): not written
     this.#heldQueued = heldCount;
     this.#heldQueuedBytes = 0;
-    let oldestHeld: Pending | undefined;
     if (heldCount === 0) q.splice(0, i);
     else {
       // The held sends stay in front of the rest, in their order.
@@ -571,14 +575,11 @@ export class SendService {
         rest.push(p);
         this.#heldQueuedBytes += p.payload.length;
       }
-      oldestHeld = rest[0];
+      // The oldest held send's hold ends first (the queue is in admission order); a flush then takes it.
+      this.#holdTimer ??= setTimeout(this.#onHoldEnd, Math.max(1, rest[0]!.started + hold - now));
       for (let k = i; k < q.length; k++) rest.push(q[k]!);
       this.#queue = rest;
       if (trace) trace.stage('send.heldAtCut', heldCount);
-    }
-    if (oldestHeld !== undefined && this.#holdTimer === undefined) {
-      // Its hold ends first (the queue is in admission order); a flush then takes it.
-      this.#holdTimer = setTimeout(this.#onHoldEnd, Math.max(1, oldestHeld.started + hold - now));
     }
     if (batch.length === 0) {
       // Nothing to commit: the queue holds only held sends (their timer is set) or nothing.
